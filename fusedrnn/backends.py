@@ -1,0 +1,102 @@
+"""Which backend runs a call, and why.
+
+Names: "auto", "cuda" (the fusedrnn._C extension), "triton" (fused Triton kernels),
+"reference" (the plain-PyTorch oracle) and "torch" (torch.nn's own implementation,
+cuDNN on a GPU). The environment variable FUSEDRNN_BACKEND replaces "auto".
+
+A kernel backend is a module exposing
+    availability(device) -> str | None        why it cannot run on this device, or None
+    unsupported(cell, dtype, hidden_size, proj_size) -> str | None
+    forward(...), backward(...)    the sequential kernels (see fusedrnn/ops/fused.py)
+"""
+from __future__ import annotations
+
+import importlib
+import os
+import warnings
+from typing import NamedTuple
+
+import torch
+
+BACKENDS = ("auto", "cuda", "triton", "reference", "torch")
+KERNEL_BACKENDS = {"cuda": "fusedrnn.ops.cuda", "triton": "fusedrnn.ops.triton"}
+ENV_VAR = "FUSEDRNN_BACKEND"
+_warned: set[str] = set()
+
+
+class Choice(NamedTuple):
+    name: str
+    reason: str
+
+
+def check_name(name) -> None:
+    if name not in BACKENDS:
+        raise ValueError(f"unknown backend {name!r}; valid backends are {', '.join(map(repr, BACKENDS))}")
+
+
+def kernel_module(name: str):
+    """Import a kernel backend's module; RuntimeError naming the cause if it cannot be imported."""
+    try:
+        return importlib.import_module(KERNEL_BACKENDS[name])
+    except ImportError as e:  # triton not installed, extension not importable, ...
+        raise RuntimeError(f"backend {name!r} cannot be imported: {e}") from e
+
+
+def why_not(name: str, device: torch.device, cell: str | None = None, dtype=None,
+            hidden_size: int | None = None, proj_size: int = 0) -> str | None:
+    """None if backend `name` can run this call, else the reason it cannot."""
+    if name in ("torch", "reference"):
+        return None
+    try:
+        mod = kernel_module(name)
+    except RuntimeError as e:
+        return str(e)
+    reason = mod.availability(device)
+    if reason is None and cell is not None:
+        reason = mod.unsupported(cell, dtype, hidden_size, proj_size)
+    return reason
+
+
+def available_backends() -> dict[str, tuple[bool, str]]:
+    """Each backend name with whether it can run on this machine and, if not, why."""
+    device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+    out = {"auto": (True, f"picks per call; inputs on {device.type} run "
+                          + ("cuda, then triton, then torch" if device.type == "cuda" else "torch"))}
+    for name in BACKENDS[1:]:
+        reason = why_not(name, device)
+        out[name] = (reason is None, reason or f"can run on {device.type}")
+    return out
+
+
+def requested_name(requested: str) -> str:
+    check_name(requested)
+    if requested == "auto" and os.environ.get(ENV_VAR):
+        env = os.environ[ENV_VAR]
+        if env not in BACKENDS:
+            raise ValueError(f"{ENV_VAR}={env!r} is not a backend; valid backends are {', '.join(map(repr, BACKENDS))}")
+        return env
+    return requested
+
+
+def choose(requested: str, device: torch.device, cell: str, dtype, hidden_size: int,
+           proj_size: int = 0, warn: bool = True) -> Choice:
+    """Resolve a requested backend for one call; RuntimeError if an explicit one cannot run."""
+    name = requested_name(requested)
+    if name == "auto":
+        if device.type != "cuda":
+            return Choice("torch", f"the input is on {device.type}, where 'auto' runs torch.nn's own implementation")
+        reasons = []
+        for cand in ("cuda", "triton"):
+            why = why_not(cand, device, cell, dtype, hidden_size, proj_size)
+            if why is None:
+                return Choice(cand, f"'auto' picked {cand}, the first fused backend that supports this call")
+            reasons.append(f"{cand}: {why}")
+        reason = "'auto' fell back to torch.nn (cuDNN) because " + "; ".join(reasons)
+        if warn and reason not in _warned:
+            _warned.add(reason)
+            warnings.warn("fusedrnn: " + reason, RuntimeWarning, stacklevel=3)
+        return Choice("torch", reason)
+    why = why_not(name, device, cell, dtype, hidden_size, proj_size)
+    if why is not None:
+        raise RuntimeError(f"fusedrnn backend {name!r} cannot run this call: {why}")
+    return Choice(name, f"backend {name!r} was requested" + (f" (through {ENV_VAR})" if name != requested else ""))

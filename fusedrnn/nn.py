@@ -1,0 +1,179 @@
+"""Drop-in replacements for torch.nn.LSTM, GRU and RNN.
+
+They subclass the torch modules, so constructor, parameters, initialisation,
+state_dict, repr, pickling and the argument checks are torch's own; only the
+forward pass is rerouted through fusedrnn.functional when the chosen backend is
+not "torch".
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn.utils.rnn import PackedSequence
+
+from . import backends, functional, packing
+from .functional import LayerWeights
+
+_CELLS = {"LSTM": "lstm", "GRU": "gru", "RNN_TANH": "rnn_tanh", "RNN_RELU": "rnn_relu"}
+
+
+class _FusedRNNBase:
+    """Mixin placed before the torch class; `backend` picks the implementation per call."""
+
+    def __init__(self, *args, backend: str = "auto", **kwargs):
+        super().__init__(*args, **kwargs)
+        self.backend = backend
+
+    @property
+    def backend(self) -> str:
+        return self.__dict__.get("_backend", "auto")
+
+    @backend.setter
+    def backend(self, name: str) -> None:
+        backends.check_name(name)
+        self.__dict__["_backend"] = name
+
+    @property
+    def cell(self) -> str:
+        return _CELLS[self.mode]
+
+    def extra_repr(self) -> str:
+        s = super().extra_repr()
+        return s if self.backend == "auto" else s + f", backend={self.backend!r}"
+
+    def choose_backend(self, input, warn: bool = True) -> backends.Choice:
+        data = input.data if isinstance(input, PackedSequence) else input
+        if not isinstance(data, torch.Tensor):
+            return backends.Choice("torch", "the input is not a tensor; torch.nn reports the error")
+        return backends.choose(self.backend, data.device, self.cell, data.dtype, self.hidden_size,
+                               self.proj_size, warn=warn)
+
+    def forward(self, input, hx=None):
+        choice = self.choose_backend(input)
+        if choice.name == "torch":
+            return super().forward(input, hx)
+        return self._fused_forward(input, hx, choice.name)
+
+    # -- the fused path -------------------------------------------------------------
+
+    def _layer_weights(self) -> list[LayerWeights]:
+        out = []
+        for layer in range(self.num_layers):
+            for suffix in ("", "_reverse")[: 2 if self.bidirectional else 1]:
+                get = lambda kind: getattr(self, f"{kind}_l{layer}{suffix}", None)  # noqa: E731
+                out.append(LayerWeights(get("weight_ih"), get("weight_hh"),
+                                        get("bias_ih") if self.bias else None,
+                                        get("bias_hh") if self.bias else None,
+                                        get("weight_hr") if self.proj_size > 0 else None))
+        return out
+
+    def _zero_state(self, batch: int, like: torch.Tensor):
+        D = 2 if self.bidirectional else 1
+        P = self.proj_size if self.proj_size > 0 else self.hidden_size
+        h = torch.zeros(self.num_layers * D, batch, P, dtype=like.dtype, device=like.device)
+        if self.mode != "LSTM":
+            return h
+        return h, torch.zeros(self.num_layers * D, batch, self.hidden_size, dtype=like.dtype, device=like.device)
+
+    def _check_state_dims(self, hx, want: int) -> None:
+        """torch.nn's messages for an hx whose rank does not match the input's."""
+        kind = "batched 3-D" if want == 3 else "unbatched 2-D"
+        if self.mode == "LSTM":
+            if hx[0].dim() != want or hx[1].dim() != want:
+                raise RuntimeError(f"For {kind} input, hx and cx should also be {want}-D but got "
+                                   f"({hx[0].dim()}-D, {hx[1].dim()}-D) tensors")
+        elif hx.dim() != want:
+            raise RuntimeError(f"For {kind} input, hx should also be {want}-D but got {hx.dim()}-D tensor")
+
+    def _fused_forward(self, input, hx, backend: str):
+        is_lstm = self.mode == "LSTM"
+        packed = isinstance(input, PackedSequence)
+        lengths = valid = None
+        if packed:
+            data, batch_sizes, sorted_indices, unsorted_indices = input
+            hx = self._zero_state(int(batch_sizes[0]), data) if hx is None else self.permute_hidden(hx, sorted_indices)
+            self.check_forward_args(data, hx, batch_sizes)
+            x, lengths, valid = packing.unpack(data, batch_sizes)
+        else:
+            if input.dim() not in (2, 3):
+                tail = " tensor instead" if self.mode.startswith("RNN") else " instead"
+                raise ValueError(f"{self.mode.split('_')[0]}: Expected input to be 2D or 3D, got {input.dim()}D{tail}")
+            is_batched = input.dim() == 3
+            batch_dim = 0 if self.batch_first else 1
+            if not is_batched:
+                input = input.unsqueeze(batch_dim)
+            if hx is None:
+                hx = self._zero_state(input.size(batch_dim), input)
+            else:
+                self._check_state_dims(hx, 3 if is_batched else 2)
+                if not is_batched:
+                    hx = (hx[0].unsqueeze(1), hx[1].unsqueeze(1)) if is_lstm else hx.unsqueeze(1)
+            self.check_forward_args(input, hx, None)
+            x = input.transpose(0, 1) if self.batch_first else input
+        h0, c0 = hx if is_lstm else (hx, None)
+        if h0.dtype != x.dtype or (c0 is not None and c0.dtype != x.dtype):
+            raise RuntimeError(f"Input and hidden tensors are not the same dtype, found input tensor with "
+                               f"{x.dtype} and hidden tensor with {(h0 if h0.dtype != x.dtype else c0).dtype}")
+        y, h_n, c_n = functional.rnn(
+            self.cell, x, h0, c0, self._layer_weights(), num_layers=self.num_layers,
+            bidirectional=self.bidirectional, dropout=self.dropout, training=self.training,
+            lengths=lengths, dropout_mask=valid, backend=backend)
+        hidden = (h_n, c_n) if is_lstm else h_n
+        if packed:
+            out = PackedSequence(packing.pack(y, valid), batch_sizes, sorted_indices, unsorted_indices)
+            return out, self.permute_hidden(hidden, unsorted_indices)
+        if self.batch_first:
+            y = y.transpose(0, 1)
+        if not is_batched:
+            y = y.squeeze(batch_dim)
+            hidden = (h_n.squeeze(1), c_n.squeeze(1)) if is_lstm else h_n.squeeze(1)
+        return y, hidden
+
+
+class LSTM(_FusedRNNBase, nn.LSTM):
+    """torch.nn.LSTM with fused kernels; extra keyword-only argument `backend`."""
+
+
+class GRU(_FusedRNNBase, nn.GRU):
+    """torch.nn.GRU with fused kernels; extra keyword-only argument `backend`."""
+
+
+class RNN(_FusedRNNBase, nn.RNN):
+    """torch.nn.RNN (tanh or relu) with fused kernels; extra keyword-only argument `backend`."""
+
+
+_REPLACEMENTS = {nn.LSTM: LSTM, nn.GRU: GRU, nn.RNN: RNN}
+
+
+def _swap_class(module: nn.Module, backend: str) -> nn.Module:
+    new = _REPLACEMENTS[type(module)].__new__(_REPLACEMENTS[type(module)])
+    # same attribute dicts' contents, so the very same Parameter objects are shared
+    new.__dict__.update({k: (v.copy() if isinstance(v, dict) else v) for k, v in module.__dict__.items()})
+    new._flat_weights = list(module._flat_weights)
+    new.backend = backend
+    return new
+
+
+def convert(model: nn.Module, backend: str = "auto") -> nn.Module:
+    """Replace every torch.nn.LSTM/GRU/RNN inside `model` by its fusedrnn twin, in place.
+
+    Parameters are shared, not copied, so optimizers and their state stay valid.
+    Returns `model`, or the replacement when `model` itself is a torch RNN.
+    """
+    backends.check_name(backend)
+    if type(model) in _REPLACEMENTS:
+        return _swap_class(model, backend)
+    for name, child in list(model.named_children()):
+        if type(child) in _REPLACEMENTS:
+            setattr(model, name, _swap_class(child, backend))
+        else:
+            convert(child, backend)
+    return model
+
+
+def explain(module: nn.Module, input) -> str:
+    """One sentence: which backend `module(input)` would run, and why."""
+    if not isinstance(module, _FusedRNNBase):
+        return f"{type(module).__name__} is not a fusedrnn module; torch.nn runs it (see fusedrnn.convert)"
+    choice = module.choose_backend(input, warn=False)
+    return f"{type(module).__name__} would run backend {choice.name!r}: {choice.reason}."

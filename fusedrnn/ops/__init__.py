@@ -1,0 +1,48 @@
+"""The per-layer, per-direction recurrence: the one fused part of an RNN.
+
+`recurrence` is the differentiable entry point of the kernel contract in DESIGN.md;
+it checks its arguments once and hands them to the chosen backend.
+"""
+from __future__ import annotations
+
+import torch
+
+from .. import backends
+from . import fused, reference
+from .common import CELLS, GATES, check_recurrence_args
+
+__all__ = ["recurrence", "CELLS", "GATES"]
+
+
+def recurrence(cell: str, gx: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor | None,
+               w_hh: torch.Tensor, b_hh: torch.Tensor | None, lengths: torch.Tensor | None = None,
+               reverse: bool = False, backend: str = "reference", w_hr: torch.Tensor | None = None):
+    """Run one layer-direction of an RNN over its whole sequence.
+
+    Args:
+        cell: "lstm", "gru", "rnn_tanh" or "rnn_relu".
+        gx: (T, B, G*H) input projection x W_ihᵀ + b_ih, time-major.
+        h0: (B, P) initial hidden state (P = H unless w_hr is given).
+        c0: (B, H) initial cell state for "lstm", else None.
+        w_hh: (G*H, P) recurrent weights in torch.nn's gate order.
+        b_hh: (G*H,) recurrent bias or None.
+        lengths: (B,) int tensor with values in [1, T], or None for full sequences.
+            Steps t >= lengths[b] leave sequence b's state unchanged and emit zeros.
+        reverse: run each sequence from lengths[b]-1 down to 0.
+        backend: "reference", "triton", "cuda" or "auto" (FUSEDRNN_BACKEND applies).
+        w_hr: (P, H) LSTM projection (proj_size); the reference backend supports it.
+
+    Returns:
+        (y, hT, cT) for "lstm", (y, hT) otherwise; y (T, B, P) in gx's dtype,
+        hT/cT each sequence's state after its own last step.
+    """
+    check_recurrence_args(cell, gx, h0, c0, w_hh, b_hh, lengths, w_hr)
+    if backend == "torch":
+        raise ValueError("backend 'torch' runs whole torch.nn modules; fusedrnn.ops.recurrence takes "
+                         "'reference', 'triton', 'cuda' or 'auto'")
+    H = gx.shape[2] // GATES[cell]
+    P = w_hr.shape[0] if w_hr is not None else 0
+    name = backends.choose(backend, gx.device, cell, gx.dtype, H, P).name
+    if name in ("reference", "torch"):
+        return reference.recurrence(cell, gx, h0, c0, w_hh, b_hh, lengths, reverse, w_hr)
+    return fused.run(backends.kernel_module(name), cell, gx, h0, c0, w_hh, b_hh, lengths, reverse)

@@ -1,0 +1,105 @@
+"""Pieces every backend of the recurrence contract shares: names, argument checks,
+the step order, and the weight gradients computed outside the sequential loop.
+
+Dimensions: T time steps, B batch, H hidden units, P state size fed back into
+W_hh (P == H except for an LSTM with proj_size), G gates.
+"""
+from __future__ import annotations
+
+import torch
+
+#: gates per cell, in torch.nn's order (LSTM i,f,g,o · GRU r,z,n · RNN one)
+GATES = {"lstm": 4, "gru": 3, "rnn_tanh": 1, "rnn_relu": 1}
+CELLS = tuple(GATES)
+FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+#: the largest element index a kernel addresses with 32-bit arithmetic
+INT32_MAX = 2**31 - 1
+
+
+def step_order(T: int, reverse: bool) -> range:
+    return range(T - 1, -1, -1) if reverse else range(T)
+
+
+def check_cell(cell: str) -> None:
+    if cell not in GATES:
+        raise ValueError(f"unknown cell {cell!r}; expected one of {', '.join(CELLS)}")
+
+
+def check_recurrence_args(cell, gx, h0, c0, w_hh, b_hh, lengths, w_hr=None) -> None:
+    """Validate the contract's arguments; raise ValueError/RuntimeError before any launch."""
+    check_cell(cell)
+    G = GATES[cell]
+    if not isinstance(gx, torch.Tensor) or gx.dim() != 3:
+        raise ValueError(f"gx must be a 3-D tensor (T, B, G*H), got {_shape(gx)}")
+    T, B, GH = gx.shape
+    if T < 1 or B < 1 or GH < 1 or GH % G:
+        raise ValueError(f"gx of shape {tuple(gx.shape)} is not (T>=1, B>=1, {G}*H) for cell {cell!r}")
+    H = GH // G
+    if gx.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"gx must be a floating tensor, got {gx.dtype}")
+    if w_hr is not None and cell != "lstm":
+        raise ValueError("w_hr (projection) exists only for the lstm cell")
+    P = w_hr.shape[0] if w_hr is not None else H
+    expected = {"h0": (B, P), "w_hh": (GH, P)}
+    given = {"h0": h0, "w_hh": w_hh}
+    if cell == "lstm":
+        expected["c0"], given["c0"] = (B, H), c0
+    elif c0 is not None:
+        raise ValueError(f"c0 must be None for cell {cell!r}")
+    if b_hh is not None:
+        expected["b_hh"], given["b_hh"] = (GH,), b_hh
+    if w_hr is not None:
+        expected["w_hr"], given["w_hr"] = (P, H), w_hr
+    for name, shape in expected.items():
+        t = given[name]
+        if not isinstance(t, torch.Tensor) or tuple(t.shape) != shape:
+            raise ValueError(f"{name} must have shape {shape}, got {_shape(t)}")
+        if t.dtype != gx.dtype:
+            raise TypeError(f"{name} has dtype {t.dtype} but gx has {gx.dtype}; all must match")
+        if t.device != gx.device:
+            raise RuntimeError(f"{name} is on {t.device} but gx is on {gx.device}; all must be on one device")
+    if lengths is not None:
+        check_lengths(lengths, T, B, gx.device)
+
+
+def check_lengths(lengths, T: int, B: int, device: torch.device) -> None:
+    if not isinstance(lengths, torch.Tensor):
+        raise TypeError(f"lengths must be a tensor, got {type(lengths).__name__}")
+    if lengths.dtype not in (torch.int32, torch.int64):
+        raise TypeError(f"lengths must be an int32 or int64 tensor, got {lengths.dtype}")
+    if tuple(lengths.shape) != (B,):
+        raise ValueError(f"lengths must have shape ({B},), got {tuple(lengths.shape)}")
+    if lengths.device.type != "cpu" and lengths.device != device:
+        raise RuntimeError(f"lengths is on {lengths.device}; it must be on the CPU or on {device}")
+    lo, hi = int(lengths.min()), int(lengths.max())
+    if lo < 1 or hi > T:
+        raise ValueError(f"lengths must lie in [1, T={T}], got values in [{lo}, {hi}]")
+
+
+def _shape(t):
+    return tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
+
+
+def prev_states(y: torch.Tensor, h0: torch.Tensor, lengths, reverse: bool) -> torch.Tensor:
+    """The state that entered each step: h_prev (T,B,P) from y (T,B,P) and h0 (B,P).
+
+    Past a sequence's end y is zero and its d_gates are zero, so those rows never
+    contribute; only the reverse direction needs lengths (its first step is len-1).
+    """
+    if not reverse:
+        return torch.cat([h0.unsqueeze(0), y[:-1]], dim=0)
+    h_prev = torch.cat([y[1:], h0.unsqueeze(0)], dim=0)
+    if lengths is not None:
+        T = y.shape[0]
+        first = (torch.arange(T, device=y.device).unsqueeze(1) == (lengths.to(y.device) - 1).unsqueeze(0))
+        h_prev = torch.where(first.unsqueeze(2), h0.unsqueeze(0), h_prev)
+    return h_prev
+
+
+def weight_grads(d_gh: torch.Tensor, h_prev: torch.Tensor, has_bias: bool, dtype: torch.dtype):
+    """dW_hh = Σ_t d_ghₜᵀ h_{t-1} and db_hh = Σ_t d_ghₜ as two GEMM-sized reductions."""
+    GH, P = d_gh.shape[-1], h_prev.shape[-1]
+    d_gh2 = d_gh.reshape(-1, GH)
+    dw = (d_gh2.t() @ h_prev.reshape(-1, P).to(d_gh2.dtype)).to(dtype)
+    db = d_gh2.sum(0).to(dtype) if has_bias else None
+    return dw, db

@@ -1,0 +1,59 @@
+"""The autograd Function shared by the kernel backends (triton, cuda).
+
+A kernel backend implements only the sequential parts of the contract:
+
+    forward(cell, gx, h0, c0, w_hh, b_hh, lengths, reverse, need_grad)
+        -> y (T,B,H), hT (B,H), cT (B,H) or None, saved: tuple of tensors
+    backward(cell, dy, dhT, dcT, gx, h0, c0, w_hh, b_hh, lengths, reverse, y, saved)
+        -> d_gx (T,B,G*H) in gx's dtype, d_gh (T,B,G*H), dh0 (B,H), dc0 (B,H) or None
+
+where d_gx is the gradient of the pre-activations fed by gx and d_gh that of the
+ones fed by h W_hhᵀ + b_hh (they differ only in GRU's n gate: d_gh_n = r ⊙ d_gx_n;
+elsewhere a backend may return the same tensor twice). `lengths` arrives as an
+int32 tensor on gx's device, or None. Everything else, the weight gradients as
+GEMMs outside the time loop, happens here once for every backend.
+"""
+from __future__ import annotations
+
+import torch
+
+from .common import prev_states, weight_grads
+
+
+class FusedRecurrence(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, kernels, cell, reverse, lengths, gx, h0, c0, w_hh, b_hh):
+        need_grad = any(ctx.needs_input_grad[4:])
+        y, hT, cT, saved = kernels.forward(cell, gx, h0, c0, w_hh, b_hh, lengths, reverse, need_grad)
+        ctx.kernels, ctx.cell, ctx.reverse = kernels, cell, reverse
+        ctx.has_c0, ctx.has_bias, ctx.n_saved = c0 is not None, b_hh is not None, len(saved)
+        opt = lambda t: t if t is not None else torch.empty(0)  # noqa: E731  (save_for_backward wants tensors)
+        ctx.save_for_backward(gx, h0, opt(c0), w_hh, opt(b_hh), opt(lengths), y, *saved)
+        ctx.has_lengths = lengths is not None
+        ctx.mark_non_differentiable(*saved)
+        outs = (y, hT) + ((cT,) if cT is not None else ())
+        return outs + tuple(saved)
+
+    @staticmethod
+    def backward(ctx, dy, dhT, *rest):
+        gx, h0, c0, w_hh, b_hh, lengths, y, *saved = ctx.saved_tensors
+        c0 = c0 if ctx.has_c0 else None
+        b_hh = b_hh if ctx.has_bias else None
+        lengths = lengths if ctx.has_lengths else None
+        dcT = rest[0] if ctx.has_c0 else None
+        zeros = lambda t, like: torch.zeros_like(like) if t is None else t.contiguous()  # noqa: E731
+        dy, dhT = zeros(dy, y), zeros(dhT, h0)
+        dcT = zeros(dcT, c0) if ctx.has_c0 else None
+        d_gx, d_gh, dh0, dc0 = ctx.kernels.backward(ctx.cell, dy, dhT, dcT, gx, h0, c0, w_hh, b_hh,
+                                                    lengths, ctx.reverse, y, saved)
+        dw, db = weight_grads(d_gh, prev_states(y, h0, lengths, ctx.reverse), ctx.has_bias, w_hh.dtype)
+        return None, None, None, None, d_gx, dh0, dc0, dw, db
+
+
+def run(kernels, cell, gx, h0, c0, w_hh, b_hh, lengths, reverse):
+    """Apply the Function; returns (y, hT, cT) for lstm, (y, hT) otherwise."""
+    if lengths is not None:
+        lengths = lengths.to(device=gx.device, dtype=torch.int32)
+    args = [t.contiguous() if t is not None else None for t in (gx, h0, c0, w_hh, b_hh)]
+    outs = FusedRecurrence.apply(kernels, cell, reverse, lengths, *args)
+    return outs[:3] if cell == "lstm" else outs[:2]

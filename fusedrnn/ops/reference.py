@@ -1,0 +1,97 @@
+"""Plain-PyTorch recurrence: the oracle every fused kernel is checked against.
+
+Dimensions: T time steps, B batch, H hidden units, P projection size (LSTM with
+proj_size, else P == H), G gates (LSTM 4: i,f,g,o · GRU 3: r,z,n · RNN 1).
+
+It implements the kernel contract of DESIGN.md with ordinary autograd: the state
+is carried in float32 (float64 when the inputs are float64) and every output is
+stored in the input dtype.
+"""
+from __future__ import annotations
+
+import torch
+
+from .common import step_order
+
+
+def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def lstm_step(gx_t, h, c, w_hh, b_hh, w_hr=None):
+    """One LSTM step. gx_t (B,4H) already holds x W_ihᵀ + b_ih."""
+    gates = gx_t + h @ w_hh.t()
+    if b_hh is not None:
+        gates = gates + b_hh
+    i, f, g, o = gates.chunk(4, dim=1)
+    c_new = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+    h_new = torch.sigmoid(o) * torch.tanh(c_new)
+    if w_hr is not None:
+        h_new = h_new @ w_hr.t()
+    return h_new, c_new
+
+
+def gru_step(gx_t, h, w_hh, b_hh):
+    """One GRU step; b_hn stays inside r * (W_hn h + b_hn) as in torch.nn.GRU."""
+    gh = h @ w_hh.t()
+    if b_hh is not None:
+        gh = gh + b_hh
+    x_r, x_z, x_n = gx_t.chunk(3, dim=1)
+    h_r, h_z, h_n = gh.chunk(3, dim=1)
+    r = torch.sigmoid(x_r + h_r)
+    z = torch.sigmoid(x_z + h_z)
+    n = torch.tanh(x_n + r * h_n)
+    return (1 - z) * n + z * h
+
+
+def rnn_step(gx_t, h, w_hh, b_hh, relu: bool):
+    pre = gx_t + h @ w_hh.t()
+    if b_hh is not None:
+        pre = pre + b_hh
+    return torch.relu(pre) if relu else torch.tanh(pre)
+
+
+def recurrence(cell, gx, h0, c0, w_hh, b_hh, lengths=None, reverse=False, w_hr=None):
+    """Reference for `fusedrnn.ops.recurrence`; returns (y, hT, cT) or (y, hT).
+
+    gx (T,B,G*H) · h0 (B,P) · c0 (B,H) LSTM only · w_hh (G*H,P) · b_hh (G*H,) or None
+    lengths (B,) or None · w_hr (P,H) LSTM projection or None.
+    """
+    out_dtype = gx.dtype
+    cd = _compute_dtype(out_dtype)
+    T = gx.shape[0]
+    gx = gx.to(cd)
+    h = h0.to(cd)
+    c = c0.to(cd) if c0 is not None else None
+    w_hh = w_hh.to(cd)
+    b_hh = b_hh.to(cd) if b_hh is not None else None
+    w_hr = w_hr.to(cd) if w_hr is not None else None
+    active = None
+    if lengths is not None:
+        # active[t, b]: step t belongs to sequence b
+        steps = torch.arange(T, device=gx.device).unsqueeze(1)
+        active = (steps < lengths.to(gx.device).unsqueeze(0)).unsqueeze(2)
+
+    ys = [None] * T
+    for t in step_order(T, reverse):
+        if cell == "lstm":
+            h_new, c_new = lstm_step(gx[t], h, c, w_hh, b_hh, w_hr)
+        elif cell == "gru":
+            h_new = gru_step(gx[t], h, w_hh, b_hh)
+        else:
+            h_new = rnn_step(gx[t], h, w_hh, b_hh, relu=(cell == "rnn_relu"))
+        if active is None:
+            h = h_new
+            if cell == "lstm":
+                c = c_new
+            ys[t] = h_new
+        else:
+            m = active[t]
+            h = torch.where(m, h_new, h)
+            if cell == "lstm":
+                c = torch.where(m, c_new, c)
+            ys[t] = torch.where(m, h_new, torch.zeros_like(h_new))
+    y = torch.stack(ys).to(out_dtype)
+    if cell == "lstm":
+        return y, h.to(out_dtype), c.to(out_dtype)
+    return y, h.to(out_dtype)

@@ -1,6 +1,189 @@
-"""How setup.py builds the CUDA extension (placeholder until csrc/ has sources)."""
-from setuptools.command.build_ext import build_ext as BuildExt  # noqa: F401
+"""How setup.py builds the CUDA extension fusedrnn._C, ahead of time, without torch.
+
+The .cu files (csrc/*.cu and csrc/kernels/*.cu, globbed: one kernels/<cell>.cu per cell
+instantiates every dtype) go through nvcc, the .cpp files (pybind11 binding, argument
+checks, host build of the cell math) through the host compiler, and nvcc links them
+with the static CUDA runtime, so the module needs only the driver at run time and
+imports on machines without one. ninja runs the compiles in parallel when available.
+
+Environment:
+    FUSEDRNN_SKIP_CUDA_BUILD=1   never build the extension
+    FUSEDRNN_CUDA_ARCHS="80;90"  SM architectures (also "8.0 9.0", "80,90a"); PTX of the
+                                 last one is embedded too, for newer GPUs
+    CUDA_HOME / CUDA_PATH        where to find bin/nvcc (else nvcc on PATH)
+    CXX                          host compiler for the .cpp files (default c++)
+"""
+from __future__ import annotations
+
+import glob
+import os
+import re
+import shutil
+import subprocess
+import sys
+import sysconfig
+from concurrent.futures import ThreadPoolExecutor
+
+from setuptools import Extension
+from setuptools.command.build_ext import build_ext
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+CSRC = os.path.join(ROOT, "csrc")
+EXT_NAME = "fusedrnn._C"
+DEFAULT_ARCHS = "80;90"
 
 
-def cuda_extensions():
-    return []
+def find_nvcc() -> str | None:
+    for var in ("CUDA_HOME", "CUDA_PATH"):
+        home = os.environ.get(var)
+        if home:
+            cand = os.path.join(home, "bin", "nvcc")
+            if os.path.isfile(cand) and os.access(cand, os.X_OK):
+                return cand
+    return shutil.which("nvcc")
+
+
+def cuda_archs(spec: str | None = None) -> list[str]:
+    """FUSEDRNN_CUDA_ARCHS as a list like ["80", "90a"]; ValueError on a malformed entry."""
+    spec = spec if spec is not None else os.environ.get("FUSEDRNN_CUDA_ARCHS", DEFAULT_ARCHS)
+    archs = []
+    for item in re.split(r"[;,\s]+", spec.strip()):
+        if not item:
+            continue
+        m = re.fullmatch(r"(?:sm_|compute_)?(\d+)(?:\.(\d))?([af]?)", item)
+        if not m:
+            raise ValueError(f"FUSEDRNN_CUDA_ARCHS: cannot read {item!r} (expected e.g. 80, 8.0, 90a)")
+        arch = (m.group(1) + (m.group(2) or "")) + m.group(3)
+        if int(re.match(r"\d+", arch).group()) < 80:
+            raise ValueError(f"FUSEDRNN_CUDA_ARCHS: sm_{arch} is too old; the kernels need sm_80 or newer")
+        if arch not in archs:
+            archs.append(arch)
+    if not archs:
+        raise ValueError("FUSEDRNN_CUDA_ARCHS is empty")
+    return archs
+
+
+def gencode_flags(archs: list[str]) -> list[str]:
+    flags = []
+    for a in archs:
+        flags += ["-gencode", f"arch=compute_{a},code=sm_{a}"]
+    last = archs[-1]
+    flags += ["-gencode", f"arch=compute_{last},code=compute_{last}"]
+    return flags
+
+
+def skip_reason() -> str | None:
+    """Why the extension is not built here, or None."""
+    if os.environ.get("FUSEDRNN_SKIP_CUDA_BUILD", "").lower() in ("1", "true", "yes", "on"):
+        return "FUSEDRNN_SKIP_CUDA_BUILD is set"
+    if find_nvcc() is None:
+        return "nvcc was not found (set CUDA_HOME or put nvcc on PATH)"
+    try:
+        import pybind11  # noqa: F401
+    except ImportError:
+        return "pybind11 is not installed in the build environment (pip install pybind11; --no-build-isolation)"
+    return None
+
+
+def sources() -> tuple[list[str], list[str]]:
+    cu = sorted(glob.glob(os.path.join(CSRC, "*.cu")) + glob.glob(os.path.join(CSRC, "kernels", "*.cu")))
+    cpp = sorted(glob.glob(os.path.join(CSRC, "*.cpp")))
+    return cu, cpp
+
+
+def cuda_extensions() -> list[Extension]:
+    reason = skip_reason()
+    if reason:
+        print(f"fusedrnn: not building the CUDA extension {EXT_NAME}: {reason}", file=sys.stderr)
+        return []
+    cu, cpp = sources()
+    rel = [os.path.relpath(p, ROOT) for p in cu + cpp]
+    headers = glob.glob(os.path.join(CSRC, "**", "*.h"), recursive=True) + \
+        glob.glob(os.path.join(CSRC, "**", "*.cuh"), recursive=True)
+    return [Extension(EXT_NAME, sources=rel, depends=[os.path.relpath(h, ROOT) for h in headers])]
+
+
+def _commands(out: str, build_dir: str) -> tuple[list[tuple[str, str, list[str]]], list[str]]:
+    """([(source, object, compile command)], link command) for the extension."""
+    import pybind11
+
+    nvcc = find_nvcc()
+    cxx = os.environ.get("CXX", "c++")
+    includes = ["-I" + CSRC, "-I" + sysconfig.get_paths()["include"], "-I" + pybind11.get_include()]
+    nvcc_flags = ["-O3", "-std=c++17", "-DNDEBUG", "-lineinfo", "-Xcompiler", "-fPIC",
+                  "-Xcompiler", "-fvisibility=hidden", "-Xfatbin", "-compress-all",
+                  "-I" + CSRC] + gencode_flags(cuda_archs())
+    cxx_flags = ["-O2", "-std=c++17", "-DNDEBUG", "-fPIC", "-fvisibility=hidden", "-Wall"] + includes
+    cu, cpp = sources()
+    jobs = []
+    for src in cu + cpp:
+        obj = os.path.join(build_dir, os.path.relpath(src, CSRC).replace(os.sep, "__") + ".o")
+        if src.endswith(".cu"):
+            cmd = [nvcc] + nvcc_flags + ["-c", src, "-o", obj]
+        else:
+            cmd = [cxx] + cxx_flags + ["-c", src, "-o", obj]
+        jobs.append((src, obj, cmd))
+    link = [nvcc, "-shared", "--cudart=static", "-Xcompiler", "-fPIC", "-o", out] + [o for _, o, _ in jobs]
+    return jobs, link
+
+
+def _ninja_escape(s: str) -> str:
+    return s.replace("$", "$$").replace(" ", "$ ").replace(":", "$:")
+
+
+def _ninja_binary() -> str | None:
+    path = shutil.which("ninja")
+    if path:
+        return path
+    try:
+        import ninja  # the PyPI package ships the binary
+        cand = os.path.join(ninja.BIN_DIR, "ninja")
+        return cand if os.path.isfile(cand) else None
+    except ImportError:
+        return None
+
+
+def _quote(args: list[str]) -> str:
+    import shlex
+    return " ".join(shlex.quote(a) for a in args)
+
+
+def build_cuda_extension(out: str, build_dir: str, jobs_n: int | None = None) -> None:
+    """Compile and link fusedrnn._C into `out`; raises CalledProcessError on a compile error."""
+    out = os.path.abspath(out)
+    os.makedirs(build_dir, exist_ok=True)
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    jobs, link = _commands(out, build_dir)
+    ninja = _ninja_binary()
+    if ninja:
+        lines = ["ninja_required_version = 1.3", ""]
+        for i, (src, obj, cmd) in enumerate(jobs):
+            dep = "-MD -MF $out.d" if src.endswith(".cu") else "-MMD -MF $out.d"
+            lines += [f"rule cc{i}", f"  command = {_quote(cmd).replace('$', '$$')} {dep}", "  depfile = $out.d", "  deps = gcc",
+                      f"  description = compile {os.path.relpath(src, ROOT)}", "",
+                      f"build {_ninja_escape(obj)}: cc{i} {_ninja_escape(src)}", ""]
+        lines += ["rule link", f"  command = {_quote(link).replace('$', '$$')}", "  description = link " + os.path.basename(out), "",
+                  f"build {_ninja_escape(os.path.abspath(out))}: link " + " ".join(_ninja_escape(o) for _, o, _ in jobs),
+                  ""]
+        with open(os.path.join(build_dir, "build.ninja"), "w") as f:
+            f.write("\n".join(lines))
+        cmd = [ninja, "-C", build_dir] + (["-j", str(jobs_n)] if jobs_n else [])
+        subprocess.run(cmd, check=True)
+        return
+    workers = jobs_n or os.cpu_count() or 1
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for r in pool.map(lambda j: subprocess.run(j[2], check=True), jobs):
+            pass
+    subprocess.run(link, check=True)
+
+
+class BuildExt(build_ext):
+    """build_ext that builds fusedrnn._C with nvcc (other extensions: setuptools' way)."""
+
+    def build_extension(self, ext):
+        if ext.name != EXT_NAME:
+            return super().build_extension(ext)
+        out = self.get_ext_fullpath(ext.name)
+        build_dir = os.path.join(os.path.abspath(self.build_temp), "fusedrnn_C")
+        jobs_n = self.parallel if isinstance(self.parallel, int) and self.parallel > 0 else None
+        build_cuda_extension(out, build_dir, jobs_n)

@@ -100,3 +100,13 @@ def choose(requested: str, device: torch.device, cell: str, dtype, hidden_size: 
     if why is not None:
         raise RuntimeError(f"fusedrnn backend {name!r} cannot run this call: {why}")
     return Choice(name, f"backend {name!r} was requested" + (f" (through {ENV_VAR})" if name != requested else ""))
+
+
+@torch.compiler.assume_constant_result
+def choose_name(requested: str, device: torch.device, cell: str, dtype, hidden_size: int,
+                proj_size: int = 0) -> str:
+    """`choose(...).name`; torch.compile runs it once while tracing and keeps the name as a
+    constant (guarded through its arguments: module attributes, the tensor's device and
+    dtype), so importing and probing a backend never lands in a graph. FUSEDRNN_BACKEND
+    is read when a graph is traced, not at every call of a compiled model."""
+    return choose(requested, device, cell, dtype, hidden_size, proj_size).name

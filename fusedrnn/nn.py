@@ -23,6 +23,11 @@ class _FusedRNNBase:
     def __init__(self, *args, backend: str = "auto", **kwargs):
         super().__init__(*args, **kwargs)
         self.backend = backend
+        _let_dynamo_trace_rnn_modules()
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        _let_dynamo_trace_rnn_modules()
 
     @property
     def backend(self) -> str:
@@ -49,10 +54,21 @@ class _FusedRNNBase:
                                self.proj_size, warn=warn)
 
     def forward(self, input, hx=None):
-        choice = self.choose_backend(input)
-        if choice.name == "torch":
+        name = self._backend_name(input)
+        # an empty padded input (no steps: torch's error; no sequences: empty outputs) computes
+        # nothing, so torch.nn's own handling of it is exact
+        empty = isinstance(input, torch.Tensor) and input.dim() in (2, 3) and input.numel() == 0
+        if name == "torch" or empty:
             return super().forward(input, hx)
-        return self._fused_forward(input, hx, choice.name)
+        return self._fused_forward(input, hx, name)
+
+    def _backend_name(self, input) -> str:
+        """choose_backend(input).name, as a constant under torch.compile (see backends.choose_name)."""
+        data = input.data if isinstance(input, PackedSequence) else input
+        if not isinstance(data, torch.Tensor):
+            return "torch"
+        return backends.choose_name(self.backend, data.device, self.cell, data.dtype, self.hidden_size,
+                                    self.proj_size)
 
     # -- the fused path -------------------------------------------------------------
 
@@ -111,6 +127,15 @@ class _FusedRNNBase:
             self.check_forward_args(input, hx, None)
             x = input.transpose(0, 1) if self.batch_first else input
         h0, c0 = hx if is_lstm else (hx, None)
+        # torch.nn's messages, raised before anything runs on either device
+        for p in self._flat_weights:
+            if p is not None and p.device != x.device:
+                raise RuntimeError(f"Input and parameter tensors are not at the same device, found input "
+                                   f"tensor at {x.device} and parameter tensor at {p.device}")
+        for h in (h0, c0):
+            if h is not None and h.device != x.device:
+                raise RuntimeError(f"Input and hidden tensors are not at the same device, found input "
+                                   f"tensor at {x.device} and hidden tensor at {h.device}")
         if h0.dtype != x.dtype or (c0 is not None and c0.dtype != x.dtype):
             raise RuntimeError(f"Input and hidden tensors are not the same dtype, found input tensor with "
                                f"{x.dtype} and hidden tensor with {(h0 if h0.dtype != x.dtype else c0).dtype}")
@@ -118,6 +143,8 @@ class _FusedRNNBase:
             self.cell, x, h0, c0, self._layer_weights(), num_layers=self.num_layers,
             bidirectional=self.bidirectional, dropout=self.dropout, training=self.training,
             lengths=lengths, dropout_mask=valid, backend=backend)
+        if x.device.type == "cpu" and torch.is_autocast_enabled("cpu") and self._flat_weights[0].dtype == torch.float32:
+            y, h_n, c_n = _cpu_autocast_result(self.mode, self.proj_size > 0, packed, y, h_n, c_n)
         hidden = (h_n, c_n) if is_lstm else h_n
         if packed:
             out = PackedSequence(packing.pack(y, valid), batch_sizes, sorted_indices, unsorted_indices)
@@ -128,6 +155,35 @@ class _FusedRNNBase:
             y = y.squeeze(batch_dim)
             hidden = (h_n.squeeze(1), c_n.squeeze(1)) if is_lstm else h_n.squeeze(1)
         return y, hidden
+
+
+def _cpu_autocast_result(mode: str, proj: bool, packed: bool, y, h_n, c_n):
+    """Give outputs the dtypes torch.nn returns on the CPU under torch.autocast("cpu", low)
+    with float32 parameters: its oneDNN LSTM layer (padded input, no projection) runs
+    wholly in `low`; the other paths are composite, where the matmuls autocast and the
+    state follows type promotion — RNN state all `low`, GRU state float32, an LSTM's
+    cell state float32 (and h too unless a projection matmul produces it).
+    tests/test_autocast.py checks this table against torch.nn itself."""
+    low, full = y.dtype, torch.float32
+    if mode.startswith("RNN"):
+        want = (low, low, None)
+    elif mode == "GRU":
+        want = (full, full, None)
+    elif proj:
+        want = (low, low, full)
+    else:
+        want = (full, full, full) if packed else (low, low, low)
+    return tuple(t.to(d) if t is not None else None for t, d in zip((y, h_n, c_n), want))
+
+
+def _let_dynamo_trace_rnn_modules() -> None:
+    """torch.compile refuses every instance of nn.RNN/GRU/LSTM, subclasses included, unless
+    torch._dynamo.config.allow_rnn is set; fusedrnn's modules need it to compile (with
+    fullgraph=True) and set it when one is built or unpickled. Side effect, documented in
+    docs/integration.md: plain torch.nn RNN modules are then traced too (torch's experimental
+    support) instead of breaking the graph. The setting is context-local in torch."""
+    import torch._dynamo  # noqa: PLC0415  (heavy; only once a fusedrnn module exists)
+    torch._dynamo.config.allow_rnn = True
 
 
 class LSTM(_FusedRNNBase, nn.LSTM):
@@ -151,6 +207,7 @@ def _swap_class(module: nn.Module, backend: str) -> nn.Module:
     new.__dict__.update({k: (v.copy() if isinstance(v, dict) else v) for k, v in module.__dict__.items()})
     new._flat_weights = list(module._flat_weights)
     new.backend = backend
+    _let_dynamo_trace_rnn_modules()
     return new
 
 

@@ -5,11 +5,13 @@ it checks its arguments once and hands them to the chosen backend.
 """
 from __future__ import annotations
 
+import contextlib
+
 import torch
 
 from .. import backends
 from . import fused, reference
-from .common import CELLS, GATES, check_recurrence_args
+from .common import CELLS, GATES, check_int32_indexing, check_recurrence_args
 
 __all__ = ["recurrence", "CELLS", "GATES"]
 
@@ -32,17 +34,31 @@ def recurrence(cell: str, gx: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor |
         backend: "reference", "triton", "cuda" or "auto" (FUSEDRNN_BACKEND applies).
         w_hr: (P, H) LSTM projection (proj_size); the reference backend supports it.
 
+    Under torch.autocast for gx's device, float32 arguments are cast to the autocast
+    dtype first (as torch.nn's cuDNN and oneDNN RNNs do); the recurrence itself then
+    runs with autocast off and accumulates in float32.
+
     Returns:
         (y, hT, cT) for "lstm", (y, hT) otherwise; y (T, B, P) in gx's dtype,
         hT/cT each sequence's state after its own last step.
     """
+    device_type = gx.device.type if isinstance(gx, torch.Tensor) else "cpu"
+    autocast = torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(device_type)
+    if autocast:  # like torch.nn's cuDNN / oneDNN RNN: every float32 argument in the autocast dtype
+        low = torch.get_autocast_dtype(device_type)
+        gx, h0, c0, w_hh, b_hh, w_hr = (t.to(low) if isinstance(t, torch.Tensor) and t.dtype == torch.float32
+                                        else t for t in (gx, h0, c0, w_hh, b_hh, w_hr))
     check_recurrence_args(cell, gx, h0, c0, w_hh, b_hh, lengths, w_hr)
     if backend == "torch":
         raise ValueError("backend 'torch' runs whole torch.nn modules; fusedrnn.ops.recurrence takes "
                          "'reference', 'triton', 'cuda' or 'auto'")
     H = gx.shape[2] // GATES[cell]
     P = w_hr.shape[0] if w_hr is not None else 0
-    name = backends.choose(backend, gx.device, cell, gx.dtype, H, P).name
-    if name in ("reference", "torch"):
-        return reference.recurrence(cell, gx, h0, c0, w_hh, b_hh, lengths, reverse, w_hr)
-    return fused.run(backends.kernel_module(name), cell, gx, h0, c0, w_hh, b_hh, lengths, reverse)
+    name = backends.choose_name(backend, gx.device, cell, gx.dtype, H, P)
+    # the recurrence accumulates in float32 itself; autocast must not downcast its matmuls
+    with torch.autocast(device_type, enabled=False) if autocast else contextlib.nullcontext():
+        if name in ("reference", "torch"):
+            return reference.recurrence(cell, gx, h0, c0, w_hh, b_hh, lengths, reverse, w_hr)
+        check_int32_indexing(gx.shape[0], gx.shape[1], GATES[cell], H, w_hh.shape[1])
+        # the module's import name, not the module: importing stays out of compiled graphs
+        return fused.run(backends.KERNEL_BACKENDS[name], cell, gx, h0, c0, w_hh, b_hh, lengths, reverse)

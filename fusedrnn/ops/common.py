@@ -71,9 +71,27 @@ def check_lengths(lengths, T: int, B: int, device: torch.device) -> None:
         raise ValueError(f"lengths must have shape ({B},), got {tuple(lengths.shape)}")
     if lengths.device.type != "cpu" and lengths.device != device:
         raise RuntimeError(f"lengths is on {lengths.device}; it must be on the CPU or on {device}")
+    if torch.compiler.is_compiling():
+        # reading values would break the graph: check them inside it (RuntimeError when run)
+        torch._assert_async(((lengths >= 1) & (lengths <= T)).all(), f"lengths must lie in [1, T={T}]")
+        return
     lo, hi = int(lengths.min()), int(lengths.max())
     if lo < 1 or hi > T:
         raise ValueError(f"lengths must lie in [1, T={T}], got values in [{lo}, {hi}]")
+
+
+def check_int32_indexing(T: int, B: int, G: int, H: int, P: int | None = None) -> None:
+    """ValueError before launch when a kernel's 32-bit element offsets would overflow.
+
+    The largest tensors a kernel indexes are gx / d_gates (T*B*G*H elements) and
+    w_hh (G*H*P); offsets are computed in int32 inside the kernels.
+    """
+    P = H if P is None else P
+    for what, n in (("T*B*G*H (gx and its gradient)", T * B * G * H), ("G*H*P (w_hh)", G * H * P)):
+        if n > INT32_MAX:
+            raise ValueError(f"fusedrnn kernels index tensors with 32-bit offsets, but {what} = {n} "
+                             f"elements exceeds {INT32_MAX} (T={T}, B={B}, G={G}, H={H}); split the "
+                             "batch or the sequence, or use backend='reference' or 'torch'")
 
 
 def _shape(t):

@@ -12,11 +12,23 @@ ones fed by h W_hhᵀ + b_hh (they differ only in GRU's n gate: d_gh_n = r ⊙ d
 elsewhere a backend may return the same tensor twice). `lengths` arrives as an
 int32 tensor on gx's device, or None. Everything else, the weight gradients as
 GEMMs outside the time loop, happens here once for every backend.
+
+For torch.compile and meta tensors a backend also exports
+
+    saved_shapes(cell, gx, h0, c0, w_hh, b_hh, lengths, reverse, need_grad)
+        -> list of (shape, dtype), one per tensor of `saved`, in order
+
+(it gets the forward's arguments, possibly fake tensors, and must not read their
+values). `saved` must hold fresh tensors: a view of an input or of y/hT/cT is cloned
+(custom ops may not return aliases). `run` goes through the torch.library custom ops
+of fusedrnn/ops/library.py, so eager and compiled code share one path;
+FusedRecurrence is the equivalent plain autograd.Function, kept as a cross-check.
 """
 from __future__ import annotations
 
 import torch
 
+from . import library
 from .common import prev_states, weight_grads
 
 
@@ -51,7 +63,14 @@ class FusedRecurrence(torch.autograd.Function):
 
 
 def run(kernels, cell, gx, h0, c0, w_hh, b_hh, lengths, reverse):
-    """Apply the Function; returns (y, hT, cT) for lstm, (y, hT) otherwise."""
+    """Run through the custom ops; `kernels` is a backend module or its import name.
+
+    Returns (y, hT, cT) for lstm, (y, hT) otherwise."""
+    return library.recurrence(kernels, cell, gx, h0, c0, w_hh, b_hh, lengths, reverse)
+
+
+def run_function(kernels, cell, gx, h0, c0, w_hh, b_hh, lengths, reverse):
+    """Apply FusedRecurrence directly (no custom op); same results as `run`."""
     if lengths is not None:
         lengths = lengths.to(device=gx.device, dtype=torch.int32)
     args = [t.contiguous() if t is not None else None for t in (gx, h0, c0, w_hh, b_hh)]

@@ -1,0 +1,106 @@
+"""What a results file records about the run: card, driver, versions, date, commit."""
+from __future__ import annotations
+
+import datetime as _dt
+import importlib.metadata
+import os
+import platform
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _cmd(args, cwd=REPO) -> str | None:
+    try:
+        out = subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def git_info() -> dict:
+    """Commit and whether the tree differed from it. FUSEDRNN_GIT_COMMIT overrides (the device
+    machine gets a copy of the working tree that may lack .git)."""
+    commit = os.environ.get("FUSEDRNN_GIT_COMMIT") or _cmd(["git", "rev-parse", "HEAD"])
+    status = _cmd(["git", "--no-optional-locks", "status", "--porcelain", "--untracked-files=no"])
+    return {"commit": commit or "unknown",
+            "dirty": None if status is None else bool(status),
+            "commit_source": "FUSEDRNN_GIT_COMMIT" if os.environ.get("FUSEDRNN_GIT_COMMIT") else "git"}
+
+
+def collect(device: torch.device, timer_description: str, argv=None) -> dict:
+    now = _dt.datetime.now(_dt.timezone.utc)
+    meta = {
+        "date": now.isoformat(timespec="seconds"),
+        "device_type": device.type,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torch_cuda": torch.version.cuda,
+        "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
+        "triton": _version("triton"),
+        "numpy": _version("numpy"),
+        "fusedrnn": _version("fusedrnn"),
+        "timer": timer_description,
+        "command": " ".join(["python -m benchmarks.run", *(sys.argv[1:] if argv is None else argv)]),
+        **git_info(),
+    }
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        meta.update(card=props.name, sm_count=props.multi_processor_count,
+                    memory_gib=round(props.total_memory / 2**30, 1),
+                    capability=f"{props.major}.{props.minor}",
+                    driver=_cmd(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"]),
+                    cudnn_allow_tf32=torch.backends.cudnn.allow_tf32,
+                    matmul_allow_tf32=torch.backends.cuda.matmul.allow_tf32)
+        if meta["driver"]:
+            meta["driver"] = meta["driver"].splitlines()[0]
+    else:
+        meta.update(card=f"CPU: {cpu_name()}", driver=None, cpu_threads=torch.get_num_threads())
+    try:
+        import fusedrnn  # noqa: PLC0415
+        meta["backends"] = {k: {"ok": ok, "reason": why} for k, (ok, why) in fusedrnn.available_backends().items()}
+    except Exception as e:  # noqa: BLE001
+        meta["backends"] = {"error": str(e)}
+    return meta
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "unknown"
+
+
+def default_out_dir(meta: dict, root: Path | None = None) -> Path:
+    """benchmarks/results/<card>-<date>/ for GPU runs; CPU runs go under
+    benchmarks/results/local/cpu-<date>/ (ignored by git: they are not measurements to keep).
+    A second GPU run on the same card and day gets a time suffix rather than overwriting;
+    a CPU run replaces the last one of its day."""
+    root = root or REPO / "benchmarks" / "results"
+    date = meta["date"][:10]
+    if meta["device_type"] == "cuda":
+        base = root / f"{slug(meta['card'])}-{date}"
+    else:
+        base = root / "local" / f"cpu-{date}"
+    if meta["device_type"] == "cuda" and (base / "results.json").exists():
+        base = base.with_name(base.name + "-" + meta["date"][11:19].replace(":", ""))
+    return base

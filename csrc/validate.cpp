@@ -1,0 +1,229 @@
+// See validate.h. Host compiler only: no CUDA headers.
+#include "validate.h"
+
+#include <pybind11/stl.h>
+
+#include <climits>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace fusedrnn {
+
+namespace {
+
+[[noreturn]] void bad(const std::string& msg) { throw std::invalid_argument("fusedrnn._C: " + msg); }
+
+std::string shape_str(const std::vector<long long>& s) {
+  std::string out = "(";
+  for (size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
+  return out + (s.size() == 1 ? ",)" : ")");
+}
+
+long long as_int(py::handle h, const char* what) {
+  if (!py::isinstance<py::int_>(h) || py::isinstance<py::bool_>(h)) bad(std::string(what) + " must be an int");
+  try {
+    return h.cast<long long>();
+  } catch (const py::cast_error&) {
+    bad(std::string(what) + " does not fit in 64 bits");
+  }
+}
+
+std::vector<long long> int_list(py::handle h, const std::string& what) {
+  if (!py::isinstance<py::tuple>(h) && !py::isinstance<py::list>(h)) bad(what + " must be a tuple of ints");
+  std::vector<long long> out;
+  for (py::handle v : h) out.push_back(as_int(v, what.c_str()));
+  return out;
+}
+
+TensorArg parse_tensor(py::object o, const std::string& name) {
+  TensorArg t;
+  if (o.is_none()) return t;
+  if (!py::isinstance<py::tuple>(o) || py::len(o) != 4)
+    bad(name + " must be None or a tuple (data_ptr, dtype_code, shape, strides)");
+  py::tuple tup = o.cast<py::tuple>();
+  const long long ptr = as_int(tup[0], (name + " data_ptr").c_str());
+  if (ptr == 0) bad(name + " is a null pointer");
+  if (ptr < 0) bad(name + " has a negative data_ptr");
+  t.present = true;
+  t.ptr = static_cast<std::uintptr_t>(ptr);
+  t.dtype = parse_dtype(as_int(tup[1], (name + " dtype_code").c_str()), name.c_str());
+  t.shape = int_list(tup[2], name + " shape");
+  t.strides = int_list(tup[3], name + " strides");
+  if (t.shape.size() != t.strides.size()) bad(name + ": shape and strides differ in length");
+  for (long long d : t.shape)
+    if (d < 0) bad(name + " has a negative size in shape " + shape_str(t.shape));
+  if (t.ptr % (t.dtype == DType::F16 || t.dtype == DType::BF16 ? 2 : 4))
+    bad(name + " data_ptr is not aligned to its element size");
+  return t;
+}
+
+// Present, with exactly this shape and dtype, contiguous (size-1 dims may have any stride).
+void expect(const TensorArg& t, const std::string& name, const std::vector<long long>& shape, DType dtype) {
+  if (!t.present) bad(name + " is required (got None)");
+  if (t.shape != shape) bad(name + " must have shape " + shape_str(shape) + ", got " + shape_str(t.shape));
+  if (t.dtype != dtype)
+    bad(name + " has dtype " + dtype_name(t.dtype) + ", expected " + dtype_name(dtype));
+  long long expected = 1;
+  for (int i = static_cast<int>(shape.size()) - 1; i >= 0; --i) {
+    if (shape[i] != 1 && t.strides[i] != expected)
+      bad(name + " must be contiguous: strides " + shape_str(t.strides) + " for shape " + shape_str(shape));
+    expected *= shape[i];
+  }
+}
+
+void expect_absent(const TensorArg& t, const std::string& name, const std::string& why) {
+  if (t.present) bad(name + " must be None " + why);
+}
+
+void check_int32(long long n, const std::string& what) {
+  if (n > INT_MAX) bad(what + " = " + std::to_string(n) + " exceeds the int32 range of the kernels' indexing");
+}
+
+// Shapes shared by both passes: T, B, H from the (T, B, X) tensor, checked for overflow.
+void check_dims(long long T, long long B, long long H, Cell cell) {
+  if (T < 1 || B < 1 || H < 1) bad("T, B, H must be >= 1, got " + std::to_string(T) + ", " + std::to_string(B) +
+                                   ", " + std::to_string(H));
+  const long long G = gates(cell), S = saved_slots(cell);
+  check_int32(T, "T");
+  check_int32(B * G * H, "B*G*H");
+  check_int32(B * S * H, "B*S*H");
+  check_int32(G * H * H, "G*H*H (W_hh elements)");
+}
+
+void check_lengths(const TensorArg& t, long long B) {
+  if (t.present) expect(t, "lengths", {B}, DType::I32);
+}
+
+void* ptr(const TensorArg& t) { return t.present ? reinterpret_cast<void*>(t.ptr) : nullptr; }
+
+}  // namespace
+
+Cell parse_cell(const std::string& cell) {
+  if (cell == "lstm") return Cell::LSTM;
+  if (cell == "gru") return Cell::GRU;
+  if (cell == "rnn_tanh") return Cell::RNN_TANH;
+  if (cell == "rnn_relu") return Cell::RNN_RELU;
+  bad("unknown cell '" + cell + "'; expected lstm, gru, rnn_tanh or rnn_relu");
+}
+
+DType parse_dtype(long long code, const char* what) {
+  if (code < 0 || code > 3) bad(std::string(what) + ": unknown dtype code " + std::to_string(code));
+  return static_cast<DType>(code);
+}
+
+Mode parse_mode(const std::string& mode) {
+  if (mode == "auto") return Mode::AUTO;
+  if (mode == "persistent") return Mode::PERSISTENT;
+  if (mode == "step") return Mode::STEP;
+  bad("unknown mode '" + mode + "'; expected auto, persistent or step");
+}
+
+Launch parse_launch(long long stream, long long device, const std::string& mode) {
+  if (stream < 0) bad("stream must be a cudaStream_t as a non-negative int");
+  if (device < 0 || device > 63) bad("device index " + std::to_string(device) + " out of range");
+  Launch l;
+  l.stream = static_cast<std::uintptr_t>(stream);
+  l.device = static_cast<int>(device);
+  l.mode = parse_mode(mode);
+  return l;
+}
+
+ForwardArgs make_forward_args(const std::string& cell_s, bool reverse, py::object gx_o, py::object h0_o,
+                              py::object c0_o, py::object w_o, py::object b_o, py::object len_o, py::object y_o,
+                              py::object hT_o, py::object cT_o, py::object saved_o, py::object hbuf_o,
+                              py::object state_o, long long stream, long long device, const std::string& mode) {
+  const Cell cell = parse_cell(cell_s);
+  const TensorArg gx = parse_tensor(gx_o, "gx"), h0 = parse_tensor(h0_o, "h0"), c0 = parse_tensor(c0_o, "c0"),
+                  w = parse_tensor(w_o, "w_hh"), bias = parse_tensor(b_o, "b_hh"),
+                  len = parse_tensor(len_o, "lengths"), y = parse_tensor(y_o, "y"), hT = parse_tensor(hT_o, "hT"),
+                  cT = parse_tensor(cT_o, "cT"), saved = parse_tensor(saved_o, "saved"),
+                  hbuf = parse_tensor(hbuf_o, "hbuf"), state = parse_tensor(state_o, "state");
+  if (!gx.present) bad("gx is required (got None)");
+  if (gx.shape.size() != 3) bad("gx must be 3-D (T, B, G*H), got shape " + shape_str(gx.shape));
+  const long long G = gates(cell), T = gx.shape[0], B = gx.shape[1], GH = gx.shape[2];
+  if (GH % G) bad("gx's last dimension " + std::to_string(GH) + " is not a multiple of " + std::to_string(G) +
+                  " gates for cell " + cell_s);
+  const long long H = GH / G, S = saved_slots(cell);
+  check_dims(T, B, H, cell);
+  const DType dt = gx.dtype;
+  if (dt != DType::F32 && dt != DType::F16 && dt != DType::BF16)
+    bad(std::string("gx has dtype ") + dtype_name(dt) + "; the CUDA kernels take float32, float16 or bfloat16");
+  expect(gx, "gx", {T, B, GH}, dt);
+  expect(h0, "h0", {B, H}, dt);
+  expect(w, "w_hh", {GH, H}, dt);
+  if (bias.present) expect(bias, "b_hh", {GH}, dt);
+  check_lengths(len, B);
+  expect(y, "y", {T, B, H}, dt);
+  expect(hT, "hT", {B, H}, dt);
+  if (cell == Cell::LSTM) {
+    expect(c0, "c0", {B, H}, dt);
+    expect(cT, "cT", {B, H}, dt);
+  } else {
+    expect_absent(c0, "c0", "for cell " + cell_s);
+    expect_absent(cT, "cT", "for cell " + cell_s);
+  }
+  if (saved.present) expect(saved, "saved", {T, B, S, H}, DType::F32);
+  expect(hbuf, "hbuf", {2, B, H}, dt);
+  expect(state, "state", {2, B, H}, DType::F32);
+
+  ForwardArgs a{};
+  a.cell = cell; a.dtype = dt; a.T = (int)T; a.B = (int)B; a.H = (int)H; a.reverse = reverse;
+  a.gx = ptr(gx); a.h0 = ptr(h0); a.c0 = ptr(c0); a.w = ptr(w); a.bias = ptr(bias);
+  a.lengths = static_cast<const int32_t*>(ptr(len));
+  a.y = ptr(y); a.hT = ptr(hT); a.cT = ptr(cT); a.saved = static_cast<float*>(ptr(saved));
+  a.hbuf = ptr(hbuf); a.state = static_cast<float*>(ptr(state));
+  a.launch = parse_launch(stream, device, mode);
+  return a;
+}
+
+BackwardArgs make_backward_args(const std::string& cell_s, bool reverse, py::object dy_o, py::object dhT_o,
+                                py::object dcT_o, py::object wt_o, py::object len_o, py::object saved_o,
+                                py::object dgx_o, py::object dgh_o, py::object dh0_o, py::object dc0_o,
+                                py::object state_o, long long stream, long long device, const std::string& mode) {
+  const Cell cell = parse_cell(cell_s);
+  const TensorArg dy = parse_tensor(dy_o, "dy"), dhT = parse_tensor(dhT_o, "dhT"), dcT = parse_tensor(dcT_o, "dcT"),
+                  wt = parse_tensor(wt_o, "w_hh_t"), len = parse_tensor(len_o, "lengths"),
+                  saved = parse_tensor(saved_o, "saved"), dgx = parse_tensor(dgx_o, "d_gx"),
+                  dgh = parse_tensor(dgh_o, "d_gh"), dh0 = parse_tensor(dh0_o, "dh0"), dc0 = parse_tensor(dc0_o, "dc0"),
+                  state = parse_tensor(state_o, "state");
+  if (!dy.present) bad("dy is required (got None)");
+  if (dy.shape.size() != 3) bad("dy must be 3-D (T, B, H), got shape " + shape_str(dy.shape));
+  const long long G = gates(cell), S = saved_slots(cell), T = dy.shape[0], B = dy.shape[1], H = dy.shape[2];
+  check_dims(T, B, H, cell);
+  const DType dt = dy.dtype;
+  if (dt != DType::F32 && dt != DType::F16 && dt != DType::BF16)
+    bad(std::string("dy has dtype ") + dtype_name(dt) + "; the CUDA kernels take float32, float16 or bfloat16");
+  expect(dy, "dy", {T, B, H}, dt);
+  expect(dhT, "dhT", {B, H}, dt);
+  expect(wt, "w_hh_t", {H, G * H}, dt);
+  check_lengths(len, B);
+  expect(saved, "saved", {T, B, S, H}, DType::F32);
+  expect(dgx, "d_gx", {T, B, G * H}, dt);
+  if (cell == Cell::GRU) {
+    expect(dgh, "d_gh", {T, B, G * H}, dt);
+    if (dgh.ptr == dgx.ptr) bad("d_gh must not alias d_gx for cell gru");
+  } else {
+    expect_absent(dgh, "d_gh", "for cell " + cell_s + " (d_gx serves as both)");
+  }
+  expect(dh0, "dh0", {B, H}, dt);
+  if (cell == Cell::LSTM) {
+    expect(dcT, "dcT", {B, H}, dt);
+    expect(dc0, "dc0", {B, H}, dt);
+  } else {
+    expect_absent(dcT, "dcT", "for cell " + cell_s);
+    expect_absent(dc0, "dc0", "for cell " + cell_s);
+  }
+  expect(state, "state", {2, B, H}, DType::F32);
+
+  BackwardArgs a{};
+  a.cell = cell; a.dtype = dt; a.T = (int)T; a.B = (int)B; a.H = (int)H; a.reverse = reverse;
+  a.dy = ptr(dy); a.dhT = ptr(dhT); a.dcT = ptr(dcT); a.wt = ptr(wt);
+  a.lengths = static_cast<const int32_t*>(ptr(len)); a.saved = static_cast<const float*>(ptr(saved));
+  a.d_gx = ptr(dgx); a.d_gh = ptr(dgh); a.dh0 = ptr(dh0); a.dc0 = ptr(dc0);
+  a.state = static_cast<float*>(ptr(state));
+  a.launch = parse_launch(stream, device, mode);
+  return a;
+}
+
+}  // namespace fusedrnn

@@ -1,0 +1,36 @@
+// Argument checking of the binding: every size, pointer, stride and dtype code that
+// Python passes is checked here, before any CUDA call. Violations throw
+// std::invalid_argument (Python ValueError).
+#pragma once
+#include <pybind11/pybind11.h>
+
+#include "api.h"
+
+namespace fusedrnn {
+
+namespace py = pybind11;
+
+// A tensor as Python passes it: (data_ptr, dtype_code, shape, strides) or None.
+struct TensorArg {
+  bool present = false;
+  std::uintptr_t ptr = 0;
+  DType dtype = DType::F32;
+  std::vector<long long> shape, strides;
+};
+
+Cell parse_cell(const std::string& cell);
+DType parse_dtype(long long code, const char* what);
+Mode parse_mode(const std::string& mode);
+Launch parse_launch(long long stream, long long device, const std::string& mode);
+
+ForwardArgs make_forward_args(const std::string& cell, bool reverse, py::object gx, py::object h0, py::object c0,
+                              py::object w_hh, py::object b_hh, py::object lengths, py::object y, py::object hT,
+                              py::object cT, py::object saved, py::object hbuf, py::object state, long long stream,
+                              long long device, const std::string& mode);
+
+BackwardArgs make_backward_args(const std::string& cell, bool reverse, py::object dy, py::object dhT,
+                                py::object dcT, py::object w_t, py::object lengths, py::object saved,
+                                py::object d_gx, py::object d_gh, py::object dh0, py::object dc0,
+                                py::object state, long long stream, long long device, const std::string& mode);
+
+}  // namespace fusedrnn

@@ -1,0 +1,156 @@
+"""The kernel backends as torch.library custom ops: one path for eager and torch.compile.
+
+    fusedrnn::recurrence_fwd(kernels, cell, gx, h0, c0?, w_hh, b_hh?, lengths?, reverse, need_grad)
+        -> [y (T,B,H), hT (B,H), cT (B,H) or (0,), *saved]
+    fusedrnn::recurrence_bwd(kernels, cell, dy, dhT, dcT?, gx, h0, c0?, w_hh, b_hh?, lengths?,
+                             reverse, y, saved)
+        -> [d_gx (T,B,G*H), dh0 (B,H), dc0 (B,H) or (0,), dW_hh (G*H,H), db_hh (G*H,) or (0,)]
+
+`kernels` names the backend module (its import name, e.g. "fusedrnn.ops.triton"); the
+ops import it on first use. The backward op also computes the weight gradients (two
+GEMMs outside the time loop), so its outputs are plain gradients with no aliasing.
+Both ops have fake (meta) implementations — the forward asks the backend module for
+`saved_shapes(...)` — and the forward has its autograd registered, so dynamo and
+AOTAutograd trace through them with no graph break, and eager runs the very same ops.
+
+Custom ops may not return a tensor that aliases an input or another output; the real
+implementations clone any output a backend returns as a view (e.g. hT = y[-1]).
+"""
+from __future__ import annotations
+
+import contextlib
+import importlib
+import sys
+from typing import List, Optional
+
+import torch
+from torch import Tensor
+
+from .common import prev_states, weight_grads
+
+
+def kernels_module(name: str):
+    """The backend module named `name` (already imported, or imported now)."""
+    mod = sys.modules.get(name)
+    return mod if mod is not None else importlib.import_module(name)
+
+
+def _empty(like: Tensor) -> Tensor:
+    return like.new_empty(0)
+
+
+def _no_autocast(device_type: str):
+    """A backward run inside an autocast region must not downcast the kernels' float32 math."""
+    if torch.amp.is_autocast_available(device_type):
+        return torch.autocast(device_type, enabled=False)
+    return contextlib.nullcontext()
+
+
+def _storage_ptr(t: Tensor) -> int:
+    return t.untyped_storage().data_ptr()
+
+
+def _unaliased(outs: list, inputs) -> list:
+    """Clone outputs that share storage with an input or an earlier output."""
+    seen = {_storage_ptr(t) for t in inputs if t is not None and t.numel()}
+    res = []
+    for t in outs:
+        if t.numel():
+            if _storage_ptr(t) in seen:
+                t = t.clone()
+            seen.add(_storage_ptr(t))
+        res.append(t)
+    return res
+
+
+def saved_shapes(mod, cell, gx, h0, c0, w_hh, b_hh, lengths, reverse, need_grad):
+    fn = getattr(mod, "saved_shapes", None)
+    if fn is None:
+        raise NotImplementedError(
+            f"kernel backend {mod.__name__} has no saved_shapes(...); it runs in eager mode but "
+            "torch.compile / meta tensors need it (see fusedrnn/ops/fused.py)")
+    return fn(cell, gx, h0, c0, w_hh, b_hh, lengths, reverse, need_grad)
+
+
+# -- forward --------------------------------------------------------------------------
+
+@torch.library.custom_op("fusedrnn::recurrence_fwd", mutates_args=())
+def recurrence_fwd(kernels: str, cell: str, gx: Tensor, h0: Tensor, c0: Optional[Tensor], w_hh: Tensor,
+                   b_hh: Optional[Tensor], lengths: Optional[Tensor], reverse: bool,
+                   need_grad: bool) -> List[Tensor]:
+    mod = kernels_module(kernels)
+    y, hT, cT, saved = mod.forward(cell, gx, h0, c0, w_hh, b_hh, lengths, reverse, need_grad)
+    outs = [y, hT, cT if cT is not None else _empty(gx), *saved]
+    return _unaliased(outs, (gx, h0, c0, w_hh, b_hh, lengths))
+
+
+@recurrence_fwd.register_fake
+def _recurrence_fwd_fake(kernels, cell, gx, h0, c0, w_hh, b_hh, lengths, reverse, need_grad):
+    T, B, _ = gx.shape
+    H = h0.shape[1]
+    shapes = saved_shapes(kernels_module(kernels), cell, gx, h0, c0, w_hh, b_hh, lengths, reverse, need_grad)
+    return [gx.new_empty(T, B, H), h0.new_empty(B, H), c0.new_empty(B, H) if c0 is not None else _empty(gx),
+            *[gx.new_empty(shape, dtype=dtype) for shape, dtype in shapes]]
+
+
+# -- backward -------------------------------------------------------------------------
+
+@torch.library.custom_op("fusedrnn::recurrence_bwd", mutates_args=())
+def recurrence_bwd(kernels: str, cell: str, dy: Tensor, dhT: Tensor, dcT: Optional[Tensor], gx: Tensor,
+                   h0: Tensor, c0: Optional[Tensor], w_hh: Tensor, b_hh: Optional[Tensor],
+                   lengths: Optional[Tensor], reverse: bool, y: Tensor, saved: List[Tensor]) -> List[Tensor]:
+    mod = kernels_module(kernels)
+    d_gx, d_gh, dh0, dc0 = mod.backward(cell, dy, dhT, dcT, gx, h0, c0, w_hh, b_hh, lengths, reverse, y,
+                                        tuple(saved))
+    dw, db = weight_grads(d_gh, prev_states(y, h0, lengths, reverse), b_hh is not None, w_hh.dtype)
+    outs = [d_gx, dh0, dc0 if dc0 is not None else _empty(gx), dw, db if db is not None else _empty(gx)]
+    return _unaliased(outs, (dy, dhT, dcT, gx, h0, c0, w_hh, b_hh, lengths, y, *saved))
+
+
+@recurrence_bwd.register_fake
+def _recurrence_bwd_fake(kernels, cell, dy, dhT, dcT, gx, h0, c0, w_hh, b_hh, lengths, reverse, y, saved):
+    return [torch.empty_like(gx), torch.empty_like(h0),
+            torch.empty_like(c0) if c0 is not None else _empty(gx), torch.empty_like(w_hh),
+            torch.empty_like(b_hh) if b_hh is not None else _empty(gx)]
+
+
+# -- autograd -------------------------------------------------------------------------
+
+def _setup_context(ctx, inputs, output):
+    kernels, cell, gx, h0, c0, w_hh, b_hh, lengths, reverse, need_grad = inputs
+    ctx.kernels, ctx.cell, ctx.reverse = kernels, cell, reverse
+    saved = output[3:]
+    ctx.save_for_backward(gx, h0, c0, w_hh, b_hh, lengths, output[0], *saved)
+
+
+def _backward(ctx, grads):
+    gx, h0, c0, w_hh, b_hh, lengths, y, *saved = ctx.saved_tensors
+
+    def grad_or_zeros(g, like):
+        return torch.zeros_like(like) if g is None else g.contiguous()
+
+    dy, dhT = grad_or_zeros(grads[0], y), grad_or_zeros(grads[1], h0)
+    dcT = grad_or_zeros(grads[2], c0) if c0 is not None else None
+    with _no_autocast(gx.device.type):
+        d_gx, dh0, dc0, dw, db = recurrence_bwd(ctx.kernels, ctx.cell, dy, dhT, dcT, gx, h0, c0, w_hh, b_hh,
+                                                lengths, ctx.reverse, y, saved)
+    return (None, None, d_gx, dh0, dc0 if c0 is not None else None, dw,
+            db if b_hh is not None else None, None, None, None)
+
+
+torch.library.register_autograd("fusedrnn::recurrence_fwd", _backward, setup_context=_setup_context)
+
+
+def recurrence(kernels, cell, gx, h0, c0, w_hh, b_hh, lengths, reverse):
+    """Run the recurrence of backend `kernels` (a module or its import name) through the custom ops.
+
+    Returns (y, hT, cT) for lstm, (y, hT) otherwise; differentiable in gx, h0, c0, w_hh, b_hh.
+    """
+    if lengths is not None:
+        lengths = lengths.to(device=gx.device, dtype=torch.int32)
+    gx, h0, c0, w_hh, b_hh = (t.contiguous() if t is not None else None for t in (gx, h0, c0, w_hh, b_hh))
+    need_grad = torch.is_grad_enabled() and any(
+        t is not None and t.requires_grad for t in (gx, h0, c0, w_hh, b_hh))
+    name = kernels if isinstance(kernels, str) else kernels.__name__
+    outs = recurrence_fwd(name, cell, gx, h0, c0, w_hh, b_hh, lengths, reverse, need_grad)
+    return (outs[0], outs[1], outs[2]) if cell == "lstm" else (outs[0], outs[1])

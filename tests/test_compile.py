@@ -1,0 +1,234 @@
+"""torch.compile(fullgraph=True) over fusedrnn modules and the custom ops behind the kernel backends.
+
+The kernel-backend path is exercised with tests/plain_kernels.py (a genuine plain-torch
+implementation of the kernel contract) standing in for Triton/CUDA; the reference
+backend is traced by dynamo directly.
+"""
+import pytest
+import torch
+import torch._dynamo
+from torch import nn
+
+import fusedrnn
+import plain_kernels
+from fusedrnn.ops import fused, library
+
+
+@pytest.fixture
+def kernel_backend(monkeypatch):
+    name = plain_kernels.install(monkeypatch)
+    yield name
+    torch._dynamo.reset()
+
+
+class Recorder:
+    """A torch.compile backend that keeps every graph dynamo hands it and runs it eagerly."""
+
+    def __init__(self):
+        self.graphs = []
+
+    def __call__(self, gm, example_inputs):
+        self.graphs.append(gm)
+        return gm.forward
+
+    def targets(self, i=-1):
+        return {str(n.target) for n in self.graphs[i].graph.nodes if n.op == "call_function"}
+
+
+class Tagger(nn.Module):
+    def __init__(self, rnn):
+        super().__init__()
+        self.proj = nn.Linear(3, 4)
+        self.rnn = rnn
+        self.head = nn.Linear(rnn.hidden_size * (2 if rnn.bidirectional else 1), 2)
+
+    def forward(self, x):
+        y, _ = self.rnn(torch.tanh(self.proj(x)))
+        return self.head(y)
+
+
+def grads_of(model, x):
+    model.zero_grad()
+    x = x.detach().requires_grad_()
+    out = model(x)
+    out.pow(2).sum().backward()
+    return [out.detach(), x.grad] + [p.grad.clone() for p in model.parameters()]
+
+
+def assert_same(a, b, atol=0.0):
+    for u, v in zip(a, b):
+        torch.testing.assert_close(u, v, atol=atol, rtol=0 if atol == 0 else 1e-6)
+
+
+def make(cls, backend, **kw):
+    torch.manual_seed(0)
+    return Tagger(cls(4, 5, backend=backend, **kw)).double()
+
+
+@pytest.mark.parametrize("cls,kw", [(fusedrnn.LSTM, dict(num_layers=2)), (fusedrnn.GRU, dict(bidirectional=True)),
+                                    (fusedrnn.RNN, dict(nonlinearity="relu"))])
+def test_fullgraph_kernel_backend_uses_custom_ops(kernel_backend, cls, kw):
+    model = make(cls, kernel_backend, **kw)
+    x = torch.randn(5, 2, 3, dtype=torch.float64)
+    rec = Recorder()
+    compiled = torch.compile(model, fullgraph=True, backend=rec)
+    got = grads_of(compiled, x)
+    assert len(rec.graphs) == 1
+    assert "fusedrnn.recurrence_fwd.default" in rec.targets()
+    assert_same(got, grads_of(model, x))
+
+
+def test_fullgraph_reference_backend(kernel_backend):
+    model = make(fusedrnn.LSTM, "reference", num_layers=2, bidirectional=True)
+    x = torch.randn(4, 3, 3, dtype=torch.float64)
+    rec = Recorder()
+    got = grads_of(torch.compile(model, fullgraph=True, backend=rec), x)
+    assert len(rec.graphs) == 1 and not any("fusedrnn" in t for t in rec.targets())
+    assert_same(got, grads_of(model, x))
+
+
+def test_inductor_compiles_lstm_with_kernel_backend(kernel_backend):
+    """The default backend (inductor, AOTAutograd, fake tensors) end to end."""
+    model = make(fusedrnn.LSTM, kernel_backend).float()
+    x = torch.randn(4, 2, 3)
+    compiled = torch.compile(model, fullgraph=True)
+    assert_same(grads_of(compiled, x), grads_of(model, x), atol=1e-5)
+
+
+def test_changing_backend_recompiles(kernel_backend):
+    rnn = fusedrnn.GRU(3, 4, backend="reference")
+    rec = Recorder()
+    compiled = torch.compile(rnn, fullgraph=True, backend=rec)
+    x = torch.randn(2, 2, 3)
+    compiled(x)
+    assert not any("fusedrnn" in t for t in rec.targets())
+    rnn.backend = kernel_backend
+    compiled(x)
+    assert len(rec.graphs) == 2 and "fusedrnn.recurrence_fwd.default" in rec.targets()
+
+
+def test_dynamic_shapes_one_graph_for_many_lengths(kernel_backend):
+    rnn = fusedrnn.LSTM(3, 4, backend=kernel_backend)
+    rec = Recorder()
+    compiled = torch.compile(rnn, fullgraph=True, dynamic=True, backend=rec)
+    for T, B in [(2, 5), (5, 2), (7, 4)]:  # not 0, 1 or 3 (= input_size): those specialize
+        x = torch.randn(T, B, 3, requires_grad=True)
+        y, (h, c) = compiled(x)
+        y2, (h2, c2) = rnn(x)
+        torch.testing.assert_close((y, h, c), (y2, h2, c2), atol=0, rtol=0)
+        (y.sum() + c.sum()).backward()
+    assert len(rec.graphs) == 1
+
+
+@pytest.mark.parametrize("use_kernels", [False, True])
+def test_functional_recurrence_with_lengths_compiles_and_checks_lengths(kernel_backend, use_kernels):
+    backend = kernel_backend if use_kernels else "reference"
+
+    def f(gx, h0, w, b, lengths):
+        return fusedrnn.ops.recurrence("gru", gx, h0, None, w, b, lengths=lengths, reverse=True, backend=backend)
+
+    g = torch.Generator().manual_seed(0)
+    args = [torch.randn(4, 3, 6, generator=g), torch.randn(3, 2, generator=g), torch.randn(6, 2, generator=g),
+            torch.randn(6, generator=g)]
+    lengths = torch.tensor([4, 1, 2])
+    compiled = torch.compile(f, fullgraph=True, backend="aot_eager")
+    torch.testing.assert_close(compiled(*args, lengths), f(*args, lengths), atol=0, rtol=0)
+    # values are checked inside the graph (a data-dependent read would break it)
+    with pytest.raises(RuntimeError, match=r"lengths must lie in \[1, T=4\]"):
+        compiled(*args, torch.tensor([4, 0, 2]))
+    with pytest.raises(RuntimeError, match=r"lengths must lie in \[1, T=4\]"):
+        compiled(*args, torch.tensor([5, 1, 2]))
+
+
+CASES = [("lstm", 4, False, None), ("gru", 3, True, [3, 1]), ("rnn_tanh", 1, True, None), ("rnn_relu", 1, False, [2, 3])]
+
+
+def op_args(cell, G, reverse, lengths, need_grad=True):
+    g = torch.Generator().manual_seed(1)
+    T, B, H = 3, 2, 3
+    mk = lambda *s: torch.randn(*s, generator=g, dtype=torch.float64).requires_grad_(need_grad)  # noqa: E731
+    c0 = mk(B, H) if cell == "lstm" else None
+    L = torch.tensor(lengths, dtype=torch.int32) if lengths else None
+    return (plain_kernels.__name__, cell, mk(T, B, G * H), mk(B, H), c0, mk(G * H, H), mk(G * H), L, reverse, need_grad)
+
+
+@pytest.mark.parametrize("cell,G,reverse,lengths", CASES)
+def test_custom_ops_pass_opcheck(cell, G, reverse, lengths):
+    """Schema, fake (meta) implementation, registered autograd and AOT dispatch, as torch checks them."""
+    args = op_args(cell, G, reverse, lengths)
+    torch.library.opcheck(torch.ops.fusedrnn.recurrence_fwd, args)
+    torch.library.opcheck(torch.ops.fusedrnn.recurrence_fwd, op_args(cell, G, reverse, lengths, need_grad=False))
+    outs = torch.ops.fusedrnn.recurrence_fwd(*args)
+    y, saved = outs[0], outs[3:]
+    name, _, gx, h0, c0, w, b, L, rev, _ = [a.detach() if isinstance(a, torch.Tensor) else a for a in args]
+    dy, dhT = torch.randn_like(y), torch.randn_like(h0)
+    dcT = torch.randn_like(c0) if c0 is not None else None
+    torch.library.opcheck(torch.ops.fusedrnn.recurrence_bwd,
+                          (name, cell, dy, dhT, dcT, gx, h0, c0, w, b, L, rev, y.detach(), [s.detach() for s in saved]))
+
+
+@pytest.mark.parametrize("cell,G,reverse,lengths", CASES)
+def test_custom_op_path_equals_autograd_function(cell, G, reverse, lengths):
+    """Eager through the custom ops gives bit-for-bit what the plain autograd.Function gives."""
+    _, _, gx, h0, c0, w, b, L, rev, _ = op_args(cell, G, reverse, lengths)
+    leaves = [t for t in (gx, h0, c0, w, b) if t is not None]
+    results = []
+    for run in (fused.run, fused.run_function):
+        outs = run(plain_kernels, cell, gx, h0, c0, w, b, L, rev)
+        loss = sum((o * torch.linspace(-1, 1, o.numel(), dtype=o.dtype).view_as(o)).sum() for o in outs)
+        results.append(list(outs) + list(torch.autograd.grad(loss, leaves)))
+    assert_same(*results)
+
+
+def test_backend_without_saved_shapes_explains_itself(monkeypatch):
+    monkeypatch.delattr(plain_kernels, "saved_shapes")
+    args = op_args("lstm", 4, False, None)
+    with torch._subclasses.fake_tensor.FakeTensorMode() as mode:
+        fake = [mode.from_tensor(a) if isinstance(a, torch.Tensor) else a for a in args]
+        with pytest.raises(NotImplementedError, match="has no saved_shapes"):
+            torch.ops.fusedrnn.recurrence_fwd(*fake)
+
+
+def test_outputs_aliasing_inputs_are_copied(monkeypatch):
+    """A backend may hand back hT as a view of y; the custom op must not return aliases."""
+    real = plain_kernels.forward
+
+    def forward_with_view(*a):
+        y, hT, cT, saved = real(*a)
+        return y, y[-1], cT, saved
+
+    monkeypatch.setattr(plain_kernels, "forward", forward_with_view)
+    args = op_args("rnn_tanh", 1, False, None)
+    y, hT, *_ = torch.ops.fusedrnn.recurrence_fwd(*args)
+    assert hT.untyped_storage().data_ptr() != y.untyped_storage().data_ptr()
+    torch.testing.assert_close(hT, y[-1])
+
+
+def test_plain_nn_lstm_graph_breaks_without_fusedrnn_flag():
+    """Why fusedrnn sets torch._dynamo.config.allow_rnn: dynamo refuses any nn.LSTM (subclass) without it."""
+    rnn = fusedrnn.LSTM(3, 4, backend="reference")
+    with torch._dynamo.config.patch(allow_rnn=False):
+        torch._dynamo.reset()
+        with pytest.raises(torch._dynamo.exc.Unsupported, match="RNN, GRU, or LSTM"):
+            torch.compile(rnn, fullgraph=True, backend="eager")(torch.randn(2, 1, 3))
+    torch._dynamo.reset()
+    assert torch._dynamo.config.allow_rnn
+    torch.compile(rnn, fullgraph=True, backend="eager")(torch.randn(2, 1, 3))
+
+
+def triton_reason():
+    return fusedrnn.backends.why_not("triton", torch.device("cpu"), "lstm", torch.float32, 8)
+
+
+@pytest.mark.skipif(triton_reason() is not None, reason=f"triton cannot run on the CPU here: {triton_reason()}")
+@pytest.mark.parametrize("cls", [fusedrnn.LSTM, fusedrnn.GRU])
+def test_fullgraph_triton_kernels(cls):
+    """The Triton kernels (interpreter on the CPU) behind the custom ops, in one graph."""
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    model = Tagger(cls(4, 8, backend="triton"))
+    x = torch.randn(5, 2, 3)
+    rec = Recorder()
+    got = grads_of(torch.compile(model, fullgraph=True, backend=rec), x)
+    assert len(rec.graphs) == 1 and "fusedrnn.recurrence_fwd.default" in rec.targets()
+    assert_same(got, grads_of(model, x))

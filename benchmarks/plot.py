@@ -1,5 +1,5 @@
-"""A PNG of the speedups: one panel per (section, dtype, mode), one bar group per provider,
-one bar per case (speedup vs the baseline, log scale; 1 = as fast as the baseline).
+"""A PNG of the speedups: one panel per (section, dtype, mode), one bar group per provider
+that has a timed or WRONG case there, one bar per case (speedup vs the baseline, log scale; 1 = as fast as the baseline).
 Cases where a provider was WRONG get a red cross instead of a bar."""
 from __future__ import annotations
 
@@ -16,8 +16,10 @@ def plot(rows, meta, path: Path) -> Path | None:
     base = meta.get("baseline", "cudnn")
     panels = []
     for key, grp in groups(rows).items():
-        provs = [p for p in dict.fromkeys(r["provider"] for r in grp) if p != base]
-        if provs and any(r.get("speedup_vs_baseline") or r["status"] == "WRONG" for r in grp if r["provider"] != base):
+        shown = lambda r: r.get("speedup_vs_baseline") or r["status"] == "WRONG"  # noqa: E731
+        provs = [p for p in dict.fromkeys(r["provider"] for r in grp)
+                 if p != base and any(shown(r) for r in grp if r["provider"] == p)]
+        if provs:
             panels.append((key, grp, provs))
     if not panels:
         fig, ax = plt.subplots(figsize=(6, 2))
@@ -28,7 +30,8 @@ def plot(rows, meta, path: Path) -> Path | None:
         return path
     fig, axes = plt.subplots(len(panels), 1, figsize=(12, 3.6 * len(panels)), squeeze=False)
     for ax, ((section, dtype, mode), grp, provs) in zip(axes[:, 0], panels):
-        cases = list(dict.fromkeys(r["case"] for r in grp))
+        shown = lambda r: r.get("speedup_vs_baseline") or r["status"] == "WRONG"  # noqa: E731
+        cases = list(dict.fromkeys(r["case"] for r in grp if r["provider"] in provs and shown(r)))
         width = 0.8 / max(len(cases), 1)
         cmap = plt.get_cmap("tab20")
         labelled: set[str] = set()
@@ -48,6 +51,7 @@ def plot(rows, meta, path: Path) -> Path | None:
         ax.axhline(1.0, color="black", linewidth=0.8)
         ax.set_yscale("log")
         ax.set_xticks(range(len(provs)), provs)
+        ax.set_xlim(-0.5, len(provs) - 0.5)
         ax.set_ylabel(f"speedup vs {base}")
         ax.set_title(f"{section}, {dtype}, {mode} — {meta.get('card', '')}, {meta.get('date', '')[:10]}", fontsize=10)
         handles, labels = ax.get_legend_handles_labels()

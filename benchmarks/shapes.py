@@ -20,7 +20,7 @@ DTYPE_ALIASES = {"fp32": "fp32", "float32": "fp32", "float": "fp32",
 ANCHOR_SHAPES = ((1, 1024, 256), (8, 512, 128), (16, 1024, 768), (64, 256, 1024), (256, 128, 512))
 # CPU default: correctness on tiny shapes (the Triton interpreter is slow), timing on small ones
 CPU_CHECK_SHAPES = ((2, 5, 8), (3, 7, 16))
-CPU_TIMING_SHAPES = ((1, 128, 128), (16, 64, 128))
+CPU_TIMING_SHAPES = ((1, 32, 64), (8, 32, 128))
 
 
 @dataclass(frozen=True)

@@ -109,10 +109,10 @@ bwd_persistent_kernel(BwdParams<T> p, Geometry geo) {
 // Fallback: one launch per phase (T+1 launches), W_hhᵀ rows read from global memory.
 template <class Cell, typename T>
 __global__ void __launch_bounds__(kThreads)
-bwd_step_kernel(BwdParams<T> p, Geometry geo, int s) {
+bwd_step_kernel(BwdParams<T> p, Geometry geo, int s, int rows_per_block) {
   extern __shared__ __align__(16) char smem[];
   const int j0 = blockIdx.x * geo.U, nu = min(geo.U, p.H - j0);
-  const int b_lo = blockIdx.y * geo.BC, b_hi = min(p.B, b_lo + geo.BC);
+  const int b_lo = blockIdx.y * rows_per_block, b_hi = min(p.B, b_lo + rows_per_block);
   const int GH = Cell::G * p.H;
   Backward<Cell, T, false>::phase(p, geo, smem, s, j0, nu, b_lo, b_hi, p.wt + (size_t)j0 * GH, GH);
 }

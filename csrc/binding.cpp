@@ -52,6 +52,8 @@ PYBIND11_MODULE(_C, m) {
           if (d == DType::I32) throw std::invalid_argument("fusedrnn._C: plan: dtype must be a float type");
           if (B < 1 || H < 1 || B > INT32_MAX || H > INT32_MAX)
             throw std::invalid_argument("fusedrnn._C: plan: B and H must be in [1, 2^31)");
+          if (gates(c) * H * H > INT32_MAX || B * gates(c) * H > INT32_MAX)
+            throw std::invalid_argument("fusedrnn._C: plan: B*G*H or G*H*H exceeds the int32 range of the kernels");
           const Launch l = parse_launch(0, device, mode);
           PlanInfo p = fusedrnn::plan(backward, c, d, (int)B, (int)H, l.device, l.mode);
           py::dict out;

@@ -99,14 +99,14 @@ fwd_persistent_kernel(FwdParams<T> p, Geometry geo) {
   }
 }
 
-// The fallback: one launch per step, grid (ceil(H / U), ceil(B / BC)), weights read from
+// The fallback: one launch per step, grid (ceil(H / U), batch ranges), weights read from
 // global memory (L2) by FMA; still matmul and pointwise fused in one kernel.
 template <class Cell, typename T>
 __global__ void __launch_bounds__(kThreads)
-fwd_step_kernel(FwdParams<T> p, Geometry geo, int s) {
+fwd_step_kernel(FwdParams<T> p, Geometry geo, int s, int rows_per_block) {
   extern __shared__ __align__(16) char smem[];
   const int j0 = blockIdx.x * geo.U, nu = min(geo.U, p.H - j0);
-  const int b_lo = blockIdx.y * geo.BC, b_hi = min(p.B, b_lo + geo.BC);
+  const int b_lo = blockIdx.y * rows_per_block, b_hi = min(p.B, b_lo + rows_per_block);
   Forward<Cell, T, false>::step(p, geo, smem, s, j0, nu, b_lo, b_hi, p.w + (size_t)j0 * p.H, p.H, p.H);
 }
 

@@ -90,6 +90,12 @@ inline Geometry step_geometry(int K, int RPU, int B) {
   return g;
 }
 
+// Batch rows per block of the step kernels: BC, or a multiple of it so grid.y <= 65535.
+inline int batch_rows_per_block(int B, int BC) {
+  const int chunks = ceil_div(B, BC), per_block = ceil_div(chunks, 65535);
+  return per_block * BC;
+}
+
 struct Chosen {
   bool persistent;
   Geometry geo;
@@ -172,9 +178,10 @@ void forward_typed(const ForwardArgs& a) {
     check_launch(name + "_persistent");
     return;
   }
-  const dim3 grid(c.blocks, ceil_div(a.B, c.geo.BC));
+  const int rows = batch_rows_per_block(a.B, c.geo.BC);
+  const dim3 grid(c.blocks, ceil_div(a.B, rows));
   for (int s = 0; s < a.T; ++s) {
-    fwd_step_kernel<Cell, T><<<grid, kThreads, c.geo.smem, stream>>>(p, c.geo, s);
+    fwd_step_kernel<Cell, T><<<grid, kThreads, c.geo.smem, stream>>>(p, c.geo, s, rows);
     check_launch(name + "_step");
   }
 }
@@ -204,9 +211,10 @@ void backward_typed(const BackwardArgs& a) {
     check_launch(name + "_persistent");
     return;
   }
-  const dim3 grid(c.blocks, ceil_div(a.B, c.geo.BC));
+  const int rows = batch_rows_per_block(a.B, c.geo.BC);
+  const dim3 grid(c.blocks, ceil_div(a.B, rows));
   for (int s = 0; s <= a.T; ++s) {
-    bwd_step_kernel<Cell, T><<<grid, kThreads, c.geo.smem, stream>>>(p, c.geo, s);
+    bwd_step_kernel<Cell, T><<<grid, kThreads, c.geo.smem, stream>>>(p, c.geo, s, rows);
     check_launch(name + "_step");
   }
 }

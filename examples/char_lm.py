@@ -204,6 +204,7 @@ def parse_args(argv):
     p.add_argument("--lr", type=float)
     p.add_argument("--clip", type=float, default=1.0, help="clip_grad_norm_ max norm (0: no clipping)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0: torch's default)")
     p.add_argument("--checkpoint", metavar="PATH", help="save here at the end (and every --save-every)")
     p.add_argument("--save-every", type=int, default=0)
     p.add_argument("--resume", action="store_true", help="continue from --checkpoint if it exists")
@@ -242,6 +243,8 @@ def load_text(args) -> str:
 def main(argv=None) -> dict:
     args = parse_args(argv)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if args.threads:
+        torch.set_num_threads(args.threads)
     text = load_text(args)
     if len(text) < 2:
         raise SystemExit("the text needs at least two characters")

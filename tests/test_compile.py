@@ -11,7 +11,7 @@ from torch import nn
 
 import fusedrnn
 import plain_kernels
-from fusedrnn.ops import fused, library
+from fusedrnn.ops import fused
 
 
 @pytest.fixture
@@ -140,7 +140,8 @@ def test_functional_recurrence_with_lengths_compiles_and_checks_lengths(kernel_b
         compiled(*args, torch.tensor([5, 1, 2]))
 
 
-CASES = [("lstm", 4, False, None), ("gru", 3, True, [3, 1]), ("rnn_tanh", 1, True, None), ("rnn_relu", 1, False, [2, 3])]
+CASES = [("lstm", 4, False, None), ("gru", 3, True, [3, 1]), ("rnn_tanh", 1, True, None),
+         ("rnn_relu", 1, False, [2, 3])]
 
 
 def op_args(cell, G, reverse, lengths, need_grad=True):
@@ -204,7 +205,7 @@ def test_outputs_aliasing_inputs_are_copied(monkeypatch):
     torch.testing.assert_close(hT, y[-1])
 
 
-def test_plain_nn_lstm_graph_breaks_without_fusedrnn_flag():
+def test_dynamo_needs_allow_rnn_which_fusedrnn_sets():
     """Why fusedrnn sets torch._dynamo.config.allow_rnn: dynamo refuses any nn.LSTM (subclass) without it."""
     rnn = fusedrnn.LSTM(3, 4, backend="reference")
     with torch._dynamo.config.patch(allow_rnn=False):

@@ -261,6 +261,8 @@ def test_plan_rejects_bad_values():
         C.plan(False, "lstm", I32, 8, 128, 0)
     with pytest.raises(ValueError, match="B and H"):
         C.plan(False, "lstm", F32, 0, 128, 0)
+    with pytest.raises(ValueError, match="int32 range"):
+        C.plan(False, "lstm", F32, 1, 2**30, 0)
 
 
 # --- the Python side ------------------------------------------------------------------

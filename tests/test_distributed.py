@@ -64,6 +64,7 @@ def backend_name(name):
 
 def worker(rank, port, out_path):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)  # two processes share the cores
     dist.init_process_group("gloo", rank=rank, world_size=WORLD)
     torch_rnn_calls = []
     real_lstm = torch._VF.lstm

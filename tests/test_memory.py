@@ -27,6 +27,15 @@ def rss() -> int:
 
 def training_loop(backend, keep=None):
     """200 optimizer steps; returns (RSS growth after warm-up, growth of live Python objects)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny ops: intra-op threads only spin (and crawl on a busy machine)
+    try:
+        return _loop(backend, keep)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _loop(backend, keep):
     torch.manual_seed(0)
     model = fusedrnn.LSTM(32, 64, num_layers=2, backend=backend)
     opt = torch.optim.SGD(model.parameters(), lr=1e-3)

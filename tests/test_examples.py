@@ -1,0 +1,173 @@
+"""The examples as integration tests: examples/char_lm.py and examples/sequence_classify.py,
+called in-process through their main(argv) -> metrics, in --quick / --toy mode, seeds fixed."""
+import importlib.util
+import math
+import pathlib
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+EXAMPLES = pathlib.Path(__file__).resolve().parent.parent / "examples"
+
+
+def _load(name):
+    spec = importlib.util.spec_from_file_location(f"fusedrnn_example_{name}", EXAMPLES / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+char_lm = _load("char_lm")
+sequence_classify = _load("sequence_classify")
+
+QUIET = ["--no-progress"]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """These models are tiny: one thread is faster and avoids oversubscribing CI's 2 cores."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+# -- char_lm -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("cell, backend", [("lstm", "auto"), ("gru", "reference"), ("rnn", "reference")])
+def test_hello_model_spells_hello(cell, backend):
+    m = char_lm.main(["--toy", "--cell", cell, "--backend", backend, "--steps", "100",
+                      "--sample", "4", "--prime", "h", "--temperature", "0", *QUIET])
+    assert m["vocab"] == "ehlo"
+    assert m["sample"] == "hello"  # greedy, each output fed back in
+    assert m["final_loss"] < 0.05 < m["uniform_loss"]
+    assert m["model"].rnn.backend == backend
+    # low temperature sampling (not greedy) spells it too
+    g = torch.Generator().manual_seed(1)
+    assert char_lm.sample(m["model"], m["vocab"], "h", 4, temperature=0.1, generator=g) == "hello"
+
+
+def test_checkpoint_loads_into_plain_torch_lstm(tmp_path):
+    path = tmp_path / "lm.pt"
+    m = char_lm.main(["--quick", "--layers", "2", "--steps", "30", "--backend", "reference",
+                      "--checkpoint", str(path), *QUIET])
+    assert m["final_loss"] < m["uniform_loss"] - 0.5  # it learned something on the Zen text
+    ckpt = torch.load(path, weights_only=False)
+    config = ckpt["config"]
+    V = len(config["vocab"])
+    plain = torch.nn.LSTM(V, config["hidden"], config["layers"], batch_first=True)
+    plain.load_state_dict(ckpt["rnn"])  # strict: the keys are exactly torch.nn's
+    assert list(ckpt["rnn"]) == list(plain.state_dict())
+    fused = m["model"].rnn
+    assert fused.backend == "reference"
+    x = F.one_hot(torch.randint(0, V, (3, 17), generator=torch.Generator().manual_seed(0)), V).float()
+    with torch.no_grad():
+        (y_f, (h_f, c_f)), (y_p, (h_p, c_p)) = fused(x), plain(x)
+    torch.testing.assert_close(y_f, y_p, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close((h_f, c_f), (h_p, c_p), rtol=1e-5, atol=1e-5)
+    # the whole model rebuilt on plain torch.nn modules gives the same logits
+    plain_model = char_lm.build_model(config, torch_modules=True)
+    plain_model.load_state_dict(ckpt["model"])
+    idx = x.argmax(-1)
+    with torch.no_grad():
+        torch.testing.assert_close(plain_model(idx)[0], m["model"](idx)[0], rtol=1e-5, atol=1e-5)
+
+
+def test_resume_continues_exactly(tmp_path):
+    common = ["--quick", "--cell", "gru", *QUIET]
+    straight = char_lm.main([*common, "--steps", "14"])
+    path = tmp_path / "lm.pt"
+    first = char_lm.main([*common, "--steps", "6", "--checkpoint", str(path)])  # stops mid-epoch
+    second = char_lm.main([*common, "--steps", "14", "--checkpoint", str(path), "--resume"])
+    assert first["steps"] == 6 and second["steps"] == 14 and len(second["losses"]) == 8
+    assert first["losses"] == pytest.approx(straight["losses"][:6], rel=1e-6)
+    assert second["losses"] == pytest.approx(straight["losses"][6:], rel=1e-5)
+
+
+def test_gradient_clipping_is_active_on_an_exploding_rnn():
+    exploding = ["--quick", "--cell", "rnn", "--nonlinearity", "relu", "--init-scale", "4", *QUIET]
+    m = char_lm.main([*exploding, "--steps", "15", "--clip", "1"])
+    assert m["max_grad_norm"] > 100 * m["clip"]  # measured pre-clip norm: it explodes
+    assert m["clipped_steps"] >= 1
+    assert m["max_grad_norm_after_clip"] <= m["clip"] * (1 + 1e-4)  # and clip_grad_norm_ capped it
+    assert all(math.isfinite(x) for x in m["losses"])
+    # the logged norm is the pre-clip one: the first update is the same with clipping off
+    unclipped = char_lm.main([*exploding, "--steps", "1", "--clip", "0"])
+    assert unclipped["grad_norms"][0] == pytest.approx(m["grad_norms"][0], rel=1e-5)
+    # a well-behaved setting stays far below
+    tame = char_lm.main(["--quick", "--cell", "rnn", "--steps", "1", "--clip", "1", *QUIET])
+    assert tame["max_grad_norm"] < 10
+
+
+@pytest.mark.parametrize("k1, k2", [(4, 4), (3, 7), (5, 2), (4, 8)])
+def test_truncated_bptt_windows(k1, k2):
+    """Each update: forward values as in one untruncated pass; loss on the new steps inside the
+    window; gradient through exactly the last k2 steps (compared with a direct computation)."""
+    torch.manual_seed(0)
+    V, T = 5, 21
+    config = {"vocab": "abcde", "cell": "lstm", "hidden": 6, "layers": 2, "nonlinearity": "tanh", "dropout": 0.0}
+    model = char_lm.build_model(config, backend="reference")
+    data = torch.randint(0, V, (2, T + 1))
+    x, y = data[:, :-1], data[:, 1:]
+    ends = list(range(k1, T, k1)) + [T]
+    with torch.no_grad():
+        full_logits, _ = model(x)
+    carry, pos = None, 0
+    for i, t in enumerate(ends):
+        prev = ends[i - 1] if i else 0
+        next_t = ends[i + 1] if i + 1 < len(ends) else t
+        model.zero_grad()
+        loss, carry, pos = char_lm.tbptt_update(model, x, y, carry, pos, prev, t, next_t, k2)
+        loss.backward()
+        got = [p.grad.clone() for p in model.parameters()]
+        w = max(0, t - k2)
+        n = min(t - prev, t - w)
+        # direct: state at w from a no-grad pass, then the window with a graph
+        model.zero_grad()
+        with torch.no_grad():
+            state = model(x[:, :w])[1] if w else None
+        logits, _ = model(x[:, w:t], state)
+        want_loss = F.cross_entropy(logits[:, -n:].reshape(-1, V), y[:, t - n:t].reshape(-1))
+        want_loss.backward()
+        torch.testing.assert_close(loss, want_loss, rtol=1e-5, atol=1e-6)
+        ref = F.cross_entropy(full_logits[:, t - n:t].reshape(-1, V), y[:, t - n:t].reshape(-1))
+        torch.testing.assert_close(loss.detach(), ref, rtol=1e-5, atol=1e-6)
+        for g, p in zip(got, model.parameters()):
+            torch.testing.assert_close(g, p.grad, rtol=1e-4, atol=1e-6)
+        # the carried state is the untruncated one at its position, detached
+        assert pos == min(max(next_t - k2, w), t)  # the next window's start (t at the last chunk)
+        assert (carry is None) == (pos == 0)
+        if carry is not None:
+            assert not carry[0].requires_grad
+            with torch.no_grad():
+                _, (h, c) = model(x[:, :pos])
+            torch.testing.assert_close(carry, (h, c), rtol=1e-5, atol=1e-6)
+
+
+# -- sequence_classify -------------------------------------------------------------------
+
+def test_classifier_beats_chance():
+    m = sequence_classify.main(["--quick", "--steps", "100", *QUIET])
+    assert m["chance"] == 0.5
+    assert m["accuracy"] >= 0.9
+    model = m["model"]
+    assert model.rnn.bidirectional and model.rnn.num_layers == 2 and model.rnn.mode == "GRU"
+
+
+def test_classifier_reference_backend_and_padding_invariance():
+    m = sequence_classify.main(["--quick", "--steps", "60", "--backend", "reference", *QUIET])
+    assert m["accuracy"] >= 0.75
+    model = m["model"].eval()
+    assert model.rnn.backend == "reference"
+    gen = torch.Generator().manual_seed(123)
+    x, lengths, labels = sequence_classify.make_batch(6, 4, 12, 8, gen)
+    assert len(set(lengths.tolist())) > 1  # unsorted, variable lengths
+    with torch.no_grad():
+        batched = model(x, lengths)
+        alone = torch.cat([model(x[i:i + 1, :lengths[i]], lengths[i:i + 1]) for i in range(len(x))])
+        garbage = x.clone()
+        for i in range(len(x)):
+            garbage[i, lengths[i]:] = 7  # padding content must not matter
+        torch.testing.assert_close(batched, alone, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(model(garbage, lengths), batched, rtol=1e-6, atol=1e-6)

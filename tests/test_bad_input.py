@@ -200,3 +200,14 @@ def test_good_lengths_in_either_int_dtype(backend):
     b = fusedrnn.ops.recurrence("gru", *args, lengths=torch.tensor([3, 1]), backend="reference")
     torch.testing.assert_close(a, b, atol=1e-12, rtol=0)
     assert (a[0][1:, 1] == 0).all()
+
+
+@pytest.mark.parametrize("shape", [(3, 2, 4), (1, 2, 9), (1, 1, 4)], ids=["layers", "size", "batch"])
+def test_packed_lstm_with_wrong_state_raises_where_torch_crashes(shape, backend):
+    """torch.nn.LSTM skips its argument checks for a PackedSequence: on the CPU (torch 2.13) an
+    h0 with too many layers crashes the process (SIGSEGV); fusedrnn raises torch's own error."""
+    m = fusedrnn.LSTM(3, 4, backend=backend, dtype=torch.float64)
+    x = torch.nn.utils.rnn.pack_padded_sequence(torch.randn(5, 2, 3, dtype=torch.float64), torch.tensor([5, 3]))
+    hx = (torch.zeros(*shape, dtype=torch.float64), torch.zeros(1, 2, 4, dtype=torch.float64))
+    with pytest.raises(RuntimeError, match=r"Expected hidden\[0\] size \(1, 2, 4\), got \[" + ", ".join(map(str, shape))):
+        m(x, hx)

@@ -99,3 +99,11 @@ def test_cell_entry_points_reject_bad_sizes():
         C._cell_backward("gru", [0.0] * 4, 0.0, 0.0)
     with pytest.raises(ValueError, match="unknown cell"):
         C._cell_forward("lstmx", [0.0], [0.0], 0.0, 0.0)
+
+
+@pytest.mark.parametrize("cell", list(G))
+def test_nan_in_gates_propagates_like_torch(cell):
+    """A NaN pre-activation gives a NaN state, as torch.relu/tanh/sigmoid do (relu included)."""
+    n = G[cell]
+    h, c, _ = C._cell_forward(cell, [math.nan] * n, [0.0] * n, 0.5, 0.5)
+    assert math.isnan(h)

@@ -15,7 +15,7 @@ struct RnnCell {
                             float* h, float* c, float* save) {
     (void)h_prev; (void)c_prev;
     const float a = gx[0] + gh[0];
-    const float hn = RELU ? (a > 0.0f ? a : 0.0f) : tanhf_(a);
+    const float hn = RELU ? (a < 0.0f ? 0.0f : a) : tanhf_(a);  // NaN passes through, as torch.relu
     *h = hn;
     *c = 0.0f;
     save[0] = hn;

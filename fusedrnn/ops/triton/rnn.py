@@ -69,7 +69,7 @@ def rnn_fwd_kernel(
             if HAS_BIAS:
                 acc += tl.load(p_bias + o_n, mask=m_n, other=0.0).to(tl.float32)[None, :]
             if RELU:
-                b_hn = tl.maximum(acc, 0.0)
+                b_hn = tl.where(acc < 0.0, 0.0, acc)  # NaN passes through, as torch.relu
             else:
                 b_hn = tanh(acc)
             b_hprev = load_f32(p_hcur, o_rh, o_n, m)

@@ -12,7 +12,10 @@ from benchmarks.shapes import Case
 
 def test_summarize_median_min_max():
     s = stats.summarize([3.0, 1.0, 2.0, 10.0])
-    assert s == {"median_ms": 2.5, "min_ms": 1.0, "max_ms": 10.0, "n": 4}
+    assert s == {"median_ms": 2.5, "min_ms": 1.0, "max_ms": 10.0, "n": 4, "p25_ms": 1.75, "p75_ms": 4.75,
+                 "iqr_pct": pytest.approx(120.0)}
+    assert stats.summarize([2.0]) == {"median_ms": 2.0, "min_ms": 2.0, "max_ms": 2.0, "n": 1, "p25_ms": 2.0,
+                                      "p75_ms": 2.0, "iqr_pct": 0.0}
     assert stats.summarize([4.0, 7.0, 5.0])["median_ms"] == 5.0
     with pytest.raises(ValueError):
         stats.summarize([])
@@ -90,10 +93,22 @@ def test_report_text_markdown_json_agree():
     md = report.markdown(rows, summary, meta)
     table_lines = [line for line in md.splitlines() if line.startswith("| A ") or line.startswith("| B ")]
     assert len(table_lines) == len(rows)
-    assert "PUBLISHED cuDNN anchors" in md
+    assert "PUBLISHED cuDNN numbers of the anchor shapes (docs/anchors.md" in md
+    assert "| vs cudnn |" in md and "cuDNN algorithm" in md
     rows[0]["max_rel_err"] = math.inf
     data = json.loads(report.to_json(rows, summary, meta))
     assert data["rows"][0]["max_rel_err"] == "inf" and data["meta"]["card"] == "Test Card"
+
+
+def test_cpu_report_shows_spread_and_no_speedup():
+    rows = stats.attach_speedups(fixed_rows(), comparable=False)
+    assert all(r["speedup_vs_baseline"] is None and r["vs_best_anchor"] is None for r in rows)
+    summary = stats.summary(rows)
+    assert all(s["geomean_vs_baseline"] is None for s in summary)
+    meta = {"device_type": "cpu", "card": "CPU: x", "date": "2030-01-02T03:04:05+00:00", "baseline": "torch-cpu"}
+    for text in (report.text(rows, summary, meta), report.markdown(rows, summary, meta)):
+        assert "NOT representative" in text and "p25-p75" in text
+        assert "vs torch-cpu" not in text and "geomean" not in text and "x |" not in text
 
 
 def test_published_anchor_lookup():

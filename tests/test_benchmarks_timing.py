@@ -5,7 +5,7 @@ import types
 import pytest
 import torch
 
-from benchmarks import providers, suite, timing
+from benchmarks import stats, providers, suite, timing
 from benchmarks.shapes import Case
 
 
@@ -167,6 +167,9 @@ def test_fixed_dtype_provider_and_fp16_baseline():
     assert ("torch-bf16", "bf16", "fw") not in seen
     for key, row in seen.items():
         assert row["status"] == "ok", (key, row["note"])
+        assert row["speedup_vs_fp16"] is None and row["speedup_vs_baseline"] is None   # CPU: never speedups
+    stats.attach_speedups(rows, "torch-cpu", "torch-bf16", "bf16")                       # the arithmetic itself
+    for key, row in seen.items():
         assert row["speedup_vs_fp16"] is not None and row["speedup_vs_baseline"] is not None
     assert seen["torch-cpu", "bf16", "fw"]["speedup_vs_fp16"] == pytest.approx(1.0)   # its own fp16 baseline
 

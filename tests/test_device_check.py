@@ -157,6 +157,8 @@ def test_a_killed_pytest_is_rebuilt_from_its_verbose_log(tmp_path):
            "[gw1] [ 20%] FAILED tests/gpu/b.py::test_two[lstm-fp16]\n"
            "[gw0] [ 30%] SKIPPED tests/gpu/b.py::test_three\n"
            "tests/gpu/c.py::test_four ERROR\n")
+    assert junit.unfinished(log + "tests/gpu/d.py::test_five \n[gw1] [ 40%] PASSED tests/gpu/d.py::test_five\n"
+                                  "tests/gpu/d.py::test_six \n") == ["tests/gpu/d.py::test_six"]
     rep = junit.parse_verbose_log(log)
     assert (rep.tests, rep.passed, rep.failed, rep.errors, rep.skipped) == (4, 1, 1, 1, 1)
     junit.write_from_report(rep, tmp_path / "j.xml", "rebuilt")
@@ -171,12 +173,14 @@ def test_the_archive_clips_big_logs_and_stays_under_its_limit(tmp_path, monkeypa
     (work / "big.bin").write_bytes(os.urandom(30000))
     monkeypatch.setattr(pack, "PER_FILE", 2000)
     monkeypatch.setattr(pack, "HEAD", 500)
-    monkeypatch.setattr(pack, "ARCHIVE_LIMIT", 5000)
+    monkeypatch.setattr(pack, "ARCHIVE_LIMIT", 3000)
     left_out = pack.pack(work, tmp_path / "a.tar.gz")
     with tarfile.open(tmp_path / "a.tar.gz") as tar:
+        assert tar.getnames() == ["tests/pytest.log"]
         data = tar.extractfile("tests/pytest.log").read()
     assert data.startswith(b"head") and data.endswith(b"tail\n") and b"bytes cut by the device check" in data
     assert left_out == ["big.bin"] and not (tmp_path / "a.tar.gz.part").exists()
+    assert (tmp_path / "a.tar.gz").stat().st_size <= 3000
 
 
 def test_kernel_list_is_every_tier_times_every_cell():

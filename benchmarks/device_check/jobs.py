@@ -1,7 +1,7 @@
 """Child processes under a time limit: each runs in its own process group, its output
 goes line by line to a log file (and, filtered, to the console), and at its limit the
-whole group gets SIGINT (pytest then still writes its report and junit file), then
-SIGKILL after a grace period. Nothing here knows about stages."""
+leader gets SIGINT (pytest then still writes its report and junit file), then the whole
+group SIGKILL after a grace period. Nothing here knows about stages."""
 from __future__ import annotations
 
 import os
@@ -64,11 +64,16 @@ class Job:
             pass
 
     def stop(self, grace_s: float) -> None:
-        """SIGINT to the whole group, then SIGKILL if it is still there after `grace_s`."""
+        """SIGINT to the leader, then SIGKILL to the whole group if it is still there after
+        `grace_s`. Only the leader: pytest-xdist's controller then stops its workers and
+        writes the junit file, which it does not when every worker is interrupted too."""
         if self.proc is None or self.proc.poll() is not None:
             return
         self.timed_out = True
-        self._signal_group(signal.SIGINT)
+        try:
+            self.proc.send_signal(signal.SIGINT)
+        except ProcessLookupError:
+            pass
         try:
             self.proc.wait(timeout=grace_s)
         except subprocess.TimeoutExpired:

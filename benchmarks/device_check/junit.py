@@ -110,10 +110,18 @@ _V_STARTED = re.compile(r"^(?P<id>\S+::\S+) $")
 
 
 def unfinished(text: str) -> list[str]:
-    """Tests a plain `-v` log shows as started but never finished (the last one, when pytest
-    was stopped inside it); xdist logs do not say which tests are in flight."""
-    last = [m.group("id") for m in map(_V_STARTED.match, text.splitlines()) if m]
-    return last[-1:]
+    """Tests a `-v` log shows as started (a bare "id " line) but never finished: those pytest
+    was inside when it was stopped."""
+    started, done = [], set()
+    for line in text.splitlines():
+        m = _V_STARTED.match(line)
+        if m:
+            started.append(m.group("id"))
+            continue
+        m = _V_PLAIN.match(line) or _V_XDIST.match(line)
+        if m:
+            done.add(m.group("id"))
+    return [nid for nid in dict.fromkeys(started) if nid not in done]
 
 
 def parse_verbose_log(text: str) -> Report:
@@ -133,7 +141,8 @@ def parse_verbose_log(text: str) -> Report:
         else:
             rep.failed += st == "FAILED"
             rep.errors += st == "ERROR"
-            rep.failures.append(Failure(nid, CRASH, f"{st} (from the -v log; no junit)"))
+            rep.failures.append(Failure(nid, WRONG, f"{st} (from the -v log: pytest was killed before its "
+                                                     "report, so the cause is not recorded)"))
     return rep
 
 

@@ -43,7 +43,7 @@ STAGES = (
     StagePlan("bench", "benchmarks.run, one process per dtype (bf16, fp16, fp32), a line per case",
               150, 210, 90, 180, 25),
     StagePlan("triage", "up to 5 failing tests again, alone, under compute-sanitizer memcheck",
-              25, 60, 0, 60, 0),
+              25, 60, 0, 60, 5),
 )
 NAMES = tuple(s.name for s in STAGES)
 

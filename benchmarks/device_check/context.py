@@ -75,6 +75,9 @@ class Ctx:
 
     def child_env(self, **extra) -> dict:
         env = dict(os.environ, PYTHONUNBUFFERED="1")
+        # the interpreter's own bin first, as an activated environment has it (its ninja builds
+        # the extension, as in scripts/setup_env.sh: a different ninja would restart the build)
+        env["PATH"] = os.pathsep.join([str(Path(self.python).parent), env.get("PATH", "")])
         env["PYTHONPATH"] = os.pathsep.join([str(self.repo)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
         if self.rehearse:
             env["TRITON_INTERPRET"] = "1"

@@ -44,7 +44,7 @@ def _first_error(path: Path, pattern=r"(error|Error|ERROR|Traceback|FAILED)") ->
     try:
         for line in path.read_text(errors="replace").splitlines():
             if re.search(pattern, line) and not line.startswith("$ "):
-                return line.strip()[:240]
+                return " ".join(line.split())[:240]
     except OSError:
         pass
     return ""
@@ -248,7 +248,7 @@ def tests(ctx: Ctx, seconds: float) -> StageResult:
     memcheck_job = None
     mem_out = ctx.work / "memcheck"
     if not ctx.rehearse and ctx.env_info.get("tools", {}).get("compute-sanitizer"):
-        memcheck_job = jobs.Job(_smoke_cmd(ctx, mem_out, 3, 150, sanitizer=True), mem_out / "driver.log",
+        memcheck_job = jobs.Job(_smoke_cmd(ctx, mem_out, 4, 150, sanitizer=True), mem_out / "driver.log",
                                 env=ctx.child_env(), cwd=ctx.repo, echo=_echo(ctx, "memcheck "))
     o = pytest_job.wait(until, grace)
     mo = memcheck_job.wait(until, grace) if memcheck_job else None

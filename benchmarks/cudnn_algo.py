@@ -59,6 +59,8 @@ def observe(call, top: int = 4) -> list[str]:
     """The `top` GPU kernels (by total time) of one call of `call()`, via torch.profiler;
     an empty list where profiling is not possible."""
     import torch  # noqa: PLC0415
+    if not torch.cuda.is_available():
+        return []
     try:
         from torch.profiler import ProfilerActivity, profile  # noqa: PLC0415
         with profile(activities=[ProfilerActivity.CUDA]) as prof:

@@ -52,18 +52,20 @@ def _short(exc: BaseException) -> str:
     return (f"{type(exc).__name__}: {exc}".splitlines() or [""])[0][:300]
 
 
-def _cudnn_facts(case: Case, dtype: str, mode: str, module, oracle, device) -> dict:
-    """For a torch.nn row on a GPU: cuDNN's algorithm by PyTorch's rule, the kernels one
-    profiled call launched, and (fp32) whether cuDNN may use TF32 (its default)."""
+def _cudnn_facts(case: Case, dtype: str, mode: str, module, oracle, device, observe: bool) -> dict:
+    """For a torch.nn row on a GPU: cuDNN's algorithm by PyTorch's rule, (fp32) whether cuDNN
+    may use TF32 (its default), and, when `observe`, the kernels one profiled call launched
+    (one extra call, so only for the forward of the run-dtype baseline at layer shapes)."""
     if device.type != "cuda":
         return {}
     props = torch.cuda.get_device_properties(device)
-    args = workload.materialize(case, {k: v.to(device) for k, v in oracle.base.items()}, providers.TORCH_DTYPES[dtype])
-    facts = {"cudnn_algo": cudnn_algo.expected(case, dtype, mode, (props.major, props.minor), props.multi_processor_count),
-             "kernels": cudnn_algo.observe(lambda: workload.call(case, module, args, mode))}
+    facts = {"cudnn_algo": cudnn_algo.expected(case, dtype, mode, (props.major, props.minor), props.multi_processor_count)}
     if dtype == "fp32":
         facts["tf32"] = bool(torch.backends.cudnn.allow_tf32)
-    module.zero_grad(set_to_none=True)
+    if observe:
+        args = workload.materialize(case, {k: v.to(oracle.device) for k, v in oracle.base.items()},
+                                    providers.TORCH_DTYPES[dtype])
+        facts["kernels"] = cudnn_algo.observe(lambda: workload.call(case, module, args, mode))
     return facts
 
 
@@ -127,8 +129,9 @@ def _run_dtype(case, dtype, modes, settings, timer, timed, oracle, state_dict, o
             if p.name == settings.baseline:
                 baseline_err = err
             if p.baseline:
+                observe = p.name == settings.baseline and mode == "fw" and case.section == "layer"
                 mode_rows[p.name] = _row(case, dtype, mode, p, max_rel_err=err, **_cudnn_facts(
-                    case, pdtype, mode, modules[p.name], oracle, settings.device))
+                    case, pdtype, mode, modules[p.name], oracle, settings.device, observe))
                 continue
             tol = accuracy.tolerance(pdtype, baseline_err if pdtype == dtype else None)
             ok = math.isfinite(err) and err <= tol

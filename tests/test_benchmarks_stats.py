@@ -4,6 +4,7 @@ import json
 import math
 
 import pytest
+import torch
 
 from benchmarks import anchors, plot, report, stats
 from benchmarks.model_cases import decode_cases, encoder_cases
@@ -133,3 +134,27 @@ def test_plot_draws_speedups_and_marks_wrong(tmp_path):
     assert path.read_bytes()[:4] == b"\x89PNG"
     empty = plot.plot([r for r in rows if r["provider"] == "cudnn"], meta, tmp_path / "empty.png")
     assert empty.stat().st_size > 0
+
+
+def test_cudnn_algorithm_follows_pytorchs_rule():
+    from benchmarks import cudnn_algo
+    layer = lambda cell, B, H: Case("layer", cell, cell, B, 1024, H, H)  # noqa: E731
+    # persistent only for fp16, unpacked, 1 layer, 1 direction, H % 128 == 0, LSTM/RNN with B % 8 == 0, B <= 128
+    assert cudnn_algo.expected(layer("lstm", 16, 768), "fp16", "fw") == "persist-static"
+    assert cudnn_algo.expected(layer("lstm", 16, 768), "bf16", "fw") == "standard"
+    assert cudnn_algo.expected(layer("gru", 16, 768), "fp16", "fw") == "standard"
+    assert cudnn_algo.expected(layer("lstm", 256, 512), "fp16", "fw") == "standard"
+    assert cudnn_algo.expected(layer("rnn_tanh", 64, 1024), "fp16", "fw") == "persist-static"
+    assert cudnn_algo.expected(layer("rnn_tanh", 96, 1024), "fp16", "fw") == "standard"
+    assert cudnn_algo.expected(layer("lstm", 16, 768), "fp16", "fw", capability=(8, 6), sms=84) == "standard"
+    # small hidden sizes, any dtype: forward RNN H <= 384, LSTM/GRU H <= 192; backward 256 / 128
+    assert cudnn_algo.expected(layer("lstm", 8, 128), "fp32", "fwbw") == "persist-static-small-h"
+    assert cudnn_algo.expected(layer("lstm", 1, 256), "fp32", "fw") == "standard"
+    assert cudnn_algo.expected(layer("rnn_tanh", 1, 256), "fp32", "fwbw") == "persist-static-small-h"
+    assert cudnn_algo.expected(layer("gru", 8, 160), "fp16", "fwbw") == "fw persist-static-small-h, bw standard"
+    padded, packed = encoder_cases()
+    assert cudnn_algo.expected(packed, "fp16", "fw") == "standard"
+    assert cudnn_algo.expected(padded, "fp16", "fwbw") == "standard"
+    big, small = decode_cases()
+    assert cudnn_algo.expected(big, "fp16", "fw") == cudnn_algo.expected(small, "fp16", "fw") == "standard"
+    assert cudnn_algo.observe(lambda: None) == [] or torch.cuda.is_available()   # no profile without a GPU

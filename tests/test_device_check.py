@@ -59,6 +59,15 @@ def test_rehearsal_with_a_hung_stage_returns_summary_junit_and_results(tmp_path)
     assert state["exit_code"] == WRONG and [s["name"] for s in state["stages"]] == ["env", "tests", "bench", "triage"]
     assert "test_probe_hangs" in (work / "tests" / "pytest.log").read_text()
     assert "== tests: TIMED OUT" in (out / "device_check.log").read_text()
+    # what came back files like a real run (a CPU one only when asked, and never into the README table)
+    from benchmarks import readme_block, record
+    repo = tmp_path / "repo"
+    (repo / "benchmarks" / "results").mkdir(parents=True)
+    (repo / "README.md").write_text(f"{readme_block.BEGIN}\nx\n{readme_block.END}\n")
+    assert record.main([str(out), "--repo", str(repo), "--allow-cpu"]) == 0
+    filed = json.loads(next((repo / "benchmarks" / "results").glob("*-cpu/results.json")).read_text())
+    assert filed["meta"]["device_check"]["exit_code"] == WRONG and filed["rows"]
+    assert readme_block.NONE_YET in (repo / "README.md").read_text()
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the stop without a GPU")

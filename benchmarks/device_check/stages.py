@@ -86,7 +86,9 @@ def env(ctx: Ctx, seconds: float) -> StageResult:
     (d / "env.json").write_text(json.dumps(info, indent=1))
     r.seconds = o.seconds
     if o.timed_out or not info.get("torch"):
-        r.status, r.first_error = "NO GPU", info.get("torch_error") or "could not read torch's view of the machine"
+        r.status = "NO GPU"
+        r.first_error = info.get("torch_error") or ("torch is not installed" if info.get("python") and not o.timed_out
+                                                    else "could not read torch's view of the machine")
         r.add("no_gpu")
         return r
     if "torch_error" in info:

@@ -4,7 +4,7 @@ the same (dtype-rounded) weights and inputs; fused providers must be within tole
 Error measure: over the outputs compared (y, final states; for fwbw also every parameter's
 gradient), the largest  max|out - ref| / max|ref|.
 Tolerance for a provider in dtype d:  max(TOL_FLOOR[d], 2 x the error of torch.nn (cuDNN)
-run in d on the same case) — DESIGN.md's rule "no worse than twice the error of torch.nn
+run in d on the same case) — the project's rule "no worse than twice the error of torch.nn
 in the same dtype", with a floor so that a near-exact baseline does not demand more than
 the dtype can give (fused kernels may use tf32 for fp32).
 """

@@ -1,6 +1,7 @@
-"""PUBLISHED ANCHORS — cuDNN numbers copied from ANCHORS.md, NOT measurements of this run.
+"""PUBLISHED ANCHORS — the cuDNN numbers of the anchor shapes (docs/anchors.md), NOT
+measurements of this run.
 
-Source: ANCHORS.md (one NVIDIA H100 80GB HBM3; torch 2.11.0+cu130, cuDNN 9.19, Triton
+Source: docs/anchors.md (one NVIDIA H100 80GB HBM3; torch 2.11.0+cu130, cuDNN 9.19, Triton
 3.6.0; torch.nn modules, input size = hidden size, batch_first=True, median of 20 runs
 timed with CUDA events after 3 warm-ups; fw = forward under no_grad, fwbw = forward +
 y.sum().backward()). Milliseconds. They feed only the "vs anchor" columns of the report
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 from .shapes import Case
 
-SOURCE = "ANCHORS.md: cuDNN via torch.nn on one NVIDIA H100 80GB HBM3, torch 2.11.0+cu130, cuDNN 9.19"
+SOURCE = "docs/anchors.md: cuDNN via torch.nn on one NVIDIA H100 80GB HBM3, torch 2.11.0+cu130, cuDNN 9.19"
 
 _COLUMNS = (("fp32", "fw"), ("bf16", "fw"), ("fp16", "fw"), ("fp32", "fwbw"), ("bf16", "fwbw"), ("fp16", "fwbw"))
 
@@ -40,7 +41,7 @@ _MODEL = {
     "encoder-packed": (40.85, 28.62, 26.54, 67.26, 69.63, 74.95),
 }
 
-# decoding, 2-layer nn.LSTM, one call per step, no_grad: ms per step. ANCHORS.md gives fp32
+# decoding, 2-layer nn.LSTM, one call per step, no_grad: ms per step. The table gives fp32
 # only as single numbers (fp16 is quoted as a range 0.166-0.172 ms without saying which size).
 _DECODE = {(1, 1024, "fp32"): 0.155, (8, 512, "fp32"): 0.159}
 
@@ -51,7 +52,7 @@ def _pick(values, dtype: str, mode: str):
 
 def anchor_ms(case: Case, dtype: str, mode: str) -> float | None:
     """The published cuDNN time (ms; per step for decoding) for this case, dtype and mode,
-    or None where ANCHORS.md has no number for it."""
+    or None where the published table has no number for it."""
     if case.decode:
         if case.layers == 2 and case.I == case.H and case.cell == "lstm" and not case.bidirectional and mode == "fw":
             return _DECODE.get((case.B, case.H, dtype))

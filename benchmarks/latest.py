@@ -1,30 +1,28 @@
-"""`python -m benchmarks.latest`: the newest recorded GPU run of benchmarks/results/ as
-Markdown (for the README). `--import DIR` files a results folder fetched from the device
-machine under benchmarks/results/<card>-<date>/ (named from its results.json)."""
+"""`python -m benchmarks.latest`: the newest recorded GPU run under benchmarks/results/ (of
+the working directory, or --root) as Markdown. Runs are filed there by
+`python -m benchmarks.record`; CPU runs are never records."""
 from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 from pathlib import Path
 
-from . import meta as M
 from . import report
 
-RESULTS = Path(__file__).resolve().parent / "results"
+RESULTS = Path("benchmarks") / "results"
 
 
 def runs(root: Path = RESULTS) -> list[tuple[str, Path]]:
-    """(date, folder) of every recorded run with a results.json, oldest first; CPU runs
-    (benchmarks/results/local/) are not records and are left out."""
+    """(date, folder) of every recorded GPU run with a results.json, oldest first."""
     out = []
-    for path in root.glob("*/results.json"):
+    for path in Path(root).glob("*/results.json"):
         try:
-            date = json.loads(path.read_text())["meta"]["date"]
+            m = json.loads(path.read_text())["meta"]
         except (OSError, ValueError, KeyError):
             continue
-        out.append((date, path.parent))
+        if m.get("device_type") == "cuda":
+            out.append((m["date"], path.parent))
     return sorted(out)
 
 
@@ -40,29 +38,12 @@ def latest_markdown(root: Path = RESULTS, cases: bool = True, level: int = 1) ->
     return md + f"\n_From `{folder.name}/results.json`._\n"
 
 
-def import_run(src: Path, root: Path = RESULTS) -> Path:
-    """Copy results.json/.md/speedup.png (and any *.log) of `src` to root/<card>-<date>[-time]/."""
-    meta = json.loads((src / "results.json").read_text())["meta"]
-    dest = M.default_out_dir(meta, root)
-    dest.mkdir(parents=True, exist_ok=False)
-    for f in src.iterdir():
-        if f.is_file() and (f.name in ("results.json", "results.md", "speedup.png") or f.suffix in (".log", ".txt")):
-            shutil.copy2(f, dest / f.name)
-    return dest
-
-
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.latest", description=__doc__)
-    p.add_argument("--import", dest="src", type=Path, metavar="DIR",
-                   help="file a fetched results folder under benchmarks/results/ first")
+    p = argparse.ArgumentParser(prog="python -m benchmarks.latest", description=__doc__.splitlines()[0])
     p.add_argument("--summary", action="store_true", help="only the geometric means, not every case")
     p.add_argument("--level", type=int, default=1, choices=range(1, 5), help="heading level of the title")
-    p.add_argument("--root", type=Path, default=RESULTS, help=argparse.SUPPRESS)
+    p.add_argument("--root", type=Path, default=RESULTS, help="the records' folder (default: benchmarks/results)")
     args = p.parse_args(argv)
-    if args.src is not None:
-        if not (args.src / "results.json").is_file():
-            p.error(f"{args.src} holds no results.json")
-        print(f"filed under {import_run(args.src, args.root)}", file=sys.stderr)
     sys.stdout.write(latest_markdown(args.root, cases=not args.summary, level=args.level))
     return 0
 

@@ -12,10 +12,7 @@ from pathlib import Path
 
 import torch
 
-REPO = Path(__file__).resolve().parent.parent
-
-
-def _cmd(args, cwd=REPO) -> str | None:
+def _cmd(args, cwd=None) -> str | None:
     try:
         out = subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=20)
     except (OSError, subprocess.SubprocessError):
@@ -40,11 +37,21 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def _source_dir() -> Path | None:
+    """The folder fusedrnn is imported from (a checkout when installed in editable mode)."""
+    import importlib.util  # noqa: PLC0415
+    spec = importlib.util.find_spec("fusedrnn")
+    return Path(spec.origin).parent if spec and spec.origin else None
+
+
 def git_info() -> dict:
-    """Commit and whether the tree differed from it. FUSEDRNN_GIT_COMMIT overrides (the device
-    machine gets a copy of the working tree that may lack .git)."""
-    commit = os.environ.get("FUSEDRNN_GIT_COMMIT") or _cmd(["git", "rev-parse", "HEAD"])
-    status = _cmd(["git", "--no-optional-locks", "status", "--porcelain", "--untracked-files=no"])
+    """The commit of the fusedrnn being measured and whether its tree differed from it
+    (None outside a git checkout). FUSEDRNN_GIT_COMMIT overrides (the device machine gets
+    a copy of the working tree without .git)."""
+    where = _source_dir()
+    commit = os.environ.get("FUSEDRNN_GIT_COMMIT") or (_cmd(["git", "rev-parse", "HEAD"], where) if where else None)
+    status = _cmd(["git", "--no-optional-locks", "status", "--porcelain", "--untracked-files=no"], where) \
+        if where else None
     return {"commit": commit or "unknown",
             "dirty": None if status is None else bool(status),
             "commit_source": "FUSEDRNN_GIT_COMMIT" if os.environ.get("FUSEDRNN_GIT_COMMIT") else "git"}
@@ -91,16 +98,13 @@ def slug(text: str) -> str:
 
 
 def default_out_dir(meta: dict, root: Path | None = None) -> Path:
-    """benchmarks/results/<card>-<date>/ for GPU runs; CPU runs go under
-    benchmarks/results/local/cpu-<date>/ (ignored by git: they are not measurements to keep).
-    A second GPU run on the same card and day gets a time suffix rather than overwriting;
-    a CPU run replaces the last one of its day."""
-    root = root or REPO / "benchmarks" / "results"
+    """root/<date>-<card>/ (root: ./fusedrnn-bench in the working directory; CPU runs:
+    <date>-cpu). A second run on the same card and day gets a time suffix rather than
+    overwriting the first."""
+    root = root if root is not None else Path.cwd() / "fusedrnn-bench"
     date = meta["date"][:10]
-    if meta["device_type"] == "cuda":
-        base = root / f"{slug(meta['card'])}-{date}"
-    else:
-        base = root / "local" / f"cpu-{date}"
-    if meta["device_type"] == "cuda" and (base / "results.json").exists():
+    card = slug(meta["card"]) if meta["device_type"] == "cuda" else "cpu"
+    base = root / f"{date}-{card}"
+    if (base / "results.json").exists():
         base = base.with_name(base.name + "-" + meta["date"][11:19].replace(":", ""))
     return base

@@ -1,4 +1,4 @@
-"""The two model-level cases of issue 7 (cuDNN's numbers for them are in ANCHORS.md).
+"""The two model-level cases (cuDNN's published numbers for them: docs/anchors.md).
 
 - encoder: a 2-layer bidirectional LSTM, B=32, T=512, I=256, H=512, once padded and once
   packed (lengths uniform in 256..512, drawn once per run from a fixed seed; the

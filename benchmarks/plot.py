@@ -1,11 +1,24 @@
-"""A PNG of the speedups: one panel per (section, dtype, mode), one bar group per provider
-that has a timed or WRONG case there, one bar per case (speedup vs the baseline, log scale; 1 = as fast as the baseline).
-Cases where a provider was WRONG get a red cross instead of a bar."""
+"""A PNG of the speedups of a GPU run: one panel per (section, dtype, mode), one bar group
+per provider that has a timed or WRONG case there, one bar per case (speedup vs the
+baseline, log scale; 1 = as fast as the baseline). Cases where a provider was WRONG get a
+red cross instead of a bar. matplotlib is optional; CPU runs get no plot (their timings
+are not representative)."""
 from __future__ import annotations
 
 from pathlib import Path
 
 from .report import groups
+
+
+def maybe_plot(rows, meta, path: Path) -> tuple[Path | None, str]:
+    """(path, "") when drawn, else (None, why not)."""
+    if meta.get("device_type") != "cuda":
+        return None, "CPU timings are not representative, so no speedup is plotted"
+    try:
+        import matplotlib  # noqa: F401, PLC0415
+    except ImportError:
+        return None, "matplotlib is not installed (the table and the JSON have every number)"
+    return plot(rows, meta, path), ""
 
 
 def plot(rows, meta, path: Path) -> Path | None:

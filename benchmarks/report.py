@@ -42,18 +42,41 @@ def _status(row) -> str:
     return f"{s}: {row['note']}" if row.get("note") else s
 
 
+def _gpu(meta: dict) -> bool:
+    return meta.get("device_type") == "cuda"
+
+
+def fmt_spread(r) -> str:
+    """p25-p75 (iqr as % of the median): the spread a median is read with."""
+    if r.get("p25_ms") is None:
+        return "-"
+    pct = r.get("iqr_pct")
+    return f"{fmt_ms(r['p25_ms'])}-{fmt_ms(r['p75_ms'])}" + ("" if pct is None else f" ({pct:.0f}%)")
+
+
+def _algo(r) -> str:
+    if not r.get("cudnn_algo"):
+        return ""
+    tf32 = "" if r.get("tf32") is None else (", tf32 on" if r["tf32"] else ", tf32 off")
+    return r["cudnn_algo"] + tf32
+
+
 def columns(meta: dict):
+    """GPU runs: times, spread, speedups, anchors, cuDNN's algorithm. CPU runs: times and
+    their spread only (CPU timings are not representative: no speedup is derived)."""
     base, fp16 = meta.get("baseline", "cudnn"), meta.get("baseline_fp16")
     cols = [("case", lambda r: r["case"]), ("provider", lambda r: r["provider"]),
             ("median ms", lambda r: fmt_ms(r["median_ms"])),
-            ("min-max ms", lambda r: "-" if r["min_ms"] is None else f"{fmt_ms(r['min_ms'])}-{fmt_ms(r['max_ms'])}"),
-            ("tokens/s", lambda r: fmt_tokens(r["tokens_per_s"])),
-            (f"vs {base}", lambda r: fmt_x(r["speedup_vs_baseline"]))]
-    if fp16:
-        cols.append((f"vs {fp16}", lambda r: fmt_x(r["speedup_vs_fp16"])))
-    if meta.get("device_type") == "cuda":
+            ("p25-p75 ms (IQR)", fmt_spread),
+            ("min-max ms", lambda r: "-" if r["min_ms"] is None else f"{fmt_ms(r['min_ms'])}-{fmt_ms(r['max_ms'])}")]
+    if _gpu(meta):
+        cols += [("tokens/s", lambda r: fmt_tokens(r["tokens_per_s"])),
+                 (f"vs {base}", lambda r: fmt_x(r["speedup_vs_baseline"]))]
+        if fp16:
+            cols.append((f"vs {fp16}", lambda r: fmt_x(r["speedup_vs_fp16"])))
         cols += [("vs anchor", lambda r: fmt_x(r["vs_anchor"])),
-                 ("vs best anchor", lambda r: fmt_x(r["vs_best_anchor"]))]
+                 ("vs best anchor", lambda r: fmt_x(r["vs_best_anchor"])),
+                 ("cuDNN algorithm", _algo)]
     cols += [("max rel err", lambda r: fmt_err(r["max_rel_err"])), ("status", _status)]
     return cols
 
@@ -85,19 +108,21 @@ def _md_table(header, body) -> str:
 
 
 def summary_table(summary, meta):
+    """Per provider: cases timed and wrong; on a GPU also the geometric-mean speedups."""
     base, fp16 = meta.get("baseline", "cudnn"), meta.get("baseline_fp16")
-    header = ["section", "provider", "dtype", "mode", "timed/cases", "wrong", f"geomean vs {base}"]
-    if fp16:
-        header.append(f"geomean vs {fp16}")
-    if meta.get("device_type") == "cuda":
+    header = ["section", "provider", "dtype", "mode", "timed/cases", "wrong"]
+    if _gpu(meta):
+        header.append(f"geomean vs {base}")
+        if fp16:
+            header.append(f"geomean vs {fp16}")
         header.append("geomean vs best anchor")
     body = []
     for s in summary:
-        r = [s["section"], s["provider"], s["dtype"], s["mode"], f"{s['timed']}/{s['cases']}", s["wrong"],
-             fmt_x(s["geomean_vs_baseline"])]
-        if fp16:
-            r.append(fmt_x(s["geomean_vs_fp16"]))
-        if meta.get("device_type") == "cuda":
+        r = [s["section"], s["provider"], s["dtype"], s["mode"], f"{s['timed']}/{s['cases']}", s["wrong"]]
+        if _gpu(meta):
+            r.append(fmt_x(s["geomean_vs_baseline"]))
+            if fp16:
+                r.append(fmt_x(s["geomean_vs_fp16"]))
             r.append(fmt_x(s["geomean_vs_best_anchor"]))
         body.append(r)
     return header, body
@@ -113,42 +138,54 @@ def _meta_lines(meta) -> list[str]:
     return [f"{k}: {meta[k]}" for k in keys if k in meta]
 
 
+CPU_NOTE = ("CPU timings (host timer): NOT representative of GPU performance. They are shown with their "
+            "spread and never turned into speedups; the CPU run is a correctness check of every backend.")
+
+
 def _notes(meta) -> list[str]:
-    notes = [f"speedup = t({meta.get('baseline', 'cudnn')}) / t(provider), same case, dtype and mode; "
-             "geomean = geometric mean over cases; tokens/s = B*T / median (packed: sum of lengths; decode: B per step).",
-             "max rel err: largest max|out-ref|/max|ref| over outputs, states (and parameter gradients for fwbw) "
+    notes = ["max rel err: largest max|out-ref|/max|ref| over outputs, states (and parameter gradients for fwbw) "
              "against torch.nn in float64 on the same rounded weights and inputs; a provider over tolerance is "
-             "marked WRONG and not timed."]
-    if meta.get("device_type") == "cuda":
-        notes.append("vs anchor / vs best anchor: the PUBLISHED cuDNN anchors of ANCHORS.md (not measured in this "
-                     f"run) divided by this run's time; best = cuDNN's fastest published dtype. {anchors.SOURCE}.")
+             "marked WRONG and not timed.",
+             "p25-p75 (IQR): the middle half of the repetitions; IQR as a percentage of the median."]
+    if _gpu(meta):
+        notes = [f"speedup = t({meta.get('baseline', 'cudnn')}) / t(provider), same case, dtype and mode; "
+                 "geomean = geometric mean over cases; tokens/s = B*T / median (packed: sum of lengths; decode: "
+                 "B per step)."] + notes
+        notes.append("vs anchor / vs best anchor: the PUBLISHED cuDNN numbers of the anchor shapes "
+                     f"(docs/anchors.md; not measured in this run) divided by this run's time; best = cuDNN's fastest "
+                     f"published dtype. {anchors.SOURCE}.")
+        notes.append("cuDNN algorithm: PyTorch's choice rule for the row (persistent kernels only under narrow "
+                     "conditions); the kernels one profiled call launched are in the JSON (`kernels`). tf32: "
+                     "torch.backends.cudnn.allow_tf32 for fp32 rows (on by default: the fp32 baseline users get).")
     else:
-        notes.append("CPU numbers (host timer; CPU execution is synchronous): not GPU benchmarks.")
+        notes.append(CPU_NOTE)
     return notes
 
 
 def text(rows, summary, meta) -> str:
     cols = columns(meta)
-    parts = []
+    parts = [] if _gpu(meta) else [CPU_NOTE, ""]
     for (section, dtype, mode), grp in groups(rows).items():
         parts.append(f"== {_group_title(section, dtype, mode)} ==")
         parts.append(_text_table([c[0] for c in cols], [[f(r) for _, f in cols] for r in grp]))
         parts.append("")
-    parts.append("== geometric-mean speedup per provider ==")
+    parts.append("== geometric-mean speedup per provider ==" if _gpu(meta) else "== cases per provider ==")
     parts.append(_text_table(*summary_table(summary, meta)))
     parts += ["", *_notes(meta)]
     return "\n".join(parts)
 
 
 def markdown(rows, summary, meta, cases: bool = True, level: int = 1) -> str:
-    """The whole record: header of versions, the geometric means, then (cases=True) one table
-    per section, dtype and mode, then notes. `level` is the title's heading level."""
+    """The whole record: header of versions, the geometric means (GPU) or case counts (CPU),
+    then (cases=True) one table per section, dtype and mode, then notes. `level` is the
+    title's heading level."""
     cols = columns(meta)
-    title = "CPU default" if meta.get("device_type") != "cuda" else meta.get("card", "")
+    title = "CPU run (timings not representative)" if not _gpu(meta) else meta.get("card", "")
     h = "#" * level
     parts = [f"{h} fusedrnn benchmarks: {title}, {meta.get('date', '')[:10]}", ""]
     parts += [f"- {line}" for line in _meta_lines(meta)] + [""]
-    parts += [f"{h}# Geometric-mean speedup per provider", "", _md_table(*summary_table(summary, meta)), ""]
+    parts += [f"{h}# " + ("Geometric-mean speedup per provider" if _gpu(meta) else "Cases per provider"), "",
+              _md_table(*summary_table(summary, meta)), ""]
     for (section, dtype, mode), grp in (groups(rows).items() if cases else ()):
         parts += [f"{h}# {_group_title(section, dtype, mode)}", "",
                   _md_table([c[0] for c in cols], [[f(r) for _, f in cols] for r in grp]), ""]

@@ -1,10 +1,14 @@
-"""`python -m benchmarks.run` / `fusedrnn-bench`: fusedrnn against cuDNN (see benchmarks/README.md).
+"""`python -m benchmarks.run` (in the repository) / `fusedrnn-bench` (installed): fusedrnn
+against cuDNN.
 
-On a GPU: every provider timed with CUDA events at the ANCHORS.md shapes (or --shapes),
-after a correctness check against torch.nn in float64, plus the model-level cases.
-Without one: says so on its first line and runs the CPU default (benchmarks/cpu_default.py).
-Writes results.json, results.md and speedup.png under --out; exit code 1 if any fused
-provider was WRONG, 2 for bad arguments.
+On a GPU: every provider timed with CUDA events at the anchor shapes (docs/anchors.md) or
+--shapes, after a correctness check against torch.nn in float64, plus the model-level
+cases. Without one: says so on its first line and runs the CPU default (cpu_default.py):
+a correctness check of every backend, with CPU timings that are labelled as not
+representative and never turned into speedups. Writes results.json and results.md (and,
+on a GPU with matplotlib installed, speedup.png) under --out, by default a new folder
+under ./fusedrnn-bench/ in the working directory. Exit code 1 if any fused provider was
+WRONG, 2 for bad arguments.
 """
 from __future__ import annotations
 
@@ -52,12 +56,12 @@ def _seconds(text: str) -> float:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m benchmarks.run",
+        prog=_prog(),
         description="Benchmark fusedrnn's fused LSTM/GRU/RNN against cuDNN (torch.nn). Without a GPU: "
                     "the CPU default (correctness of every backend + CPU timings).",
         epilog="Lists take commas or spaces: --cells lstm,gru  --modes fw fwbw  --shapes 1,1024,256 8,512,128")
     p.add_argument("--shapes", nargs="+", type=S.parse_shape, metavar="B,T,H",
-                   help="layer shapes (input size = H); default: the ANCHORS.md set")
+                   help="layer shapes (input size = H); default: the anchor shapes (docs/anchors.md)")
     p.add_argument("--cells", nargs="+", type=S.parse_choice_list(S.CELLS), metavar="CELL",
                    help=f"cells ({', '.join(S.CELLS)}); default: {','.join(S.DEFAULT_CELLS)}")
     p.add_argument("--dtypes", nargs="+", type=S.parse_choice_list(S.DTYPES, S.DTYPE_ALIASES), metavar="DTYPE",
@@ -78,13 +82,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reps", type=_positive, help="timed calls per provider (default 20; CPU 5)")
     p.add_argument("--time-limit", type=_seconds, metavar="SECONDS",
                    help="start no new case after this long; the rest is recorded as skipped")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", type=Path, help="output folder (default benchmarks/results/<card>-<date>/; "
-                                            "CPU: benchmarks/results/local/cpu-<date>/, ignored by git)")
-    p.add_argument("--no-plot", action="store_true", help="skip the PNG")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--seed", type=int, default=0, help="seed of the weights and inputs (default 0)")
+    p.add_argument("--out", type=Path, help="output folder (default: ./fusedrnn-bench/<date>-<card>/ in the "
+                                            "working directory, a time suffix if it exists)")
+    p.add_argument("--no-plot", action="store_true", help="skip the PNG (drawn only for GPU runs, with matplotlib)")
+    p.add_argument("--progress", choices=("bar", "lines", "none"), default="bar",
+                   help="bar (tqdm, if installed), lines (one line per case, for logs) or none (default bar)")
+    p.add_argument("--no-progress", action="store_true", help="the same as --progress none")
     p.add_argument("--cpu", action="store_true", help="run the CPU default even when a GPU is present")
     return p
+
+
+def _prog() -> str:
+    """How this suite was started: `fusedrnn-bench` when installed, else `python -m <package>.run`."""
+    name = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else ""
+    return name if name.startswith("fusedrnn-bench") else f"python -m {__package__}.run"
 
 
 def _progress(total: int, enabled: bool):
@@ -102,6 +114,22 @@ def _progress(total: int, enabled: bool):
         def close(self):
             pass
     return _Quiet()
+
+
+def progress_lines(total: int):
+    """on_progress for run_all: one line per (case, dtype) with each provider's median or verdict."""
+    import time  # noqa: PLC0415
+    state = {"done": 0, "t0": time.monotonic()}
+
+    def on_progress(case, dtype, rows) -> None:
+        state["done"] += 1
+        parts = []
+        for r in rows:
+            what = f"{r['median_ms']:.3f}ms" if r.get("median_ms") is not None else r["status"]
+            parts.append(f"{r['provider']} {r['mode']} {what}")
+        print(f"[{state['done']}/{total} {time.monotonic() - state['t0']:.0f}s] {case.label} {dtype}: "
+              + "; ".join(parts), flush=True)
+    return on_progress
 
 
 def configure(args, on_gpu: bool) -> SimpleNamespace:
@@ -162,15 +190,21 @@ def main(argv=None) -> int:
     def save(rows):
         report.write(out_dir, rows, stats.summary(rows), meta)
 
-    bar = _progress(suite.count_items(cfg.plan, settings), not args.no_progress)
+    mode = "none" if args.no_progress else args.progress
+    bar = _progress(suite.count_items(cfg.plan, settings), mode == "bar")
+    lines = progress_lines(len(cfg.plan) * len(cfg.dtypes)) if mode == "lines" else None
     try:
-        rows = suite.run_all(cfg.plan, settings, timer, on_item=bar.update, on_case=save)
+        rows = suite.run_all(cfg.plan, settings, timer, on_item=bar.update, on_case=save, on_progress=lines)
     finally:
         bar.close()
     summary = stats.summary(rows)
     paths = report.write(out_dir, rows, summary, meta)
     if not args.no_plot:
-        paths["png"] = plot.plot(rows, meta, out_dir / "speedup.png")
+        png, why = plot.maybe_plot(rows, meta, out_dir / "speedup.png")
+        if png:
+            paths["png"] = png
+        else:
+            print(f"no plot: {why}")
     print(report.text(rows, summary, meta))
     print("\nwrote " + ", ".join(str(p) for p in paths.values()))
     wrong = [r for r in rows if r["status"] == "WRONG"]

@@ -1,6 +1,6 @@
 """What is benchmarked: a `Case` is one module configuration and input shape.
 
-Sections: "layer" (one nn.LSTM/GRU/RNN at the ANCHORS.md shapes, or --shapes) and
+Sections: "layer" (one nn.LSTM/GRU/RNN at the anchor shapes of docs/anchors.md, or --shapes) and
 "model" (the encoder and decoding cases of benchmarks/model_cases.py).
 """
 from __future__ import annotations
@@ -16,7 +16,7 @@ DTYPE_ALIASES = {"fp32": "fp32", "float32": "fp32", "float": "fp32",
                  "bf16": "bf16", "bfloat16": "bf16",
                  "fp16": "fp16", "float16": "fp16", "half": "fp16"}
 
-# (B, T, H) of ANCHORS.md: input size = H, 1 layer, batch_first=True
+# (B, T, H) of the anchor shapes (docs/anchors.md): input size = H, 1 layer, batch_first=True
 ANCHOR_SHAPES = ((1, 1024, 256), (8, 512, 128), (16, 1024, 768), (64, 256, 1024), (256, 128, 512))
 # CPU default: correctness on tiny shapes (the Triton interpreter is slow), timing on small ones
 CPU_CHECK_SHAPES = ((2, 5, 8), (3, 7, 16))

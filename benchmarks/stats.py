@@ -7,11 +7,15 @@ import statistics
 
 
 def summarize(times_ms) -> dict:
-    """median / min / max / n of a list of timings in milliseconds."""
+    """median, min, max, n and the spread of a list of timings in milliseconds: the
+    quartiles p25/p75 and iqr_pct = (p75 - p25) / median in percent."""
     times = [float(t) for t in times_ms]
     if not times:
         raise ValueError("no timings to summarize")
-    return {"median_ms": statistics.median(times), "min_ms": min(times), "max_ms": max(times), "n": len(times)}
+    med = statistics.median(times)
+    p25, p75 = (statistics.quantiles(times, n=4, method="inclusive")[::2] if len(times) > 1 else (times[0], times[0]))
+    return {"median_ms": med, "min_ms": min(times), "max_ms": max(times), "n": len(times),
+            "p25_ms": p25, "p75_ms": p75, "iqr_pct": 100.0 * (p75 - p25) / med if med > 0 else None}
 
 
 def tokens_per_s(tokens: int, ms: float | None) -> float | None:
@@ -43,15 +47,18 @@ def _key(row: dict) -> tuple:
 
 
 def attach_speedups(rows: list[dict], baseline: str = "cudnn", baseline_fp16: str | None = "cudnn-fp16",
-                    fp16_dtype: str = "fp16") -> list[dict]:
+                    fp16_dtype: str = "fp16", comparable: bool = True) -> list[dict]:
     """Fill each row's speedup_vs_baseline (t_baseline / t) and speedup_vs_fp16 (t of the
     fp16 baseline / t) from the timed rows of the same case, dtype and mode. Where the run's
     dtype is the fp16 baseline's own (`fp16_dtype`) the baseline itself is the fp16 baseline.
-    Rows are changed in place."""
+    comparable=False (CPU timings): every speedup is None. Rows are changed in place."""
     times = {}
     for row in rows:
         times[_key(row) + (row["provider"],)] = row.get("median_ms")
     for row in rows:
+        if not comparable:
+            row.update(speedup_vs_baseline=None, speedup_vs_fp16=None, vs_anchor=None, vs_best_anchor=None)
+            continue
         k = _key(row)
         t_base = times.get(k + (baseline,))
         t_fp16 = None
@@ -77,6 +84,7 @@ def summary(rows: list[dict]) -> list[dict]:
             "cases": len(grp),
             "timed": sum(r.get("median_ms") is not None for r in grp),
             "wrong": sum(r["status"] == "WRONG" for r in grp),
+            "unverified": sum(str(r.get("verdict", "")).startswith("unverified") for r in grp),
             "not_run": sum(r["status"] not in ("ok", "WRONG") for r in grp),
             "geomean_vs_baseline": geomean(r.get("speedup_vs_baseline") for r in grp),
             "geomean_vs_fp16": geomean(r.get("speedup_vs_fp16") for r in grp),

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from . import accuracy, anchors, model_cases, providers, stats, workload
+from . import accuracy, anchors, cudnn_algo, model_cases, providers, stats, workload
 from .shapes import Case
 from .timing import bench_interleaved
 
@@ -40,7 +40,8 @@ def _row(case: Case, dtype: str, mode: str, provider: providers.Provider, **fiel
            "packed": case.packed, "decode": case.decode, "dtype": dtype, "mode": mode,
            "provider": provider.name, "provider_dtype": provider.dtype_for(dtype),
            "status": "ok", "note": "", "max_rel_err": None, "tol": None,
-           "median_ms": None, "min_ms": None, "max_ms": None, "n": 0,
+           "median_ms": None, "min_ms": None, "max_ms": None, "n": 0, "p25_ms": None, "p75_ms": None,
+           "iqr_pct": None, "cudnn_algo": None, "kernels": None, "tf32": None,
            "tokens": model_cases.tokens(case), "tokens_per_s": None,
            "anchor_ms": anchors.anchor_ms(case, dtype, mode), "best_anchor_ms": anchors.best_anchor_ms(case, mode)}
     row.update(fields)
@@ -49,6 +50,23 @@ def _row(case: Case, dtype: str, mode: str, provider: providers.Provider, **fiel
 
 def _short(exc: BaseException) -> str:
     return (f"{type(exc).__name__}: {exc}".splitlines() or [""])[0][:300]
+
+
+def _cudnn_facts(case: Case, dtype: str, mode: str, module, oracle, device, observe: bool) -> dict:
+    """For a torch.nn row on a GPU: cuDNN's algorithm by PyTorch's rule, (fp32) whether cuDNN
+    may use TF32 (its default), and, when `observe`, the kernels one profiled call launched
+    (one extra call, so only for the forward of the run-dtype baseline at layer shapes)."""
+    if device.type != "cuda":
+        return {}
+    props = torch.cuda.get_device_properties(device)
+    facts = {"cudnn_algo": cudnn_algo.expected(case, dtype, mode, (props.major, props.minor), props.multi_processor_count)}
+    if dtype == "fp32":
+        facts["tf32"] = bool(torch.backends.cudnn.allow_tf32)
+    if observe:
+        args = workload.materialize(case, {k: v.to(oracle.device) for k, v in oracle.base.items()},
+                                    providers.TORCH_DTYPES[dtype])
+        facts["kernels"] = cudnn_algo.observe(lambda: workload.call(case, module, args, mode))
+    return facts
 
 
 def run_case(case: Case, settings: Settings, timer, timed: bool = True, on_item=None) -> list[dict]:
@@ -111,7 +129,9 @@ def _run_dtype(case, dtype, modes, settings, timer, timed, oracle, state_dict, o
             if p.name == settings.baseline:
                 baseline_err = err
             if p.baseline:
-                mode_rows[p.name] = _row(case, dtype, mode, p, max_rel_err=err)
+                observe = p.name == settings.baseline and mode == "fw" and case.section == "layer"
+                mode_rows[p.name] = _row(case, dtype, mode, p, max_rel_err=err, **_cudnn_facts(
+                    case, pdtype, mode, modules[p.name], oracle, settings.device, observe))
                 continue
             tol = accuracy.tolerance(pdtype, baseline_err if pdtype == dtype else None)
             ok = math.isfinite(err) and err <= tol
@@ -148,17 +168,24 @@ def count_items(plan, settings: Settings) -> int:
     return sum(len(case.modes(settings.modes)) * len(settings.dtypes) for case, *_ in plan)
 
 
-def run_all(plan, settings: Settings, timer, on_item=None, on_case=None) -> list[dict]:
+def run_all(plan, settings: Settings, timer, on_item=None, on_case=None, on_progress=None) -> list[dict]:
     """plan: list of (case, timed, providers or None for settings.providers).
-    Returns all rows with speedups attached."""
+    on_case(all rows so far) and on_progress(case, dtype, its rows) after every case.
+    Returns all rows with speedups attached (GPU timings only)."""
     rows: list[dict] = []
     low = next((p.fixed_dtype for p in settings.providers if p.name == settings.baseline_fp16), None) or "fp16"
     for dtype in settings.dtypes:  # dtype outermost: a time limit cuts whole dtypes, not shapes
         for case, timed, provs in plan:
             case_settings = dataclasses.replace(settings, dtypes=[dtype],
                                                 providers=settings.providers if provs is None else list(provs))
+            before = len(rows)
             rows += run_case(case, case_settings, timer, timed, on_item)
-            stats.attach_speedups(rows, settings.baseline, settings.baseline_fp16, low)
+            new = rows[before:]
+            # CPU timings are not representative: they are shown with their spread, never as speedups
+            stats.attach_speedups(rows, settings.baseline, settings.baseline_fp16, low,
+                                  comparable=settings.device.type == "cuda")
             if on_case:
                 on_case(rows)
+            if on_progress:
+                on_progress(case, dtype, new)
     return rows

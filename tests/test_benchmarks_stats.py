@@ -4,6 +4,7 @@ import json
 import math
 
 import pytest
+import torch
 
 from benchmarks import anchors, plot, report, stats
 from benchmarks.model_cases import decode_cases, encoder_cases
@@ -12,7 +13,10 @@ from benchmarks.shapes import Case
 
 def test_summarize_median_min_max():
     s = stats.summarize([3.0, 1.0, 2.0, 10.0])
-    assert s == {"median_ms": 2.5, "min_ms": 1.0, "max_ms": 10.0, "n": 4}
+    assert s == {"median_ms": 2.5, "min_ms": 1.0, "max_ms": 10.0, "n": 4, "p25_ms": 1.75, "p75_ms": 4.75,
+                 "iqr_pct": pytest.approx(120.0)}
+    assert stats.summarize([2.0]) == {"median_ms": 2.0, "min_ms": 2.0, "max_ms": 2.0, "n": 1, "p25_ms": 2.0,
+                                      "p75_ms": 2.0, "iqr_pct": 0.0}
     assert stats.summarize([4.0, 7.0, 5.0])["median_ms"] == 5.0
     with pytest.raises(ValueError):
         stats.summarize([])
@@ -90,10 +94,22 @@ def test_report_text_markdown_json_agree():
     md = report.markdown(rows, summary, meta)
     table_lines = [line for line in md.splitlines() if line.startswith("| A ") or line.startswith("| B ")]
     assert len(table_lines) == len(rows)
-    assert "PUBLISHED cuDNN anchors" in md
+    assert "PUBLISHED cuDNN numbers of the anchor shapes (docs/anchors.md" in md
+    assert "| vs cudnn |" in md and "cuDNN algorithm" in md
     rows[0]["max_rel_err"] = math.inf
     data = json.loads(report.to_json(rows, summary, meta))
     assert data["rows"][0]["max_rel_err"] == "inf" and data["meta"]["card"] == "Test Card"
+
+
+def test_cpu_report_shows_spread_and_no_speedup():
+    rows = stats.attach_speedups(fixed_rows(), comparable=False)
+    assert all(r["speedup_vs_baseline"] is None and r["vs_best_anchor"] is None for r in rows)
+    summary = stats.summary(rows)
+    assert all(s["geomean_vs_baseline"] is None for s in summary)
+    meta = {"device_type": "cpu", "card": "CPU: x", "date": "2030-01-02T03:04:05+00:00", "baseline": "torch-cpu"}
+    for text in (report.text(rows, summary, meta), report.markdown(rows, summary, meta)):
+        assert "NOT representative" in text and "p25-p75" in text
+        assert "vs torch-cpu" not in text and "geomean" not in text and "x |" not in text
 
 
 def test_published_anchor_lookup():
@@ -118,3 +134,27 @@ def test_plot_draws_speedups_and_marks_wrong(tmp_path):
     assert path.read_bytes()[:4] == b"\x89PNG"
     empty = plot.plot([r for r in rows if r["provider"] == "cudnn"], meta, tmp_path / "empty.png")
     assert empty.stat().st_size > 0
+
+
+def test_cudnn_algorithm_follows_pytorchs_rule():
+    from benchmarks import cudnn_algo
+    layer = lambda cell, B, H: Case("layer", cell, cell, B, 1024, H, H)  # noqa: E731
+    # persistent only for fp16, unpacked, 1 layer, 1 direction, H % 128 == 0, LSTM/RNN with B % 8 == 0, B <= 128
+    assert cudnn_algo.expected(layer("lstm", 16, 768), "fp16", "fw") == "persist-static"
+    assert cudnn_algo.expected(layer("lstm", 16, 768), "bf16", "fw") == "standard"
+    assert cudnn_algo.expected(layer("gru", 16, 768), "fp16", "fw") == "standard"
+    assert cudnn_algo.expected(layer("lstm", 256, 512), "fp16", "fw") == "standard"
+    assert cudnn_algo.expected(layer("rnn_tanh", 64, 1024), "fp16", "fw") == "persist-static"
+    assert cudnn_algo.expected(layer("rnn_tanh", 96, 1024), "fp16", "fw") == "standard"
+    assert cudnn_algo.expected(layer("lstm", 16, 768), "fp16", "fw", capability=(8, 6), sms=84) == "standard"
+    # small hidden sizes, any dtype: forward RNN H <= 384, LSTM/GRU H <= 192; backward 256 / 128
+    assert cudnn_algo.expected(layer("lstm", 8, 128), "fp32", "fwbw") == "persist-static-small-h"
+    assert cudnn_algo.expected(layer("lstm", 1, 256), "fp32", "fw") == "standard"
+    assert cudnn_algo.expected(layer("rnn_tanh", 1, 256), "fp32", "fwbw") == "persist-static-small-h"
+    assert cudnn_algo.expected(layer("gru", 8, 160), "fp16", "fwbw") == "fw persist-static-small-h, bw standard"
+    padded, packed = encoder_cases()
+    assert cudnn_algo.expected(packed, "fp16", "fw") == "standard"
+    assert cudnn_algo.expected(padded, "fp16", "fwbw") == "standard"
+    big, small = decode_cases()
+    assert cudnn_algo.expected(big, "fp16", "fw") == cudnn_algo.expected(small, "fp16", "fw") == "standard"
+    assert cudnn_algo.observe(lambda: None) == [] or torch.cuda.is_available()   # no profile without a GPU

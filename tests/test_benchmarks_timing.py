@@ -5,7 +5,7 @@ import types
 import pytest
 import torch
 
-from benchmarks import providers, suite, timing
+from benchmarks import stats, providers, suite, timing
 from benchmarks.shapes import Case
 
 
@@ -167,6 +167,9 @@ def test_fixed_dtype_provider_and_fp16_baseline():
     assert ("torch-bf16", "bf16", "fw") not in seen
     for key, row in seen.items():
         assert row["status"] == "ok", (key, row["note"])
+        assert row["speedup_vs_fp16"] is None and row["speedup_vs_baseline"] is None   # CPU: never speedups
+    stats.attach_speedups(rows, "torch-cpu", "torch-bf16", "bf16")                       # the arithmetic itself
+    for key, row in seen.items():
         assert row["speedup_vs_fp16"] is not None and row["speedup_vs_baseline"] is not None
     assert seen["torch-cpu", "bf16", "fw"]["speedup_vs_fp16"] == pytest.approx(1.0)   # its own fp16 baseline
 
@@ -195,3 +198,23 @@ def test_gpu_providers_say_why_not_on_cpu():
     case = Case("layer", "lstm", "lstm", 2, 3, 4, 4)
     assert "CUDA" in providers.why_not(providers.PROVIDERS["cudnn"], case, "fp32", torch.device("cpu"))
     assert providers.why_not(providers.PROVIDERS["fusedrnn-cuda"], case, "fp32", torch.device("cpu"))
+
+
+def test_cudnn_facts_of_a_gpu_row(monkeypatch):
+    """The GPU-only row facts (cuDNN algorithm, TF32, observed kernels), with the device faked."""
+    from benchmarks import accuracy, cudnn_algo
+    case = Case("layer", "lstm", "lstm", 16, 3, 768, 768)
+    monkeypatch.setattr(torch.cuda, "get_device_properties",
+                        lambda d: types.SimpleNamespace(major=9, minor=0, multi_processor_count=132))
+    seen = []
+    monkeypatch.setattr(cudnn_algo, "observe", lambda call: seen.append(call()) or ["RNN_blockPersist_fp_LSTM"])
+    state = providers.master_module(case).state_dict()
+    oracle = accuracy.Oracle(case, state, {"x": torch.randn(16, 3, 768)}, torch.device("cpu"))
+    module = providers.build(providers.PROVIDERS["torch-cpu"], case, state, "fp32", torch.device("cpu"))
+    gpu = types.SimpleNamespace(type="cuda")
+    facts = suite._cudnn_facts(case, "fp32", "fw", module, oracle, gpu, True)
+    assert facts == {"cudnn_algo": "standard", "tf32": torch.backends.cudnn.allow_tf32,
+                     "kernels": ["RNN_blockPersist_fp_LSTM"]}
+    assert len(seen) == 1 and seen[0][0].shape == (16, 3, 768)          # one real call was profiled
+    assert suite._cudnn_facts(case, "fp16", "fwbw", module, oracle, gpu, False) == {"cudnn_algo": "persist-static"}
+    assert suite._cudnn_facts(case, "fp32", "fw", module, oracle, torch.device("cpu"), True) == {}

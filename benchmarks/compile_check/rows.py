@@ -23,7 +23,7 @@ class DeviceSpec:
     max_cluster: int = 16      # CTAs per thread-block cluster (non-portable size on sm_90)
 
 
-# NVIDIA H100 SXM5 80GB (sm_90): the card of ANCHORS and of the lent GPU machine.
+# NVIDIA H100 SXM5 80GB (sm_90): the card of the published anchors (docs/anchors.md) and of the lent GPU machine.
 H100 = DeviceSpec("H100", 90, 132, 227 * 1024, 228 * 1024, 65536, 2048, 32)
 DEVICES = {"H100": H100, "sm_90": H100}
 

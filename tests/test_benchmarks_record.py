@@ -1,0 +1,123 @@
+"""benchmarks.record on what a device check brings back: the record folder, each row's
+verdict (a wrong or unverified result is never a speedup), the README's results block
+(only between its markers), and CPU rehearsals kept out of it. The timings below are
+made-up inputs of the filing code, not measurements."""
+import io
+import json
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from benchmarks import readme_block, record, report, stats, verdicts
+
+DATE = "2031-05-06T07:08:09+00:00"
+META = {"device_type": "cuda", "card": "NVIDIA H100 80GB HBM3", "date": DATE, "torch": "2.11.0+cu130",
+        "torch_cuda": "13.0", "cudnn": 91900, "triton": "3.6.0", "commit": "unknown", "baseline": "cudnn",
+        "baseline_fp16": "cudnn-fp16", "dtypes": ["bf16"], "command": "python -m benchmarks.run --dtypes bf16"}
+
+
+def _row(cell, provider, ms, status="ok", dtype="bf16", mode="fw"):
+    return {"section": "layer", "case": f"{cell} B=16 T=1024 H=768", "cell": cell, "dtype": dtype, "mode": mode,
+            "provider": provider, "provider_dtype": dtype, "median_ms": ms, "min_ms": ms, "max_ms": ms,
+            "status": status, "note": "", "max_rel_err": 1e-3, "tokens": 16384,
+            "tokens_per_s": stats.tokens_per_s(16384, ms), "anchor_ms": 18.39, "best_anchor_ms": 2.31}
+
+
+def _fetched(tmp_path: Path, meta=META, failing_test=True) -> Path:
+    src = tmp_path / "out"
+    src.mkdir()
+    rows = [_row("lstm", "cudnn", 18.0), _row("lstm", "fusedrnn-cuda", 2.0), _row("lstm", "fusedrnn-triton", 3.0),
+            _row("gru", "cudnn", 14.0), _row("gru", "fusedrnn-cuda", None, status="WRONG"),
+            _row("gru", "fusedrnn-triton", 7.0)]
+    stats.attach_speedups(rows)
+    (src / "results-bf16.json").write_text(report.to_json(rows, stats.summary(rows), meta))
+    (src / "summary.md").write_text("# fusedrnn device check: exit code 12: wrong results\n")
+    (src / "device_check.log").write_text("log\n")
+    case = ('<testcase classname="tests.gpu.test_triton_gpu" name="test_anchor_shapes[16-1024-768-lstm-torch.bfloat16]" '
+            'file="tests/gpu/test_triton_gpu.py"><failure message="AssertionError: y: error 0.2 &gt; tol 0.01"/></testcase>'
+            if failing_test else "")
+    (src / "junit.xml").write_text(f'<testsuites><testsuite name="pytest"><testcase classname="a" name="b" '
+                                   f'file="tests/gpu/a.py"/>{case}</testsuite></testsuites>')
+    state = {"exit_code": 12, "exit_meaning": "wrong results", "commit": "0123456789abcdef",
+             "junit": {"tests": 2, "passed": 1, "failed": 1, "errors": 0, "skipped": 0},
+             "stages": [{"name": "env", "status": "ok", "seconds": 3, "counts": ""}],
+             "smoke": [{"id": "cuda/step/rnn_relu", "status": "CRASH"}, {"id": "cuda/step/lstm", "status": "ok"}],
+             "memcheck": []}
+    with tarfile.open(src / "artifacts.tar.gz", "w:gz") as tar:
+        data = json.dumps(state).encode()
+        info = tarfile.TarInfo("device_check.json")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    return src
+
+
+def _repo(tmp_path: Path) -> Path:
+    repo = tmp_path / "repo"
+    (repo / "benchmarks" / "results").mkdir(parents=True)
+    (repo / "README.md").write_text(f"# title\n\nbefore\n\n{readme_block.BEGIN}\nold block\n{readme_block.END}\n\nafter\n")
+    return repo
+
+
+def test_record_files_the_run_with_verdicts_and_regenerates_the_readme_block(tmp_path, capsys):
+    src, repo = _fetched(tmp_path), _repo(tmp_path)
+    assert record.main([str(src), "--repo", str(repo)]) == 0
+    dest = repo / "benchmarks" / "results" / "2031-05-06-nvidia-h100-80gb-hbm3"
+    assert {"results.json", "results.md", "summary.md", "junit.xml", "device_check.log"} <= {p.name for p in dest.iterdir()}
+    data = json.loads((dest / "results.json").read_text())
+    assert data["meta"]["commit"] == "0123456789abcdef" and data["meta"]["device_check"]["exit_code"] == 12
+    got = {(r["cell"], r["provider"]): r for r in data["rows"]}
+    assert got["lstm", "fusedrnn-cuda"]["verdict"] == "ok"
+    assert got["lstm", "fusedrnn-cuda"]["speedup_vs_baseline"] == pytest.approx(9.0)
+    # the failing triton lstm bf16 test taints that row: timed, but never a speedup
+    tri = got["lstm", "fusedrnn-triton"]
+    assert tri["verdict"].startswith("unverified: tests/gpu/test_triton_gpu.py::test_anchor_shapes")
+    assert tri["median_ms"] == 3.0 and tri["speedup_vs_baseline"] is None and tri["vs_best_anchor"] is None
+    assert got["gru", "fusedrnn-cuda"]["verdict"] == "WRONG" and got["gru", "fusedrnn-cuda"]["speedup_vs_baseline"] is None
+    assert got["gru", "fusedrnn-triton"]["verdict"] == "ok" and got["gru", "cudnn"]["verdict"] == "baseline"
+    summ = {(s["provider"], s["mode"]): s for s in data["summary"]}
+    assert summ["fusedrnn-triton", "fw"]["unverified"] == 1
+    assert summ["fusedrnn-triton", "fw"]["geomean_vs_baseline"] == pytest.approx(2.0)   # gru only: 14 / 7
+    readme = (repo / "README.md").read_text()
+    assert readme.startswith("# title\n\nbefore\n\n") and readme.endswith(f"{readme_block.END}\n\nafter\n")
+    assert "old block" not in readme
+    assert "**Latest GPU results** (NVIDIA H100 80GB HBM3, 2031-05-06" in readme and "commit 0123456789" in readme
+    assert "| layer | fusedrnn-triton | bf16 | fw | 2/2 | 0 | 1 | 2.00x |" in readme
+    assert "| layer | fusedrnn-cuda | bf16 | fw | 1/2 | 1 | 0 | 9.00x |" in readme
+    assert "benchmarks/results/2031-05-06-nvidia-h100-80gb-hbm3/results.md" in readme
+    # the same run filed twice is kept beside the first
+    assert record.main([str(src), "--repo", str(repo), "--no-readme"]) == 0
+    assert (repo / "benchmarks" / "results" / "2031-05-06-nvidia-h100-80gb-hbm3-070809" / "results.json").exists()
+
+
+def test_a_cpu_rehearsal_is_refused_and_never_enters_the_readme(tmp_path, capsys):
+    src = _fetched(tmp_path, meta=dict(META, device_type="cpu", card="CPU: x"), failing_test=False)
+    repo = _repo(tmp_path)
+    with pytest.raises(SystemExit) as e:
+        record.main([str(src), "--repo", str(repo)])
+    assert e.value.code == 2 and "CPU run" in capsys.readouterr().err
+    assert record.main([str(src), "--repo", str(repo), "--allow-cpu"]) == 0
+    assert (repo / "benchmarks" / "results" / "2031-05-06-cpu" / "results.json").exists()
+    assert readme_block.NONE_YET in (repo / "README.md").read_text()
+
+
+def test_record_needs_results_and_a_readme(tmp_path, capsys):
+    repo = _repo(tmp_path)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SystemExit):
+        record.main([str(tmp_path / "empty"), "--repo", str(repo)])
+    assert "holds no results-<dtype>.json" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        record.main([str(tmp_path / "empty"), "--repo", str(tmp_path)])
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("tests/gpu/test_cuda_gpu.py::test_small_sizes[T1-lstm-fp32-full-fwd-persistent]", ({"cuda"}, {"lstm"}, {"fp32"})),
+    ("tests/gpu/test_integration_gpu.py::test_cuda_runs_are_bitwise_identical[torch.bfloat16-gru-triton]",
+     ({"triton"}, {"gru"}, {"bf16"})),
+    ("triton/barrier/rnn_relu", ({"triton"}, {"rnn_relu"}, set())),
+    ("tests/gpu/test_triton_gpu.py::test_barrier_grid_is_co_resident", ({"triton"}, set(), set())),
+    ("tests/gpu/test_other.py::test_x", (set(), set(), set())),
+])
+def test_what_a_failure_is_about(text, expected):
+    assert verdicts.scope(text) == expected

@@ -9,10 +9,12 @@ Environment:
 
 When a build is asked for and the extension cannot be built (no nvcc, or no pybind11 in
 the build environment) the build stops with a message saying why and how to opt out:
-pip shows a build's output only when the build fails, so a warning would go unseen.
+pip shows a build's output only when the build fails (recent versions also show its
+warnings), so a message alone could go unseen.
 """
 import os
 import sys
+import warnings
 
 from setuptools import find_packages, setup
 
@@ -47,8 +49,12 @@ def extensions(argv) -> list:
     """The extension to build, [] when skipped on request; SystemExit when a build command
     cannot build it."""
     reason = skip_reason()
-    if reason and not skip_requested() and BUILD_COMMANDS & set(argv[1:]):
-        raise SystemExit(missing_extension_error(reason))
+    if reason and BUILD_COMMANDS & set(argv[1:]):
+        if not skip_requested():
+            raise SystemExit(missing_extension_error(reason))
+        # recent pip versions show a build's warnings (as BuildBackendWarning); older ones need -v
+        warnings.warn(f"fusedrnn: building without the CUDA extension {EXT_NAME} ({reason}): "
+                      "the 'cuda' backend will be unavailable", stacklevel=1)
     return cuda_extensions()  # [] with a line that says why, when skipped
 
 

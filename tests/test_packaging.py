@@ -13,6 +13,7 @@ import sysconfig
 import tarfile
 import zipfile
 from email.parser import Parser
+from types import SimpleNamespace
 
 import pytest
 
@@ -61,17 +62,24 @@ def pure_wheel(tmp_path_factory):
         f.write(b"stale in-place build")
     r, wheels = pip_wheel(src, src / "dist", FUSEDRNN_SKIP_CUDA_BUILD="1")
     assert r.returncode == 0 and len(wheels) == 1, r.stdout + r.stderr
-    return wheels[0]
+    return SimpleNamespace(path=wheels[0], output=r.stdout + r.stderr)
 
 
 def test_skip_flag_gives_a_pure_wheel_without_the_extension(pure_wheel):
-    assert pure_wheel.name == "fusedrnn-0.1.0-py3-none-any.whl"
-    names = zipfile.ZipFile(pure_wheel).namelist()
+    assert pure_wheel.path.name == "fusedrnn-0.1.0-py3-none-any.whl"
+    names = zipfile.ZipFile(pure_wheel.path).namelist()
     assert not [n for n in names if n.endswith((".so", ".pyd"))], names
 
 
+def test_skip_flag_is_said_in_pips_normal_output(pure_wheel):
+    forwards = "import pip._vendor.pyproject_hooks as h; print(hasattr(h, 'BuildBackendWarning'))"
+    if subprocess.run([sys.executable, "-c", forwards], capture_output=True, text=True).stdout.strip() != "True":
+        pytest.skip("this pip does not forward a build's warnings (pip -v shows the message)")
+    assert "building without the CUDA extension fusedrnn._C (FUSEDRNN_SKIP_CUDA_BUILD is set)" in pure_wheel.output
+
+
 def test_wheel_installs_no_generic_top_level_package(pure_wheel):
-    zf = zipfile.ZipFile(pure_wheel)
+    zf = zipfile.ZipFile(pure_wheel.path)
     names = zf.namelist()
     assert top_levels(names) == {"fusedrnn", "fusedrnn_bench", "fusedrnn-0.1.0.dist-info"}
     # every module of benchmarks/ (subpackages too) is there, under fusedrnn_bench
@@ -84,7 +92,7 @@ def test_wheel_installs_no_generic_top_level_package(pure_wheel):
 
 
 def test_wheel_declares_runtime_dependencies(pure_wheel):
-    meta = Parser().parsestr(zipfile.ZipFile(pure_wheel).read("fusedrnn-0.1.0.dist-info/METADATA").decode())
+    meta = Parser().parsestr(zipfile.ZipFile(pure_wheel.path).read("fusedrnn-0.1.0.dist-info/METADATA").decode())
     requires = [r.replace(" ", "") for r in meta.get_all("Requires-Dist")]
     assert "torch>=2.10" in requires
     assert "numpy" in requires  # Triton's CPU interpreter needs it

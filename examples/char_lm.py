@@ -1,4 +1,4 @@
-"""Character-level language model with fusedrnn (the lecture's "hello" model, grown up).
+"""Character-level language model with fusedrnn (the classic "hello" exercise, grown up).
 
     python examples/char_lm.py --toy --sample 4 --prime h --temperature 0     # learns to spell "hello"
     python examples/char_lm.py --cell lstm --layers 2 --hidden 128 --sample 300   # the Zen of Python
@@ -181,39 +181,63 @@ def grad_norm(params) -> float:
 
 # -- command line ------------------------------------------------------------------------
 
-def parse_args(argv):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+def mode_defaults(name: str) -> str:
+    """The help text's default of an option whose default depends on --quick / --toy."""
+    normal, quick, toy = DEFAULTS[name]
+    return f"default {normal}; with --quick {quick}; with --toy {toy}"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     src = p.add_mutually_exclusive_group()
     src.add_argument("--text", metavar="PATH", help="training text file (default: the Zen of Python)")
     src.add_argument("--text-literal", metavar="STR", help="train on this string")
-    src.add_argument("--toy", action="store_true", help="the lecture's corpus: 'hello' (vocabulary h, e, l, o)")
-    p.add_argument("--cell", choices=sorted(CELLS), default="lstm")
-    p.add_argument("--nonlinearity", choices=("tanh", "relu"), default="tanh", help="for --cell rnn")
-    p.add_argument("--layers", type=int)
-    p.add_argument("--hidden", type=int)
-    p.add_argument("--dropout", type=float, default=0.0)
+    src.add_argument("--toy", action="store_true",
+                     help="train on the word 'hello' (vocabulary e, h, l, o), the classic first RNN exercise")
+    p.add_argument("--cell", choices=sorted(CELLS), default="lstm", help="recurrent cell (default: %(default)s)")
+    p.add_argument("--nonlinearity", choices=("tanh", "relu"), default="tanh",
+                   help="activation of --cell rnn (default: %(default)s)")
+    p.add_argument("--layers", type=int, help=f"stacked recurrent layers ({mode_defaults('layers')})")
+    p.add_argument("--hidden", type=int, help=f"hidden units per layer ({mode_defaults('hidden')})")
+    p.add_argument("--dropout", type=float, default=0.0,
+                   help="dropout between recurrent layers (default: %(default)s)")
     p.add_argument("--init-scale", type=float, default=1.0,
-                   help="multiply the recurrent weights W_hh by this after init (>1: exploding gradients)")
-    p.add_argument("--backend", default="auto", choices=fusedrnn.BACKENDS)
-    p.add_argument("--device", default=None, help="default: cuda if available, else cpu")
-    p.add_argument("--k1", type=int, help="truncated BPTT: forward k1 new steps per update (sequence length)")
-    p.add_argument("--k2", type=int, help="truncated BPTT: backpropagate through k2 steps (default k1)")
-    p.add_argument("--batch-size", type=int, help="parallel streams through the text")
-    p.add_argument("--steps", type=int, help="optimizer updates in total (a resumed run continues to this)")
-    p.add_argument("--lr", type=float)
-    p.add_argument("--clip", type=float, default=1.0, help="clip_grad_norm_ max norm (0: no clipping)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0: torch's default)")
-    p.add_argument("--checkpoint", metavar="PATH", help="save here at the end (and every --save-every)")
-    p.add_argument("--save-every", type=int, default=0)
+                   help="multiply the recurrent weights W_hh by this after init; >1 makes gradients explode "
+                        "(default: %(default)s)")
+    p.add_argument("--backend", default="auto", choices=fusedrnn.BACKENDS,
+                   help="fusedrnn backend of the recurrent layer (default: %(default)s)")
+    p.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
+    p.add_argument("--k1", type=int,
+                   help=f"truncated BPTT: new steps forwarded per update, the sequence length ({mode_defaults('k1')})")
+    p.add_argument("--k2", type=int, help="truncated BPTT: steps backpropagated through (default: --k1)")
+    p.add_argument("--batch-size", type=int,
+                   help=f"parallel streams through the text ({mode_defaults('batch_size')})")
+    p.add_argument("--steps", type=int,
+                   help=f"optimizer updates in total; a resumed run continues up to this ({mode_defaults('steps')})")
+    p.add_argument("--lr", type=float, help=f"Adam learning rate ({mode_defaults('lr')})")
+    p.add_argument("--clip", type=float, default=1.0,
+                   help="clip_grad_norm_ max norm, 0 for no clipping (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    p.add_argument("--threads", type=int, default=0,
+                   help="torch.set_num_threads; 0 keeps torch's default (default: %(default)s)")
+    p.add_argument("--checkpoint", metavar="PATH", help="save the model here at the end (and every --save-every steps)")
+    p.add_argument("--save-every", type=int, default=0, metavar="N",
+                   help="also save every N steps; 0 only at the end (default: %(default)s)")
     p.add_argument("--resume", action="store_true", help="continue from --checkpoint if it exists")
-    p.add_argument("--sample", type=int, default=0, metavar="N", help="generate N characters after training")
-    p.add_argument("--temperature", type=float, default=0.8, help="sampling temperature; 0 = greedy")
-    p.add_argument("--prime", default=None, help="text to start sampling from (default: the corpus' first character)")
-    p.add_argument("--quick", action="store_true", help="tiny model, a few hundred steps (tests)")
+    p.add_argument("--sample", type=int, default=0, metavar="N",
+                   help="generate N characters after training (default: %(default)s)")
+    p.add_argument("--temperature", type=float, default=0.8,
+                   help="sampling temperature, 0 for greedy (default: %(default)s)")
+    p.add_argument("--prime", help="text to start sampling from (default: the corpus' first character)")
+    p.add_argument("--quick", action="store_true", help="tiny model, a few hundred steps (what the tests run)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--log-every", type=int, default=10, help="progress-bar update interval (steps)")
+    p.add_argument("--log-every", type=int, default=10, metavar="N",
+                   help="update the progress bar's loss every N steps (default: %(default)s)")
+    return p
+
+
+def parse_args(argv):
+    p = build_parser()
     args = p.parse_args(argv)
     col = 2 if args.toy else 1 if args.quick else 0
     for name, values in DEFAULTS.items():

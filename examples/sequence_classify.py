@@ -76,29 +76,45 @@ def accuracy(model, x, lengths, labels, batch: int = 500) -> float:
     return correct / len(x)
 
 
-def parse_args(argv):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--cell", choices=sorted(CELLS), default="gru")
-    p.add_argument("--layers", type=int, default=2)
-    p.add_argument("--hidden", type=int)
+def mode_defaults(name: str) -> str:
+    """The help text's default of an option whose default depends on --quick."""
+    normal, quick = DEFAULTS[name]
+    return f"default {normal}; with --quick {quick}"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--cell", choices=sorted(CELLS), default="gru", help="recurrent cell (default: %(default)s)")
+    p.add_argument("--layers", type=int, default=2, help="stacked recurrent layers (default: %(default)s)")
+    p.add_argument("--hidden", type=int, help=f"hidden units per layer and direction ({mode_defaults('hidden')})")
     p.add_argument("--unidirectional", action="store_true", help="one direction instead of two")
-    p.add_argument("--dropout", type=float, default=0.0)
-    p.add_argument("--vocab", type=int, default=8, help="alphabet size: A, B and vocab-2 noise symbols")
-    p.add_argument("--min-len", type=int)
-    p.add_argument("--max-len", type=int)
-    p.add_argument("--steps", type=int)
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--test-size", type=int)
-    p.add_argument("--lr", type=float, default=3e-3)
-    p.add_argument("--clip", type=float, default=1.0, help="clip_grad_norm_ max norm (0: no clipping)")
-    p.add_argument("--backend", default="auto", choices=fusedrnn.BACKENDS)
-    p.add_argument("--device", default=None, help="default: cuda if available, else cpu")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0: torch's default)")
-    p.add_argument("--quick", action="store_true", help="tiny model, a few hundred steps (tests)")
-    p.add_argument("--no-progress", action="store_true")
-    p.add_argument("--log-every", type=int, default=10)
+    p.add_argument("--dropout", type=float, default=0.0,
+                   help="dropout between recurrent layers (default: %(default)s)")
+    p.add_argument("--vocab", type=int, default=8,
+                   help="alphabet size: A, B and vocab-2 noise symbols (default: %(default)s)")
+    p.add_argument("--min-len", type=int, help=f"shortest sequence ({mode_defaults('min_len')})")
+    p.add_argument("--max-len", type=int, help=f"longest sequence ({mode_defaults('max_len')})")
+    p.add_argument("--steps", type=int, help=f"optimizer updates ({mode_defaults('steps')})")
+    p.add_argument("--batch-size", type=int, help=f"sequences per update ({mode_defaults('batch_size')})")
+    p.add_argument("--test-size", type=int, help=f"held-out sequences for the accuracy ({mode_defaults('test_size')})")
+    p.add_argument("--lr", type=float, default=3e-3, help="Adam learning rate (default: %(default)s)")
+    p.add_argument("--clip", type=float, default=1.0,
+                   help="clip_grad_norm_ max norm, 0 for no clipping (default: %(default)s)")
+    p.add_argument("--backend", default="auto", choices=fusedrnn.BACKENDS,
+                   help="fusedrnn backend of the recurrent layer (default: %(default)s)")
+    p.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    p.add_argument("--threads", type=int, default=0,
+                   help="torch.set_num_threads; 0 keeps torch's default (default: %(default)s)")
+    p.add_argument("--quick", action="store_true", help="tiny model, a few hundred steps (what the tests run)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--log-every", type=int, default=10, metavar="N",
+                   help="update the progress bar's loss every N steps (default: %(default)s)")
+    return p
+
+
+def parse_args(argv):
+    p = build_parser()
     args = p.parse_args(argv)
     for name, values in DEFAULTS.items():
         if getattr(args, name) is None:

@@ -1,6 +1,7 @@
-# Sourced by scripts/test.sh and scripts/bench.sh: a project-local virtual environment
-# with the pinned packages and fusedrnn installed in editable mode (CUDA extension
-# built when nvcc is present). Idempotent: reinstalls only when the pins change.
+# Sourced by scripts/test.sh and scripts/bench.sh: a project-local virtual environment with
+# the pinned packages of requirements-dev.txt and fusedrnn installed in editable mode (the
+# CUDA extension fusedrnn._C built when nvcc is present). Idempotent: reinstalls when the
+# pins or the packaging change, rebuilds the extension only when csrc/ or its builder did.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${FUSEDRNN_VENV:-$ROOT/.venv}"
@@ -9,14 +10,44 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 # shellcheck disable=SC1091
 . "$VENV/bin/activate"
+
 stamp="$VENV/.fusedrnn-installed"
-want="$(cat "$ROOT/requirements-dev.txt" "$ROOT/setup.py" | sha1sum | cut -d' ' -f1)"
+want="$(cat "$ROOT/requirements-dev.txt" "$ROOT/setup.py" "$ROOT/pyproject.toml" | sha1sum | cut -d' ' -f1)"
+fresh=0
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+    fresh=1
     python -m pip install -q --upgrade pip >/dev/null
     python -m pip install -q -r "$ROOT/requirements-dev.txt"
+fi
+
+# Without nvcc a build stops (setup.py): here, say so and test without the extension.
+nvcc_found="$(python -c "import sys; sys.path.insert(0, sys.argv[1]); import csrc_build
+print(int(csrc_build.find_nvcc() is not None))" "$ROOT")"
+if [ -z "${FUSEDRNN_SKIP_CUDA_BUILD:-}" ] && [ "$nvcc_found" = 0 ]; then
+    echo "setup_env: nvcc not found: building and testing without the CUDA extension (FUSEDRNN_SKIP_CUDA_BUILD=1)" >&2
+    export FUSEDRNN_SKIP_CUDA_BUILD=1
+fi
+
+# What the extension is built from: a change here (or in the build settings) rebuilds it.
+csrc_stamp() {
+    (cd "$ROOT" && { find csrc -type f -print0 | LC_ALL=C sort -z | xargs -0 sha1sum; sha1sum csrc_build.py
+                     echo "archs=${FUSEDRNN_CUDA_ARCHS:-} skip=${FUSEDRNN_SKIP_CUDA_BUILD:-}"; } | sha1sum | cut -d' ' -f1)
+}
+built_stamp="$ROOT/build/fusedrnn_C.stamp"
+extension_is_current() {
+    [ -n "${FUSEDRNN_SKIP_CUDA_BUILD:-}" ] && return 0
+    compgen -G "$ROOT/fusedrnn/_C*.so" >/dev/null && [ -f "$built_stamp" ] && [ "$(cat "$built_stamp")" = "$(csrc_stamp)" ]
+}
+record_build() { mkdir -p "$ROOT/build" && csrc_stamp > "$built_stamp"; }
+
+if [ "$fresh" = 1 ]; then
+    echo "setup_env: installing fusedrnn in editable mode (compiling fusedrnn._C takes minutes)" >&2
     python -m pip install -q --no-build-isolation -e "$ROOT"
+    python -m pip check
+    record_build
     echo "$want" > "$stamp"
-else
-    # sources may have changed since the last build: rebuild the extension in place (fast when unchanged)
+elif ! extension_is_current; then
+    echo "setup_env: csrc/ or csrc_build.py changed since the last build: rebuilding fusedrnn._C" >&2
     (cd "$ROOT" && python setup.py -q build_ext --inplace >/dev/null)
+    record_build
 fi

@@ -1,7 +1,13 @@
 #!/usr/bin/env bash
-# The test command of the README: sets up .venv, then runs the CPU test suite
-# (Triton kernels through TRITON_INTERPRET=1; tests/gpu skip without a CUDA device).
+# The test command of the README: sets up .venv, then runs the CPU test suite (Triton kernels
+# through TRITON_INTERPRET=1 under the pinned triton; tests/gpu skip without a CUDA device).
+# Without arguments the Triton kernel tests then run again under triton 3.6.0
+# (scripts/triton_compat.sh); with arguments, only `pytest tests ARGS` runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/setup_env.sh
-python -m pytest -q tests "$@"
+if [ $# -gt 0 ]; then
+    exec python -m pytest -q tests "$@"
+fi
+python -m pytest -q tests
+bash scripts/triton_compat.sh 3.6.0

@@ -3,6 +3,7 @@ called in-process through their main(argv) -> metrics, in --quick / --toy mode, 
 import importlib.util
 import math
 import pathlib
+import re
 
 import pytest
 import torch
@@ -171,3 +172,29 @@ def test_classifier_reference_backend_and_padding_invariance():
             garbage[i, lengths[i]:] = 7  # padding content must not matter
         torch.testing.assert_close(batched, alone, rtol=1e-5, atol=1e-5)
         torch.testing.assert_close(model(garbage, lengths), batched, rtol=1e-6, atol=1e-6)
+
+
+# -- command lines ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("example", [char_lm, sequence_classify], ids=["char_lm", "sequence_classify"])
+def test_every_flag_has_help_and_no_empty_default(example):
+    parser = example.build_parser()
+    text = " ".join(parser.format_help().split())  # undo the line wrapping
+    assert "default: None" not in text and "(default: False)" not in text, text
+    assert not re.search(r"\(default[^()]*\) \(default", text), text  # a default said once, not twice
+    for action in parser._actions:
+        assert action.help, f"{action.option_strings} has no help"
+
+
+@pytest.mark.parametrize("example, modes", [(char_lm, ([], ["--quick"], ["--toy"])),
+                                            (sequence_classify, ([], ["--quick"]))],
+                         ids=["char_lm", "sequence_classify"])
+def test_help_states_the_defaults_that_apply(example, modes):
+    """For options whose default depends on the mode, the help names the value each mode uses."""
+    helps = {a.dest: a.help for a in example.build_parser()._actions}
+    for col, mode in enumerate(modes):
+        args = example.parse_args(mode)
+        for name, values in example.DEFAULTS.items():
+            if values[col] is not None:
+                assert getattr(args, name) == values[col]
+                assert str(values[col]) in helps[name], (name, helps[name])

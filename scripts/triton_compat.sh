@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# The Triton kernel tests (tests/test_triton_*.py, CPU interpreter) under another Triton
+# release than the pinned one: by default 3.6.0, the GPU machine's (torch 2.11 pins it),
+# while requirements-dev.txt pins 3.7.1 (torch 2.13's). scripts/test.sh runs it after the
+# suite. The release goes into a folder of the venv put ahead on PYTHONPATH, nothing else changes.
+#   bash scripts/triton_compat.sh [VERSION] [pytest arguments]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/setup_env.sh
+version="${1:-3.6.0}"
+shift $(( $# > 0 ? 1 : 0 ))
+overlay="$VENV/overlays/triton-$version"
+if [ ! -f "$overlay/.complete" ]; then
+    rm -rf "$overlay"
+    python -m pip install -q --no-deps --target "$overlay" "triton==$version"
+    touch "$overlay/.complete"
+fi
+export PYTHONPATH="$overlay${PYTHONPATH:+:$PYTHONPATH}"
+got="$(python -c 'import triton; print(triton.__version__)')"
+if [ "$got" != "$version" ]; then
+    echo "triton_compat: asked for triton $version, imported $got" >&2
+    exit 1
+fi
+echo "== the Triton kernel tests under triton $got"
+python -m pytest -q tests/test_triton_*.py "$@"

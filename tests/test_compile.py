@@ -160,12 +160,15 @@ def test_custom_ops_pass_opcheck(cell, G, reverse, lengths):
     torch.library.opcheck(torch.ops.fusedrnn.recurrence_fwd, args)
     torch.library.opcheck(torch.ops.fusedrnn.recurrence_fwd, op_args(cell, G, reverse, lengths, need_grad=False))
     outs = torch.ops.fusedrnn.recurrence_fwd(*args)
-    y, saved = outs[0], outs[3:]
+    y, y_saved, saved = outs[0], outs[3], outs[4:]
+    torch.testing.assert_close(y_saved, y, rtol=0, atol=0)
+    assert y_saved.untyped_storage().data_ptr() != y.untyped_storage().data_ptr()
     name, _, gx, h0, c0, w, b, L, rev, _ = [a.detach() if isinstance(a, torch.Tensor) else a for a in args]
     dy, dhT = torch.randn_like(y), torch.randn_like(h0)
     dcT = torch.randn_like(c0) if c0 is not None else None
     torch.library.opcheck(torch.ops.fusedrnn.recurrence_bwd,
-                          (name, cell, dy, dhT, dcT, gx, h0, c0, w, b, L, rev, y.detach(), [s.detach() for s in saved]))
+                          (name, cell, dy, dhT, dcT, gx, h0, c0, w, b, L, rev, y_saved.detach(),
+                           [s.detach() for s in saved]))
 
 
 @pytest.mark.parametrize("cell,G,reverse,lengths", CASES)

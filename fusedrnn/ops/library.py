@@ -172,7 +172,9 @@ def recurrence(kernels, cell, gx, h0, c0, w_hh, b_hh, lengths, reverse):
     Returns (y, hT, cT) for lstm, (y, hT) otherwise; differentiable in gx, h0, c0, w_hh, b_hh.
     """
     gx, h0, c0, w_hh, b_hh, lengths = kernel_args(gx, h0, c0, w_hh, b_hh, lengths)
-    need_grad = torch.is_grad_enabled() and any(
+    # torch.jit.trace bakes need_grad into the graph as a constant, and its sanity check re-traces
+    # under no_grad: while tracing, save for backward whenever an argument requires grad
+    need_grad = (torch.is_grad_enabled() or torch.jit.is_tracing()) and any(
         t is not None and t.requires_grad for t in (gx, h0, c0, w_hh, b_hh))
     name = kernels if isinstance(kernels, str) else kernels.__name__
     outs = recurrence_fwd(name, cell, gx, h0, c0, w_hh, b_hh, lengths, reverse, need_grad)

@@ -31,7 +31,9 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import os
 import sys
+import threading
 from typing import List, Optional
 
 import torch
@@ -44,6 +46,17 @@ def kernels_module(name: str):
     """The backend module named `name` (already imported, or imported now)."""
     mod = sys.modules.get(name)
     return mod if mod is not None else importlib.import_module(name)
+
+
+#: Triton's CPU interpreter (TRITON_INTERPRET=1) patches triton.language module-wide while a
+#: kernel runs, so launches from two threads at once break each other (InterpreterError): under
+#: it, launches take turns. On a GPU nothing is shared between calls (each launch allocates its
+#: own outputs, workspace and barrier counters), so no lock is taken there.
+_interpreter_lock = threading.Lock()
+
+
+def _one_launch_at_a_time():
+    return _interpreter_lock if os.environ.get("TRITON_INTERPRET") == "1" else contextlib.nullcontext()
 
 
 def _empty(like: Tensor) -> Tensor:
@@ -99,7 +112,8 @@ def recurrence_fwd(kernels: str, cell: str, gx: Tensor, h0: Tensor, c0: Optional
                    need_grad: bool) -> List[Tensor]:
     mod = kernels_module(kernels)
     gx, h0, c0, w_hh, b_hh, lengths = kernel_args(gx, h0, c0, w_hh, b_hh, lengths)
-    y, hT, cT, saved = mod.forward(cell, gx, h0, c0, w_hh, b_hh, lengths, reverse, need_grad)
+    with _one_launch_at_a_time():
+        y, hT, cT, saved = mod.forward(cell, gx, h0, c0, w_hh, b_hh, lengths, reverse, need_grad)
     y_saved = y.clone() if need_grad else _empty(gx)  # what backward reads; the user never sees it
     outs = [y, hT, cT if cT is not None else _empty(gx), y_saved, *saved]
     return _unaliased(outs, (gx, h0, c0, w_hh, b_hh, lengths))
@@ -125,8 +139,9 @@ def recurrence_bwd(kernels: str, cell: str, dy: Tensor, dhT: Tensor, dcT: Option
     gx, h0, c0, w_hh, b_hh, lengths = kernel_args(gx, h0, c0, w_hh, b_hh, lengths)
     dy, dhT, dcT, y_saved = (t.contiguous() if t is not None else None for t in (dy, dhT, dcT, y_saved))
     saved = [t.contiguous() for t in saved]
-    d_gx, d_gh, dh0, dc0 = mod.backward(cell, dy, dhT, dcT, gx, h0, c0, w_hh, b_hh, lengths, reverse, y_saved,
-                                        tuple(saved))
+    with _one_launch_at_a_time():
+        d_gx, d_gh, dh0, dc0 = mod.backward(cell, dy, dhT, dcT, gx, h0, c0, w_hh, b_hh, lengths, reverse,
+                                            y_saved, tuple(saved))
     dw, db = weight_grads(d_gh, prev_states(y_saved, h0, lengths, reverse), b_hh is not None, w_hh.dtype)
     outs = [d_gx, dh0, dc0 if dc0 is not None else _empty(gx), dw, db if db is not None else _empty(gx)]
     return _unaliased(outs, (dy, dhT, dcT, gx, h0, c0, w_hh, b_hh, lengths, y_saved, *saved))

@@ -153,3 +153,64 @@ def test_hostile_module_input_kernel_path(monkeypatch, c):
 @given(c=hostile_modules())
 def test_hostile_module_input_triton(c):
     check_module_example(c, "triton")
+
+
+# -- fusedrnn.ops.recurrence: every argument's layout, lengths, non-finite padding ---------
+
+@st.composite
+def hostile_recurrences(draw):
+    names = strided_args.ARGS + strided_args.GRADS
+    return dict(cell=draw(st.sampled_from(CELLS)), reverse=draw(st.booleans()),
+                layouts={k: draw(st.sampled_from(["plain", "strided", "expanded"])) for k in names},
+                lengths=draw(st.lists(st.integers(1, strided_args.T), min_size=strided_args.B,
+                                      max_size=strided_args.B)),
+                poison=draw(st.sampled_from(["padded gx", "h0 of short sequences", "c0 of short sequences"])),
+                value=draw(st.sampled_from(VALUES)), seed=draw(st.integers(0, 2**16)))
+
+
+def check_recurrence_example(c, backend):
+    T = strided_args.T
+    base = strided_args.case(c["cell"], c["reverse"], {}, seed=c["seed"])  # contiguous, float32
+    base = {k: (v.double() if v is not None and v.is_floating_point() else v) for k, v in base.items()}
+    base["lengths"] = torch.tensor(c["lengths"], dtype=torch.int32)
+    if c["layouts"]["lengths"] == "expanded":
+        base["lengths"][:] = base["lengths"][0]  # what the stride-0 view will hold
+    state = {"h0 of short sequences": "h0", "c0 of short sequences": "c0"}.get(c["poison"])
+    for b, L in enumerate(base["lengths"].tolist()):
+        if c["poison"] == "padded gx":
+            base["gx"][L:, b] = c["value"]
+        elif L < T and base.get(state) is not None:
+            base[state][b, 0] = c["value"]
+    g = torch.Generator().manual_seed(0)
+    dtype = torch.float64 if backend == "reference" else torch.float32
+    views = {k: (strided_args.strided(v.to(dtype) if v.is_floating_point() else v, c["layouts"][k], g)
+                 if v is not None else None) for k, v in base.items()}
+    truth = {k: (v.contiguous().double() if v is not None and v.is_floating_point() else v)
+             for k, v in views.items()}  # the values the views really hold
+    got = strided_args.run(c["cell"], views, backend, c["reverse"])
+    n_out = 3 if c["cell"] == "lstm" else 2
+    cots = [truth[k] for k in strided_args.GRADS[:n_out]]
+    want_out, want_grads = each_sequence_alone(c["cell"], {k: truth[k] for k in strided_args.ARGS[:5]},
+                                               truth["lengths"].long(), c["reverse"], cotangents=cots)
+    names = ["y", "hT", "cT"][:n_out] + [f"d{k}" for k in want_grads]
+    assert_same_values([(n, a.double(), b) for n, a, b in zip(names, got, want_out + list(want_grads.values()))],
+                       atol=1e-9 if dtype == torch.float64 else 1e-4)
+
+
+@settings(max_examples=30, deadline=None)
+@given(c=hostile_recurrences())
+def test_hostile_recurrence_reference(c):
+    check_recurrence_example(c, "reference")
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=FIXTURE_OK)
+@given(c=hostile_recurrences())
+def test_hostile_recurrence_kernel_path(monkeypatch, c):
+    check_recurrence_example(c, plain_kernels.install(monkeypatch))
+
+
+@pytest.mark.skipif(triton_reason() is not None, reason=f"triton cannot run here: {triton_reason()}")
+@settings(max_examples=15, deadline=None)
+@given(c=hostile_recurrences())
+def test_hostile_recurrence_triton(c):
+    check_recurrence_example(c, "triton")

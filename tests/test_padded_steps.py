@@ -53,13 +53,16 @@ def run(cell, args, lengths, reverse, backend, dtype, seed=1):
     return [o.detach().double() for o in out], dict(zip(leaves, (gr.double() for gr in grads)))
 
 
-def each_sequence_alone(cell, args, lengths, reverse, seed=1):
+def each_sequence_alone(cell, args, lengths, reverse, seed=1, cotangents=None):
     """The truth: run sequence b alone over lengths[b] steps in float64 (the reference), with
-    the batch run's cotangent rows; weight gradients summed over the batch."""
-    g = torch.Generator().manual_seed(seed)
+    the batch run's cotangent rows (`cotangents`, else drawn from `seed` as `run` draws them);
+    weight gradients summed over the batch."""
+    T, B, GH = args["gx"].shape
+    H = args["h0"].shape[1]
     n_out = 3 if cell == "lstm" else 2
     shapes = [(T, B, H)] + [(B, H)] * (n_out - 1)
-    cots = [torch.randn(s, generator=g, dtype=torch.float64) for s in shapes]
+    g = torch.Generator().manual_seed(seed)
+    cots = cotangents or [torch.randn(s, generator=g, dtype=torch.float64) for s in shapes]
     outs = [torch.zeros(s, dtype=torch.float64) for s in shapes]
     grads = {k: torch.zeros_like(v) for k, v in args.items() if v is not None}
     for b, L in enumerate(lengths.tolist()):

@@ -13,7 +13,7 @@ each sequence run alone through the float64 reference.
 """
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
 
@@ -136,14 +136,28 @@ def check_module_example(c, backend):
     assert err_ours <= 2 * err_torch + 1e-5, (err_ours, err_torch)
 
 
+def short_sequence_state(cell, state, value):
+    """An example the issue found: a packed batch whose short sequence (length 1 of 3) starts
+    from a non-finite state; seed 0 draws lengths [3, 1], `where` 4 is (layer 0, sequence 1, unit 0)."""
+    return dict(cell=cell, I=3, H=4, layers=1, bidir=False, batch_first=False, T=3, B=2, kind="sorted",
+                hx="plain", x_layout="plain", poison=state, value=value, where=4, seed=0)
+
+
+ISSUE_EXAMPLES = [short_sequence_state("lstm", "c0", float("inf")), short_sequence_state("rnn_relu", "h0", float("inf"))]
+
+
 @settings(max_examples=30, deadline=None)
 @given(c=hostile_modules())
+@example(c=ISSUE_EXAMPLES[0])
+@example(c=ISSUE_EXAMPLES[1])
 def test_hostile_module_input_reference(c):
     check_module_example(c, "reference")
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=FIXTURE_OK)
 @given(c=hostile_modules())
+@example(c=ISSUE_EXAMPLES[0])
+@example(c=ISSUE_EXAMPLES[1])
 def test_hostile_module_input_kernel_path(monkeypatch, c):
     check_module_example(c, plain_kernels.install(monkeypatch))
 
@@ -151,6 +165,7 @@ def test_hostile_module_input_kernel_path(monkeypatch, c):
 @pytest.mark.skipif(triton_reason() is not None, reason=f"triton cannot run here: {triton_reason()}")
 @settings(max_examples=12, deadline=None)
 @given(c=hostile_modules())
+@example(c=ISSUE_EXAMPLES[1])
 def test_hostile_module_input_triton(c):
     check_module_example(c, "triton")
 

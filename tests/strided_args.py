@@ -1,10 +1,12 @@
 """Strided and stride-0 (expanded) views of every argument of fusedrnn.ops.recurrence.
 
-Run as a script, `python tests/strided_args.py BACKEND`, it checks one backend (outputs and
+Run as a script, `python tests/strided_args.py BACKEND [DEVICE]`, it checks one backend (outputs and
 every gradient, with strided gradients flowing in) against the reference run on contiguous
 copies and exits non-zero on a mismatch; tests/test_kernel_args.py runs it in a subprocess
 so that a kernel reading raw memory past a view (a segfault) fails the test instead of
-killing the test run. BACKEND "plain" points the kernel-backend path at tests/plain_kernels.py.
+killing the test run (tests/gpu/test_hostile_gpu.py does the same on a GPU for the triton
+and cuda backends). BACKEND "plain" points the kernel-backend path at tests/plain_kernels.py;
+DEVICE defaults to "cpu" (where triton runs in its interpreter).
 
 Dimensions: T steps, B batch, H hidden units, G gates.
 """
@@ -31,13 +33,13 @@ def strided(t: torch.Tensor, how: str, g: torch.Generator) -> torch.Tensor:
         row = t[:1] if t.dim() else t
         return row.expand(t.shape)
     poison = 10**9 if not t.is_floating_point() else float("nan")
-    big = torch.full((*t.shape[:-1], 2 * t.shape[-1]) if t.dim() else (2,), poison, dtype=t.dtype)
+    big = torch.full((*t.shape[:-1], 2 * t.shape[-1]) if t.dim() else (2,), poison, dtype=t.dtype, device=t.device)
     view = big[..., ::2] if t.dim() else big[0]
     view.copy_(t)
     return view
 
 
-def case(cell: str, reverse: bool, layouts: dict, seed: int = 0):
+def case(cell: str, reverse: bool, layouts: dict, seed: int = 0, device="cpu"):
     """Arguments and output cotangents of one call, each in the layout `layouts` gives it."""
     from fusedrnn.ops import GATES  # noqa: PLC0415
 
@@ -47,7 +49,8 @@ def case(cell: str, reverse: bool, layouts: dict, seed: int = 0):
     vals = dict(gx=r(T, B, G * H), h0=r(B, H), c0=r(B, H) if cell == "lstm" else None, w_hh=r(G * H, H),
                 b_hh=r(G * H), lengths=torch.tensor([T, 2, 1], dtype=torch.int32),
                 y=r(T, B, H), hT=r(B, H), cT=r(B, H) if cell == "lstm" else None)
-    return {k: (strided(v, layouts.get(k, "plain"), g) if v is not None else None) for k, v in vals.items()}
+    return {k: (strided(v.to(device), layouts.get(k, "plain"), g) if v is not None else None)
+            for k, v in vals.items()}
 
 
 def run(cell, args, backend, reverse):
@@ -75,12 +78,12 @@ LAYOUT_SETS = {
 }
 
 
-def check(backend: str) -> list[str]:
+def check(backend: str, device="cpu") -> list[str]:
     """Every cell, both directions, every layout set: the failures as readable lines."""
     failures = []
     for cell in ("lstm", "gru", "rnn_tanh", "rnn_relu"):
         for (name, layouts), reverse in itertools.product(LAYOUT_SETS.items(), (False, True)):
-            args = case(cell, reverse, layouts)
+            args = case(cell, reverse, layouts, device=device)
             assert any(v is not None and not v.is_contiguous() for v in args.values()) or name.startswith("lengths")
             want = run(cell, contiguous_copy(args), "reference", reverse)
             got = run(cell, args, backend, reverse)
@@ -91,14 +94,17 @@ def check(backend: str) -> list[str]:
 
 
 def main(argv) -> int:
-    backend = argv[1]
-    os.environ.setdefault("TRITON_INTERPRET", "1")
+    backend, device = argv[1], (argv[2] if len(argv) > 2 else "cpu")
+    if device == "cpu":
+        os.environ.setdefault("TRITON_INTERPRET", "1")
     if backend == "plain":
         sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
         import fusedrnn  # noqa: PLC0415
         fusedrnn.backends.KERNEL_BACKENDS["triton"] = "plain_kernels"
         backend = "triton"
-    failures = check(backend)
+    failures = check(backend, device)
+    if device != "cpu":
+        torch.cuda.synchronize()  # an illegal address surfaces here at the latest
     print("\n".join(failures) or "all layouts match")
     return 1 if failures else 0
 

@@ -21,7 +21,7 @@ import fusedrnn
 import plain_kernels
 import strided_args
 from parity import make_pair
-from test_padded_steps import assert_same_values, each_sequence_alone
+from sequence_oracle import assert_same_values, each_sequence_alone
 
 FIXTURE_OK = [HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
 CELLS = ["lstm", "gru", "rnn_tanh", "rnn_relu"]

@@ -11,13 +11,12 @@ A second property draws the layout of every argument of fusedrnn.ops.recurrence 
 or expanded, lengths included) with non-finite values at real or padded steps, against
 each sequence run alone through the float64 reference.
 """
-import pytest
 import torch
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
 
-import fusedrnn
+import backend_params
 import plain_kernels
 import strided_args
 from parity import make_pair
@@ -26,10 +25,6 @@ from sequence_oracle import assert_same_values, each_sequence_alone
 FIXTURE_OK = [HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
 CELLS = ["lstm", "gru", "rnn_tanh", "rnn_relu"]
 VALUES = [float("nan"), float("inf"), -float("inf")]
-
-
-def triton_reason():
-    return fusedrnn.backends.why_not("triton", torch.device("cpu"), "lstm", torch.float32, 8)
 
 
 @st.composite
@@ -162,7 +157,7 @@ def test_hostile_module_input_kernel_path(monkeypatch, c):
     check_module_example(c, plain_kernels.install(monkeypatch))
 
 
-@pytest.mark.skipif(triton_reason() is not None, reason=f"triton cannot run here: {triton_reason()}")
+@backend_params.needs_triton
 @settings(max_examples=12, deadline=None)
 @given(c=hostile_modules())
 @example(c=ISSUE_EXAMPLES[1])
@@ -224,7 +219,7 @@ def test_hostile_recurrence_kernel_path(monkeypatch, c):
     check_recurrence_example(c, plain_kernels.install(monkeypatch))
 
 
-@pytest.mark.skipif(triton_reason() is not None, reason=f"triton cannot run here: {triton_reason()}")
+@backend_params.needs_triton
 @settings(max_examples=15, deadline=None)
 @given(c=hostile_recurrences())
 def test_hostile_recurrence_triton(c):

@@ -6,19 +6,13 @@ import pytest
 import torch
 
 import fusedrnn
-import plain_kernels
+import backend_params
 from parity import make_pair
 
 
-def triton_reason():
-    return fusedrnn.backends.why_not("triton", torch.device("cpu"), "lstm", torch.float32, 8)
-
-
-@pytest.fixture(params=["reference", "kernels",
-                        pytest.param("triton", marks=pytest.mark.skipif(triton_reason() is not None,
-                                                                        reason=f"triton: {triton_reason()}"))])
+@pytest.fixture(params=backend_params.ALL)
 def backend(request, monkeypatch):
-    return plain_kernels.install(monkeypatch) if request.param == "kernels" else request.param
+    return backend_params.resolve(request.param, monkeypatch)
 
 
 def grads_after_inplace(module, x, bidirectional):

@@ -12,20 +12,14 @@ import sys
 import pytest
 import torch
 
-import fusedrnn
+import backend_params
 import plain_kernels
 import strided_args
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-def triton_reason():
-    return fusedrnn.backends.why_not("triton", torch.device("cpu"), "lstm", torch.float32, 8)
-
-
-BACKENDS = ["reference", "plain",
-            pytest.param("triton", marks=pytest.mark.skipif(triton_reason() is not None,
-                                                            reason=f"triton cannot run here: {triton_reason()}"))]
+BACKENDS = ["reference", "plain", pytest.param("triton", marks=backend_params.needs_triton)]
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -11,8 +11,7 @@ import pytest
 import torch
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
 
-import fusedrnn
-import plain_kernels
+import backend_params
 from fusedrnn.ops import GATES
 from parity import make_pair, run_with_grads
 from sequence_oracle import assert_same_values, each_sequence_alone, run_recurrence
@@ -24,15 +23,9 @@ NONFINITE = [float("nan"), float("inf"), -float("inf")]
 CELL_STATES = [(c, "h0") for c in CELLS] + [("lstm", "c0")]
 
 
-def triton_reason():
-    return fusedrnn.backends.why_not("triton", torch.device("cpu"), "lstm", torch.float32, 8)
-
-
-@pytest.fixture(params=["reference", "kernels",
-                        pytest.param("triton", marks=pytest.mark.skipif(triton_reason() is not None,
-                                                                        reason=f"triton: {triton_reason()}"))])
+@pytest.fixture(params=backend_params.ALL)
 def backend(request, monkeypatch):
-    return plain_kernels.install(monkeypatch) if request.param == "kernels" else request.param
+    return backend_params.resolve(request.param, monkeypatch)
 
 
 def make_args(cell, seed=0):

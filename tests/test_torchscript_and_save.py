@@ -6,14 +6,11 @@ import pytest
 import torch
 from torch import nn
 
+import backend_params
 import fusedrnn
 
 MODULES = [lambda: fusedrnn.LSTM(3, 4, num_layers=2, bidirectional=True, proj_size=2, backend="reference"),
            lambda: fusedrnn.GRU(3, 4, batch_first=True), lambda: fusedrnn.RNN(3, 4, nonlinearity="relu")]
-
-
-def triton_reason():
-    return fusedrnn.backends.why_not("triton", torch.device("cpu"), "lstm", torch.float32, 8)
 
 
 @pytest.mark.parametrize("make", MODULES, ids=["lstm", "gru", "rnn"])
@@ -92,7 +89,7 @@ def test_script_refuses_a_subclass_with_its_own_forward():
         torch.jit.script(Doubled(3, 4))
 
 
-@pytest.mark.skipif(triton_reason() is not None, reason=f"triton cannot run here: {triton_reason()}")
+@backend_params.needs_triton
 @pytest.mark.parametrize("cls", [fusedrnn.LSTM, fusedrnn.GRU], ids=["lstm", "gru"])
 def test_trace_with_triton_passes_its_check_and_generalises(cls):
     """The traced graph holds the fused custom op; torch.jit.trace's sanity check re-traces

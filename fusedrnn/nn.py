@@ -110,7 +110,8 @@ class _FusedRNNBase:
                                         get("weight_hr") if self.proj_size > 0 else None))
         return out
 
-    def _zero_state(self, batch: int, like: torch.Tensor):
+    def _zero_state(self, batch, like: torch.Tensor):
+        """Zero h0 (and c0) as torch.nn builds them; `batch` may be a 0-d tensor, as in torch."""
         D = 2 if self.bidirectional else 1
         P = self.proj_size if self.proj_size > 0 else self.hidden_size
         h = torch.zeros(self.num_layers * D, batch, P, dtype=like.dtype, device=like.device)
@@ -128,12 +129,12 @@ class _FusedRNNBase:
         elif hx.dim() != want:
             raise RuntimeError(f"For {kind} input, hx should also be {want}-D but got {hx.dim()}-D tensor")
 
-    def _check_packed(self, data, batch_sizes, hx, sorted_indices) -> None:
+    def _checked_packed_state(self, data, batch_sizes, hx, sorted_indices):
         """torch.nn's errors for a packed batch, in torch's order: what its Python code raises
         (indexing batch_sizes, building the zero state, permuting hx, check_forward_args), then
         what its kernel refuses (packing.check_batch_sizes). torch.nn.LSTM has no Python checks
         for a packed batch: its kernel's come first, and fusedrnn then applies check_forward_args
-        (torch would crash on some bad states instead)."""
+        (torch would crash on some bad states instead). Returns the state in packed order."""
         max_batch_size = batch_sizes[0]  # IndexError for an empty or 0-d batch_sizes
         if hx is None:
             hx = self._zero_state(max_batch_size, data)  # TypeError for a float or 2-D batch_sizes
@@ -149,6 +150,7 @@ class _FusedRNNBase:
         else:
             self.check_forward_args(data, hx, batch_sizes)
             packing.check_batch_sizes(data, batch_sizes)
+        return hx
 
     def _fused_forward(self, input, hx, backend: str):
         is_lstm = self.mode == "LSTM"
@@ -156,10 +158,10 @@ class _FusedRNNBase:
         lengths = valid = None
         if packed:
             data, batch_sizes, sorted_indices, unsorted_indices = input
-            self._check_packed(data, batch_sizes, hx, sorted_indices)
+            state = self._checked_packed_state(data, batch_sizes, hx, sorted_indices)
             if int(batch_sizes[0]) == 0:  # no sequences at all: torch.nn's own answer (an error or empty output)
                 return super().forward(input, hx)
-            hx = self._zero_state(batch_sizes[0], data) if hx is None else self.permute_hidden(hx, sorted_indices)
+            hx = state
             x, lengths, valid = packing.unpack(data, batch_sizes)
         else:
             if input.dim() not in (2, 3):

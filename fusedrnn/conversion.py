@@ -28,7 +28,8 @@ def convert(model: nn.Module, backend: str | None = None) -> nn.Module:
     same object: parameters, buffers, hooks (and their handles), sharing between parents
     and optimizer state are untouched. Modules that already are fusedrnn modules get
     `backend` when one is given (else they keep theirs); converted ones get `backend` or
-    "auto".
+    "auto" (or, for a torch.nn twin that torch.jit.script put in a fusedrnn module's
+    place, that module's backend).
 
     Left alone, with a ConvertWarning naming each: subclasses of the torch.nn RNN classes
     (their own code may rely on torch.nn's implementation; derive them from fusedrnn.LSTM/
@@ -44,8 +45,10 @@ def convert(model: nn.Module, backend: str | None = None) -> nn.Module:
             if backend is not None:
                 module.backend = backend
         elif type(module) in _TWINS:
+            # a module torch.jit.script put in a fusedrnn module's place still has its backend name
+            was = module.__dict__.get("_backend", "auto")
             module.__class__ = _TWINS[type(module)]
-            module.backend = backend or "auto"
+            module.backend = backend or was
             _let_dynamo_trace_rnn_modules()
         elif isinstance(module, nn.RNNBase):
             left_alone.append(f"{name or 'the model itself'} ({type(module).__qualname__}): {_why_not(module)}")

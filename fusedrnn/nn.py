@@ -7,6 +7,8 @@ not "torch".
 """
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence
@@ -45,16 +47,21 @@ class _FusedRNNBase:
     def __prepare_scriptable__(self):
         """torch.jit.script cannot compile fusedrnn's Python dispatch to its kernels: it gets the
         torch.nn module (nn.LSTM/GRU/RNN) holding the very same parameters instead, so a scripted
-        fusedrnn module runs torch.nn's implementation (cuDNN on a GPU). A subclass with a forward
-        of its own cannot be handed over that way and is refused."""
+        fusedrnn module runs torch.nn's implementation (cuDNN on a GPU). TorchScript also writes
+        that twin into the parent of each module it prepares: the twin keeps the backend name,
+        so fusedrnn.convert(model) restores the module as it was. A subclass with a forward of
+        its own cannot be handed over that way and is refused."""
         if type(self).forward is not _FusedRNNBase.forward:
             raise RuntimeError(f"torch.jit.script: {type(self).__qualname__} overrides forward, which TorchScript "
                                "cannot compile on top of fusedrnn; script a model whose RNN modules are plain "
                                "fusedrnn.LSTM/GRU/RNN (they script as their torch.nn twins), or use torch.compile")
         torch_cls = next(c for c in type(self).__mro__ if c in (nn.LSTM, nn.GRU, nn.RNN))
+        warnings.warn(f"torch.jit.script runs fusedrnn.{torch_cls.__name__} as torch.nn.{torch_cls.__name__} "
+                      "(TorchScript cannot compile fusedrnn's kernel dispatch), and puts that torch.nn module, "
+                      "with the same parameters, in its place inside the model being scripted; "
+                      "fusedrnn.convert(model) puts the fusedrnn module back", UserWarning, stacklevel=3)
         twin = torch_cls.__new__(torch_cls)
-        twin.__dict__.update(self.__dict__)  # the same parameter, buffer and hook dicts
-        twin.__dict__.pop("_backend", None)
+        twin.__dict__.update(self.__dict__)  # the same parameter, buffer and hook dicts, and the backend name
         return twin
 
     def extra_repr(self) -> str:

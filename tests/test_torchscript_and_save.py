@@ -62,14 +62,22 @@ def outputs_and_grads(model, x):
 def test_script_runs_torch_nn_with_the_same_parameters(make):
     torch.manual_seed(0)
     model = Tagger(make())
+    fused, backend = model.rnn, model.rnn.backend
+    x = torch.randn(2, 5, 3)
+    eager = outputs_and_grads(model, x)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # torch 2.13 deprecates TorchScript
-        scripted = torch.jit.script(model)
+        with pytest.warns(UserWarning, match=r"runs fusedrnn\.\w+ as torch\.nn\.\w+ .* fusedrnn.convert\(model\) "
+                                             r"puts the fusedrnn module back"):
+            scripted = torch.jit.script(model)
         alone = torch.jit.script(make())  # the module itself, as torch.jit.script(nn.LSTM) gives
-    assert scripted.rnn.original_name == type(model.rnn).__name__
+    assert scripted.rnn.original_name == type(fused).__name__
     assert type(alone) is torch.jit.RecursiveScriptModule
-    x = torch.randn(2, 5, 3)
-    for a, b in zip(outputs_and_grads(scripted, x), outputs_and_grads(model, x)):
+    # TorchScript put the torch.nn twin (same parameters) in the model; convert puts fusedrnn back
+    assert type(model.rnn) is getattr(nn, type(fused).__name__) and model.rnn.weight_hh_l0 is fused.weight_hh_l0
+    fusedrnn.convert(model)
+    assert type(model.rnn) is type(fused) and model.rnn.backend == backend
+    for a, b in zip(outputs_and_grads(scripted, x), eager):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
     with torch.no_grad():  # the scripted module holds the very same parameters
         model.rnn.weight_hh_l0.mul_(0.5)

@@ -49,7 +49,7 @@ class FusedRecurrence(torch.autograd.Function):
     @staticmethod
     def forward(ctx, kernels, cell, reverse, lengths, gx, h0, c0, w_hh, b_hh):
         need_grad = any(ctx.needs_input_grad[4:])
-        with library._one_launch_at_a_time():
+        with library.one_launch_at_a_time():
             y, hT, cT, saved = kernels.forward(cell, gx, h0, c0, w_hh, b_hh, lengths, reverse, need_grad)
         ctx.kernels, ctx.cell, ctx.reverse = kernels, cell, reverse
         ctx.has_c0, ctx.has_bias, ctx.n_saved = c0 is not None, b_hh is not None, len(saved)
@@ -71,7 +71,7 @@ class FusedRecurrence(torch.autograd.Function):
         zeros = lambda t, like: torch.zeros_like(like) if t is None else t.contiguous()  # noqa: E731
         dy, dhT = zeros(dy, y), zeros(dhT, h0)
         dcT = zeros(dcT, c0) if ctx.has_c0 else None
-        with library._one_launch_at_a_time():
+        with library.one_launch_at_a_time():
             d_gx, d_gh, dh0, dc0 = ctx.kernels.backward(ctx.cell, dy, dhT, dcT, gx, h0, c0, w_hh, b_hh,
                                                         lengths, ctx.reverse, y, saved)
         dw, db = weight_grads(d_gh, prev_states(y, h0, lengths, ctx.reverse), ctx.has_bias, w_hh.dtype)

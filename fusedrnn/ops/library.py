@@ -17,8 +17,8 @@ Custom ops may not return a tensor that aliases an input or another output; the 
 implementations clone any output a backend returns as a view (e.g. hT = y[-1]).
 
 `y_saved` is a private copy of `y` (only with need_grad): autograd saves it instead of
-the `y` the user receives, so an in-place op on the output (`y += x`, which torch.nn
-allows on the CPU) bumps no version counter that backward checks. The backward reads
+the `y` the user receives, so an in-place op on the output (`y += x`, which torch.nn's
+composite CPU path allows) bumps no version counter that backward checks. The backward reads
 only `y_saved`: the backend's `backward(..., y, saved)` gets it as `y`, and so does the
 weight-gradient GEMM (`prev_states`).
 
@@ -55,7 +55,8 @@ def kernels_module(name: str):
 _interpreter_lock = threading.Lock()
 
 
-def _one_launch_at_a_time():
+def one_launch_at_a_time():
+    """The lock a kernel launch holds under the interpreter; a no-op context otherwise."""
     return _interpreter_lock if os.environ.get("TRITON_INTERPRET") == "1" else contextlib.nullcontext()
 
 
@@ -112,7 +113,7 @@ def recurrence_fwd(kernels: str, cell: str, gx: Tensor, h0: Tensor, c0: Optional
                    need_grad: bool) -> List[Tensor]:
     mod = kernels_module(kernels)
     gx, h0, c0, w_hh, b_hh, lengths = kernel_args(gx, h0, c0, w_hh, b_hh, lengths)
-    with _one_launch_at_a_time():
+    with one_launch_at_a_time():
         y, hT, cT, saved = mod.forward(cell, gx, h0, c0, w_hh, b_hh, lengths, reverse, need_grad)
     y_saved = y.clone() if need_grad else _empty(gx)  # what backward reads; the user never sees it
     outs = [y, hT, cT if cT is not None else _empty(gx), y_saved, *saved]
@@ -139,7 +140,7 @@ def recurrence_bwd(kernels: str, cell: str, dy: Tensor, dhT: Tensor, dcT: Option
     gx, h0, c0, w_hh, b_hh, lengths = kernel_args(gx, h0, c0, w_hh, b_hh, lengths)
     dy, dhT, dcT, y_saved = (t.contiguous() if t is not None else None for t in (dy, dhT, dcT, y_saved))
     saved = [t.contiguous() for t in saved]
-    with _one_launch_at_a_time():
+    with one_launch_at_a_time():
         d_gx, d_gh, dh0, dc0 = mod.backward(cell, dy, dhT, dcT, gx, h0, c0, w_hh, b_hh, lengths, reverse,
                                             y_saved, tuple(saved))
     dw, db = weight_grads(d_gh, prev_states(y_saved, h0, lengths, reverse), b_hh is not None, w_hh.dtype)

@@ -138,7 +138,8 @@ def short_sequence_state(cell, state, value):
                 hx="plain", x_layout="plain", poison=state, value=value, where=4, seed=0)
 
 
-ISSUE_EXAMPLES = [short_sequence_state("lstm", "c0", float("inf")), short_sequence_state("rnn_relu", "h0", float("inf"))]
+ISSUE_EXAMPLES = [short_sequence_state("lstm", "c0", float("inf")),
+                  short_sequence_state("rnn_relu", "h0", float("inf"))]
 
 
 @settings(max_examples=30, deadline=None)

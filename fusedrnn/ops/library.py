@@ -1,8 +1,8 @@
 """The kernel backends as torch.library custom ops: one path for eager and torch.compile.
 
-    fusedrnn::recurrence_fwd(kernels, cell, gx, h0, c0?, w_hh, b_hh?, lengths?, reverse, need_grad)
+    fusedrnn::recurrence_forward(kernels, cell, gx, h0, c0?, w_hh, b_hh?, lengths?, reverse, need_grad)
         -> [y (T,B,H), hT (B,H), cT (B,H) or (0,), y_saved (T,B,H) or (0,), *saved]
-    fusedrnn::recurrence_bwd(kernels, cell, dy, dhT, dcT?, gx, h0, c0?, w_hh, b_hh?, lengths?,
+    fusedrnn::recurrence_backward(kernels, cell, dy, dhT, dcT?, gx, h0, c0?, w_hh, b_hh?, lengths?,
                              reverse, y_saved, saved)
         -> [d_gx (T,B,G*H), dh0 (B,H), dc0 (B,H) or (0,), dW_hh (G*H,H), db_hh (G*H,) or (0,)]
 
@@ -107,8 +107,8 @@ def saved_shapes(mod, cell, gx, h0, c0, w_hh, b_hh, lengths, reverse, need_grad)
 
 # -- forward --------------------------------------------------------------------------
 
-@torch.library.custom_op("fusedrnn::recurrence_fwd", mutates_args=())
-def recurrence_fwd(kernels: str, cell: str, gx: Tensor, h0: Tensor, c0: Optional[Tensor], w_hh: Tensor,
+@torch.library.custom_op("fusedrnn::recurrence_forward", mutates_args=())
+def recurrence_forward(kernels: str, cell: str, gx: Tensor, h0: Tensor, c0: Optional[Tensor], w_hh: Tensor,
                    b_hh: Optional[Tensor], lengths: Optional[Tensor], reverse: bool,
                    need_grad: bool) -> List[Tensor]:
     mod = kernels_module(kernels)
@@ -120,8 +120,8 @@ def recurrence_fwd(kernels: str, cell: str, gx: Tensor, h0: Tensor, c0: Optional
     return _unaliased(outs, (gx, h0, c0, w_hh, b_hh, lengths))
 
 
-@recurrence_fwd.register_fake
-def _recurrence_fwd_fake(kernels, cell, gx, h0, c0, w_hh, b_hh, lengths, reverse, need_grad):
+@recurrence_forward.register_fake
+def _recurrence_forward_fake(kernels, cell, gx, h0, c0, w_hh, b_hh, lengths, reverse, need_grad):
     T, B, _ = gx.shape
     H = h0.shape[1]
     shapes = saved_shapes(kernels_module(kernels), cell, gx, h0, c0, w_hh, b_hh, lengths, reverse, need_grad)
@@ -132,8 +132,8 @@ def _recurrence_fwd_fake(kernels, cell, gx, h0, c0, w_hh, b_hh, lengths, reverse
 
 # -- backward -------------------------------------------------------------------------
 
-@torch.library.custom_op("fusedrnn::recurrence_bwd", mutates_args=())
-def recurrence_bwd(kernels: str, cell: str, dy: Tensor, dhT: Tensor, dcT: Optional[Tensor], gx: Tensor,
+@torch.library.custom_op("fusedrnn::recurrence_backward", mutates_args=())
+def recurrence_backward(kernels: str, cell: str, dy: Tensor, dhT: Tensor, dcT: Optional[Tensor], gx: Tensor,
                    h0: Tensor, c0: Optional[Tensor], w_hh: Tensor, b_hh: Optional[Tensor],
                    lengths: Optional[Tensor], reverse: bool, y_saved: Tensor, saved: List[Tensor]) -> List[Tensor]:
     mod = kernels_module(kernels)
@@ -148,8 +148,8 @@ def recurrence_bwd(kernels: str, cell: str, dy: Tensor, dhT: Tensor, dcT: Option
     return _unaliased(outs, (dy, dhT, dcT, gx, h0, c0, w_hh, b_hh, lengths, y_saved, *saved))
 
 
-@recurrence_bwd.register_fake
-def _recurrence_bwd_fake(kernels, cell, dy, dhT, dcT, gx, h0, c0, w_hh, b_hh, lengths, reverse, y_saved, saved):
+@recurrence_backward.register_fake
+def _recurrence_backward_fake(kernels, cell, dy, dhT, dcT, gx, h0, c0, w_hh, b_hh, lengths, reverse, y_saved, saved):
     return [torch.empty_like(gx), torch.empty_like(h0),
             torch.empty_like(c0) if c0 is not None else _empty(gx), torch.empty_like(w_hh),
             torch.empty_like(b_hh) if b_hh is not None else _empty(gx)]
@@ -173,13 +173,13 @@ def _backward(ctx, grads):
     dy, dhT = grad_or_zeros(grads[0], y_saved), grad_or_zeros(grads[1], h0)
     dcT = grad_or_zeros(grads[2], c0) if c0 is not None else None
     with _no_autocast(gx.device.type):
-        d_gx, dh0, dc0, dw, db = recurrence_bwd(ctx.kernels, ctx.cell, dy, dhT, dcT, gx, h0, c0, w_hh, b_hh,
+        d_gx, dh0, dc0, dw, db = recurrence_backward(ctx.kernels, ctx.cell, dy, dhT, dcT, gx, h0, c0, w_hh, b_hh,
                                                 lengths, ctx.reverse, y_saved, saved)
     return (None, None, d_gx, dh0, dc0 if c0 is not None else None, dw,
             db if b_hh is not None else None, None, None, None)
 
 
-torch.library.register_autograd("fusedrnn::recurrence_fwd", _backward, setup_context=_setup_context)
+torch.library.register_autograd("fusedrnn::recurrence_forward", _backward, setup_context=_setup_context)
 
 
 def recurrence(kernels, cell, gx, h0, c0, w_hh, b_hh, lengths, reverse):
@@ -193,5 +193,5 @@ def recurrence(kernels, cell, gx, h0, c0, w_hh, b_hh, lengths, reverse):
     need_grad = (torch.is_grad_enabled() or torch.jit.is_tracing()) and any(
         t is not None and t.requires_grad for t in (gx, h0, c0, w_hh, b_hh))
     name = kernels if isinstance(kernels, str) else kernels.__name__
-    outs = recurrence_fwd(name, cell, gx, h0, c0, w_hh, b_hh, lengths, reverse, need_grad)
+    outs = recurrence_forward(name, cell, gx, h0, c0, w_hh, b_hh, lengths, reverse, need_grad)
     return (outs[0], outs[1], outs[2]) if cell == "lstm" else (outs[0], outs[1])

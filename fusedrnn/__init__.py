@@ -1,7 +1,14 @@
 """fusedrnn: fused LSTM, GRU and vanilla-RNN kernels behind drop-in torch.nn modules."""
+import torch
+
 from . import ops
 from .backends import BACKENDS, available_backends
-from .nn import GRU, LSTM, RNN, convert, explain
+from .conversion import ConvertWarning, convert
+from .nn import GRU, LSTM, RNN, explain
 
 __version__ = "0.1.0"
-__all__ = ["LSTM", "GRU", "RNN", "convert", "explain", "available_backends", "BACKENDS", "ops"]
+__all__ = ["LSTM", "GRU", "RNN", "convert", "ConvertWarning", "explain", "available_backends", "BACKENDS", "ops"]
+
+# torch.load's default (weights_only=True) unpickles only allowlisted classes: with these, a
+# model made of torch.nn and fusedrnn modules loads with torch.load(path) alone
+torch.serialization.add_safe_globals([LSTM, GRU, RNN])

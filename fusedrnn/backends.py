@@ -58,12 +58,20 @@ def why_not(name: str, device: torch.device, cell: str | None = None, dtype=None
 
 
 def available_backends() -> dict[str, tuple[bool, str]]:
-    """Each backend name with whether it can run on this machine and, if not, why."""
-    device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+    """Each backend name with whether it can run on this machine and, if not, why.
+
+    Asked without an input: each backend is probed on this machine's CUDA device if it has
+    one, else on the CPU (the cuda backend always on a CUDA device, which may be missing)."""
+    has_cuda = torch.cuda.is_available()
+    device = torch.device("cuda") if has_cuda else torch.device("cpu")
     out = {"auto": (True, f"picks per call; inputs on {device.type} run "
-                          + ("cuda, then triton, then torch" if device.type == "cuda" else "torch"))}
+                          + ("cuda, then triton, then torch" if has_cuda else "torch"))}
     for name in BACKENDS[1:]:
-        reason = why_not(name, device)
+        if name == "cuda" and not has_cuda:
+            reason = why_not(name, torch.device("cuda")) or \
+                "this machine has no CUDA device (torch.cuda.is_available() is False)"
+        else:
+            reason = why_not(name, device)
         out[name] = (reason is None, reason or f"can run on {device.type}")
     return out
 

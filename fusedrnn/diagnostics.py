@@ -89,7 +89,7 @@ def kernel_saved_bytes(kernels, cell: str, T: int, B: int, H: int, dtype=torch.f
     """Bytes the fused path saves for one layer-direction, predicted without running a kernel.
 
     What fusedrnn.ops.library saves: gx (T,B,G*H), h0, c0 (lstm), w_hh, b_hh, lengths
-    (int32), y (T,B,H) and the backend's own `saved` tensors (from its `saved_shapes`,
+    (int32), a private copy of y (T,B,H) and the backend's own `saved` tensors (from its `saved_shapes`,
     evaluated on meta tensors). `kernels` is a backend module or its import name.
     The input projection's GEMM saves its input and W_ih on top (torch's linear).
     """

@@ -7,6 +7,8 @@ not "torch".
 """
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence
@@ -42,6 +44,26 @@ class _FusedRNNBase:
     def cell(self) -> str:
         return _CELLS[self.mode]
 
+    def __prepare_scriptable__(self):
+        """torch.jit.script cannot compile fusedrnn's Python dispatch to its kernels: it gets the
+        torch.nn module (nn.LSTM/GRU/RNN) holding the very same parameters instead, so a scripted
+        fusedrnn module runs torch.nn's implementation (cuDNN on a GPU). TorchScript also writes
+        that twin into the parent of each module it prepares: the twin keeps the backend name,
+        so fusedrnn.convert(model) restores the module as it was. A subclass with a forward of
+        its own cannot be handed over that way and is refused."""
+        if type(self).forward is not _FusedRNNBase.forward:
+            raise RuntimeError(f"torch.jit.script: {type(self).__qualname__} overrides forward, which TorchScript "
+                               "cannot compile on top of fusedrnn; script a model whose RNN modules are plain "
+                               "fusedrnn.LSTM/GRU/RNN (they script as their torch.nn twins), or use torch.compile")
+        torch_cls = next(c for c in type(self).__mro__ if c in (nn.LSTM, nn.GRU, nn.RNN))
+        warnings.warn(f"torch.jit.script runs fusedrnn.{torch_cls.__name__} as torch.nn.{torch_cls.__name__} "
+                      "(TorchScript cannot compile fusedrnn's kernel dispatch), and puts that torch.nn module, "
+                      "with the same parameters, in its place inside the model being scripted; "
+                      "fusedrnn.convert(model) puts the fusedrnn module back", UserWarning, stacklevel=3)
+        twin = torch_cls.__new__(torch_cls)
+        twin.__dict__.update(self.__dict__)  # the same parameter, buffer and hook dicts, and the backend name
+        return twin
+
     def extra_repr(self) -> str:
         s = super().extra_repr()
         return s if self.backend == "auto" else s + f", backend={self.backend!r}"
@@ -54,6 +76,8 @@ class _FusedRNNBase:
                                self.proj_size, warn=warn)
 
     def forward(self, input, hx=None):
+        if self._torch_rejects_dtype(input):
+            return super().forward(input, hx)  # raises torch.nn's own error, before any backend is chosen
         name = self._backend_name(input)
         # an empty padded input (no steps: torch's error; no sequences: empty outputs) computes
         # nothing, so torch.nn's own handling of it is exact
@@ -61,6 +85,16 @@ class _FusedRNNBase:
         if name == "torch" or empty:
             return super().forward(input, hx)
         return self._fused_forward(input, hx, name)
+
+    def _torch_rejects_dtype(self, input) -> bool:
+        """True when torch.nn's forward is certain to reject `input` in Python, before its kernel:
+        an input dtype other than the weights' (outside autocast). torch.nn.LSTM checks nothing
+        for a PackedSequence (its kernel fails, or crashes), so that case stays on the fused path,
+        which applies torch's checks."""
+        data = input.data if isinstance(input, PackedSequence) else input
+        if not isinstance(data, torch.Tensor) or (isinstance(input, PackedSequence) and self.mode == "LSTM"):
+            return False
+        return data.dtype != self._flat_weights[0].dtype and not torch._C._is_any_autocast_enabled()
 
     def _backend_name(self, input) -> str:
         """choose_backend(input).name, as a constant under torch.compile (see backends.choose_name)."""
@@ -83,7 +117,8 @@ class _FusedRNNBase:
                                         get("weight_hr") if self.proj_size > 0 else None))
         return out
 
-    def _zero_state(self, batch: int, like: torch.Tensor):
+    def _zero_state(self, batch, like: torch.Tensor):
+        """Zero h0 (and c0) as torch.nn builds them; `batch` may be a 0-d tensor, as in torch."""
         D = 2 if self.bidirectional else 1
         P = self.proj_size if self.proj_size > 0 else self.hidden_size
         h = torch.zeros(self.num_layers * D, batch, P, dtype=like.dtype, device=like.device)
@@ -101,14 +136,39 @@ class _FusedRNNBase:
         elif hx.dim() != want:
             raise RuntimeError(f"For {kind} input, hx should also be {want}-D but got {hx.dim()}-D tensor")
 
+    def _checked_packed_state(self, data, batch_sizes, hx, sorted_indices):
+        """torch.nn's errors for a packed batch, in torch's order: what its Python code raises
+        (indexing batch_sizes, building the zero state, permuting hx, check_forward_args), then
+        what its kernel refuses (packing.check_batch_sizes). torch.nn.LSTM has no Python checks
+        for a packed batch: its kernel's come first, and fusedrnn then applies check_forward_args
+        (torch would crash on some bad states instead). Returns the state in packed order."""
+        max_batch_size = batch_sizes[0]  # IndexError for an empty or 0-d batch_sizes
+        if hx is None:
+            hx = self._zero_state(max_batch_size, data)  # TypeError for a float or 2-D batch_sizes
+        else:
+            hx = self.permute_hidden(hx, sorted_indices)
+        if self.mode == "LSTM":
+            if not isinstance(hx, tuple):
+                raise TypeError(f"lstm() received an invalid combination of arguments: hx must be a tuple "
+                                f"of Tensors (h_0, c_0), got {type(hx).__name__}")
+            hx[0].size(2), hx[1].size(2)  # noqa: B018  torch's IndexError for a state of fewer than 3 dims
+            packing.check_batch_sizes(data, batch_sizes)
+            self.check_forward_args(data, hx, batch_sizes)
+        else:
+            self.check_forward_args(data, hx, batch_sizes)
+            packing.check_batch_sizes(data, batch_sizes)
+        return hx
+
     def _fused_forward(self, input, hx, backend: str):
         is_lstm = self.mode == "LSTM"
         packed = isinstance(input, PackedSequence)
         lengths = valid = None
         if packed:
             data, batch_sizes, sorted_indices, unsorted_indices = input
-            hx = self._zero_state(int(batch_sizes[0]), data) if hx is None else self.permute_hidden(hx, sorted_indices)
-            self.check_forward_args(data, hx, batch_sizes)
+            state = self._checked_packed_state(data, batch_sizes, hx, sorted_indices)
+            if int(batch_sizes[0]) == 0:  # no sequences at all: torch.nn's own answer (an error or empty output)
+                return super().forward(input, hx)
+            hx = state
             x, lengths, valid = packing.unpack(data, batch_sizes)
         else:
             if input.dim() not in (2, 3):
@@ -198,39 +258,13 @@ class RNN(_FusedRNNBase, nn.RNN):
     """torch.nn.RNN (tanh or relu) with fused kernels; extra keyword-only argument `backend`."""
 
 
-_REPLACEMENTS = {nn.LSTM: LSTM, nn.GRU: GRU, nn.RNN: RNN}
-
-
-def _swap_class(module: nn.Module, backend: str) -> nn.Module:
-    new = _REPLACEMENTS[type(module)].__new__(_REPLACEMENTS[type(module)])
-    # same attribute dicts' contents, so the very same Parameter objects are shared
-    new.__dict__.update({k: (v.copy() if isinstance(v, dict) else v) for k, v in module.__dict__.items()})
-    new._flat_weights = list(module._flat_weights)
-    new.backend = backend
-    _let_dynamo_trace_rnn_modules()
-    return new
-
-
-def convert(model: nn.Module, backend: str = "auto") -> nn.Module:
-    """Replace every torch.nn.LSTM/GRU/RNN inside `model` by its fusedrnn twin, in place.
-
-    Parameters are shared, not copied, so optimizers and their state stay valid.
-    Returns `model`, or the replacement when `model` itself is a torch RNN.
-    """
-    backends.check_name(backend)
-    if type(model) in _REPLACEMENTS:
-        return _swap_class(model, backend)
-    for name, child in list(model.named_children()):
-        if type(child) in _REPLACEMENTS:
-            setattr(model, name, _swap_class(child, backend))
-        else:
-            convert(child, backend)
-    return model
-
-
 def explain(module: nn.Module, input) -> str:
-    """One sentence: which backend `module(input)` would run, and why."""
+    """One sentence: which backend `module(input)` would run and why, or why it would raise
+    (an explicitly requested backend that cannot run this input). Never raises itself."""
     if not isinstance(module, _FusedRNNBase):
         return f"{type(module).__name__} is not a fusedrnn module; torch.nn runs it (see fusedrnn.convert)"
-    choice = module.choose_backend(input, warn=False)
+    try:
+        choice = module.choose_backend(input, warn=False)
+    except (RuntimeError, ValueError) as e:  # an explicit backend that cannot run it, a bad FUSEDRNN_BACKEND
+        return f"{type(module).__name__} would raise {type(e).__name__}: {e}"
     return f"{type(module).__name__} would run backend {choice.name!r}: {choice.reason}."

@@ -77,3 +77,25 @@ def test_auto_prefers_cuda_then_triton(monkeypatch):
 
 def test_explain_on_plain_torch_module():
     assert "not a fusedrnn module" in fusedrnn.explain(torch.nn.LSTM(2, 3), torch.randn(1, 1, 2))
+
+
+def test_explain_returns_why_an_explicit_backend_cannot_run():
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is present")
+    m = fusedrnn.LSTM(3, 4, backend="cuda")
+    text = fusedrnn.explain(m, torch.randn(2, 1, 3))  # returns, where m(x) raises
+    assert text.startswith("LSTM would raise RuntimeError: fusedrnn backend 'cuda' cannot run this call")
+
+
+def test_explain_returns_a_bad_environment_setting(monkeypatch):
+    monkeypatch.setenv(backends.ENV_VAR, "bogus")
+    assert "would raise ValueError: FUSEDRNN_BACKEND='bogus'" in fusedrnn.explain(fusedrnn.GRU(3, 4),
+                                                                                  torch.randn(2, 1, 3))
+
+
+def test_available_backends_speaks_of_the_machine_not_an_input():
+    for ok, reason in fusedrnn.available_backends().values():
+        assert "input is on" not in reason, reason
+    if not torch.cuda.is_available():
+        ok, reason = fusedrnn.available_backends()["cuda"]
+        assert not ok and ("no CUDA device" in reason or "extension" in reason)

@@ -2,7 +2,9 @@
 import copy
 import io
 import pickle
+import warnings
 
+import pytest
 import torch
 from torch import nn
 
@@ -95,3 +97,77 @@ def test_subclass_of_torch():
     assert isinstance(fusedrnn.LSTM(2, 3), nn.LSTM)
     assert isinstance(fusedrnn.GRU(2, 3), nn.GRU)
     assert isinstance(fusedrnn.RNN(2, 3), nn.RNN)
+
+
+# -- convert: object identity, sharing, hooks, subclasses, backends ----------------------
+
+class SharedEncoderDecoder(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.enc = nn.LSTM(3, 4)
+        self.dec = self.enc  # one module under two names
+        self.blocks = nn.ModuleList([self.enc, nn.GRU(4, 4)])
+
+
+def test_convert_keeps_shared_modules_shared():
+    model = SharedEncoderDecoder()
+    enc = model.enc
+    fusedrnn.convert(model, backend="reference")
+    assert model.enc is model.dec is model.blocks[0] is enc
+    assert isinstance(enc, fusedrnn.LSTM) and isinstance(model.blocks[1], fusedrnn.GRU)
+    model.dec.eval()
+    assert not model.enc.training
+    assert len(list(model.parameters())) == 8  # deduplicated as before
+
+
+def test_convert_keeps_hooks_and_their_handles_working():
+    m = nn.GRU(3, 4)
+    calls = []
+    handles = [m.register_forward_hook(lambda *a: calls.append("fwd")),
+               m.register_forward_pre_hook(lambda *a: calls.append("pre")),
+               m.register_full_backward_hook(lambda *a: calls.append("bwd"))]
+    same = fusedrnn.convert(m, backend="reference")
+    assert same is m and isinstance(m, fusedrnn.GRU)
+    x = torch.randn(2, 1, 3, requires_grad=True)
+    m(x)[0].sum().backward()
+    assert sorted(calls) == ["bwd", "fwd", "pre"]
+    for h in handles:
+        h.remove()
+    m(x)[0].sum().backward()
+    assert len(calls) == 3  # removed through the handles taken before convert
+
+
+def test_convert_sets_the_backend_of_fusedrnn_modules():
+    model = nn.Sequential(fusedrnn.LSTM(3, 4, backend="reference"), nn.GRU(4, 4))
+    fusedrnn.convert(model)
+    assert model[0].backend == "reference" and model[1].backend == "auto"  # no backend: each keeps its own
+    fusedrnn.convert(model, backend="torch")
+    assert model[0].backend == model[1].backend == "torch"
+    m = fusedrnn.RNN(3, 4)
+    assert fusedrnn.convert(m, backend="reference") is m and m.backend == "reference"
+
+
+class MyLSTM(nn.LSTM):
+    def forward(self, x, hx=None):
+        return super().forward(x * 2, hx)
+
+
+class MyFusedGRU(fusedrnn.GRU):
+    pass
+
+
+def test_convert_leaves_torch_subclasses_alone_and_says_why():
+    model = nn.ModuleDict({"mine": MyLSTM(3, 4), "plain": nn.LSTM(3, 4), "fused_sub": MyFusedGRU(3, 4)})
+    with pytest.warns(fusedrnn.ConvertWarning, match=r"mine \(MyLSTM\): a subclass of torch.nn.LSTM.*"
+                                                     r"derive it from fusedrnn.LSTM"):
+        fusedrnn.convert(model, backend="reference")
+    assert type(model["mine"]) is MyLSTM
+    assert isinstance(model["plain"], fusedrnn.LSTM) and model["fused_sub"].backend == "reference"
+    x = torch.randn(2, 1, 3)
+    torch.testing.assert_close(model["mine"](x)[0], nn.LSTM.forward(model["mine"], 2 * x)[0])
+
+
+def test_convert_warns_nothing_for_an_ordinary_model():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fusedrnn.convert(TwoLSTMsAndAGRU())

@@ -93,3 +93,17 @@ def test_unknown_backend():
 def test_backend_is_keyword_only():
     with pytest.raises(TypeError):
         fusedrnn.LSTM(3, 4, 1, True, False, 0.0, False, 0, None, None, "reference")
+
+
+@pytest.mark.parametrize("backend", ["triton", "cuda", "reference"])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.int64, torch.float16])
+@pytest.mark.parametrize("cls", [fusedrnn.LSTM, fusedrnn.GRU, fusedrnn.RNN])
+def test_input_dtype_unlike_the_weights_is_torchs_value_error_on_every_backend(cls, dtype, backend):
+    """Before a backend is chosen: an explicit backend that cannot run the input's dtype (or
+    this device) must not answer first with its own RuntimeError."""
+    ours = cls(3, 4, backend=backend)
+    ref = getattr(torch.nn, cls.__name__)(3, 4)
+    x = torch.ones(2, 1, 3, dtype=dtype)
+    kind, msg = raised(lambda: ours(x))
+    assert (kind, msg) == raised(lambda: ref(x))
+    assert kind is ValueError and f"RNN input dtype ({dtype}) does not match weight dtype" in msg

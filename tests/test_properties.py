@@ -164,8 +164,11 @@ def torch_outcome(ref, x, hx):
     argument checks for a PackedSequence (GRU and RNN do not) and hands bad shapes to its
     kernel, which fails with an unrelated RuntimeError ("get_mkldnn_dtype: unsupported data
     type") or crashes the process (segmentation fault, seen with torch 2.13 on the CPU).
-    fusedrnn applies torch's checks there too, so expect what those checks raise."""
-    if isinstance(ref, torch.nn.LSTM) and isinstance(x, PackedSequence):
+    fusedrnn applies torch's checks there too, so expect what those checks raise. A state that
+    is not a tuple, or has fewer than 3 dims, torch refuses before its kernel reads anything
+    (TypeError, IndexError): ask torch itself then."""
+    low_rank = hx is not None and (not isinstance(hx, tuple) or min(h.dim() for h in hx) < 3)
+    if isinstance(ref, torch.nn.LSTM) and isinstance(x, PackedSequence) and not low_rank:
         try:
             if hx is None:
                 B, D = int(x.batch_sizes[0]), 2 if ref.bidirectional else 1

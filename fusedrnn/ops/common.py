@@ -98,20 +98,35 @@ def _shape(t):
     return tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
 
 
-def prev_states(y: torch.Tensor, h0: torch.Tensor, lengths, reverse: bool) -> torch.Tensor:
-    """The state that entered each step: h_prev (T,B,P) from y (T,B,P) and h0 (B,P).
+def active_steps(lengths, T: int, device) -> torch.Tensor | None:
+    """(T, B, 1) bool: True where step t belongs to sequence b (t < lengths[b]); None without lengths."""
+    if lengths is None:
+        return None
+    steps = torch.arange(T, device=device).unsqueeze(1)
+    return (steps < lengths.to(device).unsqueeze(0)).unsqueeze(2)
 
-    Past a sequence's end y is zero and its d_gates are zero, so those rows never
-    contribute; only the reverse direction needs lengths (its first step is len-1).
+
+def prev_states(y: torch.Tensor, h0: torch.Tensor, lengths, reverse: bool) -> torch.Tensor:
+    """The state that entered each step: h_prev (T,B,P) from y (T,B,P) and h0 (B,P), zero at
+    padded steps (t >= lengths[b]).
+
+    The weight-gradient GEMM pairs h_prev[t] with d_gates[t], which is zero at a padded
+    step; h_prev must be zero there too, or a non-finite state (the last one of a short
+    sequence, entering its first padded step) turns 0 * inf into NaN in dW_hh.
+    Selected with torch.where, never multiplied by a mask.
     """
     if not reverse:
-        return torch.cat([h0.unsqueeze(0), y[:-1]], dim=0)
-    h_prev = torch.cat([y[1:], h0.unsqueeze(0)], dim=0)
-    if lengths is not None:
-        T = y.shape[0]
-        first = (torch.arange(T, device=y.device).unsqueeze(1) == (lengths.to(y.device) - 1).unsqueeze(0))
-        h_prev = torch.where(first.unsqueeze(2), h0.unsqueeze(0), h_prev)
-    return h_prev
+        h_prev = torch.cat([h0.unsqueeze(0), y[:-1]], dim=0)
+    else:
+        h_prev = torch.cat([y[1:], h0.unsqueeze(0)], dim=0)
+    if lengths is None:
+        return h_prev
+    T = y.shape[0]
+    active = active_steps(lengths, T, y.device)
+    if reverse:  # each sequence's first step is lengths[b]-1, entered from h0
+        first = torch.arange(T, device=y.device).view(T, 1, 1) == (lengths.to(y.device) - 1).view(1, -1, 1)
+        h_prev = torch.where(first, h0.unsqueeze(0), h_prev)
+    return torch.where(active, h_prev, torch.zeros((), dtype=h_prev.dtype, device=h_prev.device))
 
 
 def weight_grads(d_gh: torch.Tensor, h_prev: torch.Tensor, has_bias: bool, dtype: torch.dtype):

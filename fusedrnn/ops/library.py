@@ -1,9 +1,9 @@
 """The kernel backends as torch.library custom ops: one path for eager and torch.compile.
 
-    fusedrnn::recurrence_fwd(kernels, cell, gx, h0, c0?, w_hh, b_hh?, lengths?, reverse, need_grad)
-        -> [y (T,B,H), hT (B,H), cT (B,H) or (0,), *saved]
-    fusedrnn::recurrence_bwd(kernels, cell, dy, dhT, dcT?, gx, h0, c0?, w_hh, b_hh?, lengths?,
-                             reverse, y, saved)
+    fusedrnn::recurrence_forward(kernels, cell, gx, h0, c0?, w_hh, b_hh?, lengths?, reverse, need_grad)
+        -> [y (T,B,H), hT (B,H), cT (B,H) or (0,), y_saved (T,B,H) or (0,), *saved]
+    fusedrnn::recurrence_backward(kernels, cell, dy, dhT, dcT?, gx, h0, c0?, w_hh, b_hh?, lengths?,
+                             reverse, y_saved, saved)
         -> [d_gx (T,B,G*H), dh0 (B,H), dc0 (B,H) or (0,), dW_hh (G*H,H), db_hh (G*H,) or (0,)]
 
 `kernels` names the backend module (its import name, e.g. "fusedrnn.ops.triton"); the
@@ -15,12 +15,25 @@ AOTAutograd trace through them with no graph break, and eager runs the very same
 
 Custom ops may not return a tensor that aliases an input or another output; the real
 implementations clone any output a backend returns as a view (e.g. hT = y[-1]).
+
+`y_saved` is a private copy of `y` (only with need_grad): autograd saves it instead of
+the `y` the user receives, so an in-place op on the output (`y += x`, which torch.nn's
+composite CPU path allows) bumps no version counter that backward checks. The backward reads
+only `y_saved`: the backend's `backward(..., y, saved)` gets it as `y`, and so does the
+weight-gradient GEMM (`prev_states`).
+
+Every tensor reaches a backend contiguous: `recurrence` makes each argument, `lengths`
+included, contiguous (a strided or stride-0 view would otherwise be read as raw memory
+by a kernel that computes its own offsets), and the backward op does the same with the
+incoming gradients.
 """
 from __future__ import annotations
 
 import contextlib
 import importlib
+import os
 import sys
+import threading
 from typing import List, Optional
 
 import torch
@@ -33,6 +46,18 @@ def kernels_module(name: str):
     """The backend module named `name` (already imported, or imported now)."""
     mod = sys.modules.get(name)
     return mod if mod is not None else importlib.import_module(name)
+
+
+#: Triton's CPU interpreter (TRITON_INTERPRET=1) patches triton.language module-wide while a
+#: kernel runs, so launches from two threads at once break each other (InterpreterError): under
+#: it, launches take turns. On a GPU nothing is shared between calls (each launch allocates its
+#: own outputs, workspace and barrier counters), so no lock is taken there.
+_interpreter_lock = threading.Lock()
+
+
+def one_launch_at_a_time():
+    """The lock a kernel launch holds under the interpreter; a no-op context otherwise."""
+    return _interpreter_lock if os.environ.get("TRITON_INTERPRET") == "1" else contextlib.nullcontext()
 
 
 def _empty(like: Tensor) -> Tensor:
@@ -63,6 +88,14 @@ def _unaliased(outs: list, inputs) -> list:
     return res
 
 
+def kernel_args(gx, h0, c0, w_hh, b_hh, lengths):
+    """The arguments as every kernel may read them: contiguous (a strided or stride-0 view
+    copied), lengths as int32 on gx's device. None stays None."""
+    if lengths is not None:
+        lengths = lengths.to(device=gx.device, dtype=torch.int32)
+    return tuple(t.contiguous() if t is not None else None for t in (gx, h0, c0, w_hh, b_hh, lengths))
+
+
 def saved_shapes(mod, cell, gx, h0, c0, w_hh, b_hh, lengths, reverse, need_grad):
     fn = getattr(mod, "saved_shapes", None)
     if fn is None:
@@ -74,41 +107,49 @@ def saved_shapes(mod, cell, gx, h0, c0, w_hh, b_hh, lengths, reverse, need_grad)
 
 # -- forward --------------------------------------------------------------------------
 
-@torch.library.custom_op("fusedrnn::recurrence_fwd", mutates_args=())
-def recurrence_fwd(kernels: str, cell: str, gx: Tensor, h0: Tensor, c0: Optional[Tensor], w_hh: Tensor,
+@torch.library.custom_op("fusedrnn::recurrence_forward", mutates_args=())
+def recurrence_forward(kernels: str, cell: str, gx: Tensor, h0: Tensor, c0: Optional[Tensor], w_hh: Tensor,
                    b_hh: Optional[Tensor], lengths: Optional[Tensor], reverse: bool,
                    need_grad: bool) -> List[Tensor]:
     mod = kernels_module(kernels)
-    y, hT, cT, saved = mod.forward(cell, gx, h0, c0, w_hh, b_hh, lengths, reverse, need_grad)
-    outs = [y, hT, cT if cT is not None else _empty(gx), *saved]
+    gx, h0, c0, w_hh, b_hh, lengths = kernel_args(gx, h0, c0, w_hh, b_hh, lengths)
+    with one_launch_at_a_time():
+        y, hT, cT, saved = mod.forward(cell, gx, h0, c0, w_hh, b_hh, lengths, reverse, need_grad)
+    y_saved = y.clone() if need_grad else _empty(gx)  # what backward reads; the user never sees it
+    outs = [y, hT, cT if cT is not None else _empty(gx), y_saved, *saved]
     return _unaliased(outs, (gx, h0, c0, w_hh, b_hh, lengths))
 
 
-@recurrence_fwd.register_fake
-def _recurrence_fwd_fake(kernels, cell, gx, h0, c0, w_hh, b_hh, lengths, reverse, need_grad):
+@recurrence_forward.register_fake
+def _recurrence_forward_fake(kernels, cell, gx, h0, c0, w_hh, b_hh, lengths, reverse, need_grad):
     T, B, _ = gx.shape
     H = h0.shape[1]
     shapes = saved_shapes(kernels_module(kernels), cell, gx, h0, c0, w_hh, b_hh, lengths, reverse, need_grad)
     return [gx.new_empty(T, B, H), h0.new_empty(B, H), c0.new_empty(B, H) if c0 is not None else _empty(gx),
+            gx.new_empty(T, B, H) if need_grad else _empty(gx),
             *[gx.new_empty(shape, dtype=dtype) for shape, dtype in shapes]]
 
 
 # -- backward -------------------------------------------------------------------------
 
-@torch.library.custom_op("fusedrnn::recurrence_bwd", mutates_args=())
-def recurrence_bwd(kernels: str, cell: str, dy: Tensor, dhT: Tensor, dcT: Optional[Tensor], gx: Tensor,
+@torch.library.custom_op("fusedrnn::recurrence_backward", mutates_args=())
+def recurrence_backward(kernels: str, cell: str, dy: Tensor, dhT: Tensor, dcT: Optional[Tensor], gx: Tensor,
                    h0: Tensor, c0: Optional[Tensor], w_hh: Tensor, b_hh: Optional[Tensor],
-                   lengths: Optional[Tensor], reverse: bool, y: Tensor, saved: List[Tensor]) -> List[Tensor]:
+                   lengths: Optional[Tensor], reverse: bool, y_saved: Tensor, saved: List[Tensor]) -> List[Tensor]:
     mod = kernels_module(kernels)
-    d_gx, d_gh, dh0, dc0 = mod.backward(cell, dy, dhT, dcT, gx, h0, c0, w_hh, b_hh, lengths, reverse, y,
-                                        tuple(saved))
-    dw, db = weight_grads(d_gh, prev_states(y, h0, lengths, reverse), b_hh is not None, w_hh.dtype)
+    gx, h0, c0, w_hh, b_hh, lengths = kernel_args(gx, h0, c0, w_hh, b_hh, lengths)
+    dy, dhT, dcT, y_saved = (t.contiguous() if t is not None else None for t in (dy, dhT, dcT, y_saved))
+    saved = [t.contiguous() for t in saved]
+    with one_launch_at_a_time():
+        d_gx, d_gh, dh0, dc0 = mod.backward(cell, dy, dhT, dcT, gx, h0, c0, w_hh, b_hh, lengths, reverse,
+                                            y_saved, tuple(saved))
+    dw, db = weight_grads(d_gh, prev_states(y_saved, h0, lengths, reverse), b_hh is not None, w_hh.dtype)
     outs = [d_gx, dh0, dc0 if dc0 is not None else _empty(gx), dw, db if db is not None else _empty(gx)]
-    return _unaliased(outs, (dy, dhT, dcT, gx, h0, c0, w_hh, b_hh, lengths, y, *saved))
+    return _unaliased(outs, (dy, dhT, dcT, gx, h0, c0, w_hh, b_hh, lengths, y_saved, *saved))
 
 
-@recurrence_bwd.register_fake
-def _recurrence_bwd_fake(kernels, cell, dy, dhT, dcT, gx, h0, c0, w_hh, b_hh, lengths, reverse, y, saved):
+@recurrence_backward.register_fake
+def _recurrence_backward_fake(kernels, cell, dy, dhT, dcT, gx, h0, c0, w_hh, b_hh, lengths, reverse, y_saved, saved):
     return [torch.empty_like(gx), torch.empty_like(h0),
             torch.empty_like(c0) if c0 is not None else _empty(gx), torch.empty_like(w_hh),
             torch.empty_like(b_hh) if b_hh is not None else _empty(gx)]
@@ -119,26 +160,26 @@ def _recurrence_bwd_fake(kernels, cell, dy, dhT, dcT, gx, h0, c0, w_hh, b_hh, le
 def _setup_context(ctx, inputs, output):
     kernels, cell, gx, h0, c0, w_hh, b_hh, lengths, reverse, need_grad = inputs
     ctx.kernels, ctx.cell, ctx.reverse = kernels, cell, reverse
-    saved = output[3:]
-    ctx.save_for_backward(gx, h0, c0, w_hh, b_hh, lengths, output[0], *saved)
+    # output[3] (y_saved), never the user's y (output[0]): in-place ops on y stay legal
+    ctx.save_for_backward(gx, h0, c0, w_hh, b_hh, lengths, *output[3:])
 
 
 def _backward(ctx, grads):
-    gx, h0, c0, w_hh, b_hh, lengths, y, *saved = ctx.saved_tensors
+    gx, h0, c0, w_hh, b_hh, lengths, y_saved, *saved = ctx.saved_tensors
 
     def grad_or_zeros(g, like):
         return torch.zeros_like(like) if g is None else g.contiguous()
 
-    dy, dhT = grad_or_zeros(grads[0], y), grad_or_zeros(grads[1], h0)
+    dy, dhT = grad_or_zeros(grads[0], y_saved), grad_or_zeros(grads[1], h0)
     dcT = grad_or_zeros(grads[2], c0) if c0 is not None else None
     with _no_autocast(gx.device.type):
-        d_gx, dh0, dc0, dw, db = recurrence_bwd(ctx.kernels, ctx.cell, dy, dhT, dcT, gx, h0, c0, w_hh, b_hh,
-                                                lengths, ctx.reverse, y, saved)
+        d_gx, dh0, dc0, dw, db = recurrence_backward(ctx.kernels, ctx.cell, dy, dhT, dcT, gx, h0, c0, w_hh, b_hh,
+                                                lengths, ctx.reverse, y_saved, saved)
     return (None, None, d_gx, dh0, dc0 if c0 is not None else None, dw,
             db if b_hh is not None else None, None, None, None)
 
 
-torch.library.register_autograd("fusedrnn::recurrence_fwd", _backward, setup_context=_setup_context)
+torch.library.register_autograd("fusedrnn::recurrence_forward", _backward, setup_context=_setup_context)
 
 
 def recurrence(kernels, cell, gx, h0, c0, w_hh, b_hh, lengths, reverse):
@@ -146,11 +187,11 @@ def recurrence(kernels, cell, gx, h0, c0, w_hh, b_hh, lengths, reverse):
 
     Returns (y, hT, cT) for lstm, (y, hT) otherwise; differentiable in gx, h0, c0, w_hh, b_hh.
     """
-    if lengths is not None:
-        lengths = lengths.to(device=gx.device, dtype=torch.int32)
-    gx, h0, c0, w_hh, b_hh = (t.contiguous() if t is not None else None for t in (gx, h0, c0, w_hh, b_hh))
-    need_grad = torch.is_grad_enabled() and any(
+    gx, h0, c0, w_hh, b_hh, lengths = kernel_args(gx, h0, c0, w_hh, b_hh, lengths)
+    # torch.jit.trace bakes need_grad into the graph as a constant, and its sanity check re-traces
+    # under no_grad: while tracing, save for backward whenever an argument requires grad
+    need_grad = (torch.is_grad_enabled() or torch.jit.is_tracing()) and any(
         t is not None and t.requires_grad for t in (gx, h0, c0, w_hh, b_hh))
     name = kernels if isinstance(kernels, str) else kernels.__name__
-    outs = recurrence_fwd(name, cell, gx, h0, c0, w_hh, b_hh, lengths, reverse, need_grad)
+    outs = recurrence_forward(name, cell, gx, h0, c0, w_hh, b_hh, lengths, reverse, need_grad)
     return (outs[0], outs[1], outs[2]) if cell == "lstm" else (outs[0], outs[1])

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from .common import step_order
+from .common import active_steps, step_order
 
 
 def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -66,32 +66,38 @@ def recurrence(cell, gx, h0, c0, w_hh, b_hh, lengths=None, reverse=False, w_hr=N
     w_hh = w_hh.to(cd)
     b_hh = b_hh.to(cd) if b_hh is not None else None
     w_hr = w_hr.to(cd) if w_hr is not None else None
-    active = None
-    if lengths is not None:
-        # active[t, b]: step t belongs to sequence b
-        steps = torch.arange(T, device=gx.device).unsqueeze(1)
-        active = (steps < lengths.to(gx.device).unsqueeze(0)).unsqueeze(2)
+    active = active_steps(lengths, T, gx.device)  # (T, B, 1) or None
+    zero = torch.zeros((), dtype=cd, device=gx.device)
 
     ys = [None] * T
     for t in step_order(T, reverse):
+        gx_t, h_in, c_in = gx[t], h, c
+        if active is not None:
+            # a padded row computes on zeros, and only torch.where (a select) links it to the
+            # real state and gx: its zero gradient is never multiplied by a NaN or inf from
+            # the padded step's gx or the carried state (0 * inf would be NaN in backward)
+            m = active[t]
+            gx_t, h_in = torch.where(m, gx_t, zero), torch.where(m, h, zero)
+            c_in = torch.where(m, c, zero) if cell == "lstm" else None
         if cell == "lstm":
-            h_new, c_new = lstm_step(gx[t], h, c, w_hh, b_hh, w_hr)
+            h_new, c_new = lstm_step(gx_t, h_in, c_in, w_hh, b_hh, w_hr)
         elif cell == "gru":
-            h_new = gru_step(gx[t], h, w_hh, b_hh)
+            h_new = gru_step(gx_t, h_in, w_hh, b_hh)
         else:
-            h_new = rnn_step(gx[t], h, w_hh, b_hh, relu=(cell == "rnn_relu"))
+            h_new = rnn_step(gx_t, h_in, w_hh, b_hh, relu=(cell == "rnn_relu"))
         if active is None:
             h = h_new
             if cell == "lstm":
                 c = c_new
             ys[t] = h_new
         else:
-            m = active[t]
             h = torch.where(m, h_new, h)
             if cell == "lstm":
                 c = torch.where(m, c_new, c)
-            ys[t] = torch.where(m, h_new, torch.zeros_like(h_new))
+            ys[t] = torch.where(m, h_new, zero)
     y = torch.stack(ys).to(out_dtype)
+    # copies: hT may be a tensor autograd saved (relu saves its output), and the caller may
+    # modify what it gets in place
     if cell == "lstm":
-        return y, h.to(out_dtype), c.to(out_dtype)
-    return y, h.to(out_dtype)
+        return y, h.to(out_dtype, copy=True), c.to(out_dtype, copy=True)
+    return y, h.to(out_dtype, copy=True)

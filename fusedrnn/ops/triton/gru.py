@@ -150,12 +150,12 @@ def gru_bwd_kernel(
             b_ghn = load_f32(p_acts, o_ra, 3 * H + o_n, m)
             b_hin = load_f32(p_hin, o_ry, o_n, m)
             d_n = tl.where(a2, b_dht * (1.0 - b_z) * (1.0 - b_n * b_n), 0.0)
-            d_r = d_n * b_ghn * b_r * (1.0 - b_r)
+            d_r = tl.where(a2, d_n * b_ghn * b_r * (1.0 - b_r), 0.0)  # stopgap: 0 * NaN at padded steps
             d_z = tl.where(a2, b_dht * (b_hin - b_n) * b_z * (1.0 - b_z), 0.0)
             p_d = p_dgh + o_rg[:, None] + o_n[None, :]
             tl.store(p_d + 0 * H, d_r, mask=m)
             tl.store(p_d + 1 * H, d_z, mask=m)
-            tl.store(p_d + 2 * H, d_n * b_r, mask=m)
+            tl.store(p_d + 2 * H, tl.where(a2, d_n * b_r, 0.0), mask=m)
             p_x = p_dgx + o_rg[:, None] + o_n[None, :]
             tl.store(p_x + 0 * H, to_out(d_r, p_dgx, INTERP), mask=m)
             tl.store(p_x + 1 * H, to_out(d_z, p_dgx, INTERP), mask=m)

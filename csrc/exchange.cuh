@@ -1,0 +1,166 @@
+// How the vector exchanged between steps (forward h, backward d_gh) reaches every CTA
+// of a batch group: the one staging path of both directions, per tier.
+//
+// X_e is the value of exchange round e (forward: X_0 = h0, X_{s+1} = h after step s;
+// backward: X_{s+1} = d_gh of phase s). Step s consumes X_s and publishes X_{s+1}.
+//   tier 1 (cta)     X lives in smem, double-buffered; producers are the CTA's own
+//                    threads; __syncthreads orders everything.
+//   tier 2 (cluster) X lives in every CTA's smem, double-buffered; each CTA stages its
+//                    slice, then stores it 16 bytes at a time into all CTAs of the cluster
+//                    (distributed shared memory) and arrives on the cluster barrier
+//                    (release); consumers wait on it (acquire) before the matmul.
+//   tier 3 (grid)    X_e lives in the global buffer xbuf[e & 1] (Bp, Kp); each CTA writes
+//                    its slice there, then releases its flag (gpu scope) with the value
+//                    e + 1. A consumer acquires the flag of each producer of its batch
+//                    group, in the order they arrive, and copies that chunk into smem with
+//                    16-byte cp.async; it waits for nothing else. Double buffering is safe:
+//                    a producer overwrites xbuf[e & 1] only after it has acquired X_{e-1}
+//                    from every CTA of its group, each of which had finished copying
+//                    X_{e-2} before it published X_{e-1}.
+// Padding (units j >= H, columns >= K, rows >= B) is zero in every copy of X: smem is
+// zeroed at start and xbuf by the launcher, and nothing ever writes a padded position.
+#pragma once
+#include <cstdio>
+
+#include "device.cuh"
+
+namespace fusedrnn {
+
+struct Workspace {
+  unsigned* status;       // kStatusWords: [0] error kind (0 none, 1 flag wait timed out), [1..] details
+  unsigned* flags;        // (NBG, NU): exchange rounds published by each CTA (tier 3)
+  void* xbuf;             // (2, Bp, Kp) dtype: X of tier 3
+  long long spin_limit;   // clock cycles a flag wait spins before it reports a timeout
+};
+
+// Which slice a CTA owns: units [j0, j0 + nu), batch rows [b0, b0 + nb) (nu, nb may be 0).
+struct Cta {
+  int rank, bg, j0, nu, b0, nb;
+  __device__ static Cta of(const Layout& L, int B, int H) {
+    Cta c;
+    c.rank = blockIdx.x % L.NU;  // == %cluster_ctarank in tier 2: clusters are NU consecutive CTAs
+    c.bg = blockIdx.x / L.NU;
+    c.j0 = c.rank * L.U;
+    c.nu = max(0, min(L.U, H - c.j0));
+    c.b0 = c.bg * L.BG;
+    c.nb = max(0, min(L.BG, B - c.b0));
+    return c;
+  }
+};
+
+template <typename T, int NPUB>  // NPUB segments of U units per published row: 1 forward, G backward
+struct Exchange {
+  const Layout& L;
+  Cta c;
+  T* xs;           // smem X: nx buffers of (BG, ldx)
+  T* stage;        // smem (NPUB, BG, U): tier 2's outgoing slice
+  Workspace ws;
+  volatile int* abort;  // smem: latched once a wait timed out, so later waits return at once
+  int dir;         // 0 forward, 1 backward (for error reports)
+
+  static constexpr int kVec = 16 / sizeof(T);
+
+  __device__ T* operand(int s) const { return L.tier == 3 ? xs : xs + (size_t)(s & 1) * L.BG * L.ldx; }
+
+  // The published value of (segment g, row bb, unit u) for round s + 1.
+  __device__ void put(int s, int g, int bb, int u, T v) const {
+    const int col = g * L.Hp + c.j0 + u;
+    if (L.tier == 1) {
+      xs[(size_t)((s + 1) & 1) * L.BG * L.ldx + (size_t)bb * L.ldx + col] = v;
+    } else if (L.tier == 2) {
+      stage[((size_t)g * L.BG + bb) * L.U + u] = v;
+    } else {
+      T* xg = static_cast<T*>(ws.xbuf);
+      xg[((size_t)((s + 1) & 1) * L.Bp + c.b0 + bb) * L.Kp + col] = v;
+    }
+  }
+
+  // Tier 2: every CTA must have zeroed its smem before any CTA stores into it.
+  __device__ void begin() const {
+    if (L.tier == 2) {
+      cluster_arrive();
+      cluster_wait();
+    }
+  }
+  // Tier 2: no CTA may exit while another can still store into its smem.
+  __device__ void end() const { begin(); }
+
+  // After the puts of step s (s = -1: the initial X_0): make X_{s+1} visible to its consumers.
+  __device__ void publish(int s) const {
+    __syncthreads();
+    if (L.tier == 2) {
+      const int pr = L.U / kVec, n = L.NU * NPUB * c.nb * pr;
+      const uint32_t base = smem_addr(xs + (size_t)((s + 1) & 1) * L.BG * L.ldx);
+      for (int i = threadIdx.x; i < n; i += kThreads) {
+        const int r = i % L.NU, rest = i / L.NU, q = rest % pr, gb = rest / pr, bb = gb % c.nb, g = gb / c.nb;
+        const uint4 v = *reinterpret_cast<const uint4*>(stage + ((size_t)g * L.BG + bb) * L.U + q * kVec);
+        const uint32_t at = base + (uint32_t)(((size_t)bb * L.ldx + g * L.Hp + c.j0 + q * kVec) * sizeof(T));
+        st_cluster16(map_rank(at, r), v);
+      }
+      cluster_arrive();
+    } else if (L.tier == 3 && threadIdx.x == 0) {
+      __threadfence();
+      st_release(ws.flags + c.bg * L.NU + c.rank, (unsigned)(s + 2));
+    }
+  }
+
+  // Before the matmul of step s: X_s complete in operand(s).
+  __device__ void consume(int s) const {
+    if (L.tier == 2) cluster_wait();
+    if (L.tier != 3) return;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const unsigned want = (unsigned)(s + 1);
+    const T* src = static_cast<const T*>(ws.xbuf) + ((size_t)(s & 1) * L.Bp + c.b0) * L.Kp;
+    const unsigned* flags = ws.flags + c.bg * L.NU;
+    const int nq = warp < L.NU ? ceil_div(L.NU - warp, kWarps) : 0;  // chunks warp, warp + 8, ...
+    uint32_t pending = nq >= 32 ? 0xffffffffu : ((1u << nq) - 1u);
+    const long long start = clock64();
+    while (pending) {
+      bool progressed = false;
+      for (int q = 0; q < nq; ++q) {
+        if (!((pending >> q) & 1u)) continue;
+        const int chunk = warp + q * kWarps;
+        const unsigned seen = ld_acquire(flags + chunk);
+        if (__all_sync(0xffffffffu, seen >= want) || *abort) {
+          copy_chunk(src, chunk, lane);
+          pending &= ~(1u << q);
+          progressed = true;
+        }
+      }
+      if (!progressed && pending && clock64() - start > ws.spin_limit) {
+        const int chunk = warp + (__ffs(pending) - 1) * kWarps;
+        if (lane == 0) timed_out(s, chunk, ld_acquire(flags + chunk), want);
+        *abort = 1;
+      }
+    }
+    cp_async_wait_all();
+    __syncthreads();
+  }
+
+  // Rows [0, BG) of producer `chunk`'s NPUB segments, 16 bytes per lane per copy.
+  __device__ void copy_chunk(const T* src, int chunk, int lane) const {
+    const int pr = L.U / kVec, per_seg = L.BG * pr, n = NPUB * per_seg;
+    for (int i = lane; i < n; i += 32) {
+      const int g = i / per_seg, r = i % per_seg, bb = r / pr, q = r % pr;
+      const int col = g * L.Hp + chunk * L.U + q * kVec;
+      cp_async16(xs + (size_t)bb * L.ldx + col, src + (size_t)bb * L.Kp + col);
+    }
+  }
+
+  __device__ void timed_out(int s, int chunk, unsigned seen, unsigned want) const {
+    if (atomicCAS(ws.status, 0u, 1u) == 0u) {
+      ws.status[1] = (unsigned)dir;
+      ws.status[2] = (unsigned)s;
+      ws.status[3] = blockIdx.x;
+      ws.status[4] = (unsigned)(c.bg * L.NU + chunk);
+      ws.status[5] = seen;
+      ws.status[6] = want;
+      __threadfence();
+      printf("fusedrnn: %s persistent kernel, grid tier: CTA %d timed out at step %d waiting for the chunk of CTA %d "
+             "(its flag is %u, wanted %u)\n",
+             dir ? "backward" : "forward", (int)blockIdx.x, s, c.bg * L.NU + chunk, seen, want);
+    }
+  }
+};
+
+}  // namespace fusedrnn

@@ -1,0 +1,66 @@
+// The persistent recurrence kernel: one launch for the whole sequence, every tier
+// (layout.h, exchange.cuh), both directions (passes.cuh).
+//
+// Grid: NBG batch groups x NU CTAs (unit slices); CTA (bg, rank) owns units
+// [rank*U, rank*U + U) of batch rows [bg*BG, bg*BG + BG) and keeps the weights of its
+// units in shared memory for the whole launch. Per step s:
+//   consume X_s (tier 1: nothing; 2: cluster barrier; 3: flags + cp.async)
+//   -> tensor-core matmul into part -> __syncthreads
+//   -> pointwise: cell step in registers, outputs, put X_{s+1}, loads for step s+1
+//   -> publish X_{s+1}.
+// Shared memory: A (RP, lda) weights | X (nx, BG, ldx) | bias (RP) fp32 | stage | part.
+#pragma once
+#include "passes.cuh"
+
+namespace fusedrnn {
+
+template <class Pass>
+__device__ __forceinline__ void load_weights(typename Pass::Elem* A, const typename Pass::Params& p,
+                                             const Layout& L, const Cta& c) {
+  const int n = L.RP * L.Kp;
+  for (int i = threadIdx.x; i < n; i += kThreads) {
+    const int lr = i / L.Kp, k = i % L.Kp;
+    A[(size_t)lr * L.lda + k] = Pass::weight(p, L, c, lr, k);
+  }
+}
+
+template <class Pass>
+__global__ void __launch_bounds__(kThreads, 1)
+persistent_kernel(const typename Pass::Params p, const Layout L, const Workspace ws) {
+  using T = typename Pass::Elem;
+  extern __shared__ __align__(128) unsigned char smem[];
+  __shared__ int s_abort;
+  const Cta c = Cta::of(L, p.B, p.H);
+  T* A = reinterpret_cast<T*>(smem + L.off_a);
+  float* part = reinterpret_cast<float*>(smem + L.off_part);
+  float* bias = reinterpret_cast<float*>(smem + L.off_bias);
+  if (threadIdx.x == 0) s_abort = 0;
+  uint4* zero = reinterpret_cast<uint4*>(smem + L.off_x);  // X, bias and stage: zero padding
+  for (int i = threadIdx.x; i < (L.off_part - L.off_x) / 16; i += kThreads) zero[i] = make_uint4(0, 0, 0, 0);
+  __syncthreads();
+  load_weights<Pass>(A, p, L, c);
+  Pass::load_bias(bias, p, L, c);
+  const Exchange<T, Pass::kPublished> ex{L, c, reinterpret_cast<T*>(smem + L.off_x),
+                                         reinterpret_cast<T*>(smem + L.off_stage), ws, &s_abort,
+                                         Pass::kBackward ? 1 : 0};
+  __syncthreads();
+  ex.begin();
+  typename Pass::Regs r;
+  Pass::init(r, p, L, c, ex);
+  if (Pass::kPublishesInitial) ex.publish(-1);
+  const int n = Pass::steps(p);
+  for (int s = 0; s < n; ++s) {
+    const bool consumed = Pass::consumes(s);
+    if (consumed) {
+      ex.consume(s);
+      step_matmul<T>(A, ex.operand(s), part, L);
+      __syncthreads();
+    }
+    Pass::pointwise(r, p, L, c, ex, part, bias, s, consumed);
+    if (s + 1 < n) ex.publish(s);
+  }
+  Pass::finish(r, p, c);
+  ex.end();
+}
+
+}  // namespace fusedrnn

@@ -25,7 +25,7 @@ struct Launch {
   std::uintptr_t stream = 0;  // cudaStream_t of the caller (torch's current stream)
   int device = 0;             // CUDA device index the pointers live on
   Mode mode = Mode::AUTO;
-  int units = 0, batch_rows = 0;  // forced U / BG of the plan (tests), 0: choose
+  int units = 0, batch_rows = 0, passes = 0;  // forced U / BG / NP of the plan (tests), 0: choose
   long long spin_limit = 0;   // clock cycles a grid-tier flag wait spins before reporting (0: default)
   bool fake_launch_failure = false;  // tests: report a refused persistent launch without launching
 };
@@ -67,7 +67,7 @@ struct BackwardArgs {
 inline PlanRequest plan_request(bool backward, Cell cell, DType dtype, int B, int H, const Launch& l) {
   PlanRequest r;
   r.backward = backward; r.G = gates(cell); r.S = saved_slots(cell); r.esize = dtype_size(dtype);
-  r.B = B; r.H = H; r.mode = l.mode; r.units = l.units; r.batch_rows = l.batch_rows;
+  r.B = B; r.H = H; r.mode = l.mode; r.units = l.units; r.batch_rows = l.batch_rows; r.passes = l.passes;
   return r;
 }
 // Returns "" or the note of a fallback (AUTO: a refused persistent launch ran per step);

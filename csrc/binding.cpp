@@ -14,15 +14,15 @@ using namespace fusedrnn;
 namespace {
 
 LaunchKnobs knobs(long long stream, long long device, const std::string& mode, long long units, long long rows,
-                  long long spin, bool fake_failure) {
+                  long long passes, long long spin, bool fake_failure) {
   LaunchKnobs k;
-  k.stream = stream; k.device = device; k.mode = mode; k.units = units; k.batch_rows = rows;
+  k.stream = stream; k.device = device; k.mode = mode; k.units = units; k.batch_rows = rows; k.passes = passes;
   k.spin_limit = spin; k.fake_launch_failure = fake_failure;
   return k;
 }
 
 PlanRequest request(bool backward, const std::string& cell, long long dtype, long long B, long long H,
-                    const std::string& mode, long long units, long long rows) {
+                    const std::string& mode, long long units, long long rows, long long passes) {
   const Cell c = parse_cell(cell);
   const DType d = parse_dtype(dtype, "dtype");
   if (d != DType::F32 && d != DType::F16 && d != DType::BF16)
@@ -31,7 +31,7 @@ PlanRequest request(bool backward, const std::string& cell, long long dtype, lon
     throw std::invalid_argument("fusedrnn._C: plan: B and H must be in [1, 2^31)");
   if (gates(c) * H * H > INT32_MAX || B * gates(c) * H > INT32_MAX)
     throw std::invalid_argument("fusedrnn._C: plan: B*G*H or G*H*H exceeds the int32 range of the kernels");
-  const Launch l = parse_launch(knobs(0, 0, mode, units, rows, 0, false));
+  const Launch l = parse_launch(knobs(0, 0, mode, units, rows, passes, 0, false));
   return plan_request(backward, c, d, (int)B, (int)H, l);
 }
 
@@ -72,9 +72,9 @@ py::dict plan_dict(const Plan& p) {
   d["smem_bytes"] = p.tier == Tier::STEP ? p.step.smem : L.smem;
   d["workspace_bytes"] = p.ws_bytes;
   const char* names[] = {"tier", "U", "NU", "Hp", "BG", "NBG", "Bp", "K", "Kp", "RP", "lda", "ldx", "ldp", "KS",
-                         "WM", "WN", "ppt", "nx", "off_a", "off_x", "off_part", "off_bias", "off_stage", "smem"};
+                         "WM", "WN", "ppt", "nx", "NP", "CPP", "off_a", "off_x", "off_part", "off_bias", "off_stage", "smem"};
   const int vals[] = {L.tier, L.U, L.NU, L.Hp, L.BG, L.NBG, L.Bp, L.K, L.Kp, L.RP, L.lda, L.ldx, L.ldp, L.KS,
-                      L.WM, L.WN, L.ppt, L.nx, L.off_a, L.off_x, L.off_part, L.off_bias, L.off_stage, L.smem};
+                      L.WM, L.WN, L.ppt, L.nx, L.NP, L.CPP, L.off_a, L.off_x, L.off_part, L.off_bias, L.off_stage, L.smem};
   for (size_t i = 0; i < sizeof(vals) / sizeof(vals[0]); ++i) layout[names[i]] = vals[i];
   d["layout"] = layout;
   step["units"] = p.step.U; step["rows"] = p.step.rows; step["chunk"] = p.step.BC;
@@ -100,10 +100,10 @@ PYBIND11_MODULE(_C, m) {
         [](const std::string& cell, bool reverse, py::object gx, py::object h0, py::object c0, py::object w_hh,
            py::object b_hh, py::object lengths, py::object y, py::object hT, py::object cT, py::object saved,
            py::object workspace, long long stream, long long device, const std::string& mode, long long units,
-           long long batch_rows, long long spin_limit, bool fake_launch_failure) {
+           long long batch_rows, long long passes, long long spin_limit, bool fake_launch_failure) {
           ForwardArgs a = make_forward_args(cell, reverse, gx, h0, c0, w_hh, b_hh, lengths, y, hT, cT, saved,
                                             workspace,
-                                            knobs(stream, device, mode, units, batch_rows, spin_limit,
+                                            knobs(stream, device, mode, units, batch_rows, passes, spin_limit,
                                                   fake_launch_failure));
           py::gil_scoped_release release;
           return forward(a);
@@ -111,7 +111,8 @@ PYBIND11_MODULE(_C, m) {
         py::arg("cell"), py::arg("reverse"), py::arg("gx"), py::arg("h0"), py::arg("c0"), py::arg("w_hh"),
         py::arg("b_hh"), py::arg("lengths"), py::arg("y"), py::arg("hT"), py::arg("cT"), py::arg("saved"),
         py::arg("workspace"), py::arg("stream"), py::arg("device"), py::arg("mode") = "auto", py::arg("units") = 0,
-        py::arg("batch_rows") = 0, py::arg("spin_limit") = 0, py::arg("fake_launch_failure") = false,
+        py::arg("batch_rows") = 0, py::arg("passes") = 0, py::arg("spin_limit") = 0,
+        py::arg("fake_launch_failure") = false,
         "Launch the forward recurrence on `stream`; tensors as (ptr, dtype_code, shape, strides). Returns '' or "
         "the note of a fallback to the per-step kernels.");
 
@@ -119,10 +120,10 @@ PYBIND11_MODULE(_C, m) {
         [](const std::string& cell, bool reverse, py::object dy, py::object dhT, py::object dcT, py::object w_t,
            py::object lengths, py::object saved, py::object d_gx, py::object d_gh, py::object dh0, py::object dc0,
            py::object workspace, long long stream, long long device, const std::string& mode, long long units,
-           long long batch_rows, long long spin_limit, bool fake_launch_failure) {
+           long long batch_rows, long long passes, long long spin_limit, bool fake_launch_failure) {
           BackwardArgs a = make_backward_args(cell, reverse, dy, dhT, dcT, w_t, lengths, saved, d_gx, d_gh, dh0,
                                               dc0, workspace,
-                                              knobs(stream, device, mode, units, batch_rows, spin_limit,
+                                              knobs(stream, device, mode, units, batch_rows, passes, spin_limit,
                                                     fake_launch_failure));
           py::gil_scoped_release release;
           return backward(a);
@@ -130,32 +131,34 @@ PYBIND11_MODULE(_C, m) {
         py::arg("cell"), py::arg("reverse"), py::arg("dy"), py::arg("dhT"), py::arg("dcT"), py::arg("w_hh_t"),
         py::arg("lengths"), py::arg("saved"), py::arg("d_gx"), py::arg("d_gh"), py::arg("dh0"), py::arg("dc0"),
         py::arg("workspace"), py::arg("stream"), py::arg("device"), py::arg("mode") = "auto", py::arg("units") = 0,
-        py::arg("batch_rows") = 0, py::arg("spin_limit") = 0, py::arg("fake_launch_failure") = false,
+        py::arg("batch_rows") = 0, py::arg("passes") = 0, py::arg("spin_limit") = 0,
+        py::arg("fake_launch_failure") = false,
         "Launch the backward recurrence (d_gates, dh0, dc0) on `stream`.");
 
   m.def("plan_for",
         [](bool backward, const std::string& cell, long long dtype, long long B, long long H, py::dict limits,
-           const std::string& mode, long long units, long long batch_rows) {
-          return plan_dict(make_plan(request(backward, cell, dtype, B, H, mode, units, batch_rows), limits_from(limits)));
+           const std::string& mode, long long units, long long batch_rows, long long passes) {
+          return plan_dict(make_plan(request(backward, cell, dtype, B, H, mode, units, batch_rows, passes),
+                                     limits_from(limits)));
         },
         py::arg("backward"), py::arg("cell"), py::arg("dtype"), py::arg("B"), py::arg("H"), py::arg("limits"),
-        py::arg("mode") = "auto", py::arg("units") = 0, py::arg("batch_rows") = 0,
+        py::arg("mode") = "auto", py::arg("units") = 0, py::arg("batch_rows") = 0, py::arg("passes") = 0,
         "The plan for a device described by `limits` (sms, smem_optin, smem_per_sm, regs_per_sm, cc_major, "
         "cc_minor, max_cluster, cooperative): a pure function, no GPU needed.");
 
   m.def("plan",
         [](bool backward, const std::string& cell, long long dtype, long long B, long long H, long long device,
-           const std::string& mode, long long units, long long batch_rows) {
-          const PlanRequest r = request(backward, cell, dtype, B, H, mode, units, batch_rows);
-          parse_launch(knobs(0, device, mode, units, batch_rows, 0, false));
+           const std::string& mode, long long units, long long batch_rows, long long passes) {
+          const PlanRequest r = request(backward, cell, dtype, B, H, mode, units, batch_rows, passes);
+          parse_launch(knobs(0, device, mode, units, batch_rows, passes, 0, false));
           return plan_dict(plan_on_device(r, (int)device));
         },
         py::arg("backward"), py::arg("cell"), py::arg("dtype"), py::arg("B"), py::arg("H"), py::arg("device"),
-        py::arg("mode") = "auto", py::arg("units") = 0, py::arg("batch_rows") = 0,
+        py::arg("mode") = "auto", py::arg("units") = 0, py::arg("batch_rows") = 0, py::arg("passes") = 0,
         "The plan on CUDA device `device`: its limits read off the device, then plan_for's function.");
 
   m.def("device_limits", [](long long device) {
-    parse_launch(knobs(0, device, "auto", 0, 0, 0, false));
+    parse_launch(knobs(0, device, "auto", 0, 0, 0, 0, false));
     return limits_dict(device_limits((int)device));
   }, py::arg("device"), "The limits of a CUDA device the plan uses.");
 

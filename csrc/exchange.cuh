@@ -13,7 +13,8 @@
 //                    its slice there, then releases its flag (gpu scope) with the value
 //                    e + 1. A consumer acquires the flag of each producer of its batch
 //                    group, in the order they arrive, and copies that chunk into smem with
-//                    16-byte cp.async; it waits for nothing else. Double buffering is safe:
+//                    16-byte cp.async; it waits for nothing else. K streams through smem
+//                    in NP passes, two buffers deep. Double buffering of xbuf is safe:
 //                    a producer overwrites xbuf[e & 1] only after it has acquired X_{e-1}
 //                    from every CTA of its group, each of which had finished copying
 //                    X_{e-2} before it published X_{e-1}.
@@ -23,6 +24,7 @@
 #include <cstdio>
 
 #include "device.cuh"
+#include "step_matmul.cuh"
 
 namespace fusedrnn {
 
@@ -60,7 +62,7 @@ struct Exchange {
 
   static constexpr int kVec = 16 / sizeof(T);
 
-  __device__ T* operand(int s) const { return L.tier == 3 ? xs : xs + (size_t)(s & 1) * L.BG * L.ldx; }
+  __device__ T* operand(int s) const { return xs + (size_t)(s & 1) * L.BG * L.ldx; }  // tiers 1, 2
 
   // The published value of (segment g, row bb, unit u) for round s + 1.
   __device__ void put(int s, int g, int bb, int u, T v) const {
@@ -97,6 +99,7 @@ struct Exchange {
         const uint32_t at = base + (uint32_t)(((size_t)bb * L.ldx + g * L.Hp + c.j0 + q * kVec) * sizeof(T));
         st_cluster16(map_rank(at, r), v);
       }
+      __syncwarp();  // barrier.cluster.*.aligned: the warp arrives converged
       cluster_arrive();
     } else if (L.tier == 3 && threadIdx.x == 0) {
       __threadfence();
@@ -104,47 +107,69 @@ struct Exchange {
     }
   }
 
-  // Before the matmul of step s: X_s complete in operand(s).
-  __device__ void consume(int s) const {
+  // Tiers 1 and 2, before the matmul of step s: X_s complete in operand(s).
+  __device__ void consume(int) const {
     if (L.tier == 2) cluster_wait();
-    if (L.tier != 3) return;
+  }
+
+  // Tier 3: the matmul of step s over X_s streamed through smem in NP passes of CPP chunks
+  // (chunk q = U columns [q*U, q*U + U) = segment q / NU of producer q % NU). Pass p + 1's
+  // chunks are copied (each as soon as its producer's flag says so) while pass p multiplies.
+  __device__ void stream_multiply(int s, const T* A, float* part) const {
+    constexpr int KE = 32 / sizeof(T);
+    const int nq = NPUB * L.NU, nk = L.Kp / KE;
+    T* buf[2] = {xs, xs + (size_t)L.BG * L.ldx};
+    fetch(s, 0, min(L.CPP, nq), buf[0]);
+    for (int p = 0; p < L.NP; ++p) {
+      const int q0 = p * L.CPP, q1 = min(nq, q0 + L.CPP);
+      if (p + 1 < L.NP) {
+        fetch(s, q1, min(nq, q1 + L.CPP), buf[(p + 1) & 1]);
+        asm volatile("cp.async.wait_group 1;\n" ::: "memory");
+      } else {
+        asm volatile("cp.async.wait_group 0;\n" ::: "memory");
+      }
+      __syncthreads();
+      // the last pass also covers the zero columns [K, Kp) (NP == 1 only: NP > 1 has U % KE == 0)
+      step_matmul<T>(A, buf[p & 1], q0 * L.U, part, L, q0 * L.U / KE, p + 1 == L.NP ? nk : q1 * L.U / KE, p > 0);
+      if (p + 1 < L.NP) __syncthreads();  // buf[p & 1] is refilled by pass p + 2
+    }
+  }
+
+  // Copy chunks [q0, q1) of round s into dst (column (q - q0)*U), each once its producer's
+  // flag reaches s + 1, in the order they arrive; rows [0, BG); commits one cp.async group.
+  __device__ void fetch(int s, int q0, int q1, T* dst) const {
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const unsigned want = (unsigned)(s + 1);
     const T* src = static_cast<const T*>(ws.xbuf) + ((size_t)(s & 1) * L.Bp + c.b0) * L.Kp;
     const unsigned* flags = ws.flags + c.bg * L.NU;
-    const int nq = warp < L.NU ? ceil_div(L.NU - warp, kWarps) : 0;  // chunks warp, warp + 8, ...
-    uint32_t pending = nq >= 32 ? 0xffffffffu : ((1u << nq) - 1u);
+    const int n = q1 - q0, mine = warp < n ? ceil_div(n - warp, kWarps) : 0;  // chunks q0 + warp + 8i
+    uint32_t pending = mine >= 32 ? 0xffffffffu : ((1u << mine) - 1u);
     const long long start = clock64();
-    while (pending) {
+    while (pending) {  // pending, and every branch below, is uniform across the warp
       bool progressed = false;
-      for (int q = 0; q < nq; ++q) {
-        if (!((pending >> q) & 1u)) continue;
-        const int chunk = warp + q * kWarps;
-        const unsigned seen = ld_acquire(flags + chunk);
-        if (__all_sync(0xffffffffu, seen >= want) || *abort) {
-          copy_chunk(src, chunk, lane);
-          pending &= ~(1u << q);
+      const bool aborted = __any_sync(0xffffffffu, *abort != 0);
+      for (int i = 0; i < mine; ++i) {
+        if (!((pending >> i) & 1u)) continue;
+        const int q = q0 + warp + i * kWarps;
+        const unsigned seen = ld_acquire(flags + q % L.NU);
+        if (__all_sync(0xffffffffu, seen >= want) || aborted) {
+          const int pr = L.U / kVec;
+          for (int k = lane; k < L.BG * pr; k += 32) {
+            const int bb = k / pr, piece = k % pr;
+            cp_async16(dst + (size_t)bb * L.ldx + (q - q0) * L.U + piece * kVec,
+                       src + (size_t)bb * L.Kp + q * L.U + piece * kVec);
+          }
+          pending &= ~(1u << i);
           progressed = true;
         }
       }
-      if (!progressed && pending && clock64() - start > ws.spin_limit) {
-        const int chunk = warp + (__ffs(pending) - 1) * kWarps;
-        if (lane == 0) timed_out(s, chunk, ld_acquire(flags + chunk), want);
+      if (!progressed && pending && __any_sync(0xffffffffu, clock64() - start > ws.spin_limit)) {
+        const int q = q0 + warp + (__ffs(pending) - 1) * kWarps;
+        if (lane == 0) timed_out(s, q % L.NU, ld_acquire(flags + q % L.NU), want);
         *abort = 1;
       }
     }
-    cp_async_wait_all();
-    __syncthreads();
-  }
-
-  // Rows [0, BG) of producer `chunk`'s NPUB segments, 16 bytes per lane per copy.
-  __device__ void copy_chunk(const T* src, int chunk, int lane) const {
-    const int pr = L.U / kVec, per_seg = L.BG * pr, n = NPUB * per_seg;
-    for (int i = lane; i < n; i += 32) {
-      const int g = i / per_seg, r = i % per_seg, bb = r / pr, q = r % pr;
-      const int col = g * L.Hp + chunk * L.U + q * kVec;
-      cp_async16(xs + (size_t)bb * L.ldx + col, src + (size_t)bb * L.Kp + col);
-    }
+    asm volatile("cp.async.commit_group;\n" ::: "memory");
   }
 
   __device__ void timed_out(int s, int chunk, unsigned seen, unsigned want) const {

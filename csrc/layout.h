@@ -31,7 +31,10 @@ struct Layout {
   int ldp;           // row stride (floats) of the partial sums part[ks][n][row]
   int KS, WM, WN;    // split-K slices; m-tiles and n-tiles per warp item
   int ppt;           // pointwise pairs per thread (<= kPairsPerThread)
-  int nx;            // exchanged-row buffers in smem: 2 (tiers 1, 2: written by producers), 1 (tier 3)
+  int nx;            // exchanged-row buffers in smem: 2 (tiers 1, 2: rounds s, s+1; tier 3 with NP > 1:
+                     // passes p, p+1), else 1
+  int NP, CPP;       // tier 3: passes per step over K, chunks (U columns of one producer) per pass;
+                     // a pass copies its chunks while the matmul runs on the previous one
   int off_a, off_x, off_part, off_bias, off_stage, smem;  // dynamic shared memory (bytes)
 };
 

@@ -4,8 +4,8 @@
 // Grid: NBG batch groups x NU CTAs (unit slices); CTA (bg, rank) owns units
 // [rank*U, rank*U + U) of batch rows [bg*BG, bg*BG + BG) and keeps the weights of its
 // units in shared memory for the whole launch. Per step s:
-//   consume X_s (tier 1: nothing; 2: cluster barrier; 3: flags + cp.async)
-//   -> tensor-core matmul into part -> __syncthreads
+//   consume X_s (tier 1: nothing; 2: cluster barrier; 3: flags + cp.async, streamed in
+//   passes) -> tensor-core matmul into part -> __syncthreads
 //   -> pointwise: cell step in registers, outputs, put X_{s+1}, loads for step s+1
 //   -> publish X_{s+1}.
 // Shared memory: A (RP, lda) weights | X (nx, BG, ldx) | bias (RP) fp32 | stage | part.
@@ -52,8 +52,12 @@ persistent_kernel(const typename Pass::Params p, const Layout L, const Workspace
   for (int s = 0; s < n; ++s) {
     const bool consumed = Pass::consumes(s);
     if (consumed) {
-      ex.consume(s);
-      step_matmul<T>(A, ex.operand(s), part, L);
+      if (L.tier == 3) {
+        ex.stream_multiply(s, A, part);
+      } else {
+        ex.consume(s);
+        step_matmul<T>(A, ex.operand(s), 0, part, L, 0, L.Kp / (32 / (int)sizeof(T)), false);
+      }
       __syncthreads();
     }
     Pass::pointwise(r, p, L, c, ex, part, bias, s, consumed);

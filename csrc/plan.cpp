@@ -94,7 +94,7 @@ struct Candidate {
 };
 
 // Layout, shared memory and estimate of one (tier, U, BG); false (with why) if it cannot run.
-bool evaluate(const PlanRequest& r, const DeviceLimits& dev, Tier tier, int U, int BG, Candidate* out,
+bool evaluate(const PlanRequest& r, const DeviceLimits& dev, Tier tier, int U, int BG, int np, Candidate* out,
               long long* smem_needed) {
   const int e = r.esize, vec = 16 / e, kstep = 32 / e;
   const int RPU = r.backward ? 1 : r.G, NPUB = r.backward ? r.G : 1;
@@ -109,11 +109,16 @@ bool evaluate(const PlanRequest& r, const DeviceLimits& dev, Tier tier, int U, i
   L.K = r.backward ? r.G * L.Hp : L.Hp;
   L.Kp = (int)rup(L.K, kstep);
   L.RP = (int)rup((long long)RPU * U, 16);
-  L.lda = L.ldx = L.Kp + vec;  // +16 bytes: the 8 rows of an ldmatrix hit distinct banks
+  const int nq = NPUB * L.NU;  // chunks of U columns per exchanged row
+  if (np > 1 && (tier != Tier::GRID || U % kstep != 0)) return false;
+  L.CPP = (int)cdiv(nq, np);
+  L.NP = (int)cdiv(nq, L.CPP);
+  if (L.NP != np) return false;  // the same split as a smaller np
+  L.lda = L.Kp + vec;  // +16 bytes: the 8 rows of an ldmatrix hit distinct banks
+  L.ldx = (L.NP > 1 ? L.CPP * U : L.Kp) + vec;
   L.ldp = (int)rup(L.RP, 32) + 4;  // accumulator stores of a warp hit distinct banks
-  L.nx = tier == Tier::GRID ? 1 : 2;
-  L.ppt = (int)cdiv((long long)U * BG, kThreads);
-  if (L.ppt > kPairsPerThread) return false;
+  L.nx = tier == Tier::GRID && L.NP == 1 ? 1 : 2;
+  L.ppt = (int)cdiv((long long)U * std::min(BG, r.B), kThreads);  // pairs of real rows only
   long long off = 0;
   auto region = [&](long long bytes) { const long long at = off; off = rup(off + bytes, 128); return (int)at; };
   L.off_a = region((long long)L.RP * L.lda * e);
@@ -121,11 +126,12 @@ bool evaluate(const PlanRequest& r, const DeviceLimits& dev, Tier tier, int U, i
   L.off_bias = region(r.backward ? 0 : (long long)L.RP * 4);
   L.off_stage = region(tier == Tier::CLUSTER ? (long long)NPUB * BG * U * e : 0);
   L.off_part = (int)off;
+  if (L.ppt > kPairsPerThread) return false;  // more (unit, row) pairs than the threads hold
+  *smem_needed = off + (long long)BG * L.ldp * 4 + kStaticSmemReserve;  // with one split-K slice
   const long long budget = (long long)dev.smem_optin - kStaticSmemReserve - off;
   const int MT = L.RP / 16, NT = BG / 8, nk = L.Kp / kstep;
   const Split sp = best_split(MT, NT, nk, e, BG, L.ldp, budget);
   const long long need = off + (long long)(sp.KS ? sp.KS : 1) * BG * L.ldp * 4;
-  *smem_needed = need;
   if (sp.KS == 0 || need + kStaticSmemReserve > dev.smem_optin) return false;
   L.KS = sp.KS; L.WM = sp.WM; L.WN = sp.WN;
   L.smem = (int)need;
@@ -146,7 +152,7 @@ bool evaluate(const PlanRequest& r, const DeviceLimits& dev, Tier tier, int U, i
     const double bytes = (double)BG * L.K * e;
     est.exchange = std::max(bytes / kModel.l2_bytes_per_clk / clk, grid * bytes / kModel.l2_total_bytes_per_us);
   }
-  est.compute = sp.cycles / clk;
+  est.compute = sp.cycles / clk + (L.NP - 1) * 2 * kModel.cta_sync_us;
   est.pointwise = (kModel.pointwise_clk + 40.0 * L.ppt * r.G) / clk;
   const double per_step = r.backward
       ? (double)r.B * r.H * (e + 4.0 * r.S + (double)r.G * e * (r.G == 3 ? 2 : 1))
@@ -208,15 +214,19 @@ Plan plan_uncached(const PlanRequest& r, const DeviceLimits& dev) {
           if (t == Tier::CLUSTER && (!want_cluster || NU > dev.max_cluster || (NU == 1 && r.mode != Mode::CLUSTER)))
             continue;
           if (t == Tier::GRID && (!want_grid || (NU == 1 && r.mode != Mode::GRID) || NBG * NU > dev.sms)) continue;
-          Candidate c;
-          long long smem = 0;
-          const bool ok = evaluate(r, dev, t, U, BG, &c, &smem);
-          if (smem > 0 && (*need < 0 || smem < *need)) *need = smem;
-          if (!ok) continue;
-          if (!found || c.est.step < best.est.step - 1e-9 ||
-              (c.est.step <= best.est.step + 1e-9 && c.grid < best.grid)) {
-            best = c;
-            found = true;
+          const int max_np = t == Tier::GRID ? (r.backward ? r.G : 1) * NU : 1;
+          for (int np = r.passes > 0 && t == Tier::GRID ? std::min(r.passes, max_np) : 1; np <= max_np; ++np) {
+            Candidate c;
+            long long smem = 0;
+            const bool ok = evaluate(r, dev, t, U, BG, np, &c, &smem);
+            if (smem > 0 && (*need < 0 || smem < *need)) *need = smem;
+            if (!ok) continue;
+            if (!found || c.est.step < best.est.step - 1e-9 ||
+                (c.est.step <= best.est.step + 1e-9 && c.grid < best.grid)) {
+              best = c;
+              found = true;
+            }
+            break;  // more passes only cost more once one fits (or: the forced count)
           }
         }
       }
@@ -229,11 +239,13 @@ Plan plan_uncached(const PlanRequest& r, const DeviceLimits& dev) {
                                kb(dev.smem_optin) + ")"
                          : otherwise);
       };
-      why += part("one CTA", want_cta, cta_need, "H needs more than one CTA at this unit count");
+      const std::string pairs = "more than " + std::to_string(kThreads * kPairsPerThread) +
+                                " (unit, batch row) pairs per CTA";
+      why += part("one CTA", want_cta, cta_need, pairs);
       why += part("a cluster", want_cluster, cluster_need,
-                  "no cluster of at most " + std::to_string(dev.max_cluster) + " CTAs fits");
+                  "no cluster of at most " + std::to_string(dev.max_cluster) + " CTAs without " + pairs);
       why += part("the grid", want_grid, grid_need,
-                  "no grid of at most " + std::to_string(dev.sms) + " co-resident CTAs fits");
+                  "no grid of at most " + std::to_string(dev.sms) + " co-resident CTAs without " + pairs);
       if (!want_cluster && (auto_like || r.mode == Mode::CLUSTER))
         why += std::string(why.empty() ? "" : "; ") + "clusters need sm_90";
       if (!want_grid && (auto_like || r.mode == Mode::GRID))
@@ -301,8 +313,8 @@ const char* mode_name(Mode m) {
 }
 
 Plan make_plan(const PlanRequest& r, const DeviceLimits& d) {
-  using Key = std::tuple<bool, int, int, int, int, int, int, int, int, int, int, int, int, int, int, int, int>;
-  const Key key{r.backward, r.G, r.S, r.esize, r.B, r.H, (int)r.mode, r.units, r.batch_rows,
+  using Key = std::tuple<bool, int, int, int, int, int, int, int, int, int, int, int, int, int, int, int, int, int>;
+  const Key key{r.backward, r.G, r.S, r.esize, r.B, r.H, (int)r.mode, r.units, r.batch_rows, r.passes,
                 d.sms, d.smem_optin, d.smem_per_sm, d.regs_per_sm, d.cc_major, d.cc_minor, d.max_cluster,
                 d.cooperative};
   static std::mutex mu;

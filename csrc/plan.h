@@ -30,6 +30,7 @@ struct PlanRequest {
   Mode mode = Mode::AUTO;
   int units = 0;         // force U (units per CTA; rounded up to 16 bytes), 0: choose
   int batch_rows = 0;    // force BG (rows per group; rounded up to 8), 0: choose
+  int passes = 0;        // force NP (grid tier: passes over K per step), 0: the fewest that fit
 };
 
 // The cost model's terms for one step, microseconds (see plan.cpp and benchmarks/NOTES.md).

@@ -1,12 +1,15 @@
 // The step matmul of a persistent CTA, on the tensor cores:
-//   part[ks][n][row] = Σ_{k in slice ks} A[row][k] · X[n][k]
+//   part[ks][n][row] (+)= Σ_{k in slice ks} A[row][k] · X[n][k - x0]
 //
 //   A     (RP, Kp) the CTA's weight slice in smem, row stride lda (rows: gate-major units)
-//   X     (BG, Kp) the exchanged vector of the CTA's batch rows in smem, row stride ldx
+//   X     (BG, >= kt_end*KE - x0) the exchanged vector of the CTA's batch rows in smem, row stride
+//         ldx, holding columns [x0, ...) (tier 3 streams K through it in passes)
 //   part  (KS, BG, ldp) fp32 in smem; the pointwise sums the KS slices in order, so
 //         results are bitwise reproducible (no atomics)
 // M = weight rows (16-row m-tiles), N = batch rows (8-row n-tiles), K in 32-byte k-steps
-// (16 bf16/fp16 or 8 fp32 values). A warp item is WM m-tiles x WN n-tiles x one k-slice;
+// (16 bf16/fp16 or 8 fp32 values), k-steps [kt_begin, kt_end) split into KS slices; a
+// later pass adds to part (the same warp owns the same entries in every pass, so the
+// order of the sums is fixed). A warp item is WM m-tiles x WN n-tiles x one k-slice;
 // fragments come from ldmatrix, whose byte addressing is the same for every dtype.
 #pragma once
 #include "device.cuh"
@@ -14,14 +17,15 @@
 namespace fusedrnn {
 
 template <typename T>
-__device__ void step_matmul(const T* A, const T* X, float* part, const Layout& L) {
+__device__ void step_matmul(const T* A, const T* X, int x0, float* part, const Layout& L, int kt_begin, int kt_end,
+                            bool accumulate) {
   constexpr int KE = 32 / sizeof(T);  // elements per k-step
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  const int MT = L.RP / 16, NT = L.BG / 8, nk = L.Kp / KE;
+  const int MT = L.RP / 16, NT = L.BG / 8, nk = kt_end - kt_begin;
   const int MG = ceil_div(MT, L.WM), NG = ceil_div(NT, L.WN), items = MG * NG * L.KS;
   for (int item = warp; item < items; item += kWarps) {
     const int ks = item % L.KS, rest = item / L.KS, mg = rest % MG, ng = rest / MG;
-    const int k0 = ks * nk / L.KS, k1 = (ks + 1) * nk / L.KS;
+    const int k0 = kt_begin + ks * nk / L.KS, k1 = kt_begin + (ks + 1) * nk / L.KS;
     // ldmatrix row addresses: A x4 = rows 0-15 at k, rows 0-15 at k + 16 bytes;
     // X x2 = rows 0-7 at k, rows 0-7 at k + 16 bytes (lanes 16-31 mirror lanes 0-15)
     const T* pa[kWarpM];
@@ -34,7 +38,7 @@ __device__ void step_matmul(const T* A, const T* X, float* part, const Layout& L
 #pragma unroll
     for (int j = 0; j < kWarpN; ++j) {
       const int nt = min(ng * L.WN + j, NT - 1);
-      pb[j] = X + (size_t)(nt * 8 + (lane & 7)) * L.ldx + ((lane >> 3) & 1) * (KE / 2);
+      pb[j] = X + (size_t)(nt * 8 + (lane & 7)) * L.ldx + ((lane >> 3) & 1) * (KE / 2) - x0;
     }
     float acc[kWarpM][kWarpN][4];
 #pragma unroll
@@ -64,10 +68,17 @@ __device__ void step_matmul(const T* A, const T* X, float* part, const Layout& L
         const int mt = mg * L.WM + i, nt = ng * L.WN + j;
         if (i < L.WM && j < L.WN && mt < MT && nt < NT) {
           float* p = part + (size_t)(ks * L.BG + nt * 8 + 2 * tig) * L.ldp + mt * 16 + gid;
-          p[0] = acc[i][j][0];
-          p[L.ldp] = acc[i][j][1];
-          p[8] = acc[i][j][2];
-          p[L.ldp + 8] = acc[i][j][3];
+          if (accumulate) {
+            p[0] += acc[i][j][0];
+            p[L.ldp] += acc[i][j][1];
+            p[8] += acc[i][j][2];
+            p[L.ldp + 8] += acc[i][j][3];
+          } else {
+            p[0] = acc[i][j][0];
+            p[L.ldp] = acc[i][j][1];
+            p[8] = acc[i][j][2];
+            p[L.ldp + 8] = acc[i][j][3];
+          }
         }
       }
   }

@@ -124,6 +124,7 @@ Launch parse_launch(const LaunchKnobs& k) {
   if (k.units < 0 || k.units > 65536) bad("units must be in [0, 65536], got " + std::to_string(k.units));
   if (k.batch_rows < 0 || k.batch_rows > 65536)
     bad("batch_rows must be in [0, 65536], got " + std::to_string(k.batch_rows));
+  if (k.passes < 0 || k.passes > 65536) bad("passes must be in [0, 65536], got " + std::to_string(k.passes));
   if (k.spin_limit < 0) bad("spin_limit must be >= 0");
   Launch l;
   l.stream = static_cast<std::uintptr_t>(k.stream);
@@ -131,6 +132,7 @@ Launch parse_launch(const LaunchKnobs& k) {
   l.mode = parse_mode(k.mode);
   l.units = static_cast<int>(k.units);
   l.batch_rows = static_cast<int>(k.batch_rows);
+  l.passes = static_cast<int>(k.passes);
   l.spin_limit = k.spin_limit;
   l.fake_launch_failure = k.fake_launch_failure;
   return l;

@@ -26,7 +26,7 @@ Mode parse_mode(const std::string& mode);
 struct LaunchKnobs {
   long long stream = 0, device = 0;
   std::string mode = "auto";
-  long long units = 0, batch_rows = 0, spin_limit = 0;
+  long long units = 0, batch_rows = 0, passes = 0, spin_limit = 0;
   bool fake_launch_failure = false;
 };
 Launch parse_launch(const LaunchKnobs& k);

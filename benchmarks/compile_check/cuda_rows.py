@@ -225,3 +225,59 @@ def rows(spec, cases, jobs):
                 row.grid = (p["step"]["grid_x"], p["step"]["grid_y"])
             out.append(row)
     return out
+
+
+# --- predictions for benchmarks/NOTES.md ---------------------------------------------------
+
+GEMM_TFLOPS = 600.0  # bf16 dense GEMMs outside the loop (input projection, weight and input gradients), assumed
+HBM_BYTES_PER_US = 3.0e6
+
+
+def prediction_rows(spec=None) -> list[dict]:
+    """Per anchor and cell: the plan's tier and cost-model terms (bf16, our fastest dtype) for
+    the forward (inference and training) and the backward, with cuDNN's fastest dtype from
+    benchmarks/anchors.py. µs per step; the GEMMs outside the loop are spread over the steps."""
+    from fusedrnn import _C  # noqa: PLC0415
+
+    from ..anchors import _LAYER  # noqa: PLC0415
+    from .rows import H100  # noqa: PLC0415
+
+    lim = limits(spec or H100)
+    out = []
+    for (cell, B, T, H), ms in sorted(_LAYER.items(), key=lambda kv: (kv[0][0], kv[0][1])):
+        G = {"lstm": 4, "gru": 3, "rnn_tanh": 1}[cell]
+        S = {"lstm": 5, "gru": 5, "rnn_tanh": 1}[cell]
+        fw_ms, fwbw_ms = min(ms[:3]), min(ms[3:])
+        gemm_us = 2.0 * B * H * G * H / (GEMM_TFLOPS * 1e6)  # one (T*B, H) x (H, G*H) GEMM, per step
+        row = dict(cell=cell, B=B, T=T, H=H, cudnn_fw=fw_ms * 1000 / T, cudnn_fwbw=fwbw_ms * 1000 / T)
+        for d in ("fwd", "bwd"):
+            p = _C.plan_for(d == "bwd", cell, DTYPE_CODES["bf16"], B, H, lim)
+            row[d] = p
+        e_f, e_b = row["fwd"]["estimate"], row["bwd"]["estimate"]
+        saved_us = S * B * H * 4 / HBM_BYTES_PER_US  # the training forward also writes the activations
+        row["ours_fw"] = e_f["step_us"] + gemm_us
+        fwd_train = max(e_f["step_us"], e_f["io_us"] + saved_us)
+        row["ours_fwbw"] = fwd_train + e_b["step_us"] + 4 * gemm_us  # + dx, dW_ih, dW_hh
+        out.append(row)
+    return out
+
+
+def prediction_table(spec=None) -> str:
+    """The markdown table of benchmarks/NOTES.md's CUDA section."""
+    def terms(p):
+        e = p["estimate"]
+        if p["tier"] == "step":
+            return f"step: launch {e['sync_us']:.2f} + max(W from L2 {e['io_us']:.2f}, FMA {e['compute_us']:.2f})"
+        L = p["layout"]
+        shape = f"{p['tier']} U{L['U']}x{L['NU']} BG{L['BG']}x{L['NBG']}" + (f" NP{L['NP']}" if L["NP"] > 1 else "")
+        return (f"{shape}: sync {e['sync_us']:.2f} + h {e['exchange_us']:.2f} + mma {e['compute_us']:.2f} "
+                f"+ cell {e['pointwise_us']:.2f}" + (f", io {e['io_us']:.2f}" if e["io_us"] > 0.2 else "")
+                + (f", x{e['waves']} waves" if e["waves"] > 1 else ""))
+    lines = ["| cell | B | H | fw: tier and floor terms (µs) | fw µs/step | cuDNN fw | ratio | "
+             "bw: tier and floor terms (µs) | fwbw µs/step | cuDNN fwbw | ratio |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in prediction_rows(spec):
+        lines.append(f"| {r['cell']} | {r['B']} | {r['H']} | {terms(r['fwd'])} | {r['ours_fw']:.2f} | "
+                     f"{r['cudnn_fw']:.2f} | {r['cudnn_fw'] / r['ours_fw']:.1f}x | {terms(r['bwd'])} | "
+                     f"{r['ours_fwbw']:.2f} | {r['cudnn_fwbw']:.2f} | {r['cudnn_fwbw'] / r['ours_fwbw']:.1f}x |")
+    return "\n".join(lines)

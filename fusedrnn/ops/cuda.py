@@ -16,6 +16,7 @@ grid, exchanging h through L2 with per-CTA flags) or "step" (one launch per step
 Environment (tests and diagnosis):
     FUSEDRNN_CUDA_MODE = auto | persistent | cta | cluster | grid | step   force a tier
     FUSEDRNN_CUDA_UNITS, FUSEDRNN_CUDA_BATCH_ROWS = N   force units per CTA / rows per group
+    FUSEDRNN_CUDA_PASSES = N    grid tier: force N passes over K per step (streams h through smem)
     FUSEDRNN_CUDA_POISON=1      NaN-fill every output first, so an unwritten element fails loudly
     FUSEDRNN_CUDA_CHECK=1       synchronise after each launch and raise on a kernel's error report
                                 (a grid-tier flag wait that timed out names its step and CTAs)
@@ -45,6 +46,7 @@ KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 MODES = ("auto", "persistent", "cta", "cluster", "grid", "step")
 MODE_ENV, POISON_ENV, CHECK_ENV = "FUSEDRNN_CUDA_MODE", "FUSEDRNN_CUDA_POISON", "FUSEDRNN_CUDA_CHECK"
 UNITS_ENV, ROWS_ENV, SPIN_ENV = "FUSEDRNN_CUDA_UNITS", "FUSEDRNN_CUDA_BATCH_ROWS", "FUSEDRNN_CUDA_SPIN_LIMIT"
+PASSES_ENV = "FUSEDRNN_CUDA_PASSES"
 FAKE_FAILURE_ENV = "FUSEDRNN_CUDA_FAKE_LAUNCH_FAILURE"
 STATUS_WORDS = 16  # the kernels' error report at the start of the workspace (csrc/layout.h)
 #: the limits of an H100 SXM (sm_90) as plan_for takes them
@@ -116,7 +118,7 @@ def _mode() -> str:
 
 def _knobs() -> dict:
     """The launch knobs from the environment, as the extension's keyword arguments."""
-    return dict(mode=_mode(), units=_int_env(UNITS_ENV), batch_rows=_int_env(ROWS_ENV),
+    return dict(mode=_mode(), units=_int_env(UNITS_ENV), batch_rows=_int_env(ROWS_ENV), passes=_int_env(PASSES_ENV),
                 spin_limit=_int_env(SPIN_ENV), fake_launch_failure=os.environ.get(FAKE_FAILURE_ENV) == "1")
 
 
@@ -136,7 +138,8 @@ def _launch_context(t: torch.Tensor):
 
 
 def _workspace(backward: bool, cell: str, dtype, B: int, H: int, index: int, knobs: dict, device) -> torch.Tensor:
-    p = _C.plan(backward, cell, DTYPE_CODES[dtype], B, H, index, knobs["mode"], knobs["units"], knobs["batch_rows"])
+    p = _C.plan(backward, cell, DTYPE_CODES[dtype], B, H, index, knobs["mode"], knobs["units"], knobs["batch_rows"],
+                knobs["passes"])
     return torch.empty(p["workspace_bytes"], dtype=torch.uint8, device=device)
 
 
@@ -219,7 +222,7 @@ def _require_extension():
 
 def plan(cell: str, dtype: torch.dtype, batch: int, hidden_size: int, backward: bool = False,
          device: torch.device | int | None = None, mode: str | None = None, units: int | None = None,
-         batch_rows: int | None = None) -> dict:
+         batch_rows: int | None = None, passes: int | None = None) -> dict:
     """How a call of this size runs on a CUDA device: tier, grid, cluster, units per CTA,
     batch groups, shared memory, workspace, the cost model's estimate and the reason."""
     _require_extension()
@@ -227,16 +230,17 @@ def plan(cell: str, dtype: torch.dtype, batch: int, hidden_size: int, backward: 
     if index is None:
         index = torch.cuda.current_device()
     knobs = _knobs()
+    pick = lambda name, value: knobs[name] if value is None else value  # noqa: E731
     return _C.plan(backward, cell, DTYPE_CODES[dtype], batch, hidden_size, index, mode or knobs["mode"],
-                   knobs["units"] if units is None else units, knobs["batch_rows"] if batch_rows is None else batch_rows)
+                   pick("units", units), pick("batch_rows", batch_rows), pick("passes", passes))
 
 
 def plan_for(cell: str, dtype: torch.dtype, batch: int, hidden_size: int, limits: dict | None = None,
-             backward: bool = False, mode: str = "auto", units: int = 0, batch_rows: int = 0) -> dict:
+             backward: bool = False, mode: str = "auto", units: int = 0, batch_rows: int = 0, passes: int = 0) -> dict:
     """The plan for a device described by `limits` (default: an H100, H100_LIMITS), without a GPU."""
     _require_extension()
     return _C.plan_for(backward, cell, DTYPE_CODES[dtype], batch, hidden_size, dict(limits or H100_LIMITS), mode,
-                       units, batch_rows)
+                       units, batch_rows, passes)
 
 
 def describe(cell: str, dtype, batch: int, hidden_size: int, device=None) -> str:

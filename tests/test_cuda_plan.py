@@ -185,3 +185,17 @@ def test_estimates_are_filled():
         e = plan("lstm", "bf16", B, H, False)["estimate"]
         assert 0 < e["step_us"] < 50 and e["waves"] >= 1
         assert e["step_us"] >= e["sync_us"] + e["compute_us"] - 1e-9 or e["step_us"] >= e["io_us"]
+
+
+def test_explain_names_the_tier_of_each_direction(monkeypatch):
+    """fusedrnn.explain appends the cuda plan (read here from plan_for in place of a device)."""
+    import fusedrnn
+    from fusedrnn import backends
+
+    monkeypatch.setattr(cuda_ops, "plan", lambda cell, dtype, B, H, backward=False, device=None:
+                        cuda_ops.plan_for(cell, dtype, B, H, backward=backward))
+    rnn = fusedrnn.LSTM(256, 256, backend="cuda")
+    monkeypatch.setattr(type(rnn), "choose_backend", lambda self, x, warn=True: backends.Choice("cuda", "requested"))
+    text = fusedrnn.explain(rnn, torch.zeros(1024, 1, 256, dtype=torch.bfloat16))
+    assert "Plan: forward on the cluster tier" in text and "backward on the cluster tier" in text, text
+    assert "16 units per CTA" in text, text

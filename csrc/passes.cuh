@@ -27,6 +27,8 @@ struct PairSlots {
       len[i] = (ok[i] && lengths) ? lengths[c.b0 + bb[i]] : T;
     }
   }
+  // offset of pair i in a (B, H) tensor
+  __device__ size_t bj(int i, const Cta& c, int H) const { return (size_t)(c.b0 + bb[i]) * H + c.j0 + u[i]; }
 };
 
 template <class Cell, typename T>
@@ -82,7 +84,7 @@ struct FwdPass {
     for (int i = 0; i < kPairsPerThread; ++i) {
       r.h[i] = r.c[i] = 0.0f;
       if (!r.p.ok[i]) continue;
-      const size_t bj = (size_t)(c.b0 + r.p.bb[i]) * p.H + c.j0 + r.p.u[i];
+      const size_t bj = r.p.bj(i, c, p.H);
       const T h0 = p.h0[bj];
       r.h[i] = to_f(h0);
       if (Cell::HAS_C) r.c[i] = to_f(p.c0[bj]);
@@ -125,7 +127,7 @@ struct FwdPass {
 #pragma unroll
     for (int i = 0; i < kPairsPerThread; ++i) {
       if (!r.p.ok[i]) continue;
-      const size_t bj = (size_t)(c.b0 + r.p.bb[i]) * p.H + c.j0 + r.p.u[i];
+      const size_t bj = r.p.bj(i, c, p.H);
       p.hT[bj] = from_f<T>(r.h[i]);
       if (Cell::HAS_C) p.cT[bj] = from_f<T>(r.c[i]);
     }
@@ -184,7 +186,7 @@ struct BwdPass {
     for (int i = 0; i < kPairsPerThread; ++i) {
       r.dh[i] = r.dc[i] = 0.0f;
       if (!r.p.ok[i]) continue;
-      const size_t bj = (size_t)(c.b0 + r.p.bb[i]) * p.H + c.j0 + r.p.u[i];
+      const size_t bj = r.p.bj(i, c, p.H);
       r.dh[i] = to_f(p.dhT[bj]);
       if (Cell::HAS_C) r.dc[i] = to_f(p.dcT[bj]);
       prefetch(r, p, c, i, 0);
@@ -201,7 +203,7 @@ struct BwdPass {
       const int bb = r.p.bb[i], u = r.p.u[i], j = c.j0 + u;
       float dh = r.dh[i] + (consumed ? part_sum(part, L, bb, u) : 0.0f);
       if (s == p.steps) {  // the last phase: what reaches h0 and c0
-        const size_t bj = (size_t)(c.b0 + bb) * p.H + j;
+        const size_t bj = r.p.bj(i, c, p.H);
         p.dh0[bj] = from_f<T>(dh);
         if (Cell::HAS_C) p.dc0[bj] = from_f<T>(r.dc[i]);
         continue;

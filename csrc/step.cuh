@@ -59,14 +59,21 @@ __device__ void matvec_fma(float* part, const T* x, int ldx, int nb, const T* w,
   }
 }
 
+// The units [j0, j0 + nu) and batch rows [b_lo, b_hi) of one per-step CTA.
+struct StepSlice {
+  int j0, nu, b_lo, b_hi;
+  __device__ StepSlice(const StepGeometry& geo, int B, int H)
+      : j0(blockIdx.x * geo.U), nu(min(geo.U, H - j0)), b_lo(blockIdx.y * geo.rows), b_hi(min(B, b_lo + geo.rows)) {}
+};
+
 template <class Cell, typename T>
 __global__ void __launch_bounds__(kThreads)
 fwd_step_kernel(const typename FwdPass<Cell, T>::Params p, const StepGeometry geo, const StepWorkspace ws, int s) {
   constexpr int G = Cell::G, S = Cell::S;
   extern __shared__ __align__(128) unsigned char smem[];
   float* part = reinterpret_cast<float*>(smem);
-  const int j0 = blockIdx.x * geo.U, nu = min(geo.U, p.H - j0);
-  const int b_lo = blockIdx.y * geo.rows, b_hi = min(p.B, b_lo + geo.rows);
+  const StepSlice sl(geo, p.B, p.H);
+  const int j0 = sl.j0, nu = sl.nu, b_lo = sl.b_lo, b_hi = sl.b_hi;
   const int t = p.reverse ? p.steps - 1 - s : s, H = p.H;
   const size_t BH = (size_t)p.B * H;
   const T* hb = static_cast<const T*>(ws.hbuf);
@@ -120,8 +127,8 @@ bwd_step_kernel(const typename BwdPass<Cell, T>::Params p, const StepGeometry ge
   constexpr int G = Cell::G, S = Cell::S;
   extern __shared__ __align__(128) unsigned char smem[];
   float* part = reinterpret_cast<float*>(smem);
-  const int j0 = blockIdx.x * geo.U, nu = min(geo.U, p.H - j0);
-  const int b_lo = blockIdx.y * geo.rows, b_hi = min(p.B, b_lo + geo.rows);
+  const StepSlice sl(geo, p.B, p.H);
+  const int j0 = sl.j0, nu = sl.nu, b_lo = sl.b_lo, b_hi = sl.b_hi;
   const int H = p.H, GH = G * H;
   const bool first = s == 0, final = s == p.steps, split = p.d_gh != p.d_gx;
   const int t = final ? 0 : (p.reverse ? s : p.steps - 1 - s);

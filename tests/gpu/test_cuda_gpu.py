@@ -31,18 +31,10 @@ ANCHORS = [(1, 1024, 256), (8, 512, 128), (16, 1024, 768), (64, 256, 1024), (256
 has_cuda = torch.cuda.is_available()
 gpu = pytest.mark.skipif(not has_cuda, reason="no CUDA device")
 
-# (mode, env knobs): every tier forced, with several CTAs per group and several groups
-TIERS = {
-    "cta": dict(FUSEDRNN_CUDA_MODE="cta", FUSEDRNN_CUDA_BATCH_ROWS="8"),
-    "cluster": dict(FUSEDRNN_CUDA_MODE="cluster", FUSEDRNN_CUDA_UNITS="16", FUSEDRNN_CUDA_BATCH_ROWS="8"),
-    "grid": dict(FUSEDRNN_CUDA_MODE="grid", FUSEDRNN_CUDA_UNITS="16", FUSEDRNN_CUDA_BATCH_ROWS="8"),
-    "grid-passes": dict(FUSEDRNN_CUDA_MODE="grid", FUSEDRNN_CUDA_UNITS="16", FUSEDRNN_CUDA_BATCH_ROWS="8",
-                        FUSEDRNN_CUDA_PASSES="2"),
-    "step": dict(FUSEDRNN_CUDA_MODE="step"),
-    "auto": dict(FUSEDRNN_CUDA_MODE="auto"),
-}
-ALL_KNOBS = ("FUSEDRNN_CUDA_MODE", "FUSEDRNN_CUDA_UNITS", "FUSEDRNN_CUDA_BATCH_ROWS", "FUSEDRNN_CUDA_PASSES",
-             "FUSEDRNN_CUDA_FAKE_LAUNCH_FAILURE")
+from sanitizer_case import KNOBS as TIER_KNOBS  # noqa: E402  (tests/gpu is on sys.path under pytest)
+from sanitizer_case import TIERS  # noqa: E402  (the env knobs that force each tier, several CTAs and groups)
+
+ALL_KNOBS = TIER_KNOBS + ("FUSEDRNN_CUDA_FAKE_LAUNCH_FAILURE",)
 
 
 @pytest.fixture(autouse=True)

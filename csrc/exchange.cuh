@@ -143,30 +143,33 @@ struct Exchange {
     const T* src = static_cast<const T*>(ws.xbuf) + ((size_t)(s & 1) * L.Bp + c.b0) * L.Kp;
     const unsigned* flags = ws.flags + c.bg * L.NU;
     const int n = q1 - q0, mine = warp < n ? ceil_div(n - warp, kWarps) : 0;  // chunks q0 + warp + 8i
-    uint32_t pending = mine >= 32 ? 0xffffffffu : ((1u << mine) - 1u);
-    const long long start = clock64();
-    while (pending) {  // pending, and every branch below, is uniform across the warp
-      bool progressed = false;
-      const bool aborted = __any_sync(0xffffffffu, *abort != 0);
-      for (int i = 0; i < mine; ++i) {
-        if (!((pending >> i) & 1u)) continue;
-        const int q = q0 + warp + i * kWarps;
-        const unsigned seen = ld_acquire(flags + q % L.NU);
-        if (__all_sync(0xffffffffu, seen >= want) || aborted) {
-          const int pr = L.U / kVec;
-          for (int k = lane; k < L.BG * pr; k += 32) {
-            const int bb = k / pr, piece = k % pr;
-            cp_async16(dst + (size_t)bb * L.ldx + (q - q0) * L.U + piece * kVec,
-                       src + (size_t)bb * L.Kp + q * L.U + piece * kVec);
+    for (int base = 0; base < mine; base += 32) {  // 32 chunks per warp at a time: one bit each
+      const int cnt = min(32, mine - base);
+      uint32_t pending = cnt == 32 ? 0xffffffffu : ((1u << cnt) - 1u);
+      const long long start = clock64();
+      while (pending) {  // pending, and every branch below, is uniform across the warp
+        bool progressed = false;
+        const bool aborted = __any_sync(0xffffffffu, *abort != 0);
+        for (int i = 0; i < cnt; ++i) {
+          if (!((pending >> i) & 1u)) continue;
+          const int q = q0 + warp + (base + i) * kWarps;
+          const unsigned seen = ld_acquire(flags + q % L.NU);
+          if (__all_sync(0xffffffffu, seen >= want) || aborted) {
+            const int pr = L.U / kVec;
+            for (int k = lane; k < L.BG * pr; k += 32) {
+              const int bb = k / pr, piece = k % pr;
+              cp_async16(dst + (size_t)bb * L.ldx + (q - q0) * L.U + piece * kVec,
+                         src + (size_t)bb * L.Kp + q * L.U + piece * kVec);
+            }
+            pending &= ~(1u << i);
+            progressed = true;
           }
-          pending &= ~(1u << i);
-          progressed = true;
         }
-      }
-      if (!progressed && pending && __any_sync(0xffffffffu, clock64() - start > ws.spin_limit)) {
-        const int q = q0 + warp + (__ffs(pending) - 1) * kWarps;
-        if (lane == 0) timed_out(s, q % L.NU, ld_acquire(flags + q % L.NU), want);
-        *abort = 1;
+        if (!progressed && pending && __any_sync(0xffffffffu, clock64() - start > ws.spin_limit)) {
+          const int q = q0 + warp + (base + __ffs(pending) - 1) * kWarps;
+          if (lane == 0) timed_out(s, q % L.NU, ld_acquire(flags + q % L.NU), want);
+          *abort = 1;
+        }
       }
     }
     asm volatile("cp.async.commit_group;\n" ::: "memory");

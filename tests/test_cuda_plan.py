@@ -98,6 +98,15 @@ def check_invariants(cell, dt, B, H, bwd, p, limits=H100):
     assert p["grid"] == L["NU"] * L["NBG"]
     regions = sorted((L[k], k) for k in ("off_a", "off_x", "off_bias", "off_stage", "off_part"))
     assert regions[0] == (0, "off_a") and all(off % 128 == 0 for off, _ in regions)
+    # each region holds what the kernel (csrc/persistent.cuh, exchange.cuh) puts there
+    assert L["nx"] == (1 if p["tier"] == "grid" and L["NP"] == 1 else 2)  # two rounds, or two passes
+    width = L["CPP"] * L["U"] if L["NP"] > 1 else L["Kp"]
+    assert L["ldx"] >= width + 16 // e and L["lda"] >= L["Kp"] + 16 // e
+    assert L["off_x"] - L["off_a"] >= L["RP"] * L["lda"] * e
+    assert L["off_bias"] - L["off_x"] >= L["nx"] * L["BG"] * L["ldx"] * e
+    assert L["off_stage"] - L["off_bias"] >= (0 if bwd else L["RP"] * 4)
+    assert L["off_part"] - L["off_stage"] >= ((G if bwd else 1) * L["BG"] * L["U"] * e if p["tier"] == "cluster" else 0)
+    assert L["smem"] - L["off_part"] >= L["KS"] * L["BG"] * L["ldp"] * 4
     if p["tier"] == "grid":
         assert p["cooperative"] and p["grid"] <= limits["sms"]  # one CTA per SM: all co-resident
         assert L["NP"] * L["CPP"] >= (G if bwd else 1) * L["NU"] > (L["NP"] - 1) * L["CPP"]

@@ -59,9 +59,15 @@ struct FwdPass {
   __device__ static int time_of(const Params& p, int s) { return p.reverse ? p.steps - 1 - s : s; }
 
   // slice row lr = g*U + u  <-  W_hh row g*H + j0 + u; column k  <-  h_k (k < H)
-  __device__ static T weight(const Params& p, const Layout& L, const Cta& c, int lr, int k) {
+  static constexpr int kWeightSegments = 1;
+  __device__ static const T* weights(const Params& p) { return p.w; }
+  __device__ static const T* weight_segment(const Params& p, const Layout& L, const Cta& c, int lr, int) {
     const int g = lr / L.U, u = lr % L.U;
-    return (g < G && u < c.nu && k < p.H) ? p.w[(size_t)(g * p.H + c.j0 + u) * p.H + k] : from_f<T>(0.0f);
+    return (g < G && u < c.nu) ? p.w + (size_t)(g * p.H + c.j0 + u) * p.H : nullptr;
+  }
+  __device__ static T weight(const Params& p, const Layout& L, const Cta& c, int lr, int k) {
+    const T* row = weight_segment(p, L, c, lr, 0);
+    return (row != nullptr && k < p.H) ? row[k] : from_f<T>(0.0f);
   }
   __device__ static void load_bias(float* bias, const Params& p, const Layout& L, const Cta& c) {
     for (int lr = threadIdx.x; lr < L.RP; lr += kThreads) {
@@ -164,10 +170,15 @@ struct BwdPass {
   __device__ static int time_of(const Params& p, int s) { return p.reverse ? s : p.steps - 1 - s; }
 
   // slice row u  <-  W_hhᵀ row j0 + u; column g*Hp + k  <-  d_gh column g*H + k (k < H)
+  static constexpr int kWeightSegments = G;
+  __device__ static const T* weights(const Params& p) { return p.wt; }
+  __device__ static const T* weight_segment(const Params& p, const Layout&, const Cta& c, int lr, int g) {
+    return lr < c.nu ? p.wt + (size_t)(c.j0 + lr) * (G * p.H) + (size_t)g * p.H : nullptr;
+  }
   __device__ static T weight(const Params& p, const Layout& L, const Cta& c, int lr, int k) {
     const int g = k / L.Hp, kk = k % L.Hp;
-    return (lr < c.nu && g < G && kk < p.H) ? p.wt[(size_t)(c.j0 + lr) * (G * p.H) + g * p.H + kk]
-                                            : from_f<T>(0.0f);
+    const T* seg = g < G ? weight_segment(p, L, c, lr, g) : nullptr;
+    return (seg != nullptr && kk < p.H) ? seg[kk] : from_f<T>(0.0f);
   }
   __device__ static void load_bias(float*, const Params&, const Layout&, const Cta&) {}
   __device__ static void prefetch(Regs& r, const Params& p, const Cta& c, int i, int s) {

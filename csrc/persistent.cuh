@@ -14,14 +14,32 @@
 
 namespace fusedrnn {
 
+// The CTA's weight slice into smem, once. When the rows of W_hh are 16-byte multiples (H*e),
+// zero the slice, then copy each row segment with 16-byte cp.async (all in flight at once);
+// otherwise (odd H, or a weight view off 16-byte alignment) element by element.
 template <class Pass>
 __device__ __forceinline__ void load_weights(typename Pass::Elem* A, const typename Pass::Params& p,
                                              const Layout& L, const Cta& c) {
-  const int n = L.RP * L.Kp;
-  for (int i = threadIdx.x; i < n; i += kThreads) {
-    const int lr = i / L.Kp, k = i % L.Kp;
-    A[(size_t)lr * L.lda + k] = Pass::weight(p, L, c, lr, k);
+  using T = typename Pass::Elem;
+  constexpr int kVec = 16 / sizeof(T);
+  if ((p.H * (int)sizeof(T)) % 16 != 0 || reinterpret_cast<uintptr_t>(Pass::weights(p)) % 16 != 0) {
+    const int n = L.RP * L.Kp;
+    for (int i = threadIdx.x; i < n; i += kThreads) {
+      const int lr = i / L.Kp, k = i % L.Kp;
+      A[(size_t)lr * L.lda + k] = Pass::weight(p, L, c, lr, k);
+    }
+    return;
   }
+  uint4* z = reinterpret_cast<uint4*>(A);
+  for (int i = threadIdx.x; i < L.RP * L.lda / kVec; i += kThreads) z[i] = make_uint4(0, 0, 0, 0);
+  __syncthreads();
+  const int pr = p.H / kVec, per_row = Pass::kWeightSegments * pr;
+  for (int i = threadIdx.x; i < L.RP * per_row; i += kThreads) {
+    const int lr = i / per_row, seg = (i % per_row) / pr, q = i % pr;
+    const T* src = Pass::weight_segment(p, L, c, lr, seg);
+    if (src != nullptr) cp_async16(A + (size_t)lr * L.lda + seg * L.Hp + q * kVec, src + q * kVec);
+  }
+  cp_async_wait_all();
 }
 
 template <class Pass>

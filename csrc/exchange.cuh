@@ -18,6 +18,9 @@
 //                    a producer overwrites xbuf[e & 1] only after it has acquired X_{e-1}
 //                    from every CTA of its group, each of which had finished copying
 //                    X_{e-2} before it published X_{e-1}.
+// A tier-3 wait that spins past ws.spin_limit records the step and CTAs in ws.status (the
+// first one only), prints them, and latches: later waits return at once and the kernel's
+// results are NaN from then on, so a broken exchange is loud even unchecked.
 // Padding (units j >= H, columns >= K, rows >= B) is zero in every copy of X: smem is
 // zeroed at start and xbuf by the launcher, and nothing ever writes a padded position.
 #pragma once

@@ -102,7 +102,7 @@ struct FwdPass {
   __device__ static void pointwise(Regs& r, const Params& p, const Layout& L, const Cta& c, const X& ex,
                                    const float* part, const float* bias, int s, bool) {
     const int t = time_of(p, s);
-    const bool more = s + 1 < p.steps;
+    const bool more = s + 1 < p.steps, timed_out = *ex.abort != 0;  // results after a timeout: NaN
 #pragma unroll
     for (int i = 0; i < kPairsPerThread; ++i) {
       if (!r.p.ok[i]) continue;
@@ -117,6 +117,7 @@ struct FwdPass {
         r.h[i] = hn;
         if (Cell::HAS_C) r.c[i] = cn;
         out = hn;
+        if (timed_out) r.h[i] = out = __int_as_float(0x7fc00000);
         if (p.saved != nullptr) {
 #pragma unroll
           for (int q = 0; q < S; ++q) p.saved[(tb * S + q) * p.H + j] = sv[q];
@@ -207,12 +208,13 @@ struct BwdPass {
   __device__ static void pointwise(Regs& r, const Params& p, const Layout& L, const Cta& c, const X& ex,
                                    const float* part, const float*, int s, bool consumed) {
     const int GH = G * p.H;
-    const bool split = p.d_gh != p.d_gx;
+    const bool split = p.d_gh != p.d_gx, timed_out = *ex.abort != 0;  // results after a timeout: NaN
 #pragma unroll
     for (int i = 0; i < kPairsPerThread; ++i) {
       if (!r.p.ok[i]) continue;
       const int bb = r.p.bb[i], u = r.p.u[i], j = c.j0 + u;
       float dh = r.dh[i] + (consumed ? part_sum(part, L, bb, u) : 0.0f);
+      if (timed_out) dh = __int_as_float(0x7fc00000);
       if (s == p.steps) {  // the last phase: what reaches h0 and c0
         const size_t bj = r.p.bj(i, c, p.H);
         p.dh0[bj] = from_f<T>(dh);

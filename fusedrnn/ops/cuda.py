@@ -19,7 +19,8 @@ Environment (tests and diagnosis):
     FUSEDRNN_CUDA_PASSES = N    grid tier: force N passes over K per step (streams h through smem)
     FUSEDRNN_CUDA_POISON=1      NaN-fill every output first, so an unwritten element fails loudly
     FUSEDRNN_CUDA_CHECK=1       synchronise after each launch and raise on a kernel's error report
-                                (a grid-tier flag wait that timed out names its step and CTAs)
+                                (a grid-tier flag wait that timed out names its step and CTAs;
+                                unchecked, such a kernel's results are NaN from that step on)
     FUSEDRNN_CUDA_SPIN_LIMIT=N  clock cycles such a wait spins before it reports (default ~2^32)
     FUSEDRNN_CUDA_FAKE_LAUNCH_FAILURE=1   report the persistent launch as refused (tests the fallback)
 """

@@ -213,6 +213,27 @@ def test_nan_in_padded_steps_changes_nothing(cell, tier, monkeypatch):
 # --- launch behaviour --------------------------------------------------------------------------
 
 @gpu
+@pytest.mark.parametrize("direction", ["forward", "backward"])
+def test_a_flag_wait_that_times_out_is_reported(direction, monkeypatch):
+    """Spin limit of one cycle: among 3 CTAs over 200 steps some wait finds a flag not yet
+    released (in practice always), and the launch raises naming the step and the CTAs."""
+    use_tier(monkeypatch, "grid")
+    x, lens, probes = make_case("gru", 200, 3, 33, torch.bfloat16, torch.device("cuda"), lengths=False)
+    pattern = (rf"{direction} persistent kernel \(grid tier\) timed out: CTA \d+ waited at step \d+ "
+               r"for the h chunk of CTA \d+")
+    if direction == "backward":  # a clean forward first: only the backward may time out
+        leaves = {n: (t.detach().requires_grad_(True) if t is not None else None) for n, t in x.items()}
+        outs = recurrence("gru", leaves["gx"], leaves["h0"], None, leaves["w_hh"], leaves["b_hh"], None, False,
+                          backend="cuda")
+        monkeypatch.setenv("FUSEDRNN_CUDA_SPIN_LIMIT", "1")
+        with pytest.raises(RuntimeError, match=pattern):
+            outs[0].float().sum().backward()
+    else:
+        monkeypatch.setenv("FUSEDRNN_CUDA_SPIN_LIMIT", "1")
+        with pytest.raises(RuntimeError, match=pattern):
+            run(backend_fn("cuda"), "gru", x, lens, probes, False, torch.bfloat16)
+
+@gpu
 def test_refused_persistent_launch_falls_back_with_one_warning(monkeypatch):
     from fusedrnn.ops import cuda as cuda_ops
     monkeypatch.setattr(cuda_ops, "_warned", set())

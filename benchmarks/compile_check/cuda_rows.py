@@ -7,7 +7,8 @@ carries the registers, spills and static shared memory of that exact template
 instantiation, from an `nvcc -Xptxas -v` build of csrc/kernels/<cell>.cu for the target
 architecture, and whether its SASS uses the tensor cores (HMMA/HGMMA, via cuobjdump).
 
-The build is cached under build/compile_check/ (FUSEDRNN_COMPILE_CACHE overrides), keyed by
+Full sweep: `python -m benchmarks.compile_check --backends cuda --shapes all` (the CI test
+runs `--shapes ci`). The build is cached under build/compile_check/ (FUSEDRNN_COMPILE_CACHE overrides), keyed by
 a hash of csrc/, the nvcc version, the flags and the architecture: a warm gate compiles
 nothing, a cold one compiles the four cells in parallel (about a minute on 2 cores).
 """

@@ -189,7 +189,7 @@ def kernel_facts(arch: int, jobs: int | None = None) -> dict[tuple, dict]:
 def _layout_text(p: dict) -> str:
     L = p["layout"]
     text = f"{p['tier']} U{L['U']}xNU{L['NU']} BG{L['BG']}xNBG{L['NBG']} KS{L['KS']} W{L['WM']}x{L['WN']}"
-    return text + (f" cluster{p['cluster']}" if p["cluster"] else "")
+    return text + (f" NP{L['NP']}" if L["NP"] > 1 else "") + (f" cluster{p['cluster']}" if p["cluster"] else "")
 
 
 def rows(spec, cases, jobs):

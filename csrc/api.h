@@ -1,22 +1,23 @@
-// The plain-C++ interface between the binding (host compiler, no CUDA headers)
-// and the kernels (nvcc). Every pointer here was checked by validate.cpp.
+// The plain-C++ interface between the binding (host compiler, no CUDA headers) and the
+// kernels (nvcc). Every pointer here was checked by validate.cpp.
 //
 // Dimensions: T time steps, B batch, H hidden units, G gates (LSTM 4, GRU 3, RNN 1),
 // S fp32 values saved per (t, b, unit) for backward (LSTM 5, GRU 5, RNN 1).
 #pragma once
 #include <cstdint>
 #include <string>
+#include <vector>
+
+#include "plan.h"
 
 namespace fusedrnn {
 
 enum class Cell : int { LSTM = 0, GRU = 1, RNN_TANH = 2, RNN_RELU = 3 };
-enum class DType : int { F32 = 0, F16 = 1, BF16 = 2, I32 = 3 };
-// auto: persistent kernel when it fits on chip, else one launch per step
-enum class Mode : int { AUTO = 0, PERSISTENT = 1, STEP = 2 };
+enum class DType : int { F32 = 0, F16 = 1, BF16 = 2, I32 = 3, U8 = 4 };
 
 inline int gates(Cell c) { return c == Cell::LSTM ? 4 : c == Cell::GRU ? 3 : 1; }
 inline int saved_slots(Cell c) { return c == Cell::LSTM ? 5 : c == Cell::GRU ? 5 : 1; }
-inline int dtype_size(DType d) { return d == DType::F16 || d == DType::BF16 ? 2 : 4; }
+inline int dtype_size(DType d) { return d == DType::F16 || d == DType::BF16 ? 2 : d == DType::U8 ? 1 : 4; }
 const char* cell_name(Cell c);
 const char* dtype_name(DType d);
 
@@ -24,6 +25,9 @@ struct Launch {
   std::uintptr_t stream = 0;  // cudaStream_t of the caller (torch's current stream)
   int device = 0;             // CUDA device index the pointers live on
   Mode mode = Mode::AUTO;
+  int units = 0, batch_rows = 0, passes = 0;  // forced U / BG / NP of the plan (tests), 0: choose
+  long long spin_limit = 0;   // clock cycles a grid-tier flag wait spins before reporting (0: default)
+  bool fake_launch_failure = false;  // tests: report a refused persistent launch without launching
 };
 
 struct ForwardArgs {
@@ -38,8 +42,8 @@ struct ForwardArgs {
   void* hT;              // (B, H) dtype out
   void* cT;              // (B, H) dtype out, LSTM only
   float* saved;          // (T, B, S, H) fp32 out, or null when no backward follows
-  void* hbuf;            // (2, B, H) dtype workspace: h exchanged between blocks
-  float* state;          // (2, B, H) fp32 workspace: h and c state, owner-only
+  void* workspace;       // (plan.ws_bytes,) uint8: see Plan
+  long long workspace_bytes;
   Launch launch;
 };
 
@@ -55,19 +59,25 @@ struct BackwardArgs {
   void* d_gh;            // (T, B, G*H) dtype out; GRU only (else d_gx is both)
   void* dh0;             // (B, H) dtype out
   void* dc0;             // (B, H) dtype out, LSTM only
-  float* state;          // (2, B, H) fp32 workspace: dh and dc carried, owner-only
+  void* workspace;       // (plan.ws_bytes,) uint8
+  long long workspace_bytes;
   Launch launch;
 };
 
-// How a call would run on a device: for tests and for explain().
-struct PlanInfo {
-  bool persistent; int units_per_block, blocks, batch_chunk, smem_bytes, split_k;
-  std::string reason;  // why the step fallback was chosen, empty if persistent
-};
-
-void forward(const ForwardArgs& a);    // throws std::runtime_error naming the kernel on CUDA errors
-void backward(const BackwardArgs& a);
-PlanInfo plan(bool backward, Cell cell, DType dtype, int B, int H, int device, Mode mode);
+inline PlanRequest plan_request(bool backward, Cell cell, DType dtype, int B, int H, const Launch& l) {
+  PlanRequest r;
+  r.backward = backward; r.G = gates(cell); r.S = saved_slots(cell); r.esize = dtype_size(dtype);
+  r.B = B; r.H = H; r.mode = l.mode; r.units = l.units; r.batch_rows = l.batch_rows; r.passes = l.passes;
+  return r;
+}
+// Returns "" or the note of a fallback (AUTO: a refused persistent launch ran per step);
+// throws std::runtime_error naming the kernel and tier on CUDA errors.
+std::string forward(const ForwardArgs& a);
+std::string backward(const BackwardArgs& a);
+Plan plan_on_device(const PlanRequest& r, int device);  // reads the device's limits, then make_plan
+DeviceLimits device_limits(int device);
 int device_count(std::string* error);  // 0 and the reason when CUDA cannot be used
+// C++ unit tests of the launcher against a fake CUDA runtime (no GPU); returns the call log.
+std::vector<std::string> selftest(const std::string& name);
 
 }  // namespace fusedrnn

@@ -1,18 +1,16 @@
-// Device helpers shared by the kernels: dtype conversion, L2 loads, sizes.
+// Device primitives shared by the kernels: dtype conversion, asynchronous copies,
+// ldmatrix, tensor-core mma per 32-byte k-step, gpu-scope flags, cluster operations.
 #pragma once
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 #include <cstdint>
 
+#include "layout.h"
+
 namespace fusedrnn {
 
-constexpr int kThreads = 256;          // threads per block, every kernel
-constexpr int kWarps = kThreads / 32;
-constexpr int kMaxRows = 64;           // weight rows a persistent block keeps (MMA: 8 n-tiles)
-
 __host__ __device__ constexpr int ceil_div(int a, int b) { return (a + b - 1) / b; }
-__host__ __device__ constexpr int round_up(int a, int b) { return ceil_div(a, b) * b; }
 
 __device__ __forceinline__ float to_f(float x) { return x; }
 __device__ __forceinline__ float to_f(__half x) { return __half2float(x); }
@@ -25,24 +23,120 @@ template <> __device__ __forceinline__ __nv_bfloat16 from_f<__nv_bfloat16>(float
   return __float2bfloat16_rn(x);
 }
 
-// Loads of data other blocks wrote during this kernel go to L2 (ld.global.cg); the grid
-// barrier orders them (release/acquire), this keeps them out of the non-coherent L1.
-__device__ __forceinline__ float ldcg(const float* p) { return __ldcg(p); }
-__device__ __forceinline__ __half ldcg(const __half* p) {
-  return __ushort_as_half(__ldcg(reinterpret_cast<const unsigned short*>(p)));
-}
-__device__ __forceinline__ __nv_bfloat16 ldcg(const __nv_bfloat16* p) {
-  return __ushort_as_bfloat16(__ldcg(reinterpret_cast<const unsigned short*>(p)));
-}
-// raw 16-bit pattern of a half/bf16 element, read through L2
-template <typename T>
-__device__ __forceinline__ uint32_t ldcg_bits16(const T* p) {
-  return __ldcg(reinterpret_cast<const unsigned short*>(p));
+__device__ __forceinline__ uint32_t smem_addr(const void* p) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
 }
 
-// Is step t part of sequence b? (lengths null: always)
-__device__ __forceinline__ bool is_active(const int32_t* lengths, int b, int t) {
-  return lengths == nullptr || t < lengths[b];
+// 16 bytes global -> shared, through L2 only (.cg: data other CTAs wrote this launch).
+__device__ __forceinline__ void cp_async16(void* dst, const void* src) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(smem_addr(dst)), "l"(src) : "memory");
 }
+__device__ __forceinline__ void cp_async_wait_all() {
+  asm volatile("cp.async.commit_group;\ncp.async.wait_group 0;\n" ::: "memory");
+}
+
+__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const void* p) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(smem_addr(p)));
+}
+__device__ __forceinline__ void ldmatrix_x2(uint32_t (&r)[2], const void* p) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x2.shared.b16 {%0,%1}, [%2];\n"
+               : "=r"(r[0]), "=r"(r[1])
+               : "r"(smem_addr(p)));
+}
+
+// One 32-byte k-step of a 16x8 tile: d += a(16 rows x 32 bytes) * b(8 rows x 32 bytes)ᵀ.
+// a, b as ldmatrix leaves them (rows of 16-bit pairs; for fp32 each register is one value).
+template <typename T> struct MmaStep;
+template <> struct MmaStep<__half> {
+  __device__ static void run(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+        "{%0,%1,%2,%3};\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+  }
+};
+template <> struct MmaStep<__nv_bfloat16> {
+  __device__ static void run(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+        "{%0,%1,%2,%3};\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+  }
+};
+// fp32: three tf32 products (big*big + big*small + small*big, x = big + small), which
+// keeps about fp32 accuracy on the tensor cores; the small*small term (2^-22) is dropped.
+template <> struct MmaStep<float> {
+  __device__ static uint32_t tf32(float x) {
+    uint32_t r;
+    asm("cvt.rna.tf32.f32 %0, %1;\n" : "=r"(r) : "f"(x));
+    return r;
+  }
+  __device__ static void mma(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+        "{%0,%1,%2,%3};\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+  }
+  __device__ static void run(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
+    uint32_t ab[4], as[4], bb[2], bs[2];
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const float x = __uint_as_float(a[i]);
+      ab[i] = tf32(x);
+      as[i] = tf32(x - __uint_as_float(ab[i]));
+    }
+#pragma unroll
+    for (int i = 0; i < 2; ++i) {
+      const float x = __uint_as_float(b[i]);
+      bb[i] = tf32(x);
+      bs[i] = tf32(x - __uint_as_float(bb[i]));
+    }
+    mma(d, as, bb[0], bb[1]);
+    mma(d, ab, bs[0], bs[1]);
+    mma(d, ab, bb[0], bb[1]);
+  }
+};
+
+// gpu-scope flags of the grid tier: a producer releases "chunk published", consumers acquire.
+__device__ __forceinline__ unsigned ld_acquire(const unsigned* p) {
+  unsigned v;
+  asm volatile("ld.acquire.gpu.global.u32 %0, [%1];\n" : "=r"(v) : "l"(p) : "memory");
+  return v;
+}
+__device__ __forceinline__ void st_release(unsigned* p, unsigned v) {
+  asm volatile("st.release.gpu.global.u32 [%0], %1;\n" ::"l"(p), "r"(v) : "memory");
+}
+
+// Thread-block clusters (sm_90): rank, barrier halves, stores into another CTA's smem.
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+#define FUSEDRNN_CLUSTERS 1
+__device__ __forceinline__ void cluster_arrive() {
+  asm volatile("barrier.cluster.arrive.release.aligned;\n" ::: "memory");
+}
+__device__ __forceinline__ void cluster_wait() {
+  asm volatile("barrier.cluster.wait.acquire.aligned;\n" ::: "memory");
+}
+__device__ __forceinline__ uint32_t map_rank(uint32_t addr, int rank) {
+  uint32_t r;
+  asm volatile("mapa.shared::cluster.u32 %0, %1, %2;\n" : "=r"(r) : "r"(addr), "r"(rank));
+  return r;
+}
+__device__ __forceinline__ void st_cluster16(uint32_t addr, uint4 v) {
+  asm volatile("st.shared::cluster.v4.u32 [%0], {%1,%2,%3,%4};\n" ::"r"(addr), "r"(v.x), "r"(v.y), "r"(v.z),
+               "r"(v.w)
+               : "memory");
+}
+#else
+#define FUSEDRNN_CLUSTERS 0
+__device__ __forceinline__ void cluster_arrive() { __trap(); }
+__device__ __forceinline__ void cluster_wait() { __trap(); }
+__device__ __forceinline__ uint32_t map_rank(uint32_t, int) { __trap(); return 0; }
+__device__ __forceinline__ void st_cluster16(uint32_t, uint4) { __trap(); }
+#endif
 
 }  // namespace fusedrnn

@@ -1,10 +1,14 @@
-// Dispatch on the cell to the per-cell instantiations; device queries.
+// Dispatch on the cell to the per-cell instantiations; the real CUDA runtime of the
+// launcher and the device's limits (read once per device).
 #include <cuda_runtime.h>
+
+#include <mutex>
 
 #include "cells/gru.cuh"
 #include "cells/lstm.cuh"
 #include "cells/rnn.cuh"
 #include "entry.h"
+#include "launch.cuh"
 
 namespace fusedrnn {
 
@@ -24,6 +28,7 @@ const char* dtype_name(DType d) {
     case DType::F16: return "float16";
     case DType::BF16: return "bfloat16";
     case DType::I32: return "int32";
+    case DType::U8: return "uint8";
   }
   return "?";
 }
@@ -38,17 +43,88 @@ static auto by_cell(Cell c, F&& f) {
   }
 }
 
-void forward(const ForwardArgs& a) {
-  by_cell(a.cell, [&](auto cell) { forward_cell<decltype(cell)>(a); });
+std::string forward(const ForwardArgs& a) {
+  return by_cell(a.cell, [&](auto cell) { return forward_cell<decltype(cell)>(a); });
 }
 
-void backward(const BackwardArgs& a) {
-  by_cell(a.cell, [&](auto cell) { backward_cell<decltype(cell)>(a); });
+std::string backward(const BackwardArgs& a) {
+  return by_cell(a.cell, [&](auto cell) { return backward_cell<decltype(cell)>(a); });
 }
 
-PlanInfo plan(bool backward, Cell cell, DType dtype, int B, int H, int device, Mode mode) {
-  return by_cell(cell, [&](auto c) { return plan_cell<decltype(c)>(backward, dtype, B, H, device, mode); });
+namespace {
+
+class CudaRuntime final : public Runtime {
+ public:
+  cudaError_t get_device(int* device) override { return cudaGetDevice(device); }
+  cudaError_t set_device(int device) override { return cudaSetDevice(device); }
+  cudaError_t set_attribute(const void* kernel, cudaFuncAttribute attr, int value) override {
+    return cudaFuncSetAttribute(kernel, attr, value);
+  }
+  cudaError_t memset_async(void* p, size_t bytes, cudaStream_t stream) override {
+    return bytes ? cudaMemsetAsync(p, 0, bytes, stream) : cudaSuccess;
+  }
+  cudaError_t launch(const void* kernel, int grid_x, int grid_y, int smem, int cluster, bool cooperative,
+                     cudaStream_t stream, void** args) override {
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = dim3(grid_x, grid_y, 1);
+    cfg.blockDim = dim3(kThreads, 1, 1);
+    cfg.dynamicSmemBytes = smem;
+    cfg.stream = stream;
+    cudaLaunchAttribute attrs[2];
+    int n = 0;
+    if (cluster > 0) {
+      attrs[n].id = cudaLaunchAttributeClusterDimension;
+      attrs[n].val.clusterDim.x = cluster;
+      attrs[n].val.clusterDim.y = 1;
+      attrs[n].val.clusterDim.z = 1;
+      ++n;
+    }
+    if (cooperative) {
+      attrs[n].id = cudaLaunchAttributeCooperative;
+      attrs[n].val.cooperative = 1;
+      ++n;
+    }
+    cfg.attrs = attrs;
+    cfg.numAttrs = n;
+    return cudaLaunchKernelExC(&cfg, kernel, args);
+  }
+  void clear_error() override { cudaGetLastError(); }
+};
+
+}  // namespace
+
+Runtime& cuda_runtime() {
+  static CudaRuntime rt;
+  return rt;
 }
+
+DeviceLimits device_limits(int device) {
+  static std::mutex mu;
+  static DeviceLimits cache[64];
+  std::lock_guard<std::mutex> lock(mu);
+  DeviceLimits& d = cache[device & 63];
+  if (d.sms == 0) {
+    DeviceLimits n;
+    cudaError_t err;
+    auto get = [&](int* v, cudaDeviceAttr attr) {
+      err = cudaDeviceGetAttribute(v, attr, device);
+      return err == cudaSuccess;
+    };
+    if (!(get(&n.sms, cudaDevAttrMultiProcessorCount) && get(&n.smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin) &&
+          get(&n.smem_per_sm, cudaDevAttrMaxSharedMemoryPerMultiprocessor) &&
+          get(&n.regs_per_sm, cudaDevAttrMaxRegistersPerMultiprocessor) &&
+          get(&n.cc_major, cudaDevAttrComputeCapabilityMajor) && get(&n.cc_minor, cudaDevAttrComputeCapabilityMinor) &&
+          get(&n.cooperative, cudaDevAttrCooperativeLaunch))) {
+      cudaGetLastError();
+      fail("cannot use CUDA device " + std::to_string(device), err);
+    }
+    n.max_cluster = n.cc_major >= 9 ? 16 : 0;  // 8 portable, 16 with the non-portable attribute
+    d = n;
+  }
+  return d;
+}
+
+Plan plan_on_device(const PlanRequest& r, int device) { return make_plan(r, device_limits(device)); }
 
 int device_count(std::string* error) {
   int n = 0;

@@ -53,7 +53,7 @@ TensorArg parse_tensor(py::object o, const std::string& name) {
   if (t.shape.size() != t.strides.size()) bad(name + ": shape and strides differ in length");
   for (long long d : t.shape)
     if (d < 0) bad(name + " has a negative size in shape " + shape_str(t.shape));
-  if (t.ptr % (t.dtype == DType::F16 || t.dtype == DType::BF16 ? 2 : 4))
+  if (t.ptr % dtype_size(t.dtype))
     bad(name + " data_ptr is not aligned to its element size");
   return t;
 }
@@ -108,37 +108,54 @@ Cell parse_cell(const std::string& cell) {
 }
 
 DType parse_dtype(long long code, const char* what) {
-  if (code < 0 || code > 3) bad(std::string(what) + ": unknown dtype code " + std::to_string(code));
+  if (code < 0 || code > 4) bad(std::string(what) + ": unknown dtype code " + std::to_string(code));
   return static_cast<DType>(code);
 }
 
 Mode parse_mode(const std::string& mode) {
-  if (mode == "auto") return Mode::AUTO;
-  if (mode == "persistent") return Mode::PERSISTENT;
-  if (mode == "step") return Mode::STEP;
-  bad("unknown mode '" + mode + "'; expected auto, persistent or step");
+  for (Mode m : {Mode::AUTO, Mode::PERSISTENT, Mode::CTA, Mode::CLUSTER, Mode::GRID, Mode::STEP})
+    if (mode == mode_name(m)) return m;
+  bad("unknown mode '" + mode + "'; expected auto, persistent, cta, cluster, grid or step");
 }
 
-Launch parse_launch(long long stream, long long device, const std::string& mode) {
-  if (stream < 0) bad("stream must be a cudaStream_t as a non-negative int");
-  if (device < 0 || device > 63) bad("device index " + std::to_string(device) + " out of range");
+Launch parse_launch(const LaunchKnobs& k) {
+  if (k.stream < 0) bad("stream must be a cudaStream_t as a non-negative int");
+  if (k.device < 0 || k.device > 63) bad("device index " + std::to_string(k.device) + " out of range");
+  if (k.units < 0 || k.units > 65536) bad("units must be in [0, 65536], got " + std::to_string(k.units));
+  if (k.batch_rows < 0 || k.batch_rows > 65536)
+    bad("batch_rows must be in [0, 65536], got " + std::to_string(k.batch_rows));
+  if (k.passes < 0 || k.passes > 65536) bad("passes must be in [0, 65536], got " + std::to_string(k.passes));
+  if (k.spin_limit < 0) bad("spin_limit must be >= 0");
   Launch l;
-  l.stream = static_cast<std::uintptr_t>(stream);
-  l.device = static_cast<int>(device);
-  l.mode = parse_mode(mode);
+  l.stream = static_cast<std::uintptr_t>(k.stream);
+  l.device = static_cast<int>(k.device);
+  l.mode = parse_mode(k.mode);
+  l.units = static_cast<int>(k.units);
+  l.batch_rows = static_cast<int>(k.batch_rows);
+  l.passes = static_cast<int>(k.passes);
+  l.spin_limit = k.spin_limit;
+  l.fake_launch_failure = k.fake_launch_failure;
   return l;
+}
+
+// The workspace: a contiguous 1-D uint8 buffer, 16-byte aligned (its size is checked against the plan).
+static void check_workspace(const TensorArg& t) {
+  if (!t.present) bad("workspace is required (got None)");
+  if (t.shape.size() != 1) bad("workspace must be 1-D, got shape " + shape_str(t.shape));
+  expect(t, "workspace", t.shape, DType::U8);
+  if (t.ptr % 16) bad("workspace data_ptr is not 16-byte aligned");
 }
 
 ForwardArgs make_forward_args(const std::string& cell_s, bool reverse, py::object gx_o, py::object h0_o,
                               py::object c0_o, py::object w_o, py::object b_o, py::object len_o, py::object y_o,
-                              py::object hT_o, py::object cT_o, py::object saved_o, py::object hbuf_o,
-                              py::object state_o, long long stream, long long device, const std::string& mode) {
+                              py::object hT_o, py::object cT_o, py::object saved_o, py::object ws_o,
+                              const LaunchKnobs& knobs) {
   const Cell cell = parse_cell(cell_s);
   const TensorArg gx = parse_tensor(gx_o, "gx"), h0 = parse_tensor(h0_o, "h0"), c0 = parse_tensor(c0_o, "c0"),
                   w = parse_tensor(w_o, "w_hh"), bias = parse_tensor(b_o, "b_hh"),
                   len = parse_tensor(len_o, "lengths"), y = parse_tensor(y_o, "y"), hT = parse_tensor(hT_o, "hT"),
                   cT = parse_tensor(cT_o, "cT"), saved = parse_tensor(saved_o, "saved"),
-                  hbuf = parse_tensor(hbuf_o, "hbuf"), state = parse_tensor(state_o, "state");
+                  ws = parse_tensor(ws_o, "workspace");
   if (!gx.present) bad("gx is required (got None)");
   if (gx.shape.size() != 3) bad("gx must be 3-D (T, B, G*H), got shape " + shape_str(gx.shape));
   const long long G = gates(cell), T = gx.shape[0], B = gx.shape[1], GH = gx.shape[2];
@@ -164,29 +181,28 @@ ForwardArgs make_forward_args(const std::string& cell_s, bool reverse, py::objec
     expect_absent(cT, "cT", "for cell " + cell_s);
   }
   if (saved.present) expect(saved, "saved", {T, B, S, H}, DType::F32);
-  expect(hbuf, "hbuf", {2, B, H}, dt);
-  expect(state, "state", {2, B, H}, DType::F32);
+  check_workspace(ws);
 
   ForwardArgs a{};
   a.cell = cell; a.dtype = dt; a.T = (int)T; a.B = (int)B; a.H = (int)H; a.reverse = reverse;
   a.gx = ptr(gx); a.h0 = ptr(h0); a.c0 = ptr(c0); a.w = ptr(w); a.bias = ptr(bias);
   a.lengths = static_cast<const int32_t*>(ptr(len));
   a.y = ptr(y); a.hT = ptr(hT); a.cT = ptr(cT); a.saved = static_cast<float*>(ptr(saved));
-  a.hbuf = ptr(hbuf); a.state = static_cast<float*>(ptr(state));
-  a.launch = parse_launch(stream, device, mode);
+  a.workspace = ptr(ws); a.workspace_bytes = ws.shape[0];
+  a.launch = parse_launch(knobs);
   return a;
 }
 
 BackwardArgs make_backward_args(const std::string& cell_s, bool reverse, py::object dy_o, py::object dhT_o,
                                 py::object dcT_o, py::object wt_o, py::object len_o, py::object saved_o,
                                 py::object dgx_o, py::object dgh_o, py::object dh0_o, py::object dc0_o,
-                                py::object state_o, long long stream, long long device, const std::string& mode) {
+                                py::object ws_o, const LaunchKnobs& knobs) {
   const Cell cell = parse_cell(cell_s);
   const TensorArg dy = parse_tensor(dy_o, "dy"), dhT = parse_tensor(dhT_o, "dhT"), dcT = parse_tensor(dcT_o, "dcT"),
                   wt = parse_tensor(wt_o, "w_hh_t"), len = parse_tensor(len_o, "lengths"),
                   saved = parse_tensor(saved_o, "saved"), dgx = parse_tensor(dgx_o, "d_gx"),
                   dgh = parse_tensor(dgh_o, "d_gh"), dh0 = parse_tensor(dh0_o, "dh0"), dc0 = parse_tensor(dc0_o, "dc0"),
-                  state = parse_tensor(state_o, "state");
+                  ws = parse_tensor(ws_o, "workspace");
   if (!dy.present) bad("dy is required (got None)");
   if (dy.shape.size() != 3) bad("dy must be 3-D (T, B, H), got shape " + shape_str(dy.shape));
   const long long G = gates(cell), S = saved_slots(cell), T = dy.shape[0], B = dy.shape[1], H = dy.shape[2];
@@ -214,15 +230,15 @@ BackwardArgs make_backward_args(const std::string& cell_s, bool reverse, py::obj
     expect_absent(dcT, "dcT", "for cell " + cell_s);
     expect_absent(dc0, "dc0", "for cell " + cell_s);
   }
-  expect(state, "state", {2, B, H}, DType::F32);
+  check_workspace(ws);
 
   BackwardArgs a{};
   a.cell = cell; a.dtype = dt; a.T = (int)T; a.B = (int)B; a.H = (int)H; a.reverse = reverse;
   a.dy = ptr(dy); a.dhT = ptr(dhT); a.dcT = ptr(dcT); a.wt = ptr(wt);
   a.lengths = static_cast<const int32_t*>(ptr(len)); a.saved = static_cast<const float*>(ptr(saved));
   a.d_gx = ptr(dgx); a.d_gh = ptr(dgh); a.dh0 = ptr(dh0); a.dc0 = ptr(dc0);
-  a.state = static_cast<float*>(ptr(state));
-  a.launch = parse_launch(stream, device, mode);
+  a.workspace = ptr(ws); a.workspace_bytes = ws.shape[0];
+  a.launch = parse_launch(knobs);
   return a;
 }
 

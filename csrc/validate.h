@@ -21,16 +21,23 @@ struct TensorArg {
 Cell parse_cell(const std::string& cell);
 DType parse_dtype(long long code, const char* what);
 Mode parse_mode(const std::string& mode);
-Launch parse_launch(long long stream, long long device, const std::string& mode);
+// The launch knobs of a call: stream, device, mode (auto | persistent | cta | cluster | grid |
+// step), forced units / batch rows (0: the plan chooses), spin limit, fake launch failure.
+struct LaunchKnobs {
+  long long stream = 0, device = 0;
+  std::string mode = "auto";
+  long long units = 0, batch_rows = 0, passes = 0, spin_limit = 0;
+  bool fake_launch_failure = false;
+};
+Launch parse_launch(const LaunchKnobs& k);
 
 ForwardArgs make_forward_args(const std::string& cell, bool reverse, py::object gx, py::object h0, py::object c0,
                               py::object w_hh, py::object b_hh, py::object lengths, py::object y, py::object hT,
-                              py::object cT, py::object saved, py::object hbuf, py::object state, long long stream,
-                              long long device, const std::string& mode);
+                              py::object cT, py::object saved, py::object workspace, const LaunchKnobs& knobs);
 
 BackwardArgs make_backward_args(const std::string& cell, bool reverse, py::object dy, py::object dhT,
                                 py::object dcT, py::object w_t, py::object lengths, py::object saved,
                                 py::object d_gx, py::object d_gh, py::object dh0, py::object dc0,
-                                py::object state, long long stream, long long device, const std::string& mode);
+                                py::object workspace, const LaunchKnobs& knobs);
 
 }  // namespace fusedrnn

@@ -267,4 +267,11 @@ def explain(module: nn.Module, input) -> str:
         choice = module.choose_backend(input, warn=False)
     except (RuntimeError, ValueError) as e:  # an explicit backend that cannot run it, a bad FUSEDRNN_BACKEND
         return f"{type(module).__name__} would raise {type(e).__name__}: {e}"
-    return f"{type(module).__name__} would run backend {choice.name!r}: {choice.reason}."
+    text = f"{type(module).__name__} would run backend {choice.name!r}: {choice.reason}."
+    if choice.name == "cuda":  # which tier of the CUDA kernels, from the extension's host-side plan
+        from .ops import cuda as cuda_ops  # noqa: PLC0415
+        data = input.data if isinstance(input, PackedSequence) else input
+        batch = (int(input.batch_sizes[0]) if isinstance(input, PackedSequence)
+                 else 1 if data.dim() == 2 else data.shape[0 if module.batch_first else 1])
+        text += " Plan: " + cuda_ops.describe(module.cell, data.dtype, batch, module.hidden_size, data.device) + "."
+    return text

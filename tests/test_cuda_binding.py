@@ -9,7 +9,7 @@ from fusedrnn.ops import cuda as cuda_ops
 
 C = pytest.importorskip("fusedrnn._C", reason="the CUDA extension is not built (no nvcc)")
 
-F32, F16, BF16, I32 = 0, 1, 2, 3
+F32, F16, BF16, I32, U8 = 0, 1, 2, 3, 4
 G = {"lstm": 4, "gru": 3, "rnn_tanh": 1, "rnn_relu": 1}
 S = {"lstm": 5, "gru": 5, "rnn_tanh": 1, "rnn_relu": 1}
 _next = [0x10000]
@@ -32,7 +32,7 @@ def fwd_args(cell="lstm", T=5, B=3, H=7, dtype=F32, lengths=True, saved=True):
                 c0=fake((B, H), dtype) if lstm else None, w_hh=fake((g * H, H), dtype), b_hh=fake((g * H,), dtype),
                 lengths=fake((B,), I32) if lengths else None, y=fake((T, B, H), dtype), hT=fake((B, H), dtype),
                 cT=fake((B, H), dtype) if lstm else None, saved=fake((T, B, s, H), F32) if saved else None,
-                hbuf=fake((2, B, H), dtype), state=fake((2, B, H), F32), stream=0, device=0)
+                workspace=fake((4096,), U8), stream=0, device=0)
 
 
 def bwd_args(cell="lstm", T=5, B=3, H=7, dtype=F32):
@@ -42,7 +42,7 @@ def bwd_args(cell="lstm", T=5, B=3, H=7, dtype=F32):
                 dcT=fake((B, H), dtype) if lstm else None, w_hh_t=fake((H, g * H), dtype), lengths=fake((B,), I32),
                 saved=fake((T, B, s, H), F32), d_gx=fake((T, B, g * H), dtype),
                 d_gh=fake((T, B, g * H), dtype) if cell == "gru" else None, dh0=fake((B, H), dtype),
-                dc0=fake((B, H), dtype) if lstm else None, state=fake((2, B, H), F32), stream=0, device=0)
+                dc0=fake((B, H), dtype) if lstm else None, workspace=fake((4096,), U8), stream=0, device=0)
 
 
 def device_usable():
@@ -91,7 +91,7 @@ def _rejects(fn, args, match):
         fn(**args)
 
 
-@pytest.mark.parametrize("key", ["gx", "h0", "c0", "w_hh", "y", "hT", "cT", "hbuf", "state"])
+@pytest.mark.parametrize("key", ["gx", "h0", "c0", "w_hh", "y", "hT", "cT", "workspace"])
 def test_forward_rejects_null_pointers(key):
     a = fwd_args("lstm")
     p, d, shape, strides = a[key]
@@ -99,7 +99,7 @@ def test_forward_rejects_null_pointers(key):
     _rejects(C.forward, a, f"{key} is a null pointer")
 
 
-@pytest.mark.parametrize("key", ["gx", "h0", "w_hh", "y", "hT", "hbuf", "state"])
+@pytest.mark.parametrize("key", ["gx", "h0", "w_hh", "y", "hT", "workspace"])
 def test_forward_rejects_missing_required(key):
     a = fwd_args("gru")
     a[key] = None
@@ -114,8 +114,7 @@ def test_forward_rejects_missing_required(key):
     ("lengths", (4,), r"lengths must have shape \(3,\)"),
     ("y", (5, 3, 8), r"y must have shape"),
     ("saved", (5, 3, 4, 7), r"saved must have shape \(5, 3, 5, 7\)"),
-    ("hbuf", (1, 3, 7), r"hbuf must have shape \(2, 3, 7\)"),
-    ("state", (2, 3, 6), r"state must have shape"),
+    ("workspace", (2, 3), r"workspace must be 1-D"),
 ])
 def test_forward_rejects_bad_sizes(key, shape, match):
     a = fwd_args("lstm")
@@ -140,7 +139,7 @@ def test_forward_rejects_bad_gx():
     ("w_hh", BF16, "w_hh has dtype bfloat16"),
     ("lengths", F32, "lengths has dtype float32, expected int32"),
     ("saved", F16, "saved has dtype float16, expected float32"),
-    ("state", BF16, "state has dtype bfloat16, expected float32"),
+    ("workspace", F32, "workspace has dtype float32, expected uint8"),
     ("h0", 7, "unknown dtype code 7"),
     ("h0", -1, "unknown dtype code -1"),
 ])
@@ -195,12 +194,12 @@ def test_forward_rejects_int32_overflow():
     a = fwd_args("lstm", T=2, B=1, H=1)
     a.update(gx=fake((2, B, 4 * H)), h0=fake((B, H)), c0=fake((B, H)), w_hh=fake((4 * H, H)),
              b_hh=fake((4 * H,)), lengths=None, y=fake((2, B, H)), hT=fake((B, H)), cT=fake((B, H)),
-             saved=None, hbuf=fake((2, B, H)), state=fake((2, B, H)))
+             saved=None)
     _rejects(C.forward, a, "exceeds the int32 range")
     a = fwd_args("rnn_tanh", T=1, B=1, H=1)
     H = 50000  # H*H > 2^31
     a.update(gx=fake((1, 1, H)), h0=fake((1, H)), w_hh=fake((H, H)), b_hh=None, lengths=None,
-             y=fake((1, 1, H)), hT=fake((1, H)), saved=None, hbuf=fake((2, 1, H)), state=fake((2, 1, H)))
+             y=fake((1, 1, H)), hT=fake((1, H)), saved=None)
     _rejects(C.forward, a, r"G\*H\*H")
 
 
@@ -225,7 +224,13 @@ def test_rejects_bad_launch_values():
     _rejects(C.forward, a, "device index -2")
     a = fwd_args("lstm")
     a["mode"] = "fast"
-    _rejects(C.forward, a, "unknown mode 'fast'")
+    _rejects(C.forward, a, "unknown mode 'fast'; expected auto, persistent, cta, cluster, grid or step")
+    a = fwd_args("lstm")
+    a["units"] = -1
+    _rejects(C.forward, a, "units must be in")
+    a = fwd_args("lstm")
+    a["workspace"] = (a["workspace"][0] + 8, U8, (4096,), (1,))
+    _rejects(C.forward, a, "16-byte aligned")
 
 
 def test_backward_rejects_bad_arguments():

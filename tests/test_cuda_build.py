@@ -22,9 +22,10 @@ needs_build = pytest.mark.skipif(csrc_build.find_nvcc() is None or SKIPPED,
 @needs_build
 def test_extension_is_built_and_imports():
     C = importlib.import_module("fusedrnn._C")
-    for name in ("forward", "backward", "plan", "device_count", "_cell_forward", "_cell_backward"):
+    for name in ("forward", "backward", "plan", "plan_for", "device_limits", "device_count", "saved_slots",
+                 "_selftest", "_cell_forward", "_cell_backward"):
         assert callable(getattr(C, name)), name
-    assert C.DTYPE_CODES == {"float32": 0, "float16": 1, "bfloat16": 2, "int32": 3}
+    assert C.DTYPE_CODES == {"float32": 0, "float16": 1, "bfloat16": 2, "int32": 3, "uint8": 4}
 
 
 @needs_build

@@ -1,7 +1,290 @@
-"""Compile-gate rows of the cuda backend (see rows.py for the contract)."""
+"""Compile-gate rows of the cuda backend (see rows.py for the contract).
+
+For each case and direction the extension's own host-side plan (`fusedrnn._C.plan_for`,
+given the target's limits, no GPU) says what would be launched: the persistent kernel
+on its tier (grid, cluster, dynamic shared memory) or the per-step kernel. Each row then
+carries the registers, spills and static shared memory of that exact template
+instantiation, from an `nvcc -Xptxas -v` build of csrc/kernels/<cell>.cu for the target
+architecture, and whether its SASS uses the tensor cores (HMMA/HGMMA, via cuobjdump).
+
+Full sweep: `python -m benchmarks.compile_check --backends cuda --shapes all` (the CI test
+runs `--shapes ci`). The build is cached under build/compile_check/ (FUSEDRNN_COMPILE_CACHE overrides), keyed by
+a hash of csrc/, the nvcc version, the flags and the architecture: a warm gate compiles
+nothing, a cold one compiles the four cells in parallel (about a minute on 2 cores).
+"""
 from __future__ import annotations
+
+import glob
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+
+from .rows import Row, occupancy
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+CSRC = os.path.join(ROOT, "csrc")
+CELLS = ("lstm", "gru", "rnn_tanh", "rnn_relu")
+DTYPE_CODES = {"fp32": 0, "fp16": 1, "bf16": 2}
+CXX_DTYPES = {"float": "fp32", "__half": "fp16", "__nv_bfloat16": "bf16"}
+CXX_CELLS = {"LstmCell": "lstm", "GruCell": "gru", "RnnCell<false>": "rnn_tanh", "RnnCell<true>": "rnn_relu"}
+THREADS = 256
+
+
+def limits(spec) -> dict:
+    """The DeviceSpec as the plan's device limits."""
+    return dict(sms=spec.sms, smem_optin=spec.smem_optin, smem_per_sm=spec.smem_per_sm,
+                regs_per_sm=spec.regs_per_sm, cc_major=spec.arch // 10, cc_minor=spec.arch % 10,
+                max_cluster=spec.max_cluster, cooperative=1)
+
+
+def _tool(name: str) -> str | None:
+    """A CUDA tool on PATH, beside nvcc, or the one Triton ships."""
+    found = shutil.which(name)
+    if found:
+        return found
+    sys.path.insert(0, ROOT)
+    import csrc_build  # noqa: PLC0415
+    nvcc = csrc_build.find_nvcc()
+    cands = [os.path.join(os.path.dirname(nvcc), name)] if nvcc else []
+    try:
+        import triton  # noqa: PLC0415
+        cands.append(os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", name))
+    except ImportError:
+        pass
+    return next((c for c in cands if os.path.isfile(c) and os.access(c, os.X_OK)), None)
+
+
+def _nvcc_flags(arch: int) -> list[str]:
+    sys.path.insert(0, ROOT)
+    import csrc_build  # noqa: PLC0415
+    return ["-O3", "-std=c++17", "-DNDEBUG", "-I" + CSRC, "-cubin", "-Xptxas", "-v",
+            "-gencode", f"arch=compute_{arch},code=sm_{arch}"], csrc_build.find_nvcc()
+
+
+def _cache_key(arch: int, nvcc: str, flags: list[str]) -> str:
+    h = hashlib.sha256()
+    for path in sorted(glob.glob(os.path.join(CSRC, "**", "*"), recursive=True)):
+        if os.path.isfile(path):
+            h.update(os.path.relpath(path, CSRC).encode())
+            with open(path, "rb") as f:
+                h.update(f.read())
+    version = subprocess.run([nvcc, "--version"], capture_output=True, text=True).stdout
+    h.update(version.encode())
+    h.update(" ".join(flags).encode())
+    h.update(str(arch).encode())
+    return h.hexdigest()[:20]
+
+
+_FUNC = re.compile(r"(?:Compiling entry function|Function properties for) '?([\w$]+)'?")
+_STACK = re.compile(r"(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads")
+_USED = re.compile(r"Used (\d+) registers")
+_SMEM = re.compile(r"(\d+) bytes smem")
+
+
+def parse_ptxas(log: str) -> dict[str, dict]:
+    """{mangled name: {regs, spill, stack, static_smem}} from an `-Xptxas -v` log."""
+    out: dict[str, dict] = {}
+    cur = None
+    for line in log.splitlines():
+        m = _FUNC.search(line)
+        if m:
+            cur = out.setdefault(m.group(1), dict(regs=None, spill=0, stack=0, static_smem=0))
+            continue
+        if cur is None:
+            continue
+        m = _STACK.search(line)
+        if m:
+            cur["stack"], cur["spill"] = int(m.group(1)), int(m.group(2)) + int(m.group(3))
+        m = _USED.search(line)
+        if m:
+            cur["regs"] = int(m.group(1))
+            s = _SMEM.search(line)
+            cur["static_smem"] = int(s.group(1)) if s else 0
+    return out
+
+
+def parse_sass_mma(sass: str) -> dict[str, str]:
+    """{mangled name: "wgmma" | "mma" | ""} from `cuobjdump -sass`."""
+    out: dict[str, str] = {}
+    cur = None
+    for line in sass.splitlines():
+        m = re.search(r"Function : ([\w$]+)", line)
+        if m:
+            cur = m.group(1)
+            out[cur] = ""
+        elif cur is not None:
+            if "HGMMA" in line:
+                out[cur] = "wgmma"
+            elif "HMMA" in line and out[cur] != "wgmma":
+                out[cur] = "mma"
+    return out
+
+
+def kernel_key(demangled: str) -> tuple[str, str, str, str] | None:
+    """(kind, direction, cell, dtype) of a demangled kernel name, or None for other functions."""
+    m = re.search(r"fusedrnn::persistent_kernel<fusedrnn::(Fwd|Bwd)Pass<fusedrnn::(\w+(?:<\w+>)?), (\w+)>", demangled)
+    if m:
+        return ("persistent", m.group(1).lower(), CXX_CELLS.get(m.group(2), m.group(2)),
+                CXX_DTYPES.get(m.group(3), m.group(3)))
+    m = re.search(r"fusedrnn::(fwd|bwd)_step_kernel<fusedrnn::(\w+(?:<\w+>)?), (\w+)>", demangled)
+    if m:
+        return ("step", m.group(1), CXX_CELLS.get(m.group(2), m.group(2)), CXX_DTYPES.get(m.group(3), m.group(3)))
+    return None
+
+
+def _compile_cell(cell: str, nvcc: str, flags: list[str], tmp: str, cuobjdump: str | None) -> dict:
+    cubin = os.path.join(tmp, f"{cell}.cubin")
+    src = os.path.join(CSRC, "kernels", f"{cell}.cu")
+    r = subprocess.run([nvcc] + flags + [src, "-o", cubin], capture_output=True, text=True)
+    if r.returncode != 0:
+        raise RuntimeError(f"nvcc failed on {os.path.relpath(src, ROOT)}:\n{r.stderr[-3000:]}")
+    facts = parse_ptxas(r.stderr + r.stdout)
+    tc = {}
+    if cuobjdump:
+        s = subprocess.run([cuobjdump, "-sass", cubin], capture_output=True, text=True)
+        tc = parse_sass_mma(s.stdout) if s.returncode == 0 else {}
+    for name, f in facts.items():
+        f["tc"] = tc.get(name, "?") if cuobjdump else "?"
+    return facts
+
+
+def kernel_facts(arch: int, jobs: int | None = None) -> dict[tuple, dict]:
+    """{(kind, direction, cell, dtype): {regs, spill, stack, static_smem, tc}} for sm_<arch>."""
+    flags, nvcc = _nvcc_flags(arch)
+    if nvcc is None:
+        raise RuntimeError("nvcc not found: the cuda rows need it (CUDA_HOME or PATH)")
+    cache_dir = os.environ.get("FUSEDRNN_COMPILE_CACHE", os.path.join(ROOT, "build", "compile_check"))
+    path = os.path.join(cache_dir, f"cuda_sm{arch}_{_cache_key(arch, nvcc, flags)}.json")
+    if os.path.isfile(path):
+        with open(path) as f:
+            raw = json.load(f)
+    else:
+        cuobjdump = _tool("cuobjdump")
+        with tempfile.TemporaryDirectory() as tmp, ThreadPoolExecutor(max_workers=jobs or os.cpu_count() or 1) as ex:
+            parts = list(ex.map(lambda c: _compile_cell(c, nvcc, flags, tmp, cuobjdump), CELLS))
+        mangled = {name: f for part in parts for name, f in part.items()}
+        filt = _tool("c++filt") or _tool("cu++filt")
+        if filt is None:
+            raise RuntimeError("c++filt not found: cannot name the compiled kernels")
+        names = list(mangled)
+        dem = subprocess.run([filt], input="\n".join(names), capture_output=True, text=True, check=True).stdout
+        raw = {}
+        for name, d in zip(names, dem.splitlines()):
+            key = kernel_key(d)
+            if key:
+                raw["|".join(key)] = dict(mangled[name], name=d.split("(")[0].replace("void ", ""))
+        os.makedirs(cache_dir, exist_ok=True)
+        with open(path + ".tmp", "w") as f:
+            json.dump(raw, f, indent=1)
+        os.replace(path + ".tmp", path)
+    return {tuple(k.split("|")): v for k, v in raw.items()}
+
+
+def _layout_text(p: dict) -> str:
+    L = p["layout"]
+    text = f"{p['tier']} U{L['U']}xNU{L['NU']} BG{L['BG']}xNBG{L['NBG']} KS{L['KS']} W{L['WM']}x{L['WN']}"
+    return text + (f" NP{L['NP']}" if L["NP"] > 1 else "") + (f" cluster{p['cluster']}" if p["cluster"] else "")
 
 
 def rows(spec, cases, jobs):
     """One Row per kernel launch the cuda backend would issue for each case on `spec`."""
-    raise NotImplementedError("the cuda rows of the compile gate are not written yet")
+    from fusedrnn import _C  # noqa: PLC0415  (the extension's plan: the very function the GPU path calls)
+
+    facts = kernel_facts(spec.arch, jobs)
+    lim = limits(spec)
+    out = []
+    for case in cases:
+        for direction in ("fwd", "bwd"):
+            p = _C.plan_for(direction == "bwd", case.cell, DTYPE_CODES[case.dtype], case.B, case.H, lim)
+            kind = "persistent" if p["persistent"] else "step"
+            f = facts.get((kind, direction, case.cell, case.dtype))
+            row = Row("cuda", f["name"] if f else f"{kind}<{direction},{case.cell},{case.dtype}>", case.cell,
+                      case.dtype, case.B, case.H, direction, "any" if kind == "persistent" else "per-step",
+                      _layout_text(p) if kind == "persistent" else f"step U{p['step']['units']}",
+                      anchor=case.anchor, threads=THREADS)
+            if f is None:
+                row.error = f"no compiled {kind} kernel for {direction} {case.cell} {case.dtype} in the build"
+                out.append(row)
+                continue
+            row.regs, row.spill_bytes, row.tensor_cores = f["regs"], f["spill"], f["tc"]
+            row.smem = f["static_smem"] + p["smem_bytes"]
+            if kind == "persistent":
+                row.grid = (p["grid"],)
+                row.barrier = p["tier"] == "grid"  # flag waits: every CTA must be co-resident
+                row.per_sm = occupancy(spec, THREADS, row.regs, row.smem)
+                if p["cluster"] > spec.max_cluster:
+                    row.error = f"cluster of {p['cluster']} CTAs exceeds the device's {spec.max_cluster}"
+                elif p["cluster"] and row.per_sm < 1:
+                    row.error = "a cluster CTA does not fit on one SM"
+            else:
+                row.grid = (p["step"]["grid_x"], p["step"]["grid_y"])
+            out.append(row)
+    return out
+
+
+# --- predictions for benchmarks/NOTES.md ---------------------------------------------------
+
+GEMM_TFLOPS = 600.0  # bf16 dense GEMMs outside the loop (input projection, weight and input gradients), assumed
+HBM_BYTES_PER_US = 3.0e6
+
+
+def prediction_rows(spec=None) -> list[dict]:
+    """Per anchor and cell: the plan's tier and cost-model terms (bf16, our fastest dtype) for
+    the forward (inference and training) and the backward, with cuDNN's fastest dtype from
+    benchmarks/anchors.py. µs per step; the GEMMs outside the loop are spread over the steps."""
+    from fusedrnn import _C  # noqa: PLC0415
+
+    from ..anchors import _LAYER  # noqa: PLC0415
+    from .rows import H100  # noqa: PLC0415
+
+    lim = limits(spec or H100)
+    out = []
+    for (cell, B, T, H), ms in sorted(_LAYER.items(), key=lambda kv: (kv[0][0], kv[0][1])):
+        G = {"lstm": 4, "gru": 3, "rnn_tanh": 1}[cell]
+        S = {"lstm": 5, "gru": 5, "rnn_tanh": 1}[cell]
+        fw_ms, fwbw_ms = min(ms[:3]), min(ms[3:])
+        best = min(range(3), key=lambda i: ms[3 + i])  # cuDNN's fastest fwbw dtype: its backward alone
+        bw_ms = ms[3 + best] - ms[best]
+        gemm_us = 2.0 * B * H * G * H / (GEMM_TFLOPS * 1e6)  # one (T*B, H) x (H, G*H) GEMM, per step
+        row = dict(cell=cell, B=B, T=T, H=H, cudnn_fw=fw_ms * 1000 / T, cudnn_fwbw=fwbw_ms * 1000 / T,
+                   cudnn_bw=bw_ms * 1000 / T)
+        for d in ("fwd", "bwd"):
+            p = _C.plan_for(d == "bwd", cell, DTYPE_CODES["bf16"], B, H, lim)
+            row[d] = p
+        e_f, e_b = row["fwd"]["estimate"], row["bwd"]["estimate"]
+        saved_us = S * B * H * 4 / HBM_BYTES_PER_US  # the training forward also writes the activations
+        row["ours_fw"] = e_f["step_us"] + gemm_us
+        fwd_train = max(e_f["step_us"], e_f["io_us"] + saved_us)
+        row["ours_bw"] = e_b["step_us"] + 3 * gemm_us  # dx, dW_ih, dW_hh
+        row["ours_fwbw"] = fwd_train + gemm_us + row["ours_bw"]
+        out.append(row)
+    return out
+
+
+def prediction_table(spec=None) -> str:
+    """The markdown table of benchmarks/NOTES.md's CUDA section."""
+    def terms(p):
+        e = p["estimate"]
+        if p["tier"] == "step":
+            return f"step: launch {e['sync_us']:.2f} + max(W from L2 {e['io_us']:.2f}, FMA {e['compute_us']:.2f})"
+        L = p["layout"]
+        shape = f"{p['tier']} U{L['U']}x{L['NU']} BG{L['BG']}x{L['NBG']}" + (f" NP{L['NP']}" if L["NP"] > 1 else "")
+        return (f"{shape}: sync {e['sync_us']:.2f} + h {e['exchange_us']:.2f} + mma {e['compute_us']:.2f} "
+                f"+ cell {e['pointwise_us']:.2f}; io {e['io_us']:.2f}"
+                + (f"; x{e['waves']} waves" if e["waves"] > 1 else ""))
+    lines = ["| cell | B | H | fw: tier, floor terms (µs) | fw | cuDNN | ratio | "
+             "bw: tier, floor terms (µs) | bw | cuDNN | ratio | fwbw | cuDNN | ratio |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in prediction_rows(spec):
+        cols = [f"{r['ours_fw']:.2f}", f"{r['cudnn_fw']:.2f}", f"{r['cudnn_fw'] / r['ours_fw']:.1f}x"]
+        colb = [f"{r['ours_bw']:.2f}", f"{r['cudnn_bw']:.2f}", f"{r['cudnn_bw'] / r['ours_bw']:.1f}x"]
+        colfb = [f"{r['ours_fwbw']:.2f}", f"{r['cudnn_fwbw']:.2f}", f"{r['cudnn_fwbw'] / r['ours_fwbw']:.1f}x"]
+        lines.append("| " + " | ".join([r["cell"], str(r["B"]), str(r["H"]), terms(r["fwd"])] + cols
+                                       + [terms(r["bwd"])] + colb + colfb) + " |")
+    return "\n".join(lines)

@@ -1,5 +1,5 @@
 // Instantiates the forward/backward kernels and launchers of one cell for every dtype.
 #include "../cells/rnn.cuh"
-#include "../launch.cuh"
+#include "../recurrence.cuh"
 
 FUSEDRNN_INSTANTIATE(fusedrnn::RnnReluCell)

@@ -1,10 +1,15 @@
-"""One small forward + backward of backend="cuda" for a cell, sized for compute-sanitizer.
+"""One small forward + backward of backend="cuda" for a cell on every tier, sized for
+compute-sanitizer.
 
     compute-sanitizer --tool memcheck python tests/gpu/sanitizer_case.py lstm
-    compute-sanitizer --tool racecheck python tests/gpu/sanitizer_case.py gru --mode step
+    compute-sanitizer --tool racecheck python tests/gpu/sanitizer_case.py gru --modes grid --dtype bf16
 
-Runs T=5, B=3, H=37 (odd, several blocks) with lengths and both directions, in every
-dtype unless --dtype is given; exits 1 if an output is not finite or CUDA is absent.
+Runs T=5, B=19, H=37 (odd H: 3 CTAs of 16 units; 3 batch groups of 8 rows, the last one
+short) with lengths and both directions, on each tier forced (cta, cluster, grid, grid
+with two passes over K, step) in every dtype unless --modes / --dtype narrow it. Each
+launch is synchronised and checked (FUSEDRNN_CUDA_CHECK=1), outputs are NaN-poisoned.
+Prints one line per (tier, dtype, direction) and exits 1 if an output is not finite, a
+launch raised, or CUDA is absent.
 """
 from __future__ import annotations
 
@@ -12,18 +17,35 @@ import argparse
 import os
 import sys
 
+TIERS = {
+    "cta": dict(FUSEDRNN_CUDA_MODE="cta", FUSEDRNN_CUDA_BATCH_ROWS="8"),
+    "cluster": dict(FUSEDRNN_CUDA_MODE="cluster", FUSEDRNN_CUDA_UNITS="16", FUSEDRNN_CUDA_BATCH_ROWS="8"),
+    "grid": dict(FUSEDRNN_CUDA_MODE="grid", FUSEDRNN_CUDA_UNITS="16", FUSEDRNN_CUDA_BATCH_ROWS="8"),
+    "grid-passes": dict(FUSEDRNN_CUDA_MODE="grid", FUSEDRNN_CUDA_UNITS="16", FUSEDRNN_CUDA_BATCH_ROWS="8",
+                        FUSEDRNN_CUDA_PASSES="2"),
+    "step": dict(FUSEDRNN_CUDA_MODE="step"),
+    "auto": dict(FUSEDRNN_CUDA_MODE="auto"),
+}
+KNOBS = ("FUSEDRNN_CUDA_MODE", "FUSEDRNN_CUDA_UNITS", "FUSEDRNN_CUDA_BATCH_ROWS", "FUSEDRNN_CUDA_PASSES")
+
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("cell", choices=["lstm", "gru", "rnn_tanh", "rnn_relu"])
     ap.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], default=None)
-    ap.add_argument("--mode", choices=["auto", "persistent", "step"], default="auto")
+    ap.add_argument("--modes", default="cta,cluster,grid,grid-passes,step",
+                    help="comma list of " + ", ".join(TIERS) + " (default: every forced tier)")
     ap.add_argument("--T", type=int, default=5)
-    ap.add_argument("--B", type=int, default=3)
+    ap.add_argument("--B", type=int, default=19)
     ap.add_argument("--H", type=int, default=37)
     args = ap.parse_args(argv)
-    os.environ["FUSEDRNN_CUDA_MODE"] = args.mode
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    unknown = [m for m in modes if m not in TIERS]
+    if unknown or not modes:
+        ap.error(f"--modes: unknown {unknown}")
     os.environ["FUSEDRNN_CUDA_POISON"] = "1"
+    os.environ["FUSEDRNN_CUDA_CHECK"] = "1"
+    os.environ.setdefault("FUSEDRNN_CUDA_SPIN_LIMIT", str(1 << 30))  # sanitizers slow everything down
 
     import torch
 
@@ -35,23 +57,32 @@ def main(argv=None) -> int:
     dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
     chosen = [args.dtype] if args.dtype else list(dtypes)
     G, T, B, H = GATES[args.cell], args.T, args.B, args.H
-    g = torch.Generator().manual_seed(0)
     ok = True
-    for name in chosen:
-        dt = dtypes[name]
-        for reverse in (False, True):
-            mk = lambda *s: (torch.randn(*s, generator=g) * 0.5).to("cuda", dt).requires_grad_(True)  # noqa: E731
-            gx, h0, w, b = mk(T, B, G * H), mk(B, H), mk(G * H, H), mk(G * H)
-            c0 = mk(B, H) if args.cell == "lstm" else None
-            lengths = torch.tensor([T] + [max(1, T - 2 - i) for i in range(B - 1)], device="cuda")
-            outs = recurrence(args.cell, gx, h0, c0, w, b, lengths, reverse, backend="cuda")
-            sum(o.float().sum() for o in outs).backward()
-            torch.cuda.synchronize()
-            tensors = list(outs) + [t.grad for t in (gx, h0, c0, w, b) if t is not None]
-            finite = all(bool(torch.isfinite(t).all()) for t in tensors)
-            ok &= finite
-            print(f"sanitizer_case {args.cell} {name} reverse={reverse} mode={args.mode}: "
-                  f"{'ok' if finite else 'NON-FINITE OUTPUT'}")
+    for mode in modes:
+        for k in KNOBS:
+            os.environ.pop(k, None)
+        os.environ.update(TIERS[mode])
+        for name in chosen:
+            dt = dtypes[name]
+            for reverse in (False, True):
+                g = torch.Generator().manual_seed(0)
+                mk = lambda *s: (torch.randn(*s, generator=g) * 0.5).to("cuda", dt).requires_grad_(True)  # noqa: E731
+                gx, h0, w, b = mk(T, B, G * H), mk(B, H), mk(G * H, H), mk(G * H)
+                c0 = mk(B, H) if args.cell == "lstm" else None
+                lengths = torch.tensor([T] + [max(1, T - 2 - i % T) for i in range(B - 1)], device="cuda")
+                what = f"sanitizer_case {args.cell} {name} reverse={reverse} tier={mode}"
+                try:
+                    outs = recurrence(args.cell, gx, h0, c0, w, b, lengths, reverse, backend="cuda")
+                    sum(o.float().sum() for o in outs).backward()
+                    torch.cuda.synchronize()
+                except RuntimeError as e:
+                    print(f"{what}: RAISED {e}")
+                    ok = False
+                    continue
+                tensors = list(outs) + [t.grad for t in (gx, h0, c0, w, b) if t is not None]
+                finite = all(bool(torch.isfinite(t).all()) for t in tensors)
+                ok &= finite
+                print(f"{what}: {'ok' if finite else 'NON-FINITE OUTPUT'}")
     return 0 if ok else 1
 
 

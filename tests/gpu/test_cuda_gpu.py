@@ -1,15 +1,22 @@
-"""backend="cuda" on a GPU against the float64 reference: values and every gradient,
-all cells × fp32/bf16/fp16 × with/without lengths × both directions × both kernel
-families (persistent, per-step), small awkward sizes and the anchor shapes; bitwise
-reproducibility; CUDA-graph capture. Skipped only where there is no CUDA device.
+"""backend="cuda" on a GPU against the float64 reference: values and every gradient, each
+tier forced (cta, cluster, grid with and without streamed passes, step), every cell,
+fp32/bf16/fp16, lengths and reverse, batch tails (several batch groups), odd H (several
+CTAs exchanging h); NaN in padded steps; the AUTO fallback; bitwise reproducibility;
+CUDA-graph capture; the plan read off the device. Skipped only where there is no CUDA device.
 
-Tolerance (DESIGN.md): error relative to the float64 reference no worse than twice that
-of the same recurrence run by torch in the same dtype (`lowp_recurrence`, every tensor
-and the state in that dtype, as torch.nn does), with a small floor per dtype.
+Every test runs with FUSEDRNN_CUDA_POISON=1 (unwritten outputs are NaN), FUSEDRNN_CUDA_CHECK=1
+(each launch is synchronised: a fault or a flag wait that timed out raises at that launch,
+naming direction, tier, step and CTAs) and a short spin limit, so a broken exchange fails in
+milliseconds instead of hanging the 15-minute window. Test ids name the tier and shape.
+
+Tolerance (DESIGN.md): error relative to the float64 reference no worse than twice that of
+the same recurrence run by torch in the same dtype (`lowp_recurrence`, every tensor and the
+state in that dtype, as torch.nn does), with a small floor per dtype.
 """
 from __future__ import annotations
 
 import math
+import warnings
 
 import pytest
 import torch
@@ -23,6 +30,25 @@ ANCHORS = [(1, 1024, 256), (8, 512, 128), (16, 1024, 768), (64, 256, 1024), (256
 
 has_cuda = torch.cuda.is_available()
 gpu = pytest.mark.skipif(not has_cuda, reason="no CUDA device")
+
+from sanitizer_case import KNOBS as TIER_KNOBS  # noqa: E402  (tests/gpu is on sys.path under pytest)
+from sanitizer_case import TIERS  # noqa: E402  (the env knobs that force each tier, several CTAs and groups)
+
+ALL_KNOBS = TIER_KNOBS + ("FUSEDRNN_CUDA_FAKE_LAUNCH_FAILURE",)
+
+
+@pytest.fixture(autouse=True)
+def loud(monkeypatch):
+    monkeypatch.setenv("FUSEDRNN_CUDA_POISON", "1")
+    monkeypatch.setenv("FUSEDRNN_CUDA_CHECK", "1")
+    monkeypatch.setenv("FUSEDRNN_CUDA_SPIN_LIMIT", str(1 << 27))  # ~70 ms at 1.9 GHz
+    for k in ALL_KNOBS:
+        monkeypatch.delenv(k, raising=False)
+
+
+def use_tier(monkeypatch, tier):
+    for k, v in TIERS[tier].items():
+        monkeypatch.setenv(k, v)
 
 
 def make_case(cell, T, B, H, dtype, device, lengths, seed=0):
@@ -39,6 +65,8 @@ def make_case(cell, T, B, H, dtype, device, lengths, seed=0):
     if lengths:
         lens = torch.randint(1, T + 1, (B,), generator=g)
         lens[0] = T
+        if B > 1:
+            lens[-1] = 1
         lens = lens.to(device)
     # fixed cotangents for y, hT, cT
     probes = [torch.randn(T, B, H, generator=g, dtype=torch.float64).to(device),
@@ -91,7 +119,7 @@ def rel_err(a, ref):
 NAMES = ["y", "hT", "cT"], ["d_gx", "d_h0", "d_c0", "d_w_hh", "d_b_hh"]
 
 
-def check(cell, T, B, H, dtype, device, lengths, reverse, backend="cuda", seed=0, got_fn=None):
+def check(cell, T, B, H, dtype, device, lengths, reverse, backend="cuda", seed=0, got_fn=None, label=""):
     x, lens, probes = make_case(cell, T, B, H, dtype, device, lengths, seed)
     ref_o, ref_g = run(backend_fn("reference"), cell, x, lens, probes, reverse, torch.float64)
     got_o, got_g = run(got_fn or backend_fn(backend), cell, x, lens, probes, reverse, dtype)
@@ -100,105 +128,189 @@ def check(cell, T, B, H, dtype, device, lengths, reverse, backend="cuda", seed=0
     failures = []
     for names, got, base, ref in ((NAMES[0], got_o, base_o, ref_o), (gnames, got_g, base_g, ref_g)):
         for name, a, b, r in zip(names, got, base, ref):
-            assert torch.isfinite(a).all(), f"{name}: non-finite values (unwritten output?)"
+            if not torch.isfinite(a).all():
+                bad = (~torch.isfinite(a)).nonzero()[:4].tolist()
+                failures.append(f"{name}: non-finite at {bad} (unwritten output?)")
+                continue
             tol = max(2 * rel_err(b, r), FLOOR[dtype])
             e = rel_err(a, r)
             if not e <= tol:
-                failures.append(f"{name}: error {e:.3g} > tol {tol:.3g} (torch in {dtype}: {rel_err(b, r):.3g})")
-    assert not failures, f"{cell} T={T} B={B} H={H} {dtype} lengths={lengths} reverse={reverse}: " + "; ".join(failures)
+                at = (a - r).abs().flatten().argmax().item()
+                failures.append(f"{name}: error {e:.3g} > tol {tol:.3g} (torch in {dtype}: {rel_err(b, r):.3g}; "
+                                f"worst at flat index {at} of shape {tuple(a.shape)})")
+    assert not failures, (f"[{label}] {cell} T={T} B={B} H={H} {dtype} lengths={lengths} reverse={reverse}: "
+                          + "; ".join(failures))
 
 
-@pytest.fixture(params=["persistent", "step"])
-def mode(request, monkeypatch):
-    monkeypatch.setenv("FUSEDRNN_CUDA_MODE", request.param)
-    monkeypatch.setenv("FUSEDRNN_CUDA_POISON", "1")
-    return request.param
+# --- every tier, forced ----------------------------------------------------------------
+
+SHAPES = [(1, 3, 5), (7, 3, 33), (5, 37, 40)]  # T, B, H: one step; 3 CTAs of 16 units; 5 groups of 8 rows
 
 
 @gpu
-@pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
-@pytest.mark.parametrize("lengths", [False, True], ids=["full", "lengths"])
+@pytest.mark.parametrize("T, B, H", SHAPES, ids=[f"T{t}_B{b}_H{h}" for t, b, h in SHAPES])
+@pytest.mark.parametrize("lengths, reverse", [(False, False), (True, True)], ids=["full", "lengths_rev"])
 @pytest.mark.parametrize("dtype", list(DTYPES.values()), ids=list(DTYPES))
 @pytest.mark.parametrize("cell", CELLS)
-@pytest.mark.parametrize("T, B, H", [(1, 3, 5), (7, 3, 33), (5, 70, 300)], ids=["T1", "odd", "chunks"])
-def test_small_sizes(cell, dtype, lengths, reverse, T, B, H, mode):
-    check(cell, T, B, H, dtype, torch.device("cuda"), lengths, reverse)
-
-
-@gpu
-@pytest.mark.parametrize("dtype", list(DTYPES.values()), ids=list(DTYPES))
-@pytest.mark.parametrize("cell", CELLS)
-@pytest.mark.parametrize("B, T, H", ANCHORS, ids=[f"anchor_B{b}_T{t}_H{h}" for b, t, h in ANCHORS])
-def test_anchor_shapes(cell, dtype, B, T, H, monkeypatch):
-    monkeypatch.setenv("FUSEDRNN_CUDA_POISON", "1")
-    check(cell, T, B, H, dtype, torch.device("cuda"), lengths=False, reverse=False)
-
-
-@gpu
-@pytest.mark.parametrize("cell", CELLS)
-def test_anchor_packed_reverse(cell):
-    check(cell, 128, 64, 512, torch.bfloat16, torch.device("cuda"), lengths=True, reverse=True)
+@pytest.mark.parametrize("tier", ["cta", "cluster", "grid", "grid-passes", "step"])
+def test_tier(tier, cell, dtype, lengths, reverse, T, B, H, monkeypatch):
+    use_tier(monkeypatch, tier)
+    check(cell, T, B, H, dtype, torch.device("cuda"), lengths, reverse, label=f"tier {tier}")
 
 
 @gpu
 @pytest.mark.parametrize("dtype", list(DTYPES.values()), ids=list(DTYPES))
 @pytest.mark.parametrize("cell", CELLS)
-def test_repeated_runs_are_bitwise_identical(cell, dtype, mode):
-    x, lens, probes = make_case(cell, 9, 37, 200, dtype, torch.device("cuda"), lengths=True)
-    first = run(backend_fn("cuda"), cell, x, lens, probes, True, dtype)
-    for _ in range(2):
-        again = run(backend_fn("cuda"), cell, x, lens, probes, True, dtype)
-        for a, b in zip(first[0] + first[1], again[0] + again[1]):
-            assert torch.equal(a, b)
-
-
-@gpu
-@pytest.mark.parametrize("cell", CELLS)
-def test_cuda_graph_capture(cell, mode):
-    """No allocation or synchronisation inside the extension: capture and replay a forward."""
-    x, lens, _ = make_case(cell, 16, 8, 64, torch.bfloat16, torch.device("cuda"), lengths=True)
-    args = (cell, x["gx"], x["h0"], x["c0"], x["w_hh"], x["b_hh"], lens, False)
-    with torch.no_grad():
-        eager = backend_fn("cuda")(*args)
-        s = torch.cuda.Stream()
-        s.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(s):
-            backend_fn("cuda")(*args)  # warm-up outside the capture
-        torch.cuda.current_stream().wait_stream(s)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            captured = backend_fn("cuda")(*args)
-        graph.replay()
-        torch.cuda.synchronize()
-    for a, b in zip(eager, captured):
-        assert torch.equal(a, b)
-
-
-@gpu
-def test_plans_of_the_anchor_shapes():
-    """On an H100/H200 every anchor shape must take the persistent kernel (fwd and bwd)."""
+@pytest.mark.parametrize("B, T, H", ANCHORS, ids=[f"anchor_B{b}_H{h}" for b, t, h in ANCHORS])
+def test_anchor_shapes_auto(cell, dtype, B, T, H):
+    """The tier the plan picks at each anchor (B, H); T shortened: the plan does not depend on it."""
     from fusedrnn.ops import cuda as cuda_ops
-    major, _ = torch.cuda.get_device_capability()
-    sms = torch.cuda.get_device_properties(0).multi_processor_count
+    tiers = [cuda_ops.plan(cell, dtype, B, H, backward=b)["tier"] for b in (False, True)]
+    check(cell, min(T, 12), B, H, dtype, torch.device("cuda"), lengths=True, reverse=False,
+          label=f"auto fwd {tiers[0]} / bwd {tiers[1]}")
+
+
+@gpu
+def test_long_sequence_accumulates_no_drift():
+    check("lstm", 1024, 1, 256, torch.bfloat16, torch.device("cuda"), lengths=False, reverse=False, label="auto T1024")
+
+
+# --- lengths: padded steps contribute nothing ----------------------------------------------
+
+@gpu
+@pytest.mark.parametrize("tier", ["cta", "cluster", "grid", "step"])
+@pytest.mark.parametrize("cell", CELLS)
+def test_nan_in_padded_steps_changes_nothing(cell, tier, monkeypatch):
+    """NaN/inf in gx at t >= lengths[b] is never read: outputs and every gradient are bitwise
+    those of clean inputs; NaN in one sequence's h0/c0 leaves the other sequences untouched."""
+    use_tier(monkeypatch, tier)
+    T, B, H, dt = 6, 5, 33, torch.bfloat16
+    x, lens, probes = make_case(cell, T, B, H, dt, torch.device("cuda"), lengths=True, seed=3)
+    for reverse in (False, True):
+        clean = run(backend_fn("cuda"), cell, x, lens, probes, reverse, dt)
+        dirty = dict(x)
+        pad = (torch.arange(T, device="cuda")[:, None] >= lens[None, :])  # (T, B)
+        gx = x["gx"].clone()
+        gx[pad] = float("nan")
+        gx[pad.nonzero()[:1, 0], pad.nonzero()[:1, 1]] = float("inf")
+        dirty["gx"] = gx
+        got = run(backend_fn("cuda"), cell, dirty, lens, probes, reverse, dt)
+        for a, b in zip(clean[0] + clean[1][1:], got[0] + got[1][1:]):  # all but d_gx of the poisoned input
+            assert torch.equal(a, b), f"tier {tier} reverse={reverse}: padded NaN leaked"
+        assert torch.equal(clean[1][0], got[1][0])  # d_gx: padded steps get exactly 0
+        assert (got[1][0][pad] == 0).all()
+        short = int(torch.argmin(lens))
+        h0 = x["h0"].clone()
+        h0[short] = float("nan")
+        nanh = run(backend_fn("cuda"), cell, dict(x, h0=h0), lens, probes, reverse, dt)[0]
+        keep = [b for b in range(B) if b != short]
+        for a, b in zip(clean[0], nanh):
+            dim = 1 if a.dim() == 3 else 0
+            assert torch.equal(a.index_select(dim, torch.tensor(keep, device="cuda")),
+                               b.index_select(dim, torch.tensor(keep, device="cuda"))), f"tier {tier}: NaN h0 leaked"
+
+
+# --- launch behaviour --------------------------------------------------------------------------
+
+@gpu
+@pytest.mark.parametrize("direction", ["forward", "backward"])
+def test_a_flag_wait_that_times_out_is_reported(direction, monkeypatch):
+    """Spin limit of one cycle: among 3 CTAs over 200 steps some wait finds a flag not yet
+    released (in practice always), and the launch raises naming the step and the CTAs."""
+    use_tier(monkeypatch, "grid")
+    x, lens, probes = make_case("gru", 200, 3, 33, torch.bfloat16, torch.device("cuda"), lengths=False)
+    pattern = (rf"{direction} persistent kernel \(grid tier\) timed out: CTA \d+ waited at step \d+ "
+               r"for the h chunk of CTA \d+")
+    if direction == "backward":  # a clean forward first: only the backward may time out
+        leaves = {n: (t.detach().requires_grad_(True) if t is not None else None) for n, t in x.items()}
+        outs = recurrence("gru", leaves["gx"], leaves["h0"], None, leaves["w_hh"], leaves["b_hh"], None, False,
+                          backend="cuda")
+        monkeypatch.setenv("FUSEDRNN_CUDA_SPIN_LIMIT", "1")
+        with pytest.raises(RuntimeError, match=pattern):
+            outs[0].float().sum().backward()
+    else:
+        monkeypatch.setenv("FUSEDRNN_CUDA_SPIN_LIMIT", "1")
+        with pytest.raises(RuntimeError, match=pattern):
+            run(backend_fn("cuda"), "gru", x, lens, probes, False, torch.bfloat16)
+
+@gpu
+def test_refused_persistent_launch_falls_back_with_one_warning(monkeypatch):
+    from fusedrnn.ops import cuda as cuda_ops
+    monkeypatch.setattr(cuda_ops, "_warned", set())
+    monkeypatch.setenv("FUSEDRNN_CUDA_FAKE_LAUNCH_FAILURE", "1")
+    with pytest.warns(RuntimeWarning, match="refused .*ran the per-step kernels instead"):
+        check("gru", 5, 3, 33, torch.bfloat16, torch.device("cuda"), lengths=True, reverse=True, label="fallback")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        check("gru", 5, 3, 33, torch.bfloat16, torch.device("cuda"), lengths=True, reverse=True, label="fallback")
+
+
+@gpu
+@pytest.mark.parametrize("tier", ["cta", "cluster", "grid", "step"])
+@pytest.mark.parametrize("cell", CELLS)
+def test_repeated_runs_are_bitwise_identical(cell, tier, monkeypatch):
+    use_tier(monkeypatch, tier)
+    x, lens, probes = make_case(cell, 9, 37, 40, torch.bfloat16, torch.device("cuda"), lengths=True)
+    first = run(backend_fn("cuda"), cell, x, lens, probes, True, torch.bfloat16)
+    for _ in range(2):
+        again = run(backend_fn("cuda"), cell, x, lens, probes, True, torch.bfloat16)
+        for a, b in zip(first[0] + first[1], again[0] + again[1]):
+            assert torch.equal(a, b), f"tier {tier}: not reproducible"
+
+
+@gpu
+@pytest.mark.parametrize("tier", ["cta", "cluster", "grid", "step"])
+def test_cuda_graph_capture(tier, monkeypatch):
+    """No allocation or synchronisation inside the extension: capture and replay a forward."""
+    use_tier(monkeypatch, tier)
+    monkeypatch.delenv("FUSEDRNN_CUDA_CHECK")  # it synchronises, which a capture forbids
+    for cell in CELLS:
+        x, lens, _ = make_case(cell, 16, 8, 64, torch.bfloat16, torch.device("cuda"), lengths=True)
+        args = (cell, x["gx"], x["h0"], x["c0"], x["w_hh"], x["b_hh"], lens, False)
+        with torch.no_grad():
+            eager = backend_fn("cuda")(*args)
+            s = torch.cuda.Stream()
+            s.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(s):
+                backend_fn("cuda")(*args)  # warm-up outside the capture
+            torch.cuda.current_stream().wait_stream(s)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                captured = backend_fn("cuda")(*args)
+            graph.replay()
+            torch.cuda.synchronize()
+        for a, b in zip(eager, captured):
+            assert torch.equal(a, b), f"tier {tier} {cell}: replay differs"
+
+
+@gpu
+def test_plan_on_this_device_is_the_pure_plan_of_its_limits():
+    from fusedrnn import _C
+    from fusedrnn.ops import cuda as cuda_ops
+    limits = _C.device_limits(torch.cuda.current_device())
+    props = torch.cuda.get_device_properties(0)
+    assert limits["sms"] == props.multi_processor_count
     for cell in CELLS:
         for dtype in DTYPES.values():
             for B, T, H in ANCHORS:
                 for bwd in (False, True):
-                    p = cuda_ops.plan(cell, dtype, B, H, backward=bwd, mode="auto")
-                    assert p["blocks"] >= 1 and p["units_per_block"] >= 1
-                    if major == 9 and sms >= 132:
-                        assert p["persistent"], (cell, dtype, B, H, bwd, p)
+                    on_device = cuda_ops.plan(cell, dtype, B, H, backward=bwd)
+                    assert on_device == cuda_ops.plan_for(cell, dtype, B, H, limits, backward=bwd)
+                    if limits == cuda_ops.H100_LIMITS and dtype != torch.float32:
+                        assert on_device["persistent"], (cell, dtype, B, H, bwd, on_device["reason"])
 
 
 @gpu
 def test_step_fallback_covers_sizes_too_large_for_the_persistent_kernel(monkeypatch):
     from fusedrnn.ops import cuda as cuda_ops
-    p = cuda_ops.plan("lstm", torch.float32, 4, 4096, mode="auto")
+    p = cuda_ops.plan("lstm", torch.float32, 4, 4096)
     assert not p["persistent"] and p["reason"]
-    monkeypatch.setenv("FUSEDRNN_CUDA_POISON", "1")
-    check("lstm", 3, 4, 4096, torch.float32, torch.device("cuda"), lengths=True, reverse=False)
-    with pytest.raises(RuntimeError, match="persistent kernel cannot run"):
-        cuda_ops.plan("lstm", torch.float32, 4, 4096, mode="persistent")
+    check("lstm", 3, 4, 4096, torch.float32, torch.device("cuda"), lengths=True, reverse=False, label="auto step")
+    gx = torch.randn(2, 4, 4 * 4096, device="cuda")
+    h = torch.zeros(4, 4096, device="cuda")
+    monkeypatch.setenv("FUSEDRNN_CUDA_MODE", "grid")
+    with pytest.raises(RuntimeError, match="the grid mode cannot run"):
+        cuda_ops.forward("lstm", gx, h, h, torch.zeros(4 * 4096, 4096, device="cuda"), None, None, False, False)
 
 
 @gpu
@@ -227,3 +339,8 @@ def test_harness_accepts_the_reference_and_rejects_a_wrong_answer(cell):
         check(cell, 4, 3, 5, torch.float32, cpu, lengths=True, reverse=True, got_fn=off_by(1.001))
     with pytest.raises(AssertionError, match="y: error"):
         check(cell, 4, 3, 5, torch.bfloat16, cpu, lengths=False, reverse=False, got_fn=off_by(1.05))
+
+
+def test_every_tier_has_knobs():
+    from fusedrnn.ops import cuda as cuda_ops
+    assert {v["FUSEDRNN_CUDA_MODE"] for v in TIERS.values()} == set(cuda_ops.MODES) - {"persistent"}

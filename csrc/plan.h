@@ -1,0 +1,61 @@
+// How a recurrence runs on a device: a pure host function of the problem and of the
+// device's limits (no CUDA call), so CPU tests and the compile gate ask it the very
+// question the GPU path asks (launch.cuh reads the limits off the device, then calls it).
+#pragma once
+#include <string>
+
+#include "layout.h"
+
+namespace fusedrnn {
+
+// auto: the fastest tier that fits, else per-step; persistent: the fastest of tiers 1-3 or
+// an error; cta/cluster/grid/step: that tier or an error (tests force each one).
+enum class Mode : int { AUTO = 0, PERSISTENT = 1, CTA = 2, CLUSTER = 3, GRID = 4, STEP = 5 };
+
+struct DeviceLimits {
+  int sms = 0;           // multiprocessors
+  int smem_optin = 0;    // dynamic shared memory one CTA may opt in to (bytes)
+  int smem_per_sm = 0;   // shared memory per multiprocessor (bytes)
+  int regs_per_sm = 0;   // 32-bit registers per multiprocessor
+  int cc_major = 0, cc_minor = 0;
+  int max_cluster = 0;   // CTAs per cluster (16 non-portable on sm_90; 0: no clusters)
+  int cooperative = 0;   // cooperative launches supported
+};
+
+struct PlanRequest {
+  bool backward = false;
+  int G = 1, S = 1;      // gates, fp32 values saved per (t, b, unit)
+  int esize = 4;         // bytes per element of the dtype
+  int B = 1, H = 1;
+  Mode mode = Mode::AUTO;
+  int units = 0;         // force U (units per CTA; rounded up to 16 bytes), 0: choose
+  int batch_rows = 0;    // force BG (rows per group; rounded up to 8), 0: choose
+  int passes = 0;        // force NP (grid tier: passes over K per step), 0: the fewest that fit
+};
+
+// The cost model's terms for one step, microseconds (see plan.cpp and benchmarks/NOTES.md).
+struct Estimate {
+  double sync = 0, exchange = 0, compute = 0, pointwise = 0, io = 0, step = 0;
+  int waves = 1;
+};
+
+struct Plan {
+  Tier tier = Tier::STEP;
+  bool ok = true;        // false: the forced mode cannot run here (reason says why)
+  Layout L{};            // tiers 1-3
+  int grid = 0;          // CTAs of the persistent launch (NBG * NU)
+  int cluster = 0;       // CTAs per cluster (tier 2), else 0
+  bool cooperative = false;  // tier 3: launched cooperatively (co-residency is a launch error)
+  StepGeometry step{};   // the per-step fallback, always filled (AUTO falls back to it)
+  // workspace (bytes, one buffer allocated by the caller): status | flags | xbuf | hbuf | state
+  long long ws_bytes = 0, off_flags = 0, off_xbuf = 0, off_hbuf = 0, off_state = 0;
+  long long ws_zeroed = 0;   // bytes at the start the launcher zeroes before every launch
+  Estimate est{};
+  std::string reason;    // why this tier (for the fallback: why no persistent tier fits)
+};
+
+Plan make_plan(const PlanRequest& req, const DeviceLimits& dev);
+const char* tier_name(Tier t);
+const char* mode_name(Mode m);
+
+}  // namespace fusedrnn

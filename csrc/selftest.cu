@@ -1,0 +1,108 @@
+// C++ unit tests of the launch path (launch.cuh) against a recording fake of the CUDA
+// runtime: no GPU needed. tests/test_cuda_launch.py runs each scenario and reads the log.
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "launch.cuh"
+
+namespace fusedrnn {
+
+namespace {
+
+class FakeRuntime final : public Runtime {
+ public:
+  std::vector<std::string> log;
+  int current = 1;
+  bool refuse_cooperative = false, refuse_cluster = false;
+  char persistent_id = 0, step_id = 0;  // their addresses are the fake kernels
+
+  std::string kernel(const void* k) const {
+    return k == &persistent_id ? "persistent" : k == &step_id ? "step" : "?";
+  }
+  cudaError_t get_device(int* device) override {
+    *device = current;
+    log.push_back("get_device -> " + std::to_string(current));
+    return cudaSuccess;
+  }
+  cudaError_t set_device(int device) override {
+    current = device;
+    log.push_back("set_device " + std::to_string(device));
+    return cudaSuccess;
+  }
+  cudaError_t set_attribute(const void* k, cudaFuncAttribute attr, int value) override {
+    const char* name = attr == cudaFuncAttributeMaxDynamicSharedMemorySize ? "max_dynamic_smem"
+                       : attr == cudaFuncAttributeNonPortableClusterSizeAllowed ? "non_portable_cluster"
+                                                                                 : "?";
+    log.push_back("set_attribute " + kernel(k) + " " + name + " " + std::to_string(value));
+    return cudaSuccess;
+  }
+  cudaError_t memset_async(void*, size_t bytes, cudaStream_t) override {
+    log.push_back("memset " + std::to_string(bytes));
+    return cudaSuccess;
+  }
+  cudaError_t launch(const void* k, int gx, int gy, int smem, int cluster, bool coop, cudaStream_t,
+                     void**) override {
+    log.push_back("launch " + kernel(k) + " grid=" + std::to_string(gx) + "x" + std::to_string(gy) +
+                  " smem=" + std::to_string(smem) + " cluster=" + std::to_string(cluster) +
+                  " cooperative=" + (coop ? "1" : "0") + " on device " + std::to_string(current));
+    if ((coop && refuse_cooperative) || (cluster && refuse_cluster)) return cudaErrorCooperativeLaunchTooLarge;
+    return cudaSuccess;
+  }
+  void clear_error() override { log.push_back("clear_error"); }
+};
+
+DeviceLimits h100() {
+  DeviceLimits d;
+  d.sms = 132; d.smem_optin = 227 * 1024; d.smem_per_sm = 228 * 1024; d.regs_per_sm = 65536;
+  d.cc_major = 9; d.cc_minor = 0; d.max_cluster = 16; d.cooperative = 1;
+  return d;
+}
+
+// One forward launch of an LSTM bf16 (B, H) through the real launch path.
+std::string launch_once(FakeRuntime& rt, int device, Mode mode, int B, int H, int T, bool fake_failure = false) {
+  Launch l;
+  l.device = device;
+  l.mode = mode;
+  l.fake_launch_failure = fake_failure;
+  const Plan plan = make_plan(plan_request(false, Cell::LSTM, DType::BF16, B, H, l), h100());
+  rt.log.push_back(std::string("plan ") + tier_name(plan.tier));
+  const Kernels k{&rt.persistent_id, &rt.step_id};
+  int s = 0;
+  return run(rt, plan, l, h100(), k, nullptr, nullptr, &s, T, nullptr, "lstm_fwd<bf16>");
+}
+
+}  // namespace
+
+std::vector<std::string> selftest(const std::string& name) {
+  FakeRuntime rt;
+  auto note = [&](const std::string& n) { rt.log.push_back("note: " + n); };
+  try {
+    if (name == "device_guard") {  // the caller's device 1 is current; the tensors live on device 0
+      note(launch_once(rt, 0, Mode::AUTO, 8, 128, 3));
+      rt.log.push_back("current " + std::to_string(rt.current));
+      note(launch_once(rt, 1, Mode::AUTO, 8, 128, 3));  // already current: no set_device at all
+      rt.log.push_back("current " + std::to_string(rt.current));
+    } else if (name == "attribute_once") {  // two plans of different shared memory, same kernel
+      note(launch_once(rt, 1, Mode::AUTO, 8, 128, 3));
+      note(launch_once(rt, 1, Mode::AUTO, 1, 256, 3));
+      note(launch_once(rt, 1, Mode::AUTO, 64, 1024, 3));
+    } else if (name == "fallback_auto") {  // cooperative and cluster launches refused (MPS, busy SMs)
+      rt.refuse_cooperative = rt.refuse_cluster = true;
+      note(launch_once(rt, 1, Mode::AUTO, 16, 768, 3));
+      note(launch_once(rt, 1, Mode::AUTO, 1, 256, 3));
+    } else if (name == "fallback_forced") {
+      rt.refuse_cooperative = true;
+      note(launch_once(rt, 1, Mode::GRID, 16, 768, 3));
+    } else if (name == "fake_failure") {  // the test hook FUSEDRNN_CUDA_FAKE_LAUNCH_FAILURE
+      note(launch_once(rt, 1, Mode::AUTO, 8, 128, 2, true));
+    } else {
+      throw std::invalid_argument("unknown selftest '" + name + "'");
+    }
+  } catch (const std::runtime_error& e) {
+    rt.log.push_back(std::string("error: ") + e.what());
+  }
+  return rt.log;
+}
+
+}  // namespace fusedrnn

@@ -1,0 +1,63 @@
+"""The compile gate's CI shape set for the cuda backend: every launch the plan would issue
+on an H100 is compiled for sm_90 (nvcc -Xptxas -v, cached under build/compile_check) and
+must exit 0 (no FAIL, SMEM or CORES) with no spill in a 16-bit kernel at an anchor."""
+import json
+
+import pytest
+
+from benchmarks.compile_check import __main__ as gate
+from benchmarks.compile_check import cuda_rows
+
+pytest.importorskip("fusedrnn._C", reason="the CUDA extension is not built (no nvcc)")
+
+
+@pytest.fixture(scope="module")
+def ci_rows(tmp_path_factory):
+    if cuda_rows._nvcc_flags(90)[1] is None:
+        pytest.skip("nvcc not found")
+    out = tmp_path_factory.mktemp("gate") / "cuda.json"
+    rc = gate.main(["--backends", "cuda", "--shapes", "ci", "--quiet", "--json", str(out)])
+    with open(out) as f:
+        return rc, json.load(f)["rows"]
+
+
+def test_gate_exits_zero(ci_rows):
+    rc, rows = ci_rows
+    bad = [(r["kernel"], r["cell"], r["dtype"], r["B"], r["H"], r["direction"], r["flags"], r["error"])
+           for r in rows if set(r["flags"]) & {"FAIL", "SMEM", "CORES"}]
+    assert rc == 0 and not bad, bad
+
+
+def test_no_sixteen_bit_anchor_spills(ci_rows):
+    _, rows = ci_rows
+    spills = [(r["cell"], r["dtype"], r["B"], r["H"], r["direction"], r["spill_bytes"])
+              for r in rows if r["anchor"] and r["dtype"] in ("bf16", "fp16") and r["spill_bytes"]]
+    assert not spills, spills
+
+
+def test_rows_cover_every_case_and_both_directions(ci_rows):
+    _, rows = ci_rows
+    keys = {(r["cell"], r["dtype"], r["B"], r["H"], r["direction"]) for r in rows}
+    assert len(rows) == len(keys) == 4 * 3 * 9 * 2  # cells x dtypes x (5 anchors + 4 edges) x directions
+    for r in rows:
+        assert r["regs"] and r["regs"] <= 255 and r["threads"] == 256
+        if r["variant"] == "any":  # the persistent kernel: tensor cores, the plan's tier in the layout
+            assert r["tensor_cores"] in ("mma", "wgmma", "?"), r
+            assert r["layout"].split()[0] in ("cta", "cluster", "grid"), r
+            assert r["barrier"] == (r["layout"].split()[0] == "grid")
+    tiers = {r["layout"].split()[0] for r in rows}
+    assert {"cta", "cluster", "grid"} <= tiers, tiers
+
+
+def test_ptxas_log_parser():
+    log = """ptxas info    : Compiling entry function '_ZN8fusedrnn1kE' for 'sm_90'
+ptxas info    : Function properties for _ZN8fusedrnn1kE
+    32 bytes stack frame, 8 bytes spill stores, 4 bytes spill loads
+ptxas info    : Used 191 registers, used 1 barriers, 32 bytes cumulative stack size, 128 bytes smem
+"""
+    assert cuda_rows.parse_ptxas(log) == {"_ZN8fusedrnn1kE": dict(regs=191, spill=12, stack=32, static_smem=128)}
+    assert cuda_rows.kernel_key("void fusedrnn::persistent_kernel<fusedrnn::BwdPass<fusedrnn::RnnCell<true>, "
+                                "__half> >(fusedrnn::BwdPass<>::Params, fusedrnn::Layout, fusedrnn::Workspace)") == \
+        ("persistent", "bwd", "rnn_relu", "fp16")
+    assert cuda_rows.kernel_key("void fusedrnn::fwd_step_kernel<fusedrnn::GruCell, float>(...)") == \
+        ("step", "fwd", "gru", "fp32")

@@ -1,0 +1,210 @@
+"""The CUDA plan (csrc/plan.cpp) is a pure host function of the problem and the device's
+limits: pinned here at the anchor shapes for an H100, for every cell, dtype and
+direction, and checked for what must hold everywhere (fits in shared memory, a flag grid
+is co-resident, clusters within the device's limit, every unit and row covered).
+No GPU: the GPU path reads the same limits off the device and calls the same function."""
+import pytest
+import torch
+
+from fusedrnn.ops import GATES
+from fusedrnn.ops import cuda as cuda_ops
+
+C = pytest.importorskip("fusedrnn._C", reason="the CUDA extension is not built (no nvcc)")
+
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+ANCHORS = ((1, 256), (8, 128), (16, 768), (64, 1024), (256, 512))
+H100 = cuda_ops.H100_LIMITS
+
+# tier:units_per_CTA x CTAs_per_group:rows_per_group x groups, per anchor (B, H) in order
+PINNED = {
+    # from the plan of this commit; a change of the plan or of its cost model shows here
+    ("gru", "bf16", "fwd"): "cluster:16x16:8x1 cluster:8x16:8x1 grid:16x48:8x2 grid:32x32:16x4 cluster:32x16:32x8",
+    ("gru", "bf16", "bwd"): "cluster:16x16:8x1 cluster:16x8:8x1 grid:32x24:8x2 grid:32x32:16x4 grid:64x8:16x16",
+    ("gru", "fp16", "fwd"): "cluster:16x16:8x1 cluster:8x16:8x1 grid:16x48:8x2 grid:32x32:16x4 cluster:32x16:32x8",
+    ("gru", "fp16", "bwd"): "cluster:16x16:8x1 cluster:16x8:8x1 grid:32x24:8x2 grid:32x32:16x4 grid:64x8:16x16",
+    ("gru", "fp32", "fwd"): "cluster:16x16:8x1 cluster:8x16:8x1 grid:16x48:8x2 grid:16x64:32x2 grid:32x16:32x8",
+    ("gru", "fp32", "bwd"): "cluster:16x16:8x1 cluster:16x8:8x1 grid:16x48:8x2 grid:16x64:32x2 grid:32x16:32x8",
+    ("lstm", "bf16", "fwd"): "cluster:16x16:8x1 cluster:8x16:8x1 grid:16x48:8x2 grid:16x64:32x2 cluster:32x16:32x8",
+    ("lstm", "bf16", "bwd"): "cluster:16x16:8x1 cluster:16x8:8x1 grid:16x48:8x2 grid:16x64:32x2 grid:32x16:32x8",
+    ("lstm", "fp16", "fwd"): "cluster:16x16:8x1 cluster:8x16:8x1 grid:16x48:8x2 grid:16x64:32x2 cluster:32x16:32x8",
+    ("lstm", "fp16", "bwd"): "cluster:16x16:8x1 cluster:16x8:8x1 grid:16x48:8x2 grid:16x64:32x2 grid:32x16:32x8",
+    ("lstm", "fp32", "fwd"): "cluster:16x16:8x1 cluster:8x16:8x1 grid:12x64:8x2 grid:8x128:64x1 grid:16x32:64x4",
+    ("lstm", "fp32", "bwd"): "cluster:16x16:8x1 cluster:16x8:8x1 grid:16x48:8x2 step grid:16x32:64x4",
+    ("rnn_relu", "bf16", "fwd"): "cluster:16x16:8x1 cta:128x1:8x1 cluster:48x16:8x2 cluster:64x16:8x8 cluster:64x8:16x16",
+    ("rnn_relu", "bf16", "bwd"): "cluster:16x16:8x1 cta:128x1:8x1 cluster:48x16:8x2 cluster:64x16:8x8 cluster:64x8:16x16",
+    ("rnn_relu", "fp16", "fwd"): "cluster:16x16:8x1 cta:128x1:8x1 cluster:48x16:8x2 cluster:64x16:8x8 cluster:64x8:16x16",
+    ("rnn_relu", "fp16", "bwd"): "cluster:16x16:8x1 cta:128x1:8x1 cluster:48x16:8x2 cluster:64x16:8x8 cluster:64x8:16x16",
+    ("rnn_relu", "fp32", "fwd"): "cluster:16x16:8x1 cta:128x1:8x1 grid:16x48:8x2 grid:32x32:16x4 cluster:64x8:16x16",
+    ("rnn_relu", "fp32", "bwd"): "cluster:16x16:8x1 cta:128x1:8x1 grid:16x48:8x2 grid:32x32:16x4 cluster:64x8:16x16",
+    ("rnn_tanh", "bf16", "fwd"): "cluster:16x16:8x1 cta:128x1:8x1 cluster:48x16:8x2 cluster:64x16:8x8 cluster:64x8:16x16",
+    ("rnn_tanh", "bf16", "bwd"): "cluster:16x16:8x1 cta:128x1:8x1 cluster:48x16:8x2 cluster:64x16:8x8 cluster:64x8:16x16",
+    ("rnn_tanh", "fp16", "fwd"): "cluster:16x16:8x1 cta:128x1:8x1 cluster:48x16:8x2 cluster:64x16:8x8 cluster:64x8:16x16",
+    ("rnn_tanh", "fp16", "bwd"): "cluster:16x16:8x1 cta:128x1:8x1 cluster:48x16:8x2 cluster:64x16:8x8 cluster:64x8:16x16",
+    ("rnn_tanh", "fp32", "fwd"): "cluster:16x16:8x1 cta:128x1:8x1 grid:16x48:8x2 grid:32x32:16x4 cluster:64x8:16x16",
+    ("rnn_tanh", "fp32", "bwd"): "cluster:16x16:8x1 cta:128x1:8x1 grid:16x48:8x2 grid:32x32:16x4 cluster:64x8:16x16",
+}
+
+
+def short(p: dict) -> str:
+    if p["tier"] == "step":
+        return "step"
+    L = p["layout"]
+    return f"{p['tier']}:{L['U']}x{L['NU']}:{L['BG']}x{L['NBG']}"
+
+
+def plan(cell, dt, B, H, bwd, limits=H100, **kw):
+    return cuda_ops.plan_for(cell, DTYPES[dt], B, H, limits, backward=bwd, **kw)
+
+
+@pytest.mark.parametrize("key", sorted(PINNED))
+def test_plan_is_pinned_at_the_anchors(key):
+    cell, dt, direction = key
+    got = " ".join(short(plan(cell, dt, B, H, direction == "bwd")) for B, H in ANCHORS)
+    assert got == PINNED[key]
+
+
+def test_every_anchor_case_is_pinned():
+    assert set(PINNED) == {(c, d, x) for c in GATES for d in DTYPES for x in ("fwd", "bwd")}
+
+
+@pytest.mark.parametrize("dt", ["bf16", "fp16"])
+@pytest.mark.parametrize("cell", sorted(GATES))
+def test_sixteen_bit_anchors_are_persistent_in_both_directions(cell, dt):
+    for B, H in ANCHORS:
+        for bwd in (False, True):
+            p = plan(cell, dt, B, H, bwd)
+            assert p["persistent"], (cell, dt, B, H, bwd, p["reason"])
+
+
+def check_invariants(cell, dt, B, H, bwd, p, limits=H100):
+    G, e = GATES[cell], (4 if dt == "fp32" else 2)
+    assert p["ok"]
+    assert p["workspace_bytes"] >= 2 * B * H * (e + 4)  # the per-step fallback's buffers are always there
+    if p["tier"] == "step":
+        assert p["reason"]
+        s = p["step"]
+        assert s["grid_x"] * s["units"] >= H and s["grid_y"] * s["rows"] >= B and s["grid_y"] <= 65535
+        return
+    L = p["layout"]
+    assert p["smem_bytes"] == L["smem"] <= limits["smem_optin"] - 1024
+    assert L["U"] % (16 // e) == 0 and L["U"] * L["NU"] == L["Hp"] >= H > (L["NU"] - 1) * L["U"]
+    assert L["BG"] % 8 == 0 and L["BG"] * L["NBG"] == L["Bp"] >= B > (L["NBG"] - 1) * L["BG"]
+    assert L["K"] == (G if bwd else 1) * L["Hp"] and L["Kp"] % (32 // e) == 0 and L["Kp"] >= L["K"]
+    assert L["RP"] % 16 == 0 and L["RP"] >= (1 if bwd else G) * L["U"]
+    assert L["ppt"] * 256 >= L["U"] * min(L["BG"], B) and L["ppt"] <= 4
+    assert L["KS"] >= 1 and L["WM"] in (1, 2) and L["WN"] in (1, 2, 4)
+    assert (L["lda"] * e) % 128 in (16, 48, 80, 112) and (L["ldx"] * e) % 16 == 0
+    assert L["ldp"] % 32 == 4
+    assert p["grid"] == L["NU"] * L["NBG"]
+    regions = sorted((L[k], k) for k in ("off_a", "off_x", "off_bias", "off_stage", "off_part"))
+    assert regions[0] == (0, "off_a") and all(off % 128 == 0 for off, _ in regions)
+    # each region holds what the kernel (csrc/persistent.cuh, exchange.cuh) puts there
+    assert L["nx"] == (1 if p["tier"] == "grid" and L["NP"] == 1 else 2)  # two rounds, or two passes
+    width = L["CPP"] * L["U"] if L["NP"] > 1 else L["Kp"]
+    assert L["ldx"] >= width + 16 // e and L["lda"] >= L["Kp"] + 16 // e
+    assert L["off_x"] - L["off_a"] >= L["RP"] * L["lda"] * e
+    assert L["off_bias"] - L["off_x"] >= L["nx"] * L["BG"] * L["ldx"] * e
+    assert L["off_stage"] - L["off_bias"] >= (0 if bwd else L["RP"] * 4)
+    assert L["off_part"] - L["off_stage"] >= ((G if bwd else 1) * L["BG"] * L["U"] * e if p["tier"] == "cluster" else 0)
+    assert L["smem"] - L["off_part"] >= L["KS"] * L["BG"] * L["ldp"] * 4
+    if p["tier"] == "grid":
+        assert p["cooperative"] and p["grid"] <= limits["sms"]  # one CTA per SM: all co-resident
+        assert L["NP"] * L["CPP"] >= (G if bwd else 1) * L["NU"] > (L["NP"] - 1) * L["CPP"]
+        assert L["NP"] == 1 or L["U"] % (32 // e) == 0
+    else:
+        assert L["NP"] == 1 and not p["cooperative"]
+    if p["tier"] == "cluster":
+        assert 1 <= p["cluster"] == L["NU"] <= limits["max_cluster"]
+    if p["tier"] == "cta":
+        assert L["NU"] == 1 and p["cluster"] == 0
+
+
+@pytest.mark.parametrize("dt", sorted(DTYPES))
+@pytest.mark.parametrize("cell", sorted(GATES))
+def test_invariants_over_the_sweep(cell, dt):
+    for B in (1, 3, 8, 16, 64, 256, 1024, 4096):
+        for H in (1, 33, 128, 256, 512, 768, 1000, 1024, 2048):
+            for bwd in (False, True):
+                check_invariants(cell, dt, B, H, bwd, plan(cell, dt, B, H, bwd))
+
+
+@pytest.mark.parametrize("mode", ["cta", "cluster", "grid", "step"])
+def test_every_tier_can_be_forced_at_a_small_odd_size(mode):
+    for cell in GATES:
+        for dt in DTYPES:
+            for bwd in (False, True):
+                p = plan(cell, dt, 3, 33, bwd, mode=mode, units=16 if mode in ("cluster", "grid") else 0)
+                assert p["ok"] and p["tier"] == mode, (cell, dt, bwd, p["reason"])
+                check_invariants(cell, dt, 3, 33, bwd, p)
+                if mode in ("cluster", "grid"):
+                    assert p["layout"]["NU"] == 3  # 33 units over CTAs of 16: the exchange is exercised
+
+
+def test_forced_batch_groups_and_passes():
+    p = plan("lstm", "bf16", 37, 40, True, mode="grid", units=16, batch_rows=8)
+    assert p["layout"]["NBG"] == 5 and p["layout"]["NU"] == 3 and p["layout"]["BG"] == 8
+    check_invariants("lstm", "bf16", 37, 40, True, p)
+    p = plan("lstm", "bf16", 64, 1024, True)  # K = 4H: X is streamed through smem in passes
+    assert p["tier"] == "grid" and p["layout"]["NP"] > 1, p
+    for dt in DTYPES:  # the streaming path can be forced at small sizes (the GPU tests do)
+        p = plan("gru", dt, 3, 33, True, mode="grid", units=16, passes=2)
+        assert p["layout"]["NP"] == 2 and p["layout"]["CPP"] == 5, p
+        check_invariants("gru", dt, 3, 33, True, p)
+
+
+def test_forced_tier_that_cannot_run_says_why():
+    p = plan("lstm", "fp32", 8, 1024, False, mode="cta")
+    assert not p["ok"] and p["tier"] == "step" and "one CTA: more than 1024 (unit, batch row) pairs" in p["reason"]
+    p = plan("lstm", "fp32", 1, 1024, False, mode="cta")
+    assert not p["ok"] and "one CTA: needs at least" in p["reason"] and "the device offers 227 KB" in p["reason"]
+    p = plan("lstm", "bf16", 1, 4096, False, mode="cluster")
+    assert not p["ok"] and "a cluster: needs at least" in p["reason"]
+
+
+def test_auto_falls_back_to_per_step_where_nothing_fits():
+    p = plan("lstm", "fp32", 4, 4096, False)
+    assert p["ok"] and p["tier"] == "step" and "the grid" in p["reason"]
+
+
+def test_device_limits_decide_the_tiers():
+    a100 = dict(H100, sms=108, smem_optin=163 * 1024, smem_per_sm=164 * 1024, cc_major=8, max_cluster=0)
+    for B, H in ANCHORS:
+        for bwd in (False, True):
+            p = plan("lstm", "bf16", B, H, bwd, limits=a100)
+            assert p["tier"] != "cluster"
+            check_invariants("lstm", "bf16", B, H, bwd, p, limits=a100)
+    no_coop = dict(H100, cooperative=0)
+    assert plan("lstm", "bf16", 16, 768, False, limits=no_coop)["tier"] != "grid"
+    volta = dict(H100, cc_major=7)
+    p = plan("gru", "bf16", 8, 128, False, limits=volta)
+    assert p["tier"] == "step" and "sm_80" in p["reason"]
+
+
+def test_plan_for_rejects_bad_limits_and_values():
+    with pytest.raises(ValueError, match="limits lack 'sms'"):
+        C.plan_for(False, "lstm", 2, 8, 128, {"smem_optin": 1})
+    with pytest.raises(ValueError, match="unknown mode"):
+        plan("lstm", "bf16", 8, 128, False, mode="fast")
+    with pytest.raises(ValueError, match="int32 range"):
+        plan("lstm", "bf16", 1, 2**30, False)
+
+
+def test_estimates_are_filled():
+    for B, H in ANCHORS:
+        e = plan("lstm", "bf16", B, H, False)["estimate"]
+        assert 0 < e["step_us"] < 50 and e["waves"] >= 1
+        assert e["step_us"] >= e["sync_us"] + e["compute_us"] - 1e-9 or e["step_us"] >= e["io_us"]
+
+
+def test_explain_names_the_tier_of_each_direction(monkeypatch):
+    """fusedrnn.explain appends the cuda plan (read here from plan_for in place of a device)."""
+    import fusedrnn
+    from fusedrnn import backends
+
+    monkeypatch.setattr(cuda_ops, "plan", lambda cell, dtype, B, H, backward=False, device=None:
+                        cuda_ops.plan_for(cell, dtype, B, H, backward=backward))
+    rnn = fusedrnn.LSTM(256, 256, backend="cuda")
+    monkeypatch.setattr(type(rnn), "choose_backend", lambda self, x, warn=True: backends.Choice("cuda", "requested"))
+    text = fusedrnn.explain(rnn, torch.zeros(1024, 1, 256, dtype=torch.bfloat16))
+    assert "Plan: forward on the cluster tier" in text and "backward on the cluster tier" in text, text
+    assert "16 units per CTA" in text, text

@@ -1,0 +1,98 @@
+"""Every kernel backend module (fusedrnn.backends.KERNEL_BACKENDS) implements the whole
+contract of fusedrnn/ops/fused.py — availability, unsupported, saved_shapes, forward,
+backward, with the documented parameters — and its saved_shapes equals what its
+forward saves (torch.compile's fake tensors and diagnostics rely on it)."""
+import importlib
+import inspect
+
+import pytest
+import torch
+
+from fusedrnn import diagnostics
+from fusedrnn.backends import KERNEL_BACKENDS
+from fusedrnn.ops import GATES
+
+CONTRACT = {
+    "availability": ["device"],
+    "unsupported": ["cell", "dtype", "hidden_size", "proj_size"],
+    "saved_shapes": ["cell", "gx", "h0", "c0", "w_hh", "b_hh", "lengths", "reverse", "need_grad"],
+    "forward": ["cell", "gx", "h0", "c0", "w_hh", "b_hh", "lengths", "reverse", "need_grad"],
+    "backward": ["cell", "dy", "dhT", "dcT", "gx", "h0", "c0", "w_hh", "b_hh", "lengths", "reverse", "y", "saved"],
+}
+
+
+def inputs(cell, T=3, B=2, H=5, dtype=torch.float32, lengths=False):
+    G = GATES[cell]
+    g = torch.Generator().manual_seed(0)
+    mk = lambda *s: torch.randn(*s, generator=g).to(dtype)  # noqa: E731
+    return dict(gx=mk(T, B, G * H), h0=mk(B, H), c0=mk(B, H) if cell == "lstm" else None, w_hh=mk(G * H, H),
+                b_hh=mk(G * H), lengths=torch.tensor([T, 1][:B], dtype=torch.int32) if lengths else None)
+
+
+@pytest.mark.parametrize("name", sorted(KERNEL_BACKENDS))
+def test_backend_module_has_the_whole_contract(name):
+    mod = importlib.import_module(KERNEL_BACKENDS[name])
+    for fn, params in CONTRACT.items():
+        f = getattr(mod, fn, None)
+        assert callable(f), f"{mod.__name__} lacks {fn}(...)"
+        got = list(inspect.signature(f).parameters)[: len(params)]
+        assert got == params, f"{mod.__name__}.{fn} takes {got}, the contract says {params}"
+
+
+@pytest.mark.parametrize("name", sorted(KERNEL_BACKENDS))
+@pytest.mark.parametrize("cell", sorted(GATES))
+def test_saved_shapes_on_meta_tensors_needs_no_values(name, cell):
+    mod = importlib.import_module(KERNEL_BACKENDS[name])
+    meta = {k: (v.to("meta") if v is not None else None) for k, v in inputs(cell, lengths=True).items()}
+    shapes = mod.saved_shapes(cell, **meta, reverse=False, need_grad=True)
+    assert all(isinstance(s, tuple) and isinstance(d, torch.dtype) for s, d in shapes)
+    assert mod.saved_shapes(cell, **meta, reverse=False, need_grad=False) == []
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="runs the cuda launcher on CPU tensors up to the device check")
+@pytest.mark.parametrize("need_grad", [True, False])
+@pytest.mark.parametrize("cell", sorted(GATES))
+def test_cuda_saved_shapes_equal_what_forward_saves(cell, need_grad, monkeypatch):
+    """cuda.forward on CPU tensors up to the extension: the real binding validates every
+    tensor it is given (the saved activations must have exactly the shape and dtype the
+    kernel writes) and only then fails on the missing device."""
+    C = pytest.importorskip("fusedrnn._C", reason="the CUDA extension is not built (no nvcc)")
+    from fusedrnn.ops import cuda as cuda_ops
+
+    captured = {}
+
+    class Binding:
+        def plan(self, *args):
+            return {"workspace_bytes": 256}
+
+        def forward(self, *args, **kw):
+            captured["saved"] = args[11]
+            with pytest.raises(RuntimeError, match="cannot use CUDA device"):  # validated, then no device
+                C.forward(*args, **kw)
+            return ""
+
+    monkeypatch.setattr(cuda_ops, "_C", Binding())
+    monkeypatch.setattr(cuda_ops, "_launch_context", lambda t: (0, 0))
+    x = inputs(cell, lengths=True)
+    y, hT, cT, saved = cuda_ops.forward(cell, **x, reverse=False, need_grad=need_grad)
+    got = [(tuple(t.shape), t.dtype) for t in saved]
+    assert got == cuda_ops.saved_shapes(cell, **x, reverse=False, need_grad=need_grad)
+    assert (captured["saved"] is None) == (not need_grad)
+    if need_grad:
+        assert captured["saved"][2] == got[0][0] and C.saved_slots(cell) == got[0][0][2]
+
+
+@pytest.mark.parametrize("cell", sorted(GATES))
+def test_triton_saved_shapes_equal_what_forward_saves(cell):
+    mod = importlib.import_module(KERNEL_BACKENDS["triton"])
+    x = inputs(cell, lengths=True)
+    *_, saved = mod.forward(cell, **x, reverse=False, need_grad=True)
+    assert [(tuple(t.shape), t.dtype) for t in saved] == mod.saved_shapes(cell, **x, reverse=False, need_grad=True)
+
+
+@pytest.mark.parametrize("name", sorted(KERNEL_BACKENDS))
+def test_diagnostics_predict_the_saved_bytes_of_every_backend(name):
+    n = diagnostics.kernel_saved_bytes(KERNEL_BACKENDS[name], "lstm", 64, 16, 256)
+    T, B, H = 64, 16, 256
+    at_least = (T * B * 4 * H + T * B * H + 2 * B * H + 4 * H * H + 4 * H) * 4
+    assert n >= at_least

@@ -81,8 +81,10 @@ def gru_bwd(dh, r, z, n, a_n, h):
 @triton.jit
 def rnn_bwd(dh, h_new, RELU: tl.constexpr):
     if RELU:
-        return tl.where(h_new > 0.0, dh, 0.0)
-    return dh * (1.0 - h_new * h_new)
+        d = tl.where(h_new > 0.0, dh, 0.0)
+    else:
+        d = dh * (1.0 - h_new * h_new)
+    return d
 
 
 @triton.jit

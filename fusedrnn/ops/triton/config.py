@@ -52,7 +52,7 @@ TUNING = {
     "programs_per_sm": 1,          # co-residency bound of the grid layout
     "regs_budget": 168,            # estimated registers per thread a configuration may use
     "smem_margin": 16 * 1024,      # shared memory left unclaimed below the opt-in limit
-    "num_stages": 2,               # software pipelining of streamed chunks
+    "num_stages": 1,               # software pipelining of streamed chunks (2+ spills inside the time loop)
     "spin_limit": 1 << 22,         # barrier polls per step before the wait gives up (~1 s)
     "interpret_sms": 4,            # SMs the interpreter stands for when a grid is forced
 }
@@ -200,14 +200,13 @@ def _candidates(cell, B, H, bits, limits: DeviceLimits, direction, layout):
             yield "grid", (n_n, n_b), block_b, bn, stream_kp, 1, n_tiles, False
 
 
-def choose(cell: str, B: int, H: int, dtype: torch.dtype, limits: DeviceLimits = H100, direction: str = "fwd",
-           layout: str | None = None) -> Launch:
-    """The launch of a recurrence of `cell`, batch B, hidden H in `dtype` on a device with
-    `limits`, for the forward or backward kernel ("fwd" | "bwd").
+def candidates(cell: str, B: int, H: int, dtype: torch.dtype, limits: DeviceLimits = H100,
+               direction: str = "fwd", layout: str | None = None) -> list:
+    """Every configuration the choice code considers for this call that fits the device
+    (estimated registers and shared memory), each with its predicted µs per step.
 
-    layout None takes TUNING["layout"]: "auto" (on a GPU: the fastest that fits; under
-    the interpreter carry or solo, never a barrier) or a forced layout, used wherever it
-    can run (where it cannot, e.g. carry at a large H, the automatic choice stands)."""
+    layout None takes TUNING["layout"]: "auto" (on a GPU every layout; under the
+    interpreter carry and solo, never a barrier) or one forced layout."""
     layout = layout or TUNING["layout"]
     if layout not in ("auto",) + LAYOUTS:
         raise ValueError(f"unknown layout {layout!r}; expected auto or one of {', '.join(LAYOUTS)}")
@@ -215,7 +214,7 @@ def choose(cell: str, B: int, H: int, dtype: torch.dtype, limits: DeviceLimits =
     G, GS = GATES[CELLS[cell]], gate_slots(cell)
     smem_cap = limits.smem_optin - TUNING["smem_margin"]
     tried = [layout] if layout != "auto" else (["carry", "solo"] if INTERPRET else list(LAYOUTS))
-    best = None
+    found = []
     for name in tried:
         for lay, grid, block_b, bn, kp, nkp, n_tiles, resident in _candidates(cell, B, H, bits, limits, direction,
                                                                                 name):
@@ -226,14 +225,23 @@ def choose(cell: str, B: int, H: int, dtype: torch.dtype, limits: DeviceLimits =
                     continue
                 us = model.step_us(lay, grid[0], n_tiles, bn, block_b, GS, kp, nkp, resident, B, H, G, bits,
                                    direction)["total"]
-                cand = Launch(lay, grid, block_b, bn, kp, nkp, n_tiles, resident, warps, stages, smem, regs, us)
-                if best is None or (us, warps) < (best.us_per_step, best.num_warps):
-                    best = cand
+                found.append(Launch(lay, grid, block_b, bn, kp, nkp, n_tiles, resident, warps, stages, smem, regs,
+                                    us))
                 break  # fewer warps when they fit
-    if best is None:
-        if layout != "auto":
-            return choose(cell, B, H, dtype, limits, direction, "auto")
-        if "solo" not in tried:
-            raise AssertionError("unreachable")
-        raise RuntimeError(f"fusedrnn triton: no configuration fits for {cell} B={B} H={H} {dtype}")
-    return best
+    return found
+
+
+def choose(cell: str, B: int, H: int, dtype: torch.dtype, limits: DeviceLimits = H100, direction: str = "fwd",
+           layout: str | None = None) -> Launch:
+    """The launch of a recurrence of `cell`, batch B, hidden H in `dtype` on a device with
+    `limits`, for the forward or backward kernel ("fwd" | "bwd"): the candidate the
+    latency model predicts fastest (ties: fewer warps, then fewer programs). A forced
+    layout that cannot run here (e.g. carry at a large H) leaves the automatic choice;
+    the solo layout always has a candidate, so some launch always fits."""
+    found = candidates(cell, B, H, dtype, limits, direction, layout)
+    if not found and (layout or TUNING["layout"]) != "auto":
+        found = candidates(cell, B, H, dtype, limits, direction, "auto")
+    if not found:
+        raise RuntimeError(f"fusedrnn triton: no configuration fits for {cell} B={B} H={H} {dtype} "
+                           f"({direction}); the tuning table is inconsistent")
+    return min(found, key=lambda c: (c.us_per_step, c.num_warps, c.grid[0] * c.grid[1]))

@@ -83,11 +83,12 @@ def mma(b_w, b_x, acc, PREC: tl.constexpr, INTERP: tl.constexpr):
 def split_slots(acc, GS: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_B: tl.constexpr):
     """The stacked (GS*BLOCK_N, BLOCK_B) product as four (BLOCK_N, BLOCK_B) gate slots."""
     if GS == 1:
-        return acc, acc, acc, acc
-    x = tl.permute(tl.reshape(acc, (4, BLOCK_N, BLOCK_B)), (1, 2, 0))  # (BN, BB, slot)
-    x_even, x_odd = tl.split(tl.reshape(x, (BLOCK_N, BLOCK_B, 2, 2)))  # slot = 2p + q: split on q
-    a0, a2 = tl.split(x_even)
-    a1, a3 = tl.split(x_odd)
+        a0, a1, a2, a3 = acc, acc, acc, acc
+    else:
+        x = tl.permute(tl.reshape(acc, (4, BLOCK_N, BLOCK_B)), (1, 2, 0))  # (BN, BB, slot)
+        x_even, x_odd = tl.split(tl.reshape(x, (BLOCK_N, BLOCK_B, 2, 2)))  # slot = 2p + q: split on q
+        a0, a2 = tl.split(x_even)
+        a1, a3 = tl.split(x_odd)
     return a0, a1, a2, a3
 
 

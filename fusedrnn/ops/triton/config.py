@@ -46,12 +46,14 @@ TUNING = {
     "block_b_min": 16,             # batch side of the MMA; wgmma needs N >= 16
     "block_b_max": 64,
     "block_n": (8, 16, 32, 64, 128),  # units per tile tried
-    "stream_kp": 128,              # contraction chunk when W_hh is streamed (64 below H=128)
-    "resident_kp_max": 256,        # widest piece of a resident W_hh
-    "resident_pieces_max": 4,      # NKP: pieces of a resident W_hh (768 = 3 x 256)
+    "stream_kp": 64,               # contraction chunk when W_hh is streamed
+    "resident_kp_max": 128,        # widest piece of a resident W_hh (wider pieces spill)
+    "resident_pieces_max": 8,      # NKP: pieces of a resident W_hh (768 = 6 x 128; unrolled)
+    "carry_max": 256,              # widest H (padded) of the carry layout's single tile
     "programs_per_sm": 1,          # co-residency bound of the grid layout
-    "regs_budget": 168,            # estimated registers per thread a configuration may use
+    "regs_budget": 176,            # estimated registers per thread a configuration may use
     "smem_margin": 16 * 1024,      # shared memory left unclaimed below the opt-in limit
+    "maxnreg": 255,                # register cap written into the PTX (ptxas's own default spills)
     "num_stages": 1,               # software pipelining of streamed chunks (2+ spills inside the time loop)
     "spin_limit": 1 << 22,         # barrier polls per step before the wait gives up (~1 s)
     "interpret_sms": 4,            # SMs the interpreter stands for when a grid is forced
@@ -120,6 +122,11 @@ def gate_slots(cell: str) -> int:
     return 1 if GATES[CELLS[cell]] == 1 else 4
 
 
+def uses_wgmma(m_rows: int, block_b: int, warps: int) -> bool:
+    """Whether Triton lowers the step's product to wgmma (else mma.sync) on sm_90."""
+    return m_rows % 64 == 0 and block_b >= 16 and warps % 4 == 0
+
+
 def resident_pieces(H: int) -> tuple[int, int] | None:
     """(KP, NKP) covering H with the fewest columns (then fewest pieces), or None."""
     best = None
@@ -134,39 +141,43 @@ def resident_pieces(H: int) -> tuple[int, int] | None:
     return best[1] if best else None
 
 
-def _uses_wgmma(m_rows: int, block_b: int, warps: int) -> bool:
-    return m_rows % 64 == 0 and block_b >= 16 and warps % 4 == 0
+#: live fp32 tiles of the pointwise part per cell and direction (register estimate)
+LIVE_TILES = {("lstm", "fwd"): 12, ("gru", "fwd"): 11, ("rnn", "fwd"): 6,
+              ("lstm", "bwd"): 24, ("gru", "bwd"): 22, ("rnn", "bwd"): 12}
+#: the register estimate's coefficients, fitted to ~100 sm_90 compiles of these kernels
+#: (regs + spill/4 against per-thread elements; benchmarks/compile_check checks the result)
+REG_FIT = {"base": 104, "pointwise": 0.65, "acc": 3.95, "piece": 2.0, "chunk": 0.5}
 
 
 def resources(cell: str, direction: str, bits: int, block_b: int, block_n: int, kp: int, nkp: int, resident: bool,
               warps: int, stages: int) -> tuple[int, int]:
     """Estimated (shared memory bytes, registers per thread) of one program.
 
-    Shared memory: a resident W_hh that feeds wgmma lives there (loaded once, hoisted
-    out of the loop by Triton), the exchanged vector's piece is staged there every step
-    (hi and lo halves, or fp32), the gate split converts layouts through it, and a
-    streamed loop double-buffers its chunks. Registers: the accumulator, ~14 live
-    pointwise tiles (inputs prefetched across the step), the staged piece with its
-    addresses, and a resident W_hh that feeds mma.sync instead of wgmma."""
+    Shared memory: a resident W_hh lives there (Triton hoists its staging out of the
+    loop; fp32 keeps the tf32x3 hi and lo halves, twice the bytes), the exchanged
+    vector's piece is staged there every step (hi and lo halves, or fp32 halves), the
+    accumulator's gate split converts layouts through it, and a streamed chunk of
+    W_hh passes through it (times the pipeline stages). Registers: a linear fit in the
+    elements per thread of the live pointwise tiles, the accumulator, the staged piece
+    and a streamed chunk (REG_FIT)."""
     G, GS = GATES[CELLS[cell]], gate_slots(cell)
     elt = bits // 8
+    split = 2 if bits == 32 else 1  # tf32x3 keeps both halves of each fp32 operand
     threads = 32 * warps
     m_rows = GS * block_n if direction == "fwd" else block_n
     w_cols = kp * nkp * (1 if direction == "fwd" else G)
-    wg = _uses_wgmma(m_rows, block_b, warps)
-    piece = kp * block_b
-    smem = piece * 4 + GS * block_n * block_b * 4
-    regs = 40 + (m_rows * block_b + 14 * block_n * block_b + 4 * piece) // threads
+    smem = kp * block_b * 4 * split + m_rows * block_b * 4
+    chunk = 0
     if resident:
-        w_bytes = m_rows * w_cols * elt
-        if wg:
-            smem += w_bytes
-        else:
-            regs += w_bytes // (4 * threads) * (4 if m_rows < 16 * warps else 1)  # warps that share M rows duplicate
+        smem += m_rows * w_cols * elt * split
     else:
-        smem += stages * (m_rows * kp * elt + piece * 4)
-        regs += m_rows * kp * elt // (4 * threads)
-    return smem, regs
+        smem += max(1, stages) * m_rows * kp * elt * split
+        chunk = m_rows * kp * split / threads
+    live = LIVE_TILES[("rnn" if GS == 1 else cell, direction)]
+    f = REG_FIT
+    regs = (f["base"] + f["pointwise"] * live * block_n * block_b / threads + f["acc"] * m_rows * block_b / threads
+            + f["piece"] * kp * block_b * split / threads + f["chunk"] * chunk)
+    return int(smem), int(regs)
 
 
 def _candidates(cell, B, H, bits, limits: DeviceLimits, direction, layout):
@@ -175,12 +186,12 @@ def _candidates(cell, B, H, bits, limits: DeviceLimits, direction, layout):
     block_bs = sorted({min(_pow2(B, t["block_b_min"]), b) for b in (16, 32, t["block_b_max"])
                        if b >= t["block_b_min"]})
     slots = limits.sms * t["programs_per_sm"]
-    stream_kp = t["stream_kp"] if H >= t["stream_kp"] else 64
+    stream_kp = t["stream_kp"]
     for block_b in block_bs:
         n_b = -(-B // block_b)
         if layout == "carry":
             bn = _pow2(H, 16)
-            if bn <= t["resident_kp_max"]:
+            if bn <= t["carry_max"]:
                 yield "carry", (1, n_b), block_b, bn, bn, 1, 1, True
             continue
         for bn in t["block_n"]:
@@ -195,7 +206,9 @@ def _candidates(cell, B, H, bits, limits: DeviceLimits, direction, layout):
                 continue
             n_tiles = -(-n_units // n_n)
             n_n = -(-n_units // n_tiles)
-            if n_tiles == 1 and (pieces := resident_pieces(H)):
+            # the backward streams W_hh (per-gate columns from L1/L2): resident, its unrolled
+            # G x NKP pieces spill and take minutes to compile
+            if n_tiles == 1 and direction == "fwd" and (pieces := resident_pieces(H)):
                 yield "grid", (n_n, n_b), block_b, bn, pieces[0], pieces[1], 1, True
             yield "grid", (n_n, n_b), block_b, bn, stream_kp, 1, n_tiles, False
 
@@ -223,8 +236,9 @@ def candidates(cell: str, B: int, H: int, dtype: torch.dtype, limits: DeviceLimi
                 smem, regs = resources(cell, direction, bits, block_b, bn, kp, nkp, resident, warps, stages)
                 if smem > smem_cap or regs > TUNING["regs_budget"]:
                     continue
+                m_rows = GS * bn if direction == "fwd" else bn
                 us = model.step_us(lay, grid[0], n_tiles, bn, block_b, GS, kp, nkp, resident, B, H, G, bits,
-                                   direction)["total"]
+                                   direction, uses_wgmma(m_rows, block_b, warps))["total"]
                 found.append(Launch(lay, grid, block_b, bn, kp, nkp, n_tiles, resident, warps, stages, smem, regs,
                                     us))
                 break  # fewer warps when they fit

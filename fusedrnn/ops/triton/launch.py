@@ -48,7 +48,10 @@ def _require_contiguous(**tensors) -> None:
 
 
 def _options(launch: config.Launch) -> dict:
-    return dict(num_warps=launch.num_warps, num_stages=launch.num_stages, launch_cooperative_grid=launch.BARRIER)
+    # maxnreg: without a cap in the PTX, ptxas limits itself (~96 registers at 128 threads)
+    # and spills; these kernels run one program per SM, so let it use what it needs
+    return dict(num_warps=launch.num_warps, num_stages=launch.num_stages, launch_cooperative_grid=launch.BARRIER,
+                maxnreg=config.TUNING["maxnreg"])
 
 
 def _prec() -> str:

@@ -26,7 +26,8 @@ H100 = {
     "l2_bw_per_sm_gbs": 110.0,    # one SM's share: ~64 B/clock (assumed)
     "l2_bw_gbs": 5500.0,          # whole-chip L2 read bandwidth (assumed)
     "hbm_bw_gbs": 3000.0,         # achieved HBM bandwidth (assumed; 3.35 TB/s peak)
-    "tc_macs_per_clk": 1024.0,    # dense bf16 MACs per SM per clock at full MMA width (datasheet/2)
+    "wgmma_macs_per_clk": 2048.0,  # dense bf16 MACs per SM per clock (989 TFLOP/s datasheet)
+    "mma_sync_macs_per_clk": 1024.0,  # mma.sync on sm_90: about half of wgmma (assumed)
     "tc_full_n": 64,              # batch side of the MMA at which it runs at full rate (assumed)
     "pointwise_instr_per_elem": 30,  # cell math per tile element, 128 threads, ~1 instruction/clock each (assumed)
     "pointwise_fixed_us": 0.15,   # transcendental chain + gate split (assumed)
@@ -34,7 +35,7 @@ H100 = {
 
 
 def step_us(layout: str, n_programs_per_tile: int, n_tiles: int, block_n: int, block_b: int, gate_slots: int,
-            kp: int, nkp: int, resident: bool, B: int, H: int, G: int, bits: int, direction: str,
+            kp: int, nkp: int, resident: bool, B: int, H: int, G: int, bits: int, direction: str, wgmma: bool,
             dev: dict = H100) -> dict:
     """Predicted µs per step of one launch, split into the model's terms (key "total")."""
     clk = dev["clock_ghz"] * 1e3  # cycles per µs
@@ -54,8 +55,9 @@ def step_us(layout: str, n_programs_per_tile: int, n_tiles: int, block_n: int, b
     w_bytes = 0.0 if resident else n_tiles * m_rows * k_all * bits / 8
     weights = w_bytes / (dev["l2_bw_per_sm_gbs"] * 1e3)
     passes = 2.0 if bits == 16 else 6.0  # hi/lo products; tf32x3 = 3 products at half rate
-    n_eff = max(block_b, 16)
-    rate = dev["tc_macs_per_clk"] * min(1.0, n_eff / dev["tc_full_n"])
+    n_eff = max(block_b, 16 if wgmma else 8)
+    peak = dev["wgmma_macs_per_clk"] if wgmma else dev["mma_sync_macs_per_clk"]
+    rate = peak * min(1.0, n_eff / dev["tc_full_n"])
     mma = n_tiles * m_rows * k_all * n_eff * passes / rate / clk
     elems = n_tiles * block_n * block_b
     pointwise = dev["pointwise_fixed_us"] + elems / 128 * dev["pointwise_instr_per_elem"] / clk

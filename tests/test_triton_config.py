@@ -83,7 +83,7 @@ def test_a_smaller_device_gets_smaller_grids():
 def test_forced_layouts_and_unknown_names():
     assert config.choose("gru", 3, 40, torch.float32, config.H100, "fwd", "solo").layout == "solo"
     assert config.choose("gru", 3, 40, torch.float32, config.H100, "fwd", "grid").BARRIER
-    assert config.choose("gru", 3, 40, torch.float32, config.H100, "fwd", "carry").layout == "carry"
+    assert config.choose("gru", 3, 17, torch.bfloat16, config.H100, "fwd", "carry").layout == "carry"
     # carry cannot hold H=2048: the automatic choice stands
     assert config.choose("lstm", 1, 2048, torch.float32, config.H100, "fwd", "carry").layout != "carry"
     with pytest.raises(ValueError, match="unknown layout"):
@@ -94,6 +94,7 @@ def test_resident_pieces_never_pad_to_a_power_of_two():
     """H=768 is six 128-wide pieces, not a 1024-wide contraction; odd H pads to 16 at most
     per piece."""
     assert config.resident_pieces(768) == (128, 6)
+    assert config.resident_pieces(256) == (128, 2)
     assert config.resident_pieces(33) == (16, 3)
     assert config.resident_pieces(1000) == (128, 8)
     assert config.resident_pieces(2048) is None  # more than 8 pieces: streamed
@@ -106,7 +107,7 @@ PINNED = {
     (1, 256, "bwd"): ("grid", (32, 1), 16, 8, False),
     (8, 128, "fwd"): ("grid", (16, 1), 16, 8, True),
     (8, 128, "bwd"): ("grid", (16, 1), 16, 8, False),
-    (16, 768, "fwd"): ("grid", (48, 1), 16, 16, True),
+    (16, 768, "fwd"): ("grid", (96, 1), 16, 8, False),
     (16, 768, "bwd"): ("grid", (96, 1), 16, 8, False),
     (64, 1024, "fwd"): ("grid", (64, 2), 32, 16, False),
     (64, 1024, "bwd"): ("grid", (32, 4), 16, 8, False),

@@ -50,6 +50,7 @@ TUNING = {
     "resident_kp_max": 128,        # widest piece of a resident W_hh (wider pieces spill)
     "resident_pieces_max": 8,      # NKP: pieces of a resident W_hh (768 = 6 x 128; unrolled)
     "carry_max": 256,              # widest H (padded) of the carry layout's single tile
+    "resident_staged_max": 4096,   # exchanged-vector elements (K x BLOCK_B) a resident program stages per step
     "programs_per_sm": 1,          # co-residency bound of the grid layout
     "regs_budget": 176,            # estimated registers per thread a configuration may use
     "smem_margin": 16 * 1024,      # shared memory left unclaimed below the opt-in limit
@@ -180,6 +181,17 @@ def resources(cell: str, direction: str, bits: int, block_b: int, block_n: int, 
     return int(smem), int(regs)
 
 
+def resident_ok(direction: str, bits: int, H: int, block_b: int) -> bool:
+    """Whether a grid program may keep its W_hh slice resident (compile-gate findings on
+    sm_90): only the 16-bit forward, and only while the exchanged vector's pieces staged per
+    step stay small (Triton issues all their loads at once). The backward streams W_hh's
+    per-gate columns from L1/L2: resident, its G x NKP unrolled pieces spill and take
+    minutes to compile; fp32 (tf32x3 splits of a resident W) spills too."""
+    pieces = resident_pieces(H)
+    return (direction == "fwd" and bits == 16 and pieces is not None
+            and pieces[0] * pieces[1] * block_b <= TUNING["resident_staged_max"])
+
+
 def _candidates(cell, B, H, bits, limits: DeviceLimits, direction, layout):
     t = TUNING
     G, GS = GATES[CELLS[cell]], gate_slots(cell)
@@ -206,10 +218,9 @@ def _candidates(cell, B, H, bits, limits: DeviceLimits, direction, layout):
                 continue
             n_tiles = -(-n_units // n_n)
             n_n = -(-n_units // n_tiles)
-            # the backward streams W_hh (per-gate columns from L1/L2): resident, its unrolled
-            # G x NKP pieces spill and take minutes to compile
-            if n_tiles == 1 and direction == "fwd" and (pieces := resident_pieces(H)):
-                yield "grid", (n_n, n_b), block_b, bn, pieces[0], pieces[1], 1, True
+            if n_tiles == 1 and resident_ok(direction, bits, H, block_b):
+                kp, nkp = resident_pieces(H)
+                yield "grid", (n_n, n_b), block_b, bn, kp, nkp, 1, True
             yield "grid", (n_n, n_b), block_b, bn, stream_kp, 1, n_tiles, False
 
 

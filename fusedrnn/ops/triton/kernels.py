@@ -141,6 +141,27 @@ def bwd_update(CELL: tl.constexpr, dh, dc, dy, s0, s1, s2, s3, st, act, o_r, o_n
     return d0, d1, d2h, d3, tl.where(a, dh_direct, dh), tl.where(a, dc_prev, dc)
 
 
+@triton.jit
+def program_rows(p_len, p_sync, flags, T, B, H, BLOCK_B: tl.constexpr):
+    """This program's batch rows and barrier: the runtime flags (has_bias, has_len, reverse,
+    save), o_b (BLOCK_B,) rows and their mask, each row's length, the row offsets into
+    (B, H), the batch tile's barrier counter and the timeout flag."""
+    has_bias, has_len, reverse, save = (flags & 1) != 0, (flags & 2) != 0, (flags & 4) != 0, (flags & 8) != 0
+    i_b = tl.program_id(1)
+    o_b = i_b * BLOCK_B + tl.arange(0, BLOCK_B)
+    m_b = o_b < B
+    b_len = tl.where(has_len, tl.load(p_len + o_b, mask=m_b & has_len, other=0), T)
+    o_rh = o_b.to(tl.int64) * H
+    return has_bias, reverse, save, o_b, m_b, b_len, o_rh, p_sync + i_b, p_sync + tl.num_programs(1)
+
+
+@triton.jit
+def unit_tile(tile, o_rh, m_b, H, BLOCK_N: tl.constexpr):
+    """Units of tile number `tile`: o_n (BLOCK_N,), the (BLOCK_N, BLOCK_B) mask and offsets into (B, H)."""
+    o_n = tile * BLOCK_N + tl.arange(0, BLOCK_N)
+    return o_n, (o_n < H)[:, None] & m_b[None, :], o_rh[None, :] + o_n[:, None]
+
+
 @triton.jit(do_not_specialize=["T", "flags", "spin_limit"])
 def recurrence_fwd_kernel(
     p_gx,     # (T, B, G*H) input projection x W_ihᵀ + b_ih, input dtype
@@ -163,22 +184,14 @@ def recurrence_fwd_kernel(
     G: tl.constexpr = 4 if CELL == 0 else 3 if CELL == 1 else 1
     GS: tl.constexpr = 1 if G == 1 else 4
     SA: tl.constexpr = 1 if G == 1 else 4
-    has_bias, has_len, reverse, save = (flags & 1) != 0, (flags & 2) != 0, (flags & 4) != 0, (flags & 8) != 0
-    i_n, i_b = tl.program_id(0), tl.program_id(1)
-    o_b = i_b * BLOCK_B + tl.arange(0, BLOCK_B)
-    m_b = o_b < B
-    b_len = tl.where(has_len, tl.load(p_len + o_b, mask=m_b & has_len, other=0), T)
-    o_rh = o_b.to(tl.int64) * H  # row offsets into (B, H)
-    p_cnt = p_sync + i_b
-    p_err = p_sync + tl.num_programs(1)
-    n_sync = tl.num_programs(0)
+    has_bias, reverse, save, o_b, m_b, b_len, o_rh, p_cnt, p_err = program_rows(p_len, p_sync, flags, T, B, H,
+                                                                                 BLOCK_B)
+    i_n, n_sync = tl.program_id(0), tl.num_programs(0)
     budget = spin_limit
     zero = tl.zeros((GS * BLOCK_N, BLOCK_B), tl.float32)
     if N_TILES == 1:
         n0 = i_n * BLOCK_N
-        o_n = n0 + tl.arange(0, BLOCK_N)
-        m = (o_n < H)[:, None] & m_b[None, :]
-        o_tile = o_rh[None, :] + o_n[:, None]
+        o_n, m, o_tile = unit_tile(i_n, o_rh, m_b, H, BLOCK_N)
         h = tl.load(p_h + o_tile, mask=m, other=0.0)
         c = h
         if CELL == 0:
@@ -213,9 +226,7 @@ def recurrence_fwd_kernel(
             p_hcur = p_h + (s % 2) * B * H
             for j in range(N_TILES):
                 n0 = (i_n * N_TILES + j) * BLOCK_N
-                o_n = n0 + tl.arange(0, BLOCK_N)
-                m = (o_n < H)[:, None] & m_b[None, :]
-                o_tile = o_rh[None, :] + o_n[:, None]
+                o_n, m, o_tile = unit_tile(i_n * N_TILES + j, o_rh, m_b, H, BLOCK_N)
                 h = tl.load(p_hcur + o_tile, mask=m, other=0.0, cache_modifier=".cg")
                 c = h
                 if CELL == 0:
@@ -253,20 +264,11 @@ def recurrence_bwd_kernel(
 ):
     G: tl.constexpr = 4 if CELL == 0 else 3 if CELL == 1 else 1
     SA: tl.constexpr = 1 if G == 1 else 4
-    has_bias, has_len, reverse, save = (flags & 1) != 0, (flags & 2) != 0, (flags & 4) != 0, (flags & 8) != 0
-    i_n, i_b = tl.program_id(0), tl.program_id(1)
-    o_b = i_b * BLOCK_B + tl.arange(0, BLOCK_B)
-    m_b = o_b < B
-    b_len = tl.where(has_len, tl.load(p_len + o_b, mask=m_b & has_len, other=0), T)
-    o_rh = o_b.to(tl.int64) * H
-    p_cnt = p_sync + i_b
-    p_err = p_sync + tl.num_programs(1)
-    n_sync = tl.num_programs(0)
+    _, reverse, _, o_b, m_b, b_len, o_rh, p_cnt, p_err = program_rows(p_len, p_sync, flags, T, B, H, BLOCK_B)
+    i_n, n_sync = tl.program_id(0), tl.num_programs(0)
     budget = spin_limit
     if N_TILES == 1:
-        o_n = i_n * BLOCK_N + tl.arange(0, BLOCK_N)
-        m = (o_n < H)[:, None] & m_b[None, :]
-        o_tile = o_rh[None, :] + o_n[:, None]
+        o_n, m, o_tile = unit_tile(i_n, o_rh, m_b, H, BLOCK_N)
         dh = tl.load(p_dh + o_tile, mask=m, other=0.0)
         dc = dh
         if CELL == 0:
@@ -302,9 +304,7 @@ def recurrence_bwd_kernel(
             s = T - 1 - r
             o_r, act = step_rows(s, b_len, o_b, m_b, B, reverse)
             for j in range(N_TILES):  # pointwise: d_gates of the program's units
-                o_n = (i_n * N_TILES + j) * BLOCK_N + tl.arange(0, BLOCK_N)
-                m = (o_n < H)[:, None] & m_b[None, :]
-                o_tile = o_rh[None, :] + o_n[:, None]
+                o_n, m, o_tile = unit_tile(i_n * N_TILES + j, o_rh, m_b, H, BLOCK_N)
                 dh = tl.load(p_dh + o_tile, mask=m, other=0.0)
                 dc = dh
                 if CELL == 0:
@@ -318,9 +318,7 @@ def recurrence_bwd_kernel(
                     tl.store(p_dc + o_tile, dc, mask=m)
             budget = sync(p_cnt, p_err, (r + 1) * n_sync, budget, BARRIER)
             for j in range(N_TILES):  # contraction: dh_{t-1} of the program's units
-                o_n = (i_n * N_TILES + j) * BLOCK_N + tl.arange(0, BLOCK_N)
-                m = (o_n < H)[:, None] & m_b[None, :]
-                o_tile = o_rh[None, :] + o_n[:, None]
+                o_n, m, o_tile = unit_tile(i_n * N_TILES + j, o_rh, m_b, H, BLOCK_N)
                 dh = tl.load(p_dh + o_tile, mask=m, other=0.0)
                 dh = contract_bwd(dh, p_dgh, o_r * (G * H), m_b, p_w, 0, o_n, H, G, KP, NKP, False, PREC, INTERP)
                 tl.store(p_dh + o_tile, dh, mask=m)

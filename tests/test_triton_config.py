@@ -41,7 +41,8 @@ def test_every_sweep_shape_gets_a_fitting_launch(cell, dtype):
             assert launch.N_TILES * launch.BLOCK_N * n_n >= H and n_b * launch.BLOCK_B >= B
             assert (n_n - 1) * launch.N_TILES * launch.BLOCK_N < H  # no idle program
             assert launch.smem_est <= limit and launch.regs_est <= config.TUNING["regs_budget"]
-            assert launch.BLOCK_N <= max(config.TUNING["block_n"]) and launch.BLOCK_B <= config.TUNING["block_b_max"]
+            widest = config.TUNING["carry_max"] if launch.CARRY else max(config.TUNING["block_n"])
+            assert launch.BLOCK_N <= widest and launch.BLOCK_B <= config.TUNING["block_b_max"]
             if launch.BARRIER:  # co-resident: one program per SM at most
                 assert n_n * n_b <= config.H100.sms * config.TUNING["programs_per_sm"]
             if launch.RESIDENT:

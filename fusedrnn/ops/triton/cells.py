@@ -80,8 +80,8 @@ def gru_bwd(dh, r, z, n, a_n, h):
 
 @triton.jit
 def rnn_bwd(dh, h_new, RELU: tl.constexpr):
-    if RELU:
-        d = tl.where(h_new > 0.0, dh, 0.0)
+    if RELU:  # torch's threshold_backward: zero where h <= 0, so a NaN h passes the gradient
+        d = tl.where(h_new <= 0.0, 0.0, dh)
     else:
         d = dh * (1.0 - h_new * h_new)
     return d

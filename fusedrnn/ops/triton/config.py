@@ -148,10 +148,13 @@ LIVE_TILES = {("lstm", "fwd"): 12, ("gru", "fwd"): 11, ("rnn", "fwd"): 6,
 #: the register estimate's coefficients, fitted to ~100 sm_90 compiles of these kernels
 #: (regs + spill/4 against per-thread elements; benchmarks/compile_check checks the result)
 REG_FIT = {"base": 104, "pointwise": 0.65, "acc": 3.95, "piece": 2.0, "chunk": 0.5}
+#: the carry layout's registers: this base plus one per live tile and accumulator element
+#: per thread (LSTM/GRU/RNN at B8 H128: 167-211 measured where this gives 176-264)
+CARRY_REG_BASE = 64
 
 
 def resources(cell: str, direction: str, bits: int, block_b: int, block_n: int, kp: int, nkp: int, resident: bool,
-              warps: int, stages: int) -> tuple[int, int]:
+              warps: int, stages: int, carry: bool = False) -> tuple[int, int]:
     """Estimated (shared memory bytes, registers per thread) of one program.
 
     Shared memory: a resident W_hh lives there (Triton hoists its staging out of the
@@ -175,6 +178,8 @@ def resources(cell: str, direction: str, bits: int, block_b: int, block_n: int, 
         smem += max(1, stages) * m_rows * kp * elt * split
         chunk = m_rows * kp * split / threads
     live = LIVE_TILES[("rnn" if GS == 1 else cell, direction)]
+    if carry:  # no exchange loads: the live tiles and the accumulator (fit to 8 carry compiles)
+        return int(smem), int(CARRY_REG_BASE + (live * block_n + m_rows) * block_b / threads)
     f = REG_FIT
     regs = (f["base"] + f["pointwise"] * live * block_n * block_b / threads + f["acc"] * m_rows * block_b / threads
             + f["piece"] * kp * block_b * split / threads + f["chunk"] * chunk)
@@ -244,7 +249,8 @@ def candidates(cell: str, B: int, H: int, dtype: torch.dtype, limits: DeviceLimi
                                                                                 name):
             for warps in (4, 8):
                 stages = TUNING["num_stages"]
-                smem, regs = resources(cell, direction, bits, block_b, bn, kp, nkp, resident, warps, stages)
+                smem, regs = resources(cell, direction, bits, block_b, bn, kp, nkp, resident, warps, stages,
+                                       lay == "carry")
                 if smem > smem_cap or regs > TUNING["regs_budget"]:
                     continue
                 m_rows = GS * bn if direction == "fwd" else bn

@@ -106,3 +106,25 @@ def test_barrier_grid_one_step(concurrent, monkeypatch, cell):
     assert launch.grid[0] > 1 and launch.grid[1] > 1
     with forced(monkeypatch, launch):
         check_against_reference(cell, 1, B, H, lengths=False, reverse=False, dtype=torch.float32, bias=True)
+
+
+@pytest.mark.skipif(not config.INTERPRET, reason="the threaded runner is for the interpreter (a GPU runs the layouts)")
+def test_threaded_runner_fails_loudly_if_triton_changes(monkeypatch):
+    """A Triton whose interpreter lacks what the runner patches, or a runner that no longer
+    runs programs concurrently, must fail the tests with a message (never skip them)."""
+    from triton.runtime import interpreter
+    real_call = interpreter.GridExecutor.__call__
+    with interpreter_threads.concurrent_programs():
+        threaded_call = interpreter.GridExecutor.__call__
+        interpreter.GridExecutor.__call__ = real_call  # sequential programs again
+        try:
+            with pytest.raises(interpreter_threads.ThreadedInterpreterUnavailable,
+                               match="did not run programs concurrently"):
+                interpreter_threads.self_test()
+        finally:
+            interpreter.GridExecutor.__call__ = threaded_call
+    assert interpreter.GridExecutor.__call__ is real_call
+    monkeypatch.delattr(interpreter, "_implicit_cvt")
+    with pytest.raises(interpreter_threads.ThreadedInterpreterUnavailable, match="internals changed.*_implicit_cvt"):
+        with interpreter_threads.concurrent_programs():
+            pass

@@ -208,7 +208,9 @@ def _candidates(cell, B, H, bits, limits: DeviceLimits, direction, layout):
         n_b = -(-B // block_b)
         if layout == "carry":
             bn = _pow2(H, 16)
-            if bn <= t["carry_max"]:
+            # the LSTM backward's carry tile (four W_hh blocks and ~24 live tiles) spills on
+            # sm_90 at every H compiled (33, 128): it exchanges through memory instead
+            if bn <= t["carry_max"] and not (cell == "lstm" and direction == "bwd"):
                 yield "carry", (1, n_b), block_b, bn, bn, 1, 1, True
             continue
         for bn in t["block_n"]:

@@ -25,6 +25,13 @@ import threading
 import time
 
 
+try:
+    from triton.runtime.interpreter import GridExecutor as _GridExecutor
+    _SEQUENTIAL = _GridExecutor.__call__
+except (ImportError, AttributeError):  # reported by _interpreter() when the runner is used
+    _SEQUENTIAL = None
+
+
 class ThreadedInterpreterUnavailable(RuntimeError):
     """Triton's interpreter no longer has what the threaded runner patches."""
 
@@ -55,6 +62,12 @@ def _interpreter():
             "Triton's interpreter internals changed; tests/interpreter_threads.py cannot run programs "
             f"concurrently (missing: {', '.join(missing)}). Update the utility for this Triton version.")
     return interp
+
+
+def sequential_call():
+    """The interpreter's own GridExecutor.__call__ (programs one after another), as it was
+    when this module was imported."""
+    return _SEQUENTIAL
 
 
 def _threaded_call(interp, timeout_s: float):

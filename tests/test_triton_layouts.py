@@ -113,17 +113,17 @@ def test_threaded_runner_fails_loudly_if_triton_changes(monkeypatch):
     """A Triton whose interpreter lacks what the runner patches, or a runner that no longer
     runs programs concurrently, must fail the tests with a message (never skip them)."""
     from triton.runtime import interpreter
-    real_call = interpreter.GridExecutor.__call__
+    before = interpreter.GridExecutor.__call__
     with interpreter_threads.concurrent_programs():
         threaded_call = interpreter.GridExecutor.__call__
-        interpreter.GridExecutor.__call__ = real_call  # sequential programs again
+        interpreter.GridExecutor.__call__ = interpreter_threads.sequential_call()  # programs in turn again
         try:
             with pytest.raises(interpreter_threads.ThreadedInterpreterUnavailable,
                                match="did not run programs concurrently"):
                 interpreter_threads.self_test()
         finally:
             interpreter.GridExecutor.__call__ = threaded_call
-    assert interpreter.GridExecutor.__call__ is real_call
+    assert interpreter.GridExecutor.__call__ is before
     monkeypatch.delattr(interpreter, "_implicit_cvt")
     with pytest.raises(interpreter_threads.ThreadedInterpreterUnavailable, match="internals changed.*_implicit_cvt"):
         with interpreter_threads.concurrent_programs():

@@ -203,14 +203,16 @@ def _candidates(cell, B, H, bits, limits: DeviceLimits, direction, layout):
     block_bs = sorted({min(_pow2(B, t["block_b_min"]), b) for b in (16, 32, t["block_b_max"])
                        if b >= t["block_b_min"]})
     slots = limits.sms * t["programs_per_sm"]
-    stream_kp = t["stream_kp"]
+    stream_kp = min(t["stream_kp"], _pow2(H, 16))
     for block_b in block_bs:
         n_b = -(-B // block_b)
         if layout == "carry":
             bn = _pow2(H, 16)
             # the LSTM backward's carry tile (four W_hh blocks and ~24 live tiles) spills on
             # sm_90 at every H compiled (33, 128): it exchanges through memory instead
-            if bn <= t["carry_max"] and not (cell == "lstm" and direction == "bwd"):
+            # fp32 keeps both tf32x3 halves of the resident W_hh in registers: small ones only
+            small_w = bits == 16 or GS * bn * bn <= 32 * 128
+            if bn <= t["carry_max"] and not (cell == "lstm" and direction == "bwd") and small_w:
                 yield "carry", (1, n_b), block_b, bn, bn, 1, 1, True
             continue
         for bn in t["block_n"]:

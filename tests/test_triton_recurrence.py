@@ -2,8 +2,9 @@
 gradient (gx, h0, c0, w_hh, b_hh) for each cell.
 
 Without a GPU the kernels run in Triton's CPU interpreter (tests/conftest.py sets
-TRITON_INTERPRET=1), which always takes the no-barrier configuration; with a GPU the
-same tests run on it. The axes T, B, H, lengths, direction, dtype and bias are covered
+TRITON_INTERPRET=1) in the configuration the choice code picks there (carry or solo;
+tests/test_triton_layouts.py forces every other layout); with a GPU the same tests
+run on it. The axes T, B, H, lengths, direction, dtype and bias are covered
 pairwise (every pair of values of every two axes appears in some case), not as the
 full product, to keep the interpreter run short.
 """
@@ -17,7 +18,6 @@ import torch
 from fusedrnn import ops
 from fusedrnn.ops import reference
 from fusedrnn.ops.common import GATES
-from fusedrnn.ops.triton import config
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 CELLS = ("lstm", "gru", "rnn_tanh", "rnn_relu")
@@ -122,26 +122,6 @@ def test_cases_cover_every_pair():
 @pytest.mark.parametrize("case", CASES, ids=case_id)
 def test_matches_reference(case):
     check_against_reference(**case)
-
-
-@pytest.fixture
-def streamed(monkeypatch):
-    """A tuning table that forces the streamed path: W_hh re-read in K chunks, several
-    hidden tiles per program, several batch tiles, ragged edges everywhere."""
-    monkeypatch.setitem(config.TUNING, "resident_bytes", 0)
-    monkeypatch.setitem(config.TUNING, "no_barrier_block_n", 16)
-    monkeypatch.setitem(config.TUNING, "block_k", 16)
-    monkeypatch.setitem(config.TUNING, "block_b_max", 16)
-
-
-@pytest.mark.parametrize("cell,dtype,lengths,reverse", [
-    ("lstm", torch.float32, True, True), ("gru", torch.bfloat16, True, False),
-    ("rnn_tanh", torch.float32, False, True), ("rnn_relu", torch.float16, True, True),
-])
-def test_streamed_tiles_match_reference(streamed, cell, dtype, lengths, reverse):
-    launch = config.choose(GATES[cell], 20, 40, dtype, DEVICE, barrier_ok=False)
-    assert (launch.RESIDENT, launch.N_TILES, launch.grid, launch.BLOCK_K) == (False, 3, (1, 2), 16)
-    check_against_reference(cell, 5, 20, 40, lengths, reverse, dtype, bias=True)
 
 
 @pytest.mark.parametrize("cell", CELLS)

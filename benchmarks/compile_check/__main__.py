@@ -64,13 +64,14 @@ def fmt_bytes(n) -> str:
 
 def table(rows: list[Row]) -> str:
     head = ("backend", "kernel", "cell", "dtype", "B", "H", "dir", "variant", "layout", "grid", "thr",
-            "regs", "spill", "smem", "tc", "/SM", "flags")
+            "regs", "spill", "smem", "tc", "/SM", "us/step", "flags")
     lines = [head]
     for r in rows:
         lines.append((r.backend, r.kernel, r.cell, r.dtype, str(r.B), str(r.H), r.direction, r.variant,
                       r.layout, "x".join(map(str, r.grid)) or "-", str(r.threads or "-"),
                       "?" if r.regs is None else str(r.regs), fmt_bytes(r.spill_bytes), fmt_bytes(r.smem),
                       r.tensor_cores or "-", "?" if r.per_sm is None else str(r.per_sm),
+                      "-" if r.predicted_us is None else f"{r.predicted_us:.2f}",
                       " ".join(r.flags) + (f" ({r.error.splitlines()[0][:80]})" if r.error else "")))
     widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip() for line in lines)

@@ -66,6 +66,7 @@ class Row:
     anchor: bool = False
     error: str | None = None         # compile error, when FAIL
     flags: list = field(default_factory=list)
+    predicted_us: float | None = None  # optional: the backend's latency model, µs per step on the device
 
     def as_dict(self) -> dict:
         d = asdict(self)

@@ -1,7 +1,161 @@
-"""Compile-gate rows of the triton backend (see rows.py for the contract)."""
+"""Compile-gate rows of the triton backend (see rows.py for the contract).
+
+For every case and direction it asks fusedrnn's own choice code what the launcher would
+launch on the spec's device (`config.choose` with the spec's SM count, opt-in shared
+memory and registers), builds that launch's argument list with the launcher's own
+builders (`launch.fwd_args` / `bwd_args`, tensors replaced by `MockTensor`s of the same
+dtypes), specialises it exactly as Triton's JIT does at a launch (its binder and
+`_pack_args`: B and H divisibility / == 1, 16-byte aligned pointers, T, flags and the
+spin limit never specialised), and compiles that for the spec's architecture. Every
+variant the library launches (bias, lengths, reverse, save) is a runtime flag of one
+compiled kernel, so a case has one kernel per direction; identical compiles (B is a
+runtime argument: many cases share one) are compiled once, in parallel processes.
+
+Registers, local memory (spill slots, bytes per thread) and static shared memory come
+from the cubin (cuobjdump --dump-resource-usage), dynamic shared memory from Triton's
+metadata, tensor cores from the PTX (wgmma, else mma.sync). On a GPU machine the same
+compile fills Triton's on-disk cache under the very key a real launch computes, so
+running the gate there first also warms the JIT cache for the tests and benchmarks.
+
+Needs a process without TRITON_INTERPRET=1 (the interpreter cannot compile).
+"""
 from __future__ import annotations
+
+import os
+import re
+import subprocess
+import tempfile
+from concurrent.futures import ProcessPoolExecutor
+
+from .rows import Row
+
+DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+_TOOLS = None
+
+
+def _triton():
+    if os.environ.get("TRITON_INTERPRET", "0") == "1":
+        raise RuntimeError("the Triton compile gate needs a process without TRITON_INTERPRET=1")
+    import torch
+    import triton
+    from triton.backends.compiler import GPUTarget
+
+    from fusedrnn.ops.triton import config, kernels, launch
+    return torch, triton, GPUTarget, config, kernels, launch
+
+
+def _mock(dtype):
+    from triton.runtime.jit import MockTensor
+    return MockTensor(dtype)
+
+
+def launch_args(cell: str, dtype_name: str, B: int, H: int, direction: str, limits, T: int = 16):
+    """(kernel, Launch, args, kwargs): what the launcher would pass for this case."""
+    torch, _, _, config, kernels, launch = _triton()
+    dtype = getattr(torch, DTYPES[dtype_name])
+    lau = config.choose(cell, B, H, dtype, limits, direction)
+    f32, i32 = _mock(torch.float32), _mock(torch.int32)
+    x = _mock(dtype)
+    if direction == "fwd":
+        # with bias, lengths and save: the same kernel as without (runtime flags)
+        args, kw = launch.fwd_args(cell, lau, x, x, x, i32, x, f32, f32, f32, f32, i32, T, B, H, True, True)
+        return kernels.recurrence_fwd_kernel, lau, args, kw
+    write_dgx = launch.writes_dgx(cell, dtype)
+    args, kw = launch.bwd_args(cell, lau, x, x, i32, f32, f32, f32, x if write_dgx else f32, f32, f32, i32,
+                               T, B, H, True, write_dgx)
+    return kernels.recurrence_bwd_kernel, lau, args, kw
+
+
+def specialise(kernel, args, kw, arch: int):
+    """Triton's own launch-time specialisation for the target: (signature, constexprs,
+    attrs, options), as JITFunction.run computes them before compiling."""
+    _, triton, GPUTarget, *_ = _triton()
+    from triton.compiler import make_backend
+    from triton.runtime.jit import create_function_from_signature
+    kw = dict(kw)
+    kw["debug"] = kw.get("debug", kernel.debug) or triton.knobs.runtime.debug
+    kw["instrumentation_mode"] = triton.knobs.compilation.instrumentation_mode
+    backend = make_backend(GPUTarget("cuda", arch, 32))
+    binder = create_function_from_signature(kernel.signature, kernel.params, backend)
+    bound, specialization, options = binder(*args, **kw)
+    options, signature, constexprs, attrs = kernel._pack_args(backend, kw, bound, specialization, options)
+    return signature, constexprs, attrs, options
+
+
+def _tool(name: str) -> str:
+    import triton
+    return os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", name)
+
+
+def compile_one(job):
+    """Compile one (kernel name, signature, constexprs, attrs, options, arch) in this
+    process; -> dict of resources, or {"error": ...}."""
+    name, signature, constexprs, attrs, options, arch = job
+    try:
+        _, triton, GPUTarget, _, kernels, _ = _triton()
+        from triton.compiler import ASTSource
+        fn = getattr(kernels, name)
+        k = triton.compile(ASTSource(fn, signature, constexprs, attrs), target=GPUTarget("cuda", arch, 32),
+                           options=options)
+        with tempfile.NamedTemporaryFile(suffix=".cubin", delete=False) as f:
+            f.write(k.asm["cubin"])
+        try:
+            usage = subprocess.run([_tool("cuobjdump"), "--dump-resource-usage", f.name], capture_output=True,
+                                   text=True, check=True).stdout
+        finally:
+            os.unlink(f.name)
+        m = re.search(r"REG:(\d+) STACK:(\d+) SHARED:(\d+) LOCAL:(\d+)", usage)
+        if not m:
+            return {"error": f"cuobjdump gave no resource usage: {usage[:200]}"}
+        ptx = k.asm["ptx"]
+        tc = "wgmma" if "wgmma.mma_async" in ptx else "mma" if "mma.sync" in ptx else ""
+        return {"regs": int(m[1]), "spill": int(m[4]) + int(m[2]), "smem": k.metadata.shared + int(m[3]), "tc": tc}
+    except Exception as e:  # a compile failure is a FAIL row, not a crash of the gate
+        return {"error": f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"[:300]}
+
+
+def _layout(lau) -> str:
+    w = f"res{lau.NKP}x{lau.KP}" if lau.RESIDENT else f"k{lau.KP}"
+    tiles = f"x{lau.N_TILES}" if lau.N_TILES > 1 else ""
+    return f"{lau.layout} bb{lau.BLOCK_B} bn{lau.BLOCK_N}{tiles} {w}"
+
+
+def _freeze(x):
+    if isinstance(x, dict):
+        return tuple(sorted((str(k), _freeze(v)) for k, v in x.items()))
+    if isinstance(x, (list, tuple)):
+        return tuple(_freeze(v) for v in x)
+    return x if isinstance(x, (int, float, str, bool, type(None))) else repr(x)
 
 
 def rows(spec, cases, jobs):
     """One Row per kernel launch the triton backend would issue for each case on `spec`."""
-    raise NotImplementedError("the triton rows of the compile gate are not written yet")
+    _, _, _, config, _, _ = _triton()
+    limits = config.DeviceLimits(spec.sms, spec.smem_optin, spec.regs_per_sm)
+    planned, work = [], {}
+    for case in cases:
+        for direction in ("fwd", "bwd"):
+            kernel, lau, args, kw = launch_args(case.cell, case.dtype, case.B, case.H, direction, limits)
+            sig, constexprs, attrs, options = specialise(kernel, args, kw, spec.arch)
+            job = (kernel.__name__, sig, constexprs, attrs, options.__dict__, spec.arch)
+            key = _freeze(job)
+            work.setdefault(key, job)
+            planned.append((case, direction, kernel.__name__, lau, key))
+    results = {}
+    n = jobs or os.cpu_count() or 1
+    if n > 1 and len(work) > 1:
+        import multiprocessing as mp
+        with ProcessPoolExecutor(max_workers=min(n, len(work)), mp_context=mp.get_context("spawn")) as ex:
+            for key, res in zip(work, ex.map(compile_one, work.values())):
+                results[key] = res
+    else:
+        results = {key: compile_one(job) for key, job in work.items()}
+    out = []
+    for case, direction, name, lau, key in planned:
+        res = results[key]
+        out.append(Row("triton", name.replace("recurrence_", "").replace("_kernel", ""), case.cell, case.dtype,
+                       case.B, case.H, direction, "all flags", _layout(lau), grid=tuple(lau.grid),
+                       threads=32 * lau.num_warps, regs=res.get("regs"), spill_bytes=res.get("spill"),
+                       smem=res.get("smem"), tensor_cores=res.get("tc", ""), barrier=lau.BARRIER,
+                       anchor=case.anchor, error=res.get("error"), predicted_us=round(lau.us_per_step, 2)))
+    return out

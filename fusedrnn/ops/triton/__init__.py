@@ -1,8 +1,10 @@
 """backend="triton": the recurrence contract of DESIGN.md as fused Triton kernels.
 
-One file per cell (lstm.py, gru.py, rnn.py) holds its forward and backward kernels and
-launchers; shared.py the pieces the kernels share; config.py the tuning table and the
-grid choice. The functions below are the kernel-backend interface of fusedrnn/ops/fused.py.
+kernels.py holds the one forward and one backward kernel of every cell, cells.py the
+cells' pointwise math, tiles.py the tile pieces the kernels share, launch.py the
+launchers, config.py the tuning table and the layout choice (model.py its latency
+model), timeouts.py the grid-barrier timeout checks. The functions below are the
+kernel-backend interface of fusedrnn/ops/fused.py.
 """
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ except ImportError as e:  # pragma: no cover - triton is a dependency of this pa
     _IMPORT_ERROR = e
 
 if _IMPORT_ERROR is None:
-    from . import config, gru, lstm, rnn
+    from . import config, launch, timeouts
 
 _DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
@@ -45,33 +47,21 @@ def unsupported(cell: str, dtype, hidden_size: int, proj_size: int) -> str | Non
     return None
 
 
-def _cell_module(cell):
-    return lstm if cell == "lstm" else gru if cell == "gru" else rnn
-
-
 def saved_shapes(cell, gx, h0, c0, w_hh, b_hh, lengths, reverse, need_grad):
     if not need_grad:
         return []
     T, B, GH = gx.shape
-    mod = _cell_module(cell)
-    return mod.saved_shapes(T, B, GH // mod.G)
+    return launch.saved_shapes(cell, T, B, GH // launch.n_gates(cell))
 
 
 def forward(cell, gx, h0, c0, w_hh, b_hh, lengths, reverse, need_grad):
-    if cell == "lstm":
-        return lstm.lstm_fwd(gx, h0, c0, w_hh, b_hh, lengths, reverse, need_grad)
-    if cell == "gru":
-        y, hT, saved = gru.gru_fwd(gx, h0, w_hh, b_hh, lengths, reverse, need_grad)
-    else:
-        y, hT, saved = rnn.rnn_fwd(gx, h0, w_hh, b_hh, lengths, reverse, need_grad, relu=cell == "rnn_relu")
-    return y, hT, None, saved
+    return launch.forward(cell, gx, h0, c0, w_hh, b_hh, lengths, reverse, need_grad)
 
 
 def backward(cell, dy, dhT, dcT, gx, h0, c0, w_hh, b_hh, lengths, reverse, y, saved):
-    if cell == "lstm":
-        return lstm.lstm_bwd(dy, dhT, dcT, gx, w_hh, lengths, reverse, saved)
-    if cell == "gru":
-        d_gx, d_gh, dh0 = gru.gru_bwd(dy, dhT, gx, w_hh, lengths, reverse, saved)
-    else:
-        d_gx, d_gh, dh0 = rnn.rnn_bwd(dy, dhT, gx, w_hh, lengths, reverse, saved, relu=cell == "rnn_relu")
-    return d_gx, d_gh, dh0, None
+    return launch.backward(cell, dy, dhT, dcT, gx, w_hh, lengths, reverse, saved)
+
+
+def check_barriers(block: bool = True) -> None:
+    """Raise RuntimeError if an earlier barrier-grid launch timed out (block: wait for them)."""
+    timeouts.check(block)

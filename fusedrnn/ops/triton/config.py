@@ -1,119 +1,282 @@
-"""Launch configuration of the fused recurrence kernels: the tuning table, the choice
-between the barrier grid and the no-barrier grid, and buffer allocation.
+"""Launch configuration of the fused recurrence kernels: the tuning table, the device
+limits, and the choice of layout and tile sizes.
 
-Dimensions: B batch, H hidden units, G gates. A program owns BLOCK_B batch rows and
-N_TILES tiles of BLOCK_N hidden units (all G gates of each unit), so the pointwise
-update needs no exchange; only h_t (forward) or the gate gradients (backward) are
-exchanged through global memory, once per step.
+Dimensions: B batch, H hidden units, G gates, GS gate slots stacked on the MMA's M side
+(4, or 1 for the RNN). A program owns BLOCK_B batch rows and N_TILES tiles of BLOCK_N
+units (all gates of each unit, so the pointwise update needs no exchange).
 
-Two grids:
-- barrier grid (GPU only): cdiv(H, BLOCK_N) programs per batch tile, one tile each,
-  meeting at a grid barrier per step. Every program must be resident at once, so the
-  grid is at most (SM count x PROGRAMS_PER_SM) programs.
-- no-barrier grid: one program per batch tile loops over all of H (N_TILES tiles);
-  it needs only a CTA barrier per step. The interpreter always runs this one.
-No autotuning: the choice depends on H, the batch, the dtype and the SM count only,
-never on T, and nothing runs at import.
+Layouts (kernels.py has the details):
+  carry  one program per batch tile holds all of W_hh and the state; no barrier at all
+  grid   programs share a batch tile's units and meet at a grid barrier each step; all
+         must be co-resident: at most SMs x programs_per_sm, launched cooperatively
+  solo   one program per batch tile streams all of W_hh each step; always fits (fallback)
+`choose` is a pure function of the sizes, the dtype and the device's limits given as
+plain numbers (`DeviceLimits`), so CPU tests and the compile gate ask it what a launch on
+an H100 would be; only the launcher reads the limits from torch (`device_limits`). Among
+the configurations whose estimated registers and shared memory fit, it takes the one the
+latency model (model.py) predicts fastest. No autotuning, nothing depends on T, nothing
+runs at import.
 """
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
 import triton
-import triton.language as tl
+
+from . import model
+from .cells import CELLS, GATES
 
 #: Triton decides at import whether kernels run in the CPU interpreter.
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 
-#: Every tuning constant of the kernels, in one place.
-TUNING = {
-    "block_b_min": 16,            # tl.dot needs M >= 16
-    "block_b_max": 64,            # batch rows per program
-    "block_n_min": 16,            # tl.dot needs N >= 16; hidden units per tile on the barrier grid
-    "no_barrier_block_n": 64,     # hidden units per tile when one program loops over all of H
-    "block_k": 64,                # contraction chunk when W_hh is streamed from L2 each step
-    "resident_bytes": 64 * 1024,  # W_hh slice a program may keep in registers across steps
-    "programs_per_sm": 1,         # co-residency bound of the barrier grid
-    "warps_small": 4,
-    "warps_large": 8,             # when the resident W slice exceeds half of resident_bytes
-    "use_barrier": True,          # False: the no-barrier grid everywhere (tests, debugging)
-    "spin_limit": 1 << 24,        # barrier spins before giving up (~seconds; a step is ~µs)
-}
-
-#: debug/test switch: allocate every output NaN-filled so an unwritten element shows, and
-#: check after each barrier-grid launch that no barrier timed out (costs a host sync).
+#: debug/test switch: outputs NaN-filled so an unwritten element shows, and a synchronous
+#: check of the barrier-timeout flag right after every launch.
 DEBUG = os.environ.get("FUSEDRNN_DEBUG", "0") == "1"
 
-TL_DTYPES = {torch.float32: tl.float32, torch.bfloat16: tl.bfloat16, torch.float16: tl.float16}
+LAYOUTS = ("carry", "grid", "solo")
+
+#: Every tuning constant of the kernels, in one place.
+TUNING = {
+    # "auto", or one of LAYOUTS to force it wherever it can run (tests, debugging);
+    # environment: FUSEDRNN_TRITON_LAYOUT
+    "layout": os.environ.get("FUSEDRNN_TRITON_LAYOUT", "auto"),
+    "block_b_min": 16,             # batch side of the MMA; wgmma needs N >= 16
+    "block_b_max": 64,
+    "block_n": (8, 16, 32, 64, 128),  # units per tile tried
+    "stream_kp": 64,               # contraction chunk when W_hh is streamed
+    "resident_kp_max": 128,        # widest piece of a resident W_hh (wider pieces spill)
+    "resident_pieces_max": 8,      # NKP: pieces of a resident W_hh (768 = 6 x 128; unrolled)
+    "carry_max": 256,              # widest H (padded) of the carry layout's single tile
+    "resident_staged_max": 4096,   # exchanged-vector elements (K x BLOCK_B) a resident program stages per step
+    "programs_per_sm": 1,          # co-residency bound of the grid layout
+    "regs_budget": 176,            # estimated registers per thread a configuration may use
+    "smem_margin": 16 * 1024,      # shared memory left unclaimed below the opt-in limit
+    "maxnreg": 255,                # register cap written into the PTX (ptxas's own default spills)
+    "num_stages": 1,               # software pipelining of streamed chunks (2+ spills inside the time loop)
+    "spin_limit": 1 << 22,         # barrier polls per step before the wait gives up (~1 s)
+    "interpret_sms": 4,            # SMs the interpreter stands for when a grid is forced
+}
+
+#: what the interpreter stands for: the grid layout only when forced (tests run its
+#: programs in threads, tests/interpreter_threads.py)
+INTERPRETER = None  # set below, after DeviceLimits
+
+
+@dataclass(frozen=True)
+class DeviceLimits:
+    """The limits a launch is planned for, as plain numbers."""
+    sms: int             # multiprocessors
+    smem_optin: int      # bytes of shared memory one block may opt in to
+    regs_per_sm: int     # 32-bit registers per multiprocessor
+
+
+H100 = DeviceLimits(132, 227 * 1024, 65536)
+INTERPRETER = DeviceLimits(TUNING["interpret_sms"], 227 * 1024, 65536)
+
+
+def device_limits(device: torch.device) -> DeviceLimits:
+    """The limits of a CUDA device, read from torch (the launcher's only use of them)."""
+    if INTERPRET or torch.device(device).type != "cuda":
+        return DeviceLimits(TUNING["interpret_sms"], INTERPRETER.smem_optin, INTERPRETER.regs_per_sm)
+    p = torch.cuda.get_device_properties(device)
+    return DeviceLimits(p.multi_processor_count,
+                        getattr(p, "shared_memory_per_block_optin", H100.smem_optin),
+                        getattr(p, "regs_per_multiprocessor", H100.regs_per_sm))
 
 
 class Launch(NamedTuple):
-    grid: tuple
+    layout: str          # "carry" | "grid" | "solo"
+    grid: tuple          # (programs per batch tile, batch tiles)
     BLOCK_B: int
     BLOCK_N: int
-    BLOCK_K: int
-    N_TILES: int
-    RESIDENT: bool
-    BARRIER: bool
+    KP: int              # contraction piece (resident) or chunk (streamed)
+    NKP: int             # pieces of a resident W_hh (1 when streamed)
+    N_TILES: int         # unit tiles per program
+    RESIDENT: bool       # W_hh loaded once (N_TILES == 1)
     num_warps: int
+    num_stages: int
+    smem_est: int        # estimated shared memory, bytes
+    regs_est: int        # estimated registers per thread
+    us_per_step: float   # the latency model's prediction on an H100
+
+    @property
+    def CARRY(self) -> bool:
+        return self.layout == "carry"
+
+    @property
+    def BARRIER(self) -> bool:
+        return self.grid[0] > 1
+
+    def constexprs(self) -> dict:
+        return dict(BLOCK_B=self.BLOCK_B, BLOCK_N=self.BLOCK_N, KP=self.KP, NKP=self.NKP, N_TILES=self.N_TILES,
+                    RESIDENT=self.RESIDENT, CARRY=self.CARRY, BARRIER=self.BARRIER)
 
 
-def _sm_count(device: torch.device) -> int:
-    return torch.cuda.get_device_properties(device).multi_processor_count
-
-
-def _pow2(n: int, lo: int) -> int:
+def _pow2(n: int, lo: int = 1) -> int:
     return max(lo, triton.next_power_of_2(n))
 
 
-def choose(G: int, B: int, H: int, dtype: torch.dtype, device: torch.device,
-           barrier_ok: bool = True) -> Launch:
-    """The launch for a recurrence of G gates, batch B, hidden H (forward and backward alike)."""
+def gate_slots(cell: str) -> int:
+    return 1 if GATES[CELLS[cell]] == 1 else 4
+
+
+def uses_wgmma(m_rows: int, block_b: int, warps: int) -> bool:
+    """Whether Triton lowers the step's product to wgmma (else mma.sync) on sm_90."""
+    return m_rows % 64 == 0 and block_b >= 16 and warps % 4 == 0
+
+
+def resident_pieces(H: int) -> tuple[int, int] | None:
+    """(KP, NKP) covering H with the fewest columns (then fewest pieces), or None."""
+    best = None
+    kp = 16
+    while kp <= TUNING["resident_kp_max"]:
+        nkp = -(-H // kp)
+        if nkp <= TUNING["resident_pieces_max"]:
+            key = (kp * nkp, nkp)
+            if best is None or key < best[0]:
+                best = (key, (kp, nkp))
+        kp *= 2
+    return best[1] if best else None
+
+
+#: live fp32 tiles of the pointwise part per cell and direction (register estimate)
+LIVE_TILES = {("lstm", "fwd"): 12, ("gru", "fwd"): 11, ("rnn", "fwd"): 6,
+              ("lstm", "bwd"): 24, ("gru", "bwd"): 22, ("rnn", "bwd"): 12}
+#: the register estimate's coefficients, fitted to ~100 sm_90 compiles of these kernels
+#: (regs + spill/4 against per-thread elements; benchmarks/compile_check checks the result)
+REG_FIT = {"base": 104, "pointwise": 0.65, "acc": 3.95, "piece": 2.0, "chunk": 0.5}
+#: the carry layout's registers: this base plus one per live tile and accumulator element
+#: per thread (LSTM/GRU/RNN at B8 H128: 167-211 measured where this gives 176-264)
+CARRY_REG_BASE = 64
+
+
+def resources(cell: str, direction: str, bits: int, block_b: int, block_n: int, kp: int, nkp: int, resident: bool,
+              warps: int, stages: int, carry: bool = False) -> tuple[int, int]:
+    """Estimated (shared memory bytes, registers per thread) of one program.
+
+    Shared memory: a resident W_hh lives there (Triton hoists its staging out of the
+    loop; fp32 keeps the tf32x3 hi and lo halves, twice the bytes), the exchanged
+    vector's piece is staged there every step (hi and lo halves, or fp32 halves), the
+    accumulator's gate split converts layouts through it, and a streamed chunk of
+    W_hh passes through it (times the pipeline stages). Registers: a linear fit in the
+    elements per thread of the live pointwise tiles, the accumulator, the staged piece
+    and a streamed chunk (REG_FIT)."""
+    G, GS = GATES[CELLS[cell]], gate_slots(cell)
+    elt = bits // 8
+    split = 2 if bits == 32 else 1  # tf32x3 keeps both halves of each fp32 operand
+    threads = 32 * warps
+    m_rows = GS * block_n if direction == "fwd" else block_n
+    w_cols = kp * nkp * (1 if direction == "fwd" else G)
+    smem = kp * block_b * 4 * split + m_rows * block_b * 4
+    chunk = 0
+    if resident:
+        smem += m_rows * w_cols * elt * split
+    else:
+        smem += max(1, stages) * m_rows * kp * elt * split
+        chunk = m_rows * kp * split / threads
+    live = LIVE_TILES[("rnn" if GS == 1 else cell, direction)]
+    if carry:  # no exchange loads: the live tiles and the accumulator (fit to 8 carry compiles)
+        return int(smem), int(CARRY_REG_BASE + (live * block_n + m_rows) * block_b / threads)
+    f = REG_FIT
+    regs = (f["base"] + f["pointwise"] * live * block_n * block_b / threads + f["acc"] * m_rows * block_b / threads
+            + f["piece"] * kp * block_b * split / threads + f["chunk"] * chunk)
+    return int(smem), int(regs)
+
+
+def resident_ok(direction: str, bits: int, H: int, block_b: int) -> bool:
+    """Whether a grid program may keep its W_hh slice resident (compile-gate findings on
+    sm_90): only the 16-bit forward, and only while the exchanged vector's pieces staged per
+    step stay small (Triton issues all their loads at once). The backward streams W_hh's
+    per-gate columns from L1/L2: resident, its G x NKP unrolled pieces spill and take
+    minutes to compile; fp32 (tf32x3 splits of a resident W) spills too."""
+    pieces = resident_pieces(H)
+    return (direction == "fwd" and bits == 16 and pieces is not None
+            and pieces[0] * pieces[1] * block_b <= TUNING["resident_staged_max"])
+
+
+def _candidates(cell, B, H, bits, limits: DeviceLimits, direction, layout):
     t = TUNING
-    block_b = min(_pow2(B, t["block_b_min"]), t["block_b_max"])
-    n_b = triton.cdiv(B, block_b)
-    h_pad = _pow2(H, t["block_n_min"])
-    block_n, n_n = None, 1
-    if barrier_ok and t["use_barrier"] and not INTERPRET and device.type == "cuda":
-        slots = _sm_count(device) * t["programs_per_sm"]
-        n = t["block_n_min"]
-        while n < h_pad and n_b * triton.cdiv(H, n) > slots:
-            n *= 2
-        if n < h_pad:  # several programs share the hidden units of a batch tile
-            block_n, n_n = n, triton.cdiv(H, n)
-    if block_n is None:  # no barrier: one program per batch tile walks over all of H
-        block_n = min(h_pad, _pow2(t["no_barrier_block_n"], t["block_n_min"]))
-    n_tiles = triton.cdiv(H, block_n * n_n)
-    w_bytes = G * h_pad * block_n * torch.finfo(dtype).bits // 8
-    resident = n_tiles == 1 and w_bytes <= t["resident_bytes"]
-    block_k = h_pad if resident else min(h_pad, _pow2(t["block_k"], 16))
-    warps = t["warps_large"] if resident and 2 * w_bytes > t["resident_bytes"] else t["warps_small"]
-    return Launch((n_n, n_b), block_b, block_n, block_k, n_tiles, resident, n_n > 1, warps)
+    G, GS = GATES[CELLS[cell]], gate_slots(cell)
+    block_bs = sorted({min(_pow2(B, t["block_b_min"]), b) for b in (16, 32, t["block_b_max"])
+                       if b >= t["block_b_min"]})
+    slots = limits.sms * t["programs_per_sm"]
+    stream_kp = min(t["stream_kp"], _pow2(H, 16))
+    for block_b in block_bs:
+        n_b = -(-B // block_b)
+        if layout == "carry":
+            bn = _pow2(H, 16)
+            # the LSTM backward's carry tile (four W_hh blocks and ~24 live tiles) spills on
+            # sm_90 at every H compiled (33, 128): it exchanges through memory instead
+            # fp32 keeps both tf32x3 halves of the resident W_hh in registers: small ones only
+            small_w = bits == 16 or GS * bn * bn <= 32 * 128
+            if bn <= t["carry_max"] and not (cell == "lstm" and direction == "bwd") and small_w:
+                yield "carry", (1, n_b), block_b, bn, bn, 1, 1, True
+            continue
+        for bn in t["block_n"]:
+            n_units = -(-H // bn)
+            if bn > _pow2(H, 8) or (layout == "grid" and n_units < 2):
+                continue
+            if layout == "solo":
+                yield "solo", (1, n_b), block_b, bn, stream_kp, 1, n_units, False
+                continue
+            n_n = min(n_units, slots // n_b)
+            if n_n < 2:
+                continue
+            n_tiles = -(-n_units // n_n)
+            n_n = -(-n_units // n_tiles)
+            if n_tiles == 1 and resident_ok(direction, bits, H, block_b):
+                kp, nkp = resident_pieces(H)
+                yield "grid", (n_n, n_b), block_b, bn, kp, nkp, 1, True
+            yield "grid", (n_n, n_b), block_b, bn, stream_kp, 1, n_tiles, False
 
 
-def new_out(shape, dtype, device) -> torch.Tensor:
-    """An output buffer the kernel fully writes (NaN-filled under DEBUG)."""
-    if DEBUG:
-        return torch.full(shape, float("nan"), dtype=dtype, device=device)
-    return torch.empty(shape, dtype=dtype, device=device)
+def candidates(cell: str, B: int, H: int, dtype: torch.dtype, limits: DeviceLimits = H100,
+               direction: str = "fwd", layout: str | None = None) -> list:
+    """Every configuration the choice code considers for this call that fits the device
+    (estimated registers and shared memory), each with its predicted µs per step.
+
+    layout None takes TUNING["layout"]: "auto" (on a GPU every layout; under the
+    interpreter carry and solo, never a barrier) or one forced layout."""
+    layout = layout or TUNING["layout"]
+    if layout not in ("auto",) + LAYOUTS:
+        raise ValueError(f"unknown layout {layout!r}; expected auto or one of {', '.join(LAYOUTS)}")
+    bits = torch.finfo(dtype).bits
+    G, GS = GATES[CELLS[cell]], gate_slots(cell)
+    smem_cap = limits.smem_optin - TUNING["smem_margin"]
+    tried = [layout] if layout != "auto" else (["carry", "solo"] if INTERPRET else list(LAYOUTS))
+    found = []
+    for name in tried:
+        for lay, grid, block_b, bn, kp, nkp, n_tiles, resident in _candidates(cell, B, H, bits, limits, direction,
+                                                                                name):
+            for warps in (4, 8):
+                stages = TUNING["num_stages"]
+                smem, regs = resources(cell, direction, bits, block_b, bn, kp, nkp, resident, warps, stages,
+                                       lay == "carry")
+                if smem > smem_cap or regs > TUNING["regs_budget"]:
+                    continue
+                m_rows = GS * bn if direction == "fwd" else bn
+                us = model.step_us(lay, grid[0], n_tiles, bn, block_b, GS, kp, nkp, resident, B, H, G, bits,
+                                   direction, uses_wgmma(m_rows, block_b, warps))["total"]
+                found.append(Launch(lay, grid, block_b, bn, kp, nkp, n_tiles, resident, warps, stages, smem, regs,
+                                    us))
+                break  # fewer warps when they fit
+    return found
 
 
-def counters(launch: Launch, device) -> torch.Tensor:
-    """One zeroed barrier counter per batch tile, then the barrier-timeout flag."""
-    return torch.zeros(launch.grid[1] + 1, dtype=torch.int32, device=device)
-
-
-def check_barrier(launch: Launch, cnt: torch.Tensor) -> None:
-    """In DEBUG mode, raise if a grid barrier of the launch that used `cnt` timed out."""
-    if DEBUG and launch.BARRIER and int(cnt[-1]) != 0:
-        raise RuntimeError("fusedrnn triton: a grid barrier timed out; were all programs co-resident? "
-                           f"(grid {launch.grid})")
-
-
-def kernel_args(launch: Launch) -> dict:
-    """The constexpr/launch keywords every kernel takes."""
-    return dict(BLOCK_B=launch.BLOCK_B, BLOCK_N=launch.BLOCK_N, BLOCK_K=launch.BLOCK_K,
-                N_TILES=launch.N_TILES, RESIDENT=launch.RESIDENT, BARRIER=launch.BARRIER,
-                SPIN_LIMIT=TUNING["spin_limit"], INTERP=INTERPRET, num_warps=launch.num_warps)
+def choose(cell: str, B: int, H: int, dtype: torch.dtype, limits: DeviceLimits = H100, direction: str = "fwd",
+           layout: str | None = None) -> Launch:
+    """The launch of a recurrence of `cell`, batch B, hidden H in `dtype` on a device with
+    `limits`, for the forward or backward kernel ("fwd" | "bwd"): the candidate the
+    latency model predicts fastest (ties: fewer warps, then fewer programs). A forced
+    layout that cannot run here (e.g. carry at a large H) leaves the automatic choice;
+    the solo layout always has a candidate, so some launch always fits."""
+    found = candidates(cell, B, H, dtype, limits, direction, layout)
+    if not found and (layout or TUNING["layout"]) != "auto":
+        found = candidates(cell, B, H, dtype, limits, direction, "auto")
+    if not found:
+        raise RuntimeError(f"fusedrnn triton: no configuration fits for {cell} B={B} H={H} {dtype} "
+                           f"({direction}); the tuning table is inconsistent")
+    return min(found, key=lambda c: (c.us_per_step, c.num_warps, c.grid[0] * c.grid[1]))

@@ -1,0 +1,173 @@
+"""Tile pieces the two recurrence kernels share: W_hh tiles, the exchanged vector's
+columns, the step's product, the gate split, the per-row time index, the output
+rounding and the grid barrier.
+
+Dimensions: T steps, B batch, H hidden units, G gates, GS gate slots stacked on the
+MMA's M side (4, or 1 for the RNN); BLOCK_N units per tile, BLOCK_B batch rows per
+program, KC columns of the contraction per piece/chunk. Pointwise tiles are
+(BLOCK_N, BLOCK_B): units down, batch across. Offsets into (rows, cols) arrays are a
+row-offset vector over the batch (int64, already times the row stride) plus a column
+vector over units.
+"""
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def w_rows(p_w, n0, k0, H, G: tl.constexpr, GS: tl.constexpr, BLOCK_N: tl.constexpr, KC: tl.constexpr):
+    """Forward operand: W_hh rows g*H + n0 + i (i < BLOCK_N) of every gate slot g, columns
+    k0..k0+KC, stacked slot-major: (GS*BLOCK_N, KC); rows of missing gates/units and
+    columns >= H are 0. p_w: (G*H, H)."""
+    o_r = tl.arange(0, GS * BLOCK_N)
+    o_g = o_r // BLOCK_N
+    o_u = n0 + o_r % BLOCK_N
+    o_k = k0 + tl.arange(0, KC)
+    m = ((o_g < G) & (o_u < H))[:, None] & (o_k < H)[None, :]
+    return tl.load(p_w + (o_g * H + o_u)[:, None] * H + o_k[None, :], mask=m, other=0.0)
+
+
+@triton.jit
+def w_cols(p_w, g, o_n, k0, H, KC: tl.constexpr):
+    """Backward operand: W_hh[g*H + k, n] for k in k0..k0+KC as a (BLOCK_N, KC) tile
+    (the transpose of gate g's block, restricted to units o_n). p_w: (G*H, H)."""
+    o_k = k0 + tl.arange(0, KC)
+    m = (o_n < H)[:, None] & (o_k < H)[None, :]
+    return tl.load(p_w + (g * H + o_k)[None, :] * H + o_n[:, None], mask=m, other=0.0)
+
+
+@triton.jit
+def stacked_rows(p, n0, H, G: tl.constexpr, GS: tl.constexpr, BLOCK_N: tl.constexpr, on):
+    """p[g*H + n0 + i] for every gate slot, stacked like w_rows: (GS*BLOCK_N,) fp32, 0 where
+    absent or when `on` (a runtime flag) is false."""
+    o_r = tl.arange(0, GS * BLOCK_N)
+    o_g = o_r // BLOCK_N
+    o_u = n0 + o_r % BLOCK_N
+    return tl.load(p + o_g * H + o_u, mask=(o_g < G) & (o_u < H) & on, other=0.0).to(tl.float32)
+
+
+@triton.jit
+def cols_T(p_x, o_row, m_b, k0, H, KC: tl.constexpr):
+    """Columns k0..k0+KC of the rows o_row of an fp32 exchange array, transposed: (KC, BLOCK_B).
+
+    .cg: what other programs wrote this step is read from L2, never from a stale L1 line."""
+    o_k = k0 + tl.arange(0, KC)
+    m = (o_k < H)[:, None] & m_b[None, :]
+    return tl.load(p_x + o_row[None, :] + o_k[:, None], mask=m, other=0.0, cache_modifier=".cg")
+
+
+@triton.jit
+def mma(b_w, b_x, acc, PREC: tl.constexpr, INTERP: tl.constexpr):
+    """acc + b_w @ b_x with b_w (M, K) in the weight dtype and b_x (K, N) fp32.
+
+    fp32 weights: one dot at precision PREC (tf32x3 on a GPU: three tensor-core products,
+    ~fp32 accuracy; ieee in the interpreter). 16-bit weights: b_x is split into hi + lo,
+    each exact in the weight dtype, so two tensor-core dots see ~16 mantissa bits of the
+    fp32 state while W stays exact. The interpreter cannot multiply bf16, so there the
+    halves are widened back to fp32 (the products are exact either way)."""
+    if b_w.dtype == tl.float32:
+        acc = tl.dot(b_w, b_x, acc, input_precision=PREC)
+    else:
+        b_hi = b_x.to(b_w.dtype)
+        b_lo = (b_x - b_hi.to(tl.float32)).to(b_w.dtype)
+        if INTERP:
+            b_w32 = b_w.to(tl.float32)
+            acc = tl.dot(b_w32, b_hi.to(tl.float32), acc, input_precision="ieee")
+            acc = tl.dot(b_w32, b_lo.to(tl.float32), acc, input_precision="ieee")
+        else:
+            acc = tl.dot(b_w, b_hi, acc)
+            acc = tl.dot(b_w, b_lo, acc)
+    return acc
+
+
+@triton.jit
+def split_slots(acc, GS: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_B: tl.constexpr):
+    """The stacked (GS*BLOCK_N, BLOCK_B) product as four (BLOCK_N, BLOCK_B) gate slots."""
+    if GS == 1:
+        a0, a1, a2, a3 = acc, acc, acc, acc
+    else:
+        x = tl.permute(tl.reshape(acc, (4, BLOCK_N, BLOCK_B)), (1, 2, 0))  # (BN, BB, slot)
+        x_even, x_odd = tl.split(tl.reshape(x, (BLOCK_N, BLOCK_B, 2, 2)))  # slot = 2p + q: split on q
+        a0, a2 = tl.split(x_even)
+        a1, a3 = tl.split(x_odd)
+    return a0, a1, a2, a3
+
+
+@triton.jit
+def load_slots(p, o_row, o_n, m, H, NS: tl.constexpr):
+    """NS gate slots p[row, g*H + o_n] as fp32 (BLOCK_N, BLOCK_B) tiles; slots >= NS repeat slot 0."""
+    p_t = p + o_row[None, :] + o_n[:, None]
+    x0 = tl.load(p_t, mask=m, other=0.0).to(tl.float32)
+    x1, x2, x3 = x0, x0, x0
+    if NS > 1:
+        x1 = tl.load(p_t + H, mask=m, other=0.0).to(tl.float32)
+    if NS > 2:
+        x2 = tl.load(p_t + 2 * H, mask=m, other=0.0).to(tl.float32)
+    if NS > 3:
+        x3 = tl.load(p_t + 3 * H, mask=m, other=0.0).to(tl.float32)
+    return x0, x1, x2, x3
+
+
+@triton.jit
+def store_slots(p, o_row, o_n, m, H, NS: tl.constexpr, x0, x1, x2, x3, INTERP: tl.constexpr):
+    """Store NS gate slots to p[row, g*H + o_n], rounded to p's element type."""
+    p_t = p + o_row[None, :] + o_n[:, None]
+    tl.store(p_t, to_out(x0, p, INTERP), mask=m)
+    if NS > 1:
+        tl.store(p_t + H, to_out(x1, p, INTERP), mask=m)
+    if NS > 2:
+        tl.store(p_t + 2 * H, to_out(x2, p, INTERP), mask=m)
+    if NS > 3:
+        tl.store(p_t + 3 * H, to_out(x3, p, INTERP), mask=m)
+
+
+@triton.jit
+def to_out(x, p_out, INTERP: tl.constexpr):
+    """fp32 -> the element type of p_out, rounding to nearest even (the interpreter
+    truncates fp32 -> bf16, so there the rounding is done on the bits first)."""
+    if INTERP:
+        if p_out.dtype.element_ty == tl.bfloat16:
+            bits = x.to(tl.uint32, bitcast=True)
+            bits = (bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000
+            x = bits.to(tl.float32, bitcast=True)
+    return x.to(p_out.dtype.element_ty)
+
+
+@triton.jit
+def step_rows(s, b_len, o_b, m_b, B, reverse):
+    """For loop step s: each batch row's time index (BLOCK_B,) and whether it is active.
+
+    Rows past their length are parked on t = s, so every (t, b) with t >= lengths[b] is
+    visited exactly once (to write its zeros); reverse runs t = len-1 .. 0. Returns the
+    row index into (T, B, ·) arrays, t*B + b, as int64, and the active mask."""
+    act = (s < b_len) & m_b
+    o_t = tl.where(act & reverse, b_len - 1 - s, s)
+    return o_t.to(tl.int64) * B + o_b, act
+
+
+@triton.jit
+def sync(p_cnt, p_err, target, budget, BARRIER: tl.constexpr):
+    """Make every store before it visible to the threads that load after it; -> budget.
+
+    Without BARRIER one program owns its batch rows: a CTA barrier suffices. With it,
+    all programs of the batch tile meet: each adds 1 to the tile's counter (release,
+    after a CTA barrier so all its threads' stores are ordered before it; Triton issues
+    a scalar atomic from one thread), then polls with acquire until the counter reaches
+    `target` (syncs so far x programs). All programs must be co-resident: the grid is
+    sized from the SM count and launched cooperatively, so a lost co-residency is a
+    launch error. A wait longer than `budget` polls gives up, raises the flag at p_err
+    (the launcher turns it into a RuntimeError) and returns budget 0: the timeout is
+    latched, later steps do not wait again, and the kernel ends in bounded time.
+    """
+    tl.debug_barrier()
+    if BARRIER:
+        tl.atomic_add(p_cnt, 1, sem="release", scope="gpu")
+        seen = tl.atomic_add(p_cnt, 0, sem="acquire", scope="gpu")
+        spins = 0
+        while (seen < target) & (spins < budget):
+            seen = tl.atomic_add(p_cnt, 0, sem="acquire", scope="gpu")
+            spins += 1
+        if seen < target:
+            tl.atomic_xchg(p_err, 1)
+            budget = 0
+        tl.debug_barrier()
+    return budget

@@ -1,0 +1,39 @@
+"""The compile gate on the CI shape set for the Triton backend (issue 11): every kernel the
+library would launch on an H100 at the anchors and a few edge shapes, in every cell and
+dtype, forward and backward, compiles for sm_90, fits (no FAIL, SMEM or CORES), uses
+tensor cores, and has no register spill in 16-bit at an anchor.
+
+Runs `python -m benchmarks.compile_check` in a subprocess without TRITON_INTERPRET (the
+interpreter cannot compile). A cold Triton cache compiles ~150 kernels; the cache
+(~/.triton/cache) makes a rerun take seconds.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from benchmarks.compile_check.cases import ANCHORS, CELLS, CI_EXTRA, DTYPES
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_triton_kernels_compile_and_fit_at_the_ci_shapes(tmp_path):
+    out = tmp_path / "rows.json"
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.compile_check", "--backends", "triton", "--shapes", "ci",
+                           "--quiet", "--json", str(out), "-j", str(min(4, os.cpu_count() or 1))],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=3600)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    rows = json.loads(out.read_text())["rows"]
+    assert len(rows) == (len(ANCHORS) + len(CI_EXTRA)) * len(CELLS) * len(DTYPES) * 2
+    assert not [r for r in rows if r["error"]]
+    spills = [(r["cell"], r["dtype"], r["B"], r["H"], r["direction"], r["spill_bytes"]) for r in rows
+              if r["anchor"] and r["dtype"] != "fp32" and r["spill_bytes"]]
+    assert not spills, f"16-bit anchor kernels spill: {spills}"
+    assert all(r["tensor_cores"] in ("mma", "wgmma") for r in rows), "a kernel without tensor cores"
+    for r in rows:  # every barrier grid fits the SMs at its occupancy
+        if r["barrier"]:
+            assert r["grid"][0] * r["grid"][1] <= 132 * r["per_sm"], r

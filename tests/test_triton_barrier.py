@@ -1,0 +1,116 @@
+"""The grid barrier's failure handling, on the CPU: a wait that times out is latched (later
+steps do not wait again), the spin limit is a launch argument, a timeout becomes a
+RuntimeError, barrier grids are launched cooperatively.
+
+A timeout is provoked by forcing the grid layout in the ordinary interpreter, which runs
+a launch's programs one after another: program 0 waits for programs that have not
+started, gives up after `spin_limit` polls, and must then finish without waiting again.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from fusedrnn.ops import triton as tri
+from fusedrnn.ops.triton import config, timeouts
+from test_triton_recurrence import make_args
+
+pytestmark = pytest.mark.skipif(not config.INTERPRET, reason="provokes a timeout with sequential interpreter programs "
+                                "(tests/gpu/test_triton_gpu.py checks timeouts on a GPU)")
+
+SPIN = 1 << 10
+T = 8
+
+
+@pytest.fixture
+def atomics(monkeypatch):
+    """Counts the atomic operations the interpreted kernels execute."""
+    from triton.runtime import interpreter
+    count = {"n": 0}
+    orig = interpreter.InterpreterBuilder.create_atomic_rmw
+
+    def counting(self, *args, **kwargs):
+        count["n"] += 1
+        return orig(self, *args, **kwargs)
+
+    monkeypatch.setattr(interpreter.InterpreterBuilder, "create_atomic_rmw", counting)
+    return count
+
+
+def grid_launch(cell, B, H):
+    small = config.DeviceLimits(4, 227 * 1024, 65536)
+    found = [c for c in config.candidates(cell, B, H, torch.float32, small, "fwd", "grid") if c.BARRIER]
+    return min(found, key=lambda c: c.grid[0])
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn_tanh"])
+def test_timeout_is_latched_and_raised(monkeypatch, atomics, cell):
+    launch = grid_launch(cell, 3, 20)
+    monkeypatch.setattr(config, "choose", lambda *a, **k: launch)
+    monkeypatch.setitem(config.TUNING, "spin_limit", SPIN)
+    (gx, h0, c0, w, b), _ = make_args(cell, T, 3, 20, torch.float32, lengths=False, bias=True)
+    with torch.no_grad():
+        with pytest.raises(RuntimeError, match="grid barrier timed out in the .* forward"):
+            tri.forward(cell, gx, h0, c0, w, b, None, False, True)
+        # one full wait at most per program, then a few atomics per step: latched
+        assert atomics["n"] < launch.grid[0] * (SPIN + 4 * T), atomics["n"]
+        # the backward as well (saved tensors of the right shapes; values do not matter)
+        saved = tuple(torch.zeros(s, dtype=d) for s, d in tri.saved_shapes(cell, gx, h0, c0, w, b, None, False, True))
+        y = torch.zeros(T, 3, 20)
+        dc = torch.zeros(3, 20) if cell == "lstm" else None
+        atomics["n"] = 0
+        with pytest.raises(RuntimeError, match="grid barrier timed out in the .* backward"):
+            tri.backward(cell, y, h0, dc, gx, h0, c0, w, b, None, False, y, saved)
+        assert atomics["n"] < launch.grid[0] * (SPIN + 4 * T), atomics["n"]
+
+
+def test_spin_limit_is_a_runtime_argument(monkeypatch, atomics):
+    """The kernel polls exactly as often as the launch argument says (no recompile)."""
+    launch = grid_launch("rnn_tanh", 3, 20)
+    monkeypatch.setattr(config, "choose", lambda *a, **k: launch)
+    (gx, h0, c0, w, b), _ = make_args("rnn_tanh", 1, 3, 20, torch.float32, lengths=False, bias=False)
+    counts = []
+    for spin in (SPIN, 4 * SPIN):
+        monkeypatch.setitem(config.TUNING, "spin_limit", spin)
+        atomics["n"] = 0
+        with torch.no_grad(), pytest.raises(RuntimeError, match="timed out"):
+            tri.forward("rnn_tanh", gx, h0, None, w, b, None, False, False)
+        counts.append(atomics["n"])
+    # at T=1 programs 0..n-2 each wait out the limit (the last one finds everyone arrived)
+    assert counts[1] - counts[0] == 3 * SPIN * (launch.grid[0] - 1)
+    for kernel in (tri.launch.kernels.recurrence_fwd_kernel, tri.launch.kernels.recurrence_bwd_kernel):
+        jit_options = getattr(kernel, "kwargs", None) or {"do_not_specialize": kernel.do_not_specialize}
+        assert "spin_limit" in jit_options["do_not_specialize"]  # a value change never recompiles
+
+
+def test_barrier_grids_launch_cooperatively_with_tf32x3(monkeypatch):
+    launch = grid_launch("lstm", 3, 20)
+    solo = launch._replace(layout="solo", grid=(1, 1))
+    for lau in (launch, solo):
+        fwd = tri.launch.fwd_args("lstm", lau, *[None] * 10, 4, 3, 20, False, True)[1]
+        bwd = tri.launch.bwd_args("lstm", lau, *[None] * 10, 4, 3, 20, False, True)[1]
+        assert fwd["launch_cooperative_grid"] is lau.BARRIER and bwd["launch_cooperative_grid"] is lau.BARRIER
+        assert fwd["PREC"] == bwd["PREC"] == "ieee"  # the interpreter: exact fp32 products
+    monkeypatch.setattr(config, "INTERPRET", False)
+    assert tri.launch.fwd_args("lstm", launch, *[None] * 10, 4, 3, 20, False, True)[1]["PREC"] == "tf32x3"
+
+
+def test_lazy_check_raises_for_a_finished_launch(monkeypatch):
+    """The GPU path: a flag copied behind an event raises once its event has completed."""
+    class Event:
+        def __init__(self, done):
+            self.done = done
+
+        def query(self):
+            return self.done
+
+        def synchronize(self):
+            self.done = True
+
+    monkeypatch.setattr(timeouts, "_pending", [(Event(False), torch.tensor([1], dtype=torch.int32), "a pending one"),
+                                               (Event(True), torch.tensor([0], dtype=torch.int32), "a clean one")])
+    timeouts.check()  # the set flag's launch has not finished: nothing raised yet
+    assert len(timeouts._pending) == 1
+    with pytest.raises(RuntimeError, match="a pending one"):
+        timeouts.check(block=True)
+    assert timeouts._pending == []

@@ -1,0 +1,124 @@
+"""The Triton launch choice planned for an H100 without a GPU: `config.choose` takes the
+device's limits as plain numbers, always finds a configuration, keeps every barrier grid
+co-resident, bounds its tiles, and accounts for all the shared memory Triton stages.
+The compile gate (tests/test_compile_gate_triton.py) checks the same choices against
+what the compiler really produces."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from benchmarks.compile_check.cases import ANCHORS, SWEEP_B, SWEEP_H
+from fusedrnn.ops.triton import config
+
+CELLS = ("lstm", "gru", "rnn_tanh", "rnn_relu")
+DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+SHAPES = sorted(set(ANCHORS) | {(b, h) for b in SWEEP_B for h in SWEEP_H})
+
+
+@pytest.fixture(autouse=True)
+def gpu_choice(monkeypatch):
+    """Plan as on a GPU (the interpreter never picks the grid) with the default table."""
+    monkeypatch.setattr(config, "INTERPRET", False)
+    monkeypatch.setitem(config.TUNING, "layout", "auto")
+
+
+def test_choose_needs_no_device(monkeypatch):
+    def no_cuda(*args, **kwargs):
+        raise AssertionError("choose must not ask torch about a device")
+    monkeypatch.setattr(torch.cuda, "get_device_properties", no_cuda)
+    config.choose("lstm", 64, 1024, torch.bfloat16, config.H100, "fwd")
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("cell", CELLS)
+def test_every_sweep_shape_gets_a_fitting_launch(cell, dtype):
+    limit = config.H100.smem_optin
+    for B, H in SHAPES:
+        for direction in ("fwd", "bwd"):
+            launch = config.choose(cell, B, H, dtype, config.H100, direction)
+            n_n, n_b = launch.grid
+            assert launch.N_TILES * launch.BLOCK_N * n_n >= H and n_b * launch.BLOCK_B >= B
+            assert (n_n - 1) * launch.N_TILES * launch.BLOCK_N < H  # no idle program
+            assert launch.smem_est <= limit and launch.regs_est <= config.TUNING["regs_budget"]
+            widest = config.TUNING["carry_max"] if launch.CARRY else max(config.TUNING["block_n"])
+            assert launch.BLOCK_N <= widest and launch.BLOCK_B <= config.TUNING["block_b_max"]
+            if launch.BARRIER:  # co-resident: one program per SM at most
+                assert n_n * n_b <= config.H100.sms * config.TUNING["programs_per_sm"]
+            if launch.RESIDENT:
+                assert launch.N_TILES == 1 and launch.KP * launch.NKP >= H
+
+
+def test_shared_memory_counts_what_triton_stages():
+    """Issue 11, fix 1: RNN B64 H1024 used to be called resident from the W slice alone and
+    needed 288-320 KB with the fp32 h tile; every staged byte is counted now."""
+    for dtype in DTYPES:
+        for direction in ("fwd", "bwd"):
+            launch = config.choose("rnn_tanh", 64, 1024, dtype, config.H100, direction)
+            bits = torch.finfo(dtype).bits
+            smem, _ = config.resources("rnn_tanh", direction, bits, launch.BLOCK_B, launch.BLOCK_N, launch.KP,
+                                       launch.NKP, launch.RESIDENT, launch.num_warps, launch.num_stages)
+            m_rows = launch.BLOCK_N
+            staged = launch.KP * launch.BLOCK_B * 4 + m_rows * launch.BLOCK_B * 4
+            w = m_rows * launch.KP * launch.NKP * bits // 8 if launch.RESIDENT else m_rows * launch.KP * bits // 8
+            assert smem >= staged + w and smem <= config.H100.smem_optin - config.TUNING["smem_margin"]
+
+
+def test_block_n_is_bounded_at_large_batch():
+    """Issue 11, fix 2: LSTM B4096 H1024 used to double BLOCK_N up to 512 (0.8 MB of shared memory)."""
+    for dtype in DTYPES:
+        for direction in ("fwd", "bwd"):
+            launch = config.choose("lstm", 4096, 1024, dtype, config.H100, direction)
+            assert launch.BLOCK_N <= 128 and launch.smem_est <= config.H100.smem_optin
+
+
+def test_a_smaller_device_gets_smaller_grids():
+    small = config.DeviceLimits(sms=20, smem_optin=99 * 1024, regs_per_sm=65536)
+    for B, H in ANCHORS:
+        launch = config.choose("lstm", B, H, torch.bfloat16, small, "fwd")
+        if launch.BARRIER:
+            assert launch.grid[0] * launch.grid[1] <= 20
+        assert launch.smem_est <= small.smem_optin
+
+
+def test_forced_layouts_and_unknown_names():
+    assert config.choose("gru", 3, 40, torch.float32, config.H100, "fwd", "solo").layout == "solo"
+    assert config.choose("gru", 3, 40, torch.float32, config.H100, "fwd", "grid").BARRIER
+    assert config.choose("gru", 3, 17, torch.bfloat16, config.H100, "fwd", "carry").layout == "carry"
+    # carry cannot hold H=2048: the automatic choice stands
+    assert config.choose("lstm", 1, 2048, torch.float32, config.H100, "fwd", "carry").layout != "carry"
+    with pytest.raises(ValueError, match="unknown layout"):
+        config.choose("gru", 3, 40, torch.float32, config.H100, "fwd", "fastest")
+
+
+def test_resident_pieces_never_pad_to_a_power_of_two():
+    """H=768 is six 128-wide pieces, not a 1024-wide contraction; odd H pads to 16 at most
+    per piece."""
+    assert config.resident_pieces(768) == (128, 6)
+    assert config.resident_pieces(256) == (128, 2)
+    assert config.resident_pieces(33) == (16, 3)
+    assert config.resident_pieces(1000) == (128, 8)
+    assert config.resident_pieces(2048) is None  # more than 8 pieces: streamed
+
+
+#: the anchors' choices for LSTM bf16 (layout, grid, BLOCK_B, BLOCK_N, resident), pinned so
+#: that a change of the tuning table or the model is deliberate (benchmarks/NOTES.md)
+PINNED = {
+    (1, 256, "fwd"): ("grid", (32, 1), 16, 8, True),
+    (1, 256, "bwd"): ("grid", (32, 1), 16, 8, False),
+    (8, 128, "fwd"): ("grid", (16, 1), 16, 8, True),
+    (8, 128, "bwd"): ("grid", (16, 1), 16, 8, False),
+    (16, 768, "fwd"): ("grid", (96, 1), 16, 8, False),
+    (16, 768, "bwd"): ("grid", (96, 1), 16, 8, False),
+    (64, 1024, "fwd"): ("grid", (64, 2), 32, 16, False),
+    (64, 1024, "bwd"): ("grid", (32, 4), 16, 8, False),
+    (256, 512, "fwd"): ("grid", (16, 8), 32, 16, False),
+    (256, 512, "bwd"): ("grid", (16, 8), 32, 8, False),
+}
+
+
+@pytest.mark.parametrize("B,H,direction", sorted(PINNED))
+def test_anchor_choices_are_pinned(B, H, direction):
+    launch = config.choose("lstm", B, H, torch.bfloat16, config.H100, direction)
+    got = (launch.layout, launch.grid, launch.BLOCK_B, launch.BLOCK_N, launch.RESIDENT)
+    assert got == PINNED[(B, H, direction)]

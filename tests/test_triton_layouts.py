@@ -1,0 +1,130 @@
+"""Every layout the Triton choice code can pick, forced onto small grids (2-8 programs)
+and compared with the float64 reference: values and every gradient, for every cell,
+in fp32/bf16/fp16, with lengths and reverse, batch tails (B=3, B=20 in two batch tiles)
+and odd H.
+
+Without a GPU the programs of a launch run concurrently in the interpreter
+(tests/interpreter_threads.py), so the grid layout's barrier, its exchange through
+memory and its indexing for program index > 0 execute on the CPU: a broken barrier or
+a wrong index fails here, not on the first GPU run. With a GPU the same cases run on it.
+The configurations are the choice code's own candidates (`config.candidates`) for a
+device with 6 SMs (16-bit, where every structure exists), one per distinct structure (layout, resident W_hh in one or several
+pieces or streamed, several tiles per program, several batch tiles).
+"""
+from __future__ import annotations
+
+import contextlib
+
+import pytest
+import torch
+
+from fusedrnn.ops.triton import config
+from test_triton_recurrence import check_against_reference
+
+import interpreter_threads
+
+CELLS = ("lstm", "gru", "rnn_tanh", "rnn_relu")
+SMALL_DEVICE = config.DeviceLimits(6, 227 * 1024, 65536)
+SHAPES = ((3, 17), (3, 40), (20, 40))  # (B, H): tails, odd H, several pieces/tiles/batch tiles
+DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+
+
+def structure(launch: config.Launch) -> str:
+    parts = [launch.layout]
+    if launch.layout != "carry":
+        parts.append("resident" if launch.RESIDENT else "streamed")
+        if launch.RESIDENT and launch.NKP > 1:
+            parts.append("pieces")
+        if launch.N_TILES > 1:
+            parts.append("tiles")
+    return "-".join(parts)
+
+
+def forced_launches(cell: str, batch_tiles: bool) -> dict:
+    """structure -> (B, H, launch): the smallest candidate of each structure, in one
+    batch tile or (batch_tiles) in several where the structure has such a candidate."""
+    seen = {}
+    for B, H in SHAPES:
+        for layout in config.LAYOUTS:
+            for c in config.candidates(cell, B, H, torch.bfloat16, SMALL_DEVICE, "fwd", layout):
+                key, size = structure(c), ((c.grid[1] > 1) != batch_tiles, c.grid[0] * c.grid[1])
+                if key not in seen or size < seen[key][0]:
+                    seen[key] = (size, (B, H, c))
+    return {k: v for k, (_, v) in seen.items()}
+
+
+CASES = []
+for _j, _cell in enumerate(CELLS):
+    _one, _many = forced_launches(_cell, False), forced_launches(_cell, True)
+    for _i, _key in enumerate(sorted(_one)):
+        _B, _H, _launch = (_many if (_i + _j) % 2 else _one)[_key]  # alternate one and several batch tiles
+        # fp32 never keeps W_hh resident (config.resident_ok): resident layouts run in 16-bit
+        _dtype = DTYPES[1 + (_i + _j) % 2] if _launch.RESIDENT else DTYPES[(_i + _j) % 3]
+        CASES.append(pytest.param(_cell, _B, _H, _launch, _dtype, _i % 2 == 0, (_i + _j) % 3 != 1,
+                                  id=f"{_cell}-{_key}-{_launch.grid[0]}x{_launch.grid[1]}-{str(_dtype)[6:]}"))
+
+
+@pytest.fixture(scope="module")
+def concurrent():
+    """Programs in threads under the interpreter (checked by a handshake kernel first)."""
+    if not config.INTERPRET:
+        yield
+        return
+    with interpreter_threads.concurrent_programs(timeout_s=120):
+        interpreter_threads.self_test()
+        yield
+
+
+@contextlib.contextmanager
+def forced(monkeypatch, launch):
+    monkeypatch.setattr(config, "choose", lambda *args, **kwargs: launch)
+    monkeypatch.setitem(config.TUNING, "spin_limit", 1 << 16)
+    yield
+
+
+def test_every_structure_is_covered():
+    for cell in CELLS:
+        keys = {structure(p.values[3]) for p in CASES if p.values[0] == cell}
+        assert keys == {"carry", "grid-resident", "grid-resident-pieces", "grid-streamed", "grid-streamed-tiles",
+                        "solo-streamed", "solo-streamed-tiles"}, keys
+    for layout in config.LAYOUTS:  # each layout also runs with several batch tiles
+        assert any(p.values[3].layout == layout and p.values[3].grid[1] > 1 for p in CASES), layout
+    assert all(2 <= p.values[3].grid[0] * p.values[3].grid[1] <= 8 for p in CASES if p.values[3].BARRIER)
+
+
+@pytest.mark.parametrize("cell,B,H,launch,dtype,lengths,reverse", CASES)
+def test_layout_matches_reference(concurrent, monkeypatch, cell, B, H, launch, dtype, lengths, reverse):
+    with forced(monkeypatch, launch):
+        check_against_reference(cell, 6, B, H, lengths, reverse, dtype, bias=True, seed=B + H)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_barrier_grid_one_step(concurrent, monkeypatch, cell):
+    """T=1: every program's indexing (program index > 0 along the units and the batch),
+    forward and backward, with nothing to wait for but the final barrier."""
+    B, H, launch = forced_launches(cell, batch_tiles=True)["grid-resident-pieces"]
+    assert launch.grid[0] > 1 and launch.grid[1] > 1
+    with forced(monkeypatch, launch):
+        check_against_reference(cell, 1, B, H, lengths=False, reverse=False, dtype=torch.float32, bias=True)
+
+
+@pytest.mark.skipif(not config.INTERPRET, reason="the threaded runner is for the interpreter (a GPU runs the layouts)")
+def test_threaded_runner_fails_loudly_if_triton_changes(monkeypatch):
+    """A Triton whose interpreter lacks what the runner patches, or a runner that no longer
+    runs programs concurrently, must fail the tests with a message (never skip them)."""
+    from triton.runtime import interpreter
+    before = interpreter.GridExecutor.__call__
+    with interpreter_threads.concurrent_programs():
+        threaded_call = interpreter.GridExecutor.__call__
+        interpreter.GridExecutor.__call__ = interpreter_threads.sequential_call()  # programs in turn again
+        try:
+            with pytest.raises(interpreter_threads.ThreadedInterpreterUnavailable,
+                               match="did not run programs concurrently"):
+                interpreter_threads.self_test()
+        finally:
+            interpreter.GridExecutor.__call__ = threaded_call
+    assert interpreter.GridExecutor.__call__ is before
+    monkeypatch.delattr(interpreter, "_implicit_cvt")
+    with pytest.raises(interpreter_threads.ThreadedInterpreterUnavailable, match="internals changed.*_implicit_cvt"):
+        with interpreter_threads.concurrent_programs():
+            pass

@@ -6,7 +6,7 @@ import re
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-DOCS = [ROOT / "README.md", ROOT / "examples" / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+DOCS = [ROOT / "README.md", ROOT / "examples" / "README.md", ROOT / "benchmarks" / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 # files that live outside the repository (the project's planning notes, the machines' folders)
 OUTSIDE = re.compile(r"DESIGN\.md|ANCHORS\.md|\.\./shared|/work/")
 LINK = re.compile(r"\]\(([^)#\s]+)(?:#[^)]*)?\)")

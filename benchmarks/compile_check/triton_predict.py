@@ -1,7 +1,7 @@
 """Predicted µs per step of fusedrnn's Triton kernels at the anchor shapes on an H100,
 from the configuration the library's own choice code picks (`config.choose` on the
 H100's limits) and the latency model it ranks with (fusedrnn/ops/triton/model.py), next
-to cuDNN's fastest dtype from ANCHORS.md (benchmarks/anchors.py). Prints the Markdown
+to cuDNN's fastest dtype from docs/anchors.md (benchmarks/anchors.py). Prints the Markdown
 table of benchmarks/NOTES.md's Triton section:
 
     python -m benchmarks.compile_check.triton_predict

@@ -42,9 +42,9 @@ def describe(backend: str, cell: str, dtype, B: int, H: int, device, backward: b
             from fusedrnn.ops import cuda  # noqa: PLC0415
             return dict(cuda.plan(cell, dtype, B, H, backward=backward, device=device))
         if backend == "triton":
-            from fusedrnn.ops.common import GATES  # noqa: PLC0415
             from fusedrnn.ops.triton import config  # noqa: PLC0415
-            return dict(config.choose(GATES[cell], B, H, dtype, device)._asdict())
+            return dict(config.choose(cell, B, H, dtype, config.device_limits(device),
+                                      direction="bwd" if backward else "fwd")._asdict())
         return {}
     except Exception as e:  # noqa: BLE001 - reported, not fatal: the plan API may have moved
         return f"{type(e).__name__}: {e}"

@@ -25,12 +25,24 @@ class Tier:
     rehearse_only: bool = False                    # only in --rehearse (a CPU stand-in)
 
 
+#: the knobs of tests/gpu/sanitizer_case.py (T=5, B=19, H=37: 3 CTAs of 16 units, 3 batch groups)
+_CUDA_SHAPE = (5, 19, 37)
+_CUDA = dict(FUSEDRNN_CUDA_UNITS="16", FUSEDRNN_CUDA_BATCH_ROWS="8")
+
 TIERS = (
-    Tier("cuda", "persistent", env={"FUSEDRNN_CUDA_MODE": "persistent"}, expect={"persistent": True}, gpu_only=True),
-    Tier("cuda", "step", env={"FUSEDRNN_CUDA_MODE": "step"}, expect={"persistent": False}, gpu_only=True),
-    Tier("triton", "barrier", tuning={"use_barrier": True}, expect={"BARRIER": True}, dtypes=("bf16",),
+    Tier("cuda", "cta", env={"FUSEDRNN_CUDA_MODE": "cta", "FUSEDRNN_CUDA_BATCH_ROWS": "8"},
+         expect={"tier": "cta"}, shape=_CUDA_SHAPE, gpu_only=True),
+    Tier("cuda", "cluster", env={"FUSEDRNN_CUDA_MODE": "cluster", **_CUDA}, expect={"tier": "cluster"},
+         shape=_CUDA_SHAPE, gpu_only=True),
+    Tier("cuda", "grid", env={"FUSEDRNN_CUDA_MODE": "grid", **_CUDA}, expect={"tier": "grid"},
+         shape=_CUDA_SHAPE, gpu_only=True),
+    Tier("cuda", "grid-passes", env={"FUSEDRNN_CUDA_MODE": "grid", "FUSEDRNN_CUDA_PASSES": "2", **_CUDA},
+         expect={"tier": "grid"}, shape=_CUDA_SHAPE, gpu_only=True),
+    Tier("cuda", "step", env={"FUSEDRNN_CUDA_MODE": "step"}, expect={"tier": "step"}, shape=_CUDA_SHAPE,
          gpu_only=True),
-    Tier("triton", "no-barrier", tuning={"use_barrier": False}, expect={"BARRIER": False}, dtypes=("bf16",)),
+    Tier("triton", "carry", env={"FUSEDRNN_TRITON_LAYOUT": "carry"}, expect={"layout": "carry"}),
+    Tier("triton", "grid", env={"FUSEDRNN_TRITON_LAYOUT": "grid"}, expect={"layout": "grid"}, gpu_only=True),
+    Tier("triton", "solo", env={"FUSEDRNN_TRITON_LAYOUT": "solo"}, expect={"layout": "solo"}),
     Tier("reference", "loop", dtypes=("fp32",), rehearse_only=True),
 )
 

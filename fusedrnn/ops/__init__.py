@@ -1,6 +1,6 @@
 """The per-layer, per-direction recurrence: the one fused part of an RNN.
 
-`recurrence` is the differentiable entry point of the kernel contract in DESIGN.md;
+`recurrence` is the differentiable entry point of the kernel contract in docs/design.md;
 it checks its arguments once and hands them to the chosen backend.
 """
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Dimensions: T time steps, B batch, H hidden units, P projection size (LSTM with
 proj_size, else P == H), G gates (LSTM 4: i,f,g,o · GRU 3: r,z,n · RNN 1).
 
-It implements the kernel contract of DESIGN.md with ordinary autograd: the state
+It implements the kernel contract of docs/design.md with ordinary autograd: the state
 is carried in float32 (float64 when the inputs are float64) and every output is
 stored in the input dtype.
 """

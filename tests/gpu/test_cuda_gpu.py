@@ -9,7 +9,7 @@ Every test runs with FUSEDRNN_CUDA_POISON=1 (unwritten outputs are NaN), FUSEDRN
 naming direction, tier, step and CTAs) and a short spin limit, so a broken exchange fails in
 milliseconds instead of hanging the 15-minute window. Test ids name the tier and shape.
 
-Tolerance (DESIGN.md): error relative to the float64 reference no worse than twice that of
+Tolerance (docs/design.md): error relative to the float64 reference no worse than twice that of
 the same recurrence run by torch in the same dtype (`lowp_recurrence`, every tensor and the
 state in that dtype, as torch.nn does), with a small floor per dtype.
 """

@@ -32,7 +32,7 @@ from test_triton_recurrence import errors, make_args, run  # noqa: E402  (tests/
 DEV = torch.device("cuda")
 CELLS = ("lstm", "gru", "rnn_tanh", "rnn_relu")
 DTYPES = (torch.float32, torch.bfloat16, torch.float16)
-#: (B, H) from ANCHORS.md
+#: (B, H) from docs/anchors.md
 ANCHORS = [(1, 256), (8, 128), (16, 768), (64, 1024), (256, 512)]
 #: (T, B, H, lengths, reverse): ragged sizes, masks everywhere, several batch tiles
 AWKWARD = [(9, 3, 67, True, True), (5, 70, 200, False, False), (17, 1, 300, True, False)]

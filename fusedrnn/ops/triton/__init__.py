@@ -1,4 +1,4 @@
-"""backend="triton": the recurrence contract of DESIGN.md as fused Triton kernels.
+"""backend="triton": the recurrence contract of docs/design.md as fused Triton kernels.
 
 kernels.py holds the one forward and one backward kernel of every cell, cells.py the
 cells' pointwise math, tiles.py the tile pieces the kernels share, launch.py the

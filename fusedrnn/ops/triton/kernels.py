@@ -103,6 +103,9 @@ def fwd_update(CELL: tl.constexpr, acc, bias, x0, x1, x2, x3, h, c, act, o_r, o_
             tl.store(p_state + o_y, c, mask=m)
         elif CELL == 1:
             tl.store(p_state + o_y, h, mask=m)
+    # units past H keep their zero state: in the carry layout the state is the next product's
+    # operand, and a NaN there (0 x inf from a masked W row) would reach the real units
+    a = a & m
     return tl.where(a, h_new, h), tl.where(a, c_new, c)
 
 
@@ -128,7 +131,7 @@ def bwd_update(CELL: tl.constexpr, dh, dc, dy, s0, s1, s2, s3, st, act, o_r, o_n
     gradients, the part of dh_{t-1} that bypasses W_hh, and dc_{t-1}. Inactive rows give
     exact zeros and pass dh, dc through: nothing computed from a padded step leaks."""
     d0, d1, d2, d3, d2h, dh_direct, dc_prev = cell_bwd(CELL, dh + dy, dc, s0, s1, s2, s3, st)
-    a = act[None, :]
+    a = act[None, :] & m  # units past H too: in the carry layout d_gates are the next product's operand
     d0 = tl.where(a, d0, 0.0)
     d1 = tl.where(a, d1, 0.0)
     d2 = tl.where(a, d2, 0.0)

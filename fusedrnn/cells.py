@@ -42,7 +42,12 @@ class _FusedCellBase(FusedModuleBase):
                                batch=self._batch(input), steps=1, grad=self._records_grad(input, hx))
 
     def forward(self, input, hx=None):
-        name = self._backend_name(input, hx)
+        try:
+            name = self._backend_name(input, hx)
+        except RuntimeError:  # an explicit backend that cannot run: unless torch.nn rejects the call first
+            if not self._fused_takes(input, hx):
+                return super().forward(input, hx)
+            raise
         if name == "torch" or not self._fused_takes(input, hx):
             return super().forward(input, hx)
         batched = input.dim() == 2

@@ -217,4 +217,6 @@ def _forward_without_autograd(kernels, cell, gx, h0, c0, w_hh, b_hh, lengths, re
     mod = kernels_module(kernels)
     with one_launch_at_a_time():
         y, hT, cT, _ = mod.forward(cell, gx, h0, c0, w_hh, b_hh, lengths, reverse, False)
-    return _unaliased([y, hT, cT if cT is not None else _empty(gx)], (gx, h0, c0, w_hh, b_hh, lengths))
+    # outputs are (B,H)/(T,B,H) tensors the backend allocated: only one another (hT as a view
+    # of y) and the states they replace could share storage with them
+    return _unaliased([y, hT, cT if cT is not None else _empty(gx)], (h0, c0))

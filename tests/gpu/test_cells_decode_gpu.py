@@ -136,3 +136,20 @@ def test_captured_decode_step_replays_like_eager(backend, dtype, B, H):
         torch.testing.assert_close(captured.state, state)
         captured.reset((h0, c0))  # a new sequence from the same state replays the same tokens
         torch.testing.assert_close(captured(shape(xs[0])), eager[0])
+
+
+def test_captioning_example_samples_the_same_through_a_captured_graph():
+    """examples/captioning.py --graph: greedy tokens replayed from a CUDA graph equal eager ones."""
+    import importlib.util  # noqa: PLC0415
+    import pathlib  # noqa: PLC0415
+    path = pathlib.Path(__file__).resolve().parents[2] / "examples" / "captioning.py"
+    spec = importlib.util.spec_from_file_location("fusedrnn_example_captioning_gpu", path)
+    captioning = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(captioning)
+    m = captioning.main(["--quick", "--graph", "--steps", "100", "--show", "0", "--no-progress"])
+    model = m["model"]
+    images, captions = captioning.make_batch(64, 1, 16, torch.Generator().manual_seed(5))
+    images = images.to(DEV)
+    eager = captioning.sample(model, images, captions.shape[1], graph=False)
+    graphed = captioning.sample(model, images, captions.shape[1], graph=True)
+    assert torch.equal(eager, graphed)

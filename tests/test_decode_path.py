@@ -124,3 +124,22 @@ def test_host_overhead_probe_reports_every_layer():
     rows = host_overhead.rows(calls=3, repeats=1)
     assert len(rows) == 11 and all(us > 0 for _, us in rows)
     assert (fusedrnn.backends.BACKENDS, fusedrnn.backends.KERNEL_BACKENDS) == before  # its stand-in is gone
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_without_autograd_a_state_returned_as_a_view_of_y_is_copied(kernels, monkeypatch, cell):
+    """The direct path unaliases outputs as the custom op does: a user may modify y in place."""
+    real = plain_kernels.forward
+
+    def forward_with_views(*a):
+        y, hT, cT, saved = real(*a)
+        return y, y[-1], (y[-1] if cT is not None else None), saved
+    monkeypatch.setattr(plain_kernels, "forward", forward_with_views)
+    G = 4 if cell == "lstm" else 3
+    gx, h0 = torch.randn(3, 2, G * 5), torch.randn(2, 5)
+    c0 = torch.randn(2, 5) if cell == "lstm" else None
+    with torch.no_grad():
+        y, hT, *rest = fusedrnn.ops.recurrence(cell, gx, h0, c0, torch.randn(G * 5, 5), None, backend=kernels)
+    storages = {t.untyped_storage().data_ptr() for t in (y, hT, *rest)}
+    assert len(storages) == 2 + len(rest)
+    torch.testing.assert_close(hT, y[-1])

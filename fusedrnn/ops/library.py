@@ -217,6 +217,11 @@ def _forward_without_autograd(kernels, cell, gx, h0, c0, w_hh, b_hh, lengths, re
     mod = kernels_module(kernels)
     with one_launch_at_a_time():
         y, hT, cT, _ = mod.forward(cell, gx, h0, c0, w_hh, b_hh, lengths, reverse, False)
-    # outputs are (B,H)/(T,B,H) tensors the backend allocated: only one another (hT as a view
-    # of y) and the states they replace could share storage with them
-    return _unaliased([y, hT, cT if cT is not None else _empty(gx)], (h0, c0))
+    # the outputs are tensors the backend allocated: only hT or cT given as a view of y can alias
+    y_storage = _storage_ptr(y)
+    hT = hT.clone() if _storage_ptr(hT) == y_storage else hT
+    if cT is None:
+        cT = _empty(gx)
+    elif _storage_ptr(cT) in (y_storage, _storage_ptr(hT)):
+        cT = cT.clone()
+    return [y, hT, cT]

@@ -31,15 +31,22 @@ class _FusedCellBase(FusedModuleBase):
         return self._CELL
 
     def choose_backend(self, input, hx=None, warn: bool = True) -> backends.Choice:
-        """Which backend `self(input)` runs, and why (fusedrnn.explain)."""
-        if not isinstance(input, torch.Tensor):
-            return backends.Choice("torch", "the input is not a tensor; torch.nn reports the error")
-        if self.cell not in GATES:
-            return backends.Choice("torch", f"{self.cell!r} is not a cell fusedrnn runs; torch.nn reports the error")
-        if self._cpu_autocast(input):
-            return backends.Choice("torch", _CPU_AUTOCAST)
+        """Which backend `self(input, hx)` runs, and why (fusedrnn.explain)."""
+        why_torch = self._torch_runs_it(input)
+        if why_torch is not None:
+            return backends.Choice("torch", why_torch)
         return backends.choose(self.backend, input.device, self.cell, input.dtype, self.hidden_size, 0, warn=warn,
                                batch=self._batch(input), steps=1, grad=self._records_grad(input, hx))
+
+    def _torch_runs_it(self, input) -> str | None:
+        """Why torch.nn's own forward runs this call whatever the backend, or None."""
+        if not isinstance(input, torch.Tensor):
+            return "the input is not a tensor; torch.nn reports the error"
+        if self.cell not in GATES:
+            return f"{self.cell!r} is not a cell fusedrnn runs; torch.nn reports the error"
+        if input.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
+            return _CPU_AUTOCAST
+        return None
 
     def forward(self, input, hx=None):
         try:
@@ -68,11 +75,10 @@ class _FusedCellBase(FusedModuleBase):
     _OWN_FORWARD = forward
 
     def _backend_name(self, input, hx) -> str:
-        """choose_backend(input).name, as a constant under torch.compile."""
-        if not isinstance(input, torch.Tensor) or self.cell not in GATES:  # torch.nn reports the error
-            return "torch"
-        if self._cpu_autocast(input):
-            if self.backend != "auto" and self.backend not in _warned:
+        """choose_backend(input, hx).name, as a constant under torch.compile."""
+        why_torch = self._torch_runs_it(input)
+        if why_torch is not None:
+            if why_torch is _CPU_AUTOCAST and self.backend != "auto" and self.backend not in _warned:
                 _warned.add(self.backend)
                 warnings.warn(f"fusedrnn: {_CPU_AUTOCAST} (backend {self.backend!r} was requested)",
                               RuntimeWarning, stacklevel=3)
@@ -91,10 +97,6 @@ class _FusedCellBase(FusedModuleBase):
         states = hx if isinstance(hx, (tuple, list)) else (hx,)
         return input.requires_grad or self.weight_hh.requires_grad or any(
             isinstance(s, torch.Tensor) and s.requires_grad for s in states)
-
-    @staticmethod
-    def _cpu_autocast(input) -> bool:
-        return input.device.type == "cpu" and torch.is_autocast_enabled("cpu")
 
     def _fused_takes(self, input, hx) -> bool:
         """True when the call is one torch.nn accepts and the fused path computes exactly:

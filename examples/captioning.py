@@ -207,10 +207,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--objects", type=int, choices=(1, 2),
                    help=f"shapes per image: 1 (caption: size colour shape) or 2 (colour shape left of / "
                         f"above colour shape) ({mode_defaults('objects')})")
-    p.add_argument("--image-size", type=int, help=f"image side in pixels, a multiple of 4 ({mode_defaults('image_size')})")
+    p.add_argument("--image-size", type=int,
+                   help=f"image side in pixels, a multiple of 4 ({mode_defaults('image_size')})")
     p.add_argument("--hidden", type=int, help=f"LSTM hidden units per layer ({mode_defaults('hidden')})")
     p.add_argument("--embed", type=int, default=16, help="word embedding size (default: %(default)s)")
-    p.add_argument("--layers", type=int, default=1, help="stacked LSTM layers, i.e. cells per step (default: %(default)s)")
+    p.add_argument("--layers", type=int, default=1,
+                   help="stacked LSTM layers, i.e. cells per step (default: %(default)s)")
     p.add_argument("--steps", type=int, help=f"optimizer updates ({mode_defaults('steps')})")
     p.add_argument("--batch-size", type=int, help=f"images per update ({mode_defaults('batch_size')})")
     p.add_argument("--test-size", type=int, help=f"held-out images for the accuracy ({mode_defaults('test_size')})")
@@ -226,7 +228,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     p.add_argument("--threads", type=int, default=0,
                    help="torch.set_num_threads; 0 keeps torch's default (default: %(default)s)")
-    p.add_argument("--quick", action="store_true", help="one shape per image, tiny model, 300 steps (what the tests run)")
+    p.add_argument("--quick", action="store_true",
+                   help="one shape per image, tiny model, 300 steps (what the tests run)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--log-every", type=int, default=10, metavar="N",
                    help="update the progress bar's loss every N steps (default: %(default)s)")

@@ -129,8 +129,8 @@ def _auto_on_cuda(device, cell, dtype, hidden_size, proj_size, warn, batch, step
     if table is None:
         source = f"no dispatch table for this card ({tuning.card_name(device) or 'unknown'}), heuristic"
     else:
-        source = f"the dispatch table {table.path.name} has no entry for {cell} {tuning.DTYPE_NAMES.get(dtype, dtype)}" \
-                 f" {'fwbw' if grad else 'fw'} {tuning.kind_of(steps) or ''}".rstrip() + ", heuristic"
+        what = f"{cell} {tuning.DTYPE_NAMES.get(dtype, dtype)} {'fwbw' if grad else 'fw'} {tuning.kind_of(steps) or ''}"
+        source = f"the dispatch table {table.path.name} has no entry for {what.rstrip()}, heuristic"
     reasons = []
     for cand in ("cuda", "triton"):
         why = why_not(cand, device, cell, dtype, hidden_size, proj_size)

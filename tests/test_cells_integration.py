@@ -75,7 +75,8 @@ def test_script_runs_the_torch_cell_and_convert_restores(ours_cls, torch_cls, kw
     eager = model(x)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # torch 2.13 deprecates TorchScript
-        with pytest.warns(UserWarning, match=rf"runs fusedrnn\.{torch_cls.__name__} as torch\.nn\.{torch_cls.__name__}"):
+        name = torch_cls.__name__
+        with pytest.warns(UserWarning, match=rf"runs fusedrnn\.{name} as torch\.nn\.{name}"):
             scripted = torch.jit.script(model)
     assert type(model.cell) is torch_cls and model.cell.weight_hh is fused.weight_hh
     fusedrnn.convert(model)

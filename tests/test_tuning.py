@@ -32,7 +32,8 @@ def test_entries_rank_verified_backends_by_their_time_relative_to_torch():
             row("c", "cudnn", 1.0, B=1, H=256), row("c", "fusedrnn-cuda", 0.1, B=1, H=256, verdict="WRONG"),
             row("c", "fusedrnn-triton", 0.2, B=1, H=256, verdict="unverified: a failing test"),
             row("c", "fusedrnn-cuda", 0.01, B=1, H=256, graph=True),
-            row("d", "cudnn-fp16", 0.5, dtype="fp32", provider_dtype="fp16"), row("d", "fusedrnn-cuda", 0.9, dtype="fp32"),
+            row("d", "cudnn-fp16", 0.5, dtype="fp32", provider_dtype="fp16"),
+            row("d", "fusedrnn-cuda", 0.9, dtype="fp32"),
             # no torch.nn time: no entry
             row("e", "fusedrnn-cuda", 0.9, dtype="bf16")]
     got = {(e["dtype"], e["class"]): e for e in tuning_table.entries(rows)}
@@ -67,12 +68,14 @@ def write_table(path, rows):
 
 
 def test_auto_follows_the_cards_table(fake_card):
-    write_table(fake_card, [row("lstm B=16 T=1024 H=768", "cudnn", 2.3), row("lstm B=16 T=1024 H=768", "fusedrnn-cuda", 3.0),
-                            row("lstm B=16 T=1024 H=768", "fusedrnn-triton", 1.9),
-                            row("decode", "cudnn", 0.15, T=1, B=1, H=1024), row("decode", "fusedrnn-cuda", 0.03, T=1, B=1, H=1024)])
+    case = "lstm B=16 T=1024 H=768"
+    write_table(fake_card, [row(case, "cudnn", 2.3), row(case, "fusedrnn-cuda", 3.0), row(case, "fusedrnn-triton", 1.9),
+                            row("decode", "cudnn", 0.15, T=1, B=1, H=1024),
+                            row("decode", "fusedrnn-cuda", 0.03, T=1, B=1, H=1024)])
     exact = backends.choose("auto", CUDA, "lstm", torch.float16, 768, batch=16, steps=1024)
     assert exact.name == "triton"
-    assert "nvidia-fake-gpu-9000.json" in exact.reason and "entry 'lstm fp16 fw sequence B 9..32 H 513..768'" in exact.reason
+    assert "nvidia-fake-gpu-9000.json" in exact.reason
+    assert "entry 'lstm fp16 fw sequence B 9..32 H 513..768'" in exact.reason
     assert "ranks triton > torch > cuda" in exact.reason and "triton 1.9 ms" in exact.reason
     # another class of the same kind: the nearest measured entry decides, and says so
     near = backends.choose("auto", CUDA, "lstm", torch.float16, 1024, batch=64, steps=256)
@@ -130,7 +133,8 @@ def test_record_writes_the_table_of_the_card_it_files(tmp_path, monkeypatch):
     assert record.main([str(src), "--repo", str(repo), "--no-readme"]) == 0
     path = repo / "fusedrnn" / "tuning" / "nvidia-h100-80gb-hbm3.json"
     table = tuning.load(path)
-    assert table.card == "NVIDIA H100 80GB HBM3" and "benchmarks/results/2031-05-06-nvidia-h100-80gb-hbm3" in table.source
+    assert table.card == "NVIDIA H100 80GB HBM3"
+    assert "benchmarks/results/2031-05-06-nvidia-h100-80gb-hbm3" in table.source
     # the fixture's failing Triton LSTM bf16 test and WRONG cuda GRU row do not count
     rank = {e.cell: e.ranking for e in table.entries}
     assert rank == {"lstm": ("cuda", "torch"), "gru": ("triton", "torch")}

@@ -143,3 +143,18 @@ def test_without_autograd_a_state_returned_as_a_view_of_y_is_copied(kernels, mon
     storages = {t.untyped_storage().data_ptr() for t in (y, hT, *rest)}
     assert len(storages) == 2 + len(rest)
     torch.testing.assert_close(hT, y[-1])
+
+
+def test_the_module_reads_the_weights_torch_would_under_functional_call():
+    """The fused path takes torch.nn's own weight list (refreshed as torch refreshes it), so
+    torch.func.functional_call's substituted parameters are the ones used."""
+    torch.manual_seed(0)
+    ours = fusedrnn.LSTM(3, 4, num_layers=2, bidirectional=True, backend="reference")
+    ref = torch.nn.LSTM(3, 4, num_layers=2, bidirectional=True)
+    ref.load_state_dict(ours.state_dict())
+    other = {k: torch.randn_like(v) for k, v in ours.state_dict().items()}
+    x = torch.randn(5, 2, 3)
+    got = torch.func.functional_call(ours, other, (x,))
+    want = torch.func.functional_call(ref, other, (x,))
+    torch.testing.assert_close(got, want)
+    torch.testing.assert_close(ours(x), ref(x))  # and its own parameters again afterwards

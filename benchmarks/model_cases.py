@@ -3,9 +3,11 @@
 - encoder: a 2-layer bidirectional LSTM, B=32, T=512, I=256, H=512, once padded and once
   packed (lengths uniform in 256..512, drawn once per run from a fixed seed; the
   PackedSequence is built outside the timed region); fw and fwbw.
-- decode: a 2-layer LSTM called one step at a time with its state carried (no_grad),
+- decode: a 2-layer LSTM run one step at a time with its state carried (no_grad),
   H=1024 B=1 and H=512 B=8; a timed call runs DECODE_STEPS steps and the time is
-  reported per step.
+  reported per step. Four ways of calling it (benchmarks/decode.py): the module with T=1
+  (as the published cuDNN number was measured) or a stack of two cells, each eager or with
+  the step captured in a CUDA graph (fusedrnn.CapturedStep) and replayed per step.
 """
 from __future__ import annotations
 
@@ -22,8 +24,13 @@ def encoder_cases(B: int = 32, T: int = 512, I: int = 256, H: int = 512, min_len
             Case(name="encoder-packed", packed=True, min_len=min_len, **common)]
 
 
-def decode_cases(sizes=((1, 1024), (8, 512)), steps: int = DECODE_STEPS) -> list[Case]:
-    return [Case("model", "decode", "lstm", B, steps, H, H, layers=2, decode=True) for B, H in sizes]
+#: (api, graph) of the decode variants
+DECODE_VARIANTS = (("module", False), ("cells", False), ("module", True), ("cells", True))
+
+
+def decode_cases(sizes=((1, 1024), (8, 512)), steps: int = DECODE_STEPS, variants=DECODE_VARIANTS) -> list[Case]:
+    return [Case("model", "decode", "lstm", B, steps, H, H, layers=2, decode=True, api=api, graph=graph)
+            for B, H in sizes for api, graph in variants]
 
 
 def model_cases(which=("encoder", "decode")) -> list[Case]:
@@ -37,7 +44,8 @@ def model_cases(which=("encoder", "decode")) -> list[Case]:
 
 def cpu_model_cases() -> list[Case]:
     """Tiny versions of the same code paths for the CPU correctness default."""
-    return encoder_cases(B=3, T=6, I=8, H=8, min_len=2) + decode_cases(sizes=((2, 8),), steps=4)
+    eager = [v for v in DECODE_VARIANTS if not v[1]]  # capturing a graph needs a GPU
+    return encoder_cases(B=3, T=6, I=8, H=8, min_len=2) + decode_cases(sizes=((2, 8),), steps=4, variants=eager)
 
 
 def lengths(case: Case) -> torch.Tensor:

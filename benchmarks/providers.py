@@ -5,6 +5,8 @@
     fusedrnn-cuda    fusedrnn.LSTM/GRU/RNN(..., backend="cuda")
     fusedrnn-triton  fusedrnn.LSTM/GRU/RNN(..., backend="triton")
     fusedrnn-reference  backend="reference" (the plain-PyTorch oracle loop; CPU default)
+  (a decode case built with api="cells" uses each provider's cells: torch.nn.LSTMCell for the
+  torch.nn providers, fusedrnn.LSTMCell(backend=...) for the fused ones)
     eager            a Python loop over nn.LSTMCell/GRUCell/RNNCell (1 layer, 1 direction)
     torch-cpu        torch.nn on the CPU: the baseline of the CPU default
 
@@ -17,6 +19,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from . import decode
 from .shapes import Case
 
 TORCH_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -98,6 +101,8 @@ class EagerRNN(nn.Module):
 
 def why_not(provider: Provider, case: Case, dtype: str, device: torch.device, eager_max_t: int = 0) -> str | None:
     """None if `provider` can run `case` in `dtype` on `device`, else the reason."""
+    if case.graph and device.type != "cuda":
+        return "capturing a CUDA graph needs a CUDA device"
     if provider.kind == "torch":
         if provider.name == "torch-cpu" and device.type != "cpu":
             return "torch-cpu is the CPU default's baseline"
@@ -115,7 +120,29 @@ def why_not(provider: Provider, case: Case, dtype: str, device: torch.device, ea
 
 
 def build(provider: Provider, case: Case, state_dict, dtype: str, device: torch.device) -> nn.Module:
-    """A module of this provider with the master weights, in `dtype` on `device`."""
+    """A module of this provider with the master weights, in `dtype` on `device` (a decode
+    case: called as its api says, captured in a CUDA graph if it says so)."""
+    if case.decode and (case.api == "cells" or case.graph):
+        module = _build_decoder(provider, case, state_dict).to(device=device, dtype=TORCH_DTYPES[dtype])
+        return decode.GraphDecode(module) if case.graph else module
+    return _build_module(provider, case, state_dict).to(device=device, dtype=TORCH_DTYPES[dtype])
+
+
+def _build_decoder(provider: Provider, case: Case, state_dict) -> nn.Module:
+    if case.api == "module":
+        return _build_module(provider, case, state_dict)
+    if provider.kind == "torch":
+        stack = decode.cell_stack(case)
+    else:
+        import fusedrnn  # noqa: PLC0415
+        cls = {"lstm": fusedrnn.LSTMCell, "gru": fusedrnn.GRUCell}.get(case.cell, fusedrnn.RNNCell)
+        kw = {"nonlinearity": case.cell[4:]} if case.cell.startswith("rnn_") else {}
+        stack = decode.cell_stack(case, lambda i, h: cls(i, h, backend=provider.backend, **kw))
+    stack.load_from_stacked(state_dict)
+    return stack
+
+
+def _build_module(provider: Provider, case: Case, state_dict) -> nn.Module:
     if provider.kind == "torch":
         module = torch_class(case.cell)(**_ctor_kwargs(case))
         module.load_state_dict(state_dict)
@@ -127,4 +154,4 @@ def build(provider: Provider, case: Case, state_dict, dtype: str, device: torch.
         cls = {"lstm": fusedrnn.LSTM, "gru": fusedrnn.GRU, "rnn_tanh": fusedrnn.RNN, "rnn_relu": fusedrnn.RNN}[case.cell]
         module = cls(**_ctor_kwargs(case), backend=provider.backend)
         module.load_state_dict(state_dict)
-    return module.to(device=device, dtype=TORCH_DTYPES[dtype])
+    return module

@@ -5,7 +5,9 @@ of README.md (between its marker comments) from the newest GPU record.
 The record holds results.json (every benchmark row of every dtype, each with its
 `verdict`: a fused row counts only if its own check passed and no failing test, smoke
 kernel or memcheck run touches its backend, cell and dtype), results.md, speedup.png
-(with matplotlib), and the device check's summary.md, junit.xml and device_check.log.
+(with matplotlib), and the device check's summary.md, junit.xml and device_check.log; then
+rebuilds that card's dispatch table fusedrnn/tuning/<card>.json (benchmarks/tuning_table.py),
+which `backend="auto"` follows on that card.
 Run it from the repository root (or give --repo)."""
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ import sys
 import tarfile
 from pathlib import Path
 
-from . import latest, meta as M, plot, readme_block, report, stats, verdicts
+from . import latest, meta as M, plot, readme_block, report, stats, tuning_table, verdicts
 from .device_check import junit
 
 
@@ -88,6 +90,8 @@ def main(argv=None) -> int:
     p.add_argument("--repo", type=Path, default=Path.cwd(), help="the repository root (default: here)")
     p.add_argument("--allow-cpu", action="store_true", help="file a CPU rehearsal too (tests)")
     p.add_argument("--no-readme", action="store_true", help="leave README.md alone")
+    p.add_argument("--no-tuning", action="store_true",
+                   help="leave the card's dispatch table (fusedrnn/tuning/<card>.json) alone")
     args = p.parse_args(argv)
     if not (args.repo / "README.md").is_file():
         p.error(f"{args.repo} has no README.md: run from the repository root or give --repo")
@@ -96,6 +100,11 @@ def main(argv=None) -> int:
     except (FileNotFoundError, ValueError) as e:
         p.error(str(e))
     print(f"filed under {dest}")
+    if not args.no_tuning:
+        card = json.loads((dest / "results.json").read_text())["meta"].get("card")
+        written = tuning_table.rebuild(args.repo, card)
+        print(f"dispatch table: {written[0]}" if written else
+              "dispatch table: unchanged (no verified GPU timings of this card)")
     if not args.no_readme:
         readme_block.update(args.repo / "README.md", args.repo / latest.RESULTS, args.repo)
         print(f"regenerated the results block of {args.repo / 'README.md'}")

@@ -37,6 +37,8 @@ class Case:
     packed: bool = False
     min_len: int = 0        # packed: lengths uniform in [min_len, T]
     decode: bool = False    # one module call per step, state carried, no_grad
+    api: str = "module"     # decode: "module" (nn.LSTM called with T=1) | "cells" (a stack of LSTMCells)
+    graph: bool = False     # decode: the step captured in a CUDA graph, replayed per step
 
     @property
     def label(self) -> str:
@@ -48,7 +50,8 @@ class Case:
         if self.I != self.H:
             extra += f" I={self.I}"
         if self.decode:
-            return f"{self.name} {self.cell}{extra} B={self.B} H={self.H} (per step)"
+            how = f"{self.api} {'graph' if self.graph else 'eager'}"
+            return f"{self.name} {self.cell}{extra} B={self.B} H={self.H} {how} (per step)"
         if self.section == "model":
             return f"{self.name} {self.cell}{extra} B={self.B} T={self.T} H={self.H}"
         return f"{self.cell}{extra} B={self.B} T={self.T} H={self.H}"

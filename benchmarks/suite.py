@@ -37,7 +37,8 @@ class Settings:
 def _row(case: Case, dtype: str, mode: str, provider: providers.Provider, **fields) -> dict:
     row = {"section": case.section, "case": case.label, "cell": case.cell, "B": case.B, "T": case.T,
            "H": case.H, "I": case.I, "layers": case.layers, "bidirectional": case.bidirectional,
-           "packed": case.packed, "decode": case.decode, "dtype": dtype, "mode": mode,
+           "packed": case.packed, "decode": case.decode, "api": case.api if case.decode else None,
+           "graph": case.graph, "dtype": dtype, "mode": mode,
            "provider": provider.name, "provider_dtype": provider.dtype_for(dtype),
            "status": "ok", "note": "", "max_rel_err": None, "tol": None,
            "median_ms": None, "min_ms": None, "max_ms": None, "n": 0, "p25_ms": None, "p75_ms": None,
@@ -59,6 +60,8 @@ def _cudnn_facts(case: Case, dtype: str, mode: str, module, oracle, device, obse
     if device.type != "cuda":
         return {}
     props = torch.cuda.get_device_properties(device)
+    if case.decode and case.api == "cells":  # torch.nn's cells: two GEMMs and a pointwise kernel, no cuDNN
+        return {"cudnn_algo": "none (torch.nn cells)"}
     facts = {"cudnn_algo": cudnn_algo.expected(case, dtype, mode, (props.major, props.minor), props.multi_processor_count)}
     if dtype == "fp32":
         facts["tf32"] = bool(torch.backends.cudnn.allow_tf32)

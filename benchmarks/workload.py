@@ -38,17 +38,24 @@ def materialize(case: Case, base: dict, dtype: torch.dtype):
 def forward(case: Case, module, args) -> list[torch.Tensor]:
     """One call; returns [output, final state tensors...] (decoding: all steps' outputs)."""
     if case.decode:
-        xs, state = args
-        ys = []
-        for x_t in xs:
-            y_t, state = module(x_t, state)
-            ys.append(y_t)
-        y = torch.cat(ys, 1)
+        y, state = decode(module, *args)
     else:
         y, state = module(args)
         if isinstance(y, PackedSequence):
             y = y.data
     return [y, *(state if isinstance(state, tuple) else (state,))]
+
+
+def decode(module, xs, state):
+    """All steps of a decode call: the module's own loop if it has one (a stack of cells, a
+    captured graph: benchmarks/decode.py), else one module call per step, state carried."""
+    if hasattr(module, "decode"):
+        return module.decode(xs, state)
+    ys = []
+    for x_t in xs:
+        y_t, state = module(x_t, state)
+        ys.append(y_t)
+    return torch.cat(ys, 1), state
 
 
 def call(case: Case, module, args, mode: str) -> list[torch.Tensor]:

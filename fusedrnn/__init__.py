@@ -3,12 +3,15 @@ import torch
 
 from . import ops
 from .backends import BACKENDS, available_backends
+from .cells import GRUCell, LSTMCell, RNNCell
 from .conversion import ConvertWarning, convert
+from .decoding import CapturedStep
 from .nn import GRU, LSTM, RNN, explain
 
 __version__ = "0.1.0"
-__all__ = ["LSTM", "GRU", "RNN", "convert", "ConvertWarning", "explain", "available_backends", "BACKENDS", "ops"]
+__all__ = ["LSTM", "GRU", "RNN", "LSTMCell", "GRUCell", "RNNCell", "convert", "ConvertWarning", "CapturedStep",
+           "explain", "available_backends", "BACKENDS", "ops"]
 
 # torch.load's default (weights_only=True) unpickles only allowlisted classes: with these, a
 # model made of torch.nn and fusedrnn modules loads with torch.load(path) alone
-torch.serialization.add_safe_globals([LSTM, GRU, RNN])
+torch.serialization.add_safe_globals([LSTM, GRU, RNN, LSTMCell, GRUCell, RNNCell])

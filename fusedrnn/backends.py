@@ -2,7 +2,9 @@
 
 Names: "auto", "cuda" (the fusedrnn._C extension), "triton" (fused Triton kernels),
 "reference" (the plain-PyTorch oracle) and "torch" (torch.nn's own implementation,
-cuDNN on a GPU). The environment variable FUSEDRNN_BACKEND replaces "auto".
+cuDNN on a GPU). The environment variable FUSEDRNN_BACKEND replaces "auto". On a GPU, "auto" follows the card's
+dispatch table (fusedrnn.tuning) where it has one, else the heuristic: cuda, then triton,
+then torch.
 
 A kernel backend is a module exposing
     availability(device) -> str | None        why it cannot run on this device, or None
@@ -17,6 +19,8 @@ import warnings
 from typing import NamedTuple
 
 import torch
+
+from . import tuning
 
 BACKENDS = ("auto", "cuda", "triton", "reference", "torch")
 KERNEL_BACKENDS = {"cuda": "fusedrnn.ops.cuda", "triton": "fusedrnn.ops.triton"}
@@ -64,8 +68,13 @@ def available_backends() -> dict[str, tuple[bool, str]]:
     one, else on the CPU (the cuda backend always on a CUDA device, which may be missing)."""
     has_cuda = torch.cuda.is_available()
     device = torch.device("cuda") if has_cuda else torch.device("cpu")
-    out = {"auto": (True, f"picks per call; inputs on {device.type} run "
-                          + ("cuda, then triton, then torch" if has_cuda else "torch"))}
+    if has_cuda:
+        table = tuning.table_for(device)
+        how = (f"what the dispatch table {table.path.name} ranks fastest" if table is not None
+               else "cuda, then triton, then torch (no dispatch table for this card)")
+    else:
+        how = "torch"
+    out = {"auto": (True, f"picks per call; inputs on {device.type} run {how}")}
     for name in BACKENDS[1:]:
         if name == "cuda" and not has_cuda:
             reason = why_not(name, torch.device("cuda")) or \
@@ -87,34 +96,66 @@ def requested_name(requested: str) -> str:
 
 
 def choose(requested: str, device: torch.device, cell: str, dtype, hidden_size: int,
-           proj_size: int = 0, warn: bool = True) -> Choice:
-    """Resolve a requested backend for one call; RuntimeError if an explicit one cannot run."""
+           proj_size: int = 0, warn: bool = True, *, batch: int | None = None, steps: int | None = None,
+           grad: bool = False) -> Choice:
+    """Resolve a requested backend for one call; RuntimeError if an explicit one cannot run.
+
+    `batch`, `steps` (1 for a cell or a T=1 call) and `grad` (autograd records the call)
+    place the call in a shape class of the card's dispatch table (fusedrnn.tuning); None
+    where unknown."""
     name = requested_name(requested)
     if name == "auto":
         if device.type != "cuda":
             return Choice("torch", f"the input is on {device.type}, where 'auto' runs torch.nn's own implementation")
-        reasons = []
-        for cand in ("cuda", "triton"):
-            why = why_not(cand, device, cell, dtype, hidden_size, proj_size)
-            if why is None:
-                return Choice(cand, f"'auto' picked {cand}, the first fused backend that supports this call")
-            reasons.append(f"{cand}: {why}")
-        reason = "'auto' fell back to torch.nn (cuDNN) because " + "; ".join(reasons)
-        if warn and reason not in _warned:
-            _warned.add(reason)
-            warnings.warn("fusedrnn: " + reason, RuntimeWarning, stacklevel=3)
-        return Choice("torch", reason)
+        return _auto_on_cuda(device, cell, dtype, hidden_size, proj_size, warn, batch, steps, grad)
     why = why_not(name, device, cell, dtype, hidden_size, proj_size)
     if why is not None:
         raise RuntimeError(f"fusedrnn backend {name!r} cannot run this call: {why}")
     return Choice(name, f"backend {name!r} was requested" + (f" (through {ENV_VAR})" if name != requested else ""))
 
 
+def _auto_on_cuda(device, cell, dtype, hidden_size, proj_size, warn, batch, steps, grad) -> Choice:
+    """The card's dispatch table if it has an entry for this call, else the heuristic:
+    the first fused backend that supports the call (cuda, then triton), else torch.nn."""
+    table = tuning.table_for(device)
+    hit = table.lookup(cell, dtype, "fwbw" if grad else "fw", steps, batch, hidden_size) if table else None
+    if hit is not None:
+        passed_over = {}
+        for cand in hit.entry.ranking:
+            why = None if cand == "torch" else why_not(cand, device, cell, dtype, hidden_size, proj_size)
+            if why is None:
+                return Choice(cand, hit.reason(cand, passed_over))
+            passed_over[cand] = why
+    if table is None:
+        source = f"no dispatch table for this card ({tuning.card_name(device) or 'unknown'}), heuristic"
+    else:
+        what = f"{cell} {tuning.DTYPE_NAMES.get(dtype, dtype)} {'fwbw' if grad else 'fw'} {tuning.kind_of(steps) or ''}"
+        source = f"the dispatch table {table.path.name} has no entry for {what.rstrip()}, heuristic"
+    reasons = []
+    for cand in ("cuda", "triton"):
+        why = why_not(cand, device, cell, dtype, hidden_size, proj_size)
+        if why is None:
+            return Choice(cand, f"'auto' picked {cand}, the first fused backend that supports this call ({source})")
+        reasons.append(f"{cand}: {why}")
+    reason = "'auto' fell back to torch.nn (cuDNN) because " + "; ".join(reasons) + f" ({source})"
+    if warn and reason not in _warned:
+        _warned.add(reason)
+        warnings.warn("fusedrnn: " + reason, RuntimeWarning, stacklevel=4)
+    return Choice("torch", reason)
+
+
+def table_sizes(batch, steps) -> tuple:
+    """(batch, steps) as `choose` takes them: (None, None) under torch.compile, where sizes may
+    be symbolic (the table is then read by cell, dtype, mode and hidden size alone)."""
+    return (None, None) if torch.compiler.is_compiling() else (batch, steps)
+
+
 @torch.compiler.assume_constant_result
 def choose_name(requested: str, device: torch.device, cell: str, dtype, hidden_size: int,
-                proj_size: int = 0) -> str:
+                proj_size: int = 0, batch: int | None = None, steps: int | None = None, grad: bool = False) -> str:
     """`choose(...).name`; torch.compile runs it once while tracing and keeps the name as a
     constant (guarded through its arguments: module attributes, the tensor's device and
     dtype), so importing and probing a backend never lands in a graph. FUSEDRNN_BACKEND
-    is read when a graph is traced, not at every call of a compiled model."""
-    return choose(requested, device, cell, dtype, hidden_size, proj_size).name
+    is read when a graph is traced, not at every call of a compiled model. Callers pass
+    `batch` and `steps` through `table_sizes` (never a symbolic size)."""
+    return choose(requested, device, cell, dtype, hidden_size, proj_size, batch=batch, steps=steps, grad=grad).name

@@ -29,14 +29,17 @@ class LayerWeights(NamedTuple):
 def rnn(cell: str, x: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor | None,
         weights: list[LayerWeights], *, num_layers: int, bidirectional: bool,
         dropout: float = 0.0, training: bool = False, lengths: torch.Tensor | None = None,
-        dropout_mask: torch.Tensor | None = None, backend: str = "reference"):
+        dropout_mask: torch.Tensor | None = None, backend: str = "reference", checked: bool = False):
     """Run a stacked RNN.
 
     x (T,B,I) time-major, zero past each sequence's end · h0 (L*D,B,P) · c0 (L*D,B,H)
     for "lstm" else None · weights[l*D + d] for layer l, direction d · lengths (B,) or
     None · dropout_mask (T,B) bool: when given, inter-layer dropout draws its noise
     only for these positions, in (t, b) order, which is how torch.nn drops a packed
-    sequence. Returns (y (T,B,D*P), h_n (L*D,B,P), c_n (L*D,B,H) or None).
+    sequence. checked=True: the caller (fusedrnn's modules) has applied torch.nn's checks to
+    every argument and resolved `backend` to "reference", "triton" or "cuda", so each layer
+    skips the contract's checks and backend choice (fusedrnn.ops.run).
+    Returns (y (T,B,D*P), h_n (L*D,B,P), c_n (L*D,B,H) or None).
     """
     D = 2 if bidirectional else 1
     h_n, c_n = [], []
@@ -47,8 +50,11 @@ def rnn(cell: str, x: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor | None,
             k = layer * D + d
             w = weights[k]
             gx = F.linear(layer_in, w.w_ih, w.b_ih)
-            res = ops.recurrence(cell, gx, h0[k], c0[k] if c0 is not None else None, w.w_hh, w.b_hh,
-                                 lengths=lengths, reverse=(d == 1), backend=backend, w_hr=w.w_hr)
+            args = (cell, gx, h0[k], c0[k] if c0 is not None else None, w.w_hh, w.b_hh)
+            if checked:
+                res = ops.run(backend, *args, lengths=lengths, reverse=(d == 1), w_hr=w.w_hr)
+            else:
+                res = ops.recurrence(*args, lengths=lengths, reverse=(d == 1), backend=backend, w_hr=w.w_hr)
             outs.append(res[0])
             h_n.append(res[1])
             if cell == "lstm":

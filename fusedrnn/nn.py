@@ -7,24 +7,22 @@ not "torch".
 """
 from __future__ import annotations
 
-import warnings
-
 import torch
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence
 
 from . import backends, functional, packing
 from .functional import LayerWeights
+from .module_base import FusedModuleBase
 
 _CELLS = {"LSTM": "lstm", "GRU": "gru", "RNN_TANH": "rnn_tanh", "RNN_RELU": "rnn_relu"}
 
 
-class _FusedRNNBase:
+class _FusedRNNBase(FusedModuleBase):
     """Mixin placed before the torch class; `backend` picks the implementation per call."""
 
     def __init__(self, *args, backend: str = "auto", **kwargs):
-        super().__init__(*args, **kwargs)
-        self.backend = backend
+        super().__init__(*args, backend=backend, **kwargs)
         _let_dynamo_trace_rnn_modules()
 
     def __setstate__(self, state):
@@ -32,48 +30,16 @@ class _FusedRNNBase:
         _let_dynamo_trace_rnn_modules()
 
     @property
-    def backend(self) -> str:
-        return self.__dict__.get("_backend", "auto")
-
-    @backend.setter
-    def backend(self, name: str) -> None:
-        backends.check_name(name)
-        self.__dict__["_backend"] = name
-
-    @property
     def cell(self) -> str:
         return _CELLS[self.mode]
-
-    def __prepare_scriptable__(self):
-        """torch.jit.script cannot compile fusedrnn's Python dispatch to its kernels: it gets the
-        torch.nn module (nn.LSTM/GRU/RNN) holding the very same parameters instead, so a scripted
-        fusedrnn module runs torch.nn's implementation (cuDNN on a GPU). TorchScript also writes
-        that twin into the parent of each module it prepares: the twin keeps the backend name,
-        so fusedrnn.convert(model) restores the module as it was. A subclass with a forward of
-        its own cannot be handed over that way and is refused."""
-        if type(self).forward is not _FusedRNNBase.forward:
-            raise RuntimeError(f"torch.jit.script: {type(self).__qualname__} overrides forward, which TorchScript "
-                               "cannot compile on top of fusedrnn; script a model whose RNN modules are plain "
-                               "fusedrnn.LSTM/GRU/RNN (they script as their torch.nn twins), or use torch.compile")
-        torch_cls = next(c for c in type(self).__mro__ if c in (nn.LSTM, nn.GRU, nn.RNN))
-        warnings.warn(f"torch.jit.script runs fusedrnn.{torch_cls.__name__} as torch.nn.{torch_cls.__name__} "
-                      "(TorchScript cannot compile fusedrnn's kernel dispatch), and puts that torch.nn module, "
-                      "with the same parameters, in its place inside the model being scripted; "
-                      "fusedrnn.convert(model) puts the fusedrnn module back", UserWarning, stacklevel=3)
-        twin = torch_cls.__new__(torch_cls)
-        twin.__dict__.update(self.__dict__)  # the same parameter, buffer and hook dicts, and the backend name
-        return twin
-
-    def extra_repr(self) -> str:
-        s = super().extra_repr()
-        return s if self.backend == "auto" else s + f", backend={self.backend!r}"
 
     def choose_backend(self, input, warn: bool = True) -> backends.Choice:
         data = input.data if isinstance(input, PackedSequence) else input
         if not isinstance(data, torch.Tensor):
             return backends.Choice("torch", "the input is not a tensor; torch.nn reports the error")
+        batch, steps = self._call_sizes(input)
         return backends.choose(self.backend, data.device, self.cell, data.dtype, self.hidden_size,
-                               self.proj_size, warn=warn)
+                               self.proj_size, warn=warn, batch=batch, steps=steps, grad=self._records_grad(data))
 
     def forward(self, input, hx=None):
         if self._torch_rejects_dtype(input):
@@ -85,6 +51,8 @@ class _FusedRNNBase:
         if name == "torch" or empty:
             return super().forward(input, hx)
         return self._fused_forward(input, hx, name)
+
+    _OWN_FORWARD = forward
 
     def _torch_rejects_dtype(self, input) -> bool:
         """True when torch.nn's forward is certain to reject `input` in Python, before its kernel:
@@ -102,19 +70,41 @@ class _FusedRNNBase:
         if not isinstance(data, torch.Tensor):
             return "torch"
         return backends.choose_name(self.backend, data.device, self.cell, data.dtype, self.hidden_size,
-                                    self.proj_size)
+                                    self.proj_size, *self._call_sizes(input), self._records_grad(data))
+
+    def _call_sizes(self, input) -> tuple:
+        """(batch, steps) of a call for the dispatch table: plain ints, or None where unknown
+        (a dynamic size under torch.compile, a malformed input)."""
+        if isinstance(input, PackedSequence):
+            sizes = input.batch_sizes
+            if sizes.dim() != 1 or not len(sizes) or sizes.is_floating_point() or torch.compiler.is_compiling():
+                return None, None
+            return int(sizes[0]), len(sizes)
+        if input.dim() == 2:
+            return backends.table_sizes(1, input.shape[0])
+        if input.dim() == 3:
+            b, t = (0, 1) if self.batch_first else (1, 0)
+            return backends.table_sizes(input.shape[b], input.shape[t])
+        return None, None
+
+    def _records_grad(self, data) -> bool:
+        """Whether autograd records this call (the dispatch table's "fwbw" rows)."""
+        return torch.is_grad_enabled() and (data.requires_grad or any(
+            w is not None and w.requires_grad for w in self._flat_weights))
 
     # -- the fused path -------------------------------------------------------------
 
     def _layer_weights(self) -> list[LayerWeights]:
+        """LayerWeights per layer and direction, in torch's order, from torch's own list of the
+        weights (refreshed as torch.nn's forward refreshes it, e.g. under functional_call)."""
+        self._update_flat_weights()
+        per = 2 + 2 * bool(self.bias) + (self.proj_size > 0)
         out = []
-        for layer in range(self.num_layers):
-            for suffix in ("", "_reverse")[: 2 if self.bidirectional else 1]:
-                get = lambda kind: getattr(self, f"{kind}_l{layer}{suffix}", None)  # noqa: E731
-                out.append(LayerWeights(get("weight_ih"), get("weight_hh"),
-                                        get("bias_ih") if self.bias else None,
-                                        get("bias_hh") if self.bias else None,
-                                        get("weight_hr") if self.proj_size > 0 else None))
+        ws = self._flat_weights
+        for k in range(0, len(ws), per):
+            w_ih, w_hh, *rest = ws[k:k + per]
+            b_ih, b_hh = (rest[0], rest[1]) if self.bias else (None, None)
+            out.append(LayerWeights(w_ih, w_hh, b_ih, b_hh, rest[-1] if self.proj_size > 0 else None))
         return out
 
     def _zero_state(self, batch, like: torch.Tensor):
@@ -202,7 +192,7 @@ class _FusedRNNBase:
         y, h_n, c_n = functional.rnn(
             self.cell, x, h0, c0, self._layer_weights(), num_layers=self.num_layers,
             bidirectional=self.bidirectional, dropout=self.dropout, training=self.training,
-            lengths=lengths, dropout_mask=valid, backend=backend)
+            lengths=lengths, dropout_mask=valid, backend=backend, checked=True)
         if x.device.type == "cpu" and torch.is_autocast_enabled("cpu") and self._flat_weights[0].dtype == torch.float32:
             y, h_n, c_n = _cpu_autocast_result(self.mode, self.proj_size > 0, packed, y, h_n, c_n)
         hidden = (h_n, c_n) if is_lstm else h_n
@@ -261,7 +251,7 @@ class RNN(_FusedRNNBase, nn.RNN):
 def explain(module: nn.Module, input) -> str:
     """One sentence: which backend `module(input)` would run and why, or why it would raise
     (an explicitly requested backend that cannot run this input). Never raises itself."""
-    if not isinstance(module, _FusedRNNBase):
+    if not isinstance(module, FusedModuleBase):
         return f"{type(module).__name__} is not a fusedrnn module; torch.nn runs it (see fusedrnn.convert)"
     try:
         choice = module.choose_backend(input, warn=False)

@@ -14,9 +14,13 @@ TWINS = {"lstm": (fusedrnn.LSTM, nn.LSTM), "gru": (fusedrnn.GRU, nn.GRU),
          "rnn_tanh": (fusedrnn.RNN, nn.RNN), "rnn_relu": (fusedrnn.RNN, nn.RNN)}
 
 
-def make_pair(cell, input_size, hidden_size, backend="reference", dtype=torch.float64, **kw):
-    """A fusedrnn module and a torch.nn module with identical parameters."""
-    ours_cls, torch_cls = TWINS[cell]
+CELL_TWINS = {"lstm": (fusedrnn.LSTMCell, nn.LSTMCell), "gru": (fusedrnn.GRUCell, nn.GRUCell),
+              "rnn_tanh": (fusedrnn.RNNCell, nn.RNNCell), "rnn_relu": (fusedrnn.RNNCell, nn.RNNCell)}
+
+
+def make_pair(cell, input_size, hidden_size, backend="reference", dtype=torch.float64, cells=False, **kw):
+    """A fusedrnn module and a torch.nn module with identical parameters (cells=True: the cells)."""
+    ours_cls, torch_cls = (CELL_TWINS if cells else TWINS)[cell]
     if cell.startswith("rnn"):
         kw["nonlinearity"] = cell.split("_")[1]
     ours = ours_cls(input_size, hidden_size, backend=backend, dtype=dtype, **kw)
@@ -26,7 +30,10 @@ def make_pair(cell, input_size, hidden_size, backend="reference", dtype=torch.fl
 
 
 def flat_outputs(out):
-    """(output, hidden) -> list of tensors (PackedSequence data, h_n, c_n)."""
+    """(output, hidden) -> list of tensors (PackedSequence data, h_n, c_n); a cell's h or (h, c)
+    -> [h] or [h, c]."""
+    if isinstance(out, torch.Tensor):
+        return [out]
     y, hidden = out
     ys = [y.data if isinstance(y, PackedSequence) else y]
     return ys + (list(hidden) if isinstance(hidden, tuple) else [hidden])

@@ -11,6 +11,7 @@ import torch
 
 from benchmarks import latest, meta, report, run, stats
 from benchmarks.anchors import anchor_ms
+from benchmarks.model_cases import DECODE_VARIANTS
 from benchmarks.shapes import ANCHOR_SHAPES
 
 REPO = Path(__file__).resolve().parent.parent
@@ -62,10 +63,13 @@ def test_gpu_plan_defaults_to_the_anchor_set():
     assert all(anchor_ms(c, d, m) is not None for c in layer for d in cfg.dtypes for m in cfg.modes)
     model = {c.label: c for c, *_ in cfg.plan if c.section == "model"}
     names = sorted(c.name for c in model.values())
-    assert names == ["decode", "decode", "encoder-packed", "encoder-padded"]
+    assert names == ["decode"] * 8 + ["encoder-packed", "encoder-padded"]
     enc = next(c for c in model.values() if c.packed)
     assert (enc.B, enc.T, enc.I, enc.H, enc.layers, enc.bidirectional, enc.min_len) == (32, 512, 256, 512, 2, True, 256)
     assert {(c.B, c.H) for c in model.values() if c.decode} == {(1, 1024), (8, 512)}
+    # each size called as the module with T=1 and as a stack of cells, eager and graph-captured
+    assert {(c.api, c.graph) for c in model.values() if c.decode} == set(DECODE_VARIANTS)
+    assert all(anchor_ms(c, "fp32", "fw") in (0.155, 0.159) for c in model.values() if c.decode)
     # options: the baseline is always there, eager is opt-in
     cfg = run.configure(run.build_parser().parse_args(["--providers", "fusedrnn-triton", "--eager",
                                                         "--cases", "layer", "--layers", "2", "--bidirectional"]),

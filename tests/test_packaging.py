@@ -21,6 +21,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 from csrc_build import find_nvcc  # noqa: E402
 EXT_FILE = "fusedrnn/_C" + sysconfig.get_config_var("EXT_SUFFIX")
+TABLE = "fusedrnn/tuning/a-card.json"
 IGNORED = shutil.ignore_patterns(".venv", ".git", "build", "dist", "*.egg-info", "__pycache__", ".pytest_cache",
                                  ".hypothesis", ".benchmarks", "results", "*.so", ".whl", "device_check_out")
 
@@ -60,6 +61,8 @@ def pure_wheel(tmp_path_factory):
     src = copy_tree(tmp_path_factory.mktemp("pure") / "src")
     with open(os.path.join(src, EXT_FILE), "wb") as f:
         f.write(b"stale in-place build")
+    with open(os.path.join(src, TABLE), "w") as f:  # a dispatch table, as benchmarks.record writes them
+        f.write('{"format": 1, "card": "a card", "entries": []}\n')
     r, wheels = pip_wheel(src, src / "dist", FUSEDRNN_SKIP_CUDA_BUILD="1")
     assert r.returncode == 0 and len(wheels) == 1, r.stdout + r.stderr
     return SimpleNamespace(path=wheels[0], output=r.stdout + r.stderr)
@@ -87,6 +90,7 @@ def test_wheel_installs_no_generic_top_level_package(pure_wheel):
              for d, _, files in os.walk(os.path.join(ROOT, "benchmarks")) for f in files if f.endswith(".py")}
     assert bench and {"fusedrnn_bench/" + b for b in bench} <= set(names)
     assert "fusedrnn_bench/run.py" in names and "fusedrnn/nn.py" in names
+    assert TABLE in names and "fusedrnn/tuning/__init__.py" in names  # the dispatch tables ship as package data
     entry_points = zf.read("fusedrnn-0.1.0.dist-info/entry_points.txt").decode()
     assert "fusedrnn-bench = fusedrnn_bench.run:main" in entry_points
 

@@ -13,7 +13,7 @@ from .. import backends
 from . import fused, reference
 from .common import CELLS, GATES, check_int32_indexing, check_recurrence_args
 
-__all__ = ["recurrence", "CELLS", "GATES"]
+__all__ = ["recurrence", "run", "CELLS", "GATES"]
 
 
 def recurrence(cell: str, gx: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor | None,
@@ -42,23 +42,50 @@ def recurrence(cell: str, gx: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor |
         (y, hT, cT) for "lstm", (y, hT) otherwise; y (T, B, P) in gx's dtype,
         hT/cT each sequence's state after its own last step.
     """
-    device_type = gx.device.type if isinstance(gx, torch.Tensor) else "cpu"
-    autocast = torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(device_type)
-    if autocast:  # like torch.nn's cuDNN / oneDNN RNN: every float32 argument in the autocast dtype
-        low = torch.get_autocast_dtype(device_type)
-        gx, h0, c0, w_hh, b_hh, w_hr = (t.to(low) if isinstance(t, torch.Tensor) and t.dtype == torch.float32
-                                        else t for t in (gx, h0, c0, w_hh, b_hh, w_hr))
+    autocast, (gx, h0, c0, w_hh, b_hh, w_hr) = _autocast_args(gx, h0, c0, w_hh, b_hh, w_hr)
     check_recurrence_args(cell, gx, h0, c0, w_hh, b_hh, lengths, w_hr)
     if backend == "torch":
         raise ValueError("backend 'torch' runs whole torch.nn modules; fusedrnn.ops.recurrence takes "
                          "'reference', 'triton', 'cuda' or 'auto'")
     H = gx.shape[2] // GATES[cell]
     P = w_hr.shape[0] if w_hr is not None else 0
-    name = backends.choose_name(backend, gx.device, cell, gx.dtype, H, P)
+    batch, steps = backends.table_sizes(gx.shape[1], gx.shape[0])
+    name = backends.choose_name(backend, gx.device, cell, gx.dtype, H, P, batch, steps,
+                                _records_grad(gx, h0, c0, w_hh, b_hh, w_hr))
+    return _run(name, autocast, cell, gx, h0, c0, w_hh, b_hh, lengths, reverse, w_hr)
+
+
+def run(name: str, cell: str, gx: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor | None, w_hh: torch.Tensor,
+        b_hh: torch.Tensor | None, lengths: torch.Tensor | None = None, reverse: bool = False,
+        w_hr: torch.Tensor | None = None):
+    """`recurrence` for a caller that has already checked the arguments (as torch.nn checks
+    them) and resolved the backend: `name` is "reference", "triton" or "cuda". The module and
+    cell paths call it, so a decode step validates its input once. Autocast applies as in
+    `recurrence`."""
+    autocast, (gx, h0, c0, w_hh, b_hh, w_hr) = _autocast_args(gx, h0, c0, w_hh, b_hh, w_hr)
+    return _run(name, autocast, cell, gx, h0, c0, w_hh, b_hh, lengths, reverse, w_hr)
+
+
+def _autocast_args(gx, h0, c0, w_hh, b_hh, w_hr):
+    """(autocast on for gx's device, the arguments): under autocast, like torch.nn's cuDNN /
+    oneDNN RNN, every float32 argument in the autocast dtype."""
+    args = (gx, h0, c0, w_hh, b_hh, w_hr)
+    device_type = gx.device.type if isinstance(gx, torch.Tensor) else "cpu"
+    if not (torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(device_type)):
+        return False, args
+    low = torch.get_autocast_dtype(device_type)
+    return True, tuple(t.to(low) if isinstance(t, torch.Tensor) and t.dtype == torch.float32 else t for t in args)
+
+
+def _records_grad(*tensors) -> bool:
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
+def _run(name, autocast, cell, gx, h0, c0, w_hh, b_hh, lengths, reverse, w_hr):
     # the recurrence accumulates in float32 itself; autocast must not downcast its matmuls
-    with torch.autocast(device_type, enabled=False) if autocast else contextlib.nullcontext():
+    with torch.autocast(gx.device.type, enabled=False) if autocast else contextlib.nullcontext():
         if name in ("reference", "torch"):
             return reference.recurrence(cell, gx, h0, c0, w_hh, b_hh, lengths, reverse, w_hr)
-        check_int32_indexing(gx.shape[0], gx.shape[1], GATES[cell], H, w_hh.shape[1])
+        check_int32_indexing(gx.shape[0], gx.shape[1], GATES[cell], gx.shape[2] // GATES[cell], w_hh.shape[1])
         # the module's import name, not the module: importing stays out of compiled graphs
         return fused.run(backends.KERNEL_BACKENDS[name], cell, gx, h0, c0, w_hh, b_hh, lengths, reverse)

@@ -9,6 +9,9 @@
 `kernels` names the backend module (its import name, e.g. "fusedrnn.ops.triton"); the
 ops import it on first use. The backward op also computes the weight gradients (two
 GEMMs outside the time loop), so its outputs are plain gradients with no aliasing.
+A call that autograd does not record (no_grad, inference, or no argument requiring grad)
+in plain eager mode skips the dispatcher and calls the backend's forward directly, as the
+forward op's own implementation would (outputs unaliased the same way).
 Both ops have fake (meta) implementations — the forward asks the backend module for
 `saved_shapes(...)` — and the forward has its autograd registered, so dynamo and
 AOTAutograd trace through them with no graph break, and eager runs the very same ops.
@@ -193,5 +196,32 @@ def recurrence(kernels, cell, gx, h0, c0, w_hh, b_hh, lengths, reverse):
     need_grad = (torch.is_grad_enabled() or torch.jit.is_tracing()) and any(
         t is not None and t.requires_grad for t in (gx, h0, c0, w_hh, b_hh))
     name = kernels if isinstance(kernels, str) else kernels.__name__
-    outs = recurrence_forward(name, cell, gx, h0, c0, w_hh, b_hh, lengths, reverse, need_grad)
+    if need_grad or not plain_eager(gx):
+        outs = recurrence_forward(name, cell, gx, h0, c0, w_hh, b_hh, lengths, reverse, need_grad)
+    else:
+        outs = _forward_without_autograd(name, cell, gx, h0, c0, w_hh, b_hh, lengths, reverse)
     return (outs[0], outs[1], outs[2]) if cell == "lstm" else (outs[0], outs[1])
+
+
+def plain_eager(gx: Tensor) -> bool:
+    """True outside torch.compile, torch.jit.trace and tensor subclasses (fake, functional,
+    functorch-wrapped tensors): there the custom op must be recorded or dispatched."""
+    return type(gx) is Tensor and not torch.compiler.is_compiling() and not torch.jit.is_tracing() \
+        and not torch._C._functorch.is_functorch_wrapped_tensor(gx)
+
+
+def _forward_without_autograd(kernels, cell, gx, h0, c0, w_hh, b_hh, lengths, reverse) -> list:
+    """What recurrence_forward computes with need_grad=False, called directly: with nothing
+    for autograd to record, the dispatcher's round trip through the custom op (tens of µs of
+    Python per call, the bulk of a decode step's host time) buys nothing."""
+    mod = kernels_module(kernels)
+    with one_launch_at_a_time():
+        y, hT, cT, _ = mod.forward(cell, gx, h0, c0, w_hh, b_hh, lengths, reverse, False)
+    # the outputs are tensors the backend allocated: only hT or cT given as a view of y can alias
+    y_storage = _storage_ptr(y)
+    hT = hT.clone() if _storage_ptr(hT) == y_storage else hT
+    if cT is None:
+        cT = _empty(gx)
+    elif _storage_ptr(cT) in (y_storage, _storage_ptr(hT)):
+        cT = cT.clone()
+    return [y, hT, cT]

@@ -1,0 +1,152 @@
+"""Drop-in replacements for torch.nn.LSTMCell, GRUCell and RNNCell (tanh, relu).
+
+They subclass the torch cells, so constructor, parameters, initialisation, state_dict,
+repr and pickling are torch's own. A call that the fused path takes (the checks below,
+which are torch's own conditions for a valid call) runs one step through
+fusedrnn.ops.cell_step on the chosen backend; every other call — bad input, an empty
+batch, an unbatched input with a batched state, CPU autocast — is torch.nn's forward,
+so errors, messages and edge cases are torch's.
+
+Dimensions: B batch, I input_size, H hidden_size, G gates (LSTM 4, GRU 3, RNN 1).
+"""
+from __future__ import annotations
+
+import warnings
+
+import torch
+from torch import nn
+
+from . import backends
+from .module_base import FusedModuleBase
+from .ops import GATES, cell_step
+
+_warned: set = set()
+
+
+class _FusedCellBase(FusedModuleBase):
+    """Mixin placed before the torch cell class."""
+
+    @property
+    def cell(self) -> str:
+        return self._CELL
+
+    def choose_backend(self, input, hx=None, warn: bool = True) -> backends.Choice:
+        """Which backend `self(input, hx)` runs, and why (fusedrnn.explain)."""
+        why_torch = self._torch_runs_it(input)
+        if why_torch is not None:
+            return backends.Choice("torch", why_torch)
+        return backends.choose(self.backend, input.device, self.cell, input.dtype, self.hidden_size, 0, warn=warn,
+                               batch=self._batch(input), steps=1, grad=self._records_grad(input, hx))
+
+    def _torch_runs_it(self, input) -> str | None:
+        """Why torch.nn's own forward runs this call whatever the backend, or None."""
+        if not isinstance(input, torch.Tensor):
+            return "the input is not a tensor; torch.nn reports the error"
+        if self.cell not in GATES:
+            return f"{self.cell!r} is not a cell fusedrnn runs; torch.nn reports the error"
+        if input.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
+            return _CPU_AUTOCAST
+        return None
+
+    def forward(self, input, hx=None):
+        try:
+            name = self._backend_name(input, hx)
+        except RuntimeError:  # an explicit backend that cannot run: unless torch.nn rejects the call first
+            if not self._fused_takes(input, hx):
+                return super().forward(input, hx)
+            raise
+        if name == "torch" or not self._fused_takes(input, hx):
+            return super().forward(input, hx)
+        batched = input.dim() == 2
+        x = input if batched else input.unsqueeze(0)              # (B, I)
+        is_lstm = self._CELL == "lstm"
+        if hx is None:
+            h0 = torch.zeros(x.shape[0], self.hidden_size, dtype=x.dtype, device=x.device)
+            c0 = h0 if is_lstm else None                          # torch.nn passes one zero tensor twice
+        elif is_lstm:
+            h0, c0 = hx if batched else (hx[0].unsqueeze(0), hx[1].unsqueeze(0))
+        else:
+            h0, c0 = (hx if batched else hx.unsqueeze(0)), None
+        h, c = cell_step.step(name, self._CELL, x, h0, c0, self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh)
+        if not batched:
+            h, c = h.squeeze(0), (c.squeeze(0) if is_lstm else None)
+        return (h, c) if is_lstm else h
+
+    _OWN_FORWARD = forward
+
+    def _backend_name(self, input, hx) -> str:
+        """choose_backend(input, hx).name, as a constant under torch.compile."""
+        why_torch = self._torch_runs_it(input)
+        if why_torch is not None:
+            if why_torch is _CPU_AUTOCAST and self.backend != "auto" and self.backend not in _warned:
+                _warned.add(self.backend)
+                warnings.warn(f"fusedrnn: {_CPU_AUTOCAST} (backend {self.backend!r} was requested)",
+                              RuntimeWarning, stacklevel=3)
+            return "torch"
+        return backends.choose_name(self.backend, input.device, self.cell, input.dtype, self.hidden_size, 0,
+                                    self._batch(input), 1, self._records_grad(input, hx))
+
+    @staticmethod
+    def _batch(input) -> int | None:
+        return backends.table_sizes(input.shape[0] if input.dim() == 2 else 1, 1)[0]
+
+    def _records_grad(self, input, hx=None) -> bool:
+        """Whether autograd records this call (the dispatch table's "fwbw" rows)."""
+        if not torch.is_grad_enabled():
+            return False
+        states = hx if isinstance(hx, (tuple, list)) else (hx,)
+        return input.requires_grad or self.weight_hh.requires_grad or any(
+            isinstance(s, torch.Tensor) and s.requires_grad for s in states)
+
+    def _fused_takes(self, input, hx) -> bool:
+        """True when the call is one torch.nn accepts and the fused path computes exactly:
+        a non-empty 1-D or 2-D input of the parameters' dtype (or any float dtype under CUDA
+        autocast) and device, and a state of the same rank, sizes, dtype and device."""
+        w = self.weight_hh
+        if input.dim() not in (1, 2) or input.shape[-1] != self.input_size or input.numel() == 0 \
+                or self.hidden_size == 0 or input.device != w.device:
+            return False
+        # under CUDA autocast torch casts the float arguments to the autocast dtype; fusedrnn.ops.run
+        # casts float32 ones: the arguments must be float32 or already in that dtype
+        dtypes = (torch.float32, torch.get_autocast_dtype("cuda")) \
+            if input.device.type == "cuda" and torch.is_autocast_enabled("cuda") else (w.dtype,)
+        if input.dtype not in dtypes or w.dtype not in dtypes or self.weight_ih.dtype not in dtypes:
+            return False
+        if hx is None:
+            return True
+        if self._CELL == "lstm":
+            if not isinstance(hx, (tuple, list)) or len(hx) != 2:
+                return False
+            states = hx
+        else:
+            states = (hx,)
+        want = (input.shape[0], self.hidden_size) if input.dim() == 2 else (self.hidden_size,)
+        return all(isinstance(s, torch.Tensor) and s.shape == want and s.device == input.device
+                   and s.dtype in dtypes for s in states)
+
+
+_CPU_AUTOCAST = ("under CPU autocast a cell runs torch.nn's own implementation, whose output dtypes "
+                 "follow torch's type promotion")
+
+
+class LSTMCell(_FusedCellBase, nn.LSTMCell):
+    """torch.nn.LSTMCell with fused kernels; extra keyword-only argument `backend`."""
+
+    _CELL = "lstm"
+
+
+class GRUCell(_FusedCellBase, nn.GRUCell):
+    """torch.nn.GRUCell with fused kernels; extra keyword-only argument `backend`."""
+
+    _CELL = "gru"
+
+
+class RNNCell(_FusedCellBase, nn.RNNCell):
+    """torch.nn.RNNCell (tanh or relu) with fused kernels; extra keyword-only argument `backend`."""
+
+    @property
+    def _CELL(self) -> str:  # noqa: N802  (a per-instance value: the nonlinearity)
+        return f"rnn_{self.nonlinearity}"
+
+    def _fused_takes(self, input, hx) -> bool:
+        return self.nonlinearity in ("tanh", "relu") and super()._fused_takes(input, hx)

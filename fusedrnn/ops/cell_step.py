@@ -1,0 +1,45 @@
+"""One time step of a cell (fusedrnn.LSTMCell / GRUCell / RNNCell) for arguments the caller
+has already checked, on a backend it has already resolved.
+
+A step is the input projection `x W_ihᵀ + b_ih` (one GEMM, torch) followed by the recurrence
+at T=1 through `fusedrnn.ops.run`: the same path as a sequence — the custom ops of
+fusedrnn/ops/library.py when autograd records the call, the backend's forward called
+directly when it does not — so cells and sequences share one autograd path.
+
+A kernel backend may also export
+
+    step(cell, x (B,I), h0 (B,H), c0 (B,H) or None, w_ih (G*H,I), w_hh (G*H,H),
+         b_ih (G*H,) or None, b_hh (G*H,) or None) -> (h (B,H), c (B,H) or None)
+
+one fused launch for both GEMMs and the pointwise update. It is used where autograd records
+nothing (decoding), outside autocast and torch.compile; with autograd the step runs as above,
+whose backward is the recurrence's at T=1 plus the input GEMM's (torch autograd).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .. import backends
+from . import library, run
+
+
+def step(name: str, cell: str, x: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor | None,
+         w_ih: torch.Tensor, w_hh: torch.Tensor, b_ih: torch.Tensor | None, b_hh: torch.Tensor | None):
+    """(h, c) after one step (c None except for "lstm"); `name`: "reference", "triton" or "cuda"."""
+    if name != "reference":
+        fused_step = getattr(library.kernels_module(backends.KERNEL_BACKENDS[name]), "step", None)
+        if fused_step is not None and _eager_without_autograd(x, h0, c0, w_ih, w_hh, b_ih, b_hh):
+            with library.one_launch_at_a_time():
+                return fused_step(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh)
+    gx = F.linear(x, w_ih, b_ih).unsqueeze(0)  # (1, B, G*H)
+    outs = run(name, cell, gx, h0, c0, w_hh, b_hh)
+    return outs[1], (outs[2] if cell == "lstm" else None)
+
+
+def _eager_without_autograd(x, *tensors) -> bool:
+    device_type = x.device.type
+    if torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(device_type):
+        return False
+    grad = torch.is_grad_enabled() and (x.requires_grad or any(t is not None and t.requires_grad for t in tensors))
+    return not grad and library.plain_eager(x)

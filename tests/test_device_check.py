@@ -195,7 +195,14 @@ def test_the_archive_clips_big_logs_and_stays_under_its_limit(tmp_path, monkeypa
 def test_kernel_list_is_every_tier_times_every_cell():
     gpu, cpu = tiers.kernel_ids(rehearse=False), tiers.kernel_ids(rehearse=True)
     assert len(gpu) == len(set(gpu)) == len([t for t in tiers.TIERS if not t.rehearse_only]) * len(tiers.CELLS)
-    assert {"cuda/persistent/lstm", "cuda/step/rnn_relu", "triton/barrier/gru", "triton/no-barrier/rnn_tanh"} <= set(gpu)
+    assert {"cuda/cta/lstm", "cuda/grid-passes/gru", "cuda/step/rnn_relu", "triton/grid/gru",
+            "triton/carry/rnn_tanh"} <= set(gpu)
+    # every tier a backend can be forced into is exercised (a new one must be added here)
+    from fusedrnn.ops import cuda as cuda_ops
+    from fusedrnn.ops.triton import config
+    names = lambda backend: {t.name.split("-")[0] for t in tiers.TIERS if t.backend == backend}  # noqa: E731
+    assert names("cuda") == set(cuda_ops.MODES) - {"auto", "persistent"}
+    assert names("triton") == set(config.LAYOUTS)
     assert "reference/loop/lstm" in cpu and "reference/loop/lstm" not in gpu
     for kid in cpu:
         assert tiers.find(kid)[1] == kid.split("/")[2]

@@ -78,27 +78,27 @@ def test_non_contiguous_inputs_are_refused():
 
 
 @pytest.mark.parametrize("layout", ["carry", "solo"])
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
-def test_infinite_initial_state_saturates_like_the_reference(monkeypatch, layout, dtype):
+def test_infinite_initial_state_saturates_like_the_reference(monkeypatch, layout):
     """An inf in h0 makes tanh saturate to ±1 at the first step, as in torch.nn; the state
-    is finite afterwards. Neither the units past H of the carried tile (0 x inf from a
-    masked W row) nor the 16-bit hi/lo split of h (inf - inf) may turn it into NaN."""
+    is finite afterwards. The units past H of the carried tile must not turn it into NaN
+    (0 x inf from a masked W row, then the NaN fed back into the next product). float32:
+    in 16-bit the hi/lo split of the state makes an infinite h NaN within its own row
+    (documented in docs/triton.md)."""
     monkeypatch.setitem(config.TUNING, "layout", layout)
     g = torch.Generator().manual_seed(3)
     Tn, Bn, Hn = 3, 2, 5  # H below the tile width: the carried tile has units past H
-    gx = (torch.randn(Tn, Bn, Hn, generator=g) * 0.5).to(dtype)
-    h0 = (torch.randn(Bn, Hn, generator=g) * 0.5).to(dtype)
+    gx = torch.randn(Tn, Bn, Hn, generator=g) * 0.5
+    h0 = torch.randn(Bn, Hn, generator=g) * 0.5
     h0[1, 0] = float("inf")
-    w = (torch.randn(Hn, Hn, generator=g) * 0.5).to(dtype)
+    w = torch.randn(Hn, Hn, generator=g) * 0.5
     with torch.no_grad():
-        y, hT, _, _ = tri.forward("rnn_tanh", gx.to(DEVICE), h0.to(DEVICE), None, w.to(DEVICE), None, None,
-                                  False, False)
-        h, want = h0.double(), []
-        for t in range(Tn):
-            h = torch.tanh(gx[t].double() + h @ w.double().t())
-            want.append(h)
+        y, _, _, _ = tri.forward("rnn_tanh", gx.to(DEVICE), h0.to(DEVICE), None, w.to(DEVICE), None, None,
+                                 False, False)
+    h, want = h0.double(), []
+    for t in range(Tn):  # torch.nn's tanh cell in float64
+        h = torch.tanh(gx[t].double() + h @ w.double().t())
+        want.append(h)
     want = torch.stack(want)
     assert bool(want.isfinite().all())
-    assert bool(y.float().isfinite().all()), y
-    tol = 1e-5 if dtype == torch.float32 else 2e-2
-    torch.testing.assert_close(y.double().cpu(), want, atol=tol, rtol=tol)
+    assert bool(y.isfinite().all()), y
+    torch.testing.assert_close(y.double().cpu(), want, atol=1e-5, rtol=1e-5)

@@ -90,7 +90,7 @@ def contract_bwd(acc, p_d, o_rd, m_b, p_w, ws, o_n, H, G: tl.constexpr, KP: tl.c
 @triton.jit
 def fwd_update(CELL: tl.constexpr, acc, bias, x0, x1, x2, x3, h, c, act, o_r, o_n, m, p_y, p_acts, p_state, H,
                save, GS: tl.constexpr, SA: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_B: tl.constexpr,
-               INTERP: tl.constexpr):
+               CARRY: tl.constexpr, INTERP: tl.constexpr):
     """One tile's pointwise step: gates, the cell, y and what the backward needs; -> (h, c)."""
     a0, a1, a2, a3 = split_slots(acc + bias[:, None], GS, BLOCK_N, BLOCK_B)
     h_new, c_new, s0, s1, s2, s3 = cell_fwd(CELL, x0, x1, x2, x3, a0, a1, a2, a3, h, c)
@@ -103,9 +103,8 @@ def fwd_update(CELL: tl.constexpr, acc, bias, x0, x1, x2, x3, h, c, act, o_r, o_
             tl.store(p_state + o_y, c, mask=m)
         elif CELL == 1:
             tl.store(p_state + o_y, h, mask=m)
-    # units past H keep their zero state: in the carry layout the state is the next product's
-    # operand, and a NaN there (0 x inf from a masked W row) would reach the real units
-    a = a & m
+    if CARRY:  # units past H keep their zero state: here the state is the next product's operand,
+        a = a & m  # and a NaN there (0 x inf from a masked W row) would reach the real units
     return tl.where(a, h_new, h), tl.where(a, c_new, c)
 
 
@@ -126,12 +125,14 @@ def bwd_saved(p_dy, p_acts, p_state, s, b_len, o_b, m_b, o_n, m, B, H, reverse, 
 
 @triton.jit
 def bwd_update(CELL: tl.constexpr, dh, dc, dy, s0, s1, s2, s3, st, act, o_r, o_n, m, p_dgh, p_dgx, H,
-               G: tl.constexpr, WRITE_DGX: tl.constexpr, INTERP: tl.constexpr):
+               G: tl.constexpr, WRITE_DGX: tl.constexpr, CARRY: tl.constexpr, INTERP: tl.constexpr):
     """One tile's pointwise backward step: stores d_gh (and d_gx); returns the h-side gate
     gradients, the part of dh_{t-1} that bypasses W_hh, and dc_{t-1}. Inactive rows give
     exact zeros and pass dh, dc through: nothing computed from a padded step leaks."""
     d0, d1, d2, d3, d2h, dh_direct, dc_prev = cell_bwd(CELL, dh + dy, dc, s0, s1, s2, s3, st)
-    a = act[None, :] & m  # units past H too: in the carry layout d_gates are the next product's operand
+    a = act[None, :]
+    if CARRY:  # units past H too: here the gate gradients are the next product's operand
+        a = a & m
     d0 = tl.where(a, d0, 0.0)
     d1 = tl.where(a, d1, 0.0)
     d2 = tl.where(a, d2, 0.0)
@@ -213,7 +214,7 @@ def recurrence_fwd_kernel(
                 acc = contract_fwd(zero, p_h + (s % 2) * B * H, o_rh, m_b, p_w, ws, n0, H, G, GS, BLOCK_N, KP, NKP,
                                    RESIDENT, PREC, INTERP)
             h, c = fwd_update(CELL, acc, bias, x0, x1, x2, x3, h, c, act, o_r, o_n, m, p_y, p_acts, p_state, H,
-                              save, GS, SA, BLOCK_N, BLOCK_B, INTERP)
+                              save, GS, SA, BLOCK_N, BLOCK_B, CARRY, INTERP)
             # the next step's input does not depend on h: load it before the wait
             o_r1, _ = step_rows(s + 1, b_len, o_b, m_b, B, reverse)
             x0, x1, x2, x3 = load_slots(p_gx, o_r1 * (G * H), o_n, m & (s + 1 < T), H, G)
@@ -239,7 +240,7 @@ def recurrence_fwd_kernel(
                                    INTERP)
                 h, c = fwd_update(CELL, acc, stacked_rows(p_bias, n0, H, G, GS, BLOCK_N, has_bias), x0, x1, x2, x3,
                                   h, c, act, o_r, o_n, m, p_y, p_acts, p_state, H, save, GS, SA, BLOCK_N, BLOCK_B,
-                                  INTERP)
+                                  False, INTERP)
                 tl.store(p_h + ((s + 1) % 2) * B * H + o_tile, h, mask=m)
                 if CELL == 0:
                     tl.store(p_c + o_tile, c, mask=m)
@@ -285,7 +286,7 @@ def recurrence_bwd_kernel(
             s = T - 1 - r
             o_r, act = step_rows(s, b_len, o_b, m_b, B, reverse)
             d0, d1, d2, d3, dh, dc = bwd_update(CELL, dh, dc, dy, s0, s1, s2, s3, st, act, o_r, o_n, m, p_dgh, p_dgx,
-                                                H, G, WRITE_DGX, INTERP)
+                                                H, G, WRITE_DGX, CARRY, INTERP)
             # the next step's saved values do not depend on dh: load them before the wait
             dy, s0, s1, s2, s3, st = bwd_saved(p_dy, p_acts, p_state, s - 1, b_len, o_b, m_b, o_n, m, B, H, reverse,
                                                CELL, SA)
@@ -315,7 +316,7 @@ def recurrence_bwd_kernel(
                 dy, s0, s1, s2, s3, st = bwd_saved(p_dy, p_acts, p_state, s, b_len, o_b, m_b, o_n, m, B, H, reverse,
                                                    CELL, SA)
                 d0, d1, d2, d3, dh, dc = bwd_update(CELL, dh, dc, dy, s0, s1, s2, s3, st, act, o_r, o_n, m, p_dgh,
-                                                    p_dgx, H, G, WRITE_DGX, INTERP)
+                                                    p_dgx, H, G, WRITE_DGX, False, INTERP)
                 tl.store(p_dh + o_tile, dh, mask=m)
                 if CELL == 0:
                     tl.store(p_dc + o_tile, dc, mask=m)

@@ -68,8 +68,7 @@ def mma(b_w, b_x, acc, PREC: tl.constexpr, INTERP: tl.constexpr):
         acc = tl.dot(b_w, b_x, acc, input_precision=PREC)
     else:
         b_hi = b_x.to(b_w.dtype)
-        # an infinite state has no finite remainder: inf - inf would turn it into NaN
-        b_lo = tl.where(b_x == b_hi.to(tl.float32), 0.0, b_x - b_hi.to(tl.float32)).to(b_w.dtype)
+        b_lo = (b_x - b_hi.to(tl.float32)).to(b_w.dtype)
         if INTERP:
             b_w32 = b_w.to(tl.float32)
             acc = tl.dot(b_w32, b_hi.to(tl.float32), acc, input_precision="ieee")

@@ -1,21 +1,30 @@
 """Multi-layer, bidirectional RNNs built from the per-layer recurrence.
 
-Everything a torch.nn RNN offers beyond one layer-direction lives here once, so
-every backend gets it: stacking layers, both directions, inter-layer dropout,
-LSTM projections and variable lengths. Inputs are time-major and padded; a
-PackedSequence arrives here already unpacked (see fusedrnn.packing).
+Everything a torch.nn RNN offers beyond one layer lives here once, so every backend
+gets it: stacking layers, both directions, inter-layer dropout, LSTM projections and
+variable lengths. Inputs are time-major and padded; a PackedSequence arrives here
+already unpacked (see fusedrnn.packing).
+
+Per layer: one input GEMM for every direction (a bidirectional layer multiplies by
+cat(W_ih_fwd, W_ih_bwd), giving gx (T,B,2*G*H) in the kernels' two-direction layout),
+then one recurrence call with the directions' weights and states stacked; the backend
+runs both directions in one launch or, where it cannot, one per direction
+(fusedrnn.ops). A call with T=1 that autograd does not record runs a backend's fused
+`step(...)` per layer and direction instead, where the backend has one (decoding).
 
 Dimensions: T time steps, B batch, I input features, H hidden units,
 P = proj_size or H, L layers, D directions, G gates.
 """
 from __future__ import annotations
 
+import itertools
 from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 
 from . import ops
+from .ops import cell_step, library
 
 
 class LayerWeights(NamedTuple):
@@ -42,27 +51,76 @@ def rnn(cell: str, x: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor | None,
     Returns (y (T,B,D*P), h_n (L*D,B,P), c_n (L*D,B,H) or None).
     """
     D = 2 if bidirectional else 1
+    step = _decode_step(backend, x, h0, c0, weights) if checked else None
     h_n, c_n = [], []
     layer_in = x
     for layer in range(num_layers):
-        outs = []
-        for d in range(D):
-            k = layer * D + d
-            w = weights[k]
-            gx = F.linear(layer_in, w.w_ih, w.b_ih)
-            args = (cell, gx, h0[k], c0[k] if c0 is not None else None, w.w_hh, w.b_hh)
-            if checked:
-                res = ops.run(backend, *args, lengths=lengths, reverse=(d == 1), w_hr=w.w_hr)
-            else:
-                res = ops.recurrence(*args, lengths=lengths, reverse=(d == 1), backend=backend, w_hr=w.w_hr)
-            outs.append(res[0])
-            h_n.append(res[1])
-            if cell == "lstm":
-                c_n.append(res[2])
-        layer_in = outs[0] if D == 1 else torch.cat(outs, dim=2)
+        k = slice(layer * D, (layer + 1) * D)
+        ws = weights[k]
+        c0_k = c0[k] if c0 is not None else None
+        if step is not None:
+            layer_in, h, c = _step_layer(step, cell, layer_in, h0[k], c0_k, ws)
+        else:
+            layer_in, h, c = _sequence_layer(cell, layer_in, h0[k], c0_k, ws, lengths, backend, checked)
+        h_n.append(h)
+        c_n.append(c)
         if dropout > 0 and training and layer < num_layers - 1:
             layer_in = _dropout(layer_in, dropout, dropout_mask)
-    return layer_in, torch.stack(h_n), (torch.stack(c_n) if cell == "lstm" else None)
+    return layer_in, torch.cat(h_n), (torch.cat(c_n) if cell == "lstm" else None)
+
+
+def _sequence_layer(cell, x, h0, c0, ws, lengths, backend, checked):
+    """One layer over the sequence: the input GEMM and one recurrence call for all D directions.
+    h0 (D,B,P), c0 (D,B,H) or None, ws: D LayerWeights. Returns y (T,B,D*P), hT (D,B,P), cT."""
+    if len(ws) == 1:
+        (w,) = ws
+        gx = F.linear(x, w.w_ih, w.b_ih)                           # (T, B, G*H)
+        args = (cell, gx, h0[0], c0[0] if c0 is not None else None, w.w_hh, w.b_hh)
+        w_hr = w.w_hr
+    else:
+        gx = F.linear(x, torch.cat([w.w_ih for w in ws]), _cat(w.b_ih for w in ws))  # (T, B, 2*G*H)
+        args = (cell, gx, h0, c0, torch.stack([w.w_hh for w in ws]), _stack(w.b_hh for w in ws))
+        w_hr = _stack(w.w_hr for w in ws)
+    if checked:
+        res = ops.run(backend, *args, lengths=lengths, w_hr=w_hr)
+    else:
+        res = ops.recurrence(*args, lengths=lengths, backend=backend, w_hr=w_hr)
+    y, h, c = res[0], res[1], (res[2] if cell == "lstm" else None)
+    if len(ws) == 1:
+        h, c = h.unsqueeze(0), (c.unsqueeze(0) if c is not None else None)
+    return y, h, c
+
+
+def _decode_step(backend, x, h0, c0, weights):
+    """The backend's fused step(...) when this call may run it per layer and direction: one time
+    step, no projection, nothing for autograd to record, plain eager (cell_step.fused_step);
+    else None. At T=1 every sequence has length 1, so lengths change nothing."""
+    if x.shape[0] != 1 or weights[0].w_hr is not None:
+        return None
+    return cell_step.fused_step(backend, x, itertools.chain((h0, c0), *weights))
+
+
+def _step_layer(step, cell, x, h0, c0, ws):
+    """One layer at T=1 through the backend's step(...) per direction; as _sequence_layer."""
+    hs, cs = [], []
+    for d, w in enumerate(ws):
+        with library.one_launch_at_a_time():
+            h, c = step(cell, x[0], h0[d], c0[d] if c0 is not None else None, w.w_ih, w.w_hh, w.b_ih, w.b_hh)
+        hs.append(h)
+        cs.append(c)
+    y = (hs[0] if len(hs) == 1 else torch.cat(hs, dim=1)).unsqueeze(0)
+    # stacked copies: y (the user's output) and h_n never share storage
+    return y, torch.stack(hs), (torch.stack(cs) if cell == "lstm" else None)
+
+
+def _cat(ts):
+    ts = list(ts)
+    return None if ts[0] is None else torch.cat(ts)
+
+
+def _stack(ts):
+    ts = list(ts)
+    return None if ts[0] is None else torch.stack(ts)
 
 
 def _dropout(y: torch.Tensor, p: float, mask: torch.Tensor | None) -> torch.Tensor:

@@ -74,7 +74,7 @@ def test_fullgraph_kernel_backend_uses_custom_ops(kernel_backend, cls, kw):
     compiled = torch.compile(model, fullgraph=True, backend=rec)
     got = grads_of(compiled, x)
     assert len(rec.graphs) == 1
-    assert "fusedrnn.recurrence_forward.default" in rec.targets()
+    assert "fusedrnn.rnn_layer_forward.default" in rec.targets()
     assert_same(got, grads_of(model, x))
 
 
@@ -104,7 +104,7 @@ def test_changing_backend_recompiles(kernel_backend):
     assert not any("fusedrnn" in t for t in rec.targets())
     rnn.backend = kernel_backend
     compiled(x)
-    assert len(rec.graphs) == 2 and "fusedrnn.recurrence_forward.default" in rec.targets()
+    assert len(rec.graphs) == 2 and "fusedrnn.rnn_layer_forward.default" in rec.targets()
 
 
 def test_dynamic_shapes_one_graph_for_many_lengths(kernel_backend):
@@ -157,16 +157,16 @@ def op_args(cell, G, reverse, lengths, need_grad=True):
 def test_custom_ops_pass_opcheck(cell, G, reverse, lengths):
     """Schema, fake (meta) implementation, registered autograd and AOT dispatch, as torch checks them."""
     args = op_args(cell, G, reverse, lengths)
-    torch.library.opcheck(torch.ops.fusedrnn.recurrence_forward, args)
-    torch.library.opcheck(torch.ops.fusedrnn.recurrence_forward, op_args(cell, G, reverse, lengths, need_grad=False))
-    outs = torch.ops.fusedrnn.recurrence_forward(*args)
+    torch.library.opcheck(torch.ops.fusedrnn.rnn_layer_forward, args)
+    torch.library.opcheck(torch.ops.fusedrnn.rnn_layer_forward, op_args(cell, G, reverse, lengths, need_grad=False))
+    outs = torch.ops.fusedrnn.rnn_layer_forward(*args)
     y, y_saved, saved = outs[0], outs[3], outs[4:]
     torch.testing.assert_close(y_saved, y, rtol=0, atol=0)
     assert y_saved.untyped_storage().data_ptr() != y.untyped_storage().data_ptr()
     name, _, gx, h0, c0, w, b, L, rev, _ = [a.detach() if isinstance(a, torch.Tensor) else a for a in args]
     dy, dhT = torch.randn_like(y), torch.randn_like(h0)
     dcT = torch.randn_like(c0) if c0 is not None else None
-    torch.library.opcheck(torch.ops.fusedrnn.recurrence_backward,
+    torch.library.opcheck(torch.ops.fusedrnn.rnn_layer_backward,
                           (name, cell, dy, dhT, dcT, gx, h0, c0, w, b, L, rev, y_saved.detach(),
                            [s.detach() for s in saved]))
 
@@ -190,7 +190,7 @@ def test_backend_without_saved_shapes_explains_itself(monkeypatch):
     with torch._subclasses.fake_tensor.FakeTensorMode() as mode:
         fake = [mode.from_tensor(a) if isinstance(a, torch.Tensor) else a for a in args]
         with pytest.raises(NotImplementedError, match="has no saved_shapes"):
-            torch.ops.fusedrnn.recurrence_forward(*fake)
+            torch.ops.fusedrnn.rnn_layer_forward(*fake)
 
 
 def test_outputs_aliasing_inputs_are_copied(monkeypatch):
@@ -203,7 +203,7 @@ def test_outputs_aliasing_inputs_are_copied(monkeypatch):
 
     monkeypatch.setattr(plain_kernels, "forward", forward_with_view)
     args = op_args("rnn_tanh", 1, False, None)
-    y, hT, *_ = torch.ops.fusedrnn.recurrence_forward(*args)
+    y, hT, *_ = torch.ops.fusedrnn.rnn_layer_forward(*args)
     assert hT.untyped_storage().data_ptr() != y.untyped_storage().data_ptr()
     torch.testing.assert_close(hT, y[-1])
 
@@ -234,5 +234,5 @@ def test_fullgraph_triton_kernels(cls):
     x = torch.randn(5, 2, 3)
     rec = Recorder()
     got = grads_of(torch.compile(model, fullgraph=True, backend=rec), x)
-    assert len(rec.graphs) == 1 and "fusedrnn.recurrence_forward.default" in rec.targets()
+    assert len(rec.graphs) == 1 and "fusedrnn.rnn_layer_forward.default" in rec.targets()
     assert_same(got, grads_of(model, x))

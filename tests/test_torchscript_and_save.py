@@ -107,7 +107,7 @@ def test_trace_with_triton_passes_its_check_and_generalises(cls):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         traced = torch.jit.trace(model, (torch.randn(4, 2, 3),))  # check_trace=True is the default
-    assert "fusedrnn::recurrence_forward" in str(traced.inlined_graph)
+    assert "fusedrnn::rnn_layer_forward" in str(traced.inlined_graph)
     x = torch.randn(5, 3, 3)  # other T and B than traced with
     for a, b in zip(outputs_and_grads(traced, x), outputs_and_grads(model, x)):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)

@@ -71,14 +71,22 @@ def why_not_two_directions(name: str, cell: str, dtype, hidden_size: int, proj_s
     if name in ("torch", "reference"):
         return None
     mod = kernel_module(name)
-    try:
-        return mod.unsupported(cell, dtype, hidden_size, proj_size, directions=2)
-    except TypeError:
+    if not _takes_directions(mod.unsupported):
         # SHIM (contract v2 transition; remove once every kernel backend takes `directions`):
         # a backend whose unsupported() predates the keyword runs one direction per launch
-        if "directions" in inspect.signature(mod.unsupported).parameters:
-            raise
         return f"the {name} backend runs one direction per launch (its unsupported() takes no `directions`)"
+    return mod.unsupported(cell, dtype, hidden_size, proj_size, directions=2)
+
+
+_TAKES_DIRECTIONS: dict = {}
+
+
+def _takes_directions(fn) -> bool:
+    """Whether a backend's unsupported() has contract v2's `directions` (read once per function)."""
+    takes = _TAKES_DIRECTIONS.get(fn)
+    if takes is None:
+        takes = _TAKES_DIRECTIONS[fn] = "directions" in inspect.signature(fn).parameters
+    return takes
 
 
 @torch.compiler.assume_constant_result

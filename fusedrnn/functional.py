@@ -7,9 +7,9 @@ already unpacked (see fusedrnn.packing).
 
 Per layer: one input GEMM for every direction (a bidirectional layer multiplies by
 cat(W_ih_fwd, W_ih_bwd), giving gx (T,B,2*G*H) in the kernels' two-direction layout),
-then one recurrence call with the directions' weights and states stacked; the backend
-runs both directions in one launch or, where it cannot, one per direction
-(fusedrnn.ops). A call with T=1 that autograd does not record runs a backend's fused
+then one recurrence call with the directions' weights and states stacked where the
+backend runs both directions in one launch, else one call per direction (each reading
+its slice of gx). A call with T=1 that autograd does not record runs a backend's fused
 `step(...)` per layer and direction instead, where the backend has one (decoding).
 
 Dimensions: T time steps, B batch, I input features, H hidden units,
@@ -17,14 +17,16 @@ P = proj_size or H, L layers, D directions, G gates.
 """
 from __future__ import annotations
 
+import functools
 import itertools
 from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 
-from . import ops
+from . import backends, ops
 from .ops import cell_step, library
+from .ops.common import per_direction
 
 
 class LayerWeights(NamedTuple):
@@ -55,8 +57,9 @@ def rnn(cell: str, x: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor | None,
     h_n, c_n = [], []
     layer_in = x
     for layer in range(num_layers):
-        k = slice(layer * D, (layer + 1) * D)
-        ws = weights[k]
+        # one direction: its state (B,P) itself; two: the layer's pair (2,B,P)
+        k = layer if D == 1 else slice(2 * layer, 2 * layer + 2)
+        ws = weights[layer * D:(layer + 1) * D]
         c0_k = c0[k] if c0 is not None else None
         if step is not None:
             layer_in, h, c = _step_layer(step, cell, layer_in, h0[k], c0_k, ws)
@@ -66,29 +69,48 @@ def rnn(cell: str, x: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor | None,
         c_n.append(c)
         if dropout > 0 and training and layer < num_layers - 1:
             layer_in = _dropout(layer_in, dropout, dropout_mask)
-    return layer_in, torch.cat(h_n), (torch.cat(c_n) if cell == "lstm" else None)
+    join = torch.stack if D == 1 else torch.cat
+    return layer_in, join(h_n), (join(c_n) if cell == "lstm" else None)
 
 
 def _sequence_layer(cell, x, h0, c0, ws, lengths, backend, checked):
-    """One layer over the sequence: the input GEMM and one recurrence call for all D directions.
-    h0 (D,B,P), c0 (D,B,H) or None, ws: D LayerWeights. Returns y (T,B,D*P), hT (D,B,P), cT."""
+    """One layer over the sequence: the input GEMM for all D directions, then the recurrence.
+    ws: D LayerWeights; h0 (B,P) and c0 (B,H) for one direction, (2,B,·) for two (c0 None
+    except for lstm). Returns y (T,B,D*P) and hT, cT shaped like h0, c0."""
     if len(ws) == 1:
         (w,) = ws
-        gx = F.linear(x, w.w_ih, w.b_ih)                           # (T, B, G*H)
-        args = (cell, gx, h0[0], c0[0] if c0 is not None else None, w.w_hh, w.b_hh)
-        w_hr = w.w_hr
+        gx = F.linear(x, w.w_ih, w.b_ih)                                            # (T, B, G*H)
+        res = _recurrence(backend, checked, cell, gx, h0, c0, w.w_hh, w.b_hh, lengths, w.w_hr)
     else:
-        gx = F.linear(x, torch.cat([w.w_ih for w in ws]), _cat(w.b_ih for w in ws))  # (T, B, 2*G*H)
-        args = (cell, gx, h0, c0, torch.stack([w.w_hh for w in ws]), _stack(w.b_hh for w in ws))
-        w_hr = _stack(w.w_hr for w in ws)
+        gx = F.linear(x, torch.cat([w.w_ih for w in ws]), _joined(torch.cat, ws, "b_ih"))  # (T, B, 2*G*H)
+        if checked and not _one_call(backend, cell, gx.dtype, ws):
+            # one call per direction on the layer's own weights: nothing stacked only to be split again
+            res = per_direction(functools.partial(ops.run, backend), cell, gx, h0, c0, [w.w_hh for w in ws],
+                                _joined(list, ws, "b_hh"), lengths, _joined(list, ws, "w_hr"))
+        else:
+            res = _recurrence(backend, checked, cell, gx, h0, c0, torch.stack([w.w_hh for w in ws]),
+                              _joined(torch.stack, ws, "b_hh"), lengths, _joined(torch.stack, ws, "w_hr"))
+    return res[0], res[1], (res[2] if cell == "lstm" else None)
+
+
+def _recurrence(backend, checked, cell, gx, h0, c0, w_hh, b_hh, lengths, w_hr):
     if checked:
-        res = ops.run(backend, *args, lengths=lengths, w_hr=w_hr)
-    else:
-        res = ops.recurrence(*args, lengths=lengths, backend=backend, w_hr=w_hr)
-    y, h, c = res[0], res[1], (res[2] if cell == "lstm" else None)
-    if len(ws) == 1:
-        h, c = h.unsqueeze(0), (c.unsqueeze(0) if c is not None else None)
-    return y, h, c
+        return ops.run(backend, cell, gx, h0, c0, w_hh, b_hh, lengths=lengths, w_hr=w_hr)
+    return ops.recurrence(cell, gx, h0, c0, w_hh, b_hh, lengths=lengths, backend=backend, w_hr=w_hr)
+
+
+def _one_call(name, cell, dtype, ws) -> bool:
+    """Whether resolved backend `name` takes both directions in one call (stacked arguments)."""
+    if name == "reference":
+        return False  # it runs them one after the other anyway: stacking would only copy
+    H, P = ws[0].w_hh.shape[0] // ops.GATES[cell], (ws[0].w_hr.shape[0] if ws[0].w_hr is not None else 0)
+    return backends.runs_two_directions(name, cell, dtype, H, P)
+
+
+def _joined(join, ws, field):
+    """join(the directions' `field`), or None where the layer has none (no bias, no projection)."""
+    ts = [getattr(w, field) for w in ws]
+    return None if ts[0] is None else join(ts)
 
 
 def _decode_step(backend, x, h0, c0, weights):
@@ -102,25 +124,18 @@ def _decode_step(backend, x, h0, c0, weights):
 
 def _step_layer(step, cell, x, h0, c0, ws):
     """One layer at T=1 through the backend's step(...) per direction; as _sequence_layer."""
+    if len(ws) == 1:
+        (w,) = ws
+        with library.one_launch_at_a_time():
+            h, c = step(cell, x[0], h0, c0, w.w_ih, w.w_hh, w.b_ih, w.b_hh)
+        return h.unsqueeze(0), h, c  # rnn() stacks the states into h_n: a copy, never y's storage
     hs, cs = [], []
     for d, w in enumerate(ws):
         with library.one_launch_at_a_time():
             h, c = step(cell, x[0], h0[d], c0[d] if c0 is not None else None, w.w_ih, w.w_hh, w.b_ih, w.b_hh)
         hs.append(h)
         cs.append(c)
-    y = (hs[0] if len(hs) == 1 else torch.cat(hs, dim=1)).unsqueeze(0)
-    # stacked copies: y (the user's output) and h_n never share storage
-    return y, torch.stack(hs), (torch.stack(cs) if cell == "lstm" else None)
-
-
-def _cat(ts):
-    ts = list(ts)
-    return None if ts[0] is None else torch.cat(ts)
-
-
-def _stack(ts):
-    ts = list(ts)
-    return None if ts[0] is None else torch.stack(ts)
+    return torch.cat(hs, dim=1).unsqueeze(0), torch.stack(hs), (torch.stack(cs) if cell == "lstm" else None)
 
 
 def _dropout(y: torch.Tensor, p: float, mask: torch.Tensor | None) -> torch.Tensor:

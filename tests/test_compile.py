@@ -236,3 +236,84 @@ def test_fullgraph_triton_kernels(cls):
     got = grads_of(torch.compile(model, fullgraph=True, backend=rec), x)
     assert len(rec.graphs) == 1 and "fusedrnn.rnn_layer_forward.default" in rec.targets()
     assert_same(got, grads_of(model, x))
+
+
+# -- contract v2: projections and both directions of a layer in one op ------------------
+
+def op_args_v2(cell, D, proj, lengths=None, need_grad=True):
+    """The forward op's arguments with D directions stacked and, for lstm, a projection (P=2 < H=3)."""
+    g = torch.Generator().manual_seed(2)
+    T, B, H, G = 3, 2, 3, fusedrnn.ops.GATES[cell]
+    P = 2 if proj else H
+    lead = (D,) if D == 2 else ()
+    mk = lambda *s: torch.randn(*s, generator=g, dtype=torch.float64).requires_grad_(need_grad)  # noqa: E731
+    L = torch.tensor(lengths, dtype=torch.int32) if lengths else None
+    return (plain_kernels.__name__, cell, mk(T, B, D * G * H), mk(*lead, B, P),
+            mk(*lead, B, H) if cell == "lstm" else None, mk(*lead, G * H, P), mk(*lead, G * H), L, False, need_grad,
+            mk(*lead, P, H) if proj else None)
+
+
+V2_CASES = [("lstm", 2, True, [3, 1]), ("lstm", 1, True, None), ("gru", 2, False, None), ("rnn_relu", 2, False, [2, 3])]
+
+
+@pytest.mark.parametrize("cell,D,proj,lengths", V2_CASES)
+def test_v2_custom_ops_pass_opcheck(kernel_backend, cell, D, proj, lengths):
+    args = op_args_v2(cell, D, proj, lengths)
+    torch.library.opcheck(torch.ops.fusedrnn.rnn_layer_forward, args)
+    torch.library.opcheck(torch.ops.fusedrnn.rnn_layer_forward, op_args_v2(cell, D, proj, lengths, need_grad=False))
+    outs = torch.ops.fusedrnn.rnn_layer_forward(*args)
+    y, y_saved, saved = outs[0], outs[3], outs[4:]
+    name, _, gx, h0, c0, w, b, L, rev, _, w_hr = [a.detach() if isinstance(a, torch.Tensor) else a for a in args]
+    dcT = torch.randn_like(c0) if c0 is not None else None
+    torch.library.opcheck(torch.ops.fusedrnn.rnn_layer_backward,
+                          (name, cell, torch.randn_like(y), torch.randn_like(h0), dcT, gx, h0, c0, w, b, L, rev,
+                           y_saved.detach(), [s.detach() for s in saved], w_hr))
+
+
+@pytest.mark.parametrize("cell,D,proj,lengths", V2_CASES)
+def test_v2_fake_shapes_equal_the_real_ones(kernel_backend, cell, D, proj, lengths):
+    """The fake implementations give both ops' outputs the real shapes and dtypes (saved_shapes included)."""
+    args = [a.detach() if isinstance(a, torch.Tensor) else a for a in op_args_v2(cell, D, proj, lengths)]
+    real = torch.ops.fusedrnn.rnn_layer_forward(*args)
+    name, _, gx, h0, c0, w, b, L, rev, _, w_hr = args
+    dcT = torch.randn_like(c0) if c0 is not None else None
+    bwd = (name, cell, torch.randn_like(real[0]), torch.randn_like(h0), dcT, gx, h0, c0, w, b, L, rev, real[3],
+           list(real[4:]), w_hr)
+    real_bwd = torch.ops.fusedrnn.rnn_layer_backward(*bwd)
+    assert [t.shape for t in real_bwd] == [t.shape if t is not None else (0,) for t in (gx, h0, c0, w, b, w_hr)]
+    with torch._subclasses.fake_tensor.FakeTensorMode() as mode:
+        fake = lambda a: mode.from_tensor(a) if isinstance(a, torch.Tensor) else a  # noqa: E731
+        fake_fwd = torch.ops.fusedrnn.rnn_layer_forward(*[fake(a) for a in args])
+        fake_bwd = torch.ops.fusedrnn.rnn_layer_backward(*[fake(a) if not isinstance(a, list) else [fake(t) for t in a]
+                                                            for a in bwd])
+    for got, want in ((fake_fwd, real), (fake_bwd, real_bwd)):
+        assert [(t.shape, t.dtype) for t in got] == [(t.shape, t.dtype) for t in want]
+
+
+def op_nodes(rec):
+    return [n for n in rec.graphs[-1].graph.nodes if str(n.target) == "fusedrnn.rnn_layer_forward.default"]
+
+
+@pytest.mark.parametrize("directions", [2, 1])
+def test_fullgraph_bidirectional_projection(monkeypatch, directions):
+    """A 2-layer bidirectional LSTM with proj_size in one graph: one op per layer where the backend
+    runs both directions at once, one per direction where it declines; eager's values and gradients."""
+    name = plain_kernels.install(monkeypatch, directions=directions)
+    torch.manual_seed(0)
+    model = Tagger(fusedrnn.LSTM(4, 5, num_layers=2, bidirectional=True, proj_size=3, backend=name)).double()
+    model.head = nn.Linear(6, 2).double()
+    x = torch.randn(5, 2, 3, dtype=torch.float64)
+    rec = Recorder()
+    got = grads_of(torch.compile(model, fullgraph=True, backend=rec), x)
+    assert len(rec.graphs) == 1 and len(op_nodes(rec)) == 2 * (3 - directions)
+    assert_same(got, grads_of(model, x))
+    torch._dynamo.reset()
+
+
+def test_inductor_compiles_bidirectional_projection(kernel_backend):
+    """AOTAutograd and inductor with the v2 fake shapes (D = 2, w_hr) end to end."""
+    torch.manual_seed(0)
+    model = Tagger(fusedrnn.LSTM(4, 5, bidirectional=True, proj_size=2, backend=kernel_backend))
+    model.head = nn.Linear(4, 2)
+    x = torch.randn(4, 2, 3)
+    assert_same(grads_of(torch.compile(model, fullgraph=True), x), grads_of(model, x), atol=1e-5)

@@ -179,8 +179,9 @@ def recurrent_weight_grads(d_gh: torch.Tensor, y: torch.Tensor, h0: torch.Tensor
 def per_direction(run_one, cell, gx, h0, c0, w_hh, b_hh, lengths, w_hr):
     """Both directions of a layer (the D = 2 arguments of the contract) as two D = 1 calls
     `run_one(cell, gx, h0, c0, w_hh, b_hh, lengths, reverse, w_hr)`, direction 1 with
-    reverse=True; returns (y (T,B,2P), hT (2,B,P), cT (2,B,H)) for lstm, (y, hT) otherwise."""
-    GH = w_hh.shape[1]
+    reverse=True; returns (y (T,B,2P), hT (2,B,P), cT (2,B,H)) for lstm, (y, hT) otherwise.
+    Every argument but gx and lengths is indexed by direction: a stacked tensor or a list."""
+    GH = gx.shape[2] // 2
     outs = [run_one(cell, gx[..., d * GH:(d + 1) * GH], h0[d], c0[d] if c0 is not None else None, w_hh[d],
                     b_hh[d] if b_hh is not None else None, lengths, d == 1, w_hr[d] if w_hr is not None else None)
             for d in range(2)]

@@ -17,6 +17,7 @@ P = proj_size or H, L layers, D directions, G gates.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import itertools
 from typing import NamedTuple
@@ -88,8 +89,8 @@ def _sequence_layer(cell, x, h0, c0, ws, lengths, backend, checked):
             res = per_direction(functools.partial(ops.run, backend), cell, gx, h0, c0, [w.w_hh for w in ws],
                                 _joined(list, ws, "b_hh"), lengths, _joined(list, ws, "w_hr"))
         else:
-            res = _recurrence(backend, checked, cell, gx, h0, c0, torch.stack([w.w_hh for w in ws]),
-                              _joined(torch.stack, ws, "b_hh"), lengths, _joined(torch.stack, ws, "w_hr"))
+            res = _recurrence(backend, checked, cell, gx, h0, c0, _stack([w.w_hh for w in ws]),
+                              _joined(_stack, ws, "b_hh"), lengths, _joined(_stack, ws, "w_hr"))
     return res[0], res[1], (res[2] if cell == "lstm" else None)
 
 
@@ -105,6 +106,14 @@ def _one_call(name, cell, dtype, ws) -> bool:
         return False  # it runs them one after the other anyway: stacking would only copy
     H, P = ws[0].w_hh.shape[0] // ops.GATES[cell], (ws[0].w_hr.shape[0] if ws[0].w_hr is not None else 0)
     return backends.runs_two_directions(name, cell, dtype, H, P)
+
+
+def _stack(ts):
+    """torch.stack(ts); while torch.jit.trace runs, with grad mode on: its sanity check re-traces
+    under no_grad, and the stacked weights must still require grad as the parameters do (the
+    kernel op saves for backward whenever an argument does, fusedrnn/ops/library.py)."""
+    with torch.enable_grad() if torch.jit.is_tracing() else contextlib.nullcontext():
+        return torch.stack(ts)
 
 
 def _joined(join, ws, field):

@@ -107,8 +107,9 @@ def test_changing_backend_recompiles(kernel_backend):
     assert len(rec.graphs) == 2 and "fusedrnn.rnn_layer_forward.default" in rec.targets()
 
 
-def test_dynamic_shapes_one_graph_for_many_lengths(kernel_backend):
-    rnn = fusedrnn.LSTM(3, 4, backend=kernel_backend)
+@pytest.mark.parametrize("kw", [{}, dict(bidirectional=True, proj_size=2)], ids=["uni", "bidir-proj"])
+def test_dynamic_shapes_one_graph_for_many_lengths(kernel_backend, kw):
+    rnn = fusedrnn.LSTM(3, 4, backend=kernel_backend, **kw)
     rec = Recorder()
     compiled = torch.compile(rnn, fullgraph=True, dynamic=True, backend=rec)
     for T, B in [(2, 5), (5, 2), (7, 4)]:  # not 0, 1 or 3 (= input_size): those specialize
@@ -206,6 +207,32 @@ def test_outputs_aliasing_inputs_are_copied(monkeypatch):
     y, hT, *_ = torch.ops.fusedrnn.rnn_layer_forward(*args)
     assert hT.untyped_storage().data_ptr() != y.untyped_storage().data_ptr()
     torch.testing.assert_close(hT, y[-1])
+
+
+def test_outputs_that_are_views_of_a_backend_buffer_can_be_modified_in_place(monkeypatch):
+    """A backend may return y as a view of a buffer of its own (e.g. (T,B,D,P) reshaped):
+    the op hands out a tensor of its own, so `y += 1` is legal, as on torch.nn's output."""
+    real = plain_kernels.forward
+
+    def forward_with_view(*a, **k):
+        y, hT, cT, saved = real(*a, **k)
+        return torch.stack([y, y]).select(0, 0), hT, cT, saved
+
+    monkeypatch.setattr(plain_kernels, "forward", forward_with_view)
+    _, cell, gx, h0, c0, w, b, L, rev, _ = op_args("lstm", 4, False, None)
+    y, hT, cT = fused.run(plain_kernels, cell, gx, h0, c0, w, b, L, rev)
+    assert not y._is_view()
+    want = y.detach().clone()
+    y += 1
+    y.sum().backward()
+    monkeypatch.setattr(plain_kernels, "forward", real)
+    y2 = fused.run(plain_kernels, cell, gx, h0, c0, w, b, L, rev)[0]
+    torch.testing.assert_close(y2.detach() + 1, want + 1)
+    grads = [t.grad.clone() for t in (gx, w)]
+    for t in (gx, w):
+        t.grad = None
+    y2.sum().backward()
+    torch.testing.assert_close([gx.grad, w.grad], grads, rtol=0, atol=0)
 
 
 def test_dynamo_needs_allow_rnn_which_fusedrnn_sets():

@@ -229,6 +229,20 @@ def backward(cell, dy, dhT, dcT, gx, h0, c0, w_hh, b_hh, lengths, reverse, y, sa
     return grads if w_hr is None else (*grads, _fresh(dwr, stacked, w_hr.dtype))
 
 
+def install_step(monkeypatch) -> list:
+    """Give this module a fused step(...) (the input GEMM, then one forward step) for one test;
+    returns the list of cells it was called for."""
+    stepped = []
+
+    def step(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh):
+        stepped.append(cell)
+        gx = torch.nn.functional.linear(x, w_ih, b_ih).unsqueeze(0)
+        _, hT, cT, _ = sys.modules[__name__].forward(cell, gx, h0, c0, w_hh, b_hh, None, False, False)
+        return hT, cT
+    monkeypatch.setattr(sys.modules[__name__], "step", step, raising=False)
+    return stepped
+
+
 def install(monkeypatch, *, directions: int = 2, projections: bool = True, v1: bool = False) -> str:
     """Point the "triton" backend name at this module for one test; returns the name to use.
 

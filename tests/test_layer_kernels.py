@@ -124,14 +124,7 @@ def test_the_gemm_counter_sees_per_direction_gemms():
 @pytest.mark.parametrize("bidir", [False, True])
 def test_a_module_decode_step_runs_the_fused_step_per_layer_and_direction(calls, monkeypatch, bidir):
     name = calls.install("v2")
-    stepped = []
-
-    def step(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh):
-        stepped.append(cell)
-        gx = torch.nn.functional.linear(x, w_ih, b_ih).unsqueeze(0)
-        _, hT, cT, _ = plain_kernels.forward(cell, gx, h0, c0, w_hh, b_hh, None, False, False)
-        return hT, cT
-    monkeypatch.setattr(plain_kernels, "step", step, raising=False)
+    stepped = plain_kernels.install_step(monkeypatch)
     ours, ref = make_pair("lstm", 4, 6, backend=name, num_layers=2, bidirectional=bidir, batch_first=True)
     x, state = make_inputs(4, 3, 1, torch.float64, batch_first=True), make_state("lstm", ours, 3, torch.float64)
     with torch.no_grad():

@@ -62,6 +62,25 @@ def test_bidirectional_two_layers_match_torch(calls, declaration, cell, proj, pa
 
 
 @pytest.mark.parametrize("declaration", ["v2", "one direction per call"])
+@pytest.mark.parametrize("packed", [None, "unsorted"])
+def test_dropout_between_bidirectional_layers_draws_torchs_masks(calls, declaration, packed):
+    name = calls.install(declaration)
+    ours, ref = make_pair("lstm", 4, 6, backend=name, num_layers=3, bidirectional=True, proj_size=2, dropout=0.4)
+    ours.train(), ref.train()
+    err, _ = compare_to_torch(ours, ref, make_inputs(4, 3, 5, torch.float64, packed=packed), None, seed=7)
+    assert err < F64_TOL, err
+
+
+def test_unbatched_bidirectional_projection(calls):
+    name = calls.install("v2")
+    ours, ref = make_pair("lstm", 3, 4, backend=name, num_layers=2, bidirectional=True, proj_size=3)
+    x = make_inputs(3, None, 5, torch.float64, unbatched=True)
+    err, _ = compare_to_torch(ours, ref, x, make_state("lstm", ours, None, torch.float64, unbatched=True))
+    assert err < F64_TOL, err
+    assert set(calls.seen) == {(2, True)}
+
+
+@pytest.mark.parametrize("declaration", ["v2", "one direction per call"])
 def test_unidirectional_projection_with_lengths(calls, declaration):
     name = calls.install(declaration)
     ours, ref = make_pair("lstm", 4, 6, backend=name, num_layers=2, proj_size=2)

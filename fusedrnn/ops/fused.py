@@ -55,7 +55,9 @@ What a backend may rely on, and must guarantee (per direction):
   d_gh (and dw_hr's terms) are exactly zero there in backward whatever gx holds at those
   steps (NaN and inf included): select with a mask, never multiply a zero by a value
   computed from a padded step (0 * NaN is NaN);
-- the state is carried and accumulated in fp32, outputs are stored in the input dtype;
+- the state is carried and accumulated in fp32, outputs are stored in the input dtype
+  (d_gh may stay fp32) and are tensors of their own, never views (the caller would copy
+  a view: autograd forbids in-place ops on a view output, and users modify y in place);
 - the weight-gradient GEMM pairs d_gh[t] with the state entering step t
   (`common.prev_states`), which is zero at padded steps, so it adds nothing there.
 

@@ -3,6 +3,8 @@ tests/plain_kernels.py standing in for the kernels in three declarations: v2 (pr
 both directions in one call), one direction per call, and contract v1 (neither, and the old
 `unsupported` signature). Module parity with torch.nn (values and every gradient, float64),
 what reaches the backend, one input GEMM per layer, the fused step at T=1, explain()."""
+import inspect
+
 import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -198,3 +200,18 @@ def test_explain_names_the_kernel_layout(calls):
     text = fusedrnn.explain(fusedrnn.LSTM(4, 6, proj_size=3, backend=name), x)
     assert "would raise RuntimeError" in text and "projection" in text
     assert "launch" not in fusedrnn.explain(fusedrnn.GRU(4, 6, backend=name), x)  # one direction: nothing to say
+
+
+@pytest.mark.parametrize("name", sorted(backends.KERNEL_BACKENDS))
+def test_each_real_backend_is_asked_about_two_directions_in_its_own_contract(name):
+    """The shipped backends, whichever contract they declare today: one whose unsupported() has
+    no `directions` (v1) runs one direction per launch and is never given the keyword; a v2 one
+    answers for itself. Nothing raises for any cell or projection."""
+    mod = backends.kernel_module(name)
+    v2 = "directions" in inspect.signature(mod.unsupported).parameters
+    for cell, proj in LAYERS:
+        why = backends.why_not_two_directions(name, cell, torch.float32, 8, proj)
+        if v2:
+            assert why == mod.unsupported(cell, torch.float32, 8, proj, directions=2)
+        else:
+            assert "runs one direction per launch (its unsupported() takes no `directions`)" in why

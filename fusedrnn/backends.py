@@ -8,12 +8,16 @@ then torch.
 
 A kernel backend is a module exposing
     availability(device) -> str | None        why it cannot run on this device, or None
-    unsupported(cell, dtype, hidden_size, proj_size) -> str | None
+    unsupported(cell, dtype, hidden_size, proj_size, directions=1) -> str | None
     forward(...), backward(...)    the sequential kernels (see fusedrnn/ops/fused.py)
+`unsupported(..., directions=1)` decides whether the backend runs a call at all (proj_size
+included); `directions=2` whether it runs both directions of a layer in one launch (else
+each direction gets its own).
 """
 from __future__ import annotations
 
 import importlib
+import inspect
 import os
 import warnings
 from typing import NamedTuple
@@ -59,6 +63,36 @@ def why_not(name: str, device: torch.device, cell: str | None = None, dtype=None
     if reason is None and cell is not None:
         reason = mod.unsupported(cell, dtype, hidden_size, proj_size)
     return reason
+
+
+def why_not_two_directions(name: str, cell: str, dtype, hidden_size: int, proj_size: int = 0) -> str | None:
+    """None if backend `name` runs both directions of a layer in one launch, else why not (each
+    direction then runs as its own call). The reference runs any layer; torch.nn is not asked."""
+    if name in ("torch", "reference"):
+        return None
+    mod = kernel_module(name)
+    if not _takes_directions(mod.unsupported):
+        # SHIM (contract v2 transition; remove once every kernel backend takes `directions`):
+        # a backend whose unsupported() predates the keyword runs one direction per launch
+        return f"the {name} backend runs one direction per launch (its unsupported() takes no `directions`)"
+    return mod.unsupported(cell, dtype, hidden_size, proj_size, directions=2)
+
+
+_TAKES_DIRECTIONS: dict = {}
+
+
+def _takes_directions(fn) -> bool:
+    """Whether a backend's unsupported() has contract v2's `directions` (read once per function)."""
+    takes = _TAKES_DIRECTIONS.get(fn)
+    if takes is None:
+        takes = _TAKES_DIRECTIONS[fn] = "directions" in inspect.signature(fn).parameters
+    return takes
+
+
+@torch.compiler.assume_constant_result
+def runs_two_directions(name: str, cell: str, dtype, hidden_size: int, proj_size: int = 0) -> bool:
+    """`why_not_two_directions(...) is None`, a constant under torch.compile (see choose_name)."""
+    return why_not_two_directions(name, cell, dtype, hidden_size, proj_size) is None
 
 
 def available_backends() -> dict[str, tuple[bool, str]]:

@@ -249,8 +249,10 @@ class RNN(_FusedRNNBase, nn.RNN):
 
 
 def explain(module: nn.Module, input) -> str:
-    """One sentence: which backend `module(input)` would run and why, or why it would raise
-    (an explicitly requested backend that cannot run this input). Never raises itself."""
+    """Which backend `module(input)` would run and why, or why it would raise (an explicitly
+    requested backend that cannot run this input); for a kernel backend also what its kernels
+    run of each layer (a projection, both directions in one launch or one per direction).
+    Never raises itself."""
     if not isinstance(module, FusedModuleBase):
         return f"{type(module).__name__} is not a fusedrnn module; torch.nn runs it (see fusedrnn.convert)"
     try:
@@ -258,10 +260,27 @@ def explain(module: nn.Module, input) -> str:
     except (RuntimeError, ValueError) as e:  # an explicit backend that cannot run it, a bad FUSEDRNN_BACKEND
         return f"{type(module).__name__} would raise {type(e).__name__}: {e}"
     text = f"{type(module).__name__} would run backend {choice.name!r}: {choice.reason}."
+    data = input.data if isinstance(input, PackedSequence) else input
+    if choice.name in backends.KERNEL_BACKENDS:
+        text += _kernel_layout(module, choice.name, data.dtype)
     if choice.name == "cuda":  # which tier of the CUDA kernels, from the extension's host-side plan
         from .ops import cuda as cuda_ops  # noqa: PLC0415
-        data = input.data if isinstance(input, PackedSequence) else input
         batch = (int(input.batch_sizes[0]) if isinstance(input, PackedSequence)
                  else 1 if data.dim() == 2 else data.shape[0 if module.batch_first else 1])
         text += " Plan: " + cuda_ops.describe(module.cell, data.dtype, batch, module.hidden_size, data.device) + "."
+    return text
+
+
+def _kernel_layout(module, name: str, dtype) -> str:
+    """What of a layer the kernels of backend `name` run: the projection, and both directions
+    of a bidirectional layer in one launch or one launch per direction (and why)."""
+    text = ""
+    proj = getattr(module, "proj_size", 0)
+    if proj:
+        text += f" proj_size={proj} runs inside the {name} kernels (h = W_hr (o * tanh c) each step)."
+    if getattr(module, "bidirectional", False):
+        why = backends.why_not_two_directions(name, module.cell, dtype, module.hidden_size, proj)
+        text += (f" Each layer: one input GEMM for both directions, then both directions in one {name} launch."
+                 if why is None else
+                 f" Each layer: one input GEMM for both directions, then one {name} launch per direction ({why}).")
     return text

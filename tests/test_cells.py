@@ -223,14 +223,7 @@ def test_a_backends_fused_step_is_used_without_autograd_only(monkeypatch):
     """A kernel backend exporting step(...) gets the call in one piece where autograd records
     nothing; with autograd the step goes through the recurrence (its backward)."""
     name = plain_kernels.install(monkeypatch)
-    fused = []
-
-    def step(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh):
-        fused.append(cell)
-        gx = torch.nn.functional.linear(x, w_ih, b_ih).unsqueeze(0)
-        y, hT, cT, _ = plain_kernels.forward(cell, gx, h0, c0, w_hh, b_hh, None, False, False)
-        return hT, cT
-    monkeypatch.setattr(plain_kernels, "step", step, raising=False)
+    fused = plain_kernels.install_step(monkeypatch)
     ours, ref = make_pair("lstm", 3, 4, backend=name, cells=True)
     x = torch.randn(2, 3, dtype=torch.float64)
     with torch.no_grad():

@@ -109,7 +109,7 @@ def test_compile_fullgraph_with_a_kernel_backend(monkeypatch):
     finally:
         torch._dynamo.reset()
     assert len(graphs) == 1
-    assert any("fusedrnn.recurrence_forward" in str(n.target) for n in graphs[0].graph.nodes)
+    assert any("fusedrnn.rnn_layer_forward" in str(n.target) for n in graphs[0].graph.nodes)
     torch.testing.assert_close(out, model(x))
 
 

@@ -74,7 +74,7 @@ def test_fullgraph_kernel_backend_uses_custom_ops(kernel_backend, cls, kw):
     compiled = torch.compile(model, fullgraph=True, backend=rec)
     got = grads_of(compiled, x)
     assert len(rec.graphs) == 1
-    assert "fusedrnn.recurrence_forward.default" in rec.targets()
+    assert "fusedrnn.rnn_layer_forward.default" in rec.targets()
     assert_same(got, grads_of(model, x))
 
 
@@ -104,11 +104,12 @@ def test_changing_backend_recompiles(kernel_backend):
     assert not any("fusedrnn" in t for t in rec.targets())
     rnn.backend = kernel_backend
     compiled(x)
-    assert len(rec.graphs) == 2 and "fusedrnn.recurrence_forward.default" in rec.targets()
+    assert len(rec.graphs) == 2 and "fusedrnn.rnn_layer_forward.default" in rec.targets()
 
 
-def test_dynamic_shapes_one_graph_for_many_lengths(kernel_backend):
-    rnn = fusedrnn.LSTM(3, 4, backend=kernel_backend)
+@pytest.mark.parametrize("kw", [{}, dict(bidirectional=True, proj_size=2)], ids=["uni", "bidir-proj"])
+def test_dynamic_shapes_one_graph_for_many_lengths(kernel_backend, kw):
+    rnn = fusedrnn.LSTM(3, 4, backend=kernel_backend, **kw)
     rec = Recorder()
     compiled = torch.compile(rnn, fullgraph=True, dynamic=True, backend=rec)
     for T, B in [(2, 5), (5, 2), (7, 4)]:  # not 0, 1 or 3 (= input_size): those specialize
@@ -157,16 +158,16 @@ def op_args(cell, G, reverse, lengths, need_grad=True):
 def test_custom_ops_pass_opcheck(cell, G, reverse, lengths):
     """Schema, fake (meta) implementation, registered autograd and AOT dispatch, as torch checks them."""
     args = op_args(cell, G, reverse, lengths)
-    torch.library.opcheck(torch.ops.fusedrnn.recurrence_forward, args)
-    torch.library.opcheck(torch.ops.fusedrnn.recurrence_forward, op_args(cell, G, reverse, lengths, need_grad=False))
-    outs = torch.ops.fusedrnn.recurrence_forward(*args)
+    torch.library.opcheck(torch.ops.fusedrnn.rnn_layer_forward, args)
+    torch.library.opcheck(torch.ops.fusedrnn.rnn_layer_forward, op_args(cell, G, reverse, lengths, need_grad=False))
+    outs = torch.ops.fusedrnn.rnn_layer_forward(*args)
     y, y_saved, saved = outs[0], outs[3], outs[4:]
     torch.testing.assert_close(y_saved, y, rtol=0, atol=0)
     assert y_saved.untyped_storage().data_ptr() != y.untyped_storage().data_ptr()
     name, _, gx, h0, c0, w, b, L, rev, _ = [a.detach() if isinstance(a, torch.Tensor) else a for a in args]
     dy, dhT = torch.randn_like(y), torch.randn_like(h0)
     dcT = torch.randn_like(c0) if c0 is not None else None
-    torch.library.opcheck(torch.ops.fusedrnn.recurrence_backward,
+    torch.library.opcheck(torch.ops.fusedrnn.rnn_layer_backward,
                           (name, cell, dy, dhT, dcT, gx, h0, c0, w, b, L, rev, y_saved.detach(),
                            [s.detach() for s in saved]))
 
@@ -190,7 +191,7 @@ def test_backend_without_saved_shapes_explains_itself(monkeypatch):
     with torch._subclasses.fake_tensor.FakeTensorMode() as mode:
         fake = [mode.from_tensor(a) if isinstance(a, torch.Tensor) else a for a in args]
         with pytest.raises(NotImplementedError, match="has no saved_shapes"):
-            torch.ops.fusedrnn.recurrence_forward(*fake)
+            torch.ops.fusedrnn.rnn_layer_forward(*fake)
 
 
 def test_outputs_aliasing_inputs_are_copied(monkeypatch):
@@ -203,9 +204,35 @@ def test_outputs_aliasing_inputs_are_copied(monkeypatch):
 
     monkeypatch.setattr(plain_kernels, "forward", forward_with_view)
     args = op_args("rnn_tanh", 1, False, None)
-    y, hT, *_ = torch.ops.fusedrnn.recurrence_forward(*args)
+    y, hT, *_ = torch.ops.fusedrnn.rnn_layer_forward(*args)
     assert hT.untyped_storage().data_ptr() != y.untyped_storage().data_ptr()
     torch.testing.assert_close(hT, y[-1])
+
+
+def test_outputs_that_are_views_of_a_backend_buffer_can_be_modified_in_place(monkeypatch):
+    """A backend may return y as a view of a buffer of its own (e.g. (T,B,D,P) reshaped):
+    the op hands out a tensor of its own, so `y += 1` is legal, as on torch.nn's output."""
+    real = plain_kernels.forward
+
+    def forward_with_view(*a, **k):
+        y, hT, cT, saved = real(*a, **k)
+        return torch.stack([y, y]).select(0, 0), hT, cT, saved
+
+    monkeypatch.setattr(plain_kernels, "forward", forward_with_view)
+    _, cell, gx, h0, c0, w, b, L, rev, _ = op_args("lstm", 4, False, None)
+    y, hT, cT = fused.run(plain_kernels, cell, gx, h0, c0, w, b, L, rev)
+    assert not y._is_view()
+    want = y.detach().clone()
+    y += 1
+    y.sum().backward()
+    monkeypatch.setattr(plain_kernels, "forward", real)
+    y2 = fused.run(plain_kernels, cell, gx, h0, c0, w, b, L, rev)[0]
+    torch.testing.assert_close(y2.detach() + 1, want + 1)
+    grads = [t.grad.clone() for t in (gx, w)]
+    for t in (gx, w):
+        t.grad = None
+    y2.sum().backward()
+    torch.testing.assert_close([gx.grad, w.grad], grads, rtol=0, atol=0)
 
 
 def test_dynamo_needs_allow_rnn_which_fusedrnn_sets():
@@ -234,5 +261,86 @@ def test_fullgraph_triton_kernels(cls):
     x = torch.randn(5, 2, 3)
     rec = Recorder()
     got = grads_of(torch.compile(model, fullgraph=True, backend=rec), x)
-    assert len(rec.graphs) == 1 and "fusedrnn.recurrence_forward.default" in rec.targets()
+    assert len(rec.graphs) == 1 and "fusedrnn.rnn_layer_forward.default" in rec.targets()
     assert_same(got, grads_of(model, x))
+
+
+# -- contract v2: projections and both directions of a layer in one op ------------------
+
+def op_args_v2(cell, D, proj, lengths=None, need_grad=True):
+    """The forward op's arguments with D directions stacked and, for lstm, a projection (P=2 < H=3)."""
+    g = torch.Generator().manual_seed(2)
+    T, B, H, G = 3, 2, 3, fusedrnn.ops.GATES[cell]
+    P = 2 if proj else H
+    lead = (D,) if D == 2 else ()
+    mk = lambda *s: torch.randn(*s, generator=g, dtype=torch.float64).requires_grad_(need_grad)  # noqa: E731
+    L = torch.tensor(lengths, dtype=torch.int32) if lengths else None
+    return (plain_kernels.__name__, cell, mk(T, B, D * G * H), mk(*lead, B, P),
+            mk(*lead, B, H) if cell == "lstm" else None, mk(*lead, G * H, P), mk(*lead, G * H), L, False, need_grad,
+            mk(*lead, P, H) if proj else None)
+
+
+V2_CASES = [("lstm", 2, True, [3, 1]), ("lstm", 1, True, None), ("gru", 2, False, None), ("rnn_relu", 2, False, [2, 3])]
+
+
+@pytest.mark.parametrize("cell,D,proj,lengths", V2_CASES)
+def test_v2_custom_ops_pass_opcheck(kernel_backend, cell, D, proj, lengths):
+    args = op_args_v2(cell, D, proj, lengths)
+    torch.library.opcheck(torch.ops.fusedrnn.rnn_layer_forward, args)
+    torch.library.opcheck(torch.ops.fusedrnn.rnn_layer_forward, op_args_v2(cell, D, proj, lengths, need_grad=False))
+    outs = torch.ops.fusedrnn.rnn_layer_forward(*args)
+    y, y_saved, saved = outs[0], outs[3], outs[4:]
+    name, _, gx, h0, c0, w, b, L, rev, _, w_hr = [a.detach() if isinstance(a, torch.Tensor) else a for a in args]
+    dcT = torch.randn_like(c0) if c0 is not None else None
+    torch.library.opcheck(torch.ops.fusedrnn.rnn_layer_backward,
+                          (name, cell, torch.randn_like(y), torch.randn_like(h0), dcT, gx, h0, c0, w, b, L, rev,
+                           y_saved.detach(), [s.detach() for s in saved], w_hr))
+
+
+@pytest.mark.parametrize("cell,D,proj,lengths", V2_CASES)
+def test_v2_fake_shapes_equal_the_real_ones(kernel_backend, cell, D, proj, lengths):
+    """The fake implementations give both ops' outputs the real shapes and dtypes (saved_shapes included)."""
+    args = [a.detach() if isinstance(a, torch.Tensor) else a for a in op_args_v2(cell, D, proj, lengths)]
+    real = torch.ops.fusedrnn.rnn_layer_forward(*args)
+    name, _, gx, h0, c0, w, b, L, rev, _, w_hr = args
+    dcT = torch.randn_like(c0) if c0 is not None else None
+    bwd = (name, cell, torch.randn_like(real[0]), torch.randn_like(h0), dcT, gx, h0, c0, w, b, L, rev, real[3],
+           list(real[4:]), w_hr)
+    real_bwd = torch.ops.fusedrnn.rnn_layer_backward(*bwd)
+    assert [t.shape for t in real_bwd] == [t.shape if t is not None else (0,) for t in (gx, h0, c0, w, b, w_hr)]
+    with torch._subclasses.fake_tensor.FakeTensorMode() as mode:
+        fake = lambda a: mode.from_tensor(a) if isinstance(a, torch.Tensor) else a  # noqa: E731
+        fake_fwd = torch.ops.fusedrnn.rnn_layer_forward(*[fake(a) for a in args])
+        fake_bwd = torch.ops.fusedrnn.rnn_layer_backward(*[fake(a) if not isinstance(a, list) else [fake(t) for t in a]
+                                                            for a in bwd])
+    for got, want in ((fake_fwd, real), (fake_bwd, real_bwd)):
+        assert [(t.shape, t.dtype) for t in got] == [(t.shape, t.dtype) for t in want]
+
+
+def op_nodes(rec):
+    return [n for n in rec.graphs[-1].graph.nodes if str(n.target) == "fusedrnn.rnn_layer_forward.default"]
+
+
+@pytest.mark.parametrize("directions", [2, 1])
+def test_fullgraph_bidirectional_projection(monkeypatch, directions):
+    """A 2-layer bidirectional LSTM with proj_size in one graph: one op per layer where the backend
+    runs both directions at once, one per direction where it declines; eager's values and gradients."""
+    name = plain_kernels.install(monkeypatch, directions=directions)
+    torch.manual_seed(0)
+    model = Tagger(fusedrnn.LSTM(4, 5, num_layers=2, bidirectional=True, proj_size=3, backend=name)).double()
+    model.head = nn.Linear(6, 2).double()
+    x = torch.randn(5, 2, 3, dtype=torch.float64)
+    rec = Recorder()
+    got = grads_of(torch.compile(model, fullgraph=True, backend=rec), x)
+    assert len(rec.graphs) == 1 and len(op_nodes(rec)) == 2 * (3 - directions)
+    assert_same(got, grads_of(model, x))
+    torch._dynamo.reset()
+
+
+def test_inductor_compiles_bidirectional_projection(kernel_backend):
+    """AOTAutograd and inductor with the v2 fake shapes (D = 2, w_hr) end to end."""
+    torch.manual_seed(0)
+    model = Tagger(fusedrnn.LSTM(4, 5, bidirectional=True, proj_size=2, backend=kernel_backend))
+    model.head = nn.Linear(4, 2)
+    x = torch.randn(4, 2, 3)
+    assert_same(grads_of(torch.compile(model, fullgraph=True), x), grads_of(model, x), atol=1e-5)

@@ -1,7 +1,9 @@
 """Every kernel backend module (fusedrnn.backends.KERNEL_BACKENDS) implements the whole
 contract of fusedrnn/ops/fused.py — availability, unsupported, saved_shapes, forward,
 backward, with the documented parameters — and its saved_shapes equals what its
-forward saves (torch.compile's fake tensors and diagnostics rely on it)."""
+forward saves (torch.compile's fake tensors and diagnostics rely on it). A backend that
+declares contract v2 (`unsupported` takes `directions`) has v2's parameters everywhere and
+passes tests/contract_v2.py (tests/test_contract_v2.py runs it on the stand-in)."""
 import importlib
 import inspect
 
@@ -19,6 +21,13 @@ CONTRACT = {
     "forward": ["cell", "gx", "h0", "c0", "w_hh", "b_hh", "lengths", "reverse", "need_grad"],
     "backward": ["cell", "dy", "dhT", "dcT", "gx", "h0", "c0", "w_hh", "b_hh", "lengths", "reverse", "y", "saved"],
 }
+#: contract v2's parameter after the v1 ones
+V2 = {"unsupported": "directions", "saved_shapes": "w_hr", "forward": "w_hr", "backward": "w_hr"}
+
+
+def declares_v2(mod) -> bool:
+    # SHIM (contract v2 transition): once every backend is v2, require V2 unconditionally
+    return "directions" in inspect.signature(mod.unsupported).parameters
 
 
 def inputs(cell, T=3, B=2, H=5, dtype=torch.float32, lengths=False):
@@ -35,8 +44,16 @@ def test_backend_module_has_the_whole_contract(name):
     for fn, params in CONTRACT.items():
         f = getattr(mod, fn, None)
         assert callable(f), f"{mod.__name__} lacks {fn}(...)"
+        params = params + [V2[fn]] if fn in V2 and declares_v2(mod) else params
         got = list(inspect.signature(f).parameters)[: len(params)]
         assert got == params, f"{mod.__name__}.{fn} takes {got}, the contract says {params}"
+
+
+def test_the_stand_in_declares_v2_with_its_signatures():
+    import plain_kernels
+    assert declares_v2(plain_kernels)
+    for fn, extra in V2.items():
+        assert list(inspect.signature(getattr(plain_kernels, fn)).parameters)[len(CONTRACT[fn])] == extra
 
 
 @pytest.mark.parametrize("name", sorted(KERNEL_BACKENDS))
@@ -96,3 +113,22 @@ def test_diagnostics_predict_the_saved_bytes_of_every_backend(name):
     T, B, H = 64, 16, 256
     at_least = (T * B * 4 * H + T * B * H + 2 * B * H + 4 * H * H + 4 * H) * 4
     assert n >= at_least
+
+
+@pytest.mark.parametrize("name", sorted(KERNEL_BACKENDS))
+def test_a_v2_backend_meets_contract_v2_where_it_runs(name):
+    """tests/contract_v2.py on a few representative cases (every cell, both directions in one
+    call, a projection, lengths), on the CPU (the Triton interpreter) or the GPU."""
+    import contract_v2
+    mod = importlib.import_module(KERNEL_BACKENDS[name])
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    why = mod.availability(device)
+    if why is not None:
+        pytest.skip(f"{name} cannot run on {device}: {why}")
+    if not declares_v2(mod):
+        pytest.skip(f"{name} does not declare contract v2 yet")
+    C = contract_v2.Case
+    which = [C("lstm", 2, proj=True, lengths=(4, 1, 3)), C("lstm", 1, reverse=True, proj=True), C("gru", 2),
+             C("rnn_tanh", 2, lengths=(2, 4, 1)), C("rnn_relu", 1, reverse=True, lengths=(4, 1, 3))]
+    declined = contract_v2.check_backend(mod, torch.float32, device, which)
+    assert len(declined) < len(which), f"{name} declined every case: {declined}"

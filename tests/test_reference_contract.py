@@ -86,3 +86,45 @@ def test_bad_arguments(bad, match, exc):
         w = w.to(bad["w_dtype"])
     with pytest.raises(exc, match=match):
         ops.recurrence(cell, gx, h0, c0, w, b, lengths=bad.get("lengths"), backend=bad.get("backend", "reference"))
+
+
+def args_two_directions(cell="lstm", T=4, B=3, H=5, P=None):
+    g = torch.Generator().manual_seed(3)
+    G, P = ops.GATES[cell], P or H
+    r = lambda *s: torch.randn(*s, generator=g, dtype=torch.float64)  # noqa: E731
+    return dict(gx=r(T, B, 2 * G * H), h0=r(2, B, P), c0=r(2, B, H) if cell == "lstm" else None,
+                w_hh=r(2, G * H, P), b_hh=r(2, G * H), w_hr=r(2, P, H) if P != H else None)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_two_directions_are_a_forward_and_a_reverse_call(cell):
+    a = args_two_directions(cell, P=3 if cell == "lstm" else None)
+    lengths = torch.tensor([4, 1, 3])
+    both = ops.recurrence(cell, a["gx"], a["h0"], a["c0"], a["w_hh"], a["b_hh"], lengths=lengths, w_hr=a["w_hr"])
+    GH = a["w_hh"].shape[1]
+    for d in (0, 1):
+        one = ops.recurrence(cell, a["gx"][..., d * GH:(d + 1) * GH], a["h0"][d],
+                             a["c0"][d] if a["c0"] is not None else None, a["w_hh"][d], a["b_hh"][d],
+                             lengths=lengths, reverse=d == 1, w_hr=a["w_hr"][d] if a["w_hr"] is not None else None)
+        P = one[0].shape[2]
+        assert torch.equal(both[0][..., d * P:(d + 1) * P], one[0])
+        for stacked, single in zip(both[1:], one[1:]):
+            assert torch.equal(stacked[d], single)
+
+
+@pytest.mark.parametrize("bad,match", [
+    (dict(reverse=True), "reverse must be False with two directions"),
+    (dict(h0=torch.zeros(3, 3, 3)), r"h0 must have shape \(B, P\) for one direction or \(2, B, P\) for two"),
+    (dict(gx=torch.zeros(4, 3, 20)), r"is not \(T>=1, B>=1, 2\*4\*H\)"),
+    (dict(w_hh=torch.zeros(20, 3)), r"w_hh must have shape \(2, 20, 3\)"),
+    (dict(b_hh=torch.zeros(20)), r"b_hh must have shape \(2, 20\)"),
+    (dict(c0=torch.zeros(3, 5)), r"c0 must have shape \(2, 3, 5\)"),
+    (dict(w_hr=torch.zeros(3, 5)), r"w_hr must be a 3-D tensor \(2, P, H=5\)"),
+    (dict(w_hr=torch.zeros(2, 4, 5)), r"h0 must have shape \(2, 3, 4\)"),
+])
+def test_bad_two_direction_arguments(bad, match):
+    a = args_two_directions("lstm", P=3)
+    reverse = bad.pop("reverse", False)
+    a.update({k: v.double() for k, v in bad.items()})
+    with pytest.raises(ValueError, match=match):
+        ops.recurrence("lstm", a["gx"], a["h0"], a["c0"], a["w_hh"], a["b_hh"], reverse=reverse, w_hr=a["w_hr"])

@@ -107,7 +107,23 @@ def test_trace_with_triton_passes_its_check_and_generalises(cls):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         traced = torch.jit.trace(model, (torch.randn(4, 2, 3),))  # check_trace=True is the default
-    assert "fusedrnn::recurrence_forward" in str(traced.inlined_graph)
+    assert "fusedrnn::rnn_layer_forward" in str(traced.inlined_graph)
     x = torch.randn(5, 3, 3)  # other T and B than traced with
     for a, b in zip(outputs_and_grads(traced, x), outputs_and_grads(model, x)):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_trace_bidirectional_projection_on_the_kernel_path(monkeypatch):
+    """Contract v2 through torch.jit.trace (stand-in kernels): one custom op per layer holding both
+    directions and the projection, passing the trace check and generalising to other sizes."""
+    import plain_kernels
+    name = plain_kernels.install(monkeypatch)
+    torch.manual_seed(0)
+    model = Tagger(fusedrnn.LSTM(3, 5, num_layers=2, bidirectional=True, proj_size=2, backend=name)).double()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        traced = torch.jit.trace(model, (torch.randn(4, 2, 3, dtype=torch.float64),))
+    assert str(traced.inlined_graph).count("fusedrnn::rnn_layer_forward") == 2
+    x = torch.randn(5, 3, 3, dtype=torch.float64)
+    for a, b in zip(outputs_and_grads(traced, x), outputs_and_grads(model, x)):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-12)

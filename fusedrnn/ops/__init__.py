@@ -1,4 +1,5 @@
-"""The per-layer, per-direction recurrence: the one fused part of an RNN.
+"""The per-layer recurrence (one direction, or both directions of a layer): the one fused
+part of an RNN.
 
 `recurrence` is the differentiable entry point of the kernel contract in docs/design.md;
 it checks its arguments once and hands them to the chosen backend.
@@ -11,7 +12,7 @@ import torch
 
 from .. import backends
 from . import fused, reference
-from .common import CELLS, GATES, check_int32_indexing, check_recurrence_args
+from .common import CELLS, GATES, check_int32_indexing, check_recurrence_args, per_direction
 
 __all__ = ["recurrence", "run", "CELLS", "GATES"]
 
@@ -19,7 +20,7 @@ __all__ = ["recurrence", "run", "CELLS", "GATES"]
 def recurrence(cell: str, gx: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor | None,
                w_hh: torch.Tensor, b_hh: torch.Tensor | None, lengths: torch.Tensor | None = None,
                reverse: bool = False, backend: str = "reference", w_hr: torch.Tensor | None = None):
-    """Run one layer-direction of an RNN over its whole sequence.
+    """Run one layer of an RNN over its whole sequence: one direction, or both at once.
 
     Args:
         cell: "lstm", "gru", "rnn_tanh" or "rnn_relu".
@@ -32,23 +33,31 @@ def recurrence(cell: str, gx: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor |
             Steps t >= lengths[b] leave sequence b's state unchanged and emit zeros.
         reverse: run each sequence from lengths[b]-1 down to 0.
         backend: "reference", "triton", "cuda" or "auto" (FUSEDRNN_BACKEND applies).
-        w_hr: (P, H) LSTM projection (proj_size); the reference backend supports it.
+        w_hr: (P, H) LSTM projection (proj_size), or None.
+
+    Both directions of a bidirectional layer: h0 (2, B, P) and every other argument
+    stacked the same way — gx (T, B, 2*G*H) (direction d's gates at [d*G*H, (d+1)*G*H),
+    i.e. one GEMM with cat(W_ih_fwd, W_ih_bwd)), c0 (2, B, H), w_hh (2, G*H, P), b_hh
+    (2, G*H), w_hr (2, P, H) — with reverse=False: direction 1 runs each sequence backward.
+    y is then (T, B, 2*P) in torch.nn's layout and hT/cT (2, B, ·). A kernel backend runs
+    both directions in one launch where its `unsupported(..., directions=2)` allows,
+    else one launch per direction.
 
     Under torch.autocast for gx's device, float32 arguments are cast to the autocast
     dtype first (as torch.nn's cuDNN and oneDNN RNNs do); the recurrence itself then
     runs with autocast off and accumulates in float32.
 
     Returns:
-        (y, hT, cT) for "lstm", (y, hT) otherwise; y (T, B, P) in gx's dtype,
-        hT/cT each sequence's state after its own last step.
+        (y, hT, cT) for "lstm", (y, hT) otherwise; y (T, B, P) (one direction) in gx's
+        dtype, hT/cT each sequence's state after its own last step.
     """
     autocast, (gx, h0, c0, w_hh, b_hh, w_hr) = _autocast_args(gx, h0, c0, w_hh, b_hh, w_hr)
-    check_recurrence_args(cell, gx, h0, c0, w_hh, b_hh, lengths, w_hr)
+    check_recurrence_args(cell, gx, h0, c0, w_hh, b_hh, lengths, w_hr, reverse)
     if backend == "torch":
         raise ValueError("backend 'torch' runs whole torch.nn modules; fusedrnn.ops.recurrence takes "
                          "'reference', 'triton', 'cuda' or 'auto'")
-    H = gx.shape[2] // GATES[cell]
-    P = w_hr.shape[0] if w_hr is not None else 0
+    H = w_hh.shape[-2] // GATES[cell]
+    P = w_hr.shape[-2] if w_hr is not None else 0
     batch, steps = backends.table_sizes(gx.shape[1], gx.shape[0])
     name = backends.choose_name(backend, gx.device, cell, gx.dtype, H, P, batch, steps,
                                 _records_grad(gx, h0, c0, w_hh, b_hh, w_hr))
@@ -86,6 +95,11 @@ def _run(name, autocast, cell, gx, h0, c0, w_hh, b_hh, lengths, reverse, w_hr):
     with torch.autocast(gx.device.type, enabled=False) if autocast else contextlib.nullcontext():
         if name in ("reference", "torch"):
             return reference.recurrence(cell, gx, h0, c0, w_hh, b_hh, lengths, reverse, w_hr)
-        check_int32_indexing(gx.shape[0], gx.shape[1], GATES[cell], gx.shape[2] // GATES[cell], w_hh.shape[1])
+        G, D = GATES[cell], h0.dim() - 1
+        H, P = w_hh.shape[-2] // G, w_hh.shape[-1]
+        check_int32_indexing(gx.shape[0], gx.shape[1], G, H, P, D)
         # the module's import name, not the module: importing stays out of compiled graphs
-        return fused.run(backends.KERNEL_BACKENDS[name], cell, gx, h0, c0, w_hh, b_hh, lengths, reverse)
+        kernels = backends.KERNEL_BACKENDS[name]
+        if D == 2 and not backends.runs_two_directions(name, cell, gx.dtype, H, P if w_hr is not None else 0):
+            return per_direction(lambda *args: fused.run(kernels, *args), cell, gx, h0, c0, w_hh, b_hh, lengths, w_hr)
+        return fused.run(kernels, cell, gx, h0, c0, w_hh, b_hh, lengths, reverse, w_hr)

@@ -12,8 +12,9 @@ A kernel backend may also export
          b_ih (G*H,) or None, b_hh (G*H,) or None) -> (h (B,H), c (B,H) or None)
 
 one fused launch for both GEMMs and the pointwise update. It is used where autograd records
-nothing (decoding), outside autocast and torch.compile; with autograd the step runs as above,
-whose backward is the recurrence's at T=1 plus the input GEMM's (torch autograd).
+nothing (decoding), outside autocast and torch.compile — by the cells, and by the modules for
+a T=1 call without projections (fusedrnn.functional, per layer and direction); with autograd
+the step runs as above, whose backward is the recurrence's at T=1 plus the input GEMM's.
 """
 from __future__ import annotations
 
@@ -27,17 +28,26 @@ from . import library, run
 def step(name: str, cell: str, x: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor | None,
          w_ih: torch.Tensor, w_hh: torch.Tensor, b_ih: torch.Tensor | None, b_hh: torch.Tensor | None):
     """(h, c) after one step (c None except for "lstm"); `name`: "reference", "triton" or "cuda"."""
-    if name != "reference":
-        fused_step = getattr(library.kernels_module(backends.KERNEL_BACKENDS[name]), "step", None)
-        if fused_step is not None and _eager_without_autograd(x, h0, c0, w_ih, w_hh, b_ih, b_hh):
-            with library.one_launch_at_a_time():
-                return fused_step(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh)
+    fn = fused_step(name, x, (h0, c0, w_ih, w_hh, b_ih, b_hh))
+    if fn is not None:
+        with library.one_launch_at_a_time():
+            return fn(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh)
     gx = F.linear(x, w_ih, b_ih).unsqueeze(0)  # (1, B, G*H)
     outs = run(name, cell, gx, h0, c0, w_hh, b_hh)
     return outs[1], (outs[2] if cell == "lstm" else None)
 
 
-def _eager_without_autograd(x, *tensors) -> bool:
+def fused_step(name: str, x: torch.Tensor, tensors):
+    """Backend `name`'s step(...) if it exports one and this call may use it (plain eager, no
+    autocast, nothing for autograd to record), else None. `tensors`: the call's other tensors
+    (None allowed), only read when grad mode is on."""
+    if name == "reference":
+        return None
+    fn = getattr(library.kernels_module(backends.KERNEL_BACKENDS[name]), "step", None)
+    return fn if fn is not None and _eager_without_autograd(x, tensors) else None
+
+
+def _eager_without_autograd(x, tensors) -> bool:
     device_type = x.device.type
     if torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(device_type):
         return False

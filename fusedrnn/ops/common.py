@@ -25,31 +25,52 @@ def check_cell(cell: str) -> None:
         raise ValueError(f"unknown cell {cell!r}; expected one of {', '.join(CELLS)}")
 
 
-def check_recurrence_args(cell, gx, h0, c0, w_hh, b_hh, lengths, w_hr=None) -> None:
-    """Validate the contract's arguments; raise ValueError/RuntimeError before any launch."""
+def directions_of(h0) -> int:
+    """D of the contract: 1 for h0 (B, P), 2 for h0 (2, B, P) (both directions of a layer)."""
+    return 2 if isinstance(h0, torch.Tensor) and h0.dim() == 3 else 1
+
+
+def check_recurrence_args(cell, gx, h0, c0, w_hh, b_hh, lengths, w_hr=None, reverse=False) -> None:
+    """Validate the contract's arguments; raise ValueError/RuntimeError before any launch.
+
+    D = 1: gx (T,B,G*H) · h0 (B,P) · c0 (B,H) · w_hh (G*H,P) · b_hh (G*H,) · w_hr (P,H).
+    D = 2 (h0 is 3-D): gx (T,B,2*G*H) · h0 (2,B,P) · c0 (2,B,H) · w_hh (2,G*H,P) ·
+    b_hh (2,G*H) · w_hr (2,P,H), and reverse False (direction 1 runs backward in time).
+    """
     check_cell(cell)
     G = GATES[cell]
     if not isinstance(gx, torch.Tensor) or gx.dim() != 3:
         raise ValueError(f"gx must be a 3-D tensor (T, B, G*H), got {_shape(gx)}")
-    T, B, GH = gx.shape
-    if T < 1 or B < 1 or GH < 1 or GH % G:
-        raise ValueError(f"gx of shape {tuple(gx.shape)} is not (T>=1, B>=1, {G}*H) for cell {cell!r}")
+    D = directions_of(h0)
+    lead = (D,) if D == 2 else ()
+    if D == 2 and h0.shape[0] != 2:
+        raise ValueError(f"h0 must have shape (B, P) for one direction or (2, B, P) for two, got {_shape(h0)}")
+    if D == 2 and reverse:
+        raise ValueError("reverse must be False with two directions: direction 1 already runs "
+                         "each sequence backward in time")
+    T, B, DGH = gx.shape
+    if T < 1 or B < 1 or DGH < 1 or DGH % (D * G):
+        what = f"{G}*H" if D == 1 else f"2*{G}*H"
+        raise ValueError(f"gx of shape {tuple(gx.shape)} is not (T>=1, B>=1, {what}) for cell {cell!r}")
+    GH = DGH // D
     H = GH // G
     if gx.dtype not in FLOAT_DTYPES:
         raise TypeError(f"gx must be a floating tensor, got {gx.dtype}")
     if w_hr is not None and cell != "lstm":
         raise ValueError("w_hr (projection) exists only for the lstm cell")
-    P = w_hr.shape[0] if w_hr is not None else H
-    expected = {"h0": (B, P), "w_hh": (GH, P)}
+    if w_hr is not None and (not isinstance(w_hr, torch.Tensor) or w_hr.dim() != len(lead) + 2):
+        raise ValueError(f"w_hr must be a {len(lead) + 2}-D tensor ({'2, ' if lead else ''}P, H={H}), got {_shape(w_hr)}")
+    P = w_hr.shape[-2] if w_hr is not None else H
+    expected = {"h0": (*lead, B, P), "w_hh": (*lead, GH, P)}
     given = {"h0": h0, "w_hh": w_hh}
     if cell == "lstm":
-        expected["c0"], given["c0"] = (B, H), c0
+        expected["c0"], given["c0"] = (*lead, B, H), c0
     elif c0 is not None:
         raise ValueError(f"c0 must be None for cell {cell!r}")
     if b_hh is not None:
-        expected["b_hh"], given["b_hh"] = (GH,), b_hh
+        expected["b_hh"], given["b_hh"] = (*lead, GH), b_hh
     if w_hr is not None:
-        expected["w_hr"], given["w_hr"] = (P, H), w_hr
+        expected["w_hr"], given["w_hr"] = (*lead, P, H), w_hr
     for name, shape in expected.items():
         t = given[name]
         if not isinstance(t, torch.Tensor) or tuple(t.shape) != shape:
@@ -80,14 +101,15 @@ def check_lengths(lengths, T: int, B: int, device: torch.device) -> None:
         raise ValueError(f"lengths must lie in [1, T={T}], got values in [{lo}, {hi}]")
 
 
-def check_int32_indexing(T: int, B: int, G: int, H: int, P: int | None = None) -> None:
+def check_int32_indexing(T: int, B: int, G: int, H: int, P: int | None = None, D: int = 1) -> None:
     """ValueError before launch when a kernel's 32-bit element offsets would overflow.
 
-    The largest tensors a kernel indexes are gx / d_gates (T*B*G*H elements) and
-    w_hh (G*H*P); offsets are computed in int32 inside the kernels.
+    The largest tensors a kernel indexes are gx / d_gates (T*B*D*G*H elements) and
+    w_hh (D*G*H*P); offsets are computed in int32 inside the kernels.
     """
     P = H if P is None else P
-    for what, n in (("T*B*G*H (gx and its gradient)", T * B * G * H), ("G*H*P (w_hh)", G * H * P)):
+    d = "D*" if D > 1 else ""
+    for what, n in ((f"T*B*{d}G*H (gx and its gradient)", T * B * D * G * H), (f"{d}G*H*P (w_hh)", D * G * H * P)):
         if n > INT32_MAX:
             raise ValueError(f"fusedrnn kernels index tensors with 32-bit offsets, but {what} = {n} "
                              f"elements exceeds {INT32_MAX} (T={T}, B={B}, G={G}, H={H}); split the "
@@ -136,3 +158,32 @@ def weight_grads(d_gh: torch.Tensor, h_prev: torch.Tensor, has_bias: bool, dtype
     dw = (d_gh2.t() @ h_prev.reshape(-1, P).to(d_gh2.dtype)).to(dtype)
     db = d_gh2.sum(0).to(dtype) if has_bias else None
     return dw, db
+
+
+def recurrent_weight_grads(d_gh: torch.Tensor, y: torch.Tensor, h0: torch.Tensor, lengths, reverse: bool,
+                           has_bias: bool, dtype: torch.dtype):
+    """(dW_hh, db_hh) of one layer, shaped like w_hh and b_hh, from the backward's d_gh
+    (T,B,D*G*H) and the forward's y (T,B,D*P): per direction d, Σ_t d_gh[t, :, d-block]ᵀ ·
+    (the state entering step t of direction d), direction 1 running backward in time."""
+    if h0.dim() == 2:
+        return weight_grads(d_gh, prev_states(y, h0, lengths, reverse), has_bias, dtype)
+    D, B, P = h0.shape
+    T, GH = y.shape[0], d_gh.shape[-1] // D
+    h_prev = torch.stack([prev_states(y[..., d * P:(d + 1) * P], h0[d], lengths, d == 1) for d in range(D)])
+    d_gh3 = d_gh.reshape(T * B, D, GH).transpose(0, 1)                  # (D, T*B, G*H)
+    dw = torch.bmm(d_gh3.transpose(1, 2), h_prev.reshape(D, T * B, P).to(d_gh3.dtype)).to(dtype)
+    db = d_gh3.sum(1).to(dtype) if has_bias else None
+    return dw, db
+
+
+def per_direction(run_one, cell, gx, h0, c0, w_hh, b_hh, lengths, w_hr):
+    """Both directions of a layer (the D = 2 arguments of the contract) as two D = 1 calls
+    `run_one(cell, gx, h0, c0, w_hh, b_hh, lengths, reverse, w_hr)`, direction 1 with
+    reverse=True; returns (y (T,B,2P), hT (2,B,P), cT (2,B,H)) for lstm, (y, hT) otherwise.
+    Every argument but gx and lengths is indexed by direction: a stacked tensor or a list."""
+    GH = gx.shape[2] // 2
+    outs = [run_one(cell, gx[..., d * GH:(d + 1) * GH], h0[d], c0[d] if c0 is not None else None, w_hh[d],
+                    b_hh[d] if b_hh is not None else None, lengths, d == 1, w_hr[d] if w_hr is not None else None)
+            for d in range(2)]
+    y = torch.cat([o[0] for o in outs], dim=2)
+    return (y, *(torch.stack([o[i] for o in outs]) for i in range(1, len(outs[0]))))

@@ -1,14 +1,24 @@
 """The kernel backends as torch.library custom ops: one path for eager and torch.compile.
 
-    fusedrnn::recurrence_forward(kernels, cell, gx, h0, c0?, w_hh, b_hh?, lengths?, reverse, need_grad)
-        -> [y (T,B,H), hT (B,H), cT (B,H) or (0,), y_saved (T,B,H) or (0,), *saved]
-    fusedrnn::recurrence_backward(kernels, cell, dy, dhT, dcT?, gx, h0, c0?, w_hh, b_hh?, lengths?,
-                             reverse, y_saved, saved)
-        -> [d_gx (T,B,G*H), dh0 (B,H), dc0 (B,H) or (0,), dW_hh (G*H,H), db_hh (G*H,) or (0,)]
+    fusedrnn::rnn_layer_forward(kernels, cell, gx, h0, c0?, w_hh, b_hh?, lengths?, reverse, need_grad,
+                                w_hr?=None)
+        -> [y (T,B,D*P), hT like h0, cT like c0 or (0,), y_saved like y or (0,), *saved]
+    fusedrnn::rnn_layer_backward(kernels, cell, dy, dhT, dcT?, gx, h0, c0?, w_hh, b_hh?, lengths?,
+                                 reverse, y_saved, saved, w_hr?=None)
+        -> [d_gx like gx, dh0 like h0, dc0 like c0 or (0,), dW_hh like w_hh, db_hh like b_hh or (0,),
+            dW_hr like w_hr or (0,)]
+
+The shapes are contract v2's (fusedrnn/ops/fused.py): D = 1 for h0 (B,P), D = 2 (both
+directions of a layer in one call) for h0 (2,B,P); w_hr (P,H) or (2,P,H) is the LSTM
+projection. The ops are named for what they run — one layer, one or both directions —
+and were renamed when w_hr and D = 2 changed their schema: torch's compile caches key on
+the op name, so a graph cached for an older layout can never be loaded for this one.
 
 `kernels` names the backend module (its import name, e.g. "fusedrnn.ops.triton"); the
-ops import it on first use. The backward op also computes the weight gradients (two
-GEMMs outside the time loop), so its outputs are plain gradients with no aliasing.
+ops import it on first use. The backward op also computes the weight gradients of W_hh and
+b_hh (GEMMs outside the time loop, per direction), so its outputs are plain gradients with
+no aliasing; the backend returns dW_hr itself. A backend gets `w_hr` (keyword) only when a
+projection is given, so a backend without projections keeps its contract-v1 signature.
 A call that autograd does not record (no_grad, inference, or no argument requiring grad)
 in plain eager mode skips the dispatcher and calls the backend's forward directly, as the
 forward op's own implementation would (outputs unaliased the same way).
@@ -42,7 +52,7 @@ from typing import List, Optional
 import torch
 from torch import Tensor
 
-from .common import prev_states, weight_grads
+from .common import recurrent_weight_grads
 
 
 def kernels_module(name: str):
@@ -79,96 +89,112 @@ def _storage_ptr(t: Tensor) -> int:
 
 
 def _unaliased(outs: list, inputs) -> list:
-    """Clone outputs that share storage with an input or an earlier output."""
+    """Clone outputs that share storage with an input or an earlier output, and outputs that are
+    views (e.g. of a backend's own buffer): autograd refuses an in-place op on a view returned
+    by a function with several outputs, and torch.nn's outputs may be modified in place."""
     seen = {_storage_ptr(t) for t in inputs if t is not None and t.numel()}
     res = []
     for t in outs:
         if t.numel():
-            if _storage_ptr(t) in seen:
+            if t._is_view() or _storage_ptr(t) in seen:
                 t = t.clone()
             seen.add(_storage_ptr(t))
         res.append(t)
     return res
 
 
-def kernel_args(gx, h0, c0, w_hh, b_hh, lengths):
+def kernel_args(gx, h0, c0, w_hh, b_hh, lengths, w_hr=None):
     """The arguments as every kernel may read them: contiguous (a strided or stride-0 view
     copied), lengths as int32 on gx's device. None stays None."""
     if lengths is not None:
         lengths = lengths.to(device=gx.device, dtype=torch.int32)
-    return tuple(t.contiguous() if t is not None else None for t in (gx, h0, c0, w_hh, b_hh, lengths))
+    return tuple(t.contiguous() if t is not None else None for t in (gx, h0, c0, w_hh, b_hh, lengths, w_hr))
 
 
-def saved_shapes(mod, cell, gx, h0, c0, w_hh, b_hh, lengths, reverse, need_grad):
+def projection(w_hr) -> dict:
+    """The keyword a backend call gets for the projection: none without one, so a backend
+    that has no projections keeps its contract-v1 signature."""
+    return {} if w_hr is None else {"w_hr": w_hr}
+
+
+def saved_shapes(mod, cell, gx, h0, c0, w_hh, b_hh, lengths, reverse, need_grad, w_hr=None):
     fn = getattr(mod, "saved_shapes", None)
     if fn is None:
         raise NotImplementedError(
             f"kernel backend {mod.__name__} has no saved_shapes(...); it runs in eager mode but "
             "torch.compile / meta tensors need it (see fusedrnn/ops/fused.py)")
-    return fn(cell, gx, h0, c0, w_hh, b_hh, lengths, reverse, need_grad)
+    return fn(cell, gx, h0, c0, w_hh, b_hh, lengths, reverse, need_grad, **projection(w_hr))
+
+
+def directions(h0: Tensor) -> int:
+    return h0.shape[0] if h0.dim() == 3 else 1
 
 
 # -- forward --------------------------------------------------------------------------
 
-@torch.library.custom_op("fusedrnn::recurrence_forward", mutates_args=())
+@torch.library.custom_op("fusedrnn::rnn_layer_forward", mutates_args=())
 def recurrence_forward(kernels: str, cell: str, gx: Tensor, h0: Tensor, c0: Optional[Tensor], w_hh: Tensor,
-                   b_hh: Optional[Tensor], lengths: Optional[Tensor], reverse: bool,
-                   need_grad: bool) -> List[Tensor]:
+                       b_hh: Optional[Tensor], lengths: Optional[Tensor], reverse: bool,
+                       need_grad: bool, w_hr: Optional[Tensor] = None) -> List[Tensor]:
     mod = kernels_module(kernels)
-    gx, h0, c0, w_hh, b_hh, lengths = kernel_args(gx, h0, c0, w_hh, b_hh, lengths)
+    gx, h0, c0, w_hh, b_hh, lengths, w_hr = kernel_args(gx, h0, c0, w_hh, b_hh, lengths, w_hr)
     with one_launch_at_a_time():
-        y, hT, cT, saved = mod.forward(cell, gx, h0, c0, w_hh, b_hh, lengths, reverse, need_grad)
+        y, hT, cT, saved = mod.forward(cell, gx, h0, c0, w_hh, b_hh, lengths, reverse, need_grad,
+                                       **projection(w_hr))
     y_saved = y.clone() if need_grad else _empty(gx)  # what backward reads; the user never sees it
     outs = [y, hT, cT if cT is not None else _empty(gx), y_saved, *saved]
-    return _unaliased(outs, (gx, h0, c0, w_hh, b_hh, lengths))
+    return _unaliased(outs, (gx, h0, c0, w_hh, b_hh, lengths, w_hr))
 
 
 @recurrence_forward.register_fake
-def _recurrence_forward_fake(kernels, cell, gx, h0, c0, w_hh, b_hh, lengths, reverse, need_grad):
+def _recurrence_forward_fake(kernels, cell, gx, h0, c0, w_hh, b_hh, lengths, reverse, need_grad, w_hr=None):
     T, B, _ = gx.shape
-    H = h0.shape[1]
-    shapes = saved_shapes(kernels_module(kernels), cell, gx, h0, c0, w_hh, b_hh, lengths, reverse, need_grad)
-    return [gx.new_empty(T, B, H), h0.new_empty(B, H), c0.new_empty(B, H) if c0 is not None else _empty(gx),
-            gx.new_empty(T, B, H) if need_grad else _empty(gx),
+    y_width = directions(h0) * h0.shape[-1]  # D*P
+    shapes = saved_shapes(kernels_module(kernels), cell, gx, h0, c0, w_hh, b_hh, lengths, reverse, need_grad, w_hr)
+    return [gx.new_empty(T, B, y_width), torch.empty_like(h0),
+            torch.empty_like(c0) if c0 is not None else _empty(gx),
+            gx.new_empty(T, B, y_width) if need_grad else _empty(gx),
             *[gx.new_empty(shape, dtype=dtype) for shape, dtype in shapes]]
 
 
 # -- backward -------------------------------------------------------------------------
 
-@torch.library.custom_op("fusedrnn::recurrence_backward", mutates_args=())
+@torch.library.custom_op("fusedrnn::rnn_layer_backward", mutates_args=())
 def recurrence_backward(kernels: str, cell: str, dy: Tensor, dhT: Tensor, dcT: Optional[Tensor], gx: Tensor,
-                   h0: Tensor, c0: Optional[Tensor], w_hh: Tensor, b_hh: Optional[Tensor],
-                   lengths: Optional[Tensor], reverse: bool, y_saved: Tensor, saved: List[Tensor]) -> List[Tensor]:
+                        h0: Tensor, c0: Optional[Tensor], w_hh: Tensor, b_hh: Optional[Tensor],
+                        lengths: Optional[Tensor], reverse: bool, y_saved: Tensor, saved: List[Tensor],
+                        w_hr: Optional[Tensor] = None) -> List[Tensor]:
     mod = kernels_module(kernels)
-    gx, h0, c0, w_hh, b_hh, lengths = kernel_args(gx, h0, c0, w_hh, b_hh, lengths)
+    gx, h0, c0, w_hh, b_hh, lengths, w_hr = kernel_args(gx, h0, c0, w_hh, b_hh, lengths, w_hr)
     dy, dhT, dcT, y_saved = (t.contiguous() if t is not None else None for t in (dy, dhT, dcT, y_saved))
     saved = [t.contiguous() for t in saved]
     with one_launch_at_a_time():
-        d_gx, d_gh, dh0, dc0 = mod.backward(cell, dy, dhT, dcT, gx, h0, c0, w_hh, b_hh, lengths, reverse,
-                                            y_saved, tuple(saved))
-    dw, db = weight_grads(d_gh, prev_states(y_saved, h0, lengths, reverse), b_hh is not None, w_hh.dtype)
-    outs = [d_gx, dh0, dc0 if dc0 is not None else _empty(gx), dw, db if db is not None else _empty(gx)]
-    return _unaliased(outs, (dy, dhT, dcT, gx, h0, c0, w_hh, b_hh, lengths, y_saved, *saved))
+        d_gx, d_gh, dh0, dc0, *dw_hr = mod.backward(cell, dy, dhT, dcT, gx, h0, c0, w_hh, b_hh, lengths, reverse,
+                                                    y_saved, tuple(saved), **projection(w_hr))
+    dw, db = recurrent_weight_grads(d_gh, y_saved, h0, lengths, reverse, b_hh is not None, w_hh.dtype)
+    outs = [d_gx, dh0, dc0 if dc0 is not None else _empty(gx), dw, db if db is not None else _empty(gx),
+            dw_hr[0] if w_hr is not None else _empty(gx)]
+    return _unaliased(outs, (dy, dhT, dcT, gx, h0, c0, w_hh, b_hh, lengths, y_saved, w_hr, *saved))
 
 
 @recurrence_backward.register_fake
-def _recurrence_backward_fake(kernels, cell, dy, dhT, dcT, gx, h0, c0, w_hh, b_hh, lengths, reverse, y_saved, saved):
-    return [torch.empty_like(gx), torch.empty_like(h0),
-            torch.empty_like(c0) if c0 is not None else _empty(gx), torch.empty_like(w_hh),
-            torch.empty_like(b_hh) if b_hh is not None else _empty(gx)]
+def _recurrence_backward_fake(kernels, cell, dy, dhT, dcT, gx, h0, c0, w_hh, b_hh, lengths, reverse, y_saved, saved,
+                              w_hr=None):
+    like = lambda t: torch.empty_like(t) if t is not None else _empty(gx)  # noqa: E731
+    return [like(gx), like(h0), like(c0), like(w_hh), like(b_hh), like(w_hr)]
 
 
 # -- autograd -------------------------------------------------------------------------
 
 def _setup_context(ctx, inputs, output):
-    kernels, cell, gx, h0, c0, w_hh, b_hh, lengths, reverse, need_grad = inputs
+    kernels, cell, gx, h0, c0, w_hh, b_hh, lengths, reverse, need_grad, w_hr = inputs
     ctx.kernels, ctx.cell, ctx.reverse = kernels, cell, reverse
     # output[3] (y_saved), never the user's y (output[0]): in-place ops on y stay legal
-    ctx.save_for_backward(gx, h0, c0, w_hh, b_hh, lengths, *output[3:])
+    ctx.save_for_backward(gx, h0, c0, w_hh, b_hh, lengths, w_hr, *output[3:])
 
 
 def _backward(ctx, grads):
-    gx, h0, c0, w_hh, b_hh, lengths, y_saved, *saved = ctx.saved_tensors
+    gx, h0, c0, w_hh, b_hh, lengths, w_hr, y_saved, *saved = ctx.saved_tensors
 
     def grad_or_zeros(g, like):
         return torch.zeros_like(like) if g is None else g.contiguous()
@@ -176,30 +202,34 @@ def _backward(ctx, grads):
     dy, dhT = grad_or_zeros(grads[0], y_saved), grad_or_zeros(grads[1], h0)
     dcT = grad_or_zeros(grads[2], c0) if c0 is not None else None
     with _no_autocast(gx.device.type):
-        d_gx, dh0, dc0, dw, db = recurrence_backward(ctx.kernels, ctx.cell, dy, dhT, dcT, gx, h0, c0, w_hh, b_hh,
-                                                lengths, ctx.reverse, y_saved, saved)
-    return (None, None, d_gx, dh0, dc0 if c0 is not None else None, dw,
-            db if b_hh is not None else None, None, None, None)
+        d_gx, dh0, dc0, dw, db, dw_hr = recurrence_backward(ctx.kernels, ctx.cell, dy, dhT, dcT, gx, h0, c0, w_hh,
+                                                            b_hh, lengths, ctx.reverse, y_saved, saved, w_hr)
+    grads = (None, None, d_gx, dh0, dc0 if c0 is not None else None, dw, db if b_hh is not None else None,
+             None, None, None)
+    # the dispatcher hands the autograd kernel no trailing argument left at its default: one
+    # gradient per argument it received, so dw_hr only when w_hr was given
+    return grads if w_hr is None else (*grads, dw_hr)
 
 
-torch.library.register_autograd("fusedrnn::recurrence_forward", _backward, setup_context=_setup_context)
+torch.library.register_autograd("fusedrnn::rnn_layer_forward", _backward, setup_context=_setup_context)
 
 
-def recurrence(kernels, cell, gx, h0, c0, w_hh, b_hh, lengths, reverse):
-    """Run the recurrence of backend `kernels` (a module or its import name) through the custom ops.
+def recurrence(kernels, cell, gx, h0, c0, w_hh, b_hh, lengths, reverse, w_hr=None):
+    """Run the recurrence of backend `kernels` (a module or its import name) through the custom ops,
+    for one direction (h0 (B,P)) or both (h0 (2,B,P), the backend having declared them).
 
-    Returns (y, hT, cT) for lstm, (y, hT) otherwise; differentiable in gx, h0, c0, w_hh, b_hh.
+    Returns (y, hT, cT) for lstm, (y, hT) otherwise; differentiable in gx, h0, c0, w_hh, b_hh, w_hr.
     """
-    gx, h0, c0, w_hh, b_hh, lengths = kernel_args(gx, h0, c0, w_hh, b_hh, lengths)
+    gx, h0, c0, w_hh, b_hh, lengths, w_hr = kernel_args(gx, h0, c0, w_hh, b_hh, lengths, w_hr)
     # torch.jit.trace bakes need_grad into the graph as a constant, and its sanity check re-traces
     # under no_grad: while tracing, save for backward whenever an argument requires grad
     need_grad = (torch.is_grad_enabled() or torch.jit.is_tracing()) and any(
-        t is not None and t.requires_grad for t in (gx, h0, c0, w_hh, b_hh))
+        t is not None and t.requires_grad for t in (gx, h0, c0, w_hh, b_hh, w_hr))
     name = kernels if isinstance(kernels, str) else kernels.__name__
     if need_grad or not plain_eager(gx):
-        outs = recurrence_forward(name, cell, gx, h0, c0, w_hh, b_hh, lengths, reverse, need_grad)
+        outs = recurrence_forward(name, cell, gx, h0, c0, w_hh, b_hh, lengths, reverse, need_grad, w_hr)
     else:
-        outs = _forward_without_autograd(name, cell, gx, h0, c0, w_hh, b_hh, lengths, reverse)
+        outs = _forward_without_autograd(name, cell, gx, h0, c0, w_hh, b_hh, lengths, reverse, w_hr)
     return (outs[0], outs[1], outs[2]) if cell == "lstm" else (outs[0], outs[1])
 
 
@@ -210,13 +240,13 @@ def plain_eager(gx: Tensor) -> bool:
         and not torch._C._functorch.is_functorch_wrapped_tensor(gx)
 
 
-def _forward_without_autograd(kernels, cell, gx, h0, c0, w_hh, b_hh, lengths, reverse) -> list:
+def _forward_without_autograd(kernels, cell, gx, h0, c0, w_hh, b_hh, lengths, reverse, w_hr=None) -> list:
     """What recurrence_forward computes with need_grad=False, called directly: with nothing
     for autograd to record, the dispatcher's round trip through the custom op (tens of µs of
     Python per call, the bulk of a decode step's host time) buys nothing."""
     mod = kernels_module(kernels)
     with one_launch_at_a_time():
-        y, hT, cT, _ = mod.forward(cell, gx, h0, c0, w_hh, b_hh, lengths, reverse, False)
+        y, hT, cT, _ = mod.forward(cell, gx, h0, c0, w_hh, b_hh, lengths, reverse, False, **projection(w_hr))
     # the outputs are tensors the backend allocated: only hT or cT given as a view of y can alias
     y_storage = _storage_ptr(y)
     hT = hT.clone() if _storage_ptr(hT) == y_storage else hT

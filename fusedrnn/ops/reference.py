@@ -5,13 +5,14 @@ proj_size, else P == H), G gates (LSTM 4: i,f,g,o · GRU 3: r,z,n · RNN 1).
 
 It implements the kernel contract of docs/design.md with ordinary autograd: the state
 is carried in float32 (float64 when the inputs are float64) and every output is
-stored in the input dtype.
+stored in the input dtype. Both directions of a layer (D = 2, h0 (2,B,P)) run one
+after the other, each as its own one-direction loop.
 """
 from __future__ import annotations
 
 import torch
 
-from .common import active_steps, step_order
+from .common import active_steps, per_direction, step_order
 
 
 def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -55,8 +56,11 @@ def recurrence(cell, gx, h0, c0, w_hh, b_hh, lengths=None, reverse=False, w_hr=N
     """Reference for `fusedrnn.ops.recurrence`; returns (y, hT, cT) or (y, hT).
 
     gx (T,B,G*H) · h0 (B,P) · c0 (B,H) LSTM only · w_hh (G*H,P) · b_hh (G*H,) or None
-    lengths (B,) or None · w_hr (P,H) LSTM projection or None.
+    lengths (B,) or None · w_hr (P,H) LSTM projection or None. Two directions: h0 (2,B,P)
+    and every other argument stacked the same way (gx (T,B,2*G*H)), y (T,B,2P).
     """
+    if h0.dim() == 3:
+        return per_direction(recurrence, cell, gx, h0, c0, w_hh, b_hh, lengths, w_hr)
     out_dtype = gx.dtype
     cd = _compute_dtype(out_dtype)
     T = gx.shape[0]

@@ -208,6 +208,8 @@ def resources(cell: str, direction: str, bits: int, block_b: int, block_n: int, 
     if proj:
         smem += kr * block_b * 4 * split + max(1, stages) * block_n * kr * elt * split
         regs += f["pointwise"] * 2 * block_n * block_b / threads
+        if direction == "fwd":  # the W_hr phase runs with the next step's gx already loaded
+            regs += f["piece"] * kr * block_b * split / threads + f["chunk"] * block_n * kr * split / threads
     return int(smem), int(regs)
 
 

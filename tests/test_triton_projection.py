@@ -185,11 +185,11 @@ def structure(launch: config.Launch) -> str:
     return "-".join(parts)
 
 
-def structures(cell, B, H, P, D, dtype, direction):
-    """structure -> the choice code's smallest candidate of it on SMALL_DEVICE."""
+def structures(cell, B, H, P, D, dtype, direction, limits=SMALL_DEVICE):
+    """structure -> the choice code's smallest candidate of it on a small device."""
     seen = {}
     for name in config.LAYOUTS:
-        for c in config.candidates(cell, B, H, dtype, SMALL_DEVICE, direction, name, proj=P, directions=D):
+        for c in config.candidates(cell, B, H, dtype, limits, direction, name, proj=P, directions=D):
             key = structure(c)
             if c.launches == 1 and (key not in seen or c.grid[0] * c.grid[1] < seen[key].grid[0] * seen[key].grid[1]):
                 seen[key] = c

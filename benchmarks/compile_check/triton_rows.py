@@ -14,9 +14,10 @@ runtime argument: many cases share one) are compiled once, in parallel processes
 Contract v2's variants (`variants`): at every anchor, both directions in one launch (D2,
 the grid's co-residency counting both directions' programs) and for the LSTM a projection
 of a quarter of H (P = H/4: H1024·P256 at the B64 anchor) with one and two directions;
-beside the anchors, the model-level encoder (2-layer bidirectional LSTM, B32·H512: its
-recurrence is one D2 launch per layer; I only changes the input GEMM). These rows count
-as anchors (no 16-bit spill allowed).
+beside the anchors (`EXTRA`), the model-level encoder (2-layer bidirectional LSTM,
+B32·H512: its recurrence is one D2 launch per layer; I only changes the input GEMM),
+counted as an anchor (no 16-bit spill allowed), and a small projection the carry layout
+runs (B3·H33·P8: W_hr resident beside W_hh).
 
 Registers, local memory (spill slots, bytes per thread) and static shared memory come
 from the cubin (cuobjdump --dump-resource-usage), dynamic shared memory from Triton's
@@ -56,9 +57,10 @@ def _mock(dtype):
     return MockTensor(dtype)
 
 
-#: the model-level encoder's recurrence (2-layer bidirectional LSTM, B32·T512·I256·H512):
-#: (cell, B, H, P, D), compiled in every dtype the gate is asked about
-ENCODER = ("lstm", 32, 512, 0, 2)
+#: cases beside the anchors, (cell, B, H, P, D, anchor), compiled in every dtype of the anchor
+#: LSTM cases asked about: the encoder's recurrence (2-layer bidirectional LSTM,
+#: B32·T512·I256·H512) and a projection small enough for the carry layout
+EXTRA = (("lstm", 32, 512, 0, 2, True), ("lstm", 3, 33, 8, 2, False))
 
 
 def variants(case) -> list[tuple[int, int]]:
@@ -73,11 +75,13 @@ def variants(case) -> list[tuple[int, int]]:
 
 
 def extra_cases(cases) -> list:
-    """The encoder case in each dtype of the anchor LSTM cases asked about."""
+    """(CheckCase, [(P, D)]) of EXTRA in each dtype of the anchor cases of its cell asked about."""
     from .rows import CheckCase
-    cell, B, H, _, _ = ENCODER
-    dtypes = sorted({c.dtype for c in cases if c.anchor and c.cell == cell})
-    return [CheckCase(cell, d, B, H, anchor=True) for d in dtypes]
+    out = []
+    for cell, B, H, P, D, anchor in EXTRA:
+        dtypes = sorted({c.dtype for c in cases if c.anchor and c.cell == cell})
+        out += [(CheckCase(cell, d, B, H, anchor=anchor), [(P, D)]) for d in dtypes]
+    return out
 
 
 def launch_args(cell: str, dtype_name: str, B: int, H: int, direction: str, limits, T: int = 16, P: int = 0,
@@ -174,7 +178,7 @@ def rows(spec, cases, jobs):
     _, _, _, config, _, _ = _triton()
     limits = config.DeviceLimits(spec.sms, spec.smem_optin, spec.regs_per_sm)
     planned, work = [], {}
-    for case, pds in [(c, variants(c)) for c in cases] + [(c, [ENCODER[3:]]) for c in extra_cases(cases)]:
+    for case, pds in [(c, variants(c)) for c in cases] + extra_cases(cases):
         for P, D in pds:
             for direction in ("fwd", "bwd"):
                 kernel, lau, args, kw = launch_args(case.cell, case.dtype, case.B, case.H, direction, limits, P=P,

@@ -78,7 +78,9 @@ def recurrence_fwd_kernel(
     SA: tl.constexpr = 1 if G == 1 else 4
     NS: tl.constexpr = 2 if PROJ else 1  # barriers per step
     BLOCK_P: tl.constexpr = KP if (CARRY and PROJ) else BLOCK_N  # rows of h per tile
-    has_bias, reverse, save, d, o_b, m_b, b_len, p_cnt, p_err = program_rows(p_len, p_sync, flags, T, B, BLOCK_B)
+    if not PROJ:  # the state is H wide: let the compiler see it
+        P = H
+    has_bias, reverse, save, d, o_b, m_b, b_len, p_cnt, p_err = program_rows(p_len, p_sync, flags, T, B, D, BLOCK_B)
     # direction d's slices; gx and y interleave the directions along their rows
     p_gx += d * (G * H)
     p_w += d * (G * H) * P
@@ -213,7 +215,9 @@ def recurrence_bwd_kernel(
     SA: tl.constexpr = 1 if G == 1 else 4
     NS: tl.constexpr = 2 if PROJ else 1  # barriers per step
     tl.static_assert(not (CARRY and PROJ), "the LSTM backward never carries")
-    _, reverse, _, d, o_b, m_b, b_len, p_cnt, p_err = program_rows(p_len, p_sync, flags, T, B, BLOCK_B)
+    if not PROJ:  # the state is H wide: let the compiler see it
+        P = H
+    _, reverse, _, d, o_b, m_b, b_len, p_cnt, p_err = program_rows(p_len, p_sync, flags, T, B, D, BLOCK_B)
     p_dy += d * P
     p_w += d * (G * H) * P
     p_wr += d * P * H

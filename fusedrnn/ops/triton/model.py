@@ -13,6 +13,9 @@ model adds them (only the prefetched inputs overlap):
                 side N of the MMA is narrow
     pointwise   the cell's elementwise math and the gate split, per element of the tile
     io          gx / y / saved activations over HBM (spread over all programs)
+A projection adds a second phase per step (its barrier, the exchange of m_t forward or
+of the gradient reaching h_t backward, W_hr streamed and its product); two directions in
+one launch share the chip's L2 and HBM bandwidth.
 Constants marked "assumed" are datasheet-level estimates, not measurements; the first
 GPU run replaces them (benchmarks/NOTES.md keeps predictions and outcomes side by side).
 """

@@ -17,13 +17,13 @@ from .tiles import cols_T, load_slots, mma, split_slots, step_rows, store_slots,
 
 
 @triton.jit
-def program_rows(p_len, p_sync, flags, T, B, BLOCK_B: tl.constexpr):
+def program_rows(p_len, p_sync, flags, T, B, D, BLOCK_B: tl.constexpr):
     """This program's batch rows, direction and barrier: the runtime flags (has_bias,
     reverse, save), the direction d (grid axis 2, or the launch's one direction with
     FLAG_DIR1; direction 1 runs backward in time), o_b (BLOCK_B,) rows and their mask, each
     row's length, the barrier counter of this direction and batch tile, the timeout flag."""
     has_bias, has_len, reverse, save = (flags & 1) != 0, (flags & 2) != 0, (flags & 4) != 0, (flags & 8) != 0
-    d = tl.program_id(2) + ((flags >> 4) & 1)
+    d = tl.where(D > 1, tl.program_id(2) + ((flags >> 4) & 1), 0)  # D == 1 (specialised): d folds to 0
     reverse = reverse != (d == 1)
     i_b = tl.program_id(1)
     o_b = i_b * BLOCK_B + tl.arange(0, BLOCK_B)

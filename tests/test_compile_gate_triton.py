@@ -28,7 +28,12 @@ def test_triton_kernels_compile_and_fit_at_the_ci_shapes(tmp_path):
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=3600)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     rows = json.loads(out.read_text())["rows"]
-    assert len(rows) == (len(ANCHORS) + len(CI_EXTRA)) * len(CELLS) * len(DTYPES) * 2
+    # contract v2 (triton_rows.variants): D2 at every anchor, the LSTM's P = H/4 with D1 and D2,
+    # and triton_rows.EXTRA (the bidirectional encoder, a carry projection) in each dtype
+    per_dtype = (len(ANCHORS) + len(CI_EXTRA)) * len(CELLS) + len(ANCHORS) * len(CELLS) + 2 * len(ANCHORS) + 2
+    assert len(rows) == per_dtype * len(DTYPES) * 2
+    assert {r["variant"] for r in rows if r["cell"] == "lstm" and r["anchor"]} >= {"D1", "D2", "D1 P64", "D2 P256"}
+    assert any(r["layout"].startswith("carry") and "P8" in r["variant"] for r in rows)  # W_hr resident
     assert not [r for r in rows if r["error"]]
     spills = [(r["cell"], r["dtype"], r["B"], r["H"], r["direction"], r["spill_bytes"]) for r in rows
               if r["anchor"] and r["dtype"] != "fp32" and r["spill_bytes"]]
@@ -36,4 +41,4 @@ def test_triton_kernels_compile_and_fit_at_the_ci_shapes(tmp_path):
     assert all(r["tensor_cores"] in ("mma", "wgmma") for r in rows), "a kernel without tensor cores"
     for r in rows:  # every barrier grid fits the SMs at its occupancy
         if r["barrier"]:
-            assert r["grid"][0] * r["grid"][1] <= 132 * r["per_sm"], r
+            assert r["grid"][0] * r["grid"][1] * r["grid"][2] <= 132 * r["per_sm"], r

@@ -85,14 +85,15 @@ def test_spin_limit_is_a_runtime_argument(monkeypatch, atomics):
 
 def test_barrier_grids_launch_cooperatively_with_tf32x3(monkeypatch):
     launch = grid_launch("lstm", 3, 20)
-    solo = launch._replace(layout="solo", grid=(1, 1))
+    solo = launch._replace(layout="solo", grid=(1, 1, 1))
+    n = tri.launch.Sizes(4, 3, 20, 20, 1)
     for lau in (launch, solo):
-        fwd = tri.launch.fwd_args("lstm", lau, *[None] * 10, 4, 3, 20, False, True)[1]
-        bwd = tri.launch.bwd_args("lstm", lau, *[None] * 10, 4, 3, 20, False, True)[1]
+        fwd = tri.launch.fwd_args("lstm", lau, *[None] * 12, n, False, True)[1]
+        bwd = tri.launch.bwd_args("lstm", lau, *[None] * 12, n, False, True)[1]
         assert fwd["launch_cooperative_grid"] is lau.BARRIER and bwd["launch_cooperative_grid"] is lau.BARRIER
         assert fwd["PREC"] == bwd["PREC"] == "ieee"  # the interpreter: exact fp32 products
     monkeypatch.setattr(config, "INTERPRET", False)
-    assert tri.launch.fwd_args("lstm", launch, *[None] * 10, 4, 3, 20, False, True)[1]["PREC"] == "tf32x3"
+    assert tri.launch.fwd_args("lstm", launch, *[None] * 12, n, False, True)[1]["PREC"] == "tf32x3"
 
 
 def test_lazy_check_raises_for_a_finished_launch(monkeypatch):

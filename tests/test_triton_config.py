@@ -30,23 +30,72 @@ def test_choose_needs_no_device(monkeypatch):
     config.choose("lstm", 64, 1024, torch.bfloat16, config.H100, "fwd")
 
 
+def v2_variants(cell: str, H: int) -> list[tuple[int, int]]:
+    """(proj, directions) the choice is asked about: one and two directions, and for the
+    LSTM a projection of a quarter of H (proj_size < hidden_size, as torch requires)."""
+    out = [(0, 1), (0, 2)]
+    if cell == "lstm" and H >= 4:
+        out += [(H // 4, 1), (H // 4, 2)]
+    return out
+
+
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("cell", CELLS)
 def test_every_sweep_shape_gets_a_fitting_launch(cell, dtype):
     limit = config.H100.smem_optin
     for B, H in SHAPES:
         for direction in ("fwd", "bwd"):
-            launch = config.choose(cell, B, H, dtype, config.H100, direction)
-            n_n, n_b = launch.grid
-            assert launch.N_TILES * launch.BLOCK_N * n_n >= H and n_b * launch.BLOCK_B >= B
-            assert (n_n - 1) * launch.N_TILES * launch.BLOCK_N < H  # no idle program
-            assert launch.smem_est <= limit and launch.regs_est <= config.TUNING["regs_budget"]
-            widest = config.TUNING["carry_max"] if launch.CARRY else max(config.TUNING["block_n"])
-            assert launch.BLOCK_N <= widest and launch.BLOCK_B <= config.TUNING["block_b_max"]
-            if launch.BARRIER:  # co-resident: one program per SM at most
-                assert n_n * n_b <= config.H100.sms * config.TUNING["programs_per_sm"]
-            if launch.RESIDENT:
-                assert launch.N_TILES == 1 and launch.KP * launch.NKP >= H
+            for proj, D in v2_variants(cell, H):
+                launch = config.choose(cell, B, H, dtype, config.H100, direction, proj=proj, directions=D)
+                n_n, n_b, n_d = launch.grid
+                assert launch.D == D and n_d in (1, D) and launch.launches * n_d == D
+                assert launch.PROJ == bool(proj) and (launch.KR >= 16 or not proj or launch.CARRY)
+                assert launch.N_TILES * launch.BLOCK_N * n_n >= H and n_b * launch.BLOCK_B >= B
+                assert (n_n - 1) * launch.N_TILES * launch.BLOCK_N < H  # no idle program
+                assert launch.smem_est <= limit and launch.regs_est <= config.TUNING["regs_budget"]
+                widest = config.TUNING["carry_max"] if launch.CARRY else max(config.TUNING["block_n"])
+                assert launch.BLOCK_N <= widest and launch.BLOCK_B <= config.TUNING["block_b_max"]
+                if launch.BARRIER:  # co-resident, every direction of the launch: one program per SM at most
+                    assert n_n * n_b * n_d <= config.H100.sms * config.TUNING["programs_per_sm"]
+                if launch.RESIDENT:
+                    assert launch.N_TILES == 1 and launch.KP * launch.NKP >= (proj or H if direction == "fwd" else H)
+                if launch.CARRY and proj:
+                    assert direction == "fwd" and launch.KP >= proj and launch.BLOCK_N >= H
+
+
+def test_two_directions_plan_one_launch_or_two_by_the_model():
+    """Both directions in one launch halve the grid's programs per direction; where that is
+    slower than each direction with the whole device in turn (e.g. LSTM B256 H512 backward
+    on a 20-SM device), the choice runs two launches and says so."""
+    small = config.DeviceLimits(sms=20, smem_optin=227 * 1024, regs_per_sm=65536)
+    two = config.choose("lstm", 256, 512, torch.bfloat16, small, "bwd", directions=2)
+    one = config.choose("lstm", 256, 512, torch.bfloat16, small, "bwd")
+    assert two.launches == 2 and two.grid == one.grid[:2] + (1,)
+    assert two.us_per_step == pytest.approx(2 * one.us_per_step)
+    single = [c for c in config.candidates("lstm", 256, 512, torch.bfloat16, small, "bwd", directions=2)
+              if c.launches == 1]
+    assert single and min(c.us_per_step for c in single) > two.us_per_step
+    # the encoder on an H100: one launch, both directions' programs co-resident
+    enc = config.choose("lstm", 32, 512, torch.float16, config.H100, "fwd", directions=2)
+    assert enc.launches == 1 and enc.grid[2] == 2 and enc.BARRIER
+    assert enc.grid[0] * enc.grid[1] * 2 <= config.H100.sms
+
+
+def test_the_projection_never_carries_the_lstm_backward():
+    for B, H in ANCHORS:
+        launch = config.choose("lstm", B, H, torch.bfloat16, config.H100, "bwd", "carry", proj=H // 4)
+        assert not launch.CARRY and launch.PROJ
+    launch = config.choose("lstm", 3, 40, torch.bfloat16, config.H100, "fwd", "carry", proj=7)
+    assert launch.CARRY and launch.KP == 16 and launch.BLOCK_N == 64
+    with pytest.raises(ValueError, match="LSTM only"):
+        config.choose("gru", 3, 40, torch.bfloat16, config.H100, "fwd", proj=7)
+
+
+def test_carry_counts_the_resident_projection():
+    """carry keeps W_hr (P x H, padded to KP x BLOCK_N) beside W_hh and stages m_t for its product."""
+    base = config.resources("lstm", "fwd", 16, 16, 64, 16, 1, True, 4, 1, carry=True)
+    proj = config.resources("lstm", "fwd", 16, 16, 64, 16, 1, True, 4, 1, carry=True, proj=10)
+    assert proj[0] - base[0] == 16 * 64 * 2 + 64 * 16 * 4 and proj[1] > base[1]
 
 
 def test_shared_memory_counts_what_triton_stages():
@@ -77,7 +126,7 @@ def test_a_smaller_device_gets_smaller_grids():
     for B, H in ANCHORS:
         launch = config.choose("lstm", B, H, torch.bfloat16, small, "fwd")
         if launch.BARRIER:
-            assert launch.grid[0] * launch.grid[1] <= 20
+            assert launch.grid[0] * launch.grid[1] * launch.grid[2] <= 20
         assert launch.smem_est <= small.smem_optin
 
 
@@ -104,16 +153,24 @@ def test_resident_pieces_never_pad_to_a_power_of_two():
 #: the anchors' choices for LSTM bf16 (layout, grid, BLOCK_B, BLOCK_N, resident), pinned so
 #: that a change of the tuning table or the model is deliberate (benchmarks/NOTES.md)
 PINNED = {
-    (1, 256, "fwd"): ("grid", (32, 1), 16, 8, True),
-    (1, 256, "bwd"): ("grid", (32, 1), 16, 8, False),
-    (8, 128, "fwd"): ("grid", (16, 1), 16, 8, True),
-    (8, 128, "bwd"): ("grid", (16, 1), 16, 8, False),
-    (16, 768, "fwd"): ("grid", (96, 1), 16, 8, False),
-    (16, 768, "bwd"): ("grid", (96, 1), 16, 8, False),
-    (64, 1024, "fwd"): ("grid", (64, 2), 32, 16, False),
-    (64, 1024, "bwd"): ("grid", (32, 4), 16, 8, False),
-    (256, 512, "fwd"): ("grid", (16, 8), 32, 16, False),
-    (256, 512, "bwd"): ("grid", (16, 8), 32, 8, False),
+    (1, 256, "fwd"): ("grid", (32, 1, 1), 16, 8, True),
+    (1, 256, "bwd"): ("grid", (32, 1, 1), 16, 8, False),
+    (8, 128, "fwd"): ("grid", (16, 1, 1), 16, 8, True),
+    (8, 128, "bwd"): ("grid", (16, 1, 1), 16, 8, False),
+    (16, 768, "fwd"): ("grid", (96, 1, 1), 16, 8, False),
+    (16, 768, "bwd"): ("grid", (96, 1, 1), 16, 8, False),
+    (64, 1024, "fwd"): ("grid", (64, 2, 1), 32, 16, False),
+    (64, 1024, "bwd"): ("grid", (32, 4, 1), 16, 8, False),
+    (256, 512, "fwd"): ("grid", (16, 8, 1), 32, 16, False),
+    (256, 512, "bwd"): ("grid", (16, 8, 1), 32, 8, False),
+}
+#: contract v2's model-level cases (benchmarks/NOTES.md): the bidirectional encoder's layer
+#: (fp16, both directions in one launch) and a projection (H1024·P256), keyed (B, H, P, D, direction)
+PINNED_V2 = {
+    (32, 512, 0, 2, "fwd"): ("grid", (32, 2, 2), 16, 16, False),
+    (32, 512, 0, 2, "bwd"): ("grid", (32, 2, 2), 16, 8, False),
+    (64, 1024, 256, 1, "fwd"): ("grid", (32, 4, 1), 16, 16, False),
+    (64, 1024, 256, 1, "bwd"): ("grid", (32, 4, 1), 16, 8, False),
 }
 
 
@@ -122,3 +179,10 @@ def test_anchor_choices_are_pinned(B, H, direction):
     launch = config.choose("lstm", B, H, torch.bfloat16, config.H100, direction)
     got = (launch.layout, launch.grid, launch.BLOCK_B, launch.BLOCK_N, launch.RESIDENT)
     assert got == PINNED[(B, H, direction)]
+
+
+@pytest.mark.parametrize("B,H,P,D,direction", sorted(PINNED_V2))
+def test_v2_choices_are_pinned(B, H, P, D, direction):
+    launch = config.choose("lstm", B, H, torch.float16, config.H100, direction, proj=P, directions=D)
+    got = (launch.layout, launch.grid, launch.BLOCK_B, launch.BLOCK_N, launch.RESIDENT)
+    assert got == PINNED_V2[(B, H, P, D, direction)]

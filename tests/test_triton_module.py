@@ -85,19 +85,19 @@ def test_saved_shapes_match_forward(cell):
 def test_unsupported_reasons():
     assert tri.unsupported("lstm", torch.float32, 64, 0) is None
     assert tri.unsupported("gru", torch.bfloat16, 4096, 0) is None  # large H falls back to streaming
-    assert "proj_size" in tri.unsupported("lstm", torch.float32, 64, 16)
+    assert tri.unsupported("lstm", torch.float32, 64, 16) is None  # contract v2: the projection runs fused
+    assert tri.unsupported("gru", torch.float16, 64, 0, directions=2) is None  # both directions in one launch
+    assert "LSTM only" in tri.unsupported("gru", torch.float32, 64, 16)
+    assert "directions" in tri.unsupported("lstm", torch.float32, 64, 0, directions=3)
     assert "float64" in tri.unsupported("rnn_tanh", torch.float64, 64, 0)
 
 
-def test_explicit_request_raises_and_auto_falls_back():
+def test_explicit_request_raises():
     gx = torch.randn(3, 2, 4 * 5, dtype=torch.float64, device=DEVICE)
     h0 = torch.zeros(2, 5, dtype=torch.float64, device=DEVICE)
     w = torch.randn(20, 5, dtype=torch.float64, device=DEVICE)
     with pytest.raises(RuntimeError, match="float64"):
         ops.recurrence("lstm", gx, h0, h0, w, None, backend="triton")
-    m = fusedrnn.LSTM(4, 3, proj_size=2, backend="triton")
-    with pytest.raises(RuntimeError, match="proj_size"):
-        m(torch.randn(5, 2, 4))
 
 
 def test_availability():

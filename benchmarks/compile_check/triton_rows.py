@@ -11,6 +11,14 @@ variant the library launches (bias, lengths, reverse, save) is a runtime flag of
 compiled kernel, so a case has one kernel per direction; identical compiles (B is a
 runtime argument: many cases share one) are compiled once, in parallel processes.
 
+Contract v2's variants (`variants`): at every anchor, both directions in one launch (D2,
+the grid's co-residency counting both directions' programs) and for the LSTM a projection
+of a quarter of H (P = H/4: H1024·P256 at the B64 anchor) with one and two directions;
+beside the anchors (`EXTRA`), the model-level encoder (2-layer bidirectional LSTM,
+B32·H512: its recurrence is one D2 launch per layer; I only changes the input GEMM),
+counted as an anchor (no 16-bit spill allowed), and a small projection the carry layout
+runs (B3·H33·P8: W_hr resident beside W_hh).
+
 Registers, local memory (spill slots, bytes per thread) and static shared memory come
 from the cubin (cuobjdump --dump-resource-usage), dynamic shared memory from Triton's
 metadata, tensor cores from the PTX (wgmma, else mma.sync). On a GPU machine the same
@@ -49,20 +57,51 @@ def _mock(dtype):
     return MockTensor(dtype)
 
 
-def launch_args(cell: str, dtype_name: str, B: int, H: int, direction: str, limits, T: int = 16):
-    """(kernel, Launch, args, kwargs): what the launcher would pass for this case."""
+#: cases beside the anchors, (cell, B, H, P, D, anchor), compiled in every dtype of the anchor
+#: LSTM cases asked about: the encoder's recurrence (2-layer bidirectional LSTM,
+#: B32·T512·I256·H512) and a projection small enough for the carry layout
+EXTRA = (("lstm", 32, 512, 0, 2, True), ("lstm", 3, 33, 8, 2, False))
+
+
+def variants(case) -> list[tuple[int, int]]:
+    """(P, D) compiled for a case (P 0: no projection): D1 always; at an anchor also D2 and,
+    for the LSTM, P = H/4 with D1 and D2."""
+    out = [(0, 1)]
+    if case.anchor:
+        out.append((0, 2))
+        if case.cell == "lstm":
+            out += [(max(1, case.H // 4), 1), (max(1, case.H // 4), 2)]
+    return out
+
+
+def extra_cases(cases) -> list:
+    """(CheckCase, [(P, D)]) of EXTRA in each dtype of the anchor cases of its cell asked about."""
+    from .rows import CheckCase
+    out = []
+    for cell, B, H, P, D, anchor in EXTRA:
+        dtypes = sorted({c.dtype for c in cases if c.anchor and c.cell == cell})
+        out += [(CheckCase(cell, d, B, H, anchor=anchor), [(P, D)]) for d in dtypes]
+    return out
+
+
+def launch_args(cell: str, dtype_name: str, B: int, H: int, direction: str, limits, T: int = 16, P: int = 0,
+                D: int = 1):
+    """(kernel, Launch, args, kwargs): what the launcher would pass for this case (P: the
+    LSTM projection's size, 0 for none; D directions; with two launches in turn, the first)."""
     torch, _, _, config, kernels, launch = _triton()
     dtype = getattr(torch, DTYPES[dtype_name])
-    lau = config.choose(cell, B, H, dtype, limits, direction)
+    lau = config.choose(cell, B, H, dtype, limits, direction, proj=P, directions=D)
     f32, i32 = _mock(torch.float32), _mock(torch.int32)
     x = _mock(dtype)
+    n = launch.Sizes(T, B, H, P or H, D)
     if direction == "fwd":
         # with bias, lengths and save: the same kernel as without (runtime flags)
-        args, kw = launch.fwd_args(cell, lau, x, x, x, i32, x, f32, f32, f32, f32, i32, T, B, H, True, True)
+        args, kw = launch.fwd_args(cell, lau, x, x, x, x if P else None, i32, x, f32, f32, f32, f32, f32, i32, n,
+                                   False, True)
         return kernels.recurrence_fwd_kernel, lau, args, kw
     write_dgx = launch.writes_dgx(cell, dtype)
-    args, kw = launch.bwd_args(cell, lau, x, x, i32, f32, f32, f32, x if write_dgx else f32, f32, f32, i32,
-                               T, B, H, True, write_dgx)
+    args, kw = launch.bwd_args(cell, lau, x, x, x if P else None, i32, f32, f32, f32, x if write_dgx else f32, f32,
+                               f32, f32, i32, n, False, write_dgx)
     return kernels.recurrence_bwd_kernel, lau, args, kw
 
 
@@ -117,7 +156,13 @@ def compile_one(job):
 def _layout(lau) -> str:
     w = f"res{lau.NKP}x{lau.KP}" if lau.RESIDENT else f"k{lau.KP}"
     tiles = f"x{lau.N_TILES}" if lau.N_TILES > 1 else ""
-    return f"{lau.layout} bb{lau.BLOCK_B} bn{lau.BLOCK_N}{tiles} {w}"
+    proj = (" Wr res" if lau.CARRY else f" r{lau.KR}") if lau.PROJ else ""
+    turns = f" {lau.launches} launches" if lau.launches > 1 else ""
+    return f"{lau.layout} bb{lau.BLOCK_B} bn{lau.BLOCK_N}{tiles} {w}{proj}{turns}"
+
+
+def _variant(P: int, D: int) -> str:
+    return f"D{D}" + (f" P{P}" if P else "")
 
 
 def _freeze(x):
@@ -133,14 +178,16 @@ def rows(spec, cases, jobs):
     _, _, _, config, _, _ = _triton()
     limits = config.DeviceLimits(spec.sms, spec.smem_optin, spec.regs_per_sm)
     planned, work = [], {}
-    for case in cases:
-        for direction in ("fwd", "bwd"):
-            kernel, lau, args, kw = launch_args(case.cell, case.dtype, case.B, case.H, direction, limits)
-            sig, constexprs, attrs, options = specialise(kernel, args, kw, spec.arch)
-            job = (kernel.__name__, sig, constexprs, attrs, options.__dict__, spec.arch)
-            key = _freeze(job)
-            work.setdefault(key, job)
-            planned.append((case, direction, kernel.__name__, lau, key))
+    for case, pds in [(c, variants(c)) for c in cases] + extra_cases(cases):
+        for P, D in pds:
+            for direction in ("fwd", "bwd"):
+                kernel, lau, args, kw = launch_args(case.cell, case.dtype, case.B, case.H, direction, limits, P=P,
+                                                    D=D)
+                sig, constexprs, attrs, options = specialise(kernel, args, kw, spec.arch)
+                job = (kernel.__name__, sig, constexprs, attrs, options.__dict__, spec.arch)
+                key = _freeze(job)
+                work.setdefault(key, job)
+                planned.append((case, _variant(P, D), direction, kernel.__name__, lau, key))
     results = {}
     n = jobs or os.cpu_count() or 1
     if n > 1 and len(work) > 1:
@@ -151,10 +198,10 @@ def rows(spec, cases, jobs):
     else:
         results = {key: compile_one(job) for key, job in work.items()}
     out = []
-    for case, direction, name, lau, key in planned:
+    for case, variant, direction, name, lau, key in planned:
         res = results[key]
         out.append(Row("triton", name.replace("recurrence_", "").replace("_kernel", ""), case.cell, case.dtype,
-                       case.B, case.H, direction, "all flags", _layout(lau), grid=tuple(lau.grid),
+                       case.B, case.H, direction, variant, _layout(lau), grid=tuple(lau.grid),
                        threads=32 * lau.num_warps, regs=res.get("regs"), spill_bytes=res.get("spill"),
                        smem=res.get("smem"), tensor_cores=res.get("tc", ""), barrier=lau.BARRIER,
                        anchor=case.anchor, error=res.get("error"), predicted_us=round(lau.us_per_step, 2)))

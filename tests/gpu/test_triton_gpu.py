@@ -92,8 +92,11 @@ def test_barrier_grids_fit_this_gpu():
     for B, H in ANCHORS:
         for cell in CELLS:
             for direction in ("fwd", "bwd"):
-                launch = launch_of(cell, B, H, torch.bfloat16, direction)
-                assert launch.grid[0] * launch.grid[1] <= sms * config.TUNING["programs_per_sm"] or not launch.BARRIER
+                for proj, D in ((0, 1), (0, 2)) + (((H // 4, 1), (H // 4, 2)) if cell == "lstm" else ()):
+                    launch = config.choose(cell, B, H, torch.bfloat16, config.device_limits(DEV), direction,
+                                           proj=proj, directions=D)
+                    programs = launch.grid[0] * launch.grid[1] * launch.grid[2]
+                    assert programs <= sms * config.TUNING["programs_per_sm"] or not launch.BARRIER
 
 
 def _grid_case(monkeypatch, cell="lstm", T=64, B=3, H=200):
@@ -160,3 +163,85 @@ def test_concurrent_launches_from_threads(monkeypatch):
         for t in threads:
             t.join(120)
     assert not errs and all(torch.equal(g, want) for g in got)
+
+
+# ---- contract v2: the LSTM projection and both directions in one launch -------------------
+# Backend-level checks (tests/test_triton_projection.py's check_v2: each direction against its
+# own float64 reference run, values and every gradient including dW_hr), on this GPU in the
+# configuration the choice code picks here, at T=32 (T never changes what is launched).
+
+from test_triton_projection import check_v2  # noqa: E402
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: str(d)[6:])
+@pytest.mark.parametrize("B,H", ANCHORS, ids=lambda v: str(v))
+def test_v2_projection_at_the_anchors(B, H, dtype):
+    """LSTM with proj_size = H/4 (H1024·P256 at B64), one direction."""
+    check_v2("lstm", 32, B, H, H // 4, 1, dtype, lengths=False, seed=B + H)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("B,H", ANCHORS, ids=lambda v: str(v))
+def test_v2_two_directions_at_the_anchors(cell, B, H):
+    """Both directions in one launch (the grid's programs of both directions co-resident)."""
+    check_v2(cell, 32, B, H, None, 2, torch.bfloat16, lengths=False, seed=B + H)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: str(d)[6:])
+def test_v2_encoder_layer_and_projection_with_lengths(dtype):
+    """The encoder's layer (B32·H512, both directions) with lengths, and with a projection."""
+    check_v2("lstm", 64, 32, 512, None, 2, dtype, lengths=True, seed=1)
+    check_v2("lstm", 48, 32, 512, 128, 2, dtype, lengths=True, seed=2)
+
+
+#: AWKWARD's first two and a size the carry layout holds (H24: carry runs there, LSTM forward included)
+V2_SHAPES = [(7, 5, 24, True, False)] + AWKWARD[:2]
+V2_FORCED = [(layout, cell, shape, P) for layout in config.LAYOUTS for cell, P in (("lstm", 7), ("gru", None))
+             for shape in V2_SHAPES]
+
+
+@pytest.mark.parametrize("layout,cell,shape,P", V2_FORCED,
+                         ids=[f"{lay}-{c}-{s[:3]}-P{p}" for lay, c, s, p in V2_FORCED])
+def test_v2_forced_layouts(monkeypatch, layout, cell, shape, P):
+    """Every layout with a projection and two directions (carry runs the LSTM forward only)."""
+    monkeypatch.setitem(config.TUNING, "layout", layout)
+    T, B, H, lengths, _ = shape
+    check_v2(cell, T, B, H, P, 2, torch.float16, lengths, seed=T + H)
+    check_v2(cell, T, B, H, P, 1, torch.float32, lengths, reverse=True, seed=T + B)
+
+
+def test_v2_two_launches_in_turn(monkeypatch):
+    """The fallback of two directions: one launch per direction (FLAG_DIR1 on the second)."""
+    real = config.choose
+
+    def in_turn(*a, **k):
+        launch = real(*a, **k)
+        return launch._replace(grid=launch.grid[:2] + (1,)) if launch.D == 2 else launch
+
+    monkeypatch.setattr(config, "choose", in_turn)
+    check_v2("lstm", 32, 16, 768, 192, 2, torch.bfloat16, lengths=True, seed=5)
+    check_v2("rnn_relu", 32, 64, 1024, None, 2, torch.float32, lengths=False, seed=6)
+
+
+def test_v2_graph_capture_of_two_directions(monkeypatch):
+    """Both directions' barrier grid captures in a CUDA graph and replays to the eager result."""
+    monkeypatch.setattr(config, "DEBUG", False)
+    from test_triton_projection import make_v2_args
+    args, _ = make_v2_args("lstm", 64, 3, 200, 50, 2, torch.float32, False, True)
+    a = [args[k] for k in ("gx", "h0", "c0", "w_hh", "b_hh")]
+    assert config.choose("lstm", 3, 200, torch.float32, config.device_limits(DEV), "fwd", proj=50,
+                         directions=2).BARRIER
+    with torch.no_grad():
+        eager = tri.forward("lstm", *a, None, False, False, args["w_hr"])[0]
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            tri.forward("lstm", *a, None, False, False, args["w_hr"])
+        torch.cuda.current_stream().wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            captured = tri.forward("lstm", *a, None, False, False, args["w_hr"])[0]
+        graph.replay()
+        torch.cuda.synchronize()
+    assert torch.equal(captured, eager)
+    tri.check_barriers(block=True)

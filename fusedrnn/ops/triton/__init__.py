@@ -4,7 +4,8 @@ kernels.py holds the one forward and one backward kernel of every cell, cells.py
 cells' pointwise math, tiles.py the tile pieces the kernels share, launch.py the
 launchers, config.py the tuning table and the layout choice (model.py its latency
 model), timeouts.py the grid-barrier timeout checks. The functions below are the
-kernel-backend interface of fusedrnn/ops/fused.py.
+kernel-backend interface of fusedrnn/ops/fused.py, contract v2: the LSTM projection
+(`w_hr`) and two directions in one launch (h0 (D, B, P), gx (T, B, D*G*H), y (T, B, D*P)).
 """
 from __future__ import annotations
 
@@ -38,28 +39,31 @@ def availability(device: torch.device) -> str | None:
     return f"Triton kernels do not run on {device.type} devices"
 
 
-def unsupported(cell: str, dtype, hidden_size: int, proj_size: int) -> str | None:
-    """None if the kernels support this call, else a readable reason."""
-    if proj_size:
-        return "the Triton kernels have no LSTM projection (proj_size > 0)"
+def unsupported(cell: str, dtype, hidden_size: int, proj_size: int = 0, directions: int = 1) -> str | None:
+    """None if the kernels support this call, else a readable reason: every cell, float32,
+    bfloat16 and float16, the LSTM projection, one or two directions (one launch)."""
+    if proj_size and cell != "lstm":
+        return f"proj_size applies to the LSTM only, not {cell}"
+    if directions not in (1, 2):
+        return f"the Triton kernels run 1 or 2 directions, not {directions}"
     if dtype is not None and dtype not in _DTYPES:
         return f"the Triton kernels support float32, bfloat16 and float16, not {dtype}"
     return None
 
 
-def saved_shapes(cell, gx, h0, c0, w_hh, b_hh, lengths, reverse, need_grad):
+def saved_shapes(cell, gx, h0, c0, w_hh, b_hh, lengths, reverse, need_grad, w_hr=None):
     if not need_grad:
         return []
-    T, B, GH = gx.shape
-    return launch.saved_shapes(cell, T, B, GH // launch.n_gates(cell))
+    n = launch.sizes(cell, gx, h0)
+    return launch.saved_shapes(cell, n.T, n.B, n.H, w_hr is not None, n.D)
 
 
-def forward(cell, gx, h0, c0, w_hh, b_hh, lengths, reverse, need_grad):
-    return launch.forward(cell, gx, h0, c0, w_hh, b_hh, lengths, reverse, need_grad)
+def forward(cell, gx, h0, c0, w_hh, b_hh, lengths, reverse, need_grad, w_hr=None):
+    return launch.forward(cell, gx, h0, c0, w_hh, b_hh, lengths, reverse, need_grad, w_hr)
 
 
-def backward(cell, dy, dhT, dcT, gx, h0, c0, w_hh, b_hh, lengths, reverse, y, saved):
-    return launch.backward(cell, dy, dhT, dcT, gx, w_hh, lengths, reverse, saved)
+def backward(cell, dy, dhT, dcT, gx, h0, c0, w_hh, b_hh, lengths, reverse, y, saved, w_hr=None):
+    return launch.backward(cell, dy, dhT, dcT, gx, w_hh, lengths, reverse, saved, w_hr)
 
 
 def check_barriers(block: bool = True) -> None:

@@ -1,15 +1,22 @@
 """Launch configuration of the fused recurrence kernels: the tuning table, the device
 limits, and the choice of layout and tile sizes.
 
-Dimensions: B batch, H hidden units, G gates, GS gate slots stacked on the MMA's M side
-(4, or 1 for the RNN). A program owns BLOCK_B batch rows and N_TILES tiles of BLOCK_N
-units (all gates of each unit, so the pointwise update needs no exchange).
+Dimensions: B batch, H hidden units, P the exchanged state's width (the LSTM projection's
+size, else H), D directions, G gates, GS gate slots stacked on the MMA's M side (4, or 1
+for the RNN). A program owns BLOCK_B batch rows and N_TILES tiles of BLOCK_N units (all
+gates of each unit, so the pointwise update needs no exchange) and, with a projection,
+the same tiles of the rows of h.
 
 Layouts (kernels.py has the details):
   carry  one program per batch tile holds all of W_hh and the state; no barrier at all
   grid   programs share a batch tile's units and meet at a grid barrier each step; all
          must be co-resident: at most SMs x programs_per_sm, launched cooperatively
   solo   one program per batch tile streams all of W_hh each step; always fits (fallback)
+Every layout runs a projection (proj_size): carry keeps W_hr resident beside W_hh, grid
+and solo stream it from L2 and meet twice per step (after m_t, after h_t). Two directions
+run as two program groups of one launch (grid axis 2; the grid layout's co-residency
+counts both), or, where the model predicts it faster (a grid that would have to halve),
+as two launches one after the other, each with the whole device (`Launch.D` > grid[2]).
 `choose` is a pure function of the sizes, the dtype and the device's limits given as
 plain numbers (`DeviceLimits`), so CPU tests and the compile gate ask it what a launch on
 an H100 would be; only the launcher reads the limits from torch (`device_limits`). Among
@@ -89,7 +96,7 @@ def device_limits(device: torch.device) -> DeviceLimits:
 
 class Launch(NamedTuple):
     layout: str          # "carry" | "grid" | "solo"
-    grid: tuple          # (programs per batch tile, batch tiles)
+    grid: tuple          # (programs per batch tile, batch tiles, directions per launch)
     BLOCK_B: int
     BLOCK_N: int
     KP: int              # contraction piece (resident) or chunk (streamed)
@@ -100,7 +107,10 @@ class Launch(NamedTuple):
     num_stages: int
     smem_est: int        # estimated shared memory, bytes
     regs_est: int        # estimated registers per thread
-    us_per_step: float   # the latency model's prediction on an H100
+    us_per_step: float   # the latency model's prediction on an H100 (both directions, launches in turn)
+    KR: int = 0          # chunk of the projection's contraction when W_hr is streamed
+    PROJ: bool = False   # LSTM projection (h_t = W_hr m_t, P wide)
+    D: int = 1           # directions of the call: D // grid[2] launches one after the other
 
     @property
     def CARRY(self) -> bool:
@@ -111,8 +121,14 @@ class Launch(NamedTuple):
         return self.grid[0] > 1
 
     def constexprs(self) -> dict:
-        return dict(BLOCK_B=self.BLOCK_B, BLOCK_N=self.BLOCK_N, KP=self.KP, NKP=self.NKP, N_TILES=self.N_TILES,
-                    RESIDENT=self.RESIDENT, CARRY=self.CARRY, BARRIER=self.BARRIER)
+        return dict(BLOCK_B=self.BLOCK_B, BLOCK_N=self.BLOCK_N, KP=self.KP, NKP=self.NKP, KR=self.KR,
+                    N_TILES=self.N_TILES, RESIDENT=self.RESIDENT, CARRY=self.CARRY, BARRIER=self.BARRIER,
+                    PROJ=self.PROJ)
+
+    @property
+    def launches(self) -> int:
+        """Launches per call: 1, or one per direction when the directions run in turn."""
+        return self.D // self.grid[2]
 
 
 def _pow2(n: int, lo: int = 1) -> int:
@@ -154,7 +170,7 @@ CARRY_REG_BASE = 64
 
 
 def resources(cell: str, direction: str, bits: int, block_b: int, block_n: int, kp: int, nkp: int, resident: bool,
-              warps: int, stages: int, carry: bool = False) -> tuple[int, int]:
+              warps: int, stages: int, carry: bool = False, proj: int = 0, kr: int = 0) -> tuple[int, int]:
     """Estimated (shared memory bytes, registers per thread) of one program.
 
     Shared memory: a resident W_hh lives there (Triton hoists its staging out of the
@@ -163,7 +179,9 @@ def resources(cell: str, direction: str, bits: int, block_b: int, block_n: int, 
     accumulator's gate split converts layouts through it, and a streamed chunk of
     W_hh passes through it (times the pipeline stages). Registers: a linear fit in the
     elements per thread of the live pointwise tiles, the accumulator, the staged piece
-    and a streamed chunk (REG_FIT)."""
+    and a streamed chunk (REG_FIT). A projection adds, in carry, the resident W_hr (kp x
+    block_n), m_t staged for its product and the h tile; elsewhere the streamed W_hr chunk
+    (kr wide) with its staged piece, and the tile of h and its product."""
     G, GS = GATES[CELLS[cell]], gate_slots(cell)
     elt = bits // 8
     split = 2 if bits == 32 else 1  # tf32x3 keeps both halves of each fp32 operand
@@ -179,104 +197,126 @@ def resources(cell: str, direction: str, bits: int, block_b: int, block_n: int, 
         chunk = m_rows * kp * split / threads
     live = LIVE_TILES[("rnn" if GS == 1 else cell, direction)]
     if carry:  # no exchange loads: the live tiles and the accumulator (fit to 8 carry compiles)
-        return int(smem), int(CARRY_REG_BASE + (live * block_n + m_rows) * block_b / threads)
+        regs = CARRY_REG_BASE + (live * block_n + m_rows) * block_b / threads
+        if proj:
+            smem += kp * block_n * elt * split + block_n * block_b * 4 * split
+            regs += (kp * block_n * split + 2 * kp * block_b) / threads
+        return int(smem), int(regs)
     f = REG_FIT
     regs = (f["base"] + f["pointwise"] * live * block_n * block_b / threads + f["acc"] * m_rows * block_b / threads
             + f["piece"] * kp * block_b * split / threads + f["chunk"] * chunk)
+    if proj:
+        smem += kr * block_b * 4 * split + max(1, stages) * block_n * kr * elt * split
+        regs += f["pointwise"] * 2 * block_n * block_b / threads
+        if direction == "fwd":  # the W_hr phase runs with the next step's gx already loaded
+            regs += f["piece"] * kr * block_b * split / threads + f["chunk"] * block_n * kr * split / threads
     return int(smem), int(regs)
 
 
-def resident_ok(direction: str, bits: int, H: int, block_b: int) -> bool:
+def resident_ok(direction: str, bits: int, K: int, block_b: int) -> bool:
     """Whether a grid program may keep its W_hh slice resident (compile-gate findings on
     sm_90): only the 16-bit forward, and only while the exchanged vector's pieces staged per
     step stay small (Triton issues all their loads at once). The backward streams W_hh's
     per-gate columns from L1/L2: resident, its G x NKP unrolled pieces spill and take
-    minutes to compile; fp32 (tf32x3 splits of a resident W) spills too."""
-    pieces = resident_pieces(H)
+    minutes to compile; fp32 (tf32x3 splits of a resident W) spills too. K: the
+    contraction's length (P forward)."""
+    pieces = resident_pieces(K)
     return (direction == "fwd" and bits == 16 and pieces is not None
             and pieces[0] * pieces[1] * block_b <= TUNING["resident_staged_max"])
 
 
-def _candidates(cell, B, H, bits, limits: DeviceLimits, direction, layout):
+def _candidates(cell, B, H, bits, limits: DeviceLimits, direction, layout, proj, n_dir):
+    """(layout, grid, BLOCK_B, BLOCK_N, KP, NKP, KR, N_TILES, RESIDENT) of every structure
+    that can run this call, with n_dir directions per launch."""
     t = TUNING
     G, GS = GATES[CELLS[cell]], gate_slots(cell)
+    P = proj or H
+    K = P if direction == "fwd" else H  # W_hh's contraction
     block_bs = sorted({min(_pow2(B, t["block_b_min"]), b) for b in (16, 32, t["block_b_max"])
                        if b >= t["block_b_min"]})
     slots = limits.sms * t["programs_per_sm"]
-    stream_kp = min(t["stream_kp"], _pow2(H, 16))
+    stream_kp = min(t["stream_kp"], _pow2(K, 16))
+    kr = min(t["stream_kp"], _pow2(H if direction == "fwd" else P, 16)) if proj else 0
     for block_b in block_bs:
         n_b = -(-B // block_b)
         if layout == "carry":
-            bn = _pow2(H, 16)
+            bn, kp = _pow2(H, 16), _pow2(P, 16)
             # the LSTM backward's carry tile (four W_hh blocks and ~24 live tiles) spills on
             # sm_90 at every H compiled (33, 128): it exchanges through memory instead
-            # fp32 keeps both tf32x3 halves of the resident W_hh in registers: small ones only
-            small_w = bits == 16 or GS * bn * bn <= 32 * 128
+            # fp32 keeps both tf32x3 halves of the resident W_hh (and W_hr) in registers: small ones only
+            small_w = bits == 16 or GS * bn * kp + (kp * bn if proj else 0) <= 32 * 128
             if bn <= t["carry_max"] and not (cell == "lstm" and direction == "bwd") and small_w:
-                yield "carry", (1, n_b), block_b, bn, bn, 1, 1, True
+                yield "carry", (1, n_b, n_dir), block_b, bn, kp, 1, 0, 1, True
             continue
         for bn in t["block_n"]:
             n_units = -(-H // bn)
             if bn > _pow2(H, 8) or (layout == "grid" and n_units < 2):
                 continue
             if layout == "solo":
-                yield "solo", (1, n_b), block_b, bn, stream_kp, 1, n_units, False
+                yield "solo", (1, n_b, n_dir), block_b, bn, stream_kp, 1, kr, n_units, False
                 continue
-            n_n = min(n_units, slots // n_b)
+            n_n = min(n_units, slots // (n_b * n_dir))  # every direction's programs co-resident
             if n_n < 2:
                 continue
             n_tiles = -(-n_units // n_n)
             n_n = -(-n_units // n_tiles)
-            if n_tiles == 1 and resident_ok(direction, bits, H, block_b):
-                kp, nkp = resident_pieces(H)
-                yield "grid", (n_n, n_b), block_b, bn, kp, nkp, 1, True
-            yield "grid", (n_n, n_b), block_b, bn, stream_kp, 1, n_tiles, False
+            if n_tiles == 1 and resident_ok(direction, bits, K, block_b):
+                kp, nkp = resident_pieces(K)
+                yield "grid", (n_n, n_b, n_dir), block_b, bn, kp, nkp, kr, 1, True
+            yield "grid", (n_n, n_b, n_dir), block_b, bn, stream_kp, 1, kr, n_tiles, False
 
 
 def candidates(cell: str, B: int, H: int, dtype: torch.dtype, limits: DeviceLimits = H100,
-               direction: str = "fwd", layout: str | None = None) -> list:
+               direction: str = "fwd", layout: str | None = None, proj: int = 0, directions: int = 1) -> list:
     """Every configuration the choice code considers for this call that fits the device
     (estimated registers and shared memory), each with its predicted µs per step.
 
     layout None takes TUNING["layout"]: "auto" (on a GPU every layout; under the
-    interpreter carry and solo, never a barrier) or one forced layout."""
+    interpreter carry and solo, never a barrier) or one forced layout. proj: the LSTM
+    projection's size (0: none). directions 2: both directions in one launch, and each
+    configuration also as two launches in turn (its time doubled)."""
     layout = layout or TUNING["layout"]
     if layout not in ("auto",) + LAYOUTS:
         raise ValueError(f"unknown layout {layout!r}; expected auto or one of {', '.join(LAYOUTS)}")
+    if proj and cell != "lstm":
+        raise ValueError(f"a projection (proj_size) applies to the LSTM only, not {cell}")
     bits = torch.finfo(dtype).bits
     G, GS = GATES[CELLS[cell]], gate_slots(cell)
     smem_cap = limits.smem_optin - TUNING["smem_margin"]
     tried = [layout] if layout != "auto" else (["carry", "solo"] if INTERPRET else list(LAYOUTS))
     found = []
-    for name in tried:
-        for lay, grid, block_b, bn, kp, nkp, n_tiles, resident in _candidates(cell, B, H, bits, limits, direction,
-                                                                                name):
-            for warps in (4, 8):
-                stages = TUNING["num_stages"]
-                smem, regs = resources(cell, direction, bits, block_b, bn, kp, nkp, resident, warps, stages,
-                                       lay == "carry")
-                if smem > smem_cap or regs > TUNING["regs_budget"]:
-                    continue
-                m_rows = GS * bn if direction == "fwd" else bn
-                us = model.step_us(lay, grid[0], n_tiles, bn, block_b, GS, kp, nkp, resident, B, H, G, bits,
-                                   direction, uses_wgmma(m_rows, block_b, warps))["total"]
-                found.append(Launch(lay, grid, block_b, bn, kp, nkp, n_tiles, resident, warps, stages, smem, regs,
-                                    us))
-                break  # fewer warps when they fit
+    for n_dir in sorted({directions, 1}, reverse=True):
+        for name in tried:
+            for lay, grid, block_b, bn, kp, nkp, kr, n_tiles, resident in _candidates(
+                    cell, B, H, bits, limits, direction, name, proj, n_dir):
+                for warps in (4, 8):
+                    stages = TUNING["num_stages"]
+                    smem, regs = resources(cell, direction, bits, block_b, bn, kp, nkp, resident, warps, stages,
+                                           lay == "carry", proj, kr)
+                    if smem > smem_cap or regs > TUNING["regs_budget"]:
+                        continue
+                    m_rows = GS * bn if direction == "fwd" else bn
+                    us = model.step_us(lay, grid[0], n_tiles, bn, block_b, GS, kp, nkp, resident, B, H, G, bits,
+                                       direction, uses_wgmma(m_rows, block_b, warps), proj=proj, kr=kr,
+                                       directions=n_dir)["total"] * (directions // n_dir)
+                    found.append(Launch(lay, grid, block_b, bn, kp, nkp, n_tiles, resident, warps, stages, smem, regs,
+                                        us, kr, bool(proj), directions))
+                    break  # fewer warps when they fit
     return found
 
 
 def choose(cell: str, B: int, H: int, dtype: torch.dtype, limits: DeviceLimits = H100, direction: str = "fwd",
-           layout: str | None = None) -> Launch:
+           layout: str | None = None, proj: int = 0, directions: int = 1) -> Launch:
     """The launch of a recurrence of `cell`, batch B, hidden H in `dtype` on a device with
-    `limits`, for the forward or backward kernel ("fwd" | "bwd"): the candidate the
-    latency model predicts fastest (ties: fewer warps, then fewer programs). A forced
+    `limits`, for the forward or backward kernel ("fwd" | "bwd"), with an LSTM projection
+    of size `proj` (0: none) and 1 or 2 directions: the candidate the latency model
+    predicts fastest (ties: fewer warps, then fewer programs, then one launch). A forced
     layout that cannot run here (e.g. carry at a large H) leaves the automatic choice;
     the solo layout always has a candidate, so some launch always fits."""
-    found = candidates(cell, B, H, dtype, limits, direction, layout)
+    found = candidates(cell, B, H, dtype, limits, direction, layout, proj, directions)
     if not found and (layout or TUNING["layout"]) != "auto":
-        found = candidates(cell, B, H, dtype, limits, direction, "auto")
+        found = candidates(cell, B, H, dtype, limits, direction, "auto", proj, directions)
     if not found:
-        raise RuntimeError(f"fusedrnn triton: no configuration fits for {cell} B={B} H={H} {dtype} "
-                           f"({direction}); the tuning table is inconsistent")
-    return min(found, key=lambda c: (c.us_per_step, c.num_warps, c.grid[0] * c.grid[1]))
+        raise RuntimeError(f"fusedrnn triton: no configuration fits for {cell} B={B} H={H} P={proj} D={directions} "
+                           f"{dtype} ({direction}); the tuning table is inconsistent")
+    return min(found, key=lambda c: (c.us_per_step, c.num_warps, c.grid[0] * c.grid[1], c.launches))

@@ -1,12 +1,15 @@
 """Launchers of the fused recurrence kernels (kernels.py) for every cell: buffers, the
 configuration (config.choose on the device's limits), the arguments, the timeout check.
 
-Dimensions: T steps, B batch, H hidden units, G gates, SA fp32 values saved per unit
-and step. `fwd_args` / `bwd_args` build a launch's full argument list from tensors or
+Dimensions: T steps, B batch, H hidden units, P the exchanged state's width (proj_size,
+else H), D directions (h0 (B, P): 1; h0 (D, B, P): D), G gates, SA fp32 values saved per
+unit and step. `fwd_args` / `bwd_args` build a launch's full argument list from tensors or
 stand-ins (`triton.runtime.jit.MockTensor`); the compile gate calls them too, so it
 compiles exactly what these launchers launch.
 """
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import torch
 
@@ -14,21 +17,40 @@ from . import config, kernels, timeouts
 from .cells import CELLS, GATES, SAVED_SLOTS, SAVES_STATE
 
 
-#: bits of the kernels' runtime `flags` argument
-FLAG_BIAS, FLAG_LEN, FLAG_REVERSE, FLAG_SAVE = 1, 2, 4, 8
+#: bits of the kernels' runtime `flags` argument (DIR1: the launch runs direction 1 alone)
+FLAG_BIAS, FLAG_LEN, FLAG_REVERSE, FLAG_SAVE, FLAG_DIR1 = 1, 2, 4, 8, 16
 
 
 def n_gates(cell: str) -> int:
     return GATES[CELLS[cell]]
 
 
-def saved_shapes(cell: str, T: int, B: int, H: int) -> list:
+class Sizes(NamedTuple):
+    T: int
+    B: int
+    H: int
+    P: int
+    D: int
+
+
+def sizes(cell: str, gx: torch.Tensor, h0: torch.Tensor) -> Sizes:
+    """T, B, H, P, D of a call from gx (T, B, D*G*H) and h0 ((B, P) or (D, B, P))."""
+    D = 1 if h0.dim() == 2 else h0.shape[0]
+    T, B, DGH = gx.shape
+    return Sizes(T, B, DGH // (D * n_gates(cell)), h0.shape[-1], D)
+
+
+def saved_shapes(cell: str, T: int, B: int, H: int, proj: bool = False, D: int = 1) -> list:
     """What the forward saves for the backward: activations (T,B,SA*H), then for LSTM/GRU
-    the state entering each step (T,B,H); all fp32."""
+    the state entering each step (T,B,H), then with a projection m_t = o ⊙ tanh(c_t)
+    (T,B,H) for dW_hr; all fp32, each with a leading D when there are two directions."""
     c = CELLS[cell]
-    shapes = [((T, B, SAVED_SLOTS[c] * H), torch.float32)]
+    lead = (D,) if D > 1 else ()
+    shapes = [((*lead, T, B, SAVED_SLOTS[c] * H), torch.float32)]
     if SAVES_STATE[c]:
-        shapes.append(((T, B, H), torch.float32))
+        shapes.append(((*lead, T, B, H), torch.float32))
+    if proj:
+        shapes.append(((*lead, T, B, H), torch.float32))
     return shapes
 
 
@@ -47,6 +69,27 @@ def _require_contiguous(**tensors) -> None:
                                f"{t.stride()}); the kernels read raw memory")
 
 
+#: which shape of contract v2 each checked argument has
+_SHAPE_OF = {"h0": "h", "dhT": "h", "c0": "c", "dcT": "c", "w_hh": "w_hh", "b_hh": "b_hh", "w_hr": "w_hr", "dy": "y",
+             "lengths": "lengths"}
+
+
+def _require_shapes(cell: str, n: Sizes, **tensors) -> None:
+    """Every tensor given has the shape of contract v2 for these sizes (the kernels trust them)."""
+    T, B, H, P, D = n
+    if D not in (1, 2):
+        raise RuntimeError(f"fusedrnn triton: 1 or 2 directions, got {D}")
+    if P != H and tensors.get("w_hr") is None:
+        raise RuntimeError(f"fusedrnn triton: the state is {P} wide but the hidden size is {H} and there is no w_hr")
+    G, lead = n_gates(cell), ((D,) if D > 1 else ())
+    want = dict(h=(*lead, B, P), c=(*lead, B, H), w_hh=(*lead, G * H, P), b_hh=(*lead, G * H), w_hr=(*lead, P, H),
+                y=(T, B, D * P), lengths=(B,))
+    for name, t in tensors.items():
+        if t is not None and tuple(t.shape) != want[_SHAPE_OF[name]]:
+            raise RuntimeError(f"fusedrnn triton: {name} has shape {tuple(t.shape)}, expected "
+                               f"{want[_SHAPE_OF[name]]} (T={T}, B={B}, H={H}, P={P}, D={D})")
+
+
 def _options(launch: config.Launch) -> dict:
     # maxnreg: without a cap in the PTX, ptxas limits itself (~96 registers at 128 threads)
     # and spills; these kernels run one program per SM, so let it use what it needs
@@ -58,24 +101,30 @@ def _prec() -> str:
     return "ieee" if config.INTERPRET else "tf32x3"
 
 
-def fwd_args(cell, launch, gx, w_hh, b_hh, lengths, y, hbuf, cbuf, acts, state, sync, T, B, H, reverse, save,
-             spin_limit=None):
+def _flags(b_hh, lengths, reverse, save, dir1) -> int:
+    return (FLAG_BIAS * (b_hh is not None) + FLAG_LEN * (lengths is not None) + FLAG_REVERSE * bool(reverse)
+            + FLAG_SAVE * bool(save) + FLAG_DIR1 * bool(dir1))
+
+
+def fwd_args(cell, launch, gx, w_hh, b_hh, w_hr, lengths, y, hbuf, cbuf, mbuf, acts, state, sync, n: Sizes, reverse,
+             save, dir1=False, spin_limit=None):
     """(positional args, keyword args) of recurrence_fwd_kernel. Absent optional tensors
     are replaced by stand-ins of the same element type, so the compiled kernel is the same
-    for every flag combination."""
-    args = (gx, w_hh, b_hh if b_hh is not None else w_hh, lengths if lengths is not None else sync, y, hbuf, cbuf,
-            acts, state, sync, T, B, H,
-            FLAG_BIAS * (b_hh is not None) + FLAG_LEN * (lengths is not None) + FLAG_REVERSE * bool(reverse)
-            + FLAG_SAVE * bool(save), spin_limit if spin_limit is not None else config.TUNING["spin_limit"])
+    for every flag combination. dir1: this launch runs direction 1 alone."""
+    args = (gx, w_hh, b_hh if b_hh is not None else w_hh, w_hr if w_hr is not None else w_hh,
+            lengths if lengths is not None else sync, y, hbuf, cbuf, mbuf, acts, state, sync, n.T, n.B, n.H, n.P, n.D,
+            _flags(b_hh, lengths, reverse, save, dir1),
+            spin_limit if spin_limit is not None else config.TUNING["spin_limit"])
     return args, dict(CELL=CELLS[cell], **launch.constexprs(), PREC=_prec(), INTERP=config.INTERPRET,
                       **_options(launch))
 
 
-def bwd_args(cell, launch, dy, w_hh, lengths, acts, state, d_gh, d_gx, dh, dc, sync, T, B, H, reverse,
-             write_dgx, spin_limit=None):
+def bwd_args(cell, launch, dy, w_hh, w_hr, lengths, acts, state, d_gh, d_gx, gbuf, dh, dc, sync, n: Sizes, reverse,
+             write_dgx, dir1=False, spin_limit=None):
     """(positional args, keyword args) of recurrence_bwd_kernel (see fwd_args)."""
-    args = (dy, w_hh, lengths if lengths is not None else sync, acts, state, d_gh, d_gx, dh, dc, sync, T, B, H,
-            FLAG_LEN * (lengths is not None) + FLAG_REVERSE * bool(reverse), spin_limit if spin_limit is not None else config.TUNING["spin_limit"])
+    args = (dy, w_hh, w_hr if w_hr is not None else w_hh, lengths if lengths is not None else sync, acts, state, d_gh,
+            d_gx, gbuf, dh, dc, sync, n.T, n.B, n.H, n.P, n.D, _flags(None, lengths, reverse, False, dir1),
+            spin_limit if spin_limit is not None else config.TUNING["spin_limit"])
     return args, dict(CELL=CELLS[cell], **launch.constexprs(), WRITE_DGX=bool(write_dgx), PREC=_prec(),
                       INTERP=config.INTERPRET, **_options(launch))
 
@@ -85,52 +134,94 @@ def writes_dgx(cell: str, dtype: torch.dtype) -> bool:
     return cell == "gru" or dtype != torch.float32
 
 
-def forward(cell, gx, h0, c0, w_hh, b_hh, lengths, reverse, need_grad):
-    """Launch the forward; returns y (T,B,H), hT (B,H), cT (B,H) or None, saved."""
-    timeouts.check()
-    _require_contiguous(gx=gx, h0=h0, c0=c0, w_hh=w_hh, b_hh=b_hh, lengths=lengths)
+def _launch_all(kernel, launch, what, make_args, dev):
+    """Launch `kernel` for every direction: once with grid axis 2 holding both, or once per
+    direction in turn; each launch gets its own zeroed barrier counters."""
+    for first in range(0, launch.D, launch.grid[2]):
+        sync = timeouts.new_sync(launch.grid[1] * launch.grid[2], dev)
+        args, kw = make_args(sync, first == 1)
+        kernel[launch.grid](*args, **kw)
+        timeouts.after_launch(sync, launch, f"{what} (grid {launch.grid})")
+
+
+def _check_call(cell, gx, h0, lengths, reverse, n: Sizes) -> None:
     if lengths is not None and lengths.dtype != torch.int32:
         raise RuntimeError(f"fusedrnn triton: lengths must be int32, got {lengths.dtype}")
-    T, B, GH = gx.shape
-    H = GH // n_gates(cell)
+    if n.D == 2 and reverse:
+        raise RuntimeError("fusedrnn triton: with two directions `reverse` must be False (direction 1 runs each "
+                           "sequence backward in time)")
+    if gx.shape[2] != n.D * n_gates(cell) * n.H:
+        raise RuntimeError(f"fusedrnn triton: gx has {gx.shape[2]} columns, not a multiple of D*G = "
+                           f"{n.D * n_gates(cell)}")
+
+
+def forward(cell, gx, h0, c0, w_hh, b_hh, lengths, reverse, need_grad, w_hr=None):
+    """Launch the forward; returns y (T,B,D*P), hT and cT (or None) shaped like h0 and c0, saved."""
+    timeouts.check()
+    _require_contiguous(gx=gx, h0=h0, c0=c0, w_hh=w_hh, b_hh=b_hh, w_hr=w_hr, lengths=lengths)
+    n = sizes(cell, gx, h0)
+    _check_call(cell, gx, h0, lengths, reverse, n)
+    _require_shapes(cell, n, h0=h0, c0=c0, w_hh=w_hh, b_hh=b_hh, w_hr=w_hr, lengths=lengths)
+    T, B, H, P, D = n
     dev = gx.device
-    launch = config.choose(cell, B, H, gx.dtype, config.device_limits(dev), "fwd")
-    y = new_out((T, B, H), gx.dtype, dev)
-    hbuf = torch.empty(2, B, H, dtype=torch.float32, device=dev)
-    hbuf[0].copy_(h0)
-    cbuf = c0.to(torch.float32, copy=True) if cell == "lstm" else hbuf
-    saved = tuple(new_out(s, d, dev) for s, d in saved_shapes(cell, T, B, H)) if need_grad else ()
+    launch = config.choose(cell, B, H, gx.dtype, config.device_limits(dev), "fwd",
+                           proj=P if w_hr is not None else 0, directions=D)
+    y = new_out((T, B, D * P), gx.dtype, dev)
+    hbuf = torch.empty(D, 2, B, P, dtype=torch.float32, device=dev)
+    hbuf[:, 0].copy_(h0.view(D, B, P))
+    cbuf = c0.view(D, B, H).to(torch.float32, copy=True) if cell == "lstm" else hbuf
+    saved = tuple(new_out(s, d, dev) for s, d in saved_shapes(cell, T, B, H, w_hr is not None, D)) if need_grad else ()
     acts = saved[0] if saved else hbuf
     state = saved[1] if len(saved) > 1 else hbuf
-    sync = timeouts.new_sync(launch.grid[1], dev)
-    args, kw = fwd_args(cell, launch, gx, w_hh, b_hh, lengths, y, hbuf, cbuf, acts, state, sync, T, B, H, reverse,
-                        need_grad)
-    kernels.recurrence_fwd_kernel[launch.grid](*args, **kw)
-    timeouts.after_launch(sync, launch, f"the {cell} forward (grid {launch.grid})")
-    cT = cbuf.to(gx.dtype, copy=True) if cell == "lstm" else None
-    return y, hbuf[T % 2].to(gx.dtype, copy=True), cT, saved
+    mbuf = hbuf
+    if w_hr is not None:  # m_t: kept for dW_hr, or only exchanged between the phases of a step
+        mbuf = saved[2] if need_grad else torch.empty(D, B, H, dtype=torch.float32, device=dev)
+
+    def make_args(sync, dir1):
+        return fwd_args(cell, launch, gx, w_hh, b_hh, w_hr, lengths, y, hbuf, cbuf, mbuf, acts, state, sync, n,
+                        reverse, need_grad, dir1)
+
+    _launch_all(kernels.recurrence_fwd_kernel, launch, f"the {cell} forward", make_args, dev)
+    cT = cbuf.to(gx.dtype, copy=True).view(c0.shape) if cell == "lstm" else None
+    return y, hbuf[:, T % 2].to(gx.dtype, copy=True).view(h0.shape), cT, saved
 
 
-def backward(cell, dy, dhT, dcT, gx, w_hh, lengths, reverse, saved):
-    """Launch the backward; returns d_gx (T,B,G*H) in gx's dtype, d_gh (T,B,G*H) fp32, dh0, dc0 or None."""
+def backward(cell, dy, dhT, dcT, gx, w_hh, lengths, reverse, saved, w_hr=None):
+    """Launch the backward; returns d_gx (T,B,D*G*H) in gx's dtype, d_gh (T,B,D*G*H) fp32,
+    dh0, dc0 or None (shaped like dhT, dcT), and with w_hr also dW_hr in w_hr's dtype."""
     timeouts.check()
-    _require_contiguous(dy=dy, dhT=dhT, dcT=dcT, gx=gx, w_hh=w_hh, lengths=lengths,
+    _require_contiguous(dy=dy, dhT=dhT, dcT=dcT, gx=gx, w_hh=w_hh, w_hr=w_hr, lengths=lengths,
                         **{f"saved[{i}]": t for i, t in enumerate(saved)})
-    T, B, GH = gx.shape
-    H = GH // n_gates(cell)
+    n = sizes(cell, gx, dhT)
+    _check_call(cell, gx, dhT, lengths, reverse, n)
+    _require_shapes(cell, n, dhT=dhT, dcT=dcT, w_hh=w_hh, w_hr=w_hr, dy=dy, lengths=lengths)
+    T, B, H, P, D = n
     dev = gx.device
-    launch = config.choose(cell, B, H, gx.dtype, config.device_limits(dev), "bwd")
+    proj = w_hr is not None
+    want = saved_shapes(cell, T, B, H, proj, D)
+    if [tuple(t.shape) for t in saved] != [s for s, _ in want]:
+        raise RuntimeError(f"fusedrnn triton: saved tensors of shapes {[tuple(t.shape) for t in saved]}, expected "
+                           f"{[s for s, _ in want]} (from a forward with need_grad and the same arguments)")
+    launch = config.choose(cell, B, H, gx.dtype, config.device_limits(dev), "bwd", proj=P if proj else 0,
+                           directions=D)
     acts = saved[0]
     state = saved[1] if len(saved) > 1 else acts
-    d_gh = new_out((T, B, GH), torch.float32, dev)
+    d_gh = new_out((T, B, D * n_gates(cell) * H), torch.float32, dev)
     write_dgx = writes_dgx(cell, gx.dtype)
-    d_gx = new_out((T, B, GH), gx.dtype, dev) if write_dgx else d_gh
+    d_gx = new_out(d_gh.shape, gx.dtype, dev) if write_dgx else d_gh
     dh = dhT.to(torch.float32, copy=True)
     dc = dcT.to(torch.float32, copy=True) if cell == "lstm" else dh
-    sync = timeouts.new_sync(launch.grid[1], dev)
-    args, kw = bwd_args(cell, launch, dy, w_hh, lengths, acts, state, d_gh, d_gx, dh, dc, sync, T, B, H, reverse,
-                        write_dgx)
-    kernels.recurrence_bwd_kernel[launch.grid](*args, **kw)
-    timeouts.after_launch(sync, launch, f"the {cell} backward (grid {launch.grid})")
+    gbuf = new_out((D, T, B, P), torch.float32, dev) if proj else dh  # the gradient reaching each h_t
+
+    def make_args(sync, dir1):
+        return bwd_args(cell, launch, dy, w_hh, w_hr, lengths, acts, state, d_gh, d_gx, gbuf, dh, dc, sync, n,
+                        reverse, write_dgx, dir1)
+
+    _launch_all(kernels.recurrence_bwd_kernel, launch, f"the {cell} backward", make_args, dev)
     dc0 = dc.to(gx.dtype) if cell == "lstm" else None
-    return d_gx, d_gh, dh.to(gx.dtype), dc0
+    if not proj:
+        return d_gx, d_gh, dh.to(gx.dtype), dc0
+    # dW_hr = Σ_t g_tᵀ m_t: one fp32 GEMM per direction over all steps and rows
+    m = saved[2].view(D, T * B, H)
+    dw_hr = torch.bmm(gbuf.view(D, T * B, P).transpose(1, 2), m).to(w_hr.dtype).view(w_hr.shape)
+    return d_gx, d_gh, dh.to(gx.dtype), dc0, dw_hr

@@ -2,9 +2,10 @@
 columns, the step's product, the gate split, the per-row time index, the output
 rounding and the grid barrier.
 
-Dimensions: T steps, B batch, H hidden units, G gates, GS gate slots stacked on the
-MMA's M side (4, or 1 for the RNN); BLOCK_N units per tile, BLOCK_B batch rows per
-program, KC columns of the contraction per piece/chunk. Pointwise tiles are
+Dimensions: T steps, B batch, H hidden units, P the exchanged state's width (the LSTM
+projection's size, else H), G gates, GS gate slots stacked on the MMA's M side (4, or 1
+for the RNN); BLOCK_N units per tile, BLOCK_B batch rows per program, KC columns of the
+contraction (length K) per piece/chunk. Pointwise tiles are
 (BLOCK_N, BLOCK_B): units down, batch across. Offsets into (rows, cols) arrays are a
 row-offset vector over the batch (int64, already times the row stride) plus a column
 vector over units.
@@ -14,25 +15,26 @@ import triton.language as tl
 
 
 @triton.jit
-def w_rows(p_w, n0, k0, H, G: tl.constexpr, GS: tl.constexpr, BLOCK_N: tl.constexpr, KC: tl.constexpr):
-    """Forward operand: W_hh rows g*H + n0 + i (i < BLOCK_N) of every gate slot g, columns
-    k0..k0+KC, stacked slot-major: (GS*BLOCK_N, KC); rows of missing gates/units and
-    columns >= H are 0. p_w: (G*H, H)."""
+def w_rows(p_w, n0, k0, N, K, G: tl.constexpr, GS: tl.constexpr, BLOCK_N: tl.constexpr, KC: tl.constexpr):
+    """Forward operand of a (G*N, K) weight: rows g*N + n0 + i (i < BLOCK_N) of every gate
+    slot g, columns k0..k0+KC, stacked slot-major: (GS*BLOCK_N, KC); rows of missing
+    gates/units and columns >= K are 0. W_hh is (G*H, P); W_hr is (P, H) with G = GS = 1."""
     o_r = tl.arange(0, GS * BLOCK_N)
     o_g = o_r // BLOCK_N
     o_u = n0 + o_r % BLOCK_N
     o_k = k0 + tl.arange(0, KC)
-    m = ((o_g < G) & (o_u < H))[:, None] & (o_k < H)[None, :]
-    return tl.load(p_w + (o_g * H + o_u)[:, None] * H + o_k[None, :], mask=m, other=0.0)
+    m = ((o_g < G) & (o_u < N))[:, None] & (o_k < K)[None, :]
+    return tl.load(p_w + (o_g * N + o_u)[:, None] * K + o_k[None, :], mask=m, other=0.0)
 
 
 @triton.jit
-def w_cols(p_w, g, o_n, k0, H, KC: tl.constexpr):
-    """Backward operand: W_hh[g*H + k, n] for k in k0..k0+KC as a (BLOCK_N, KC) tile
-    (the transpose of gate g's block, restricted to units o_n). p_w: (G*H, H)."""
+def w_cols(p_w, g, o_n, k0, N, K, KC: tl.constexpr):
+    """Backward operand of a (G*K, N) weight: W[g*K + k, n] for k in k0..k0+KC and the
+    columns o_n (< N) as a (BLOCK_N, KC) tile, the transpose of block g. W_hh is (G*H, P)
+    (K = H, N = P); W_hr is (P, H) (K = P, N = H, g = 0)."""
     o_k = k0 + tl.arange(0, KC)
-    m = (o_n < H)[:, None] & (o_k < H)[None, :]
-    return tl.load(p_w + (g * H + o_k)[None, :] * H + o_n[:, None], mask=m, other=0.0)
+    m = (o_n < N)[:, None] & (o_k < K)[None, :]
+    return tl.load(p_w + (g * K + o_k)[None, :] * N + o_n[:, None], mask=m, other=0.0)
 
 
 @triton.jit
@@ -46,12 +48,12 @@ def stacked_rows(p, n0, H, G: tl.constexpr, GS: tl.constexpr, BLOCK_N: tl.conste
 
 
 @triton.jit
-def cols_T(p_x, o_row, m_b, k0, H, KC: tl.constexpr):
-    """Columns k0..k0+KC of the rows o_row of an fp32 exchange array, transposed: (KC, BLOCK_B).
+def cols_T(p_x, o_row, m_b, k0, K, KC: tl.constexpr):
+    """Columns k0..k0+KC (< K) of the rows o_row of an fp32 exchange array, transposed: (KC, BLOCK_B).
 
     .cg: what other programs wrote this step is read from L2, never from a stale L1 line."""
     o_k = k0 + tl.arange(0, KC)
-    m = (o_k < H)[:, None] & m_b[None, :]
+    m = (o_k < K)[:, None] & m_b[None, :]
     return tl.load(p_x + o_row[None, :] + o_k[:, None], mask=m, other=0.0, cache_modifier=".cg")
 
 

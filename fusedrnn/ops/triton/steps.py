@@ -1,0 +1,192 @@
+"""The per-step pieces of the recurrence kernels (kernels.py): the program's rows and
+direction, W tiles kept on chip, the step's contractions, the pointwise updates with
+what they store, and the LSTM projection's phases.
+
+Dimensions (as in kernels.py): T steps, B batch, H hidden units, P the exchanged state's
+width (proj_size, else H), G gates, GS gate slots on the MMA's M side, SA fp32 values
+saved per unit and step, D directions; BLOCK_B batch rows per program, BLOCK_N units
+(or rows of h) per tile, KP/NKP the contraction pieces of W_hh. Offsets into (rows, cols)
+arrays are a row-offset vector over the batch (int64, times the row stride) plus a
+column vector over units.
+"""
+import triton
+import triton.language as tl
+
+from .cells import cell_bwd, cell_fwd
+from .tiles import cols_T, load_slots, mma, split_slots, step_rows, store_slots, to_out, w_cols, w_rows
+
+
+@triton.jit
+def program_rows(p_len, p_sync, flags, T, B, D, BLOCK_B: tl.constexpr):
+    """This program's batch rows, direction and barrier: the runtime flags (has_bias,
+    reverse, save), the direction d (grid axis 2, or the launch's one direction with
+    FLAG_DIR1; direction 1 runs backward in time), o_b (BLOCK_B,) rows and their mask, each
+    row's length, the barrier counter of this direction and batch tile, the timeout flag."""
+    has_bias, has_len, reverse, save = (flags & 1) != 0, (flags & 2) != 0, (flags & 4) != 0, (flags & 8) != 0
+    d = tl.where(D > 1, tl.program_id(2) + ((flags >> 4) & 1), 0)  # D == 1 (specialised): d folds to 0
+    reverse = reverse != (d == 1)
+    i_b = tl.program_id(1)
+    o_b = i_b * BLOCK_B + tl.arange(0, BLOCK_B)
+    m_b = o_b < B
+    b_len = tl.where(has_len, tl.load(p_len + o_b, mask=m_b & has_len, other=0), T)
+    p_cnt = p_sync + tl.program_id(2) * tl.num_programs(1) + i_b
+    p_err = p_sync + tl.num_programs(2) * tl.num_programs(1)
+    return has_bias, reverse, save, d, o_b, m_b, b_len, p_cnt, p_err
+
+
+@triton.jit
+def unit_tile(tile, o_rows, m_b, N, BLOCK: tl.constexpr):
+    """Rows of tile number `tile` of an (B, N) array: o_n (BLOCK,), the (BLOCK, BLOCK_B)
+    mask and the offsets (o_rows: the batch rows times N)."""
+    o_n = tile * BLOCK + tl.arange(0, BLOCK)
+    return o_n, (o_n < N)[:, None] & m_b[None, :], o_rows[None, :] + o_n[:, None]
+
+
+@triton.jit
+def resident_w_fwd(p_w, n0, N, K, G: tl.constexpr, GS: tl.constexpr, BLOCK_N: tl.constexpr, KP: tl.constexpr,
+                   NKP: tl.constexpr):
+    """The tile's stacked rows of W (G*N, K) as NKP pieces (GS*BLOCK_N, KP), loaded once."""
+    ws = ()
+    for kp in tl.static_range(NKP):
+        ws = ws + (w_rows(p_w, n0, kp * KP, N, K, G, GS, BLOCK_N, KP),)
+    return ws
+
+
+@triton.jit
+def resident_w_bwd(p_w, o_n, N, K, G: tl.constexpr, KP: tl.constexpr, NKP: tl.constexpr):
+    """The tile's columns of W (G*K, N) per gate as G*NKP pieces (BLOCK_N, KP), loaded once."""
+    ws = ()
+    for g in tl.static_range(G):
+        for kp in tl.static_range(NKP):
+            ws = ws + (w_cols(p_w, g, o_n, kp * KP, N, K, KP),)
+    return ws
+
+
+@triton.jit
+def contract_fwd(acc, p_x, o_rx, m_b, p_w, ws, n0, N, K, G: tl.constexpr, GS: tl.constexpr, BLOCK_N: tl.constexpr,
+                 KP: tl.constexpr, NKP: tl.constexpr, RESIDENT: tl.constexpr, PREC: tl.constexpr,
+                 INTERP: tl.constexpr):
+    """acc (GS*BLOCK_N, BLOCK_B) + the stacked rows n0.. of W (G*N, K) x xᵀ (rows o_rx of
+    p_x, K wide): the gates from h_{t-1} (W_hh, K = P) or h_t from m_t (W_hr, K = H)."""
+    if RESIDENT:
+        for kp in tl.static_range(NKP):
+            acc = mma(ws[kp], cols_T(p_x, o_rx, m_b, kp * KP, K, KP), acc, PREC, INTERP)
+    else:
+        for k0 in range(0, K, KP):
+            acc = mma(w_rows(p_w, n0, k0, N, K, G, GS, BLOCK_N, KP), cols_T(p_x, o_rx, m_b, k0, K, KP), acc, PREC,
+                      INTERP)
+    return acc
+
+
+@triton.jit
+def contract_bwd(acc, p_d, o_rd, m_b, p_w, ws, o_n, N, K, G: tl.constexpr, KP: tl.constexpr, NKP: tl.constexpr,
+                 RESIDENT: tl.constexpr, PREC: tl.constexpr, INTERP: tl.constexpr):
+    """acc (BLOCK_N, BLOCK_B) + Σ_g W[g*K:(g+1)*K, o_n]ᵀ x (block g of the rows o_rd of p_d)ᵀ
+    for W (G*K, N): dh_{t-1} from d_gh (W_hh, K = H) or dm_t from dh_t (W_hr, K = P)."""
+    if RESIDENT:
+        for g in tl.static_range(G):
+            for kp in tl.static_range(NKP):
+                acc = mma(ws[g * NKP + kp], cols_T(p_d + g * K, o_rd, m_b, kp * KP, K, KP), acc, PREC, INTERP)
+    else:
+        for g in tl.static_range(G):
+            for k0 in range(0, K, KP):
+                acc = mma(w_cols(p_w, g, o_n, k0, N, K, KP), cols_T(p_d + g * K, o_rd, m_b, k0, K, KP), acc, PREC,
+                          INTERP)
+    return acc
+
+
+@triton.jit
+def fwd_update(CELL: tl.constexpr, acc, bias, x0, x1, x2, x3, h, c, act, o_r, o_n, m, p_y, o_ry, p_acts, p_state, H,
+               save, GS: tl.constexpr, SA: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_B: tl.constexpr,
+               CARRY: tl.constexpr, PROJ: tl.constexpr, INTERP: tl.constexpr):
+    """One tile's pointwise step: gates, the cell, y and what the backward needs; -> (h, c).
+    With PROJ the first value is m_t = o ⊙ tanh(c_t) (0 on inactive rows) and y is the
+    projection's (project_out)."""
+    a0, a1, a2, a3 = split_slots(acc + bias[:, None], GS, BLOCK_N, BLOCK_B)
+    h_new, c_new, s0, s1, s2, s3 = cell_fwd(CELL, x0, x1, x2, x3, a0, a1, a2, a3, h, c)
+    a = act[None, :]
+    if not PROJ:
+        tl.store(p_y + o_ry[None, :] + o_n[:, None], to_out(tl.where(a, h_new, 0.0), p_y, INTERP), mask=m)
+    if save:
+        store_slots(p_acts, o_r * (SA * H), o_n, m, H, SA, s0, s1, s2, s3, INTERP)
+        o_s = (o_r * H)[None, :] + o_n[:, None]
+        if CELL == 0:
+            tl.store(p_state + o_s, c, mask=m)
+        elif CELL == 1:
+            tl.store(p_state + o_s, h, mask=m)
+    if CARRY:  # units past H keep their zero state: here the state is the next product's operand,
+        a = a & m  # and a NaN there (0 x inf from a masked W row) would reach the real units
+    if PROJ:
+        return tl.where(a, h_new, 0.0), tl.where(a, c_new, c)
+    return tl.where(a, h_new, h), tl.where(a, c_new, c)
+
+
+@triton.jit
+def project_out(hp, h, act, o_p, m_p, p_y, o_ry, CARRY: tl.constexpr, INTERP: tl.constexpr):
+    """The projection's step for rows o_p of h: y_t = h_t = (W_hr m_t)[o_p] on active rows (0
+    elsewhere); -> the new state, which rows past their length keep."""
+    a = act[None, :]
+    tl.store(p_y + o_ry[None, :] + o_p[:, None], to_out(tl.where(a, hp, 0.0), p_y, INTERP), mask=m_p)
+    if CARRY:  # rows past P keep their zero: they are the next product's operand
+        a = a & m_p
+    return tl.where(a, hp, h)
+
+
+@triton.jit
+def bwd_saved(p_dy, p_acts, p_state, s, b_len, o_b, m_b, o_n, m, B, H, s_y, reverse, CELL: tl.constexpr,
+              SA: tl.constexpr, PROJ: tl.constexpr):
+    """dy (row stride s_y) and the saved activations/state of loop step s (nothing is read
+    when s < 0). With PROJ dy is 0 here: it enters through the projection (load_dy)."""
+    o_r, _ = step_rows(tl.maximum(s, 0), b_len, o_b, m_b, B, reverse)
+    m = m & (s >= 0)
+    o_s = (o_r * H)[None, :] + o_n[:, None]
+    s0, s1, s2, s3 = load_slots(p_acts, o_r * (SA * H), o_n, m, H, SA)
+    if PROJ:
+        dy = tl.zeros_like(s0)
+    else:
+        dy = tl.load(p_dy + (o_r * s_y)[None, :] + o_n[:, None], mask=m, other=0.0).to(tl.float32)
+    st = dy
+    if CELL < 2:
+        st = tl.load(p_state + o_s, mask=m, other=0.0)
+    return dy, s0, s1, s2, s3, st
+
+
+@triton.jit
+def bwd_update(CELL: tl.constexpr, dh, dc, dy, s0, s1, s2, s3, st, act, o_r, o_n, m, p_dgh, p_dgx, s_g, H,
+               G: tl.constexpr, WRITE_DGX: tl.constexpr, CARRY: tl.constexpr, INTERP: tl.constexpr):
+    """One tile's pointwise backward step: stores d_gh (and d_gx; row stride s_g); returns
+    the h-side gate gradients, the part of dh_{t-1} that bypasses W_hh, and dc_{t-1}.
+    Inactive rows give exact zeros and pass dh, dc through: nothing computed from a padded
+    step leaks."""
+    d0, d1, d2, d3, d2h, dh_direct, dc_prev = cell_bwd(CELL, dh + dy, dc, s0, s1, s2, s3, st)
+    a = act[None, :]
+    if CARRY:  # units past H too: here the gate gradients are the next product's operand
+        a = a & m
+    d0 = tl.where(a, d0, 0.0)
+    d1 = tl.where(a, d1, 0.0)
+    d2 = tl.where(a, d2, 0.0)
+    d3 = tl.where(a, d3, 0.0)
+    d2h = tl.where(a, d2h, 0.0)
+    o_rg = o_r * s_g
+    store_slots(p_dgh, o_rg, o_n, m, H, G, d0, d1, d2h, d3, INTERP)
+    if WRITE_DGX:
+        store_slots(p_dgx, o_rg, o_n, m, H, G, d0, d1, d2, d3, INTERP)
+    return d0, d1, d2h, d3, tl.where(a, dh_direct, dh), tl.where(a, dc_prev, dc)
+
+
+@triton.jit
+def load_dy(p_dy, s, b_len, o_b, m_b, o_p, m_p, B, s_y, reverse):
+    """The projection's backward: dy of loop step s for rows o_p of h (0 when s < 0)."""
+    o_r, _ = step_rows(tl.maximum(s, 0), b_len, o_b, m_b, B, reverse)
+    return tl.load(p_dy + (o_r * s_y)[None, :] + o_p[:, None], mask=m_p & (s >= 0), other=0.0).to(tl.float32)
+
+
+@triton.jit
+def store_grad_h(p_g, dh, dy, s, b_len, o_b, m_b, o_p, m_p, B, P, reverse):
+    """The projection's backward: the gradient reaching h at loop step s (dy and the
+    recurrence's dh; 0 on inactive rows), stored to p_g (T, B, P) at the step's rows; it
+    is both what dW_hr is computed from and what the next phase exchanges. Nothing is
+    stored when s < 0."""
+    o_r, act = step_rows(tl.maximum(s, 0), b_len, o_b, m_b, B, reverse)
+    g = tl.where(act[None, :], dh + dy, 0.0)
+    tl.store(p_g + (o_r * P)[None, :] + o_p[:, None], g, mask=m_p & (s >= 0))

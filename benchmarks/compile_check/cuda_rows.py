@@ -370,3 +370,85 @@ def prediction_table(spec=None) -> str:
         lines.append("| " + " | ".join([r["cell"], str(r["B"]), str(r["H"]), terms(r["fwd"])] + cols
                                        + [terms(r["bwd"])] + colb + colfb) + " |")
     return "\n".join(lines)
+
+
+# --- predictions of the kernel contract v2 (benchmarks/NOTES.md, CUDA section) -------------
+
+ENCODER = dict(B=32, T=512, I=256, H=512, layers=2, dtype="fp16")  # the bidirectional encoder anchor
+PROJ_CASES = ((16, 1024, 256), (64, 1024, 256))  # (B, H, P): the LSTM projection of speech models
+
+
+def _gemm_us(flops: float) -> float:
+    return flops / (GEMM_TFLOPS * 1e6)
+
+
+def _step_us(lim, backward: bool, B: int, H: int, dtype: str, proj: int = 0, directions: int = 1):
+    from fusedrnn import _C  # noqa: PLC0415
+
+    p = _C.plan_for(backward, "lstm", DTYPE_CODES[dtype], B, H, lim, proj=proj, directions=directions)
+    return p["estimate"]["step_us"], p
+
+
+def encoder_prediction(spec=None) -> dict:
+    """The 2-layer bidirectional LSTM encoder (ENCODER) in ms: each layer one launch with both
+    directions (D=2), against the same layers with the directions one after the other (two
+    D=1 launches), from the host plan's step estimates plus the GEMMs outside the loop."""
+    from .rows import H100  # noqa: PLC0415
+
+    lim = limits(spec or H100)
+    e = ENCODER
+    B, T, H, G = e["B"], e["T"], e["H"], 4
+    out = {"fw_d2": 0.0, "fwbw_d2": 0.0, "fw_d1": 0.0, "fwbw_d1": 0.0, "plans": []}
+    for layer in range(e["layers"]):
+        I = e["I"] if layer == 0 else 2 * H
+        gemm_in = _gemm_us(2.0 * T * B * I * 2 * G * H)  # x @ cat(W_ih_fwd, W_ih_bwd)ᵀ, the whole sequence
+        gemm_bw = 2 * gemm_in + _gemm_us(2 * 2.0 * T * B * H * G * H)  # dx, dW_ih; dW_hh of both directions
+        saved = 2 * 5 * B * H * 4 / HBM_BYTES_PER_US  # the training forward also writes the activations
+        for D, key in ((2, "d2"), (1, "d1")):
+            f, pf = _step_us(lim, False, B, H, e["dtype"], directions=D)
+            b, pb = _step_us(lim, True, B, H, e["dtype"], directions=D)
+            turns = 2 // D
+            out["fw_" + key] += (turns * f * T + gemm_in) / 1000
+            out["fwbw_" + key] += (turns * (f + saved / turns + b) * T + gemm_in + gemm_bw) / 1000
+            if D == 2:
+                out["plans"].append((layer, pf, pb))
+    return out
+
+
+def projection_prediction(spec=None) -> list[dict]:
+    """µs per step of the LSTM with a projection (PROJ_CASES, bf16), forward and backward
+    recurrence alone, next to the same H without a projection."""
+    from .rows import H100  # noqa: PLC0415
+
+    lim = limits(spec or H100)
+    rows = []
+    for B, H, P in PROJ_CASES:
+        row = dict(B=B, H=H, P=P)
+        for bwd, d in ((False, "fw"), (True, "bw")):
+            row[d], row[d + "_plan"] = _step_us(lim, bwd, B, H, "bf16", proj=P)
+            row[d + "_noproj"], _ = _step_us(lim, bwd, B, H, "bf16")
+        rows.append(row)
+    return rows
+
+
+def v2_prediction_table(spec=None) -> str:
+    """The markdown tables of the v2 predictions in benchmarks/NOTES.md's CUDA section."""
+    from ..anchors import _MODEL  # noqa: PLC0415
+
+    enc = encoder_prediction(spec)
+    padded = _MODEL["encoder-padded"]  # cuDNN's fastest dtype, fw and fwbw
+    cudnn = {"fw": min(padded[:3]), "fwbw": min(padded[3:])}
+    lines = ["| encoder (2 layers, bidirectional, B32 T512 H512 fp16) | both directions in one launch | "
+             "directions in turn | cuDNN | ratio (one launch) |", "|---|---|---|---|---|"]
+    for k in ("fw", "fwbw"):
+        lines.append(f"| {k} (ms) | {enc[k + '_d2']:.2f} | {enc[k + '_d1']:.2f} | {cudnn[k]:.2f} | "
+                     f"{cudnn[k] / enc[k + '_d2']:.1f}x |")
+    _, pf, pb = enc["plans"][0]
+    lines += ["", f"Per step and layer: forward {pf['estimate']['step_us']:.2f} µs ({_layout_text(pf)}), "
+              f"backward {pb['estimate']['step_us']:.2f} µs ({_layout_text(pb)}).", "",
+              "| LSTM projection, bf16 | fw µs/step | fw without projection | bw µs/step | bw without projection | "
+              "tier fw / bw |", "|---|---|---|---|---|---|"]
+    for r in projection_prediction(spec):
+        lines.append(f"| B{r['B']} H{r['H']} P{r['P']} | {r['fw']:.2f} | {r['fw_noproj']:.2f} | {r['bw']:.2f} | "
+                     f"{r['bw_noproj']:.2f} | {_layout_text(r['fw_plan'])} / {_layout_text(r['bw_plan'])} |")
+    return "\n".join(lines)

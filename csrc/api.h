@@ -92,7 +92,8 @@ inline PlanRequest plan_request(bool backward, Cell cell, DType dtype, int B, in
                                 const Launch& l) {
   PlanRequest r;
   r.backward = backward; r.G = gates(cell); r.S = saved_slots(cell); r.esize = dtype_size(dtype);
-  r.B = B; r.H = H; r.P = proj; r.D = D; r.mode = l.mode; r.units = l.units; r.batch_rows = l.batch_rows; r.passes = l.passes;
+  r.B = B; r.H = H; r.P = proj; r.D = D;
+  r.mode = l.mode; r.units = l.units; r.batch_rows = l.batch_rows; r.passes = l.passes;
   return r;
 }
 // Returns "" or the note of a fallback (AUTO: a refused persistent launch ran per step);

@@ -49,7 +49,8 @@ DeviceLimits limits_from(const py::dict& d) {
   l.sms = get("sms"); l.smem_optin = get("smem_optin"); l.smem_per_sm = get("smem_per_sm");
   l.regs_per_sm = get("regs_per_sm"); l.cc_major = get("cc_major"); l.cc_minor = get("cc_minor");
   l.max_cluster = get("max_cluster"); l.cooperative = get("cooperative");
-  if (l.sms < 1 || l.smem_optin < 1 || l.smem_per_sm < 1) throw std::invalid_argument("fusedrnn._C: plan_for: bad limits");
+  if (l.sms < 1 || l.smem_optin < 1 || l.smem_per_sm < 1)
+    throw std::invalid_argument("fusedrnn._C: plan_for: bad limits");
   return l;
 }
 

@@ -34,8 +34,9 @@ CellStepPlan make_cell_step_plan(const CellStepRequest& r, const DeviceLimits& d
     c.grid_y = (int)cdiv(r.B, NB);
     const long long ctas = (long long)c.grid_x * c.grid_y;
     const double rows = (double)ctas * std::min(NB, r.B) * ((double)r.I + r.H) * r.esize;
-    const long long waves = cdiv(ctas, (long long)dev.sms * kCtasPerSm);
-    const double busy = (double)std::min<long long>(ctas, (long long)dev.sms * kCtasPerSm) / ((double)dev.sms * kCtasPerSm);
+    const long long resident = (long long)dev.sms * kCtasPerSm;
+    const long long waves = cdiv(ctas, resident);
+    const double busy = (double)std::min<long long>(ctas, resident) / (double)resident;
     // weights at HBM speed only if enough CTAs run to keep it busy (assumed: linear in the busy share)
     const double stream = weights * (r.B > NB ? (double)c.grid_y : 1.0) / (kHbmBytesPerUs * std::max(busy, 0.05));
     c.weight_mb = weights / 1e6;
@@ -46,7 +47,8 @@ CellStepPlan make_cell_step_plan(const CellStepRequest& r, const DeviceLimits& d
     }
   }
   char text[160];
-  std::snprintf(text, sizeof text, "%d CTAs of %d unit(s) x %d row(s), %d warp(s) per unit: %.1f MB of weights read once",
+  std::snprintf(text, sizeof text,
+                "%d CTAs of %d unit(s) x %d row(s), %d warp(s) per unit: %.1f MB of weights read once",
                 best.grid_x * best.grid_y, best.UB, best.NB, best.KW, best.weight_mb);
   best.reason = text;
   return best;

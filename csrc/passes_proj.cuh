@@ -154,7 +154,8 @@ struct BwdProjPass {
   __device__ static void load_bias(float*, const Params&, const Layout&, const Cta&) {}
   __device__ static void prefetch_dy(Regs& r, const Params& p, const Cta& c, int i, int s) {
     const int t = time_of(p, s);
-    if (t < r.pp.len[i]) r.dy[i] = to_f(__ldg(p.dy + ((size_t)t * p.B + c.b0 + r.pp.bb[i]) * p.ldy + c.jp0 + r.pp.u[i]));
+    if (t < r.pp.len[i])
+      r.dy[i] = to_f(__ldg(p.dy + ((size_t)t * p.B + c.b0 + r.pp.bb[i]) * p.ldy + c.jp0 + r.pp.u[i]));
   }
   __device__ static void prefetch_saved(Regs& r, const Params& p, const Cta& c, int i, int s) {
     const int t = time_of(p, s);

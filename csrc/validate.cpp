@@ -237,7 +237,8 @@ BackwardArgs make_backward_args(const std::string& cell_s, bool reverse, py::obj
                   wt = parse_tensor(wt_o, "w_hh_t"), len = parse_tensor(len_o, "lengths"),
                   saved = parse_tensor(saved_o, "saved"), dgx = parse_tensor(dgx_o, "d_gx"),
                   dgh = parse_tensor(dgh_o, "d_gh"), dh0 = parse_tensor(dh0_o, "dh0"), dc0 = parse_tensor(dc0_o, "dc0"),
-                  ws = parse_tensor(ws_o, "workspace"), wrt = parse_tensor(wrt_o, "w_hr_t"), dh = parse_tensor(dh_o, "dh");
+                  ws = parse_tensor(ws_o, "workspace"), wrt = parse_tensor(wrt_o, "w_hr_t"),
+                  dh = parse_tensor(dh_o, "dh");
   if (!dy.present) bad("dy is required (got None)");
   if (dy.shape.size() != 3) bad("dy must be 3-D (T, B, D*P), got shape " + shape_str(dy.shape));
   if (!dhT.present) bad("dhT is required (got None)");

@@ -21,27 +21,9 @@ from fusedrnn.ops import GATES, reference
 from fusedrnn.ops import cuda as cuda_ops
 from fusedrnn.ops.common import prev_states, weight_grads
 
-from sanitizer_case import KNOBS as TIER_KNOBS  # noqa: E402  (tests/gpu is on sys.path under pytest)
-from sanitizer_case import TIERS  # noqa: E402
-
-CELLS = tuple(GATES)
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-FLOOR = {torch.float32: 5e-5, torch.float16: 2e-3, torch.bfloat16: 1.6e-2}
-gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
-
-
-@pytest.fixture(autouse=True)
-def loud(monkeypatch):
-    monkeypatch.setenv("FUSEDRNN_CUDA_POISON", "1")
-    monkeypatch.setenv("FUSEDRNN_CUDA_CHECK", "1")
-    monkeypatch.setenv("FUSEDRNN_CUDA_SPIN_LIMIT", str(1 << 27))
-    for k in TIER_KNOBS + ("FUSEDRNN_CUDA_FAKE_LAUNCH_FAILURE",):
-        monkeypatch.delenv(k, raising=False)
-
-
-def use_tier(monkeypatch, tier):
-    for k, v in TIERS[tier].items():
-        monkeypatch.setenv(k, v)
+# the same loud fixture (poison, check, short spin limit), tier knobs and tolerance floors
+from sanitizer_case import TIERS  # noqa: E402  (tests/gpu is on sys.path under pytest)
+from test_cuda_gpu import CELLS, DTYPES, FLOOR, gpu, loud, use_tier  # noqa: E402,F401
 
 
 def make_case(cell, T, B, H, P, D, lengths, seed=0):

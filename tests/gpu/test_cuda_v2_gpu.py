@@ -23,7 +23,7 @@ from fusedrnn.ops.common import prev_states, weight_grads
 
 # the same loud fixture (poison, check, short spin limit), tier knobs and tolerance floors
 from sanitizer_case import TIERS  # noqa: E402  (tests/gpu is on sys.path under pytest)
-from test_cuda_gpu import CELLS, DTYPES, FLOOR, gpu, loud, use_tier  # noqa: E402,F401
+from test_cuda_gpu import CELLS, DTYPES, FLOOR, gpu, loud, lowp_recurrence, use_tier  # noqa: E402,F401
 
 
 def make_case(cell, T, B, H, P, D, lengths, seed=0):
@@ -78,30 +78,6 @@ def grads_of(leaves, outs, probes, names):
     return {n: leaves[n].grad.double() for n in names if leaves[n] is not None}
 
 
-def lowp_step(dtype):
-    """The recurrence entirely in `dtype` (state included): torch.nn's own precision."""
-    def step(cell, gx, h0, c0, w_hh, b_hh, lengths=None, reverse=False, w_hr=None):
-        T = gx.shape[0]
-        h, c, ys = h0, c0, [None] * T
-        for t in (range(T - 1, -1, -1) if reverse else range(T)):
-            if cell == "lstm":
-                hn, cn = reference.lstm_step(gx[t], h, c, w_hh, b_hh, w_hr)
-            elif cell == "gru":
-                hn, cn = reference.gru_step(gx[t], h, w_hh, b_hh), None
-            else:
-                hn, cn = reference.rnn_step(gx[t], h, w_hh, b_hh, relu=cell == "rnn_relu"), None
-            if lengths is None:
-                h, c, ys[t] = hn, cn, hn
-            else:
-                m = (t < lengths.to(gx.device)).unsqueeze(1)
-                h = torch.where(m, hn, h)
-                c = torch.where(m, cn, c) if cn is not None else None
-                ys[t] = torch.where(m, hn, torch.zeros_like(hn))
-        y = torch.stack(ys)
-        return (y, h, c) if cell == "lstm" else (y, h)
-    return step
-
-
 def run_cuda(cell, x, lens, probes, D, dtype):
     """The cuda backend's forward and backward called as the v2 contract says; the weight
     gradients of W_hh/b_hh computed from d_gh the way the caller does (fusedrnn/ops/common.py)."""
@@ -148,7 +124,7 @@ def check_v2(cell, T, B, H, P, D, dtype, lengths, label, seed=0):
     leaves, ref_o = run_reference(cell, x, lens, D)
     ref_g = grads_of(leaves, ref_o, probes, names)
     xl = {n: (t.to(dtype) if t is not None else None) for n, t in x.items()}
-    leaves, base_o = run_reference(cell, xl, lens, D, lowp_step(dtype))
+    leaves, base_o = run_reference(cell, xl, lens, D, lowp_recurrence)
     base_g = grads_of(leaves, base_o, {n: p.to(dtype) for n, p in probes.items()}, names)
     got_o, got_g = run_cuda(cell, x, lens, {n: p for n, p in probes.items()}, D, dtype)
     failures = []

@@ -12,6 +12,11 @@ namespace fusedrnn {
 
 __host__ __device__ constexpr int ceil_div(int a, int b) { return (a + b - 1) / b; }
 
+template <typename T> struct DTypeOf;  // the dtype's name in messages
+template <> struct DTypeOf<float> { static constexpr const char* name = "fp32"; };
+template <> struct DTypeOf<__half> { static constexpr const char* name = "fp16"; };
+template <> struct DTypeOf<__nv_bfloat16> { static constexpr const char* name = "bf16"; };
+
 __device__ __forceinline__ float to_f(float x) { return x; }
 __device__ __forceinline__ float to_f(__half x) { return __half2float(x); }
 __device__ __forceinline__ float to_f(__nv_bfloat16 x) { return __bfloat162float(x); }

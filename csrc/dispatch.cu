@@ -51,6 +51,10 @@ std::string backward(const BackwardArgs& a) {
   return by_cell(a.cell, [&](auto cell) { return backward_cell<decltype(cell)>(a); });
 }
 
+std::string cell_step(const CellStepArgs& a) {
+  return by_cell(a.cell, [&](auto cell) { return cell_step_cell<decltype(cell)>(a); });
+}
+
 namespace {
 
 class CudaRuntime final : public Runtime {

@@ -7,4 +7,5 @@
 namespace fusedrnn {
 template <class Cell> std::string forward_cell(const ForwardArgs& a);
 template <class Cell> std::string backward_cell(const BackwardArgs& a);
+template <class Cell> std::string cell_step_cell(const CellStepArgs& a);
 }  // namespace fusedrnn

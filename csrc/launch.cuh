@@ -80,13 +80,15 @@ inline void configure(Runtime& rt, const void* kernel, int device, const DeviceL
 
 struct Kernels {
   const void* persistent;
-  const void* step;
+  const void* step[kMaxStages];  // the per-step kernels, one per stage (plan.nstep), in order
 };
 
 // Launch `plan` on `l.stream`. pargs: the persistent kernel's arguments; sargs: the step
-// kernel's, whose step index is *s (set here before each of the `steps` launches).
+// kernels', whose geometry *geo, step index *s and direction *d are set here before each of
+// the directions x steps x stages per-step launches.
 inline std::string run(Runtime& rt, const Plan& plan, const Launch& l, const DeviceLimits& dev, const Kernels& k,
-                       void** pargs, void** sargs, int* s, int steps, void* workspace, const std::string& name) {
+                       void** pargs, void** sargs, StepGeometry* geo, int* s, int* d, int directions, int steps,
+                       void* workspace, const std::string& name) {
   if (!plan.ok)
     throw std::runtime_error("fusedrnn._C: " + name + ": the " + mode_name(l.mode) + " mode cannot run: " +
                              plan.reason);
@@ -109,9 +111,18 @@ inline std::string run(Runtime& rt, const Plan& plan, const Launch& l, const Dev
     if (l.mode != Mode::AUTO) fail("the " + what + " failed", err);
     note = "the " + what + " was refused (" + cudaGetErrorName(err) + "); ran the per-step kernels instead";
   }
-  for (*s = 0; *s < steps; ++*s) {
-    err = rt.launch(k.step, plan.step.grid_x, plan.step.grid_y, plan.step.smem, 0, false, stream, sargs);
-    if (err != cudaSuccess) fail("kernel " + name + "_step (step " + std::to_string(*s) + ") failed to launch", err);
+  for (*d = 0; *d < directions; ++*d) {
+    for (*s = 0; *s < steps; ++*s) {
+      for (int kk = 0; kk < plan.nstep; ++kk) {
+        *geo = plan.step[kk];
+        err = rt.launch(k.step[kk], geo->grid_x, geo->grid_y, geo->smem, 0, false, stream, sargs);
+        if (err != cudaSuccess)
+          fail("kernel " + name + "_step" + (plan.nstep > 1 ? std::to_string(kk) : std::string()) + " (step " +
+                   std::to_string(*s) + (directions > 1 ? ", direction " + std::to_string(*d) : std::string()) +
+                   ") failed to launch",
+               err);
+      }
+    }
   }
   return note;
 }

@@ -1,10 +1,20 @@
 // The layout of one persistent launch: computed on the host by make_plan (plan.cpp),
 // passed by value to the kernel (persistent.cuh), so host and device agree by construction.
 //
-// Dimensions: B batch, H hidden units, G gates, U units per CTA, NU CTAs per batch group
-// (unit slices), Hp = U*NU (H padded), BG batch rows per group (multiple of 8), NBG
-// groups, K the contraction (forward Hp: h; backward G*Hp: d_gh, column g*Hp + j),
-// Kp = K padded to a 32-byte k-step, RP weight rows per CTA (multiple of 16).
+// Dimensions: B batch, H hidden units, P the state fed back (proj_size, else H), G gates,
+// D directions, U H-units per CTA, UP P-units per CTA (UP == U without a projection),
+// NU CTAs per batch group (unit slices), Hp = U*NU, Pp = UP*NU (padded), BG batch rows per
+// group (multiple of 8), NBG groups per direction, RP weight rows per CTA (multiple of 16).
+//
+// A step is one or two stages. A stage is one matmul, part = A · Xᵀ, where A is the CTA's
+// weight slice (kept in shared memory for the whole launch) and X the vector the CTAs of a
+// batch group exchanged before it; then a pointwise part that produces the next X.
+//   forward:                 gates = W_hh h          (X = h, P wide)  -> cell -> h (or m)
+//   forward, projection:     + h = W_hr m            (X = m, H wide)  -> y, h
+//   backward:                dh = W_hhᵀ d_gates      (X = d_gates, G*H wide) -> cell bwd -> d_gates
+//   backward, projection:    dh = W_hhᵀ d_gates (P rows) -> dm = W_hrᵀ dh (X = dh, P wide) -> cell bwd
+// X's columns come from the NU producers of the group: producer r contributes nseg segments
+// of cw values each, segment g at column g*cw*NU + r*cw.
 // Plain C++: included by the host compiler (plan.cpp, binding) and by nvcc.
 #pragma once
 
@@ -12,33 +22,48 @@ namespace fusedrnn {
 
 constexpr int kThreads = 256;        // threads per CTA, every kernel
 constexpr int kWarps = kThreads / 32;
-constexpr int kPairsPerThread = 4;   // (unit, batch row) pairs of the pointwise per thread, at most
+constexpr int kPairsPerThread = 4;   // (unit, batch row) pairs of a pointwise per thread, at most
 constexpr int kWarpM = 2;            // m-tiles (16 weight rows) per warp item, at most
 constexpr int kWarpN = 4;            // n-tiles (8 batch rows) per warp item, at most
 constexpr int kStatusWords = 16;     // the error word block at the start of the workspace
 constexpr int kStaticSmemReserve = 1024;  // static smem of the persistent kernel: the plan leaves it free
+constexpr int kMaxStages = 2;
 
 // tiers of the persistent kernel (Mode and Tier share these numbers where they overlap)
 enum class Tier : int { CTA = 1, CLUSTER = 2, GRID = 3, STEP = 4 };
 
-struct Layout {
-  int tier;          // Tier: 1 one CTA per group, 2 a cluster per group, 3 the grid (flags)
-  int U, NU, Hp;     // units per CTA, CTAs per group, U*NU
-  int BG, NBG, Bp;   // rows per group, groups, BG*NBG (rows of the global exchange buffer)
-  int K, Kp;         // contraction and its padded length (elements)
-  int RP;            // weight rows per CTA: round_up(rows_per_unit*U, 16), rows past that zero
-  int lda, ldx;      // row strides (elements) of the weight slice and of the exchanged rows in smem
+struct Stage {
+  int cw, nseg;      // the consumed X: values per producer and segment, segments per producer
+  int rows;          // output units per CTA of this stage (U or UP); A's rows: rows_per_unit * rows
+  int K, Kp;         // contraction nseg*cw*NU and its padded length (a 32-byte k-step multiple)
+  int RP;            // weight rows per CTA, multiple of 16; rows past the real ones are zero
+  int lda, ldx;      // row strides (elements) of the weight slice and of X in smem
   int ldp;           // row stride (floats) of the partial sums part[ks][n][row]
   int KS, WM, WN;    // split-K slices; m-tiles and n-tiles per warp item
-  int ppt;           // pointwise pairs per thread (<= kPairsPerThread)
-  int nx;            // exchanged-row buffers in smem: 2 (tiers 1, 2: rounds s, s+1; tier 3 with NP > 1:
-                     // passes p, p+1), else 1
-  int NP, CPP;       // tier 3: passes per step over K, chunks (U columns of one producer) per pass;
+  int ppt;           // pointwise pairs (unit, batch row) per thread (<= kPairsPerThread)
+  int nx;            // X buffers in smem: 2 (one stage per step on tiers 1, 2: rounds r, r+1;
+                     // tier 3 with NP > 1: passes p, p+1), else 1
+  int NP, CPP;       // tier 3: passes over K per step, chunks (cw columns of one producer) per pass;
                      // a pass copies its chunks while the matmul runs on the previous one
-  int off_a, off_x, off_part, off_bias, off_stage, smem;  // dynamic shared memory (bytes)
+  int off_a, off_x;  // dynamic shared memory (bytes) of A and X
+  int off_out;       // tier 2: this stage's X as it leaves the CTA, (nseg, BG, cw), at off_stage + off_out;
+                     // one per stage, so each keeps zeros where the other stage's layout has values
 };
 
-// The per-step fallback: small CTAs over (units, batch rows), weights read from L2.
+struct Layout {
+  int tier;          // Tier: 1 one CTA per group, 2 a cluster per group, 3 the grid (flags)
+  int U, UP, NU, Hp, Pp;
+  int BG, NBG, Bp;   // rows per group, groups per direction, BG*NBG
+  int D;             // directions: CTAs [d*NBG*NU, (d+1)*NBG*NU) run direction d
+  int nst;           // stages per step (1, or 2 with a projection)
+  int Kx;            // tier 3: row stride (elements) of the global exchange buffer, max Kp
+  Stage st[kMaxStages];
+  int off_bias, off_stage, off_part, smem;  // dynamic shared memory (bytes): bias (fp32, stage 0
+                                            // forward), tier 2's outgoing slices, partial sums
+};
+
+// The per-step fallback: small CTAs over (units, batch rows), weights read from L2; one
+// launch per stage and step, the directions one after the other.
 struct StepGeometry {
   int U;             // units per CTA (4)
   int RP;            // rows of the per-chunk partials: round_up(rows_per_unit*U, 8)

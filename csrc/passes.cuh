@@ -1,76 +1,75 @@
 // The forward and the backward recurrence as the persistent loop (persistent.cuh) sees
 // them: the weight slice each CTA keeps, the state each pointwise thread carries in
 // registers across steps, the loads issued one step ahead (before the step's wait), and
-// the cell step itself (csrc/cells, shared with the host build).
+// the cell step itself (csrc/cells, shared with the host build). One stage per step here;
+// the LSTM with a projection has two (passes_proj.cuh).
 //
-// Dimensions: T steps, B batch, H hidden, G gates, GH = G*H, S saved fp32 values per unit.
-// Step s runs time t = s forward (reverse: T-1-s). The backward has T+1 phases: phase
-// s < T runs forward step t = T-1-s (reverse: t = s); phase T only finishes dh0/dc0.
-// Steps t >= lengths[b] leave the state unchanged, emit zeros and read no input.
+// Dimensions as in params.cuh (P == H here). Step s runs time t = s forward (reverse:
+// T-1-s). The backward has T+1 phases: phase s < T runs forward step t = T-1-s (reverse:
+// t = s); phase T only finishes dh0/dc0. Steps t >= lengths[b] leave the state unchanged,
+// emit zeros and read no input.
+//
+// A pass tells the loop, per step s and stage k: runs(s, k), consumes(s, k) (a matmul over
+// the latest exchange round first), publishes(s, k) (its puts form the next round, which
+// stage (k + 1) % kStages consumes); weights per stage (segments of seg_len elements, the
+// smem column of segment g at g*cw*NU); pointwise(k, ...), which puts round `round`.
 #pragma once
 #include "exchange.cuh"
+#include "params.cuh"
 #include "step_matmul.cuh"
 
 namespace fusedrnn {
 
-// The pointwise pairs of one thread: pair i = threadIdx.x + i*kThreads -> (row bb, unit u).
+// The pointwise pairs of one thread: pair i = threadIdx.x + i*kThreads -> (row bb, unit u)
+// of `width` units per CTA, `count` of them real, `ppt` pairs per thread in use.
 struct PairSlots {
   int bb[kPairsPerThread], u[kPairsPerThread], len[kPairsPerThread];
   bool ok[kPairsPerThread];
-  __device__ void init(const Layout& L, const Cta& c, const int32_t* lengths, int T) {
+  __device__ void init(int width, int count, int ppt, const Cta& c, const int32_t* lengths, int T) {
 #pragma unroll
     for (int i = 0; i < kPairsPerThread; ++i) {
       const int p = threadIdx.x + i * kThreads;
-      bb[i] = p / L.U;
-      u[i] = p % L.U;
-      ok[i] = i < L.ppt && bb[i] < c.nb && u[i] < c.nu;
+      bb[i] = p / width;
+      u[i] = p % width;
+      ok[i] = i < ppt && bb[i] < c.nb && u[i] < count;
       len[i] = (ok[i] && lengths) ? lengths[c.b0 + bb[i]] : T;
     }
   }
-  // offset of pair i in a (B, H) tensor
-  __device__ size_t bj(int i, const Cta& c, int H) const { return (size_t)(c.b0 + bb[i]) * H + c.j0 + u[i]; }
+  // offset of pair i in a (B, N) tensor whose units j0 + u this CTA owns
+  __device__ size_t at(int i, const Cta& c, int N, int j0) const { return (size_t)(c.b0 + bb[i]) * N + j0 + u[i]; }
 };
 
-template <class Cell, typename T>
+__device__ __forceinline__ float nan_f() { return __int_as_float(0x7fc00000); }
+
+template <class C, typename T>
 struct FwdPass {
+  using Cell = C;
   using Elem = T;
+  using Params = FwdParams<T>;
   static constexpr bool kBackward = false, kPublishesInitial = true;
-  static constexpr int G = Cell::G, S = Cell::S, kPublished = 1;
-  struct Params {
-    int steps, B, H, reverse;  // steps = T
-    const T* gx;             // (T, B, G*H) x W_ihᵀ + b_ih
-    const T* h0;             // (B, H)
-    const T* c0;             // (B, H) LSTM only, else null
-    const T* w;              // (G*H, H) W_hh
-    const T* bias;           // (G*H,) b_hh or null
-    const int32_t* lengths;  // (B,) or null
-    T* y;                    // (T, B, H)
-    T* hT;                   // (B, H)
-    T* cT;                   // (B, H) LSTM only
-    float* saved;            // (T, B, S, H) or null when no backward follows
-  };
+  static constexpr int kStages = 1, G = Cell::G, S = Cell::S;
   struct Regs {
     PairSlots p;
     float h[kPairsPerThread], c[kPairsPerThread], gx[kPairsPerThread][G];
   };
 
+  __device__ static Params direction(const Params& p, int d) { return p.direction(d, G, S); }
   __device__ static int steps(const Params& p) { return p.steps; }
-  __device__ static bool consumes(int) { return true; }
+  __device__ static bool runs(const Params&, int, int) { return true; }
+  __device__ static bool consumes(int, int) { return true; }
+  __device__ static bool publishes(const Params& p, int s, int) { return s + 1 < p.steps; }
   __device__ static int time_of(const Params& p, int s) { return p.reverse ? p.steps - 1 - s : s; }
 
   // slice row lr = g*U + u  <-  W_hh row g*H + j0 + u; column k  <-  h_k (k < H)
-  static constexpr int kWeightSegments = 1;
-  __device__ static const T* weights(const Params& p) { return p.w; }
-  __device__ static const T* weight_segment(const Params& p, const Layout& L, const Cta& c, int lr, int) {
+  __device__ static int segments(int) { return 1; }
+  __device__ static int seg_len(const Params& p, int) { return p.P; }
+  __device__ static const T* weights(const Params& p, int) { return p.w; }
+  __device__ static const T* weight_segment(const Params& p, const Layout& L, const Cta& c, int, int lr, int) {
     const int g = lr / L.U, u = lr % L.U;
-    return (g < G && u < c.nu) ? p.w + (size_t)(g * p.H + c.j0 + u) * p.H : nullptr;
-  }
-  __device__ static T weight(const Params& p, const Layout& L, const Cta& c, int lr, int k) {
-    const T* row = weight_segment(p, L, c, lr, 0);
-    return (row != nullptr && k < p.H) ? row[k] : from_f<T>(0.0f);
+    return (g < G && u < c.nu) ? p.w + (size_t)(g * p.H + c.j0 + u) * p.P : nullptr;
   }
   __device__ static void load_bias(float* bias, const Params& p, const Layout& L, const Cta& c) {
-    for (int lr = threadIdx.x; lr < L.RP; lr += kThreads) {
+    for (int lr = threadIdx.x; lr < L.st[0].RP; lr += kThreads) {
       const int g = lr / L.U, u = lr % L.U;
       bias[lr] = (p.bias != nullptr && g < G && u < c.nu) ? to_f(p.bias[g * p.H + c.j0 + u]) : 0.0f;
     }
@@ -78,29 +77,29 @@ struct FwdPass {
   __device__ static void prefetch(Regs& r, const Params& p, const Cta& c, int i, int s) {
     const int t = time_of(p, s);
     if (t < r.p.len[i]) {
-      const T* src = p.gx + ((size_t)t * p.B + c.b0 + r.p.bb[i]) * (G * p.H) + c.j0 + r.p.u[i];
+      const T* src = p.gx + ((size_t)t * p.B + c.b0 + r.p.bb[i]) * p.ldg + c.j0 + r.p.u[i];
 #pragma unroll
       for (int g = 0; g < G; ++g) r.gx[i][g] = to_f(__ldg(src + (size_t)g * p.H));
     }
   }
   template <class X>
   __device__ static void init(Regs& r, const Params& p, const Layout& L, const Cta& c, const X& ex) {
-    r.p.init(L, c, p.lengths, p.steps);
+    r.p.init(L.U, c.nu, L.st[0].ppt, c, p.lengths, p.steps);
 #pragma unroll
     for (int i = 0; i < kPairsPerThread; ++i) {
       r.h[i] = r.c[i] = 0.0f;
       if (!r.p.ok[i]) continue;
-      const size_t bj = r.p.bj(i, c, p.H);
+      const size_t bj = r.p.at(i, c, p.H, c.j0);
       const T h0 = p.h0[bj];
       r.h[i] = to_f(h0);
       if (Cell::HAS_C) r.c[i] = to_f(p.c0[bj]);
-      ex.put(-1, 0, r.p.bb[i], r.p.u[i], h0);
+      ex.put(0, 0, 0, r.p.bb[i], r.p.u[i], h0);
       prefetch(r, p, c, i, 0);
     }
   }
   template <class X>
-  __device__ static void pointwise(Regs& r, const Params& p, const Layout& L, const Cta& c, const X& ex,
-                                   const float* part, const float* bias, int s, bool) {
+  __device__ static void pointwise(int, Regs& r, const Params& p, const Layout& L, const Cta& c, const X& ex,
+                                   const float* part, const float* bias, int s, bool, int round) {
     const int t = time_of(p, s);
     const bool more = s + 1 < p.steps, timed_out = *ex.abort != 0;  // results after a timeout: NaN
 #pragma unroll
@@ -112,20 +111,20 @@ struct FwdPass {
       if (t < r.p.len[i]) {
         float gh[G], sv[S], hn, cn;
 #pragma unroll
-        for (int g = 0; g < G; ++g) gh[g] = bias[g * L.U + u] + part_sum(part, L, bb, g * L.U + u);
+        for (int g = 0; g < G; ++g) gh[g] = bias[g * L.U + u] + part_sum(part, L.st[0], L.BG, bb, g * L.U + u);
         Cell::forward(r.gx[i], gh, r.h[i], r.c[i], &hn, &cn, sv);
         r.h[i] = hn;
         if (Cell::HAS_C) r.c[i] = cn;
         out = hn;
-        if (timed_out) r.h[i] = out = __int_as_float(0x7fc00000);
+        if (timed_out) r.h[i] = out = nan_f();
         if (p.saved != nullptr) {
 #pragma unroll
           for (int q = 0; q < S; ++q) p.saved[(tb * S + q) * p.H + j] = sv[q];
         }
       }
-      p.y[tb * p.H + j] = from_f<T>(out);
+      p.y[tb * p.ldy + j] = from_f<T>(out);
       if (more) {
-        ex.put(s, 0, bb, u, from_f<T>(r.h[i]));
+        ex.put(round, 0, 0, bb, u, from_f<T>(r.h[i]));
         prefetch(r, p, c, i, s + 1);
       }
     }
@@ -134,7 +133,7 @@ struct FwdPass {
 #pragma unroll
     for (int i = 0; i < kPairsPerThread; ++i) {
       if (!r.p.ok[i]) continue;
-      const size_t bj = r.p.bj(i, c, p.H);
+      const size_t bj = r.p.at(i, c, p.H, c.j0);
       p.hT[bj] = from_f<T>(r.h[i]);
       if (Cell::HAS_C) p.cT[bj] = from_f<T>(r.c[i]);
     }
@@ -143,88 +142,75 @@ struct FwdPass {
 
 // The gradient entering h_{t} is dh = dstate (the cell's local part, e.g. GRU's z·dh, or
 // everything past a sequence's end) + d_gh_{t_next} W_hh (the matmul over K = G*Hp).
-template <class Cell, typename T>
+template <class C, typename T>
 struct BwdPass {
+  using Cell = C;
   using Elem = T;
+  using Params = BwdParams<T>;
   static constexpr bool kBackward = true, kPublishesInitial = false;
-  static constexpr int G = Cell::G, S = Cell::S, kPublished = G;
-  struct Params {
-    int steps, B, H, reverse;  // steps = T
-    const T* dy;             // (T, B, H)
-    const T* dhT;            // (B, H)
-    const T* dcT;            // (B, H) LSTM only
-    const T* wt;             // (H, G*H) W_hhᵀ
-    const int32_t* lengths;  // (B,) or null
-    const float* saved;      // (T, B, S, H) from the forward
-    T* d_gx;                 // (T, B, G*H)
-    T* d_gh;                 // (T, B, G*H); == d_gx unless the cell's gradients differ (GRU)
-    T* dh0;                  // (B, H)
-    T* dc0;                  // (B, H) LSTM only
-  };
+  static constexpr int kStages = 1, G = Cell::G, S = Cell::S;
   struct Regs {
     PairSlots p;
     float dh[kPairsPerThread], dc[kPairsPerThread], dy[kPairsPerThread], sv[kPairsPerThread][S];
   };
 
+  __device__ static Params direction(const Params& p, int d) { return p.direction(d, G, S); }
   __device__ static int steps(const Params& p) { return p.steps + 1; }
-  __device__ static bool consumes(int s) { return s >= 1; }
+  __device__ static bool runs(const Params&, int, int) { return true; }
+  __device__ static bool consumes(int s, int) { return s >= 1; }
+  __device__ static bool publishes(const Params& p, int s, int) { return s + 1 < p.steps + 1; }
   __device__ static int time_of(const Params& p, int s) { return p.reverse ? s : p.steps - 1 - s; }
 
   // slice row u  <-  W_hhᵀ row j0 + u; column g*Hp + k  <-  d_gh column g*H + k (k < H)
-  static constexpr int kWeightSegments = G;
-  __device__ static const T* weights(const Params& p) { return p.wt; }
-  __device__ static const T* weight_segment(const Params& p, const Layout&, const Cta& c, int lr, int g) {
+  __device__ static int segments(int) { return G; }
+  __device__ static int seg_len(const Params& p, int) { return p.H; }
+  __device__ static const T* weights(const Params& p, int) { return p.wt; }
+  __device__ static const T* weight_segment(const Params& p, const Layout&, const Cta& c, int, int lr, int g) {
     return lr < c.nu ? p.wt + (size_t)(c.j0 + lr) * (G * p.H) + (size_t)g * p.H : nullptr;
-  }
-  __device__ static T weight(const Params& p, const Layout& L, const Cta& c, int lr, int k) {
-    const int g = k / L.Hp, kk = k % L.Hp;
-    const T* seg = g < G ? weight_segment(p, L, c, lr, g) : nullptr;
-    return (seg != nullptr && kk < p.H) ? seg[kk] : from_f<T>(0.0f);
   }
   __device__ static void load_bias(float*, const Params&, const Layout&, const Cta&) {}
   __device__ static void prefetch(Regs& r, const Params& p, const Cta& c, int i, int s) {
     const int t = time_of(p, s);
     if (t < r.p.len[i]) {
       const size_t tb = (size_t)t * p.B + c.b0 + r.p.bb[i], j = c.j0 + r.p.u[i];
-      r.dy[i] = to_f(__ldg(p.dy + tb * p.H + j));
+      r.dy[i] = to_f(__ldg(p.dy + tb * p.ldy + j));
 #pragma unroll
       for (int q = 0; q < S; ++q) r.sv[i][q] = __ldg(p.saved + (tb * S + q) * p.H + j);
     }
   }
   template <class X>
   __device__ static void init(Regs& r, const Params& p, const Layout& L, const Cta& c, const X&) {
-    r.p.init(L, c, p.lengths, p.steps);
+    r.p.init(L.U, c.nu, L.st[0].ppt, c, p.lengths, p.steps);
 #pragma unroll
     for (int i = 0; i < kPairsPerThread; ++i) {
       r.dh[i] = r.dc[i] = 0.0f;
       if (!r.p.ok[i]) continue;
-      const size_t bj = r.p.bj(i, c, p.H);
+      const size_t bj = r.p.at(i, c, p.H, c.j0);
       r.dh[i] = to_f(p.dhT[bj]);
       if (Cell::HAS_C) r.dc[i] = to_f(p.dcT[bj]);
       prefetch(r, p, c, i, 0);
     }
   }
   template <class X>
-  __device__ static void pointwise(Regs& r, const Params& p, const Layout& L, const Cta& c, const X& ex,
-                                   const float* part, const float*, int s, bool consumed) {
-    const int GH = G * p.H;
+  __device__ static void pointwise(int, Regs& r, const Params& p, const Layout& L, const Cta& c, const X& ex,
+                                   const float* part, const float*, int s, bool consumed, int round) {
     const bool split = p.d_gh != p.d_gx, timed_out = *ex.abort != 0;  // results after a timeout: NaN
 #pragma unroll
     for (int i = 0; i < kPairsPerThread; ++i) {
       if (!r.p.ok[i]) continue;
       const int bb = r.p.bb[i], u = r.p.u[i], j = c.j0 + u;
-      float dh = r.dh[i] + (consumed ? part_sum(part, L, bb, u) : 0.0f);
-      if (timed_out) dh = __int_as_float(0x7fc00000);
+      float dh = r.dh[i] + (consumed ? part_sum(part, L.st[0], L.BG, bb, u) : 0.0f);
+      if (timed_out) dh = nan_f();
       if (s == p.steps) {  // the last phase: what reaches h0 and c0
-        const size_t bj = r.p.bj(i, c, p.H);
+        const size_t bj = r.p.at(i, c, p.H, c.j0);
         p.dh0[bj] = from_f<T>(dh);
         if (Cell::HAS_C) p.dc0[bj] = from_f<T>(r.dc[i]);
         continue;
       }
       const int t = time_of(p, s);
       const size_t tb = (size_t)t * p.B + c.b0 + bb;
-      T* pgx = p.d_gx + tb * GH + j;
-      T* pgh = p.d_gh + tb * GH + j;
+      T* pgx = p.d_gx + tb * p.ldg + j;
+      T* pgh = p.d_gh + tb * p.ldg + j;
       if (t < r.p.len[i]) {
         dh += r.dy[i];
         float dgx[G], dgh[G], dl, dcp;
@@ -234,7 +220,7 @@ struct BwdPass {
           const T vgh = from_f<T>(dgh[g]);
           pgx[(size_t)g * p.H] = from_f<T>(dgx[g]);
           if (split) pgh[(size_t)g * p.H] = vgh;
-          ex.put(s, g, bb, u, vgh);
+          ex.put(round, 0, g, bb, u, vgh);
         }
         r.dh[i] = dl;
         if (Cell::HAS_C) r.dc[i] = dcp;
@@ -244,7 +230,7 @@ struct BwdPass {
         for (int g = 0; g < G; ++g) {
           pgx[(size_t)g * p.H] = zero;
           if (split) pgh[(size_t)g * p.H] = zero;
-          ex.put(s, g, bb, u, zero);
+          ex.put(round, 0, g, bb, u, zero);
         }
         r.dh[i] = dh;
       }

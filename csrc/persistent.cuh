@@ -1,85 +1,95 @@
 // The persistent recurrence kernel: one launch for the whole sequence, every tier
-// (layout.h, exchange.cuh), both directions (passes.cuh).
+// (layout.h, exchange.cuh), both passes (passes.cuh, passes_proj.cuh), both directions.
 //
-// Grid: NBG batch groups x NU CTAs (unit slices); CTA (bg, rank) owns units
-// [rank*U, rank*U + U) of batch rows [bg*BG, bg*BG + BG) and keeps the weights of its
-// units in shared memory for the whole launch. Per step s:
-//   consume X_s (tier 1: nothing; 2: cluster barrier; 3: flags + cp.async, streamed in
-//   passes) -> tensor-core matmul into part -> __syncthreads
-//   -> pointwise: cell step in registers, outputs, put X_{s+1}, loads for step s+1
-//   -> publish X_{s+1}.
-// Shared memory: A (RP, lda) weights | X (nx, BG, ldx) | bias (RP) fp32 | stage | part.
+// Grid: D directions x NBG batch groups x NU CTAs (unit slices); CTA (d, bg, rank) runs
+// direction d for batch rows [bg*BG, bg*BG + BG) and owns units [rank*U, rank*U + U)
+// (P-units [rank*UP, ...) with a projection); it keeps the weights of its units in shared
+// memory for the whole launch. Per step s and stage k:
+//   consume the latest round (tier 1: nothing; 2: cluster barrier; 3: flags + cp.async,
+//   streamed in passes) -> tensor-core matmul into part -> __syncthreads
+//   -> pointwise: cell step (or projection) in registers, outputs, puts of the next round,
+//   loads for the next step -> publish the round.
+// Shared memory: A_k (RP, lda) weights | X_k (nx, BG, ldx) | bias (RP_0) fp32 | stage | part.
 #pragma once
 #include "passes.cuh"
 
 namespace fusedrnn {
 
-// The CTA's weight slice into smem, once. When the rows of W_hh are 16-byte multiples (H*e),
-// zero the slice, then copy each row segment with 16-byte cp.async (all in flight at once);
-// otherwise (odd H, or a weight view off 16-byte alignment) element by element.
+// Stage k's weight slice into smem, once. When every segment is a 16-byte multiple and the
+// weights 16-byte aligned, zero the slice, then copy each segment with 16-byte cp.async
+// (all in flight at once); otherwise (odd sizes, a weight view off alignment) element by element.
 template <class Pass>
 __device__ __forceinline__ void load_weights(typename Pass::Elem* A, const typename Pass::Params& p,
-                                             const Layout& L, const Cta& c) {
+                                             const Layout& L, const Cta& c, int k) {
   using T = typename Pass::Elem;
   constexpr int kVec = 16 / sizeof(T);
-  if ((p.H * (int)sizeof(T)) % 16 != 0 || reinterpret_cast<uintptr_t>(Pass::weights(p)) % 16 != 0) {
-    const int n = L.RP * L.Kp;
+  const Stage& S = L.st[k];
+  const int len = Pass::seg_len(p, k), nseg = Pass::segments(k), stride = S.cw * L.NU;
+  if ((len * (int)sizeof(T)) % 16 != 0 || reinterpret_cast<uintptr_t>(Pass::weights(p, k)) % 16 != 0) {
+    const int n = S.RP * S.Kp;
     for (int i = threadIdx.x; i < n; i += kThreads) {
-      const int lr = i / L.Kp, k = i % L.Kp;
-      A[(size_t)lr * L.lda + k] = Pass::weight(p, L, c, lr, k);
+      const int lr = i / S.Kp, col = i % S.Kp, g = col / stride, q = col % stride;
+      const T* src = g < nseg ? Pass::weight_segment(p, L, c, k, lr, g) : nullptr;
+      A[(size_t)lr * S.lda + col] = (src != nullptr && q < len) ? src[q] : from_f<T>(0.0f);
     }
     return;
   }
   uint4* z = reinterpret_cast<uint4*>(A);
-  for (int i = threadIdx.x; i < L.RP * L.lda / kVec; i += kThreads) z[i] = make_uint4(0, 0, 0, 0);
+  for (int i = threadIdx.x; i < S.RP * S.lda / kVec; i += kThreads) z[i] = make_uint4(0, 0, 0, 0);
   __syncthreads();
-  const int pr = p.H / kVec, per_row = Pass::kWeightSegments * pr;
-  for (int i = threadIdx.x; i < L.RP * per_row; i += kThreads) {
-    const int lr = i / per_row, seg = (i % per_row) / pr, q = i % pr;
-    const T* src = Pass::weight_segment(p, L, c, lr, seg);
-    if (src != nullptr) cp_async16(A + (size_t)lr * L.lda + seg * L.Hp + q * kVec, src + q * kVec);
+  const int pr = len / kVec, per_row = nseg * pr;
+  for (int i = threadIdx.x; i < S.RP * per_row; i += kThreads) {
+    const int lr = i / per_row, g = (i % per_row) / pr, q = i % pr;
+    const T* src = Pass::weight_segment(p, L, c, k, lr, g);
+    if (src != nullptr) cp_async16(A + (size_t)lr * S.lda + g * stride + q * kVec, src + q * kVec);
   }
   cp_async_wait_all();
 }
 
 template <class Pass>
 __global__ void __launch_bounds__(kThreads, 1)
-persistent_kernel(const typename Pass::Params p, const Layout L, const Workspace ws) {
+persistent_kernel(const typename Pass::Params pa, const Layout L, const Workspace ws) {
   using T = typename Pass::Elem;
+  constexpr int KE = 32 / sizeof(T);
   extern __shared__ __align__(128) unsigned char smem[];
   __shared__ int s_abort;
-  const Cta c = Cta::of(L, p.B, p.H);
-  T* A = reinterpret_cast<T*>(smem + L.off_a);
+  const Cta c = Cta::of(L, pa.B, pa.H, pa.P);
+  const typename Pass::Params p = Pass::direction(pa, c.dir);
   float* part = reinterpret_cast<float*>(smem + L.off_part);
   float* bias = reinterpret_cast<float*>(smem + L.off_bias);
   if (threadIdx.x == 0) s_abort = 0;
-  uint4* zero = reinterpret_cast<uint4*>(smem + L.off_x);  // X, bias and stage: zero padding
-  for (int i = threadIdx.x; i < (L.off_part - L.off_x) / 16; i += kThreads) zero[i] = make_uint4(0, 0, 0, 0);
+  uint4* zero = reinterpret_cast<uint4*>(smem + L.st[0].off_x);  // X, bias and stage: zero padding
+  for (int i = threadIdx.x; i < (L.off_part - L.st[0].off_x) / 16; i += kThreads) zero[i] = make_uint4(0, 0, 0, 0);
   __syncthreads();
-  load_weights<Pass>(A, p, L, c);
+#pragma unroll
+  for (int k = 0; k < Pass::kStages; ++k) load_weights<Pass>(reinterpret_cast<T*>(smem + L.st[k].off_a), p, L, c, k);
   Pass::load_bias(bias, p, L, c);
-  const Exchange<T, Pass::kPublished> ex{L, c, reinterpret_cast<T*>(smem + L.off_x),
-                                         reinterpret_cast<T*>(smem + L.off_stage), ws, &s_abort,
-                                         Pass::kBackward ? 1 : 0};
+  const Exchange<T> ex{L, c, smem, ws, &s_abort, Pass::kBackward ? 1 : 0};
   __syncthreads();
   ex.begin();
   typename Pass::Regs r;
   Pass::init(r, p, L, c, ex);
-  if (Pass::kPublishesInitial) ex.publish(-1);
+  int round = 0;  // exchange rounds published so far
+  if (Pass::kPublishesInitial) ex.publish(round++, 0);
   const int n = Pass::steps(p);
   for (int s = 0; s < n; ++s) {
-    const bool consumed = Pass::consumes(s);
-    if (consumed) {
-      if (L.tier == 3) {
-        ex.stream_multiply(s, A, part);
-      } else {
-        ex.consume(s);
-        step_matmul<T>(A, ex.operand(s), 0, part, L, 0, L.Kp / (32 / (int)sizeof(T)), false);
+#pragma unroll
+    for (int k = 0; k < Pass::kStages; ++k) {
+      if (!Pass::runs(p, s, k)) break;
+      const bool consumed = Pass::consumes(s, k);
+      if (consumed) {
+        const T* A = reinterpret_cast<const T*>(smem + L.st[k].off_a);
+        if (L.tier == 3) {
+          ex.stream_multiply(k, round - 1, s, A, part);
+        } else {
+          ex.consume();
+          step_matmul<T>(A, ex.operand(k, round - 1), 0, part, L.st[k], L.BG, 0, L.st[k].Kp / KE, false);
+        }
+        __syncthreads();
       }
-      __syncthreads();
+      Pass::pointwise(k, r, p, L, c, ex, part, bias, s, consumed, round);
+      if (Pass::publishes(p, s, k)) ex.publish(round++, (k + 1) % Pass::kStages);
     }
-    Pass::pointwise(r, p, L, c, ex, part, bias, s, consumed);
-    if (s + 1 < n) ex.publish(s);
   }
   Pass::finish(r, p, c);
   ex.end();

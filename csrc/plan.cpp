@@ -34,6 +34,7 @@ struct Model {
   double flag_exchange_us = 0.80;    // release store -> L2 -> acquire poll -> copy issued (assumed;
                                      // the measured cooperative grid barrier is 1.12)
   double pointwise_clk = 250;        // the cell's expf/tanhf chain and its stores, per pair round
+  double proj_pointwise_clk = 100;   // the projection's pointwise: a select, stores (assumed)
   double kstep_latency_clk = 24;     // one dependent ldmatrix + mma k-step of a warp
   double launch_us = 3.9;            // one kernel launch (measured), the per-step fallback's floor
   double fma_per_clk = 128;          // fp32 FMA units (the per-step kernel's matmul)
@@ -73,17 +74,43 @@ Split best_split(int MT, int NT, int nk, int esize, int BG, int ldp, long long p
   return best;
 }
 
-StepGeometry step_geometry(int RPU, int B, int H) {
+StepGeometry step_geometry(int RPU, int B, int units) {
   StepGeometry s{};
   s.U = 4;
   s.RP = (int)rup((long long)RPU * s.U, 8);
   s.BC = std::min(B, 32);
   const long long chunks = cdiv(B, s.BC), per_block = cdiv(chunks, 65535);
   s.rows = (int)(per_block * s.BC);
-  s.grid_x = (int)cdiv(H, s.U);
+  s.grid_x = (int)cdiv(units, s.U);
   s.grid_y = (int)cdiv(B, s.rows);
   s.smem = s.BC * s.RP * 4;
   return s;
+}
+
+// The shape of one stage (layout.h): output units per CTA, weight rows per unit, and the
+// consumed X (cw values per producer and segment, nseg segments).
+struct StageShape {
+  int rows, rpu, cw, nseg;
+  bool cell;  // the cell's pointwise (else the projection's: a store and an exchange)
+};
+
+int stage_shapes(const PlanRequest& r, int U, int UP, StageShape* s) {
+  if (!r.backward) {
+    if (r.P == 0) {
+      s[0] = {U, r.G, U, 1, true};
+      return 1;
+    }
+    s[0] = {U, r.G, UP, 1, true};  // gates = W_hh h: G rows per H-unit, h from UP-wide chunks
+    s[1] = {UP, 1, U, 1, false};   // h = W_hr m: one row per P-unit, m from U-wide chunks
+    return 2;
+  }
+  if (r.P == 0) {
+    s[0] = {U, 1, U, r.G, true};
+    return 1;
+  }
+  s[0] = {UP, 1, U, r.G, false};   // dh = W_hhᵀ d_gates: one row per P-unit, G segments of U
+  s[1] = {U, 1, UP, 1, true};      // dm = W_hrᵀ dh: one row per H-unit, dh from UP-wide chunks
+  return 2;
 }
 
 struct Candidate {
@@ -93,71 +120,112 @@ struct Candidate {
   Estimate est;
 };
 
-// Layout, shared memory and estimate of one (tier, U, BG); false (with why) if it cannot run.
+// Layout, shared memory and estimate of one (tier, U, BG, np); false (with why) if it cannot run.
 bool evaluate(const PlanRequest& r, const DeviceLimits& dev, Tier tier, int U, int BG, int np, Candidate* out,
               long long* smem_needed) {
   const int e = r.esize, vec = 16 / e, kstep = 32 / e;
-  const int RPU = r.backward ? 1 : r.G, NPUB = r.backward ? r.G : 1;
   Layout L{};
   L.tier = (int)tier;
   L.U = U;
   L.NU = (int)cdiv(r.H, U);
   L.Hp = U * L.NU;
+  L.UP = r.P > 0 ? (int)rup(cdiv(r.P, L.NU), vec) : U;
+  L.Pp = L.UP * L.NU;
   L.BG = BG;
   L.NBG = (int)cdiv(r.B, BG);
   L.Bp = BG * L.NBG;
-  L.K = r.backward ? r.G * L.Hp : L.Hp;
-  L.Kp = (int)rup(L.K, kstep);
-  L.RP = (int)rup((long long)RPU * U, 16);
-  const int nq = NPUB * L.NU;  // chunks of U columns per exchanged row
-  if (np > 1 && (tier != Tier::GRID || U % kstep != 0)) return false;
-  L.CPP = (int)cdiv(nq, np);
-  L.NP = (int)cdiv(nq, L.CPP);
-  if (L.NP != np) return false;  // the same split as a smaller np
-  L.lda = L.Kp + vec;  // +16 bytes: the 8 rows of an ldmatrix hit distinct banks
-  L.ldx = (L.NP > 1 ? L.CPP * U : L.Kp) + vec;
-  L.ldp = (int)rup(L.RP, 32) + 4;  // accumulator stores of a warp hit distinct banks
-  L.nx = tier == Tier::GRID && L.NP == 1 ? 1 : 2;
-  L.ppt = (int)cdiv((long long)U * std::min(BG, r.B), kThreads);  // pairs of real rows only
+  L.D = r.D;
+  StageShape sh[kMaxStages];
+  L.nst = stage_shapes(r, U, L.UP, sh);
+  if (np > 1 && tier != Tier::GRID) return false;
+  const int rows = std::min(BG, r.B);
+  for (int k = 0; k < L.nst; ++k) {
+    Stage& S = L.st[k];
+    S.cw = sh[k].cw;
+    S.nseg = sh[k].nseg;
+    S.rows = sh[k].rows;
+    S.K = S.nseg * S.cw * L.NU;
+    S.Kp = (int)rup(S.K, kstep);
+    S.RP = (int)rup((long long)sh[k].rpu * S.rows, 16);
+    const int nq = S.nseg * L.NU;  // chunks of cw columns per X row
+    int npk = std::min(np, nq);
+    if (npk > 1 && S.cw % kstep != 0) {
+      if (k == 0) return false;
+      npk = 1;  // a later stage whose chunks are not k-step multiples takes its K in one pass
+    }
+    S.CPP = (int)cdiv(nq, npk);
+    S.NP = (int)cdiv(nq, S.CPP);
+    if (k == 0 && S.NP != np) return false;  // the same split as a smaller np
+    S.lda = S.Kp + vec;  // +16 bytes: the 8 rows of an ldmatrix hit distinct banks
+    S.ldx = (S.NP > 1 ? S.CPP * S.cw : S.Kp) + vec;
+    S.ldp = (int)rup(S.RP, 32) + 4;  // accumulator stores of a warp hit distinct banks
+    // two X buffers where a producer may write round r+1 while a consumer reads round r (one
+    // stage per step, tiers 1 and 2), or where tier 3 streams passes; with two stages a
+    // round's buffer is rewritten only after every CTA has passed the other stage's barrier
+    S.nx = tier == Tier::GRID ? (S.NP > 1 ? 2 : 1) : (L.nst == 1 ? 2 : 1);
+    S.ppt = (int)cdiv((long long)S.rows * rows, kThreads);  // pairs of real rows only
+    L.Kx = std::max(L.Kx, S.Kp);
+  }
   long long off = 0;
   auto region = [&](long long bytes) { const long long at = off; off = rup(off + bytes, 128); return (int)at; };
-  L.off_a = region((long long)L.RP * L.lda * e);
-  L.off_x = region((long long)L.nx * BG * L.ldx * e);
-  L.off_bias = region(r.backward ? 0 : (long long)L.RP * 4);
-  L.off_stage = region(tier == Tier::CLUSTER ? (long long)NPUB * BG * U * e : 0);
+  for (int k = 0; k < L.nst; ++k) L.st[k].off_a = region((long long)L.st[k].RP * L.st[k].lda * e);
+  for (int k = 0; k < L.nst; ++k) L.st[k].off_x = region((long long)L.st[k].nx * BG * L.st[k].ldx * e);
+  L.off_bias = region(r.backward ? 0 : (long long)L.st[0].RP * 4);
+  long long stage_bytes = 0;
+  for (int k = 0; k < L.nst; ++k) {
+    L.st[k].off_out = (int)stage_bytes;
+    stage_bytes += tier == Tier::CLUSTER ? rup((long long)L.st[k].nseg * BG * L.st[k].cw * e, 16) : 0;
+  }
+  L.off_stage = region(stage_bytes);
   L.off_part = (int)off;
-  if (L.ppt > kPairsPerThread) return false;  // more (unit, row) pairs than the threads hold
-  *smem_needed = off + (long long)BG * L.ldp * 4 + kStaticSmemReserve;  // with one split-K slice
+  for (int k = 0; k < L.nst; ++k)
+    if (L.st[k].ppt > kPairsPerThread) return false;  // more (unit, row) pairs than the threads hold
+  long long slice = 0;  // one split-K slice of the partial sums, the larger stage's
+  for (int k = 0; k < L.nst; ++k) slice = std::max(slice, (long long)BG * L.st[k].ldp * 4);
+  *smem_needed = off + slice + kStaticSmemReserve;
   const long long budget = (long long)dev.smem_optin - kStaticSmemReserve - off;
-  const int MT = L.RP / 16, NT = BG / 8, nk = L.Kp / kstep;
-  const Split sp = best_split(MT, NT, nk, e, BG, L.ldp, budget);
-  const long long need = off + (long long)(sp.KS ? sp.KS : 1) * BG * L.ldp * 4;
-  if (sp.KS == 0 || need + kStaticSmemReserve > dev.smem_optin) return false;
-  L.KS = sp.KS; L.WM = sp.WM; L.WN = sp.WN;
+  Split sp[kMaxStages];
+  long long part = 0;
+  for (int k = 0; k < L.nst; ++k) {
+    Stage& S = L.st[k];
+    sp[k] = best_split(S.RP / 16, BG / 8, S.Kp / kstep, e, BG, S.ldp, budget);
+    if (sp[k].KS == 0) return false;
+    S.KS = sp[k].KS; S.WM = sp[k].WM; S.WN = sp[k].WN;
+    part = std::max(part, (long long)S.KS * BG * S.ldp * 4);
+  }
+  const long long need = off + part;
+  if (need + kStaticSmemReserve > dev.smem_optin) return false;
   L.smem = (int)need;
 
-  const int grid = L.NBG * L.NU;
+  const int grid = L.D * L.NBG * L.NU;
   Estimate est;
   const double clk = kModel.clk_per_us;
-  const int rows = std::min(BG, r.B);
   if (tier == Tier::CTA) {
-    est.sync = kModel.cta_sync_us;
-    est.waves = (int)cdiv(L.NBG, dev.sms);
+    est.sync = kModel.cta_sync_us * L.nst;
+    est.waves = (int)cdiv((long long)L.D * L.NBG, dev.sms);
   } else if (tier == Tier::CLUSTER) {
-    est.sync = kModel.cta_sync_us + kModel.cluster_barrier_us;
-    est.exchange = (double)NPUB * rows * U * e * L.NU / kModel.dsmem_bytes_per_clk / clk;
-    est.waves = (int)cdiv(L.NBG, std::max(1, dev.sms / L.NU));
+    est.sync = (kModel.cta_sync_us + kModel.cluster_barrier_us) * L.nst;
+    for (int k = 0; k < L.nst; ++k)
+      est.exchange += (double)L.st[k].nseg * rows * L.st[k].cw * e * L.NU / kModel.dsmem_bytes_per_clk / clk;
+    est.waves = (int)cdiv((long long)L.D * L.NBG, std::max(1, dev.sms / L.NU));
   } else {
-    est.sync = kModel.cta_sync_us + kModel.flag_exchange_us;
-    const double bytes = (double)BG * L.K * e;
-    est.exchange = std::max(bytes / kModel.l2_bytes_per_clk / clk, grid * bytes / kModel.l2_total_bytes_per_us);
+    est.sync = (kModel.cta_sync_us + kModel.flag_exchange_us) * L.nst;
+    for (int k = 0; k < L.nst; ++k) {
+      const double bytes = (double)BG * L.st[k].K * e;
+      est.exchange += std::max(bytes / kModel.l2_bytes_per_clk / clk, grid * bytes / kModel.l2_total_bytes_per_us);
+    }
   }
-  est.compute = sp.cycles / clk + (L.NP - 1) * 2 * kModel.cta_sync_us;
-  est.pointwise = (kModel.pointwise_clk + 40.0 * L.ppt * r.G) / clk;
+  for (int k = 0; k < L.nst; ++k) {
+    est.compute += sp[k].cycles / clk + (L.st[k].NP - 1) * 2 * kModel.cta_sync_us;
+    est.pointwise += sh[k].cell ? (kModel.pointwise_clk + 40.0 * L.st[k].ppt * r.G) / clk
+                                : (kModel.proj_pointwise_clk + 40.0 * L.st[k].ppt) / clk;
+  }
+  const int P = r.P > 0 ? r.P : r.H;
   const double per_step = r.backward
-      ? (double)r.B * r.H * (e + 4.0 * r.S + (double)r.G * e * (r.G == 3 ? 2 : 1))
-      : (double)r.B * r.H * ((double)r.G * e + e);
-  est.io = per_step / kModel.hbm_bytes_per_us;
+      ? (double)r.B * ((double)P * e + 4.0 * r.S * r.H + (double)r.G * r.H * e * (r.G == 3 ? 2 : 1) +
+                       (r.P > 0 ? 4.0 * r.P : 0.0))
+      : (double)r.B * ((double)r.G * r.H * e + (double)P * e);
+  est.io = per_step * L.D / kModel.hbm_bytes_per_us;
   est.step = std::max(est.sync + est.exchange + est.compute + est.pointwise, est.io) * est.waves;
   *out = Candidate{tier, L, grid, est};
   return true;
@@ -166,11 +234,19 @@ bool evaluate(const PlanRequest& r, const DeviceLimits& dev, Tier tier, int U, i
 std::string kb(long long bytes) { return std::to_string((bytes + 1023) / 1024) + " KB"; }
 
 Plan plan_uncached(const PlanRequest& r, const DeviceLimits& dev) {
-  if ((r.G != 1 && r.G != 3 && r.G != 4) || (r.esize != 2 && r.esize != 4) || r.B < 1 || r.H < 1)
+  if ((r.G != 1 && r.G != 3 && r.G != 4) || (r.esize != 2 && r.esize != 4) || r.B < 1 || r.H < 1 ||
+      r.P < 0 || r.P >= r.H || (r.P > 0 && r.G != 4) || (r.D != 1 && r.D != 2))
     throw std::invalid_argument("make_plan: bad request");
   Plan p;
-  const int RPU = r.backward ? 1 : r.G;
-  p.step = step_geometry(RPU, r.B, r.H);
+  const int P = r.P > 0 ? r.P : r.H;
+  {  // the per-step kernels: one per stage, over the stage's output units
+    StageShape sh[kMaxStages];
+    p.nstep = stage_shapes(r, 1, 1, sh);
+    for (int k = 0; k < p.nstep; ++k) {
+      const bool p_units = r.P > 0 && (r.backward ? k == 0 : k == 1);
+      p.step[k] = step_geometry(sh[k].rpu, r.B, p_units ? P : r.H);
+    }
+  }
   const int vec = 16 / r.esize;
 
   const bool auto_like = r.mode == Mode::AUTO || r.mode == Mode::PERSISTENT;
@@ -213,7 +289,8 @@ Plan plan_uncached(const PlanRequest& r, const DeviceLimits& dev) {
           if (t == Tier::CTA && (!want_cta || NU != 1)) continue;
           if (t == Tier::CLUSTER && (!want_cluster || NU > dev.max_cluster || (NU == 1 && r.mode != Mode::CLUSTER)))
             continue;
-          if (t == Tier::GRID && (!want_grid || (NU == 1 && r.mode != Mode::GRID) || NBG * NU > dev.sms)) continue;
+          if (t == Tier::GRID && (!want_grid || (NU == 1 && r.mode != Mode::GRID) || r.D * NBG * NU > dev.sms))
+            continue;
           const int max_np = t == Tier::GRID ? (r.backward ? r.G : 1) * NU : 1;
           for (int np = r.passes > 0 && t == Tier::GRID ? std::min(r.passes, max_np) : 1; np <= max_np; ++np) {
             Candidate c;
@@ -261,30 +338,36 @@ Plan plan_uncached(const PlanRequest& r, const DeviceLimits& dev) {
     p.cluster = best.tier == Tier::CLUSTER ? best.L.NU : 0;
     p.cooperative = best.tier == Tier::GRID;
     p.est = best.est;
-    p.reason = std::string(tier_name(best.tier)) + " tier: W_hh's slice of " + std::to_string(best.L.U) +
-               " units per CTA fits in " + kb(best.L.smem) + " of shared memory; " + std::to_string(best.L.NBG) +
-               " batch group(s) of " + std::to_string(best.L.BG) + " rows";
+    p.reason = std::string(tier_name(best.tier)) + " tier: W_hh's slice" + (r.P > 0 ? " and W_hr's" : "") + " of " +
+               std::to_string(best.L.U) + " units per CTA fits in " + kb(best.L.smem) + " of shared memory; " +
+               std::to_string(best.L.NBG) + " batch group(s) of " + std::to_string(best.L.BG) + " rows" +
+               (r.D > 1 ? " per direction, both directions in one launch" : "");
   } else {
+    // per step and stage: a launch, the weights from L2, the matmul on FMA units; directions in turn
+    const double weights = (double)r.G * r.H * P + (r.P > 0 ? (double)P * r.H : 0.0);
     p.tier = Tier::STEP;
-    p.est.sync = kModel.launch_us;  // per step: a launch, W_hh from L2, the matmul on FMA units
-    p.est.io = (double)r.G * r.H * r.H * r.esize / kModel.l2_total_bytes_per_us;
-    p.est.compute = (double)r.G * r.H * r.H * r.B / (dev.sms * kModel.fma_per_clk) / kModel.clk_per_us;
-    p.est.step = p.est.sync + std::max(p.est.io, p.est.compute);
+    p.est.sync = kModel.launch_us * p.nstep;
+    p.est.io = weights * r.esize / kModel.l2_total_bytes_per_us;
+    p.est.compute = weights * r.B / (dev.sms * kModel.fma_per_clk) / kModel.clk_per_us;
+    p.est.step = (p.est.sync + std::max(p.est.io, p.est.compute)) * r.D;
     p.reason = why;
     p.ok = r.mode == Mode::AUTO || r.mode == Mode::STEP;
   }
-  // workspace: status words | flags (NBG, NU) | xbuf (2, Bp, Kp) | hbuf (2, B, H) | state (2, B, H) fp32
+  // workspace: status words | flags (D, NBG, NU) | xbuf (2, D*Bp, Kx) | hbuf (2, B, P) |
+  // mbuf (B, max(H, P)), with a projection | state (B, P + H) fp32
   const bool grid = p.tier == Tier::GRID;
   long long off = rup(kStatusWords * 4, 256);
   p.off_flags = off;
-  off = rup(off + (grid ? 4LL * p.L.NBG * p.L.NU : 0), 256);
+  off = rup(off + (grid ? 4LL * p.L.D * p.L.NBG * p.L.NU : 0), 256);
   p.off_xbuf = off;
-  off = rup(off + (grid ? 2LL * p.L.Bp * p.L.Kp * r.esize : 0), 256);
+  off = rup(off + (grid ? 2LL * p.L.D * p.L.Bp * p.L.Kx * r.esize : 0), 256);
   p.ws_zeroed = off;
   p.off_hbuf = off;
-  off = rup(off + 2LL * r.B * r.H * r.esize, 256);
+  off = rup(off + 2LL * r.B * P * r.esize, 256);
+  p.off_mbuf = off;
+  off = rup(off + (r.P > 0 ? (long long)r.B * std::max(r.H, P) * r.esize : 0), 256);
   p.off_state = off;
-  p.ws_bytes = rup(off + 2LL * r.B * r.H * 4, 256);
+  p.ws_bytes = rup(off + (long long)r.B * (P + r.H) * 4, 256);
   return p;
 }
 
@@ -313,8 +396,9 @@ const char* mode_name(Mode m) {
 }
 
 Plan make_plan(const PlanRequest& r, const DeviceLimits& d) {
-  using Key = std::tuple<bool, int, int, int, int, int, int, int, int, int, int, int, int, int, int, int, int, int>;
-  const Key key{r.backward, r.G, r.S, r.esize, r.B, r.H, (int)r.mode, r.units, r.batch_rows, r.passes,
+  using Key = std::tuple<bool, int, int, int, int, int, int, int, int, int, int, int, int, int, int, int, int, int,
+                         int, int>;
+  const Key key{r.backward, r.G, r.S, r.esize, r.B, r.H, r.P, r.D, (int)r.mode, r.units, r.batch_rows, r.passes,
                 d.sms, d.smem_optin, d.smem_per_sm, d.regs_per_sm, d.cc_major, d.cc_minor, d.max_cluster,
                 d.cooperative};
   static std::mutex mu;

@@ -27,6 +27,8 @@ struct PlanRequest {
   int G = 1, S = 1;      // gates, fp32 values saved per (t, b, unit)
   int esize = 4;         // bytes per element of the dtype
   int B = 1, H = 1;
+  int P = 0;             // proj_size (LSTM projection: the state fed back is P wide), 0: none
+  int D = 1;             // directions run by one launch (independent CTA groups)
   Mode mode = Mode::AUTO;
   int units = 0;         // force U (units per CTA; rounded up to 16 bytes), 0: choose
   int batch_rows = 0;    // force BG (rows per group; rounded up to 8), 0: choose
@@ -46,9 +48,11 @@ struct Plan {
   int grid = 0;          // CTAs of the persistent launch (NBG * NU)
   int cluster = 0;       // CTAs per cluster (tier 2), else 0
   bool cooperative = false;  // tier 3: launched cooperatively (co-residency is a launch error)
-  StepGeometry step{};   // the per-step fallback, always filled (AUTO falls back to it)
-  // workspace (bytes, one buffer allocated by the caller): status | flags | xbuf | hbuf | state
-  long long ws_bytes = 0, off_flags = 0, off_xbuf = 0, off_hbuf = 0, off_state = 0;
+  StepGeometry step[kMaxStages]{};  // the per-step fallback, always filled (AUTO falls back to it):
+  int nstep = 1;                    // one kernel per stage, launched in order each step
+  // workspace (bytes, one buffer allocated by the caller):
+  //   status | flags (D, NBG, NU) | xbuf (2, D*Bp, Kx) | hbuf (2, B, P) + mbuf (B, max(H, P)) | state (B, P + H) fp32
+  long long ws_bytes = 0, off_flags = 0, off_xbuf = 0, off_hbuf = 0, off_mbuf = 0, off_state = 0;
   long long ws_zeroed = 0;   // bytes at the start the launcher zeroes before every launch
   Estimate est{};
   std::string reason;    // why this tier (for the fallback: why no persistent tier fits)

@@ -1,10 +1,13 @@
 // The per-cell entry points: fill the kernels' parameters from the checked arguments,
-// plan, and hand both kernels (persistent, per-step) to the one launch path (launch.cuh).
+// plan, and hand the kernels (persistent, per-step per stage) to the one launch path
+// (launch.cuh). The LSTM's projection kernels are instantiated by csrc/kernels/lstm.cu only.
 // Instantiated once per cell by csrc/kernels/<cell>.cu (FUSEDRNN_INSTANTIATE).
 #pragma once
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 
+#include "cells/lstm.cuh"
 #include "entry.h"
 #include "launch.cuh"
 #include "persistent.cuh"
@@ -14,11 +17,6 @@ namespace fusedrnn {
 
 constexpr long long kDefaultSpinLimit = 1LL << 32;  // ~2 s of clock cycles before a flag wait reports
 
-template <typename T> struct DTypeOf;
-template <> struct DTypeOf<float> { static constexpr const char* name = "fp32"; };
-template <> struct DTypeOf<__half> { static constexpr const char* name = "fp16"; };
-template <> struct DTypeOf<__nv_bfloat16> { static constexpr const char* name = "bf16"; };
-
 template <class Cell, typename T>
 std::string kernel_name(const char* pass) {
   return std::string(Cell::name) + "_" + pass + "<" + DTypeOf<T>::name + ">";
@@ -26,47 +24,74 @@ std::string kernel_name(const char* pass) {
 
 template <class Params>
 std::string launch_pass(Params p, const Plan& plan, const Launch& l, const DeviceLimits& dev, const Kernels& k,
-                        int steps, void* workspace, long long workspace_bytes, const std::string& name) {
+                        int directions, int steps, void* workspace, long long workspace_bytes,
+                        const std::string& name) {
   if (workspace_bytes < plan.ws_bytes)
     throw std::invalid_argument("fusedrnn._C: " + name + ": the workspace has " + std::to_string(workspace_bytes) +
                                 " bytes, the plan needs " + std::to_string(plan.ws_bytes));
   char* base = static_cast<char*>(workspace);
   Workspace ws{reinterpret_cast<unsigned*>(base), reinterpret_cast<unsigned*>(base + plan.off_flags),
                base + plan.off_xbuf, l.spin_limit > 0 ? l.spin_limit : kDefaultSpinLimit};
-  StepWorkspace sw{base + plan.off_hbuf, reinterpret_cast<float*>(base + plan.off_state)};
+  float* state = reinterpret_cast<float*>(base + plan.off_state);
+  StepWorkspace sw{base + plan.off_hbuf, base + plan.off_mbuf, state, state + (size_t)p.B * p.P};
   Layout L = plan.L;
-  StepGeometry geo = plan.step;
-  int s = 0;
+  StepGeometry geo = plan.step[0];
+  int s = 0, d = 0;
   void* pargs[] = {&p, &L, &ws};
-  void* sargs[] = {&p, &geo, &sw, &s};
-  return run(cuda_runtime(), plan, l, dev, k, pargs, sargs, &s, steps, workspace, name);
+  void* sargs[] = {&p, &geo, &sw, &s, &d};
+  return run(cuda_runtime(), plan, l, dev, k, pargs, sargs, &geo, &s, &d, directions, steps, workspace, name);
 }
 
 template <class Cell, typename T>
 std::string forward_typed(const ForwardArgs& a) {
-  using P = FwdPass<Cell, T>;
-  typename P::Params p{a.T, a.B, a.H, a.reverse ? 1 : 0, static_cast<const T*>(a.gx), static_cast<const T*>(a.h0),
-                       static_cast<const T*>(a.c0), static_cast<const T*>(a.w), static_cast<const T*>(a.bias),
-                       a.lengths, static_cast<T*>(a.y), static_cast<T*>(a.hT), static_cast<T*>(a.cT), a.saved};
+  constexpr int G = Cell::G;
+  const bool proj = a.w_hr != nullptr;
+  FwdParams<T> p{a.T, a.B, a.H, a.P, a.reverse ? 1 : 0, a.D * G * a.H, a.D * a.P,
+                 static_cast<const T*>(a.gx), static_cast<const T*>(a.h0), static_cast<const T*>(a.c0),
+                 static_cast<const T*>(a.w), static_cast<const T*>(a.bias), static_cast<const T*>(a.w_hr),
+                 a.lengths, static_cast<T*>(a.y), static_cast<T*>(a.hT), static_cast<T*>(a.cT), a.saved, a.m};
   const DeviceLimits dev = device_limits(a.launch.device);
-  const Plan plan = make_plan(plan_request(false, a.cell, a.dtype, a.B, a.H, a.launch), dev);
-  const Kernels k{reinterpret_cast<const void*>(&persistent_kernel<P>),
-                  reinterpret_cast<const void*>(&fwd_step_kernel<Cell, T>)};
-  return launch_pass(p, plan, a.launch, dev, k, a.T, a.workspace, a.workspace_bytes, kernel_name<Cell, T>("fwd"));
+  const Plan plan = make_plan(plan_request(false, a.cell, a.dtype, a.B, a.H, proj ? a.P : 0, a.D, a.launch), dev);
+  if constexpr (std::is_same<Cell, LstmCell>::value) {
+    if (proj) {
+      const Kernels k{reinterpret_cast<const void*>(&persistent_kernel<FwdProjPass<T>>),
+                      {reinterpret_cast<const void*>(&fwd_step_kernel<FwdProjPass<T>>),
+                       reinterpret_cast<const void*>(&fwd_proj_step_kernel<T>)}};
+      return launch_pass(p, plan, a.launch, dev, k, a.D, a.T, a.workspace, a.workspace_bytes,
+                         kernel_name<Cell, T>("proj_fwd"));
+    }
+  }
+  if (proj) throw std::invalid_argument("fusedrnn._C: a projection (w_hr) exists only for the lstm cell");
+  const Kernels k{reinterpret_cast<const void*>(&persistent_kernel<FwdPass<Cell, T>>),
+                  {reinterpret_cast<const void*>(&fwd_step_kernel<FwdPass<Cell, T>>), nullptr}};
+  return launch_pass(p, plan, a.launch, dev, k, a.D, a.T, a.workspace, a.workspace_bytes,
+                     kernel_name<Cell, T>("fwd"));
 }
 
 template <class Cell, typename T>
 std::string backward_typed(const BackwardArgs& a) {
-  using P = BwdPass<Cell, T>;
+  constexpr int G = Cell::G;
+  const bool proj = a.wrt != nullptr;
   T* d_gx = static_cast<T*>(a.d_gx);
-  typename P::Params p{a.T, a.B, a.H, a.reverse ? 1 : 0, static_cast<const T*>(a.dy), static_cast<const T*>(a.dhT),
-                       static_cast<const T*>(a.dcT), static_cast<const T*>(a.wt), a.lengths, a.saved, d_gx,
-                       a.d_gh ? static_cast<T*>(a.d_gh) : d_gx, static_cast<T*>(a.dh0), static_cast<T*>(a.dc0)};
+  BwdParams<T> p{a.T, a.B, a.H, a.P, a.reverse ? 1 : 0, a.D * G * a.H, a.D * a.P,
+                 static_cast<const T*>(a.dy), static_cast<const T*>(a.dhT), static_cast<const T*>(a.dcT),
+                 static_cast<const T*>(a.wt), static_cast<const T*>(a.wrt), a.lengths, a.saved, d_gx,
+                 a.d_gh ? static_cast<T*>(a.d_gh) : d_gx, static_cast<T*>(a.dh0), static_cast<T*>(a.dc0), a.dh};
   const DeviceLimits dev = device_limits(a.launch.device);
-  const Plan plan = make_plan(plan_request(true, a.cell, a.dtype, a.B, a.H, a.launch), dev);
-  const Kernels k{reinterpret_cast<const void*>(&persistent_kernel<P>),
-                  reinterpret_cast<const void*>(&bwd_step_kernel<Cell, T>)};
-  return launch_pass(p, plan, a.launch, dev, k, a.T + 1, a.workspace, a.workspace_bytes,
+  const Plan plan = make_plan(plan_request(true, a.cell, a.dtype, a.B, a.H, proj ? a.P : 0, a.D, a.launch), dev);
+  if constexpr (std::is_same<Cell, LstmCell>::value) {
+    if (proj) {
+      const Kernels k{reinterpret_cast<const void*>(&persistent_kernel<BwdProjPass<T>>),
+                      {reinterpret_cast<const void*>(&bwd_proj_dh_step_kernel<T>),
+                       reinterpret_cast<const void*>(&bwd_step_kernel<BwdProjPass<T>>)}};
+      return launch_pass(p, plan, a.launch, dev, k, a.D, a.T + 1, a.workspace, a.workspace_bytes,
+                         kernel_name<Cell, T>("proj_bwd"));
+    }
+  }
+  if (proj) throw std::invalid_argument("fusedrnn._C: a projection (w_hr) exists only for the lstm cell");
+  const Kernels k{reinterpret_cast<const void*>(&persistent_kernel<BwdPass<Cell, T>>),
+                  {reinterpret_cast<const void*>(&bwd_step_kernel<BwdPass<Cell, T>>), nullptr}};
+  return launch_pass(p, plan, a.launch, dev, k, a.D, a.T + 1, a.workspace, a.workspace_bytes,
                      kernel_name<Cell, T>("bwd"));
 }
 
@@ -91,8 +116,11 @@ std::string backward_cell(const BackwardArgs& a) {
 
 }  // namespace fusedrnn
 
+#include "cell_step_launch.cuh"
+
 #define FUSEDRNN_INSTANTIATE(CELL)                                     \
   namespace fusedrnn {                                                 \
   template std::string forward_cell<CELL>(const ForwardArgs&);         \
   template std::string backward_cell<CELL>(const BackwardArgs&);       \
+  template std::string cell_step_cell<CELL>(const CellStepArgs&);      \
   }

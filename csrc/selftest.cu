@@ -65,11 +65,12 @@ std::string launch_once(FakeRuntime& rt, int device, Mode mode, int B, int H, in
   l.device = device;
   l.mode = mode;
   l.fake_launch_failure = fake_failure;
-  const Plan plan = make_plan(plan_request(false, Cell::LSTM, DType::BF16, B, H, l), h100());
+  const Plan plan = make_plan(plan_request(false, Cell::LSTM, DType::BF16, B, H, 0, 1, l), h100());
   rt.log.push_back(std::string("plan ") + tier_name(plan.tier));
-  const Kernels k{&rt.persistent_id, &rt.step_id};
-  int s = 0;
-  return run(rt, plan, l, h100(), k, nullptr, nullptr, &s, T, nullptr, "lstm_fwd<bf16>");
+  const Kernels k{&rt.persistent_id, {&rt.step_id, nullptr}};
+  StepGeometry geo{};
+  int s = 0, d = 0;
+  return run(rt, plan, l, h100(), k, nullptr, nullptr, &geo, &s, &d, 1, T, nullptr, "lstm_fwd<bf16>");
 }
 
 }  // namespace

@@ -1,20 +1,25 @@
-// The per-step fallback (tier 4): one launch per step for sizes whose weights do not fit
-// on chip (or when a persistent launch is refused). Small CTAs over (4 units, batch
-// rows); weights and the exchanged vector read from global memory (L2) by FMA, the
-// matmul and the cell step still fused in one kernel. Any H runs; speed is secondary.
+// The per-step fallback (tier 4): one launch per step and stage for sizes whose weights
+// do not fit on chip (or when a persistent launch is refused); the directions of a
+// two-direction call run one after the other. Small CTAs over (4 units, batch rows);
+// weights and the exchanged vector read from global memory (L2) by FMA, the matmul and
+// the pointwise still fused in one kernel. Any H runs; speed is secondary.
 //
-// Dimensions as in passes.cuh. Forward step s reads h_{t-1} from hbuf[s & 1] (h0 at
-// s = 0) and writes hbuf[(s+1) & 1]; backward phase s reads d_gh of the phase before
-// (the output tensor itself). fp32 h/c (dh/dc) live in `state`, each element touched by
-// its owner thread only.
+// Dimensions as in params.cuh. Forward step s reads h_{t-1} from hbuf[s & 1] (h0 at s = 0)
+// and writes hbuf[(s+1) & 1]; with a projection the cell kernel writes m to mbuf and the
+// projection kernel (P-units) reads it. Backward phase s reads d_gh of the phase before
+// (the output tensor itself); with a projection the dh kernel (P-units) writes dh to mbuf
+// and the cell kernel reads it. fp32 state lives in hstate (B, P: h, or the carried dh)
+// and cstate (B, H: c, or dc), each element touched by its owner thread only.
 #pragma once
-#include "passes.cuh"
+#include "passes_proj.cuh"
 
 namespace fusedrnn {
 
 struct StepWorkspace {
-  void* hbuf;     // (2, B, H) dtype: forward h exchanged between launches
-  float* state;   // (2, B, H) fp32: h and c (backward: dh and dc)
+  void* hbuf;      // (2, B, P) dtype: forward h exchanged between launches
+  void* mbuf;      // (B, max(H, P)) dtype: m (forward) or dh (backward) between a projection's stages
+  float* hstate;   // (B, P) fp32: h (backward: the carried dh)
+  float* cstate;   // (B, H) fp32: c (backward: dc)
 };
 
 // part[bb][g*U + u] = Σ_k x[bb][k] · w[(g*w_gs + u)*ldw + k]: a warp per (4 rows, unit),
@@ -59,43 +64,48 @@ __device__ void matvec_fma(float* part, const T* x, int ldx, int nb, const T* w,
   }
 }
 
-// The units [j0, j0 + nu) and batch rows [b_lo, b_hi) of one per-step CTA.
+// The units [j0, j0 + nu) of `units` and batch rows [b_lo, b_hi) of one per-step CTA.
 struct StepSlice {
   int j0, nu, b_lo, b_hi;
-  __device__ StepSlice(const StepGeometry& geo, int B, int H)
-      : j0(blockIdx.x * geo.U), nu(min(geo.U, H - j0)), b_lo(blockIdx.y * geo.rows), b_hi(min(B, b_lo + geo.rows)) {}
+  __device__ StepSlice(const StepGeometry& geo, int B, int units)
+      : j0(blockIdx.x * geo.U), nu(min(geo.U, units - j0)), b_lo(blockIdx.y * geo.rows),
+        b_hi(min(B, b_lo + geo.rows)) {}
 };
 
-template <class Cell, typename T>
-__global__ void __launch_bounds__(kThreads)
-fwd_step_kernel(const typename FwdPass<Cell, T>::Params p, const StepGeometry geo, const StepWorkspace ws, int s) {
+// Forward, the cell on the H-units: gates = W_hh h_{t-1} (K = P) -> c, and h (no projection:
+// y, hT, the next h) or m (projection: for the projection kernel).
+template <class Pass>
+__global__ void __launch_bounds__(kThreads, 2)
+fwd_step_kernel(const typename Pass::Params pa, const StepGeometry geo, const StepWorkspace ws, int s, int d) {
+  using T = typename Pass::Elem;
+  using Cell = typename Pass::Cell;
   constexpr int G = Cell::G, S = Cell::S;
+  constexpr bool kProj = Pass::kStages == 2;
   extern __shared__ __align__(128) unsigned char smem[];
   float* part = reinterpret_cast<float*>(smem);
+  const typename Pass::Params p = Pass::direction(pa, d);
   const StepSlice sl(geo, p.B, p.H);
   const int j0 = sl.j0, nu = sl.nu, b_lo = sl.b_lo, b_hi = sl.b_hi;
-  const int t = p.reverse ? p.steps - 1 - s : s, H = p.H;
-  const size_t BH = (size_t)p.B * H;
+  const int t = p.reverse ? p.steps - 1 - s : s, H = p.H, P = p.P;
+  const size_t BP = (size_t)p.B * P;
   const T* hb = static_cast<const T*>(ws.hbuf);
-  const T* src = s == 0 ? p.h0 : hb + (s & 1) * BH;
-  T* dst = static_cast<T*>(ws.hbuf) + ((s + 1) & 1) * BH;
-  float* hstate = ws.state;
-  float* cstate = ws.state + BH;
+  const T* src = s == 0 ? p.h0 : hb + (s & 1) * BP;
+  T* dst = static_cast<T*>(ws.hbuf) + ((s + 1) & 1) * BP;
   for (int b0 = b_lo; b0 < b_hi; b0 += geo.BC) {
     const int nb = min(geo.BC, b_hi - b0);
-    matvec_fma<T, G>(part, src + (size_t)b0 * H, H, nb, p.w + (size_t)j0 * H, H, H, nu, H, geo);
+    matvec_fma<T, G>(part, src + (size_t)b0 * P, P, nb, p.w + (size_t)j0 * P, H, P, nu, P, geo);
     __syncthreads();
     for (int idx = threadIdx.x; idx < nb * nu; idx += kThreads) {
       const int bb = idx / nu, u = idx % nu, b = b0 + bb, j = j0 + u;
       const size_t bj = (size_t)b * H + j, tb = (size_t)t * p.B + b;
-      float h = s == 0 ? to_f(p.h0[bj]) : hstate[bj];
-      float c = Cell::HAS_C ? (s == 0 ? to_f(p.c0[bj]) : cstate[bj]) : 0.0f;
+      float h = kProj ? 0.0f : (s == 0 ? to_f(p.h0[bj]) : ws.hstate[bj]);
+      float c = Cell::HAS_C ? (s == 0 ? to_f(p.c0[bj]) : ws.cstate[bj]) : 0.0f;
       float out = 0.0f;
       if (p.lengths == nullptr || t < p.lengths[b]) {
         float gx[G], gh[G], sv[S], hn, cn;
 #pragma unroll
         for (int g = 0; g < G; ++g) {
-          gx[g] = to_f(p.gx[tb * G * H + g * H + j]);
+          gx[g] = to_f(p.gx[tb * p.ldg + g * H + j]);
           gh[g] = part[bb * geo.RP + g * geo.U + u] + (p.bias ? to_f(p.bias[g * H + j]) : 0.0f);
         }
         Cell::forward(gx, gh, h, c, &hn, &cn, sv);
@@ -107,54 +117,100 @@ fwd_step_kernel(const typename FwdPass<Cell, T>::Params p, const StepGeometry ge
           for (int q = 0; q < S; ++q) p.saved[(tb * S + q) * H + j] = sv[q];
         }
       }
-      p.y[tb * H + j] = from_f<T>(out);
-      hstate[bj] = h;
-      if (Cell::HAS_C) cstate[bj] = c;
-      dst[bj] = from_f<T>(h);
-      if (s == p.steps - 1) {
-        p.hT[bj] = from_f<T>(h);
-        if (Cell::HAS_C) p.cT[bj] = from_f<T>(c);
+      if (Cell::HAS_C) ws.cstate[bj] = c;
+      if (Cell::HAS_C && s == p.steps - 1) p.cT[bj] = from_f<T>(c);
+      if (kProj) {  // m for the projection kernel (zero past the sequence's end: unused there)
+        static_cast<T*>(ws.mbuf)[bj] = from_f<T>(out);
+        if (p.m != nullptr) p.m[tb * H + j] = out;
+        continue;
       }
+      p.y[tb * p.ldy + j] = from_f<T>(out);
+      ws.hstate[bj] = h;
+      dst[bj] = from_f<T>(h);
+      if (s == p.steps - 1) p.hT[bj] = from_f<T>(h);
     }
     __syncthreads();  // part is reused by the next chunk
   }
 }
 
-// Phase s in [0, T]; phase T only finishes dh0/dc0.
-template <class Cell, typename T>
-__global__ void __launch_bounds__(kThreads)
-bwd_step_kernel(const typename BwdPass<Cell, T>::Params p, const StepGeometry geo, const StepWorkspace ws, int s) {
-  constexpr int G = Cell::G, S = Cell::S;
+// Forward, the projection on the P-units: h_t = W_hr m_t (K = H) -> y, hT, the next h.
+template <typename T>
+__global__ void __launch_bounds__(kThreads, 2)
+fwd_proj_step_kernel(const FwdParams<T> pa, const StepGeometry geo, const StepWorkspace ws, int s, int d) {
   extern __shared__ __align__(128) unsigned char smem[];
   float* part = reinterpret_cast<float*>(smem);
+  const FwdParams<T> p = FwdProjPass<T>::direction(pa, d);
+  const StepSlice sl(geo, p.B, p.P);
+  const int j0 = sl.j0, nu = sl.nu, b_lo = sl.b_lo, b_hi = sl.b_hi;
+  const int t = p.reverse ? p.steps - 1 - s : s, H = p.H, P = p.P;
+  T* dst = static_cast<T*>(ws.hbuf) + ((s + 1) & 1) * (size_t)p.B * P;
+  const T* m = static_cast<const T*>(ws.mbuf);
+  for (int b0 = b_lo; b0 < b_hi; b0 += geo.BC) {
+    const int nb = min(geo.BC, b_hi - b0);
+    matvec_fma<T, 1>(part, m + (size_t)b0 * H, H, nb, p.w_hr + (size_t)j0 * H, 0, H, nu, H, geo);
+    __syncthreads();
+    for (int idx = threadIdx.x; idx < nb * nu; idx += kThreads) {
+      const int bb = idx / nu, u = idx % nu, b = b0 + bb, j = j0 + u;
+      const size_t bj = (size_t)b * P + j, tb = (size_t)t * p.B + b;
+      float h = s == 0 ? to_f(p.h0[bj]) : ws.hstate[bj];
+      float out = 0.0f;
+      if (p.lengths == nullptr || t < p.lengths[b]) h = out = part[bb * geo.RP + u];
+      p.y[tb * p.ldy + j] = from_f<T>(out);
+      ws.hstate[bj] = h;
+      dst[bj] = from_f<T>(h);
+      if (s == p.steps - 1) p.hT[bj] = from_f<T>(h);
+    }
+    __syncthreads();
+  }
+}
+
+// Backward phase s in [0, T] on the H-units; phase T only finishes dh0/dc0. No projection:
+// dh = dstate + W_hhᵀ d_gh of phase s - 1 (K = G*H) -> the cell backward. Projection: dm =
+// W_hrᵀ dh (K = P, dh from the dh kernel) -> the cell backward; phase T writes dc0 only.
+template <class Pass>
+__global__ void __launch_bounds__(kThreads, 2)
+bwd_step_kernel(const typename Pass::Params pa, const StepGeometry geo, const StepWorkspace ws, int s, int d) {
+  using T = typename Pass::Elem;
+  using Cell = typename Pass::Cell;
+  constexpr int G = Cell::G, S = Cell::S;
+  constexpr bool kProj = Pass::kStages == 2;
+  extern __shared__ __align__(128) unsigned char smem[];
+  float* part = reinterpret_cast<float*>(smem);
+  const typename Pass::Params p = Pass::direction(pa, d);
   const StepSlice sl(geo, p.B, p.H);
   const int j0 = sl.j0, nu = sl.nu, b_lo = sl.b_lo, b_hi = sl.b_hi;
-  const int H = p.H, GH = G * H;
+  const int H = p.H, GH = G * H, P = p.P;
   const bool first = s == 0, final = s == p.steps, split = p.d_gh != p.d_gx;
   const int t = final ? 0 : (p.reverse ? s : p.steps - 1 - s);
   const int t_prev = p.reverse ? s - 1 : p.steps - s;  // the time of phase s - 1
-  const T* src = first ? nullptr : p.d_gh + (size_t)t_prev * p.B * GH;
-  float* dstate = ws.state;
-  float* cstate = ws.state + (size_t)p.B * H;
+  float* dstate = ws.hstate;
+  float* cstate = ws.cstate;
   for (int b0 = b_lo; b0 < b_hi; b0 += geo.BC) {
     const int nb = min(geo.BC, b_hi - b0);
-    if (!first) matvec_fma<T, 1>(part, src + (size_t)b0 * GH, GH, nb, p.wt + (size_t)j0 * GH, 0, GH, nu, GH, geo);
+    if (kProj && !final) {
+      matvec_fma<T, 1>(part, static_cast<const T*>(ws.mbuf) + (size_t)b0 * P, P, nb, p.wrt + (size_t)j0 * P, 0, P,
+                       nu, P, geo);
+    } else if (!kProj && !first) {
+      matvec_fma<T, 1>(part, p.d_gh + (size_t)t_prev * p.B * p.ldg + (size_t)b0 * p.ldg, p.ldg, nb,
+                       p.wt + (size_t)j0 * GH, 0, GH, nu, GH, geo);
+    }
     __syncthreads();
     for (int idx = threadIdx.x; idx < nb * nu; idx += kThreads) {
       const int bb = idx / nu, u = idx % nu, b = b0 + bb, j = j0 + u;
       const size_t bj = (size_t)b * H + j;
-      float dh = first ? to_f(p.dhT[bj]) : dstate[bj] + part[bb * geo.RP + u];
+      float dh = kProj ? (final ? 0.0f : part[bb * geo.RP + u])
+                       : (first ? to_f(p.dhT[bj]) : dstate[bj] + part[bb * geo.RP + u]);
       const float dc = Cell::HAS_C ? (first ? to_f(p.dcT[bj]) : cstate[bj]) : 0.0f;
       if (final) {
-        p.dh0[bj] = from_f<T>(dh);
+        if (!kProj) p.dh0[bj] = from_f<T>(dh);
         if (Cell::HAS_C) p.dc0[bj] = from_f<T>(dc);
         continue;
       }
       const size_t tb = (size_t)t * p.B + b;
-      T* pgx = p.d_gx + tb * GH + j;
-      T* pgh = p.d_gh + tb * GH + j;
+      T* pgx = p.d_gx + tb * p.ldg + j;
+      T* pgh = p.d_gh + tb * p.ldg + j;
       if (p.lengths == nullptr || t < p.lengths[b]) {
-        dh += to_f(p.dy[tb * H + j]);
+        if (!kProj) dh += to_f(p.dy[tb * p.ldy + j]);
         float sv[S], dgx[G], dgh[G], dl, dcp;
 #pragma unroll
         for (int q = 0; q < S; ++q) sv[q] = p.saved[(tb * S + q) * H + j];
@@ -164,7 +220,7 @@ bwd_step_kernel(const typename BwdPass<Cell, T>::Params p, const StepGeometry ge
           pgx[g * H] = from_f<T>(dgx[g]);
           if (split) pgh[g * H] = from_f<T>(dgh[g]);
         }
-        dstate[bj] = dl;
+        if (!kProj) dstate[bj] = dl;
         if (Cell::HAS_C) cstate[bj] = dcp;
       } else {
 #pragma unroll
@@ -172,9 +228,52 @@ bwd_step_kernel(const typename BwdPass<Cell, T>::Params p, const StepGeometry ge
           pgx[g * H] = from_f<T>(0.0f);
           if (split) pgh[g * H] = from_f<T>(0.0f);
         }
-        dstate[bj] = dh;
+        if (!kProj) dstate[bj] = dh;
         if (Cell::HAS_C) cstate[bj] = dc;
       }
+    }
+    __syncthreads();
+  }
+}
+
+// Backward phase s in [0, T] of a projection, the P-units: dh = dstate + W_hhᵀ d_gates of
+// phase s - 1 (K = G*H) + dy -> mbuf (for the cell kernel) and p.dh (for dW_hr); phase T: dh0.
+template <typename T>
+__global__ void __launch_bounds__(kThreads, 2)
+bwd_proj_dh_step_kernel(const BwdParams<T> pa, const StepGeometry geo, const StepWorkspace ws, int s, int d) {
+  extern __shared__ __align__(128) unsigned char smem[];
+  float* part = reinterpret_cast<float*>(smem);
+  const BwdParams<T> p = BwdProjPass<T>::direction(pa, d);
+  const StepSlice sl(geo, p.B, p.P);
+  const int j0 = sl.j0, nu = sl.nu, b_lo = sl.b_lo, b_hi = sl.b_hi;
+  const int GH = LstmCell::G * p.H, P = p.P;
+  const bool first = s == 0, final = s == p.steps;
+  const int t = final ? 0 : (p.reverse ? s : p.steps - 1 - s);
+  const int t_prev = p.reverse ? s - 1 : p.steps - s;
+  for (int b0 = b_lo; b0 < b_hi; b0 += geo.BC) {
+    const int nb = min(geo.BC, b_hi - b0);
+    if (!first)
+      matvec_fma<T, 1>(part, p.d_gx + (size_t)t_prev * p.B * p.ldg + (size_t)b0 * p.ldg, p.ldg, nb,
+                       p.wt + (size_t)j0 * GH, 0, GH, nu, GH, geo);
+    __syncthreads();
+    for (int idx = threadIdx.x; idx < nb * nu; idx += kThreads) {
+      const int bb = idx / nu, u = idx % nu, b = b0 + bb, j = j0 + u;
+      const size_t bj = (size_t)b * P + j;
+      const float dh = first ? to_f(p.dhT[bj]) : ws.hstate[bj] + part[bb * geo.RP + u];
+      if (final) {
+        p.dh0[bj] = from_f<T>(dh);
+        continue;
+      }
+      const size_t tb = (size_t)t * p.B + b;
+      float sent = 0.0f;
+      if (p.lengths == nullptr || t < p.lengths[b]) {
+        sent = dh + to_f(p.dy[tb * p.ldy + j]);
+        ws.hstate[bj] = 0.0f;
+      } else {
+        ws.hstate[bj] = dh;
+      }
+      p.dh[tb * P + j] = sent;
+      static_cast<T*>(ws.mbuf)[bj] = from_f<T>(sent);
     }
     __syncthreads();
   }

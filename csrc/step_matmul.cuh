@@ -1,6 +1,7 @@
 // The step matmul of a persistent CTA, on the tensor cores:
 //   part[ks][n][row] (+)= Σ_{k in slice ks} A[row][k] · X[n][k - x0]
 //
+// for one stage S (layout.h):
 //   A     (RP, Kp) the CTA's weight slice in smem, row stride lda (rows: gate-major units)
 //   X     (BG, >= kt_end*KE - x0) the exchanged vector of the CTA's batch rows in smem, row stride
 //         ldx, holding columns [x0, ...) (tier 3 streams K through it in passes)
@@ -17,28 +18,28 @@
 namespace fusedrnn {
 
 template <typename T>
-__device__ void step_matmul(const T* A, const T* X, int x0, float* part, const Layout& L, int kt_begin, int kt_end,
-                            bool accumulate) {
+__device__ void step_matmul(const T* A, const T* X, int x0, float* part, const Stage& S, int BG, int kt_begin,
+                            int kt_end, bool accumulate) {
   constexpr int KE = 32 / sizeof(T);  // elements per k-step
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  const int MT = L.RP / 16, NT = L.BG / 8, nk = kt_end - kt_begin;
-  const int MG = ceil_div(MT, L.WM), NG = ceil_div(NT, L.WN), items = MG * NG * L.KS;
+  const int MT = S.RP / 16, NT = BG / 8, nk = kt_end - kt_begin;
+  const int MG = ceil_div(MT, S.WM), NG = ceil_div(NT, S.WN), items = MG * NG * S.KS;
   for (int item = warp; item < items; item += kWarps) {
-    const int ks = item % L.KS, rest = item / L.KS, mg = rest % MG, ng = rest / MG;
-    const int k0 = kt_begin + ks * nk / L.KS, k1 = kt_begin + (ks + 1) * nk / L.KS;
+    const int ks = item % S.KS, rest = item / S.KS, mg = rest % MG, ng = rest / MG;
+    const int k0 = kt_begin + ks * nk / S.KS, k1 = kt_begin + (ks + 1) * nk / S.KS;
     // ldmatrix row addresses: A x4 = rows 0-15 at k, rows 0-15 at k + 16 bytes;
     // X x2 = rows 0-7 at k, rows 0-7 at k + 16 bytes (lanes 16-31 mirror lanes 0-15)
     const T* pa[kWarpM];
     const T* pb[kWarpN];
 #pragma unroll
     for (int i = 0; i < kWarpM; ++i) {
-      const int mt = min(mg * L.WM + i, MT - 1);
-      pa[i] = A + (size_t)(mt * 16 + (lane & 15)) * L.lda + (lane >> 4) * (KE / 2);
+      const int mt = min(mg * S.WM + i, MT - 1);
+      pa[i] = A + (size_t)(mt * 16 + (lane & 15)) * S.lda + (lane >> 4) * (KE / 2);
     }
 #pragma unroll
     for (int j = 0; j < kWarpN; ++j) {
-      const int nt = min(ng * L.WN + j, NT - 1);
-      pb[j] = X + (size_t)(nt * 8 + (lane & 7)) * L.ldx + ((lane >> 3) & 1) * (KE / 2) - x0;
+      const int nt = min(ng * S.WN + j, NT - 1);
+      pb[j] = X + (size_t)(nt * 8 + (lane & 7)) * S.ldx + ((lane >> 3) & 1) * (KE / 2) - x0;
     }
     float acc[kWarpM][kWarpN][4];
 #pragma unroll
@@ -49,15 +50,15 @@ __device__ void step_matmul(const T* A, const T* X, int x0, float* part, const L
       uint32_t a[kWarpM][4], b[kWarpN][2];
 #pragma unroll
       for (int i = 0; i < kWarpM; ++i)
-        if (i < L.WM) ldmatrix_x4(a[i], pa[i] + kt * KE);
+        if (i < S.WM) ldmatrix_x4(a[i], pa[i] + kt * KE);
 #pragma unroll
       for (int j = 0; j < kWarpN; ++j)
-        if (j < L.WN) ldmatrix_x2(b[j], pb[j] + kt * KE);
+        if (j < S.WN) ldmatrix_x2(b[j], pb[j] + kt * KE);
 #pragma unroll
       for (int i = 0; i < kWarpM; ++i)
 #pragma unroll
         for (int j = 0; j < kWarpN; ++j)
-          if (i < L.WM && j < L.WN) MmaStep<T>::run(acc[i][j], a[i], b[j]);
+          if (i < S.WM && j < S.WN) MmaStep<T>::run(acc[i][j], a[i], b[j]);
     }
     // accumulator (row gid / gid+8, columns 2*tig, 2*tig+1) -> part[ks][n][row]
     const int gid = lane >> 2, tig = lane & 3;
@@ -65,19 +66,19 @@ __device__ void step_matmul(const T* A, const T* X, int x0, float* part, const L
     for (int i = 0; i < kWarpM; ++i)
 #pragma unroll
       for (int j = 0; j < kWarpN; ++j) {
-        const int mt = mg * L.WM + i, nt = ng * L.WN + j;
-        if (i < L.WM && j < L.WN && mt < MT && nt < NT) {
-          float* p = part + (size_t)(ks * L.BG + nt * 8 + 2 * tig) * L.ldp + mt * 16 + gid;
+        const int mt = mg * S.WM + i, nt = ng * S.WN + j;
+        if (i < S.WM && j < S.WN && mt < MT && nt < NT) {
+          float* p = part + (size_t)(ks * BG + nt * 8 + 2 * tig) * S.ldp + mt * 16 + gid;
           if (accumulate) {
             p[0] += acc[i][j][0];
-            p[L.ldp] += acc[i][j][1];
+            p[S.ldp] += acc[i][j][1];
             p[8] += acc[i][j][2];
-            p[L.ldp + 8] += acc[i][j][3];
+            p[S.ldp + 8] += acc[i][j][3];
           } else {
             p[0] = acc[i][j][0];
-            p[L.ldp] = acc[i][j][1];
+            p[S.ldp] = acc[i][j][1];
             p[8] = acc[i][j][2];
-            p[L.ldp + 8] = acc[i][j][3];
+            p[S.ldp + 8] = acc[i][j][3];
           }
         }
       }
@@ -85,9 +86,9 @@ __device__ void step_matmul(const T* A, const T* X, int x0, float* part, const L
 }
 
 // Σ over the KS split-K slices of part for (batch row n, weight row lr), in a fixed order.
-__device__ __forceinline__ float part_sum(const float* part, const Layout& L, int n, int lr) {
+__device__ __forceinline__ float part_sum(const float* part, const Stage& S, int BG, int n, int lr) {
   float a = 0.0f;
-  for (int ks = 0; ks < L.KS; ++ks) a += part[(size_t)(ks * L.BG + n) * L.ldp + lr];
+  for (int ks = 0; ks < S.KS; ++ks) a += part[(size_t)(ks * BG + n) * S.ldp + lr];
   return a;
 }
 

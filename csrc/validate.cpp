@@ -80,15 +80,33 @@ void check_int32(long long n, const std::string& what) {
   if (n > INT_MAX) bad(what + " = " + std::to_string(n) + " exceeds the int32 range of the kernels' indexing");
 }
 
-// Shapes shared by both passes: T, B, H from the (T, B, X) tensor, checked for overflow.
-void check_dims(long long T, long long B, long long H, Cell cell) {
+// Shapes shared by both passes: T, B, H, P, D, checked for overflow of the kernels' int32 indexing.
+void check_dims(long long T, long long B, long long H, long long P, long long D, Cell cell) {
   if (T < 1 || B < 1 || H < 1) bad("T, B, H must be >= 1, got " + std::to_string(T) + ", " + std::to_string(B) +
                                    ", " + std::to_string(H));
   const long long G = gates(cell), S = saved_slots(cell);
   check_int32(T, "T");
-  check_int32(B * G * H, "B*G*H");
+  check_int32(B * D * G * H, "B*D*G*H");
   check_int32(B * S * H, "B*S*H");
-  check_int32(G * H * H, "G*H*H (W_hh elements)");
+  check_int32(G * H * P, P == H ? "G*H*H (W_hh elements)" : "G*H*P (W_hh elements)");
+}
+
+std::string gates_text(long long D, long long G) {
+  return (D > 1 ? std::to_string(D) + " directions x " : std::string()) + std::to_string(G) + " gates";
+}
+
+// The directions of a call: 1 when h0 (dh) is 2-D, else its leading size (1 or 2).
+long long directions_of(const TensorArg& t, const std::string& name) {
+  if (t.shape.size() == 2) return 1;
+  if (t.shape.size() != 3 || t.shape[0] < 1 || t.shape[0] > 2)
+    bad(name + " must be (B, P) or (D, B, P) with D 1 or 2, got shape " + shape_str(t.shape));
+  return t.shape[0];
+}
+
+// A per-direction shape: `rest` with the leading D when the call's states are 3-D.
+std::vector<long long> per_dir(bool leading, long long D, std::vector<long long> rest) {
+  if (leading) rest.insert(rest.begin(), D);
+  return rest;
 }
 
 void check_lengths(const TensorArg& t, long long B) {
@@ -149,45 +167,62 @@ static void check_workspace(const TensorArg& t) {
 ForwardArgs make_forward_args(const std::string& cell_s, bool reverse, py::object gx_o, py::object h0_o,
                               py::object c0_o, py::object w_o, py::object b_o, py::object len_o, py::object y_o,
                               py::object hT_o, py::object cT_o, py::object saved_o, py::object ws_o,
-                              const LaunchKnobs& knobs) {
+                              const LaunchKnobs& knobs, py::object w_hr_o, py::object m_o) {
   const Cell cell = parse_cell(cell_s);
   const TensorArg gx = parse_tensor(gx_o, "gx"), h0 = parse_tensor(h0_o, "h0"), c0 = parse_tensor(c0_o, "c0"),
                   w = parse_tensor(w_o, "w_hh"), bias = parse_tensor(b_o, "b_hh"),
                   len = parse_tensor(len_o, "lengths"), y = parse_tensor(y_o, "y"), hT = parse_tensor(hT_o, "hT"),
                   cT = parse_tensor(cT_o, "cT"), saved = parse_tensor(saved_o, "saved"),
-                  ws = parse_tensor(ws_o, "workspace");
+                  ws = parse_tensor(ws_o, "workspace"), w_hr = parse_tensor(w_hr_o, "w_hr"), m = parse_tensor(m_o, "m");
   if (!gx.present) bad("gx is required (got None)");
-  if (gx.shape.size() != 3) bad("gx must be 3-D (T, B, G*H), got shape " + shape_str(gx.shape));
-  const long long G = gates(cell), T = gx.shape[0], B = gx.shape[1], GH = gx.shape[2];
-  if (GH % G) bad("gx's last dimension " + std::to_string(GH) + " is not a multiple of " + std::to_string(G) +
-                  " gates for cell " + cell_s);
-  const long long H = GH / G, S = saved_slots(cell);
-  check_dims(T, B, H, cell);
+  if (gx.shape.size() != 3) bad("gx must be 3-D (T, B, D*G*H), got shape " + shape_str(gx.shape));
+  if (!h0.present) bad("h0 is required (got None)");
+  const long long D = directions_of(h0, "h0"), G = gates(cell), T = gx.shape[0], B = gx.shape[1], DGH = gx.shape[2];
+  const bool lead = h0.shape.size() == 3;
+  if (DGH % (D * G)) bad("gx's last dimension " + std::to_string(DGH) + " is not a multiple of " + gates_text(D, G) +
+                         " for cell " + cell_s);
+  const long long H = DGH / (D * G), GH = G * H, S = saved_slots(cell);
+  if (w_hr.present && cell != Cell::LSTM) bad("w_hr (a projection) exists only for the lstm cell, not " + cell_s);
+  if (w_hr.present && w_hr.shape.size() != (lead ? 3u : 2u))
+    bad("w_hr must have shape " + shape_str(per_dir(lead, D, {-1, H})) + ", got " + shape_str(w_hr.shape));
+  const long long P = w_hr.present ? w_hr.shape[w_hr.shape.size() - 2] : H;
+  if (w_hr.present && (P < 1 || P >= H)) bad("proj_size " + std::to_string(P) + " must be in [1, H=" +
+                                             std::to_string(H) + ")");
+  if (D == 2 && reverse) bad("reverse must be False with two directions (direction 1 runs backwards itself)");
+  check_dims(T, B, H, P, D, cell);
   const DType dt = gx.dtype;
   if (dt != DType::F32 && dt != DType::F16 && dt != DType::BF16)
     bad(std::string("gx has dtype ") + dtype_name(dt) + "; the CUDA kernels take float32, float16 or bfloat16");
-  expect(gx, "gx", {T, B, GH}, dt);
-  expect(h0, "h0", {B, H}, dt);
-  expect(w, "w_hh", {GH, H}, dt);
-  if (bias.present) expect(bias, "b_hh", {GH}, dt);
+  expect(gx, "gx", {T, B, DGH}, dt);
+  expect(h0, "h0", per_dir(lead, D, {B, P}), dt);
+  expect(w, "w_hh", per_dir(lead, D, {GH, P}), dt);
+  if (bias.present) expect(bias, "b_hh", per_dir(lead, D, {GH}), dt);
+  if (w_hr.present) expect(w_hr, "w_hr", per_dir(lead, D, {P, H}), dt);
   check_lengths(len, B);
-  expect(y, "y", {T, B, H}, dt);
-  expect(hT, "hT", {B, H}, dt);
+  expect(y, "y", {T, B, D * P}, dt);
+  expect(hT, "hT", per_dir(lead, D, {B, P}), dt);
   if (cell == Cell::LSTM) {
-    expect(c0, "c0", {B, H}, dt);
-    expect(cT, "cT", {B, H}, dt);
+    expect(c0, "c0", per_dir(lead, D, {B, H}), dt);
+    expect(cT, "cT", per_dir(lead, D, {B, H}), dt);
   } else {
     expect_absent(c0, "c0", "for cell " + cell_s);
     expect_absent(cT, "cT", "for cell " + cell_s);
   }
-  if (saved.present) expect(saved, "saved", {T, B, S, H}, DType::F32);
+  if (saved.present) expect(saved, "saved", per_dir(lead, D, {T, B, S, H}), DType::F32);
+  if (w_hr.present && saved.present) {
+    expect(m, "m", per_dir(lead, D, {T, B, H}), DType::F32);
+  } else {
+    expect_absent(m, "m", "without a projection and saved activations");
+  }
   check_workspace(ws);
 
   ForwardArgs a{};
-  a.cell = cell; a.dtype = dt; a.T = (int)T; a.B = (int)B; a.H = (int)H; a.reverse = reverse;
-  a.gx = ptr(gx); a.h0 = ptr(h0); a.c0 = ptr(c0); a.w = ptr(w); a.bias = ptr(bias);
+  a.cell = cell; a.dtype = dt; a.T = (int)T; a.B = (int)B; a.H = (int)H; a.P = (int)P; a.D = (int)D;
+  a.reverse = reverse;
+  a.gx = ptr(gx); a.h0 = ptr(h0); a.c0 = ptr(c0); a.w = ptr(w); a.bias = ptr(bias); a.w_hr = ptr(w_hr);
   a.lengths = static_cast<const int32_t*>(ptr(len));
   a.y = ptr(y); a.hT = ptr(hT); a.cT = ptr(cT); a.saved = static_cast<float*>(ptr(saved));
+  a.m = static_cast<float*>(ptr(m));
   a.workspace = ptr(ws); a.workspace_bytes = ws.shape[0];
   a.launch = parse_launch(knobs);
   return a;
@@ -196,36 +231,57 @@ ForwardArgs make_forward_args(const std::string& cell_s, bool reverse, py::objec
 BackwardArgs make_backward_args(const std::string& cell_s, bool reverse, py::object dy_o, py::object dhT_o,
                                 py::object dcT_o, py::object wt_o, py::object len_o, py::object saved_o,
                                 py::object dgx_o, py::object dgh_o, py::object dh0_o, py::object dc0_o,
-                                py::object ws_o, const LaunchKnobs& knobs) {
+                                py::object ws_o, const LaunchKnobs& knobs, py::object wrt_o, py::object dh_o) {
   const Cell cell = parse_cell(cell_s);
   const TensorArg dy = parse_tensor(dy_o, "dy"), dhT = parse_tensor(dhT_o, "dhT"), dcT = parse_tensor(dcT_o, "dcT"),
                   wt = parse_tensor(wt_o, "w_hh_t"), len = parse_tensor(len_o, "lengths"),
                   saved = parse_tensor(saved_o, "saved"), dgx = parse_tensor(dgx_o, "d_gx"),
                   dgh = parse_tensor(dgh_o, "d_gh"), dh0 = parse_tensor(dh0_o, "dh0"), dc0 = parse_tensor(dc0_o, "dc0"),
-                  ws = parse_tensor(ws_o, "workspace");
+                  ws = parse_tensor(ws_o, "workspace"), wrt = parse_tensor(wrt_o, "w_hr_t"),
+                  dh = parse_tensor(dh_o, "dh");
   if (!dy.present) bad("dy is required (got None)");
-  if (dy.shape.size() != 3) bad("dy must be 3-D (T, B, H), got shape " + shape_str(dy.shape));
-  const long long G = gates(cell), S = saved_slots(cell), T = dy.shape[0], B = dy.shape[1], H = dy.shape[2];
-  check_dims(T, B, H, cell);
+  if (dy.shape.size() != 3) bad("dy must be 3-D (T, B, D*P), got shape " + shape_str(dy.shape));
+  if (!dhT.present) bad("dhT is required (got None)");
+  if (!dgx.present) bad("d_gx is required (got None)");
+  if (dgx.shape.size() != 3) bad("d_gx must be 3-D (T, B, D*G*H), got shape " + shape_str(dgx.shape));
+  const long long D = directions_of(dhT, "dhT"), G = gates(cell), S = saved_slots(cell);
+  const bool lead = dhT.shape.size() == 3;
+  const long long T = dy.shape[0], B = dy.shape[1], P = dhT.shape[lead ? 2 : 1], DGH = dgx.shape[2];
+  if (DGH % (D * G)) bad("d_gx's last dimension " + std::to_string(DGH) + " is not a multiple of " + gates_text(D, G) +
+                         " for cell " + cell_s);
+  const long long H = DGH / (D * G);
+  if (wrt.present && cell != Cell::LSTM) bad("w_hr_t (a projection) exists only for the lstm cell, not " + cell_s);
+  if (!wrt.present && P != H) bad("dhT must have shape " + shape_str(per_dir(lead, D, {B, H})) + ", got " +
+                                  shape_str(dhT.shape));
+  if (wrt.present && (P < 1 || P >= H)) bad("proj_size " + std::to_string(P) + " must be in [1, H=" +
+                                            std::to_string(H) + ")");
+  if (D == 2 && reverse) bad("reverse must be False with two directions (direction 1 runs backwards itself)");
+  check_dims(T, B, H, P, D, cell);
   const DType dt = dy.dtype;
   if (dt != DType::F32 && dt != DType::F16 && dt != DType::BF16)
     bad(std::string("dy has dtype ") + dtype_name(dt) + "; the CUDA kernels take float32, float16 or bfloat16");
-  expect(dy, "dy", {T, B, H}, dt);
-  expect(dhT, "dhT", {B, H}, dt);
-  expect(wt, "w_hh_t", {H, G * H}, dt);
+  expect(dy, "dy", {T, B, D * P}, dt);
+  expect(dhT, "dhT", per_dir(lead, D, {B, P}), dt);
+  expect(wt, "w_hh_t", per_dir(lead, D, {P, G * H}), dt);
+  if (wrt.present) {
+    expect(wrt, "w_hr_t", per_dir(lead, D, {H, P}), dt);
+    expect(dh, "dh", per_dir(lead, D, {T, B, P}), DType::F32);
+  } else {
+    expect_absent(dh, "dh", "without a projection");
+  }
   check_lengths(len, B);
-  expect(saved, "saved", {T, B, S, H}, DType::F32);
-  expect(dgx, "d_gx", {T, B, G * H}, dt);
+  expect(saved, "saved", per_dir(lead, D, {T, B, S, H}), DType::F32);
+  expect(dgx, "d_gx", {T, B, DGH}, dt);
   if (cell == Cell::GRU) {
-    expect(dgh, "d_gh", {T, B, G * H}, dt);
+    expect(dgh, "d_gh", {T, B, DGH}, dt);
     if (dgh.ptr == dgx.ptr) bad("d_gh must not alias d_gx for cell gru");
   } else {
     expect_absent(dgh, "d_gh", "for cell " + cell_s + " (d_gx serves as both)");
   }
-  expect(dh0, "dh0", {B, H}, dt);
+  expect(dh0, "dh0", per_dir(lead, D, {B, P}), dt);
   if (cell == Cell::LSTM) {
-    expect(dcT, "dcT", {B, H}, dt);
-    expect(dc0, "dc0", {B, H}, dt);
+    expect(dcT, "dcT", per_dir(lead, D, {B, H}), dt);
+    expect(dc0, "dc0", per_dir(lead, D, {B, H}), dt);
   } else {
     expect_absent(dcT, "dcT", "for cell " + cell_s);
     expect_absent(dc0, "dc0", "for cell " + cell_s);
@@ -233,12 +289,56 @@ BackwardArgs make_backward_args(const std::string& cell_s, bool reverse, py::obj
   check_workspace(ws);
 
   BackwardArgs a{};
-  a.cell = cell; a.dtype = dt; a.T = (int)T; a.B = (int)B; a.H = (int)H; a.reverse = reverse;
-  a.dy = ptr(dy); a.dhT = ptr(dhT); a.dcT = ptr(dcT); a.wt = ptr(wt);
+  a.cell = cell; a.dtype = dt; a.T = (int)T; a.B = (int)B; a.H = (int)H; a.P = (int)P; a.D = (int)D;
+  a.reverse = reverse;
+  a.dy = ptr(dy); a.dhT = ptr(dhT); a.dcT = ptr(dcT); a.wt = ptr(wt); a.wrt = ptr(wrt);
   a.lengths = static_cast<const int32_t*>(ptr(len)); a.saved = static_cast<const float*>(ptr(saved));
   a.d_gx = ptr(dgx); a.d_gh = ptr(dgh); a.dh0 = ptr(dh0); a.dc0 = ptr(dc0);
+  a.dh = static_cast<float*>(ptr(dh));
   a.workspace = ptr(ws); a.workspace_bytes = ws.shape[0];
   a.launch = parse_launch(knobs);
+  return a;
+}
+
+CellStepArgs make_cell_step_args(const std::string& cell_s, long long dtype, long long B, long long I, long long H,
+                                 long long x, long long h0, long long c0, long long w_ih, long long w_hh,
+                                 long long b_ih, long long b_hh, long long h, long long c, long long stream,
+                                 long long device) {
+  const Cell cell = parse_cell(cell_s);
+  const DType dt = parse_dtype(dtype, "dtype");
+  if (dt != DType::F32 && dt != DType::F16 && dt != DType::BF16)
+    bad(std::string("cell_step: dtype ") + dtype_name(dt) + "; the CUDA kernels take float32, float16 or bfloat16");
+  if (B < 1 || I < 1 || H < 1)
+    bad("cell_step: B, I, H must be >= 1, got " + std::to_string(B) + ", " + std::to_string(I) + ", " +
+        std::to_string(H));
+  const long long G = gates(cell);
+  check_int32(G * H * I, "G*H*I (W_ih elements)");
+  check_int32(G * H * H, "G*H*H (W_hh elements)");
+  check_int32(B * I, "B*I");
+  check_int32(B * H, "B*H");
+  const long long esize = dtype_size(dt);
+  auto pointer = [&](long long v, const char* name, bool required, bool allowed) -> const void* {
+    if (v < 0) bad(std::string("cell_step: ") + name + " has a negative data_ptr");
+    if (v == 0 && required) bad(std::string("cell_step: ") + name + " is a null pointer");
+    if (v != 0 && !allowed) bad(std::string("cell_step: ") + name + " must be 0 (absent) for cell " + cell_s);
+    if (v % esize) bad(std::string("cell_step: ") + name + " data_ptr is not aligned to its element size");
+    return reinterpret_cast<const void*>(static_cast<std::uintptr_t>(v));
+  };
+  const bool lstm = cell == Cell::LSTM;
+  CellStepArgs a{};
+  a.cell = cell; a.dtype = dt; a.B = (int)B; a.I = (int)I; a.H = (int)H;
+  a.x = pointer(x, "x", true, true);
+  a.h0 = pointer(h0, "h0", true, true);
+  a.c0 = pointer(c0, "c0", lstm, lstm);
+  a.w_ih = pointer(w_ih, "w_ih", true, true);
+  a.w_hh = pointer(w_hh, "w_hh", true, true);
+  a.b_ih = pointer(b_ih, "b_ih", false, true);
+  a.b_hh = pointer(b_hh, "b_hh", false, true);
+  a.h = const_cast<void*>(pointer(h, "h", true, true));
+  a.c = const_cast<void*>(pointer(c, "c", lstm, lstm));
+  const Launch l = parse_launch(LaunchKnobs{stream, device});
+  a.stream = l.stream;
+  a.device = l.device;
   return a;
 }
 

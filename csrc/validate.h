@@ -33,11 +33,19 @@ Launch parse_launch(const LaunchKnobs& k);
 
 ForwardArgs make_forward_args(const std::string& cell, bool reverse, py::object gx, py::object h0, py::object c0,
                               py::object w_hh, py::object b_hh, py::object lengths, py::object y, py::object hT,
-                              py::object cT, py::object saved, py::object workspace, const LaunchKnobs& knobs);
+                              py::object cT, py::object saved, py::object workspace, const LaunchKnobs& knobs,
+                              py::object w_hr, py::object m);
 
 BackwardArgs make_backward_args(const std::string& cell, bool reverse, py::object dy, py::object dhT,
                                 py::object dcT, py::object w_t, py::object lengths, py::object saved,
                                 py::object d_gx, py::object d_gh, py::object dh0, py::object dc0,
-                                py::object workspace, const LaunchKnobs& knobs);
+                                py::object workspace, const LaunchKnobs& knobs, py::object w_hr_t, py::object dh);
+
+// The fused decode step: sizes and data pointers (the caller checked the tensors' shapes,
+// dtypes and contiguity; here: ranges, null pointers, element alignment, the int32 indexing).
+CellStepArgs make_cell_step_args(const std::string& cell, long long dtype, long long B, long long I, long long H,
+                                 long long x, long long h0, long long c0, long long w_ih, long long w_hh,
+                                 long long b_ih, long long b_hh, long long h, long long c, long long stream,
+                                 long long device);
 
 }  // namespace fusedrnn

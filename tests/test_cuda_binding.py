@@ -289,7 +289,11 @@ def test_availability_when_not_built(monkeypatch):
 def test_unsupported():
     assert cuda_ops.unsupported("lstm", torch.float32, 128, 0) is None
     assert cuda_ops.unsupported("gru", torch.bfloat16, 7, 0) is None
-    assert "proj_size" in cuda_ops.unsupported("lstm", torch.float32, 128, 64)
+    assert cuda_ops.unsupported("lstm", torch.float32, 128, 64) is None  # the projection (contract v2)
+    assert cuda_ops.unsupported("lstm", torch.bfloat16, 128, 64, directions=2) is None
+    assert "proj_size" in cuda_ops.unsupported("gru", torch.float32, 128, 64)
+    assert "proj_size" in cuda_ops.unsupported("lstm", torch.float32, 128, 128)
+    assert "directions" in cuda_ops.unsupported("lstm", torch.float32, 128, 0, directions=3)
     assert "float64" in cuda_ops.unsupported("rnn_tanh", torch.float64, 128, 0)
     assert "int32" in cuda_ops.unsupported("lstm", torch.float16, 40000, 0)
 

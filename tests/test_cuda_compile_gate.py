@@ -37,8 +37,9 @@ def test_no_sixteen_bit_anchor_spills(ci_rows):
 
 def test_rows_cover_every_case_and_both_directions(ci_rows):
     _, rows = ci_rows
-    keys = {(r["cell"], r["dtype"], r["B"], r["H"], r["direction"]) for r in rows}
-    assert len(rows) == len(keys) == 4 * 3 * 9 * 2  # cells x dtypes x (5 anchors + 4 edges) x directions
+    base = [r for r in rows if r["variant"] in ("any", "per-step")]
+    keys = {(r["cell"], r["dtype"], r["B"], r["H"], r["direction"]) for r in base}
+    assert len(base) == len(keys) == 4 * 3 * 9 * 2  # cells x dtypes x (5 anchors + 4 edges) x directions
     for r in rows:
         assert r["regs"] and r["regs"] <= 255 and r["threads"] == 256
         if r["variant"] == "any":  # the persistent kernel: tensor cores, the plan's tier in the layout
@@ -59,5 +60,40 @@ ptxas info    : Used 191 registers, used 1 barriers, 32 bytes cumulative stack s
     assert cuda_rows.kernel_key("void fusedrnn::persistent_kernel<fusedrnn::BwdPass<fusedrnn::RnnCell<true>, "
                                 "__half> >(fusedrnn::BwdPass<>::Params, fusedrnn::Layout, fusedrnn::Workspace)") == \
         ("persistent", "bwd", "rnn_relu", "fp16")
-    assert cuda_rows.kernel_key("void fusedrnn::fwd_step_kernel<fusedrnn::GruCell, float>(...)") == \
-        ("step", "fwd", "gru", "fp32")
+    assert cuda_rows.kernel_key("void fusedrnn::fwd_step_kernel<fusedrnn::FwdPass<fusedrnn::GruCell, float> >(...)") \
+        == ("step", "fwd", "gru", "fp32")
+    assert cuda_rows.kernel_key("void fusedrnn::persistent_kernel<fusedrnn::BwdProjPass<__nv_bfloat16> >(...)") == \
+        ("persistent", "bwd-proj", "lstm", "bf16")
+    assert cuda_rows.kernel_key("void fusedrnn::bwd_step_kernel<fusedrnn::BwdProjPass<float> >(...)") == \
+        ("step2", "bwd-proj", "lstm", "fp32")
+    assert cuda_rows.kernel_key("void fusedrnn::fwd_proj_step_kernel<__half>(...)") == \
+        ("step2", "fwd-proj", "lstm", "fp16")
+    assert cuda_rows.kernel_key("void fusedrnn::cell_step_kernel<fusedrnn::RnnCell<true>, float, 8>(...)") == \
+        ("cell-step", "nb8", "rnn_relu", "fp32")
+    assert cuda_rows.kernel_key("void fusedrnn::selftest_kernel(int)") is None
+
+
+def test_v2_rows_cover_both_directions_the_projection_and_the_decode_step(ci_rows):
+    """The kernel contract v2's cases (cuda_rows.V2_CASES) are in every gate run, planned and compiled."""
+    _, rows = ci_rows
+    v2 = cuda_rows.V2_CASES
+    for cell in ("lstm", "gru", "rnn_tanh", "rnn_relu"):
+        for dtype in ("bf16", "fp16", "fp32"):
+            mine = [r for r in rows if r["cell"] == cell and r["dtype"] == dtype]
+            d2 = {(r["B"], r["H"], r["direction"]) for r in mine if r["variant"].startswith("D2")}
+            assert d2 == {(B, H, d) for B, H, _ in v2["D2"] for d in ("fwd", "bwd")}, (cell, dtype, d2)
+            steps = {(r["B"], r["H"]) for r in mine if r["variant"] == "cell-step"}
+            assert steps == {(B, H) for B, _, H, _ in v2["step"]}, (cell, dtype, steps)
+            proj = [r for r in mine if r["variant"].startswith("proj")]
+            if cell != "lstm":
+                assert not proj
+                continue
+            assert {(r["B"], r["H"], r["variant"].split()[0], r["direction"]) for r in proj} == \
+                {(B, H, f"proj{P}", d) for B, H, P, _ in v2["proj"] for d in ("fwd", "bwd")}
+            for r in proj:
+                assert "-proj" in r["kernel"] or "Proj" in r["kernel"] or "proj" in r["kernel"], r
+                if r["layout"].split()[0] != "step":
+                    assert " UP" in r["layout"], r  # the P-units per CTA of the second stage
+    for r in rows:
+        if r["variant"].startswith("D2") and r["layout"].split()[0] != "step":
+            assert " D2 " in r["layout"], r

@@ -201,8 +201,8 @@ def test_explain_names_the_tier_of_each_direction(monkeypatch):
     import fusedrnn
     from fusedrnn import backends
 
-    monkeypatch.setattr(cuda_ops, "plan", lambda cell, dtype, B, H, backward=False, device=None:
-                        cuda_ops.plan_for(cell, dtype, B, H, backward=backward))
+    monkeypatch.setattr(cuda_ops, "plan", lambda cell, dtype, B, H, backward=False, device=None, **kw:
+                        cuda_ops.plan_for(cell, dtype, B, H, backward=backward, **kw))
     rnn = fusedrnn.LSTM(256, 256, backend="cuda")
     monkeypatch.setattr(type(rnn), "choose_backend", lambda self, x, warn=True: backends.Choice("cuda", "requested"))
     text = fusedrnn.explain(rnn, torch.zeros(1024, 1, 256, dtype=torch.bfloat16))

@@ -2,10 +2,15 @@
 
 For each case and direction the extension's own host-side plan (`fusedrnn._C.plan_for`,
 given the target's limits, no GPU) says what would be launched: the persistent kernel
-on its tier (grid, cluster, dynamic shared memory) or the per-step kernel. Each row then
+on its tier (grid, cluster, dynamic shared memory) or the per-step kernel(s). Each row then
 carries the registers, spills and static shared memory of that exact template
 instantiation, from an `nvcc -Xptxas -v` build of csrc/kernels/<cell>.cu for the target
 architecture, and whether its SASS uses the tensor cores (HMMA/HGMMA, via cuobjdump).
+
+Besides the requested cases, every run adds the kernel contract v2's cases for the cells
+and dtypes asked for (V2_CASES): both directions in one launch (variant "D2"), the LSTM
+projection (variant "proj<P>", two kernels per step on the per-step tier) and the fused
+decode step (direction "step", variant "cell-step").
 
 Full sweep: `python -m benchmarks.compile_check --backends cuda --shapes all` (the CI test
 runs `--shapes ci`). The build is cached under build/compile_check/ (FUSEDRNN_COMPILE_CACHE overrides), keyed by
@@ -126,15 +131,34 @@ def parse_sass_mma(sass: str) -> dict[str, str]:
     return out
 
 
+_PASSES = {"FwdPass": "fwd", "BwdPass": "bwd", "FwdProjPass": "fwd-proj", "BwdProjPass": "bwd-proj"}
+
+
 def kernel_key(demangled: str) -> tuple[str, str, str, str] | None:
-    """(kind, direction, cell, dtype) of a demangled kernel name, or None for other functions."""
-    m = re.search(r"fusedrnn::persistent_kernel<fusedrnn::(Fwd|Bwd)Pass<fusedrnn::(\w+(?:<\w+>)?), (\w+)>", demangled)
+    """(kind, pass, cell, dtype) of a demangled kernel name, or None for other functions.
+
+    kind: "persistent", "step" (the per-step kernel of stage 0), "step2" (stage 1 of a
+    projection) or "cell-step" (the fused decode step; pass "nb1" or "nb8", its rows per CTA)."""
+    cell_t = r"(\w+(?:<\w+>)?)"
+    m = re.search(r"fusedrnn::(persistent_kernel|fwd_step_kernel|bwd_step_kernel)<fusedrnn::(Fwd|Bwd)Pass<fusedrnn::"
+                  + cell_t + r", (\w+)>", demangled)
     if m:
-        return ("persistent", m.group(1).lower(), CXX_CELLS.get(m.group(2), m.group(2)),
-                CXX_DTYPES.get(m.group(3), m.group(3)))
-    m = re.search(r"fusedrnn::(fwd|bwd)_step_kernel<fusedrnn::(\w+(?:<\w+>)?), (\w+)>", demangled)
+        kind = "persistent" if m.group(1) == "persistent_kernel" else "step"
+        return (kind, m.group(2).lower(), CXX_CELLS.get(m.group(3), m.group(3)), CXX_DTYPES.get(m.group(4), m.group(4)))
+    m = re.search(r"fusedrnn::(persistent_kernel|fwd_step_kernel|bwd_step_kernel)<fusedrnn::(Fwd|Bwd)ProjPass<(\w+)>",
+                  demangled)
     if m:
-        return ("step", m.group(1), CXX_CELLS.get(m.group(2), m.group(2)), CXX_DTYPES.get(m.group(3), m.group(3)))
+        kind = {"persistent_kernel": "persistent", "fwd_step_kernel": "step", "bwd_step_kernel": "step2"}[m.group(1)]
+        return (kind, m.group(2).lower() + "-proj", "lstm", CXX_DTYPES.get(m.group(3), m.group(3)))
+    m = re.search(r"fusedrnn::(fwd_proj_step_kernel|bwd_proj_dh_step_kernel)<(\w+)>", demangled)
+    if m:
+        kind, pas = {"fwd_proj_step_kernel": ("step2", "fwd-proj"), "bwd_proj_dh_step_kernel": ("step", "bwd-proj")}[
+            m.group(1)]
+        return (kind, pas, "lstm", CXX_DTYPES.get(m.group(2), m.group(2)))
+    m = re.search(r"fusedrnn::cell_step_kernel<fusedrnn::" + cell_t + r", (\w+), (\d+)>", demangled)
+    if m:
+        return ("cell-step", f"nb{m.group(3)}", CXX_CELLS.get(m.group(1), m.group(1)),
+                CXX_DTYPES.get(m.group(2), m.group(2)))
     return None
 
 
@@ -188,43 +212,101 @@ def kernel_facts(arch: int, jobs: int | None = None) -> dict[tuple, dict]:
 
 def _layout_text(p: dict) -> str:
     L = p["layout"]
-    text = f"{p['tier']} U{L['U']}xNU{L['NU']} BG{L['BG']}xNBG{L['NBG']} KS{L['KS']} W{L['WM']}x{L['WN']}"
-    return text + (f" NP{L['NP']}" if L["NP"] > 1 else "") + (f" cluster{p['cluster']}" if p["cluster"] else "")
+    stages = L["stages"]
+    split = " ".join(f"KS{st['KS']} W{st['WM']}x{st['WN']}" + (f" NP{st['NP']}" if st["NP"] > 1 else "")
+                     for st in stages)
+    text = f"{p['tier']} U{L['U']}xNU{L['NU']}" + (f" UP{L['UP']}" if L["nst"] > 1 else "")
+    text += f" BG{L['BG']}xNBG{L['NBG']}" + (f" D{L['D']}" if L["D"] > 1 else "") + " " + split
+    return text + (f" cluster{p['cluster']}" if p["cluster"] else "")
 
 
-def rows(spec, cases, jobs):
-    """One Row per kernel launch the cuda backend would issue for each case on `spec`."""
-    from fusedrnn import _C  # noqa: PLC0415  (the extension's plan: the very function the GPU path calls)
+# The kernel contract v2's cases (issue 16): (B, H) with both directions in one launch (the
+# bidirectional encoder's layers and an odd edge), (B, H, P) of the LSTM projection (the
+# H1024·P256 anchor of speech models, a large batch, an odd edge), (B, I, H) of the fused
+# decode step (the 2-layer decoder's two sizes, an odd edge on the scalar path).
+V2_CASES = {
+    "D2": ((32, 512, True), (3, 33, False)),
+    "proj": ((16, 1024, 256, True), (64, 1024, 256, True), (3, 33, 7, False)),
+    "step": ((1, 1024, 1024, True), (8, 512, 512, True), (3, 33, 37, False)),
+}
 
-    facts = kernel_facts(spec.arch, jobs)
-    lim = limits(spec)
+
+def _recurrence_rows(facts, lim, cell, dtype, B, H, anchor, proj=0, directions=1) -> list[Row]:
     out = []
-    for case in cases:
-        for direction in ("fwd", "bwd"):
-            p = _C.plan_for(direction == "bwd", case.cell, DTYPE_CODES[case.dtype], case.B, case.H, lim)
-            kind = "persistent" if p["persistent"] else "step"
-            f = facts.get((kind, direction, case.cell, case.dtype))
-            row = Row("cuda", f["name"] if f else f"{kind}<{direction},{case.cell},{case.dtype}>", case.cell,
-                      case.dtype, case.B, case.H, direction, "any" if kind == "persistent" else "per-step",
-                      _layout_text(p) if kind == "persistent" else f"step U{p['step']['units']}",
-                      anchor=case.anchor, threads=THREADS)
+    variant = "D2" if directions > 1 else f"proj{proj}" if proj else None
+    for direction in ("fwd", "bwd"):
+        p = _C().plan_for(direction == "bwd", cell, DTYPE_CODES[dtype], B, H, lim, proj=proj, directions=directions)
+        pas = direction + ("-proj" if proj else "")
+        kinds = ["persistent"] if p["persistent"] else ["step", "step2"][:p["step"]["kernels"]]
+        for kind in kinds:
+            f = facts.get((kind, pas, cell, dtype))
+            label = variant or ("any" if kind == "persistent" else "per-step")
+            if variant and kind != "persistent":
+                label += f" per-step{'' if kind == 'step' else ' 2'}"
+            layout = _layout_text(p) if kind == "persistent" else f"step U{p['step']['units']}"
+            row = Row("cuda", f["name"] if f else f"{kind}<{pas},{cell},{dtype}>", cell, dtype, B, H, direction,
+                      label, layout, anchor=anchor, threads=THREADS)
             if f is None:
-                row.error = f"no compiled {kind} kernel for {direction} {case.cell} {case.dtype} in the build"
+                row.error = f"no compiled {kind} kernel for {pas} {cell} {dtype} in the build"
                 out.append(row)
                 continue
             row.regs, row.spill_bytes, row.tensor_cores = f["regs"], f["spill"], f["tc"]
-            row.smem = f["static_smem"] + p["smem_bytes"]
             if kind == "persistent":
+                row.smem = f["static_smem"] + p["smem_bytes"]
                 row.grid = (p["grid"],)
                 row.barrier = p["tier"] == "grid"  # flag waits: every CTA must be co-resident
-                row.per_sm = occupancy(spec, THREADS, row.regs, row.smem)
-                if p["cluster"] > spec.max_cluster:
-                    row.error = f"cluster of {p['cluster']} CTAs exceeds the device's {spec.max_cluster}"
+                row.per_sm = occupancy(SPEC[0], THREADS, row.regs, row.smem)
+                if p["cluster"] > SPEC[0].max_cluster:
+                    row.error = f"cluster of {p['cluster']} CTAs exceeds the device's {SPEC[0].max_cluster}"
                 elif p["cluster"] and row.per_sm < 1:
                     row.error = "a cluster CTA does not fit on one SM"
             else:
-                row.grid = (p["step"]["grid_x"], p["step"]["grid_y"])
+                row.smem = f["static_smem"] + p["step"]["smem"]
+                row.grid = (p["step"]["grid_x"] if kind == "step" else p["step"].get("grid_x2", 0), p["step"]["grid_y"])
             out.append(row)
+    return out
+
+
+def _cell_step_row(facts, lim, cell, dtype, B, I, H, anchor) -> Row:
+    p = _C().cell_step_plan_for(cell, DTYPE_CODES[dtype], B, I, H, lim)
+    nb = f"nb{p['rows_per_block']}"
+    f = facts.get(("cell-step", nb, cell, dtype))
+    row = Row("cuda", f["name"] if f else f"cell_step<{cell},{dtype},{nb}>", cell, dtype, B, H, "step", "cell-step",
+              f"U{p['units_per_block']} KW{p['warps_per_unit']} NB{p['rows_per_block']} I{I}", anchor=anchor,
+              threads=THREADS, grid=(p["grid_x"], p["grid_y"]), predicted_us=p["estimate_us"])
+    if f is None:
+        row.error = f"no compiled cell-step kernel {nb} for {cell} {dtype} in the build"
+        return row
+    row.regs, row.spill_bytes, row.tensor_cores, row.smem = f["regs"], f["spill"], f["tc"], f["static_smem"]
+    return row
+
+
+SPEC = [None]  # the DeviceSpec of the running rows() call (occupancy of a row)
+
+
+def _C():
+    from fusedrnn import _C  # noqa: PLC0415  (the extension's plan: the very function the GPU path calls)
+    return _C
+
+
+def rows(spec, cases, jobs):
+    """One Row per kernel launch the cuda backend would issue for each case on `spec`, then
+    the v2 cases (V2_CASES) for the cells and dtypes among `cases`."""
+    facts = kernel_facts(spec.arch, jobs)
+    lim = limits(spec)
+    SPEC[0] = spec
+    out = []
+    for case in cases:
+        out += _recurrence_rows(facts, lim, case.cell, case.dtype, case.B, case.H, case.anchor)
+    pairs = sorted({(c.cell, c.dtype) for c in cases})
+    for cell, dtype in pairs:
+        for B, H, anchor in V2_CASES["D2"]:
+            out += _recurrence_rows(facts, lim, cell, dtype, B, H, anchor, directions=2)
+        if cell == "lstm":
+            for B, H, P, anchor in V2_CASES["proj"]:
+                out += _recurrence_rows(facts, lim, cell, dtype, B, H, anchor, proj=P)
+        for B, I, H, anchor in V2_CASES["step"]:
+            out.append(_cell_step_row(facts, lim, cell, dtype, B, I, H, anchor))
     return out
 
 
@@ -287,4 +369,86 @@ def prediction_table(spec=None) -> str:
         colfb = [f"{r['ours_fwbw']:.2f}", f"{r['cudnn_fwbw']:.2f}", f"{r['cudnn_fwbw'] / r['ours_fwbw']:.1f}x"]
         lines.append("| " + " | ".join([r["cell"], str(r["B"]), str(r["H"]), terms(r["fwd"])] + cols
                                        + [terms(r["bwd"])] + colb + colfb) + " |")
+    return "\n".join(lines)
+
+
+# --- predictions of the kernel contract v2 (benchmarks/NOTES.md, CUDA section) -------------
+
+ENCODER = dict(B=32, T=512, I=256, H=512, layers=2, dtype="fp16")  # the bidirectional encoder anchor
+PROJ_CASES = ((16, 1024, 256), (64, 1024, 256))  # (B, H, P): the LSTM projection of speech models
+
+
+def _gemm_us(flops: float) -> float:
+    return flops / (GEMM_TFLOPS * 1e6)
+
+
+def _step_us(lim, backward: bool, B: int, H: int, dtype: str, proj: int = 0, directions: int = 1):
+    from fusedrnn import _C  # noqa: PLC0415
+
+    p = _C.plan_for(backward, "lstm", DTYPE_CODES[dtype], B, H, lim, proj=proj, directions=directions)
+    return p["estimate"]["step_us"], p
+
+
+def encoder_prediction(spec=None) -> dict:
+    """The 2-layer bidirectional LSTM encoder (ENCODER) in ms: each layer one launch with both
+    directions (D=2), against the same layers with the directions one after the other (two
+    D=1 launches), from the host plan's step estimates plus the GEMMs outside the loop."""
+    from .rows import H100  # noqa: PLC0415
+
+    lim = limits(spec or H100)
+    e = ENCODER
+    B, T, H, G = e["B"], e["T"], e["H"], 4
+    out = {"fw_d2": 0.0, "fwbw_d2": 0.0, "fw_d1": 0.0, "fwbw_d1": 0.0, "plans": []}
+    for layer in range(e["layers"]):
+        I = e["I"] if layer == 0 else 2 * H
+        gemm_in = _gemm_us(2.0 * T * B * I * 2 * G * H)  # x @ cat(W_ih_fwd, W_ih_bwd)ᵀ, the whole sequence
+        gemm_bw = 2 * gemm_in + _gemm_us(2 * 2.0 * T * B * H * G * H)  # dx, dW_ih; dW_hh of both directions
+        saved = 2 * 5 * B * H * 4 / HBM_BYTES_PER_US  # the training forward also writes the activations
+        for D, key in ((2, "d2"), (1, "d1")):
+            f, pf = _step_us(lim, False, B, H, e["dtype"], directions=D)
+            b, pb = _step_us(lim, True, B, H, e["dtype"], directions=D)
+            turns = 2 // D
+            out["fw_" + key] += (turns * f * T + gemm_in) / 1000
+            out["fwbw_" + key] += (turns * (f + saved / turns + b) * T + gemm_in + gemm_bw) / 1000
+            if D == 2:
+                out["plans"].append((layer, pf, pb))
+    return out
+
+
+def projection_prediction(spec=None) -> list[dict]:
+    """µs per step of the LSTM with a projection (PROJ_CASES, bf16), forward and backward
+    recurrence alone, next to the same H without a projection."""
+    from .rows import H100  # noqa: PLC0415
+
+    lim = limits(spec or H100)
+    rows = []
+    for B, H, P in PROJ_CASES:
+        row = dict(B=B, H=H, P=P)
+        for bwd, d in ((False, "fw"), (True, "bw")):
+            row[d], row[d + "_plan"] = _step_us(lim, bwd, B, H, "bf16", proj=P)
+            row[d + "_noproj"], _ = _step_us(lim, bwd, B, H, "bf16")
+        rows.append(row)
+    return rows
+
+
+def v2_prediction_table(spec=None) -> str:
+    """The markdown tables of the v2 predictions in benchmarks/NOTES.md's CUDA section."""
+    from ..anchors import _MODEL  # noqa: PLC0415
+
+    enc = encoder_prediction(spec)
+    padded = _MODEL["encoder-padded"]  # cuDNN's fastest dtype, fw and fwbw
+    cudnn = {"fw": min(padded[:3]), "fwbw": min(padded[3:])}
+    lines = ["| encoder (2 layers, bidirectional, B32 T512 H512 fp16) | both directions in one launch | "
+             "directions in turn | cuDNN | ratio (one launch) |", "|---|---|---|---|---|"]
+    for k in ("fw", "fwbw"):
+        lines.append(f"| {k} (ms) | {enc[k + '_d2']:.2f} | {enc[k + '_d1']:.2f} | {cudnn[k]:.2f} | "
+                     f"{cudnn[k] / enc[k + '_d2']:.1f}x |")
+    _, pf, pb = enc["plans"][0]
+    lines += ["", f"Per step and layer: forward {pf['estimate']['step_us']:.2f} µs ({_layout_text(pf)}), "
+              f"backward {pb['estimate']['step_us']:.2f} µs ({_layout_text(pb)}).", "",
+              "| LSTM projection, bf16 | fw µs/step | fw without projection | bw µs/step | bw without projection | "
+              "tier fw / bw |", "|---|---|---|---|---|---|"]
+    for r in projection_prediction(spec):
+        lines.append(f"| B{r['B']} H{r['H']} P{r['P']} | {r['fw']:.2f} | {r['fw_noproj']:.2f} | {r['bw']:.2f} | "
+                     f"{r['bw_noproj']:.2f} | {_layout_text(r['fw_plan'])} / {_layout_text(r['bw_plan'])} |")
     return "\n".join(lines)

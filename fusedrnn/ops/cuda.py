@@ -5,13 +5,20 @@ stream, so CUDA-graph capture sees no allocation inside the extension); the exte
 gets data pointers, shapes, strides, dtype codes and torch's current stream as
 integers, checks every value again, plans and launches.
 
-Dimensions: T steps, B batch, H hidden, G gates, S fp32 values saved per (t, b, unit)
-for backward (LSTM 5: i,f,g,o,c_prev · GRU 5: r,z,n,W_hn h+b_hn,h_prev · RNN 1: h).
+Dimensions: T steps, B batch, H hidden, P the state fed back (proj_size of an LSTM with a
+projection, else H), G gates, D directions run by one launch (1 or 2), S fp32 values saved
+per (t, b, unit) for backward (LSTM 5: i,f,g,o,c_prev · GRU 5: r,z,n,W_hn h+b_hn,h_prev ·
+RNN 1: h). The kernel contract v2 (fusedrnn/ops/fused.py): h0 (D, B, P) runs both
+directions in one launch (direction 1 backwards from lengths[b]-1), w_hr (D?, P, H) an LSTM
+projection; `step` is the fused decode step of a cell (fusedrnn/ops/cell_step.py).
 
 How a call runs is decided by a host-side plan (`plan`, or `plan_for` with a device's
 limits and no GPU): tier "cta" (one CTA per batch group holds W_hh), "cluster" (a
 thread-block cluster shares it through distributed shared memory), "grid" (the whole
-grid, exchanging h through L2 with per-CTA flags) or "step" (one launch per step).
+grid, exchanging h through L2 with per-CTA flags) or "step" (one launch per step). With
+two directions the plan's CTA groups double (one more independent group per direction);
+with a projection each step has two stages (W_hh h -> c, m; then h = W_hr m), each CTA
+keeping its slices of W_hh and W_hr in shared memory.
 
 Environment (tests and diagnosis):
     FUSEDRNN_CUDA_MODE = auto | persistent | cta | cluster | grid | step   force a tier
@@ -69,12 +76,16 @@ def availability(device: torch.device) -> str | None:
     return None
 
 
-def unsupported(cell: str, dtype, hidden_size: int, proj_size: int = 0) -> str | None:
+def unsupported(cell: str, dtype, hidden_size: int, proj_size: int = 0, directions: int = 1) -> str | None:
     """None if the kernels handle this configuration, else why not."""
     if cell not in GATES:
         return f"unknown cell {cell!r}"
-    if proj_size:
-        return "the cuda backend does not implement proj_size (LSTM projections)"
+    if proj_size and cell != "lstm":
+        return f"proj_size exists only for lstm, not {cell}"
+    if proj_size and hidden_size is not None and not 0 < proj_size < hidden_size:
+        return f"proj_size={proj_size} must lie in [1, hidden_size={hidden_size})"
+    if directions not in (1, 2):
+        return f"the cuda backend runs 1 or 2 directions per launch, not {directions}"
     if dtype is not None and dtype not in KERNEL_DTYPES:
         return f"the cuda backend runs float32, float16 and bfloat16, not {dtype}"
     if hidden_size is not None and GATES[cell] * hidden_size * hidden_size > INT32_MAX:
@@ -82,12 +93,24 @@ def unsupported(cell: str, dtype, hidden_size: int, proj_size: int = 0) -> str |
     return None
 
 
-def saved_shapes(cell, gx, h0, c0, w_hh, b_hh, lengths, reverse, need_grad):
-    """(shape, dtype) of each tensor `forward` saves: the activations (T, B, S, H) fp32."""
+def _dims(cell, gx, h0):
+    """(D, lead, T, B, H, P): directions, the leading (D,) of per-direction shapes (or ()), sizes."""
+    D = 1 if h0.dim() == 2 else h0.shape[0]
+    lead = (D,) if h0.dim() == 3 else ()
+    T, B, DGH = gx.shape
+    return D, lead, T, B, DGH // (D * GATES[cell]), h0.shape[-1]
+
+
+def saved_shapes(cell, gx, h0, c0, w_hh, b_hh, lengths, reverse, need_grad, w_hr=None):
+    """(shape, dtype) of each tensor `forward` saves: the activations (D?, T, B, S, H) fp32 and,
+    with a projection, m = o * tanh(c) (D?, T, B, H) fp32 for dW_hr."""
     if not need_grad:
         return []
-    T, B, GH = gx.shape
-    return [((T, B, SAVED_SLOTS[cell], GH // GATES[cell]), torch.float32)]
+    _, lead, T, B, H, _ = _dims(cell, gx, h0)
+    shapes = [(lead + (T, B, SAVED_SLOTS[cell], H), torch.float32)]
+    if w_hr is not None:
+        shapes.append((lead + (T, B, H), torch.float32))
+    return shapes
 
 
 def _arg(t: torch.Tensor | None):
@@ -138,9 +161,10 @@ def _launch_context(t: torch.Tensor):
     return torch.cuda.current_stream(t.device).cuda_stream, index
 
 
-def _workspace(backward: bool, cell: str, dtype, B: int, H: int, index: int, knobs: dict, device) -> torch.Tensor:
+def _workspace(backward: bool, cell: str, dtype, B: int, H: int, index: int, knobs: dict, device, proj: int,
+               directions: int) -> torch.Tensor:
     p = _C.plan(backward, cell, DTYPE_CODES[dtype], B, H, index, knobs["mode"], knobs["units"], knobs["batch_rows"],
-                knobs["passes"])
+                knobs["passes"], proj, directions)
     return torch.empty(p["workspace_bytes"], dtype=torch.uint8, device=device)
 
 
@@ -167,53 +191,121 @@ def _after_launch(note: str, ws: torch.Tensor, what: str) -> None:
             raise RuntimeError(message)
 
 
-def forward(cell, gx, h0, c0, w_hh, b_hh, lengths, reverse, need_grad):
+def forward(cell, gx, h0, c0, w_hh, b_hh, lengths, reverse, need_grad, w_hr=None):
     """Forward recurrence; see fusedrnn/ops/fused.py for the contract.
 
-    gx (T,B,G*H) · h0 (B,H) · c0 (B,H) LSTM only · w_hh (G*H,H) · b_hh (G*H,) or None ·
-    lengths (B,) int32 on gx's device or None. Returns y (T,B,H), hT (B,H), cT (B,H) or
-    None, and saved = (activations (T,B,S,H) fp32,) when need_grad, else ().
+    gx (T,B,D*G*H) · h0 (D?,B,P) · c0 (D?,B,H) LSTM only · w_hh (D?,G*H,P) · b_hh (D?,G*H) or None ·
+    lengths (B,) int32 on gx's device or None · w_hr (D?,P,H) LSTM projection or None. Returns y
+    (T,B,D*P), hT (D?,B,P), cT (D?,B,H) or None, and saved (see saved_shapes) when need_grad, else ().
     """
     stream, index = _launch_context(gx)
-    T, B, GH = gx.shape
-    H = GH // GATES[cell]
+    D, lead, T, B, H, P = _dims(cell, gx, h0)
     dt, dev = gx.dtype, gx.device
     knobs = _knobs()
-    y = _empty((T, B, H), dt, dev)
-    hT = _empty((B, H), dt, dev)
-    cT = _empty((B, H), dt, dev) if cell == "lstm" else None
-    saved = [_empty(shape, sdt, dev) for shape, sdt in saved_shapes(cell, gx, h0, c0, w_hh, b_hh, lengths,
-                                                                      reverse, need_grad)]
-    ws = _workspace(False, cell, dt, B, H, index, knobs, dev)
+    y = _empty((T, B, D * P), dt, dev)
+    hT = _empty(lead + (B, P), dt, dev)
+    cT = _empty(lead + (B, H), dt, dev) if cell == "lstm" else None
+    saved = [_empty(shape, sdt, dev)
+             for shape, sdt in saved_shapes(cell, gx, h0, c0, w_hh, b_hh, lengths, reverse, need_grad, w_hr)]
+    ws = _workspace(False, cell, dt, B, H, index, knobs, dev, P if w_hr is not None else 0, D)
     note = _C.forward(cell, bool(reverse), _arg(gx), _arg(h0), _arg(c0), _arg(w_hh), _arg(b_hh), _arg(lengths),
                       _arg(y), _arg(hT), _arg(cT), _arg(saved[0] if saved else None), _arg(ws), stream, index,
-                      **knobs)
+                      w_hr=_arg(w_hr), m=_arg(saved[1] if len(saved) > 1 else None), **knobs)
     _after_launch(note, ws, f"{cell} forward")
     return y, hT, cT, tuple(saved)
 
 
-def backward(cell, dy, dhT, dcT, gx, h0, c0, w_hh, b_hh, lengths, reverse, y, saved):
-    """Backward recurrence: d_gx (T,B,G*H) in gx's dtype, d_gh (the same tensor except
-    for GRU, whose n gate differs: d_gh_n = r * d_gx_n), dh0 (B,H), dc0 (B,H) or None."""
+def backward(cell, dy, dhT, dcT, gx, h0, c0, w_hh, b_hh, lengths, reverse, y, saved, w_hr=None):
+    """Backward recurrence: d_gx (T,B,D*G*H) in gx's dtype, d_gh (the same tensor except for
+    GRU, whose n gate differs: d_gh_n = r * d_gx_n), dh0 (D?,B,P), dc0 (D?,B,H) or None and,
+    with a projection, dw_hr (D?,P,H) = Σ_t dh_tᵀ m_t (fp32 GEMM outside the loop)."""
     stream, index = _launch_context(dy)
-    if len(saved) != 1:
-        raise RuntimeError("cuda backward needs the activations saved by forward(need_grad=True)")
-    (acts,) = saved
-    T, B, H = dy.shape
+    proj = w_hr is not None
+    if len(saved) != (2 if proj else 1):
+        raise RuntimeError("cuda backward needs the tensors saved by forward(need_grad=True)")
+    D, lead, T, B, H, P = _dims(cell, gx, h0)
     GH = GATES[cell] * H
     dt, dev = gx.dtype, gx.device
     knobs = _knobs()
-    w_t = w_hh.t().contiguous()  # (H, G*H): each CTA's slice is rows of W_hhᵀ
-    d_gx = _empty((T, B, GH), dt, dev)
-    d_gh = _empty((T, B, GH), dt, dev) if cell == "gru" else None
-    dh0 = _empty((B, H), dt, dev)
-    dc0 = _empty((B, H), dt, dev) if cell == "lstm" else None
-    ws = _workspace(True, cell, dt, B, H, index, knobs, dev)
+    w_t = w_hh.transpose(-1, -2).contiguous()  # (D?, P, G*H): each CTA's slice is rows of W_hhᵀ
+    w_hr_t = w_hr.transpose(-1, -2).contiguous() if proj else None  # (D?, H, P)
+    d_gx = _empty((T, B, D * GH), dt, dev)
+    d_gh = _empty((T, B, D * GH), dt, dev) if cell == "gru" else None
+    dh0 = _empty(lead + (B, P), dt, dev)
+    dc0 = _empty(lead + (B, H), dt, dev) if cell == "lstm" else None
+    dh = _empty(lead + (T, B, P), torch.float32, dev) if proj else None
+    ws = _workspace(True, cell, dt, B, H, index, knobs, dev, P if proj else 0, D)
     note = _C.backward(cell, bool(reverse), _arg(dy.to(dt)), _arg(dhT.to(dt)),
-                       _arg(dcT.to(dt) if dcT is not None else None), _arg(w_t), _arg(lengths), _arg(acts),
-                       _arg(d_gx), _arg(d_gh), _arg(dh0), _arg(dc0), _arg(ws), stream, index, **knobs)
+                       _arg(dcT.to(dt) if dcT is not None else None), _arg(w_t), _arg(lengths), _arg(saved[0]),
+                       _arg(d_gx), _arg(d_gh), _arg(dh0), _arg(dc0), _arg(ws), stream, index,
+                       w_hr_t=_arg(w_hr_t), dh=_arg(dh), **knobs)
     _after_launch(note, ws, f"{cell} backward")
-    return d_gx, (d_gh if d_gh is not None else d_gx), dh0, dc0
+    outs = (d_gx, (d_gh if d_gh is not None else d_gx), dh0, dc0)
+    if not proj:
+        return outs
+    m = saved[1]
+    dw_hr = torch.bmm(dh.reshape(D, T * B, P).transpose(1, 2), m.reshape(D, T * B, H))  # fp32 accumulation
+    return outs + (dw_hr.reshape(w_hr.shape).to(w_hr.dtype),)
+
+
+_raw_stream = getattr(torch._C, "_cuda_getCurrentRawStream", None)
+
+
+def step(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh):
+    """One fused step of a cell (fusedrnn/ops/cell_step.py): (h (B,H), c (B,H) or None).
+
+    x (B,I) · h0 (B,H) · c0 (B,H) LSTM only · w_ih (G*H,I) · w_hh (G*H,H) · b_ih, b_hh (G*H,) or
+    None, all of one float dtype on one CUDA device. One launch reads each weight byte once
+    (x W_ihᵀ + b_ih, h0 W_hhᵀ + b_hh and the pointwise update together); nothing is
+    allocated but h and c, nothing synchronises: a CUDA graph can capture it.
+    """
+    if _C is None or not x.is_cuda:
+        raise RuntimeError(f"fusedrnn cuda backend: {availability(x.device)}")
+    lstm = cell == "lstm"
+    B, I = x.shape
+    H = h0.shape[-1]
+    GH = GATES[cell] * H
+    dt, dev = x.dtype, x.device
+    tensors = (h0, c0, w_ih, w_hh, b_ih, b_hh)
+    if (h0.shape != (B, H) or w_ih.shape != (GH, I) or w_hh.shape != (GH, H) or (c0 is not None) != lstm
+            or (lstm and c0.shape != (B, H)) or any(b is not None and b.shape != (GH,) for b in (b_ih, b_hh))
+            or any(t is not None and (t.dtype != dt or t.device != dev) for t in tensors)):
+        _step_error(cell, x, *tensors)
+    x, h0, w_ih, w_hh = x.contiguous(), h0.contiguous(), w_ih.contiguous(), w_hh.contiguous()
+    c0, b_ih, b_hh = (t.contiguous() if t is not None else None for t in (c0, b_ih, b_hh))
+    h = torch.empty((B, H), dtype=dt, device=dev)
+    c = torch.empty((B, H), dtype=dt, device=dev) if lstm else None
+    index = dev.index
+    stream = _raw_stream(index) if _raw_stream is not None else torch.cuda.current_stream(dev).cuda_stream
+    ptr = lambda t: t.data_ptr() if t is not None else 0  # noqa: E731
+    _C.cell_step(cell, DTYPE_CODES[dt], B, I, H, x.data_ptr(), h0.data_ptr(), ptr(c0), w_ih.data_ptr(),
+                 w_hh.data_ptr(), ptr(b_ih), ptr(b_hh), h.data_ptr(), ptr(c), stream, index)
+    return h, c
+
+
+def _step_error(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh):
+    """The ValueError/TypeError/RuntimeError that names what `step`'s arguments got wrong."""
+    B, I = x.shape
+    H = h0.shape[-1]
+    GH = GATES[cell] * H
+    expected = {"h0": (B, H), "w_ih": (GH, I), "w_hh": (GH, H)}
+    given = {"h0": h0, "w_ih": w_ih, "w_hh": w_hh, "b_ih": b_ih, "b_hh": b_hh}
+    if cell == "lstm":
+        expected["c0"], given["c0"] = (B, H), c0
+    elif c0 is not None:
+        raise ValueError(f"c0 must be None for cell {cell!r}")
+    for name in ("b_ih", "b_hh"):
+        if given[name] is not None:
+            expected[name] = (GH,)
+    for name, shape in expected.items():
+        t = given[name]
+        if t is None or tuple(t.shape) != shape:
+            raise ValueError(f"step: {name} must have shape {shape}, got {None if t is None else tuple(t.shape)}")
+        if t.dtype != x.dtype:
+            raise TypeError(f"step: {name} has dtype {t.dtype} but x has {x.dtype}; all must match")
+        if t.device != x.device:
+            raise RuntimeError(f"step: {name} is on {t.device} but x is on {x.device}; all must be on one device")
+    raise ValueError("step: inconsistent arguments")  # unreachable when the checks above are complete
 
 
 def _require_extension():
@@ -223,7 +315,7 @@ def _require_extension():
 
 def plan(cell: str, dtype: torch.dtype, batch: int, hidden_size: int, backward: bool = False,
          device: torch.device | int | None = None, mode: str | None = None, units: int | None = None,
-         batch_rows: int | None = None, passes: int | None = None) -> dict:
+         batch_rows: int | None = None, passes: int | None = None, proj_size: int = 0, directions: int = 1) -> dict:
     """How a call of this size runs on a CUDA device: tier, grid, cluster, units per CTA,
     batch groups, shared memory, workspace, the cost model's estimate and the reason."""
     _require_extension()
@@ -233,23 +325,34 @@ def plan(cell: str, dtype: torch.dtype, batch: int, hidden_size: int, backward: 
     knobs = _knobs()
     pick = lambda name, value: knobs[name] if value is None else value  # noqa: E731
     return _C.plan(backward, cell, DTYPE_CODES[dtype], batch, hidden_size, index, mode or knobs["mode"],
-                   pick("units", units), pick("batch_rows", batch_rows), pick("passes", passes))
+                   pick("units", units), pick("batch_rows", batch_rows), pick("passes", passes), proj_size, directions)
 
 
 def plan_for(cell: str, dtype: torch.dtype, batch: int, hidden_size: int, limits: dict | None = None,
-             backward: bool = False, mode: str = "auto", units: int = 0, batch_rows: int = 0, passes: int = 0) -> dict:
+             backward: bool = False, mode: str = "auto", units: int = 0, batch_rows: int = 0, passes: int = 0,
+             proj_size: int = 0, directions: int = 1) -> dict:
     """The plan for a device described by `limits` (default: an H100, H100_LIMITS), without a GPU."""
     _require_extension()
     return _C.plan_for(backward, cell, DTYPE_CODES[dtype], batch, hidden_size, dict(limits or H100_LIMITS), mode,
-                       units, batch_rows, passes)
+                       units, batch_rows, passes, proj_size, directions)
 
 
-def describe(cell: str, dtype, batch: int, hidden_size: int, device=None) -> str:
+def step_plan_for(cell: str, dtype: torch.dtype, batch: int, input_size: int, hidden_size: int,
+                  limits: dict | None = None) -> dict:
+    """The geometry of the fused decode step (`step`) on a device described by `limits`, without a GPU."""
+    _require_extension()
+    return _C.cell_step_plan_for(cell, DTYPE_CODES[dtype], batch, input_size, hidden_size,
+                                 dict(limits or H100_LIMITS))
+
+
+def describe(cell: str, dtype, batch: int, hidden_size: int, device=None, proj_size: int = 0,
+             directions: int = 1) -> str:
     """One clause for fusedrnn.explain: the tier each direction would run, and why."""
     try:
         parts = []
         for bwd in (False, True):
-            p = plan(cell, dtype, batch, hidden_size, backward=bwd, device=device)
+            p = plan(cell, dtype, batch, hidden_size, backward=bwd, device=device, proj_size=proj_size,
+                     directions=directions)
             name = "backward" if bwd else "forward"
             parts.append(f"{name} on the {p['tier']} tier ({p['reason']})")
         return "; ".join(parts)

@@ -75,14 +75,15 @@ def make_case(cell, T, B, H, dtype, device, lengths, seed=0):
     return x, lens, probes
 
 
-def lowp_recurrence(cell, gx, h0, c0, w_hh, b_hh, lengths=None, reverse=False):
-    """The recurrence entirely in the inputs' dtype (state included): torch.nn's precision."""
+def lowp_recurrence(cell, gx, h0, c0, w_hh, b_hh, lengths=None, reverse=False, w_hr=None):
+    """The recurrence entirely in the inputs' dtype (state included): torch.nn's precision.
+    w_hr: the LSTM projection (P, H) or None."""
     T = gx.shape[0]
     h, c, ys = h0, c0, [None] * T
     order = range(T - 1, -1, -1) if reverse else range(T)
     for t in order:
         if cell == "lstm":
-            hn, cn = reference.lstm_step(gx[t], h, c, w_hh, b_hh)
+            hn, cn = reference.lstm_step(gx[t], h, c, w_hh, b_hh, w_hr)
         elif cell == "gru":
             hn, cn = reference.gru_step(gx[t], h, w_hh, b_hh), None
         else:
@@ -90,7 +91,7 @@ def lowp_recurrence(cell, gx, h0, c0, w_hh, b_hh, lengths=None, reverse=False):
         if lengths is None:
             h, c, ys[t] = hn, cn, hn
         else:
-            m = (t < lengths).unsqueeze(1)
+            m = (t < lengths.to(gx.device)).unsqueeze(1)
             h = torch.where(m, hn, h)
             c = torch.where(m, cn, c) if cn is not None else None
             ys[t] = torch.where(m, hn, torch.zeros_like(hn))

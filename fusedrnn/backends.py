@@ -17,7 +17,6 @@ each direction gets its own).
 from __future__ import annotations
 
 import importlib
-import inspect
 import os
 import warnings
 from typing import NamedTuple
@@ -70,23 +69,7 @@ def why_not_two_directions(name: str, cell: str, dtype, hidden_size: int, proj_s
     direction then runs as its own call). The reference runs any layer; torch.nn is not asked."""
     if name in ("torch", "reference"):
         return None
-    mod = kernel_module(name)
-    if not _takes_directions(mod.unsupported):
-        # SHIM (contract v2 transition; remove once every kernel backend takes `directions`):
-        # a backend whose unsupported() predates the keyword runs one direction per launch
-        return f"the {name} backend runs one direction per launch (its unsupported() takes no `directions`)"
-    return mod.unsupported(cell, dtype, hidden_size, proj_size, directions=2)
-
-
-_TAKES_DIRECTIONS: dict = {}
-
-
-def _takes_directions(fn) -> bool:
-    """Whether a backend's unsupported() has contract v2's `directions` (read once per function)."""
-    takes = _TAKES_DIRECTIONS.get(fn)
-    if takes is None:
-        takes = _TAKES_DIRECTIONS[fn] = "directions" in inspect.signature(fn).parameters
-    return takes
+    return kernel_module(name).unsupported(cell, dtype, hidden_size, proj_size, directions=2)
 
 
 @torch.compiler.assume_constant_result

@@ -15,7 +15,7 @@ step; gru (*lead,T,B,4H) r,z,n and W_hn h + b_hn + (*lead,T,B,H) hidden state en
 each step; rnn nothing (its derivative comes from y).
 
 Tests point a backend name at it with `install(monkeypatch)`; `install(monkeypatch,
-directions=1)` or `install(monkeypatch, v1=True)` make it declare less (the frontend's
+directions=1)` or `install(monkeypatch, projections=False)` make it declare less (the frontend's
 fallbacks), and it then refuses any call that its `unsupported` declined.
 """
 from __future__ import annotations
@@ -40,11 +40,6 @@ def unsupported(cell, dtype, hidden_size, proj_size, directions=1):
     if directions > DECLARED["directions"]:
         return "plain_kernels (as installed) runs one direction per call"
     return None
-
-
-def unsupported_v1(cell, dtype, hidden_size, proj_size):
-    """Contract v1's signature (no `directions`), as a backend written before v2 has it."""
-    return "plain_kernels (contract v1) has no projection (proj_size)" if proj_size else None
 
 
 def _cd(dtype):
@@ -243,17 +238,13 @@ def install_step(monkeypatch) -> list:
     return stepped
 
 
-def install(monkeypatch, *, directions: int = 2, projections: bool = True, v1: bool = False) -> str:
+def install(monkeypatch, *, directions: int = 2, projections: bool = True) -> str:
     """Point the "triton" backend name at this module for one test; returns the name to use.
 
-    directions=1: declare one direction per call; projections=False: declare none;
-    v1=True: contract v1's `unsupported` signature (no `directions`, no projection)."""
+    directions=1: declare one direction per call; projections=False: declare none."""
     import torch._dynamo  # noqa: PLC0415
     import fusedrnn  # noqa: PLC0415
     monkeypatch.setitem(fusedrnn.backends.KERNEL_BACKENDS, "triton", __name__)
-    if v1:
-        directions, projections = 1, False
-        monkeypatch.setattr(sys.modules[__name__], "unsupported", unsupported_v1)
     monkeypatch.setitem(DECLARED, "directions", directions)
     monkeypatch.setitem(DECLARED, "projections", projections)
     torch._dynamo.reset()  # compiled graphs bake the backend in; start clean

@@ -21,13 +21,8 @@ CONTRACT = {
     "forward": ["cell", "gx", "h0", "c0", "w_hh", "b_hh", "lengths", "reverse", "need_grad"],
     "backward": ["cell", "dy", "dhT", "dcT", "gx", "h0", "c0", "w_hh", "b_hh", "lengths", "reverse", "y", "saved"],
 }
-#: contract v2's parameter after the v1 ones
+#: contract v2 adds these parameters after the ones above
 V2 = {"unsupported": "directions", "saved_shapes": "w_hr", "forward": "w_hr", "backward": "w_hr"}
-
-
-def declares_v2(mod) -> bool:
-    # SHIM (contract v2 transition): once every backend is v2, require V2 unconditionally
-    return "directions" in inspect.signature(mod.unsupported).parameters
 
 
 def inputs(cell, T=3, B=2, H=5, dtype=torch.float32, lengths=False):
@@ -44,14 +39,13 @@ def test_backend_module_has_the_whole_contract(name):
     for fn, params in CONTRACT.items():
         f = getattr(mod, fn, None)
         assert callable(f), f"{mod.__name__} lacks {fn}(...)"
-        params = params + [V2[fn]] if fn in V2 and declares_v2(mod) else params
+        params = params + [V2[fn]] if fn in V2 else params
         got = list(inspect.signature(f).parameters)[: len(params)]
         assert got == params, f"{mod.__name__}.{fn} takes {got}, the contract says {params}"
 
 
 def test_the_stand_in_declares_v2_with_its_signatures():
     import plain_kernels
-    assert declares_v2(plain_kernels)
     for fn, extra in V2.items():
         assert list(inspect.signature(getattr(plain_kernels, fn)).parameters)[len(CONTRACT[fn])] == extra
 
@@ -125,8 +119,6 @@ def test_a_v2_backend_meets_contract_v2_where_it_runs(name):
     why = mod.availability(device)
     if why is not None:
         pytest.skip(f"{name} cannot run on {device}: {why}")
-    if not declares_v2(mod):
-        pytest.skip(f"{name} does not declare contract v2 yet")
     C = contract_v2.Case
     which = [C("lstm", 2, proj=True, lengths=(4, 1, 3)), C("lstm", 1, reverse=True, proj=True), C("gru", 2),
              C("rnn_tanh", 2, lengths=(2, 4, 1)), C("rnn_relu", 1, reverse=True, lengths=(4, 1, 3))]

@@ -1,9 +1,8 @@
 """Bidirectional layers and LSTM projections on the kernel-backend path (contract v2), with
 tests/plain_kernels.py standing in for the kernels in three declarations: v2 (projections,
-both directions in one call), one direction per call, and contract v1 (neither, and the old
-`unsupported` signature). Module parity with torch.nn (values and every gradient, float64),
+both directions in one call), one direction per call, and neither (one direction per call
+and no projection). Module parity with torch.nn (values and every gradient, float64),
 what reaches the backend, one input GEMM per layer, the fused step at T=1, explain()."""
-import inspect
 
 import pytest
 import torch
@@ -16,7 +15,7 @@ from fusedrnn.ops import GATES
 from parity import compare_to_torch, make_inputs, make_pair, make_state
 
 F64_TOL = 1e-11
-DECLARATIONS = {"v2": {}, "one direction per call": {"directions": 1}, "v1": {"v1": True}}
+DECLARATIONS = {"v2": {}, "one direction per call": {"directions": 1}, "neither": {"directions": 1, "projections": False}}
 
 
 @pytest.fixture
@@ -51,7 +50,7 @@ def test_bidirectional_two_layers_match_torch(calls, declaration, cell, proj, pa
     ours, ref = make_pair(cell, 4, 5, backend=name, num_layers=2, bidirectional=True,
                           batch_first=packed is None, dropout=0.0, **kw)
     x = make_inputs(4, 3, 6, torch.float64, packed=packed, batch_first=packed is None)
-    if proj and declaration == "v1":
+    if proj and declaration == "neither":
         with pytest.raises(RuntimeError, match="fusedrnn backend 'triton' cannot run this call: .*projection"):
             ours(x)
         return
@@ -193,25 +192,17 @@ def test_explain_names_the_kernel_layout(calls):
     name = calls.install("one direction per call")
     text = fusedrnn.explain(fusedrnn.GRU(4, 6, bidirectional=True, backend=name), x)
     assert "then one triton launch per direction (plain_kernels (as installed) runs one direction per call)" in text
-    name = calls.install("v1")
-    text = fusedrnn.explain(fusedrnn.GRU(4, 6, bidirectional=True, backend=name), x)
-    assert "one triton launch per direction (the triton backend runs one direction per launch (its unsupported() " \
-           "takes no `directions`))" in text
+    name = calls.install("neither")
     text = fusedrnn.explain(fusedrnn.LSTM(4, 6, proj_size=3, backend=name), x)
     assert "would raise RuntimeError" in text and "projection" in text
     assert "launch" not in fusedrnn.explain(fusedrnn.GRU(4, 6, backend=name), x)  # one direction: nothing to say
 
 
 @pytest.mark.parametrize("name", sorted(backends.KERNEL_BACKENDS))
-def test_each_real_backend_is_asked_about_two_directions_in_its_own_contract(name):
-    """The shipped backends, whichever contract they declare today: one whose unsupported() has
-    no `directions` (v1) runs one direction per launch and is never given the keyword; a v2 one
-    answers for itself. Nothing raises for any cell or projection."""
+def test_each_real_backend_answers_for_two_directions_itself(name):
+    """The shipped backends declare contract v2: whether both directions run in one launch is
+    their own unsupported(..., directions=2), for every cell and projection (nothing raises)."""
     mod = backends.kernel_module(name)
-    v2 = "directions" in inspect.signature(mod.unsupported).parameters
     for cell, proj in LAYERS:
         why = backends.why_not_two_directions(name, cell, torch.float32, 8, proj)
-        if v2:
-            assert why == mod.unsupported(cell, torch.float32, 8, proj, directions=2)
-        else:
-            assert "runs one direction per launch (its unsupported() takes no `directions`)" in why
+        assert why == mod.unsupported(cell, torch.float32, 8, proj, directions=2)

@@ -18,7 +18,7 @@ the op name, so a graph cached for an older layout can never be loaded for this 
 ops import it on first use. The backward op also computes the weight gradients of W_hh and
 b_hh (GEMMs outside the time loop, per direction), so its outputs are plain gradients with
 no aliasing; the backend returns dW_hr itself. A backend gets `w_hr` (keyword) only when a
-projection is given, so a backend without projections keeps its contract-v1 signature.
+projection is given.
 A call that autograd does not record (no_grad, inference, or no argument requiring grad)
 in plain eager mode skips the dispatcher and calls the backend's forward directly, as the
 forward op's own implementation would (outputs unaliased the same way).
@@ -112,8 +112,7 @@ def kernel_args(gx, h0, c0, w_hh, b_hh, lengths, w_hr=None):
 
 
 def projection(w_hr) -> dict:
-    """The keyword a backend call gets for the projection: none without one, so a backend
-    that has no projections keeps its contract-v1 signature."""
+    """The keyword a backend call gets for the projection: none without one."""
     return {} if w_hr is None else {"w_hr": w_hr}
 
 

@@ -61,16 +61,24 @@ def _rel_err(outs, refs) -> float:
     return worst
 
 
-def _one_call(cell, T, B, H, dtype, device, reverse, with_lengths, backend, seed):
+#: the calls each kernel gets per dtype: (reverse, lengths, directions, proj_size); contract v2's
+#: both directions in one launch for every cell, and the LSTM projection (P=16 < H) with them
+CALLS = ((False, True, 1, 0), (True, False, 1, 0), (False, True, 2, 0))
+LSTM_CALLS = CALLS + ((False, True, 2, 16),)
+
+
+def _one_call(cell, T, B, H, dtype, device, call, backend, seed):
     """fwd + bwd of `backend` and of the float64 reference on the same rounded inputs."""
     import torch  # noqa: PLC0415
 
     from fusedrnn.ops import GATES, recurrence  # noqa: PLC0415
+    reverse, with_lengths, D, P = call
     g = torch.Generator().manual_seed(seed)
-    G = GATES[cell]
-    base = [torch.randn(T, B, G * H, generator=g) * 0.7, torch.randn(B, H, generator=g) * 0.5,
-            torch.randn(B, H, generator=g) * 0.5 if cell == "lstm" else None,
-            (torch.rand(G * H, H, generator=g) * 2 - 1) / H ** 0.5, (torch.rand(G * H, generator=g) * 2 - 1) / H ** 0.5]
+    G, lead, width = GATES[cell], ((D,) if D == 2 else ()), P or H
+    uniform = lambda *s: (torch.rand(*lead, *s, generator=g) * 2 - 1) / H ** 0.5  # noqa: E731
+    base = [torch.randn(T, B, D * G * H, generator=g) * 0.7, torch.randn(*lead, B, width, generator=g) * 0.5,
+            torch.randn(*lead, B, H, generator=g) * 0.5 if cell == "lstm" else None,
+            uniform(G * H, width), uniform(G * H), uniform(width, H) if P else None]
     lengths = None
     if with_lengths:
         lengths = torch.tensor([T] + [max(1, T - 1 - i) for i in range(B - 1)], device=device)
@@ -79,7 +87,9 @@ def _one_call(cell, T, B, H, dtype, device, reverse, with_lengths, backend, seed
     for be, dt in ((backend, dtype), ("reference", torch.float64)):
         leaves = [t.to(dtype).to(device=device, dtype=dt).clone().requires_grad_(True) if t is not None else None
                   for t in base]
-        outs = recurrence(cell, *leaves, lengths=lengths, reverse=reverse, backend=be)
+        gx, h0, c0, w_hh, b_hh, w_hr = leaves
+        outs = recurrence(cell, gx, h0, c0, w_hh, b_hh, lengths=lengths, reverse=reverse, backend=be, w_hr=w_hr)
+        outs = [o for o in outs if o is not None]
         if probes is None:
             probes = [torch.randn(o.shape, generator=g).to(device) for o in outs]
         sum((o.double() * p).sum() for o, p in zip(outs, probes)).backward()
@@ -102,8 +112,8 @@ def run_one(kernel_id: str) -> dict:
     out = {"id": kernel_id, "device": device.type, "errors": {}, "plan": {}, "status": OK, "detail": ""}
     for name in tier.dtypes:
         worst = 0.0
-        for i, (reverse, with_lengths) in enumerate(((False, True), (True, False))):
-            worst = max(worst, _one_call(cell, T, B, H, dtypes[name], device, reverse, with_lengths, tier.backend, i))
+        for i, call in enumerate(LSTM_CALLS if cell == "lstm" else CALLS):
+            worst = max(worst, _one_call(cell, T, B, H, dtypes[name], device, call, tier.backend, i))
         out["errors"][name] = worst
         if not worst <= TOL[name]:
             out["status"] = WRONG

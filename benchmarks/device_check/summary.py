@@ -53,8 +53,8 @@ def _kernels(ctx: Ctx) -> list[str]:
             (m["status"] if m["status"] != "ok" else f"clean ({m.get('sanitizer_errors', 0)} errors)")
         rows.append([k["id"], k["status"] if k in ctx.smoke else "-", errs, mem_s,
                      (k.get("detail") or "").strip() + (" " if k.get("detail") else "") + str(plan_s)[:160]])
-    return ["", "## Kernels", "", "One tiny forward + backward each (T, B, H = 5, 3, 37; lengths and reverse), "
-            "against the float64 reference; memcheck: the same call under compute-sanitizer.", "",
+    return ["", "## Kernels", "", "One tiny forward + backward each (T = 5, each tier's B and H; lengths, reverse, both "
+            "directions in one call, the LSTM projection), against the float64 reference; memcheck: the same call under compute-sanitizer.", "",
             *_table(["kernel", "smoke", "max rel err", "memcheck", "detail / the backend's plan"], rows)]
 
 

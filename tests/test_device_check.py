@@ -15,8 +15,8 @@ import pytest
 import torch
 
 from benchmarks.device_check import jobs, junit, pack, plan, smoke, tiers
-from benchmarks.device_check.context import (BUILD_FAILED, CRASH, DEADLINE, NO_GPU, OK, OTHER, WRONG, Ctx,
-                                             StageResult)
+from benchmarks.device_check.context import (BUILD_FAILED, CRASH, DEADLINE, GPU_TEST_ORDER, NO_GPU, OK, OTHER,
+                                             WRONG, Ctx, StageResult, default_tests)
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -235,3 +235,11 @@ def test_smoke_worker_catches_a_wrong_kernel(monkeypatch):
     monkeypatch.setattr(ops, "recurrence", off)
     r = smoke.run_one("reference/loop/gru")
     assert r["status"] == "WRONG" and "fp32 error" in r["detail"]
+
+
+def test_the_tests_stage_runs_every_gpu_file_once_short_ones_first():
+    got = default_tests(REPO)
+    on_disk = sorted(f"tests/gpu/{p.name}" for p in (REPO / "tests" / "gpu").glob("test_*.py"))
+    assert sorted(got) == on_disk
+    assert got[0] == "tests/gpu/test_reference_gpu.py"
+    assert set(GPU_TEST_ORDER) <= {p.rsplit("/", 1)[1] for p in got}, "GPU_TEST_ORDER names a file that is gone"

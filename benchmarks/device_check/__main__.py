@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from . import pack, plan, stages, summary
-from .context import CODE_MEANING, USAGE, Ctx, StageResult
+from .context import CODE_MEANING, USAGE, Ctx, StageResult, default_tests
 
 
 class _Stop(Exception):
@@ -35,7 +35,7 @@ def parse(argv):
     p.add_argument("--out", type=Path, default=None, help="output folder (default: $OUT, else ./device_check_out)")
     p.add_argument("--work", type=Path, default=None, help="folder for logs before packing (default: a temp dir)")
     p.add_argument("--skip", default="", help=f"comma list of stages to leave out ({', '.join(plan.NAMES)})")
-    p.add_argument("--tests", nargs="+", default=None, metavar="PATH", help="pytest selection (default: tests/gpu)")
+    p.add_argument("--tests", nargs="+", default=None, metavar="PATH", help="pytest selection (default: every tests/gpu file, the short ones first)")
     p.add_argument("--bench-dtypes", default="", help="comma list (default: bf16,fp16,fp32; rehearsal fp32,bf16)")
     p.add_argument("--commit", default=os.environ.get("FUSEDRNN_GIT_COMMIT", ""),
                    help="the commit being checked (the device copy has no .git); default $FUSEDRNN_GIT_COMMIT")
@@ -128,7 +128,7 @@ def main(argv=None) -> int:
     work = (args.work or Path(tempfile.mkdtemp(prefix="fusedrnn-device-check-"))).resolve()
     work.mkdir(parents=True, exist_ok=True)
     ctx = Ctx(repo=repo, out=out, work=work, rehearse=args.rehearse, deadline_s=args.deadline, skip=skip,
-              tests=tuple(args.tests or ("tests/gpu",)),
+              tests=tuple(args.tests or default_tests(repo)),
               bench_dtypes=tuple(d for d in args.bench_dtypes.split(",") if d),
               commit=args.commit or _git_commit(repo), say=_console(out / "device_check.log"))
     code = run(ctx)

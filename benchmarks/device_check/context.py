@@ -34,6 +34,20 @@ class StageResult:
             self.categories.append(category)
 
 
+#: the order of tests/gpu's files in the tests stage (pytest, and xdist's scheduler, follow the
+#: command line): the short files of every backend first, so that a stage cut short by the
+#: deadline loses the long CUDA parametrizations (the smoke and memcheck cover their kernels)
+GPU_TEST_ORDER = ("test_reference_gpu.py", "test_integration_gpu.py", "test_hostile_gpu.py",
+                  "test_triton_gpu.py", "test_cells_decode_gpu.py", "test_cuda_gpu.py", "test_cuda_v2_gpu.py")
+
+
+def default_tests(repo: Path) -> tuple:
+    """Every tests/gpu/test_*.py, those of GPU_TEST_ORDER first in its order, any other after."""
+    files = sorted(p.name for p in (repo / "tests" / "gpu").glob("test_*.py"))
+    ordered = [f for f in GPU_TEST_ORDER if f in files] + [f for f in files if f not in GPU_TEST_ORDER]
+    return tuple(f"tests/gpu/{f}" for f in ordered)
+
+
 @dataclass
 class Ctx:
     repo: Path

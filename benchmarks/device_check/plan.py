@@ -38,7 +38,7 @@ STAGES = (
                        "a process and a time limit each, 8 at a time", 35, 90, 0, 240, 0),
     StagePlan("precompile", "python -m benchmarks.compile_check --shapes all -j 16: warms Triton's "
                             "cache (informational: the gate also runs without a GPU)", 45, 90, 0, 120, 0),
-    StagePlan("tests", "pytest tests/gpu -n 6 --timeout 120 -v, junit; compute-sanitizer memcheck "
+    StagePlan("tests", "pytest tests/gpu (short files first) -n 6 --timeout 120 -v, junit; compute-sanitizer memcheck "
                        "on every smoke kernel beside it", 150, 240, 60, 240, 0),
     StagePlan("bench", "benchmarks.run, one process per dtype (bf16, fp16, fp32), a line per case",
               150, 210, 90, 180, 25),

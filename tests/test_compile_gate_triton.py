@@ -1,7 +1,8 @@
 """The compile gate on the CI shape set for the Triton backend (issue 11): every kernel the
 library would launch on an H100 at the anchors and a few edge shapes, in every cell and
 dtype, forward and backward, compiles for sm_90, fits (no FAIL, SMEM or CORES), uses
-tensor cores, and has no register spill in 16-bit at an anchor.
+tensor cores, and has no register spill in 16-bit at an anchor; the fused decode step of every
+cell at the decoder's sizes included.
 
 Runs `python -m benchmarks.compile_check` in a subprocess without TRITON_INTERPRET (the
 interpreter cannot compile). A cold Triton cache compiles ~150 kernels; the cache

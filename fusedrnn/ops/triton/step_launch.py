@@ -42,8 +42,8 @@ def step_launch_config(cell: str, dtype: torch.dtype, B: int, I: int, H: int) ->
     gs = 1 if GATES[cell] == 1 else 4
     block_n = max(16 // gs, min(16, _pow2_at_least(_cdiv(H, 128))))
     block_b = max(16, min(64, _pow2_at_least(B)))
-    kc = 32 if dtype == torch.float32 else 64
-    return StepLaunch(block_n, block_b, kc, num_warps=4, num_stages=3)
+    kc = min(32 if dtype == torch.float32 else 128, max(16, _pow2_at_least(max(I, H))))
+    return StepLaunch(block_n, block_b, kc, num_warps=4, num_stages=4)
 
 
 def step_args(cell, B, I, H, x, h0, c0, w_ih, w_hh, b_ih, b_hh, h, c, lau: StepLaunch):

@@ -35,7 +35,7 @@ def step_args(cell, B, I, H, dtype, bias=True, seed=0, device=DEVICE):
 
     def t(*shape, scale=1.0):
         return (torch.randn(*shape, generator=g, dtype=torch.float64) * scale).to(device, dtype)
-    return (t(B, I), t(B, H), t(B, H) if cell == "lstm" else None, t(GH, I, scale=I ** -0.5),
+    return (t(B, I), t(B, H), t(B, H) if cell == "lstm" else None, t(GH, I, scale=max(I, 1) ** -0.5),
             t(GH, H, scale=H ** -0.5), t(GH) if bias else None, t(GH) if bias else None)
 
 
@@ -97,6 +97,16 @@ def test_step_errors_name_the_bad_argument():
     d = [a.double() for a in (x, h0, c0, w_ih, w_hh, b_ih, b_hh)]
     with pytest.raises(TypeError, match="float32, bfloat16 or float16, not torch.float64"):
         tri.step("lstm", *d)
+
+
+def test_an_empty_batch_and_an_empty_input():
+    x, h0, c0, w_ih, w_hh, b_ih, b_hh = step_args("lstm", 0, 5, 7, torch.float32)
+    h, c = tri.step("lstm", x, h0, c0, w_ih, w_hh, b_ih, b_hh)
+    assert h.shape == c.shape == (0, 7)
+    x, h0, _, w_ih, w_hh, b_ih, b_hh = step_args("gru", 2, 0, 7, torch.float32)  # I = 0: x W_ihᵀ = 0
+    want = reference_step("gru", (x, h0, None, w_ih, w_hh, b_ih, b_hh), torch.float64)[0]
+    torch.testing.assert_close(tri.step("gru", x, h0, None, w_ih, w_hh, b_ih, b_hh)[0].double(), want, rtol=0,
+                               atol=3e-5 * (1 + want.abs().max().item()))
 
 
 def test_int32_offsets_are_checked_before_launch():

@@ -87,5 +87,6 @@ def step(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh):
     c = launch.new_out((B, H), dt, dev) if lstm else None
     lau = step_launch_config(cell, dt, B, I, H)
     args, kw = step_args(cell, B, I, H, x, h0, c0, w_ih, w_hh, b_ih, b_hh, h, c, lau)
-    step_kernel.cell_step_kernel[lau.grid(B, H)](*args, **kw)
+    if B and H:  # an empty batch launches nothing
+        step_kernel.cell_step_kernel[lau.grid(B, H)](*args, **kw)
     return h, c

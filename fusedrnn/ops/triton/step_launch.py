@@ -10,7 +10,7 @@ from typing import NamedTuple
 import torch
 
 from ..common import GATES, INT32_MAX
-from ..cuda import _step_error  # one set of messages for every backend's step
+from ..cuda import check_step_args  # one set of checks and messages for every backend's step
 from . import config, launch, step_kernel
 from .cells import CELLS
 
@@ -66,15 +66,9 @@ def step(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh):
     None, all of one float dtype on one device. One launch; nothing is allocated but h and c
     and nothing synchronises: a CUDA graph can capture it."""
     lstm = cell == "lstm"
-    B, I = x.shape
-    H = h0.shape[-1]
+    B, I, H = check_step_args(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh)
     GH = GATES[cell] * H
     dt, dev = x.dtype, x.device
-    tensors = (h0, c0, w_ih, w_hh, b_ih, b_hh)
-    if (h0.shape != (B, H) or w_ih.shape != (GH, I) or w_hh.shape != (GH, H) or (c0 is not None) != lstm
-            or (lstm and c0.shape != (B, H)) or any(b is not None and b.shape != (GH,) for b in (b_ih, b_hh))
-            or any(t is not None and (t.dtype != dt or t.device != dev) for t in tensors)):
-        _step_error(cell, x, *tensors)
     if dt not in (torch.float32, torch.bfloat16, torch.float16):
         raise TypeError(f"step: the Triton kernels take float32, bfloat16 or float16, not {dt}")
     for what, n in (("G*H*I (w_ih)", GH * I), ("G*H*H (w_hh)", GH * H), ("B*I (x)", B * I), ("B*H (h0)", B * H)):

@@ -47,7 +47,7 @@ def _product(p_w, p_v, o_row, m_b, n0, N, K, G: tl.constexpr, GS: tl.constexpr, 
     return acc
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["HAS_BIH", "HAS_BHH"])
 def cell_step_kernel(
     p_x,      # (B, I) input, input dtype
     p_h0,     # (B, H) state entering the step, input dtype

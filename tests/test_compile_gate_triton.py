@@ -1,7 +1,8 @@
 """The compile gate on the CI shape set for the Triton backend (issue 11): every kernel the
 library would launch on an H100 at the anchors and a few edge shapes, in every cell and
 dtype, forward and backward, compiles for sm_90, fits (no FAIL, SMEM or CORES), uses
-tensor cores, and has no register spill in 16-bit at an anchor.
+tensor cores, and has no register spill in 16-bit at an anchor; the fused decode step of every
+cell at the decoder's sizes included.
 
 Runs `python -m benchmarks.compile_check` in a subprocess without TRITON_INTERPRET (the
 interpreter cannot compile). A cold Triton cache compiles ~150 kernels; the cache
@@ -16,6 +17,7 @@ import sys
 from pathlib import Path
 
 from benchmarks.compile_check.cases import ANCHORS, CELLS, CI_EXTRA, DTYPES
+from benchmarks.compile_check.triton_rows import STEP_CASES
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -31,7 +33,11 @@ def test_triton_kernels_compile_and_fit_at_the_ci_shapes(tmp_path):
     # contract v2 (triton_rows.variants): D2 at every anchor, the LSTM's P = H/4 with D1 and D2,
     # and triton_rows.EXTRA (the bidirectional encoder, a carry projection) in each dtype
     per_dtype = (len(ANCHORS) + len(CI_EXTRA)) * len(CELLS) + len(ANCHORS) * len(CELLS) + 2 * len(ANCHORS) + 2
-    assert len(rows) == per_dtype * len(DTYPES) * 2
+    # and the fused decode step (direction "step") of every cell at STEP_CASES
+    assert len(rows) == per_dtype * len(DTYPES) * 2 + len(STEP_CASES) * len(CELLS) * len(DTYPES)
+    steps = [r for r in rows if r["direction"] == "step"]
+    assert {(r["B"], r["H"]) for r in steps} == {(B, H) for B, _, H, _ in STEP_CASES}
+    assert all(r["kernel"] == "cell_step" for r in steps)
     assert {r["variant"] for r in rows if r["cell"] == "lstm" and r["anchor"]} >= {"D1", "D2", "D1 P64", "D2 P256"}
     assert any(r["layout"].startswith("carry") and "P8" in r["variant"] for r in rows)  # W_hr resident
     assert not [r for r in rows if r["error"]]

@@ -25,6 +25,11 @@ metadata, tensor cores from the PTX (wgmma, else mma.sync). On a GPU machine the
 compile fills Triton's on-disk cache under the very key a real launch computes, so
 running the gate there first also warms the JIT cache for the tests and benchmarks.
 
+The fused decode step (step_kernel.py, direction "step"): for every cell and dtype of the
+anchor cases asked about, the 2-layer LSTM decoder's sizes (B 1..64, H 256..1024, I = H;
+anchors: no 16-bit spill) and an odd edge, with the launcher's own geometry
+(`step_launch.step_launch_config`) and argument builder (`step_args`).
+
 Needs a process without TRITON_INTERPRET=1 (the interpreter cannot compile).
 """
 from __future__ import annotations
@@ -133,7 +138,9 @@ def compile_one(job):
     try:
         _, triton, GPUTarget, _, kernels, _ = _triton()
         from triton.compiler import ASTSource
-        fn = getattr(kernels, name)
+
+        from fusedrnn.ops.triton import step_kernel
+        fn = getattr(kernels, name, None) or getattr(step_kernel, name)
         k = triton.compile(ASTSource(fn, signature, constexprs, attrs), target=GPUTarget("cuda", arch, 32),
                            options=options)
         with tempfile.NamedTemporaryFile(suffix=".cubin", delete=False) as f:
@@ -173,6 +180,30 @@ def _freeze(x):
     return x if isinstance(x, (int, float, str, bool, type(None))) else repr(x)
 
 
+#: (B, I, H, anchor) of the fused decode step: the decoder's sizes, an odd edge
+STEP_CASES = ((1, 256, 256, True), (8, 512, 512, True), (1, 1024, 1024, True), (64, 1024, 1024, True),
+              (3, 33, 37, False))
+
+
+def step_jobs(cases, arch):
+    """(CheckCase, StepLaunch, compile job) of the decode step for every cell and dtype of
+    the anchor cases asked about, at STEP_CASES."""
+    torch, *_ = _triton()
+    from fusedrnn.ops.triton import step_kernel, step_launch
+    from .rows import CheckCase
+    out = []
+    for cell, dtype_name in sorted({(c.cell, c.dtype) for c in cases if c.anchor}):
+        dtype = getattr(torch, DTYPES[dtype_name])
+        for B, I, H, anchor in STEP_CASES:
+            lau = step_launch.step_launch_config(cell, dtype, B, I, H)
+            x = _mock(dtype)
+            args, kw = step_launch.step_args(cell, B, I, H, x, x, x, x, x, x, x, x, x, lau)
+            sig, constexprs, attrs, options = specialise(step_kernel.cell_step_kernel, args, kw, arch)
+            job = ("cell_step_kernel", sig, constexprs, attrs, options.__dict__, arch)
+            out.append((CheckCase(cell, dtype_name, B, H, anchor=anchor), I, lau, job))
+    return out
+
+
 def rows(spec, cases, jobs):
     """One Row per kernel launch the triton backend would issue for each case on `spec`."""
     _, _, _, config, _, _ = _triton()
@@ -188,6 +219,11 @@ def rows(spec, cases, jobs):
                 key = _freeze(job)
                 work.setdefault(key, job)
                 planned.append((case, _variant(P, D), direction, kernel.__name__, lau, key))
+    steps = []
+    for case, I, lau, job in step_jobs(cases, spec.arch):
+        key = _freeze(job)
+        work.setdefault(key, job)
+        steps.append((case, I, lau, key))
     results = {}
     n = jobs or os.cpu_count() or 1
     if n > 1 and len(work) > 1:
@@ -205,4 +241,11 @@ def rows(spec, cases, jobs):
                        threads=32 * lau.num_warps, regs=res.get("regs"), spill_bytes=res.get("spill"),
                        smem=res.get("smem"), tensor_cores=res.get("tc", ""), barrier=lau.BARRIER,
                        anchor=case.anchor, error=res.get("error"), predicted_us=round(lau.us_per_step, 2)))
+    for case, I, lau, key in steps:
+        res = results[key]
+        out.append(Row("triton", "cell_step", case.cell, case.dtype, case.B, case.H, "step", f"I{I}",
+                       f"bb{lau.BLOCK_B} bn{lau.BLOCK_N} k{lau.KC}", grid=lau.grid(case.B, case.H),
+                       threads=32 * lau.num_warps, regs=res.get("regs"), spill_bytes=res.get("spill"),
+                       smem=res.get("smem"), tensor_cores=res.get("tc", ""), anchor=case.anchor,
+                       error=res.get("error")))
     return out

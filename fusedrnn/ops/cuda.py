@@ -262,15 +262,8 @@ def step(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh):
     if _C is None or not x.is_cuda:
         raise RuntimeError(f"fusedrnn cuda backend: {availability(x.device)}")
     lstm = cell == "lstm"
-    B, I = x.shape
-    H = h0.shape[-1]
-    GH = GATES[cell] * H
+    B, I, H = check_step_args(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh)
     dt, dev = x.dtype, x.device
-    tensors = (h0, c0, w_ih, w_hh, b_ih, b_hh)
-    if (h0.shape != (B, H) or w_ih.shape != (GH, I) or w_hh.shape != (GH, H) or (c0 is not None) != lstm
-            or (lstm and c0.shape != (B, H)) or any(b is not None and b.shape != (GH,) for b in (b_ih, b_hh))
-            or any(t is not None and (t.dtype != dt or t.device != dev) for t in tensors)):
-        _step_error(cell, x, *tensors)
     x, h0, w_ih, w_hh = x.contiguous(), h0.contiguous(), w_ih.contiguous(), w_hh.contiguous()
     c0, b_ih, b_hh = (t.contiguous() if t is not None else None for t in (c0, b_ih, b_hh))
     h = torch.empty((B, H), dtype=dt, device=dev)
@@ -281,6 +274,21 @@ def step(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh):
     _C.cell_step(cell, DTYPE_CODES[dt], B, I, H, x.data_ptr(), h0.data_ptr(), ptr(c0), w_ih.data_ptr(),
                  w_hh.data_ptr(), ptr(b_ih), ptr(b_hh), h.data_ptr(), ptr(c), stream, index)
     return h, c
+
+
+def check_step_args(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh) -> tuple[int, int, int]:
+    """B, I, H of a `step` call whose shapes, dtypes and devices agree, else the error
+    `_step_error` names (the Triton backend's step checks with this too)."""
+    lstm = cell == "lstm"
+    B, I = x.shape
+    H = h0.shape[-1]
+    GH = GATES[cell] * H
+    tensors = (h0, c0, w_ih, w_hh, b_ih, b_hh)
+    if (h0.shape != (B, H) or w_ih.shape != (GH, I) or w_hh.shape != (GH, H) or (c0 is not None) != lstm
+            or (lstm and c0.shape != (B, H)) or any(b is not None and b.shape != (GH,) for b in (b_ih, b_hh))
+            or any(t is not None and (t.dtype != x.dtype or t.device != x.device) for t in tensors)):
+        _step_error(cell, x, *tensors)
+    return B, I, H
 
 
 def _step_error(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh):

@@ -1,7 +1,8 @@
 """backend="triton" on a CUDA device, against the float64 reference (values and the
 gradients of gx, h0, c0, w_hh, b_hh), in every layout, plus what only a GPU can show:
 fp32 through tf32x3 tensor cores, cooperative barrier grids, graph capture, concurrent
-launches from threads, and the lazy barrier-timeout error.
+launches from threads, and the lazy barrier-timeout error; and the fused decode step
+(`tri.step`) against the float64 reference and captured in a CUDA graph.
 
 Rule: each output/gradient's max error is at most twice the error of the reference run
 in the same dtype on the same GPU (for fp32 that is torch's own fp32 error, the yardstick
@@ -245,3 +246,52 @@ def test_v2_graph_capture_of_two_directions(monkeypatch):
         torch.cuda.synchronize()
     assert torch.equal(captured, eager)
     tri.check_barriers(block=True)
+
+
+# -- the fused decode step (step_kernel.py) ----------------------------------------------
+
+#: (B, I, H): the 2-layer decoder's sizes (benchmarks/decode.py), a full batch tile, an odd edge
+STEP_SIZES = [(1, 1024, 1024), (8, 512, 512), (64, 1024, 1024), (3, 33, 37)]
+
+
+@pytest.mark.parametrize("B,I,H", STEP_SIZES, ids=lambda v: str(v))
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: str(d)[6:])
+@pytest.mark.parametrize("cell", CELLS)
+def test_step_matches_the_float64_reference(cell, dtype, B, I, H):
+    """The rule above: at most twice the reference's error in the dtype (fp32: tf32x3 products
+    against torch's fp32 GEMMs), floor 3e-5 fp32 / 1e-6 16-bit of the scale; NaN-filled outputs."""
+    from test_triton_step import reference_step, step_args
+    args = step_args(cell, B, I, H, dtype, seed=B + I + H, device=DEV)
+    with torch.no_grad():
+        h, c = tri.step(cell, *args)
+        truth = reference_step(cell, args, torch.float64)
+        ref = reference_step(cell, args, dtype)
+    floor = 3e-5 if dtype == torch.float32 else 1e-6
+    for k, (a, want) in enumerate(zip([h] + ([c] if cell == "lstm" else []), truth)):
+        bound = max(2.0 * (ref[k] - want).abs().max().item(), floor * (1.0 + want.abs().max().item()))
+        err = (a.double() - want).abs().max().item()
+        assert err <= bound, (k, err, bound)
+
+
+def test_graph_capture_of_a_decode_step(monkeypatch):
+    """tri.step captures in a CUDA graph (one launch, nothing allocated but its outputs, no
+    synchronisation) and replays new inputs, copied into the captured ones, to the eager result."""
+    monkeypatch.setattr(config, "DEBUG", False)
+    from test_triton_step import step_args
+    static = step_args("lstm", 8, 512, 512, torch.bfloat16, seed=1, device=DEV)
+    fresh = step_args("lstm", 8, 512, 512, torch.bfloat16, seed=2, device=DEV)
+    with torch.no_grad():
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            tri.step("lstm", *static)  # warm-up (the JIT compile) outside the capture
+        torch.cuda.current_stream().wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            h, c = tri.step("lstm", *static)
+        for dst, src in zip(static[:3], fresh[:3]):  # x, h0, c0: a new token and state
+            dst.copy_(src)
+        graph.replay()
+        want_h, want_c = tri.step("lstm", *fresh)
+        torch.cuda.synchronize()
+    assert torch.equal(h, want_h) and torch.equal(c, want_c)

@@ -3,7 +3,8 @@
 kernels.py holds the one forward and one backward kernel of every cell, cells.py the
 cells' pointwise math, tiles.py the tile pieces the kernels share, launch.py the
 launchers, config.py the tuning table and the layout choice (model.py its latency
-model), timeouts.py the grid-barrier timeout checks. The functions below are the
+model), timeouts.py the grid-barrier timeout checks; step_kernel.py and step_launch.py
+the fused decode step (`step`). The functions below are the
 kernel-backend interface of fusedrnn/ops/fused.py, contract v2: the LSTM projection
 (`w_hr`) and two directions in one launch (h0 (D, B, P), gx (T, B, D*G*H), y (T, B, D*P)).
 """
@@ -18,7 +19,7 @@ except ImportError as e:  # pragma: no cover - triton is a dependency of this pa
     _IMPORT_ERROR = e
 
 if _IMPORT_ERROR is None:
-    from . import config, launch, timeouts
+    from . import config, launch, step_launch, timeouts
 
 _DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
@@ -64,6 +65,14 @@ def forward(cell, gx, h0, c0, w_hh, b_hh, lengths, reverse, need_grad, w_hr=None
 
 def backward(cell, dy, dhT, dcT, gx, h0, c0, w_hh, b_hh, lengths, reverse, y, saved, w_hr=None):
     return launch.backward(cell, dy, dhT, dcT, gx, w_hh, lengths, reverse, saved, w_hr)
+
+
+def step(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh):
+    """One fused launch for a decode step (fusedrnn/ops/cell_step.py): (h (B,H), c (B,H) or None)."""
+    reason = availability(x.device)
+    if reason is not None:
+        raise RuntimeError(f"fusedrnn triton backend: {reason}")
+    return step_launch.step(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh)
 
 
 def check_barriers(block: bool = True) -> None:

@@ -35,7 +35,7 @@ STAGES = (
     StagePlan("build", "python setup.py build_ext --inplace -j16 for this GPU's arch, ptxas -v kept; "
                        "stops if `import fusedrnn._C` fails", 80, 240, 0, 420, 0),
     StagePlan("smoke", "one tiny fwd+bwd per backend x tier x cell, CUDA_LAUNCH_BLOCKING=1, "
-                       "a process and a time limit each, 8 at a time", 35, 90, 0, 240, 0),
+                       "a process and a time limit each, 8 at a time", 60, 120, 0, 240, 0),
     StagePlan("precompile", "python -m benchmarks.compile_check --shapes all -j 16: warms Triton's "
                             "cache (informational: the gate also runs without a GPU)", 45, 90, 0, 120, 0),
     StagePlan("tests", "pytest tests/gpu (short files first) -n 6 --timeout 120 -v, junit; compute-sanitizer memcheck "

@@ -179,7 +179,8 @@ def _tally(results: list[dict]) -> str:
 def smoke(ctx: Ctx, seconds: float) -> StageResult:
     r = StageResult("smoke", log="smoke/")
     out = ctx.work / "smoke"
-    cmd = _smoke_cmd(ctx, out, 2 if ctx.rehearse else 8, 120 if ctx.rehearse else 60, sanitizer=False)
+    # per kernel: a Triton one compiles ~18 variants (3 dtypes x fwd/bwd x D1/D2/projection)
+    cmd = _smoke_cmd(ctx, out, 2 if ctx.rehearse else 8, 120 if ctx.rehearse else 90, sanitizer=False)
     o = _run(ctx, "smoke", cmd, out / "driver.log", seconds, env=ctx.child_env(), echo=_echo(ctx, ""))
     ctx.smoke = _read_smoke(out)
     r.seconds, r.counts = o.seconds, f"{len(ctx.smoke)} kernels: {_tally(ctx.smoke)}"

@@ -61,18 +61,21 @@ def make_case(cell, T, B, H, dtype, device, lengths, seed=0):
              w_hh=(torch.rand(G * H, H, generator=g, dtype=torch.float64) * 2 - 1) * k,
              b_hh=(torch.rand(G * H, generator=g, dtype=torch.float64) * 2 - 1) * k)
     x = {n: (t.to(dtype).to(device) if t is not None else None) for n, t in x.items()}
-    lens = None
-    if lengths:
-        lens = torch.randint(1, T + 1, (B,), generator=g)
-        lens[0] = T
-        if B > 1:
-            lens[-1] = 1
-        lens = lens.to(device)
+    lens = draw_lengths(T, B, g).to(device) if lengths else None
     # fixed cotangents for y, hT, cT
     probes = [torch.randn(T, B, H, generator=g, dtype=torch.float64).to(device),
               torch.randn(B, H, generator=g, dtype=torch.float64).to(device),
               torch.randn(B, H, generator=g, dtype=torch.float64).to(device)]
     return x, lens, probes
+
+
+def draw_lengths(T, B, g):
+    """(B,) int64 lengths in 1..T: the first row runs all T steps, the last (B > 1) one."""
+    lens = torch.randint(1, T + 1, (B,), generator=g)
+    lens[0] = T
+    if B > 1:
+        lens[-1] = 1
+    return lens
 
 
 def lowp_recurrence(cell, gx, h0, c0, w_hh, b_hh, lengths=None, reverse=False, w_hr=None):

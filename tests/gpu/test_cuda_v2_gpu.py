@@ -23,7 +23,7 @@ from fusedrnn.ops.common import prev_states, weight_grads
 
 # the same loud fixture (poison, check, short spin limit), tier knobs and tolerance floors
 from sanitizer_case import TIERS  # noqa: E402  (tests/gpu is on sys.path under pytest)
-from test_cuda_gpu import CELLS, DTYPES, FLOOR, gpu, loud, lowp_recurrence, use_tier  # noqa: E402,F401
+from test_cuda_gpu import CELLS, DTYPES, FLOOR, draw_lengths, gpu, loud, lowp_recurrence, use_tier  # noqa: E402,F401
 
 
 def make_case(cell, T, B, H, P, D, lengths, seed=0):
@@ -37,12 +37,7 @@ def make_case(cell, T, B, H, P, D, lengths, seed=0):
              c0=rnd(*lead, B, H) * 0.5 if cell == "lstm" else None,
              w_hh=uni(*lead, G * H, P), b_hh=uni(*lead, G * H),
              w_hr=uni(*lead, P, H) if P != H else None)
-    lens = None
-    if lengths:
-        lens = torch.randint(1, T + 1, (B,), generator=g)
-        lens[0] = T
-        if B > 1:
-            lens[-1] = 1
+    lens = draw_lengths(T, B, g) if lengths else None
     probes = dict(y=rnd(T, B, D * P), hT=rnd(*lead, B, P), cT=rnd(*lead, B, H))
     return x, lens, probes
 

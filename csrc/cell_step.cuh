@@ -44,11 +44,15 @@ template <class Cell>
 __host__ __device__ constexpr int separate_gh() { return std::is_same<Cell, GruCell>::value ? 1 : 0; }
 
 __device__ __forceinline__ float4 ldg_stream(const float4* p) {
+#if defined(FUSEDRNN_EMULATE)
+  return *p;
+#else
   float4 v;
   asm volatile("ld.global.nc.L1::no_allocate.v4.f32 {%0,%1,%2,%3}, [%4];\n"
                : "=f"(v.x), "=f"(v.y), "=f"(v.z), "=f"(v.w)
                : "l"(p));
   return v;
+#endif
 }
 
 // 16 bytes of T as fp32 values.
@@ -167,7 +171,7 @@ cell_step_kernel(const CellStepParams<T> p, const CellStepShape shape) {
   constexpr int N = pow2_at_least<NB * NS>();  // values per thread, padded to a power of two
   static_assert(N <= 32, "one value per lane after the butterfly");
   constexpr int SHIFT = 5 - log2_of<N>();
-  __shared__ float red[kWarps][32];
+  FUSEDRNN_SHARED(float, red, [kWarps][32]);
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int ui = warp / shape.KW, kp = warp % shape.KW;
   const int j = blockIdx.x * shape.UB + ui, b0 = blockIdx.y * NB, nb = min(NB, p.B - b0);

@@ -26,8 +26,8 @@ std::string cell_step_typed(const CellStepArgs& a) {
                       static_cast<const T*>(a.b_ih), static_cast<const T*>(a.b_hh), static_cast<T*>(a.h),
                       static_cast<T*>(a.c)};
   CellStepShape shape{plan.UB, plan.KW};
-  const void* kernel = plan.NB == 1 ? reinterpret_cast<const void*>(&cell_step_kernel<Cell, T, 1>)
-                                    : reinterpret_cast<const void*>(&cell_step_kernel<Cell, T, 8>);
+  const void* kernel = plan.NB == 1 ? FUSEDRNN_KERNEL_HANDLE(cell_step_kernel<Cell, T, 1>)
+                                    : FUSEDRNN_KERNEL_HANDLE(cell_step_kernel<Cell, T, 8>);
   void* args[] = {&p, &shape};
   Runtime& rt = cuda_runtime();
   DeviceGuard guard(rt, a.device);

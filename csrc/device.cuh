@@ -8,6 +8,20 @@
 
 #include "layout.h"
 
+// FUSEDRNN_EMULATE: the host build of the kernels (csrc/emu), which runs each CUDA thread as a
+// fiber on the CPU so that tests can run the kernels without a GPU. It replaces the inline-PTX
+// primitives below (the block marked PTX) and these three declarations.
+#if defined(FUSEDRNN_EMULATE)
+#include "emu/emu.h"
+#else
+// the dynamic shared memory of a kernel, as `unsigned char name[]`
+#define FUSEDRNN_DYNAMIC_SMEM(name) extern __shared__ __align__(128) unsigned char name[]
+// a static __shared__ variable of a kernel: FUSEDRNN_SHARED(int, flag, ), FUSEDRNN_SHARED(float, red, [8][32])
+#define FUSEDRNN_SHARED(type, name, dims) __shared__ type name dims
+// a __global__ function as the launcher hands it to the runtime
+#define FUSEDRNN_KERNEL_HANDLE(...) reinterpret_cast<const void*>(&__VA_ARGS__)
+#endif
+
 namespace fusedrnn {
 
 __host__ __device__ constexpr int ceil_div(int a, int b) { return (a + b - 1) / b; }
@@ -28,6 +42,8 @@ template <> __device__ __forceinline__ __nv_bfloat16 from_f<__nv_bfloat16>(float
   return __float2bfloat16_rn(x);
 }
 
+// ---- PTX: the primitives csrc/emu/emu.h replaces in the host build ----
+#if !defined(FUSEDRNN_EMULATE)
 __device__ __forceinline__ uint32_t smem_addr(const void* p) {
   return static_cast<uint32_t>(__cvta_generic_to_shared(p));
 }
@@ -36,8 +52,11 @@ __device__ __forceinline__ uint32_t smem_addr(const void* p) {
 __device__ __forceinline__ void cp_async16(void* dst, const void* src) {
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(smem_addr(dst)), "l"(src) : "memory");
 }
-__device__ __forceinline__ void cp_async_wait_all() {
-  asm volatile("cp.async.commit_group;\ncp.async.wait_group 0;\n" ::: "memory");
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+// wait until at most N committed groups of this thread's copies are still in flight
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
 }
 
 __device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const void* p) {
@@ -51,61 +70,38 @@ __device__ __forceinline__ void ldmatrix_x2(uint32_t (&r)[2], const void* p) {
                : "r"(smem_addr(p)));
 }
 
-// One 32-byte k-step of a 16x8 tile: d += a(16 rows x 32 bytes) * b(8 rows x 32 bytes)ᵀ.
-// a, b as ldmatrix leaves them (rows of 16-bit pairs; for fp32 each register is one value).
-template <typename T> struct MmaStep;
-template <> struct MmaStep<__half> {
-  __device__ static void run(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
-    asm volatile(
-        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-        "{%0,%1,%2,%3};\n"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
-  }
-};
-template <> struct MmaStep<__nv_bfloat16> {
-  __device__ static void run(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
-    asm volatile(
-        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-        "{%0,%1,%2,%3};\n"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
-  }
-};
-// fp32: three tf32 products (big*big + big*small + small*big, x = big + small), which
-// keeps about fp32 accuracy on the tensor cores; the small*small term (2^-22) is dropped.
-template <> struct MmaStep<float> {
-  __device__ static uint32_t tf32(float x) {
-    uint32_t r;
-    asm("cvt.rna.tf32.f32 %0, %1;\n" : "=r"(r) : "f"(x));
-    return r;
-  }
-  __device__ static void mma(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
-    asm volatile(
-        "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-        "{%0,%1,%2,%3};\n"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-  }
-  __device__ static void run(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
-    uint32_t ab[4], as[4], bb[2], bs[2];
-#pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      const float x = __uint_as_float(a[i]);
-      ab[i] = tf32(x);
-      as[i] = tf32(x - __uint_as_float(ab[i]));
-    }
-#pragma unroll
-    for (int i = 0; i < 2; ++i) {
-      const float x = __uint_as_float(b[i]);
-      bb[i] = tf32(x);
-      bs[i] = tf32(x - __uint_as_float(bb[i]));
-    }
-    mma(d, as, bb[0], bb[1]);
-    mma(d, ab, bs[0], bs[1]);
-    mma(d, ab, bb[0], bb[1]);
-  }
-};
+
+// d += a · b on the tensor cores, fragments as the PTX ISA lays them out for mma.sync.
+template <typename T> __device__ __forceinline__ void mma_m16n8k16(float (&d)[4], const uint32_t (&a)[4],
+                                                                 const uint32_t (&b)[2]);
+template <> __device__ __forceinline__ void mma_m16n8k16<__half>(float (&d)[4], const uint32_t (&a)[4],
+                                                                const uint32_t (&b)[2]) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%0,%1,%2,%3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+template <> __device__ __forceinline__ void mma_m16n8k16<__nv_bfloat16>(float (&d)[4], const uint32_t (&a)[4],
+                                                                       const uint32_t (&b)[2]) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%0,%1,%2,%3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+__device__ __forceinline__ uint32_t cvt_tf32(float x) {
+  uint32_t r;
+  asm("cvt.rna.tf32.f32 %0, %1;\n" : "=r"(r) : "f"(x));
+  return r;
+}
+__device__ __forceinline__ void mma_m16n8k8_tf32(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%0,%1,%2,%3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
 
 // gpu-scope flags of the grid tier: a producer releases "chunk published", consumers acquire.
 __device__ __forceinline__ unsigned ld_acquire(const unsigned* p) {
@@ -143,5 +139,43 @@ __device__ __forceinline__ void cluster_wait() { __trap(); }
 __device__ __forceinline__ uint32_t map_rank(uint32_t, int) { __trap(); return 0; }
 __device__ __forceinline__ void st_cluster16(uint32_t, uint4) { __trap(); }
 #endif
+
+#endif  // !FUSEDRNN_EMULATE
+// ---- end of PTX ----
+
+// One 32-byte k-step of a 16x8 tile: d += a(16 rows x 32 bytes) * b(8 rows x 32 bytes)ᵀ.
+// a, b as ldmatrix leaves them (rows of 16-bit pairs; for fp32 each register is one value).
+template <typename T> struct MmaStep {
+  __device__ static void run(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
+    mma_m16n8k16<T>(d, a, b);
+  }
+};
+// fp32: three tf32 products (big*big + big*small + small*big, x = big + small), which
+// keeps about fp32 accuracy on the tensor cores; the small*small term (2^-22) is dropped.
+template <> struct MmaStep<float> {
+  __device__ static void run(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
+    uint32_t ab[4], as[4], bb[2], bs[2];
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const float x = __uint_as_float(a[i]);
+      ab[i] = cvt_tf32(x);
+      as[i] = cvt_tf32(x - __uint_as_float(ab[i]));
+    }
+#pragma unroll
+    for (int i = 0; i < 2; ++i) {
+      const float x = __uint_as_float(b[i]);
+      bb[i] = cvt_tf32(x);
+      bs[i] = cvt_tf32(x - __uint_as_float(bb[i]));
+    }
+    mma_m16n8k8_tf32(d, as, bb[0], bb[1]);
+    mma_m16n8k8_tf32(d, ab, bs[0], bs[1]);
+    mma_m16n8k8_tf32(d, ab, bb[0], bb[1]);
+  }
+};
+
+__device__ __forceinline__ void cp_async_wait_all() {
+  cp_async_commit();
+  cp_async_wait<0>();
+}
 
 }  // namespace fusedrnn

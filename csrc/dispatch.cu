@@ -55,6 +55,7 @@ std::string cell_step(const CellStepArgs& a) {
   return by_cell(a.cell, [&](auto cell) { return cell_step_cell<decltype(cell)>(a); });
 }
 
+#if !defined(FUSEDRNN_EMULATE)  // the host build has its own runtime and device (csrc/emu/emu.cpp)
 namespace {
 
 class CudaRuntime final : public Runtime {
@@ -128,8 +129,11 @@ DeviceLimits device_limits(int device) {
   return d;
 }
 
+#endif  // !FUSEDRNN_EMULATE
+
 Plan plan_on_device(const PlanRequest& r, int device) { return make_plan(r, device_limits(device)); }
 
+#if !defined(FUSEDRNN_EMULATE)
 int device_count(std::string* error) {
   int n = 0;
   cudaError_t err = cudaGetDeviceCount(&n);
@@ -140,5 +144,7 @@ int device_count(std::string* error) {
   }
   return n;
 }
+
+#endif  // !FUSEDRNN_EMULATE
 
 }  // namespace fusedrnn

@@ -150,9 +150,9 @@ struct Exchange {
       const int q0 = p * S.CPP, q1 = min(nq, q0 + S.CPP);
       if (p + 1 < S.NP) {
         fetch(S, r, step, q1, min(nq, q1 + S.CPP), buf[(p + 1) & 1]);
-        asm volatile("cp.async.wait_group 1;\n" ::: "memory");
+        cp_async_wait<1>();
       } else {
-        asm volatile("cp.async.wait_group 0;\n" ::: "memory");
+        cp_async_wait<0>();
       }
       __syncthreads();
       // the last pass also covers the zero columns [K, Kp) (NP == 1 only: NP > 1 has cw % KE == 0)
@@ -199,7 +199,7 @@ struct Exchange {
         }
       }
     }
-    asm volatile("cp.async.commit_group;\n" ::: "memory");
+    cp_async_commit();
   }
 
   __device__ void timed_out(int s, int chunk, unsigned seen, unsigned want) const {

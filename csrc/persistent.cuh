@@ -51,8 +51,8 @@ __global__ void __launch_bounds__(kThreads, 1)
 persistent_kernel(const typename Pass::Params pa, const Layout L, const Workspace ws) {
   using T = typename Pass::Elem;
   constexpr int KE = 32 / sizeof(T);
-  extern __shared__ __align__(128) unsigned char smem[];
-  __shared__ int s_abort;
+  FUSEDRNN_DYNAMIC_SMEM(smem);
+  FUSEDRNN_SHARED(int, s_abort, );
   const Cta c = Cta::of(L, pa.B, pa.H, pa.P);
   const typename Pass::Params p = Pass::direction(pa, c.dir);
   float* part = reinterpret_cast<float*>(smem + L.off_part);

@@ -54,16 +54,16 @@ std::string forward_typed(const ForwardArgs& a) {
   const Plan plan = make_plan(plan_request(false, a.cell, a.dtype, a.B, a.H, proj ? a.P : 0, a.D, a.launch), dev);
   if constexpr (std::is_same<Cell, LstmCell>::value) {
     if (proj) {
-      const Kernels k{reinterpret_cast<const void*>(&persistent_kernel<FwdProjPass<T>>),
-                      {reinterpret_cast<const void*>(&fwd_step_kernel<FwdProjPass<T>>),
-                       reinterpret_cast<const void*>(&fwd_proj_step_kernel<T>)}};
+      const Kernels k{FUSEDRNN_KERNEL_HANDLE(persistent_kernel<FwdProjPass<T>>),
+                      {FUSEDRNN_KERNEL_HANDLE(fwd_step_kernel<FwdProjPass<T>>),
+                       FUSEDRNN_KERNEL_HANDLE(fwd_proj_step_kernel<T>)}};
       return launch_pass(p, plan, a.launch, dev, k, a.D, a.T, a.workspace, a.workspace_bytes,
                          kernel_name<Cell, T>("proj_fwd"));
     }
   }
   if (proj) throw std::invalid_argument("fusedrnn._C: a projection (w_hr) exists only for the lstm cell");
-  const Kernels k{reinterpret_cast<const void*>(&persistent_kernel<FwdPass<Cell, T>>),
-                  {reinterpret_cast<const void*>(&fwd_step_kernel<FwdPass<Cell, T>>), nullptr}};
+  const Kernels k{FUSEDRNN_KERNEL_HANDLE(persistent_kernel<FwdPass<Cell, T>>),
+                  {FUSEDRNN_KERNEL_HANDLE(fwd_step_kernel<FwdPass<Cell, T>>), nullptr}};
   return launch_pass(p, plan, a.launch, dev, k, a.D, a.T, a.workspace, a.workspace_bytes,
                      kernel_name<Cell, T>("fwd"));
 }
@@ -81,16 +81,16 @@ std::string backward_typed(const BackwardArgs& a) {
   const Plan plan = make_plan(plan_request(true, a.cell, a.dtype, a.B, a.H, proj ? a.P : 0, a.D, a.launch), dev);
   if constexpr (std::is_same<Cell, LstmCell>::value) {
     if (proj) {
-      const Kernels k{reinterpret_cast<const void*>(&persistent_kernel<BwdProjPass<T>>),
-                      {reinterpret_cast<const void*>(&bwd_proj_dh_step_kernel<T>),
-                       reinterpret_cast<const void*>(&bwd_step_kernel<BwdProjPass<T>>)}};
+      const Kernels k{FUSEDRNN_KERNEL_HANDLE(persistent_kernel<BwdProjPass<T>>),
+                      {FUSEDRNN_KERNEL_HANDLE(bwd_proj_dh_step_kernel<T>),
+                       FUSEDRNN_KERNEL_HANDLE(bwd_step_kernel<BwdProjPass<T>>)}};
       return launch_pass(p, plan, a.launch, dev, k, a.D, a.T + 1, a.workspace, a.workspace_bytes,
                          kernel_name<Cell, T>("proj_bwd"));
     }
   }
   if (proj) throw std::invalid_argument("fusedrnn._C: a projection (w_hr) exists only for the lstm cell");
-  const Kernels k{reinterpret_cast<const void*>(&persistent_kernel<BwdPass<Cell, T>>),
-                  {reinterpret_cast<const void*>(&bwd_step_kernel<BwdPass<Cell, T>>), nullptr}};
+  const Kernels k{FUSEDRNN_KERNEL_HANDLE(persistent_kernel<BwdPass<Cell, T>>),
+                  {FUSEDRNN_KERNEL_HANDLE(bwd_step_kernel<BwdPass<Cell, T>>), nullptr}};
   return launch_pass(p, plan, a.launch, dev, k, a.D, a.T + 1, a.workspace, a.workspace_bytes,
                      kernel_name<Cell, T>("bwd"));
 }

@@ -81,7 +81,7 @@ fwd_step_kernel(const typename Pass::Params pa, const StepGeometry geo, const St
   using Cell = typename Pass::Cell;
   constexpr int G = Cell::G, S = Cell::S;
   constexpr bool kProj = Pass::kStages == 2;
-  extern __shared__ __align__(128) unsigned char smem[];
+  FUSEDRNN_DYNAMIC_SMEM(smem);
   float* part = reinterpret_cast<float*>(smem);
   const typename Pass::Params p = Pass::direction(pa, d);
   const StepSlice sl(geo, p.B, p.H);
@@ -137,7 +137,7 @@ fwd_step_kernel(const typename Pass::Params pa, const StepGeometry geo, const St
 template <typename T>
 __global__ void __launch_bounds__(kThreads, 2)
 fwd_proj_step_kernel(const FwdParams<T> pa, const StepGeometry geo, const StepWorkspace ws, int s, int d) {
-  extern __shared__ __align__(128) unsigned char smem[];
+  FUSEDRNN_DYNAMIC_SMEM(smem);
   float* part = reinterpret_cast<float*>(smem);
   const FwdParams<T> p = FwdProjPass<T>::direction(pa, d);
   const StepSlice sl(geo, p.B, p.P);
@@ -174,7 +174,7 @@ bwd_step_kernel(const typename Pass::Params pa, const StepGeometry geo, const St
   using Cell = typename Pass::Cell;
   constexpr int G = Cell::G, S = Cell::S;
   constexpr bool kProj = Pass::kStages == 2;
-  extern __shared__ __align__(128) unsigned char smem[];
+  FUSEDRNN_DYNAMIC_SMEM(smem);
   float* part = reinterpret_cast<float*>(smem);
   const typename Pass::Params p = Pass::direction(pa, d);
   const StepSlice sl(geo, p.B, p.H);
@@ -241,7 +241,7 @@ bwd_step_kernel(const typename Pass::Params pa, const StepGeometry geo, const St
 template <typename T>
 __global__ void __launch_bounds__(kThreads, 2)
 bwd_proj_dh_step_kernel(const BwdParams<T> pa, const StepGeometry geo, const StepWorkspace ws, int s, int d) {
-  extern __shared__ __align__(128) unsigned char smem[];
+  FUSEDRNN_DYNAMIC_SMEM(smem);
   float* part = reinterpret_cast<float*>(smem);
   const BwdParams<T> p = BwdProjPass<T>::direction(pa, d);
   const StepSlice sl(geo, p.B, p.P);

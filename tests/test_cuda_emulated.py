@@ -1,0 +1,201 @@
+"""The CUDA kernels themselves (csrc/), run on the CPU through the emulated build
+(tests/cuda_emu.py, csrc/emu): every tier of the persistent recurrence forced (one CTA, a
+cluster exchanging through distributed shared memory, the grid exchanging through flags,
+streamed in several passes, and the per-step kernels), both directions in one launch, the
+LSTM projection, lengths; forward and backward through fusedrnn.ops.cuda's own launchers;
+then the fused decode step. Each CUDA thread is a fiber, and the tensor-core and ldmatrix
+fragments are rebuilt from the 32 lanes as the PTX ISA lays them out, so the numbers are
+the kernels' own arithmetic.
+
+Tolerance against the float64 reference:
+  - bf16 and fp16: the kernel contract's rule (tests/contract_v2.py): at most twice the
+    error torch.nn makes in the dtype, plus one machine epsilon;
+  - fp32: the rule the GPU tests apply to these kernels (tests/gpu/test_cuda_gpu.py), per
+    output and gradient relative to its scale: at most twice torch.nn's error, floor 5e-5.
+    The kernels compute fp32 products as three tf32 products (csrc/device.cuh), whose error
+    is a few times fp32's; on the GPU torch.nn (cuDNN) is the yardstick, here it is the CPU's
+    fp32, which is tighter than the GPU's.
+Results must not depend on the order the fibers of a CTA run in (a missing __syncthreads
+would show as a difference), and every kernel must be deterministic: the orders are compared
+bit for bit.
+"""
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+import contract_v2
+import cuda_emu
+from fusedrnn.ops import cuda
+from test_triton_step import reference_step, step_args
+
+pytestmark = pytest.mark.filterwarnings("ignore:LSTM with projections:UserWarning")  # torch.nn's note
+F32_FLOOR = 5e-5  # tests/gpu/test_cuda_gpu.py: FLOOR[torch.float32]
+DTYPES = [torch.float32, torch.bfloat16, torch.float16]
+CELLS = ["lstm", "gru", "rnn_tanh", "rnn_relu"]
+
+
+@pytest.fixture(scope="module")
+def emu():
+    if cuda_emu.cuda_include() is None:
+        pytest.fail("the emulated CUDA build needs the CUDA headers (cuda_fp16.h); set CUDA_HOME")
+    with cuda_emu.emulated() as mod:
+        yield mod
+
+
+@pytest.fixture
+def knobs(monkeypatch):
+    """Set fusedrnn.ops.cuda's launch knobs (FUSEDRNN_CUDA_*) for one test."""
+    def set_(mode="auto", units=0, rows=0, passes=0):
+        for name, value in ((cuda.MODE_ENV, mode), (cuda.UNITS_ENV, units), (cuda.ROWS_ENV, rows),
+                            (cuda.PASSES_ENV, passes)):
+            monkeypatch.setenv(name, str(value))
+        monkeypatch.setenv(cuda.POISON_ENV, "1")  # outputs start NaN: an unwritten element fails
+    return set_
+
+
+def _rel(a, ref) -> float:
+    return (a.double() - ref).abs().max().item() / max(ref.abs().max().item(), 1e-30) if ref.numel() else 0.0
+
+
+def check(case, dtype):
+    """AssertionError unless the cuda backend's outputs and gradients on `case` meet the rule above."""
+    if dtype != torch.float32:
+        contract_v2.check_case(cuda, case, dtype)
+        return
+    args, lengths, cot = contract_v2.make_args(case, dtype, "cpu")
+    truth = contract_v2._outputs_and_grads(contract_v2._reference_layer, case, args, lengths, cot, torch.float64)
+    ours = contract_v2._backend_outputs_and_grads(cuda, case, args, lengths, cot)
+    torch_nn = contract_v2._outputs_and_grads(contract_v2.torch_nn_layer, case, args, lengths, cot, dtype)
+    for k, (a, t, r) in enumerate(zip(ours, torch_nn, truth, strict=True)):
+        err, bound = _rel(a, r), max(2 * _rel(t, r), F32_FLOOR)
+        assert err <= bound, f"{case}: output/gradient {k} {tuple(r.shape)}: relative error {err:.3g} > {bound:.3g}"
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: str(d)[6:])
+def test_contract_cases_as_planned(emu, knobs, dtype):
+    """Every case of the kernel contract (every cell; D = 1 forward and reversed, D = 2; lengths;
+    projections; no bias; T = 1) at H = 5, planned as the library plans it for an H100."""
+    knobs()
+    for case in contract_v2.cases():
+        check(case, dtype)
+
+
+def split_cases(H, B=11, T=3):
+    lengths = tuple((i * 7) % T + 1 for i in range(B))  # every length 1..T, unsorted
+    out = []
+    for cell in CELLS:
+        for proj in ((False, True) if cell == "lstm" else (False,)):
+            out += [contract_v2.Case(cell, 1, False, proj=proj, T=T, B=B, H=H),
+                    contract_v2.Case(cell, 1, True, proj=proj, lengths=lengths, T=T, B=B, H=H),
+                    contract_v2.Case(cell, 2, False, proj=proj, lengths=lengths, T=T, B=B, H=H)]
+    return out
+
+
+# (mode, units, batch rows, passes, H): H split over NU = 3 or 5 CTAs and B = 11 over two
+# batch groups of 8 rows; "grid" with passes streams K through shared memory in 2 passes
+# (a pass needs whole 32-byte k-steps per producer: units = 16 for 16-bit, 8 for fp32).
+TIERS = {
+    "cluster": ("cluster", 8, 8, 0, 24),
+    "grid": ("grid", 8, 8, 0, 24),
+    "grid-2-passes": ("grid", 16, 8, 2, 40),
+    "step": ("step", 0, 0, 0, 24),
+}
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=lambda d: str(d)[6:])
+@pytest.mark.parametrize("tier", list(TIERS))
+def test_tiers_split_over_ctas(emu, knobs, tier, dtype):
+    """Each tier forced, H split over several CTAs and B over two batch groups, so the
+    exchange of h (and of m with a projection, of d_gates backward) crosses CTAs."""
+    mode, units, rows, passes, H = TIERS[tier]
+    if tier == "grid-2-passes" and dtype == torch.float32:
+        units = 8
+    knobs(mode, units, rows, passes)
+    plan = cuda.plan_for("lstm", dtype, 11, H, mode=mode, units=units, batch_rows=rows, passes=passes)
+    assert plan["ok"], plan["reason"]
+    if mode != "step":
+        lay = plan["layout"]
+        assert lay["NU"] >= 3 and lay["NBG"] == 2 and (passes == 0 or lay["NP"] == passes), lay
+    for case in split_cases(H):
+        if passes and case.proj:
+            continue  # P = 3: a projection stage has no whole k-step per producer to stream in passes
+        check(case, dtype)
+
+
+def _run(case, dtype):
+    args, lengths, cot = contract_v2.make_args(case, dtype, "cpu", seed=3)
+    fixed = (args["gx"], args["h0"], args["c0"], args["w_hh"], args["b_hh"], lengths, case.reverse)
+    proj = {"w_hr": args["w_hr"]} if case.proj else {}
+    y, hT, cT, saved = cuda.forward(case.cell, *fixed, True, **proj)
+    back = cuda.backward(case.cell, cot["dy"], cot["dhT"], cot["dcT"], *fixed, y.clone(), saved, **proj)
+    return [t for t in (y, hT, cT, *saved, *back) if t is not None]
+
+
+@pytest.mark.parametrize("tier", ["cluster", "grid-2-passes"])
+def test_results_do_not_depend_on_the_order_threads_run(emu, knobs, monkeypatch, tier):
+    """The fibers of each CTA run forward, reversed and shuffled: bitwise the same outputs.
+    A read of shared memory that a __syncthreads should have ordered after a write would
+    see the old value in one of the orders."""
+    mode, units, rows, passes, H = TIERS[tier]
+    knobs(mode, units, rows, passes)
+    cases = [contract_v2.Case("lstm", 2, proj=tier != "grid-2-passes", lengths=(3, 1, 2, 3, 2, 1, 3, 3, 1, 2, 3), T=3, B=11, H=H),
+             contract_v2.Case("gru", 1, True, T=3, B=11, H=H)]
+    for case in cases:
+        runs = {}
+        for order in ("forward", "reverse", "random:1", "random:2"):
+            monkeypatch.setenv("FUSEDRNN_EMU_ORDER", order)
+            runs[order] = _run(case, torch.bfloat16)
+        for order, outs in runs.items():
+            for k, (a, b) in enumerate(zip(outs, runs["forward"], strict=True)):
+                assert torch.equal(a, b) or (a.isnan() == b.isnan()).all() and torch.equal(a.nan_to_num(), b.nan_to_num()), \
+                    f"{case}, order {order}: output {k} differs from the forward order"
+
+
+STEP_SIZES = [(1, 24, 40), (3, 5, 7), (9, 32, 24)]  # (B, I, H): one row, odd sizes (scalar loads), two row blocks
+
+
+@pytest.mark.parametrize("B,I,H", STEP_SIZES, ids=lambda v: str(v))
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: str(d)[6:])
+@pytest.mark.parametrize("cell", CELLS)
+def test_fused_decode_step(emu, cell, dtype, B, I, H):
+    """csrc/cell_step.cuh against the float64 reference step: fp32 within 3e-5 of the scale,
+    16-bit no worse than twice the reference's own error in the dtype (floor 1e-6), the rule
+    of the Triton step (tests/test_triton_step.py)."""
+    args = step_args(cell, B, I, H, dtype, seed=B * 100 + H)
+    x, h0, c0, w_ih, w_hh, b_ih, b_hh = args
+    h = torch.full((B, H), float("nan"), dtype=dtype)
+    c = torch.full((B, H), float("nan"), dtype=dtype) if cell == "lstm" else None
+    ptr = lambda t: t.data_ptr() if t is not None else 0  # noqa: E731
+    emu.cell_step(cell, cuda.DTYPE_CODES[dtype], B, I, H, x.data_ptr(), h0.data_ptr(), ptr(c0), w_ih.data_ptr(),
+                  w_hh.data_ptr(), ptr(b_ih), ptr(b_hh), h.data_ptr(), ptr(c), 0, 0)
+    truth = reference_step(cell, args, torch.float64)
+    low = reference_step(cell, args, dtype)
+    for k, (a, want) in enumerate(zip([h] + ([c] if c is not None else []), truth)):
+        scale = 1.0 + want.abs().max().item()
+        if dtype == torch.float32:
+            bound = 3e-5 * scale
+        else:
+            bound = max(2.0 * (low[k] - want).abs().max().item(), 1e-6 * scale)
+        err = (a.double() - want).abs().max().item()
+        assert err <= bound, (k, err, bound)
+
+
+def test_emulator_reports_a_kernel_error_instead_of_crashing(emu, knobs, monkeypatch):
+    """A launch that cannot finish (here: the deadline set to nothing) raises RuntimeError
+    naming the emulator, and the next launch runs normally."""
+    knobs("grid", 8, 8, 0)
+    case = contract_v2.Case("rnn_tanh", 1, T=3, B=11, H=24)
+    monkeypatch.setenv("FUSEDRNN_EMU_TIMEOUT", "0")
+    with pytest.raises(RuntimeError, match="fusedrnn emu: .*deadline"):
+        _run(case, torch.float32)
+    monkeypatch.delenv("FUSEDRNN_EMU_TIMEOUT")
+    check(case, torch.float32)
+
+
+def test_the_emulated_build_is_the_csrc_sources():
+    """The module under test is built from this checkout's csrc (the cache key is their hash)."""
+    path = cuda_emu.build()
+    assert os.path.dirname(path).endswith(cuda_emu._digest(cuda_emu.cuda_include()))

@@ -129,3 +129,60 @@ def emulated():
         yield mod
     finally:
         cuda._C, cuda._launch_context = saved
+
+
+# The shapes the GPU check runs (docs/anchors.md), each as the library plans it for an H100:
+# cell, B, H, directions, LSTM projection (P = 3), dtype. T = 2: the plan does not depend on T.
+ANCHOR_SPECS = [
+    ("lstm", 1, 256, 1, False, "bfloat16"), ("lstm", 8, 128, 2, False, "bfloat16"),
+    ("gru", 16, 768, 1, False, "bfloat16"), ("lstm", 16, 768, 1, False, "float32"),
+    ("lstm", 16, 768, 2, True, "bfloat16"), ("lstm", 32, 512, 2, False, "float16"),
+    ("lstm", 64, 1024, 1, False, "bfloat16"), ("lstm", 64, 1024, 2, False, "bfloat16"),
+    ("rnn_tanh", 64, 1024, 1, False, "bfloat16"), ("lstm", 256, 512, 1, False, "bfloat16"),
+]
+
+
+def main(argv=None) -> int:
+    """python tests/cuda_emu.py [--anchors]: build; with --anchors, run the anchor shapes as
+    planned for an H100 (every tier the GPU will use, at full size and T = 2) against float64
+    with the rule of tests/test_cuda_emulated.py. Slow (tens of minutes on two cores), so not in CI."""
+    import argparse
+    import time
+    import warnings
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--anchors", action="store_true")
+    args = parser.parse_args(argv)
+    print(build())
+    if not args.anchors:
+        return 0
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    warnings.filterwarnings("ignore", "LSTM with projections")
+    os.environ.setdefault("FUSEDRNN_EMU_TIMEOUT", "3600")  # one launch at full size takes minutes here
+    import torch
+
+    import contract_v2
+    import test_cuda_emulated
+    from fusedrnn.ops import cuda
+
+    failed = 0
+    with emulated():
+        os.environ[cuda.POISON_ENV] = "1"
+        for cell, B, H, D, proj, dt in ANCHOR_SPECS:
+            dtype = getattr(torch, dt)
+            case = contract_v2.Case(cell, D, proj=proj, lengths=tuple(2 - i % 2 for i in range(B)), T=2, B=B, H=H)
+            tiers = [cuda.plan_for(cell, dtype, B, H, backward=bw, directions=D, proj_size=3 if proj else 0)["tier"]
+                     for bw in (False, True)]
+            t0 = time.time()
+            try:
+                test_cuda_emulated.check(case, dtype)
+                verdict = "ok"
+            except Exception as e:  # noqa: BLE001 - every failure is reported, then counted
+                verdict, failed = f"FAIL {type(e).__name__}: {e}", failed + 1
+            print(f"{case} {dt}: forward {tiers[0]}, backward {tiers[1]}: {verdict} ({time.time() - t0:.0f} s)",
+                  flush=True)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -40,7 +40,7 @@ CELLS = ["lstm", "gru", "rnn_tanh", "rnn_relu"]
 @pytest.fixture(scope="module")
 def emu():
     if cuda_emu.cuda_include() is None:
-        pytest.fail("the emulated CUDA build needs the CUDA headers (cuda_fp16.h); set CUDA_HOME")
+        pytest.skip("no CUDA headers (cuda_fp16.h) for the emulated build: install the CUDA toolkit or set CUDA_HOME")
     with cuda_emu.emulated() as mod:
         yield mod
 
@@ -195,7 +195,7 @@ def test_emulator_reports_a_kernel_error_instead_of_crashing(emu, knobs, monkeyp
     check(case, torch.float32)
 
 
-def test_the_emulated_build_is_the_csrc_sources():
+def test_the_emulated_build_is_the_csrc_sources(emu):
     """The module under test is built from this checkout's csrc (the cache key is their hash)."""
     path = cuda_emu.build()
     assert os.path.dirname(path).endswith(cuda_emu._digest(cuda_emu.cuda_include()))

@@ -1,8 +1,8 @@
 // The fiber scheduler and the CUDA runtime of the host build (emu.h says what it checks).
-// A launch runs every CTA on its own OS thread when the CTAs may depend on each other
-// (cooperative or cluster launches), else at most kPool CTAs at a time. Inside a CTA, its
-// 256 threads are ucontext fibers switched only at synchronisation points (barriers, warp
-// collectives, spin waits), in the order FUSEDRNN_EMU_ORDER names.
+// Each CTA runs on an OS thread; the CTAs that may wait for each other (the grid of a
+// cooperative launch, a cluster) run at the same time, and kPool such groups at a time.
+// Inside a CTA, its 256 threads are ucontext fibers switched only at synchronisation points
+// (barriers, warp collectives, spin waits), in the order FUSEDRNN_EMU_ORDER names.
 #include "emu.h"
 
 #include <sys/mman.h>
@@ -35,6 +35,7 @@ constexpr int kWarps = kThreads / 32;
 constexpr size_t kStackBytes = 128 * 1024;
 constexpr int kGuardBytes = 256;  // after the dynamic shared memory: must stay untouched
 constexpr unsigned char kGuard = 0xa5;
+constexpr int kCanaryBytes = 256;  // at the low end of each fiber stack: must stay kGuard
 constexpr int kPool = 4;
 constexpr int kStaticSmemLimit = 48 * 1024;
 constexpr int kSmemOptin = 227 * 1024;
@@ -177,19 +178,22 @@ void fiber_main() {
 void run_block(Block& b) {
   Launch& l = *b.launch;
   b.fibers = std::vector<Fiber>(kThreads);
+  // one mapping for the CTA's stacks (a mapping per fiber would pass the kernel's map limit
+  // on big grids); a canary at each stack's low end catches an overflow
+  char* stacks = static_cast<char*>(
+      mmap(nullptr, kStackBytes * kThreads, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0));
+  if (stacks == MAP_FAILED) {
+    record(l, "cannot map the fiber stacks of CTA " + std::to_string(b.linear));
+    return;
+  }
   for (int t = 0; t < kThreads; ++t) {
     Fiber& f = b.fibers[t];
     f.blk = &b;
     f.tid = uint3{(unsigned)t, 0, 0};
     f.lane = t & 31;
     f.warp = t >> 5;
-    f.stack = mmap(nullptr, kStackBytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-    if (f.stack == MAP_FAILED) {
-      f.stack = nullptr;
-      record(l, "cannot map a fiber stack");
-      break;
-    }
-    mprotect(f.stack, 4096, PROT_NONE);  // a stack overflow faults instead of corrupting
+    f.stack = stacks + kStackBytes * t;
+    std::memset(f.stack, kGuard, kCanaryBytes);
     getcontext(&f.ctx);
     f.ctx.uc_stack.ss_sp = f.stack;
     f.ctx.uc_stack.ss_size = kStackBytes;
@@ -213,8 +217,13 @@ void run_block(Block& b) {
       record(l, "CTA " + std::to_string(b.linear) + " still running at the deadline (FUSEDRNN_EMU_TIMEOUT): a hang");
     std::this_thread::yield();
   }
-  for (Fiber& f : b.fibers)
-    if (f.stack) munmap(f.stack, kStackBytes);
+  for (const Fiber& f : b.fibers)
+    for (int i = 0; i < kCanaryBytes; ++i)
+      if (static_cast<unsigned char*>(f.stack)[i] != kGuard) {
+        record(l, "a fiber of CTA " + std::to_string(b.linear) + " overflowed its stack");
+        break;
+      }
+  munmap(stacks, kStackBytes * kThreads);
   for (int i = 0; i < kGuardBytes; ++i)
     if (b.smem[b.smem_bytes + i] != kGuard) {
       record(l, "CTA " + std::to_string(b.linear) + " wrote past its " + std::to_string(b.smem_bytes) +
@@ -364,8 +373,10 @@ void st_cluster16(uint32_t addr, uint4 v) {
   std::memcpy(t.smem + off, &v, 16);
 }
 
+// A 1 MHz clock: emulated work is thousands of times slower than a GPU's, so a flag wait
+// measured against the kernels' spin limit (cycles of a ~2 GHz clock) must tick slower too.
 long long clock64() {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
+  return std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now().time_since_epoch())
       .count();
 }
 
@@ -451,15 +462,21 @@ class EmuRuntime final : public fusedrnn::Runtime {
     }
     if (cluster > 0)
       for (int i = 0; i < grid_x / cluster; ++i) l.clusters.push_back(std::make_unique<Cluster>());
-    const bool together = cooperative || cluster > 0;
-    const int width = together ? n : std::min(n, kPool);
+    // Groups of CTAs that must run at the same time: the whole grid of a cooperative launch,
+    // each cluster of a cluster launch, else single CTAs; kPool groups at a time.
+    const int group = cooperative ? n : cluster > 0 ? cluster : 1, groups = n / group;
     std::atomic<int> next{0};
-    std::vector<std::thread> pool;
-    for (int w = 0; w < width; ++w)
-      pool.emplace_back([&] {
-        for (int i = next++; i < n && !l.aborted; i = next++) run_block(*l.blocks[i]);
+    std::vector<std::thread> workers;
+    for (int w = 0; w < std::min(groups, kPool); ++w)
+      workers.emplace_back([&] {
+        for (int g = next++; g < groups && !l.aborted; g = next++) {
+          std::vector<std::thread> ctas;
+          for (int i = g * group + 1; i < (g + 1) * group; ++i) ctas.emplace_back([&l, i] { run_block(*l.blocks[i]); });
+          run_block(*l.blocks[g * group]);
+          for (auto& t : ctas) t.join();
+        }
       });
-    for (auto& t : pool) t.join();
+    for (auto& t : workers) t.join();
     if (!l.error.empty()) throw std::runtime_error("fusedrnn emu: " + l.error);
     return cudaSuccess;
   }

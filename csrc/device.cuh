@@ -152,23 +152,25 @@ template <typename T> struct MmaStep {
 };
 // fp32: three tf32 products (big*big + big*small + small*big, x = big + small), which
 // keeps about fp32 accuracy on the tensor cores; the small*small term (2^-22) is dropped.
+// A non-finite value (inf, NaN) lives in its big part alone: its small part is 0 and the
+// cross products see its big part as 0, so inf * w gives inf as in fp32, never inf - inf
+// (a NaN small part) or inf * 0 (a cross product with the other side's zero small part).
+__device__ __forceinline__ void split_tf32(uint32_t x_bits, uint32_t& big, uint32_t& small, uint32_t& big_if_finite) {
+  const float x = __uint_as_float(x_bits);
+  const bool finite = fabsf(x) <= 3.40282347e+38f;  // false for inf and NaN
+  big = cvt_tf32(x);
+  small = finite ? cvt_tf32(x - __uint_as_float(big)) : 0u;
+  big_if_finite = finite ? big : 0u;
+}
 template <> struct MmaStep<float> {
   __device__ static void run(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
-    uint32_t ab[4], as[4], bb[2], bs[2];
+    uint32_t ab[4], as[4], af[4], bb[2], bs[2], bf[2];
 #pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      const float x = __uint_as_float(a[i]);
-      ab[i] = cvt_tf32(x);
-      as[i] = cvt_tf32(x - __uint_as_float(ab[i]));
-    }
+    for (int i = 0; i < 4; ++i) split_tf32(a[i], ab[i], as[i], af[i]);
 #pragma unroll
-    for (int i = 0; i < 2; ++i) {
-      const float x = __uint_as_float(b[i]);
-      bb[i] = cvt_tf32(x);
-      bs[i] = cvt_tf32(x - __uint_as_float(bb[i]));
-    }
-    mma_m16n8k8_tf32(d, as, bb[0], bb[1]);
-    mma_m16n8k8_tf32(d, ab, bs[0], bs[1]);
+    for (int i = 0; i < 2; ++i) split_tf32(b[i], bb[i], bs[i], bf[i]);
+    mma_m16n8k8_tf32(d, as, bf[0], bf[1]);
+    mma_m16n8k8_tf32(d, af, bs[0], bs[1]);
     mma_m16n8k8_tf32(d, ab, bb[0], bb[1]);
   }
 };

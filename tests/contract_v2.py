@@ -234,3 +234,28 @@ def torch_nn_layer(cell, gx, h0, c0, w_hh, b_hh, lengths, reverse, w_hr):
         width = out.shape[-1] // halves
         out, states = out[..., k * width:(k + 1) * width], tuple(s[k] for s in states)
     return (out, *states)
+
+
+def nonfinite_mismatches(backend: str, cell: str, dtype, value: float, device="cpu") -> list[str]:
+    """fusedrnn.ops.recurrence(backend=...) with `value` (inf, -inf or NaN) in one unit of h0,
+    against torch.nn in the same dtype: the outputs and the gradients of gx and h0 whose NaN,
+    +inf or -inf positions differ (empty when all agree). A kernel that splits a value into
+    high and low parts must keep inf * w = ±inf, not turn it into inf - inf = NaN."""
+    import fusedrnn  # noqa: PLC0415
+
+    case = Case(cell, 1, T=3, B=3, H=5)
+    args, _, cot = make_args(case, dtype, device)
+    args["h0"][1, 2] = value
+    found = []
+    for name, layer in (("fusedrnn", None), ("torch.nn", torch_nn_layer)):
+        a = {k: (v.detach().clone().requires_grad_(k in ("gx", "h0")) if v is not None else None) for k, v in args.items()}
+        if layer is None:
+            outs = fusedrnn.ops.recurrence(cell, a["gx"], a["h0"], a["c0"], a["w_hh"], a["b_hh"], backend=backend)
+        else:
+            outs = layer(cell, a["gx"], a["h0"], a["c0"], a["w_hh"], a["b_hh"], None, False, None)
+        outs = [o for o in outs if o is not None]
+        grads = torch.autograd.grad(outs, [a["gx"], a["h0"]], grad_outputs=[cot["dy"], cot["dhT"], cot["dcT"]][:len(outs)])
+        found.append([t.detach() for t in outs] + list(grads))
+    names = ["y", "hT", "cT"][:len(found[0]) - 2] + ["d_gx", "dh0"]
+    return [n for n, a, b in zip(names, *found)
+            if not all(torch.equal(f(a), f(b)) for f in (torch.isnan, torch.isposinf, torch.isneginf))]

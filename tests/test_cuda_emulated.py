@@ -199,3 +199,54 @@ def test_the_emulated_build_is_the_csrc_sources(emu):
     """The module under test is built from this checkout's csrc (the cache key is their hash)."""
     path = cuda_emu.build()
     assert os.path.dirname(path).endswith(cuda_emu._digest(cuda_emu.cuda_include()))
+
+
+# -- hostile input through the whole library: modules and fusedrnn.ops.recurrence ---------
+
+from hypothesis import example, given, settings  # noqa: E402
+
+from test_hostile_properties import (  # noqa: E402
+    FIXTURE_OK, ISSUE_EXAMPLES, check_module_example, check_recurrence_example, hostile_modules,
+    hostile_recurrences)
+
+
+@pytest.fixture
+def cuda_kernels(emu, monkeypatch):
+    """The kernel backend name "triton" pointed at fusedrnn.ops.cuda (emulated) for one test,
+    as tests/plain_kernels.py installs its module: the modules and fusedrnn.ops.recurrence
+    then run the CUDA kernels on CPU tensors. Returns the backend name to use."""
+    import torch._dynamo
+
+    import fusedrnn
+    monkeypatch.setitem(fusedrnn.backends.KERNEL_BACKENDS, "triton", cuda.__name__)
+    monkeypatch.setattr(cuda, "availability", lambda device: None)  # CPU tensors are the emulator's device
+    monkeypatch.setenv(cuda.POISON_ENV, "1")
+    torch._dynamo.reset()  # compiled graphs bake the backend in
+    return "triton"
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=FIXTURE_OK)
+@given(c=hostile_modules())
+@example(c=ISSUE_EXAMPLES[0])
+@example(c=ISSUE_EXAMPLES[1])
+def test_hostile_module_input(cuda_kernels, c):
+    """tests/test_hostile_properties.py's module property (strided and aliased input and states,
+    packed sequences, NaN/±inf, layers, both directions) through the CUDA kernels."""
+    check_module_example(c, cuda_kernels)
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=FIXTURE_OK)
+@given(c=hostile_recurrences())
+def test_hostile_recurrence_arguments(cuda_kernels, c):
+    """Its recurrence property (every argument strided or expanded, lengths included, non-finite
+    values at padded steps and in the states of short sequences) through the CUDA kernels."""
+    check_recurrence_example(c, cuda_kernels)
+
+
+@pytest.mark.parametrize("value", [float("inf"), float("-inf"), float("nan")], ids=str)
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: str(d)[6:])
+@pytest.mark.parametrize("cell", CELLS)
+def test_nonfinite_state_reaches_what_torch_nn_reaches(cuda_kernels, cell, dtype, value):
+    """inf/NaN in h0: the same NaN and ±inf positions as torch.nn in outputs and gradients (fp32:
+    the three tf32 products keep inf * w = ±inf, csrc/device.cuh)."""
+    assert contract_v2.nonfinite_mismatches(cuda_kernels, cell, dtype, value) == []

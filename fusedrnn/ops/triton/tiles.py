@@ -64,12 +64,18 @@ def mma(b_w, b_x, acc, PREC: tl.constexpr, INTERP: tl.constexpr):
     fp32 weights: one dot at precision PREC (tf32x3 on a GPU: three tensor-core products,
     ~fp32 accuracy; ieee in the interpreter). 16-bit weights: b_x is split into hi + lo,
     each exact in the weight dtype, so two tensor-core dots see ~16 mantissa bits of the
-    fp32 state while W stays exact. The interpreter cannot multiply bf16, so there the
-    halves are widened back to fp32 (the products are exact either way)."""
+    fp32 state while W stays exact (an infinite x rides in lo). The interpreter cannot
+    multiply bf16, so there the halves are widened back to fp32 (the products are exact
+    either way)."""
     if b_w.dtype == tl.float32:
         acc = tl.dot(b_w, b_x, acc, input_precision=PREC)
     else:
-        b_hi = b_x.to(b_w.dtype)
+        # hi from x clamped to the dtype's finite range, so an infinite x leaves lo = ±inf and
+        # inf * w stays ±inf (an infinite hi would give lo = inf - inf = NaN); NaN stays NaN
+        if b_w.dtype == tl.float16:
+            b_hi = tl.minimum(tl.maximum(b_x, -65504.0), 65504.0).to(b_w.dtype)
+        else:
+            b_hi = tl.minimum(tl.maximum(b_x, -3.0e38), 3.0e38).to(b_w.dtype)
         b_lo = (b_x - b_hi.to(tl.float32)).to(b_w.dtype)
         if INTERP:
             b_w32 = b_w.to(tl.float32)

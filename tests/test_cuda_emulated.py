@@ -225,10 +225,20 @@ def cuda_kernels(emu, monkeypatch):
     return "triton"
 
 
+# Examples hypothesis found against these kernels: relu'(NaN) must pass the gradient, as
+# torch's threshold_backward does (csrc/cells/rnn.cuh had h > 0 ? dh : 0).
+RELU_NAN_MODULE = dict(cell="rnn_relu", I=1, H=1, layers=2, bidir=True, batch_first=False, T=1, B=1, kind="padded",
+                       hx="shares-x", x_layout="plain", poison="x", value=-float("inf"), where=0, seed=0)
+RELU_NAN_RECURRENCE = dict(cell="rnn_relu", reverse=False, lengths=[1, 1, 1], poison="h0 of short sequences",
+                           value=float("nan"), seed=0,
+                           layouts={k: "plain" for k in ("gx", "h0", "c0", "w_hh", "b_hh", "lengths", "y", "hT", "cT")})
+
+
 @settings(max_examples=20, deadline=None, suppress_health_check=FIXTURE_OK)
 @given(c=hostile_modules())
 @example(c=ISSUE_EXAMPLES[0])
 @example(c=ISSUE_EXAMPLES[1])
+@example(c=RELU_NAN_MODULE)
 def test_hostile_module_input(cuda_kernels, c):
     """tests/test_hostile_properties.py's module property (strided and aliased input and states,
     packed sequences, NaN/±inf, layers, both directions) through the CUDA kernels."""
@@ -237,6 +247,7 @@ def test_hostile_module_input(cuda_kernels, c):
 
 @settings(max_examples=20, deadline=None, suppress_health_check=FIXTURE_OK)
 @given(c=hostile_recurrences())
+@example(c=RELU_NAN_RECURRENCE)
 def test_hostile_recurrence_arguments(cuda_kernels, c):
     """Its recurrence property (every argument strided or expanded, lengths included, non-finite
     values at padded steps and in the states of short sequences) through the CUDA kernels."""

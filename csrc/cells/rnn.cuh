@@ -21,12 +21,13 @@ struct RnnCell {
     save[0] = hn;
   }
 
-  // relu'(a) is 0 at a <= 0 (torch's threshold_backward); h > 0 exactly when a > 0.
+  // relu'(a) is 0 at a <= 0 and 1 elsewhere, NaN included (torch's threshold_backward:
+  // h <= 0 ? 0 : dh); h <= 0 exactly when a <= 0.
   FR_HD static void backward(const float* save, float dh, float dc,
                              float* d_gx, float* d_gh, float* dh_local, float* dc_prev) {
     (void)dc;
     const float hn = save[0];
-    d_gx[0] = RELU ? (hn > 0.0f ? dh : 0.0f) : dh * (1.0f - hn * hn);
+    d_gx[0] = RELU ? (hn <= 0.0f ? 0.0f : dh) : dh * (1.0f - hn * hn);
     d_gh[0] = d_gx[0];
     *dh_local = 0.0f;
     *dc_prev = 0.0f;

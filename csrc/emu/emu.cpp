@@ -38,7 +38,6 @@ constexpr unsigned char kGuard = 0xa5;
 constexpr int kCanaryBytes = 256;  // at the low end of each fiber stack: must stay kGuard
 constexpr int kPool = 4;
 constexpr int kStaticSmemLimit = 48 * 1024;
-constexpr int kSmemOptin = 227 * 1024;
 
 struct Launch;
 struct Block;
@@ -130,6 +129,11 @@ void release_block_barrier(Block& b) {
   ++b.bar_gen;
 }
 
+void release_warp_barrier(WarpState& w) {
+  w.count = 0;
+  ++w.gen;
+}
+
 void warp_barrier(const char* kind) {
   Fiber& f = cur();
   WarpState& w = f.blk->warps[f.warp];
@@ -140,8 +144,7 @@ void warp_barrier(const char* kind) {
     for (int i = 0; i < 32; ++i)
       if (std::strcmp(w.kind[i], kind) != 0)
         fail("warp %d diverged: lane %d is at %s while lane %d is at %s", f.warp, i, w.kind[i], f.lane, kind);
-    w.count = 0;
-    ++w.gen;
+    release_warp_barrier(w);
     return;
   }
   while (w.gen == gen) yield();
@@ -161,10 +164,7 @@ void finish_fiber(Fiber& f) {
   if (b.bar_count > 0 && b.bar_count == b.alive) release_block_barrier(b);
   WarpState& w = b.warps[f.warp];
   --w.alive;
-  if (w.count > 0 && w.count == w.alive) {
-    w.count = 0;
-    ++w.gen;
-  }
+  if (w.count > 0 && w.count == w.alive) release_warp_barrier(w);
 }
 
 void fiber_main() {
@@ -398,7 +398,7 @@ class EmuRuntime final : public fusedrnn::Runtime {
   cudaError_t set_attribute(const void* kernel, cudaFuncAttribute attr, int value) override {
     std::lock_guard<std::mutex> lock(attr_mu_);
     if (attr == cudaFuncAttributeMaxDynamicSharedMemorySize) {
-      if (value > kSmemOptin) return cudaErrorInvalidValue;
+      if (value > fusedrnn::device_limits(0).smem_optin) return cudaErrorInvalidValue;
       max_smem_[kernel] = value;
     } else if (attr == cudaFuncAttributeNonPortableClusterSizeAllowed) {
       non_portable_[kernel] = value != 0;

@@ -17,7 +17,8 @@ was not measured in takes the nearest measured class of the same cell, dtype, mo
 (distance: the number of class steps in batch plus in hidden size); with no such entry, or
 no table for the card, `"auto"` follows the heuristic of fusedrnn.backends (cuda, then triton,
 then torch). An "rnn_relu" call uses "rnn_tanh" entries when the table has none of its own.
-`fusedrnn.explain` names the table and entry that decided.
+`fusedrnn.explain` names the table and entry that decided. A file is checked whole when it
+is loaded (schema.py); one malformed in any part warns once and counts as no table.
 """
 from __future__ import annotations
 

@@ -205,6 +205,8 @@ def unchecked(monkeypatch):
 
 
 GRID_TIMEOUT = r"fusedrnn cuda rnn_tanh forward: the forward persistent kernel \(grid tier\) timed out: CTA \d+ waited"
+#: emulated CTAs are threads: a wait of one (1 MHz) cycle times out in most launches, not in every one
+ATTEMPTS = 6
 
 
 def test_a_flag_wait_that_times_out_raises_from_the_call_unchecked(emu, knobs, unchecked, monkeypatch):
@@ -215,7 +217,8 @@ def test_a_flag_wait_that_times_out_raises_from_the_call_unchecked(emu, knobs, u
     monkeypatch.setenv(cuda.SPIN_ENV, "1")
     case = contract_v2.Case("rnn_tanh", 1, T=6, B=11, H=24)
     with pytest.raises(RuntimeError, match=GRID_TIMEOUT):
-        _run(case, torch.float32)
+        for _ in range(ATTEMPTS):
+            _run(case, torch.float32)
     monkeypatch.delenv(cuda.SPIN_ENV)
     check(case, torch.float32)  # the next launch is clean
 
@@ -233,11 +236,12 @@ def test_a_captured_grid_launch_is_checked_after_the_replay(emu, knobs, unchecke
         cuda.forward("rnn_tanh", *fixed)
     assert len(watch) == 0
     knobs("grid", 8, 8, 0)
-    with unchecked.watch() as watch:
-        cuda.forward("rnn_tanh", *fixed)
-    assert len(watch) == 1
     with pytest.raises(RuntimeError, match=GRID_TIMEOUT + r".*\(in a CUDA-graph replay\)"):
-        watch.check()
+        for _ in range(ATTEMPTS):
+            with unchecked.watch() as watch:
+                cuda.forward("rnn_tanh", *fixed)  # no error here: nothing is read under capture
+            assert len(watch) == 1
+            watch.check()
 
 
 def test_the_emulated_build_is_the_csrc_sources(emu):

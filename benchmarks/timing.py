@@ -9,7 +9,9 @@ asynchronous and a host clock (time.perf_counter) is exact enough.
 `bench_interleaved` warms every runner up, then runs repetition r of every runner before
 repetition r+1 of any (rotating which goes first), so clock or thermal drift hits all
 providers alike. Each runner's `prepare()` (fresh random inputs, dropped gradients,
-packing) runs outside the timed region.
+packing) runs outside the timed region. After each call, outside the timed region, the
+timer's `check()` fails that runner if one of its kernels timed out (fusedrnn's timeout
+policy, docs/integration.md), so a wrong result is never timed as a fast one.
 """
 from __future__ import annotations
 
@@ -38,6 +40,9 @@ class HostTimer:
     def elapsed_ms(self, handle) -> float:
         return handle
 
+    def check(self) -> None:
+        pass  # on the CPU a kernel's timeout raises from its own call
+
 
 class CudaEventTimer:
     """torch.cuda.Event pairs on the current stream; read after one synchronize."""
@@ -65,6 +70,12 @@ class CudaEventTimer:
         start, end = handle
         return start.elapsed_time(end)
 
+    def check(self) -> None:
+        """Synchronise and raise RuntimeError if a fusedrnn kernel launched so far timed out."""
+        from fusedrnn.ops import timeouts  # noqa: PLC0415
+        self._torch.cuda.synchronize()
+        timeouts.check(block=True)
+
 
 def _describe(exc: BaseException) -> str:
     text = f"{type(exc).__name__}: {exc}".strip()
@@ -85,6 +96,7 @@ def bench_interleaved(runners: dict, timer, warmup: int = 3, reps: int = 20,
             for _ in range(warmup):
                 runner.run(runner.prepare())
             timer.sync()
+            timer.check()
             live.append(name)
         except Exception as e:  # an OOM, a kernel that refuses the shape, ...
             errors[name] = "warm-up failed: " + _describe(e)
@@ -103,6 +115,7 @@ def bench_interleaved(runners: dict, timer, warmup: int = 3, reps: int = 20,
                 token = timer.start()
                 runner.run(args)
                 handles[name].append(timer.stop(token))
+                timer.check()  # after the stop event: outside the timed region
                 del args
             except Exception as e:
                 errors[name] = f"failed in repetition {r}: " + _describe(e)

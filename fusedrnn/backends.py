@@ -24,6 +24,7 @@ from typing import NamedTuple
 import torch
 
 from . import tuning
+from .ops.common import GATES, check_int32_indexing, int32_overflow
 
 BACKENDS = ("auto", "cuda", "triton", "reference", "torch")
 KERNEL_BACKENDS = {"cuda": "fusedrnn.ops.cuda", "triton": "fusedrnn.ops.triton"}
@@ -114,32 +115,49 @@ def requested_name(requested: str) -> str:
 
 def choose(requested: str, device: torch.device, cell: str, dtype, hidden_size: int,
            proj_size: int = 0, warn: bool = True, *, batch: int | None = None, steps: int | None = None,
-           grad: bool = False) -> Choice:
+           grad: bool = False, directions: int = 1) -> Choice:
     """Resolve a requested backend for one call; RuntimeError if an explicit one cannot run.
 
     `batch`, `steps` (1 for a cell or a T=1 call) and `grad` (autograd records the call)
     place the call in a shape class of the card's dispatch table (fusedrnn.tuning); None
-    where unknown."""
+    where unknown. With `batch` and `steps` known, a call too large for the kernels' 32-bit
+    offsets (T*B*D*G*H or D*G*H*P above 2**31 - 1, `directions` = D) runs torch.nn under
+    'auto' and raises ValueError for an explicit kernel backend, before anything is allocated."""
     name = requested_name(requested)
     if name == "auto":
         if device.type != "cuda":
             return Choice("torch", f"the input is on {device.type}, where 'auto' runs torch.nn's own implementation")
-        return _auto_on_cuda(device, cell, dtype, hidden_size, proj_size, warn, batch, steps, grad)
+        return _auto_on_cuda(device, cell, dtype, hidden_size, proj_size, warn, batch, steps, grad, directions)
     why = why_not(name, device, cell, dtype, hidden_size, proj_size)
     if why is not None:
         raise RuntimeError(f"fusedrnn backend {name!r} cannot run this call: {why}")
+    if name in KERNEL_BACKENDS and batch is not None and steps is not None and cell in GATES:
+        check_int32_indexing(steps, batch, GATES[cell], hidden_size, proj_size or hidden_size, directions)
     return Choice(name, f"backend {name!r} was requested" + (f" (through {ENV_VAR})" if name != requested else ""))
 
 
-def _auto_on_cuda(device, cell, dtype, hidden_size, proj_size, warn, batch, steps, grad) -> Choice:
+def _too_large(cell, hidden_size, proj_size, batch, steps, directions) -> str | None:
+    """Why this call is too large for the kernels' 32-bit offsets, or None (also where sizes are unknown)."""
+    if batch is None or steps is None or cell not in GATES:
+        return None
+    return int32_overflow(steps, batch, GATES[cell], hidden_size, proj_size or hidden_size, directions)
+
+
+def _auto_on_cuda(device, cell, dtype, hidden_size, proj_size, warn, batch, steps, grad, directions=1) -> Choice:
     """The card's dispatch table if it has an entry for this call, else the heuristic:
-    the first fused backend that supports the call (cuda, then triton), else torch.nn."""
+    the first fused backend that supports the call (cuda, then triton), else torch.nn.
+    A call too large for the kernels' 32-bit offsets runs torch.nn whatever the table says."""
+    too_large = _too_large(cell, hidden_size, proj_size, batch, steps, directions)
+
+    def why_not_here(cand):
+        return why_not(cand, device, cell, dtype, hidden_size, proj_size) or too_large
+
     table = tuning.table_for(device)
     hit = table.lookup(cell, dtype, "fwbw" if grad else "fw", steps, batch, hidden_size) if table else None
     if hit is not None:
         passed_over = {}
         for cand in hit.entry.ranking:
-            why = None if cand == "torch" else why_not(cand, device, cell, dtype, hidden_size, proj_size)
+            why = None if cand == "torch" else why_not_here(cand)
             if why is None:
                 return Choice(cand, hit.reason(cand, passed_over))
             passed_over[cand] = why
@@ -148,16 +166,24 @@ def _auto_on_cuda(device, cell, dtype, hidden_size, proj_size, warn, batch, step
     else:
         what = f"{cell} {tuning.DTYPE_NAMES.get(dtype, dtype)} {'fwbw' if grad else 'fw'} {tuning.kind_of(steps) or ''}"
         source = f"the dispatch table {table.path.name} has no entry for {what.rstrip()}, heuristic"
+    if too_large is not None:  # one reason for both kernel backends; warned once per cell, not per size
+        return _fall_back(f"'auto' fell back to torch.nn (cuDNN) because the call is too large for the fused "
+                          f"kernels: {too_large} ({source})", warn, key=f"too large: {cell}")
     reasons = []
     for cand in ("cuda", "triton"):
         why = why_not(cand, device, cell, dtype, hidden_size, proj_size)
         if why is None:
             return Choice(cand, f"'auto' picked {cand}, the first fused backend that supports this call ({source})")
         reasons.append(f"{cand}: {why}")
-    reason = "'auto' fell back to torch.nn (cuDNN) because " + "; ".join(reasons) + f" ({source})"
-    if warn and reason not in _warned:
-        _warned.add(reason)
-        warnings.warn("fusedrnn: " + reason, RuntimeWarning, stacklevel=4)
+    return _fall_back("'auto' fell back to torch.nn (cuDNN) because " + "; ".join(reasons) + f" ({source})", warn)
+
+
+def _fall_back(reason: str, warn: bool, key: str | None = None) -> Choice:
+    """Choice torch.nn for `reason`, warning once per distinct `key` (default: the reason)."""
+    key = reason if key is None else key
+    if warn and key not in _warned:
+        _warned.add(key)
+        warnings.warn("fusedrnn: " + reason, RuntimeWarning, stacklevel=5)
     return Choice("torch", reason)
 
 
@@ -169,10 +195,12 @@ def table_sizes(batch, steps) -> tuple:
 
 @torch.compiler.assume_constant_result
 def choose_name(requested: str, device: torch.device, cell: str, dtype, hidden_size: int,
-                proj_size: int = 0, batch: int | None = None, steps: int | None = None, grad: bool = False) -> str:
+                proj_size: int = 0, batch: int | None = None, steps: int | None = None, grad: bool = False,
+                directions: int = 1) -> str:
     """`choose(...).name`; torch.compile runs it once while tracing and keeps the name as a
     constant (guarded through its arguments: module attributes, the tensor's device and
     dtype), so importing and probing a backend never lands in a graph. FUSEDRNN_BACKEND
     is read when a graph is traced, not at every call of a compiled model. Callers pass
     `batch` and `steps` through `table_sizes` (never a symbolic size)."""
-    return choose(requested, device, cell, dtype, hidden_size, proj_size, batch=batch, steps=steps, grad=grad).name
+    return choose(requested, device, cell, dtype, hidden_size, proj_size, batch=batch, steps=steps, grad=grad,
+                  directions=directions).name

@@ -23,6 +23,9 @@ from __future__ import annotations
 
 import torch
 
+from .ops import timeouts
+
+
 def _tensors(state) -> tuple:
     return tuple(state) if isinstance(state, (tuple, list)) else (state,)
 
@@ -47,6 +50,8 @@ class CapturedStep:
 
     Attributes: `output` and `state` are the graph's static tensors (the output of the last
     replay, the state after it); `reset(state)` copies a new state in (a new sequence).
+    Replays are not checked for kernel timeouts (that would synchronise every step):
+    `check_timeouts()` does it for the latest replay.
     """
 
     def __init__(self, step, x: torch.Tensor, state, warmup: int = 3):
@@ -63,13 +68,18 @@ class CapturedStep:
                 step(self.input, _clone(self.state))  # leaves the static state as it is
         torch.cuda.current_stream(x.device).wait_stream(side)
         self.graph = torch.cuda.CUDAGraph()
-        with torch.no_grad(), torch.cuda.graph(self.graph):
+        self._timeouts = timeouts.watch()  # keeps the captured launches' error reports for check_timeouts
+        with torch.no_grad(), self._timeouts, torch.cuda.graph(self.graph):
             self.output, new_state = step(self.input, self.state)
             _copy_into(self.state, new_state)  # the carried state: read at the start, written at the end
 
     def reset(self, state) -> None:
         """Start from `state` at the next call (a new sequence)."""
         _copy_into(self.state, state)
+
+    def check_timeouts(self) -> None:
+        """Synchronise, then raise RuntimeError if a kernel of the latest replay timed out."""
+        self._timeouts.check()
 
     def __call__(self, x: torch.Tensor):
         """One step: `x` copied into the static input, one replay; returns the static output."""

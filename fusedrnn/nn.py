@@ -39,7 +39,8 @@ class _FusedRNNBase(FusedModuleBase):
             return backends.Choice("torch", "the input is not a tensor; torch.nn reports the error")
         batch, steps = self._call_sizes(input)
         return backends.choose(self.backend, data.device, self.cell, data.dtype, self.hidden_size,
-                               self.proj_size, warn=warn, batch=batch, steps=steps, grad=self._records_grad(data))
+                               self.proj_size, warn=warn, batch=batch, steps=steps, grad=self._records_grad(data),
+                               directions=2 if self.bidirectional else 1)
 
     def forward(self, input, hx=None):
         if self._torch_rejects_dtype(input):
@@ -70,7 +71,8 @@ class _FusedRNNBase(FusedModuleBase):
         if not isinstance(data, torch.Tensor):
             return "torch"
         return backends.choose_name(self.backend, data.device, self.cell, data.dtype, self.hidden_size,
-                                    self.proj_size, *self._call_sizes(input), self._records_grad(data))
+                                    self.proj_size, *self._call_sizes(input), self._records_grad(data),
+                                    2 if self.bidirectional else 1)
 
     def _call_sizes(self, input) -> tuple:
         """(batch, steps) of a call for the dispatch table: plain ints, or None where unknown

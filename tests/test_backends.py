@@ -99,3 +99,80 @@ def test_available_backends_speaks_of_the_machine_not_an_input():
     if not torch.cuda.is_available():
         ok, reason = fusedrnn.available_backends()["cuda"]
         assert not ok and ("no CUDA device" in reason or "extension" in reason)
+
+
+# -- calls too large for the kernels' 32-bit offsets (T*B*D*G*H > 2**31 - 1) -------------
+
+def _on_a_gpu_with_every_kernel(monkeypatch):
+    """The backend choice as on a GPU where both kernel backends can run (no dispatch table)."""
+    monkeypatch.delenv(backends.ENV_VAR, raising=False)
+    monkeypatch.setattr(backends, "why_not", lambda name, *a, **k: None)
+    monkeypatch.setattr(backends.tuning, "table_for", lambda device: None)
+    monkeypatch.setattr(backends, "_warned", set())
+    real = backends.choose
+    monkeypatch.setattr(backends, "choose", lambda req, dev, *a, **k: real(req, torch.device("cuda"), *a, **k))
+
+
+def _no_memory(*shape):
+    """A float32 tensor of `shape` with one element behind it (stride 0): nothing big is allocated."""
+    return torch.zeros((1,) * len(shape)).expand(*shape)
+
+
+def test_auto_falls_back_to_torch_for_a_call_too_large_for_32_bit_offsets(monkeypatch):
+    """LSTM H=1024, B=128, T=4096 (cuDNN runs it): T*B*G*H = 2**31 elements, one past the
+    kernels' offsets. 'auto' runs torch.nn, says why in explain, and warns once (not per size)."""
+    _on_a_gpu_with_every_kernel(monkeypatch)
+    m = fusedrnn.LSTM(1, 1024)
+    fits, too_large = _no_memory(4095, 128, 1), _no_memory(4096, 128, 1)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert m._backend_name(fits) == "cuda"
+        assert m._backend_name(too_large) == "torch"
+        assert m._backend_name(_no_memory(5000, 128, 1)) == "torch"
+    fell_back = [w for w in caught if "too large for the fused kernels" in str(w.message)]
+    assert len(fell_back) == 1, [str(w.message) for w in caught]
+    text = fusedrnn.explain(m, too_large)
+    assert text.startswith("LSTM would run backend 'torch': 'auto' fell back to torch.nn (cuDNN)"), text
+    assert "T*B*G*H (gx and its gradient) = 2147483648 elements exceeds 2147483647" in text
+
+
+def test_auto_counts_both_directions_of_a_bidirectional_layer(monkeypatch):
+    _on_a_gpu_with_every_kernel(monkeypatch)
+    one, both = fusedrnn.GRU(1, 1024), fusedrnn.GRU(1, 1024, bidirectional=True, batch_first=True)
+    assert one._backend_name(_no_memory(5000, 128, 1)) == "cuda"  # 3*1024*128*5000 < 2**31
+    assert both._backend_name(_no_memory(128, 5000, 1)) == "torch"  # twice that is not
+    assert "T*B*D*G*H" in fusedrnn.explain(both, _no_memory(128, 5000, 1))
+
+
+def test_auto_too_large_overrides_the_dispatch_table(monkeypatch):
+    """A table ranking a kernel backend first still gets torch.nn for a call too large for it."""
+    _on_a_gpu_with_every_kernel(monkeypatch)
+
+    class Hit:
+        entry = type("Entry", (), {"ranking": ("triton", "cuda")})
+
+        @staticmethod
+        def reason(cand, passed_over):
+            return f"table picked {cand}; passed over {passed_over}"
+
+    table = type("Table", (), {"lookup": lambda self, *a: Hit(), "path": type("P", (), {"name": "h100.json"})})()
+    monkeypatch.setattr(backends.tuning, "table_for", lambda device: table)
+    assert backends.choose("auto", torch.device("cuda"), "rnn_tanh", torch.float16, 64, batch=8, steps=10).name == \
+        "triton"
+    with pytest.warns(RuntimeWarning, match="too large for the fused kernels"):
+        choice = backends.choose("auto", torch.device("cuda"), "rnn_tanh", torch.float16, 2**16, batch=2**9,
+                                 steps=2**6)
+    assert choice.name == "torch" and "h100.json" in choice.reason
+
+
+def test_an_explicit_kernel_backend_refuses_a_call_too_large_before_allocating(monkeypatch):
+    """backend='triton' (it runs here, in the interpreter): ValueError naming the limit before
+    the input projection (T*B*G*H floats, 8 GiB here) is computed."""
+    def no_projection(*a, **k):
+        raise AssertionError("the input projection was allocated before the size check")
+
+    monkeypatch.setattr(fusedrnn.functional, "_sequence_layer", no_projection)
+    m = fusedrnn.LSTM(1, 1024, backend="triton")
+    with pytest.raises(ValueError, match=r"32-bit offsets, but T\*B\*G\*H .* = 2147483648 elements"):
+        m(_no_memory(4096, 128, 1))
+    assert "would raise ValueError" in fusedrnn.explain(m, _no_memory(4096, 128, 1))

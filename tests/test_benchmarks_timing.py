@@ -33,6 +33,9 @@ class FakeTimer:
     def elapsed_ms(self, handle):
         return handle
 
+    def check(self):
+        pass
+
 
 class FakeRunner:
     def __init__(self, name, clock, log, cost_ms, prepare_ms=100.0, fail_at=None):
@@ -112,6 +115,43 @@ def test_cuda_event_timer_bookkeeping(monkeypatch):
     times, errors = timing.bench_interleaved(runners, timer, warmup=1, reps=5)
     assert errors == {} and times == {"a": [3.0] * 5, "b": [1.5] * 5}
     assert len(syncs) >= 10   # synchronised before every timed call, outside the timed region
+
+
+def test_a_kernel_timeout_fails_the_runner_whose_call_timed_out(monkeypatch):
+    """The CUDA timer checks fusedrnn's timeout reports after each call (synchronising outside
+    the timed region), so the runner whose kernel timed out fails and the others are timed."""
+    from fusedrnn.ops import timeouts
+    clock, timed_out = FakeClock(), []
+
+    class FakeEvent:
+        def __init__(self, enable_timing=False):
+            self.t = None
+
+        def record(self):
+            self.t = clock.now
+
+        def elapsed_time(self, other):
+            return other.t - self.t
+
+    def check(block=False):
+        assert block  # waits for every launch so far
+        if timed_out:
+            timed_out.clear()
+            raise RuntimeError("fusedrnn triton: a grid barrier timed out in the lstm forward")
+
+    class TimingOut(FakeRunner):
+        def run(self, args):
+            super().run(args)
+            if self.calls == 3:
+                timed_out.append(self.name)
+
+    monkeypatch.setattr(torch.cuda, "Event", FakeEvent)
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda: None)
+    monkeypatch.setattr(timeouts, "check", check)
+    runners = {"a": TimingOut("a", clock, [], 3.0), "b": FakeRunner("b", clock, [], 1.5)}
+    times, errors = timing.bench_interleaved(runners, timing.CudaEventTimer(), warmup=1, reps=4)
+    assert list(errors) == ["a"] and "failed in repetition 1: RuntimeError" in errors["a"], errors
+    assert "timed out" in errors["a"] and times == {"b": [1.5] * 4}
 
 
 # -- the executor: a wrong provider is marked and never timed ----------------------------------------

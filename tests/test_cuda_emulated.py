@@ -195,6 +195,55 @@ def test_emulator_reports_a_kernel_error_instead_of_crashing(emu, knobs, monkeyp
     check(case, torch.float32)
 
 
+@pytest.fixture
+def unchecked(monkeypatch):
+    """The default: no checking switch set, the CUDA default spin limit unscaled."""
+    from fusedrnn.ops import timeouts
+    for name in (timeouts.CHECK_ENV, *timeouts.CHECK_ALIASES, timeouts.SCALE_ENV):
+        monkeypatch.delenv(name, raising=False)
+    return timeouts
+
+
+GRID_TIMEOUT = r"fusedrnn cuda rnn_tanh forward: the forward persistent kernel \(grid tier\) timed out: CTA \d+ waited"
+#: emulated CTAs are threads: a wait of one (1 MHz) cycle times out in most launches, not in every one
+ATTEMPTS = 6
+
+
+def test_a_flag_wait_that_times_out_raises_from_the_call_unchecked(emu, knobs, unchecked, monkeypatch):
+    """A spin limit of one (emulated, 1 MHz) cycle: some grid-tier wait gives up. With no check
+    switch set the call itself raises (the launch has finished when an emulated call returns;
+    on a GPU the report waits for the next call, or synchronously with FUSEDRNN_CHECK=1)."""
+    knobs("grid", 8, 8, 0)
+    monkeypatch.setenv(cuda.SPIN_ENV, "1")
+    case = contract_v2.Case("rnn_tanh", 1, T=6, B=11, H=24)
+    with pytest.raises(RuntimeError, match=GRID_TIMEOUT):
+        for _ in range(ATTEMPTS):
+            _run(case, torch.float32)
+    monkeypatch.delenv(cuda.SPIN_ENV)
+    check(case, torch.float32)  # the next launch is clean
+
+
+def test_a_captured_grid_launch_is_checked_after_the_replay(emu, knobs, unchecked, monkeypatch):
+    """Under a (pretended) CUDA-graph capture the report is not read; a watch keeps it for the
+    check after the replay. Only the grid tier's launches are kept: the others cannot time out."""
+    monkeypatch.setattr(unchecked, "_capturing", lambda: True)
+    monkeypatch.setenv(cuda.SPIN_ENV, "1")
+    case = contract_v2.Case("rnn_tanh", 1, T=6, B=11, H=24)
+    args, lengths, _ = contract_v2.make_args(case, torch.float32, "cpu", seed=3)
+    fixed = (args["gx"], args["h0"], None, args["w_hh"], args["b_hh"], lengths, False, False)
+    knobs("cta")
+    with unchecked.watch() as watch:
+        cuda.forward("rnn_tanh", *fixed)
+    assert len(watch) == 0
+    knobs("grid", 8, 8, 0)
+    with pytest.raises(RuntimeError, match=GRID_TIMEOUT + r".*\(in a CUDA-graph replay\)"):
+        for _ in range(ATTEMPTS):
+            with unchecked.watch() as watch:
+                cuda.forward("rnn_tanh", *fixed)  # no error here: nothing is read under capture
+            assert len(watch) == 1
+            watch.check()
+
+
 def test_the_emulated_build_is_the_csrc_sources(emu):
     """The module under test is built from this checkout's csrc (the cache key is their hash)."""
     path = cuda_emu.build()

@@ -73,11 +73,24 @@ def test_fallback_note_warns_once(monkeypatch):
     monkeypatch.setattr(cuda_ops, "_warned", set())
     ws = torch.zeros(256, dtype=torch.uint8)
     with pytest.warns(RuntimeWarning, match="ran the per-step kernels instead"):
-        cuda_ops._after_launch("the grid launch of x was refused (e); ran the per-step kernels instead", ws, "lstm")
+        cuda_ops._after_launch("the grid launch of x was refused (e); ran the per-step kernels instead", ws, "lstm", "step")
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        cuda_ops._after_launch("the grid launch of x was refused (e); ran the per-step kernels instead", ws, "lstm")
-        cuda_ops._after_launch("", ws, "lstm")
+        cuda_ops._after_launch("the grid launch of x was refused (e); ran the per-step kernels instead", ws, "lstm", "step")
+        cuda_ops._after_launch("", ws, "lstm", "step")
+
+
+def test_a_report_of_a_finished_launch_raises_from_its_call_with_no_switch_set(monkeypatch):
+    """The host side of the timeout policy (fusedrnn/ops/timeouts.py): a launch that has finished
+    when it returns (CPU tensors: the emulated kernels) is read at once, checks asked for or not."""
+    for name in ("FUSEDRNN_CHECK", "FUSEDRNN_CUDA_CHECK", "FUSEDRNN_DEBUG"):
+        monkeypatch.delenv(name, raising=False)
+    ws = torch.zeros(256, dtype=torch.uint8)
+    cuda_ops._after_launch("", ws, "gru backward", "grid")  # a clean report
+    ws[:64].view(torch.int32)[:7] = torch.tensor([1, 1, 4, 2, 0, 3, 5], dtype=torch.int32)
+    with pytest.raises(RuntimeError, match=r"gru backward: the backward persistent kernel \(grid tier\) timed out: "
+                                           r"CTA 2 waited at step 4 for the h chunk of CTA 0"):
+        cuda_ops._after_launch("", ws, "gru backward", "grid")
 
 
 def test_status_report_names_the_step_and_the_ctas():

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from fusedrnn.ops import triton as tri
-from fusedrnn.ops.triton import config, timeouts
+from fusedrnn.ops.triton import config
 from test_triton_recurrence import make_args
 
 pytestmark = pytest.mark.skipif(not config.INTERPRET, reason="provokes a timeout with sequential interpreter programs "
@@ -95,23 +95,3 @@ def test_barrier_grids_launch_cooperatively_with_tf32x3(monkeypatch):
     monkeypatch.setattr(config, "INTERPRET", False)
     assert tri.launch.fwd_args("lstm", launch, *[None] * 12, n, False, True)[1]["PREC"] == "tf32x3"
 
-
-def test_lazy_check_raises_for_a_finished_launch(monkeypatch):
-    """The GPU path: a flag copied behind an event raises once its event has completed."""
-    class Event:
-        def __init__(self, done):
-            self.done = done
-
-        def query(self):
-            return self.done
-
-        def synchronize(self):
-            self.done = True
-
-    monkeypatch.setattr(timeouts, "_pending", [(Event(False), torch.tensor([1], dtype=torch.int32), "a pending one"),
-                                               (Event(True), torch.tensor([0], dtype=torch.int32), "a clean one")])
-    timeouts.check()  # the set flag's launch has not finished: nothing raised yet
-    assert len(timeouts._pending) == 1
-    with pytest.raises(RuntimeError, match="a pending one"):
-        timeouts.check(block=True)
-    assert timeouts._pending == []

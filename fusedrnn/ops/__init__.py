@@ -60,7 +60,7 @@ def recurrence(cell: str, gx: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor |
     P = w_hr.shape[-2] if w_hr is not None else 0
     batch, steps = backends.table_sizes(gx.shape[1], gx.shape[0])
     name = backends.choose_name(backend, gx.device, cell, gx.dtype, H, P, batch, steps,
-                                _records_grad(gx, h0, c0, w_hh, b_hh, w_hr))
+                                _records_grad(gx, h0, c0, w_hh, b_hh, w_hr), h0.dim() - 1)
     return _run(name, autocast, cell, gx, h0, c0, w_hh, b_hh, lengths, reverse, w_hr)
 
 

@@ -101,8 +101,8 @@ def check_lengths(lengths, T: int, B: int, device: torch.device) -> None:
         raise ValueError(f"lengths must lie in [1, T={T}], got values in [{lo}, {hi}]")
 
 
-def check_int32_indexing(T: int, B: int, G: int, H: int, P: int | None = None, D: int = 1) -> None:
-    """ValueError before launch when a kernel's 32-bit element offsets would overflow.
+def int32_overflow(T: int, B: int, G: int, H: int, P: int | None = None, D: int = 1) -> str | None:
+    """Why a kernel's 32-bit element offsets would overflow for these sizes, or None.
 
     The largest tensors a kernel indexes are gx / d_gates (T*B*D*G*H elements) and
     w_hh (D*G*H*P); offsets are computed in int32 inside the kernels.
@@ -111,9 +111,16 @@ def check_int32_indexing(T: int, B: int, G: int, H: int, P: int | None = None, D
     d = "D*" if D > 1 else ""
     for what, n in ((f"T*B*{d}G*H (gx and its gradient)", T * B * D * G * H), (f"{d}G*H*P (w_hh)", D * G * H * P)):
         if n > INT32_MAX:
-            raise ValueError(f"fusedrnn kernels index tensors with 32-bit offsets, but {what} = {n} "
-                             f"elements exceeds {INT32_MAX} (T={T}, B={B}, G={G}, H={H}); split the "
-                             "batch or the sequence, or use backend='reference' or 'torch'")
+            return (f"fusedrnn kernels index tensors with 32-bit offsets, but {what} = {n} "
+                    f"elements exceeds {INT32_MAX} (T={T}, B={B}, G={G}, H={H})")
+    return None
+
+
+def check_int32_indexing(T: int, B: int, G: int, H: int, P: int | None = None, D: int = 1) -> None:
+    """ValueError before launch when a kernel's 32-bit element offsets would overflow (int32_overflow)."""
+    why = int32_overflow(T, B, G, H, P, D)
+    if why is not None:
+        raise ValueError(why + "; split the batch or the sequence, or use backend='reference' or 'torch'")
 
 
 def _shape(t):

@@ -25,10 +25,13 @@ Environment (tests and diagnosis):
     FUSEDRNN_CUDA_UNITS, FUSEDRNN_CUDA_BATCH_ROWS = N   force units per CTA / rows per group
     FUSEDRNN_CUDA_PASSES = N    grid tier: force N passes over K per step (streams h through smem)
     FUSEDRNN_CUDA_POISON=1      NaN-fill every output first, so an unwritten element fails loudly
-    FUSEDRNN_CUDA_CHECK=1       synchronise after each launch and raise on a kernel's error report
-                                (a grid-tier flag wait that timed out names its step and CTAs;
-                                unchecked, such a kernel's results are NaN from that step on)
-    FUSEDRNN_CUDA_SPIN_LIMIT=N  clock cycles such a wait spins before it reports (default ~2^32)
+    FUSEDRNN_CUDA_CHECK=1       an alias of FUSEDRNN_CHECK=1 (fusedrnn/ops/timeouts.py): synchronise
+                                after each launch and raise on a kernel's error report (a grid-tier
+                                flag wait that timed out names its step and CTAs). Unchecked, such a
+                                kernel's results are NaN from that step on and its report raises at
+                                the next launch or fusedrnn.check_timeouts()
+    FUSEDRNN_CUDA_SPIN_LIMIT=N  clock cycles such a wait spins before it reports (default
+                                DEFAULT_SPIN_CYCLES ~2^32, times FUSEDRNN_TIMEOUT_SCALE)
     FUSEDRNN_CUDA_FAKE_LAUNCH_FAILURE=1   report the persistent launch as refused (tests the fallback)
 """
 from __future__ import annotations
@@ -38,6 +41,7 @@ import warnings
 
 import torch
 
+from . import timeouts
 from .common import GATES, INT32_MAX
 
 try:
@@ -57,6 +61,8 @@ UNITS_ENV, ROWS_ENV, SPIN_ENV = "FUSEDRNN_CUDA_UNITS", "FUSEDRNN_CUDA_BATCH_ROWS
 PASSES_ENV = "FUSEDRNN_CUDA_PASSES"
 FAKE_FAILURE_ENV = "FUSEDRNN_CUDA_FAKE_LAUNCH_FAILURE"
 STATUS_WORDS = 16  # the kernels' error report at the start of the workspace (csrc/layout.h)
+#: clock cycles a grid-tier flag wait spins by default (csrc/recurrence.cuh kDefaultSpinLimit)
+DEFAULT_SPIN_CYCLES = 1 << 32
 #: the limits of an H100 SXM (sm_90) as plan_for takes them
 H100_LIMITS = dict(sms=132, smem_optin=227 * 1024, smem_per_sm=228 * 1024, regs_per_sm=65536, cc_major=9,
                    cc_minor=0, max_cluster=16, cooperative=1)
@@ -140,10 +146,19 @@ def _mode() -> str:
     return mode
 
 
+def _spin_limit() -> int:
+    """FUSEDRNN_CUDA_SPIN_LIMIT as given, else the default scaled for the tool running (0: the
+    extension's own default, which equals DEFAULT_SPIN_CYCLES)."""
+    given = _int_env(SPIN_ENV)
+    if given or timeouts.spin_scale() == 1.0:
+        return given
+    return timeouts.scaled(DEFAULT_SPIN_CYCLES, 1 << 62)
+
+
 def _knobs() -> dict:
     """The launch knobs from the environment, as the extension's keyword arguments."""
     return dict(mode=_mode(), units=_int_env(UNITS_ENV), batch_rows=_int_env(ROWS_ENV), passes=_int_env(PASSES_ENV),
-                spin_limit=_int_env(SPIN_ENV), fake_launch_failure=os.environ.get(FAKE_FAILURE_ENV) == "1")
+                spin_limit=_spin_limit(), fake_launch_failure=os.environ.get(FAKE_FAILURE_ENV) == "1")
 
 
 def _empty(shape, dtype, device) -> torch.Tensor:
@@ -162,10 +177,11 @@ def _launch_context(t: torch.Tensor):
 
 
 def _workspace(backward: bool, cell: str, dtype, B: int, H: int, index: int, knobs: dict, device, proj: int,
-               directions: int) -> torch.Tensor:
+               directions: int) -> tuple[torch.Tensor, str]:
+    """The launch's workspace (its first STATUS_WORDS int32 are the kernels' error report) and its tier."""
     p = _C.plan(backward, cell, DTYPE_CODES[dtype], B, H, index, knobs["mode"], knobs["units"], knobs["batch_rows"],
                 knobs["passes"], proj, directions)
-    return torch.empty(p["workspace_bytes"], dtype=torch.uint8, device=device)
+    return torch.empty(p["workspace_bytes"], dtype=torch.uint8, device=device), p["tier"]
 
 
 def describe_status(status, what: str) -> str | None:
@@ -180,15 +196,14 @@ def describe_status(status, what: str) -> str | None:
     return f"fusedrnn cuda {what}: the kernel reported error {status[0]} (status {list(status)})"
 
 
-def _after_launch(note: str, ws: torch.Tensor, what: str) -> None:
+def _after_launch(note: str, ws: torch.Tensor, what: str, tier: str) -> None:
+    """Warn once about `note`; hand the kernels' error report to the shared timeout policy
+    (fusedrnn/ops/timeouts.py). Only the grid tier's flag waits can time out."""
     if note and note not in _warned:
         _warned.add(note)
         warnings.warn(f"fusedrnn cuda backend: {note}", RuntimeWarning, stacklevel=3)
-    if os.environ.get(CHECK_ENV) == "1":
-        torch.cuda.synchronize(ws.device)  # an asynchronous kernel fault surfaces here, at this launch
-        message = describe_status(ws[:4 * STATUS_WORDS].view(torch.int32).tolist(), what)
-        if message:
-            raise RuntimeError(message)
+    timeouts.after_launch(ws[:4 * STATUS_WORDS].view(torch.int32), what, lambda words: describe_status(words, what),
+                          waits=tier == "grid")
 
 
 def forward(cell, gx, h0, c0, w_hh, b_hh, lengths, reverse, need_grad, w_hr=None):
@@ -199,6 +214,7 @@ def forward(cell, gx, h0, c0, w_hh, b_hh, lengths, reverse, need_grad, w_hr=None
     (T,B,D*P), hT (D?,B,P), cT (D?,B,H) or None, and saved (see saved_shapes) when need_grad, else ().
     """
     stream, index = _launch_context(gx)
+    timeouts.check()  # an earlier launch's timeout, found without synchronising
     D, lead, T, B, H, P = _dims(cell, gx, h0)
     dt, dev = gx.dtype, gx.device
     knobs = _knobs()
@@ -207,11 +223,11 @@ def forward(cell, gx, h0, c0, w_hh, b_hh, lengths, reverse, need_grad, w_hr=None
     cT = _empty(lead + (B, H), dt, dev) if cell == "lstm" else None
     saved = [_empty(shape, sdt, dev)
              for shape, sdt in saved_shapes(cell, gx, h0, c0, w_hh, b_hh, lengths, reverse, need_grad, w_hr)]
-    ws = _workspace(False, cell, dt, B, H, index, knobs, dev, P if w_hr is not None else 0, D)
+    ws, tier = _workspace(False, cell, dt, B, H, index, knobs, dev, P if w_hr is not None else 0, D)
     note = _C.forward(cell, bool(reverse), _arg(gx), _arg(h0), _arg(c0), _arg(w_hh), _arg(b_hh), _arg(lengths),
                       _arg(y), _arg(hT), _arg(cT), _arg(saved[0] if saved else None), _arg(ws), stream, index,
                       w_hr=_arg(w_hr), m=_arg(saved[1] if len(saved) > 1 else None), **knobs)
-    _after_launch(note, ws, f"{cell} forward")
+    _after_launch(note, ws, f"{cell} forward", tier)
     return y, hT, cT, tuple(saved)
 
 
@@ -220,6 +236,7 @@ def backward(cell, dy, dhT, dcT, gx, h0, c0, w_hh, b_hh, lengths, reverse, y, sa
     GRU, whose n gate differs: d_gh_n = r * d_gx_n), dh0 (D?,B,P), dc0 (D?,B,H) or None and,
     with a projection, dw_hr (D?,P,H) = Σ_t dh_tᵀ m_t (fp32 GEMM outside the loop)."""
     stream, index = _launch_context(dy)
+    timeouts.check()  # an earlier launch's timeout, found without synchronising
     proj = w_hr is not None
     if len(saved) != (2 if proj else 1):
         raise RuntimeError("cuda backward needs the tensors saved by forward(need_grad=True)")
@@ -234,12 +251,12 @@ def backward(cell, dy, dhT, dcT, gx, h0, c0, w_hh, b_hh, lengths, reverse, y, sa
     dh0 = _empty(lead + (B, P), dt, dev)
     dc0 = _empty(lead + (B, H), dt, dev) if cell == "lstm" else None
     dh = _empty(lead + (T, B, P), torch.float32, dev) if proj else None
-    ws = _workspace(True, cell, dt, B, H, index, knobs, dev, P if proj else 0, D)
+    ws, tier = _workspace(True, cell, dt, B, H, index, knobs, dev, P if proj else 0, D)
     note = _C.backward(cell, bool(reverse), _arg(dy.to(dt)), _arg(dhT.to(dt)),
                        _arg(dcT.to(dt) if dcT is not None else None), _arg(w_t), _arg(lengths), _arg(saved[0]),
                        _arg(d_gx), _arg(d_gh), _arg(dh0), _arg(dc0), _arg(ws), stream, index,
                        w_hr_t=_arg(w_hr_t), dh=_arg(dh), **knobs)
-    _after_launch(note, ws, f"{cell} backward")
+    _after_launch(note, ws, f"{cell} backward", tier)
     outs = (d_gx, (d_gh if d_gh is not None else d_gx), dh0, dc0)
     if not proj:
         return outs

@@ -76,5 +76,6 @@ def step(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh):
 
 
 def check_barriers(block: bool = True) -> None:
-    """Raise RuntimeError if an earlier barrier-grid launch timed out (block: wait for them)."""
+    """Raise RuntimeError if an earlier barrier-grid launch timed out (block: wait for them);
+    fusedrnn.check_timeouts, which covers the cuda backend's launches too."""
     timeouts.check(block)

@@ -114,7 +114,7 @@ def fwd_args(cell, launch, gx, w_hh, b_hh, w_hr, lengths, y, hbuf, cbuf, mbuf, a
     args = (gx, w_hh, b_hh if b_hh is not None else w_hh, w_hr if w_hr is not None else w_hh,
             lengths if lengths is not None else sync, y, hbuf, cbuf, mbuf, acts, state, sync, n.T, n.B, n.H, n.P, n.D,
             _flags(b_hh, lengths, reverse, save, dir1),
-            spin_limit if spin_limit is not None else config.TUNING["spin_limit"])
+            spin_limit if spin_limit is not None else timeouts.spin_limit())
     return args, dict(CELL=CELLS[cell], **launch.constexprs(), PREC=_prec(), INTERP=config.INTERPRET,
                       **_options(launch))
 
@@ -124,7 +124,7 @@ def bwd_args(cell, launch, dy, w_hh, w_hr, lengths, acts, state, d_gh, d_gx, gbu
     """(positional args, keyword args) of recurrence_bwd_kernel (see fwd_args)."""
     args = (dy, w_hh, w_hr if w_hr is not None else w_hh, lengths if lengths is not None else sync, acts, state, d_gh,
             d_gx, gbuf, dh, dc, sync, n.T, n.B, n.H, n.P, n.D, _flags(None, lengths, reverse, False, dir1),
-            spin_limit if spin_limit is not None else config.TUNING["spin_limit"])
+            spin_limit if spin_limit is not None else timeouts.spin_limit())
     return args, dict(CELL=CELLS[cell], **launch.constexprs(), WRITE_DGX=bool(write_dgx), PREC=_prec(),
                       INTERP=config.INTERPRET, **_options(launch))
 

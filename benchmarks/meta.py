@@ -97,14 +97,32 @@ def slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "unknown"
 
 
+def run_time(meta: dict) -> _dt.datetime:
+    """The run's `date` as a datetime; ValueError unless it is an ISO 8601 date (and time). It
+    names the results folder, so a path ("/x", "../..") must never get through."""
+    date = meta.get("date")
+    if not isinstance(date, str) or not re.fullmatch(r"\d{4}-\d{2}-\d{2}([T ][0-9:.+\-Z]*)?", date):
+        raise ValueError(f"meta 'date' {date!r} is not an ISO date (YYYY-MM-DD[Thh:mm:ss...])")
+    try:
+        return _dt.datetime.fromisoformat(date)
+    except ValueError:
+        raise ValueError(f"meta 'date' {date!r} is not a valid ISO date") from None
+
+
 def default_out_dir(meta: dict, root: Path | None = None) -> Path:
     """root/<date>-<card>/ (root: ./fusedrnn-bench in the working directory; CPU runs:
     <date>-cpu). A second run on the same card and day gets a time suffix rather than
-    overwriting the first."""
+    overwriting the first. ValueError if the meta's date or card could place it anywhere but
+    directly under root."""
     root = root if root is not None else Path.cwd() / "fusedrnn-bench"
-    date = meta["date"][:10]
-    card = slug(meta["card"]) if meta["device_type"] == "cuda" else "cpu"
-    base = root / f"{date}-{card}"
+    when = run_time(meta)
+    card = meta.get("card")
+    if meta.get("device_type") == "cuda" and not isinstance(card, str):
+        raise ValueError(f"meta 'card' {card!r} is not a card name")
+    card = slug(card) if meta.get("device_type") == "cuda" else "cpu"  # slug: a-z, 0-9 and '-' only
+    base = root / f"{when:%Y-%m-%d}-{card}"
     if (base / "results.json").exists():
-        base = base.with_name(base.name + "-" + meta["date"][11:19].replace(":", ""))
+        base = base.with_name(f"{base.name}-{when:%H%M%S}")
+    if base.resolve().parent != root.resolve():
+        raise ValueError(f"the results folder {base} would not lie directly under {root}")
     return base

@@ -8,7 +8,12 @@ kernel or memcheck run touches its backend, cell and dtype), results.md, speedup
 (with matplotlib), and the device check's summary.md, junit.xml and device_check.log; then
 rebuilds that card's dispatch table fusedrnn/tuning/<card>.json (benchmarks/tuning_table.py),
 which `backend="auto"` follows on that card.
-Run it from the repository root (or give --repo)."""
+Run it from the repository root (or give --repo).
+
+Exit codes: 0 filed; 2 bad usage (argparse's: no README.md, a folder with no results, a CPU run
+without --allow-cpu); 3 a malformed folder (a results file that is not JSON or lacks its meta or
+rows, a row missing a field, a date that is not ISO YYYY-MM-DD, a broken junit.xml), reported
+in one line before anything is written."""
 from __future__ import annotations
 
 import argparse
@@ -18,27 +23,27 @@ import sys
 import tarfile
 from pathlib import Path
 
-from . import latest, meta as M, plot, readme_block, report, stats, tuning_table, verdicts
-from .device_check import junit
+from . import latest, meta as M, plot, readme_block, record_input, report, stats, tuning_table, verdicts
 
 
 def _device_state(src: Path) -> dict:
-    """device_check.json from artifacts.tar.gz, or {} if it is not there."""
+    """device_check.json from artifacts.tar.gz, or {} if it is not there (or not an object)."""
     try:
         with tarfile.open(src / "artifacts.tar.gz") as tar:
             fh = tar.extractfile("device_check.json")
-            return json.loads(fh.read()) if fh else {}
-    except (OSError, KeyError, tarfile.TarError, ValueError):
+            state = json.loads(fh.read()) if fh else {}
+    except (OSError, KeyError, tarfile.TarError, ValueError, RecursionError):
         return {}
+    return state if isinstance(state, dict) else {}
 
 
 def failures(src: Path, state: dict) -> list[tuple[str, str]]:
     """(id, why) of every failing test, smoke kernel and memcheck run of the check."""
     out = []
     if (src / "junit.xml").exists():
-        out += [(f.nodeid, f"{f.kind}: {f.message}") for f in junit.parse_junit(src / "junit.xml").failures]
+        out += [(f.nodeid, f"{f.kind}: {f.message}") for f in record_input.junit_failures(src / "junit.xml")]
     for part in ("smoke", "memcheck"):
-        out += [(k["id"], f"{part} {k['status']}") for k in state.get(part, [])
+        out += [(str(k.get("id")), f"{part} {k.get('status')}") for k in record_input.objects(state.get(part))
                 if k.get("status") not in ("ok", "skipped")]
     return out
 
@@ -50,9 +55,9 @@ def load(src: Path) -> tuple[dict, list[dict], dict]:
         raise FileNotFoundError(f"{src} holds no results-<dtype>.json")
     rows, metas = [], []
     for f in files:
-        data = json.loads(f.read_text())
-        rows += data["rows"]
-        metas.append(data["meta"])
+        meta, file_rows = record_input.read_results(f)
+        rows += file_rows
+        metas.append(meta)
     meta = dict(metas[0])
     meta["dtypes"] = [d for m in metas for d in m.get("dtypes", [])]
     meta["commands"] = [m.get("command") for m in metas]
@@ -60,8 +65,8 @@ def load(src: Path) -> tuple[dict, list[dict], dict]:
     if state:
         meta["device_check"] = {"exit_code": state.get("exit_code"), "meaning": state.get("exit_meaning"),
                                 "junit": state.get("junit"), "commit": state.get("commit"),
-                                "stages": [{k: s[k] for k in ("name", "status", "seconds", "counts")}
-                                           for s in state.get("stages", [])]}
+                                "stages": [{k: s.get(k) for k in ("name", "status", "seconds", "counts")}
+                                           for s in record_input.objects(state.get("stages"))]}
         if state.get("commit") and meta.get("commit") in (None, "unknown"):
             meta["commit"] = state["commit"]
     return meta, rows, state
@@ -74,7 +79,10 @@ def file_run(src: Path, repo: Path, allow_cpu: bool = False) -> Path:
                          "(--allow-cpu files it anyway; it never enters the README's table)")
     verdicts.apply(rows, verdicts.taints(failures(src, state)))
     summary = stats.summary(rows)
-    dest = M.default_out_dir(meta, repo / latest.RESULTS)
+    try:
+        dest = M.default_out_dir(meta, repo / latest.RESULTS)
+    except ValueError as e:  # a date or card that would place it elsewhere
+        raise record_input.Malformed(str(e)) from None
     dest.mkdir(parents=True)
     report.write(dest, rows, summary, meta)
     for name in ("summary.md", "junit.xml", "device_check.log"):
@@ -97,6 +105,9 @@ def main(argv=None) -> int:
         p.error(f"{args.repo} has no README.md: run from the repository root or give --repo")
     try:
         dest = file_run(args.src, args.repo, args.allow_cpu)
+    except record_input.Malformed as e:
+        print(f"{p.prog}: error: {args.src} cannot be filed: {e}", file=sys.stderr)
+        return record_input.MALFORMED
     except (FileNotFoundError, ValueError) as e:
         p.error(str(e))
     print(f"filed under {dest}")

@@ -14,7 +14,8 @@ leading direction axis (D = 1 for a one-direction call). Saved (lead = (D,) for 
 step; gru (*lead,T,B,4H) r,z,n and W_hn h + b_hn + (*lead,T,B,H) hidden state entering
 each step; rnn nothing (its derivative comes from y).
 
-Tests point a backend name at it with `install(monkeypatch)`; `install(monkeypatch,
+Importing it registers it with the custom ops (`fusedrnn.ops.library.register_kernels`), which
+run no other module. Tests point a backend name at it with `install(monkeypatch)`; `install(monkeypatch,
 directions=1)` or `install(monkeypatch, projections=False)` make it declare less (the frontend's
 fallbacks), and it then refuses any call that its `unsupported` declined.
 """
@@ -24,7 +25,11 @@ import sys
 
 import torch
 
+from fusedrnn.ops import library
 from fusedrnn.ops.common import GATES
+
+# the custom ops run only registered kernel backends (see fusedrnn/ops/library.py)
+library.register_kernels(__name__)
 
 #: what `unsupported` declares; install() changes it for one test
 DECLARED = {"directions": 2, "projections": True}

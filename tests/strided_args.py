@@ -100,7 +100,8 @@ def main(argv) -> int:
     if backend == "plain":
         sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
         import fusedrnn  # noqa: PLC0415
-        fusedrnn.backends.KERNEL_BACKENDS["triton"] = "plain_kernels"
+        import plain_kernels  # noqa: PLC0415  (registers itself with the custom ops)
+        fusedrnn.backends.KERNEL_BACKENDS["triton"] = plain_kernels.__name__
         backend = "triton"
     failures = check(backend, device)
     if device != "cpu":

@@ -21,6 +21,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 import fusedrnn
+import plain_kernels  # registers itself with the custom ops
 
 WORLD, STEPS, BATCH = 2, 4, 6
 BACKENDS = ["reference", "kernels"]
@@ -57,7 +58,7 @@ def train(model, rank=0, world=1):
 
 def backend_name(name):
     if name == "kernels":
-        fusedrnn.backends.KERNEL_BACKENDS["triton"] = "plain_kernels"
+        fusedrnn.backends.KERNEL_BACKENDS["triton"] = plain_kernels.__name__
         return "triton"
     return name
 
@@ -105,7 +106,7 @@ def test_ddp_two_processes_equals_single_process_on_full_batch(monkeypatch):
         out = os.path.join(tmp, "result")
         run_workers(out)
         results = [torch.load(f"{out}.{r}") for r in range(WORLD)]
-    monkeypatch.setitem(fusedrnn.backends.KERNEL_BACKENDS, "triton", "plain_kernels")
+    monkeypatch.setitem(fusedrnn.backends.KERNEL_BACKENDS, "triton", plain_kernels.__name__)
     for name in BACKENDS:
         single = Model("triton" if name == "kernels" else name)
         initial = [p.detach().clone() for p in single.parameters()]

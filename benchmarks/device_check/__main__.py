@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import signal
 import sys
@@ -26,9 +27,29 @@ class _Stop(Exception):
     pass
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        """Bad usage is one line on stderr and exit code USAGE (no usage text before it)."""
+        self.exit(USAGE, f"{self.prog}: error: {message}\n")
+
+
+def writable_folder(path: Path, what: str) -> str | None:
+    """None once `path` is a folder this run can write to (created if need be), else why not:
+    OUT=/dev/null, a regular file or an impossible path is bad usage, not a traceback later."""
+    if path.exists() and not path.is_dir():
+        return f"{what} {path} exists and is not a folder"
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as e:
+        return f"{what} {path} cannot be used as a folder to write to: {e.strerror or e}"
+    return None
+
+
 def parse(argv):
-    p = argparse.ArgumentParser(prog="bash benchmarks/device_check.sh", description=__doc__.split("\n\n")[0],
-                                epilog="Exit codes: " + "; ".join(f"{c} = {m}" for c, m in sorted(CODE_MEANING.items())))
+    p = _Parser(prog="bash benchmarks/device_check.sh", description=__doc__.split("\n\n")[0],
+                epilog="Exit codes: " + "; ".join(f"{c} = {m}" for c, m in sorted(CODE_MEANING.items())))
     p.add_argument("--rehearse", action="store_true", help="the same pipeline on the CPU (for CI; no GPU needed)")
     p.add_argument("--deadline", type=float, default=plan.DEFAULT_DEADLINE_S,
                    help=f"seconds for the whole run, packing included (default {plan.DEFAULT_DEADLINE_S})")
@@ -44,8 +65,13 @@ def parse(argv):
     bad = [s for s in skip if s not in plan.NAMES]
     if bad:
         p.error(f"--skip: unknown stage(s) {bad}; stages are {', '.join(plan.NAMES)}")
-    if args.deadline <= plan.FINALIZE_S:
-        p.error(f"--deadline must be more than {plan.FINALIZE_S} s")
+    if not math.isfinite(args.deadline) or args.deadline <= plan.FINALIZE_S:  # nan would disable every budget
+        p.error(f"--deadline must be a finite number of seconds more than {plan.FINALIZE_S}, got {args.deadline}")
+    args.out = (args.out or Path(os.environ.get("OUT") or "device_check_out")).resolve()
+    for path, what in ((args.out, "--out/$OUT"), (args.work, "--work")):
+        why = writable_folder(path, what) if path is not None else None
+        if why:
+            p.error(why)
     return args, skip
 
 
@@ -123,8 +149,7 @@ def main(argv=None) -> int:
     except SystemExit as e:
         return USAGE if e.code else 0
     repo = Path.cwd()
-    out = (args.out or Path(os.environ.get("OUT") or "device_check_out")).resolve()
-    out.mkdir(parents=True, exist_ok=True)
+    out = args.out  # resolved and checked writable by parse
     work = (args.work or Path(tempfile.mkdtemp(prefix="fusedrnn-device-check-"))).resolve()
     work.mkdir(parents=True, exist_ok=True)
     ctx = Ctx(repo=repo, out=out, work=work, rehearse=args.rehearse, deadline_s=args.deadline, skip=skip,

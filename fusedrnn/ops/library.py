@@ -15,7 +15,9 @@ and were renamed when w_hr and D = 2 changed their schema: torch's compile cache
 the op name, so a graph cached for an older layout can never be loaded for this one.
 
 `kernels` names the backend module (its import name, e.g. "fusedrnn.ops.triton"); the
-ops import it on first use. The backward op also computes the weight gradients of W_hh and
+ops import it on first use, and only if it is one of the package's own backends or was
+registered with `register_kernels` (every path checks: the op, its fake implementation, the
+backward op and the eager shortcut), since a scripted or saved graph carries the string. The backward op also computes the weight gradients of W_hh and
 b_hh (GEMMs outside the time loop, per direction), so its outputs are plain gradients with
 no aliasing; the backend returns dW_hr itself. A backend gets `w_hr` (keyword) only when a
 projection is given.
@@ -52,12 +54,37 @@ from typing import List, Optional
 import torch
 from torch import Tensor
 
+from .. import backends
 from .autodiff import reference_gradients, refuse_transformed
 from .common import recurrent_weight_grads
 
 
+#: the kernel backends the package ships (import names), snapshotted before any test repoints a name
+BUILTIN_KERNELS = frozenset(backends.KERNEL_BACKENDS.values())
+_registered: set = set()
+
+
+def register_kernels(import_name: str) -> None:
+    """Let the custom ops run the kernel backend module `import_name` (a stand-in, e.g. the
+    tests' plain-PyTorch kernels). The ops' `kernels` argument is a string that a scripted or
+    saved graph carries too: the ops import and run only the package's own backends and the
+    modules registered here, never a name taken from a file."""
+    if not isinstance(import_name, str) or not import_name:
+        raise TypeError(f"fusedrnn.ops.library.register_kernels takes a module's import name, got {import_name!r}")
+    _registered.add(import_name)
+
+
+def allowed_kernels() -> tuple:
+    return tuple(sorted(BUILTIN_KERNELS | _registered))
+
+
 def kernels_module(name: str):
-    """The backend module named `name` (already imported, or imported now)."""
+    """The backend module named `name` (already imported, or imported now); ValueError unless
+    it is one of allowed_kernels()."""
+    if not isinstance(name, str) or name not in BUILTIN_KERNELS | _registered:
+        raise ValueError(f"fusedrnn: kernel backend {name!r} is not registered; the fusedrnn ops run only "
+                         f"{', '.join(map(repr, allowed_kernels()))} (a stand-in backend must be registered "
+                         "with fusedrnn.ops.library.register_kernels)")
     mod = sys.modules.get(name)
     return mod if mod is not None else importlib.import_module(name)
 

@@ -17,12 +17,12 @@ was not measured in takes the nearest measured class of the same cell, dtype, mo
 (distance: the number of class steps in batch plus in hidden size); with no such entry, or
 no table for the card, `"auto"` follows the heuristic of fusedrnn.backends (cuda, then triton,
 then torch). An "rnn_relu" call uses "rnn_tanh" entries when the table has none of its own.
-`fusedrnn.explain` names the table and entry that decided.
+`fusedrnn.explain` names the table and entry that decided. A file is checked whole when it
+is loaded (schema.py); one malformed in any part warns once and counts as no table.
 """
 from __future__ import annotations
 
 import bisect
-import json
 import os
 import re
 import warnings
@@ -30,6 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+
+from . import schema
 
 FORMAT = 1
 TABLE_DIR = Path(__file__).resolve().parent
@@ -154,24 +156,22 @@ class Table:
 
 
 def _entry(raw: dict) -> Entry:
-    e = Entry(raw["cell"], raw["dtype"], raw["mode"], raw["kind"], int(raw["batch_class"]),
-              int(raw["hidden_class"]), tuple(raw["ranking"]), tuple(raw.get("measured", ())))
-    if e.mode not in MODES or e.kind not in KINDS or "torch" not in e.ranking or \
-            not set(e.ranking) <= set(BACKENDS) or e.dtype not in DTYPE_NAMES.values():
-        raise ValueError(f"malformed entry {raw}")
-    return e
+    return Entry(raw["cell"], raw["dtype"], raw["mode"], raw["kind"], raw["batch_class"], raw["hidden_class"],
+                 tuple(raw["ranking"]), tuple(raw.get("measured", ())))
 
 
 def load(path: Path) -> Table:
-    """Read and check one table file; ValueError naming the file if it is malformed."""
+    """Read one table file and check it whole (schema.py); ValueError naming the file if it is
+    malformed in any part, so that no later lookup or explanation can fail on it."""
+    from ..ops.common import CELLS  # noqa: PLC0415  (fusedrnn.ops imports this package)
     try:
-        raw = json.loads(Path(path).read_text())
-        if raw.get("format") != FORMAT:
-            raise ValueError(f"format {raw.get('format')!r}, expected {FORMAT}")
-        entries = [_entry(e) for e in raw["entries"]]
-    except (OSError, ValueError, KeyError, TypeError) as e:
+        raw = schema.parse(Path(path).read_text())
+        schema.check_table(raw, FORMAT, cells=CELLS, dtypes=tuple(DTYPE_NAMES.values()), modes=MODES, kinds=KINDS,
+                           backends=BACKENDS, batch_classes=len(BATCH_EDGES) + 1,
+                           hidden_classes=len(HIDDEN_EDGES) + 1)
+    except (OSError, ValueError) as e:  # UnicodeDecodeError is a ValueError
         raise ValueError(f"fusedrnn dispatch table {path} cannot be used: {e}") from e
-    return Table(raw.get("card", ""), Path(path), entries, raw.get("source", ""))
+    return Table(raw.get("card", ""), Path(path), [_entry(e) for e in raw["entries"]], raw.get("source", ""))
 
 
 def search_dirs() -> list[Path]:

@@ -100,8 +100,9 @@ class _FusedCellBase(FusedModuleBase):
 
     def _fused_takes(self, input, hx) -> bool:
         """True when the call is one torch.nn accepts and the fused path computes exactly:
-        a non-empty 1-D or 2-D input of the parameters' dtype (or any float dtype under CUDA
-        autocast) and device, and a state of the same rank, sizes, dtype and device."""
+        a non-empty 1-D or 2-D input on the parameters' device, input and every parameter (biases
+        included) of one dtype (under CUDA autocast: each float32 or the autocast dtype), and a
+        state of the same rank, sizes, dtype and device."""
         w = self.weight_hh
         if input.dim() not in (1, 2) or input.shape[-1] != self.input_size or input.numel() == 0 \
                 or self.hidden_size == 0 or input.device != w.device:
@@ -110,7 +111,8 @@ class _FusedCellBase(FusedModuleBase):
         # casts float32 ones: the arguments must be float32 or already in that dtype
         dtypes = (torch.float32, torch.get_autocast_dtype("cuda")) \
             if input.device.type == "cuda" and torch.is_autocast_enabled("cuda") else (w.dtype,)
-        if input.dtype not in dtypes or w.dtype not in dtypes or self.weight_ih.dtype not in dtypes:
+        params = (w, self.weight_ih, self.bias_ih, self.bias_hh)  # biases too: torch.nn refuses another dtype
+        if input.dtype not in dtypes or any(p is not None and p.dtype not in dtypes for p in params):
             return False
         if hx is None:
             return True

@@ -65,6 +65,12 @@ class _FusedRNNBase(FusedModuleBase):
             return False
         return data.dtype != self._flat_weights[0].dtype and not torch._C._is_any_autocast_enabled()
 
+    def _weight_of_another_dtype(self, dtype) -> bool:
+        """True outside autocast when a weight or bias has a dtype other than the input's (torch.nn's
+        Python check covers only the first weight, its kernels the rest)."""
+        return not torch._C._is_any_autocast_enabled() and any(
+            w is not None and w.dtype != dtype for w in self._flat_weights)
+
     def _backend_name(self, input) -> str:
         """choose_backend(input).name, as a constant under torch.compile (see backends.choose_name)."""
         data = input.data if isinstance(input, PackedSequence) else input
@@ -152,6 +158,7 @@ class _FusedRNNBase(FusedModuleBase):
         return hx
 
     def _fused_forward(self, input, hx, backend: str):
+        call = (input, hx)
         is_lstm = self.mode == "LSTM"
         packed = isinstance(input, PackedSequence)
         lengths = valid = None
@@ -191,6 +198,11 @@ class _FusedRNNBase(FusedModuleBase):
         if h0.dtype != x.dtype or (c0 is not None and c0.dtype != x.dtype):
             raise RuntimeError(f"Input and hidden tensors are not the same dtype, found input tensor with "
                                f"{x.dtype} and hidden tensor with {(h0 if h0.dtype != x.dtype else c0).dtype}")
+        if self._weight_of_another_dtype(x.dtype):
+            # torch.nn's kernels decide (a RuntimeError naming the two dtypes, or a result where its
+            # CPU LSTM casts): the fused path would cast silently; the state was checked above, so
+            # even a packed LSTM reaches torch's kernel with a valid state
+            return super().forward(*call)
         y, h_n, c_n = functional.rnn(
             self.cell, x, h0, c0, self._layer_weights(), num_layers=self.num_layers,
             bidirectional=self.bidirectional, dropout=self.dropout, training=self.training,

@@ -40,6 +40,8 @@ def availability(device):
 
 
 def unsupported(cell, dtype, hidden_size, proj_size, directions=1):
+    if dtype is not None and dtype.is_complex:  # as the Triton and CUDA kernels, real dtypes only
+        return f"plain_kernels computes real floating dtypes only, not {dtype}"
     if proj_size and not DECLARED["projections"]:
         return "plain_kernels (as installed) has no projection (proj_size)"
     if directions > DECLARED["directions"]:

@@ -11,7 +11,7 @@ import contextlib
 import torch
 
 from .. import backends
-from . import fused, reference
+from . import autodiff, fused, reference
 from .common import CELLS, GATES, check_int32_indexing, check_recurrence_args, per_direction
 
 __all__ = ["recurrence", "run", "CELLS", "GATES"]
@@ -93,7 +93,8 @@ def _records_grad(*tensors) -> bool:
 def _run(name, autocast, cell, gx, h0, c0, w_hh, b_hh, lengths, reverse, w_hr):
     # the recurrence accumulates in float32 itself; autocast must not downcast its matmuls
     with torch.autocast(gx.device.type, enabled=False) if autocast else contextlib.nullcontext():
-        if name in ("reference", "torch"):
+        # under torch.func transforms and forward-mode AD the kernels have no rule: the reference runs
+        if name in ("reference", "torch") or autodiff.transformed(gx, h0, c0, w_hh, b_hh, lengths, w_hr):
             return reference.recurrence(cell, gx, h0, c0, w_hh, b_hh, lengths, reverse, w_hr)
         G, D = GATES[cell], h0.dim() - 1
         H, P = w_hh.shape[-2] // G, w_hh.shape[-1]

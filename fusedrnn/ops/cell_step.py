@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import backends
-from . import library, run
+from . import autodiff, library, run
 
 
 def step(name: str, cell: str, x: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor | None,
@@ -39,8 +39,8 @@ def step(name: str, cell: str, x: torch.Tensor, h0: torch.Tensor, c0: torch.Tens
 
 def fused_step(name: str, x: torch.Tensor, tensors):
     """Backend `name`'s step(...) if it exports one and this call may use it (plain eager, no
-    autocast, nothing for autograd to record), else None. `tensors`: the call's other tensors
-    (None allowed), only read when grad mode is on."""
+    autocast, nothing for autograd to record, no torch.func transform or forward-mode tangent),
+    else None. `tensors`: the call's other tensors (an iterable; None allowed)."""
     if name == "reference":
         return None
     fn = getattr(library.kernels_module(backends.KERNEL_BACKENDS[name]), "step", None)
@@ -51,5 +51,7 @@ def _eager_without_autograd(x, tensors) -> bool:
     device_type = x.device.type
     if torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(device_type):
         return False
+    tensors = tuple(tensors)
     grad = torch.is_grad_enabled() and (x.requires_grad or any(t is not None and t.requires_grad for t in tensors))
-    return not grad and library.plain_eager(x)
+    # a transformed state (vmap, forward-mode tangents) needs the recurrence's path, even with x plain
+    return not grad and library.plain_eager(x) and not autodiff.transformed(x, *tensors)

@@ -73,6 +73,7 @@ from __future__ import annotations
 import torch
 
 from . import library
+from .autodiff import reference_gradients, refuse_transformed
 from .common import recurrent_weight_grads
 
 
@@ -101,6 +102,9 @@ class FusedRecurrence(torch.autograd.Function):
         lengths = lengths if ctx.has_lengths else None
         w_hr = w_hr if ctx.has_proj else None
         dcT = rest[0] if ctx.has_c0 else None
+        if torch.is_grad_enabled():  # backward(create_graph=True): the backward kernels are not differentiable
+            return (None, None, None, None, *reference_gradients(ctx.cell, ctx.reverse, (dy, dhT, dcT), gx, h0, c0,
+                                                                 w_hh, b_hh, lengths, w_hr))
         zeros = lambda t, like: torch.zeros_like(like) if t is None else t.contiguous()  # noqa: E731
         dy, dhT = zeros(dy, y), zeros(dhT, h0)
         dcT = zeros(dcT, c0) if ctx.has_c0 else None
@@ -122,5 +126,6 @@ def run(kernels, cell, gx, h0, c0, w_hh, b_hh, lengths, reverse, w_hr=None):
 def run_function(kernels, cell, gx, h0, c0, w_hh, b_hh, lengths, reverse, w_hr=None):
     """Apply FusedRecurrence directly (no custom op); same results as `run`."""
     gx, h0, c0, w_hh, b_hh, lengths, w_hr = library.kernel_args(gx, h0, c0, w_hh, b_hh, lengths, w_hr)
+    refuse_transformed(kernels if isinstance(kernels, str) else kernels.__name__, gx, h0, c0, w_hh, b_hh, lengths, w_hr)
     outs = FusedRecurrence.apply(kernels, cell, reverse, lengths, gx, h0, c0, w_hh, b_hh, w_hr)
     return outs[:3] if cell == "lstm" else outs[:2]

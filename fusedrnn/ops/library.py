@@ -55,6 +55,7 @@ import torch
 from torch import Tensor
 
 from .. import backends
+from .autodiff import reference_gradients, refuse_transformed
 from .common import recurrent_weight_grads
 
 
@@ -225,6 +226,12 @@ def _backward(ctx, grads):
     def grad_or_zeros(g, like):
         return torch.zeros_like(like) if g is None else g.contiguous()
 
+    if torch.is_grad_enabled():  # backward(create_graph=True): the backward kernels are not differentiable
+        with _no_autocast(gx.device.type):
+            d_gx, dh0, dc0, dw, db, dw_hr = reference_gradients(ctx.cell, ctx.reverse, grads[:3], gx, h0, c0, w_hh,
+                                                                b_hh, lengths, w_hr)
+        grads = (None, None, d_gx, dh0, dc0, dw, db, None, None, None)
+        return grads if w_hr is None else (*grads, dw_hr)
     dy, dhT = grad_or_zeros(grads[0], y_saved), grad_or_zeros(grads[1], h0)
     dcT = grad_or_zeros(grads[2], c0) if c0 is not None else None
     with _no_autocast(gx.device.type):
@@ -252,6 +259,7 @@ def recurrence(kernels, cell, gx, h0, c0, w_hh, b_hh, lengths, reverse, w_hr=Non
     need_grad = (torch.is_grad_enabled() or torch.jit.is_tracing()) and any(
         t is not None and t.requires_grad for t in (gx, h0, c0, w_hh, b_hh, w_hr))
     name = kernels if isinstance(kernels, str) else kernels.__name__
+    refuse_transformed(name, gx, h0, c0, w_hh, b_hh, lengths, w_hr)
     if need_grad or not plain_eager(gx):
         outs = recurrence_forward(name, cell, gx, h0, c0, w_hh, b_hh, lengths, reverse, need_grad, w_hr)
     else:

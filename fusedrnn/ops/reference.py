@@ -5,7 +5,8 @@ proj_size, else P == H), G gates (LSTM 4: i,f,g,o · GRU 3: r,z,n · RNN 1).
 
 It implements the kernel contract of docs/design.md with ordinary autograd: the state
 is carried in float32 (float64 when the inputs are float64) and every output is
-stored in the input dtype. Both directions of a layer (D = 2, h0 (2,B,P)) run one
+stored in the input dtype. Complex inputs, which torch.nn's modules and cells accept,
+are computed in complex (complex128 for complex128, else complex64). Both directions of a layer (D = 2, h0 (2,B,P)) run one
 after the other, each as its own one-direction loop.
 """
 from __future__ import annotations
@@ -16,7 +17,10 @@ from .common import active_steps, per_direction, step_order
 
 
 def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
-    return torch.float64 if dtype == torch.float64 else torch.float32
+    if dtype in (torch.float64, torch.complex128):
+        return dtype
+    # a complex input cast to a real dtype would lose its imaginary part
+    return torch.complex64 if dtype.is_complex else torch.float32
 
 
 def lstm_step(gx_t, h, c, w_hh, b_hh, w_hr=None):

@@ -1,0 +1,63 @@
+"""What a 64-bit little-endian ELF shared object needs at load time, read from its own
+sections (no readelf or nm needed): the libraries it names (DT_NEEDED) and the symbols it
+leaves undefined. A library that needs neither libpython nor any Py*/_Py* symbol loads
+under any Python, or none (a Python extension module leaves its Py* symbols to the
+interpreter that imports it, so the NEEDED list alone would not show the tie)."""
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+SHT_DYNSYM, SHT_DYNAMIC, DT_NEEDED = 11, 6, 1
+
+
+def _sections(data: bytes, path) -> list[tuple]:
+    if data[:4] != b"\x7fELF" or data[4] != 2 or data[5] != 1:
+        raise ValueError(f"{path}: not a 64-bit little-endian ELF file")
+    shoff, = struct.unpack_from("<Q", data, 0x28)
+    shentsize, shnum = struct.unpack_from("<HH", data, 0x3A)
+    # (name, type, flags, addr, offset, size, link, info, align, entsize)
+    return [struct.unpack_from("<IIQQQQIIQQ", data, shoff + i * shentsize) for i in range(shnum)]
+
+
+def _string(data: bytes, at: int) -> str:
+    return data[at:data.index(b"\0", at)].decode("utf-8", "replace")
+
+
+def needed_libraries(path) -> list[str]:
+    data = Path(path).read_bytes()
+    secs = _sections(data, path)
+    out = []
+    for s in secs:
+        if s[1] != SHT_DYNAMIC:
+            continue
+        strtab = secs[s[6]][4]
+        for i in range(s[5] // s[9]):
+            tag, val = struct.unpack_from("<qQ", data, s[4] + i * s[9])
+            if tag == 0:
+                break
+            if tag == DT_NEEDED:
+                out.append(_string(data, strtab + val))
+    return out
+
+
+def undefined_symbols(path) -> list[str]:
+    """The dynamic symbols the object expects another object to define."""
+    data = Path(path).read_bytes()
+    secs = _sections(data, path)
+    out = []
+    for s in secs:
+        if s[1] != SHT_DYNSYM:
+            continue
+        strtab = secs[s[6]][4]
+        for i in range(1, s[5] // s[9]):
+            name, _info, _other, shndx, _value, _size = struct.unpack_from("<IBBHQQ", data, s[4] + i * s[9])
+            if shndx == 0 and name:
+                out.append(_string(data, strtab + name))
+    return out
+
+
+def python_dependencies(path) -> list[str]:
+    """What ties the object to a Python: libpython among its needs, Py*/_Py* symbols it leaves undefined."""
+    return ([n for n in needed_libraries(path) if n.startswith("libpython")]
+            + [s for s in undefined_symbols(path) if s.startswith(("Py", "_Py"))])

@@ -1,0 +1,32 @@
+// The occupancy of one of this library's kernels as the GPU reports it, for the device
+// check's calibration stage (benchmarks/device_check/calibrate.py, through ctypes): a plain
+// C function, because the CUDA runtime that registered the kernels is linked into this
+// library alone. `kernel` is a kernel's host stub (its exported symbol).
+#include <cuda_runtime.h>
+
+#include "layout.h"
+
+extern "C" __attribute__((visibility("default"))) int fusedrnn_max_active_clusters(const void* kernel, int cluster,
+                                                                                  int smem, int* clusters,
+                                                                                  int* registers) {
+  cudaFuncAttributes attr;
+  cudaError_t err = cudaFuncGetAttributes(&attr, kernel);
+  if (err != cudaSuccess) return (int)err;
+  *registers = attr.numRegs;
+  err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+  if (err == cudaSuccess && cluster > 8)
+    err = cudaFuncSetAttribute(kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1);
+  if (err != cudaSuccess) return (int)err;
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = dim3(cluster, 1, 1);
+  cfg.blockDim = dim3(fusedrnn::kThreads, 1, 1);
+  cfg.dynamicSmemBytes = smem;
+  cudaLaunchAttribute dims;
+  dims.id = cudaLaunchAttributeClusterDimension;
+  dims.val.clusterDim.x = cluster;
+  dims.val.clusterDim.y = 1;
+  dims.val.clusterDim.z = 1;
+  cfg.attrs = &dims;
+  cfg.numAttrs = 1;
+  return (int)cudaOccupancyMaxActiveClusters(clusters, kernel, &cfg);
+}

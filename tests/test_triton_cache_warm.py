@@ -87,3 +87,22 @@ def test_warm_refuses_another_triton_or_the_interpreter(tmp_path, monkeypatch):
     else:
         with pytest.raises(SystemExit, match=f"the GPU host runs {warm_cache.TARGET_TRITON}"):
             warm_cache.warm(tmp_path, tmp_path / "w.whl", "anchors", ["lstm"], ["fp32"], 1)
+
+
+def test_relocate_points_the_groups_at_the_copy_and_prune_keeps_what_a_hit_reads(tmp_path, monkeypatch):
+    """Triton writes absolute paths into its group files: a copy elsewhere (the GPU host's)
+    finds no child and misses, until relocate rewrites them."""
+    warm = tmp_path / "here" / "cache"
+    monkeypatch.setenv("TRITON_CACHE_DIR", str(warm))
+    m = triton_cache.CountingCacheManager("k" * 20)
+    group = {n: m.put(b"x", n) for n in ("kern.json", "kern.cubin", "kern.ptx")}
+    m.put_group("kern.json", group)
+    copy = tmp_path / "gpu-host" / "cache"
+    copy.parent.mkdir()
+    warm.rename(copy)
+    monkeypatch.setenv("TRITON_CACHE_DIR", str(copy))
+    there = triton_cache.CountingCacheManager("k" * 20)
+    assert not there.get_group("kern.json")                     # Triton's paths point at the old place
+    assert triton_cache.relocate(copy, prune=True) == 1
+    assert set(there.get_group("kern.json")) == {"kern.json", "kern.cubin"}    # a hit, the .ptx dropped
+    assert not (copy / ("k" * 20) / "kern.ptx").exists() and triton_cache.relocate(copy) == 0

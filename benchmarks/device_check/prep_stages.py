@@ -66,7 +66,7 @@ def _triton_cache(ctx: Ctx, r: StageResult, d) -> None:
     from . import stages  # noqa: PLC0415
     where = (ctx.repo / triton_cache.DEFAULT_DIR).resolve()
     n = triton_cache.entries(where)
-    info = {"dir": str(where), "entries_before": n}
+    info = {"dir": str(where), "entries_before": n, "relocated": triton_cache.relocate(where) if n else 0}
     if ctx.rehearse:
         info["note"] = "rehearsal: the Triton interpreter compiles nothing, the cache is not used"
     else:

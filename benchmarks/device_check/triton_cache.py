@@ -59,6 +59,33 @@ def entries(cache_dir: Path) -> int:
     return sum(1 for _ in Path(cache_dir).glob("*/__grp__*.json")) if Path(cache_dir).is_dir() else 0
 
 
+#: what a cache hit reads (Triton's own TRITON_STORE_BINARY_ONLY keeps just these): the rest is dropped
+KEPT_SUFFIXES = (".cubin", ".json")
+
+
+def relocate(cache_dir: Path, prune: bool = False) -> int:
+    """Point every group file's children at `cache_dir` (Triton writes absolute paths, and the
+    GPU host's copy lies elsewhere: a group whose children are not found is a miss); with
+    prune, drop the intermediate files a hit never reads. Returns the groups rewritten."""
+    cache_dir = Path(cache_dir).resolve()
+    n = 0
+    for grp in cache_dir.glob("*/__grp__*.json"):
+        data = json.loads(grp.read_text())
+        children = {}
+        for name, old in (data.get("child_paths") or {}).items():
+            new = grp.parent / Path(old).name
+            if prune and new.suffix not in KEPT_SUFFIXES:
+                new.unlink(missing_ok=True)
+                continue
+            children[name] = str(new)
+        if children != data.get("child_paths"):
+            tmp = grp.with_name(grp.name + ".tmp")
+            tmp.write_text(json.dumps({"child_paths": children}))
+            os.replace(tmp, grp)
+            n += 1
+    return n
+
+
 def check(cache_dir: Path) -> tuple[dict | None, str]:
     """(manifest, "") when the Triton here computes the key the cache was warmed for, else
     (manifest or None, why every kernel would miss). Imports triton (not the interpreter)."""

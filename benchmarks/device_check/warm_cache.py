@@ -75,6 +75,7 @@ def warm(out: Path, wheel: Path, shapes: str, cells, dtypes, jobs: int) -> dict:
     os.environ[HOST_KEY_ENV] = key
     out.mkdir(parents=True, exist_ok=True)
     os.environ["TRITON_CACHE_DIR"] = str(out.resolve())
+    os.environ["TRITON_STORE_BINARY_ONLY"] = "1"   # a hit reads the cubin and the metadata only (not in the key)
     from triton.backends.nvidia.compiler import get_ptxas_version  # noqa: PLC0415
     from triton._C.libtriton import get_cache_invalidating_env_vars  # noqa: PLC0415
     if get_cache_invalidating_env_vars():
@@ -86,13 +87,15 @@ def warm(out: Path, wheel: Path, shapes: str, cells, dtypes, jobs: int) -> dict:
     t0 = time.monotonic()
     rows = triton_rows.rows(DEVICES["H100"], make_cases(shapes, cells, dtypes), jobs, initializer=use_host_key)
     seconds = time.monotonic() - t0
+    triton_cache.relocate(out, prune=True)
     errors = [f"{r.cell} {r.dtype} B{r.B} H{r.H} {r.direction}: {r.error}" for r in rows if r.error]
     manifest = {"triton": triton.__version__, "host_python": "3.12", "arch": ARCH,
                 "triton_key_sha256": triton_cache.key_digest(key),
                 "ptxas_sha256": hashlib.sha256(get_ptxas_version(ARCH).encode()).hexdigest(),
                 "ptxas": get_ptxas_version(ARCH).strip().splitlines()[-1],
                 "libtriton_sha256": lib_sha, "shapes": shapes, "cells": list(cells), "dtypes": list(dtypes),
-                "launches": len(rows), "entries": triton_cache.entries(out), "new_entries":
+                "launches": len(rows), "entries": triton_cache.entries(out),
+                "bytes": sum(f.stat().st_size for f in out.rglob("*") if f.is_file()), "new_entries":
                 triton_cache.entries(out) - before, "seconds": round(seconds, 1), "errors": errors[:20],
                 "warmed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     (out / triton_cache.MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")

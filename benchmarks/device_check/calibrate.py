@@ -104,11 +104,13 @@ def _load_binding(module_path: Path):
 
 def max_active_clusters(repo: Path, manifest: dict) -> tuple[dict, str]:
     """({"16": n, "8": n}, what was asked) for the real persistent kernel, via the kernel library."""
-    symbol = next((m for d, m in manifest.get("persistent_kernels", {}).items() if OCCUPANCY_KERNEL in d), None)
-    if symbol is None:
+    stubs = manifest.get("persistent_kernels", {})
+    offset = next((v for d, v in stubs.items() if OCCUPANCY_KERNEL in d), None)
+    if offset is None or prebuilt.BASE_SYMBOL not in stubs:
         raise NoGpu(f"the prebuilt manifest names no persistent kernel {OCCUPANCY_KERNEL}")
     kernels = ctypes.CDLL(str(repo / "fusedrnn" / manifest["library"]))
-    handle = ctypes.cast(getattr(kernels, symbol), ctypes.c_void_p)
+    base = ctypes.cast(getattr(kernels, prebuilt.BASE_SYMBOL), ctypes.c_void_p).value - stubs[prebuilt.BASE_SYMBOL]
+    handle = ctypes.c_void_p(base + offset)   # the host stub's address in this process
     occupancy = kernels.fusedrnn_max_active_clusters
     module = next((repo / "fusedrnn").glob("_C.*.so"), None)
     smem, how = None, ""

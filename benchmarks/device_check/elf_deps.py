@@ -8,7 +8,7 @@ from __future__ import annotations
 import struct
 from pathlib import Path
 
-SHT_DYNSYM, SHT_DYNAMIC, DT_NEEDED = 11, 6, 1
+SHT_SYMTAB, SHT_DYNSYM, SHT_DYNAMIC, DT_NEEDED = 2, 11, 6, 1
 
 
 def _sections(data: bytes, path) -> list[tuple]:
@@ -61,3 +61,24 @@ def python_dependencies(path) -> list[str]:
     """What ties the object to a Python: libpython among its needs, Py*/_Py* symbols it leaves undefined."""
     return ([n for n in needed_libraries(path) if n.startswith("libpython")]
             + [s for s in undefined_symbols(path) if s.startswith(("Py", "_Py"))])
+
+
+def symbol_offsets(path, wanted) -> dict:
+    """{name: st_value} of the symbols of the full symbol table (local ones too, such as the
+    host stubs of `static` kernels) for which wanted(name) is true. A symbol's address in a
+    loaded copy is the load base plus this value (the base: any exported symbol's address
+    minus its own value)."""
+    data = Path(path).read_bytes()
+    secs = _sections(data, path)
+    out = {}
+    for s in secs:
+        if s[1] != SHT_SYMTAB:
+            continue
+        strtab = secs[s[6]][4]
+        for i in range(1, s[5] // s[9]):
+            name, _info, _other, shndx, value, _size = struct.unpack_from("<IBBHQQ", data, s[4] + i * s[9])
+            if shndx and name:
+                text = _string(data, strtab + name)
+                if wanted(text):
+                    out[text] = value
+    return out

@@ -34,6 +34,7 @@ import sysconfig
 import time
 from pathlib import Path
 
+from . import elf_deps
 from .elf_deps import needed_libraries, python_dependencies
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -84,21 +85,27 @@ def build_info(library: Path) -> dict:
     return json.loads(fn().decode())
 
 
+#: the exported symbol whose address gives the library's load base (calibrate.py)
+BASE_SYMBOL = "fusedrnn_build_info"
+
+
 def persistent_kernels(library: Path) -> dict:
-    """{demangled name: exported symbol} of the persistent kernels' host stubs (the handles the
-    CUDA runtime knows them by), for the calibration's occupancy query; read with nm."""
-    found = {}
+    """{demangled name: offset} of the persistent kernels' host stubs (the handles the CUDA
+    runtime knows them by; `static`, so found in the full symbol table), and BASE_SYMBOL's
+    offset under its own name: the calibration's occupancy query turns them into addresses."""
+    found = elf_deps.symbol_offsets(library, lambda n: (n.startswith("_Z") and "persistent_kernel" in n
+                                                        and "." not in n and "__device_stub" not in n)
+                                    or n == BASE_SYMBOL)
+    names = [n for n in found if n != BASE_SYMBOL]
     try:
-        syms = subprocess.run(["nm", "-D", "--defined-only", str(library)], capture_output=True, text=True,
-                              timeout=120).stdout.split()
-        names = [s for s in syms if s.startswith("_Z") and "persistent_kernel" in s]
         plain = subprocess.run(["c++filt"], input="\n".join(names), capture_output=True, text=True,
                                timeout=60).stdout.splitlines()
     except (OSError, subprocess.SubprocessError):
-        return found
-    for mangled, demangled in zip(names, plain):
-        found[demangled] = mangled
-    return found
+        plain = names
+    out = {demangled: found[mangled] for mangled, demangled in zip(names, plain)}
+    if BASE_SYMBOL in found:
+        out[BASE_SYMBOL] = found[BASE_SYMBOL]
+    return out
 
 
 # ---- build (here, ahead of the GPU window) ---------------------------------------------------------

@@ -35,7 +35,7 @@ STAGES = (
               10, 45, 0, 60, 0),
     StagePlan("load", "the prebuilt CUDA kernels (build/prebuilt, built ahead: no nvcc here) checked against "
                       "the tree and this GPU's arch, the pybind11 binding compiled for this Python against them; "
-                      "the carried Triton cache checked; stops if `import fusedrnn._C` fails", 25, 240, 0, 120, 0),
+                      "the carried Triton cache checked; stops if `import fusedrnn._C` fails", 25, 240, 0, 240, 0),
     StagePlan("calibrate", "micro-benchmarks of the machine model's constants (prebuilt, through ctypes) "
                            "-> $OUT/calibration.json", 30, 60, 0, 60, 0),
     StagePlan("smoke", "one tiny fwd+bwd per backend x tier x cell, CUDA_LAUNCH_BLOCKING=1, "

@@ -156,3 +156,21 @@ def test_the_built_artifact_needs_no_python_and_loads_from_another_interpreter()
     assert out.returncode == 0, out.stderr
     info = json.loads(out.stdout)
     assert info["source_hash"] == m["source_hash"] and info["archs"] == m["archs"]
+
+
+def test_the_real_kernels_host_stub_is_found_and_its_address_computed():
+    """The persistent kernels are `static`: their host stubs (the CUDA runtime's handles) are
+    found in the full symbol table, and an exported symbol gives the load base: the base so
+    computed must be where the loaded library's ELF header lies."""
+    import ctypes
+    m, where = _current_artifact()
+    if m is None:
+        pytest.skip(f"no current artifact here ({where}); build it: python -m benchmarks.device_check.prebuilt build")
+    stubs = prebuilt.persistent_kernels(where / m["library"])
+    assert stubs == m["persistent_kernels"]
+    fwd = [d for d in stubs if "persistent_kernel<fusedrnn::FwdPass<fusedrnn::LstmCell, __nv_bfloat16> >" in d]
+    assert len(fwd) == 1 and prebuilt.BASE_SYMBOL in stubs
+    lib = ctypes.CDLL(str(where / m["library"]))
+    base = ctypes.cast(getattr(lib, prebuilt.BASE_SYMBOL), ctypes.c_void_p).value - stubs[prebuilt.BASE_SYMBOL]
+    assert ctypes.string_at(base, 4) == b"\x7fELF"
+    assert 0 < stubs[fwd[0]] < (where / m["library"]).stat().st_size

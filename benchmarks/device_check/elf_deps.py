@@ -41,20 +41,23 @@ def needed_libraries(path) -> list[str]:
     return out
 
 
-def undefined_symbols(path) -> list[str]:
-    """The dynamic symbols the object expects another object to define."""
+def _symbols(path, kind: int):
+    """(name, section index, value) of every named symbol in the sections of type `kind`."""
     data = Path(path).read_bytes()
     secs = _sections(data, path)
-    out = []
     for s in secs:
-        if s[1] != SHT_DYNSYM:
+        if s[1] != kind:
             continue
         strtab = secs[s[6]][4]
         for i in range(1, s[5] // s[9]):
-            name, _info, _other, shndx, _value, _size = struct.unpack_from("<IBBHQQ", data, s[4] + i * s[9])
-            if shndx == 0 and name:
-                out.append(_string(data, strtab + name))
-    return out
+            name, _info, _other, shndx, value, _size = struct.unpack_from("<IBBHQQ", data, s[4] + i * s[9])
+            if name:
+                yield _string(data, strtab + name), shndx, value
+
+
+def undefined_symbols(path) -> list[str]:
+    """The dynamic symbols the object expects another object to define."""
+    return [name for name, shndx, _ in _symbols(path, SHT_DYNSYM) if shndx == 0]
 
 
 def python_dependencies(path) -> list[str]:
@@ -68,17 +71,4 @@ def symbol_offsets(path, wanted) -> dict:
     host stubs of `static` kernels) for which wanted(name) is true. A symbol's address in a
     loaded copy is the load base plus this value (the base: any exported symbol's address
     minus its own value)."""
-    data = Path(path).read_bytes()
-    secs = _sections(data, path)
-    out = {}
-    for s in secs:
-        if s[1] != SHT_SYMTAB:
-            continue
-        strtab = secs[s[6]][4]
-        for i in range(1, s[5] // s[9]):
-            name, _info, _other, shndx, value, _size = struct.unpack_from("<IBBHQQ", data, s[4] + i * s[9])
-            if shndx and name:
-                text = _string(data, strtab + name)
-                if wanted(text):
-                    out[text] = value
-    return out
+    return {name: value for name, shndx, value in _symbols(path, SHT_SYMTAB) if shndx and wanted(name)}

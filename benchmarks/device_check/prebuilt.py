@@ -119,14 +119,6 @@ def _tool_version(cmd: list[str]) -> str:
     return (next((ln for ln in lines if "release" in ln), None) or (lines[0] if lines else ""))
 
 
-def _git_commit(repo: Path) -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, timeout=10)
-        return out.stdout.strip() if out.returncode == 0 else ""
-    except (OSError, subprocess.SubprocessError):
-        return ""
-
-
 def _info_source(info: dict) -> str:
     text = json.dumps(info, sort_keys=True).replace("\\", "\\\\").replace('"', '\\"')
     return ("// written by benchmarks/device_check/prebuilt.py: what this library was built from\n"
@@ -144,6 +136,7 @@ def build(repo: Path = ROOT, out: Path | None = None, archs: str = DEFAULT_ARCHS
     if cb.find_nvcc() is None:
         raise SystemExit("prebuilt: nvcc was not found (set CUDA_HOME or put nvcc on PATH)")
     t0 = time.monotonic()
+    from .__main__ import _git_commit  # noqa: PLC0415  (the device check's; imported here: no cycle)
     info = {"source_hash": source_hash(repo), "archs": arch_list, "commit": commit if commit is not None
             else _git_commit(repo)}
     objs.mkdir(parents=True, exist_ok=True)

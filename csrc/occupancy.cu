@@ -4,6 +4,7 @@
 // library alone. `kernel` is a kernel's host stub (its exported symbol).
 #include <cuda_runtime.h>
 
+#include "cluster_launch.cuh"
 #include "layout.h"
 
 extern "C" __attribute__((visibility("default"))) int fusedrnn_max_active_clusters(const void* kernel, int cluster,
@@ -17,16 +18,7 @@ extern "C" __attribute__((visibility("default"))) int fusedrnn_max_active_cluste
   if (err == cudaSuccess && cluster > 8)
     err = cudaFuncSetAttribute(kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1);
   if (err != cudaSuccess) return (int)err;
-  cudaLaunchConfig_t cfg = {};
-  cfg.gridDim = dim3(cluster, 1, 1);
-  cfg.blockDim = dim3(fusedrnn::kThreads, 1, 1);
-  cfg.dynamicSmemBytes = smem;
   cudaLaunchAttribute dims;
-  dims.id = cudaLaunchAttributeClusterDimension;
-  dims.val.clusterDim.x = cluster;
-  dims.val.clusterDim.y = 1;
-  dims.val.clusterDim.z = 1;
-  cfg.attrs = &dims;
-  cfg.numAttrs = 1;
+  const cudaLaunchConfig_t cfg = fusedrnn::cluster_launch_config(cluster, fusedrnn::kThreads, smem, &dims);
   return (int)cudaOccupancyMaxActiveClusters(clusters, kernel, &cfg);
 }

@@ -10,6 +10,8 @@
 
 #include <cstdint>
 
+#include "cluster_launch.cuh"  // csrc/
+
 namespace cg = cooperative_groups;
 
 #define CAL_API extern "C" __attribute__((visibility("default")))
@@ -260,16 +262,8 @@ CAL_API int cal_cluster_barrier_us(int cluster, int iters, int pending_stores, d
     CHECK(cudaFuncSetAttribute((const void*)cluster_barrier_kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1));
   unsigned long long r[1];
   int err = run_and_read(r, 1, [&](unsigned long long* d) {
-    cudaLaunchConfig_t cfg = {};
-    cfg.gridDim = dim3(cluster, 1, 1);
-    cfg.blockDim = dim3(threads, 1, 1);
     cudaLaunchAttribute attr;
-    attr.id = cudaLaunchAttributeClusterDimension;
-    attr.val.clusterDim.x = cluster;
-    attr.val.clusterDim.y = 1;
-    attr.val.clusterDim.z = 1;
-    cfg.attrs = &attr;
-    cfg.numAttrs = 1;
+    const cudaLaunchConfig_t cfg = fusedrnn::cluster_launch_config(cluster, threads, 0, &attr);
     return cudaLaunchKernelEx(&cfg, cluster_barrier_kernel, sink, d, iters, pending_stores);
   });
   cudaFree(sink);

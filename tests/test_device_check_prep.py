@@ -117,5 +117,7 @@ def test_the_summary_names_what_was_cut_with_the_command_for_a_second_call(tmp_p
     assert ("- tests: `FUSEDRNN_GIT_COMMIT=" + "c" * 40 + " bash benchmarks/device_check.sh --skip "
             "calibrate,smoke,bench,triage --tests") in md
     assert "- bench: `FUSEDRNN_GIT_COMMIT=" in md and "--skip calibrate,smoke,tests,triage --bench-dtypes" in md
+    ctx.rehearse = True   # a rehearsal's second call is a rehearsal too
+    assert "device_check.sh --rehearse --skip calibrate,smoke,bench,triage --tests" in summary.render(ctx, final=True)
     ctx.results[3:] = [StageResult("tests", status="ok"), StageResult("bench", status="ok")]
     assert "Cut short" not in summary.render(ctx, final=True) and ctx.exit_code() == OK

@@ -58,7 +58,7 @@ def _cut(ctx: Ctx) -> list[str]:
         others = [n for n in plan.NAMES if n not in ("env", "load", name)]
         extra = _RESUME_EXTRA.get(name, "")
         out.append(f"- {name}: `FUSEDRNN_GIT_COMMIT={ctx.commit or '<sha>'} bash benchmarks/device_check.sh "
-                   f"--skip {','.join(others)}{' ' + extra if extra else ''}`")
+                   f"{'--rehearse ' if ctx.rehearse else ''}--skip {','.join(others)}{' ' + extra if extra else ''}`")
     return out
 
 

@@ -223,7 +223,9 @@ def load(repo: Path = ROOT, where: Path | None = None, arch: str | None = None, 
     where = (repo / (where or DEFAULT_DIR)).resolve()
     pkg = repo / "fusedrnn"
     lib = pkg / cb.KERNEL_LIBRARY
-    shutil.copyfile(where / manifest["library"], lib)
+    part = lib.with_name(lib.name + ".part")
+    shutil.copyfile(where / manifest["library"], part)
+    os.replace(part, lib)   # a new file: a process that has the old one mapped keeps it intact
     tag = sysconfig.get_config_var("EXT_SUFFIX") or ".so"
     for old in pkg.glob("_C.*.so"):
         if old.name != "_C" + tag:

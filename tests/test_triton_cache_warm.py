@@ -106,3 +106,39 @@ def test_relocate_points_the_groups_at_the_copy_and_prune_keeps_what_a_hit_reads
     assert triton_cache.relocate(copy, prune=True) == 1
     assert set(there.get_group("kern.json")) == {"kern.json", "kern.cubin"}    # a hit, the .ptx dropped
     assert not (copy / ("k" * 20) / "kern.ptx").exists() and triton_cache.relocate(copy) == 0
+
+
+COMPILE_ONE = """
+import triton, triton.language as tl
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+
+@triton.jit
+def add_one(x_ptr, n, BLOCK: tl.constexpr):
+    i = tl.arange(0, BLOCK)
+    tl.store(x_ptr + i, tl.load(x_ptr + i, mask=i < n) + 1, mask=i < n)
+
+triton.compile(ASTSource(add_one, {"x_ptr": "*fp32", "n": "i32", "BLOCK": "constexpr"}, {"BLOCK": 32}),
+               target=GPUTarget("cuda", 90, 32))
+"""
+
+
+def test_a_real_compile_through_the_counting_manager_misses_then_hits(tmp_path):
+    """Triton resolves TRITON_CACHE_MANAGER itself (as the GPU host's test processes will):
+    the first compile of a kernel is a logged miss, the same compile in a new process a hit."""
+    import os
+    import subprocess
+    import sys
+    repo = Path(__file__).resolve().parent.parent
+    log = tmp_path / "lookups.log"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRITON_")}
+    env.update(TRITON_CACHE_DIR=str(tmp_path / "cache"), TRITON_CACHE_MANAGER=triton_cache.MANAGER,
+               PYTHONPATH=os.pathsep.join([str(repo)] + sys.path), **{triton_cache.LOG_ENV: str(log)})
+    script = tmp_path / "compile_one.py"    # @triton.jit reads its source from a file
+    script.write_text(COMPILE_ONE)
+    for expected in ({"hit": 0, "miss": 1}, {"hit": 1, "miss": 1}):
+        r = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=600)
+        assert r.returncode == 0, r.stderr[-2000:]
+        t = triton_cache.tally(log)
+        assert {"hit": t["hit"], "miss": t["miss"]} == expected
+    assert triton_cache.entries(tmp_path / "cache") == 1

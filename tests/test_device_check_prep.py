@@ -121,3 +121,24 @@ def test_the_summary_names_what_was_cut_with_the_command_for_a_second_call(tmp_p
     assert "device_check.sh --rehearse --skip calibrate,smoke,bench,triage --tests" in summary.render(ctx, final=True)
     ctx.results[3:] = [StageResult("tests", status="ok"), StageResult("bench", status="ok")]
     assert "Cut short" not in summary.render(ctx, final=True) and ctx.exit_code() == OK
+
+
+def test_a_rehearsal_smoke_cut_at_its_limit_names_its_unfinished_kernels_without_failing(tmp_path, monkeypatch):
+    stopped = "not started: the stage ran out of time"
+    rows = [{"id": "triton/solo/lstm", "status": "ok"}, {"id": "triton/carry/gru", "status": smoke.SLOW},
+            {"id": "triton/solo/gru", "status": "skipped", "detail": stopped},
+            {"id": "cuda/grid/gru", "status": "skipped", "detail": stopped}]   # GPU-only: never runs here
+
+    def cut_run(ctx, name, cmd, log, seconds, env=None, echo=None):
+        out = Path(cmd[cmd.index("--out") + 1])
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "smoke.json").write_text(json.dumps(rows))
+        return jobs.Outcome(-2, seconds, True, False)
+    monkeypatch.setattr(stages, "_run", cut_run)
+    ctx = _ctx(tmp_path)
+    r = stages.smoke(ctx, 100)
+    ctx.results.append(r)
+    assert r.status.startswith("cut at its limit: 2 kernels unfinished") and ctx.exit_code() == OK
+    assert "- smoke: `FUSEDRNN_GIT_COMMIT=" in summary.render(ctx, final=True)
+    ctx.rehearse = False     # on the GPU the same cut is out of time
+    assert "deadline" in stages.smoke(ctx, 100).categories

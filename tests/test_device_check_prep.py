@@ -142,3 +142,15 @@ def test_a_rehearsal_smoke_cut_at_its_limit_names_its_unfinished_kernels_without
     assert "- smoke: `FUSEDRNN_GIT_COMMIT=" in summary.render(ctx, final=True)
     ctx.rehearse = False     # on the GPU the same cut is out of time
     assert "deadline" in stages.smoke(ctx, 100).categories
+
+
+def test_a_refused_artifact_is_not_reported_as_calibration_plumbing(tmp_path, monkeypatch):
+    def refused_run(ctx, name, cmd, log, seconds, env=None, echo=None):   # calibrate's own answer (above)
+        assert calibrate.main(cmd[cmd.index("--out"):] + ["--dir", str(tmp_path / "none"), "--rehearse"]) == 0
+        log.write_text("")
+        return jobs.Outcome(0, 0.1, False, False)
+    monkeypatch.setattr(stages, "_run", refused_run)
+    ctx = _ctx(tmp_path)
+    r = prep_stages.calibrate(ctx, 120)
+    ctx.results.append(r)
+    assert r.status == "NOT RUN" and "no prebuilt CUDA artifact" in r.first_error and ctx.exit_code() == OTHER

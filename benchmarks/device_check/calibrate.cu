@@ -63,7 +63,16 @@ __device__ __forceinline__ unsigned smid() {
   return s;
 }
 
-// flags[0]: ping (CTA 0 -> 1), flags[32]: pong (1 -> 0), on separate 128-byte lines
+// Polls `flag` until it reads `want`; false after ~2^26 polls (the other CTA never ran: a
+// plain launch does not promise that two CTAs are resident together).
+__device__ __forceinline__ bool wait_for(const int* flag, int want) {
+  for (int n = 0; n < (1 << 26); ++n)
+    if (load_acquire(flag) == want) return true;
+  return false;
+}
+
+// flags[0]: ping (CTA 0 -> 1), flags[32]: pong (1 -> 0), on separate 128-byte lines; out[3]
+// is set when a wait gave up
 __global__ void ping_pong_kernel(int* flags, unsigned long long* out, int iters) {
   if (threadIdx.x != 0) return;
   int* ping = flags;
@@ -73,13 +82,18 @@ __global__ void ping_pong_kernel(int* flags, unsigned long long* out, int iters)
     const unsigned long long t0 = gtimer();
     for (int i = 1; i <= iters; ++i) {
       store_release(ping, i);
-      while (load_acquire(pong) != i) {
+      if (!wait_for(pong, i)) {
+        out[3] = 1;
+        store_release(ping, -1);  // releases the other CTA too
+        return;
       }
     }
     out[0] = gtimer() - t0;
   } else {
     for (int i = 1; i <= iters; ++i) {
-      while (load_acquire(ping) != i) {
+      if (!wait_for(ping, i)) {
+        out[3] = 1;
+        return;
       }
       store_release(pong, i);
     }
@@ -218,12 +232,13 @@ CAL_API int cal_flag_one_way_us(int iters, double* us, int* same_sm) {
   int smem = 0;
   CHECK(cudaDeviceGetAttribute(&smem, cudaDevAttrMaxSharedMemoryPerBlockOptin, 0));
   CHECK(cudaFuncSetAttribute((const void*)ping_pong_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
-  unsigned long long r[3];
-  int err = run_and_read(r, 3, [&](unsigned long long* d) {
+  unsigned long long r[4];
+  int err = run_and_read(r, 4, [&](unsigned long long* d) {
     ping_pong_kernel<<<2, 32, smem>>>(flags, d, iters);
     return cudaGetLastError();
   });
   cudaFree(flags);
+  if (!err && r[3]) return (int)cudaErrorLaunchTimeout;  // the two CTAs were not resident together
   if (!err) {
     *us = r[0] * 1e-3 / iters / 2;  // a ping-pong is two one-way trips
     *same_sm = r[1] == r[2];

@@ -103,27 +103,78 @@ def cuda_extensions() -> list[Extension]:
     return [Extension(EXT_NAME, sources=rel, depends=[os.path.relpath(h, ROOT) for h in headers])]
 
 
-def _commands(out: str, build_dir: str) -> tuple[list[tuple[str, str, list[str]]], list[str]]:
-    """([(source, object, compile command)], link command) for the extension."""
-    import pybind11
+#: the .cpp files that include pybind11 (and so Python.h): the binding, built for one Python.
+#: Everything else (the kernels, the launchers, the plans) needs no Python at all and can be
+#: built ahead into the kernel library (KERNEL_LIBRARY; benchmarks/device_check/prebuilt.py).
+BINDING_SOURCES = ("binding.cpp", "validate.cpp", "host_cells.cpp")
+KERNEL_LIBRARY = "libfusedrnn_cuda.so"
 
-    nvcc = find_nvcc()
-    cxx = os.environ.get("CXX", "c++")
-    includes = ["-I" + CSRC, "-I" + sysconfig.get_paths()["include"], "-I" + pybind11.get_include()]
-    nvcc_flags = ["-O3", "-std=c++17", "-DNDEBUG", "-lineinfo", "-Xcompiler", "-fPIC",
-                  "-Xcompiler", "-fvisibility=hidden", "-Xfatbin", "-compress-all",
-                  "-I" + CSRC] + gencode_flags(cuda_archs())
-    cxx_flags = ["-O2", "-std=c++17", "-DNDEBUG", "-fPIC", "-fvisibility=hidden", "-Wall"] + includes
+
+def library_sources() -> list[str]:
+    """The sources of the kernel library: every .cu, and the .cpp files that are not the binding."""
     cu, cpp = sources()
+    return cu + [p for p in cpp if os.path.basename(p) not in BINDING_SOURCES]
+
+
+def binding_sources() -> list[str]:
+    return [p for p in sources()[1] if os.path.basename(p) in BINDING_SOURCES]
+
+
+def nvcc_flags(archs: list[str], hidden: bool = True) -> list[str]:
+    """nvcc's flags; hidden=False exports the C++ API (api.h, plan.h) from the kernel library."""
+    vis = ["-Xcompiler", "-fvisibility=hidden"] if hidden else []
+    return (["-O3", "-std=c++17", "-DNDEBUG", "-lineinfo", "-Xcompiler", "-fPIC", *vis,
+             "-Xfatbin", "-compress-all", "-I" + CSRC] + gencode_flags(archs))
+
+
+def cxx_flags(python: bool, hidden: bool = True) -> list[str]:
+    """The host compiler's flags; python=True adds Python's and pybind11's headers (the binding)."""
+    includes = ["-I" + CSRC]
+    if python:
+        import pybind11
+        includes += ["-I" + sysconfig.get_paths()["include"], "-I" + pybind11.get_include()]
+    vis = ["-fvisibility=hidden"] if hidden else []
+    return ["-O2", "-std=c++17", "-DNDEBUG", "-fPIC", *vis, "-Wall"] + includes
+
+
+def _compile_jobs(srcs: list[str], build_dir: str, nv: list[str], cx: list[str]) -> list[tuple[str, str, list[str]]]:
     jobs = []
-    for src in cu + cpp:
+    for src in srcs:
         obj = os.path.join(build_dir, os.path.relpath(src, CSRC).replace(os.sep, "__") + ".o")
         if src.endswith(".cu"):
-            cmd = [nvcc] + nvcc_flags + ["-c", src, "-o", obj]
+            cmd = [find_nvcc()] + nv + ["-c", src, "-o", obj]
         else:
-            cmd = [cxx] + cxx_flags + ["-c", src, "-o", obj]
+            cmd = [os.environ.get("CXX", "c++")] + cx + ["-c", src, "-o", obj]
         jobs.append((src, obj, cmd))
-    link = [nvcc, "-shared", "--cudart=static", "-Xcompiler", "-fPIC", "-o", out] + [o for _, o, _ in jobs]
+    return jobs
+
+
+def _commands(out: str, build_dir: str) -> tuple[list[tuple[str, str, list[str]]], list[str]]:
+    """([(source, object, compile command)], link command) for the extension."""
+    cu, cpp = sources()
+    jobs = _compile_jobs(cu + cpp, build_dir, nvcc_flags(cuda_archs()), cxx_flags(python=True))
+    link = [find_nvcc(), "-shared", "--cudart=static", "-Xcompiler", "-fPIC", "-o", out] + [o for _, o, _ in jobs]
+    return jobs, link
+
+
+def library_commands(out: str, build_dir: str, archs: list[str],
+                     extra: list[str] = ()) -> tuple[list[tuple[str, str, list[str]]], list[str]]:
+    """The kernel library `out` (KERNEL_LIBRARY): no Python header, no libpython; the CUDA
+    runtime linked in statically and kept private (--exclude-libs), the C++ API exported.
+    `extra`: more .cpp files (prebuilt.py adds the one that carries the build's manifest)."""
+    jobs = _compile_jobs(library_sources() + list(extra), build_dir, nvcc_flags(archs, hidden=False),
+                         cxx_flags(python=False, hidden=False))
+    link = [find_nvcc(), "-shared", "--cudart=static", "-Xcompiler", "-fPIC", "-Xlinker", "--exclude-libs,ALL",
+            "-Xlinker", "-soname," + KERNEL_LIBRARY, "-o", out] + [o for _, o, _ in jobs]
+    return jobs, link
+
+
+def binding_commands(out: str, build_dir: str, library: str) -> tuple[list[tuple[str, str, list[str]]], list[str]]:
+    """The binding alone, for this Python, linked against the kernel library `library`, which
+    must lie beside `out` when it is imported (the binding looks for it in its own folder)."""
+    jobs = _compile_jobs(binding_sources(), build_dir, [], cxx_flags(python=True))
+    link = [os.environ.get("CXX", "c++"), "-shared", "-o", out] + [o for _, o, _ in jobs] + \
+        [os.path.abspath(library), "-Wl,-rpath,$ORIGIN"]
     return jobs, link
 
 
@@ -152,8 +203,15 @@ def build_cuda_extension(out: str, build_dir: str, jobs_n: int | None = None) ->
     """Compile and link fusedrnn._C into `out`; raises CalledProcessError on a compile error."""
     out = os.path.abspath(out)
     os.makedirs(build_dir, exist_ok=True)
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     jobs, link = _commands(out, build_dir)
+    run_build(jobs, link, out, build_dir, jobs_n)
+
+
+def run_build(jobs, link: list[str], out: str, build_dir: str, jobs_n: int | None = None) -> None:
+    """Run compile `jobs` then `link` into `out`: with ninja (incremental) when available."""
+    out = os.path.abspath(out)
+    os.makedirs(build_dir, exist_ok=True)
+    os.makedirs(os.path.dirname(out), exist_ok=True)
     ninja = _ninja_binary()
     if ninja:
         lines = ["ninja_required_version = 1.3", ""]
@@ -163,7 +221,7 @@ def build_cuda_extension(out: str, build_dir: str, jobs_n: int | None = None) ->
                       f"  description = compile {os.path.relpath(src, ROOT)}", "",
                       f"build {_ninja_escape(obj)}: cc{i} {_ninja_escape(src)}", ""]
         lines += ["rule link", f"  command = {_quote(link).replace('$', '$$')}", "  description = link " + os.path.basename(out), "",
-                  f"build {_ninja_escape(os.path.abspath(out))}: link " + " ".join(_ninja_escape(o) for _, o, _ in jobs),
+                  f"build {_ninja_escape(out)}: link " + " ".join(_ninja_escape(o) for _, o, _ in jobs),
                   ""]
         with open(os.path.join(build_dir, "build.ninja"), "w") as f:
             f.write("\n".join(lines))

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The one prepared run for the lent GPU machine (see benchmarks/README.md):
 #   OUT=<folder> bash benchmarks/device_check.sh [--rehearse] [--deadline 540] [--help]
-# env -> build -> smoke -> precompile -> tests (+ compute-sanitizer) -> bench -> triage,
+# env -> load (prebuilt) -> calibrate -> smoke -> tests (+ compute-sanitizer) -> bench -> triage,
 # each stage under min(its cap, the time left). $OUT gets summary.md, junit.xml,
 # results-<dtype>.json, device_check.log and artifacts.tar.gz. The work is done by
 # `python -m benchmarks.device_check`; PYTHON picks the interpreter (default: the

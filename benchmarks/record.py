@@ -5,7 +5,8 @@ of README.md (between its marker comments) from the newest GPU record.
 The record holds results.json (every benchmark row of every dtype, each with its
 `verdict`: a fused row counts only if its own check passed and no failing test, smoke
 kernel or memcheck run touches its backend, cell and dtype), results.md, speedup.png
-(with matplotlib), and the device check's summary.md, junit.xml and device_check.log; then
+(with matplotlib), and the device check's summary.md, junit.xml, device_check.log and
+calibration.json (the machine model's constants measured on that GPU; fusedrnn/machine.py reads it); then
 rebuilds that card's dispatch table fusedrnn/tuning/<card>.json (benchmarks/tuning_table.py),
 which `backend="auto"` follows on that card.
 Run it from the repository root (or give --repo).
@@ -85,7 +86,7 @@ def file_run(src: Path, repo: Path, allow_cpu: bool = False) -> Path:
         raise record_input.Malformed(str(e)) from None
     dest.mkdir(parents=True)
     report.write(dest, rows, summary, meta)
-    for name in ("summary.md", "junit.xml", "device_check.log"):
+    for name in ("summary.md", "junit.xml", "device_check.log", "calibration.json"):
         if (src / name).exists():
             shutil.copyfile(src / name, dest / name)
     plot.maybe_plot(rows, meta, dest / "speedup.png")

@@ -34,6 +34,7 @@ def _fetched(tmp_path: Path, meta=META, failing_test=True) -> Path:
     (src / "results-bf16.json").write_text(report.to_json(rows, stats.summary(rows), meta))
     (src / "summary.md").write_text("# fusedrnn device check: exit code 12: wrong results\n")
     (src / "device_check.log").write_text("log\n")
+    (src / "calibration.json").write_text('{"schema": 1, "meaningful": true, "constants": {"launch_us": 4.1}}\n')
     case = ('<testcase classname="tests.gpu.test_triton_gpu" name="test_anchor_shapes[16-1024-768-lstm-torch.bfloat16]" '
             'file="tests/gpu/test_triton_gpu.py"><failure message="AssertionError: y: error 0.2 &gt; tol 0.01"/></testcase>'
             if failing_test else "")
@@ -63,7 +64,9 @@ def test_record_files_the_run_with_verdicts_and_regenerates_the_readme_block(tmp
     src, repo = _fetched(tmp_path), _repo(tmp_path)
     assert record.main([str(src), "--repo", str(repo)]) == 0
     dest = repo / "benchmarks" / "results" / "2031-05-06-nvidia-h100-80gb-hbm3"
-    assert {"results.json", "results.md", "summary.md", "junit.xml", "device_check.log"} <= {p.name for p in dest.iterdir()}
+    assert {"results.json", "results.md", "summary.md", "junit.xml", "device_check.log",
+            "calibration.json"} <= {p.name for p in dest.iterdir()}
+    assert json.loads((dest / "calibration.json").read_text())["constants"] == {"launch_us": 4.1}
     data = json.loads((dest / "results.json").read_text())
     assert data["meta"]["commit"] == "0123456789abcdef" and data["meta"]["device_check"]["exit_code"] == 12
     got = {(r["cell"], r["provider"]): r for r in data["rows"]}

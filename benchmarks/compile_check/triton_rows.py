@@ -204,8 +204,10 @@ def step_jobs(cases, arch):
     return out
 
 
-def rows(spec, cases, jobs):
-    """One Row per kernel launch the triton backend would issue for each case on `spec`."""
+def rows(spec, cases, jobs, initializer=None):
+    """One Row per kernel launch the triton backend would issue for each case on `spec`.
+    `initializer`: run first in every compiling process (benchmarks/device_check/warm_cache.py
+    sets the GPU host's cache key with it)."""
     _, _, _, config, _, _ = _triton()
     limits = config.DeviceLimits(spec.sms, spec.smem_optin, spec.regs_per_sm)
     planned, work = [], {}
@@ -228,10 +230,13 @@ def rows(spec, cases, jobs):
     n = jobs or os.cpu_count() or 1
     if n > 1 and len(work) > 1:
         import multiprocessing as mp
-        with ProcessPoolExecutor(max_workers=min(n, len(work)), mp_context=mp.get_context("spawn")) as ex:
+        with ProcessPoolExecutor(max_workers=min(n, len(work)), mp_context=mp.get_context("spawn"),
+                                 initializer=initializer) as ex:
             for key, res in zip(work, ex.map(compile_one, work.values())):
                 results[key] = res
     else:
+        if initializer is not None:
+            initializer()
         results = {key: compile_one(job) for key, job in work.items()}
     out = []
     for case, variant, direction, name, lau, key in planned:

@@ -1,6 +1,6 @@
 """`bash benchmarks/device_check.sh [--rehearse] [--deadline S]` (this module does the work).
 
-One run on the lent GPU machine: env -> build -> smoke -> precompile -> tests (with
+One run on the lent GPU machine: env -> load (prebuilt kernels) -> calibrate -> smoke -> tests (with
 compute-sanitizer beside) -> bench -> triage, every stage under min(its cap, the time
 left), stopped with SIGINT then SIGKILL. $OUT gets summary.md (rewritten after every
 stage), junit.xml, results-<dtype>.json, device_check.log and artifacts.tar.gz.

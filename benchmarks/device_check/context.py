@@ -70,6 +70,9 @@ class Ctx:
     bench: dict = field(default_factory=dict)          # dtype -> {"file", "rows", "summary", "meta"}
     triage: list = field(default_factory=list)
     aborted: str = ""                                  # why later stages were not run
+    extra_env: dict = field(default_factory=dict)      # for every later child (the load stage: Triton's cache)
+    triton_cache: dict = field(default_factory=dict)   # what the load stage found of the carried cache
+    calibration: dict = field(default_factory=dict)    # calibration.json, as written
     say: Callable[[str], None] = print                 # the console and device_check.log
 
     @property
@@ -97,6 +100,7 @@ class Ctx:
             env["TRITON_INTERPRET"] = "1"
         if self.commit:
             env["FUSEDRNN_GIT_COMMIT"] = self.commit
+        env.update({k: str(v) for k, v in self.extra_env.items()})
         env.update({k: str(v) for k, v in extra.items()})
         return env
 
@@ -112,5 +116,6 @@ class Ctx:
                 "commit": self.commit, "env": self.env_info, "stages": [asdict(r) for r in self.results],
                 "smoke": self.smoke, "memcheck": self.memcheck, "junit": self.junit, "failures": self.failures,
                 "bench": {d: {k: v for k, v in b.items() if k != "rows"} for d, b in self.bench.items()},
-                "triage": self.triage, "aborted": self.aborted, "exit_code": self.exit_code(),
+                "triage": self.triage, "aborted": self.aborted, "triton_cache": self.triton_cache,
+                "calibration": self.calibration, "exit_code": self.exit_code(),
                 "exit_meaning": CODE_MEANING[self.exit_code()]}

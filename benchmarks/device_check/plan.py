@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 DEFAULT_DEADLINE_S = 540     # 9 minutes: the lease is 15, the machine's start takes 1-3
 FINALIZE_S = 10              # summary.md, artifacts.tar.gz, the copy of the results
+PLAN_LIMIT_S = 480           # the estimates (finalize included) stay under this: 60 s of slack
 MIN_STAGE_S = 5
 
 
@@ -32,12 +33,13 @@ class StagePlan:
 STAGES = (
     StagePlan("env", "nvidia-smi -q and every version; stops at once if torch sees no CUDA device",
               10, 45, 0, 60, 0),
-    StagePlan("build", "python setup.py build_ext --inplace -j16 for this GPU's arch, ptxas -v kept; "
-                       "stops if `import fusedrnn._C` fails", 80, 240, 0, 420, 0),
+    StagePlan("load", "the prebuilt CUDA kernels (build/prebuilt, built ahead: no nvcc here) checked against "
+                      "the tree and this GPU's arch, the pybind11 binding compiled for this Python against them; "
+                      "the carried Triton cache checked; stops if `import fusedrnn._C` fails", 25, 240, 0, 240, 0),
+    StagePlan("calibrate", "micro-benchmarks of the machine model's constants (prebuilt, through ctypes) "
+                           "-> $OUT/calibration.json", 30, 60, 0, 60, 0),
     StagePlan("smoke", "one tiny fwd+bwd per backend x tier x cell, CUDA_LAUNCH_BLOCKING=1, "
-                       "a process and a time limit each, 8 at a time", 60, 120, 0, 240, 0),
-    StagePlan("precompile", "python -m benchmarks.compile_check --shapes all -j 16: warms Triton's "
-                            "cache (informational: the gate also runs without a GPU)", 45, 90, 0, 120, 0),
+                       "a process and a time limit each, 8 at a time", 60, 120, 0, 180, 0),
     StagePlan("tests", "pytest tests/gpu (short files first) -n 6 --timeout 120 -v, junit; compute-sanitizer memcheck "
                        "on every smoke kernel beside it", 150, 240, 60, 240, 0),
     StagePlan("bench", "benchmarks.run, one process per dtype (bf16, fp16, fp32), a line per case",

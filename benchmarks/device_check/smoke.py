@@ -26,6 +26,10 @@ from pathlib import Path
 from . import jobs, tiers
 
 OK, WRONG, CRASH, HANG, SKIPPED, MEMORY = "ok", "WRONG", "CRASH", "HANG", "skipped", "MEMORY"
+#: a kernel past its limit in the CPU interpreter: slow (and slower beside other work), not hung
+SLOW = "SLOW"
+#: the dtypes of a rehearsal's kernels (the interpreter runs each dtype's calls anew: one is enough there)
+REHEARSE_DTYPES = ("fp32",)
 #: the benchmark suite's floors (max|out - ref| / max|ref|), loose on purpose: the smoke
 #: finds crashes and gross errors; the tests hold the exact tolerances
 TOL = {"fp32": 5e-3, "bf16": 5e-2, "fp16": 1e-2}
@@ -99,7 +103,7 @@ def _one_call(cell, T, B, H, dtype, device, call, backend, seed):
     return _rel_err(*results)
 
 
-def run_one(kernel_id: str) -> dict:
+def run_one(kernel_id: str, only_dtypes=None) -> dict:
     tier, cell = tiers.find(kernel_id)
     import torch  # noqa: PLC0415
 
@@ -110,7 +114,7 @@ def run_one(kernel_id: str) -> dict:
         config.TUNING.update(tier.tuning)
     T, B, H = tier.shape
     out = {"id": kernel_id, "device": device.type, "errors": {}, "plan": {}, "status": OK, "detail": ""}
-    for name in tier.dtypes:
+    for name in [d for d in tier.dtypes if only_dtypes is None or d in only_dtypes] or tier.dtypes[:1]:
         worst = 0.0
         for i, call in enumerate(LSTM_CALLS if cell == "lstm" else CALLS):
             worst = max(worst, _one_call(cell, T, B, H, dtypes[name], device, call, tier.backend, i))
@@ -176,6 +180,8 @@ def drive(out: Path, rehearse: bool, n_jobs: int, timeout_s: float, sanitizer: b
             if not has_cuda:
                 env["TRITON_INTERPRET"] = "1"
             cmd = [python, "-m", f"{__package__}.smoke", "--one", kid, "--result", str(result_file)]
+            if rehearse:
+                cmd += ["--dtypes", ",".join(REHEARSE_DTYPES)]
             if sanitizer:
                 env["PYTORCH_NO_CUDA_MEMORY_CACHING"] = "1"
                 cmd = _MEMCHECK + cmd
@@ -185,7 +191,8 @@ def drive(out: Path, rehearse: bool, n_jobs: int, timeout_s: float, sanitizer: b
             o = job.wait(time.monotonic() + timeout_s, grace_s=3)
             with lock:
                 running.pop(kid, None)
-            r = _judge(kid, o, result_file, out / (kid.replace("/", "__") + ".log"), sanitizer, timeout_s)
+            r = _judge(kid, o, result_file, out / (kid.replace("/", "__") + ".log"), sanitizer, timeout_s,
+                       interpreted=not has_cuda)
             if stopping.is_set() and o.timed_out:
                 r.update(status=SKIPPED, detail="stopped: the stage ran out of time")
         with lock:
@@ -240,11 +247,15 @@ def _tail(path: Path, n: int = 3) -> str:
     return " | ".join(ln.strip()[:200] for ln in lines[-n:])
 
 
-def _judge(kid, o: jobs.Outcome, result_file: Path, log: Path, sanitizer: bool, timeout_s: float) -> dict:
+def _judge(kid, o: jobs.Outcome, result_file: Path, log: Path, sanitizer: bool, timeout_s: float,
+           interpreted: bool = False) -> dict:
     r = {"id": kid, "seconds": round(o.seconds, 1), "rc": o.rc}
     if result_file.exists():
         r.update(json.loads(result_file.read_text()))
-    if o.timed_out:
+    if o.timed_out and interpreted:
+        r.update(status=SLOW, detail=f"still running after {timeout_s:.0f}s in the CPU interpreter: slow, not a hang "
+                                     f"(rerun alone: python -m {__package__}.smoke --one {kid})")
+    elif o.timed_out:
         r.update(status=HANG, detail=f"no answer after {timeout_s:.0f}s (hang?); last output: {_tail(log)}")
     elif sanitizer:
         found = _SUMMARY.findall(log.read_text(errors="replace")) if log.exists() else []
@@ -271,9 +282,10 @@ def main(argv=None) -> int:
     p.add_argument("--jobs", type=int, default=4)
     p.add_argument("--timeout", type=float, default=60.0)
     p.add_argument("--sanitizer", action="store_true")
+    p.add_argument("--dtypes", default=None, help="with --one: comma list, a subset of the tier's dtypes")
     args = p.parse_args(argv)
     if args.one:
-        result = run_one(args.one)
+        result = run_one(args.one, args.dtypes.split(",") if args.dtypes else None)
         if args.result:
             args.result.write_text(json.dumps(result))
         print(_line(result))
@@ -281,7 +293,7 @@ def main(argv=None) -> int:
     if not (args.all and args.out):
         p.error("give --one ID, or --all with --out DIR")
     results = drive(args.out, args.rehearse, args.jobs, args.timeout, args.sanitizer, sys.executable)
-    bad = [r for r in results if r["status"] not in (OK, SKIPPED)]
+    bad = [r for r in results if r["status"] not in (OK, SKIPPED, SLOW)]
     return 1 if bad or not results else 0
 
 

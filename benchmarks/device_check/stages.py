@@ -10,7 +10,7 @@ import shutil
 import time
 from pathlib import Path
 
-from . import jobs, junit
+from . import jobs, junit, tiers
 from .context import Ctx, StageResult
 
 HANG_ENV = "FUSEDRNN_DEVICE_CHECK_HANG"    # test hook: the named stage hangs
@@ -192,39 +192,13 @@ def smoke(ctx: Ctx, seconds: float) -> StageResult:
     if o.rc not in (0, 1) and not o.timed_out:
         r.add("crash")
         r.first_error = r.first_error or _first_error(out / "driver.log")
+    if o.timed_out and ctx.rehearse:
+        # the CPU interpreter is slow, more so beside other work: what did not finish is named, not failed
+        left = sum(x["status"] == "SLOW" or ("out of time" in x.get("detail", "")
+                                              and not tiers.find(x["id"])[0].gpu_only) for x in ctx.smoke) or "some"
+        r.status = f"cut at its limit: {left} kernels unfinished (slow CPU interpreter: not a failure in a rehearsal)"
+        return r
     _timed_out(r, o, "the smoke stage")
-    return r
-
-
-# ---- precompile -------------------------------------------------------------------------------
-
-def precompile(ctx: Ctx, seconds: float) -> StageResult:
-    """Informational: fills Triton's cache for the tests and the benchmark; the gate's own
-    verdict is shown but does not set the exit code (a kernel that does not compile fails
-    the smoke and the tests)."""
-    r = StageResult("precompile", log="precompile/")
-    d = ctx.work / "precompile"
-    d.mkdir(parents=True, exist_ok=True)
-    # the Triton kernels the tests and the benchmark launch first (the CUDA rows would rebuild
-    # the extension for ptxas's report: the build stage already has it)
-    args = (["--shapes", "anchors", "--cells", "rnn_tanh", "--dtypes", "fp32", "-j", "2"] if ctx.rehearse
-            else ["--shapes", "ci", "-j", "16"])
-    cmd = [ctx.python, "-m", f"{ctx.suite}.compile_check", "--backends", "triton", *args, "--quiet",
-           "--json", str(d / "compile_check.json")]
-    env = ctx.child_env()
-    env.pop("TRITON_INTERPRET", None)  # the gate compiles for sm_90; it cannot run under the interpreter
-    o = _run(ctx, "precompile", cmd, d / "compile_check.log", seconds, env=env)
-    r.seconds = o.seconds
-    tail = [ln for ln in (d / "compile_check.log").read_text(errors="replace").splitlines()
-            if " kernels for " in ln]
-    r.counts = tail[-1].strip() if tail else ""
-    if o.timed_out:
-        r.status = "cut at its limit (cache partly warm)"
-    elif o.rc == 0:
-        r.status = "ok"
-    else:
-        r.status = "FLAGGED" if o.rc == 1 else f"FAILED (rc {o.rc})"
-        r.first_error = _first_error(d / "compile_check.log", r"(FAIL|SMEM|CORES|Error|error)")
     return r
 
 
@@ -410,5 +384,7 @@ def triage(ctx: Ctx, seconds: float) -> StageResult:
     return r
 
 
-RUNNERS = {"env": env, "build": build, "smoke": smoke, "precompile": precompile, "tests": tests,
-           "bench": bench, "triage": triage}
+from . import prep_stages  # noqa: E402  (it uses this module's helpers)
+
+RUNNERS = {"env": env, "load": prep_stages.load, "calibrate": prep_stages.calibrate, "smoke": smoke,
+           "tests": tests, "bench": bench, "triage": triage}

@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import datetime as _dt
 
-from . import plan
+from . import plan, triton_cache
 from .context import CODE_MEANING, Ctx
+
+#: what a second call passes to redo one stage: every other stage but env and load skipped
+_RESUME_EXTRA = {"tests": "--tests <the files junit.xml shows unfinished>",
+                 "bench": "--bench-dtypes <the dtypes without results>"}
 
 
 def _md(cells) -> str:
@@ -37,6 +41,38 @@ def _stages(ctx: Ctx, current: str | None) -> list[str]:
         else:
             rows.append([r.name, r.status, f"{r.seconds:.0f}", r.counts, r.first_error])
     return _table(["stage", "status", "s", "counts", "first error"], rows)
+
+
+def _cut(ctx: Ctx) -> list[str]:
+    """Every stage that was cut short or not started, with the command that does it alone."""
+    done = {r.name: r for r in ctx.results}
+    cut = [s.name for s in plan.STAGES if s.name in done and (
+        "deadline" in done[s.name].categories or done[s.name].status.startswith(("cut", "not started", "TIMED OUT")))]
+    if ctx.aborted and not ctx.aborted.endswith("failed"):
+        cut += [s.name for s in plan.STAGES if s.name not in done and s.name not in ctx.skip]
+    if not cut:
+        return []
+    out = ["", "## Cut short: a second call", "",
+           "Each with the window's remaining time (the env and load stages run again, about 35 s):", ""]
+    for name in cut:
+        others = [n for n in plan.NAMES if n not in ("env", "load", name)]
+        extra = _RESUME_EXTRA.get(name, "")
+        out.append(f"- {name}: `FUSEDRNN_GIT_COMMIT={ctx.commit or '<sha>'} bash benchmarks/device_check.sh "
+                   f"{'--rehearse ' if ctx.rehearse else ''}--skip {','.join(others)}{' ' + extra if extra else ''}`")
+    return out
+
+
+def _cache_line(ctx: Ctx) -> list[str]:
+    info = ctx.triton_cache
+    if not info:
+        return []
+    if info.get("note"):
+        return [f"- Triton cache: {info['entries_before']} kernels carried; {info['note']}"]
+    t = triton_cache.tally(ctx.work / "triton_cache_lookups.log")
+    why = f" ({info['why_misses']})" if info.get("why_misses") else ""
+    return [f"- Triton cache: {info['entries_before']} kernels carried{why}; kernel lookups: {t['hit']} hits, "
+            f"{t['miss']} misses (compiled here); launchers (built per Python): {t['launcher_hit']} reused, "
+            f"{t['launcher_miss']} built"]
 
 
 def _kernels(ctx: Ctx) -> list[str]:
@@ -115,11 +151,12 @@ def render(ctx: Ctx, current: str | None = None, final: bool = False) -> str:
             f"- time: {ctx.elapsed():.0f} s of the {ctx.deadline_s:.0f} s deadline; "
             f"written {_dt.datetime.now(_dt.timezone.utc).isoformat(timespec='seconds')}",
             f"- commit: {ctx.commit or 'unknown (pass --commit or FUSEDRNN_GIT_COMMIT)'}",
-            "", "## Stages", ""]
-    body = _stages(ctx, current) + _kernels(ctx) + _tests(ctx) + _bench(ctx)
+            *_cache_line(ctx), "", "## Stages", ""]
+    body = _stages(ctx, current) + _cut(ctx) + _kernels(ctx) + _tests(ctx) + _bench(ctx)
     tail = ["", "## Files", "",
-            "`summary.md` (this), `junit.xml`, `results-<dtype>.json` (benchmark rows), `device_check.log` (the "
-            "console), `artifacts.tar.gz` (env/, build/ with ptxas.txt, smoke/, memcheck/, precompile/, tests/, "
+            "`summary.md` (this), `junit.xml`, `results-<dtype>.json` (benchmark rows), `calibration.json` (the "
+            "machine model's constants), `device_check.log` (the console), `artifacts.tar.gz` (env/, load/, "
+            "calibrate/, smoke/, memcheck/, tests/, "
             "bench/, triage/ logs and device_check.json). File them with `python -m benchmarks.record <folder>`.",
             "", "Exit codes: " + "; ".join(f"{c} {m}" for c, m in sorted(CODE_MEANING.items())) + "."]
     return "\n".join(head + body + tail) + "\n"

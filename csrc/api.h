@@ -94,6 +94,7 @@ inline PlanRequest plan_request(bool backward, Cell cell, DType dtype, int B, in
   r.backward = backward; r.G = gates(cell); r.S = saved_slots(cell); r.esize = dtype_size(dtype);
   r.B = B; r.H = H; r.P = proj; r.D = D;
   r.mode = l.mode; r.units = l.units; r.batch_rows = l.batch_rows; r.passes = l.passes;
+  r.cell = (int)cell; r.dtype = (int)dtype;
   return r;
 }
 // Returns "" or the note of a fallback (AUTO: a refused persistent launch ran per step);
@@ -101,7 +102,8 @@ inline PlanRequest plan_request(bool backward, Cell cell, DType dtype, int B, in
 std::string forward(const ForwardArgs& a);
 std::string backward(const BackwardArgs& a);
 std::string cell_step(const CellStepArgs& a);
-Plan plan_on_device(const PlanRequest& r, int device);  // reads the device's limits, then make_plan
+// reads the device's limits, then make_plan_fitted with the occupancy of r's persistent kernel
+Plan plan_on_device(const PlanRequest& r, int device);
 DeviceLimits device_limits(int device);
 int device_count(std::string* error);  // 0 and the reason when CUDA cannot be used
 // C++ unit tests of the launcher against a fake CUDA runtime (no GPU); returns the call log.

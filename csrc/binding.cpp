@@ -167,16 +167,19 @@ PYBIND11_MODULE(_C, m) {
   m.def("plan_for",
         [](bool backward, const std::string& cell, long long dtype, long long B, long long H, py::dict limits,
            const std::string& mode, long long units, long long batch_rows, long long passes, long long proj,
-           long long directions) {
-          return plan_dict(make_plan(request(backward, cell, dtype, B, H, mode, units, batch_rows, passes, proj,
-                                             directions),
-                                     limits_from(limits)));
+           long long directions, long long max_active_cluster) {
+          const PlanRequest r = request(backward, cell, dtype, B, H, mode, units, batch_rows, passes, proj, directions);
+          if (max_active_cluster <= 0) return plan_dict(make_plan(r, limits_from(limits)));
+          return plan_dict(make_plan_fitted(r, limits_from(limits), [&](int cluster, int) {
+            return cluster <= max_active_cluster ? 1 : 0;
+          }));
         },
         py::arg("backward"), py::arg("cell"), py::arg("dtype"), py::arg("B"), py::arg("H"), py::arg("limits"),
         py::arg("mode") = "auto", py::arg("units") = 0, py::arg("batch_rows") = 0, py::arg("passes") = 0,
-        py::arg("proj") = 0, py::arg("directions") = 1,
+        py::arg("proj") = 0, py::arg("directions") = 1, py::arg("max_active_cluster") = 0,
         "The plan for a device described by `limits` (sms, smem_optin, smem_per_sm, regs_per_sm, cc_major, "
-        "cc_minor, max_cluster, cooperative): a pure function, no GPU needed.");
+        "cc_minor, max_cluster, cooperative): a pure function, no GPU needed. max_active_cluster > 0 stands in "
+        "for the device's occupancy answer: clusters larger than it do not fit the kernel (make_plan_fitted).");
 
   m.def("plan",
         [](bool backward, const std::string& cell, long long dtype, long long B, long long H, long long device,

@@ -112,6 +112,14 @@ __device__ __forceinline__ unsigned ld_acquire(const unsigned* p) {
 __device__ __forceinline__ void st_release(unsigned* p, unsigned v) {
   asm volatile("st.release.gpu.global.u32 [%0], %1;\n" ::"l"(p), "r"(v) : "memory");
 }
+// A poll that does not order later accesses (nothing waits for it until its value is used),
+// and the fence that, after a relaxed load saw a release, makes that load an acquire.
+__device__ __forceinline__ unsigned ld_relaxed(const unsigned* p) {
+  unsigned v;
+  asm volatile("ld.relaxed.gpu.global.u32 %0, [%1];\n" : "=r"(v) : "l"(p) : "memory");
+  return v;
+}
+__device__ __forceinline__ void fence_acq_rel_gpu() { asm volatile("fence.acq_rel.gpu;\n" ::: "memory"); }
 
 // Thread-block clusters (sm_90): rank, barrier halves, stores into another CTA's smem.
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900

@@ -2,7 +2,9 @@
 // launcher and the device's limits (read once per device).
 #include <cuda_runtime.h>
 
+#include <map>
 #include <mutex>
+#include <tuple>
 
 #include "cells/gru.cuh"
 #include "cells/lstm.cuh"
@@ -94,6 +96,43 @@ class CudaRuntime final : public Runtime {
     return cudaLaunchKernelExC(&cfg, kernel, args);
   }
   void clear_error() override { cudaGetLastError(); }
+  // asked once per (kernel, device, cluster, smem): the answer is a property of the compiled kernel
+  int max_active_clusters(const void* kernel, int cluster, int smem) override {
+    int device = 0;
+    if (cudaGetDevice(&device) != cudaSuccess) {
+      cudaGetLastError();
+      return -1;
+    }
+    const auto key = std::make_tuple(kernel, device, cluster, smem);
+    {
+      std::lock_guard<std::mutex> lock(occupancy_mu_);
+      auto it = occupancy_.find(key);
+      if (it != occupancy_.end()) return it->second;
+    }
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = dim3(cluster, 1, 1);
+    cfg.blockDim = dim3(kThreads, 1, 1);
+    cfg.dynamicSmemBytes = smem;
+    cudaLaunchAttribute attr;
+    attr.id = cudaLaunchAttributeClusterDimension;
+    attr.val.clusterDim.x = cluster;
+    attr.val.clusterDim.y = 1;
+    attr.val.clusterDim.z = 1;
+    cfg.attrs = &attr;
+    cfg.numAttrs = 1;
+    int n = 0;
+    if (cudaOccupancyMaxActiveClusters(&n, kernel, &cfg) != cudaSuccess) {
+      cudaGetLastError();
+      n = -1;  // unknown: keep the plan (a refused launch still falls back in AUTO)
+    }
+    std::lock_guard<std::mutex> lock(occupancy_mu_);
+    occupancy_[key] = n;
+    return n;
+  }
+
+ private:
+  std::mutex occupancy_mu_;
+  std::map<std::tuple<const void*, int, int, int>, int> occupancy_;
 };
 
 }  // namespace
@@ -131,7 +170,10 @@ DeviceLimits device_limits(int device) {
 
 #endif  // !FUSEDRNN_EMULATE
 
-Plan plan_on_device(const PlanRequest& r, int device) { return make_plan(r, device_limits(device)); }
+Plan plan_on_device(const PlanRequest& r, int device) {
+  if (r.cell < 0) return make_plan(r, device_limits(device));
+  return by_cell((Cell)r.cell, [&](auto cell) { return plan_cell<decltype(cell)>(r, device); });
+}
 
 #if !defined(FUSEDRNN_EMULATE)
 int device_count(std::string* error) {

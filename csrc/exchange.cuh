@@ -11,10 +11,11 @@
 //                    it (acquire) before the matmul.
 //   tier 3 (grid)    round r lives in the global buffer xbuf[r & 1] (D*Bp rows of Kx); each
 //                    CTA writes its slice there, then releases its flag (gpu scope) with the
-//                    value r + 1. A consumer acquires the flag of each producer of its batch
-//                    group, in the order they arrive, and copies that chunk into smem with
-//                    16-byte cp.async; it waits for nothing else. K streams through smem in
-//                    NP passes, two buffers deep.
+//                    value r + 1. Each consumer warp polls the flags of all producers of its
+//                    batch group at once (a lane per producer, a warp vote), acquires once,
+//                    and the CTA copies the pass's chunks into smem with 16-byte cp.async,
+//                    all issued together; it waits for nothing else. K streams through smem
+//                    in NP passes, two buffers deep.
 // Buffer reuse. Tier 3: a producer overwrites xbuf[r & 1] with round r + 2 only after it
 // has acquired round r + 1 from every CTA of its group, each of which had finished copying
 // round r before it published r + 1. Tiers 1 and 2 with one stage per step: X is double-
@@ -125,7 +126,12 @@ struct Exchange {
       __syncwarp();  // barrier.cluster.*.aligned: the warp arrives converged
       cluster_arrive();
     } else if (L.tier == 3 && threadIdx.x == 0) {
-      __threadfence();
+      // No fence before it: the puts of every thread precede the __syncthreads above, which
+      // orders them before this thread's release (bar.sync synchronises the CTA's threads),
+      // and a release is cumulative in the PTX memory model: a consumer whose acquire sees
+      // r + 1 sees every write that precedes the release in causality order, the other
+      // threads' puts included. A __threadfence here (fence.sc) would only add a full
+      // sequentially consistent fence to the step's critical path.
       st_release(ws.flags + c.grp * L.NU + c.rank, (unsigned)(r + 1));
     }
   }
@@ -135,21 +141,109 @@ struct Exchange {
     if (L.tier == 2) cluster_wait();
   }
 
+  // Tier 3: the flag polls of one warp during one step (round r). Lane l polls producers
+  // l + 32*i (i < kPollsPerLane; the plan keeps NU <= 32*kPollsPerLane), all of them at once
+  // with relaxed loads, so a sweep over every producer of a pass is one L2 round trip; a
+  // producer seen at r + 1 is never polled again this step (backward: one flag for its G
+  // segments; several passes: one flag for all its chunks).
+  static constexpr int kPollsPerLane = kMaxGridProducers / 32;
+  struct Poll {
+    unsigned seen = 0, inflight = 0;  // bit i: producer lane + 32*i seen / its load in v[i] not yet looked at
+    unsigned v[kPollsPerLane];
+  };
+
+  // Is producer j one of chunks [q0, q1)'s (chunk q is producer q % NU)?
+  __device__ bool needed(int j, int q0, int q1) const { return q1 - q0 >= L.NU || (j - q0 % L.NU + L.NU) % L.NU < q1 - q0; }
+
+  // Issue the polls of the producers of chunks [q0, q1) not seen yet; nothing waits for them here.
+  __device__ void poll(Poll& pl, int q0, int q1) const {
+    const unsigned* flags = ws.flags + c.grp * L.NU;
+    const int lane = threadIdx.x & 31;
+#pragma unroll
+    for (int i = 0; i < kPollsPerLane; ++i) {
+      const int j = lane + 32 * i;
+      if (j < L.NU && !((pl.seen >> i) & 1u) && needed(j, q0, q1)) {
+        pl.v[i] = ld_relaxed(flags + j);
+        pl.inflight |= 1u << i;
+      }
+    }
+  }
+
+  // Look at the polls in flight; true (uniform across the warp) once every producer of chunks
+  // [q0, q1) has been seen at round r + 1.
+  __device__ bool ready(Poll& pl, int r, int q0, int q1) const {
+    const int lane = threadIdx.x & 31;
+    bool all = true;
+#pragma unroll
+    for (int i = 0; i < kPollsPerLane; ++i) {
+      if (((pl.inflight >> i) & 1u) && pl.v[i] >= (unsigned)(r + 1)) pl.seen |= 1u << i;
+      const int j = lane + 32 * i;
+      if (j < L.NU && needed(j, q0, q1) && !((pl.seen >> i) & 1u)) all = false;
+    }
+    pl.inflight = 0;
+    return __all_sync(0xffffffffu, all);
+  }
+
+  // Wait until every producer of chunks [q0, q1) is seen (re-polling only the unseen ones,
+  // and those of [q0, p1) along with them), then acquire: the relaxed load that saw each flag
+  // and this lane's fence.acq_rel.gpu form the acquire pattern of the producer's release,
+  // and bar.warp.sync orders it before every lane's copies. A wait past ws.spin_limit
+  // reports the first unseen producer and latches *abort (later waits return at once).
+  __device__ void wait(Poll& pl, int r, int step, int q0, int q1, int p1) const {
+    const long long start = clock64();
+    while (!ready(pl, r, q0, q1)) {  // uniform across the warp
+      if (__any_sync(0xffffffffu, *abort != 0)) break;
+      if (__any_sync(0xffffffffu, clock64() - start > ws.spin_limit)) {
+        int first = 1 << 30;  // the lowest unseen producer of the pass
+        const int lane = threadIdx.x & 31;
+#pragma unroll
+        for (int i = 0; i < kPollsPerLane; ++i) {
+          const int j = lane + 32 * i;
+          if (j < L.NU && needed(j, q0, q1) && !((pl.seen >> i) & 1u)) first = min(first, j);
+        }
+        for (int off = 16; off > 0; off >>= 1) first = min(first, __shfl_xor_sync(0xffffffffu, first, off));
+        if (lane == 0) timed_out(step, first, ld_acquire(ws.flags + c.grp * L.NU + first), (unsigned)(r + 1));
+        *abort = 1;
+        break;
+      }
+      poll(pl, q0, p1);
+    }
+    fence_acq_rel_gpu();
+    __syncwarp();
+  }
+
   // Tier 3: the matmul of stage k over round r streamed through smem in NP passes of CPP
   // chunks (chunk q = cw columns [q*cw, q*cw + cw) = segment q / NU of producer q % NU).
-  // Pass p + 1's chunks are copied (each as soon as its producer's flag says so) while
-  // pass p multiplies. `step` only labels a timeout report.
+  // One sweep polls the producers of passes 0 and 1; pass p + 1 is copied before pass p's
+  // matmul when its producers are already seen (always so once every producer has been),
+  // else its polls stay in flight during that matmul and it is copied right after.
+  // `step` only labels a timeout report.
   __device__ void stream_multiply(int k, int r, int step, const T* A, float* part) const {
     constexpr int KE = 32 / sizeof(T);
     const Stage& S = L.st[k];
     const int nq = S.nseg * L.NU, nk = S.Kp / KE;
     T* xs = reinterpret_cast<T*>(smem + S.off_x);
     T* buf[2] = {xs, xs + (size_t)L.BG * S.ldx};
-    fetch(S, r, step, 0, min(S.CPP, nq), buf[0]);
+    auto end = [&](int p) { return min(nq, (p + 1) * S.CPP); };
+    Poll pl;
+    poll(pl, 0, end(1));
+    wait(pl, r, step, 0, end(0), end(1));
+    copy(S, r, 0, end(0), buf[0]);
     for (int p = 0; p < S.NP; ++p) {
-      const int q0 = p * S.CPP, q1 = min(nq, q0 + S.CPP);
+      const int q0 = p * S.CPP, q1 = end(p);
+      // buf[(p + 1) & 1] is free: pass p - 1's matmul ended before the barrier closing its iteration
+      bool next_copied = false;
       if (p + 1 < S.NP) {
-        fetch(S, r, step, q1, min(nq, q1 + S.CPP), buf[(p + 1) & 1]);
+        if (ready(pl, r, q1, end(p + 1))) {
+          fence_acq_rel_gpu();
+          __syncwarp();
+          copy(S, r, q1, end(p + 1), buf[(p + 1) & 1]);
+          next_copied = true;
+        } else {
+          poll(pl, q1, end(p + 1));  // in flight during the matmul
+        }
+      }
+      if (next_copied) {
         cp_async_wait<1>();
       } else {
         cp_async_wait<0>();
@@ -158,46 +252,26 @@ struct Exchange {
       // the last pass also covers the zero columns [K, Kp) (NP == 1 only: NP > 1 has cw % KE == 0)
       step_matmul<T>(A, buf[p & 1], q0 * S.cw, part, S, L.BG, q0 * S.cw / KE, p + 1 == S.NP ? nk : q1 * S.cw / KE,
                      p > 0);
-      if (p + 1 < S.NP) __syncthreads();  // buf[p & 1] is refilled by pass p + 2
+      if (p + 1 < S.NP) {
+        if (!next_copied) {
+          wait(pl, r, step, q1, end(p + 1), end(p + 1));
+          copy(S, r, q1, end(p + 1), buf[(p + 1) & 1]);
+        }
+        __syncthreads();  // buf[p & 1] is refilled by pass p + 2
+      }
     }
   }
 
-  // Copy chunks [q0, q1) of round r into dst (column (q - q0)*cw), each once its producer's
-  // flag reaches r + 1, in the order they arrive; rows [0, BG); commits one cp.async group.
-  __device__ void fetch(const Stage& S, int r, int step, int q0, int q1, T* dst) const {
-    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    const unsigned want = (unsigned)(r + 1);
+  // Copy chunks [q0, q1) of round r into dst (column (q - q0)*cw), rows [0, BG), 16 bytes per
+  // cp.async, spread over all threads of the CTA (each thread's warp has acquired every
+  // producer of these chunks); commits one cp.async group.
+  __device__ void copy(const Stage& S, int r, int q0, int q1, T* dst) const {
     const T* src = static_cast<const T*>(ws.xbuf) + ((size_t)(r & 1) * L.D * L.Bp + (size_t)c.grp * L.BG) * L.Kx;
-    const unsigned* flags = ws.flags + c.grp * L.NU;
-    const int n = q1 - q0, mine = warp < n ? ceil_div(n - warp, kWarps) : 0;  // chunks q0 + warp + 8i
-    for (int base = 0; base < mine; base += 32) {  // 32 chunks per warp at a time: one bit each
-      const int cnt = min(32, mine - base);
-      uint32_t pending = cnt == 32 ? 0xffffffffu : ((1u << cnt) - 1u);
-      const long long start = clock64();
-      while (pending) {  // pending, and every branch below, is uniform across the warp
-        bool progressed = false;
-        const bool aborted = __any_sync(0xffffffffu, *abort != 0);
-        for (int i = 0; i < cnt; ++i) {
-          if (!((pending >> i) & 1u)) continue;
-          const int q = q0 + warp + (base + i) * kWarps;
-          const unsigned seen = ld_acquire(flags + q % L.NU);
-          if (__all_sync(0xffffffffu, seen >= want) || aborted) {
-            const int pr = S.cw / kVec;
-            for (int k = lane; k < L.BG * pr; k += 32) {
-              const int bb = k / pr, piece = k % pr;
-              cp_async16(dst + (size_t)bb * S.ldx + (q - q0) * S.cw + piece * kVec,
-                         src + (size_t)bb * L.Kx + q * S.cw + piece * kVec);
-            }
-            pending &= ~(1u << i);
-            progressed = true;
-          }
-        }
-        if (!progressed && pending && __any_sync(0xffffffffu, clock64() - start > ws.spin_limit)) {
-          const int q = q0 + warp + (base + __ffs(pending) - 1) * kWarps;
-          if (lane == 0) timed_out(step, q % L.NU, ld_acquire(flags + q % L.NU), want);
-          *abort = 1;
-        }
-      }
+    const int pr = S.cw / kVec, per_chunk = L.BG * pr, n = (q1 - q0) * per_chunk;
+    for (int i = threadIdx.x; i < n; i += kThreads) {
+      const int q = q0 + i / per_chunk, k = i % per_chunk, bb = k / pr, piece = k % pr;
+      cp_async16(dst + (size_t)bb * S.ldx + (q - q0) * S.cw + piece * kVec,
+                 src + (size_t)bb * L.Kx + q * S.cw + piece * kVec);
     }
     cp_async_commit();
   }

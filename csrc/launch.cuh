@@ -32,6 +32,9 @@ class Runtime {
   virtual cudaError_t launch(const void* kernel, int grid_x, int grid_y, int smem, int cluster, bool cooperative,
                              cudaStream_t stream, void** args) = 0;
   virtual void clear_error() = 0;
+  // cudaOccupancyMaxActiveClusters for `kernel` launched in clusters of `cluster` CTAs with
+  // `smem` bytes of dynamic shared memory (its attributes configured); < 0 if the query failed
+  virtual int max_active_clusters(const void* kernel, int cluster, int smem) = 0;
   std::mutex mu;
   std::set<std::pair<const void*, int>> configured;  // (kernel, device) whose attributes are set
 };
@@ -76,6 +79,17 @@ inline void configure(Runtime& rt, const void* kernel, int device, const DeviceL
     if (err != cudaSuccess) fail(name + ": cudaFuncSetAttribute(NonPortableClusterSizeAllowed)", err);
   }
   rt.configured.insert({kernel, device});
+}
+
+// The plan whose clusters the device can hold for the real persistent kernel (plan.h,
+// make_plan_fitted).
+inline Plan fitted_plan(Runtime& rt, const PlanRequest& r, const DeviceLimits& dev, const void* kernel, int device,
+                        const std::string& name) {
+  return make_plan_fitted(r, dev, [&](int cluster, int smem) {
+    DeviceGuard guard(rt, device);
+    configure(rt, kernel, device, dev, name);
+    return rt.max_active_clusters(kernel, cluster, smem);
+  });
 }
 
 struct Kernels {

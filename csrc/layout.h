@@ -28,6 +28,7 @@ constexpr int kWarpN = 4;            // n-tiles (8 batch rows) per warp item, at
 constexpr int kStatusWords = 16;     // the error word block at the start of the workspace
 constexpr int kStaticSmemReserve = 1024;  // static smem of the persistent kernel: the plan leaves it free
 constexpr int kMaxStages = 2;
+constexpr int kMaxGridProducers = 160;  // grid tier: CTAs per batch group (NU), 5 flag polls per lane
 
 // tiers of the persistent kernel (Mode and Tier share these numbers where they overlap)
 enum class Tier : int { CTA = 1, CLUSTER = 2, GRID = 3, STEP = 4 };

@@ -50,7 +50,8 @@ struct FwdPass {
   static constexpr int kStages = 1, G = Cell::G, S = Cell::S;
   struct Regs {
     PairSlots p;
-    float h[kPairsPerThread], c[kPairsPerThread], gx[kPairsPerThread][G];
+    float h[kPairsPerThread], c[kPairsPerThread];
+    T gx[kPairsPerThread][G];  // the next step's input, as loaded: converted where the cell uses it
   };
 
   __device__ static Params direction(const Params& p, int d) { return p.direction(d, G, S); }
@@ -79,7 +80,7 @@ struct FwdPass {
     if (t < r.p.len[i]) {
       const T* src = p.gx + ((size_t)t * p.B + c.b0 + r.p.bb[i]) * p.ldg + c.j0 + r.p.u[i];
 #pragma unroll
-      for (int g = 0; g < G; ++g) r.gx[i][g] = to_f(__ldg(src + (size_t)g * p.H));
+      for (int g = 0; g < G; ++g) r.gx[i][g] = __ldg(src + (size_t)g * p.H);
     }
   }
   template <class X>
@@ -109,10 +110,13 @@ struct FwdPass {
       const size_t tb = (size_t)t * p.B + c.b0 + bb;
       float out = 0.0f;  // past the sequence's end: zero out, state kept
       if (t < r.p.len[i]) {
-        float gh[G], sv[S], hn, cn;
+        float gx[G], gh[G], sv[S], hn, cn;
 #pragma unroll
-        for (int g = 0; g < G; ++g) gh[g] = bias[g * L.U + u] + part_sum(part, L.st[0], L.BG, bb, g * L.U + u);
-        Cell::forward(r.gx[i], gh, r.h[i], r.c[i], &hn, &cn, sv);
+        for (int g = 0; g < G; ++g) {
+          gx[g] = to_f(r.gx[i][g]);
+          gh[g] = bias[g * L.U + u] + part_sum(part, L.st[0], L.BG, bb, g * L.U + u);
+        }
+        Cell::forward(gx, gh, r.h[i], r.c[i], &hn, &cn, sv);
         r.h[i] = hn;
         if (Cell::HAS_C) r.c[i] = cn;
         out = hn;
@@ -151,7 +155,8 @@ struct BwdPass {
   static constexpr int kStages = 1, G = Cell::G, S = Cell::S;
   struct Regs {
     PairSlots p;
-    float dh[kPairsPerThread], dc[kPairsPerThread], dy[kPairsPerThread], sv[kPairsPerThread][S];
+    float dh[kPairsPerThread], dc[kPairsPerThread], sv[kPairsPerThread][S];
+    T dy[kPairsPerThread];  // the next step's dy, as loaded: converted where it is added
   };
 
   __device__ static Params direction(const Params& p, int d) { return p.direction(d, G, S); }
@@ -173,7 +178,7 @@ struct BwdPass {
     const int t = time_of(p, s);
     if (t < r.p.len[i]) {
       const size_t tb = (size_t)t * p.B + c.b0 + r.p.bb[i], j = c.j0 + r.p.u[i];
-      r.dy[i] = to_f(__ldg(p.dy + tb * p.ldy + j));
+      r.dy[i] = __ldg(p.dy + tb * p.ldy + j);
 #pragma unroll
       for (int q = 0; q < S; ++q) r.sv[i][q] = __ldg(p.saved + (tb * S + q) * p.H + j);
     }
@@ -212,7 +217,7 @@ struct BwdPass {
       T* pgx = p.d_gx + tb * p.ldg + j;
       T* pgh = p.d_gh + tb * p.ldg + j;
       if (t < r.p.len[i]) {
-        dh += r.dy[i];
+        dh += to_f(r.dy[i]);
         float dgx[G], dgh[G], dl, dcp;
         Cell::backward(r.sv[i], dh, r.dc[i], dgx, dgh, &dl, &dcp);
 #pragma unroll

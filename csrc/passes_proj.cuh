@@ -23,7 +23,8 @@ struct FwdProjPass {
   static constexpr int kStages = 2, G = Cell::G, S = Cell::S;
   struct Regs {
     PairSlots ph, pp;  // (row, H-unit) and (row, P-unit) pairs
-    float c[kPairsPerThread], gx[kPairsPerThread][G], h[kPairsPerThread];
+    float c[kPairsPerThread], h[kPairsPerThread];
+    T gx[kPairsPerThread][G];  // the next step's input, as loaded (passes.cuh)
   };
 
   __device__ static Params direction(const Params& p, int d) { return p.direction(d, G, S); }
@@ -50,7 +51,7 @@ struct FwdProjPass {
     if (t < r.ph.len[i]) {
       const T* src = p.gx + ((size_t)t * p.B + c.b0 + r.ph.bb[i]) * p.ldg + c.j0 + r.ph.u[i];
 #pragma unroll
-      for (int g = 0; g < G; ++g) r.gx[i][g] = to_f(__ldg(src + (size_t)g * p.H));
+      for (int g = 0; g < G; ++g) r.gx[i][g] = __ldg(src + (size_t)g * p.H);
     }
   }
   template <class X>
@@ -84,10 +85,13 @@ struct FwdProjPass {
         const size_t tb = (size_t)t * p.B + c.b0 + bb;
         float m = 0.0f;  // past the sequence's end: c kept, m unused (its h is not taken)
         if (t < r.ph.len[i]) {
-          float gh[G], sv[S], cn;
+          float gx[G], gh[G], sv[S], cn;
 #pragma unroll
-          for (int g = 0; g < G; ++g) gh[g] = bias[g * L.U + u] + part_sum(part, L.st[0], L.BG, bb, g * L.U + u);
-          Cell::forward(r.gx[i], gh, 0.0f, r.c[i], &m, &cn, sv);
+          for (int g = 0; g < G; ++g) {
+            gx[g] = to_f(r.gx[i][g]);
+            gh[g] = bias[g * L.U + u] + part_sum(part, L.st[0], L.BG, bb, g * L.U + u);
+          }
+          Cell::forward(gx, gh, 0.0f, r.c[i], &m, &cn, sv);
           r.c[i] = cn;
           if (timed_out) m = nan_f();
           if (p.saved != nullptr) {
@@ -133,7 +137,8 @@ struct BwdProjPass {
   struct Regs {
     PairSlots ph, pp;
     float dc[kPairsPerThread], sv[kPairsPerThread][S];  // H-pairs: the cell's state gradient, its saved values
-    float dh[kPairsPerThread], dy[kPairsPerThread];     // P-pairs: the carried gradient of h, dy of the step
+    float dh[kPairsPerThread];                          // P-pairs: the carried gradient of h,
+    T dy[kPairsPerThread];                              // and dy of the step as loaded (passes.cuh)
   };
 
   __device__ static Params direction(const Params& p, int d) { return p.direction(d, G, S); }
@@ -155,7 +160,7 @@ struct BwdProjPass {
   __device__ static void prefetch_dy(Regs& r, const Params& p, const Cta& c, int i, int s) {
     const int t = time_of(p, s);
     if (t < r.pp.len[i])
-      r.dy[i] = to_f(__ldg(p.dy + ((size_t)t * p.B + c.b0 + r.pp.bb[i]) * p.ldy + c.jp0 + r.pp.u[i]));
+      r.dy[i] = __ldg(p.dy + ((size_t)t * p.B + c.b0 + r.pp.bb[i]) * p.ldy + c.jp0 + r.pp.u[i]);
   }
   __device__ static void prefetch_saved(Regs& r, const Params& p, const Cta& c, int i, int s) {
     const int t = time_of(p, s);
@@ -171,7 +176,8 @@ struct BwdProjPass {
     r.pp.init(L.UP, c.np, L.st[0].ppt, c, p.lengths, p.steps);
 #pragma unroll
     for (int i = 0; i < kPairsPerThread; ++i) {
-      r.dc[i] = r.dh[i] = r.dy[i] = 0.0f;
+      r.dc[i] = r.dh[i] = 0.0f;
+      r.dy[i] = from_f<T>(0.0f);
       if (r.ph.ok[i]) {
         r.dc[i] = to_f(p.dcT[r.ph.at(i, c, p.H, c.j0)]);
         prefetch_saved(r, p, c, i, 0);
@@ -201,7 +207,7 @@ struct BwdProjPass {
         const size_t tb = (size_t)t * p.B + c.b0 + bb;
         float sent = 0.0f;  // past the sequence's end: the gradient passes through to h_{t-1}, m gets none
         if (t < r.pp.len[i]) {
-          sent = dh + r.dy[i];
+          sent = dh + to_f(r.dy[i]);
           r.dh[i] = 0.0f;
         } else {
           r.dh[i] = dh;

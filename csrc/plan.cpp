@@ -289,7 +289,8 @@ Plan plan_uncached(const PlanRequest& r, const DeviceLimits& dev) {
           if (t == Tier::CTA && (!want_cta || NU != 1)) continue;
           if (t == Tier::CLUSTER && (!want_cluster || NU > dev.max_cluster || (NU == 1 && r.mode != Mode::CLUSTER)))
             continue;
-          if (t == Tier::GRID && (!want_grid || (NU == 1 && r.mode != Mode::GRID) || r.D * NBG * NU > dev.sms))
+          if (t == Tier::GRID && (!want_grid || (NU == 1 && r.mode != Mode::GRID) || r.D * NBG * NU > dev.sms ||
+                                  NU > kMaxGridProducers))
             continue;
           const int max_np = t == Tier::GRID ? (r.backward ? r.G : 1) * NU : 1;
           for (int np = r.passes > 0 && t == Tier::GRID ? std::min(r.passes, max_np) : 1; np <= max_np; ++np) {
@@ -372,6 +373,23 @@ Plan plan_uncached(const PlanRequest& r, const DeviceLimits& dev) {
 }
 
 }  // namespace
+
+Plan make_plan_fitted(const PlanRequest& r, DeviceLimits dev, const std::function<int(int, int)>& active) {
+  Plan p = make_plan(r, dev);
+  int refused = 0;
+  while (p.tier == Tier::CLUSTER && active(p.cluster, p.L.smem) == 0) {
+    if (refused == 0) refused = p.cluster;
+    dev.max_cluster = p.cluster > 8 ? 8 : p.cluster - 1;
+    p = make_plan(r, dev);
+  }
+  if (refused > 0)
+    p.reason += "; clusters of " + std::to_string(refused) +
+                " CTAs do not fit this kernel's registers and shared memory on the device "
+                "(cudaOccupancyMaxActiveClusters is 0), so " +
+                (dev.max_cluster > 0 ? "clusters were limited to " + std::to_string(dev.max_cluster) + " CTAs"
+                                     : std::string("no cluster was planned"));
+  return p;
+}
 
 const char* tier_name(Tier t) {
   switch (t) {

@@ -2,6 +2,7 @@
 // device's limits (no CUDA call), so CPU tests and the compile gate ask it the very
 // question the GPU path asks (launch.cuh reads the limits off the device, then calls it).
 #pragma once
+#include <functional>
 #include <string>
 
 #include "layout.h"
@@ -33,6 +34,8 @@ struct PlanRequest {
   int units = 0;         // force U (units per CTA; rounded up to 16 bytes), 0: choose
   int batch_rows = 0;    // force BG (rows per group; rounded up to 8), 0: choose
   int passes = 0;        // force NP (grid tier: passes over K per step), 0: the fewest that fit
+  int cell = -1, dtype = -1;  // api.h's Cell and DType: which kernel plan_on_device asks the device
+                              // about (make_plan itself does not read them)
 };
 
 // The cost model's terms for one step, microseconds (see plan.cpp and benchmarks/NOTES.md).
@@ -59,6 +62,13 @@ struct Plan {
 };
 
 Plan make_plan(const PlanRequest& req, const DeviceLimits& dev);
+// make_plan, then, while the plan's clusters do not fit the real kernel (active(cluster, smem):
+// how many clusters of `cluster` CTAs with `smem` bytes of dynamic shared memory and the
+// kernel's registers the device holds at once, cudaOccupancyMaxActiveClusters; 0: none, < 0:
+// unknown, taken as fitting), plan again with smaller clusters: first at most 8 (the portable
+// size), then one CTA fewer each time, down to no clusters (the grid tier or per-step kernels).
+// The reason then says which cluster size did not fit and the limit planned with.
+Plan make_plan_fitted(const PlanRequest& req, DeviceLimits dev, const std::function<int(int, int)>& active);
 const char* tier_name(Tier t);
 const char* mode_name(Mode m);
 

@@ -42,6 +42,27 @@ std::string launch_pass(Params p, const Plan& plan, const Launch& l, const Devic
   return run(cuda_runtime(), plan, l, dev, k, pargs, sargs, &geo, &s, &d, directions, steps, workspace, name);
 }
 
+// The kernels of one pass: forward (backward) of Cell in T, with the projection's if proj.
+template <class Cell, typename T>
+Kernels pass_kernels(bool backward, bool proj) {
+  if constexpr (std::is_same<Cell, LstmCell>::value) {
+    if (proj && !backward)
+      return Kernels{FUSEDRNN_KERNEL_HANDLE(persistent_kernel<FwdProjPass<T>>),
+                     {FUSEDRNN_KERNEL_HANDLE(fwd_step_kernel<FwdProjPass<T>>),
+                      FUSEDRNN_KERNEL_HANDLE(fwd_proj_step_kernel<T>)}};
+    if (proj)
+      return Kernels{FUSEDRNN_KERNEL_HANDLE(persistent_kernel<BwdProjPass<T>>),
+                     {FUSEDRNN_KERNEL_HANDLE(bwd_proj_dh_step_kernel<T>),
+                      FUSEDRNN_KERNEL_HANDLE(bwd_step_kernel<BwdProjPass<T>>)}};
+  }
+  if (proj) throw std::invalid_argument("fusedrnn._C: a projection (w_hr) exists only for the lstm cell");
+  if (backward)
+    return Kernels{FUSEDRNN_KERNEL_HANDLE(persistent_kernel<BwdPass<Cell, T>>),
+                   {FUSEDRNN_KERNEL_HANDLE(bwd_step_kernel<BwdPass<Cell, T>>), nullptr}};
+  return Kernels{FUSEDRNN_KERNEL_HANDLE(persistent_kernel<FwdPass<Cell, T>>),
+                 {FUSEDRNN_KERNEL_HANDLE(fwd_step_kernel<FwdPass<Cell, T>>), nullptr}};
+}
+
 template <class Cell, typename T>
 std::string forward_typed(const ForwardArgs& a) {
   constexpr int G = Cell::G;
@@ -51,21 +72,12 @@ std::string forward_typed(const ForwardArgs& a) {
                  static_cast<const T*>(a.w), static_cast<const T*>(a.bias), static_cast<const T*>(a.w_hr),
                  a.lengths, static_cast<T*>(a.y), static_cast<T*>(a.hT), static_cast<T*>(a.cT), a.saved, a.m};
   const DeviceLimits dev = device_limits(a.launch.device);
-  const Plan plan = make_plan(plan_request(false, a.cell, a.dtype, a.B, a.H, proj ? a.P : 0, a.D, a.launch), dev);
-  if constexpr (std::is_same<Cell, LstmCell>::value) {
-    if (proj) {
-      const Kernels k{FUSEDRNN_KERNEL_HANDLE(persistent_kernel<FwdProjPass<T>>),
-                      {FUSEDRNN_KERNEL_HANDLE(fwd_step_kernel<FwdProjPass<T>>),
-                       FUSEDRNN_KERNEL_HANDLE(fwd_proj_step_kernel<T>)}};
-      return launch_pass(p, plan, a.launch, dev, k, a.D, a.T, a.workspace, a.workspace_bytes,
-                         kernel_name<Cell, T>("proj_fwd"));
-    }
-  }
-  if (proj) throw std::invalid_argument("fusedrnn._C: a projection (w_hr) exists only for the lstm cell");
-  const Kernels k{FUSEDRNN_KERNEL_HANDLE(persistent_kernel<FwdPass<Cell, T>>),
-                  {FUSEDRNN_KERNEL_HANDLE(fwd_step_kernel<FwdPass<Cell, T>>), nullptr}};
-  return launch_pass(p, plan, a.launch, dev, k, a.D, a.T, a.workspace, a.workspace_bytes,
-                     kernel_name<Cell, T>("fwd"));
+  const Kernels k = pass_kernels<Cell, T>(false, proj);
+  const std::string name = kernel_name<Cell, T>(proj ? "proj_fwd" : "fwd");
+  const Plan plan = fitted_plan(cuda_runtime(), plan_request(false, a.cell, a.dtype, a.B, a.H, proj ? a.P : 0, a.D,
+                                                             a.launch),
+                                dev, k.persistent, a.launch.device, name);
+  return launch_pass(p, plan, a.launch, dev, k, a.D, a.T, a.workspace, a.workspace_bytes, name);
 }
 
 template <class Cell, typename T>
@@ -78,21 +90,30 @@ std::string backward_typed(const BackwardArgs& a) {
                  static_cast<const T*>(a.wt), static_cast<const T*>(a.wrt), a.lengths, a.saved, d_gx,
                  a.d_gh ? static_cast<T*>(a.d_gh) : d_gx, static_cast<T*>(a.dh0), static_cast<T*>(a.dc0), a.dh};
   const DeviceLimits dev = device_limits(a.launch.device);
-  const Plan plan = make_plan(plan_request(true, a.cell, a.dtype, a.B, a.H, proj ? a.P : 0, a.D, a.launch), dev);
-  if constexpr (std::is_same<Cell, LstmCell>::value) {
-    if (proj) {
-      const Kernels k{FUSEDRNN_KERNEL_HANDLE(persistent_kernel<BwdProjPass<T>>),
-                      {FUSEDRNN_KERNEL_HANDLE(bwd_proj_dh_step_kernel<T>),
-                       FUSEDRNN_KERNEL_HANDLE(bwd_step_kernel<BwdProjPass<T>>)}};
-      return launch_pass(p, plan, a.launch, dev, k, a.D, a.T + 1, a.workspace, a.workspace_bytes,
-                         kernel_name<Cell, T>("proj_bwd"));
-    }
+  const Kernels k = pass_kernels<Cell, T>(true, proj);
+  const std::string name = kernel_name<Cell, T>(proj ? "proj_bwd" : "bwd");
+  const Plan plan = fitted_plan(cuda_runtime(), plan_request(true, a.cell, a.dtype, a.B, a.H, proj ? a.P : 0, a.D,
+                                                             a.launch),
+                                dev, k.persistent, a.launch.device, name);
+  return launch_pass(p, plan, a.launch, dev, k, a.D, a.T + 1, a.workspace, a.workspace_bytes, name);
+}
+
+// plan_on_device for a request naming this cell (and its dtype): the plan the launch above makes.
+template <class Cell, typename T>
+Plan plan_typed(const PlanRequest& r, int device) {
+  const DeviceLimits dev = device_limits(device);
+  const Kernels k = pass_kernels<Cell, T>(r.backward, r.P > 0);
+  const std::string name = kernel_name<Cell, T>(r.P > 0 ? (r.backward ? "proj_bwd" : "proj_fwd") : (r.backward ? "bwd" : "fwd"));
+  return fitted_plan(cuda_runtime(), r, dev, k.persistent, device, name);
+}
+template <class Cell>
+Plan plan_cell(const PlanRequest& r, int device) {
+  switch ((DType)r.dtype) {
+    case DType::F32: return plan_typed<Cell, float>(r, device);
+    case DType::F16: return plan_typed<Cell, __half>(r, device);
+    case DType::BF16: return plan_typed<Cell, __nv_bfloat16>(r, device);
+    default: throw std::invalid_argument("fusedrnn._C: unsupported dtype");
   }
-  if (proj) throw std::invalid_argument("fusedrnn._C: a projection (w_hr) exists only for the lstm cell");
-  const Kernels k{FUSEDRNN_KERNEL_HANDLE(persistent_kernel<BwdPass<Cell, T>>),
-                  {FUSEDRNN_KERNEL_HANDLE(bwd_step_kernel<BwdPass<Cell, T>>), nullptr}};
-  return launch_pass(p, plan, a.launch, dev, k, a.D, a.T + 1, a.workspace, a.workspace_bytes,
-                     kernel_name<Cell, T>("bwd"));
 }
 
 template <class Cell>
@@ -123,4 +144,5 @@ std::string backward_cell(const BackwardArgs& a) {
   template std::string forward_cell<CELL>(const ForwardArgs&);         \
   template std::string backward_cell<CELL>(const BackwardArgs&);       \
   template std::string cell_step_cell<CELL>(const CellStepArgs&);      \
+  template Plan plan_cell<CELL>(const PlanRequest&, int);              \
   }

@@ -50,6 +50,11 @@ class FakeRuntime final : public Runtime {
     return cudaSuccess;
   }
   void clear_error() override { log.push_back("clear_error"); }
+  int max_active_clusters(const void* k, int cluster, int smem) override {
+    log.push_back("max_active_clusters " + kernel(k) + " cluster=" + std::to_string(cluster) +
+                  " smem=" + std::to_string(smem));
+    return 1;
+  }
 };
 
 DeviceLimits h100() {

@@ -21,6 +21,7 @@ bit for bit.
 """
 from __future__ import annotations
 
+import ctypes
 import os
 
 import pytest
@@ -152,6 +153,59 @@ def test_results_do_not_depend_on_the_order_threads_run(emu, knobs, monkeypatch,
             for k, (a, b) in enumerate(zip(outs, runs["forward"], strict=True)):
                 assert torch.equal(a, b) or (a.isnan() == b.isnan()).all() and torch.equal(a.nan_to_num(), b.nan_to_num()), \
                     f"{case}, order {order}: output {k} differs from the forward order"
+
+
+@pytest.mark.parametrize("tier", ["grid", "grid-2-passes"])
+def test_consumers_wait_for_a_late_producer(emu, knobs, monkeypatch, tier):
+    """The last CTA of the first batch group sleeps at each __syncthreads (FUSEDRNN_EMU_SLOW_CTA),
+    so the other CTAs run ahead of it. A consumer that copied a chunk of an exchange round
+    before that producer's flag said it was published (for instance pass 1's chunk, whose
+    polls are in flight during pass 0's matmul, copied without waiting for them) reads the
+    previous round's values there, and the results are wrong."""
+    mode, units, rows, passes, H = TIERS[tier]
+    knobs(mode, units, rows, passes)
+    lay = cuda.plan_for("lstm", torch.bfloat16, 11, H, mode=mode, units=units, batch_rows=rows, passes=passes)["layout"]
+    monkeypatch.setenv("FUSEDRNN_EMU_SLOW_CTA", f"{lay['NU'] - 1}:20000")
+    for case in (contract_v2.Case("lstm", 1, T=3, B=11, H=H), contract_v2.Case("gru", 1, True, T=3, B=11, H=H)):
+        check(case, torch.bfloat16)
+
+
+def test_a_flag_wait_past_the_spin_limit_reports_the_late_producer(emu, knobs, monkeypatch, capfd):
+    """The grid tier's poll sweep keeps the timeout hook: a producer late past the spin limit
+    (here: 2 s at each of its __syncthreads, a 0.5 s limit on the emulator's 1 MHz clock) makes
+    its consumers print which CTA they waited for and latch, and the results are NaN."""
+    mode, units, rows, passes, H = TIERS["grid"]
+    knobs(mode, units, rows, passes)
+    NU = cuda.plan_for("lstm", torch.float32, 11, H, mode=mode, units=units, batch_rows=rows)["layout"]["NU"]
+    monkeypatch.setenv("FUSEDRNN_EMU_SLOW_CTA", f"{NU - 1}:2000000")
+    monkeypatch.setenv(cuda.SPIN_ENV, "500000")
+    args, lengths, _ = contract_v2.make_args(contract_v2.Case("lstm", 1, T=3, B=11, H=H), torch.float32, "cpu")
+    y, *_ = cuda.forward("lstm", args["gx"], args["h0"], args["c0"], args["w_hh"], args["b_hh"], lengths, False, False)
+    ctypes.CDLL(None).fflush(None)  # the kernel's printf, out of the C library's buffer
+    out = capfd.readouterr().out
+    assert f"waiting for the chunk of CTA {NU - 1} " in out, out
+    assert y[-1].isnan().any(), "a timed-out launch must leave NaN results"
+
+
+def test_clusters_that_do_not_fit_run_as_smaller_clusters(emu, knobs, monkeypatch):
+    """FUSEDRNN_EMU_MAX_CLUSTER=8: the emulated device holds no 16-CTA cluster (as a GPU may not,
+    for the kernel's registers and shared memory). The plan asks the device
+    (cudaOccupancyMaxActiveClusters) and takes clusters of 8, where before the 16-CTA launch
+    was refused and AUTO ran the per-step kernels; the reason (fusedrnn.explain's text) says so."""
+    import warnings
+
+    knobs()
+    case = contract_v2.Case("lstm", 1, T=3, B=1, H=256)
+    assert cuda.plan("lstm", torch.bfloat16, 1, 256, device=0)["cluster"] == 16
+    monkeypatch.setenv("FUSEDRNN_EMU_MAX_CLUSTER", "8")
+    monkeypatch.setattr(cuda, "_warned", set())
+    for backward in (False, True):
+        p = cuda.plan("lstm", torch.bfloat16, 1, 256, backward=backward, device=0)
+        assert p["tier"] == "cluster" and 1 < p["cluster"] <= 8, p
+        assert "clusters of 16 CTAs do not fit" in p["reason"] and "limited to 8 CTAs" in p["reason"], p["reason"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # a refused launch warns that it ran per step
+        check(case, torch.bfloat16)
 
 
 STEP_SIZES = [(1, 24, 40), (3, 5, 7), (9, 32, 24)]  # (B, I, H): one row, odd sizes (scalar loads), two row blocks

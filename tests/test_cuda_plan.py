@@ -180,6 +180,27 @@ def test_device_limits_decide_the_tiers():
     assert p["tier"] == "step" and "sm_80" in p["reason"]
 
 
+def test_clusters_the_kernel_cannot_hold_fall_back_to_smaller_clusters():
+    """max_active_cluster pins the device's occupancy answer for the real kernel: where 16-CTA
+    clusters do not fit, the plan takes clusters of at most 8 (not per-step kernels) and says why;
+    where not even those fit, no cluster at all."""
+    for B, H, bwd in ((1, 256, False), (1, 256, True), (8, 128, False)):
+        full = plan("lstm", "bf16", B, H, bwd)
+        assert full["tier"] == "cluster" and full["cluster"] == 16
+        for fit in (8, 4):
+            p = plan("lstm", "bf16", B, H, bwd, max_active_cluster=fit)
+            assert p["ok"] and p["tier"] == "cluster" and p["cluster"] <= fit, p
+            assert "clusters of 16 CTAs do not fit" in p["reason"], p["reason"]
+            assert fit != 8 or "limited to 8 CTAs" in p["reason"], p["reason"]
+            check_invariants("lstm", "bf16", B, H, bwd, p, limits=dict(H100, max_cluster=8))
+        p = plan("lstm", "bf16", B, H, bwd, max_active_cluster=1)
+        assert p["tier"] in ("grid", "cta", "step") and "no cluster was planned" in p["reason"], p
+    assert plan("lstm", "bf16", 1, 256, False, max_active_cluster=16) == plan("lstm", "bf16", 1, 256, False)
+    # the same plan as a device whose limit is 8 CTAs per cluster
+    small = plan("lstm", "bf16", 1, 256, False, limits=dict(H100, max_cluster=8))
+    assert short(small) == short(plan("lstm", "bf16", 1, 256, False, max_active_cluster=8))
+
+
 def test_plan_for_rejects_bad_limits_and_values():
     with pytest.raises(ValueError, match="limits lack 'sms'"):
         C.plan_for(False, "lstm", 2, 8, 128, {"smem_optin": 1})

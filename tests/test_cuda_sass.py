@@ -60,8 +60,10 @@ def test_no_scalar_coherent_loads_of_the_exchanged_vector(persistent_sass):
     for name, ops in persistent_sass.items():
         strong = {s: n for (op, s), n in ops.items() if op == "LDG" and "STRONG" in s}
         assert all(s == ".E.STRONG.GPU" for s in strong), f"{name}: 16/64/128-bit coherent loads {strong}"
-        # the grid tier's flag polls, inlined once per stage
-        assert sum(strong.values()) <= 4 * stages(name), \
+        # the grid tier's flag polls, inlined once per stage: a sweep polls up to 5 producers per
+        # lane (csrc/exchange.cuh, NU <= 160) and is issued at 4 places (the first sweep, before
+        # a pass's matmul, the wait loop inlined twice), plus the timeout report's 2 re-reads
+        assert sum(strong.values()) <= (5 * 4 + 2) * stages(name), \
             f"{name}: {strong} coherent loads; only the flag polls should remain"
 
 

@@ -96,6 +96,7 @@ struct Launch {
   std::chrono::steady_clock::time_point deadline;
   int order = 0;  // 0 forward, 1 reverse, 2 random
   unsigned seed = 0;
+  int slow_cta = -1, slow_us = 0;  // FUSEDRNN_EMU_SLOW_CTA=cta:us, that CTA sleeps at each __syncthreads
 };
 
 thread_local Fiber* tl_fiber = nullptr;
@@ -267,6 +268,7 @@ void syncthreads() {
   Block& b = *cur().blk;
   const unsigned gen = b.bar_gen;
   if (++b.bar_count == b.alive) {
+    if (b.linear == b.launch->slow_cta) std::this_thread::sleep_for(std::chrono::microseconds(b.launch->slow_us));
     release_block_barrier(b);
     return;
   }
@@ -410,6 +412,15 @@ class EmuRuntime final : public fusedrnn::Runtime {
     return cudaSuccess;
   }
   void clear_error() override {}
+  // FUSEDRNN_EMU_MAX_CLUSTER (default 16): the largest cluster the emulated device holds for
+  // any kernel, so tests can make 16-CTA clusters not fit (as registers or smem can on a GPU).
+  int max_active_clusters(const void*, int cluster, int) override {
+    return cluster <= max_cluster() ? fusedrnn::device_limits(0).sms / cluster : 0;
+  }
+  static int max_cluster() {
+    const char* v = std::getenv("FUSEDRNN_EMU_MAX_CLUSTER");
+    return v && *v ? std::atoi(v) : 16;
+  }
 
   cudaError_t launch(const void* kernel, int grid_x, int grid_y, int smem, int cluster, bool cooperative,
                      cudaStream_t, void** args) override {
@@ -429,7 +440,8 @@ class EmuRuntime final : public fusedrnn::Runtime {
     }
     if (grid_x < 1 || grid_y < 1 || grid_y > 65535) return cudaErrorInvalidConfiguration;
     if (smem < 0 || smem > limit) return cudaErrorInvalidValue;
-    if (cluster > 0 && (grid_x % cluster != 0 || cluster > (non_portable ? 16 : 8))) return cudaErrorInvalidClusterSize;
+    if (cluster > 0 && (grid_x % cluster != 0 || cluster > (non_portable ? 16 : 8) || cluster > max_cluster()))
+      return cudaErrorInvalidClusterSize;
     // one persistent CTA per SM (__launch_bounds__(256, 1): the registers of a whole SM)
     if (cooperative && grid_x * grid_y > fusedrnn::device_limits(0).sms) return cudaErrorCooperativeLaunchTooLarge;
 
@@ -445,6 +457,12 @@ class EmuRuntime final : public fusedrnn::Runtime {
     const std::string o = order ? order : "forward";
     l.order = o == "reverse" ? 1 : o.rfind("random", 0) == 0 ? 2 : 0;
     if (l.order == 2 && o.size() > 7) l.seed = (unsigned)std::atoi(o.c_str() + 7);  // random:SEED
+    if (const char* slow = std::getenv("FUSEDRNN_EMU_SLOW_CTA")) {  // "cta:microseconds"
+      if (const char* colon = std::strchr(slow, ':')) {
+        l.slow_cta = std::atoi(slow);
+        l.slow_us = std::atoi(colon + 1);
+      }
+    }
     const int n = grid_x * grid_y;
     std::vector<std::vector<unsigned char>> memory(n);
     for (int i = 0; i < n; ++i) {

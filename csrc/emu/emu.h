@@ -13,7 +13,12 @@
 //   - shared memory starts as 0xff bytes (NaN in every float type), never zero;
 //   - the fibers of a CTA run in the order FUSEDRNN_EMU_ORDER names (forward, reverse or
 //     random), so a missing __syncthreads changes the result between orders;
-//   - a launch running past FUSEDRNN_EMU_TIMEOUT seconds (default 120) is reported as a hang.
+//   - a launch running past FUSEDRNN_EMU_TIMEOUT seconds (default 120) is reported as a hang;
+//   - FUSEDRNN_EMU_SLOW_CTA=cta:us makes one CTA sleep us microseconds at each __syncthreads,
+//     so its consumers run ahead of it: one that reads an exchange round before its flag or
+//     barrier says it was published reads the previous round's values (wrong results);
+//   - FUSEDRNN_EMU_MAX_CLUSTER=n: clusters of more than n CTAs neither fit (occupancy query)
+//     nor launch, as on a GPU where the kernel's registers or shared memory rule them out.
 #pragma once
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -256,6 +261,8 @@ inline void mma_m16n8k8_tf32(float (&d)[4], const uint32_t (&a)[4], uint32_t b0,
 }
 inline unsigned ld_acquire(const unsigned* p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
 inline void st_release(unsigned* p, unsigned v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
+inline unsigned ld_relaxed(const unsigned* p) { return __atomic_load_n(p, __ATOMIC_RELAXED); }
+inline void fence_acq_rel_gpu() { __atomic_thread_fence(__ATOMIC_ACQ_REL); }
 inline void cluster_arrive() { ::fusedrnn_emu::cluster_arrive(); }
 inline void cluster_wait() { ::fusedrnn_emu::cluster_wait(); }
 inline uint32_t map_rank(uint32_t addr, int rank) { return ::fusedrnn_emu::map_rank(addr, rank); }

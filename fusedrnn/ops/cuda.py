@@ -355,11 +355,13 @@ def plan(cell: str, dtype: torch.dtype, batch: int, hidden_size: int, backward: 
 
 def plan_for(cell: str, dtype: torch.dtype, batch: int, hidden_size: int, limits: dict | None = None,
              backward: bool = False, mode: str = "auto", units: int = 0, batch_rows: int = 0, passes: int = 0,
-             proj_size: int = 0, directions: int = 1) -> dict:
-    """The plan for a device described by `limits` (default: an H100, H100_LIMITS), without a GPU."""
+             proj_size: int = 0, directions: int = 1, max_active_cluster: int = 0) -> dict:
+    """The plan for a device described by `limits` (default: an H100, H100_LIMITS), without a GPU.
+    max_active_cluster > 0 pins what the GPU path asks the device (cudaOccupancyMaxActiveClusters
+    for the real kernel): clusters of more CTAs do not fit, and the plan falls back to smaller ones."""
     _require_extension()
     return _C.plan_for(backward, cell, DTYPE_CODES[dtype], batch, hidden_size, dict(limits or H100_LIMITS), mode,
-                       units, batch_rows, passes, proj_size, directions)
+                       units, batch_rows, passes, proj_size, directions, max_active_cluster)
 
 
 def step_plan_for(cell: str, dtype: torch.dtype, batch: int, input_size: int, hidden_size: int,

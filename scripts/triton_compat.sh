@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The Triton kernel tests (tests/test_triton_*.py, CPU interpreter) under another Triton
-# release than the pinned one: by default 3.6.0, the GPU machine's (torch 2.11 pins it),
-# while requirements-dev.txt pins 3.7.1 (torch 2.13's). scripts/test.sh runs it after the
-# suite. The release goes into a folder of the venv put ahead on PYTHONPATH, nothing else changes.
+# release than the pinned one (requirements-dev.txt: 3.7.1, torch 2.13's). scripts/test.sh
+# runs it after the suite for both ends of the supported range (pyproject.toml): 3.6.0, the
+# GPU machine's (torch 2.10 and 2.11 pin it), and 3.9.0, the newest release, which a plain
+# `pip install` beside a CPU torch resolves to. The release goes into a folder of the venv
+# put ahead on PYTHONPATH, nothing else changes.
 #   bash scripts/triton_compat.sh [VERSION] [pytest arguments]
 set -euo pipefail
 cd "$(dirname "$0")/.."

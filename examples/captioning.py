@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import fusedrnn
+from example_progress import progress  # examples/example_progress.py: tqdm, else plain lines
 
 PAD, BOS, EOS = 0, 1, 2
 SIZES = ("big", "small")
@@ -264,8 +265,7 @@ def main(argv=None) -> dict:
     step_input = model.embed(test_captions[:2, 0])
     print(fusedrnn.explain(model.cells()[0], step_input))
 
-    from tqdm.auto import tqdm
-    bar = tqdm(range(args.steps), disable=args.no_progress, unit="step", dynamic_ncols=True, file=sys.stderr)
+    bar = progress(range(args.steps), disable=args.no_progress, dynamic_ncols=True)
     losses, t0 = [], time.perf_counter()
     for step in bar:
         images, captions = (t.to(device) for t in make_batch(args.batch_size, args.objects, args.image_size, gen))

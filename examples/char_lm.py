@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import fusedrnn
+from example_progress import progress  # examples/example_progress.py: tqdm, else plain lines
 
 CELLS = {"lstm": fusedrnn.LSTM, "gru": fusedrnn.GRU, "rnn": fusedrnn.RNN}
 TORCH_CELLS = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
@@ -321,9 +322,7 @@ def main(argv=None) -> dict:
                              "carry_pos": carry_pos, "epoch_gen_state": epoch_gen_state,
                              "torch_rng": torch.get_rng_state()}}, path)
 
-    from tqdm.auto import tqdm
-    bar = tqdm(total=args.steps, initial=step, disable=args.no_progress, unit="step",
-               dynamic_ncols=True, file=sys.stderr)
+    bar = progress(total=args.steps, initial=step, disable=args.no_progress, dynamic_ncols=True)
     losses, pre_clip, post_clip = [], [], []
     tokens, t0 = 0, time.perf_counter()
     model.train()

@@ -23,6 +23,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
 import fusedrnn
+from example_progress import progress  # examples/example_progress.py: tqdm, else plain lines
 
 CELLS = {"gru": fusedrnn.GRU, "lstm": fusedrnn.LSTM, "rnn": fusedrnn.RNN}
 A, B, PAD = 0, 1, 0  # symbols 0 (A) and 1 (B) are the markers, 2.. are noise; padding is never read
@@ -143,8 +144,7 @@ def main(argv=None) -> dict:
           f"hidden {args.hidden}, device {device}")
     print(fusedrnn.explain(model.rnn, test[0][:2].float()))
 
-    from tqdm.auto import tqdm
-    bar = tqdm(range(args.steps), disable=args.no_progress, unit="step", dynamic_ncols=True, file=sys.stderr)
+    bar = progress(range(args.steps), disable=args.no_progress, dynamic_ncols=True)
     losses, tokens, t0 = [], 0, time.perf_counter()
     model.train()
     for step in bar:

@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
 # The Triton kernel tests (tests/test_triton_*.py, CPU interpreter) under another Triton
-# release than the pinned one: by default 3.6.0, the GPU machine's (torch 2.11 pins it),
-# while requirements-dev.txt pins 3.7.1 (torch 2.13's). scripts/test.sh runs it after the
-# suite. The release goes into a folder of the venv put ahead on PYTHONPATH, nothing else changes.
-#   bash scripts/triton_compat.sh [VERSION] [pytest arguments]
+# release than the pinned one (requirements-dev.txt: 3.7.1, torch 2.13's). scripts/test.sh
+# runs it after the suite for both ends of the supported range (pyproject.toml): 3.6.0, the
+# GPU machine's (torch 2.10 and 2.11 pin it), and 3.9.0, the newest release, which a plain
+# `pip install` beside a CPU torch resolves to. The release goes into a folder of the venv
+# put ahead on PYTHONPATH, nothing else changes.
+# With COMPILE_GATE=1 it then compiles the LSTM's bf16 kernels at the anchor shapes for sm_90
+# under that release (benchmarks.compile_check; no GPU needed), failing on any flagged row.
+#   [COMPILE_GATE=1] bash scripts/triton_compat.sh [VERSION] [pytest arguments]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/setup_env.sh
@@ -23,3 +27,8 @@ if [ "$got" != "$version" ]; then
 fi
 echo "== the Triton kernel tests under triton $got"
 python -m pytest -q tests/test_triton_*.py "$@"
+if [ "${COMPILE_GATE:-0}" = 1 ]; then
+    echo "== the LSTM's bf16 kernels at the anchors compile for sm_90 under triton $got"
+    env -u TRITON_INTERPRET python -m benchmarks.compile_check --backends triton --shapes anchors \
+        --cells lstm --dtypes bf16 --quiet -j "$(nproc)"
+fi

@@ -49,6 +49,26 @@ def run(module, x, low):
         return outputs(module(x, None))
 
 
+def torch_nn_on_this_cpu(ref, x, low):
+    """torch.nn's outputs under CPU autocast here, or None where its oneDNN LSTM has no
+    primitive for `low` on this CPU (float16 anywhere; bfloat16 too on a CPU without
+    AVX-512 BF16 support). Probed by calling it: which dtypes fail depends on the CPU."""
+    try:
+        return run(ref, x, low)
+    except RuntimeError as e:
+        if "could not create a primitive" not in str(e):
+            raise
+        return None
+
+
+def torch_errors_without_onednn(ref, x, low, truth):
+    """torch.nn's own error per output in `low` through its composite path (oneDNN off),
+    which runs on any CPU: the tolerance where the oneDNN path has no primitive."""
+    with torch.backends.mkldnn.flags(enabled=False):
+        want = run(ref, x, low)
+    return [(w.float() - t).abs().max().item() for w, t in zip(want, truth)]
+
+
 @pytest.mark.parametrize("low", LOW, ids=str)
 @pytest.mark.parametrize("use_kernels,cell,kw,packed", [(False, *v) for v in VARIANTS]
                          + [(True, *v) for v in VARIANTS if not v[1]])  # kernel backends: no projection
@@ -57,13 +77,13 @@ def test_cpu_autocast_matches_torch_dtypes_and_values(cell, kw, packed, low, use
     x = inputs(packed)
     got = run(ours, x, low)
     truth = outputs(ref(x, None))  # float32, no autocast
-    try:
-        want = run(ref, x, low)
-    except RuntimeError as e:  # torch's oneDNN LSTM has no float16 primitive: fusedrnn runs it anyway
-        assert cell == "lstm" and low == torch.float16 and not packed and not kw, e
+    want = torch_nn_on_this_cpu(ref, x, low)
+    if want is None:  # fusedrnn runs it anyway, in the dtypes of oneDNN's path where it has the primitive
+        assert cell == "lstm" and not packed and not kw, "only torch's oneDNN LSTM path can lack a primitive"
         assert [t.dtype for t in got] == [low] * 3
-        for g, t in zip(got, truth):
-            torch.testing.assert_close(g.float(), t, atol=2e-2, rtol=0)
+        for g, t, err_torch in zip(got, truth, torch_errors_without_onednn(ref, x, low, truth)):
+            err_ours = (g.float() - t).abs().max().item()
+            assert err_ours <= 2 * err_torch + 1e-3, (err_ours, err_torch)
         return
     assert [t.dtype for t in got] == [t.dtype for t in want]
     for g, w, t in zip(got, want, truth):

@@ -4,6 +4,7 @@ import importlib.util
 import math
 import pathlib
 import re
+import sys
 
 import pytest
 import torch
@@ -12,6 +13,7 @@ import torch.nn.functional as F
 import fusedrnn
 
 EXAMPLES = pathlib.Path(__file__).resolve().parent.parent / "examples"
+sys.path.insert(0, str(EXAMPLES))  # what `python examples/x.py` gets: example_progress beside them
 
 
 def _load(name):
@@ -35,6 +37,20 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def test_examples_run_without_tqdm_printing_plain_progress_lines(monkeypatch, capsys):
+    """tqdm comes with the `examples` extra; without it the bar degrades to plain lines on
+    stderr (one per --log-every steps and the last step's), and --no-progress prints none."""
+    monkeypatch.setitem(sys.modules, "tqdm", None)  # `import tqdm` now raises ImportError
+    monkeypatch.setitem(sys.modules, "tqdm.auto", None)
+    quick = ["--quick", "--steps", "20", "--log-every", "10", "--test-size", "20", "--backend", "reference"]
+    sequence_classify.main(quick)
+    lines = [line for line in capsys.readouterr().err.splitlines() if " steps, " in line]
+    assert [line.split(" ")[0] for line in lines] == ["10/20", "20/20"], lines
+    assert all("step/s" in line for line in lines) and "loss=" in lines[0]
+    sequence_classify.main(quick + QUIET)
+    assert " steps, " not in capsys.readouterr().err
 
 
 # -- char_lm -----------------------------------------------------------------------------
@@ -194,7 +210,7 @@ def captioned():
 def test_captioner_learns_to_caption_held_out_images(captioned):
     m = captioned
     assert m["final_loss"] < 0.2 * m["uniform_loss"]
-    assert m["exact_match"] >= 0.8 and m["word_accuracy"] >= 0.9  # measured: 95.0% and 98.6% (seed 0)
+    assert m["exact_match"] >= 0.8 and m["word_accuracy"] >= 0.9  # measured 92.5%, 98.1% (examples/README.md)
     assert len(set(m["truth"])) > 12  # many different captions, not one memorised
     assert all(len(c.split()) == 3 for c in m["truth"])
 

@@ -130,7 +130,7 @@ def recurrence_fwd_kernel(
                               p_state, H, save, GS, SA, BLOCK_N, BLOCK_B, CARRY, PROJ, INTERP)
             # the next step's input does not depend on h: load it before the wait
             o_r1, _ = step_rows(s + 1, b_len, o_b, m_b, B, reverse)
-            x0, x1, x2, x3 = load_slots(p_gx, o_r1 * s_gx, o_n, m & (s + 1 < T), H, G)
+            x0, x1, x2, x3 = load_slots(p_gx, o_r1 * s_gx, o_n, tl.where(s + 1 < T, m, False), H, G)
             if PROJ:
                 o_m = tl.where(save, o_r * H, o_rh)
                 if CARRY:

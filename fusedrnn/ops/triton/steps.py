@@ -28,7 +28,8 @@ def program_rows(p_len, p_sync, flags, T, B, D, BLOCK_B: tl.constexpr):
     i_b = tl.program_id(1)
     o_b = i_b * BLOCK_B + tl.arange(0, BLOCK_B)
     m_b = o_b < B
-    b_len = tl.where(has_len, tl.load(p_len + o_b, mask=m_b & has_len, other=0), T)
+    # block mask with a scalar condition: tl.where, not &, which the interpreter turns int32 (Triton 3.9 rejects it)
+    b_len = tl.where(has_len, tl.load(p_len + o_b, mask=tl.where(has_len, m_b, False), other=0), T)
     p_cnt = p_sync + tl.program_id(2) * tl.num_programs(1) + i_b
     p_err = p_sync + tl.num_programs(2) * tl.num_programs(1)
     return has_bias, reverse, save, d, o_b, m_b, b_len, p_cnt, p_err
@@ -138,7 +139,7 @@ def bwd_saved(p_dy, p_acts, p_state, s, b_len, o_b, m_b, o_n, m, B, H, s_y, reve
     """dy (row stride s_y) and the saved activations/state of loop step s (nothing is read
     when s < 0). With PROJ dy is 0 here: it enters through the projection (load_dy)."""
     o_r, _ = step_rows(tl.maximum(s, 0), b_len, o_b, m_b, B, reverse)
-    m = m & (s >= 0)
+    m = tl.where(s >= 0, m, False)
     o_s = (o_r * H)[None, :] + o_n[:, None]
     s0, s1, s2, s3 = load_slots(p_acts, o_r * (SA * H), o_n, m, H, SA)
     if PROJ:
@@ -178,7 +179,8 @@ def bwd_update(CELL: tl.constexpr, dh, dc, dy, s0, s1, s2, s3, st, act, o_r, o_n
 def load_dy(p_dy, s, b_len, o_b, m_b, o_p, m_p, B, s_y, reverse):
     """The projection's backward: dy of loop step s for rows o_p of h (0 when s < 0)."""
     o_r, _ = step_rows(tl.maximum(s, 0), b_len, o_b, m_b, B, reverse)
-    return tl.load(p_dy + (o_r * s_y)[None, :] + o_p[:, None], mask=m_p & (s >= 0), other=0.0).to(tl.float32)
+    m = tl.where(s >= 0, m_p, False)  # not m_p & (s >= 0): a mask stays boolean (tests/test_triton_masks.py)
+    return tl.load(p_dy + (o_r * s_y)[None, :] + o_p[:, None], mask=m, other=0.0).to(tl.float32)
 
 
 @triton.jit
@@ -189,4 +191,4 @@ def store_grad_h(p_g, dh, dy, s, b_len, o_b, m_b, o_p, m_p, B, P, reverse):
     stored when s < 0."""
     o_r, act = step_rows(tl.maximum(s, 0), b_len, o_b, m_b, B, reverse)
     g = tl.where(act[None, :], dh + dy, 0.0)
-    tl.store(p_g + (o_r * P)[None, :] + o_p[:, None], g, mask=m_p & (s >= 0))
+    tl.store(p_g + (o_r * P)[None, :] + o_p[:, None], g, mask=tl.where(s >= 0, m_p, False))

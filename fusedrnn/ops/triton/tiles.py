@@ -44,7 +44,7 @@ def stacked_rows(p, n0, H, G: tl.constexpr, GS: tl.constexpr, BLOCK_N: tl.conste
     o_r = tl.arange(0, GS * BLOCK_N)
     o_g = o_r // BLOCK_N
     o_u = n0 + o_r % BLOCK_N
-    return tl.load(p + o_g * H + o_u, mask=(o_g < G) & (o_u < H) & on, other=0.0).to(tl.float32)
+    return tl.load(p + o_g * H + o_u, mask=tl.where(on, (o_g < G) & (o_u < H), False), other=0.0).to(tl.float32)
 
 
 @triton.jit

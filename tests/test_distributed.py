@@ -9,19 +9,17 @@ emitted. The warning itself only exists on CUDA; tests/gpu/test_integration_gpu.
 checks it there with non-contiguous weights.
 """
 import os
-import socket
 import tempfile
-import time
 import warnings
 
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 import fusedrnn
 import plain_kernels  # registers itself with the custom ops
+from spawn_workers import join_gloo, run_workers
 
 WORLD, STEPS, BATCH = 2, 4, 6
 BACKENDS = ["reference", "kernels"]
@@ -64,9 +62,8 @@ def backend_name(name):
 
 
 def worker(rank, port, out_path):
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)  # two processes share the cores
-    dist.init_process_group("gloo", rank=rank, world_size=WORLD)
+    join_gloo(rank, WORLD, port)
     torch_rnn_calls = []
     real_lstm = torch._VF.lstm
     torch._VF.lstm = lambda *a, **k: torch_rnn_calls.append(1) or real_lstm(*a, **k)
@@ -85,26 +82,10 @@ def worker(rank, port, out_path):
     dist.destroy_process_group()
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def run_workers(out_path, timeout=60):
-    ctx = mp.spawn(worker, args=(free_port(), out_path), nprocs=WORLD, join=False)
-    deadline = time.monotonic() + timeout
-    while not ctx.join(timeout=1):
-        if time.monotonic() > deadline:
-            for p in ctx.processes:
-                p.kill()
-            raise AssertionError(f"DDP workers did not finish within {timeout} s")
-
-
 def test_ddp_two_processes_equals_single_process_on_full_batch(monkeypatch):
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "result")
-        run_workers(out)
+        run_workers(worker, WORLD, out)
         results = [torch.load(f"{out}.{r}") for r in range(WORLD)]
     monkeypatch.setitem(fusedrnn.backends.KERNEL_BACKENDS, "triton", plain_kernels.__name__)
     for name in BACKENDS:

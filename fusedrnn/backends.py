@@ -23,7 +23,7 @@ from typing import NamedTuple
 
 import torch
 
-from . import tuning
+from . import onnx_export, tuning
 
 BACKENDS = ("auto", "cuda", "triton", "reference", "torch")
 KERNEL_BACKENDS = {"cuda": "fusedrnn.ops.cuda", "triton": "fusedrnn.ops.triton"}
@@ -121,6 +121,8 @@ def choose(requested: str, device: torch.device, cell: str, dtype, hidden_size: 
     place the call in a shape class of the card's dispatch table (fusedrnn.tuning); None
     where unknown."""
     name = requested_name(requested)
+    if name != "torch" and onnx_export.exporting():
+        return Choice(*onnx_export.backend_for_export(name, cell, proj_size))
     if name == "auto":
         if device.type != "cuda":
             return Choice("torch", f"the input is on {device.type}, where 'auto' runs torch.nn's own implementation")

@@ -2,8 +2,10 @@
 deadline: a hung collective fails the test instead of hanging the suite."""
 import os
 import socket
+import tempfile
 import time
 
+import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
@@ -29,3 +31,12 @@ def run_workers(worker, world: int, *args, timeout: float = 60) -> None:
             for p in ctx.processes:
                 p.kill()
             raise AssertionError(f"{worker.__name__}: workers did not finish within {timeout} s")
+
+
+def worker_results(worker, world: int, timeout: float = 60) -> list:
+    """Run `worker(rank, port, out_path)`, which saves its result with
+    `torch.save(result, f"{out_path}.{rank}")`, in `world` processes; the results by rank."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "result")
+        run_workers(worker, world, out, timeout=timeout)
+        return [torch.load(f"{out}.{rank}") for rank in range(world)]

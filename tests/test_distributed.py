@@ -8,57 +8,19 @@ are not part of single contiguous chunk of memory"), and no warning of that kind
 emitted. The warning itself only exists on CUDA; tests/gpu/test_integration_gpu.py
 checks it there with non-contiguous weights.
 """
-import os
-import tempfile
 import warnings
 
 import torch
 import torch.distributed as dist
-from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 import fusedrnn
 import plain_kernels  # registers itself with the custom ops
-from spawn_workers import join_gloo, run_workers
+from distributed_model import Model, backend_name, batch, train
+from spawn_workers import join_gloo, worker_results
 
-WORLD, STEPS, BATCH = 2, 4, 6
+WORLD = 2
 BACKENDS = ["reference", "kernels"]
-
-
-class Model(nn.Module):
-    def __init__(self, backend):
-        super().__init__()
-        torch.manual_seed(0)
-        self.rnn = fusedrnn.LSTM(3, 5, num_layers=2, bidirectional=True, backend=backend, dtype=torch.float64)
-        self.head = nn.Linear(10, 1, dtype=torch.float64)
-
-    def forward(self, x):
-        return self.head(self.rnn(x)[0])
-
-
-def batch(step):
-    g = torch.Generator().manual_seed(100 + step)
-    return torch.randn(4, BATCH, 3, generator=g, dtype=torch.float64), \
-        torch.randn(4, BATCH, 1, generator=g, dtype=torch.float64)
-
-
-def train(model, rank=0, world=1):
-    opt = torch.optim.SGD(model.parameters(), lr=0.5, momentum=0.9)
-    per = BATCH // world
-    for step in range(STEPS):
-        x, target = batch(step)
-        sl = slice(rank * per, (rank + 1) * per)
-        loss = (model(x[:, sl]) - target[:, sl]).square().mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-
-
-def backend_name(name):
-    if name == "kernels":
-        fusedrnn.backends.KERNEL_BACKENDS["triton"] = plain_kernels.__name__
-        return "triton"
-    return name
 
 
 def worker(rank, port, out_path):
@@ -83,10 +45,7 @@ def worker(rank, port, out_path):
 
 
 def test_ddp_two_processes_equals_single_process_on_full_batch(monkeypatch):
-    with tempfile.TemporaryDirectory() as tmp:
-        out = os.path.join(tmp, "result")
-        run_workers(worker, WORLD, out)
-        results = [torch.load(f"{out}.{r}") for r in range(WORLD)]
+    results = worker_results(worker, WORLD)
     monkeypatch.setitem(fusedrnn.backends.KERNEL_BACKENDS, "triton", plain_kernels.__name__)
     for name in BACKENDS:
         single = Model("triton" if name == "kernels" else name)

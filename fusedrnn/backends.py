@@ -23,7 +23,7 @@ from typing import NamedTuple
 
 import torch
 
-from . import tuning
+from . import onnx_export, tuning
 from .ops.common import GATES, check_int32_indexing, int32_overflow
 
 BACKENDS = ("auto", "cuda", "triton", "reference", "torch")
@@ -124,6 +124,8 @@ def choose(requested: str, device: torch.device, cell: str, dtype, hidden_size: 
     offsets (T*B*D*G*H or D*G*H*P above 2**31 - 1, `directions` = D) runs torch.nn under
     'auto' and raises ValueError for an explicit kernel backend, before anything is allocated."""
     name = requested_name(requested)
+    if name != "torch" and onnx_export.exporting():
+        return Choice(*onnx_export.backend_for_export(name, cell, proj_size))
     if name == "auto":
         if device.type != "cuda":
             return Choice("torch", f"the input is on {device.type}, where 'auto' runs torch.nn's own implementation")

@@ -8,65 +8,24 @@ are not part of single contiguous chunk of memory"), and no warning of that kind
 emitted. The warning itself only exists on CUDA; tests/gpu/test_integration_gpu.py
 checks it there with non-contiguous weights.
 """
-import os
-import socket
-import tempfile
-import time
 import warnings
 
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
-from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 import fusedrnn
 import plain_kernels  # registers itself with the custom ops
+from distributed_model import Model, backend_name, batch, train
+from spawn_workers import join_gloo, worker_results
 
-WORLD, STEPS, BATCH = 2, 4, 6
+WORLD = 2
 BACKENDS = ["reference", "kernels"]
 
 
-class Model(nn.Module):
-    def __init__(self, backend):
-        super().__init__()
-        torch.manual_seed(0)
-        self.rnn = fusedrnn.LSTM(3, 5, num_layers=2, bidirectional=True, backend=backend, dtype=torch.float64)
-        self.head = nn.Linear(10, 1, dtype=torch.float64)
-
-    def forward(self, x):
-        return self.head(self.rnn(x)[0])
-
-
-def batch(step):
-    g = torch.Generator().manual_seed(100 + step)
-    return torch.randn(4, BATCH, 3, generator=g, dtype=torch.float64), \
-        torch.randn(4, BATCH, 1, generator=g, dtype=torch.float64)
-
-
-def train(model, rank=0, world=1):
-    opt = torch.optim.SGD(model.parameters(), lr=0.5, momentum=0.9)
-    per = BATCH // world
-    for step in range(STEPS):
-        x, target = batch(step)
-        sl = slice(rank * per, (rank + 1) * per)
-        loss = (model(x[:, sl]) - target[:, sl]).square().mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-
-
-def backend_name(name):
-    if name == "kernels":
-        fusedrnn.backends.KERNEL_BACKENDS["triton"] = plain_kernels.__name__
-        return "triton"
-    return name
-
-
 def worker(rank, port, out_path):
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)  # two processes share the cores
-    dist.init_process_group("gloo", rank=rank, world_size=WORLD)
+    join_gloo(rank, WORLD, port)
     torch_rnn_calls = []
     real_lstm = torch._VF.lstm
     torch._VF.lstm = lambda *a, **k: torch_rnn_calls.append(1) or real_lstm(*a, **k)
@@ -85,27 +44,8 @@ def worker(rank, port, out_path):
     dist.destroy_process_group()
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def run_workers(out_path, timeout=60):
-    ctx = mp.spawn(worker, args=(free_port(), out_path), nprocs=WORLD, join=False)
-    deadline = time.monotonic() + timeout
-    while not ctx.join(timeout=1):
-        if time.monotonic() > deadline:
-            for p in ctx.processes:
-                p.kill()
-            raise AssertionError(f"DDP workers did not finish within {timeout} s")
-
-
 def test_ddp_two_processes_equals_single_process_on_full_batch(monkeypatch):
-    with tempfile.TemporaryDirectory() as tmp:
-        out = os.path.join(tmp, "result")
-        run_workers(out)
-        results = [torch.load(f"{out}.{r}") for r in range(WORLD)]
+    results = worker_results(worker, WORLD)
     monkeypatch.setitem(fusedrnn.backends.KERNEL_BACKENDS, "triton", plain_kernels.__name__)
     for name in BACKENDS:
         single = Model("triton" if name == "kernels" else name)

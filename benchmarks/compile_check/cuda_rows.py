@@ -30,6 +30,7 @@ import sys
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 
+from . import sass_path
 from .rows import Row, occupancy
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -83,6 +84,7 @@ def _cache_key(arch: int, nvcc: str, flags: list[str]) -> str:
     h.update(version.encode())
     h.update(" ".join(flags).encode())
     h.update(str(arch).encode())
+    h.update(b"critical-path v1")  # the cached facts carry sass_path's counts
     return h.hexdigest()[:20]
 
 
@@ -169,13 +171,34 @@ def _compile_cell(cell: str, nvcc: str, flags: list[str], tmp: str, cuobjdump: s
     if r.returncode != 0:
         raise RuntimeError(f"nvcc failed on {os.path.relpath(src, ROOT)}:\n{r.stderr[-3000:]}")
     facts = parse_ptxas(r.stderr + r.stdout)
-    tc = {}
+    tc, paths = {}, {}
     if cuobjdump:
         s = subprocess.run([cuobjdump, "-sass", cubin], capture_output=True, text=True)
         tc = parse_sass_mma(s.stdout) if s.returncode == 0 else {}
+        e = subprocess.run([cuobjdump, "-elf", cubin], capture_output=True, text=True)
+        if s.returncode == 0 and e.returncode == 0:
+            paths = critical_paths(s.stdout, e.stdout)
     for name, f in facts.items():
         f["tc"] = tc.get(name, "?") if cuobjdump else "?"
+        f["path"] = paths.get(name)
     return facts
+
+
+def critical_paths(sass: str, elf: str) -> dict[str, dict]:
+    """{mangled name: {tier: critical-path counts}} of every kernel in a cubin's SASS. The
+    persistent kernel holds all three tiers behind runtime branches on Layout::tier (the
+    first word of its second parameter), so it is walked once per tier with that value
+    known; a per-step kernel (one launch per step) is walked once, under "step"."""
+    funcs = sass_path.parse(sass)
+    offsets = sass_path.param_offsets(elf)
+    out = {}
+    for name, insts in funcs.items():
+        if "persistent_kernel" in name and 1 in offsets.get(name, {}):
+            at = sass_path.PARAM_BASE_SM90 + offsets[name][1]
+            out[name] = {str(t): sass_path.analyse(insts, {at: t}).as_dict() for t in (1, 2, 3)}
+        else:
+            out[name] = {"step": sass_path.analyse(insts).as_dict()}
+    return out
 
 
 def kernel_facts(arch: int, jobs: int | None = None) -> dict[tuple, dict]:
@@ -251,6 +274,7 @@ def _recurrence_rows(facts, lim, cell, dtype, B, H, anchor, proj=0, directions=1
                 out.append(row)
                 continue
             row.regs, row.spill_bytes, row.tensor_cores = f["regs"], f["spill"], f["tc"]
+            set_path(row, f.get("path"), p, kind, dtype)
             if kind == "persistent":
                 row.smem = f["static_smem"] + p["smem_bytes"]
                 row.grid = (p["grid"],)
@@ -265,6 +289,30 @@ def _recurrence_rows(facts, lim, cell, dtype, B, H, anchor, proj=0, directions=1
                 row.grid = (p["step"]["grid_x"] if kind == "step" else p["step"].get("grid_x2", 0), p["step"]["grid_y"])
             out.append(row)
     return out
+
+
+def set_path(row: Row, path: dict | None, plan: dict, kind: str, dtype: str):
+    """The row's critical-path counts (its tier's walk of the SASS) and the machine model's
+    µs per step of them; a per-step kernel adds one launch per step."""
+    if not path:
+        return
+    from fusedrnn import machine  # noqa: PLC0415
+    key = str(plan["layout"]["tier"]) if kind == "persistent" else "step"
+    c = path.get(key)
+    if c is None:
+        return
+    rep = sass_path.PathReport(**c)
+    row.round_trips, row.barriers = c["round_trips"], c["barriers"] + c["cluster_barriers"]
+    row.insts_per_step = c["insts_per_step"]
+    m = machine.current()
+    terms = sass_path.predicted_terms(rep, m, 32 if dtype == "fp32" else 16, THREADS // 32)
+    if kind != "persistent":
+        terms["launch"] = m["launch_us"]
+        terms["total"] += m["launch_us"]
+    row.path = dict(c, terms=terms)
+    row.predicted_us = round(terms["total"], 2)
+    if kind == "persistent":
+        row.extra_passes = sum(st["NP"] - 1 for st in plan["layout"]["stages"])
 
 
 def _cell_step_row(facts, lim, cell, dtype, B, I, H, anchor) -> Row:

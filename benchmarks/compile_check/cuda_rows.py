@@ -5,7 +5,9 @@ given the target's limits, no GPU) says what would be launched: the persistent k
 on its tier (grid, cluster, dynamic shared memory) or the per-step kernel(s). Each row then
 carries the registers, spills and static shared memory of that exact template
 instantiation, from an `nvcc -Xptxas -v` build of csrc/kernels/<cell>.cu for the target
-architecture, and whether its SASS uses the tensor cores (HMMA/HGMMA, via cuobjdump).
+architecture, whether its SASS uses the tensor cores (HMMA/HGMMA, via cuobjdump), and the
+critical path of one step read from that SASS (sass_path.py; the persistent kernel's walk
+for the plan's tier): round_trips, barriers, insts_per_step and the machine model's µs/step.
 
 Besides the requested cases, every run adds the kernel contract v2's cases for the cells
 and dtypes asked for (V2_CASES): both directions in one launch (variant "D2"), the LSTM
@@ -27,7 +29,6 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 from concurrent.futures import ThreadPoolExecutor
 
 from . import sass_path
@@ -84,7 +85,7 @@ def _cache_key(arch: int, nvcc: str, flags: list[str]) -> str:
     h.update(version.encode())
     h.update(" ".join(flags).encode())
     h.update(str(arch).encode())
-    h.update(b"critical-path v1")  # the cached facts carry sass_path's counts
+    h.update(b"cubins kept")  # the cache folder holds the cubins the critical paths are read from
     return h.hexdigest()[:20]
 
 
@@ -164,35 +165,34 @@ def kernel_key(demangled: str) -> tuple[str, str, str, str] | None:
     return None
 
 
-def _compile_cell(cell: str, nvcc: str, flags: list[str], tmp: str, cuobjdump: str | None) -> dict:
-    cubin = os.path.join(tmp, f"{cell}.cubin")
+def _compile_cell(cell: str, nvcc: str, flags: list[str], out_dir: str, cuobjdump: str | None) -> dict:
+    cubin = os.path.join(out_dir, f"{cell}.cubin")
     src = os.path.join(CSRC, "kernels", f"{cell}.cu")
     r = subprocess.run([nvcc] + flags + [src, "-o", cubin], capture_output=True, text=True)
     if r.returncode != 0:
         raise RuntimeError(f"nvcc failed on {os.path.relpath(src, ROOT)}:\n{r.stderr[-3000:]}")
     facts = parse_ptxas(r.stderr + r.stdout)
-    tc, paths = {}, {}
+    tc = {}
     if cuobjdump:
         s = subprocess.run([cuobjdump, "-sass", cubin], capture_output=True, text=True)
         tc = parse_sass_mma(s.stdout) if s.returncode == 0 else {}
-        e = subprocess.run([cuobjdump, "-elf", cubin], capture_output=True, text=True)
-        if s.returncode == 0 and e.returncode == 0:
-            paths = critical_paths(s.stdout, e.stdout)
     for name, f in facts.items():
         f["tc"] = tc.get(name, "?") if cuobjdump else "?"
-        f["path"] = paths.get(name)
     return facts
 
 
 def critical_paths(sass: str, elf: str) -> dict[str, dict]:
-    """{mangled name: {tier: critical-path counts}} of every kernel in a cubin's SASS. The
-    persistent kernel holds all three tiers behind runtime branches on Layout::tier (the
-    first word of its second parameter), so it is walked once per tier with that value
-    known; a per-step kernel (one launch per step) is walked once, under "step"."""
+    """{mangled name: {tier: critical-path counts}} of the recurrence kernels in a cubin's
+    SASS. The persistent kernel holds all three tiers behind runtime branches on
+    Layout::tier (the first word of its second parameter), so it is walked once per tier
+    with that value known; a per-step kernel (one launch per step) is walked once, under
+    "step". The decode step's kernels are not recurrences: skipped."""
     funcs = sass_path.parse(sass)
     offsets = sass_path.param_offsets(elf)
     out = {}
     for name, insts in funcs.items():
+        if "cell_step_kernel" in name:
+            continue
         if "persistent_kernel" in name and 1 in offsets.get(name, {}):
             at = sass_path.PARAM_BASE_SM90 + offsets[name][1]
             out[name] = {str(t): sass_path.analyse(insts, {at: t}).as_dict() for t in (1, 2, 3)}
@@ -201,35 +201,72 @@ def critical_paths(sass: str, elf: str) -> dict[str, dict]:
     return out
 
 
+def _demangled_keys(names: list[str]) -> dict[str, tuple[str, str]]:
+    """{mangled name: ("kind|pass|cell|dtype", demangled name)} of the kernels kernel_key knows."""
+    filt = _tool("c++filt") or _tool("cu++filt")
+    if filt is None:
+        raise RuntimeError("c++filt not found: cannot name the compiled kernels")
+    dem = subprocess.run([filt], input="\n".join(names), capture_output=True, text=True, check=True).stdout
+    out = {}
+    for name, d in zip(names, dem.splitlines()):
+        key = kernel_key(d)
+        if key:
+            out[name] = ("|".join(key), d.split("(")[0].replace("void ", ""))
+    return out
+
+
+def _write_json(path: str, data) -> None:
+    with open(path + ".tmp", "w") as f:
+        json.dump(data, f, indent=1)
+    os.replace(path + ".tmp", path)
+
+
+def _path_key() -> str:
+    """The critical-path reader's version: a hash of sass_path.py."""
+    with open(sass_path.__file__, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()[:12]
+
+
 def kernel_facts(arch: int, jobs: int | None = None) -> dict[tuple, dict]:
-    """{(kind, direction, cell, dtype): {regs, spill, stack, static_smem, tc}} for sm_<arch>."""
+    """{(kind, direction, cell, dtype): {regs, spill, stack, static_smem, tc, path}} for
+    sm_<arch>. The build (facts and cubins) is cached by a hash of csrc/; the critical paths
+    read from the cubins (sass_path) by a hash of the reader as well."""
     flags, nvcc = _nvcc_flags(arch)
     if nvcc is None:
         raise RuntimeError("nvcc not found: the cuda rows need it (CUDA_HOME or PATH)")
     cache_dir = os.environ.get("FUSEDRNN_COMPILE_CACHE", os.path.join(ROOT, "build", "compile_check"))
-    path = os.path.join(cache_dir, f"cuda_sm{arch}_{_cache_key(arch, nvcc, flags)}.json")
-    if os.path.isfile(path):
+    key = f"cuda_sm{arch}_{_cache_key(arch, nvcc, flags)}"
+    path, cubins = os.path.join(cache_dir, key + ".json"), os.path.join(cache_dir, key)
+    have_cubins = all(os.path.isfile(os.path.join(cubins, f"{c}.cubin")) for c in CELLS)
+    cuobjdump = _tool("cuobjdump")
+    if os.path.isfile(path) and have_cubins:
         with open(path) as f:
             raw = json.load(f)
     else:
-        cuobjdump = _tool("cuobjdump")
-        with tempfile.TemporaryDirectory() as tmp, ThreadPoolExecutor(max_workers=jobs or os.cpu_count() or 1) as ex:
-            parts = list(ex.map(lambda c: _compile_cell(c, nvcc, flags, tmp, cuobjdump), CELLS))
+        os.makedirs(cubins, exist_ok=True)
+        with ThreadPoolExecutor(max_workers=jobs or os.cpu_count() or 1) as ex:
+            parts = list(ex.map(lambda c: _compile_cell(c, nvcc, flags, cubins, cuobjdump), CELLS))
         mangled = {name: f for part in parts for name, f in part.items()}
-        filt = _tool("c++filt") or _tool("cu++filt")
-        if filt is None:
-            raise RuntimeError("c++filt not found: cannot name the compiled kernels")
-        names = list(mangled)
-        dem = subprocess.run([filt], input="\n".join(names), capture_output=True, text=True, check=True).stdout
-        raw = {}
-        for name, d in zip(names, dem.splitlines()):
-            key = kernel_key(d)
-            if key:
-                raw["|".join(key)] = dict(mangled[name], name=d.split("(")[0].replace("void ", ""))
-        os.makedirs(cache_dir, exist_ok=True)
-        with open(path + ".tmp", "w") as f:
-            json.dump(raw, f, indent=1)
-        os.replace(path + ".tmp", path)
+        raw = {k: dict(mangled[name], name=d) for name, (k, d) in _demangled_keys(list(mangled)).items()}
+        _write_json(path, raw)
+    ppath = os.path.join(cache_dir, f"{key}_path_{_path_key()}.json")
+    if os.path.isfile(ppath):
+        with open(ppath) as f:
+            paths = json.load(f)
+    elif cuobjdump is None:
+        paths = {}
+    else:
+        paths = {}
+        for cell in CELLS:
+            cubin = os.path.join(cubins, f"{cell}.cubin")
+            sass = subprocess.run([cuobjdump, "-sass", cubin], capture_output=True, text=True, check=True).stdout
+            elf = subprocess.run([cuobjdump, "-elf", cubin], capture_output=True, text=True, check=True).stdout
+            found = critical_paths(sass, elf)
+            for name, (k, _) in _demangled_keys(list(found)).items():
+                paths[k] = found[name]
+        _write_json(ppath, paths)
+    for k, f in raw.items():
+        f["path"] = paths.get(k)
     return {tuple(k.split("|")): v for k, v in raw.items()}
 
 

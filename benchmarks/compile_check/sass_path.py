@@ -177,14 +177,20 @@ _CMP = {"EQ": lambda a, b: a == b, "NE": lambda a, b: a != b, "LT": lambda a, b:
         "LE": lambda a, b: a <= b, "GT": lambda a, b: a > b, "GE": lambda a, b: a >= b}
 
 
-def known_values(insts: list[Inst], params: dict[int, int]) -> dict[str, int | bool]:
-    """Values of the registers and predicates that have one definition in the function,
-    computable from `params` ({constant-bank offset: 32-bit value}) and immediates."""
+def known_guards(insts: list[Inst], params: dict[int, int]) -> dict[int, bool]:
+    """{instruction index: value of its guard predicate} where that value follows from
+    `params` ({constant-bank offset: 32-bit value}) and immediates: a forward scan that
+    evaluates LDC/ULDC/MOV/IMAD.MOV and ISETP/UISETP within each basic block (a value is
+    forgotten at a branch target, where another path joins), plus registers defined once in
+    the function (valid everywhere)."""
     ndef: dict[str, int] = {}
     for i in insts:
         for r in dests(i):
             ndef[r] = ndef.get(r, 0) + 1
-    val: dict[str, int | bool] = {"PT": True, "UPT": True}
+    index = {i.addr: n for n, i in enumerate(insts)}
+    joins = {index[t] for i in insts if (t := i.branch_target()) is not None and t in index}
+    glob: dict[str, int | bool] = {"PT": True, "UPT": True}
+    val: dict[str, int | bool] = dict(glob)
 
     def operand(o: str):
         o = o.strip()
@@ -199,48 +205,56 @@ def known_values(insts: list[Inst], params: dict[int, int]) -> dict[str, int | b
             return params.get(int(m.group(1), 16))
         if re.fullmatch(r"-?0x[0-9a-f]+|-?\d+", o):
             return int(o, 0)
-        if o in val:
-            v = val[o]
-            return (not v) if neg and isinstance(v, bool) else v
-        return None
+        v = val.get(o)
+        if v is None:
+            return None
+        return (not v) if neg and isinstance(v, bool) else v
 
-    for i in insts:
-        ds = dests(i)
-        if not ds or any(ndef.get(d, 0) != 1 for d in ds[:1]) or i.guard:
-            continue
+    def evaluate(i: Inst):
         mods = i.op.split(".")
         if i.base in ("LDC", "ULDC", "MOV", "UMOV") and len(i.operands) == 2 and "64" not in mods:
-            v = operand(i.operands[1])
-            if v is not None:
-                val[ds[0]] = v
-        elif i.base == "IMAD" and "MOV" in mods and len(i.operands) == 4:
-            v = operand(i.operands[3])
-            if v is not None and operand(i.operands[1]) == 0:
-                val[ds[0]] = v
-        elif i.base in ("ISETP", "UISETP") and "EX" not in mods and len(i.operands) == 5:
+            return operand(i.operands[1])
+        if i.base == "IMAD" and "MOV" in mods and len(i.operands) == 4 and operand(i.operands[1]) == 0:
+            return operand(i.operands[3])
+        if i.base in ("ISETP", "UISETP") and "EX" not in mods and len(i.operands) == 5:
             cmp = next((c for c in mods if c in _CMP), None)
             a, b, c = operand(i.operands[2]), operand(i.operands[3]), operand(i.operands[4])
             if cmp is None or a is None or b is None or c is None:
-                continue
+                return None
             if "U32" in mods:
                 a, b = a & 0xFFFFFFFF, b & 0xFFFFFFFF
             r = _CMP[cmp](a, b)
-            r = (r and c) if "AND" in mods else (r or c) if "OR" in mods else (r != c)
-            val[i.operands[0].strip()] = bool(r)
-    return val
+            return bool((r and c) if "AND" in mods else (r or c) if "OR" in mods else (r != c))
+        return None
+
+    guards: dict[int, bool] = {}
+    for n, i in enumerate(insts):
+        if n in joins:
+            val = dict(glob)
+        if i.guard:
+            g = val.get(i.guard.lstrip("!"))
+            if isinstance(g, bool):
+                guards[n] = (not g) if i.guard.startswith("!") else g
+        ds = dests(i)
+        v = evaluate(i) if not i.guard else None
+        for d in ds:
+            val.pop(d, None)
+        if ds and v is not None:
+            val[ds[0]] = v
+            if ndef.get(ds[0]) == 1:
+                glob[ds[0]] = v
+    return guards
 
 
-def _guard_value(inst: Inst, val) -> bool | None:
+def _guard_value(inst: Inst, known: bool | None) -> bool | None:
+    """Whether a branch is taken: True / False, or None (not known). known: its guard's value."""
     if inst.base == "BRA" and ".DIV" in inst.op:
         return False  # taken only by a divergent warp (an out-of-line slow path): the floor assumes none
     if inst.base == "BRA" and any(re.fullmatch(r"!?U?P[0-6T]", o.strip()) for o in inst.operands):
         return None  # a second predicate operand: not resolved
     if inst.guard is None:
         return True
-    v = val.get(inst.guard.lstrip("!"))
-    if not isinstance(v, bool):
-        return None
-    return (not v) if inst.guard.startswith("!") else v
+    return known
 
 
 # --- the step loop and the walk -------------------------------------------------------
@@ -346,7 +360,7 @@ def analyse(insts: list[Inst], params: dict[int, int] | None = None, inner_trips
     """The critical-path report of one kernel's step (module docstring). inner_trips: the
     iterations of each innermost non-poll loop inside the step loop (e.g. streamed k-chunks);
     outer_trips: of the non-poll loops around those (e.g. tiles)."""
-    val = known_values(insts, params or {})
+    guards = known_guards(insts, params or {})
     rep = PathReport()
     sl = step_loop(insts)
     lo, hi = sl if sl else (0, len(insts) - 1)
@@ -365,7 +379,7 @@ def analyse(insts: list[Inst], params: dict[int, int] | None = None, inner_trips
         reach.add(n)
         i = insts[n]
         t = i.branch_target()
-        g = _guard_value(i, val)
+        g = _guard_value(i, guards.get(n))
         if t is not None and t in index:
             if g is None and index[t] > n:
                 unknown.add(n)
@@ -382,9 +396,11 @@ def analyse(insts: list[Inst], params: dict[int, int] | None = None, inner_trips
     # exchanged data moves in 64/128-bit or cp.async loads)
     flags = {k for k in range(lo, last + 1) if insts[k].is_strong_load()
              and (insts[k].base.startswith("ATOM") or not {"64", "128"} & set(insts[k].op.split(".")))}
-    # a poll: an inner loop around a flag load and no MMA (runs once: the flag is assumed ready)
+    # a poll: an innermost loop around a flag load and no MMA (runs once: the flag is assumed
+    # ready); a loop around polls (e.g. over producers) is a work loop
     polls = {b for b, a in inner.items() if any(k in flags for k in range(a, b + 1))
-             and not any(insts[k].base in MMA for k in range(a, b + 1))}
+             and not any(insts[k].base in MMA for k in range(a, b + 1))
+             and not any(a < a2 and b2 < b for b2, a2 in inner.items())}
     # a rotated poll (`if not ready: do { poll } while not ready`) is skipped by a branch
     # before it to just past its back edge: with the flag ready at the first look, it never runs
     guarded = {b for b in polls if any(insts[k].branch_target() is not None

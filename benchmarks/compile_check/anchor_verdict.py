@@ -129,13 +129,20 @@ def markdown(rows, m: dict) -> str:
 
 
 def load_rows(paths) -> list:
-    """Rows from compile-gate --json files (or critical_path JSON lines are not rows: use the gate)."""
+    """Rows from compile-gate --json files, or from critical_path's JSON lines (*.jsonl)."""
     out = []
     for path in paths:
         with open(path) as f:
-            for d in json.load(f)["rows"]:
-                d = dict(d, grid=tuple(d.get("grid", ())))
-                out.append(Row(**d))
+            if not path.endswith(".jsonl"):
+                out += [Row(**dict(d, grid=tuple(d.get("grid", ())))) for d in json.load(f)["rows"]]
+                continue
+            for line in f:
+                d = json.loads(line)
+                out.append(Row(d["backend"], "", d["cell"], d["dtype"], d["B"], d["H"], d["direction"],
+                               "D1" if d["backend"] == "triton" else "any", d["launch"],
+                               predicted_us=d["predicted_us"], round_trips=d["round_trips"], barriers=d["barriers"],
+                               insts_per_step=d["insts_per_step"], extra_passes=d.get("extra_passes", 0),
+                               path=dict(flag_round_trips=d.get("flag_round_trips"), terms=d.get("terms", {}))))
     return out
 
 

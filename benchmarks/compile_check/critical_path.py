@@ -38,7 +38,7 @@ def triton_path(cell: str, dtype: str, B: int, H: int, direction: str) -> dict:
     from . import sass_path
     rep = sass_path.analyse(res["insts"], {}, *tr.step_trips(lau, case, direction))
     return dict(rep.as_dict(), launch=row.layout, extra_passes=0, predicted_us=row.predicted_us,
-                loads=[[hex(a), op, d, f] for a, op, d, f in rep.loads])
+                terms=row.path["terms"], loads=[[hex(a), op, d, f] for a, op, d, f in rep.loads])
 
 
 def cuda_path(cell: str, dtype: str, B: int, H: int, direction: str) -> dict:
@@ -50,9 +50,15 @@ def cuda_path(cell: str, dtype: str, B: int, H: int, direction: str) -> dict:
     if any(r.error or r.round_trips is None for r in rows):
         raise RuntimeError(f"no critical path for {cell} {dtype} B{B} H{H} {direction}: {rows}")
     # the per-step tier's kernels of one step (a projection has two) run one after the other
+    terms: dict = {}
+    for r in rows:
+        for k, v in r.path["terms"].items():
+            terms[k] = terms.get(k, 0.0) + v
     return dict(round_trips=sum(r.round_trips for r in rows), barriers=sum(r.barriers for r in rows),
+                flag_round_trips=sum(r.path.get("flag_round_trips", 0) for r in rows),
                 insts_per_step=sum(r.insts_per_step for r in rows), launch=rows[0].layout,
-                extra_passes=sum(r.extra_passes for r in rows), predicted_us=sum(r.predicted_us for r in rows))
+                extra_passes=sum(r.extra_passes for r in rows), predicted_us=sum(r.predicted_us for r in rows),
+                terms=terms)
 
 
 def path(backend: str, cell: str, dtype: str, B: int, H: int, direction: str) -> dict:

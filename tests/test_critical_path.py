@@ -27,7 +27,14 @@ AWAITING = "awaiting #29 kernel work"
 
 #: (backend, cell, dtype, B, H, direction) of the kernels over the limit at this commit, with
 #: the round trips the check read (benchmarks/NOTES.md, "Critical path")
-OVER_TODAY: dict[tuple, int] = {}
+OVER_TODAY: dict[tuple, int] = {
+    # Triton: the grid barrier's poll, then one round trip per resident piece of h or per
+    # streamed W_hh chunk (each waited for before the next is loaded); fp32 two per chunk
+    ("triton", "rnn_tanh", "bf16", 1, 256, "fwd"): 3,
+    ("triton", "rnn_tanh", "bf16", 1, 256, "bwd"): 5,
+    ("triton", "gru", "bf16", 8, 128, "bwd"): 7,
+    ("triton", "lstm", "fp32", 1, 256, "fwd"): 9,
+}
 
 TRITON_CASES = (("rnn_tanh", "bf16", 1, 256, "fwd"), ("rnn_tanh", "bf16", 1, 256, "bwd"),
                 ("lstm", "bf16", 8, 128, "fwd"), ("gru", "bf16", 8, 128, "bwd"),

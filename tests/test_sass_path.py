@@ -170,3 +170,21 @@ def test_kernel_parameter_offsets_from_the_elf():
 	Value:	Index : 0x0	Ordinal : 0x0	Offset  : 0x0	Size    : 0x80
 """
     assert sass_path.param_offsets(elf) == {"_Z3fooi": {1: 0x80, 0: 0}}
+
+
+def test_the_anchor_verdict_counts_auto_and_each_backend():
+    """Two anchor rows (LSTM B1·H256 bf16, fw and fwbw): cuDNN's fastest dtype is 14.21 and
+    31.46 µs/step; Triton predicted slower, CUDA faster: auto takes the faster backend per row."""
+    from benchmarks.compile_check.anchor_verdict import verdict_lines
+    from benchmarks.compile_check.rows import Row
+
+    def row(backend, direction, us):
+        return Row(backend, "k", "lstm", "bf16", 1, 256, direction, "D1" if backend == "triton" else "any", "grid",
+                   predicted_us=us)
+    rows = [row("triton", "fwd", 20.0), row("triton", "bwd", 20.0), row("cuda", "fwd", 7.0), row("cuda", "bwd", 7.0)]
+    lines = verdict_lines(rows, machine.load())
+    assert lines[0].startswith("predicted: bf16 beats cuDNN on 2 of 2 anchor rows, geomean ")
+    assert "predicted (triton): bf16 beats cuDNN on 0 of 2" in lines[1]
+    assert "predicted (cuda): bf16 beats cuDNN on 2 of 2" in lines[2]
+    geo = float(lines[0].rsplit(" ", 1)[1])
+    assert abs(geo - ((14.21 / 7.0) * (31.46 / 14.0)) ** 0.5) < 0.01  # GEMMs of B1 are negligible

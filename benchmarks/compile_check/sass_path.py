@@ -1,26 +1,29 @@
 """The critical path of one recurrence step, read from a kernel's SASS (`cuobjdump -sass`).
 
-Method (benchmarks/NOTES.md, "Critical-path report", has a worked example):
+Method (benchmarks/NOTES.md, "Critical path read from the compiled code", has a worked example):
 
 1. The step loop. Every backward branch `BRA target` (target below the branch) closes a
    loop [target, branch]. The step loop is the outermost such loop whose body holds a
    tensor-core instruction (HMMA/HGMMA): the time loop is the only loop around the
    recurrent matmul (k-chunk and pass loops sit inside it, set-up loops hold no matmul).
    A kernel with no such loop (the per-step kernels: one launch per step) is one step.
-2. The path. The body is walked in address order. A forward branch whose predicate is
-   known (a register or predicate defined once in the function from kernel parameters
-   given as known values, e.g. the CUDA layout's tier, and immediates) is followed;
-   an unknown one is not taken, so both sides are walked: an upper bound over the
-   branch's paths. An inner loop runs once if it is a poll (its body holds a strong or
-   atomic global load: the flag is assumed ready, the floor) and `inner_trips` times
-   otherwise (default 1: e.g. a k-chunk loop whose count is a runtime value).
+2. The path. The instructions reachable from the loop head inside the loop, walked in
+   address order. A forward branch whose predicate follows from known kernel parameters
+   (`known_guards`: e.g. the CUDA layout's tier) and immediates is resolved; any other is
+   walked on both sides (an upper bound over its paths); code placed out of line past the
+   loop (timeouts, `BRA.DIV` slow paths) is not followed. A poll (an innermost loop around
+   a one-word strong load or an atomic, with no MMA) runs once (the flag is ready at the
+   first look, the floor), or not at all when a branch before it jumps past it (a rotated
+   `if not ready: do poll while not ready`). Other inner loops run `inner_trips` times
+   (innermost) or `outer_trips` (around those); default once.
 3. Dependent round trips. A warp issues in order and stalls at the first instruction
    that reads a register a load has not yet written (or at DEPBAR for cp.async). So a
    global load (LDG, LD, LDGSTS, ATOM/ATOMG) issued after such a stall depends on the
    load waited for: its depth is 1 + the deepest load waited for so far. The walk repeats
    the body three times; round trips per step = the growth of that depth over the last
    repetition (loads prefetched for the next step count where they are waited for).
-   A round trip is a flag round trip if the load is strong/acquire or atomic, else an L2
+   A round trip is a flag round trip if the load is an atomic or a one-word strong load
+   (flags, counters; exchanged data moves in 64/128-bit or cp.async loads), else an L2
    round trip.
 4. Barriers per step: BAR.SYNC/BAR.RED (CTA), UCGABAR_WAIT (cluster). Instructions per
    warp per step: every instruction on the path but NOP. Dependent mma chain: the
@@ -290,7 +293,6 @@ class PathReport:
     loop: tuple | None = None     # (first, last) address of the step loop; None: whole kernel
     unknown_branches: int = 0     # forward branches walked on both sides
     loads: list = field(default_factory=list)  # (address, opcode, depth in this step, flag) per global load
-    notes: list = field(default_factory=list)
 
     def as_dict(self) -> dict:
         return {k: getattr(self, k) for k in ("round_trips", "flag_round_trips", "barriers", "cluster_barriers",

@@ -5,6 +5,7 @@
 // warp split (KS, WM, WN) of the step matmul; keep the one the cost model says is fastest.
 // The model (one table below) is also what benchmarks/NOTES.md predicts from.
 #include "plan.h"
+#include "machine_model.h"
 
 #include <algorithm>
 #include <map>
@@ -20,24 +21,26 @@ namespace {
 long long cdiv(long long a, long long b) { return (a + b - 1) / b; }
 long long rup(long long a, long long b) { return cdiv(a, b) * b; }
 
-// The cost model's constants: H100 SXM figures (measured ones from ANCHORS, the rest
-// assumed and marked so); per SM unless said otherwise.
+// The cost model's constants: the machine model of fusedrnn/machine.py (one set for both
+// backends, generated into machine_model.h), per SM unless said otherwise.
 struct Model {
-  double clk_per_us = 1750;          // SM clock under load, cycles per microsecond
-  double smem_bytes_per_clk = 128;   // shared-memory bandwidth
-  double l2_bytes_per_clk = 64;      // one SM's share of L2 reads (assumed)
-  double l2_total_bytes_per_us = 5.5e6;   // all SMs together (assumed 5.5 TB/s)
-  double hbm_bytes_per_us = 3.0e6;        // 3.0 TB/s
-  double dsmem_bytes_per_clk = 32;   // stores into other CTAs' shared memory (assumed)
-  double cta_sync_us = 0.03;         // the __syncthreads of one step
-  double cluster_barrier_us = 0.30;  // barrier.cluster arrive + wait (assumed, unmeasured)
-  double flag_exchange_us = 0.80;    // release store -> L2 -> acquire poll -> copy issued (assumed;
-                                     // the measured cooperative grid barrier is 1.12)
+  double clk_per_us = machine::clock_ghz * 1e3;                       // SM clock, cycles per microsecond
+  double smem_bytes_per_clk = machine::smem_bytes_per_clk;            // shared-memory bandwidth
+  double l2_bytes_per_clk = machine::l2_bw_per_sm_gbs * 1e3 / clk_per_us;  // one SM's share of L2 reads
+  double l2_total_bytes_per_us = machine::l2_bw_gbs * 1e3;            // all SMs together
+  double hbm_bytes_per_us = machine::hbm_bw_gbs * 1e3;
+  double dsmem_bytes_per_clk = machine::dsmem_bytes_per_clk;          // stores into other CTAs' shared memory
+  double cta_sync_us = machine::cta_sync_us;                          // the __syncthreads of one step
+  double cluster_barrier_us = machine::cluster_barrier_us;            // barrier.cluster arrive + wait
+  // the grid tier's exchange: the flag's release -> acquire round trip, then the dependent
+  // load of the data it guards (two round trips on the step's path)
+  double flag_exchange_us = machine::flag_round_trip_us + machine::l2_latency_us;
   double pointwise_clk = 250;        // the cell's expf/tanhf chain and its stores, per pair round
   double proj_pointwise_clk = 100;   // the projection's pointwise: a select, stores (assumed)
-  double kstep_latency_clk = 24;     // one dependent ldmatrix + mma k-step of a warp
-  double launch_us = 3.9;            // one kernel launch (measured), the per-step fallback's floor
-  double fma_per_clk = 128;          // fp32 FMA units (the per-step kernel's matmul)
+  double mma_dep_clk_16 = machine::mma_dep_cycles_bf16;       // one dependent mma.sync k-step of a warp
+  double mma_dep_clk_32 = 3 * machine::mma_dep_cycles_tf32;   // fp32: 3xTF32, three dependent tf32 mmas
+  double launch_us = machine::launch_us;                      // one kernel launch, the per-step fallback's floor
+  double fma_per_clk = machine::fma_per_clk;                  // fp32 FMA units (the per-step kernel's matmul)
 };
 constexpr Model kModel{};
 
@@ -61,7 +64,8 @@ Split best_split(int MT, int NT, int nk, int esize, int BG, int ldp, long long p
         if ((long long)KS * BG * ldp * 4 > part_budget) continue;
         const long long MG = cdiv(MT, WM), NG = cdiv(NT, WN), items = MG * NG * KS;
         const double rounds = (double)cdiv(items, kWarps), kper = (double)cdiv(nk, KS);
-        const double chain = rounds * kper * std::max(kModel.kstep_latency_clk, WM * WN * issue);
+        const double dep = esize == 2 ? kModel.mma_dep_clk_16 : kModel.mma_dep_clk_32;
+        const double chain = rounds * kper * std::max(dep, WM * WN * issue);
         const double bytes = (double)nk * (512.0 * MT * NG + 256.0 * NT * MG);  // ldmatrix traffic
         const double bw = bytes / kModel.smem_bytes_per_clk;
         const double total = (double)MT * NT * nk * c_mma;
@@ -216,7 +220,9 @@ bool evaluate(const PlanRequest& r, const DeviceLimits& dev, Tier tier, int U, i
     }
   }
   for (int k = 0; k < L.nst; ++k) {
-    est.compute += sp[k].cycles / clk + (L.st[k].NP - 1) * 2 * kModel.cta_sync_us;
+    // every pass beyond the first waits on its producers' flags and loads their data: two
+    // more round trips on the step's path, and its own barriers
+    est.compute += sp[k].cycles / clk + (L.st[k].NP - 1) * (2 * kModel.cta_sync_us + kModel.flag_exchange_us);
     est.pointwise += sh[k].cell ? (kModel.pointwise_clk + 40.0 * L.st[k].ppt * r.G) / clk
                                 : (kModel.proj_pointwise_clk + 40.0 * L.st[k].ppt) / clk;
   }

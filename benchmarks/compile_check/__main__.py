@@ -64,13 +64,14 @@ def fmt_bytes(n) -> str:
 
 def table(rows: list[Row]) -> str:
     head = ("backend", "kernel", "cell", "dtype", "B", "H", "dir", "variant", "layout", "grid", "thr",
-            "regs", "spill", "smem", "tc", "/SM", "us/step", "flags")
+            "regs", "spill", "smem", "tc", "/SM", "rt", "bar", "insts", "us/step", "flags")
     lines = [head]
     for r in rows:
         lines.append((r.backend, r.kernel, r.cell, r.dtype, str(r.B), str(r.H), r.direction, r.variant,
                       r.layout, "x".join(map(str, r.grid)) or "-", str(r.threads or "-"),
                       "?" if r.regs is None else str(r.regs), fmt_bytes(r.spill_bytes), fmt_bytes(r.smem),
                       r.tensor_cores or "-", "?" if r.per_sm is None else str(r.per_sm),
+                      *("-" if v is None else str(v) for v in (r.round_trips, r.barriers, r.insts_per_step)),
                       "-" if r.predicted_us is None else f"{r.predicted_us:.2f}",
                       " ".join(r.flags) + (f" ({r.error.splitlines()[0][:80]})" if r.error else "")))
     widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
@@ -95,6 +96,11 @@ def main(argv=None) -> int:
     print(f"\n{len(rows)} kernels for {spec.name} (sm_{spec.arch}) in {time.time() - t0:.0f}s: "
           f"{len(fatal)} FAIL/SMEM/CORES, {len(spills)} spilling "
           f"({len(anchor_spills_16)} of them 16-bit at an anchor)")
+    from fusedrnn import machine
+
+    from .anchor_verdict import verdict_lines
+    for line in verdict_lines(rows, machine.load()):
+        print(line)
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"device": spec.__dict__, "shapes": args.shapes, "rows": [r.as_dict() for r in rows]}, f,

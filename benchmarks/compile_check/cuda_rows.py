@@ -5,7 +5,9 @@ given the target's limits, no GPU) says what would be launched: the persistent k
 on its tier (grid, cluster, dynamic shared memory) or the per-step kernel(s). Each row then
 carries the registers, spills and static shared memory of that exact template
 instantiation, from an `nvcc -Xptxas -v` build of csrc/kernels/<cell>.cu for the target
-architecture, and whether its SASS uses the tensor cores (HMMA/HGMMA, via cuobjdump).
+architecture, whether its SASS uses the tensor cores (HMMA/HGMMA, via cuobjdump), and the
+critical path of one step read from that SASS (sass_path.py; the persistent kernel's walk
+for the plan's tier): round_trips, barriers, insts_per_step and the machine model's µs/step.
 
 Besides the requested cases, every run adds the kernel contract v2's cases for the cells
 and dtypes asked for (V2_CASES): both directions in one launch (variant "D2"), the LSTM
@@ -27,9 +29,9 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 from concurrent.futures import ThreadPoolExecutor
 
+from . import sass_path
 from .rows import Row, occupancy
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -83,6 +85,7 @@ def _cache_key(arch: int, nvcc: str, flags: list[str]) -> str:
     h.update(version.encode())
     h.update(" ".join(flags).encode())
     h.update(str(arch).encode())
+    h.update(b"cubins kept")  # the cache folder holds the cubins the critical paths are read from
     return h.hexdigest()[:20]
 
 
@@ -162,8 +165,8 @@ def kernel_key(demangled: str) -> tuple[str, str, str, str] | None:
     return None
 
 
-def _compile_cell(cell: str, nvcc: str, flags: list[str], tmp: str, cuobjdump: str | None) -> dict:
-    cubin = os.path.join(tmp, f"{cell}.cubin")
+def _compile_cell(cell: str, nvcc: str, flags: list[str], out_dir: str, cuobjdump: str | None) -> dict:
+    cubin = os.path.join(out_dir, f"{cell}.cubin")
     src = os.path.join(CSRC, "kernels", f"{cell}.cu")
     r = subprocess.run([nvcc] + flags + [src, "-o", cubin], capture_output=True, text=True)
     if r.returncode != 0:
@@ -178,35 +181,92 @@ def _compile_cell(cell: str, nvcc: str, flags: list[str], tmp: str, cuobjdump: s
     return facts
 
 
+def critical_paths(sass: str, elf: str) -> dict[str, dict]:
+    """{mangled name: {tier: critical-path counts}} of the recurrence kernels in a cubin's
+    SASS. The persistent kernel holds all three tiers behind runtime branches on
+    Layout::tier (the first word of its second parameter), so it is walked once per tier
+    with that value known; a per-step kernel (one launch per step) is walked once, under
+    "step". The decode step's kernels are not recurrences: skipped."""
+    funcs = sass_path.parse(sass)
+    offsets = sass_path.param_offsets(elf)
+    out = {}
+    for name, insts in funcs.items():
+        if "cell_step_kernel" in name:
+            continue
+        if "persistent_kernel" in name and 1 in offsets.get(name, {}):
+            at = sass_path.PARAM_BASE_SM90 + offsets[name][1]
+            out[name] = {str(t): sass_path.analyse(insts, {at: t}).as_dict() for t in (1, 2, 3)}
+        else:
+            out[name] = {"step": sass_path.analyse(insts).as_dict()}
+    return out
+
+
+def _demangled_keys(names: list[str]) -> dict[str, tuple[str, str]]:
+    """{mangled name: ("kind|pass|cell|dtype", demangled name)} of the kernels kernel_key knows."""
+    filt = _tool("c++filt") or _tool("cu++filt")
+    if filt is None:
+        raise RuntimeError("c++filt not found: cannot name the compiled kernels")
+    dem = subprocess.run([filt], input="\n".join(names), capture_output=True, text=True, check=True).stdout
+    out = {}
+    for name, d in zip(names, dem.splitlines()):
+        key = kernel_key(d)
+        if key:
+            out[name] = ("|".join(key), d.split("(")[0].replace("void ", ""))
+    return out
+
+
+def _write_json(path: str, data) -> None:
+    with open(path + ".tmp", "w") as f:
+        json.dump(data, f, indent=1)
+    os.replace(path + ".tmp", path)
+
+
+def _path_key() -> str:
+    """The critical-path reader's version: a hash of sass_path.py."""
+    with open(sass_path.__file__, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()[:12]
+
+
 def kernel_facts(arch: int, jobs: int | None = None) -> dict[tuple, dict]:
-    """{(kind, direction, cell, dtype): {regs, spill, stack, static_smem, tc}} for sm_<arch>."""
+    """{(kind, direction, cell, dtype): {regs, spill, stack, static_smem, tc, path}} for
+    sm_<arch>. The build (facts and cubins) is cached by a hash of csrc/; the critical paths
+    read from the cubins (sass_path) by a hash of the reader as well."""
     flags, nvcc = _nvcc_flags(arch)
     if nvcc is None:
         raise RuntimeError("nvcc not found: the cuda rows need it (CUDA_HOME or PATH)")
     cache_dir = os.environ.get("FUSEDRNN_COMPILE_CACHE", os.path.join(ROOT, "build", "compile_check"))
-    path = os.path.join(cache_dir, f"cuda_sm{arch}_{_cache_key(arch, nvcc, flags)}.json")
-    if os.path.isfile(path):
+    key = f"cuda_sm{arch}_{_cache_key(arch, nvcc, flags)}"
+    path, cubins = os.path.join(cache_dir, key + ".json"), os.path.join(cache_dir, key)
+    have_cubins = all(os.path.isfile(os.path.join(cubins, f"{c}.cubin")) for c in CELLS)
+    cuobjdump = _tool("cuobjdump")
+    if os.path.isfile(path) and have_cubins:
         with open(path) as f:
             raw = json.load(f)
     else:
-        cuobjdump = _tool("cuobjdump")
-        with tempfile.TemporaryDirectory() as tmp, ThreadPoolExecutor(max_workers=jobs or os.cpu_count() or 1) as ex:
-            parts = list(ex.map(lambda c: _compile_cell(c, nvcc, flags, tmp, cuobjdump), CELLS))
+        os.makedirs(cubins, exist_ok=True)
+        with ThreadPoolExecutor(max_workers=jobs or os.cpu_count() or 1) as ex:
+            parts = list(ex.map(lambda c: _compile_cell(c, nvcc, flags, cubins, cuobjdump), CELLS))
         mangled = {name: f for part in parts for name, f in part.items()}
-        filt = _tool("c++filt") or _tool("cu++filt")
-        if filt is None:
-            raise RuntimeError("c++filt not found: cannot name the compiled kernels")
-        names = list(mangled)
-        dem = subprocess.run([filt], input="\n".join(names), capture_output=True, text=True, check=True).stdout
-        raw = {}
-        for name, d in zip(names, dem.splitlines()):
-            key = kernel_key(d)
-            if key:
-                raw["|".join(key)] = dict(mangled[name], name=d.split("(")[0].replace("void ", ""))
-        os.makedirs(cache_dir, exist_ok=True)
-        with open(path + ".tmp", "w") as f:
-            json.dump(raw, f, indent=1)
-        os.replace(path + ".tmp", path)
+        raw = {k: dict(mangled[name], name=d) for name, (k, d) in _demangled_keys(list(mangled)).items()}
+        _write_json(path, raw)
+    ppath = os.path.join(cache_dir, f"{key}_path_{_path_key()}.json")
+    if os.path.isfile(ppath):
+        with open(ppath) as f:
+            paths = json.load(f)
+    elif cuobjdump is None:
+        paths = {}
+    else:
+        paths = {}
+        for cell in CELLS:
+            cubin = os.path.join(cubins, f"{cell}.cubin")
+            sass = subprocess.run([cuobjdump, "-sass", cubin], capture_output=True, text=True, check=True).stdout
+            elf = subprocess.run([cuobjdump, "-elf", cubin], capture_output=True, text=True, check=True).stdout
+            found = critical_paths(sass, elf)
+            for name, (k, _) in _demangled_keys(list(found)).items():
+                paths[k] = found[name]
+        _write_json(ppath, paths)
+    for k, f in raw.items():
+        f["path"] = paths.get(k)
     return {tuple(k.split("|")): v for k, v in raw.items()}
 
 
@@ -251,6 +311,7 @@ def _recurrence_rows(facts, lim, cell, dtype, B, H, anchor, proj=0, directions=1
                 out.append(row)
                 continue
             row.regs, row.spill_bytes, row.tensor_cores = f["regs"], f["spill"], f["tc"]
+            set_path(row, f.get("path"), p, kind, dtype)
             if kind == "persistent":
                 row.smem = f["static_smem"] + p["smem_bytes"]
                 row.grid = (p["grid"],)
@@ -265,6 +326,30 @@ def _recurrence_rows(facts, lim, cell, dtype, B, H, anchor, proj=0, directions=1
                 row.grid = (p["step"]["grid_x"] if kind == "step" else p["step"].get("grid_x2", 0), p["step"]["grid_y"])
             out.append(row)
     return out
+
+
+def set_path(row: Row, path: dict | None, plan: dict, kind: str, dtype: str):
+    """The row's critical-path counts (its tier's walk of the SASS) and the machine model's
+    µs per step of them; a per-step kernel adds one launch per step."""
+    if not path:
+        return
+    from fusedrnn import machine  # noqa: PLC0415
+    key = str(plan["layout"]["tier"]) if kind == "persistent" else "step"
+    c = path.get(key)
+    if c is None:
+        return
+    rep = sass_path.PathReport(**c)
+    row.round_trips, row.barriers = c["round_trips"], c["barriers"] + c["cluster_barriers"]
+    row.insts_per_step = c["insts_per_step"]
+    m = machine.current()
+    terms = sass_path.predicted_terms(rep, m, 32 if dtype == "fp32" else 16, THREADS // 32)
+    if kind != "persistent":
+        terms["launch"] = m["launch_us"]
+        terms["total"] += m["launch_us"]
+    row.path = dict(c, terms=terms)
+    row.predicted_us = round(terms["total"], 2)
+    if kind == "persistent":
+        row.extra_passes = sum(st["NP"] - 1 for st in plan["layout"]["stages"])
 
 
 def _cell_step_row(facts, lim, cell, dtype, B, I, H, anchor) -> Row:

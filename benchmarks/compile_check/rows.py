@@ -67,6 +67,12 @@ class Row:
     error: str | None = None         # compile error, when FAIL
     flags: list = field(default_factory=list)
     predicted_us: float | None = None  # optional: the backend's latency model, µs per step on the device
+    # the critical path of one step read from the compiled step loop (sass_path.py)
+    round_trips: int | None = None     # dependent global round trips per step
+    barriers: int | None = None        # CTA + cluster barriers per step
+    insts_per_step: int | None = None  # instructions one warp issues per step
+    extra_passes: int = 0              # passes over K beyond the first (CUDA grid tier): one round trip each
+    path: dict | None = None           # every count of sass_path.PathReport and the model's terms of predicted_us
 
     def as_dict(self) -> dict:
         d = asdict(self)

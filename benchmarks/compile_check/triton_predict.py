@@ -36,7 +36,7 @@ def _launch_terms(cell, B, H, dtype, direction, proj=0, directions=1):
     terms = model.step_us(lau.layout, lau.grid[0], lau.N_TILES, lau.BLOCK_N, lau.BLOCK_B, GS, lau.KP, lau.NKP,
                           lau.RESIDENT, B, H, G, torch.finfo(dtype).bits, direction,
                           config.uses_wgmma(m_rows, lau.BLOCK_B, lau.num_warps), proj=proj, kr=lau.KR,
-                          directions=lau.grid[2])
+                          directions=lau.grid[2], warps=lau.num_warps)
     terms["total"] *= lau.launches
     return lau, terms
 
@@ -73,7 +73,8 @@ def rows():
 
 
 def _terms(t) -> str:
-    return " + ".join(f"{k} {v:.2f}" for k, v in t.items() if k != "total" and v >= 0.005)
+    return " + ".join(f"{k} {v:.2f}" for k, v in t.items() if k not in ("total", "round_trips") and v >= 0.005) + (
+        f" ({t['round_trips']} round trips)" if "round_trips" in t else "")
 
 
 def markdown(rs) -> str:

@@ -40,6 +40,7 @@ import subprocess
 import tempfile
 from concurrent.futures import ProcessPoolExecutor
 
+from . import sass_path
 from .rows import Row
 
 DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
@@ -148,6 +149,8 @@ def compile_one(job):
         try:
             usage = subprocess.run([_tool("cuobjdump"), "--dump-resource-usage", f.name], capture_output=True,
                                    text=True, check=True).stdout
+            sass = subprocess.run([_tool("cuobjdump"), "-sass", f.name], capture_output=True, text=True,
+                                  check=True).stdout
         finally:
             os.unlink(f.name)
         m = re.search(r"REG:(\d+) STACK:(\d+) SHARED:(\d+) LOCAL:(\d+)", usage)
@@ -155,9 +158,38 @@ def compile_one(job):
             return {"error": f"cuobjdump gave no resource usage: {usage[:200]}"}
         ptx = k.asm["ptx"]
         tc = "wgmma" if "wgmma.mma_async" in ptx else "mma" if "mma.sync" in ptx else ""
-        return {"regs": int(m[1]), "spill": int(m[4]) + int(m[2]), "smem": k.metadata.shared + int(m[3]), "tc": tc}
+        funcs = list(sass_path.parse(sass).values())
+        return {"regs": int(m[1]), "spill": int(m[4]) + int(m[2]), "smem": k.metadata.shared + int(m[3]), "tc": tc,
+                "insts": funcs[0] if funcs else None}
     except Exception as e:  # a compile failure is a FAIL row, not a crash of the gate
         return {"error": f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"[:300]}
+
+
+def step_trips(lau, case, direction) -> tuple[int, int]:
+    """(iterations of the innermost loops, of the tile loop) of one step: a streamed W_hh
+    takes ceil(K / KP) chunks per gate (contract_fwd / contract_bwd), each tile in turn."""
+    if lau.RESIDENT or lau.CARRY:
+        return 1, lau.N_TILES
+    P = lau.KR and case.H // 4 or 0  # the variants' projection is H/4 (variants())
+    K = (P or case.H) if direction == "fwd" else case.H
+    return -(-K // lau.KP), lau.N_TILES
+
+
+def set_path(row: Row, insts, lau, case, direction) -> Row:
+    """The row's critical-path counts from its kernel's SASS (sass_path) and the machine
+    model's µs per step of them, both directions' launches in turn counted."""
+    if not insts:
+        return row
+    from fusedrnn import machine
+    inner, outer = step_trips(lau, case, direction)
+    rep = sass_path.analyse(insts, {}, inner, outer)
+    row.round_trips, row.barriers = rep.round_trips, rep.barriers + rep.cluster_barriers
+    row.insts_per_step = rep.insts_per_step
+    bits = 32 if case.dtype == "fp32" else 16
+    terms = sass_path.predicted_terms(rep, machine.current(), bits, lau.num_warps)
+    row.path = dict(rep.as_dict(), terms=terms, launches=lau.launches)
+    row.predicted_us = round(terms["total"] * lau.launches, 2)
+    return row
 
 
 def _layout(lau) -> str:
@@ -241,11 +273,12 @@ def rows(spec, cases, jobs, initializer=None):
     out = []
     for case, variant, direction, name, lau, key in planned:
         res = results[key]
-        out.append(Row("triton", name.replace("recurrence_", "").replace("_kernel", ""), case.cell, case.dtype,
+        out.append(set_path(Row("triton", name.replace("recurrence_", "").replace("_kernel", ""), case.cell, case.dtype,
                        case.B, case.H, direction, variant, _layout(lau), grid=tuple(lau.grid),
                        threads=32 * lau.num_warps, regs=res.get("regs"), spill_bytes=res.get("spill"),
                        smem=res.get("smem"), tensor_cores=res.get("tc", ""), barrier=lau.BARRIER,
-                       anchor=case.anchor, error=res.get("error"), predicted_us=round(lau.us_per_step, 2)))
+                       anchor=case.anchor, error=res.get("error"), predicted_us=round(lau.us_per_step, 2)),
+                            res.get("insts"), lau, case, direction))
     for case, I, lau, key in steps:
         res = results[key]
         out.append(Row("triton", "cell_step", case.cell, case.dtype, case.B, case.H, "step", f"I{I}",

@@ -298,7 +298,7 @@ def candidates(cell: str, B: int, H: int, dtype: torch.dtype, limits: DeviceLimi
                     m_rows = GS * bn if direction == "fwd" else bn
                     us = model.step_us(lay, grid[0], n_tiles, bn, block_b, GS, kp, nkp, resident, B, H, G, bits,
                                        direction, uses_wgmma(m_rows, block_b, warps), proj=proj, kr=kr,
-                                       directions=n_dir)["total"] * (directions // n_dir)
+                                       directions=n_dir, warps=warps)["total"] * (directions // n_dir)
                     found.append(Launch(lay, grid, block_b, bn, kp, nkp, n_tiles, resident, warps, stages, smem, regs,
                                         us, kr, bool(proj), directions))
                     break  # fewer warps when they fit

@@ -1,68 +1,77 @@
 """A latency model of one recurrence step on the GPU: what the configuration choice
-minimises, and the source of the predictions in benchmarks/NOTES.md.
+minimises, and the source of the Triton predictions in benchmarks/NOTES.md. Its constants
+are the machine model's (fusedrnn/machine.py, one set for both backends, overridable by a
+calibration file).
 
-A step of a persistent recurrence kernel is a chain of dependent latencies, so the
-model adds them (only the prefetched inputs overlap):
-    sync        grid barrier (atomic counter, measured 1.0 µs on an H100 with 132
-                programs), or a CTA barrier, or nothing (carry layout)
-    exchange    reading the exchanged vector (h, or d_gates backward) from L2: latency
-                plus bytes per program at one SM's share of L2 bandwidth
-    weights     W_hh streamed from L2 each step when it is not resident
-    mma         the step's tensor-core work of one program (16-bit: two products, h split
-                into hi + lo; fp32 tf32x3: three at half rate), derated when the batch
-                side N of the MMA is narrow
-    pointwise   the cell's elementwise math and the gate split, per element of the tile
+A step of a persistent recurrence kernel is a chain of dependent latencies, so the model
+charges every one on the step's path (the compile gate reads the same counts from the
+compiled SASS, benchmarks/compile_check/sass_path.py):
+    sync        per phase: the barrier's poll (a flag round trip; the arrive is a
+                fire-and-forget atomic) and the CTA barriers around it; carry: nothing
+    exchange    the exchanged vector (h, or d_gates backward) read from L2: one dependent
+                round trip per resident piece or streamed chunk (Triton waits for each
+                before issuing the next), plus bytes at one SM's share of L2 bandwidth
+    weights     W_hh streamed from L2 each step when it is not resident (bandwidth; its
+                chunks' latency is the exchange's round trips, loaded alongside)
+    mma         the larger of the tensor-core throughput (16-bit: two products, h split
+                into hi + lo; fp32: 3xTF32) and the dependent chain of mma.sync k-steps
+                into one accumulator (machine.mma_dep_cycles)
+    issue       the instructions one warp issues per step (ISSUE_FIT: a fit to the
+                compile gate's SASS counts) at the machine model's issue rate; the mma
+                chain issues among them, so the total takes the larger of mma and issue
     io          gx / y / saved activations over HBM (spread over all programs)
 A projection adds a second phase per step (its barrier, the exchange of m_t forward or
 of the gradient reaching h_t backward, W_hr streamed and its product); two directions in
 one launch share the chip's L2 and HBM bandwidth.
-Constants marked "assumed" are datasheet-level estimates, not measurements; the first
-GPU run replaces them (benchmarks/NOTES.md keeps predictions and outcomes side by side).
 """
 from __future__ import annotations
 
-H100 = {
-    "clock_ghz": 1.755,           # SM clock under load (assumed)
-    "grid_barrier_us": 1.0,       # measured: 132 Triton programs, one atomic counter
-    "cta_sync_us": 0.02,          # bar.sync and the store->load turnaround in L1 (assumed)
-    "l2_latency_us": 0.35,        # dependent load served by L2, ~600 cycles (assumed)
-    "l2_bw_per_sm_gbs": 110.0,    # one SM's share: ~64 B/clock (assumed)
-    "l2_bw_gbs": 5500.0,          # whole-chip L2 read bandwidth (assumed)
-    "hbm_bw_gbs": 3000.0,         # achieved HBM bandwidth (assumed; 3.35 TB/s peak)
-    "wgmma_macs_per_clk": 2048.0,  # dense bf16 MACs per SM per clock (989 TFLOP/s datasheet)
-    "mma_sync_macs_per_clk": 1024.0,  # mma.sync on sm_90: about half of wgmma (assumed)
-    "tc_full_n": 64,              # batch side of the MMA at which it runs at full rate (assumed)
-    "pointwise_instr_per_elem": 30,  # cell math per tile element, 128 threads, ~1 instruction/clock each (assumed)
-    "pointwise_fixed_us": 0.15,   # transcendental chain + gate split (assumed)
-}
+from ... import machine
+
+#: CTA barriers (bar.sync) per barrier phase around the poll of the grid barrier (tiles.py)
+BARRIER_CTA_SYNCS = 4
+#: instructions per warp per step: fixed + per mma instruction + per pointwise element per
+#: thread and gate (fit to the compile gate's SASS counts at the anchors, sm_90)
+ISSUE_FIT = {"base": 300.0, "per_mma": 14.0, "per_elem_gate": 40.0}
 
 
 def step_us(layout: str, n_programs_per_tile: int, n_tiles: int, block_n: int, block_b: int, gate_slots: int,
             kp: int, nkp: int, resident: bool, B: int, H: int, G: int, bits: int, direction: str, wgmma: bool,
-            dev: dict = H100, proj: int = 0, kr: int = 0, directions: int = 1) -> dict:
-    """Predicted µs per step of one launch, split into the model's terms (key "total").
+            dev: dict | None = None, proj: int = 0, kr: int = 0, directions: int = 1, warps: int = 4) -> dict:
+    """Predicted µs per step of one launch, split into the model's terms (key "total"), and
+    the dependent round trips it charges (key "round_trips", not in the total).
 
-    proj: the LSTM projection's size P (0: none): a second phase per step (W_hr m_t
-    forward, W_hrᵀ g_t backward) with its own barrier and exchange. directions: program
-    groups in the launch, which share the chip's L2 and HBM bandwidth."""
+    dev: the machine model (default: fusedrnn.machine.current()). proj: the LSTM
+    projection's size P (0: none): a second phase per step (W_hr m_t forward, W_hrᵀ g_t
+    backward) with its own barrier and exchange. directions: program groups in the launch,
+    which share the chip's L2 and HBM bandwidth. warps: per program."""
+    dev = dev or machine.current()
     clk = dev["clock_ghz"] * 1e3  # cycles per µs
     rows = min(B, block_b)
     P = proj or H
     K = P if direction == "fwd" else H  # W_hh's contraction
     k_eff = kp * nkp if resident else -(-K // kp) * kp
     phases = 2 if proj else 1
+    # dependent round trips: each resident piece / streamed chunk (per gate backward, per
+    # tile) of the exchange, the projection's chunks, and the barrier's poll per phase
+    pieces = nkp if resident else -(-K // kp) * (1 if direction == "fwd" else G) * n_tiles
+    if proj and layout != "carry":
+        pieces += -(-(H if direction == "fwd" else P) // kr) * n_tiles
+    flags = phases if layout != "carry" and n_programs_per_tile > 1 else 0
+    loads = 0 if layout == "carry" else pieces
     if layout == "carry":
         sync = 0.0
         exchange = 0.0
     else:
-        sync = phases * (dev["grid_barrier_us"] if n_programs_per_tile > 1 else dev["cta_sync_us"])
+        sync = flags * (dev["flag_round_trip_us"] + BARRIER_CTA_SYNCS * dev["cta_sync_us"]) + (
+            phases * dev["cta_sync_us"] if not flags else 0.0)
         width = P if direction == "fwd" else G * H  # h forward, d_gates backward
         if proj:
             width += H if direction == "fwd" else P  # m_t forward, g_t backward
         vec = width * 4 * rows  # fp32 exchange bytes one program reads
         total = vec * n_programs_per_tile * -(-B // block_b) * directions
-        exchange = phases * dev["l2_latency_us"] + max(vec / (dev["l2_bw_per_sm_gbs"] * 1e3),
-                                                       total / (dev["l2_bw_gbs"] * 1e3))
+        exchange = loads * dev["l2_latency_us"] + max(vec / (dev["l2_bw_per_sm_gbs"] * 1e3),
+                                                      total / (dev["l2_bw_gbs"] * 1e3))
     m_rows = gate_slots * block_n if direction == "fwd" else block_n
     k_all = k_eff * (1 if direction == "fwd" else G)
     # the projection's product per tile: rows x contraction (carry: all of W_hr, resident)
@@ -80,15 +89,26 @@ def step_us(layout: str, n_programs_per_tile: int, n_tiles: int, block_n: int, b
     n_eff = max(block_b, 16 if wgmma else 8)
     peak = dev["wgmma_macs_per_clk"] if wgmma else dev["mma_sync_macs_per_clk"]
     rate = peak * min(1.0, n_eff / dev["tc_full_n"])
-    mma = n_tiles * (m_rows * k_all + pr_rows * pr_k) * n_eff * passes / rate / clk
+    macs = n_tiles * (m_rows * k_all + pr_rows * pr_k) * n_eff
+    k_step = 16 if bits == 16 else 8
+    # mma instructions per warp (m16n8k16; fp32: m16n8k8 three times) and the chain into one
+    # accumulator: every k-step of every piece, twice for the 16-bit hi/lo split
+    n_mma = macs / (16 * 8 * k_step) * (2 if bits == 16 else 3) / warps
+    chain = (k_all + pr_k) / k_step * (2 if bits == 16 else 3) * n_tiles
+    link = dev["mma_dep_cycles_bf16"] if bits == 16 else dev["mma_dep_cycles_tf32"]
+    mma = max(macs * passes / rate / clk, chain * link / clk)
     elems = n_tiles * block_n * block_b * (1.2 if proj else 1.0)  # + the projection's select and store
-    pointwise = dev["pointwise_fixed_us"] + elems / 128 * dev["pointwise_instr_per_elem"] / clk
+    f = ISSUE_FIT
+    insts = f["base"] + f["per_mma"] * n_mma + f["per_elem_gate"] * elems / (32 * warps) * G
+    issue = machine.issue_us(dev, insts, warps)
     elt = bits / 8
     if direction == "fwd":
         io_bytes = B * (H * G * elt + P * elt)  # gx, y
     else:
         io_bytes = B * H * (G * 4 + G * elt + 5 * 4) + (B * P * (elt + 4) if proj else 0)  # + dy, g
     io = io_bytes * directions / (dev["hbm_bw_gbs"] * 1e3)
-    terms = {"sync": sync, "exchange": exchange, "weights": weights, "mma": mma, "pointwise": pointwise, "io": io}
-    terms["total"] = sum(terms.values())
+    terms = {"sync": sync, "exchange": exchange, "weights": weights, "mma": mma, "issue": issue, "io": io}
+    # the warp issues its instructions, the mma chain among them, between the waits
+    terms["total"] = sync + exchange + weights + max(mma, issue) + io
+    terms["round_trips"] = flags + loads
     return terms

@@ -1,0 +1,196 @@
+"""The critical-path check (issue 29): an anchor kernel's step may take at most 2 dependent
+global round trips (a flag's acquire and the data it guards) plus one per extra pass over K,
+read from the compiled SASS by benchmarks/compile_check/sass_path.py. No GPU: a regression
+in the compiled step shows here.
+
+CUDA: every anchor (cell, dtype, B, H, direction), from the compile gate's cached build of
+csrc/ (build/compile_check; shared with tests/test_cuda_compile_gate.py). Triton: a handful
+of anchor kernels, compiled in a subprocess without TRITON_INTERPRET (Triton's cache makes
+a rerun fast). Kernels over the limit today are strict xfails ("awaiting #29 kernel work"):
+the kernel work of issue 29 turns each into a pass, and a strict xfail that passes fails,
+so the list must shrink with it.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from benchmarks.compile_check.cases import ANCHORS, CELLS, DTYPES
+
+ROOT = Path(__file__).resolve().parents[1]
+AWAITING = "awaiting #29 kernel work"
+
+#: (backend, cell, dtype, B, H, direction) of the kernels over the limit at this commit, with
+#: the round trips the check read (benchmarks/NOTES.md, "Critical path")
+OVER_TODAY: dict[tuple, int] = {
+    # Triton: the grid barrier's poll, then one round trip per resident piece of h or per
+    # streamed W_hh chunk (each waited for before the next is loaded); fp32 two per chunk
+    ("triton", "rnn_tanh", "bf16", 1, 256, "fwd"): 3,
+    ("triton", "rnn_tanh", "bf16", 1, 256, "bwd"): 5,
+    ("triton", "gru", "bf16", 8, 128, "bwd"): 7,
+    ("triton", "lstm", "fp32", 1, 256, "fwd"): 9,
+    # CUDA, 16-bit: the next step's x converted to float at its load, one round trip per
+    # (row, unit) pair (4 in a row), and on the grid tier the flag polls and cp.async copies
+    # of the exchange on top (the walk takes both sides of the single-/multi-pass branch:
+    # an upper bound); fp32 grid rows without extra passes: the exchange's polls
+    ("cuda", "gru", "bf16", 1, 256, "bwd"): 4,
+    ("cuda", "gru", "bf16", 1, 256, "fwd"): 4,
+    ("cuda", "gru", "bf16", 8, 128, "bwd"): 4,
+    ("cuda", "gru", "bf16", 8, 128, "fwd"): 4,
+    ("cuda", "gru", "bf16", 16, 768, "bwd"): 8,
+    ("cuda", "gru", "bf16", 16, 768, "fwd"): 8,
+    ("cuda", "gru", "bf16", 64, 1024, "bwd"): 8,
+    ("cuda", "gru", "bf16", 64, 1024, "fwd"): 8,
+    ("cuda", "gru", "bf16", 256, 512, "bwd"): 4,
+    ("cuda", "gru", "bf16", 256, 512, "fwd"): 4,
+    ("cuda", "gru", "fp16", 1, 256, "bwd"): 4,
+    ("cuda", "gru", "fp16", 1, 256, "fwd"): 4,
+    ("cuda", "gru", "fp16", 8, 128, "bwd"): 4,
+    ("cuda", "gru", "fp16", 8, 128, "fwd"): 4,
+    ("cuda", "gru", "fp16", 16, 768, "bwd"): 8,
+    ("cuda", "gru", "fp16", 16, 768, "fwd"): 8,
+    ("cuda", "gru", "fp16", 64, 1024, "bwd"): 8,
+    ("cuda", "gru", "fp16", 64, 1024, "fwd"): 8,
+    ("cuda", "gru", "fp16", 256, 512, "bwd"): 4,
+    ("cuda", "gru", "fp16", 256, 512, "fwd"): 4,
+    ("cuda", "gru", "fp32", 16, 768, "bwd"): 4,
+    ("cuda", "gru", "fp32", 16, 768, "fwd"): 4,
+    ("cuda", "lstm", "bf16", 1, 256, "bwd"): 4,
+    ("cuda", "lstm", "bf16", 1, 256, "fwd"): 4,
+    ("cuda", "lstm", "bf16", 8, 128, "bwd"): 4,
+    ("cuda", "lstm", "bf16", 8, 128, "fwd"): 4,
+    ("cuda", "lstm", "bf16", 16, 768, "bwd"): 8,
+    ("cuda", "lstm", "bf16", 16, 768, "fwd"): 8,
+    ("cuda", "lstm", "bf16", 64, 1024, "bwd"): 8,
+    ("cuda", "lstm", "bf16", 64, 1024, "fwd"): 8,
+    ("cuda", "lstm", "bf16", 256, 512, "bwd"): 4,
+    ("cuda", "lstm", "bf16", 256, 512, "fwd"): 4,
+    ("cuda", "lstm", "fp16", 1, 256, "bwd"): 4,
+    ("cuda", "lstm", "fp16", 1, 256, "fwd"): 4,
+    ("cuda", "lstm", "fp16", 8, 128, "bwd"): 4,
+    ("cuda", "lstm", "fp16", 8, 128, "fwd"): 4,
+    ("cuda", "lstm", "fp16", 16, 768, "bwd"): 8,
+    ("cuda", "lstm", "fp16", 16, 768, "fwd"): 8,
+    ("cuda", "lstm", "fp16", 64, 1024, "bwd"): 8,
+    ("cuda", "lstm", "fp16", 64, 1024, "fwd"): 8,
+    ("cuda", "lstm", "fp16", 256, 512, "bwd"): 4,
+    ("cuda", "lstm", "fp16", 256, 512, "fwd"): 4,
+    ("cuda", "lstm", "fp32", 16, 768, "fwd"): 4,
+    ("cuda", "lstm", "fp32", 64, 1024, "bwd"): 6,
+    ("cuda", "rnn_relu", "bf16", 1, 256, "bwd"): 4,
+    ("cuda", "rnn_relu", "bf16", 1, 256, "fwd"): 4,
+    ("cuda", "rnn_relu", "bf16", 8, 128, "bwd"): 4,
+    ("cuda", "rnn_relu", "bf16", 8, 128, "fwd"): 4,
+    ("cuda", "rnn_relu", "bf16", 16, 768, "bwd"): 4,
+    ("cuda", "rnn_relu", "bf16", 16, 768, "fwd"): 4,
+    ("cuda", "rnn_relu", "bf16", 64, 1024, "bwd"): 4,
+    ("cuda", "rnn_relu", "bf16", 64, 1024, "fwd"): 4,
+    ("cuda", "rnn_relu", "bf16", 256, 512, "bwd"): 4,
+    ("cuda", "rnn_relu", "bf16", 256, 512, "fwd"): 4,
+    ("cuda", "rnn_relu", "fp16", 1, 256, "bwd"): 4,
+    ("cuda", "rnn_relu", "fp16", 1, 256, "fwd"): 4,
+    ("cuda", "rnn_relu", "fp16", 8, 128, "bwd"): 4,
+    ("cuda", "rnn_relu", "fp16", 8, 128, "fwd"): 4,
+    ("cuda", "rnn_relu", "fp16", 16, 768, "bwd"): 4,
+    ("cuda", "rnn_relu", "fp16", 16, 768, "fwd"): 4,
+    ("cuda", "rnn_relu", "fp16", 64, 1024, "bwd"): 4,
+    ("cuda", "rnn_relu", "fp16", 64, 1024, "fwd"): 4,
+    ("cuda", "rnn_relu", "fp16", 256, 512, "bwd"): 4,
+    ("cuda", "rnn_relu", "fp16", 256, 512, "fwd"): 4,
+    ("cuda", "rnn_relu", "fp32", 16, 768, "bwd"): 4,
+    ("cuda", "rnn_relu", "fp32", 16, 768, "fwd"): 4,
+    ("cuda", "rnn_relu", "fp32", 64, 1024, "bwd"): 4,
+    ("cuda", "rnn_relu", "fp32", 64, 1024, "fwd"): 4,
+    ("cuda", "rnn_tanh", "bf16", 1, 256, "bwd"): 4,
+    ("cuda", "rnn_tanh", "bf16", 1, 256, "fwd"): 4,
+    ("cuda", "rnn_tanh", "bf16", 8, 128, "bwd"): 4,
+    ("cuda", "rnn_tanh", "bf16", 8, 128, "fwd"): 4,
+    ("cuda", "rnn_tanh", "bf16", 16, 768, "bwd"): 4,
+    ("cuda", "rnn_tanh", "bf16", 16, 768, "fwd"): 4,
+    ("cuda", "rnn_tanh", "bf16", 64, 1024, "bwd"): 4,
+    ("cuda", "rnn_tanh", "bf16", 64, 1024, "fwd"): 4,
+    ("cuda", "rnn_tanh", "bf16", 256, 512, "bwd"): 4,
+    ("cuda", "rnn_tanh", "bf16", 256, 512, "fwd"): 4,
+    ("cuda", "rnn_tanh", "fp16", 1, 256, "bwd"): 4,
+    ("cuda", "rnn_tanh", "fp16", 1, 256, "fwd"): 4,
+    ("cuda", "rnn_tanh", "fp16", 8, 128, "bwd"): 4,
+    ("cuda", "rnn_tanh", "fp16", 8, 128, "fwd"): 4,
+    ("cuda", "rnn_tanh", "fp16", 16, 768, "bwd"): 4,
+    ("cuda", "rnn_tanh", "fp16", 16, 768, "fwd"): 4,
+    ("cuda", "rnn_tanh", "fp16", 64, 1024, "bwd"): 4,
+    ("cuda", "rnn_tanh", "fp16", 64, 1024, "fwd"): 4,
+    ("cuda", "rnn_tanh", "fp16", 256, 512, "bwd"): 4,
+    ("cuda", "rnn_tanh", "fp16", 256, 512, "fwd"): 4,
+    ("cuda", "rnn_tanh", "fp32", 16, 768, "bwd"): 4,
+    ("cuda", "rnn_tanh", "fp32", 16, 768, "fwd"): 4,
+    ("cuda", "rnn_tanh", "fp32", 64, 1024, "bwd"): 4,
+    ("cuda", "rnn_tanh", "fp32", 64, 1024, "fwd"): 4,
+}
+
+TRITON_CASES = (("rnn_tanh", "bf16", 1, 256, "fwd"), ("rnn_tanh", "bf16", 1, 256, "bwd"),
+                ("lstm", "bf16", 8, 128, "fwd"), ("gru", "bf16", 8, 128, "bwd"),
+                ("lstm", "fp32", 1, 256, "fwd"))
+CUDA_CASES = tuple((cell, dtype, B, H, d) for cell in CELLS for dtype in DTYPES for B, H in ANCHORS
+                   for d in ("fwd", "bwd"))
+
+
+def _param(backend, case):
+    key = (backend,) + case
+    marks = [pytest.mark.xfail(strict=True, reason=AWAITING)] if key in OVER_TODAY else []
+    return pytest.param(case, id="-".join(map(str, case)), marks=marks)
+
+
+@pytest.fixture(scope="module")
+def triton_paths():
+    """{case: counts} of TRITON_CASES, from one subprocess (the interpreter cannot compile)."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    args = [a for c in TRITON_CASES for a in ("triton",) + tuple(map(str, c))]
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.compile_check.critical_path", "--loads", *args],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=3600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    out = {}
+    for line in proc.stdout.splitlines():
+        d = json.loads(line)
+        out[(d["cell"], d["dtype"], d["B"], d["H"], d["direction"])] = d
+    return out
+
+
+@pytest.fixture(scope="module")
+def cuda_paths():
+    pytest.importorskip("fusedrnn._C", reason="the CUDA extension is not built (no nvcc)")
+    from benchmarks.compile_check import critical_path
+    return {c: critical_path.path("cuda", *c) for c in CUDA_CASES}
+
+
+def _check(d):
+    assert d["round_trips"] <= d["allowed"], (
+        f"{d['backend']} {d['cell']} {d['dtype']} B{d['B']} H{d['H']} {d['direction']} ({d['launch']}): "
+        f"{d['round_trips']} dependent round trips per step, {d['allowed']} allowed")
+
+
+@pytest.mark.parametrize("case", [_param("triton", c) for c in TRITON_CASES])
+def test_triton_step_round_trips(triton_paths, case):
+    _check(triton_paths[case])
+
+
+@pytest.mark.parametrize("case", [_param("cuda", c) for c in CUDA_CASES])
+def test_cuda_step_round_trips(cuda_paths, case):
+    _check(cuda_paths[case])
+
+
+def test_the_reader_on_a_real_triton_kernel(triton_paths):
+    """The compiled forward of the RNN at B1·H256 (grid layout, W_hh resident in 2 pieces of
+    128, streamed h exchange, atomic-counter grid barrier): the step loop holds the barrier's
+    poll (a flag round trip), the exchange's loads, and one accumulator chain of
+    2 x 256 / 16 = 32 mma.sync (hi and lo halves of h)."""
+    d = triton_paths[("rnn_tanh", "bf16", 1, 256, "fwd")]
+    assert d["launch"].startswith("grid") and "res2x128" in d["launch"]
+    assert d["mma_chain"] == 32 and d["mma"] >= 32
+    assert d["flag_round_trips"] == 1 and 2 <= d["round_trips"] <= 4
+    assert any(op.startswith("LDG") and ".STRONG" in op and flag for _, op, _, flag in d["loads"])
+    assert d["barriers"] >= 2 and 200 < d["insts_per_step"] < 5000

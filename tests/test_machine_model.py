@@ -1,0 +1,79 @@
+"""The machine model (fusedrnn/machine.py): one set of constants, overridable from a
+calibration file, and the C++ planner's generated copy of the defaults agreeing with it."""
+import json
+import math
+import os
+import shutil
+import subprocess
+
+import pytest
+
+from fusedrnn import machine
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+HEADER = os.path.join(ROOT, "csrc", "machine_model.h")
+
+
+def _write(tmp_path, constants, **top):
+    path = tmp_path / "calibration.json"
+    path.write_text(json.dumps(dict({"schema": 1, "meaningful": True, "constants": constants}, **top)))
+    return str(path)
+
+
+def test_defaults_without_a_file(monkeypatch):
+    monkeypatch.delenv("FUSEDRNN_CALIBRATION", raising=False)
+    m = machine.load()
+    assert m == machine.DEFAULTS and m is not machine.DEFAULTS
+    assert set(machine.CALIBRATED) <= set(m)
+    # the H100 figures the issue names: ~32 cycles per dependent mma.sync, three for 3xTF32
+    assert machine.mma_dep_cycles(m, 16) == 32 and machine.mma_dep_cycles(m, 32) == 96
+
+
+def test_a_calibration_file_overrides_its_constants(tmp_path, monkeypatch):
+    path = _write(tmp_path, {"l2_latency_us": 0.5, "mma_dep_cycles_tf32": 40}, clock_ghz=1.98, sm_count=132)
+    m = machine.load(path)
+    assert m["l2_latency_us"] == 0.5 and m["mma_dep_cycles_tf32"] == 40 and m["clock_ghz"] == 1.98
+    assert m["flag_round_trip_us"] == machine.DEFAULTS["flag_round_trip_us"]  # not in the file: the default
+    monkeypatch.setenv("FUSEDRNN_CALIBRATION", path)
+    assert machine.load()["l2_latency_us"] == 0.5
+
+
+def test_unknown_constants_warn_and_are_ignored(tmp_path):
+    with pytest.warns(UserWarning, match="unknown constant 'warp_drive_us'"):
+        m = machine.load(_write(tmp_path, {"warp_drive_us": 1.0}))
+    assert "warp_drive_us" not in m
+
+
+@pytest.mark.parametrize("bad", [-1.0, math.inf, math.nan, "fast"])
+def test_bad_values_are_refused_naming_the_key(tmp_path, bad):
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps({"constants": {"launch_us": bad}}).replace("Infinity", "1e999"))
+    with pytest.raises(ValueError, match="launch_us"):
+        machine.load(str(path))
+
+
+def test_the_header_is_generated_from_machine_py():
+    with open(HEADER) as f:
+        assert f.read() == machine.cxx_header(), "regenerate: python -m fusedrnn.machine --header > csrc/machine_model.h"
+
+
+def test_cxx_and_python_agree(tmp_path):
+    """Compile the header the planner includes and print its constants: they are machine.py's."""
+    cxx = shutil.which("g++") or shutil.which("c++")
+    if cxx is None:
+        pytest.skip("no host C++ compiler")
+    src = tmp_path / "print.cpp"
+    src.write_text('#include <cstdio>\n#include "machine_model.h"\nint main() {\n'
+                   + "".join(f'  std::printf("{n} %.17g\\n", fusedrnn::machine::{n});\n' for n in machine.CXX_NAMES)
+                   + "}\n")
+    exe = tmp_path / "print"
+    subprocess.run([cxx, "-std=c++17", "-I" + os.path.dirname(HEADER), str(src), "-o", str(exe)], check=True)
+    out = dict(line.split() for line in subprocess.run([str(exe)], capture_output=True, text=True,
+                                                       check=True).stdout.splitlines())
+    assert {k: float(v) for k, v in out.items()} == {n: machine.DEFAULTS[n] for n in machine.CXX_NAMES}
+    # the planner takes its constants from that header, not from literals of its own
+    with open(os.path.join(ROOT, "csrc", "plan.cpp")) as f:
+        plan = f.read()
+    assert '#include "machine_model.h"' in plan
+    for n in ("flag_round_trip_us", "l2_latency_us", "mma_dep_cycles_bf16", "mma_dep_cycles_tf32", "launch_us"):
+        assert f"machine::{n}" in plan

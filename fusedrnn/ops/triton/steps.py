@@ -67,14 +67,23 @@ def contract_fwd(acc, p_x, o_rx, m_b, p_w, ws, n0, N, K, G: tl.constexpr, GS: tl
                  KP: tl.constexpr, NKP: tl.constexpr, RESIDENT: tl.constexpr, PREC: tl.constexpr,
                  INTERP: tl.constexpr):
     """acc (GS*BLOCK_N, BLOCK_B) + the stacked rows n0.. of W (G*N, K) x xᵀ (rows o_rx of
-    p_x, K wide): the gates from h_{t-1} (W_hh, K = P) or h_t from m_t (W_hr, K = H)."""
+    p_x, K wide): the gates from h_{t-1} (W_hh, K = P) or h_t from m_t (W_hr, K = H).
+
+    Streamed, the chunks are software-pipelined by hand: chunk k+1's two loads (W from
+    L1/L2, x from L2) are issued before chunk k's product, so their latency hides behind
+    it and a step waits for about one L2 round trip, not one per chunk."""
     if RESIDENT:
         for kp in tl.static_range(NKP):
             acc = mma(ws[kp], cols_T(p_x, o_rx, m_b, kp * KP, K, KP), acc, PREC, INTERP)
     else:
-        for k0 in range(0, K, KP):
-            acc = mma(w_rows(p_w, n0, k0, N, K, G, GS, BLOCK_N, KP), cols_T(p_x, o_rx, m_b, k0, K, KP), acc, PREC,
-                      INTERP)
+        w = w_rows(p_w, n0, 0, N, K, G, GS, BLOCK_N, KP)
+        x = cols_T(p_x, o_rx, m_b, 0, K, KP)
+        for k0 in range(KP, K, KP):
+            w_next = w_rows(p_w, n0, k0, N, K, G, GS, BLOCK_N, KP)
+            x_next = cols_T(p_x, o_rx, m_b, k0, K, KP)
+            acc = mma(w, x, acc, PREC, INTERP)
+            w, x = w_next, x_next
+        acc = mma(w, x, acc, PREC, INTERP)
     return acc
 
 
@@ -82,17 +91,31 @@ def contract_fwd(acc, p_x, o_rx, m_b, p_w, ws, n0, N, K, G: tl.constexpr, GS: tl
 def contract_bwd(acc, p_d, o_rd, m_b, p_w, ws, o_n, N, K, G: tl.constexpr, KP: tl.constexpr, NKP: tl.constexpr,
                  RESIDENT: tl.constexpr, PREC: tl.constexpr, INTERP: tl.constexpr):
     """acc (BLOCK_N, BLOCK_B) + Σ_g W[g*K:(g+1)*K, o_n]ᵀ x (block g of the rows o_rd of p_d)ᵀ
-    for W (G*K, N): dh_{t-1} from d_gh (W_hh, K = H) or dm_t from dh_t (W_hr, K = P)."""
+    for W (G*K, N): dh_{t-1} from d_gh (W_hh, K = H) or dm_t from dh_t (W_hr, K = P).
+
+    The G x (K / KP) products alternate between two accumulators, two independent MMA
+    chains (summed at the end) instead of one. Streamed, the (gate, chunk) sequence is
+    software-pipelined by hand as in contract_fwd: the next chunk's loads are issued
+    before the current chunk's product."""
+    acc_b = tl.zeros_like(acc)
     if RESIDENT:
         for g in tl.static_range(G):
             for kp in tl.static_range(NKP):
-                acc = mma(ws[g * NKP + kp], cols_T(p_d + g * K, o_rd, m_b, kp * KP, K, KP), acc, PREC, INTERP)
+                acc, acc_b = acc_b, mma(ws[g * NKP + kp], cols_T(p_d + g * K, o_rd, m_b, kp * KP, K, KP), acc, PREC,
+                                        INTERP)
     else:
-        for g in tl.static_range(G):
-            for k0 in range(0, K, KP):
-                acc = mma(w_cols(p_w, g, o_n, k0, N, K, KP), cols_T(p_d + g * K, o_rd, m_b, k0, K, KP), acc, PREC,
-                          INTERP)
-    return acc
+        n_k = tl.cdiv(K, KP)
+        w = w_cols(p_w, 0, o_n, 0, N, K, KP)
+        x = cols_T(p_d, o_rd, m_b, 0, K, KP)
+        for i in range(1, G * n_k):
+            g = i // n_k
+            k0 = (i - g * n_k) * KP
+            w_next = w_cols(p_w, g, o_n, k0, N, K, KP)
+            x_next = cols_T(p_d + g * K, o_rd, m_b, k0, K, KP)
+            acc, acc_b = acc_b, mma(w, x, acc, PREC, INTERP)
+            w, x = w_next, x_next
+        acc, acc_b = acc_b, mma(w, x, acc, PREC, INTERP)
+    return acc + acc_b
 
 
 @triton.jit

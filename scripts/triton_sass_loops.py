@@ -39,7 +39,11 @@ def sass_of(cell, dtype, B, H, direction, P=0, D=1):
         f.flush()
         sass = subprocess.run([tr._tool("cuobjdump"), "-sass", f.name], capture_output=True, text=True,
                               check=True).stdout
-    return lau, sass, k.asm["ptx"]
+        usage = subprocess.run([tr._tool("cuobjdump"), "--dump-resource-usage", f.name], capture_output=True,
+                               text=True, check=True).stdout
+    m = re.search(r"REG:(\d+) STACK:(\d+) SHARED:(\d+) LOCAL:(\d+)", usage)
+    res = dict(regs=int(m[1]), spill=int(m[2]) + int(m[4]), smem=k.metadata.shared + int(m[3]))
+    return lau, sass, res
 
 
 def loops(sass: str):
@@ -69,13 +73,14 @@ def main(argv=None):
     p.add_argument("direction", choices=("fwd", "bwd"))
     p.add_argument("--dump", help="write the SASS here")
     a = p.parse_args(argv)
-    lau, sass, _ = sass_of(a.cell, a.dtype, a.B, a.H, a.direction)
+    lau, sass, res = sass_of(a.cell, a.dtype, a.B, a.H, a.direction)
     if a.dump:
         with open(a.dump, "w") as f:
             f.write(sass)
     found, allins = loops(sass)
     print(f"{a.cell} {a.dtype} B{a.B} H{a.H} {a.direction}: {lau.layout} grid{lau.grid} bb{lau.BLOCK_B} "
-          f"bn{lau.BLOCK_N} kp{lau.KP}x{lau.NKP} tiles{lau.N_TILES} resident={lau.RESIDENT} warps={lau.num_warps}")
+          f"bn{lau.BLOCK_N} kp{lau.KP}x{lau.NKP} tiles{lau.N_TILES} resident={lau.RESIDENT} "
+          f"warps={lau.num_warps} {res}")
     print("kernel", counts(allins))
     for lo, hi, body in found:
         print(f"loop {lo:#06x}-{hi:#06x}", counts(body))

@@ -1,5 +1,5 @@
 """The software-pipelined streamed contraction (steps.contract_fwd / contract_bwd): chunk
-k+1 of W_hh and of the exchanged vector is loaded before chunk k's product, and the
+j+3 of W_hh and of the exchanged vector is loaded before chunk j's product, and the
 backward's products alternate between two accumulators. The layout tests' sizes fit in
 one chunk, so here the chunk is narrowed to 16 columns: K = 40 runs as 16 + 16 + 8 (a
 partial last chunk), the backward as G x 3 (gate, chunk) pieces, and a chunk consumed
@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+import triton
+import triton.language as tl
 
 from fusedrnn.ops.triton import config
+from fusedrnn.ops.triton.steps import chunk_bwd
 from test_triton_layouts import SMALL_DEVICE, concurrent, forced  # noqa: F401 (fixture)
 from test_triton_recurrence import check_against_reference
 
@@ -35,3 +38,32 @@ def test_pipelined_chunks_match_reference(concurrent, monkeypatch, cell, layout,
     with forced(monkeypatch, launch):
         check_against_reference(cell, 5, B, H, lengths=True, reverse=layout == "solo", dtype=dtype, bias=True,
                                 seed=7)
+
+
+@triton.jit
+def _past_end_chunks(p_w, p_d, p_out, N, K, G: tl.constexpr, KP: tl.constexpr, BLOCK_N: tl.constexpr,
+                     BLOCK_B: tl.constexpr):
+    """Stores the three chunks the backward's pipeline loads past its last one."""
+    o_n = tl.arange(0, BLOCK_N)
+    o_b = tl.arange(0, BLOCK_B)
+    n_k = tl.cdiv(K, KP)
+    for i in tl.static_range(3):
+        w, x = chunk_bwd(p_d, o_b * (G * K), o_b < 1, p_w, o_n, G * n_k + i, n_k, N, K, G, KP)
+        tl.store(p_out + i * 2 * KP * BLOCK_N + tl.arange(0, BLOCK_N)[:, None] * KP + tl.arange(0, KP)[None, :],
+                 w.to(tl.float32))
+        tl.store(p_out + (i * 2 + 1) * KP * BLOCK_N + tl.arange(0, KP)[:, None] * BLOCK_B + o_b[None, :], x)
+
+
+@pytest.mark.parametrize("G", [1, 3, 4])
+def test_chunks_past_the_end_read_nothing(G):
+    """The pipeline loads three chunks past the last (never multiplied, so no value shows
+    them): they must stay inside W and d, fully masked. W and d sit in buffers whose tail
+    is NaN, so a chunk that read past them (gate G) would not be all zeros."""
+    N, K, BN, BB = 16, 40, 16, 16
+    w_buf = torch.full((G * K * N + 4 * K * N,), float("nan"))
+    w_buf[:G * K * N] = 1.0
+    d_buf = torch.full((BB * G * K + 4 * K * BB,), float("nan"))
+    d_buf[:BB * G * K] = 1.0
+    out = torch.full((6, KP * BN), -1.0)
+    _past_end_chunks[(1,)](w_buf, d_buf, out, N, K, G, KP, BN, BB)
+    assert torch.equal(out, torch.zeros_like(out)), out

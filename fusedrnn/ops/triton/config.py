@@ -64,7 +64,7 @@ TUNING = {
     "smem_margin": 16 * 1024,      # shared memory left unclaimed below the opt-in limit
     "maxnreg": 255,                # register cap written into the PTX (ptxas's own default spills)
     "num_stages": 1,               # Triton's own pipelining (2+ spills inside the time loop); the streamed
-                                   # chunks are pipelined by hand instead (steps.contract_fwd/contract_bwd)
+                                   # chunks are pipelined by hand, 3 ahead (steps.contract_fwd/contract_bwd)
     "spin_limit": 1 << 22,         # barrier polls per step before the wait gives up (~1 s)
     "interpret_sms": 4,            # SMs the interpreter stands for when a grid is forced
 }

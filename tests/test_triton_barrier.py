@@ -23,17 +23,24 @@ T = 8
 
 
 @pytest.fixture
-def atomics(monkeypatch):
-    """Counts the atomic operations the interpreted kernels execute."""
+def barrier_ops(monkeypatch):
+    """Counts the barrier's memory operations the interpreted kernels execute: atomics
+    (arrivals, acquires, the timeout flag) and volatile loads (the polls)."""
     from triton.runtime import interpreter
     count = {"n": 0}
-    orig = interpreter.InterpreterBuilder.create_atomic_rmw
+    builder = interpreter.InterpreterBuilder
+    orig_rmw, orig_masked = builder.create_atomic_rmw, builder.create_masked_load
 
     def counting(self, *args, **kwargs):
         count["n"] += 1
-        return orig(self, *args, **kwargs)
+        return orig_rmw(self, *args, **kwargs)
 
-    monkeypatch.setattr(interpreter.InterpreterBuilder, "create_atomic_rmw", counting)
+    def masked(self, ptrs, mask, other, cache_modifier, eviction_policy, is_volatile):  # create_load calls it
+        count["n"] += bool(is_volatile)
+        return orig_masked(self, ptrs, mask, other, cache_modifier, eviction_policy, is_volatile)
+
+    monkeypatch.setattr(builder, "create_atomic_rmw", counting)
+    monkeypatch.setattr(builder, "create_masked_load", masked)
     return count
 
 
@@ -44,7 +51,7 @@ def grid_launch(cell, B, H):
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn_tanh"])
-def test_timeout_is_latched_and_raised(monkeypatch, atomics, cell):
+def test_timeout_is_latched_and_raised(monkeypatch, barrier_ops, cell):
     launch = grid_launch(cell, 3, 20)
     monkeypatch.setattr(config, "choose", lambda *a, **k: launch)
     monkeypatch.setitem(config.TUNING, "spin_limit", SPIN)
@@ -53,18 +60,18 @@ def test_timeout_is_latched_and_raised(monkeypatch, atomics, cell):
         with pytest.raises(RuntimeError, match="grid barrier timed out in the .* forward"):
             tri.forward(cell, gx, h0, c0, w, b, None, False, True)
         # one full wait at most per program, then a few atomics per step: latched
-        assert atomics["n"] < launch.grid[0] * (SPIN + 4 * T), atomics["n"]
+        assert barrier_ops["n"] < launch.grid[0] * (SPIN + 4 * T), barrier_ops["n"]
         # the backward as well (saved tensors of the right shapes; values do not matter)
         saved = tuple(torch.zeros(s, dtype=d) for s, d in tri.saved_shapes(cell, gx, h0, c0, w, b, None, False, True))
         y = torch.zeros(T, 3, 20)
         dc = torch.zeros(3, 20) if cell == "lstm" else None
-        atomics["n"] = 0
+        barrier_ops["n"] = 0
         with pytest.raises(RuntimeError, match="grid barrier timed out in the .* backward"):
             tri.backward(cell, y, h0, dc, gx, h0, c0, w, b, None, False, y, saved)
-        assert atomics["n"] < launch.grid[0] * (SPIN + 4 * T), atomics["n"]
+        assert barrier_ops["n"] < launch.grid[0] * (SPIN + 4 * T), barrier_ops["n"]
 
 
-def test_spin_limit_is_a_runtime_argument(monkeypatch, atomics):
+def test_spin_limit_is_a_runtime_argument(monkeypatch, barrier_ops):
     """The kernel polls exactly as often as the launch argument says (no recompile)."""
     launch = grid_launch("rnn_tanh", 3, 20)
     monkeypatch.setattr(config, "choose", lambda *a, **k: launch)
@@ -72,10 +79,10 @@ def test_spin_limit_is_a_runtime_argument(monkeypatch, atomics):
     counts = []
     for spin in (SPIN, 4 * SPIN):
         monkeypatch.setitem(config.TUNING, "spin_limit", spin)
-        atomics["n"] = 0
+        barrier_ops["n"] = 0
         with torch.no_grad(), pytest.raises(RuntimeError, match="timed out"):
             tri.forward("rnn_tanh", gx, h0, None, w, b, None, False, False)
-        counts.append(atomics["n"])
+        counts.append(barrier_ops["n"])
     # at T=1 programs 0..n-2 each wait out the limit (the last one finds everyone arrived)
     assert counts[1] - counts[0] == 3 * SPIN * (launch.grid[0] - 1)
     for kernel in (tri.launch.kernels.recurrence_fwd_kernel, tri.launch.kernels.recurrence_bwd_kernel):

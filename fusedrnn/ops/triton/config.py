@@ -57,12 +57,14 @@ TUNING = {
     "resident_kp_max": 128,        # widest piece of a resident W_hh (wider pieces spill)
     "resident_pieces_max": 8,      # NKP: pieces of a resident W_hh (768 = 6 x 128; unrolled)
     "carry_max": 256,              # widest H (padded) of the carry layout's single tile
+    "resident_bwd_bytes": 16 * 1024,  # largest W_hh slice the backward keeps resident (G x H x BLOCK_N)
     "resident_staged_max": 4096,   # exchanged-vector elements (K x BLOCK_B) a resident program stages per step
     "programs_per_sm": 1,          # co-residency bound of the grid layout
     "regs_budget": 176,            # estimated registers per thread a configuration may use
     "smem_margin": 16 * 1024,      # shared memory left unclaimed below the opt-in limit
     "maxnreg": 255,                # register cap written into the PTX (ptxas's own default spills)
-    "num_stages": 1,               # software pipelining of streamed chunks (2+ spills inside the time loop)
+    "num_stages": 1,               # Triton's own pipelining (2+ spills inside the time loop); the streamed
+                                   # chunks are pipelined by hand, 3 ahead (steps.contract_fwd/contract_bwd)
     "spin_limit": 1 << 22,         # barrier polls per step before the wait gives up (~1 s)
     "interpret_sms": 4,            # SMs the interpreter stands for when a grid is forced
 }
@@ -213,16 +215,20 @@ def resources(cell: str, direction: str, bits: int, block_b: int, block_n: int, 
     return int(smem), int(regs)
 
 
-def resident_ok(direction: str, bits: int, K: int, block_b: int) -> bool:
+def resident_ok(direction: str, bits: int, K: int, block_b: int, block_n: int = 0, G: int = 1, proj: int = 0) -> bool:
     """Whether a grid program may keep its W_hh slice resident (compile-gate findings on
-    sm_90): only the 16-bit forward, and only while the exchanged vector's pieces staged per
-    step stay small (Triton issues all their loads at once). The backward streams W_hh's
-    per-gate columns from L1/L2: resident, its G x NKP unrolled pieces spill and take
-    minutes to compile; fp32 (tf32x3 splits of a resident W) spills too. K: the
-    contraction's length (P forward)."""
+    sm_90): 16-bit only (fp32's tf32x3 splits of a resident W spill), and only while the
+    exchanged vector's pieces staged per step stay small (Triton issues all their loads
+    at once). The backward's slice is G x NKP pieces (block_n, KP), the transposed
+    columns of every gate: resident only up to `resident_bwd_bytes` (the B1·H256 LSTM
+    slice, 16 KB); larger ones spill and take minutes to compile, and stream from L2, as
+    does every backward with a projection (its W_hr phase's registers make even the 16 KB
+    slice spill). K: the contraction's length (P forward, H backward)."""
     pieces = resident_pieces(K)
-    return (direction == "fwd" and bits == 16 and pieces is not None
-            and pieces[0] * pieces[1] * block_b <= TUNING["resident_staged_max"])
+    if bits != 16 or pieces is None or pieces[0] * pieces[1] * block_b > TUNING["resident_staged_max"]:
+        return False
+    return direction == "fwd" or (not proj and G * pieces[0] * pieces[1] * block_n * bits // 8
+                                   <= TUNING["resident_bwd_bytes"])
 
 
 def _candidates(cell, B, H, bits, limits: DeviceLimits, direction, layout, proj, n_dir):
@@ -260,7 +266,7 @@ def _candidates(cell, B, H, bits, limits: DeviceLimits, direction, layout, proj,
                 continue
             n_tiles = -(-n_units // n_n)
             n_n = -(-n_units // n_tiles)
-            if n_tiles == 1 and resident_ok(direction, bits, K, block_b):
+            if n_tiles == 1 and resident_ok(direction, bits, K, block_b, bn, G, proj):
                 kp, nkp = resident_pieces(K)
                 yield "grid", (n_n, n_b, n_dir), block_b, bn, kp, nkp, kr, 1, True
             yield "grid", (n_n, n_b, n_dir), block_b, bn, stream_kp, 1, kr, n_tiles, False

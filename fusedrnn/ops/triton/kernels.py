@@ -139,7 +139,7 @@ def recurrence_fwd_kernel(
                     hp = mma(wr, u, zero_p, PREC, INTERP)
                 else:
                     tl.store(p_m + o_m[None, :] + o_n[:, None], u, mask=m)
-                    budget = sync(p_cnt, p_err, (NS * s + 1) * n_sync, budget, BARRIER)
+                    budget = sync(p_cnt, p_err, (NS * s + 1) * n_sync, budget, BARRIER, INTERP)
                     hp = contract_fwd(zero_p, p_m, o_m, m_b, p_wr, 0, n0, P, H, 1, 1, BLOCK_N, KR, 1, False, PREC,
                                       INTERP)
                 h = project_out(hp, h, act, o_p, m_p, p_y, o_r * s_y, CARRY, INTERP)
@@ -147,7 +147,7 @@ def recurrence_fwd_kernel(
                 h = u
             if not CARRY:
                 tl.store(p_h + ((s + 1) % 2) * B * P + o_ptile, h, mask=m_p)
-                budget = sync(p_cnt, p_err, (NS * s + NS) * n_sync, budget, BARRIER)
+                budget = sync(p_cnt, p_err, (NS * s + NS) * n_sync, budget, BARRIER, INTERP)
         tl.store(p_h + (T % 2) * B * P + o_ptile, h, mask=m_p)
         if CELL == 0:
             tl.store(p_c + o_tile, c, mask=m)
@@ -178,7 +178,7 @@ def recurrence_fwd_kernel(
                     tl.store(p_hnext + o_tile, u, mask=m)
                 if CELL == 0:
                     tl.store(p_c + o_tile, c, mask=m)
-            budget = sync(p_cnt, p_err, (NS * s + 1) * n_sync, budget, BARRIER)
+            budget = sync(p_cnt, p_err, (NS * s + 1) * n_sync, budget, BARRIER, INTERP)
             if PROJ:
                 for j in range(N_TILES):  # the program's rows of h_t = W_hr m_t
                     o_p, m_p, o_ptile = unit_tile(i_n * N_TILES + j, o_rp, m_b, P, BLOCK_N)
@@ -187,7 +187,7 @@ def recurrence_fwd_kernel(
                                       BLOCK_N, KR, 1, False, PREC, INTERP)
                     h = project_out(hp, h, act, o_p, m_p, p_y, o_r * s_y, False, INTERP)
                     tl.store(p_hnext + o_ptile, h, mask=m_p)
-                budget = sync(p_cnt, p_err, (NS * s + 2) * n_sync, budget, BARRIER)
+                budget = sync(p_cnt, p_err, (NS * s + 2) * n_sync, budget, BARRIER, INTERP)
 
 
 @triton.jit(do_not_specialize=["T", "flags", "spin_limit"])
@@ -247,7 +247,7 @@ def recurrence_bwd_kernel(
         if PROJ:
             dy = load_dy(p_dy, T - 1, b_len, o_b, m_b, o_p, m_p, B, s_y, reverse)
             store_grad_h(p_g, dh, dy, T - 1, b_len, o_b, m_b, o_p, m_p, B, P, reverse)
-            budget = sync(p_cnt, p_err, n_sync, budget, BARRIER)
+            budget = sync(p_cnt, p_err, n_sync, budget, BARRIER, INTERP)
         dy, s0, s1, s2, s3, st = bwd_saved(p_dy, p_acts, p_state, T - 1, b_len, o_b, m_b, o_n, m, B, H, s_y,
                                            reverse, CELL, SA, PROJ)
         for r in range(T):
@@ -270,14 +270,14 @@ def recurrence_bwd_kernel(
                     dh = mma(ws[3], d3, dh, PREC, INTERP)
             elif PROJ:
                 dy_p = load_dy(p_dy, s - 1, b_len, o_b, m_b, o_p, m_p, B, s_y, reverse)
-                budget = sync(p_cnt, p_err, (NS * r + 2) * n_sync, budget, BARRIER)
+                budget = sync(p_cnt, p_err, (NS * r + 2) * n_sync, budget, BARRIER, INTERP)
                 acc = contract_bwd(zero, p_dgh, o_r * s_g, m_b, p_w, ws, o_p, P, H, G, KP, NKP, RESIDENT, PREC,
                                    INTERP)
                 dh = tl.where(act[None, :], acc, dh)  # the LSTM's h reaches the next step only through the gates
                 store_grad_h(p_g, dh, dy_p, s - 1, b_len, o_b, m_b, o_p, m_p, B, P, reverse)
-                budget = sync(p_cnt, p_err, (NS * r + 3) * n_sync, budget, BARRIER)
+                budget = sync(p_cnt, p_err, (NS * r + 3) * n_sync, budget, BARRIER, INTERP)
             else:
-                budget = sync(p_cnt, p_err, (r + 1) * n_sync, budget, BARRIER)
+                budget = sync(p_cnt, p_err, (r + 1) * n_sync, budget, BARRIER, INTERP)
                 dh = contract_bwd(dhx, p_dgh, o_r * s_g, m_b, p_w, ws, o_p, P, H, G, KP, NKP, RESIDENT, PREC, INTERP)
         tl.store(p_dh + o_ptile, dh, mask=m_p)
         if CELL == 0:
@@ -289,7 +289,7 @@ def recurrence_bwd_kernel(
                 dy = load_dy(p_dy, T - 1, b_len, o_b, m_b, o_p, m_p, B, s_y, reverse)
                 store_grad_h(p_g, tl.load(p_dh + o_ptile, mask=m_p, other=0.0), dy, T - 1, b_len, o_b, m_b, o_p,
                              m_p, B, P, reverse)
-            budget = sync(p_cnt, p_err, n_sync, budget, BARRIER)
+            budget = sync(p_cnt, p_err, n_sync, budget, BARRIER, INTERP)
         for r in range(T):
             s = T - 1 - r
             o_r, act = step_rows(s, b_len, o_b, m_b, B, reverse)
@@ -310,7 +310,7 @@ def recurrence_bwd_kernel(
                     tl.store(p_dh + o_tile, dh, mask=m)
                 if CELL == 0:
                     tl.store(p_dc + o_tile, dc, mask=m)
-            budget = sync(p_cnt, p_err, (NS * r + NS) * n_sync, budget, BARRIER)
+            budget = sync(p_cnt, p_err, (NS * r + NS) * n_sync, budget, BARRIER, INTERP)
             for j in range(N_TILES):  # contraction: the program's rows of dh_{t-1}
                 o_p, m_p, o_ptile = unit_tile(i_n * N_TILES + j, o_rp, m_b, P, BLOCK_N)
                 dh = tl.load(p_dh + o_ptile, mask=m_p, other=0.0)
@@ -324,6 +324,6 @@ def recurrence_bwd_kernel(
                     dh = contract_bwd(dh, p_dgh, o_r * s_g, m_b, p_w, 0, o_p, P, H, G, KP, NKP, False, PREC, INTERP)
                 tl.store(p_dh + o_ptile, dh, mask=m_p)
             if PROJ:
-                budget = sync(p_cnt, p_err, (NS * r + 3) * n_sync, budget, BARRIER)
+                budget = sync(p_cnt, p_err, (NS * r + 3) * n_sync, budget, BARRIER, INTERP)
             else:
                 tl.debug_barrier()  # the next step's pointwise part reads dh across threads

@@ -64,18 +64,46 @@ def resident_w_bwd(p_w, o_n, N, K, G: tl.constexpr, KP: tl.constexpr, NKP: tl.co
 
 
 @triton.jit
+def chunk_fwd(p_x, o_rx, m_b, p_w, n0, j, N, K, G: tl.constexpr, GS: tl.constexpr, BLOCK_N: tl.constexpr,
+              KP: tl.constexpr):
+    """Streamed chunk j of contract_fwd: (W rows, KP columns of x); all zeros (no memory
+    traffic: every lane masked) for a chunk past the end."""
+    k0 = j * KP
+    return w_rows(p_w, n0, k0, N, K, G, GS, BLOCK_N, KP), cols_T(p_x, o_rx, m_b, k0, K, KP)
+
+
+@triton.jit
+def chunk_bwd(p_d, o_rd, m_b, p_w, o_n, j, n_k, N, K, G: tl.constexpr, KP: tl.constexpr):
+    """Streamed chunk j of contract_bwd, in (gate, chunk) order: (W columns, KP rows of the
+    gate's d block); past the last one the gate stays the last (never a block past W or
+    d) and k0 >= K masks every lane."""
+    g = tl.minimum(j // n_k, G - 1)
+    k0 = (j - g * n_k) * KP
+    return w_cols(p_w, g, o_n, k0, N, K, KP), cols_T(p_d + g * K, o_rd, m_b, k0, K, KP)
+
+
+@triton.jit
 def contract_fwd(acc, p_x, o_rx, m_b, p_w, ws, n0, N, K, G: tl.constexpr, GS: tl.constexpr, BLOCK_N: tl.constexpr,
                  KP: tl.constexpr, NKP: tl.constexpr, RESIDENT: tl.constexpr, PREC: tl.constexpr,
                  INTERP: tl.constexpr):
     """acc (GS*BLOCK_N, BLOCK_B) + the stacked rows n0.. of W (G*N, K) x xᵀ (rows o_rx of
-    p_x, K wide): the gates from h_{t-1} (W_hh, K = P) or h_t from m_t (W_hr, K = H)."""
+    p_x, K wide): the gates from h_{t-1} (W_hh, K = P) or h_t from m_t (W_hr, K = H).
+
+    Streamed, the chunks are software-pipelined by hand, three ahead: chunk j+3's loads
+    (W from L1/L2, x from L2) are issued before chunk j's product, so about three chunks'
+    work hides each load's latency and a step waits for about one L2 round trip plus the
+    products, not one round trip per chunk. The three chunks past the end are masked."""
     if RESIDENT:
         for kp in tl.static_range(NKP):
             acc = mma(ws[kp], cols_T(p_x, o_rx, m_b, kp * KP, K, KP), acc, PREC, INTERP)
     else:
-        for k0 in range(0, K, KP):
-            acc = mma(w_rows(p_w, n0, k0, N, K, G, GS, BLOCK_N, KP), cols_T(p_x, o_rx, m_b, k0, K, KP), acc, PREC,
-                      INTERP)
+        w0, x0 = chunk_fwd(p_x, o_rx, m_b, p_w, n0, 0, N, K, G, GS, BLOCK_N, KP)
+        w1, x1 = chunk_fwd(p_x, o_rx, m_b, p_w, n0, 1, N, K, G, GS, BLOCK_N, KP)
+        w2, x2 = chunk_fwd(p_x, o_rx, m_b, p_w, n0, 2, N, K, G, GS, BLOCK_N, KP)
+        for j in range(0, tl.cdiv(K, KP)):
+            w3, x3 = chunk_fwd(p_x, o_rx, m_b, p_w, n0, j + 3, N, K, G, GS, BLOCK_N, KP)
+            acc = mma(w0, x0, acc, PREC, INTERP)
+            w0, x0, w1, x1, w2, x2 = w1, x1, w2, x2, w3, x3
     return acc
 
 
@@ -83,17 +111,27 @@ def contract_fwd(acc, p_x, o_rx, m_b, p_w, ws, n0, N, K, G: tl.constexpr, GS: tl
 def contract_bwd(acc, p_d, o_rd, m_b, p_w, ws, o_n, N, K, G: tl.constexpr, KP: tl.constexpr, NKP: tl.constexpr,
                  RESIDENT: tl.constexpr, PREC: tl.constexpr, INTERP: tl.constexpr):
     """acc (BLOCK_N, BLOCK_B) + Σ_g W[g*K:(g+1)*K, o_n]ᵀ x (block g of the rows o_rd of p_d)ᵀ
-    for W (G*K, N): dh_{t-1} from d_gh (W_hh, K = H) or dm_t from dh_t (W_hr, K = P)."""
+    for W (G*K, N): dh_{t-1} from d_gh (W_hh, K = H) or dm_t from dh_t (W_hr, K = P).
+
+    The G x (K / KP) products alternate between two accumulators, two independent MMA
+    chains (summed at the end) instead of one. Streamed, the (gate, chunk) sequence is
+    software-pipelined three ahead as in contract_fwd."""
+    acc_b = tl.zeros_like(acc)
     if RESIDENT:
         for g in tl.static_range(G):
             for kp in tl.static_range(NKP):
-                acc = mma(ws[g * NKP + kp], cols_T(p_d + g * K, o_rd, m_b, kp * KP, K, KP), acc, PREC, INTERP)
+                acc, acc_b = acc_b, mma(ws[g * NKP + kp], cols_T(p_d + g * K, o_rd, m_b, kp * KP, K, KP), acc, PREC,
+                                        INTERP)
     else:
-        for g in tl.static_range(G):
-            for k0 in range(0, K, KP):
-                acc = mma(w_cols(p_w, g, o_n, k0, N, K, KP), cols_T(p_d + g * K, o_rd, m_b, k0, K, KP), acc, PREC,
-                          INTERP)
-    return acc
+        n_k = tl.cdiv(K, KP)
+        w0, x0 = chunk_bwd(p_d, o_rd, m_b, p_w, o_n, 0, n_k, N, K, G, KP)
+        w1, x1 = chunk_bwd(p_d, o_rd, m_b, p_w, o_n, 1, n_k, N, K, G, KP)
+        w2, x2 = chunk_bwd(p_d, o_rd, m_b, p_w, o_n, 2, n_k, N, K, G, KP)
+        for j in range(0, G * n_k):
+            w3, x3 = chunk_bwd(p_d, o_rd, m_b, p_w, o_n, j + 3, n_k, N, K, G, KP)
+            acc, acc_b = acc_b, mma(w0, x0, acc, PREC, INTERP)
+            w0, x0, w1, x1, w2, x2 = w1, x1, w2, x2, w3, x3
+    return acc + acc_b
 
 
 @triton.jit

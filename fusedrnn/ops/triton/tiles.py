@@ -153,29 +153,58 @@ def step_rows(s, b_len, o_b, m_b, B, reverse):
 
 
 @triton.jit
-def sync(p_cnt, p_err, target, budget, BARRIER: tl.constexpr):
+def load_acquire(p, INTERP: tl.constexpr):
+    """*p (int32) read with acquire semantics at GPU scope, by every thread: one
+    ld.acquire (Triton drops an acquire add of 0 whose result looks unused, and one whose
+    result is used runs in thread 0 and broadcasts through shared memory between two CTA
+    barriers). The interpreter cannot run PTX: there an acquire add of 0 reads it."""
+    if INTERP:
+        v = tl.atomic_add(p, 0, sem="acquire", scope="gpu")
+    else:
+        v = tl.inline_asm_elementwise("ld.acquire.gpu.global.b32 $0, [$1];", "=r,l", [p], dtype=tl.int32,
+                                      is_pure=False, pack=1)
+    return v
+
+
+@triton.jit
+def sync(p_cnt, p_err, target, budget, BARRIER: tl.constexpr, INTERP: tl.constexpr):
     """Make every store before it visible to the threads that load after it; -> budget.
 
     Without BARRIER one program owns its batch rows: a CTA barrier suffices. With it,
-    all programs of the batch tile meet: each adds 1 to the tile's counter (release,
-    after a CTA barrier so all its threads' stores are ordered before it; Triton issues
-    a scalar atomic from one thread), then polls with acquire until the counter reaches
-    `target` (syncs so far x programs). All programs must be co-resident: the grid is
-    sized from the SM count and launched cooperatively, so a lost co-residency is a
-    launch error. A wait longer than `budget` polls gives up, raises the flag at p_err
-    (the launcher turns it into a RuntimeError) and returns budget 0: the timeout is
-    latched, later steps do not wait again, and the kernel ends in bounded time.
+    all programs of the batch tile meet at the tile's counter, in the fewest ordering
+    operations the PTX memory model needs:
+      arrive  a CTA barrier (it orders every thread's stores before thread 0's next
+              operation), then one release add (a scalar atomic whose result is unused:
+              one thread, no shared-memory broadcast). Release is cumulative over what
+              the CTA barrier ordered before it, so no separate fence is needed.
+      poll    every thread reads the counter with a plain volatile load (relaxed: no
+              CTA barrier, no L1 invalidate per poll) until it reaches `target` (syncs
+              so far x programs); the counter only grows, so once seen it stays reached.
+      acquire one acquire load of the counter per thread after its polls: it reads a
+              value >= target, so it synchronizes with every program's release add
+              (RMWs continue the release sequence); the CTA barrier after it holds every
+              thread until thread 0 has acquired, whatever the others saw.
+    The exchanged values are then read with .cg loads (L2), never from a stale L1 line.
+    All programs must be co-resident: the grid is sized from the SM count and launched
+    cooperatively, so a lost co-residency is a launch error. A wait longer than `budget`
+    polls gives up, raises the flag at p_err (the launcher turns it into a RuntimeError)
+    and returns budget 0: the timeout is latched, later steps do not wait again, and the
+    kernel ends in bounded time. (Threads decide this on their own polls; thread 0's
+    decision alone raises the flag, and the closing CTA barrier makes every thread wait
+    for thread 0, so no thread reads the exchange before thread 0 has seen the target
+    unless the flag is raised.)
     """
     tl.debug_barrier()
     if BARRIER:
         tl.atomic_add(p_cnt, 1, sem="release", scope="gpu")
-        seen = tl.atomic_add(p_cnt, 0, sem="acquire", scope="gpu")
+        seen = tl.load(p_cnt, volatile=True)
         spins = 0
         while (seen < target) & (spins < budget):
-            seen = tl.atomic_add(p_cnt, 0, sem="acquire", scope="gpu")
+            seen = tl.load(p_cnt, volatile=True)
             spins += 1
+        seen = load_acquire(p_cnt, INTERP)
         if seen < target:
-            tl.atomic_xchg(p_err, 1)
+            tl.atomic_xchg(p_err, 1, sem="relaxed", scope="gpu")
             budget = 0
         tl.debug_barrier()
     return budget

@@ -11,6 +11,7 @@
 #include <cstdint>
 
 #include "cluster_launch.cuh"  // csrc/
+#include "device.cuh"          // csrc/: the kernels' own fusedrnn::st_release / ld_acquire, so the trip measured is theirs
 
 namespace cg = cooperative_groups;
 
@@ -49,14 +50,6 @@ __global__ void grid_sync_kernel(unsigned long long* out, int iters) {
 }
 
 // ---- flag ping-pong between two CTAs on different SMs ----------------------------------------
-__device__ __forceinline__ void store_release(int* p, int v) {
-  asm volatile("st.release.gpu.global.s32 [%0], %1;" ::"l"(p), "r"(v) : "memory");
-}
-__device__ __forceinline__ int load_acquire(const int* p) {
-  int v;
-  asm volatile("ld.acquire.gpu.global.s32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
-  return v;
-}
 __device__ __forceinline__ unsigned smid() {
   unsigned s;
   asm volatile("mov.u32 %0, %%smid;" : "=r"(s));
@@ -65,26 +58,26 @@ __device__ __forceinline__ unsigned smid() {
 
 // Polls `flag` until it reads `want`; false after ~2^26 polls (the other CTA never ran: a
 // plain launch does not promise that two CTAs are resident together).
-__device__ __forceinline__ bool wait_for(const int* flag, int want) {
+__device__ __forceinline__ bool wait_for(const unsigned* flag, unsigned want) {
   for (int n = 0; n < (1 << 26); ++n)
-    if (load_acquire(flag) == want) return true;
+    if (fusedrnn::ld_acquire(flag) == want) return true;
   return false;
 }
 
 // flags[0]: ping (CTA 0 -> 1), flags[32]: pong (1 -> 0), on separate 128-byte lines; out[3]
 // is set when a wait gave up
-__global__ void ping_pong_kernel(int* flags, unsigned long long* out, int iters) {
+__global__ void ping_pong_kernel(unsigned* flags, unsigned long long* out, int iters) {
   if (threadIdx.x != 0) return;
-  int* ping = flags;
-  int* pong = flags + 32;
+  unsigned* ping = flags;
+  unsigned* pong = flags + 32;
   out[1 + blockIdx.x] = smid();
   if (blockIdx.x == 0) {
     const unsigned long long t0 = gtimer();
     for (int i = 1; i <= iters; ++i) {
-      store_release(ping, i);
+      fusedrnn::st_release(ping, i);
       if (!wait_for(pong, i)) {
         out[3] = 1;
-        store_release(ping, -1);  // releases the other CTA too
+        fusedrnn::st_release(ping, ~0u);  // releases the other CTA too
         return;
       }
     }
@@ -95,7 +88,7 @@ __global__ void ping_pong_kernel(int* flags, unsigned long long* out, int iters)
         out[3] = 1;
         return;
       }
-      store_release(pong, i);
+      fusedrnn::st_release(pong, i);
     }
   }
 }
@@ -225,9 +218,9 @@ CAL_API int cal_grid_barrier_us(int iters, double* us) {
 }
 
 CAL_API int cal_flag_one_way_us(int iters, double* us, int* same_sm) {
-  int* flags = nullptr;
-  CHECK(cudaMalloc(&flags, 64 * sizeof(int)));
-  CHECK(cudaMemset(flags, 0, 64 * sizeof(int)));
+  unsigned* flags = nullptr;
+  CHECK(cudaMalloc(&flags, 64 * sizeof(unsigned)));
+  CHECK(cudaMemset(flags, 0, 64 * sizeof(unsigned)));
   // the most shared memory a CTA may have: the two CTAs cannot share an SM
   int smem = 0;
   CHECK(cudaDeviceGetAttribute(&smem, cudaDevAttrMaxSharedMemoryPerBlockOptin, 0));

@@ -5,9 +5,10 @@ The interpreter runs programs as Python threads on sequentially consistent memor
 poll without its acquire, or an arrival without its release, still passes every
 interpreted test: only the compiled code shows them. tiles.sync's contract, in order:
 a CTA barrier (every thread's stores before the arrival), one release add (the arrival),
-the polls as plain volatile loads in a loop with no CTA barrier, no fence and no atomic in
-it, one acquire load, the CTA barrier that holds every thread until thread 0 acquired,
-and only then the exchange's .cg load.
+the polls as acquire loads in a loop with no CTA barrier, no fence and no atomic in it (the
+poll that sees the target is the acquire: no second, dependent load after the loop), the
+CTA barrier that holds every thread until thread 0 acquired, and only then the exchange's
+.cg load.
 """
 from __future__ import annotations
 
@@ -46,15 +47,22 @@ def test_arrival_is_one_release_after_a_cta_barrier(ops):
     assert not [op for op in ops if op.startswith(("fence", "membar")) or ".acq_rel" in op or ".sc." in op], ops
 
 
-def test_poll_is_a_plain_load_then_one_acquire(ops):
-    acq = [i for i, op in enumerate(ops) if ".acquire" in op]
-    assert len(acq) == 1 and ops[acq[0]].startswith("ld.acquire.gpu"), ops
+def test_poll_is_an_acquire_load_in_a_loop(ops):
     rel = next(i for i, op in enumerate(ops) if ".release" in op)
-    polls = [i for i, op in enumerate(ops) if op.startswith("ld.volatile")]
-    assert polls and all(rel < i < acq[0] for i in polls), ops
-    # between the arrival and the acquire: the poll loop, with no CTA barrier and no atomic
-    assert not [op for op in ops[rel + 1:acq[0]] if op == "bar.sync" or op.startswith(("atom", "red"))], ops
-    assert any(op.startswith("bra") for op in ops[rel + 1:acq[0]]), "no poll loop"
+    acq = [i for i, op in enumerate(ops) if ".acquire" in op]
+    assert acq and all(ops[i].startswith("ld.acquire.gpu") and i > rel for i in acq), ops
+    assert not [op for op in ops if op.startswith("ld.volatile")], ops  # no relaxed poll before the acquire
+    # the loop: a backward branch to a label between the arrival and the last acquire, whose
+    # body holds an acquire load and no CTA barrier and no atomic
+    labels = {op[:-1]: i for i, op in enumerate(ops) if op.startswith("$L__BB")}
+    loops = [(labels[op.split()[-1]], i) for i, op in enumerate(ops)
+             if op.startswith("bra") and labels.get(op.split()[-1], len(ops)) < i]
+    body = [(a, b) for a, b in loops if rel < a and any(a < j < b for j in acq)]
+    assert body, ("no poll loop of acquire loads", ops)
+    a, b = body[0]
+    assert not [op for op in ops[a:b] if op == "bar.sync" or op.startswith(("atom", "red"))], ops
+    # after the loop exits, nothing but the timeout flag and the CTA barrier before the exchange
+    assert not [i for i in acq if i > b], ("a second acquire after the poll loop", ops)
 
 
 def test_exchange_is_read_after_the_acquire_and_a_cta_barrier(ops):

@@ -177,13 +177,16 @@ def sync(p_cnt, p_err, target, budget, BARRIER: tl.constexpr, INTERP: tl.constex
               operation), then one release add (a scalar atomic whose result is unused:
               one thread, no shared-memory broadcast). Release is cumulative over what
               the CTA barrier ordered before it, so no separate fence is needed.
-      poll    every thread reads the counter with a plain volatile load (relaxed: no
-              CTA barrier, no L1 invalidate per poll) until it reaches `target` (syncs
-              so far x programs); the counter only grows, so once seen it stays reached.
-      acquire one acquire load of the counter per thread after its polls: it reads a
-              value >= target, so it synchronizes with every program's release add
-              (RMWs continue the release sequence); the CTA barrier after it holds every
-              thread until thread 0 has acquired, whatever the others saw.
+      poll    every thread reads the counter with an acquire load (ld.acquire: no CTA
+              barrier, no L1 invalidate, no atomic per poll) until it reaches `target`
+              (syncs so far x programs); the counter only grows, so once seen it stays
+              reached. The poll that sees it is itself the acquire: it reads a value
+              >= target, so it synchronizes with every program's release add (RMWs
+              continue the release sequence), and the exchange's loads can issue at once.
+              (A relaxed poll followed by a separate acquire load would put one more
+              dependent L2 round trip on every step: the critical-path check counts it.)
+              The CTA barrier after it holds every thread until thread 0 has acquired,
+              whatever the others saw.
     The exchanged values are then read with .cg loads (L2), never from a stale L1 line.
     All programs must be co-resident: the grid is sized from the SM count and launched
     cooperatively, so a lost co-residency is a launch error. A wait longer than `budget`
@@ -197,12 +200,11 @@ def sync(p_cnt, p_err, target, budget, BARRIER: tl.constexpr, INTERP: tl.constex
     tl.debug_barrier()
     if BARRIER:
         tl.atomic_add(p_cnt, 1, sem="release", scope="gpu")
-        seen = tl.load(p_cnt, volatile=True)
+        seen = load_acquire(p_cnt, INTERP)
         spins = 0
         while (seen < target) & (spins < budget):
-            seen = tl.load(p_cnt, volatile=True)
+            seen = load_acquire(p_cnt, INTERP)
             spins += 1
-        seen = load_acquire(p_cnt, INTERP)
         if seen < target:
             tl.atomic_xchg(p_err, 1, sem="relaxed", scope="gpu")
             budget = 0

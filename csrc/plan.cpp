@@ -392,8 +392,8 @@ Plan make_plan_fitted(const PlanRequest& r, DeviceLimits dev, const std::functio
     p.reason += "; clusters of " + std::to_string(refused) +
                 " CTAs do not fit this kernel's registers and shared memory on the device "
                 "(cudaOccupancyMaxActiveClusters is 0), so " +
-                (dev.max_cluster > 0 ? "clusters were limited to " + std::to_string(dev.max_cluster) + " CTAs"
-                                     : std::string("no cluster was planned"));
+                (p.tier == Tier::CLUSTER ? "clusters were limited to " + std::to_string(dev.max_cluster) + " CTAs"
+                                         : std::string("no cluster was planned"));
   return p;
 }
 

@@ -74,7 +74,7 @@ def test_cuda_saved_shapes_equal_what_forward_saves(cell, need_grad, monkeypatch
 
     class Binding:
         def plan(self, *args):
-            return {"workspace_bytes": 256}
+            return {"workspace_bytes": 256, "tier": "cta"}
 
         def forward(self, *args, **kw):
             captured["saved"] = args[11]

@@ -116,12 +116,10 @@ def _raise_if_set(words: list, report: Report, where: str = "") -> None:
         raise RuntimeError(message + where)
 
 
-def after_launch(words: torch.Tensor, what: str, describe: Describe, waits: bool = True,
-                 force_check: bool = False) -> None:
+def after_launch(words: torch.Tensor, what: str, describe: Describe, waits: bool = True) -> None:
     """Report (now, later or after a replay, per the module's policy) the launch that
     writes its error report into `words`. `waits`: the kernel can time out (else only a
-    checked launch is synchronised, for its asynchronous faults). `force_check`: check
-    synchronously whatever the environment says (Triton's debug mode)."""
+    checked launch is synchronised, for its asynchronous faults)."""
     report = Report(words, what, describe)
     if _capturing():
         if waits:
@@ -130,7 +128,7 @@ def after_launch(words: torch.Tensor, what: str, describe: Describe, waits: bool
         return
     if not _asynchronous(words):
         _raise_if_set(words.tolist(), report)
-    elif force_check or checking():
+    elif checking():
         _synchronize(words.device)
         _raise_if_set(words.tolist(), report)
     elif waits:

@@ -39,8 +39,8 @@ from .cells import CELLS, GATES
 #: Triton decides at import whether kernels run in the CPU interpreter.
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 
-#: debug/test switch: outputs NaN-filled so an unwritten element shows, and a synchronous
-#: check of the barrier-timeout flag right after every launch.
+#: debug/test switch: outputs NaN-filled so an unwritten element shows (the same variable also
+#: makes fusedrnn/ops/timeouts.py check every launch synchronously).
 DEBUG = os.environ.get("FUSEDRNN_DEBUG", "0") == "1"
 
 LAYOUTS = ("carry", "grid", "solo")

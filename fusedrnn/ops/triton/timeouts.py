@@ -4,8 +4,8 @@ replay inside a watch).
 
 A barrier-grid launch gets its own zeroed sync buffer (per call: no launch state is
 shared between calls or threads); its last int is the timeout flag the kernel raises
-when a wait gives up (kernels latch it and finish quickly). Debug mode (config.DEBUG)
-checks every launch synchronously.
+when a wait gives up (kernels latch it and finish quickly). FUSEDRNN_DEBUG=1 is one of the
+policy's names for checking every launch synchronously.
 """
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ def _describe(what: str):
 def after_launch(sync: torch.Tensor, launch, what: str) -> None:
     """Hand the timeout flag of the launch that used `sync` to the shared policy."""
     if launch.BARRIER:
-        policy.after_launch(sync[-1:], what, _describe(what), force_check=config.DEBUG)
+        policy.after_launch(sync[-1:], what, _describe(what))
 
 
 def check(block: bool = False) -> None:

@@ -105,7 +105,7 @@ def cuda_extensions() -> list[Extension]:
 
 #: the .cpp files that include pybind11 (and so Python.h): the binding, built for one Python.
 #: Everything else (the kernels, the launchers, the plans) needs no Python at all and can be
-#: built ahead into the kernel library (KERNEL_LIBRARY; benchmarks/device_check/prebuilt.py).
+#: built ahead into the kernel library (KERNEL_LIBRARY; tools/device_check/prebuilt.py).
 BINDING_SOURCES = ("binding.cpp", "validate.cpp", "host_cells.cpp")
 KERNEL_LIBRARY = "libfusedrnn_cuda.so"
 

@@ -4,7 +4,7 @@
 # env -> load (prebuilt) -> calibrate -> smoke -> tests (+ compute-sanitizer) -> bench -> triage,
 # each stage under min(its cap, the time left). $OUT gets summary.md, junit.xml,
 # results-<dtype>.json, device_check.log and artifacts.tar.gz. The work is done by
-# `python -m benchmarks.device_check`; PYTHON picks the interpreter (default: the
+# `python -m tools.device_check`; PYTHON picks the interpreter (default: the
 # repository's .venv if there is one, else python3).
 set -u
 cd "$(dirname "$0")/.."
@@ -13,4 +13,4 @@ elif [ -x .venv/bin/python ]; then PY=.venv/bin/python
 else PY=python3
 fi
 export PYTHONUNBUFFERED=1
-exec "$PY" -m benchmarks.device_check "$@"
+exec "$PY" -m tools.device_check "$@"

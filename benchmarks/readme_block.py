@@ -14,7 +14,7 @@ END = "<!-- results:end -->"
 
 NONE_YET = ("**Latest GPU results: none yet.** No GPU run has been recorded in `benchmarks/results/`; the "
             "kernels have been checked on the CPU only (Triton through its interpreter, the CUDA kernels "
-            "through their emulated host build, csrc/emu). `benchmarks/device_check.sh` is the one script that validates and "
+            "through their emulated host build, tools/cuda_emu). `benchmarks/device_check.sh` is the one script that validates and "
             "measures everything on a lent H100/H200.")
 
 

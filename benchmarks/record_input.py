@@ -10,7 +10,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from . import meta as M
-from .device_check import junit
+from . import junit
 
 #: record's exit code for a results folder it cannot file (2 stays argparse's: bad usage)
 MALFORMED = 3

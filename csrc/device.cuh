@@ -8,11 +8,11 @@
 
 #include "layout.h"
 
-// FUSEDRNN_EMULATE: the host build of the kernels (csrc/emu), which runs each CUDA thread as a
+// FUSEDRNN_EMULATE: the host build of the kernels (tools/cuda_emu), which runs each CUDA thread as a
 // fiber on the CPU so that tests can run the kernels without a GPU. It replaces the inline-PTX
 // primitives below (the block marked PTX) and these three declarations.
 #if defined(FUSEDRNN_EMULATE)
-#include "emu/emu.h"
+#include "emu.h"  // tools/cuda_emu, on the host build's include path
 #else
 // the dynamic shared memory of a kernel, as `unsigned char name[]`
 #define FUSEDRNN_DYNAMIC_SMEM(name) extern __shared__ __align__(128) unsigned char name[]
@@ -42,7 +42,7 @@ template <> __device__ __forceinline__ __nv_bfloat16 from_f<__nv_bfloat16>(float
   return __float2bfloat16_rn(x);
 }
 
-// ---- PTX: the primitives csrc/emu/emu.h replaces in the host build ----
+// ---- PTX: the primitives tools/cuda_emu/emu.h replaces in the host build ----
 #if !defined(FUSEDRNN_EMULATE)
 __device__ __forceinline__ uint32_t smem_addr(const void* p) {
   return static_cast<uint32_t>(__cvta_generic_to_shared(p));

@@ -57,7 +57,7 @@ std::string cell_step(const CellStepArgs& a) {
   return by_cell(a.cell, [&](auto cell) { return cell_step_cell<decltype(cell)>(a); });
 }
 
-#if !defined(FUSEDRNN_EMULATE)  // the host build has its own runtime and device (csrc/emu/emu.cpp)
+#if !defined(FUSEDRNN_EMULATE)  // the host build has its own runtime and device (tools/cuda_emu/emu.cpp)
 namespace {
 
 class CudaRuntime final : public Runtime {

@@ -1,5 +1,5 @@
 // The occupancy of one of this library's kernels as the GPU reports it, for the device
-// check's calibration stage (benchmarks/device_check/calibrate.py, through ctypes): a plain
+// check's calibration stage (tools/device_check/calibrate.py, through ctypes): a plain
 // C function, because the CUDA runtime that registered the kernels is linked into this
 // library alone. `kernel` is a kernel's host stub (its exported symbol).
 #include <cuda_runtime.h>
@@ -7,7 +7,7 @@
 #include "cluster_launch.cuh"
 #include "layout.h"
 
-#if !defined(FUSEDRNN_EMULATE)  // the host build (csrc/emu) has no occupancy to ask about
+#if !defined(FUSEDRNN_EMULATE)  // the host build (tools/cuda_emu) has no occupancy to ask about
 extern "C" __attribute__((visibility("default"))) int fusedrnn_max_active_clusters(const void* kernel, int cluster,
                                                                                   int smem, int* clusters,
                                                                                   int* registers) {

@@ -4,13 +4,13 @@
 # Without arguments the Triton kernel tests then run again under the oldest and the newest
 # triton supported, 3.6.0 and 3.9.0 (scripts/triton_compat.sh; pyproject.toml states the
 # range), and the newest compiles the LSTM's bf16 anchor kernels for sm_90; with arguments,
-# only `pytest tests ARGS` runs.
+# only `pytest tests tools/tests ARGS` runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/setup_env.sh
 if [ $# -gt 0 ]; then
-    exec python -m pytest -q tests "$@"
+    exec python -m pytest -q tests tools/tests "$@"
 fi
-python -m pytest -q tests
+python -m pytest -q tests tools/tests
 bash scripts/triton_compat.sh 3.6.0
 COMPILE_GATE=1 bash scripts/triton_compat.sh 3.9.0

@@ -6,7 +6,7 @@
 # `pip install` beside a CPU torch resolves to. The release goes into a folder of the venv
 # put ahead on PYTHONPATH, nothing else changes.
 # With COMPILE_GATE=1 it then compiles the LSTM's bf16 kernels at the anchor shapes for sm_90
-# under that release (benchmarks.compile_check; no GPU needed), failing on any flagged row.
+# under that release (tools.compile_check; no GPU needed), failing on any flagged row.
 #   [COMPILE_GATE=1] bash scripts/triton_compat.sh [VERSION] [pytest arguments]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,6 +29,6 @@ echo "== the Triton kernel tests under triton $got"
 python -m pytest -q tests/test_triton_*.py "$@"
 if [ "${COMPILE_GATE:-0}" = 1 ]; then
     echo "== the LSTM's bf16 kernels at the anchors compile for sm_90 under triton $got"
-    env -u TRITON_INTERPRET python -m benchmarks.compile_check --backends triton --shapes anchors \
+    env -u TRITON_INTERPRET python -m tools.compile_check --backends triton --shapes anchors \
         --cells lstm --dtypes bf16 --quiet -j "$(nproc)"
 fi

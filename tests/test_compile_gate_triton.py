@@ -4,7 +4,7 @@ dtype, forward and backward, compiles for sm_90, fits (no FAIL, SMEM or CORES), 
 tensor cores, and has no register spill in 16-bit at an anchor; the fused decode step of every
 cell at the decoder's sizes included.
 
-Runs `python -m benchmarks.compile_check` in a subprocess without TRITON_INTERPRET (the
+Runs `python -m tools.compile_check` in a subprocess without TRITON_INTERPRET (the
 interpreter cannot compile). A cold Triton cache compiles ~150 kernels; the cache
 (~/.triton/cache) makes a rerun take seconds.
 """
@@ -16,8 +16,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from benchmarks.compile_check.cases import ANCHORS, CELLS, CI_EXTRA, DTYPES
-from benchmarks.compile_check.triton_rows import STEP_CASES
+from tools.compile_check.cases import ANCHORS, CELLS, CI_EXTRA, DTYPES
+from tools.compile_check.triton_rows import STEP_CASES
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_triton_kernels_compile_and_fit_at_the_ci_shapes(tmp_path):
     out = tmp_path / "rows.json"
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    proc = subprocess.run([sys.executable, "-m", "benchmarks.compile_check", "--backends", "triton", "--shapes", "ci",
+    proc = subprocess.run([sys.executable, "-m", "tools.compile_check", "--backends", "triton", "--shapes", "ci",
                            "--quiet", "--json", str(out), "-j", str(min(4, os.cpu_count() or 1))],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=3600)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]

@@ -1,6 +1,6 @@
 """The critical-path check (issue 29): an anchor kernel's step may take at most 2 dependent
 global round trips (a flag's acquire and the data it guards) plus one per extra pass over K,
-read from the compiled SASS by benchmarks/compile_check/sass_path.py. No GPU: a regression
+read from the compiled SASS by tools/compile_check/sass_path.py. No GPU: a regression
 in the compiled step shows here.
 
 CUDA: every anchor (cell, dtype, B, H, direction), from the compile gate's cached build of
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.compile_check.cases import ANCHORS, CELLS, DTYPES
+from tools.compile_check.cases import ANCHORS, CELLS, DTYPES
 
 ROOT = Path(__file__).resolve().parents[1]
 AWAITING = "awaiting #29 kernel work"
@@ -82,7 +82,7 @@ def triton_paths():
     """{case: counts} of TRITON_CASES, from one subprocess (the interpreter cannot compile)."""
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     args = [a for c in TRITON_CASES for a in ("triton",) + tuple(map(str, c))]
-    proc = subprocess.run([sys.executable, "-m", "benchmarks.compile_check.critical_path", "--loads", *args],
+    proc = subprocess.run([sys.executable, "-m", "tools.compile_check.critical_path", "--loads", *args],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=3600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     out = {}
@@ -95,7 +95,7 @@ def triton_paths():
 @pytest.fixture(scope="module")
 def cuda_paths():
     pytest.importorskip("fusedrnn._C", reason="the CUDA extension is not built (no nvcc)")
-    from benchmarks.compile_check import critical_path
+    from tools.compile_check import critical_path
     return {c: critical_path.path("cuda", *c) for c in CUDA_CASES}
 
 

@@ -5,8 +5,8 @@ import json
 
 import pytest
 
-from benchmarks.compile_check import __main__ as gate
-from benchmarks.compile_check import cuda_rows
+from tools.compile_check import __main__ as gate
+from tools.compile_check import cuda_rows
 
 pytest.importorskip("fusedrnn._C", reason="the CUDA extension is not built (no nvcc)")
 

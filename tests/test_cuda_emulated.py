@@ -1,5 +1,5 @@
 """The CUDA kernels themselves (csrc/), run on the CPU through the emulated build
-(tests/cuda_emu.py, csrc/emu): every tier of the persistent recurrence forced (one CTA, a
+(tools/cuda_emu/build.py, tools/cuda_emu): every tier of the persistent recurrence forced (one CTA, a
 cluster exchanging through distributed shared memory, the grid exchanging through flags,
 streamed in several passes, and the per-step kernels), both directions in one launch, the
 LSTM projection, lengths; forward and backward through fusedrnn.ops.cuda's own launchers;
@@ -28,7 +28,7 @@ import pytest
 import torch
 
 import contract_v2
-import cuda_emu
+from tools.cuda_emu import build as cuda_emu
 from fusedrnn.ops import cuda
 from test_triton_step import reference_step, step_args
 

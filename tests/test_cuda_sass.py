@@ -13,7 +13,7 @@ import subprocess
 
 import pytest
 
-from benchmarks.compile_check import cuda_rows
+from tools.compile_check import cuda_rows
 
 C = pytest.importorskip("fusedrnn._C", reason="the CUDA extension is not built (no nvcc)")
 CUOBJDUMP = cuda_rows._tool("cuobjdump")

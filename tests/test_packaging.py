@@ -6,6 +6,7 @@ with the extension is built with the compile step replaced by a copy of a stand-
 what is checked is the wiring (the wheel's tag, where the module lands), not the compiler.
 Each build below takes a second or two."""
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -94,6 +95,14 @@ def test_wheel_installs_no_generic_top_level_package(pure_wheel):
     assert TABLE in names and "fusedrnn/tuning/__init__.py" in names  # the dispatch tables ship as package data
     entry_points = zf.read("fusedrnn-0.1.0.dist-info/entry_points.txt").decode()
     assert "fusedrnn-bench = fusedrnn_bench.run:main" in entry_points
+
+
+def test_wheel_carries_no_developer_tooling(pure_wheel):
+    """The device check, the compile gate and the CUDA emulator live in tools/ and stay there:
+    a user's install holds the package and the benchmark suite only."""
+    names = zipfile.ZipFile(pure_wheel.path).namelist()
+    tooling = [n for n in names if re.search(r"device_check|compile_check|cuda_emu|/emu\.|selftest|calibrate", n)]
+    assert not tooling, tooling
 
 
 def test_wheel_declares_runtime_dependencies(pure_wheel):

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from benchmarks.compile_check.cases import ANCHORS, SWEEP_B, SWEEP_H
+from tools.compile_check.cases import ANCHORS, SWEEP_B, SWEEP_H
 from fusedrnn.ops.triton import config
 
 CELLS = ("lstm", "gru", "rnn_tanh", "rnn_relu")

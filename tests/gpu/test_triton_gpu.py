@@ -14,7 +14,7 @@ Layouts are forced through the documented knob config.TUNING["layout"] (environm
 FUSEDRNN_TRITON_LAYOUT=carry|grid|solo) and through the choice code's own candidates
 (tests/test_triton_layouts.py runs those on the device as well). The anchor shapes run
 at T=32: T never changes what is launched. A failing case names its layout in the id. Run the compile gate first on the GPU machine
-(`python -m benchmarks.compile_check --backends triton --shapes ci -j 16`): it compiles
+(`python -m tools.compile_check --backends triton --shapes ci -j 16`): it compiles
 every anchor kernel under the key a launch computes, so these tests start warm.
 """
 from __future__ import annotations

@@ -164,7 +164,7 @@ def resident_pieces(H: int) -> tuple[int, int] | None:
 LIVE_TILES = {("lstm", "fwd"): 12, ("gru", "fwd"): 11, ("rnn", "fwd"): 6,
               ("lstm", "bwd"): 24, ("gru", "bwd"): 22, ("rnn", "bwd"): 12}
 #: the register estimate's coefficients, fitted to ~100 sm_90 compiles of these kernels
-#: (regs + spill/4 against per-thread elements; benchmarks/compile_check checks the result)
+#: (regs + spill/4 against per-thread elements; tools/compile_check checks the result)
 REG_FIT = {"base": 104, "pointwise": 0.65, "acc": 3.95, "piece": 2.0, "chunk": 0.5}
 #: the carry layout's registers: this base plus one per live tile and accumulator element
 #: per thread (LSTM/GRU/RNN at B8 H128: 167-211 measured where this gives 176-264)

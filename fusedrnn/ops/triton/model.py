@@ -5,7 +5,7 @@ calibration file).
 
 A step of a persistent recurrence kernel is a chain of dependent latencies, so the model
 charges every one on the step's path (the compile gate reads the same counts from the
-compiled SASS, benchmarks/compile_check/sass_path.py):
+compiled SASS, tools/compile_check/sass_path.py):
     sync        per phase: the barrier's poll (a flag round trip; the arrive is a
                 fire-and-forget atomic) and the CTA barriers around it; carry: nothing
     exchange    the exchanged vector (h, or d_gates backward) read from L2: one dependent

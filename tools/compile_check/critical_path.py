@@ -1,0 +1,88 @@
+"""python -m tools.compile_check.critical_path: the critical path of single kernels
+(sass_path.py) without the whole gate, as JSON lines, for the CI check
+(tests/test_critical_path.py) and for reading one row by hand:
+
+    python -m tools.compile_check.critical_path triton lstm bf16 16 768 fwd [--loads]
+    python -m tools.compile_check.critical_path cuda lstm bf16 16 768 fwd
+
+Each line: backend, cell, dtype, B, H, direction, the launch (layout or tier), the counts
+(round_trips, barriers, insts_per_step; Triton also flag_round_trips, cluster_barriers,
+mma, mma_chain), the allowed round trips (2 + one per extra pass) and the model's µs/step;
+--loads adds every global load of the step with its depth. Triton needs a process without
+TRITON_INTERPRET=1; the CUDA build is the gate's (cached under build/compile_check).
+"""
+from __future__ import annotations
+
+import json
+import sys
+
+from .cases import CheckCase
+from .rows import H100, Row
+
+#: dependent round trips a step may take: the exchange's flag and its data
+ROUND_TRIPS_ALLOWED = 2
+
+
+def triton_path(cell: str, dtype: str, B: int, H: int, direction: str) -> dict:
+    from . import triton_rows as tr
+    _, _, _, config, _, _ = tr._triton()
+    limits = config.DeviceLimits(H100.sms, H100.smem_optin, H100.regs_per_sm)
+    kernel, lau, args, kw = tr.launch_args(cell, dtype, B, H, direction, limits)
+    sig, constexprs, attrs, options = tr.specialise(kernel, args, kw, H100.arch)
+    res = tr.compile_one((kernel.__name__, sig, constexprs, attrs, options.__dict__, H100.arch))
+    if res.get("error"):
+        raise RuntimeError(res["error"])
+    case = CheckCase(cell, dtype, B, H, True)
+    row = tr.set_path(Row("triton", kernel.__name__, cell, dtype, B, H, direction, "D1", tr._layout(lau)),
+                      res["insts"], lau, case, direction)
+    from . import sass_path
+    rep = sass_path.analyse(res["insts"], {}, *tr.step_trips(lau, case, direction))
+    return dict(rep.as_dict(), launch=row.layout, extra_passes=0, predicted_us=row.predicted_us,
+                terms=row.path["terms"], loads=[[hex(a), op, d, f] for a, op, d, f in rep.loads])
+
+
+def cuda_path(cell: str, dtype: str, B: int, H: int, direction: str) -> dict:
+    from . import cuda_rows as cr
+    facts = cr.kernel_facts(H100.arch, 1)
+    cr.SPEC[0] = H100
+    rows = [r for r in cr._recurrence_rows(facts, cr.limits(H100), cell, dtype, B, H, True)
+            if r.direction == direction]
+    if any(r.error or r.round_trips is None for r in rows):
+        raise RuntimeError(f"no critical path for {cell} {dtype} B{B} H{H} {direction}: {rows}")
+    # the per-step tier's kernels of one step (a projection has two) run one after the other
+    terms: dict = {}
+    for r in rows:
+        for k, v in r.path["terms"].items():
+            terms[k] = terms.get(k, 0.0) + v
+    return dict(round_trips=sum(r.round_trips for r in rows), barriers=sum(r.barriers for r in rows),
+                flag_round_trips=sum(r.path.get("flag_round_trips", 0) for r in rows),
+                insts_per_step=sum(r.insts_per_step for r in rows), launch=rows[0].layout,
+                extra_passes=sum(r.extra_passes for r in rows), predicted_us=sum(r.predicted_us for r in rows),
+                terms=terms)
+
+
+def path(backend: str, cell: str, dtype: str, B: int, H: int, direction: str) -> dict:
+    d = (triton_path if backend == "triton" else cuda_path)(cell, dtype, B, H, direction)
+    d.update(backend=backend, cell=cell, dtype=dtype, B=B, H=H, direction=direction,
+             allowed=ROUND_TRIPS_ALLOWED + d.get("extra_passes", 0))
+    return d
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    loads = "--loads" in argv
+    argv = [a for a in argv if a != "--loads"]
+    if len(argv) % 6 or not argv:
+        print(__doc__, file=sys.stderr)
+        return 2
+    for i in range(0, len(argv), 6):
+        backend, cell, dtype, B, H, direction = argv[i:i + 6]
+        d = path(backend, cell, dtype, int(B), int(H), direction)
+        if not loads:
+            d.pop("loads", None)
+        print(json.dumps(d), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,190 @@
+"""The critical-path reader of the compile gate (tools/compile_check/sass_path.py) on
+handcrafted SASS in cuobjdump's format, where the answer is known by construction."""
+from __future__ import annotations
+
+import textwrap
+
+from tools.compile_check import sass_path
+from fusedrnn import machine
+
+
+def sass(body: str, name: str = "k") -> str:
+    """cuobjdump -sass text of one function: one instruction a line, addresses 0x10 apart."""
+    lines = [f"\t\tFunction : {name}"]
+    for n, text in enumerate(t for t in textwrap.dedent(body).strip().splitlines() if t.strip()):
+        lines.append(f"        /*{n * 16:04x}*/                   {text.strip()} ;   /* 0x000000000000 */")
+        lines.append("                                                  /* 0x000000000000 */")
+    return "\n".join(lines)
+
+
+def one(body: str, **kw) -> sass_path.PathReport:
+    insts = sass_path.parse(sass(body))["k"]
+    return sass_path.analyse(insts, **kw)
+
+
+# A persistent step: poll a flag (do-while), load the exchanged data it guards, CTA barrier,
+# a chain of two dependent mmas, publish, loop. Two dependent round trips, one of them a flag.
+STEP = """
+    MOV R1, 0x1
+    LDG.E R2, desc[UR4][R8.64]
+    ISETP.NE.AND P0, PT, R2, RZ, PT
+    HMMA.16816.F32.BF16 R40, R20, R24, RZ
+    LDG.E.STRONG.GPU R3, desc[UR4][R10.64]
+    ISETP.GE.AND P1, PT, R3, R1, PT
+    @!P1 BRA 0x40
+    LDG.E.128 R12, desc[UR4][R14.64]
+    STS.128 [R16], R12
+    BAR.SYNC.DEFER_BLOCKING 0x0
+    LDSM.16.M88.4 R20, [R17]
+    HMMA.16816.F32.BF16 R40, R20, R24, RZ
+    HMMA.16816.F32.BF16 R40, R20, R26, R40
+    STG.E.STRONG.GPU desc[UR4][R10.64], R1
+    @P0 BRA 0x30
+    EXIT
+"""
+
+
+def test_a_poll_then_its_data_is_two_round_trips_one_a_flag():
+    r = one(STEP)
+    assert r.loop == (0x30, 0xe0)  # the backward branch around the mma, not the poll loop
+    assert (r.round_trips, r.flag_round_trips) == (2, 1)
+    assert r.barriers == 1 and r.cluster_barriers == 0
+    assert r.insts_per_step == 12  # 0x30 .. 0xe0, the poll once
+    assert r.mma == 3 and r.mma_chain == 2
+
+
+def test_the_step_loop_is_the_outermost_loop_around_the_mma():
+    """A set-up loop before the time loop (no mma in it) is not the step loop."""
+    setup = """
+        LDG.E R5, desc[UR4][R8.64]
+        IADD3 R5, R5, 0x1, RZ
+        @P2 BRA 0x0
+    """
+    insts = sass_path.parse(sass(setup + STEP.replace("0x40", "0x70").replace("0x30", "0x60")))["k"]
+    r = sass_path.analyse(insts)
+    assert r.loop == (0x60, 0x110) and r.round_trips == 2
+
+
+def test_a_prefetch_for_the_next_step_is_not_on_this_steps_path():
+    """The next step's input loaded at the end of a step and first read in the next step
+    adds no round trip: the steady state counts the wait where it happens."""
+    body = """
+        FADD R30, R31, R32
+        BAR.SYNC.DEFER_BLOCKING 0x0
+        HMMA.16816.F32.BF16 R40, R20, R24, RZ
+        LDG.E R31, desc[UR4][R8.64]
+        @P0 BRA 0x0
+    """
+    assert one(body).round_trips == 1
+    serial = body.replace("LDG.E R31, desc[UR4][R8.64]",
+                          "LDG.E R9, desc[UR4][R8.64]\n    IADD3 R11, R9, 0x4, RZ\n    LDG.E R31, desc[UR4][R10.64]")
+    assert one(serial).round_trips == 2  # the second load's address waits for the first
+
+
+def test_cp_async_waits_count_at_the_depbar():
+    body = """
+        HMMA.16816.F32.BF16 R40, R20, R24, RZ
+        LDGSTS.E.BYPASS.128 [R3], desc[UR4][R8.64]
+        LDGDEPBAR
+        DEPBAR.LE SB0, 0x0
+        LDGSTS.E.BYPASS.128 [R3], desc[UR4][R10.64]
+        LDGDEPBAR
+        DEPBAR.LE SB0, 0x0
+        @P0 BRA 0x0
+    """
+    assert one(body).round_trips == 2
+    overlapped = body.replace("DEPBAR.LE SB0, 0x0\n", "", 1)  # both copies in flight, one wait
+    assert one(overlapped).round_trips == 1
+
+
+def test_a_branch_on_a_known_parameter_is_followed():
+    """c[0x0][0x290] holds the tier: with it known only that tier's side is walked."""
+    body = """
+        LDC R7, c[0x0][0x290]
+        ISETP.NE.AND P3, PT, R7, 0x3, PT
+        HMMA.16816.F32.BF16 R40, R20, R24, RZ
+        @P3 BRA 0x70
+        LDG.E.STRONG.GPU R3, desc[UR4][R10.64]
+        ISETP.GE.AND P1, PT, R3, R1, PT
+        LDG.E R4, desc[UR4][R12.64]
+        UCGABAR_WAIT
+        FADD R5, R4, R4
+        @P0 BRA 0x20
+    """
+    grid, cluster, unknown = one(body, params={0x290: 3}), one(body, params={0x290: 2}), one(body)
+    assert (grid.round_trips, grid.flag_round_trips, grid.cluster_barriers) == (2, 1, 1)
+    assert (cluster.round_trips, cluster.cluster_barriers, cluster.unknown_branches) == (0, 1, 0)
+    assert unknown.round_trips == 2 and unknown.unknown_branches == 1  # both sides: an upper bound
+
+
+def test_a_rotated_poll_skipped_when_ready_runs_zero_times():
+    body = """
+        HMMA.16816.F32.BF16 R40, R20, R24, RZ
+        LDG.E.STRONG.GPU R3, desc[UR4][R10.64]
+        ISETP.GE.AND P1, PT, R3, R1, PT
+        @P1 BRA 0x70
+        LDG.E.STRONG.GPU R3, desc[UR4][R10.64]
+        ISETP.GE.AND P1, PT, R3, R1, PT
+        @!P1 BRA 0x40
+        LDG.E R4, desc[UR4][R12.64]
+        FADD R5, R4, R4
+        @P0 BRA 0x0
+    """
+    r = one(body)
+    assert (r.round_trips, r.flag_round_trips) == (2, 1)
+    assert r.insts_per_step == 7  # the loop body of 3 not counted
+
+
+def test_inner_loops_repeat_their_trips():
+    """A streamed chunk loop whose load is consumed before the next is issued: a round trip
+    per chunk."""
+    body = """
+        HMMA.16816.F32.BF16 R40, R20, R24, RZ
+        LDG.E.128 R12, desc[UR4][R14.64]
+        STS.128 [R16], R12
+        HMMA.16816.F32.BF16 R40, R20, R24, R40
+        @P2 BRA 0x10
+        @P0 BRA 0x0
+    """
+    assert one(body).round_trips == 1
+    r = one(body, inner_trips=4)
+    assert r.round_trips == 4 and r.mma == 1 + 4 and r.mma_chain == 5
+
+
+def test_the_prediction_charges_each_term():
+    m = machine.load()
+    r = one(STEP)
+    clk = m["clock_ghz"] * 1e3
+    issue = machine.issue_us(m, r.insts_per_step, 8)
+    want = (m["flag_round_trip_us"] + m["l2_latency_us"] + m["cta_sync_us"]
+            + max(issue, 2 * m["mma_dep_cycles_bf16"] / clk))
+    assert abs(sass_path.predicted_us(r, m, 16, 8) - want) < 1e-12
+
+
+def test_kernel_parameter_offsets_from_the_elf():
+    elf = """
+.nv.info._Z3fooi
+	Attribute:	EIATTR_KPARAM_INFO
+	Value:	Index : 0x0	Ordinal : 0x1	Offset  : 0x80	Size    : 0xd8
+	Attribute:	EIATTR_KPARAM_INFO
+	Value:	Index : 0x0	Ordinal : 0x0	Offset  : 0x0	Size    : 0x80
+"""
+    assert sass_path.param_offsets(elf) == {"_Z3fooi": {1: 0x80, 0: 0}}
+
+
+def test_the_anchor_verdict_counts_auto_and_each_backend():
+    """Two anchor rows (LSTM B1·H256 bf16, fw and fwbw): cuDNN's fastest dtype is 14.21 and
+    31.46 µs/step; Triton predicted slower, CUDA faster: auto takes the faster backend per row."""
+    from tools.compile_check.anchor_verdict import verdict_lines
+    from tools.compile_check.rows import Row
+
+    def row(backend, direction, us):
+        return Row(backend, "k", "lstm", "bf16", 1, 256, direction, "D1" if backend == "triton" else "any", "grid",
+                   predicted_us=us)
+    rows = [row("triton", "fwd", 20.0), row("triton", "bwd", 20.0), row("cuda", "fwd", 7.0), row("cuda", "bwd", 7.0)]
+    lines = verdict_lines(rows, machine.load())
+    assert lines[0].startswith("predicted: bf16 beats cuDNN on 2 of 2 anchor rows, geomean ")
+    assert "predicted (triton): bf16 beats cuDNN on 0 of 2" in lines[1]
+    assert "predicted (cuda): bf16 beats cuDNN on 2 of 2" in lines[2]
+    geo = float(lines[0].rsplit(" ", 1)[1])
+    assert abs(geo - ((14.21 / 7.0) * (31.46 / 14.0)) ** 0.5) < 0.01  # GEMMs of B1 are negligible

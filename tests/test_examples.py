@@ -26,6 +26,7 @@ def _load(name):
 char_lm = _load("char_lm")
 sequence_classify = _load("sequence_classify")
 captioning = _load("captioning")
+seq2seq = _load("seq2seq")  # its own tests: tests/test_example_seq2seq.py; here its command line
 
 QUIET = ["--no-progress"]
 
@@ -240,8 +241,8 @@ def test_captioning_graph_flag_needs_a_gpu():
 
 # -- command lines ----------------------------------------------------------------------
 
-@pytest.mark.parametrize("example", [char_lm, sequence_classify, captioning],
-                         ids=["char_lm", "sequence_classify", "captioning"])
+@pytest.mark.parametrize("example", [char_lm, sequence_classify, captioning, seq2seq],
+                         ids=["char_lm", "sequence_classify", "captioning", "seq2seq"])
 def test_every_flag_has_help_and_no_empty_default(example):
     parser = example.build_parser()
     text = " ".join(parser.format_help().split())  # undo the line wrapping
@@ -252,8 +253,9 @@ def test_every_flag_has_help_and_no_empty_default(example):
 
 
 @pytest.mark.parametrize("example, modes", [(char_lm, ([], ["--quick"], ["--toy"])),
-                                            (sequence_classify, ([], ["--quick"])), (captioning, ([], ["--quick"]))],
-                         ids=["char_lm", "sequence_classify", "captioning"])
+                                            (sequence_classify, ([], ["--quick"])), (captioning, ([], ["--quick"])),
+                                            (seq2seq, ([], ["--quick"]))],
+                         ids=["char_lm", "sequence_classify", "captioning", "seq2seq"])
 def test_help_states_the_defaults_that_apply(example, modes):
     """For options whose default depends on the mode, the help names the value each mode uses."""
     helps = {a.dest: a.help for a in example.build_parser()._actions}

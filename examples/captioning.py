@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+import example_cli as cli  # examples/example_cli.py: the options every example has
 import fusedrnn
 from example_progress import progress  # examples/example_progress.py: tqdm, else plain lines
 
@@ -198,9 +199,7 @@ def caption_accuracy(model, images, captions, graph: bool = False, batch: int = 
 # -- command line -----------------------------------------------------------------------
 
 def mode_defaults(name: str) -> str:
-    """The help text's default of an option whose default depends on --quick."""
-    normal, quick = DEFAULTS[name]
-    return f"default {normal}; with --quick {quick}"
+    return cli.defaults_text(DEFAULTS, name)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -218,31 +217,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, help=f"images per update ({mode_defaults('batch_size')})")
     p.add_argument("--test-size", type=int, help=f"held-out images for the accuracy ({mode_defaults('test_size')})")
     p.add_argument("--lr", type=float, default=1e-2, help="Adam learning rate (default: %(default)s)")
-    p.add_argument("--clip", type=float, default=1.0,
-                   help="clip_grad_norm_ max norm, 0 for no clipping (default: %(default)s)")
-    p.add_argument("--backend", default="auto", choices=fusedrnn.BACKENDS,
-                   help="fusedrnn backend of the LSTM and its cells (default: %(default)s)")
     p.add_argument("--graph", action="store_true",
                    help="sample through a CUDA graph of the whole decode step (fusedrnn.CapturedStep; needs a GPU)")
     p.add_argument("--show", type=int, default=4, metavar="N", help="held-out captions to print (default: %(default)s)")
-    p.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
-    p.add_argument("--threads", type=int, default=0,
-                   help="torch.set_num_threads; 0 keeps torch's default (default: %(default)s)")
-    p.add_argument("--quick", action="store_true",
-                   help="one shape per image, tiny model, 300 steps (what the tests run)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--log-every", type=int, default=10, metavar="N",
-                   help="update the progress bar's loss every N steps (default: %(default)s)")
+    cli.add_common_options(p, "fusedrnn backend of the LSTM and its cells",
+                           "one shape per image, tiny model, 300 steps (what the tests run)")
     return p
 
 
 def parse_args(argv):
     p = build_parser()
-    args = p.parse_args(argv)
-    for name, values in DEFAULTS.items():
-        if getattr(args, name) is None:
-            setattr(args, name, values[1 if args.quick else 0])
+    args = cli.parse(p, argv, DEFAULTS)
     if args.image_size < 12 or args.image_size % 4:
         p.error("--image-size must be a multiple of 4, at least 12")
     return args
@@ -250,12 +235,9 @@ def parse_args(argv):
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = cli.start(args)
     if args.graph and device.type != "cuda":
         raise SystemExit("captioning: --graph captures the decode step in a CUDA graph and needs a CUDA device")
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
     gen = torch.Generator().manual_seed(args.seed)
     test_images, test_captions = (t.to(device) for t in make_batch(args.test_size, args.objects, args.image_size, gen))
     model = Captioner(args.image_size, args.hidden, args.embed, args.layers, args.backend).to(device)

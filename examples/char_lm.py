@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+import example_cli as cli  # examples/example_cli.py: the options every example has
 import fusedrnn
 from example_progress import progress  # examples/example_progress.py: tqdm, else plain lines
 
@@ -183,9 +184,7 @@ def grad_norm(params) -> float:
 # -- command line ------------------------------------------------------------------------
 
 def mode_defaults(name: str) -> str:
-    """The help text's default of an option whose default depends on --quick / --toy."""
-    normal, quick, toy = DEFAULTS[name]
-    return f"default {normal}; with --quick {quick}; with --toy {toy}"
+    return cli.defaults_text(DEFAULTS, name, ("quick", "toy"))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -205,9 +204,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--init-scale", type=float, default=1.0,
                    help="multiply the recurrent weights W_hh by this after init; >1 makes gradients explode "
                         "(default: %(default)s)")
-    p.add_argument("--backend", default="auto", choices=fusedrnn.BACKENDS,
-                   help="fusedrnn backend of the recurrent layer (default: %(default)s)")
-    p.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
     p.add_argument("--k1", type=int,
                    help=f"truncated BPTT: new steps forwarded per update, the sequence length ({mode_defaults('k1')})")
     p.add_argument("--k2", type=int, help="truncated BPTT: steps backpropagated through (default: --k1)")
@@ -216,11 +212,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int,
                    help=f"optimizer updates in total; a resumed run continues up to this ({mode_defaults('steps')})")
     p.add_argument("--lr", type=float, help=f"Adam learning rate ({mode_defaults('lr')})")
-    p.add_argument("--clip", type=float, default=1.0,
-                   help="clip_grad_norm_ max norm, 0 for no clipping (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
-    p.add_argument("--threads", type=int, default=0,
-                   help="torch.set_num_threads; 0 keeps torch's default (default: %(default)s)")
     p.add_argument("--checkpoint", metavar="PATH", help="save the model here at the end (and every --save-every steps)")
     p.add_argument("--save-every", type=int, default=0, metavar="N",
                    help="also save every N steps; 0 only at the end (default: %(default)s)")
@@ -230,20 +221,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--temperature", type=float, default=0.8,
                    help="sampling temperature, 0 for greedy (default: %(default)s)")
     p.add_argument("--prime", help="text to start sampling from (default: the corpus' first character)")
-    p.add_argument("--quick", action="store_true", help="tiny model, a few hundred steps (what the tests run)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--log-every", type=int, default=10, metavar="N",
-                   help="update the progress bar's loss every N steps (default: %(default)s)")
+    cli.add_common_options(p, "fusedrnn backend of the recurrent layer",
+                           "tiny model, a few hundred steps (what the tests run)")
     return p
 
 
 def parse_args(argv):
     p = build_parser()
-    args = p.parse_args(argv)
-    col = 2 if args.toy else 1 if args.quick else 0
-    for name, values in DEFAULTS.items():
-        if getattr(args, name) is None:
-            setattr(args, name, values[col])
+    args = cli.parse(p, argv, DEFAULTS, ("quick", "toy"))
     if args.k2 is None:
         args.k2 = args.k1
     for name in ("hidden", "layers", "k1", "k2", "batch_size"):
@@ -267,13 +252,10 @@ def load_text(args) -> str:
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    device = cli.start(args)
     text = load_text(args)
     if len(text) < 2:
         raise SystemExit("the text needs at least two characters")
-    torch.manual_seed(args.seed)
 
     ckpt = None
     if args.resume and os.path.exists(args.checkpoint):

@@ -1,5 +1,5 @@
-"""What the examples' command lines share: the run options (--backend, --device, --seed,
---threads, --quick, --no-progress, --log-every), defaults that depend on the mode (--quick,
+"""What the examples' command lines share: the common options (--clip, --backend, --device,
+--seed, --threads, --quick, --no-progress, --log-every), defaults that depend on the mode (--quick,
 char_lm's --toy), and applying device, threads and seed at the start of a run."""
 from __future__ import annotations
 
@@ -10,21 +10,27 @@ import torch
 import fusedrnn
 
 
-def defaults_text(defaults: dict, name: str, modes=("--quick",)) -> str:
+def defaults_text(defaults: dict, name: str, modes=("quick",)) -> str:
     """The help text's default of an option whose default depends on the mode, from
-    defaults[name] = (normal run, value in modes[0], value in modes[1], ...)."""
+    defaults[name] = (normal run, value with --modes[0], with --modes[1], ...)."""
     normal, *others = defaults[name]
-    return "; ".join([f"default {normal}", *(f"with {mode} {value}" for mode, value in zip(modes, others))])
+    return "; ".join([f"default {normal}", *(f"with --{mode} {value}" for mode, value in zip(modes, others))])
 
 
-def fill_defaults(args: argparse.Namespace, defaults: dict, column: int) -> None:
-    """Options not given take their value of the mode: column 0 the normal run, 1.. the modes."""
+def parse(p: argparse.ArgumentParser, argv, defaults: dict, modes=("quick",)) -> argparse.Namespace:
+    """p.parse_args(argv), with the options not given set to their value in the mode: defaults[name]
+    = (normal run, value with --modes[0], with --modes[1], ...); the last mode given wins."""
+    args = p.parse_args(argv)
+    column = max([i + 1 for i, mode in enumerate(modes) if getattr(args, mode)], default=0)
     for name, values in defaults.items():
         if getattr(args, name) is None:
             setattr(args, name, values[column])
+    return args
 
 
-def add_run_options(p: argparse.ArgumentParser, backend_help: str, quick_help: str) -> None:
+def add_common_options(p: argparse.ArgumentParser, backend_help: str, quick_help: str) -> None:
+    p.add_argument("--clip", type=float, default=1.0,
+                   help="clip_grad_norm_ max norm, 0 for no clipping (default: %(default)s)")
     p.add_argument("--backend", default="auto", choices=fusedrnn.BACKENDS,
                    help=f"{backend_help} (default: %(default)s)")
     p.add_argument("--device", help="torch device (default: cuda if available, else cpu)")

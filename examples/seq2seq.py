@@ -284,8 +284,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test-size", type=int,
                    help=f"held-out numbers, never trained on ({mode_defaults('test_size')})")
     p.add_argument("--lr", type=float, default=3e-3, help="Adam learning rate (default: %(default)s)")
-    p.add_argument("--clip", type=float, default=1.0,
-                   help="clip_grad_norm_ max norm, 0 for no clipping (default: %(default)s)")
     p.add_argument("--beam", type=int, default=5, help="beam width of beam search (default: %(default)s)")
     p.add_argument("--plot", default="seq2seq_attention.png", metavar="PATH",
                    help="where to save the attention heat maps, '' for none (default: %(default)s)")
@@ -293,15 +291,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="held-out sentences in the heat map (default: %(default)s)")
     p.add_argument("--show", type=int, default=4, metavar="N",
                    help="held-out translations to print (default: %(default)s)")
-    cli.add_run_options(p, "fusedrnn backend of the encoder and the decoder cells",
-                        "numbers up to 999, small model, 250 steps (what the tests run)")
+    cli.add_common_options(p, "fusedrnn backend of the encoder and the decoder cells",
+                           "numbers up to 999, small model, 250 steps (what the tests run)")
     return p
 
 
 def parse_args(argv):
     p = build_parser()
-    args = p.parse_args(argv)
-    cli.fill_defaults(args, DEFAULTS, 1 if args.quick else 0)
+    args = cli.parse(p, argv, DEFAULTS)
     if not 9 <= args.largest <= 9999:
         p.error("--largest must be between 9 and 9999")
     if not 1 <= args.test_size <= args.largest // 2:

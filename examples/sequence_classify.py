@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
+import example_cli as cli  # examples/example_cli.py: the options every example has
 import fusedrnn
 from example_progress import progress  # examples/example_progress.py: tqdm, else plain lines
 
@@ -78,9 +79,7 @@ def accuracy(model, x, lengths, labels, batch: int = 500) -> float:
 
 
 def mode_defaults(name: str) -> str:
-    """The help text's default of an option whose default depends on --quick."""
-    normal, quick = DEFAULTS[name]
-    return f"default {normal}; with --quick {quick}"
+    return cli.defaults_text(DEFAULTS, name)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -99,27 +98,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, help=f"sequences per update ({mode_defaults('batch_size')})")
     p.add_argument("--test-size", type=int, help=f"held-out sequences for the accuracy ({mode_defaults('test_size')})")
     p.add_argument("--lr", type=float, default=3e-3, help="Adam learning rate (default: %(default)s)")
-    p.add_argument("--clip", type=float, default=1.0,
-                   help="clip_grad_norm_ max norm, 0 for no clipping (default: %(default)s)")
-    p.add_argument("--backend", default="auto", choices=fusedrnn.BACKENDS,
-                   help="fusedrnn backend of the recurrent layer (default: %(default)s)")
-    p.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
-    p.add_argument("--threads", type=int, default=0,
-                   help="torch.set_num_threads; 0 keeps torch's default (default: %(default)s)")
-    p.add_argument("--quick", action="store_true", help="tiny model, a few hundred steps (what the tests run)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--log-every", type=int, default=10, metavar="N",
-                   help="update the progress bar's loss every N steps (default: %(default)s)")
+    cli.add_common_options(p, "fusedrnn backend of the recurrent layer",
+                           "tiny model, a few hundred steps (what the tests run)")
     return p
 
 
 def parse_args(argv):
     p = build_parser()
-    args = p.parse_args(argv)
-    for name, values in DEFAULTS.items():
-        if getattr(args, name) is None:
-            setattr(args, name, values[1 if args.quick else 0])
+    args = cli.parse(p, argv, DEFAULTS)
     if not 2 <= args.min_len <= args.max_len:
         p.error("need 2 <= --min-len <= --max-len")
     if args.vocab < 3:
@@ -129,10 +115,7 @@ def parse_args(argv):
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
+    device = cli.start(args)
     gen = torch.Generator().manual_seed(args.seed)
     test = make_batch(args.test_size, args.min_len, args.max_len, args.vocab, gen)
     test = tuple(t.to(device) for t in test)

@@ -8,6 +8,7 @@ from collections import Counter
 
 import pytest
 import torch
+
 from example_scripts import load_example, one_thread, torch_threads  # noqa: F401 (one_thread: autouse fixture)
 
 seq2seq = load_example("seq2seq")

@@ -1,8 +1,6 @@
 """The examples as integration tests: examples/char_lm.py, sequence_classify.py and captioning.py,
 called in-process through their main(argv) -> metrics, in --quick / --toy mode, seeds fixed."""
-import importlib.util
 import math
-import pathlib
 import re
 import sys
 
@@ -11,33 +9,14 @@ import torch
 import torch.nn.functional as F
 
 import fusedrnn
+from example_scripts import load_example, one_thread, torch_threads  # noqa: F401 (one_thread: autouse fixture)
 
-EXAMPLES = pathlib.Path(__file__).resolve().parent.parent / "examples"
-sys.path.insert(0, str(EXAMPLES))  # what `python examples/x.py` gets: example_progress beside them
-
-
-def _load(name):
-    spec = importlib.util.spec_from_file_location(f"fusedrnn_example_{name}", EXAMPLES / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-char_lm = _load("char_lm")
-sequence_classify = _load("sequence_classify")
-captioning = _load("captioning")
-seq2seq = _load("seq2seq")  # its own tests: tests/test_example_seq2seq.py; here its command line
+char_lm = load_example("char_lm")
+sequence_classify = load_example("sequence_classify")
+captioning = load_example("captioning")
+seq2seq = load_example("seq2seq")  # its own tests: tests/test_example_seq2seq.py; here its command line
 
 QUIET = ["--no-progress"]
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These models are tiny: one thread is faster and avoids oversubscribing CI's 2 cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def test_examples_run_without_tqdm_printing_plain_progress_lines(monkeypatch, capsys):
@@ -200,12 +179,8 @@ def test_classifier_reference_backend_and_padding_invariance():
 def captioned():
     """One quick run on the reference backend: training through fusedrnn.LSTM, sampling through
     fusedrnn.LSTMCell (the fused cell path, on the CPU)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with torch_threads(1):
         return captioning.main(["--quick", "--backend", "reference", "--show", "0", *QUIET])
-    finally:
-        torch.set_num_threads(before)
 
 
 def test_captioner_learns_to_caption_held_out_images(captioned):

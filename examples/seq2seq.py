@@ -49,7 +49,7 @@ DEFAULTS = {"largest": (9999, 999), "embed": (32, 16), "hidden": (96, 32), "step
 
 class Memory(NamedTuple):
     """What the decoder attends over, batch first: encoder outputs (N, S, 2H), their projection
-    for the score (N, S, A), and which positions are real words (N, S)."""
+    for the score, U k (N, S, H), and which positions are real words (N, S)."""
     values: torch.Tensor
     keys: torch.Tensor
     mask: torch.Tensor
@@ -240,6 +240,17 @@ def bleu_text(bleu: dict) -> str:
 
 # -- the picture ------------------------------------------------------------------------
 
+def heat_map_examples(t: Translation, numbers, lengths, target_vocab) -> list:
+    """(title, source words, output words, weights) of the first len(numbers) sentences of t."""
+    shown = []
+    for i, n in enumerate(numbers[:len(t.tokens)]):
+        row = t.tokens[i].tolist()
+        end = row.index(EOS) + 1 if EOS in row else len(row)  # the words output, <eos> included
+        shown.append((str(n), data.source_words(n), [target_vocab.words[x] for x in row[:end]],
+                      t.attention[i, :end, :int(lengths[i])].cpu()))
+    return shown
+
+
 def plot_attention(path: str, examples) -> bool:
     """A heat map per (title, source words, output words, weights (T, S)) example, side by side,
     saved as a PNG; False (and nothing written) without matplotlib."""
@@ -376,12 +387,7 @@ def main(argv=None) -> dict:
               f"truth {' '.join(ref)!r}")
 
     if args.plot and args.plot_examples > 0:
-        t, shown = g_parts[0], []
-        for i, n in enumerate(test_numbers[:args.plot_examples]):
-            row = t.tokens[i].tolist()
-            end = row.index(EOS) + 1 if EOS in row else len(row)  # the words output, <eos> included
-            shown.append((str(n), data.source_words(n), [target_vocab.words[x] for x in row[:end]],
-                          t.attention[i, :end, :int(test[1][i])].cpu()))
+        shown = heat_map_examples(g_parts[0], test_numbers[:args.plot_examples], test[1], target_vocab)
         if plot_attention(args.plot, shown):
             metrics["plot"] = args.plot
             print(f"attention heat maps of {len(shown)} held-out sentences: {args.plot}")

@@ -15,7 +15,7 @@ seq2seq = load_example("seq2seq")
 bleu = load_example("bleu")
 words = load_example("number_words")
 
-QUIET = ["--no-progress"]
+QUIET = ["--no-progress", "--device", "cpu"]  # the checks below build their inputs on the CPU
 
 
 # -- BLEU on cases checked by hand -------------------------------------------------------

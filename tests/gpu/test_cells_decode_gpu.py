@@ -140,12 +140,12 @@ def test_captured_decode_step_replays_like_eager(backend, dtype, B, H):
 
 def test_captioning_example_samples_the_same_through_a_captured_graph():
     """examples/captioning.py --graph: greedy tokens replayed from a CUDA graph equal eager ones."""
-    import importlib.util  # noqa: PLC0415
     import pathlib  # noqa: PLC0415
-    path = pathlib.Path(__file__).resolve().parents[2] / "examples" / "captioning.py"
-    spec = importlib.util.spec_from_file_location("fusedrnn_example_captioning_gpu", path)
-    captioning = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(captioning)
+    import sys  # noqa: PLC0415
+    # tests/example_scripts.py puts examples/ on the path too: captioning imports its helpers from there
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+    from example_scripts import load_example  # noqa: PLC0415
+    captioning = load_example("captioning")
     m = captioning.main(["--quick", "--graph", "--steps", "100", "--show", "0", "--no-progress"])
     model = m["model"]
     images, captions = captioning.make_batch(64, 1, 16, torch.Generator().manual_seed(5))

@@ -2,13 +2,15 @@
 
     python examples/captioning.py --quick            # one shape per image: "big red circle"
     python examples/captioning.py                    # two shapes: "red circle left of blue square"
+    python examples/captioning.py --attention --maps attention.png   # soft attention, and its maps
 
 One-to-many, the way introductory lectures on recurrent networks caption images: a CNN
 encodes the image, its features become the decoder's initial state (h0, c0 of every layer),
 and the decoder emits one word at a time. The images are drawn by the script itself — circles,
 squares and triangles in four colours on a noisy background (two sizes with --objects 1; two
-shapes side by side or one above the other with --objects 2) — so every caption is determined
-by the picture and the task is learnable in seconds to minutes on a CPU.
+shapes side by side or one above the other with --objects 2; a row of three named left to
+right with --objects 3) — so every caption is determined by the picture and the task is
+learnable in seconds to minutes on a CPU.
 
 Training uses teacher forcing: the decoder is `fusedrnn.LSTM` run over the whole reference
 caption in one call ([<bos>, w1, w2, ...] in, [w1, w2, ..., <eos>] out). Captions are then
@@ -17,6 +19,13 @@ parameters (a cell per layer, weight_ih/weight_hh/biases shared with the LSTM's 
 embed the last token, step every layer, take the argmax, feed it back. With --graph (GPU) the
 whole step — embedding, cells, head, argmax — is captured once with fusedrnn.CapturedStep and
 replayed per token.
+
+With --attention the decoder is the one "show, attend and tell" describes: at every step the
+top layer's previous h scores each cell of the conv feature grid (examples/soft_attention.py),
+the softmax-weighted mean of the cells' features (the context) joins the word embedding in the
+first LSTMCell's input, and the context also feeds the output. Training then steps the cells one
+word at a time (the context depends on the previous step), and --maps saves the weights of a
+few held-out images' steps as a picture.
 
 `main(argv) -> dict` returns the metrics, so tests call it in-process.
 """
@@ -34,6 +43,7 @@ from torch import nn
 import example_cli as cli  # examples/example_cli.py: the options every example has
 import fusedrnn
 from example_progress import progress  # examples/example_progress.py: tqdm, else plain lines
+from soft_attention import SoftAttention, annotations, save_attention_maps  # examples/soft_attention.py
 
 PAD, BOS, EOS = 0, 1, 2
 SIZES = ("big", "small")
@@ -79,11 +89,27 @@ def make_batch(n: int, objects: int, S: int, gen: torch.Generator):
         cx, cy = uniform(r + 1, S - r - 1), uniform(r + 1, S - r - 1)
         _paint(images, _masks(shape, cx, cy, r, S), colour)
         words = [[SIZES[a], names[b], SHAPES[c]] for a, b, c in zip(size.tolist(), colour.tolist(), shape.tolist())]
+    elif objects == 3:
+        # a row of three named left to right ("red circle left of blue square left of green
+        # triangle"), each at its own height, centres at least 2r apart across (no overlap)
+        r = torch.full((n,), 0.1 * S)
+        slack = S - 2 - 6 * r  # the room left when they stand 2r apart
+        offsets = torch.stack([uniform(torch.zeros(n), slack) for _ in range(3)], 1).sort(1).values
+        colours, shapes = [colour, pick(len(COLOURS)), pick(len(COLOURS))], [shape, pick(len(SHAPES)), pick(len(SHAPES))]
+        for k in range(3):
+            cx, cy = r + 1 + 2 * k * r + offsets[:, k], uniform(r + 1, S - r - 1)
+            _paint(images, _masks(shapes[k], cx, cy, r, S), colours[k])
+        words = [[names[c0], SHAPES[s0], "left", "of", names[c1], SHAPES[s1], "left", "of", names[c2], SHAPES[s2]]
+                 for c0, s0, c1, s1, c2, s2 in zip(*(t.tolist() for pair in zip(colours, shapes) for t in pair))]
     else:
         colour2, shape2, vertical = pick(len(COLOURS)), pick(len(SHAPES)), pick(2)
         r = torch.full((n,), 0.17 * S)
-        along, across = uniform(r + 1, S / 2 - 1), uniform(r + 1, S - r - 1)   # first shape: left / top half
-        along2, across2 = uniform(S / 2 + 1, S - r - 1), uniform(r + 1, S - r - 1)
+        # along the relation's axis the first shape lies in the left / top half, the second in the
+        # other, at least 2r apart (no overlap); across it they are at most r/2 apart, so the
+        # relation is the axis of the larger offset: the picture always decides "left of" vs "above"
+        along, across = uniform(r + 1, S / 2 - r), uniform(r + 1, S - r - 1)
+        along2 = uniform(S / 2 + r, S - r - 1)
+        across2 = (across + uniform(-r / 2, r / 2)).clamp(r + 1, S - r - 1)
         first = (torch.where(vertical == 1, across, along), torch.where(vertical == 1, along, across))
         second = (torch.where(vertical == 1, across2, along2), torch.where(vertical == 1, along2, across2))
         _paint(images, _masks(shape, *first, r, S), colour)
@@ -118,12 +144,17 @@ class Captioner(nn.Module):
         # what is in the picture (the feature maps' maxima) and where (the coarse map itself)
         self.init_state = nn.Linear(32 + 32 * (S // 4) ** 2, 2 * layers * hidden)
         self.embed = nn.Embedding(len(WORDS), embed)
-        self.lstm = fusedrnn.LSTM(embed, hidden, layers, batch_first=True, backend=backend)
+        self.build_decoder(embed, hidden, layers, backend)
         self.head = nn.Linear(hidden, len(WORDS))
 
-    def initial_state(self, images):
-        """(h0, c0), each (layers, N, hidden), from the image features."""
-        maps = self.cnn(images)
+    def build_decoder(self, embed: int, hidden: int, layers: int, backend: str) -> None:
+        """The recurrent part (created between the embedding and the head, so that a seed gives
+        every model the same conv net, embedding and initial-state layer)."""
+        self.lstm = fusedrnn.LSTM(embed, hidden, layers, batch_first=True, backend=backend)
+
+    def initial_state(self, images, maps=None):
+        """(h0, c0), each (layers, N, hidden), from the image features (`maps`: self.cnn(images))."""
+        maps = self.cnn(images) if maps is None else maps
         features = torch.cat([maps.amax((2, 3)), maps.flatten(1)], 1)
         s = self.init_state(features).view(-1, 2, self.layers, self.hidden)
         # h0 in tanh's range as every later h is; c0 unsquashed: the cell state carries what the
@@ -148,6 +179,75 @@ class Captioner(nn.Module):
             out.append(cell)
         return out
 
+    def decoder(self, images):
+        """(step, initial state) for greedy decoding: step(tokens (N,), state) -> (next tokens, state)."""
+        return decode_step(self, self.cells()), self.initial_state(images)
+
+
+class AttentionCaptioner(Captioner):
+    """The same conv net, initial state, embedding and head; the decoder steps fusedrnn.LSTMCells
+    whose input is [word embedding, context], the context being soft attention over the conv
+    feature grid queried by the top layer's previous h (examples/soft_attention.py). As in "show,
+    attend and tell", the context also enters the output: logits = head(h_t) + W_c context_t."""
+
+    def build_decoder(self, embed: int, hidden: int, layers: int, backend: str) -> None:
+        features = 32 + 2  # the conv net's channels and the cell's coordinates
+        self.attention = SoftAttention(features, hidden, hidden)
+        self.context_out = nn.Linear(features, len(WORDS), bias=False)  # the context reaches the logits too
+        self.decoder_cells = nn.ModuleList(
+            fusedrnn.LSTMCell(embed + features if k == 0 else hidden, hidden, backend=backend) for k in range(layers))
+
+    def cells(self) -> list:
+        return list(self.decoder_cells)
+
+    def encode(self, images):
+        """(initial state, memory): memory = (keys, values) of the feature grid for the attention."""
+        maps = self.cnn(images)
+        values = annotations(maps)
+        return self.initial_state(images, maps), (self.attention.keys(values), values)
+
+    def step(self, emb, state, memory):
+        """One decoding step: (logits (N, V), new state, attention weights (N, P))."""
+        context, weights = self.attention(*memory, state[0][-1])
+        inp, hs, cs = torch.cat([emb, context], 1), [], []
+        for k, cell in enumerate(self.decoder_cells):
+            h, c = cell(inp, (state[0][k], state[1][k]))
+            hs.append(h)
+            cs.append(c)
+            inp = h
+        return self.head(inp) + self.context_out(context), (torch.stack(hs), torch.stack(cs)), weights
+
+    def forward(self, images, captions):
+        """Teacher forcing, one LSTMCell step per word (the context depends on the previous h)."""
+        inp = self.embed(torch.cat([torch.full_like(captions[:, :1], BOS), captions[:, :-1]], 1))
+        state, memory = self.encode(images)
+        logits = []
+        for t in range(captions.shape[1]):
+            out, state, _ = self.step(inp[:, t], state, memory)
+            logits.append(out)
+        return torch.stack(logits, 1)
+
+    def decoder(self, images):
+        state, memory = self.encode(images)
+
+        def step(tokens, state):
+            logits, state, _ = self.step(self.embed(tokens), state, memory)
+            return logits.argmax(-1), state
+        return step, state
+
+    @torch.no_grad()
+    def attend(self, images, max_len: int):
+        """Greedy captions (N, max_len) and the attention weights of each step (N, max_len, P)."""
+        state, memory = self.encode(images)
+        tokens = torch.full((len(images),), BOS, dtype=torch.long, device=images.device)
+        out, weights = [], []
+        for _ in range(max_len):
+            logits, state, w = self.step(self.embed(tokens), state, memory)
+            tokens = logits.argmax(-1)
+            out.append(tokens)
+            weights.append(w)
+        return torch.stack(out, 1), torch.stack(weights, 1)
+
 
 def decode_step(model: Captioner, cells: list):
     """step(tokens (N,), (h, c) each (layers, N, hidden)) -> (next tokens (N,), new state): greedy."""
@@ -166,9 +266,8 @@ def decode_step(model: Captioner, cells: list):
 def sample(model: Captioner, images, max_len: int, graph: bool = False) -> torch.Tensor:
     """Greedy captions (N, max_len), one token at a time through the LSTM's cells."""
     model.eval()
-    step = decode_step(model, model.cells())
+    step, state = model.decoder(images)
     tokens = torch.full((len(images),), BOS, dtype=torch.long, device=images.device)
-    state = model.initial_state(images)
     if graph:
         step = fusedrnn.CapturedStep(step, tokens, state)  # replayed per token; it carries the state
     out = []
@@ -204,9 +303,10 @@ def mode_defaults(name: str) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--objects", type=int, choices=(1, 2),
-                   help=f"shapes per image: 1 (caption: size colour shape) or 2 (colour shape left of / "
-                        f"above colour shape) ({mode_defaults('objects')})")
+    p.add_argument("--objects", type=int, choices=(1, 2, 3),
+                   help=f"shapes per image: 1 (caption: size colour shape), 2 (colour shape left of / "
+                        f"above colour shape) or 3 (a row named left to right: colour shape left of colour "
+                        f"shape left of colour shape; use --image-size 32) ({mode_defaults('objects')})")
     p.add_argument("--image-size", type=int,
                    help=f"image side in pixels, a multiple of 4 ({mode_defaults('image_size')})")
     p.add_argument("--hidden", type=int, help=f"LSTM hidden units per layer ({mode_defaults('hidden')})")
@@ -217,6 +317,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, help=f"images per update ({mode_defaults('batch_size')})")
     p.add_argument("--test-size", type=int, help=f"held-out images for the accuracy ({mode_defaults('test_size')})")
     p.add_argument("--lr", type=float, default=1e-2, help="Adam learning rate (default: %(default)s)")
+    p.add_argument("--attention", action="store_true",
+                   help="soft attention over the conv feature grid at every decoding step, its context "
+                        "fed into the LSTMCell's input (trained one cell step per word)")
+    p.add_argument("--maps", metavar="PATH",
+                   help="with --attention: save the attention maps of a few held-out images as a PNG "
+                        "(needs matplotlib; default: no picture)")
     p.add_argument("--graph", action="store_true",
                    help="sample through a CUDA graph of the whole decode step (fusedrnn.CapturedStep; needs a GPU)")
     p.add_argument("--show", type=int, default=4, metavar="N", help="held-out captions to print (default: %(default)s)")
@@ -240,12 +346,14 @@ def main(argv=None) -> dict:
         raise SystemExit("captioning: --graph captures the decode step in a CUDA graph and needs a CUDA device")
     gen = torch.Generator().manual_seed(args.seed)
     test_images, test_captions = (t.to(device) for t in make_batch(args.test_size, args.objects, args.image_size, gen))
-    model = Captioner(args.image_size, args.hidden, args.embed, args.layers, args.backend).to(device)
+    kind = AttentionCaptioner if args.attention else Captioner
+    model = kind(args.image_size, args.hidden, args.embed, args.layers, args.backend).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
     print(f"captioning: {args.objects} shape(s) per {args.image_size}x{args.image_size} image, vocabulary "
-          f"{len(WORDS)}, conv net -> LSTM {args.layers}x{args.hidden}, device {device}")
-    step_input = model.embed(test_captions[:2, 0])
-    print(fusedrnn.explain(model.cells()[0], step_input))
+          f"{len(WORDS)}, conv net -> {'soft attention + ' if args.attention else ''}LSTM {args.layers}x{args.hidden}, "
+          f"device {device}")
+    first = model.cells()[0]
+    print(fusedrnn.explain(first, torch.zeros(2, first.input_size, device=device)))
 
     bar = progress(range(args.steps), disable=args.no_progress, dynamic_ncols=True)
     losses, t0 = [], time.perf_counter()
@@ -271,10 +379,32 @@ def main(argv=None) -> dict:
     print(f"step {args.steps}: loss {metrics['final_loss']:.3f} (uniform {metrics['uniform_loss']:.3f}), "
           f"{metrics['images_per_s']:.0f} images/s; held-out: {exact:.1%} captions exact, {words:.1%} words right "
           f"({args.test_size} images, greedy, one token at a time through fusedrnn.LSTMCell"
-          f"{', CUDA graph' if args.graph else ''})")
+          f"{', soft attention' if args.attention else ''}{', CUDA graph' if args.graph else ''})")
     for got, want in list(zip(sampled, metrics["truth"]))[:args.show]:
         print(f"  {'ok ' if got == want else 'BAD'} {got!r:40} truth {want!r}")
+    if args.attention:
+        metrics.update(attention_report(model, test_images, test_captions, args))
     return metrics
+
+
+def attention_report(model: AttentionCaptioner, images, captions, args) -> dict:
+    """The attention weights of the held-out images' greedy decoding, and their picture (--maps)."""
+    model.eval()
+    tokens, weights = model.attend(images, captions.shape[1])
+    model.train()
+    g = args.image_size // 4
+    words = captions != PAD  # the steps that emit a word of the reference caption or its <eos>
+    peak = float(weights.amax(-1)[words].mean())
+    print(f"attention over the {g}x{g} feature grid: mean largest weight per step {peak:.3f} (uniform {1 / g ** 2:.3f})")
+    out = {"attention": weights, "attention_grid": (g, g), "attention_tokens": tokens, "attention_peak": peak,
+           "maps_saved": False}
+    if args.maps:
+        n = min(4, len(images))
+        words = [text(row).split() for row in tokens[:n].tolist()]
+        out["maps_saved"] = save_attention_maps(args.maps, images[:n], words, weights[:n], (g, g))
+        print(f"attention maps: {args.maps}" if out["maps_saved"] else
+              "attention maps: matplotlib is not installed, no picture written")
+    return out
 
 
 if __name__ == "__main__":

@@ -1,6 +1,8 @@
-"""The examples as integration tests: examples/char_lm.py, sequence_classify.py and captioning.py,
-called in-process through their main(argv) -> metrics, in --quick / --toy mode, seeds fixed."""
+"""The examples as integration tests: examples/char_lm.py, sequence_classify.py, captioning.py
+(with and without --attention) and gradient_flow.py, called in-process through their
+main(argv) -> metrics, in --quick / --toy mode, seeds fixed."""
 import math
+import pathlib
 import re
 import sys
 
@@ -14,6 +16,7 @@ from example_scripts import load_example, one_thread, torch_threads  # noqa: F40
 char_lm = load_example("char_lm")
 sequence_classify = load_example("sequence_classify")
 captioning = load_example("captioning")
+gradient_flow = load_example("gradient_flow")
 seq2seq = load_example("seq2seq")  # its own tests: tests/test_example_seq2seq.py; here its command line
 
 QUIET = ["--no-progress"]
@@ -214,10 +217,150 @@ def test_captioning_graph_flag_needs_a_gpu():
         captioning.main(["--quick", "--graph", *QUIET])
 
 
+# -- captioning --attention --------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def attended(tmp_path_factory):
+    """The quick run of `captioned` with --attention: same seed, so the same held-out images."""
+    maps = tmp_path_factory.mktemp("attention") / "maps.png"
+    with torch_threads(1):
+        return captioning.main(["--quick", "--attention", "--backend", "reference", "--show", "0",
+                                "--maps", str(maps), *QUIET]) | {"maps_path": maps}
+
+
+def test_attention_captioner_is_scored_on_the_baselines_held_out_images(captioned, attended):
+    assert attended["truth"] == captioned["truth"]  # the same images and captions, in order
+    assert len(attended["sampled"]) == len(captioned["sampled"])
+    assert attended["final_loss"] < 0.2 * attended["uniform_loss"]
+    # the baseline's thresholds; measured 87.5% and 96.9% (examples/README.md)
+    assert attended["exact_match"] >= 0.8 and attended["word_accuracy"] >= 0.9
+
+
+def test_attention_weights_are_a_distribution_over_the_feature_grid(attended):
+    weights, (gh, gw) = attended["attention"], attended["attention_grid"]
+    assert (gh, gw) == (4, 4)  # 16x16 images, two 2x2 poolings
+    assert weights.shape == (len(attended["truth"]), 4, gh * gw)  # (images, steps, grid cells)
+    assert (weights >= 0).all()
+    torch.testing.assert_close(weights.sum(-1), torch.ones(weights.shape[:2]), rtol=0, atol=1e-5)
+    # it attends: each step's largest weight is far above uniform's 1/16 (measured 0.200, examples/README.md)
+    assert attended["attention_peak"] == pytest.approx(float(weights.amax(-1).mean()))  # 4 steps, all words/<eos>
+    assert attended["attention_peak"] > 2 / (gh * gw)
+    # the weights belong to the decoding that produced the scored captions
+    assert [captioning.text(t) for t in attended["attention_tokens"].tolist()] == attended["sampled"]
+
+
+def test_attention_decoder_steps_lstm_cells_whose_input_holds_the_context(attended):
+    model = attended["model"].eval()
+    cells = model.cells()
+    assert isinstance(model, captioning.AttentionCaptioner) and not hasattr(model, "lstm")
+    assert all(type(c) is fusedrnn.LSTMCell and c.backend == "reference" for c in cells)
+    assert cells[0].input_size == model.embed.embedding_dim + 32 + 2  # word, conv channels, (x, y)
+    images, captions = captioning.make_batch(8, 1, 16, torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        # teacher forcing with the greedy captions as input reproduces the greedy decoding
+        greedy = captioning.sample(model, images, captions.shape[1])
+        assert torch.equal(model(images, greedy).argmax(-1), greedy)
+        # the context matters: the same step with another image's features gives other logits
+        state, memory = model.encode(images)
+        emb = model.embed(torch.full((8,), captioning.BOS))
+        swapped = tuple(m.roll(1, 0) for m in memory)
+        assert not torch.allclose(model.step(emb, state, memory)[0], model.step(emb, state, swapped)[0])
+
+
+def test_attention_maps_are_saved_as_png(attended):
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        assert attended["maps_saved"] is False and not attended["maps_path"].exists()
+        return
+    assert attended["maps_saved"] is True
+    assert attended["maps_path"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# -- gradient_flow -----------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def flow(tmp_path_factory):
+    plot = tmp_path_factory.mktemp("flow") / "flow.png"
+    with torch_threads(1):
+        return gradient_flow.main(["--quick", "--backend", "reference", "--plot", str(plot), *QUIET])
+
+
+def test_gradients_vanish_in_the_tanh_rnn_explode_in_the_relu_rnn_and_last_in_the_lstm(flow):
+    r, T = {name: res["init"] for name, res in flow["results"].items()}, flow["length"]
+    ratio = gradient_flow.ratio  # ‖∂L/∂h_0‖ / ‖∂L/∂h_T-1‖; measured values in examples/README.md
+    assert all(len(g["h"]) == T for g in r.values())
+    assert all(m.rnn.backend == "reference" for m in (res["model"] for res in flow["results"].values()))
+    tanh = r["rnn-tanh"]["h"]
+    assert ratio(tanh) < 1e-6  # measured 8.1e-09
+    assert all(a < b for a, b in zip(tanh, tanh[1:]))  # shrinking at every step back
+    assert ratio(r["rnn-relu"]["h"]) > 1e3  # W_hh x4: measured 1.7e+06
+    assert ratio(r["lstm+fb"]["h"]) > 1e3 * ratio(tanh)  # measured 6.6e-04
+    assert ratio(r["lstm+fb"]["c"]) > ratio(r["lstm+fb"]["h"])  # the cell's additive path decays slowest
+    assert ratio(r["lstm"]["h"]) > ratio(tanh)  # torch's init, f ≈ 0.5: measured 1.8e-07, barely better
+    assert ratio(r["gru"]["h"]) > ratio(tanh)
+
+
+def test_clipping_bounds_the_total_gradient_norm(flow):
+    clip = flow["clip"]
+    for name, res in flow["results"].items():
+        clipped, unclipped = res["clipped"], res["unclipped"]
+        for pre, post in zip(clipped["grad_norms"], clipped["clipped_norms"]):
+            assert post <= clip * (1 + 1e-5)
+            assert post == pytest.approx(min(pre, clip), rel=1e-4)
+        assert unclipped["clipped_norms"] == pytest.approx(unclipped["grad_norms"], rel=1e-4)
+        # the same init and batches: the first update's gradient is the same in both runs
+        assert clipped["grad_norms"][0] == pytest.approx(unclipped["grad_norms"][0], rel=1e-5)
+    relu = flow["results"]["rnn-relu"]["clipped"]
+    assert max(relu["grad_norms"]) > 1e3 * clip  # the exploding RNN's pre-clip norm (measured 3.3e+05)
+    assert all(math.isfinite(x) for x in relu["losses"])
+    if flow["plot_saved"]:
+        assert pathlib.Path(flow["plot"]).read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize("name", ["rnn-tanh", "lstm"])
+def test_measured_hidden_gradients_are_the_total_derivatives(name):
+    """Stepping the module one call per step computes what one whole-sequence call does (loss and
+    parameter gradients), and the retained states' gradients match ∂L/∂h_t of an explicit float64
+    loop; a whole-sequence output's retained gradient is zero before the last step (why it is not used)."""
+    torch.manual_seed(0)
+    T, H, B, K = 6, 5, 3, 4
+    model = gradient_flow.Model(name, K, H, "reference", relu_scale=1.0, forget_bias=0.0)
+    x, labels = gradient_flow.make_batch(B, T, K, torch.Generator().manual_seed(1))
+    got = gradient_flow.hidden_gradients(model, x, labels)
+    # one whole-sequence call
+    y, _ = model.rnn(x)
+    y.retain_grad()
+    loss = F.cross_entropy(model.head(y[:, -1]), labels)
+    loss.backward()
+    assert got["loss"] == pytest.approx(loss.item(), rel=1e-6)
+    for g, p in zip(got["param_grads"], model.parameters()):
+        torch.testing.assert_close(g, p.grad, rtol=1e-5, atol=1e-7)
+    assert y.grad[:, :-1].abs().max() == 0
+    # float64: the recurrence written out, every h_t a tensor of the graph
+    w = {k: v.detach().double() for k, v in model.rnn.named_parameters()}
+    h = c = torch.zeros(B, H, dtype=torch.float64, requires_grad=True)  # so every h_t is in the graph
+    hs = []
+    for t in range(T):
+        pre = x[:, t].double() @ w["weight_ih_l0"].T + w["bias_ih_l0"] + h @ w["weight_hh_l0"].T + w["bias_hh_l0"]
+        if name == "lstm":
+            i, f, g, o = pre.chunk(4, 1)
+            c = f.sigmoid() * c + i.sigmoid() * g.tanh()
+            h = o.sigmoid() * c.tanh()
+        else:
+            h = pre.tanh()
+        h.retain_grad()
+        hs.append(h)
+    logits = F.linear(h, model.head.weight.detach().double(), model.head.bias.detach().double())
+    F.cross_entropy(logits, labels).backward()
+    want = [s.grad.norm().item() for s in hs]
+    assert got["h"] == pytest.approx(want, rel=1e-4)
+
+
 # -- command lines ----------------------------------------------------------------------
 
-@pytest.mark.parametrize("example", [char_lm, sequence_classify, captioning, seq2seq],
-                         ids=["char_lm", "sequence_classify", "captioning", "seq2seq"])
+@pytest.mark.parametrize("example", [char_lm, sequence_classify, captioning, seq2seq, gradient_flow],
+                         ids=["char_lm", "sequence_classify", "captioning", "seq2seq", "gradient_flow"])
 def test_every_flag_has_help_and_no_empty_default(example):
     parser = example.build_parser()
     text = " ".join(parser.format_help().split())  # undo the line wrapping
@@ -229,8 +372,8 @@ def test_every_flag_has_help_and_no_empty_default(example):
 
 @pytest.mark.parametrize("example, modes", [(char_lm, ([], ["--quick"], ["--toy"])),
                                             (sequence_classify, ([], ["--quick"])), (captioning, ([], ["--quick"])),
-                                            (seq2seq, ([], ["--quick"]))],
-                         ids=["char_lm", "sequence_classify", "captioning", "seq2seq"])
+                                            (seq2seq, ([], ["--quick"])), (gradient_flow, ([], ["--quick"]))],
+                         ids=["char_lm", "sequence_classify", "captioning", "seq2seq", "gradient_flow"])
 def test_help_states_the_defaults_that_apply(example, modes):
     """For options whose default depends on the mode, the help names the value each mode uses."""
     helps = {a.dest: a.help for a in example.build_parser()._actions}

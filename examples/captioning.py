@@ -76,6 +76,19 @@ def _paint(images, mask, colour) -> None:
     images.copy_(torch.where(mask.unsqueeze(1), rgb.view(-1, 3, 1, 1), images))
 
 
+def pair_centres(vertical, r, S: int, uniform):
+    """((x, y) of the first shape, (x, y) of the second), each (n,), for "left of" (vertical 0) or
+    "above" (1). Along the relation's axis the first lies in the left / top half, the second in
+    the other, at least 2r apart (no overlap); across it they are at most r/2 apart. So the
+    relation is the axis of the larger offset: the picture always decides "left of" vs "above"."""
+    along, across = uniform(r + 1, S / 2 - r), uniform(r + 1, S - r - 1)
+    along2 = uniform(S / 2 + r, S - r - 1)
+    across2 = (across + uniform(-r / 2, r / 2)).clamp(r + 1, S - r - 1)
+    first = (torch.where(vertical == 1, across, along), torch.where(vertical == 1, along, across))
+    second = (torch.where(vertical == 1, across2, along2), torch.where(vertical == 1, along2, across2))
+    return first, second
+
+
 def make_batch(n: int, objects: int, S: int, gen: torch.Generator):
     """(images (n, 3, S, S), captions (n, L) word indices ending in <eos>, padded)."""
     images = 0.08 * torch.randn(n, 3, S, S, generator=gen)
@@ -104,14 +117,7 @@ def make_batch(n: int, objects: int, S: int, gen: torch.Generator):
     else:
         colour2, shape2, vertical = pick(len(COLOURS)), pick(len(SHAPES)), pick(2)
         r = torch.full((n,), 0.17 * S)
-        # along the relation's axis the first shape lies in the left / top half, the second in the
-        # other, at least 2r apart (no overlap); across it they are at most r/2 apart, so the
-        # relation is the axis of the larger offset: the picture always decides "left of" vs "above"
-        along, across = uniform(r + 1, S / 2 - r), uniform(r + 1, S - r - 1)
-        along2 = uniform(S / 2 + r, S - r - 1)
-        across2 = (across + uniform(-r / 2, r / 2)).clamp(r + 1, S - r - 1)
-        first = (torch.where(vertical == 1, across, along), torch.where(vertical == 1, along, across))
-        second = (torch.where(vertical == 1, across2, along2), torch.where(vertical == 1, along2, across2))
+        first, second = pair_centres(vertical, r, S, uniform)
         _paint(images, _masks(shape, *first, r, S), colour)
         _paint(images, _masks(shape2, *second, r, S), colour2)
         words = [[names[a], SHAPES[b], *RELATIONS[v].split(), names[c], SHAPES[d]]

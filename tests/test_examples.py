@@ -210,6 +210,34 @@ def test_captions_are_sampled_through_cells_holding_the_lstms_parameters(caption
     assert torch.equal(captioning.sample(model, images, captions.shape[1]), torch.stack(by_module, 1))
 
 
+def test_two_shape_images_decide_their_relation():
+    """'left of': the centres are further apart in x than in y, 'above' the other way round, and
+    never closer than 2r along the relation (no overlap): no picture fits both captions."""
+    gen = torch.Generator().manual_seed(0)
+    n, S = 4000, 24
+    uniform = lambda lo, hi: lo + (hi - lo) * torch.rand(n, generator=gen)  # noqa: E731
+    vertical, r = torch.randint(0, 2, (n,), generator=gen), torch.full((n,), 0.17 * S)
+    (x1, y1), (x2, y2) = captioning.pair_centres(vertical, r, S, uniform)
+    along, across = torch.where(vertical == 1, y2 - y1, x2 - x1), torch.where(vertical == 1, x2 - x1, y2 - y1)
+    assert (along >= 2 * r - 1e-5).all() and (across.abs() <= r / 2 + 1e-5).all()
+    for x in (x1, y1, x2, y2):
+        assert (x >= r + 1 - 1e-5).all() and (x <= S - r - 1 + 1e-5).all()  # inside the image
+    images, captions = captioning.make_batch(8, 2, S, torch.Generator().manual_seed(1))
+    assert {len(captioning.text(c).split()) for c in captions.tolist()} <= {5, 6}
+
+
+def test_three_shape_images_are_named_left_to_right():
+    images, captions = captioning.make_batch(64, 3, 32, torch.Generator().manual_seed(2))
+    words = [captioning.text(c).split() for c in captions.tolist()]
+    assert all(len(w) == 10 and w[2:4] == w[6:8] == ["left", "of"] for w in words)
+    # the leftmost painted pixel has the first named colour
+    rgb = torch.tensor(list(captioning.COLOURS.values()))
+    for image, w in zip(images, words):
+        painted = (image.unsqueeze(0) - rgb.view(-1, 3, 1, 1)).abs().amax(1) < 1e-6  # (colours, S, S)
+        columns = [int(painted[k].any(0).nonzero().min()) if painted[k].any() else 99 for k in range(len(rgb))]
+        assert list(captioning.COLOURS)[columns.index(min(columns))] == w[0]
+
+
 def test_captioning_graph_flag_needs_a_gpu():
     if torch.cuda.is_available():
         pytest.skip("a CUDA device is present: tests/gpu runs --graph")

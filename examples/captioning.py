@@ -108,7 +108,8 @@ def make_batch(n: int, objects: int, S: int, gen: torch.Generator):
         r = torch.full((n,), 0.1 * S)
         slack = S - 2 - 6 * r  # the room left when they stand 2r apart
         offsets = torch.stack([uniform(torch.zeros(n), slack) for _ in range(3)], 1).sort(1).values
-        colours, shapes = [colour, pick(len(COLOURS)), pick(len(COLOURS))], [shape, pick(len(SHAPES)), pick(len(SHAPES))]
+        colours = [colour, pick(len(COLOURS)), pick(len(COLOURS))]
+        shapes = [shape, pick(len(SHAPES)), pick(len(SHAPES))]
         for k in range(3):
             cx, cy = r + 1 + 2 * k * r + offsets[:, k], uniform(r + 1, S - r - 1)
             _paint(images, _masks(shapes[k], cx, cy, r, S), colours[k])
@@ -401,7 +402,8 @@ def attention_report(model: AttentionCaptioner, images, captions, args) -> dict:
     g = args.image_size // 4
     words = captions != PAD  # the steps that emit a word of the reference caption or its <eos>
     peak = float(weights.amax(-1)[words].mean())
-    print(f"attention over the {g}x{g} feature grid: mean largest weight per step {peak:.3f} (uniform {1 / g ** 2:.3f})")
+    print(f"attention over the {g}x{g} feature grid: mean largest weight per step {peak:.3f} "
+          f"(uniform {1 / g ** 2:.3f})")
     out = {"attention": weights, "attention_grid": (g, g), "attention_tokens": tokens, "attention_peak": peak,
            "maps_saved": False}
     if args.maps:

@@ -100,13 +100,13 @@ def hidden_gradients(model: Model, x, labels) -> dict:
     return out
 
 
-def train(model: Model, args, gen: torch.Generator, clip: float, bar) -> dict:
+def train(model: Model, args, gen: torch.Generator, clip: float, bar, device) -> dict:
     """Adam on fresh batches; per update the loss, the pre-clip gradient norm and the applied update's norm."""
     params = list(model.parameters())
     opt = torch.optim.Adam(params, lr=args.lr)
     losses, grad_norms, clipped_norms, update_norms = [], [], [], []
     for _ in range(args.steps):
-        x, labels = make_batch(args.batch_size, args.length, args.symbols, gen)
+        x, labels = (t.to(device) for t in make_batch(args.batch_size, args.length, args.symbols, gen))
         loss = F.cross_entropy(model(x), labels)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -117,7 +117,7 @@ def train(model: Model, args, gen: torch.Generator, clip: float, bar) -> dict:
         update_norms.append(math.sqrt(sum(float((p.detach() - b).pow(2).sum()) for p, b in zip(params, before))))
         losses.append(loss.item())
         bar.update(1)
-    x, labels = make_batch(1000, args.length, args.symbols, gen)
+    x, labels = (t.to(device) for t in make_batch(1000, args.length, args.symbols, gen))
     with torch.no_grad():
         accuracy = (model(x).argmax(-1) == labels).float().mean().item()
     return {"losses": losses, "grad_norms": grad_norms, "clipped_norms": clipped_norms,
@@ -142,7 +142,8 @@ def print_table(results: dict, T: int) -> None:
     rows = [(n, r["init"]["h"]) for n, r in results.items()]
     rows += [(f"{n} c", r["init"]["c"]) for n, r in results.items() if "c" in r["init"]]
     for name, norms in rows:
-        print(f"  {name:10}" + "".join(f"{norms[t]:>10.2e}" if t < len(norms) else f"{'-':>10}" for t in ts) + f"{ratio(norms):>10.1e}{per_step(norms):>10.3f}")
+        cells = "".join(f"{norms[t]:>10.2e}" if t < len(norms) else f"{'-':>10}" for t in ts)
+        print(f"  {name:10}{cells}{ratio(norms):>10.1e}{per_step(norms):>10.3f}")
 
 
 def print_training(results: dict, clip: float) -> None:
@@ -175,7 +176,8 @@ def plot(path, results: dict, clip: float, symbols: int) -> bool:
         if "c" in r["init"]:
             a.semilogy(r["init"]["c"], color=colour, ls=":", label=f"{name}  ‖∂L/∂c_t‖")
         for key, ls in (("clipped", "-"), ("unclipped", "--")):
-            b.semilogy(r[key]["losses"], color=colour, ls=ls, lw=1, label=f"{name}, {'clip' if key == 'clipped' else 'no clip'}")
+            label = f"{name}, {'clip' if key == 'clipped' else 'no clip'}"
+            b.semilogy(r[key]["losses"], color=colour, ls=ls, lw=1, label=label)
             c.semilogy(r[key]["grad_norms"], color=colour, ls=ls, lw=1)
     c.axhline(clip, color="k", lw=0.8, label=f"clip {clip:g}")
     a.set(xlabel="t", ylabel="gradient norm", title="∂L/∂h_t at init (L at the last step only)")
@@ -216,6 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", metavar="PATH", help="save the curves as a PNG (needs matplotlib; default: no plot)")
     p.add_argument("--backend", default="auto", choices=fusedrnn.BACKENDS,
                    help="fusedrnn backend of every module (default: %(default)s)")
+    p.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     p.add_argument("--threads", type=int, default=0,
                    help="torch.set_num_threads; 0 keeps torch's default (default: %(default)s)")
@@ -239,22 +242,26 @@ def parse_args(argv):
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if args.threads:
         torch.set_num_threads(args.threads)
     print(f"gradient_flow: label = the first of {args.length} symbols, loss at the last step only; hidden "
-          f"{args.hidden}; rnn-relu has W_hh x{args.relu_scale:g} at init, lstm+fb forget bias +{args.forget_bias:g}")
-    x, labels = make_batch(args.batch_size, args.length, args.symbols, torch.Generator().manual_seed(args.seed))
+          f"{args.hidden}; rnn-relu has W_hh x{args.relu_scale:g} at init, lstm+fb forget bias "
+          f"+{args.forget_bias:g}; device {device}")
+    x, labels = (t.to(device) for t in make_batch(args.batch_size, args.length, args.symbols,
+                                                  torch.Generator().manual_seed(args.seed)))
     bar = progress(total=2 * args.steps * len(args.models), disable=args.no_progress, dynamic_ncols=True)
     results = {}
     for name in args.models:
-        build = lambda: Model(name, args.symbols, args.hidden, args.backend, args.relu_scale, args.forget_bias)  # noqa: E731
+        build = lambda: Model(name, args.symbols, args.hidden, args.backend, args.relu_scale,  # noqa: E731
+                              args.forget_bias).to(device)
         torch.manual_seed(args.seed)
         model = build()
         r = {"init": hidden_gradients(model, x, labels), "model": model}
         for key, clip in (("clipped", args.clip), ("unclipped", 0.0)):
             torch.manual_seed(args.seed)
             trained = build()  # the same init as the measured model, the same batches in both runs
-            r[key] = train(trained, args, torch.Generator().manual_seed(args.seed + 1), clip, bar)
+            r[key] = train(trained, args, torch.Generator().manual_seed(args.seed + 1), clip, bar, device)
             if key == "clipped":
                 r["trained"] = hidden_gradients(trained, x, labels)
         results[name] = r
@@ -265,7 +272,8 @@ def main(argv=None) -> dict:
     if args.plot:
         saved = plot(args.plot, results, args.clip, args.symbols)
         print(f"plot: {args.plot}" if saved else "plot: matplotlib is not installed, no picture written")
-    return {"results": results, "length": args.length, "clip": args.clip, "plot": args.plot, "plot_saved": saved, "x": x, "labels": labels}
+    return {"results": results, "length": args.length, "clip": args.clip, "plot": args.plot, "plot_saved": saved,
+            "x": x, "labels": labels, "device": str(device)}
 
 
 if __name__ == "__main__":

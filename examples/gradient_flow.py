@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+import example_cli as cli  # examples/example_cli.py: the options every example has
 import fusedrnn
 from example_progress import progress  # examples/example_progress.py: tqdm, else plain lines
 
@@ -100,7 +101,7 @@ def hidden_gradients(model: Model, x, labels) -> dict:
     return out
 
 
-def train(model: Model, args, gen: torch.Generator, clip: float, bar, device) -> dict:
+def train(model: Model, name: str, args, gen: torch.Generator, clip: float, bar, device) -> dict:
     """Adam on fresh batches; per update the loss, the pre-clip gradient norm and the applied update's norm."""
     params = list(model.parameters())
     opt = torch.optim.Adam(params, lr=args.lr)
@@ -117,6 +118,9 @@ def train(model: Model, args, gen: torch.Generator, clip: float, bar, device) ->
         update_norms.append(math.sqrt(sum(float((p.detach() - b).pow(2).sum()) for p, b in zip(params, before))))
         losses.append(loss.item())
         bar.update(1)
+        if len(losses) % args.log_every == 0:
+            bar.set_postfix(model=name, clip=clip, loss=f"{sum(losses[-args.log_every:]) / args.log_every:.3f}",
+                            refresh=False)
     x, labels = (t.to(device) for t in make_batch(1000, args.length, args.symbols, gen))
     with torch.no_grad():
         accuracy = (model(x).argmax(-1) == labels).float().mean().item()
@@ -194,8 +198,7 @@ def plot(path, results: dict, clip: float, symbols: int) -> bool:
 
 
 def mode_defaults(name: str) -> str:
-    normal, quick = DEFAULTS[name]
-    return f"default {normal}; with --quick {quick}"
+    return cli.defaults_text(DEFAULTS, name)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -213,26 +216,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, help=f"sequences per update and in the measured batch "
                                                   f"({mode_defaults('batch_size')})")
     p.add_argument("--lr", type=float, default=1e-2, help="Adam learning rate (default: %(default)s)")
-    p.add_argument("--clip", type=float, default=1.0,
-                   help="clip_grad_norm_ max norm of the clipped runs (default: %(default)s)")
     p.add_argument("--plot", metavar="PATH", help="save the curves as a PNG (needs matplotlib; default: no plot)")
-    p.add_argument("--backend", default="auto", choices=fusedrnn.BACKENDS,
-                   help="fusedrnn backend of every module (default: %(default)s)")
-    p.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
-    p.add_argument("--threads", type=int, default=0,
-                   help="torch.set_num_threads; 0 keeps torch's default (default: %(default)s)")
-    p.add_argument("--quick", action="store_true", help="shorter sequences, smaller models, 60 updates (the tests)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    return p
+    cli.add_common_options(p, "fusedrnn backend of every module",
+                           "shorter sequences, 60 updates per run (what the tests run)")
+    return p  # --clip: the clipped runs' max norm (each model also trains unclipped)
 
 
 def parse_args(argv):
     p = build_parser()
-    args = p.parse_args(argv)
-    for name, values in DEFAULTS.items():
-        if getattr(args, name) is None:
-            setattr(args, name, values[1 if args.quick else 0])
+    args = cli.parse(p, argv, DEFAULTS)
     args.models = args.models.split(",")
     unknown = [m for m in args.models if m not in MODELS]
     if unknown or args.length < 2:
@@ -242,9 +234,7 @@ def parse_args(argv):
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    device = cli.start(args)
     print(f"gradient_flow: label = the first of {args.length} symbols, loss at the last step only; hidden "
           f"{args.hidden}; rnn-relu has W_hh x{args.relu_scale:g} at init, lstm+fb forget bias "
           f"+{args.forget_bias:g}; device {device}")
@@ -261,7 +251,7 @@ def main(argv=None) -> dict:
         for key, clip in (("clipped", args.clip), ("unclipped", 0.0)):
             torch.manual_seed(args.seed)
             trained = build()  # the same init as the measured model, the same batches in both runs
-            r[key] = train(trained, args, torch.Generator().manual_seed(args.seed + 1), clip, bar, device)
+            r[key] = train(trained, name, args, torch.Generator().manual_seed(args.seed + 1), clip, bar, device)
             if key == "clipped":
                 r["trained"] = hidden_gradients(trained, x, labels)
         results[name] = r

@@ -198,7 +198,7 @@ class AttentionCaptioner(Captioner):
     attend and tell", the context also enters the output: logits = head(h_t) + W_c context_t."""
 
     def build_decoder(self, embed: int, hidden: int, layers: int, backend: str) -> None:
-        features = 32 + 2  # the conv net's channels and the cell's coordinates
+        features = 32 + 2  # the conv net's channels and the grid cell's (x, y)
         self.attention = SoftAttention(features, hidden, hidden)
         self.context_out = nn.Linear(features, len(WORDS), bias=False)  # the context reaches the logits too
         self.decoder_cells = nn.ModuleList(

@@ -2,7 +2,7 @@
 
 The .cu files (csrc/*.cu and csrc/kernels/*.cu, globbed: one kernels/<cell>.cu per cell
 instantiates every dtype) go through nvcc, the .cpp files (pybind11 binding, argument
-checks, host build of the cell math) through the host compiler, and nvcc links them
+checks, the plans) through the host compiler, and nvcc links them
 with the static CUDA runtime, so the module needs only the driver at run time and
 imports on machines without one. ninja runs the compiles in parallel when available.
 
@@ -106,7 +106,7 @@ def cuda_extensions() -> list[Extension]:
 #: the .cpp files that include pybind11 (and so Python.h): the binding, built for one Python.
 #: Everything else (the kernels, the launchers, the plans) needs no Python at all and can be
 #: built ahead into the kernel library (KERNEL_LIBRARY; tools/device_check/prebuilt.py).
-BINDING_SOURCES = ("binding.cpp", "validate.cpp", "host_cells.cpp")
+BINDING_SOURCES = ("binding.cpp", "validate.cpp")
 KERNEL_LIBRARY = "libfusedrnn_cuda.so"
 
 

@@ -3,7 +3,7 @@
 //
 // Dimensions: T time steps, B batch, H hidden units, P the state fed back (proj_size of an
 // LSTM with a projection, else H), G gates (LSTM 4, GRU 3, RNN 1), S fp32 values saved per
-// (t, b, unit) for backward (LSTM 5, GRU 5, RNN 1), D directions run by one launch (1 or 2;
+// (t, b, unit) for backward (LSTM 5, GRU 5, RNN 1; cell_table.h), D directions run by one launch (1 or 2;
 // direction 1 runs each sequence backwards from lengths[b] - 1). Shapes below are for D = 2;
 // with D = 1 the leading D is absent.
 #pragma once
@@ -11,15 +11,15 @@
 #include <string>
 #include <vector>
 
+#include "cell_table.h"
 #include "plan.h"
 
 namespace fusedrnn {
 
-enum class Cell : int { LSTM = 0, GRU = 1, RNN_TANH = 2, RNN_RELU = 3 };
 enum class DType : int { F32 = 0, F16 = 1, BF16 = 2, I32 = 3, U8 = 4 };
 
-inline int gates(Cell c) { return c == Cell::LSTM ? 4 : c == Cell::GRU ? 3 : 1; }
-inline int saved_slots(Cell c) { return c == Cell::LSTM ? 5 : c == Cell::GRU ? 5 : 1; }
+inline int gates(Cell c) { return cell_info(c).gates; }         // cell_table.h
+inline int saved_slots(Cell c) { return cell_info(c).saved; }
 inline int dtype_size(DType d) { return d == DType::F16 || d == DType::BF16 ? 2 : d == DType::U8 ? 1 : 4; }
 const char* cell_name(Cell c);
 const char* dtype_name(DType d);
@@ -30,7 +30,6 @@ struct Launch {
   Mode mode = Mode::AUTO;
   int units = 0, batch_rows = 0, passes = 0;  // forced U / BG / NP of the plan (tests), 0: choose
   long long spin_limit = 0;   // clock cycles a grid-tier flag wait spins before reporting (0: default)
-  bool fake_launch_failure = false;  // tests: report a refused persistent launch without launching
 };
 
 struct ForwardArgs {
@@ -106,7 +105,5 @@ std::string cell_step(const CellStepArgs& a);
 Plan plan_on_device(const PlanRequest& r, int device);
 DeviceLimits device_limits(int device);
 int device_count(std::string* error);  // 0 and the reason when CUDA cannot be used
-// C++ unit tests of the launcher against a fake CUDA runtime (no GPU); returns the call log.
-std::vector<std::string> selftest(const std::string& name);
 
 }  // namespace fusedrnn

@@ -1,12 +1,14 @@
 // fusedrnn._C: the pybind11 module. Thin: validate (validate.cpp), then call the
 // launchers (dispatch.cu) or the plan (plan.cpp). No torch headers: tensors arrive as
-// (data_ptr, dtype_code, shape, strides) tuples, the stream as an int.
+// (data_ptr, dtype_code, shape, strides) tuples, the stream as an int. Only the entry points
+// fusedrnn uses live here (docs/design.md lists them; tests/test_cuda_exports.py checks it):
+// the C++ self-tests and the host build of the cell math are a separate module
+// (tools/cuda_selftest), built on demand for the tests.
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
 #include "api.h"
 #include "cell_step_plan.h"
-#include "host_cells.h"
 #include "validate.h"
 
 namespace py = pybind11;
@@ -15,10 +17,10 @@ using namespace fusedrnn;
 namespace {
 
 LaunchKnobs knobs(long long stream, long long device, const std::string& mode, long long units, long long rows,
-                  long long passes, long long spin, bool fake_failure) {
+                  long long passes, long long spin) {
   LaunchKnobs k;
   k.stream = stream; k.device = device; k.mode = mode; k.units = units; k.batch_rows = rows; k.passes = passes;
-  k.spin_limit = spin; k.fake_launch_failure = fake_failure;
+  k.spin_limit = spin;
   return k;
 }
 
@@ -36,7 +38,7 @@ PlanRequest request(bool backward, const std::string& cell, long long dtype, lon
   if (proj != 0 && (c != Cell::LSTM || proj < 0 || proj >= H))
     throw std::invalid_argument("fusedrnn._C: plan: proj must be 0, or in [1, H) for the lstm cell");
   if (directions != 1 && directions != 2) throw std::invalid_argument("fusedrnn._C: plan: directions must be 1 or 2");
-  const Launch l = parse_launch(knobs(0, 0, mode, units, rows, passes, 0, false));
+  const Launch l = parse_launch(knobs(0, 0, mode, units, rows, passes, 0));
   return plan_request(backward, c, d, (int)B, (int)H, (int)proj, (int)directions, l);
 }
 
@@ -123,12 +125,10 @@ PYBIND11_MODULE(_C, m) {
         [](const std::string& cell, bool reverse, py::object gx, py::object h0, py::object c0, py::object w_hh,
            py::object b_hh, py::object lengths, py::object y, py::object hT, py::object cT, py::object saved,
            py::object workspace, long long stream, long long device, const std::string& mode, long long units,
-           long long batch_rows, long long passes, long long spin_limit, bool fake_launch_failure, py::object w_hr,
-           py::object m) {
+           long long batch_rows, long long passes, long long spin_limit, py::object w_hr, py::object m) {
           ForwardArgs a = make_forward_args(cell, reverse, gx, h0, c0, w_hh, b_hh, lengths, y, hT, cT, saved,
                                             workspace,
-                                            knobs(stream, device, mode, units, batch_rows, passes, spin_limit,
-                                                  fake_launch_failure),
+                                            knobs(stream, device, mode, units, batch_rows, passes, spin_limit),
                                             w_hr, m);
           py::gil_scoped_release release;
           return forward(a);
@@ -137,7 +137,7 @@ PYBIND11_MODULE(_C, m) {
         py::arg("b_hh"), py::arg("lengths"), py::arg("y"), py::arg("hT"), py::arg("cT"), py::arg("saved"),
         py::arg("workspace"), py::arg("stream"), py::arg("device"), py::arg("mode") = "auto", py::arg("units") = 0,
         py::arg("batch_rows") = 0, py::arg("passes") = 0, py::arg("spin_limit") = 0,
-        py::arg("fake_launch_failure") = false, py::arg("w_hr") = py::none(), py::arg("m") = py::none(),
+        py::arg("w_hr") = py::none(), py::arg("m") = py::none(),
         "Launch the forward recurrence on `stream`; tensors as (ptr, dtype_code, shape, strides). Returns '' or "
         "the note of a fallback to the per-step kernels. h0 (D, B, P) runs D directions in one launch; w_hr "
         "(LSTM projection) makes the state P wide, m (fp32, with saved) keeps o*tanh(c) for dW_hr.");
@@ -146,12 +146,10 @@ PYBIND11_MODULE(_C, m) {
         [](const std::string& cell, bool reverse, py::object dy, py::object dhT, py::object dcT, py::object w_t,
            py::object lengths, py::object saved, py::object d_gx, py::object d_gh, py::object dh0, py::object dc0,
            py::object workspace, long long stream, long long device, const std::string& mode, long long units,
-           long long batch_rows, long long passes, long long spin_limit, bool fake_launch_failure,
-           py::object w_hr_t, py::object dh) {
+           long long batch_rows, long long passes, long long spin_limit, py::object w_hr_t, py::object dh) {
           BackwardArgs a = make_backward_args(cell, reverse, dy, dhT, dcT, w_t, lengths, saved, d_gx, d_gh, dh0,
                                               dc0, workspace,
-                                              knobs(stream, device, mode, units, batch_rows, passes, spin_limit,
-                                                    fake_launch_failure),
+                                              knobs(stream, device, mode, units, batch_rows, passes, spin_limit),
                                               w_hr_t, dh);
           py::gil_scoped_release release;
           return backward(a);
@@ -160,7 +158,7 @@ PYBIND11_MODULE(_C, m) {
         py::arg("lengths"), py::arg("saved"), py::arg("d_gx"), py::arg("d_gh"), py::arg("dh0"), py::arg("dc0"),
         py::arg("workspace"), py::arg("stream"), py::arg("device"), py::arg("mode") = "auto", py::arg("units") = 0,
         py::arg("batch_rows") = 0, py::arg("passes") = 0, py::arg("spin_limit") = 0,
-        py::arg("fake_launch_failure") = false, py::arg("w_hr_t") = py::none(), py::arg("dh") = py::none(),
+        py::arg("w_hr_t") = py::none(), py::arg("dh") = py::none(),
         "Launch the backward recurrence (d_gates, dh0, dc0) on `stream`; with w_hr_t (H, P) it also writes dh "
         "(fp32, the gradient reaching each h_t, for dW_hr).");
 
@@ -186,7 +184,7 @@ PYBIND11_MODULE(_C, m) {
            const std::string& mode, long long units, long long batch_rows, long long passes, long long proj,
            long long directions) {
           const PlanRequest r = request(backward, cell, dtype, B, H, mode, units, batch_rows, passes, proj, directions);
-          parse_launch(knobs(0, device, mode, units, batch_rows, passes, 0, false));
+          parse_launch(knobs(0, device, mode, units, batch_rows, passes, 0));
           return plan_dict(plan_on_device(r, (int)device));
         },
         py::arg("backward"), py::arg("cell"), py::arg("dtype"), py::arg("B"), py::arg("H"), py::arg("device"),
@@ -231,7 +229,7 @@ PYBIND11_MODULE(_C, m) {
         "The geometry of the fused decode step on a device described by `limits` (no GPU needed).");
 
   m.def("device_limits", [](long long device) {
-    parse_launch(knobs(0, device, "auto", 0, 0, 0, 0, false));
+    parse_launch(knobs(0, device, "auto", 0, 0, 0, 0));
     return limits_dict(device_limits((int)device));
   }, py::arg("device"), "The limits of a CUDA device the plan uses.");
 
@@ -243,9 +241,4 @@ PYBIND11_MODULE(_C, m) {
 
   m.def("saved_slots", [](const std::string& cell) { return saved_slots(parse_cell(cell)); }, py::arg("cell"),
         "fp32 values the forward kernel saves per (t, b, unit) for the backward one");
-
-  m.def("_selftest", &selftest, py::arg("name"),
-        "Run a C++ test of the launch path against a fake CUDA runtime; returns its call log.");
-
-  bind_host_cells(m);
 }

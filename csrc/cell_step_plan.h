@@ -10,7 +10,7 @@
 namespace fusedrnn {
 
 struct CellStepRequest {
-  int G = 4, esize = 4, B = 1, I = 1, H = 1;
+  int G = 0, esize = 4, B = 1, I = 1, H = 1;  // G: the cell's gates (cell_table.h), set by the caller
 };
 
 struct CellStepPlan {

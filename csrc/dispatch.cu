@@ -14,15 +14,7 @@
 
 namespace fusedrnn {
 
-const char* cell_name(Cell c) {
-  switch (c) {
-    case Cell::LSTM: return "lstm";
-    case Cell::GRU: return "gru";
-    case Cell::RNN_TANH: return "rnn_tanh";
-    case Cell::RNN_RELU: return "rnn_relu";
-  }
-  return "?";
-}
+const char* cell_name(Cell c) { return cell_info(c).name; }
 
 const char* dtype_name(DType d) {
   switch (d) {
@@ -162,7 +154,7 @@ DeviceLimits device_limits(int device) {
       cudaGetLastError();
       fail("cannot use CUDA device " + std::to_string(device), err);
     }
-    n.max_cluster = n.cc_major >= 9 ? 16 : 0;  // 8 portable, 16 with the non-portable attribute
+    n.max_cluster = n.cc_major >= 9 ? machine::limits::max_cluster : 0;  // with the non-portable attribute
     d = n;
   }
   return d;

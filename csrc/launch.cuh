@@ -3,7 +3,8 @@
 // kernel's attributes once, launch the planned tier on the caller's stream and, in AUTO
 // mode, fall back to the per-step kernels when the device refuses a cooperative or
 // cluster launch. Nothing here allocates device memory or synchronises (graph-safe).
-// The CUDA calls go through `Runtime`, so selftest() can drive this logic with a fake.
+// The CUDA calls go through `Runtime`, so a fake runtime can drive this logic without a GPU
+// (tools/cuda_selftest: a recording one; tools/cuda_emu: the emulator's, which can refuse launches).
 #pragma once
 #include <cuda_runtime.h>
 
@@ -74,7 +75,7 @@ inline void configure(Runtime& rt, const void* kernel, int device, const DeviceL
   cudaError_t err = rt.set_attribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                      dev.smem_optin - kStaticSmemReserve);
   if (err != cudaSuccess) fail(name + ": cudaFuncSetAttribute(MaxDynamicSharedMemorySize)", err);
-  if (dev.max_cluster > 8) {
+  if (dev.max_cluster > machine::limits::portable_cluster) {
     err = rt.set_attribute(kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1);
     if (err != cudaSuccess) fail(name + ": cudaFuncSetAttribute(NonPortableClusterSizeAllowed)", err);
   }
@@ -117,9 +118,7 @@ inline std::string run(Runtime& rt, const Plan& plan, const Launch& l, const Dev
                              (plan.cluster ? ", clusters of " + std::to_string(plan.cluster) : "") + ", " +
                              std::to_string(plan.L.smem) + " bytes of shared memory)";
     configure(rt, k.persistent, l.device, dev, name);
-    err = l.fake_launch_failure ? cudaErrorCooperativeLaunchTooLarge
-                                : rt.launch(k.persistent, plan.grid, 1, plan.L.smem, plan.cluster, plan.cooperative,
-                                            stream, pargs);
+    err = rt.launch(k.persistent, plan.grid, 1, plan.L.smem, plan.cluster, plan.cooperative, stream, pargs);
     if (err == cudaSuccess) return note;
     rt.clear_error();  // a refused launch is not sticky
     if (l.mode != Mode::AUTO) fail("the " + what + " failed", err);

@@ -23,5 +23,20 @@ constexpr double l2_bw_per_sm_gbs = 110.0;
 constexpr double hbm_bw_gbs = 3000.0;
 constexpr double fma_per_clk = 128.0;
 
+// the device limits of the default machine (machine.py LIMITS; DeviceLimits, plan.h)
+namespace limits {
+
+constexpr int sms = 132;
+constexpr int smem_optin = 232448;
+constexpr int smem_per_sm = 233472;
+constexpr int regs_per_sm = 65536;
+constexpr int cc_major = 9;
+constexpr int cc_minor = 0;
+constexpr int max_cluster = 16;
+constexpr int cooperative = 1;
+constexpr int portable_cluster = 8;  // CTAs per cluster without the non-portable attribute
+
+}  // namespace limits
+
 }  // namespace machine
 }  // namespace fusedrnn

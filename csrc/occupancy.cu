@@ -6,6 +6,7 @@
 
 #include "cluster_launch.cuh"
 #include "layout.h"
+#include "machine_model.h"
 
 #if !defined(FUSEDRNN_EMULATE)  // the host build (tools/cuda_emu) has no occupancy to ask about
 extern "C" __attribute__((visibility("default"))) int fusedrnn_max_active_clusters(const void* kernel, int cluster,
@@ -16,7 +17,7 @@ extern "C" __attribute__((visibility("default"))) int fusedrnn_max_active_cluste
   if (err != cudaSuccess) return (int)err;
   *registers = attr.numRegs;
   err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
-  if (err == cudaSuccess && cluster > 8)
+  if (err == cudaSuccess && cluster > fusedrnn::machine::limits::portable_cluster)
     err = cudaFuncSetAttribute(kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1);
   if (err != cudaSuccess) return (int)err;
   cudaLaunchAttribute dims;

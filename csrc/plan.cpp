@@ -385,7 +385,7 @@ Plan make_plan_fitted(const PlanRequest& r, DeviceLimits dev, const std::functio
   int refused = 0;
   while (p.tier == Tier::CLUSTER && active(p.cluster, p.L.smem) == 0) {
     if (refused == 0) refused = p.cluster;
-    dev.max_cluster = p.cluster > 8 ? 8 : p.cluster - 1;
+    dev.max_cluster = p.cluster > machine::limits::portable_cluster ? machine::limits::portable_cluster : p.cluster - 1;
     p = make_plan(r, dev);
   }
   if (refused > 0)

@@ -6,6 +6,7 @@
 #include <string>
 
 #include "layout.h"
+#include "machine_model.h"
 
 namespace fusedrnn {
 
@@ -23,9 +24,19 @@ struct DeviceLimits {
   int cooperative = 0;   // cooperative launches supported
 };
 
+// The default machine's limits (fusedrnn/machine.py LIMITS, generated into machine_model.h):
+// what stands for a device where none is asked (the emulated device, the C++ self-tests).
+inline DeviceLimits model_limits() {
+  namespace m = machine::limits;
+  DeviceLimits d;
+  d.sms = m::sms; d.smem_optin = m::smem_optin; d.smem_per_sm = m::smem_per_sm; d.regs_per_sm = m::regs_per_sm;
+  d.cc_major = m::cc_major; d.cc_minor = m::cc_minor; d.max_cluster = m::max_cluster; d.cooperative = m::cooperative;
+  return d;
+}
+
 struct PlanRequest {
   bool backward = false;
-  int G = 1, S = 1;      // gates, fp32 values saved per (t, b, unit)
+  int G = 0, S = 0;      // gates, fp32 values saved per (t, b, unit): the cell's (cell_table.h, plan_request)
   int esize = 4;         // bytes per element of the dtype
   int B = 1, H = 1;
   int P = 0;             // proj_size (LSTM projection: the state fed back is P wide), 0: none

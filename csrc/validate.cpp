@@ -118,11 +118,12 @@ void* ptr(const TensorArg& t) { return t.present ? reinterpret_cast<void*>(t.ptr
 }  // namespace
 
 Cell parse_cell(const std::string& cell) {
-  if (cell == "lstm") return Cell::LSTM;
-  if (cell == "gru") return Cell::GRU;
-  if (cell == "rnn_tanh") return Cell::RNN_TANH;
-  if (cell == "rnn_relu") return Cell::RNN_RELU;
-  bad("unknown cell '" + cell + "'; expected lstm, gru, rnn_tanh or rnn_relu");
+  std::string names;
+  for (const CellInfo& c : kCells) {
+    if (cell == c.name) return c.id;
+    names += std::string(names.empty() ? "" : &c == &kCells[kNumCells - 1] ? " or " : ", ") + c.name;
+  }
+  bad("unknown cell '" + cell + "'; expected " + names);
 }
 
 DType parse_dtype(long long code, const char* what) {
@@ -152,7 +153,6 @@ Launch parse_launch(const LaunchKnobs& k) {
   l.batch_rows = static_cast<int>(k.batch_rows);
   l.passes = static_cast<int>(k.passes);
   l.spin_limit = k.spin_limit;
-  l.fake_launch_failure = k.fake_launch_failure;
   return l;
 }
 
@@ -201,7 +201,7 @@ ForwardArgs make_forward_args(const std::string& cell_s, bool reverse, py::objec
   check_lengths(len, B);
   expect(y, "y", {T, B, D * P}, dt);
   expect(hT, "hT", per_dir(lead, D, {B, P}), dt);
-  if (cell == Cell::LSTM) {
+  if (cell_info(cell).has_c) {
     expect(c0, "c0", per_dir(lead, D, {B, H}), dt);
     expect(cT, "cT", per_dir(lead, D, {B, H}), dt);
   } else {
@@ -279,7 +279,7 @@ BackwardArgs make_backward_args(const std::string& cell_s, bool reverse, py::obj
     expect_absent(dgh, "d_gh", "for cell " + cell_s + " (d_gx serves as both)");
   }
   expect(dh0, "dh0", per_dir(lead, D, {B, P}), dt);
-  if (cell == Cell::LSTM) {
+  if (cell_info(cell).has_c) {
     expect(dcT, "dcT", per_dir(lead, D, {B, H}), dt);
     expect(dc0, "dc0", per_dir(lead, D, {B, H}), dt);
   } else {
@@ -324,18 +324,18 @@ CellStepArgs make_cell_step_args(const std::string& cell_s, long long dtype, lon
     if (v % esize) bad(std::string("cell_step: ") + name + " data_ptr is not aligned to its element size");
     return reinterpret_cast<const void*>(static_cast<std::uintptr_t>(v));
   };
-  const bool lstm = cell == Cell::LSTM;
+  const bool has_c = cell_info(cell).has_c;
   CellStepArgs a{};
   a.cell = cell; a.dtype = dt; a.B = (int)B; a.I = (int)I; a.H = (int)H;
   a.x = pointer(x, "x", true, true);
   a.h0 = pointer(h0, "h0", true, true);
-  a.c0 = pointer(c0, "c0", lstm, lstm);
+  a.c0 = pointer(c0, "c0", has_c, has_c);
   a.w_ih = pointer(w_ih, "w_ih", true, true);
   a.w_hh = pointer(w_hh, "w_hh", true, true);
   a.b_ih = pointer(b_ih, "b_ih", false, true);
   a.b_hh = pointer(b_hh, "b_hh", false, true);
   a.h = const_cast<void*>(pointer(h, "h", true, true));
-  a.c = const_cast<void*>(pointer(c, "c", lstm, lstm));
+  a.c = const_cast<void*>(pointer(c, "c", has_c, has_c));
   const Launch l = parse_launch(LaunchKnobs{stream, device});
   a.stream = l.stream;
   a.device = l.device;

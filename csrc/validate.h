@@ -22,12 +22,11 @@ Cell parse_cell(const std::string& cell);
 DType parse_dtype(long long code, const char* what);
 Mode parse_mode(const std::string& mode);
 // The launch knobs of a call: stream, device, mode (auto | persistent | cta | cluster | grid |
-// step), forced units / batch rows (0: the plan chooses), spin limit, fake launch failure.
+// step), forced units / batch rows (0: the plan chooses), spin limit.
 struct LaunchKnobs {
   long long stream = 0, device = 0;
   std::string mode = "auto";
   long long units = 0, batch_rows = 0, passes = 0, spin_limit = 0;
-  bool fake_launch_failure = false;
 };
 Launch parse_launch(const LaunchKnobs& k);
 

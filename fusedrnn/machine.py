@@ -19,7 +19,7 @@ File format (schema 1): {"schema": 1, "meaningful": bool, "card": str, "sm_count
 Unknown constants are ignored with a warning; a non-finite or negative value is refused.
 
 `python -m fusedrnn.machine --header` prints csrc/machine_model.h (the C++ planner's copy of
-the defaults; tests/test_machine_model.py checks the two agree).
+the defaults and of the device limits, LIMITS; tests/test_machine_model.py checks the two agree).
 """
 from __future__ import annotations
 
@@ -61,6 +61,22 @@ DEFAULTS = dict(CALIBRATED, **{
     "gemm_tflops_16": 494.5,        # the GEMMs outside the recurrence: half of the 16-bit dense peak
     "gemm_tflops_32": 247.0,        # fp32 (3xTF32 or TF32 GEMMs): half of that
 })
+
+#: the device limits of the default machine (an H100 SXM) as the CUDA plan takes them (`limits`
+#: of fusedrnn.ops.cuda.plan_for, DeviceLimits of csrc/plan.h): where no device is asked (the
+#: plan without a GPU, the emulated device, the compile gate) these stand for it. The one copy:
+#: the C++ side reads them from the generated csrc/machine_model.h.
+LIMITS = {
+    "sms": int(DEFAULTS["sm_count"]),  # multiprocessors
+    "smem_optin": 227 * 1024,       # dynamic shared memory one CTA may opt in to (bytes)
+    "smem_per_sm": 228 * 1024,      # shared memory per multiprocessor (bytes)
+    "regs_per_sm": 65536,           # 32-bit registers per multiprocessor
+    "cc_major": 9, "cc_minor": 0,
+    "max_cluster": 16,              # CTAs per cluster with the non-portable attribute (sm_90 and newer)
+    "cooperative": 1,               # cooperative launches supported
+}
+#: CTAs per cluster any sm_90 device runs without the non-portable attribute
+PORTABLE_CLUSTER = 8
 
 #: fields of calibration.json beside "constants" that override a default of the same name
 TOP_LEVEL = ("clock_ghz", "sm_count")
@@ -138,6 +154,11 @@ def cxx_header(m: dict | None = None) -> str:
              "// tests/test_machine_model.py checks this file against machine.py.",
              "#pragma once", "", "namespace fusedrnn {", "namespace machine {", ""]
     lines += [f"constexpr double {n} = {float(m[n])!r};" for n in CXX_NAMES]
+    lines += ["", "// the device limits of the default machine (machine.py LIMITS; DeviceLimits, plan.h)",
+              "namespace limits {", ""]
+    lines += [f"constexpr int {n} = {int(v)};" for n, v in LIMITS.items()]
+    lines += [f"constexpr int portable_cluster = {PORTABLE_CLUSTER};  // CTAs per cluster without the "
+              "non-portable attribute", "", "}  // namespace limits"]
     lines += ["", "}  // namespace machine", "}  // namespace fusedrnn", ""]
     return "\n".join(lines)
 

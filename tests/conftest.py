@@ -1,7 +1,20 @@
 import os
 
+import pytest
 import torch
 
 # Without a GPU, Triton kernels run on the CPU interpreter; set before triton is imported.
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
+
+
+@pytest.fixture(scope="session")
+def cxx_selftest():
+    """The C++ test module (tools/cuda_selftest: the launch path against a fake CUDA runtime, the
+    host build of the cell math, the C++ cell table), built on first use; not part of fusedrnn._C."""
+    from tools.cuda_selftest import build
+    from tools.host_build import cuda_include
+
+    if cuda_include() is None:
+        pytest.skip("no CUDA headers (cuda_runtime.h) for the C++ self-tests: install the CUDA toolkit or set CUDA_HOME")
+    return build.load()

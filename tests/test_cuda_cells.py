@@ -1,5 +1,5 @@
-"""The per-cell pointwise headers (csrc/cells/*.cuh), compiled for the host into the
-extension, against torch float64 autograd of the reference step: forward values, the
+"""The per-cell pointwise headers (csrc/cells/*.cuh), compiled for the host into the C++
+test module (tools/cuda_selftest, the `cxx_selftest` fixture), against torch float64 autograd of the reference step: forward values, the
 values saved for backward, and every gradient the backward kernel produces."""
 import math
 
@@ -8,7 +8,11 @@ import torch
 
 from fusedrnn.ops import reference
 
-C = pytest.importorskip("fusedrnn._C", reason="the CUDA extension is not built (no nvcc)")
+
+@pytest.fixture(scope="module")
+def C(cxx_selftest):
+    """The host build of the cell headers (cell_forward, cell_backward)."""
+    return cxx_selftest
 
 G = {"lstm": 4, "gru": 3, "rnn_tanh": 1, "rnn_relu": 1}
 
@@ -40,15 +44,15 @@ def close(a, b, what, scale=1.0, rtol=2e-5):
 
 
 @pytest.mark.parametrize("cell", list(G))
-def test_cell_forward_and_backward_match_autograd(cell):
+def test_cell_forward_and_backward_match_autograd(C, cell):
     n = G[cell]
     for vals in cases(cell):
         gx_l, gh_l = vals[:n], vals[n:2 * n]
         h_prev, c_prev, dh, dc = vals[2 * n:2 * n + 4]
         if cell != "lstm":
             dc = 0.0
-        h, c, save = C._cell_forward(cell, gx_l, gh_l, h_prev, c_prev)
-        d_gx, d_gh, dh_local, dc_prev = C._cell_backward(cell, save, dh, dc)
+        h, c, save = C.cell_forward(cell, gx_l, gh_l, h_prev, c_prev)
+        d_gx, d_gh, dh_local, dc_prev = C.cell_backward(cell, save, dh, dc)
 
         gx = torch.tensor(gx_l, dtype=torch.float64, requires_grad=True)
         gh = torch.tensor(gh_l, dtype=torch.float64, requires_grad=True)
@@ -70,40 +74,40 @@ def test_cell_forward_and_backward_match_autograd(cell):
             close(dc_prev, cp.grad.item(), f"{cell} dc_prev {vals}", sc)
 
 
-def test_saved_values_are_what_backward_reads():
+def test_saved_values_are_what_backward_reads(C):
     """The save layout that forward writes and backward reads: LSTM i,f,g,o,c_prev; GRU
     r,z,n,gh_n,h_prev; RNN h."""
-    h, c, save = C._cell_forward("lstm", [0.0, 0.0, 0.0, 0.0], [0.0] * 4, 0.25, -0.5)
+    h, c, save = C.cell_forward("lstm", [0.0, 0.0, 0.0, 0.0], [0.0] * 4, 0.25, -0.5)
     assert save == [0.5, 0.5, 0.0, 0.5, -0.5] and c == -0.25
-    h, c, save = C._cell_forward("gru", [0.0, 0.0, 0.3], [0.0, 0.0, 0.7], 0.25, 0.0)
+    h, c, save = C.cell_forward("gru", [0.0, 0.0, 0.3], [0.0, 0.0, 0.7], 0.25, 0.0)
     assert save[:2] == [0.5, 0.5] and save[3] == pytest.approx(0.7) and save[4] == 0.25
     assert save[2] == pytest.approx(math.tanh(0.3 + 0.5 * 0.7), rel=1e-6)
-    h, c, save = C._cell_forward("rnn_relu", [-1.0], [0.5], 0.0, 0.0)
+    h, c, save = C.cell_forward("rnn_relu", [-1.0], [0.5], 0.0, 0.0)
     assert h == 0.0 and save == [0.0]
-    d_gx, d_gh, dl, dcp = C._cell_backward("rnn_relu", [0.0], 1.0, 0.0)
+    d_gx, d_gh, dl, dcp = C.cell_backward("rnn_relu", [0.0], 1.0, 0.0)
     assert d_gx == [0.0]  # relu'(a) = 0 at a <= 0, as torch
 
 
-def test_gru_n_gate_gradient_differs_between_gx_and_gh():
-    h, c, save = C._cell_forward("gru", [0.1, -0.2, 0.3], [0.4, 0.5, -0.6], 0.7, 0.0)
-    d_gx, d_gh, dl, dcp = C._cell_backward("gru", save, 1.0, 0.0)
+def test_gru_n_gate_gradient_differs_between_gx_and_gh(C):
+    h, c, save = C.cell_forward("gru", [0.1, -0.2, 0.3], [0.4, 0.5, -0.6], 0.7, 0.0)
+    d_gx, d_gh, dl, dcp = C.cell_backward("gru", save, 1.0, 0.0)
     r = save[0]
     assert d_gx[:2] == d_gh[:2]
     assert d_gh[2] == pytest.approx(r * d_gx[2], rel=1e-6) and d_gh[2] != d_gx[2]
 
 
-def test_cell_entry_points_reject_bad_sizes():
+def test_cell_entry_points_reject_bad_sizes(C):
     with pytest.raises(ValueError, match="need 4 values"):
-        C._cell_forward("lstm", [0.0] * 3, [0.0] * 4, 0.0, 0.0)
+        C.cell_forward("lstm", [0.0] * 3, [0.0] * 4, 0.0, 0.0)
     with pytest.raises(ValueError, match="save needs 5"):
-        C._cell_backward("gru", [0.0] * 4, 0.0, 0.0)
+        C.cell_backward("gru", [0.0] * 4, 0.0, 0.0)
     with pytest.raises(ValueError, match="unknown cell"):
-        C._cell_forward("lstmx", [0.0], [0.0], 0.0, 0.0)
+        C.cell_forward("lstmx", [0.0], [0.0], 0.0, 0.0)
 
 
 @pytest.mark.parametrize("cell", list(G))
-def test_nan_in_gates_propagates_like_torch(cell):
+def test_nan_in_gates_propagates_like_torch(C, cell):
     """A NaN pre-activation gives a NaN state, as torch.relu/tanh/sigmoid do (relu included)."""
     n = G[cell]
-    h, c, _ = C._cell_forward(cell, [math.nan] * n, [0.0] * n, 0.5, 0.5)
+    h, c, _ = C.cell_forward(cell, [math.nan] * n, [0.0] * n, 0.5, 0.5)
     assert math.isnan(h)

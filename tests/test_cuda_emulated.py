@@ -209,6 +209,30 @@ def test_clusters_that_do_not_fit_run_as_smaller_clusters(emu, knobs, monkeypatc
         check(case, torch.bfloat16)
 
 
+@pytest.mark.parametrize("refuse, max_cluster, tier", [("cluster", "", "cluster"), ("cooperative", "1", "grid")])
+def test_a_refused_persistent_launch_runs_per_step_with_one_warning(emu, knobs, monkeypatch, refuse, max_cluster,
+                                                                   tier):
+    """FUSEDRNN_EMU_REFUSE: the emulated device refuses cluster or cooperative launches, as a GPU
+    under MPS or with busy SMs may. AUTO runs the per-step kernels instead, the results meet the
+    contract, and the fallback warns once per launch. (The test hook lives in the emulated
+    runtime, not in the production call; FUSEDRNN_EMU_MAX_CLUSTER=1 leaves the grid tier.)"""
+    import warnings
+
+    knobs("auto", 8)  # 8 units per CTA: H = 33 spans 5 CTAs, so a persistent tier needs a cluster or the grid
+    monkeypatch.setenv("FUSEDRNN_EMU_MAX_CLUSTER", max_cluster)
+    monkeypatch.setattr(cuda, "_warned", set())
+    case = contract_v2.Case("gru", 1, True, lengths=(5, 2, 4), T=5, B=3, H=33)
+    for backward in (False, True):
+        p = cuda.plan("gru", torch.bfloat16, 3, 33, backward=backward, device=0, units=8)
+        assert p["tier"] == tier, p
+    monkeypatch.setenv("FUSEDRNN_EMU_REFUSE", refuse)
+    with pytest.warns(RuntimeWarning, match=f"the {tier} launch of .* was refused .*ran the per-step kernels instead"):
+        check(case, torch.bfloat16)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        check(case, torch.bfloat16)
+
+
 STEP_SIZES = [(1, 24, 40), (3, 5, 7), (9, 32, 24)]  # (B, I, H): one row, odd sizes (scalar loads), two row blocks
 
 

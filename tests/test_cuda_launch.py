@@ -1,6 +1,8 @@
 """The CUDA launch path (csrc/launch.cuh) driven against a recording fake of the CUDA
-runtime (csrc/selftest.cu), and the Python side of a launch (fallback warning, error
-report of the kernels): no GPU needed.
+runtime (tools/cuda_selftest/launch_selftest.cpp, in the C++ test module: the `cxx_selftest`
+fixture), and the Python side of a launch (fallback warning, error report of the kernels): no
+GPU needed. The fallback with the real kernels behind a refusing runtime:
+tests/test_cuda_emulated.py (FUSEDRNN_EMU_REFUSE).
 
 Fixes of issue 11 pinned here: the caller's current device is restored (8), AUTO falls
 back to the per-step kernels when a cooperative or cluster launch is refused (9), the
@@ -10,13 +12,18 @@ import warnings
 import pytest
 import torch
 
+from fusedrnn import machine
 from fusedrnn.ops import cuda as cuda_ops
 
-C = pytest.importorskip("fusedrnn._C", reason="the CUDA extension is not built (no nvcc)")
+
+@pytest.fixture(scope="module")
+def run(cxx_selftest):
+    """A scenario of launch_selftest.cpp: its call log."""
+    return cxx_selftest.launch
 
 
-def test_caller_device_is_restored():
-    log = C._selftest("device_guard")
+def test_caller_device_is_restored(run):
+    log = run("device_guard")
     assert "current 0" not in log, f"the launcher left device 0 current: {log}"
     sets = [line for line in log if line.startswith("set_device")]
     assert sets == ["set_device 0", "set_device 1"], log  # switch for the launch, switch back; nothing on device 1
@@ -25,18 +32,19 @@ def test_caller_device_is_restored():
     assert log.count("current 1") == 2, log
 
 
-def test_max_dynamic_smem_is_set_once_to_the_opt_in_maximum():
-    log = C._selftest("attribute_once")
+def test_max_dynamic_smem_is_set_once_to_the_opt_in_maximum(run):
+    log = run("attribute_once")
     attrs = [line for line in log if line.startswith("set_attribute persistent max_dynamic_smem")]
-    assert attrs == [f"set_attribute persistent max_dynamic_smem {227 * 1024 - 1024}"], log
+    optin = machine.LIMITS["smem_optin"] - 1024  # the fake device is the machine model's; 1 KB static smem
+    assert attrs == [f"set_attribute persistent max_dynamic_smem {optin}"], log
     assert len([line for line in log if line.startswith("launch persistent")]) == 3, log
     # the largest plan of the three still fits under the attribute
     smems = [int(line.split("smem=")[1].split()[0]) for line in log if line.startswith("launch persistent")]
-    assert max(smems) <= 227 * 1024 - 1024 and len(set(smems)) > 1, log
+    assert max(smems) <= optin and len(set(smems)) > 1, log
 
 
-def test_auto_falls_back_to_per_step_when_a_persistent_launch_is_refused():
-    log = C._selftest("fallback_auto")
+def test_auto_falls_back_to_per_step_when_a_persistent_launch_is_refused(run):
+    log = run("fallback_auto")
     plans = [line for line in log if line.startswith("plan ")]
     assert plans == ["plan grid", "plan cluster"], log
     notes = [line for line in log if line.startswith("note: ")]
@@ -48,23 +56,16 @@ def test_auto_falls_back_to_per_step_when_a_persistent_launch_is_refused():
     assert len(steps) == 6, log  # T = 3 per-step launches after each refusal
 
 
-def test_forced_tier_does_not_fall_back():
-    log = C._selftest("fallback_forced")
+def test_forced_tier_does_not_fall_back(run):
+    log = run("fallback_forced")
     assert not any(line.startswith("launch step") for line in log), log
     err = [line for line in log if line.startswith("error: ")]
     assert len(err) == 1 and "grid launch" in err[0] and "cudaErrorCooperativeLaunchTooLarge" in err[0], log
 
 
-def test_fake_launch_failure_hook_exercises_the_fallback():
-    log = C._selftest("fake_failure")
-    assert not any(line.startswith("launch persistent") for line in log), log
-    assert sum(line.startswith("launch step") for line in log) == 2, log
-    assert "refused" in log[-1], log
-
-
-def test_unknown_selftest():
+def test_unknown_selftest(run):
     with pytest.raises(ValueError, match="unknown selftest"):
-        C._selftest("nope")
+        run("nope")
 
 
 # --- the Python side ---------------------------------------------------------------
@@ -104,9 +105,9 @@ def test_status_report_names_the_step_and_the_ctas():
 def test_knobs_from_the_environment(monkeypatch):
     monkeypatch.setenv("FUSEDRNN_CUDA_MODE", "cluster")
     monkeypatch.setenv("FUSEDRNN_CUDA_UNITS", "8")
-    monkeypatch.setenv("FUSEDRNN_CUDA_FAKE_LAUNCH_FAILURE", "1")
+    monkeypatch.setenv("FUSEDRNN_CUDA_FAKE_LAUNCH_FAILURE", "1")  # the old test hook: no longer a production knob
     k = cuda_ops._knobs()
-    assert k == dict(mode="cluster", units=8, batch_rows=0, passes=0, spin_limit=0, fake_launch_failure=True)
+    assert k == dict(mode="cluster", units=8, batch_rows=0, passes=0, spin_limit=0)
     monkeypatch.setenv("FUSEDRNN_CUDA_MODE", "fast")
     with pytest.raises(ValueError, match="expected one of auto, persistent, cta, cluster, grid, step"):
         cuda_ops._knobs()

@@ -3,6 +3,7 @@ calibration file, and the C++ planner's generated copy of the defaults agreeing 
 import json
 import math
 import os
+import re
 import shutil
 import subprocess
 
@@ -57,19 +58,24 @@ def test_the_header_is_generated_from_machine_py():
         assert f.read() == machine.cxx_header(), "regenerate: python -m fusedrnn.machine --header > csrc/machine_model.h"
 
 
-def test_cxx_and_python_agree(tmp_path):
-    """Compile the header the planner includes and print its constants: they are machine.py's."""
+def _printed(tmp_path, header: str, body: str) -> dict:
+    """{name: text} that a C++ main() with `body` (printf lines "name value") prints, compiled
+    against csrc/`header`."""
     cxx = shutil.which("g++") or shutil.which("c++")
     if cxx is None:
         pytest.skip("no host C++ compiler")
     src = tmp_path / "print.cpp"
-    src.write_text('#include <cstdio>\n#include "machine_model.h"\nint main() {\n'
-                   + "".join(f'  std::printf("{n} %.17g\\n", fusedrnn::machine::{n});\n' for n in machine.CXX_NAMES)
-                   + "}\n")
+    src.write_text(f'#include <cstdio>\n#include "{header}"\nint main() {{\n{body}}}\n')
     exe = tmp_path / "print"
     subprocess.run([cxx, "-std=c++17", "-I" + os.path.dirname(HEADER), str(src), "-o", str(exe)], check=True)
-    out = dict(line.split() for line in subprocess.run([str(exe)], capture_output=True, text=True,
-                                                       check=True).stdout.splitlines())
+    return dict(line.split() for line in subprocess.run([str(exe)], capture_output=True, text=True,
+                                                        check=True).stdout.splitlines())
+
+
+def test_cxx_and_python_agree(tmp_path):
+    """Compile the header the planner includes and print its constants: they are machine.py's."""
+    out = _printed(tmp_path, "machine_model.h", "".join(f'  std::printf("{n} %.17g\\n", fusedrnn::machine::{n});\n'
+                                                        for n in machine.CXX_NAMES))
     assert {k: float(v) for k, v in out.items()} == {n: machine.DEFAULTS[n] for n in machine.CXX_NAMES}
     # the planner takes its constants from that header, not from literals of its own
     with open(os.path.join(ROOT, "csrc", "plan.cpp")) as f:
@@ -77,3 +83,30 @@ def test_cxx_and_python_agree(tmp_path):
     assert '#include "machine_model.h"' in plan
     for n in ("flag_round_trip_us", "l2_latency_us", "mma_dep_cycles_bf16", "mma_dep_cycles_tf32", "launch_us"):
         assert f"machine::{n}" in plan
+
+
+def test_cxx_device_limits_are_machine_pys(tmp_path):
+    """The default device the C++ side plans for where it asks none (model_limits, plan.h: the
+    emulated device, the C++ self-tests) is machine.LIMITS, field by field."""
+    body = ("  const fusedrnn::DeviceLimits d = fusedrnn::model_limits();\n"
+            + "".join(f'  std::printf("{n} %d\\n", d.{n});\n' for n in machine.LIMITS)
+            + '  std::printf("portable_cluster %d\\n", fusedrnn::machine::limits::portable_cluster);\n')
+    out = _printed(tmp_path, "plan.h", body)
+    assert {k: int(v) for k, v in out.items()} == dict(machine.LIMITS, portable_cluster=machine.PORTABLE_CLUSTER)
+
+
+def test_no_cxx_file_writes_the_device_limits_down_again():
+    """Every C++ reader of the default device's limits or of the cluster sizes takes them from
+    machine_model.h: no DeviceLimits field set to a number, no H100 figure, no cluster size."""
+    copies = re.compile(r"(?<!val\.)\b(?:sms|smem_optin|smem_per_sm|regs_per_sm|cc_major|cc_minor|max_cluster|cooperative)"
+                        r"\s*=\s*[1-9]|\b(?:132|227|228)\b|cluster\w*(?:\(\))?\s*[<>]=?\s*(?:8|16)\b|\?\s*(?:8|16)\s*:")
+    folders = [os.path.join(ROOT, "csrc"), os.path.join(ROOT, "tools", "cuda_emu"), os.path.join(ROOT, "tools", "cuda_selftest")]
+    found = []
+    for folder in folders:
+        for dirpath, _, files in os.walk(folder):
+            for name in files:
+                path = os.path.join(dirpath, name)
+                if os.path.splitext(name)[1] in (".h", ".cuh", ".cpp", ".cu") and path != HEADER:
+                    with open(path) as f:
+                        found += [f"{os.path.relpath(path, ROOT)}: {m.group(0)}" for m in copies.finditer(f.read())]
+    assert not found, found

@@ -97,11 +97,17 @@ def test_wheel_installs_no_generic_top_level_package(pure_wheel):
     assert "fusedrnn-bench = fusedrnn_bench.run:main" in entry_points
 
 
+#: what marks a file as developer tooling (tools/): the device check, the compile gate, the CUDA
+#: emulator, the C++ self-tests (host cells, the fake runtime) and their host builder
+TOOLING = re.compile(r"device_check|compile_check|cuda_emu|/emu\.|selftest|host_cells|host_build|calibrate|"
+                     r"(^|/)tools/")
+
+
 def test_wheel_carries_no_developer_tooling(pure_wheel):
-    """The device check, the compile gate and the CUDA emulator live in tools/ and stay there:
-    a user's install holds the package and the benchmark suite only."""
+    """The device check, the compile gate, the CUDA emulator and the C++ self-tests live in tools/
+    and stay there: a user's install holds the package and the benchmark suite only."""
     names = zipfile.ZipFile(pure_wheel.path).namelist()
-    tooling = [n for n in names if re.search(r"device_check|compile_check|cuda_emu|/emu\.|selftest|calibrate", n)]
+    tooling = [n for n in names if TOOLING.search(n)]
     assert not tooling, tooling
 
 
@@ -147,8 +153,8 @@ def test_with_nvcc_the_wheel_is_platform_specific_and_holds_the_extension(tmp_pa
 
 
 def test_sdist_builds_a_wheel_without_the_checkout(tmp_path):
-    """The source distribution carries the extension's sources and builder (MANIFEST.in);
-    making it needs no compiler."""
+    """The source distribution carries the extension's sources and builder (MANIFEST.in) and no
+    developer tooling; making it needs no compiler."""
     src = copy_tree(tmp_path / "src")
     code = "import sys; from setuptools import build_meta; print(build_meta.build_sdist(sys.argv[1]))"
     r = build([sys.executable, "-c", code, str(tmp_path / "sdist")], src, PATH=path_without_nvcc())
@@ -159,6 +165,12 @@ def test_sdist_builds_a_wheel_without_the_checkout(tmp_path):
         for needed in ("pyproject.toml", "setup.py", "csrc_build.py", "csrc/binding.cpp",
                        "csrc/kernels/lstm.cu", "csrc/cells/lstm.cuh", "benchmarks/run.py", "docs/anchors.md"):
             assert needed in names, needed
+        csrc = {os.path.relpath(os.path.join(d, f), ROOT).replace(os.sep, "/")
+                for d, _, files in os.walk(os.path.join(ROOT, "csrc")) for f in files}
+        assert csrc <= names, sorted(csrc - names)  # every source and header the build may include
+        # no tooling (tools/: the self-tests' module, the emulator, ...); the tests of the product may ship
+        tooling = [n for n in names if TOOLING.search(n) and not n.startswith("tests/")]
+        assert not tooling, tooling
         tar.extractall(tmp_path / "unpacked", filter="data")
     unpacked = next((tmp_path / "unpacked").iterdir())
     r, wheels = pip_wheel(unpacked, tmp_path / "dist", FUSEDRNN_SKIP_CUDA_BUILD="1")

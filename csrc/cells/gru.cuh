@@ -2,14 +2,16 @@
 // gh_n = W_hn h + b_hn stays separate from gx_n.
 //   save[S]   r, z, n (activated), gh_n, h_prev, all fp32
 #pragma once
+#include "../cell_table.h"
 #include "activations.h"
 
 namespace fusedrnn {
 
 struct GruCell {
-  static constexpr int G = 3, S = 5;
-  static constexpr const char* name = "gru";
-  static constexpr bool HAS_C = false;
+  static constexpr CellInfo kInfo = cell_info(Cell::GRU);  // cell_table.h
+  static constexpr int G = kInfo.gates, S = kInfo.saved;
+  static constexpr const char* name = kInfo.name;
+  static constexpr bool HAS_C = kInfo.has_c;
 
   FR_HD static void forward(const float* gx, const float* gh, float h_prev, float c_prev,
                             float* h, float* c, float* save) {

@@ -2,14 +2,16 @@
 //   gx[G], gh[G]   pre-activations from x W_ihᵀ + b_ih and from h W_hhᵀ + b_hh
 //   save[S]        i, f, g, o (activated) and c_prev, all fp32
 #pragma once
+#include "../cell_table.h"
 #include "activations.h"
 
 namespace fusedrnn {
 
 struct LstmCell {
-  static constexpr int G = 4, S = 5;
-  static constexpr const char* name = "lstm";
-  static constexpr bool HAS_C = true;
+  static constexpr CellInfo kInfo = cell_info(Cell::LSTM);  // cell_table.h
+  static constexpr int G = kInfo.gates, S = kInfo.saved;
+  static constexpr const char* name = kInfo.name;
+  static constexpr bool HAS_C = kInfo.has_c;
 
   FR_HD static void forward(const float* gx, const float* gh, float h_prev, float c_prev,
                             float* h, float* c, float* save) {

@@ -1,15 +1,17 @@
 // Vanilla RNN pointwise step: h = tanh(a) or relu(a), a = gx + gh.
 //   save[S]   h (activated, fp32)
 #pragma once
+#include "../cell_table.h"
 #include "activations.h"
 
 namespace fusedrnn {
 
 template <bool RELU>
 struct RnnCell {
-  static constexpr int G = 1, S = 1;
-  static constexpr const char* name = RELU ? "rnn_relu" : "rnn_tanh";
-  static constexpr bool HAS_C = false;
+  static constexpr CellInfo kInfo = cell_info(RELU ? Cell::RNN_RELU : Cell::RNN_TANH);  // cell_table.h
+  static constexpr int G = kInfo.gates, S = kInfo.saved;
+  static constexpr const char* name = kInfo.name;
+  static constexpr bool HAS_C = kInfo.has_c;
 
   FR_HD static void forward(const float* gx, const float* gh, float h_prev, float c_prev,
                             float* h, float* c, float* save) {

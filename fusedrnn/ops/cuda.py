@@ -32,7 +32,6 @@ Environment (tests and diagnosis):
                                 the next launch or fusedrnn.check_timeouts()
     FUSEDRNN_CUDA_SPIN_LIMIT=N  clock cycles such a wait spins before it reports (default
                                 DEFAULT_SPIN_CYCLES ~2^32, times FUSEDRNN_TIMEOUT_SCALE)
-    FUSEDRNN_CUDA_FAKE_LAUNCH_FAILURE=1   report the persistent launch as refused (tests the fallback)
 """
 from __future__ import annotations
 
@@ -59,7 +58,6 @@ MODES = ("auto", "persistent", "cta", "cluster", "grid", "step")
 MODE_ENV, POISON_ENV, CHECK_ENV = "FUSEDRNN_CUDA_MODE", "FUSEDRNN_CUDA_POISON", "FUSEDRNN_CUDA_CHECK"
 UNITS_ENV, ROWS_ENV, SPIN_ENV = "FUSEDRNN_CUDA_UNITS", "FUSEDRNN_CUDA_BATCH_ROWS", "FUSEDRNN_CUDA_SPIN_LIMIT"
 PASSES_ENV = "FUSEDRNN_CUDA_PASSES"
-FAKE_FAILURE_ENV = "FUSEDRNN_CUDA_FAKE_LAUNCH_FAILURE"
 STATUS_WORDS = 16  # the kernels' error report at the start of the workspace (csrc/layout.h)
 #: clock cycles a grid-tier flag wait spins by default (csrc/recurrence.cuh kDefaultSpinLimit)
 DEFAULT_SPIN_CYCLES = 1 << 32
@@ -158,7 +156,7 @@ def _spin_limit() -> int:
 def _knobs() -> dict:
     """The launch knobs from the environment, as the extension's keyword arguments."""
     return dict(mode=_mode(), units=_int_env(UNITS_ENV), batch_rows=_int_env(ROWS_ENV), passes=_int_env(PASSES_ENV),
-                spin_limit=_spin_limit(), fake_launch_failure=os.environ.get(FAKE_FAILURE_ENV) == "1")
+                spin_limit=_spin_limit())
 
 
 def _empty(shape, dtype, device) -> torch.Tensor:

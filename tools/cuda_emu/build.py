@@ -15,37 +15,17 @@ from __future__ import annotations
 
 import contextlib
 import glob
-import hashlib
-import importlib.machinery
-import importlib.util
 import os
-import shutil
-import subprocess
 import sys
-import sysconfig
-import threading
-from concurrent.futures import ThreadPoolExecutor
+
+if not __package__:  # run as a script (python tools/cuda_emu/build.py): the checkout's root on the path
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+from tools.host_build import CSRC, ROOT, Loader, build_module, csrc_files, cuda_include, digest  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))  # tools/cuda_emu: the emulator itself
-ROOT = os.path.dirname(os.path.dirname(HERE))
-CSRC = os.path.join(ROOT, "csrc")
 BUILD = os.path.join(ROOT, "build", "emu")
 FLAGS = ["-std=c++17", "-O1", "-g", "-fPIC", "-DFUSEDRNN_EMULATE", "-Wno-attributes", "-pthread"]
-_lock = threading.Lock()
-_module = None
-
-
-def cuda_include() -> str | None:
-    """A CUDA include folder with cuda_fp16.h (the host build needs its types), or None."""
-    cands = [os.path.join(os.environ[v], "include") for v in ("CUDA_HOME", "CUDA_PATH") if os.environ.get(v)]
-    nvcc = shutil.which("nvcc")
-    if nvcc:
-        cands.append(os.path.join(os.path.dirname(os.path.dirname(os.path.realpath(nvcc))), "include"))
-    cands += sorted(glob.glob("/usr/local/cuda*/include"), reverse=True)
-    for c in cands:
-        if os.path.isfile(os.path.join(c, "cuda_fp16.h")):
-            return c
-    return None
+__all__ = ["build", "load", "emulated", "cuda_include"]
 
 
 def _sources() -> list[str]:
@@ -54,68 +34,19 @@ def _sources() -> list[str]:
 
 
 def _digest(include: str) -> str:
-    h = hashlib.sha256(" ".join(FLAGS + [include, sys.version]).encode())
-    files = sorted(glob.glob(os.path.join(CSRC, "**", "*"), recursive=True)) + \
-        sorted(os.path.join(HERE, n) for n in ("emu.cpp", "emu.h"))
-    for f in files:
-        if os.path.isfile(f):
-            h.update(os.path.relpath(f, ROOT).encode())
-            with open(f, "rb") as fh:
-                h.update(fh.read())
-    return h.hexdigest()[:16]
+    return digest(FLAGS, include, csrc_files() + [os.path.join(HERE, n) for n in ("emu.cpp", "emu.h")])
 
 
 def build() -> str:
     """Compile (if the sources changed) and return the path of the emulated _C module."""
-    import pybind11
-
     include = cuda_include()
     if include is None:
         raise RuntimeError("the emulated CUDA build needs the CUDA headers (set CUDA_HOME)")
-    out_dir = os.path.join(BUILD, _digest(include))
-    suffix = importlib.machinery.EXTENSION_SUFFIXES[0]
-    out = os.path.join(out_dir, "_C" + suffix)
-    if os.path.isfile(out):
-        return out
-    os.makedirs(out_dir, exist_ok=True)
-    cxx = os.environ.get("CXX", "c++")
-    incs = ["-I" + CSRC, "-I" + HERE, "-I" + include, "-I" + sysconfig.get_paths()["include"], "-I" + pybind11.get_include()]
-    jobs = []
-    for src in _sources():
-        obj = os.path.join(out_dir, os.path.relpath(src, ROOT).replace(os.sep, "__") + ".o")
-        lang = ["-x", "c++"] if src.endswith(".cu") else []
-        jobs.append([cxx] + FLAGS + incs + lang + ["-c", src, "-o", obj])
-
-    def compile_one(cmd):
-        r = subprocess.run(cmd, capture_output=True, text=True)
-        if r.returncode != 0:
-            raise RuntimeError(f"emulated build failed: {' '.join(cmd)}\n{r.stderr[-4000:]}")
-        return cmd[-1]
-
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
-        objs = list(pool.map(compile_one, jobs))
-    cudart = os.path.join(os.path.dirname(include), "lib64", "libcudart_static.a")
-    libs = [cudart, "-ldl", "-lrt"] if os.path.isfile(cudart) else []
-    tmp = out + ".tmp"
-    link = [cxx, "-shared", "-pthread", "-o", tmp] + objs + libs
-    r = subprocess.run(link, capture_output=True, text=True)
-    if r.returncode != 0:
-        raise RuntimeError(f"emulated link failed: {' '.join(link)}\n{r.stderr[-4000:]}")
-    os.replace(tmp, out)
-    return out
+    return build_module(os.path.join(BUILD, _digest(include)), "_C", _sources(), FLAGS, [CSRC, HERE, include])
 
 
-def load():
-    """The emulated extension module (built on first use)."""
-    global _module
-    with _lock:
-        if _module is None:
-            path = build()
-            spec = importlib.util.spec_from_file_location("fusedrnn_emulated._C", path)
-            mod = importlib.util.module_from_spec(spec)
-            spec.loader.exec_module(mod)
-            _module = mod
-        return _module
+#: the emulated extension module, built on first use
+load = Loader(build, "fusedrnn_emulated._C")
 
 
 @contextlib.contextmanager
@@ -158,7 +89,7 @@ def main(argv=None) -> int:
     print(build())
     if not args.anchors:
         return 0
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    sys.path.insert(0, os.path.join(ROOT, "tests"))  # the contract's cases and the emulated tests' check
     warnings.filterwarnings("ignore", "LSTM with projections")
     os.environ.setdefault("FUSEDRNN_EMU_TIMEOUT", "3600")  # one launch at full size takes minutes here
     import torch

@@ -419,7 +419,16 @@ class EmuRuntime final : public fusedrnn::Runtime {
   }
   static int max_cluster() {
     const char* v = std::getenv("FUSEDRNN_EMU_MAX_CLUSTER");
-    return v && *v ? std::atoi(v) : 16;
+    return v && *v ? std::atoi(v) : fusedrnn::machine::limits::max_cluster;
+  }
+  // FUSEDRNN_EMU_REFUSE=cooperative,cluster: the emulated device refuses those persistent
+  // launches, as a GPU shared under MPS or with busy SMs may, so the AUTO fallback to the
+  // per-step kernels runs its real path (the test hook; the production call has none).
+  static bool refused(bool cooperative, int cluster) {
+    const char* v = std::getenv("FUSEDRNN_EMU_REFUSE");
+    const std::string what = v ? v : "";
+    return (cooperative && what.find("cooperative") != std::string::npos) ||
+           (cluster > 0 && what.find("cluster") != std::string::npos);
   }
 
   cudaError_t launch(const void* kernel, int grid_x, int grid_y, int smem, int cluster, bool cooperative,
@@ -440,8 +449,12 @@ class EmuRuntime final : public fusedrnn::Runtime {
     }
     if (grid_x < 1 || grid_y < 1 || grid_y > 65535) return cudaErrorInvalidConfiguration;
     if (smem < 0 || smem > limit) return cudaErrorInvalidValue;
-    if (cluster > 0 && (grid_x % cluster != 0 || cluster > (non_portable ? 16 : 8) || cluster > max_cluster()))
+    namespace lim = fusedrnn::machine::limits;
+    if (cluster > 0 &&
+        (grid_x % cluster != 0 || cluster > (non_portable ? lim::max_cluster : lim::portable_cluster) ||
+         cluster > max_cluster()))
       return cudaErrorInvalidClusterSize;
+    if (refused(cooperative, cluster)) return cudaErrorCooperativeLaunchTooLarge;
     // one persistent CTA per SM (__launch_bounds__(256, 1): the registers of a whole SM)
     if (cooperative && grid_x * grid_y > fusedrnn::device_limits(0).sms) return cudaErrorCooperativeLaunchTooLarge;
 
@@ -516,19 +529,9 @@ Runtime& cuda_runtime() {
   return rt;
 }
 
-// The device the host build pretends to be: an H100 SXM (csrc/plan.cpp sizes tiers by it).
-DeviceLimits device_limits(int) {
-  DeviceLimits d;
-  d.sms = 132;
-  d.smem_optin = 227 * 1024;
-  d.smem_per_sm = 228 * 1024;
-  d.regs_per_sm = 65536;
-  d.cc_major = 9;
-  d.cc_minor = 0;
-  d.cooperative = 1;
-  d.max_cluster = 16;
-  return d;
-}
+// The device the host build pretends to be: the machine model's (an H100 SXM; csrc/plan.cpp
+// sizes tiers by it).
+DeviceLimits device_limits(int) { return model_limits(); }
 
 int device_count(std::string*) { return 1; }
 

@@ -19,6 +19,8 @@
 //     barrier says it was published reads the previous round's values (wrong results);
 //   - FUSEDRNN_EMU_MAX_CLUSTER=n: clusters of more than n CTAs neither fit (occupancy query)
 //     nor launch, as on a GPU where the kernel's registers or shared memory rule them out.
+//   - FUSEDRNN_EMU_REFUSE=cooperative,cluster: cooperative and/or cluster launches are refused
+//     (cudaErrorCooperativeLaunchTooLarge), as under MPS or with busy SMs: AUTO's fallback runs.
 #pragma once
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>

@@ -17,7 +17,7 @@ unreadable manifest, a library whose sha256 differs, sources that changed since 
 that touches neither csrc/ nor csrc_build.py keeps it valid: the commit is recorded, the
 sources decide), an architecture it was not built for, or a library that needs libpython
 are each refused with the reason. `load` checks, then compiles only the pybind11 binding
-(csrc_build.BINDING_SOURCES, three host files: seconds) for the running Python against the
+(csrc_build.BINDING_SOURCES, two host files: seconds) for the running Python against the
 library, into fusedrnn/ beside a copy of it, and imports it. The device check's load stage
 does exactly this (stages.py). A normal `pip install` still builds everything from source.
 """

@@ -1,10 +1,12 @@
-// C++ unit tests of the launch path (launch.cuh) against a recording fake of the CUDA
-// runtime: no GPU needed. tests/test_cuda_launch.py runs each scenario and reads the log.
+// C++ unit tests of the launch path (csrc/launch.cuh) against a recording fake of the CUDA
+// runtime: no GPU needed. tests/test_cuda_launch.py runs each scenario (_selftest.launch) and
+// reads the log.
 #include <stdexcept>
 #include <string>
 #include <vector>
 
 #include "launch.cuh"
+#include "selftest.h"
 
 namespace fusedrnn {
 
@@ -57,30 +59,23 @@ class FakeRuntime final : public Runtime {
   }
 };
 
-DeviceLimits h100() {
-  DeviceLimits d;
-  d.sms = 132; d.smem_optin = 227 * 1024; d.smem_per_sm = 228 * 1024; d.regs_per_sm = 65536;
-  d.cc_major = 9; d.cc_minor = 0; d.max_cluster = 16; d.cooperative = 1;
-  return d;
-}
-
 // One forward launch of an LSTM bf16 (B, H) through the real launch path.
-std::string launch_once(FakeRuntime& rt, int device, Mode mode, int B, int H, int T, bool fake_failure = false) {
+// The device: the machine model's (an H100 SXM; model_limits, plan.h).
+std::string launch_once(FakeRuntime& rt, int device, Mode mode, int B, int H, int T) {
   Launch l;
   l.device = device;
   l.mode = mode;
-  l.fake_launch_failure = fake_failure;
-  const Plan plan = make_plan(plan_request(false, Cell::LSTM, DType::BF16, B, H, 0, 1, l), h100());
+  const Plan plan = make_plan(plan_request(false, Cell::LSTM, DType::BF16, B, H, 0, 1, l), model_limits());
   rt.log.push_back(std::string("plan ") + tier_name(plan.tier));
   const Kernels k{&rt.persistent_id, {&rt.step_id, nullptr}};
   StepGeometry geo{};
   int s = 0, d = 0;
-  return run(rt, plan, l, h100(), k, nullptr, nullptr, &geo, &s, &d, 1, T, nullptr, "lstm_fwd<bf16>");
+  return run(rt, plan, l, model_limits(), k, nullptr, nullptr, &geo, &s, &d, 1, T, nullptr, "lstm_fwd<bf16>");
 }
 
 }  // namespace
 
-std::vector<std::string> selftest(const std::string& name) {
+std::vector<std::string> launch_selftest(const std::string& name) {
   FakeRuntime rt;
   auto note = [&](const std::string& n) { rt.log.push_back("note: " + n); };
   try {
@@ -100,8 +95,6 @@ std::vector<std::string> selftest(const std::string& name) {
     } else if (name == "fallback_forced") {
       rt.refuse_cooperative = true;
       note(launch_once(rt, 1, Mode::GRID, 16, 768, 3));
-    } else if (name == "fake_failure") {  // the test hook FUSEDRNN_CUDA_FAKE_LAUNCH_FAILURE
-      note(launch_once(rt, 1, Mode::AUTO, 8, 128, 2, true));
     } else {
       throw std::invalid_argument("unknown selftest '" + name + "'");
     }

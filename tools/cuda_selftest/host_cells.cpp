@@ -1,5 +1,6 @@
-// Host builds of the per-cell pointwise headers, exposed to tests: the exact cell math
-// the kernels run, checkable against torch autograd without a GPU.
+// Host builds of the per-cell pointwise headers (csrc/cells/*.cuh), for the tests: the exact
+// cell math the kernels run, checkable against torch autograd without a GPU
+// (tests/test_cuda_cells.py), and the gates / saved slots / c state each cell struct carries.
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
@@ -10,7 +11,7 @@
 #include "cells/gru.cuh"
 #include "cells/lstm.cuh"
 #include "cells/rnn.cuh"
-#include "host_cells.h"
+#include "selftest.h"
 
 namespace fusedrnn {
 
@@ -28,6 +29,13 @@ std::tuple<float, float, std::vector<float>> fwd(const std::vector<float>& gx, c
 }
 
 template <class C>
+pybind11::dict facts() {
+  pybind11::dict d;
+  d["gates"] = C::G; d["saved"] = C::S; d["has_c"] = C::HAS_C;
+  return d;
+}
+
+template <class C>
 std::tuple<std::vector<float>, std::vector<float>, float, float> bwd(const std::vector<float>& save, float dh,
                                                                      float dc) {
   if (save.size() != C::S) throw std::invalid_argument("cell_backward: save needs " + std::to_string(C::S) + " values");
@@ -41,7 +49,7 @@ std::tuple<std::vector<float>, std::vector<float>, float, float> bwd(const std::
 
 void bind_host_cells(pybind11::module_& m) {
   m.def(
-      "_cell_forward",
+      "cell_forward",
       [](const std::string& cell, const std::vector<float>& gx, const std::vector<float>& gh, float h_prev,
          float c_prev) {
         if (cell == "lstm") return fwd<LstmCell>(gx, gh, h_prev, c_prev);
@@ -52,7 +60,7 @@ void bind_host_cells(pybind11::module_& m) {
       },
       "Host build of csrc/cells/<cell>.cuh forward: (gx[G], gh[G], h_prev, c_prev) -> (h, c, save[S])");
   m.def(
-      "_cell_backward",
+      "cell_backward",
       [](const std::string& cell, const std::vector<float>& save, float dh, float dc) {
         if (cell == "lstm") return bwd<LstmCell>(save, dh, dc);
         if (cell == "gru") return bwd<GruCell>(save, dh, dc);
@@ -61,6 +69,17 @@ void bind_host_cells(pybind11::module_& m) {
         throw std::invalid_argument("unknown cell " + cell);
       },
       "Host build of csrc/cells/<cell>.cuh backward: (save[S], dh, dc) -> (d_gx[G], d_gh[G], dh_local, dc_prev)");
+  m.def(
+      "cell_structs",
+      []() {
+        pybind11::dict d;
+        d[LstmCell::name] = facts<LstmCell>();
+        d[GruCell::name] = facts<GruCell>();
+        d[RnnTanhCell::name] = facts<RnnTanhCell>();
+        d[RnnReluCell::name] = facts<RnnReluCell>();
+        return d;
+      },
+      "What each struct of csrc/cells/*.cuh compiles to: {name: {gates, saved, has_c}}");
 }
 
 }  // namespace fusedrnn

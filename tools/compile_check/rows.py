@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+from fusedrnn import machine
+
 
 @dataclass(frozen=True)
 class DeviceSpec:
@@ -23,8 +25,11 @@ class DeviceSpec:
     max_cluster: int = 16      # CTAs per thread-block cluster (non-portable size on sm_90)
 
 
-# NVIDIA H100 SXM5 80GB (sm_90): the card of the published anchors (docs/anchors.md) and of the lent GPU machine.
-H100 = DeviceSpec("H100", 90, 132, 227 * 1024, 228 * 1024, 65536, 2048, 32)
+# NVIDIA H100 SXM5 80GB (sm_90): the card of the published anchors (docs/anchors.md) and of the lent GPU machine;
+# its limits are the machine model's (fusedrnn/machine.py LIMITS, which the C++ side reads too).
+_L = machine.LIMITS
+H100 = DeviceSpec("H100", 10 * _L["cc_major"] + _L["cc_minor"], _L["sms"], _L["smem_optin"], _L["smem_per_sm"],
+                  _L["regs_per_sm"], 2048, 32, _L["max_cluster"])
 DEVICES = {"H100": H100, "sm_90": H100}
 
 

@@ -392,3 +392,17 @@ def test_pickling_and_copies_keep_the_option():
 def test_torchscript_refuses_rather_than_run_torchs_formula():
     with pytest.raises(RuntimeError, match="reset_after=False"):
         torch.jit.script(nn.Sequential(fusedrnn.GRU(4, 5, reset_after=False)))
+
+
+@pytest.mark.parametrize("backend", ["reference", "triton"])
+def test_trace_and_export_keep_the_option(backend):
+    """torch.jit.trace and torch.export record fusedrnn's path (the cell name travels in the
+    kernel op's arguments), so the traced programs compute reset_after=False."""
+    torch.manual_seed(6)
+    m = fusedrnn.GRU(4, 5, reset_after=False, backend=backend)
+    x = torch.randn(3, 2, 4)
+    want = oracle_gru(copy.deepcopy(m).double(), x.double(), torch.zeros(1, 2, 5, dtype=torch.float64), False)[0]
+    traced = torch.jit.trace(m, (x,), check_trace=False)
+    exported = torch.export.export(m, (x,)).module()
+    for run in (traced, exported):
+        assert (run(x)[0].double() - want).abs().max().item() <= _fp32_bound(want)

@@ -177,10 +177,10 @@ def recurrence_fwd_kernel(
                     n0 = (i_n * N_TILES + j) * BLOCK_N
                     o_n, m, o_tile = unit_tile(i_n * N_TILES + j, o_rh, m_b, H, BLOCK_N)
                     h = tl.load(p_hcur + o_tile, mask=m, other=0.0, cache_modifier=".cg")
-                    x0, _, _, _ = load_slots(p_gx, o_r * s_gx, o_n, m, H, 1)
+                    x_r = load_slots(p_gx, o_r * s_gx, o_n, m, H, 1)[0]
                     acc = contract_fwd(zero, p_hcur, o_rp, m_b, p_w, 0, n0, H, P, G, GS, BLOCK_N, KP, NKP, False,
                                        PREC, INTERP)
-                    rh = reset_state(acc, stacked_rows(p_bias, n0, H, G, GS, BLOCK_N, has_bias), x0, h, act, m, GS,
+                    rh = reset_state(acc, stacked_rows(p_bias, n0, H, G, GS, BLOCK_N, has_bias), x_r, h, act, m, GS,
                                      BLOCK_N, BLOCK_B)
                     tl.store(p_m + o_tile, rh, mask=m)
                 budget = sync(p_cnt, p_err, (NS * s + 1) * n_sync, budget, BARRIER, INTERP)
@@ -323,8 +323,7 @@ def recurrence_bwd_kernel(
                 if RB:  # d_r from W_hnᵀ d_n of all units, exchanged before the r and z gates' product
                     g = contract_bwd(zero, p_dgh + 2 * H, o_r * s_g, m_b, p_w + 2 * H * P, wn, o_p, P, H, 1, KP, NKP,
                                      RESIDENT, PREC, INTERP)
-                    _, dhx = reset_bwd(g, r_t, h_t, dhx, act, m, o_r, o_n, p_dgh, p_dgx, s_g, WRITE_DGX, False,
-                                       INTERP)
+                    dhx = reset_bwd(g, r_t, h_t, dhx, act, m, o_r, o_n, p_dgh, p_dgx, s_g, WRITE_DGX, False, INTERP)[1]
                     budget = sync(p_cnt, p_err, (NS * r + 2) * n_sync, budget, BARRIER, INTERP)
                 dh = contract_bwd(dhx, p_dgh, o_r * s_g, m_b, p_w, ws, o_p, P, H, GH, KP, NKP, RESIDENT, PREC, INTERP)
         tl.store(p_dh + o_ptile, dh, mask=m_p)
@@ -364,10 +363,10 @@ def recurrence_bwd_kernel(
                     o_n, m, o_tile = unit_tile(i_n * N_TILES + j, o_rh, m_b, H, BLOCK_N)
                     g = contract_bwd(zero, p_dgh + 2 * H, o_r * s_g, m_b, p_w + 2 * H * P, 0, o_n, P, H, 1, KP, NKP,
                                      False, PREC, INTERP)
-                    _, s0, _, _, _, st = bwd_saved(p_dy, p_acts, p_state, s, b_len, o_b, m_b, o_n, m, B, H, s_y,
-                                                   reverse, CELL, SA, PROJ)
-                    _, dh = reset_bwd(g, s0, st, tl.load(p_dh + o_tile, mask=m, other=0.0), act, m, o_r, o_n, p_dgh,
-                                      p_dgx, s_g, WRITE_DGX, False, INTERP)
+                    saved_t = bwd_saved(p_dy, p_acts, p_state, s, b_len, o_b, m_b, o_n, m, B, H, s_y, reverse, CELL,
+                                        SA, PROJ)  # its r (s0) and h_{t-1} (st)
+                    dh = reset_bwd(g, saved_t[1], saved_t[5], tl.load(p_dh + o_tile, mask=m, other=0.0), act, m, o_r,
+                                   o_n, p_dgh, p_dgx, s_g, WRITE_DGX, False, INTERP)[1]
                     tl.store(p_dh + o_tile, dh, mask=m)
                 budget = sync(p_cnt, p_err, (NS * r + 2) * n_sync, budget, BARRIER, INTERP)
             for j in range(N_TILES):  # contraction: the program's rows of dh_{t-1}

@@ -26,8 +26,8 @@ from fusedrnn import backends, onnx_export, ops
 from fusedrnn.ops.common import GRU_RESET_BEFORE
 from fusedrnn.ops.triton import config
 
-import interpreter_threads
-from test_triton_layouts import forced, forced_launches
+# `concurrent`: the grid layout's programs in threads under the interpreter (a fixture)
+from test_triton_layouts import concurrent, forced, forced_launches  # noqa: F401
 
 RB = GRU_RESET_BEFORE
 
@@ -229,16 +229,6 @@ def _launches() -> dict:
 
 
 STRUCTURES = _launches()
-
-
-@pytest.fixture(scope="module")
-def concurrent():
-    """The grid layout's programs in threads under the interpreter (tests/interpreter_threads.py)."""
-    if not config.INTERPRET:
-        yield
-        return
-    with interpreter_threads.concurrent_programs(timeout_s=120):
-        yield
 
 
 def test_every_triton_structure_is_covered():

@@ -163,7 +163,8 @@ def _auto_without_torch(device, cell, dtype, hidden_size, proj_size, batch, step
         if why is None:
             return Choice(cand, f"'auto' picked {cand}, the first fused backend that supports this call ({not_torch})")
         reasons.append(f"{cand}: {why}")
-    return Choice("reference", "'auto' picked the reference backend because " + "; ".join(reasons) + f", and {not_torch}")
+    return Choice("reference", "'auto' picked the reference backend because " + "; ".join(reasons)
+                  + f", and {not_torch}")
 
 
 def _too_large(cell, hidden_size, proj_size, batch, steps, directions) -> str | None:

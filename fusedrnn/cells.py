@@ -17,7 +17,6 @@ import torch
 from torch import nn
 
 from . import backends
-from .backends import no_torch_twin
 from .module_base import FusedModuleBase
 from .nn import check_reset_after
 from .ops import GATES, cell_step
@@ -83,8 +82,9 @@ class _FusedCellBase(FusedModuleBase):
         out = super().forward(input, hx)
         if self.cell in TORCH_CELLS or out.numel() == 0:
             return out
-        raise RuntimeError(f"fusedrnn.{type(self).__name__} cannot run this call: {no_torch_twin(self.cell)}, and "
-                           "they take an input and state of the parameters' dtype and device")
+        raise RuntimeError(f"fusedrnn.{type(self).__name__} cannot run this call: "
+                           f"{backends.no_torch_twin(self.cell)}, and they take an input and state of the "
+                           "parameters' dtype and device")
 
     def _backend_name(self, input, hx) -> str:
         """choose_backend(input, hx).name, as a constant under torch.compile."""

@@ -13,7 +13,6 @@ import warnings
 from torch import nn
 
 from . import backends
-from .backends import no_torch_twin
 from .ops.common import TORCH_CELLS
 
 #: the torch.nn classes fusedrnn has a twin of (sequence modules and cells)
@@ -61,7 +60,7 @@ class FusedModuleBase:
         torch_cls = self.torch_class()
         if self.cell not in TORCH_CELLS:  # its twin would compute torch.nn's formula, another function
             raise RuntimeError(f"torch.jit.script: fusedrnn.{torch_cls.__name__} with reset_after=False has no "
-                               f"torch.nn twin to script ({no_torch_twin(self.cell)}); use torch.compile, "
+                               f"torch.nn twin to script ({backends.no_torch_twin(self.cell)}); use torch.compile, "
                                "torch.export or torch.jit.trace")
         warnings.warn(f"torch.jit.script runs fusedrnn.{torch_cls.__name__} as torch.nn.{torch_cls.__name__} "
                       "(TorchScript cannot compile fusedrnn's kernel dispatch), and puts that torch.nn module, "

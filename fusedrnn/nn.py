@@ -15,7 +15,6 @@ from . import backends, functional, packing
 from .functional import LayerWeights
 from .module_base import FusedModuleBase
 from .ops.common import GRU_RESET_BEFORE, TORCH_CELLS
-from .backends import no_torch_twin
 
 _CELLS = {"LSTM": "lstm", "GRU": "gru", "RNN_TANH": "rnn_tanh", "RNN_RELU": "rnn_relu"}
 
@@ -206,8 +205,8 @@ class _FusedRNNBase(FusedModuleBase):
             # even a packed LSTM reaches torch's kernel with a valid state
             out = super().forward(*call)
             if self.cell not in TORCH_CELLS:  # torch.nn computed its own formula, not this module's
-                raise RuntimeError(f"fusedrnn.{type(self).__name__}: {no_torch_twin(self.cell)}, and every weight "
-                                   f"must have the input's dtype ({x.dtype}) for them to run it")
+                raise RuntimeError(f"fusedrnn.{type(self).__name__}: {backends.no_torch_twin(self.cell)}, and "
+                                   f"every weight must have the input's dtype ({x.dtype}) for them to run it")
             return out
         y, h_n, c_n = functional.rnn(
             self.cell, x, h0, c0, self._layer_weights(), num_layers=self.num_layers,

@@ -396,3 +396,17 @@ def test_trace_and_export_keep_the_option(backend):
     exported = torch.export.export(m, (x,)).module()
     for run in (traced, exported):
         assert (run(x)[0].double() - want).abs().max().item() <= _fp32_bound(want)
+
+
+def test_a_call_left_to_torch_nn_never_returns_its_formula(monkeypatch):
+    """Where the fused path hands a call to torch.nn (which then raises torch's error, or returns
+    an empty result), a result of torch.nn's own formula is refused instead of returned."""
+    m = fusedrnn.GRU(4, 5, reset_after=False, backend="reference")
+    monkeypatch.setattr(type(m), "_weight_of_another_dtype", lambda self, dtype: True)
+    with pytest.raises(RuntimeError, match="fusedrnn.GRU: torch.nn has no GRU with reset_after=False"):
+        m(torch.randn(2, 3, 4))
+    c = fusedrnn.GRUCell(4, 5, reset_after=False, backend="reference")
+    monkeypatch.setattr(type(c), "_fused_takes", lambda self, input, hx: False)
+    with pytest.raises(RuntimeError, match="fusedrnn.GRUCell cannot run this call"):
+        c(torch.randn(3, 4))
+    assert c(torch.randn(0, 4)).shape == (0, 5)  # an empty batch: the same for either formula

@@ -24,7 +24,7 @@ from typing import NamedTuple
 import torch
 
 from . import onnx_export, tuning
-from .ops.common import GATES, check_int32_indexing, int32_overflow
+from .ops.common import GATES, TORCH_CELLS, check_int32_indexing, int32_overflow
 
 BACKENDS = ("auto", "cuda", "triton", "reference", "torch")
 KERNEL_BACKENDS = {"cuda": "fusedrnn.ops.cuda", "triton": "fusedrnn.ops.triton"}
@@ -124,9 +124,13 @@ def choose(requested: str, device: torch.device, cell: str, dtype, hidden_size: 
     offsets (T*B*D*G*H or D*G*H*P above 2**31 - 1, `directions` = D) runs torch.nn under
     'auto' and raises ValueError for an explicit kernel backend, before anything is allocated."""
     name = requested_name(requested)
+    if name == "torch" and cell not in TORCH_CELLS:
+        raise RuntimeError(f"fusedrnn backend 'torch' cannot run this call: {no_torch_twin(cell)}")
     if name != "torch" and onnx_export.exporting():
         return Choice(*onnx_export.backend_for_export(name, cell, proj_size))
     if name == "auto":
+        if cell not in TORCH_CELLS:
+            return _auto_without_torch(device, cell, dtype, hidden_size, proj_size, batch, steps, directions)
         if device.type != "cuda":
             return Choice("torch", f"the input is on {device.type}, where 'auto' runs torch.nn's own implementation")
         return _auto_on_cuda(device, cell, dtype, hidden_size, proj_size, warn, batch, steps, grad, directions)
@@ -136,6 +140,31 @@ def choose(requested: str, device: torch.device, cell: str, dtype, hidden_size: 
     if name in KERNEL_BACKENDS and batch is not None and steps is not None and cell in GATES:
         check_int32_indexing(steps, batch, GATES[cell], hidden_size, proj_size or hidden_size, directions)
     return Choice(name, f"backend {name!r} was requested" + (f" (through {ENV_VAR})" if name != requested else ""))
+
+
+def no_torch_twin(cell: str) -> str:
+    """Why torch.nn cannot compute `cell` (one outside TORCH_CELLS)."""
+    return (f"torch.nn has no GRU with reset_after=False (cell {cell!r}: the reset gate applied before the "
+            "recurrent product); the 'triton' and 'reference' backends run it")
+
+
+def _auto_without_torch(device, cell, dtype, hidden_size, proj_size, batch, steps, directions) -> Choice:
+    """'auto' for a cell torch.nn does not compute (GRU with reset_after=False): on a GPU the
+    first fused backend that supports it, else the reference; never torch.nn (it would compute
+    another function), and no dispatch table (it was measured on torch.nn's cells)."""
+    not_torch = f"torch.nn cannot run it ({no_torch_twin(cell)})"
+    if device.type != "cuda":
+        return Choice("reference", f"the input is on {device.type}, where 'auto' runs torch.nn, but {not_torch}; "
+                                   "'auto' picked the reference backend")
+    reasons = []
+    too_large = _too_large(cell, hidden_size, proj_size, batch, steps, directions)
+    for cand in ("cuda", "triton"):
+        why = why_not(cand, device, cell, dtype, hidden_size, proj_size) or too_large
+        if why is None:
+            return Choice(cand, f"'auto' picked {cand}, the first fused backend that supports this call ({not_torch})")
+        reasons.append(f"{cand}: {why}")
+    return Choice("reference", "'auto' picked the reference backend because " + "; ".join(reasons)
+                  + f", and {not_torch}")
 
 
 def _too_large(cell, hidden_size, proj_size, batch, steps, directions) -> str | None:

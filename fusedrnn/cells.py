@@ -18,7 +18,9 @@ from torch import nn
 
 from . import backends
 from .module_base import FusedModuleBase
+from .nn import check_reset_after
 from .ops import GATES, cell_step
+from .ops.common import GRU_RESET_BEFORE, TORCH_CELLS
 
 _warned: set = set()
 
@@ -44,7 +46,7 @@ class _FusedCellBase(FusedModuleBase):
             return "the input is not a tensor; torch.nn reports the error"
         if self.cell not in GATES:
             return f"{self.cell!r} is not a cell fusedrnn runs; torch.nn reports the error"
-        if input.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
+        if input.device.type == "cpu" and torch.is_autocast_enabled("cpu") and self.cell in TORCH_CELLS:
             return _CPU_AUTOCAST
         return None
 
@@ -53,10 +55,10 @@ class _FusedCellBase(FusedModuleBase):
             name = self._backend_name(input, hx)
         except RuntimeError:  # an explicit backend that cannot run: unless torch.nn rejects the call first
             if not self._fused_takes(input, hx):
-                return super().forward(input, hx)
+                return self._torch_forward(input, hx)
             raise
         if name == "torch" or not self._fused_takes(input, hx):
-            return super().forward(input, hx)
+            return self._torch_forward(input, hx)
         batched = input.dim() == 2
         x = input if batched else input.unsqueeze(0)              # (B, I)
         is_lstm = self._CELL == "lstm"
@@ -73,6 +75,16 @@ class _FusedCellBase(FusedModuleBase):
         return (h, c) if is_lstm else h
 
     _OWN_FORWARD = forward
+
+    def _torch_forward(self, input, hx):
+        """torch.nn's forward: its result, or its error for a call it rejects. A cell torch.nn does
+        not compute (GRU with reset_after=False) gets only torch.nn's errors and empty results."""
+        out = super().forward(input, hx)
+        if self.cell in TORCH_CELLS or out.numel() == 0:
+            return out
+        raise RuntimeError(f"fusedrnn.{type(self).__name__} cannot run this call: "
+                           f"{backends.no_torch_twin(self.cell)}, and they take an input and state of the "
+                           "parameters' dtype and device")
 
     def _backend_name(self, input, hx) -> str:
         """choose_backend(input, hx).name, as a constant under torch.compile."""
@@ -138,9 +150,22 @@ class LSTMCell(_FusedCellBase, nn.LSTMCell):
 
 
 class GRUCell(_FusedCellBase, nn.GRUCell):
-    """torch.nn.GRUCell with fused kernels; extra keyword-only argument `backend`."""
+    """torch.nn.GRUCell with fused kernels; extra keyword-only arguments `backend` and
+    `reset_after` (False: the reset gate before the recurrent product, see fusedrnn.GRU)."""
 
-    _CELL = "gru"
+    reset_after = True  # a class default: a torch.nn.GRUCell converted in place keeps torch's formula
+
+    def __init__(self, *args, reset_after: bool = True, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.reset_after = check_reset_after(reset_after)
+
+    @property
+    def _CELL(self) -> str:  # noqa: N802  (a per-instance value: the formula)
+        return "gru" if self.reset_after else GRU_RESET_BEFORE
+
+    def extra_repr(self) -> str:
+        s = super().extra_repr()
+        return s if self.reset_after else s + ", reset_after=False"
 
 
 class RNNCell(_FusedCellBase, nn.RNNCell):

@@ -54,7 +54,7 @@ def rnn(cell: str, x: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor | None,
     Returns (y (T,B,D*P), h_n (L*D,B,P), c_n (L*D,B,H) or None).
     """
     D = 2 if bidirectional else 1
-    step = _decode_step(backend, x, h0, c0, weights) if checked else None
+    step = _decode_step(backend, cell, x, h0, c0, weights) if checked else None
     h_n, c_n = [], []
     layer_in = x
     for layer in range(num_layers):
@@ -122,13 +122,13 @@ def _joined(join, ws, field):
     return None if ts[0] is None else join(ts)
 
 
-def _decode_step(backend, x, h0, c0, weights):
+def _decode_step(backend, cell, x, h0, c0, weights):
     """The backend's fused step(...) when this call may run it per layer and direction: one time
     step, no projection, nothing for autograd to record, plain eager (cell_step.fused_step);
     else None. At T=1 every sequence has length 1, so lengths change nothing."""
     if x.shape[0] != 1 or weights[0].w_hr is not None:
         return None
-    return cell_step.fused_step(backend, x, itertools.chain((h0, c0), *weights))
+    return cell_step.fused_step(backend, x, itertools.chain((h0, c0), *weights), cell)
 
 
 def _step_layer(step, cell, x, h0, c0, ws):

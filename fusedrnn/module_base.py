@@ -13,6 +13,7 @@ import warnings
 from torch import nn
 
 from . import backends
+from .ops.common import TORCH_CELLS
 
 #: the torch.nn classes fusedrnn has a twin of (sequence modules and cells)
 TORCH_CLASSES = (nn.LSTM, nn.GRU, nn.RNN, nn.LSTMCell, nn.GRUCell, nn.RNNCell)
@@ -57,6 +58,10 @@ class FusedModuleBase:
                                "cannot compile on top of fusedrnn; script a model whose RNN modules are plain "
                                "fusedrnn modules (they script as their torch.nn twins), or use torch.compile")
         torch_cls = self.torch_class()
+        if self.cell not in TORCH_CELLS:  # its twin would compute torch.nn's formula, another function
+            raise RuntimeError(f"torch.jit.script: fusedrnn.{torch_cls.__name__} with reset_after=False has no "
+                               f"torch.nn twin to script ({backends.no_torch_twin(self.cell)}); use torch.compile, "
+                               "torch.export or torch.jit.trace")
         warnings.warn(f"torch.jit.script runs fusedrnn.{torch_cls.__name__} as torch.nn.{torch_cls.__name__} "
                       "(TorchScript cannot compile fusedrnn's kernel dispatch), and puts that torch.nn module, "
                       "with the same parameters, in its place inside the model being scripted; "

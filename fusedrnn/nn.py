@@ -14,6 +14,7 @@ from torch.nn.utils.rnn import PackedSequence
 from . import backends, functional, packing
 from .functional import LayerWeights
 from .module_base import FusedModuleBase
+from .ops.common import GRU_RESET_BEFORE, TORCH_CELLS
 
 _CELLS = {"LSTM": "lstm", "GRU": "gru", "RNN_TANH": "rnn_tanh", "RNN_RELU": "rnn_relu"}
 
@@ -202,7 +203,11 @@ class _FusedRNNBase(FusedModuleBase):
             # torch.nn's kernels decide (a RuntimeError naming the two dtypes, or a result where its
             # CPU LSTM casts): the fused path would cast silently; the state was checked above, so
             # even a packed LSTM reaches torch's kernel with a valid state
-            return super().forward(*call)
+            out = super().forward(*call)
+            if self.cell not in TORCH_CELLS:  # torch.nn computed its own formula, not this module's
+                raise RuntimeError(f"fusedrnn.{type(self).__name__}: {backends.no_torch_twin(self.cell)}, and "
+                                   f"every weight must have the input's dtype ({x.dtype}) for them to run it")
+            return out
         y, h_n, c_n = functional.rnn(
             self.cell, x, h0, c0, self._layer_weights(), num_layers=self.num_layers,
             bidirectional=self.bidirectional, dropout=self.dropout, training=self.training,
@@ -219,6 +224,12 @@ class _FusedRNNBase(FusedModuleBase):
             y = y.squeeze(batch_dim)
             hidden = (h_n.squeeze(1), c_n.squeeze(1)) if is_lstm else h_n.squeeze(1)
         return y, hidden
+
+
+def check_reset_after(reset_after) -> bool:
+    if not isinstance(reset_after, bool):
+        raise TypeError(f"fusedrnn: reset_after must be a bool, got {type(reset_after).__name__}")
+    return reset_after
 
 
 def _cpu_autocast_result(mode: str, proj: bool, packed: bool, y, h_n, c_n):
@@ -255,7 +266,26 @@ class LSTM(_FusedRNNBase, nn.LSTM):
 
 
 class GRU(_FusedRNNBase, nn.GRU):
-    """torch.nn.GRU with fused kernels; extra keyword-only argument `backend`."""
+    """torch.nn.GRU with fused kernels; extra keyword-only arguments `backend` and `reset_after`.
+
+    reset_after=True (the default) is torch.nn.GRU's (and cuDNN's) formula,
+    n = tanh(W_in x + b_in + r ⊙ (W_hn h + b_hn)); reset_after=False applies the reset gate
+    before the recurrent product, as the original GRU: n = tanh(W_in x + b_in + W_hn (r ⊙ h) + b_hn).
+    Both have the same parameters (names, shapes, initialisation, state_dict)."""
+
+    reset_after = True  # a class default: a torch.nn.GRU converted in place keeps torch's formula
+
+    def __init__(self, *args, reset_after: bool = True, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.reset_after = check_reset_after(reset_after)
+
+    @property
+    def cell(self) -> str:
+        return "gru" if self.reset_after else GRU_RESET_BEFORE
+
+    def extra_repr(self) -> str:
+        s = super().extra_repr()
+        return s if self.reset_after else s + ", reset_after=False"
 
 
 class RNN(_FusedRNNBase, nn.RNN):

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import sys
 
+from .ops.common import GRU_RESET_BEFORE
+
 
 def exporting() -> bool:
     """True while torch.onnx.export traces (either exporter). Reads nothing, and imports
@@ -26,6 +28,10 @@ def backend_for_export(name: str, cell: str, proj_size: int) -> tuple[str, str]:
     """(backend, reason) for a call traced by torch.onnx.export that would run `name`."""
     if name == "reference":
         return name, "ONNX export: the reference backend exports its own loop (standard ops, fixed shapes)"
+    if cell == GRU_RESET_BEFORE:
+        return "reference", ("ONNX export of a GRU with reset_after=False runs the reference backend (standard ops, "
+                             "fixed shapes): torch.nn's GRU, which exports as the ONNX GRU operator, computes the "
+                             "reset gate after the recurrent product")
     if cell == "lstm" and proj_size > 0:
         return "reference", ("ONNX export of an LSTM with proj_size runs the reference backend (standard ops, "
                              "fixed shapes): torch's export of torch.nn's projected LSTM does not load in onnxruntime")

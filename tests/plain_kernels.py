@@ -26,7 +26,7 @@ import sys
 import torch
 
 from fusedrnn.ops import library
-from fusedrnn.ops.common import GATES
+from fusedrnn.ops.common import GATES, TORCH_CELLS
 
 # the custom ops run only registered kernel backends (see fusedrnn/ops/library.py)
 library.register_kernels(__name__)
@@ -40,6 +40,8 @@ def availability(device):
 
 
 def unsupported(cell, dtype, hidden_size, proj_size, directions=1):
+    if cell not in TORCH_CELLS:
+        return f"plain_kernels computes torch.nn's cells only, not {cell}"
     if dtype is not None and dtype.is_complex:  # as the Triton and CUDA kernels, real dtypes only
         return f"plain_kernels computes real floating dtypes only, not {dtype}"
     if proj_size and not DECLARED["projections"]:

@@ -7,11 +7,12 @@ import torch
 
 import contract_v2
 import plain_kernels
+from fusedrnn.ops.common import TORCH_CELLS
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
-@pytest.mark.parametrize("case", contract_v2.cases(), ids=str)
-def test_plain_kernels_meet_contract_v2(case, dtype):
+@pytest.mark.parametrize("case", [c for c in contract_v2.cases() if c.cell in TORCH_CELLS], ids=str)
+def test_plain_kernels_meet_contract_v2(case, dtype):  # the stand-in computes torch.nn's four cells
     err, err_torch = contract_v2.check_case(plain_kernels, case, dtype)
     assert err_torch > 0 or dtype == torch.float64  # the baseline was computed, not skipped
 

@@ -23,12 +23,13 @@ import torch.nn.functional as F
 
 from .. import backends
 from . import autodiff, library, run
+from .common import GRU_RESET_BEFORE
 
 
 def step(name: str, cell: str, x: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor | None,
          w_ih: torch.Tensor, w_hh: torch.Tensor, b_ih: torch.Tensor | None, b_hh: torch.Tensor | None):
     """(h, c) after one step (c None except for "lstm"); `name`: "reference", "triton" or "cuda"."""
-    fn = fused_step(name, x, (h0, c0, w_ih, w_hh, b_ih, b_hh))
+    fn = fused_step(name, x, (h0, c0, w_ih, w_hh, b_ih, b_hh), cell)
     if fn is not None:
         with library.one_launch_at_a_time():
             return fn(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh)
@@ -37,11 +38,12 @@ def step(name: str, cell: str, x: torch.Tensor, h0: torch.Tensor, c0: torch.Tens
     return outs[1], (outs[2] if cell == "lstm" else None)
 
 
-def fused_step(name: str, x: torch.Tensor, tensors):
+def fused_step(name: str, x: torch.Tensor, tensors, cell: str):
     """Backend `name`'s step(...) if it exports one and this call may use it (plain eager, no
     autocast, nothing for autograd to record, no torch.func transform or forward-mode tangent),
-    else None. `tensors`: the call's other tensors (an iterable; None allowed)."""
-    if name == "reference":
+    else None. `tensors`: the call's other tensors (an iterable; None allowed). The GRU with
+    reset_after=False has no fused step (its step runs as the recurrence at T=1)."""
+    if name == "reference" or cell == GRU_RESET_BEFORE:
         return None
     fn = getattr(library.kernels_module(backends.KERNEL_BACKENDS[name]), "step", None)
     return fn if fn is not None and _eager_without_autograd(x, tensors) else None

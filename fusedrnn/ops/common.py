@@ -8,9 +8,14 @@ from __future__ import annotations
 
 import torch
 
+#: the GRU with its reset gate applied before the recurrent product (fusedrnn.GRU(reset_after=False)):
+#: n = tanh(x_n + W_hn (r ⊙ h) + b_hn), where "gru" (torch.nn's) computes tanh(x_n + r ⊙ (W_hn h + b_hn))
+GRU_RESET_BEFORE = "gru_reset_before"
 #: gates per cell, in torch.nn's order (LSTM i,f,g,o · GRU r,z,n · RNN one)
-GATES = {"lstm": 4, "gru": 3, "rnn_tanh": 1, "rnn_relu": 1}
+GATES = {"lstm": 4, "gru": 3, "rnn_tanh": 1, "rnn_relu": 1, GRU_RESET_BEFORE: 3}
 CELLS = tuple(GATES)
+#: the cells torch.nn computes itself (backend "torch", TorchScript, ONNX export of torch.nn's twin)
+TORCH_CELLS = ("lstm", "gru", "rnn_tanh", "rnn_relu")
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 #: the largest element index a kernel addresses with 32-bit arithmetic
 INT32_MAX = 2**31 - 1
@@ -158,29 +163,67 @@ def prev_states(y: torch.Tensor, h0: torch.Tensor, lengths, reverse: bool) -> to
     return torch.where(active, h_prev, torch.zeros((), dtype=h_prev.dtype, device=h_prev.device))
 
 
-def weight_grads(d_gh: torch.Tensor, h_prev: torch.Tensor, has_bias: bool, dtype: torch.dtype):
-    """dW_hh = Σ_t d_ghₜᵀ h_{t-1} and db_hh = Σ_t d_ghₜ as two GEMM-sized reductions."""
+def weight_grads(d_gh: torch.Tensor, h_prev: torch.Tensor, has_bias: bool, dtype: torch.dtype,
+                 reset_h_prev: torch.Tensor | None = None):
+    """dW_hh = Σ_t d_ghₜᵀ h_{t-1} and db_hh = Σ_t d_ghₜ as two GEMM-sized reductions.
+    reset_h_prev (GRU_RESET_BEFORE): r ⊙ h_{t-1}, the operand of the n gate's rows instead."""
     GH, P = d_gh.shape[-1], h_prev.shape[-1]
     d_gh2 = d_gh.reshape(-1, GH)
-    dw = (d_gh2.t() @ h_prev.reshape(-1, P).to(d_gh2.dtype)).to(dtype)
+    if reset_h_prev is None:
+        dw = d_gh2.t() @ h_prev.reshape(-1, P).to(d_gh2.dtype)
+    else:
+        H = GH // 3
+        dw = torch.cat([d_gh2[:, :2 * H].t() @ h_prev.reshape(-1, P).to(d_gh2.dtype),
+                        d_gh2[:, 2 * H:].t() @ reset_h_prev.reshape(-1, P).to(d_gh2.dtype)])
     db = d_gh2.sum(0).to(dtype) if has_bias else None
-    return dw, db
+    return dw.to(dtype), db
+
+
+def reset_h_prev(h_prev: torch.Tensor, gx: torch.Tensor, w_hh: torch.Tensor, b_hh: torch.Tensor | None,
+                 lengths) -> torch.Tensor:
+    """r ⊙ h_{t-1} (T,B,H) fp32 of one direction of a GRU_RESET_BEFORE layer, the operand of
+    dW_hn: r recomputed as one GEMM over all steps, r = σ(gx_r + h_{t-1} W_hrᵀ + b_hr), from gx
+    (T,B,3H), w_hh (3H,H), b_hh (3H,) or None. Zero at padded steps (selected: gx may hold
+    anything there)."""
+    H = w_hh.shape[-1]
+    h = h_prev.float()
+    pre = gx[..., :H].float() + h @ w_hh[:H].float().t()
+    if b_hh is not None:
+        pre = pre + b_hh[:H].float()
+    rh = torch.sigmoid(pre) * h
+    active = active_steps(lengths, h.shape[0], h.device)
+    return rh if active is None else torch.where(active, rh, torch.zeros((), dtype=rh.dtype, device=rh.device))
 
 
 def recurrent_weight_grads(d_gh: torch.Tensor, y: torch.Tensor, h0: torch.Tensor, lengths, reverse: bool,
-                           has_bias: bool, dtype: torch.dtype):
+                           has_bias: bool, dtype: torch.dtype, reset_before: tuple | None = None):
     """(dW_hh, db_hh) of one layer, shaped like w_hh and b_hh, from the backward's d_gh
     (T,B,D*G*H) and the forward's y (T,B,D*P): per direction d, Σ_t d_gh[t, :, d-block]ᵀ ·
-    (the state entering step t of direction d), direction 1 running backward in time."""
+    (the state entering step t of direction d), direction 1 running backward in time.
+    reset_before: (gx, w_hh, b_hh) of a GRU_RESET_BEFORE layer, whose n rows pair d_gh with
+    r ⊙ h_{t-1} instead (reset_h_prev)."""
     if h0.dim() == 2:
-        return weight_grads(d_gh, prev_states(y, h0, lengths, reverse), has_bias, dtype)
+        h_prev = prev_states(y, h0, lengths, reverse)
+        rh = reset_h_prev(h_prev, *reset_before, lengths) if reset_before is not None else None
+        return weight_grads(d_gh, h_prev, has_bias, dtype, rh)
     D, B, P = h0.shape
     T, GH = y.shape[0], d_gh.shape[-1] // D
     h_prev = torch.stack([prev_states(y[..., d * P:(d + 1) * P], h0[d], lengths, d == 1) for d in range(D)])
     d_gh3 = d_gh.reshape(T * B, D, GH).transpose(0, 1)                  # (D, T*B, G*H)
-    dw = torch.bmm(d_gh3.transpose(1, 2), h_prev.reshape(D, T * B, P).to(d_gh3.dtype)).to(dtype)
+    dw = torch.bmm(d_gh3.transpose(1, 2), h_prev.reshape(D, T * B, P).to(d_gh3.dtype))
+    if reset_before is not None:
+        gx, w_hh, b_hh = reset_before
+        rh = torch.stack([reset_h_prev(h_prev[d], gx[..., d * GH:(d + 1) * GH], w_hh[d],
+                                       b_hh[d] if b_hh is not None else None, lengths) for d in range(D)])
+        n_rows = torch.bmm(d_gh3[..., 2 * GH // 3:].transpose(1, 2), rh.reshape(D, T * B, P).to(d_gh3.dtype))
+        dw = torch.cat([dw[:, :2 * GH // 3], n_rows], dim=1)
     db = d_gh3.sum(1).to(dtype) if has_bias else None
-    return dw, db
+    return dw.to(dtype), db
+
+
+def reset_before_args(cell: str, gx, w_hh, b_hh) -> dict:
+    """The keyword recurrent_weight_grads takes for `cell`: reset_before for GRU_RESET_BEFORE only."""
+    return {"reset_before": (gx, w_hh, b_hh)} if cell == GRU_RESET_BEFORE else {}
 
 
 def per_direction(run_one, cell, gx, h0, c0, w_hh, b_hh, lengths, w_hr):

@@ -41,7 +41,7 @@ import warnings
 import torch
 
 from . import timeouts
-from .common import GATES, INT32_MAX
+from .common import GATES, GRU_RESET_BEFORE, INT32_MAX
 
 try:
     from .. import _C
@@ -84,6 +84,9 @@ def unsupported(cell: str, dtype, hidden_size: int, proj_size: int = 0, directio
     """None if the kernels handle this configuration, else why not."""
     if cell not in GATES:
         return f"unknown cell {cell!r}"
+    if cell == GRU_RESET_BEFORE:
+        return ("the CUDA kernels do not implement GRU with reset_after=False (the reset gate applied before "
+                "the recurrent product); the 'triton' and 'reference' backends run it")
     if proj_size and cell != "lstm":
         return f"proj_size exists only for lstm, not {cell}"
     if proj_size and hidden_size is not None and not 0 < proj_size < hidden_size:

@@ -74,7 +74,7 @@ import torch
 
 from . import library
 from .autodiff import reference_gradients, refuse_transformed
-from .common import recurrent_weight_grads
+from .common import recurrent_weight_grads, reset_before_args
 
 
 class FusedRecurrence(torch.autograd.Function):
@@ -112,7 +112,8 @@ class FusedRecurrence(torch.autograd.Function):
             d_gx, d_gh, dh0, dc0, *dw_hr = ctx.kernels.backward(ctx.cell, dy, dhT, dcT, gx, h0, c0, w_hh, b_hh,
                                                                 lengths, ctx.reverse, y, saved,
                                                                 **library.projection(w_hr))
-        dw, db = recurrent_weight_grads(d_gh, y, h0, lengths, ctx.reverse, ctx.has_bias, w_hh.dtype)
+        dw, db = recurrent_weight_grads(d_gh, y, h0, lengths, ctx.reverse, ctx.has_bias, w_hh.dtype,
+                                        **reset_before_args(ctx.cell, gx, w_hh, b_hh))
         return None, None, None, None, d_gx, dh0, dc0, dw, db, (dw_hr[0] if ctx.has_proj else None)
 
 

@@ -56,7 +56,7 @@ from torch import Tensor
 
 from .. import backends
 from .autodiff import reference_gradients, refuse_transformed
-from .common import recurrent_weight_grads
+from .common import recurrent_weight_grads, reset_before_args
 
 
 #: the kernel backends the package ships (import names), snapshotted before any test repoints a name
@@ -198,7 +198,8 @@ def recurrence_backward(kernels: str, cell: str, dy: Tensor, dhT: Tensor, dcT: O
     with one_launch_at_a_time():
         d_gx, d_gh, dh0, dc0, *dw_hr = mod.backward(cell, dy, dhT, dcT, gx, h0, c0, w_hh, b_hh, lengths, reverse,
                                                     y_saved, tuple(saved), **projection(w_hr))
-    dw, db = recurrent_weight_grads(d_gh, y_saved, h0, lengths, reverse, b_hh is not None, w_hh.dtype)
+    dw, db = recurrent_weight_grads(d_gh, y_saved, h0, lengths, reverse, b_hh is not None, w_hh.dtype,
+                                    **reset_before_args(cell, gx, w_hh, b_hh))
     outs = [d_gx, dh0, dc0 if dc0 is not None else _empty(gx), dw, db if db is not None else _empty(gx),
             dw_hr[0] if w_hr is not None else _empty(gx)]
     return _unaliased(outs, (dy, dhT, dcT, gx, h0, c0, w_hh, b_hh, lengths, y_saved, w_hr, *saved))

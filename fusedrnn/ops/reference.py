@@ -1,7 +1,8 @@
 """Plain-PyTorch recurrence: the oracle every fused kernel is checked against.
 
 Dimensions: T time steps, B batch, H hidden units, P projection size (LSTM with
-proj_size, else P == H), G gates (LSTM 4: i,f,g,o · GRU 3: r,z,n · RNN 1).
+proj_size, else P == H), G gates (LSTM 4: i,f,g,o · GRU 3: r,z,n · RNN 1). The GRU comes in
+torch.nn's form ("gru") and with the reset gate before the recurrent product (GRU_RESET_BEFORE).
 
 It implements the kernel contract of docs/design.md with ordinary autograd: the state
 is carried in float32 (float64 when the inputs are float64) and every output is
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from .common import active_steps, per_direction, step_order
+from .common import GRU_RESET_BEFORE, active_steps, per_direction, step_order
 
 
 def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -36,16 +37,22 @@ def lstm_step(gx_t, h, c, w_hh, b_hh, w_hr=None):
     return h_new, c_new
 
 
-def gru_step(gx_t, h, w_hh, b_hh):
-    """One GRU step; b_hn stays inside r * (W_hn h + b_hn) as in torch.nn.GRU."""
-    gh = h @ w_hh.t()
+def gru_step(gx_t, h, w_hh, b_hh, reset_after: bool = True):
+    """One GRU step. reset_after (torch.nn.GRU): n = tanh(x_n + r * (W_hn h + b_hn));
+    else the reset gate comes before the product: n = tanh(x_n + W_hn (r * h) + b_hn)."""
+    H = h.shape[1]
+    w_rz, w_n = w_hh[:2 * H], w_hh[2 * H:]
+    gh = h @ (w_hh if reset_after else w_rz).t()
     if b_hh is not None:
-        gh = gh + b_hh
+        gh = gh + (b_hh if reset_after else b_hh[:2 * H])
     x_r, x_z, x_n = gx_t.chunk(3, dim=1)
-    h_r, h_z, h_n = gh.chunk(3, dim=1)
-    r = torch.sigmoid(x_r + h_r)
-    z = torch.sigmoid(x_z + h_z)
-    n = torch.tanh(x_n + r * h_n)
+    r = torch.sigmoid(x_r + gh[:, :H])
+    z = torch.sigmoid(x_z + gh[:, H:2 * H])
+    if reset_after:
+        n = torch.tanh(x_n + r * gh[:, 2 * H:])
+    else:
+        h_n = (r * h) @ w_n.t()
+        n = torch.tanh(x_n + (h_n + b_hh[2 * H:] if b_hh is not None else h_n))
     return (1 - z) * n + z * h
 
 
@@ -89,8 +96,8 @@ def recurrence(cell, gx, h0, c0, w_hh, b_hh, lengths=None, reverse=False, w_hr=N
             c_in = torch.where(m, c, zero) if cell == "lstm" else None
         if cell == "lstm":
             h_new, c_new = lstm_step(gx_t, h_in, c_in, w_hh, b_hh, w_hr)
-        elif cell == "gru":
-            h_new = gru_step(gx_t, h_in, w_hh, b_hh)
+        elif cell in ("gru", GRU_RESET_BEFORE):
+            h_new = gru_step(gx_t, h_in, w_hh, b_hh, reset_after=(cell == "gru"))
         else:
             h_new = rnn_step(gx_t, h_in, w_hh, b_hh, relu=(cell == "rnn_relu"))
         if active is None:

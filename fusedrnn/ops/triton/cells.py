@@ -11,21 +11,24 @@ h / c the state entering the step. It returns the new state and the four values 
 backward needs (`s0..s3`, stored with SAVE):
     LSTM  s = σi, σf, tanh g, σo          c_new = σf c + σi tanh g, h_new = σo tanh c_new
     GRU   s = r, z, n, a_n (= W_hn h + b_hn)  n = tanh(x_n + r a_n), h_new = (1-z) n + z h
+    GRU_RB (reset before)  s = r, z, n, a_n    n = tanh(x_n + a_n), where the kernel's second product
+          gave a_n = W_hn (r h) + b_hn (reset_state, with_slot2)
     RNN   s0 = h_new                          h_new = tanh(x + a) or relu(x + a)
 Backward, per cell: `dh` is the full gradient of h_new (from y and from the next step),
 `dc` that of c_new; `st` the saved state entering the step (LSTM c, GRU h). It returns
 the pre-activation gradients fed by gx (d0..d3), the one of gate 2 fed by h W_hhᵀ (GRU
-r·d_n, else d2), the part of dh_prev that bypasses W_hh, and dc_prev.
+r·d_n, else d2), the part of dh_prev that bypasses W_hh, and dc_prev. GRU_RB's d_r needs
+W_hnᵀ d_n over all units first: cell_bwd leaves it 0 and the kernel completes it (reset_grad).
 """
 import triton
 import triton.language as tl
 
 #: the CELL constexpr of the kernels, the gates G and the saved slots per cell
-LSTM, GRU, RNN_TANH, RNN_RELU = 0, 1, 2, 3
-CELLS = {"lstm": LSTM, "gru": GRU, "rnn_tanh": RNN_TANH, "rnn_relu": RNN_RELU}
-GATES = {LSTM: 4, GRU: 3, RNN_TANH: 1, RNN_RELU: 1}
-SAVED_SLOTS = {LSTM: 4, GRU: 4, RNN_TANH: 1, RNN_RELU: 1}   # fp32 values per unit saved per step
-SAVES_STATE = {LSTM: True, GRU: True, RNN_TANH: False, RNN_RELU: False}  # also the state entering
+LSTM, GRU, RNN_TANH, RNN_RELU, GRU_RB = 0, 1, 2, 3, 4
+CELLS = {"lstm": LSTM, "gru": GRU, "rnn_tanh": RNN_TANH, "rnn_relu": RNN_RELU, "gru_reset_before": GRU_RB}
+GATES = {LSTM: 4, GRU: 3, RNN_TANH: 1, RNN_RELU: 1, GRU_RB: 3}
+SAVED_SLOTS = {LSTM: 4, GRU: 4, RNN_TANH: 1, RNN_RELU: 1, GRU_RB: 4}   # fp32 values per unit saved per step
+SAVES_STATE = {LSTM: True, GRU: True, RNN_TANH: False, RNN_RELU: False, GRU_RB: True}  # also the state entering
 
 
 @triton.jit
@@ -79,6 +82,28 @@ def gru_bwd(dh, r, z, n, a_n, h):
 
 
 @triton.jit
+def gru_rb_fwd(x0, x1, x2, a0, a1, a2, h):
+    r = sigmoid(x0 + a0)
+    z = sigmoid(x1 + a1)
+    n = tanh(x2 + a2)
+    return (1.0 - z) * n + z * h, r, z, n
+
+
+@triton.jit
+def gru_rb_bwd(dh, z, n, h):
+    """-> d_z, d_n, dh_direct; d_r follows from W_hnᵀ d_n (reset_grad)."""
+    d_n = dh * (1.0 - z) * (1.0 - n * n)
+    return dh * (h - n) * z * (1.0 - z), d_n, dh * z
+
+
+@triton.jit
+def reset_grad(g, r, h):
+    """GRU_RB: from g = W_hnᵀ d_n, the gradient of r ⊙ h_prev, -> (d_r pre-activation, the
+    part of dh_prev that passes through r ⊙ h_prev)."""
+    return g * h * r * (1.0 - r), g * r
+
+
+@triton.jit
 def rnn_bwd(dh, h_new, RELU: tl.constexpr):
     if RELU:  # torch's threshold_backward: zero where h <= 0, so a NaN h passes the gradient
         d = tl.where(h_new <= 0.0, 0.0, dh)
@@ -94,6 +119,9 @@ def cell_fwd(CELL: tl.constexpr, x0, x1, x2, x3, a0, a1, a2, a3, h, c):
         h_new, c_new, s0, s1, s2, s3 = lstm_fwd(x0, x1, x2, x3, a0, a1, a2, a3, c)
     elif CELL == 1:
         h_new, s0, s1, s2 = gru_fwd(x0, x1, x2, a0, a1, a2, h)
+        c_new, s3 = c, a2
+    elif CELL == 4:
+        h_new, s0, s1, s2 = gru_rb_fwd(x0, x1, x2, a0, a1, a2, h)
         c_new, s3 = c, a2
     else:
         if CELL == 3:
@@ -112,6 +140,9 @@ def cell_bwd(CELL: tl.constexpr, dh, dc, s0, s1, s2, s3, st):
     elif CELL == 1:
         d0, d1, d2, d2h, dh_direct = gru_bwd(dh, s0, s1, s2, s3, st)
         d3, dc_prev = d2, dc
+    elif CELL == 4:
+        d1, d2, dh_direct = gru_rb_bwd(dh, s1, s2, st)
+        d0, d2h, d3, dc_prev = tl.zeros_like(dh), d2, d2, dc
     else:
         d0 = rnn_bwd(dh, s0, CELL == 3)
         d1, d2, d3, d2h, dh_direct, dc_prev = d0, d0, d0, d0, tl.zeros_like(dh), dc

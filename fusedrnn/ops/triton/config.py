@@ -162,7 +162,10 @@ def resident_pieces(H: int) -> tuple[int, int] | None:
 
 #: live fp32 tiles of the pointwise part per cell and direction (register estimate)
 LIVE_TILES = {("lstm", "fwd"): 12, ("gru", "fwd"): 11, ("rnn", "fwd"): 6,
-              ("lstm", "bwd"): 24, ("gru", "bwd"): 22, ("rnn", "bwd"): 12}
+              ("lstm", "bwd"): 24, ("gru", "bwd"): 22, ("rnn", "bwd"): 12,
+              # the GRU with its reset gate before the product: not fitted, the GRU's plus the second
+              # phase's r ⊙ h and product (forward), r, h_{t-1} and W_hnᵀ d_n (backward)
+              ("gru_reset_before", "fwd"): 13, ("gru_reset_before", "bwd"): 25}
 #: the register estimate's coefficients, fitted to ~100 sm_90 compiles of these kernels
 #: (regs + spill/4 against per-thread elements; tools/compile_check checks the result)
 REG_FIT = {"base": 104, "pointwise": 0.65, "acc": 3.95, "piece": 2.0, "chunk": 0.5}

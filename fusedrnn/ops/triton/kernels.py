@@ -48,7 +48,8 @@ import triton
 import triton.language as tl
 
 from .steps import (bwd_saved, bwd_update, contract_bwd, contract_fwd, fwd_update, load_dy, program_rows,
-                    project_out, resident_w_bwd, resident_w_fwd, store_grad_h, unit_tile)
+                    project_out, reset_bwd, reset_state, resident_w_bwd, resident_w_fwd, store_grad_h, unit_tile,
+                    with_slot2)
 from .tiles import load_slots, mma, stacked_rows, step_rows, sync, w_rows
 
 
@@ -73,10 +74,11 @@ def recurrence_fwd_kernel(
     KR: tl.constexpr, N_TILES: tl.constexpr, RESIDENT: tl.constexpr, CARRY: tl.constexpr, BARRIER: tl.constexpr,
     PROJ: tl.constexpr, PREC: tl.constexpr, INTERP: tl.constexpr,
 ):
-    G: tl.constexpr = 4 if CELL == 0 else 3 if CELL == 1 else 1
+    G: tl.constexpr = 4 if CELL == 0 else 1 if (CELL == 2 or CELL == 3) else 3
     GS: tl.constexpr = 1 if G == 1 else 4
     SA: tl.constexpr = 1 if G == 1 else 4
-    NS: tl.constexpr = 2 if PROJ else 1  # barriers per step
+    RB: tl.constexpr = CELL == 4  # GRU, reset gate before the product: a second phase per step
+    NS: tl.constexpr = 2 if (PROJ or RB) else 1  # barriers per step
     BLOCK_P: tl.constexpr = KP if (CARRY and PROJ) else BLOCK_N  # rows of h per tile
     if not PROJ:  # the state is H wide: let the compiler see it
         P = H
@@ -90,7 +92,10 @@ def recurrence_fwd_kernel(
     d64 = d.to(tl.int64)
     p_h += d64 * 2 * B * P
     p_c += d64 * B * H
-    p_m += d64 * tl.where(save, T, 1) * B * H
+    if PROJ:
+        p_m += d64 * tl.where(save, T, 1) * B * H
+    else:  # RB: only the phases' exchange of r ⊙ h
+        p_m += d64 * B * H
     p_acts += d64 * T * B * (SA * H)
     p_state += d64 * T * B * H
     s_gx, s_y = D * (G * H), D * P
@@ -123,6 +128,16 @@ def recurrence_fwd_kernel(
             else:
                 acc = contract_fwd(zero, p_h + (s % 2) * B * P, o_rp, m_b, p_w, ws, n0, H, P, G, GS, BLOCK_N, KP,
                                    NKP, RESIDENT, PREC, INTERP)
+            if RB:  # r first, then the n gate's product over r ⊙ h of all units
+                rh = reset_state(acc, bias, x0, h, act, m, GS, BLOCK_N, BLOCK_B)
+                if CARRY:
+                    acc_n = mma(ws[0], rh, zero, PREC, INTERP)
+                else:
+                    tl.store(p_m + o_tile, rh, mask=m)
+                    budget = sync(p_cnt, p_err, (NS * s + 1) * n_sync, budget, BARRIER, INTERP)
+                    acc_n = contract_fwd(zero, p_m, o_rh, m_b, p_w, ws, n0, H, P, G, GS, BLOCK_N, KP, NKP, RESIDENT,
+                                         PREC, INTERP)
+                acc = with_slot2(acc, acc_n, GS, BLOCK_N)
             h_in = h
             if PROJ:  # the LSTM reads c, not h; with PROJ h has P rows
                 h_in = c
@@ -157,6 +172,18 @@ def recurrence_fwd_kernel(
             p_hcur = p_h + (s % 2) * B * P
             p_hnext = p_h + ((s + 1) % 2) * B * P
             o_m = tl.where(save, o_r * H, o_rh)
+            if RB:  # the first phase: r ⊙ h of every tile, exchanged before any n gate
+                for j in range(N_TILES):
+                    n0 = (i_n * N_TILES + j) * BLOCK_N
+                    o_n, m, o_tile = unit_tile(i_n * N_TILES + j, o_rh, m_b, H, BLOCK_N)
+                    h = tl.load(p_hcur + o_tile, mask=m, other=0.0, cache_modifier=".cg")
+                    x_r = load_slots(p_gx, o_r * s_gx, o_n, m, H, 1)[0]
+                    acc = contract_fwd(zero, p_hcur, o_rp, m_b, p_w, 0, n0, H, P, G, GS, BLOCK_N, KP, NKP, False,
+                                       PREC, INTERP)
+                    rh = reset_state(acc, stacked_rows(p_bias, n0, H, G, GS, BLOCK_N, has_bias), x_r, h, act, m, GS,
+                                     BLOCK_N, BLOCK_B)
+                    tl.store(p_m + o_tile, rh, mask=m)
+                budget = sync(p_cnt, p_err, (NS * s + 1) * n_sync, budget, BARRIER, INTERP)
             for j in range(N_TILES):
                 n0 = (i_n * N_TILES + j) * BLOCK_N
                 o_n, m, o_tile = unit_tile(i_n * N_TILES + j, o_rh, m_b, H, BLOCK_N)
@@ -169,6 +196,9 @@ def recurrence_fwd_kernel(
                 x0, x1, x2, x3 = load_slots(p_gx, o_r * s_gx, o_n, m, H, G)
                 acc = contract_fwd(zero, p_hcur, o_rp, m_b, p_w, 0, n0, H, P, G, GS, BLOCK_N, KP, NKP, False, PREC,
                                    INTERP)
+                if RB:  # the first phase's product again (r, z), beside the n gate's over r ⊙ h
+                    acc = with_slot2(acc, contract_fwd(zero, p_m, o_rh, m_b, p_w, 0, n0, H, P, G, GS, BLOCK_N, KP, NKP,
+                                                       False, PREC, INTERP), GS, BLOCK_N)
                 u, c = fwd_update(CELL, acc, stacked_rows(p_bias, n0, H, G, GS, BLOCK_N, has_bias), x0, x1, x2, x3,
                                   h, c, act, o_r, o_n, m, p_y, o_r * s_y, p_acts, p_state, H, save, GS, SA, BLOCK_N,
                                   BLOCK_B, False, PROJ, INTERP)
@@ -178,7 +208,7 @@ def recurrence_fwd_kernel(
                     tl.store(p_hnext + o_tile, u, mask=m)
                 if CELL == 0:
                     tl.store(p_c + o_tile, c, mask=m)
-            budget = sync(p_cnt, p_err, (NS * s + 1) * n_sync, budget, BARRIER, INTERP)
+            budget = sync(p_cnt, p_err, (NS * s + (2 if RB else 1)) * n_sync, budget, BARRIER, INTERP)
             if PROJ:
                 for j in range(N_TILES):  # the program's rows of h_t = W_hr m_t
                     o_p, m_p, o_ptile = unit_tile(i_n * N_TILES + j, o_rp, m_b, P, BLOCK_N)
@@ -211,9 +241,11 @@ def recurrence_bwd_kernel(
     KR: tl.constexpr, N_TILES: tl.constexpr, RESIDENT: tl.constexpr, CARRY: tl.constexpr, BARRIER: tl.constexpr,
     PROJ: tl.constexpr, WRITE_DGX: tl.constexpr, PREC: tl.constexpr, INTERP: tl.constexpr,
 ):
-    G: tl.constexpr = 4 if CELL == 0 else 3 if CELL == 1 else 1
+    G: tl.constexpr = 4 if CELL == 0 else 1 if (CELL == 2 or CELL == 3) else 3
     SA: tl.constexpr = 1 if G == 1 else 4
-    NS: tl.constexpr = 2 if PROJ else 1  # barriers per step
+    RB: tl.constexpr = CELL == 4  # GRU, reset gate before the product: d_r needs W_hnᵀ d_n of all units first
+    GH: tl.constexpr = 2 if RB else G  # the gates whose W_hh block dh_{t-1} contracts (RB: n's goes through r ⊙ h)
+    NS: tl.constexpr = 2 if (PROJ or RB) else 1  # barriers per step
     tl.static_assert(not (CARRY and PROJ), "the LSTM backward never carries")
     if not PROJ:  # the state is H wide: let the compiler see it
         P = H
@@ -242,8 +274,13 @@ def recurrence_bwd_kernel(
         if CELL == 0:
             dc = tl.load(p_dc + o_tile, mask=m, other=0.0)
         ws = 0
+        wn = 0
         if RESIDENT:
             ws = resident_w_bwd(p_w, o_p, P, H, G, KP, NKP)
+            if RB:  # the n gate's pieces alone, for the second phase
+                wn = ()
+                for kp in tl.static_range(NKP):
+                    wn = wn + (ws[2 * NKP + kp],)
         if PROJ:
             dy = load_dy(p_dy, T - 1, b_len, o_b, m_b, o_p, m_p, B, s_y, reverse)
             store_grad_h(p_g, dh, dy, T - 1, b_len, o_b, m_b, o_p, m_p, B, P, reverse)
@@ -258,14 +295,19 @@ def recurrence_bwd_kernel(
                 u = contract_bwd(zero, p_g, o_r * P, m_b, p_wr, 0, o_n, H, P, 1, KR, 1, False, PREC, INTERP)
             d0, d1, d2, d3, dhx, dc = bwd_update(CELL, u, dc, dy, s0, s1, s2, s3, st, act, o_r, o_n, m, p_dgh,
                                                  p_dgx, s_g, H, G, WRITE_DGX, CARRY, INTERP)
+            r_t, h_t = s0, st  # RB's second phase needs this step's r and h_{t-1}
             # the next step's saved values do not depend on dh: load them before the wait
             dy, s0, s1, s2, s3, st = bwd_saved(p_dy, p_acts, p_state, s - 1, b_len, o_b, m_b, o_n, m, B, H, s_y,
                                                reverse, CELL, SA, PROJ)
             if CARRY:  # the gate gradients of all units are this tile: the product's operands as they are
+                if RB:
+                    d0, dhx = reset_bwd(mma(ws[2], d2, zero, PREC, INTERP), r_t, h_t, dhx, act, m, o_r, o_n, p_dgh,
+                                        p_dgx, s_g, WRITE_DGX, CARRY, INTERP)
                 dh = mma(ws[0], d0, dhx, PREC, INTERP)
                 if G > 1:
                     dh = mma(ws[1], d1, dh, PREC, INTERP)
-                    dh = mma(ws[2], d2, dh, PREC, INTERP)
+                    if not RB:
+                        dh = mma(ws[2], d2, dh, PREC, INTERP)
                 if G > 3:
                     dh = mma(ws[3], d3, dh, PREC, INTERP)
             elif PROJ:
@@ -277,8 +319,13 @@ def recurrence_bwd_kernel(
                 store_grad_h(p_g, dh, dy_p, s - 1, b_len, o_b, m_b, o_p, m_p, B, P, reverse)
                 budget = sync(p_cnt, p_err, (NS * r + 3) * n_sync, budget, BARRIER, INTERP)
             else:
-                budget = sync(p_cnt, p_err, (r + 1) * n_sync, budget, BARRIER, INTERP)
-                dh = contract_bwd(dhx, p_dgh, o_r * s_g, m_b, p_w, ws, o_p, P, H, G, KP, NKP, RESIDENT, PREC, INTERP)
+                budget = sync(p_cnt, p_err, (NS * r + 1) * n_sync, budget, BARRIER, INTERP)
+                if RB:  # d_r from W_hnᵀ d_n of all units, exchanged before the r and z gates' product
+                    g = contract_bwd(zero, p_dgh + 2 * H, o_r * s_g, m_b, p_w + 2 * H * P, wn, o_p, P, H, 1, KP, NKP,
+                                     RESIDENT, PREC, INTERP)
+                    dhx = reset_bwd(g, r_t, h_t, dhx, act, m, o_r, o_n, p_dgh, p_dgx, s_g, WRITE_DGX, False, INTERP)[1]
+                    budget = sync(p_cnt, p_err, (NS * r + 2) * n_sync, budget, BARRIER, INTERP)
+                dh = contract_bwd(dhx, p_dgh, o_r * s_g, m_b, p_w, ws, o_p, P, H, GH, KP, NKP, RESIDENT, PREC, INTERP)
         tl.store(p_dh + o_ptile, dh, mask=m_p)
         if CELL == 0:
             tl.store(p_dc + o_tile, dc, mask=m)
@@ -310,7 +357,18 @@ def recurrence_bwd_kernel(
                     tl.store(p_dh + o_tile, dh, mask=m)
                 if CELL == 0:
                     tl.store(p_dc + o_tile, dc, mask=m)
-            budget = sync(p_cnt, p_err, (NS * r + NS) * n_sync, budget, BARRIER, INTERP)
+            budget = sync(p_cnt, p_err, (NS * r + (1 if RB else NS)) * n_sync, budget, BARRIER, INTERP)
+            if RB:  # the second phase: d_r of every tile from W_hnᵀ d_n, exchanged before the contraction
+                for j in range(N_TILES):
+                    o_n, m, o_tile = unit_tile(i_n * N_TILES + j, o_rh, m_b, H, BLOCK_N)
+                    g = contract_bwd(zero, p_dgh + 2 * H, o_r * s_g, m_b, p_w + 2 * H * P, 0, o_n, P, H, 1, KP, NKP,
+                                     False, PREC, INTERP)
+                    saved_t = bwd_saved(p_dy, p_acts, p_state, s, b_len, o_b, m_b, o_n, m, B, H, s_y, reverse, CELL,
+                                        SA, PROJ)  # its r (s0) and h_{t-1} (st)
+                    dh = reset_bwd(g, saved_t[1], saved_t[5], tl.load(p_dh + o_tile, mask=m, other=0.0), act, m, o_r,
+                                   o_n, p_dgh, p_dgx, s_g, WRITE_DGX, False, INTERP)[1]
+                    tl.store(p_dh + o_tile, dh, mask=m)
+                budget = sync(p_cnt, p_err, (NS * r + 2) * n_sync, budget, BARRIER, INTERP)
             for j in range(N_TILES):  # contraction: the program's rows of dh_{t-1}
                 o_p, m_p, o_ptile = unit_tile(i_n * N_TILES + j, o_rp, m_b, P, BLOCK_N)
                 dh = tl.load(p_dh + o_ptile, mask=m_p, other=0.0)
@@ -321,7 +379,7 @@ def recurrence_bwd_kernel(
                     dh = tl.where(act[None, :], acc, dh)
                     store_grad_h(p_g, dh, dy, s - 1, b_len, o_b, m_b, o_p, m_p, B, P, reverse)
                 else:
-                    dh = contract_bwd(dh, p_dgh, o_r * s_g, m_b, p_w, 0, o_p, P, H, G, KP, NKP, False, PREC, INTERP)
+                    dh = contract_bwd(dh, p_dgh, o_r * s_g, m_b, p_w, 0, o_p, P, H, GH, KP, NKP, False, PREC, INTERP)
                 tl.store(p_dh + o_ptile, dh, mask=m_p)
             if PROJ:
                 budget = sync(p_cnt, p_err, (NS * r + 3) * n_sync, budget, BARRIER, INTERP)

@@ -176,6 +176,8 @@ def forward(cell, gx, h0, c0, w_hh, b_hh, lengths, reverse, need_grad, w_hr=None
     mbuf = hbuf
     if w_hr is not None:  # m_t: kept for dW_hr, or only exchanged between the phases of a step
         mbuf = saved[2] if need_grad else torch.empty(D, B, H, dtype=torch.float32, device=dev)
+    elif cell == "gru_reset_before":  # r ⊙ h_{t-1}, exchanged between the phases of a step
+        mbuf = torch.empty(D, B, H, dtype=torch.float32, device=dev)
 
     def make_args(sync, dir1):
         return fwd_args(cell, launch, gx, w_hh, b_hh, w_hr, lengths, y, hbuf, cbuf, mbuf, acts, state, sync, n,

@@ -1,6 +1,7 @@
 """The per-step pieces of the recurrence kernels (kernels.py): the program's rows and
 direction, W tiles kept on chip, the step's contractions, the pointwise updates with
-what they store, and the LSTM projection's phases.
+what they store, the LSTM projection's phases and the second phase of the GRU with its
+reset gate before the product (CELL 4: W_hn (r ⊙ h) needs r of every unit first).
 
 Dimensions (as in kernels.py): T steps, B batch, H hidden units, P the exchanged state's
 width (proj_size, else H), G gates, GS gate slots on the MMA's M side, SA fp32 values
@@ -12,7 +13,7 @@ column vector over units.
 import triton
 import triton.language as tl
 
-from .cells import cell_bwd, cell_fwd
+from .cells import cell_bwd, cell_fwd, reset_grad, sigmoid
 from .tiles import cols_T, load_slots, mma, split_slots, step_rows, store_slots, to_out, w_cols, w_rows
 
 
@@ -151,7 +152,7 @@ def fwd_update(CELL: tl.constexpr, acc, bias, x0, x1, x2, x3, h, c, act, o_r, o_
         o_s = (o_r * H)[None, :] + o_n[:, None]
         if CELL == 0:
             tl.store(p_state + o_s, c, mask=m)
-        elif CELL == 1:
+        elif CELL == 1 or CELL == 4:
             tl.store(p_state + o_s, h, mask=m)
     if CARRY:  # units past H keep their zero state: here the state is the next product's operand,
         a = a & m  # and a NaN there (0 x inf from a masked W row) would reach the real units
@@ -185,7 +186,7 @@ def bwd_saved(p_dy, p_acts, p_state, s, b_len, o_b, m_b, o_n, m, B, H, s_y, reve
     else:
         dy = tl.load(p_dy + (o_r * s_y)[None, :] + o_n[:, None], mask=m, other=0.0).to(tl.float32)
     st = dy
-    if CELL < 2:
+    if CELL < 2 or CELL == 4:
         st = tl.load(p_state + o_s, mask=m, other=0.0)
     return dy, s0, s1, s2, s3, st
 
@@ -230,3 +231,37 @@ def store_grad_h(p_g, dh, dy, s, b_len, o_b, m_b, o_p, m_p, B, P, reverse):
     o_r, act = step_rows(tl.maximum(s, 0), b_len, o_b, m_b, B, reverse)
     g = tl.where(act[None, :], dh + dy, 0.0)
     tl.store(p_g + (o_r * P)[None, :] + o_p[:, None], g, mask=tl.where(s >= 0, m_p, False))
+
+
+@triton.jit
+def reset_state(acc, bias, x0, h, act, m, GS: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_B: tl.constexpr):
+    """GRU_RB, the first phase: r ⊙ h_{t-1} of one tile (BLOCK_N, BLOCK_B) from the step's
+    product acc (slot 0: W_hr h), its bias and x0 = the gx of r. Zero on inactive rows and on
+    units past H: it is the n gate's operand, where a padded step's gx must not reach."""
+    a0, _, _, _ = split_slots(acc + bias[:, None], GS, BLOCK_N, BLOCK_B)
+    return tl.where(act[None, :] & m, sigmoid(x0 + a0) * h, 0.0)
+
+
+@triton.jit
+def with_slot2(acc, acc_n, GS: tl.constexpr, BLOCK_N: tl.constexpr):
+    """GRU_RB: the stacked product with slot 2 (the n gate) taken from acc_n = W_hh (r ⊙ h)."""
+    rows = tl.arange(0, GS * BLOCK_N)[:, None]
+    return tl.where((rows >= 2 * BLOCK_N) & (rows < 3 * BLOCK_N), acc_n, acc)
+
+
+@triton.jit
+def reset_bwd(g, r, h, dhx, act, m, o_r, o_n, p_dgh, p_dgx, s_g, WRITE_DGX: tl.constexpr, CARRY: tl.constexpr,
+              INTERP: tl.constexpr):
+    """GRU_RB, the backward's second phase for one tile: from g = W_hnᵀ d_n (the gradient of
+    r ⊙ h_prev) and the step's saved r and h_prev, d_r (stored to slot 0 of d_gh and d_gx,
+    which bwd_update left 0) and dh_prev's direct part plus g ⊙ r; -> (d_r, dh_direct)."""
+    a = act[None, :]
+    if CARRY:  # units past H too: d_r is the next product's operand
+        a = a & m
+    d_r, dh_r = reset_grad(g, r, h)
+    d_r = tl.where(a, d_r, 0.0)
+    o = (o_r * s_g)[None, :] + o_n[:, None]
+    tl.store(p_dgh + o, d_r, mask=m)
+    if WRITE_DGX:
+        tl.store(p_dgx + o, to_out(d_r, p_dgx, INTERP), mask=m)
+    return d_r, tl.where(a, dhx + dh_r, dhx)

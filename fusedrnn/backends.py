@@ -17,13 +17,12 @@ each direction gets its own).
 from __future__ import annotations
 
 import importlib
-import os
 import warnings
 from typing import NamedTuple
 
 import torch
 
-from . import onnx_export, tuning
+from . import onnx_export, settings, tuning
 from .ops.common import GATES, check_int32_indexing, int32_overflow
 
 BACKENDS = ("auto", "cuda", "triton", "reference", "torch")
@@ -105,8 +104,8 @@ def available_backends() -> dict[str, tuple[bool, str]]:
 
 def requested_name(requested: str) -> str:
     check_name(requested)
-    if requested == "auto" and os.environ.get(ENV_VAR):
-        env = os.environ[ENV_VAR]
+    env = settings.get(ENV_VAR) if requested == "auto" else None
+    if env:
         if env not in BACKENDS:
             raise ValueError(f"{ENV_VAR}={env!r} is not a backend; valid backends are {', '.join(map(repr, BACKENDS))}")
         return env

@@ -25,9 +25,10 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import sys
 import warnings
+
+from . import settings
 
 #: the constants a calibration file may override ("constants" of calibration.json), H100 SXM
 CALIBRATED = {
@@ -80,7 +81,7 @@ def load(path: str | None = None) -> dict:
     """The machine model: DEFAULTS overridden by the calibration file at `path`, else at
     $FUSEDRNN_CALIBRATION, else none. Returns a fresh dict (the caller may change it)."""
     out = dict(DEFAULTS)
-    path = path or os.environ.get("FUSEDRNN_CALIBRATION") or None
+    path = path or settings.get("FUSEDRNN_CALIBRATION") or None
     if path is None:
         return out
     with open(path) as f:
@@ -104,7 +105,7 @@ _CURRENT: dict = {}
 def current() -> dict:
     """load() for the calibration file $FUSEDRNN_CALIBRATION names now (cached per path): what
     the planners use when not given a machine model."""
-    key = os.environ.get("FUSEDRNN_CALIBRATION") or ""
+    key = settings.get("FUSEDRNN_CALIBRATION") or ""
     if key not in _CURRENT:
         _CURRENT[key] = load()
     return _CURRENT[key]

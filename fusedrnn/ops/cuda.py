@@ -36,11 +36,11 @@ Environment (tests and diagnosis):
 """
 from __future__ import annotations
 
-import os
 import warnings
 
 import torch
 
+from .. import settings
 from . import timeouts
 from .common import GATES, INT32_MAX
 
@@ -129,7 +129,7 @@ def _arg(t: torch.Tensor | None):
 
 
 def _int_env(name: str) -> int:
-    text = os.environ.get(name, "0") or "0"
+    text = settings.get(name, "0") or "0"
     try:
         value = int(text)
     except ValueError:
@@ -140,7 +140,7 @@ def _int_env(name: str) -> int:
 
 
 def _mode() -> str:
-    mode = os.environ.get(MODE_ENV, "auto")
+    mode = settings.get(MODE_ENV, "auto")
     if mode not in MODES:
         raise ValueError(f"{MODE_ENV}={mode!r}; expected one of {', '.join(MODES)}")
     return mode
@@ -155,15 +155,24 @@ def _spin_limit() -> int:
     return timeouts.scaled(DEFAULT_SPIN_CYCLES, 1 << 62)
 
 
+_parsed: tuple = (-1, {})  # (settings.generation, the knobs parsed from that snapshot)
+
+
 def _knobs() -> dict:
-    """The launch knobs from the environment, as the extension's keyword arguments."""
-    return dict(mode=_mode(), units=_int_env(UNITS_ENV), batch_rows=_int_env(ROWS_ENV), passes=_int_env(PASSES_ENV),
-                spin_limit=_spin_limit(), fake_launch_failure=os.environ.get(FAKE_FAILURE_ENV) == "1")
+    """The launch knobs from the environment (fusedrnn.settings' snapshot, parsed once per
+    snapshot), as the extension's keyword arguments. The caller must not change the dict."""
+    global _parsed
+    if _parsed[0] != settings.generation:
+        knobs = dict(mode=_mode(), units=_int_env(UNITS_ENV), batch_rows=_int_env(ROWS_ENV),
+                     passes=_int_env(PASSES_ENV), spin_limit=_spin_limit(),
+                     fake_launch_failure=settings.flag(FAKE_FAILURE_ENV))
+        _parsed = (settings.generation, knobs)
+    return _parsed[1]
 
 
 def _empty(shape, dtype, device) -> torch.Tensor:
     t = torch.empty(shape, dtype=dtype, device=device)
-    if os.environ.get(POISON_ENV) == "1":
+    if timeouts.poisoning():
         t.fill_(float("nan"))
     return t
 
@@ -176,12 +185,30 @@ def _launch_context(t: torch.Tensor):
     return torch.cuda.current_stream(t.device).cuda_stream, index
 
 
+#: (workspace bytes, tier) of each launch shape seen: _C.plan's two answers a launch needs
+_plans: dict = {}
+
+
+def launch_plan(backward: bool, cell: str, dtype, B: int, H: int, index: int, knobs: dict, proj: int,
+                directions: int) -> tuple[int, str]:
+    """(workspace bytes, tier) of a launch, from the extension's plan, asked once per key: the
+    plan is a pure function of the sizes, the dtype, the device (its index in this process) and
+    the tier knobs, and the key holds each of them."""
+    key = (backward, cell, dtype, B, H, index, knobs["mode"], knobs["units"], knobs["batch_rows"], knobs["passes"],
+           proj, directions)
+    got = _plans.get(key)
+    if got is None:
+        p = _C.plan(backward, cell, DTYPE_CODES[dtype], B, H, index, knobs["mode"], knobs["units"],
+                    knobs["batch_rows"], knobs["passes"], proj, directions)
+        got = _plans[key] = (p["workspace_bytes"], p["tier"])
+    return got
+
+
 def _workspace(backward: bool, cell: str, dtype, B: int, H: int, index: int, knobs: dict, device, proj: int,
                directions: int) -> tuple[torch.Tensor, str]:
     """The launch's workspace (its first STATUS_WORDS int32 are the kernels' error report) and its tier."""
-    p = _C.plan(backward, cell, DTYPE_CODES[dtype], B, H, index, knobs["mode"], knobs["units"], knobs["batch_rows"],
-                knobs["passes"], proj, directions)
-    return torch.empty(p["workspace_bytes"], dtype=torch.uint8, device=device), p["tier"]
+    nbytes, tier = launch_plan(backward, cell, dtype, B, H, index, knobs, proj, directions)
+    return torch.empty(nbytes, dtype=torch.uint8, device=device), tier
 
 
 def describe_status(status, what: str) -> str | None:

@@ -96,9 +96,14 @@ def kernels_module(name: str):
 _interpreter_lock = threading.Lock()
 
 
+#: read once, as Triton itself decides at import whether it interprets
+_INTERPRETING = os.environ.get("TRITON_INTERPRET") == "1"
+_NO_LOCK = contextlib.nullcontext()
+
+
 def one_launch_at_a_time():
     """The lock a kernel launch holds under the interpreter; a no-op context otherwise."""
-    return _interpreter_lock if os.environ.get("TRITON_INTERPRET") == "1" else contextlib.nullcontext()
+    return _interpreter_lock if _INTERPRETING else _NO_LOCK
 
 
 def _empty(like: Tensor) -> Tensor:

@@ -33,15 +33,12 @@ from typing import NamedTuple
 import torch
 import triton
 
+from ... import settings
 from . import model
 from .cells import CELLS, GATES
 
 #: Triton decides at import whether kernels run in the CPU interpreter.
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
-
-#: debug/test switch: outputs NaN-filled so an unwritten element shows (the same variable also
-#: makes fusedrnn/ops/timeouts.py check every launch synchronously).
-DEBUG = os.environ.get("FUSEDRNN_DEBUG", "0") == "1"
 
 LAYOUTS = ("carry", "grid", "solo")
 
@@ -49,7 +46,7 @@ LAYOUTS = ("carry", "grid", "solo")
 TUNING = {
     # "auto", or one of LAYOUTS to force it wherever it can run (tests, debugging);
     # environment: FUSEDRNN_TRITON_LAYOUT
-    "layout": os.environ.get("FUSEDRNN_TRITON_LAYOUT", "auto"),
+    "layout": settings.get("FUSEDRNN_TRITON_LAYOUT", "auto"),
     "block_b_min": 16,             # batch side of the MMA; wgmma needs N >= 16
     "block_b_max": 64,
     "block_n": (8, 16, 32, 64, 128),  # units per tile tried

@@ -13,6 +13,7 @@ from typing import NamedTuple
 
 import torch
 
+from .. import timeouts as policy
 from . import config, kernels, timeouts
 from .cells import CELLS, GATES, SAVED_SLOTS, SAVES_STATE
 
@@ -55,8 +56,8 @@ def saved_shapes(cell: str, T: int, B: int, H: int, proj: bool = False, D: int =
 
 
 def new_out(shape, dtype, device) -> torch.Tensor:
-    """An output buffer the kernel fully writes (NaN-filled in debug mode)."""
-    if config.DEBUG:
+    """An output buffer the kernel fully writes (NaN-filled when checking, fusedrnn/ops/timeouts.py)."""
+    if policy.poisoning():
         return torch.full(shape, float("nan"), dtype=dtype, device=device)
     return torch.empty(shape, dtype=dtype, device=device)
 

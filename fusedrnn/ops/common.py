@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import torch
 
-#: gates per cell, in torch.nn's order (LSTM i,f,g,o · GRU r,z,n · RNN one)
-GATES = {"lstm": 4, "gru": 3, "rnn_tanh": 1, "rnn_relu": 1}
-CELLS = tuple(GATES)
+from ..cell_table import GATES, NAMES as CELLS  # noqa: F401  (re-exported: fusedrnn.ops.GATES, CELLS)
+
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 #: the largest element index a kernel addresses with 32-bit arithmetic
 INT32_MAX = 2**31 - 1

@@ -40,8 +40,9 @@ import warnings
 
 import torch
 
-from .. import settings
-from . import timeouts
+from .. import machine, settings
+from ..cell_table import CELLS as CELL_TABLE
+from . import step_args, timeouts
 from .common import GATES, INT32_MAX
 
 try:
@@ -52,7 +53,7 @@ except ImportError as e:  # not built (no nvcc at install time) or not loadable
     _IMPORT_ERROR = e
 
 #: fp32 values saved per (t, b, hidden unit) by the forward kernel for the backward one
-SAVED_SLOTS = {"lstm": 5, "gru": 5, "rnn_tanh": 1, "rnn_relu": 1}
+SAVED_SLOTS = {name: c.cuda_saved_slots for name, c in CELL_TABLE.items()}
 DTYPE_CODES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2, torch.int32: 3, torch.uint8: 4}
 KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 MODES = ("auto", "persistent", "cta", "cluster", "grid", "step")
@@ -63,9 +64,8 @@ FAKE_FAILURE_ENV = "FUSEDRNN_CUDA_FAKE_LAUNCH_FAILURE"
 STATUS_WORDS = 16  # the kernels' error report at the start of the workspace (csrc/layout.h)
 #: clock cycles a grid-tier flag wait spins by default (csrc/recurrence.cuh kDefaultSpinLimit)
 DEFAULT_SPIN_CYCLES = 1 << 32
-#: the limits of an H100 SXM (sm_90) as plan_for takes them
-H100_LIMITS = dict(sms=132, smem_optin=227 * 1024, smem_per_sm=228 * 1024, regs_per_sm=65536, cc_major=9,
-                   cc_minor=0, max_cluster=16, cooperative=1)
+#: the limits of an H100 SXM (sm_90) as plan_for takes them (fusedrnn/machine.py)
+H100_LIMITS = machine.H100_LIMITS
 _warned: set[str] = set()
 
 
@@ -306,7 +306,7 @@ def step(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh):
     if _C is None or not x.is_cuda:
         raise RuntimeError(f"fusedrnn cuda backend: {availability(x.device)}")
     lstm = cell == "lstm"
-    B, I, H = check_step_args(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh)
+    B, I, H = step_args.check(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh)
     dt, dev = x.dtype, x.device
     x, h0, w_ih, w_hh = x.contiguous(), h0.contiguous(), w_ih.contiguous(), w_hh.contiguous()
     c0, b_ih, b_hh = (t.contiguous() if t is not None else None for t in (c0, b_ih, b_hh))
@@ -318,46 +318,6 @@ def step(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh):
     _C.cell_step(cell, DTYPE_CODES[dt], B, I, H, x.data_ptr(), h0.data_ptr(), ptr(c0), w_ih.data_ptr(),
                  w_hh.data_ptr(), ptr(b_ih), ptr(b_hh), h.data_ptr(), ptr(c), stream, index)
     return h, c
-
-
-def check_step_args(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh) -> tuple[int, int, int]:
-    """B, I, H of a `step` call whose shapes, dtypes and devices agree, else the error
-    `_step_error` names (the Triton backend's step checks with this too)."""
-    lstm = cell == "lstm"
-    B, I = x.shape
-    H = h0.shape[-1]
-    GH = GATES[cell] * H
-    tensors = (h0, c0, w_ih, w_hh, b_ih, b_hh)
-    if (h0.shape != (B, H) or w_ih.shape != (GH, I) or w_hh.shape != (GH, H) or (c0 is not None) != lstm
-            or (lstm and c0.shape != (B, H)) or any(b is not None and b.shape != (GH,) for b in (b_ih, b_hh))
-            or any(t is not None and (t.dtype != x.dtype or t.device != x.device) for t in tensors)):
-        _step_error(cell, x, *tensors)
-    return B, I, H
-
-
-def _step_error(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh):
-    """The ValueError/TypeError/RuntimeError that names what `step`'s arguments got wrong."""
-    B, I = x.shape
-    H = h0.shape[-1]
-    GH = GATES[cell] * H
-    expected = {"h0": (B, H), "w_ih": (GH, I), "w_hh": (GH, H)}
-    given = {"h0": h0, "w_ih": w_ih, "w_hh": w_hh, "b_ih": b_ih, "b_hh": b_hh}
-    if cell == "lstm":
-        expected["c0"], given["c0"] = (B, H), c0
-    elif c0 is not None:
-        raise ValueError(f"c0 must be None for cell {cell!r}")
-    for name in ("b_ih", "b_hh"):
-        if given[name] is not None:
-            expected[name] = (GH,)
-    for name, shape in expected.items():
-        t = given[name]
-        if t is None or tuple(t.shape) != shape:
-            raise ValueError(f"step: {name} must have shape {shape}, got {None if t is None else tuple(t.shape)}")
-        if t.dtype != x.dtype:
-            raise TypeError(f"step: {name} has dtype {t.dtype} but x has {x.dtype}; all must match")
-        if t.device != x.device:
-            raise RuntimeError(f"step: {name} is on {t.device} but x is on {x.device}; all must be on one device")
-    raise ValueError("step: inconsistent arguments")  # unreachable when the checks above are complete
 
 
 def _require_extension():

@@ -33,7 +33,7 @@ from typing import NamedTuple
 import torch
 import triton
 
-from ... import settings
+from ... import machine, settings
 from . import model
 from .cells import CELLS, GATES
 
@@ -79,8 +79,8 @@ class DeviceLimits:
     regs_per_sm: int     # 32-bit registers per multiprocessor
 
 
-H100 = DeviceLimits(132, 227 * 1024, 65536)
-INTERPRETER = DeviceLimits(TUNING["interpret_sms"], 227 * 1024, 65536)
+H100 = DeviceLimits(machine.H100_LIMITS["sms"], machine.H100_LIMITS["smem_optin"], machine.H100_LIMITS["regs_per_sm"])
+INTERPRETER = DeviceLimits(TUNING["interpret_sms"], H100.smem_optin, H100.regs_per_sm)
 
 
 def device_limits(device: torch.device) -> DeviceLimits:

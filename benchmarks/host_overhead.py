@@ -17,7 +17,8 @@ Cases (each printed as fusedrnn's µs, torch.nn's µs and their ratio):
 
 fusedrnn and torch.nn are timed in turns within each repeat (the machine's load drifts), and
 each ratio is the median over repeats of the paired ratios. The output ends with one line per
-case, `ratio <case>: X.XX`. Host timer, one thread; a GPU host runs the same Python, faster.
+case, `ratio <case>: X.XX`. Time is this thread's CPU time (one thread: torch.set_num_threads(1)),
+so other processes on a shared machine do not count; a GPU host runs the same Python, faster.
 """
 from __future__ import annotations
 
@@ -121,10 +122,12 @@ def _pairs():
 
 
 def _per_call_us(fn, calls: int) -> float:
-    t0 = time.perf_counter()
+    """CPU µs per call, on this thread's clock: the host cost itself, which time the process
+    spent waiting for a core on a loaded machine would inflate."""
+    t0 = time.thread_time()
     for _ in range(calls):
         fn()
-    return (time.perf_counter() - t0) / calls * 1e6
+    return (time.thread_time() - t0) / calls * 1e6
 
 
 def measure(calls: int = 1000, repeats: int = 9) -> dict:

@@ -206,7 +206,7 @@ class _FusedRNNBase(FusedModuleBase):
         y, h_n, c_n = functional.rnn(
             self.cell, x, h0, c0, self._layer_weights(), num_layers=self.num_layers,
             bidirectional=self.bidirectional, dropout=self.dropout, training=self.training,
-            lengths=lengths, dropout_mask=valid, backend=backend, checked=True)
+            lengths=lengths, dropout_mask=valid, backend=backend)
         if x.device.type == "cpu" and torch.is_autocast_enabled("cpu") and self._flat_weights[0].dtype == torch.float32:
             y, h_n, c_n = _cpu_autocast_result(self.mode, self.proj_size > 0, packed, y, h_n, c_n)
         hidden = (h_n, c_n) if is_lstm else h_n

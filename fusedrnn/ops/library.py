@@ -72,6 +72,7 @@ def register_kernels(import_name: str) -> None:
     if not isinstance(import_name, str) or not import_name:
         raise TypeError(f"fusedrnn.ops.library.register_kernels takes a module's import name, got {import_name!r}")
     _registered.add(import_name)
+    backends.forget_choices()
 
 
 def allowed_kernels() -> tuple:
@@ -164,10 +165,8 @@ def directions(h0: Tensor) -> int:
 
 # -- forward --------------------------------------------------------------------------
 
-@torch.library.custom_op("fusedrnn::rnn_layer_forward", mutates_args=())
-def recurrence_forward(kernels: str, cell: str, gx: Tensor, h0: Tensor, c0: Optional[Tensor], w_hh: Tensor,
-                       b_hh: Optional[Tensor], lengths: Optional[Tensor], reverse: bool,
-                       need_grad: bool, w_hr: Optional[Tensor] = None) -> List[Tensor]:
+def _forward(kernels: str, cell, gx, h0, c0, w_hh, b_hh, lengths, reverse, need_grad, w_hr) -> list:
+    """The forward op's outputs: [y, hT, cT or (0,), y_saved or (0,), *saved], none aliased."""
     mod = kernels_module(kernels)
     gx, h0, c0, w_hh, b_hh, lengths, w_hr = kernel_args(gx, h0, c0, w_hh, b_hh, lengths, w_hr)
     with one_launch_at_a_time():
@@ -176,6 +175,13 @@ def recurrence_forward(kernels: str, cell: str, gx: Tensor, h0: Tensor, c0: Opti
     y_saved = y.clone() if need_grad else _empty(gx)  # what backward reads; the user never sees it
     outs = [y, hT, cT if cT is not None else _empty(gx), y_saved, *saved]
     return _unaliased(outs, (gx, h0, c0, w_hh, b_hh, lengths, w_hr))
+
+
+@torch.library.custom_op("fusedrnn::rnn_layer_forward", mutates_args=())
+def recurrence_forward(kernels: str, cell: str, gx: Tensor, h0: Tensor, c0: Optional[Tensor], w_hh: Tensor,
+                       b_hh: Optional[Tensor], lengths: Optional[Tensor], reverse: bool,
+                       need_grad: bool, w_hr: Optional[Tensor] = None) -> List[Tensor]:
+    return _forward(kernels, cell, gx, h0, c0, w_hh, b_hh, lengths, reverse, need_grad, w_hr)
 
 
 @recurrence_forward.register_fake
@@ -191,11 +197,9 @@ def _recurrence_forward_fake(kernels, cell, gx, h0, c0, w_hh, b_hh, lengths, rev
 
 # -- backward -------------------------------------------------------------------------
 
-@torch.library.custom_op("fusedrnn::rnn_layer_backward", mutates_args=())
-def recurrence_backward(kernels: str, cell: str, dy: Tensor, dhT: Tensor, dcT: Optional[Tensor], gx: Tensor,
-                        h0: Tensor, c0: Optional[Tensor], w_hh: Tensor, b_hh: Optional[Tensor],
-                        lengths: Optional[Tensor], reverse: bool, y_saved: Tensor, saved: List[Tensor],
-                        w_hr: Optional[Tensor] = None) -> List[Tensor]:
+def _backward(kernels: str, cell, dy, dhT, dcT, gx, h0, c0, w_hh, b_hh, lengths, reverse, y_saved, saved,
+              w_hr) -> list:
+    """The backward op's outputs: [d_gx, dh0, dc0 or (0,), dW_hh, db_hh or (0,), dW_hr or (0,)]."""
     mod = kernels_module(kernels)
     gx, h0, c0, w_hh, b_hh, lengths, w_hr = kernel_args(gx, h0, c0, w_hh, b_hh, lengths, w_hr)
     dy, dhT, dcT, y_saved = (t.contiguous() if t is not None else None for t in (dy, dhT, dcT, y_saved))
@@ -209,6 +213,14 @@ def recurrence_backward(kernels: str, cell: str, dy: Tensor, dhT: Tensor, dcT: O
     return _unaliased(outs, (dy, dhT, dcT, gx, h0, c0, w_hh, b_hh, lengths, y_saved, w_hr, *saved))
 
 
+@torch.library.custom_op("fusedrnn::rnn_layer_backward", mutates_args=())
+def recurrence_backward(kernels: str, cell: str, dy: Tensor, dhT: Tensor, dcT: Optional[Tensor], gx: Tensor,
+                        h0: Tensor, c0: Optional[Tensor], w_hh: Tensor, b_hh: Optional[Tensor],
+                        lengths: Optional[Tensor], reverse: bool, y_saved: Tensor, saved: List[Tensor],
+                        w_hr: Optional[Tensor] = None) -> List[Tensor]:
+    return _backward(kernels, cell, dy, dhT, dcT, gx, h0, c0, w_hh, b_hh, lengths, reverse, y_saved, saved, w_hr)
+
+
 @recurrence_backward.register_fake
 def _recurrence_backward_fake(kernels, cell, dy, dhT, dcT, gx, h0, c0, w_hh, b_hh, lengths, reverse, y_saved, saved,
                               w_hr=None):
@@ -218,6 +230,27 @@ def _recurrence_backward_fake(kernels, cell, dy, dhT, dcT, gx, h0, c0, w_hh, b_h
 
 # -- autograd -------------------------------------------------------------------------
 
+def _gradients(kernels, cell, reverse, saved_tensors, grads, backward) -> tuple:
+    """(d_gx, dh0, dc0, dW_hh, db_hh, dW_hr), None where an argument is None, from the incoming
+    gradients of (y, hT, cT) (None where absent) and what the forward saved: (gx, h0, c0, w_hh,
+    b_hh, lengths, w_hr, y_saved, *saved). `backward`: the backward op or its implementation."""
+    gx, h0, c0, w_hh, b_hh, lengths, w_hr, y_saved, *saved = saved_tensors
+    if torch.is_grad_enabled():  # backward(create_graph=True): the backward kernels are not differentiable
+        with _no_autocast(gx.device.type):
+            return reference_gradients(cell, reverse, grads[:3], gx, h0, c0, w_hh, b_hh, lengths, w_hr)
+
+    def grad_or_zeros(g, like):
+        return torch.zeros_like(like) if g is None else g.contiguous()
+
+    dy, dhT = grad_or_zeros(grads[0], y_saved), grad_or_zeros(grads[1], h0)
+    dcT = grad_or_zeros(grads[2], c0) if c0 is not None else None
+    with _no_autocast(gx.device.type):
+        d_gx, dh0, dc0, dw, db, dw_hr = backward(kernels, cell, dy, dhT, dcT, gx, h0, c0, w_hh, b_hh, lengths, reverse,
+                                                 y_saved, saved, w_hr)
+    return (d_gx, dh0, dc0 if c0 is not None else None, dw, db if b_hh is not None else None,
+            dw_hr if w_hr is not None else None)
+
+
 def _setup_context(ctx, inputs, output):
     kernels, cell, gx, h0, c0, w_hh, b_hh, lengths, reverse, need_grad, w_hr = inputs
     ctx.kernels, ctx.cell, ctx.reverse = kernels, cell, reverse
@@ -225,50 +258,78 @@ def _setup_context(ctx, inputs, output):
     ctx.save_for_backward(gx, h0, c0, w_hh, b_hh, lengths, w_hr, *output[3:])
 
 
-def _backward(ctx, grads):
-    gx, h0, c0, w_hh, b_hh, lengths, w_hr, y_saved, *saved = ctx.saved_tensors
-
-    def grad_or_zeros(g, like):
-        return torch.zeros_like(like) if g is None else g.contiguous()
-
-    if torch.is_grad_enabled():  # backward(create_graph=True): the backward kernels are not differentiable
-        with _no_autocast(gx.device.type):
-            d_gx, dh0, dc0, dw, db, dw_hr = reference_gradients(ctx.cell, ctx.reverse, grads[:3], gx, h0, c0, w_hh,
-                                                                b_hh, lengths, w_hr)
-        grads = (None, None, d_gx, dh0, dc0, dw, db, None, None, None)
-        return grads if w_hr is None else (*grads, dw_hr)
-    dy, dhT = grad_or_zeros(grads[0], y_saved), grad_or_zeros(grads[1], h0)
-    dcT = grad_or_zeros(grads[2], c0) if c0 is not None else None
-    with _no_autocast(gx.device.type):
-        d_gx, dh0, dc0, dw, db, dw_hr = recurrence_backward(ctx.kernels, ctx.cell, dy, dhT, dcT, gx, h0, c0, w_hh,
-                                                            b_hh, lengths, ctx.reverse, y_saved, saved, w_hr)
-    grads = (None, None, d_gx, dh0, dc0 if c0 is not None else None, dw, db if b_hh is not None else None,
-             None, None, None)
+def _op_backward(ctx, grads):
+    d_gx, dh0, dc0, dw, db, dw_hr = _gradients(ctx.kernels, ctx.cell, ctx.reverse, ctx.saved_tensors, grads,
+                                               recurrence_backward)
+    grads = (None, None, d_gx, dh0, dc0, dw, db, None, None, None)
     # the dispatcher hands the autograd kernel no trailing argument left at its default: one
     # gradient per argument it received, so dw_hr only when w_hr was given
-    return grads if w_hr is None else (*grads, dw_hr)
+    return grads if dw_hr is None else (*grads, dw_hr)
 
 
-torch.library.register_autograd("fusedrnn::rnn_layer_forward", _backward, setup_context=_setup_context)
+torch.library.register_autograd("fusedrnn::rnn_layer_forward", _op_backward, setup_context=_setup_context)
 
 
-def recurrence(kernels, cell, gx, h0, c0, w_hh, b_hh, lengths, reverse, w_hr=None):
-    """Run the recurrence of backend `kernels` (a module or its import name) through the custom ops,
-    for one direction (h0 (B,P)) or both (h0 (2,B,P), the backend having declared them).
+class EagerRecurrence(torch.autograd.Function):
+    """The forward op's autograd in plain eager mode, as an autograd.Function: the same forward
+    and backward implementations and the same saved tensors as the op, without the dispatcher's
+    round trips (each recorded op call costs several times a whole torch.nn step on the host).
+    Graphs (torch.compile, torch.jit.trace, tensor subclasses) record the op instead."""
+
+    @staticmethod
+    def forward(ctx, kernels, cell, reverse, lengths, gx, h0, c0, w_hh, b_hh, w_hr):
+        outs = _forward(kernels, cell, gx, h0, c0, w_hh, b_hh, lengths, reverse, True, w_hr)
+        ctx.kernels, ctx.cell, ctx.reverse = kernels, cell, reverse
+        ctx.set_materialize_grads(False)
+        ctx.save_for_backward(gx, h0, c0, w_hh, b_hh, lengths, w_hr, *outs[3:])
+        ctx.mark_non_differentiable(*outs[3:])
+        return tuple(outs)
+
+    @staticmethod
+    def backward(ctx, *grads):
+        return (None, None, None, None, *_gradients(ctx.kernels, ctx.cell, ctx.reverse, ctx.saved_tensors, grads,
+                                                    _backward))
+
+
+def recurrence(kernels, cell, gx, h0, c0, w_hh, b_hh, lengths, reverse, w_hr=None, *, via=None):
+    """Run the recurrence of backend `kernels` (a module or its import name): for one direction
+    (h0 (B,P)) or both (h0 (2,B,P), the backend having declared them); a RuntimeError under a
+    torch.func transform or forward-mode AD (fusedrnn/ops/autodiff.py). `via` forces one way:
+    "op" (the custom op, recorded by autograd) or "function" (EagerRecurrence); by default as
+    run_layer chooses.
 
     Returns (y, hT, cT) for lstm, (y, hT) otherwise; differentiable in gx, h0, c0, w_hh, b_hh, w_hr.
     """
-    gx, h0, c0, w_hh, b_hh, lengths, w_hr = kernel_args(gx, h0, c0, w_hh, b_hh, lengths, w_hr)
-    # torch.jit.trace bakes need_grad into the graph as a constant, and its sanity check re-traces
-    # under no_grad: while tracing, save for backward whenever an argument requires grad
-    need_grad = (torch.is_grad_enabled() or torch.jit.is_tracing()) and any(
-        t is not None and t.requires_grad for t in (gx, h0, c0, w_hh, b_hh, w_hr))
     name = kernels if isinstance(kernels, str) else kernels.__name__
     refuse_transformed(name, gx, h0, c0, w_hh, b_hh, lengths, w_hr)
-    if need_grad or not plain_eager(gx):
-        outs = recurrence_forward(name, cell, gx, h0, c0, w_hh, b_hh, lengths, reverse, need_grad, w_hr)
+    if via is None:
+        return run_layer(name, cell, gx, h0, c0, w_hh, b_hh, lengths, reverse, w_hr)
+    if via == "op":
+        outs = recurrence_forward(name, cell, gx, h0, c0, w_hh, b_hh, lengths, reverse, _need_grad(gx, h0, c0, w_hh,
+                                                                                                   b_hh, w_hr), w_hr)
     else:
-        outs = _forward_without_autograd(name, cell, gx, h0, c0, w_hh, b_hh, lengths, reverse, w_hr)
+        outs = EagerRecurrence.apply(name, cell, reverse, lengths, gx, h0, c0, w_hh, b_hh, w_hr)
+    return (outs[0], outs[1], outs[2]) if cell == "lstm" else (outs[0], outs[1])
+
+
+def _need_grad(*tensors) -> bool:
+    # torch.jit.trace bakes need_grad into the graph as a constant, and its sanity check re-traces
+    # under no_grad: while tracing, save for backward whenever an argument requires grad
+    return (torch.is_grad_enabled() or torch.jit.is_tracing()) and any(
+        t is not None and t.requires_grad for t in tensors)
+
+
+def run_layer(kernels: str, cell, gx, h0, c0, w_hh, b_hh, lengths, reverse, w_hr=None):
+    """`recurrence` for fusedrnn.ops, which has already sent transformed calls to the reference:
+    in plain eager mode EagerRecurrence when autograd records the call, else the backend's forward
+    called directly; the forward op while traced or compiled."""
+    need_grad = _need_grad(gx, h0, c0, w_hh, b_hh, w_hr)
+    if not plain_eager(gx):
+        outs = recurrence_forward(kernels, cell, gx, h0, c0, w_hh, b_hh, lengths, reverse, need_grad, w_hr)
+    elif need_grad:
+        outs = EagerRecurrence.apply(kernels, cell, reverse, lengths, gx, h0, c0, w_hh, b_hh, w_hr)
+    else:
+        outs = _forward_without_autograd(kernels, cell, gx, h0, c0, w_hh, b_hh, lengths, reverse, w_hr)
     return (outs[0], outs[1], outs[2]) if cell == "lstm" else (outs[0], outs[1])
 
 
@@ -284,6 +345,7 @@ def _forward_without_autograd(kernels, cell, gx, h0, c0, w_hh, b_hh, lengths, re
     for autograd to record, the dispatcher's round trip through the custom op (tens of µs of
     Python per call, the bulk of a decode step's host time) buys nothing."""
     mod = kernels_module(kernels)
+    gx, h0, c0, w_hh, b_hh, lengths, w_hr = kernel_args(gx, h0, c0, w_hh, b_hh, lengths, w_hr)
     with one_launch_at_a_time():
         y, hT, cT, _ = mod.forward(cell, gx, h0, c0, w_hh, b_hh, lengths, reverse, False, **projection(w_hr))
     # the outputs are tensors the backend allocated: only hT or cT given as a view of y can alias

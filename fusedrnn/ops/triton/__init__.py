@@ -20,6 +20,7 @@ except ImportError as e:  # pragma: no cover - triton is a dependency of this pa
 
 if _IMPORT_ERROR is None:
     from . import config, launch, step_launch, timeouts
+    from .launch import backward, forward  # noqa: F401  (the contract's forward and backward are the launchers)
 
 _DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
@@ -57,14 +58,6 @@ def saved_shapes(cell, gx, h0, c0, w_hh, b_hh, lengths, reverse, need_grad, w_hr
         return []
     n = launch.sizes(cell, gx, h0)
     return launch.saved_shapes(cell, n.T, n.B, n.H, w_hr is not None, n.D)
-
-
-def forward(cell, gx, h0, c0, w_hh, b_hh, lengths, reverse, need_grad, w_hr=None):
-    return launch.forward(cell, gx, h0, c0, w_hh, b_hh, lengths, reverse, need_grad, w_hr)
-
-
-def backward(cell, dy, dhT, dcT, gx, h0, c0, w_hh, b_hh, lengths, reverse, y, saved, w_hr=None):
-    return launch.backward(cell, dy, dhT, dcT, gx, w_hh, lengths, reverse, saved, w_hr)
 
 
 def step(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh):

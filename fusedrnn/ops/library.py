@@ -113,7 +113,7 @@ def _empty(like: Tensor) -> Tensor:
 
 def _no_autocast(device_type: str):
     """A backward run inside an autocast region must not downcast the kernels' float32 math."""
-    if torch.amp.is_autocast_available(device_type):
+    if torch._C._is_any_autocast_enabled() and torch.amp.is_autocast_available(device_type):
         return torch.autocast(device_type, enabled=False)
     return contextlib.nullcontext()
 
@@ -123,16 +123,18 @@ def _storage_ptr(t: Tensor) -> int:
 
 
 def _unaliased(outs: list, inputs) -> list:
-    """Clone outputs that share storage with an input or an earlier output, and outputs that are
-    views (e.g. of a backend's own buffer): autograd refuses an in-place op on a view returned
-    by a function with several outputs, and torch.nn's outputs may be modified in place."""
-    seen = {_storage_ptr(t) for t in inputs if t is not None and t.numel()}
+    """Clone outputs that are views (of an input, another output or a backend's own buffer) or
+    that start at an input's or an earlier output's address (the same memory without a view, as
+    x.detach() gives): autograd refuses an in-place op on a view returned by a function with
+    several outputs, and torch.nn's outputs may be modified in place. (Data pointers, not
+    storages: asking each tensor for its storage object costs a large part of a decode step.)"""
+    seen = {t.data_ptr() for t in inputs if t is not None and t.numel()}
     res = []
     for t in outs:
         if t.numel():
-            if t._is_view() or _storage_ptr(t) in seen:
+            if t._is_view() or t.data_ptr() in seen:
                 t = t.clone()
-            seen.add(_storage_ptr(t))
+            seen.add(t.data_ptr())
         res.append(t)
     return res
 
@@ -172,9 +174,9 @@ def _forward(kernels: str, cell, gx, h0, c0, w_hh, b_hh, lengths, reverse, need_
     with one_launch_at_a_time():
         y, hT, cT, saved = mod.forward(cell, gx, h0, c0, w_hh, b_hh, lengths, reverse, need_grad,
                                        **projection(w_hr))
-    y_saved = y.clone() if need_grad else _empty(gx)  # what backward reads; the user never sees it
-    outs = [y, hT, cT if cT is not None else _empty(gx), y_saved, *saved]
-    return _unaliased(outs, (gx, h0, c0, w_hh, b_hh, lengths, w_hr))
+    outs = _unaliased([y, hT, cT if cT is not None else _empty(gx), *saved], (gx, h0, c0, w_hh, b_hh, lengths, w_hr))
+    y_saved = outs[0].clone() if need_grad else _empty(gx)  # what backward reads; the user never sees it
+    return [*outs[:3], y_saved, *outs[3:]]
 
 
 @torch.library.custom_op("fusedrnn::rnn_layer_forward", mutates_args=())
@@ -207,10 +209,12 @@ def _backward(kernels: str, cell, dy, dhT, dcT, gx, h0, c0, w_hh, b_hh, lengths,
     with one_launch_at_a_time():
         d_gx, d_gh, dh0, dc0, *dw_hr = mod.backward(cell, dy, dhT, dcT, gx, h0, c0, w_hh, b_hh, lengths, reverse,
                                                     y_saved, tuple(saved), **projection(w_hr))
+    # dW_hh and db_hh are fresh results of GEMMs and reductions: only the backend's outputs can alias
+    d_gx, dh0, dc0, dw_hr = _unaliased([d_gx, dh0, dc0 if dc0 is not None else _empty(gx),
+                                        dw_hr[0] if w_hr is not None else _empty(gx)],
+                                       (dy, dhT, dcT, gx, h0, c0, w_hh, b_hh, lengths, y_saved, w_hr, *saved))
     dw, db = recurrent_weight_grads(d_gh, y_saved, h0, lengths, reverse, b_hh is not None, w_hh.dtype)
-    outs = [d_gx, dh0, dc0 if dc0 is not None else _empty(gx), dw, db if db is not None else _empty(gx),
-            dw_hr[0] if w_hr is not None else _empty(gx)]
-    return _unaliased(outs, (dy, dhT, dcT, gx, h0, c0, w_hh, b_hh, lengths, y_saved, w_hr, *saved))
+    return [d_gx, dh0, dc0, dw, db if db is not None else _empty(gx), dw_hr]
 
 
 @torch.library.custom_op("fusedrnn::rnn_layer_backward", mutates_args=())

@@ -16,10 +16,16 @@ def check(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh) -> tuple[int, int, int]:
     B, I = x.shape
     H = h0.shape[-1]
     GH = GATES[cell] * H
+    dtype, device = x.dtype, x.device
     tensors = (h0, c0, w_ih, w_hh, b_ih, b_hh)
-    if (h0.shape != (B, H) or w_ih.shape != (GH, I) or w_hh.shape != (GH, H) or (c0 is not None) != lstm
-            or (lstm and c0.shape != (B, H)) or any(b is not None and b.shape != (GH,) for b in (b_ih, b_hh))
-            or any(t is not None and (t.dtype != x.dtype or t.device != x.device) for t in tensors)):
+    ok = h0.shape == (B, H) and w_ih.shape == (GH, I) and w_hh.shape == (GH, H) and (c0 is not None) == lstm \
+        and (not lstm or c0.shape == (B, H))
+    for t in tensors:
+        if not ok:
+            break
+        if t is not None:
+            ok = t.dtype is dtype and t.device == device and (t.dim() != 1 or t.shape[0] == GH)
+    if not ok:
         _error(cell, x, *tensors)
     return B, I, H
 

@@ -9,7 +9,7 @@ then torch.
 A kernel backend is a module exposing
     availability(device) -> str | None        why it cannot run on this device, or None
     unsupported(cell, dtype, hidden_size, proj_size, directions=1) -> str | None
-    forward(...), backward(...)    the sequential kernels (see fusedrnn/ops/fused.py)
+    forward(...), backward(...)    the sequential kernels (docs/design.md, "The kernel contract")
 `unsupported(..., directions=1)` decides whether the backend runs a call at all (proj_size
 included); `directions=2` whether it runs both directions of a layer in one launch (else
 each direction gets its own).

@@ -8,7 +8,7 @@ integers, checks every value again, plans and launches.
 Dimensions: T steps, B batch, H hidden, P the state fed back (proj_size of an LSTM with a
 projection, else H), G gates, D directions run by one launch (1 or 2), S fp32 values saved
 per (t, b, unit) for backward (LSTM 5: i,f,g,o,c_prev · GRU 5: r,z,n,W_hn h+b_hn,h_prev ·
-RNN 1: h). The kernel contract v2 (fusedrnn/ops/fused.py): h0 (D, B, P) runs both
+RNN 1: h). The kernel contract v2 (docs/design.md): h0 (D, B, P) runs both
 directions in one launch (direction 1 backwards from lengths[b]-1), w_hr (D?, P, H) an LSTM
 projection; `step` is the fused decode step of a cell (fusedrnn/ops/cell_step.py).
 
@@ -20,11 +20,11 @@ two directions the plan's CTA groups double (one more independent group per dire
 with a projection each step has two stages (W_hh h -> c, m; then h = W_hr m), each CTA
 keeping its slices of W_hh and W_hr in shared memory.
 
-Environment (tests and diagnosis):
+Environment (tests and diagnosis; read once, fusedrnn/settings.py):
     FUSEDRNN_CUDA_MODE = auto | persistent | cta | cluster | grid | step   force a tier
     FUSEDRNN_CUDA_UNITS, FUSEDRNN_CUDA_BATCH_ROWS = N   force units per CTA / rows per group
     FUSEDRNN_CUDA_PASSES = N    grid tier: force N passes over K per step (streams h through smem)
-    FUSEDRNN_CUDA_POISON=1      NaN-fill every output first, so an unwritten element fails loudly
+    FUSEDRNN_CUDA_POISON=1      NaN-fill every output first (an older name: FUSEDRNN_CHECK=1 fills them too)
     FUSEDRNN_CUDA_CHECK=1       an alias of FUSEDRNN_CHECK=1 (fusedrnn/ops/timeouts.py): synchronise
                                 after each launch and raise on a kernel's error report (a grid-tier
                                 flag wait that timed out names its step and CTAs). Unchecked, such a
@@ -234,7 +234,7 @@ def _after_launch(note: str, ws: torch.Tensor, what: str, tier: str) -> None:
 
 
 def forward(cell, gx, h0, c0, w_hh, b_hh, lengths, reverse, need_grad, w_hr=None):
-    """Forward recurrence; see fusedrnn/ops/fused.py for the contract.
+    """Forward recurrence; see docs/design.md, "The kernel contract".
 
     gx (T,B,D*G*H) · h0 (D?,B,P) · c0 (D?,B,H) LSTM only · w_hh (D?,G*H,P) · b_hh (D?,G*H) or None ·
     lengths (B,) int32 on gx's device or None · w_hr (D?,P,H) LSTM projection or None. Returns y

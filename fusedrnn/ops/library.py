@@ -8,7 +8,7 @@
         -> [d_gx like gx, dh0 like h0, dc0 like c0 or (0,), dW_hh like w_hh, db_hh like b_hh or (0,),
             dW_hr like w_hr or (0,)]
 
-The shapes are contract v2's (fusedrnn/ops/fused.py): D = 1 for h0 (B,P), D = 2 (both
+The shapes are contract v2's (docs/design.md, "The kernel contract"): D = 1 for h0 (B,P), D = 2 (both
 directions of a layer in one call) for h0 (2,B,P); w_hr (P,H) or (2,P,H) is the LSTM
 projection. The ops are named for what they run — one layer, one or both directions —
 and were renamed when w_hr and D = 2 changed their schema: torch's compile caches key on
@@ -157,7 +157,7 @@ def saved_shapes(mod, cell, gx, h0, c0, w_hh, b_hh, lengths, reverse, need_grad,
     if fn is None:
         raise NotImplementedError(
             f"kernel backend {mod.__name__} has no saved_shapes(...); it runs in eager mode but "
-            "torch.compile / meta tensors need it (see fusedrnn/ops/fused.py)")
+            "torch.compile / meta tensors need it (docs/design.md, \"The kernel contract\")")
     return fn(cell, gx, h0, c0, w_hh, b_hh, lengths, reverse, need_grad, **projection(w_hr))
 
 

@@ -7,8 +7,9 @@ no error). The launcher hands that buffer to `after_launch`, which reports it:
 
 - on the CPU (Triton's interpreter, the emulated CUDA kernels) the launch has finished when
   it returns: a report raises RuntimeError from that call;
-- checked (FUSEDRNN_CHECK=1; FUSEDRNN_CUDA_CHECK=1 and FUSEDRNN_DEBUG=1 also switch it on):
-  the device is synchronised after every launch, so a timeout (or, CUDA, an asynchronous
+- checked (FUSEDRNN_CHECK=1, fusedrnn's one debug switch; FUSEDRNN_CUDA_CHECK=1 and FUSEDRNN_DEBUG=1
+  are older names for it): launchers NaN-fill every output first (`poisoning`, so an element a
+  kernel failed to write shows), and the device is synchronised after every launch, so a timeout (or, CUDA, an asynchronous
   fault) raises from the call that launched the kernel;
 - unchecked (the default, no synchronisation per call): the report is copied to pinned host
   memory behind a CUDA event; the next launch of either kernel backend (any thread), and

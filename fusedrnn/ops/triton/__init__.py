@@ -5,7 +5,7 @@ cells' pointwise math, tiles.py the tile pieces the kernels share, launch.py the
 launchers, config.py the tuning table and the layout choice (model.py its latency
 model), timeouts.py the grid-barrier timeout checks; step_kernel.py and step_launch.py
 the fused decode step (`step`). The functions below are the
-kernel-backend interface of fusedrnn/ops/fused.py, contract v2: the LSTM projection
+kernel-backend interface of docs/design.md ("The kernel contract", v2): the LSTM projection
 (`w_hr`) and two directions in one launch (h0 (D, B, P), gx (T, B, D*G*H), y (T, B, D*P)).
 """
 from __future__ import annotations

@@ -23,7 +23,8 @@ def exporting() -> bool:
     exporters trace (torch.jit's tracer, or torch.export's dynamo or fake tensors), so a call
     that is not being traced or compiled skips torch's own check (two imports per call)."""
     onnx = sys.modules.get("torch.onnx")
-    if onnx is None or not (torch.jit.is_tracing() or torch.compiler.is_compiling() or torch.compiler.is_exporting()):
+    # torch.compiler.is_compiling() is also True while torch.export traces
+    if onnx is None or not (torch._C._is_tracing() or torch.compiler.is_compiling()):
         return False
     return onnx.is_in_onnx_export()
 

@@ -55,4 +55,4 @@ def eager_without_autograd(x: torch.Tensor, tensors: tuple) -> bool:
         return False
     if torch.is_grad_enabled() and (x.requires_grad or any(t is not None and t.requires_grad for t in tensors)):
         return False
-    return not torch.compiler.is_compiling() and not torch.jit.is_tracing() and not autodiff.transformed(x, *tensors)
+    return not torch.compiler.is_compiling() and not torch._C._is_tracing() and not autodiff.transformed(x, *tensors)

@@ -243,8 +243,8 @@ def _gradients(kernels, cell, reverse, saved_tensors, grads, backward) -> tuple:
         with _no_autocast(gx.device.type):
             return reference_gradients(cell, reverse, grads[:3], gx, h0, c0, w_hh, b_hh, lengths, w_hr)
 
-    def grad_or_zeros(g, like):
-        return torch.zeros_like(like) if g is None else g.contiguous()
+    def grad_or_zeros(g, like):  # made contiguous where the backend is called (_backward)
+        return torch.zeros_like(like) if g is None else g
 
     dy, dhT = grad_or_zeros(grads[0], y_saved), grad_or_zeros(grads[1], h0)
     dcT = grad_or_zeros(grads[2], c0) if c0 is not None else None

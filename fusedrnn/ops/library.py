@@ -1,4 +1,6 @@
-"""The kernel backends as torch.library custom ops: one path for eager and torch.compile.
+"""The op layer of the kernel backends: torch.library custom ops that graphs record, the same
+forward and backward as an autograd.Function for eager autograd, and a direct call without
+autograd. One implementation of each (`_forward`, `_backward`, `_gradients`) serves all three.
 
     fusedrnn::rnn_layer_forward(kernels, cell, gx, h0, c0?, w_hh, b_hh?, lengths?, reverse, need_grad,
                                 w_hr?=None)
@@ -21,15 +23,17 @@ backward op and the eager shortcut), since a scripted or saved graph carries the
 b_hh (GEMMs outside the time loop, per direction), so its outputs are plain gradients with
 no aliasing; the backend returns dW_hr itself. A backend gets `w_hr` (keyword) only when a
 projection is given.
-A call that autograd does not record (no_grad, inference, or no argument requiring grad)
-in plain eager mode skips the dispatcher and calls the backend's forward directly, as the
-forward op's own implementation would (outputs unaliased the same way).
-Both ops have fake (meta) implementations — the forward asks the backend module for
-`saved_shapes(...)` — and the forward has its autograd registered, so dynamo and
-AOTAutograd trace through them with no graph break, and eager runs the very same ops.
+In plain eager mode (`plain_eager`) the dispatcher is skipped: a call that autograd does not
+record (no_grad, inference, or no argument requiring grad) calls the backend's forward
+directly, and one it records runs `EagerRecurrence`, an autograd.Function around the same
+forward and backward (a custom op recorded by autograd costs several times a whole torch.nn
+step in host time). Both ops have fake (meta) implementations — the forward asks the backend
+module for `saved_shapes(...)` — and the forward has its autograd registered, so dynamo,
+AOTAutograd and torch.jit.trace record them with no graph break.
 
 Custom ops may not return a tensor that aliases an input or another output; the real
-implementations clone any output a backend returns as a view (e.g. hT = y[-1]).
+implementations clone any output a backend returns as a view (e.g. hT = y[-1]) or at an
+input's address.
 
 `y_saved` is a private copy of `y` (only with need_grad): autograd saves it instead of
 the `y` the user receives, so an in-place op on the output (`y += x`, which torch.nn's
@@ -37,8 +41,8 @@ composite CPU path allows) bumps no version counter that backward checks. The ba
 only `y_saved`: the backend's `backward(..., y, saved)` gets it as `y`, and so does the
 weight-gradient GEMM (`prev_states`).
 
-Every tensor reaches a backend contiguous: `recurrence` makes each argument, `lengths`
-included, contiguous (a strided or stride-0 view would otherwise be read as raw memory
+Every tensor reaches a backend contiguous: `kernel_args` (once, where the backend is called)
+makes each argument, `lengths` included, contiguous (a strided or stride-0 view would otherwise be read as raw memory
 by a kernel that computes its own offsets), and the backward op does the same with the
 incoming gradients.
 """

@@ -10,7 +10,7 @@ from typing import NamedTuple
 import torch
 
 from ..common import GATES, INT32_MAX
-from .. import step_args  # one set of checks and messages for every backend's step
+from ..step_args import check as check_step_args  # one set of checks and messages for every backend's step
 from . import config, launch, step_kernel
 from .cells import CELLS
 
@@ -66,7 +66,7 @@ def step(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh):
     None, all of one float dtype on one device. One launch; nothing is allocated but h and c
     and nothing synchronises: a CUDA graph can capture it."""
     lstm = cell == "lstm"
-    B, I, H = step_args.check(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh)
+    B, I, H = check_step_args(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh)
     GH = GATES[cell] * H
     dt, dev = x.dtype, x.device
     if dt not in (torch.float32, torch.bfloat16, torch.float16):

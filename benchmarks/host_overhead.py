@@ -1,29 +1,42 @@
-"""`python -m benchmarks.host_overhead`: what each layer of fusedrnn's Python costs per call of
-a decode step, measured on the host (any machine, no GPU needed).
+"""`python -m benchmarks.host_overhead`: the host cost of fusedrnn's Python per decode call,
+as a ratio to torch.nn's whole call (any machine, no GPU needed).
 
 A decode step is mostly host time (docs/anchors.md: cuDNN 155 µs per 2-layer step, nearly all
-overhead), so the layers between `module(x, state)` and a kernel launch are timed here on
-their own: a stand-in kernel backend whose forward only allocates its outputs (as a real
-launcher does) takes the kernels' place, the sizes are tiny (B=1, H=8) so arithmetic is
-negligible, and each row is the best over repeats of the mean µs per call. Host timer,
-one thread; CPU numbers — a GPU host runs the same Python, typically faster.
+overhead), so fusedrnn's path from `module(x, state)` to its kernel launches is timed on its
+own: a stand-in kernel backend takes the kernels' place. Like the Triton and CUDA backends it
+exports forward, backward and the fused decode `step`, and it runs the same shared argument
+check of a step; it allocates its outputs, as a real launcher does, and computes nothing. The
+sizes are tiny (B=1, H=8), where torch.nn's own CPU arithmetic is cheap, and torch.nn is timed
+with that arithmetic included.
+
+Cases (each printed as fusedrnn's µs, torch.nn's µs and their ratio):
+
+    cell x2        two LSTMCell steps, no grad (a 2-layer decode step built from cells)
+    lstm T=1       a 2-layer LSTM called with T=1, no grad
+    lstm T=1 grad  a 2-layer LSTM at T=1 with autograd: forward, then backward
+
+fusedrnn and torch.nn are timed in turns within each repeat (the machine's load drifts), and
+each ratio is the median over repeats of the paired ratios. The output ends with one line per
+case, `ratio <case>: X.XX`. Time is this thread's CPU time (one thread: torch.set_num_threads(1)),
+so other processes on a shared machine do not count; a GPU host runs the same Python, faster.
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
+import statistics
 import sys
 import time
 
 import torch
-import torch.nn.functional as F
 
 import fusedrnn
-from fusedrnn import backends
-from fusedrnn.ops import common, library
+from fusedrnn import backends, cell_table
+from fusedrnn.ops import library, step_args
 
 H, B, LAYERS = 8, 1, 2
 STAND_IN = __name__
+CASES = ("cell x2", "lstm T=1", "lstm T=1 grad")
 
 
 # -- the stand-in kernel backend: the contract's interface, outputs allocated, nothing computed --
@@ -32,8 +45,8 @@ def availability(device):
     return None
 
 
-def unsupported(cell, dtype, hidden_size, proj_size):
-    return None
+def unsupported(cell, dtype, hidden_size, proj_size=0, directions=1):
+    return None if directions == 1 else "the stand-in runs one direction per call"
 
 
 def saved_shapes(cell, gx, h0, c0, w_hh, b_hh, lengths, reverse, need_grad):
@@ -42,25 +55,23 @@ def saved_shapes(cell, gx, h0, c0, w_hh, b_hh, lengths, reverse, need_grad):
 
 def forward(cell, gx, h0, c0, w_hh, b_hh, lengths, reverse, need_grad):
     T, Bx, GH = gx.shape
-    Hx = GH // common.GATES[cell]
+    Hx = GH // cell_table.gates(cell)
     y = gx.new_empty(T, Bx, Hx)
     return y, gx.new_empty(Bx, Hx), (gx.new_empty(Bx, Hx) if c0 is not None else None), ()
 
 
-def _time(fn, calls: int, repeats: int) -> float:
-    for _ in range(calls // 10 + 1):
-        fn()
-    per_call = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        for _ in range(calls):
-            fn()
-        per_call.append((time.perf_counter() - t0) / calls * 1e6)
-    return min(per_call)  # the least disturbed repeat: other processes only ever add time
+def backward(cell, dy, dhT, dcT, gx, h0, c0, w_hh, b_hh, lengths, reverse, y, saved):
+    d_gx = torch.empty_like(gx)
+    return d_gx, d_gx, torch.empty_like(h0), (torch.empty_like(c0) if c0 is not None else None)
+
+
+def step(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh):
+    Bx, _, Hx = step_args.check(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh)  # as both real backends
+    return x.new_empty(Bx, Hx), (x.new_empty(Bx, Hx) if c0 is not None else None)
 
 
 @contextlib.contextmanager
-def _stand_in_registered():
+def stand_in_registered():
     """The stand-in as backend "stand-in" for the duration (fusedrnn's tables restored after)."""
     saved = backends.BACKENDS, dict(backends.KERNEL_BACKENDS)
     library.register_kernels(STAND_IN)  # the custom ops run only registered modules
@@ -74,62 +85,81 @@ def _stand_in_registered():
         backends.KERNEL_BACKENDS.update(saved[1])
 
 
-def rows(calls: int = 2000, repeats: int = 7) -> list[tuple[str, float]]:
-    """(what, µs per call) from the outermost layer to the kernel launch."""
-    with _stand_in_registered():
-        return _rows(calls, repeats)
-
-
-def _rows(calls: int, repeats: int) -> list[tuple[str, float]]:
+def _pairs():
+    """{case: (fusedrnn's call, torch.nn's call)}, each a no-argument function."""
     torch.manual_seed(0)
-    lstm = fusedrnn.LSTM(H, H, LAYERS, batch_first=True, backend="stand-in")
-    cells = [fusedrnn.LSTMCell(H, H, backend="stand-in") for _ in range(LAYERS)]
-    plain, plain_cells = torch.nn.LSTM(H, H, LAYERS, batch_first=True), [torch.nn.LSTMCell(H, H) for _ in range(LAYERS)]
-    x = torch.randn(B, 1, H)
+    fused_lstm = fusedrnn.LSTM(H, H, LAYERS, backend="stand-in")
+    plain_lstm = torch.nn.LSTM(H, H, LAYERS)
+    fused_cells = [fusedrnn.LSTMCell(H, H, backend="stand-in") for _ in range(LAYERS)]
+    plain_cells = [torch.nn.LSTMCell(H, H) for _ in range(LAYERS)]
+    x = torch.randn(1, B, H)
     state = (torch.zeros(LAYERS, B, H), torch.zeros(LAYERS, B, H))
     cell_states = [(torch.zeros(B, H), torch.zeros(B, H)) for _ in range(LAYERS)]
-    gx = torch.randn(1, B, 4 * H)
-    w = lstm.weight_hh_l0
 
-    def cell_loop(cs):
-        inp = x[:, 0]
-        for c, s in zip(cs, cell_states):
-            inp = c(inp, s)[0]
+    def cells(cs):
+        def call():
+            with torch.no_grad():
+                inp = x[0]
+                for c, s in zip(cs, cell_states):
+                    inp = c(inp, s)[0]
+        return call
 
-    def custom_op():
-        library.recurrence_forward(STAND_IN, "lstm", gx, state[0][0], state[1][0], w, None, None, False, False)
+    def module(m):
+        def call():
+            with torch.no_grad():
+                m(x, state)
+        return call
 
-    def t(fn):
-        return _time(fn, calls, repeats)
-    with torch.no_grad():
-        out = [
-            ("torch.nn.LSTM, 2 layers, T=1 (CPU kernels included)", t(lambda: plain(x, state))),
-            ("torch.nn.LSTMCell x2 (CPU kernels included)", t(lambda: cell_loop(plain_cells))),
-            ("fusedrnn.LSTM, 2 layers, T=1, stand-in kernels", t(lambda: lstm(x, state))),
-            ("fusedrnn.LSTMCell x2, stand-in kernels", t(lambda: cell_loop(cells))),
-            ("  one layer: F.linear (input projection)", t(lambda: F.linear(x, lstm.weight_ih_l0, lstm.bias_ih_l0))),
-            ("  one layer: fusedrnn.ops.run (no checks)",
-             t(lambda: fusedrnn.ops.run("stand-in", "lstm", gx, state[0][0], state[1][0], w, None))),
-            ("  one layer: fusedrnn.ops.recurrence (checks, backend choice)",
-             t(lambda: fusedrnn.ops.recurrence("lstm", gx, state[0][0], state[1][0], w, None, backend="stand-in"))),
-            ("  one layer: the custom op, called without autograd (what the no-grad path skips)", t(custom_op)),
-            ("  one layer: the stand-in forward itself (3 allocations)",
-             t(lambda: forward("lstm", gx, state[0][0], state[1][0], w, None, None, False, False))),
-            ("  backend choice (backends.choose_name)",
-             t(lambda: backends.choose_name("stand-in", x.device, "lstm", x.dtype, H, 0, B, 1, False))),
-            ("  torch.nn's own checks (check_forward_args)", t(lambda: lstm.check_forward_args(x, state, None))),
-        ]
+    def trained(m):
+        def call():
+            y, (h, c) = m(x, state)
+            (y.sum() + h.sum() + c.sum()).backward()
+        return call
+
+    return {"cell x2": (cells(fused_cells), cells(plain_cells)),
+            "lstm T=1": (module(fused_lstm), module(plain_lstm)),
+            "lstm T=1 grad": (trained(fused_lstm), trained(plain_lstm))}
+
+
+def _per_call_us(fn, calls: int) -> float:
+    """CPU µs per call, on this thread's clock: the host cost itself, which time the process
+    spent waiting for a core on a loaded machine would inflate."""
+    t0 = time.thread_time()
+    for _ in range(calls):
+        fn()
+    return (time.thread_time() - t0) / calls * 1e6
+
+
+def measure(calls: int = 1000, repeats: int = 9) -> dict:
+    """{case: (fusedrnn µs, torch.nn µs, ratio)}: medians over `repeats`, the two timed in turns."""
+    with stand_in_registered():
+        pairs = _pairs()
+        samples = {case: [] for case in pairs}
+        for fused, plain in pairs.values():  # warm-up: first-call costs are not per-call costs
+            for _ in range(calls // 10 + 1):
+                fused(), plain()
+        for _ in range(repeats):
+            for case, (fused, plain) in pairs.items():
+                samples[case].append((_per_call_us(fused, calls), _per_call_us(plain, calls)))
+    out = {}
+    for case, rows in samples.items():
+        out[case] = (statistics.median(f for f, _ in rows), statistics.median(p for _, p in rows),
+                     statistics.median(f / p for f, p in rows))
     return out
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.host_overhead", description=__doc__.split("\n\n")[0])
-    p.add_argument("--calls", type=int, default=2000, help="calls per repeat (default 2000)")
-    p.add_argument("--repeats", type=int, default=7, help="repeats; the best is reported (default 7)")
+    p.add_argument("--calls", type=int, default=1000, help="calls per timed block (default 1000)")
+    p.add_argument("--repeats", type=int, default=9, help="repeats; medians are reported (default 9)")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
-    for what, us in rows(args.calls, args.repeats):
-        print(f"{us:8.1f} µs  {what}")
+    results = measure(args.calls, args.repeats)
+    print(f"{'case':<16}{'fusedrnn µs':>12}{'torch.nn µs':>13}")
+    for case, (fused, plain, _) in results.items():
+        print(f"{case:<16}{fused:12.1f}{plain:13.1f}")
+    for case, (_, _, ratio) in results.items():
+        print(f"ratio {case}: {ratio:.2f}")
     return 0
 
 

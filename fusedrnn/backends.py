@@ -9,7 +9,7 @@ then torch.
 A kernel backend is a module exposing
     availability(device) -> str | None        why it cannot run on this device, or None
     unsupported(cell, dtype, hidden_size, proj_size, directions=1) -> str | None
-    forward(...), backward(...)    the sequential kernels (see fusedrnn/ops/fused.py)
+    forward(...), backward(...)    the sequential kernels (docs/design.md, "The kernel contract")
 `unsupported(..., directions=1)` decides whether the backend runs a call at all (proj_size
 included); `directions=2` whether it runs both directions of a layer in one launch (else
 each direction gets its own).
@@ -17,17 +17,51 @@ each direction gets its own).
 from __future__ import annotations
 
 import importlib
-import os
+import sys
 import warnings
 from typing import NamedTuple
 
 import torch
 
-from . import onnx_export, tuning
+from . import onnx_export, settings, tuning
 from .ops.common import GATES, TORCH_CELLS, check_int32_indexing, int32_overflow
 
 BACKENDS = ("auto", "cuda", "triton", "reference", "torch")
-KERNEL_BACKENDS = {"cuda": "fusedrnn.ops.cuda", "triton": "fusedrnn.ops.triton"}
+
+
+class _KernelBackends(dict):
+    """{name: import name} of the kernel backends; every change invalidates the remembered choices."""
+
+    def _changed(self):
+        forget_choices()
+
+    def __setitem__(self, key, value):
+        super().__setitem__(key, value)
+        self._changed()
+
+    def __delitem__(self, key):
+        super().__delitem__(key)
+        self._changed()
+
+    def clear(self):
+        super().clear()
+        self._changed()
+
+    def update(self, *args, **kwargs):
+        super().update(*args, **kwargs)
+        self._changed()
+
+    def pop(self, *args):
+        out = super().pop(*args)
+        self._changed()
+        return out
+
+
+#: choose_name's answers: {its arguments: name}, for the settings generation `_memo_generation`
+_memo: dict = {}
+_memo_generation = -1
+_MEMO_MAX = 4096
+KERNEL_BACKENDS = _KernelBackends(cuda="fusedrnn.ops.cuda", triton="fusedrnn.ops.triton")
 ENV_VAR = "FUSEDRNN_BACKEND"
 _warned: set[str] = set()
 
@@ -37,6 +71,11 @@ class Choice(NamedTuple):
     reason: str
 
 
+def forget_choices() -> None:
+    """Forget the choices choose_name remembers (a kernel backend was registered or repointed)."""
+    _memo.clear()
+
+
 def check_name(name) -> None:
     if name not in BACKENDS:
         raise ValueError(f"unknown backend {name!r}; valid backends are {', '.join(map(repr, BACKENDS))}")
@@ -44,6 +83,9 @@ def check_name(name) -> None:
 
 def kernel_module(name: str):
     """Import a kernel backend's module; RuntimeError naming the cause if it cannot be imported."""
+    mod = sys.modules.get(KERNEL_BACKENDS[name])
+    if mod is not None:
+        return mod
     try:
         return importlib.import_module(KERNEL_BACKENDS[name])
     except ImportError as e:  # triton not installed, extension not importable, ...
@@ -105,8 +147,8 @@ def available_backends() -> dict[str, tuple[bool, str]]:
 
 def requested_name(requested: str) -> str:
     check_name(requested)
-    if requested == "auto" and os.environ.get(ENV_VAR):
-        env = os.environ[ENV_VAR]
+    env = settings.get(ENV_VAR) if requested == "auto" else None
+    if env:
         if env not in BACKENDS:
             raise ValueError(f"{ENV_VAR}={env!r} is not a backend; valid backends are {', '.join(map(repr, BACKENDS))}")
         return env
@@ -232,6 +274,21 @@ def choose_name(requested: str, device: torch.device, cell: str, dtype, hidden_s
     constant (guarded through its arguments: module attributes, the tensor's device and
     dtype), so importing and probing a backend never lands in a graph. FUSEDRNN_BACKEND
     is read when a graph is traced, not at every call of a compiled model. Callers pass
-    `batch` and `steps` through `table_sizes` (never a symbolic size)."""
-    return choose(requested, device, cell, dtype, hidden_size, proj_size, batch=batch, steps=steps, grad=grad,
-                  directions=directions).name
+    `batch` and `steps` through `table_sizes` (never a symbolic size).
+
+    Eager calls remember each answer (a decode step asks per call): the choice is a pure function
+    of these arguments, the settings (fusedrnn.settings) and the kernel backends registered, and
+    a change of either forgets every answer. A choice that raises is not remembered."""
+    global _memo_generation
+    if onnx_export.exporting():
+        return choose(requested, device, cell, dtype, hidden_size, proj_size, batch=batch, steps=steps, grad=grad,
+                      directions=directions).name
+    if _memo_generation != settings.generation or len(_memo) > _MEMO_MAX:
+        _memo.clear()
+        _memo_generation = settings.generation
+    key = (requested, device, cell, dtype, hidden_size, proj_size, batch, steps, grad, directions)
+    name = _memo.get(key)
+    if name is None:
+        name = _memo[key] = choose(requested, device, cell, dtype, hidden_size, proj_size, batch=batch, steps=steps,
+                                   grad=grad, directions=directions).name
+    return name

@@ -46,18 +46,29 @@ class _FusedCellBase(FusedModuleBase):
             return "the input is not a tensor; torch.nn reports the error"
         if self.cell not in GATES:
             return f"{self.cell!r} is not a cell fusedrnn runs; torch.nn reports the error"
-        if input.device.type == "cpu" and torch.is_autocast_enabled("cpu") and self.cell in TORCH_CELLS:
+        if torch._C._is_any_autocast_enabled() and input.device.type == "cpu" and torch.is_autocast_enabled("cpu") \
+                and self.cell in TORCH_CELLS:
             return _CPU_AUTOCAST
         return None
+
+    def _weights(self) -> tuple:
+        """(weight_ih, weight_hh, bias_ih, bias_hh): from the parameter dict (torch.func.functional_call
+        swaps its entries), through the attributes where a parametrization replaced them."""
+        p = self._parameters
+        try:
+            return p["weight_ih"], p["weight_hh"], p["bias_ih"], p["bias_hh"]
+        except KeyError:
+            return self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh
 
     def forward(self, input, hx=None):
         try:
             name = self._backend_name(input, hx)
         except RuntimeError:  # an explicit backend that cannot run: unless torch.nn rejects the call first
-            if not self._fused_takes(input, hx):
+            if not self._fused_takes(input, hx, self._weights()):
                 return self._torch_forward(input, hx)
             raise
-        if name == "torch" or not self._fused_takes(input, hx):
+        weights = self._weights()
+        if name == "torch" or not self._fused_takes(input, hx, weights):
             return self._torch_forward(input, hx)
         batched = input.dim() == 2
         x = input if batched else input.unsqueeze(0)              # (B, I)
@@ -69,7 +80,7 @@ class _FusedCellBase(FusedModuleBase):
             h0, c0 = hx if batched else (hx[0].unsqueeze(0), hx[1].unsqueeze(0))
         else:
             h0, c0 = (hx if batched else hx.unsqueeze(0)), None
-        h, c = cell_step.step(name, self._CELL, x, h0, c0, self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh)
+        h, c = cell_step.step(name, self._CELL, x, h0, c0, *weights)
         if not batched:
             h, c = h.squeeze(0), (c.squeeze(0) if is_lstm else None)
         return (h, c) if is_lstm else h
@@ -110,21 +121,23 @@ class _FusedCellBase(FusedModuleBase):
         return input.requires_grad or self.weight_hh.requires_grad or any(
             isinstance(s, torch.Tensor) and s.requires_grad for s in states)
 
-    def _fused_takes(self, input, hx) -> bool:
+    def _fused_takes(self, input, hx, weights) -> bool:
         """True when the call is one torch.nn accepts and the fused path computes exactly:
         a non-empty 1-D or 2-D input on the parameters' device, input and every parameter (biases
         included) of one dtype (under CUDA autocast: each float32 or the autocast dtype), and a
-        state of the same rank, sizes, dtype and device."""
-        w = self.weight_hh
+        state of the same rank, sizes, dtype and device. `weights`: self._weights()."""
+        w_ih, w, b_ih, b_hh = weights
         if input.dim() not in (1, 2) or input.shape[-1] != self.input_size or input.numel() == 0 \
                 or self.hidden_size == 0 or input.device != w.device:
             return False
         # under CUDA autocast torch casts the float arguments to the autocast dtype; fusedrnn.ops.run
         # casts float32 ones: the arguments must be float32 or already in that dtype
         dtypes = (torch.float32, torch.get_autocast_dtype("cuda")) \
-            if input.device.type == "cuda" and torch.is_autocast_enabled("cuda") else (w.dtype,)
-        params = (w, self.weight_ih, self.bias_ih, self.bias_hh)  # biases too: torch.nn refuses another dtype
-        if input.dtype not in dtypes or any(p is not None and p.dtype not in dtypes for p in params):
+            if torch._C._is_any_autocast_enabled() and input.device.type == "cuda" \
+            and torch.is_autocast_enabled("cuda") else (w.dtype,)
+        # biases too: torch.nn refuses another dtype
+        if input.dtype not in dtypes or w_ih.dtype not in dtypes or (b_ih is not None and b_ih.dtype not in dtypes) \
+                or (b_hh is not None and b_hh.dtype not in dtypes):
             return False
         if hx is None:
             return True
@@ -175,5 +188,5 @@ class RNNCell(_FusedCellBase, nn.RNNCell):
     def _CELL(self) -> str:  # noqa: N802  (a per-instance value: the nonlinearity)
         return f"rnn_{self.nonlinearity}"
 
-    def _fused_takes(self, input, hx) -> bool:
-        return self.nonlinearity in ("tanh", "relu") and super()._fused_takes(input, hx)
+    def _fused_takes(self, input, hx, weights) -> bool:
+        return self.nonlinearity in ("tanh", "relu") and super()._fused_takes(input, hx, weights)

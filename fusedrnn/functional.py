@@ -41,20 +41,23 @@ class LayerWeights(NamedTuple):
 def rnn(cell: str, x: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor | None,
         weights: list[LayerWeights], *, num_layers: int, bidirectional: bool,
         dropout: float = 0.0, training: bool = False, lengths: torch.Tensor | None = None,
-        dropout_mask: torch.Tensor | None = None, backend: str = "reference", checked: bool = False):
-    """Run a stacked RNN.
+        dropout_mask: torch.Tensor | None = None, backend: str = "reference"):
+    """Run a stacked RNN, for fusedrnn's modules: they have applied torch.nn's checks to every
+    argument and resolved `backend` to "reference" or a kernel backend ("triton", "cuda"), so
+    no layer repeats the contract's checks or the backend choice (fusedrnn.ops.run).
 
     x (T,B,I) time-major, zero past each sequence's end · h0 (L*D,B,P) · c0 (L*D,B,H)
     for "lstm" else None · weights[l*D + d] for layer l, direction d · lengths (B,) or
     None · dropout_mask (T,B) bool: when given, inter-layer dropout draws its noise
     only for these positions, in (t, b) order, which is how torch.nn drops a packed
-    sequence. checked=True: the caller (fusedrnn's modules) has applied torch.nn's checks to
-    every argument and resolved `backend` to "reference", "triton" or "cuda", so each layer
-    skips the contract's checks and backend choice (fusedrnn.ops.run).
-    Returns (y (T,B,D*P), h_n (L*D,B,P), c_n (L*D,B,H) or None).
+    sequence. Returns (y (T,B,D*P), h_n (L*D,B,P), c_n (L*D,B,H) or None).
     """
+    if backend != "reference" and backend not in backends.KERNEL_BACKENDS:
+        raise ValueError(f"fusedrnn.functional.rnn runs a resolved backend ('reference' or one of "
+                         f"{', '.join(map(repr, backends.KERNEL_BACKENDS))}), not {backend!r}: fusedrnn's modules "
+                         "resolve it (fusedrnn.backends.choose_name)")
     D = 2 if bidirectional else 1
-    step = _decode_step(backend, cell, x, h0, c0, weights) if checked else None
+    step = _decode_step(backend, cell, x, h0, c0, weights)
     h_n, c_n = [], []
     layer_in = x
     for layer in range(num_layers):
@@ -65,7 +68,7 @@ def rnn(cell: str, x: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor | None,
         if step is not None:
             layer_in, h, c = _step_layer(step, cell, layer_in, h0[k], c0_k, ws)
         else:
-            layer_in, h, c = _sequence_layer(cell, layer_in, h0[k], c0_k, ws, lengths, backend, checked)
+            layer_in, h, c = _sequence_layer(cell, layer_in, h0[k], c0_k, ws, lengths, backend)
         h_n.append(h)
         c_n.append(c)
         if dropout > 0 and training and layer < num_layers - 1:
@@ -74,34 +77,29 @@ def rnn(cell: str, x: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor | None,
     return layer_in, join(h_n), (join(c_n) if cell == "lstm" else None)
 
 
-def _sequence_layer(cell, x, h0, c0, ws, lengths, backend, checked):
+def _sequence_layer(cell, x, h0, c0, ws, lengths, backend):
     """One layer over the sequence: the input GEMM for all D directions, then the recurrence.
     ws: D LayerWeights; h0 (B,P) and c0 (B,H) for one direction, (2,B,·) for two (c0 None
     except for lstm). Returns y (T,B,D*P) and hT, cT shaped like h0, c0."""
     if len(ws) == 1:
         (w,) = ws
         gx = F.linear(x, w.w_ih, w.b_ih)                                            # (T, B, G*H)
-        res = _recurrence(backend, checked, cell, gx, h0, c0, w.w_hh, w.b_hh, lengths, w.w_hr)
+        res = ops.run(backend, cell, gx, h0, c0, w.w_hh, w.b_hh, lengths=lengths, w_hr=w.w_hr)
     else:
         gx = F.linear(x, torch.cat([w.w_ih for w in ws]), _joined(torch.cat, ws, "b_ih"))  # (T, B, 2*G*H)
-        if checked and not _one_call(backend, cell, gx.dtype, ws):
+        if not _one_call(backend, cell, gx.dtype, ws):
             # one call per direction on the layer's own weights: nothing stacked only to be split again
             res = per_direction(functools.partial(ops.run, backend), cell, gx, h0, c0, [w.w_hh for w in ws],
                                 _joined(list, ws, "b_hh"), lengths, _joined(list, ws, "w_hr"))
         else:
-            res = _recurrence(backend, checked, cell, gx, h0, c0, _stack([w.w_hh for w in ws]),
-                              _joined(_stack, ws, "b_hh"), lengths, _joined(_stack, ws, "w_hr"))
+            res = ops.run(backend, cell, gx, h0, c0, _stack([w.w_hh for w in ws]), _joined(_stack, ws, "b_hh"),
+                          lengths=lengths, w_hr=_joined(_stack, ws, "w_hr"))
     return res[0], res[1], (res[2] if cell == "lstm" else None)
 
 
-def _recurrence(backend, checked, cell, gx, h0, c0, w_hh, b_hh, lengths, w_hr):
-    if checked:
-        return ops.run(backend, cell, gx, h0, c0, w_hh, b_hh, lengths=lengths, w_hr=w_hr)
-    return ops.recurrence(cell, gx, h0, c0, w_hh, b_hh, lengths=lengths, backend=backend, w_hr=w_hr)
-
-
 def _one_call(name, cell, dtype, ws) -> bool:
-    """Whether resolved backend `name` takes both directions in one call (stacked arguments)."""
+    """Whether resolved backend `name` takes both directions in one call (stacked arguments):
+    the one place the question is asked for a module's call (fusedrnn.ops.run trusts it)."""
     if name == "reference":
         return False  # it runs them one after the other anyway: stacking would only copy
     H, P = ws[0].w_hh.shape[0] // ops.GATES[cell], (ws[0].w_hr.shape[0] if ws[0].w_hr is not None else 0)
@@ -128,7 +126,7 @@ def _decode_step(backend, cell, x, h0, c0, weights):
     else None. At T=1 every sequence has length 1, so lengths change nothing."""
     if x.shape[0] != 1 or weights[0].w_hr is not None:
         return None
-    return cell_step.fused_step(backend, x, itertools.chain((h0, c0), *weights), cell)
+    return cell_step.fused_step(backend, x, (h0, c0, *itertools.chain.from_iterable(weights)), cell)
 
 
 def _step_layer(step, cell, x, h0, c0, ws):

@@ -25,9 +25,15 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import sys
 import warnings
+
+from . import settings
+
+#: the limits of an H100 SXM (sm_90), the one definition every planner starts from: the CUDA
+#: plan_for takes this dict, the Triton config its DeviceLimits, the model its SM count
+H100_LIMITS = dict(sms=132, smem_optin=227 * 1024, smem_per_sm=228 * 1024, regs_per_sm=65536, cc_major=9,
+                   cc_minor=0, max_cluster=16, cooperative=1)
 
 #: the constants a calibration file may override ("constants" of calibration.json), H100 SXM
 CALIBRATED = {
@@ -46,7 +52,7 @@ CALIBRATED = {
 #: constants no calibration file measures yet (datasheet-level, "assumed")
 DEFAULTS = dict(CALIBRATED, **{
     "clock_ghz": 1.755,             # SM clock under load
-    "sm_count": 132,
+    "sm_count": H100_LIMITS["sms"],
     "cta_sync_us": 0.03,            # bar.sync and the store -> load turnaround in shared memory
     "l2_bw_per_sm_gbs": 110.0,      # one SM's share of L2 reads (~64 B/clock)
     "l2_bw_gbs": 5500.0,            # whole-chip L2 read bandwidth
@@ -96,7 +102,7 @@ def load(path: str | None = None) -> dict:
     """The machine model: DEFAULTS overridden by the calibration file at `path`, else at
     $FUSEDRNN_CALIBRATION, else none. Returns a fresh dict (the caller may change it)."""
     out = dict(DEFAULTS)
-    path = path or os.environ.get("FUSEDRNN_CALIBRATION") or None
+    path = path or settings.get("FUSEDRNN_CALIBRATION") or None
     if path is None:
         return out
     with open(path) as f:
@@ -120,7 +126,7 @@ _CURRENT: dict = {}
 def current() -> dict:
     """load() for the calibration file $FUSEDRNN_CALIBRATION names now (cached per path): what
     the planners use when not given a machine model."""
-    key = os.environ.get("FUSEDRNN_CALIBRATION") or ""
+    key = settings.get("FUSEDRNN_CALIBRATION") or ""
     if key not in _CURRENT:
         _CURRENT[key] = load()
     return _CURRENT[key]

@@ -188,12 +188,13 @@ class _FusedRNNBase(FusedModuleBase):
             x = input.transpose(0, 1) if self.batch_first else input
         h0, c0 = hx if is_lstm else (hx, None)
         # torch.nn's messages, raised before anything runs on either device
+        device = x.device
         for p in self._flat_weights:
-            if p is not None and p.device != x.device:
+            if p is not None and p.device != device:
                 raise RuntimeError(f"Input and parameter tensors are not at the same device, found input "
                                    f"tensor at {x.device} and parameter tensor at {p.device}")
         for h in (h0, c0):
-            if h is not None and h.device != x.device:
+            if h is not None and h.device != device:
                 raise RuntimeError(f"Input and hidden tensors are not at the same device, found input "
                                    f"tensor at {x.device} and hidden tensor at {h.device}")
         if h0.dtype != x.dtype or (c0 is not None and c0.dtype != x.dtype):
@@ -211,8 +212,9 @@ class _FusedRNNBase(FusedModuleBase):
         y, h_n, c_n = functional.rnn(
             self.cell, x, h0, c0, self._layer_weights(), num_layers=self.num_layers,
             bidirectional=self.bidirectional, dropout=self.dropout, training=self.training,
-            lengths=lengths, dropout_mask=valid, backend=backend, checked=True)
-        if x.device.type == "cpu" and torch.is_autocast_enabled("cpu") and self._flat_weights[0].dtype == torch.float32:
+            lengths=lengths, dropout_mask=valid, backend=backend)
+        if torch._C._is_any_autocast_enabled() and x.device.type == "cpu" and torch.is_autocast_enabled("cpu") \
+                and self._flat_weights[0].dtype == torch.float32:
             y, h_n, c_n = _cpu_autocast_result(self.mode, self.proj_size > 0, packed, y, h_n, c_n)
         hidden = (h_n, c_n) if is_lstm else h_n
         if packed:

@@ -15,13 +15,19 @@ from __future__ import annotations
 import sys
 
 from .ops.common import GRU_RESET_BEFORE
+import torch
 
 
 def exporting() -> bool:
     """True while torch.onnx.export traces (either exporter). Reads nothing, and imports
-    nothing, until torch.onnx has been imported: a forward pays no import for it."""
+    nothing, until torch.onnx has been imported: a forward pays no import for it. Both
+    exporters trace (torch.jit's tracer, or torch.export's dynamo or fake tensors), so a call
+    that is not being traced or compiled skips torch's own check (two imports per call)."""
     onnx = sys.modules.get("torch.onnx")
-    return onnx is not None and onnx.is_in_onnx_export()
+    # torch.compiler.is_compiling() is also True while torch.export traces
+    if onnx is None or not (torch._C._is_tracing() or torch.compiler.is_compiling()):
+        return False
+    return onnx.is_in_onnx_export()
 
 
 def backend_for_export(name: str, cell: str, proj_size: int) -> tuple[str, str]:

@@ -1,4 +1,4 @@
-"""Kernel-backend contract v2 (fusedrnn/ops/fused.py), checked on any backend module.
+"""Kernel-backend contract v2 (docs/design.md), checked on any backend module.
 
     import contract_v2
     skipped = contract_v2.check_backend(fusedrnn.ops.triton, torch.float32)  # AssertionError on a mismatch

@@ -1,6 +1,6 @@
 """A kernel backend written in plain PyTorch, for tests of the kernel-backend path.
 
-It implements contract v2 of fusedrnn/ops/fused.py genuinely — LSTM projections, both
+It implements contract v2 (docs/design.md) genuinely — LSTM projections, both
 directions of a layer in one call (one step loop advancing both, batched matmuls over
 the direction axis), a forward that returns what its own backward needs, and
 hand-written backpropagation through time (no autograd inside) — so the custom ops,

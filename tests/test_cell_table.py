@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from fusedrnn.ops import CELLS, GATES
+from fusedrnn.ops import CELLS, GATES  # fusedrnn/cell_table.py, re-exported
 from fusedrnn.ops.cuda import SAVED_SLOTS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -196,13 +196,14 @@ def test_cpu_autocast_runs_torchs_cell_and_says_so(steps_taken, monkeypatch):
 
 # -- the path a step takes --------------------------------------------------------------
 
-def test_no_custom_op_dispatch_without_autograd(monkeypatch):
+def test_no_recorded_forward_without_autograd(monkeypatch):
     """With autograd recording nothing a step calls the backend's forward directly; with
-    autograd it goes through the custom op, whose backward the recurrence shares."""
+    autograd it goes through the recorded forward (the custom op's, or eager's autograd.Function
+    with the same implementation), whose backward the recurrence shares."""
     name = plain_kernels.install(monkeypatch)
     ops_called = []
-    real = library.recurrence_forward
-    monkeypatch.setattr(library, "recurrence_forward", lambda *a: ops_called.append(a[9]) or real(*a))
+    real = library._forward
+    monkeypatch.setattr(library, "_forward", lambda *a: ops_called.append(a[9]) or real(*a))
     m = fusedrnn.LSTMCell(3, 4, backend=name)
     x = torch.randn(2, 3)
     with torch.no_grad():

@@ -11,7 +11,7 @@ from torch import nn
 
 import fusedrnn
 import plain_kernels
-from fusedrnn.ops import fused
+from fusedrnn.ops import library
 
 
 @pytest.fixture
@@ -174,12 +174,12 @@ def test_custom_ops_pass_opcheck(cell, G, reverse, lengths):
 
 @pytest.mark.parametrize("cell,G,reverse,lengths", CASES)
 def test_custom_op_path_equals_autograd_function(cell, G, reverse, lengths):
-    """Eager through the custom ops gives bit-for-bit what the plain autograd.Function gives."""
+    """Through the custom ops (what graphs record) gives bit-for-bit what eager's autograd.Function gives."""
     _, _, gx, h0, c0, w, b, L, rev, _ = op_args(cell, G, reverse, lengths)
     leaves = [t for t in (gx, h0, c0, w, b) if t is not None]
     results = []
-    for run in (fused.run, fused.run_function):
-        outs = run(plain_kernels, cell, gx, h0, c0, w, b, L, rev)
+    for via in ("op", "function"):
+        outs = library.recurrence(plain_kernels, cell, gx, h0, c0, w, b, L, rev, via=via)
         loss = sum((o * torch.linspace(-1, 1, o.numel(), dtype=o.dtype).view_as(o)).sum() for o in outs)
         results.append(list(outs) + list(torch.autograd.grad(loss, leaves)))
     assert_same(*results)
@@ -220,13 +220,13 @@ def test_outputs_that_are_views_of_a_backend_buffer_can_be_modified_in_place(mon
 
     monkeypatch.setattr(plain_kernels, "forward", forward_with_view)
     _, cell, gx, h0, c0, w, b, L, rev, _ = op_args("lstm", 4, False, None)
-    y, hT, cT = fused.run(plain_kernels, cell, gx, h0, c0, w, b, L, rev)
+    y, hT, cT = library.recurrence(plain_kernels, cell, gx, h0, c0, w, b, L, rev)
     assert not y._is_view()
     want = y.detach().clone()
     y += 1
     y.sum().backward()
     monkeypatch.setattr(plain_kernels, "forward", real)
-    y2 = fused.run(plain_kernels, cell, gx, h0, c0, w, b, L, rev)[0]
+    y2 = library.recurrence(plain_kernels, cell, gx, h0, c0, w, b, L, rev)[0]
     torch.testing.assert_close(y2.detach() + 1, want + 1)
     grads = [t.grad.clone() for t in (gx, w)]
     for t in (gx, w):

@@ -82,21 +82,6 @@ def test_step_plan_covers_every_unit_and_row(cell):
             assert p["estimate_us"] > 0 and "weights read once" in p["reason"]
 
 
-def test_step_errors_name_the_bad_argument():
-    B, I, H, G = 2, 5, 3, 4
-    x, h0, c0 = torch.zeros(B, I), torch.zeros(B, H), torch.zeros(B, H)
-    w_ih, w_hh, b = torch.zeros(G * H, I), torch.zeros(G * H, H), torch.zeros(G * H)
-    with pytest.raises(ValueError, match=r"step: w_hh must have shape \(12, 3\), got \(12, 4\)"):
-        cuda_ops._step_error("lstm", x, h0, c0, w_ih, torch.zeros(G * H, 4), b, b)
-    with pytest.raises(ValueError, match=r"step: c0 must have shape \(2, 3\), got None"):
-        cuda_ops._step_error("lstm", x, h0, None, w_ih, w_hh, b, b)
-    with pytest.raises(ValueError, match="c0 must be None for cell 'gru'"):
-        cuda_ops._step_error("gru", x, h0, c0, w_ih[:9], w_hh[:9], None, None)
-    with pytest.raises(ValueError, match=r"step: b_ih must have shape \(12,\)"):
-        cuda_ops._step_error("lstm", x, h0, c0, w_ih, w_hh, torch.zeros(11), b)
-    with pytest.raises(TypeError, match="step: w_ih has dtype torch.float16 but x has torch.float32"):
-        cuda_ops._step_error("lstm", x, h0, c0, w_ih.half(), w_hh, b, b)
-
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only error")
 def test_step_on_cpu_tensors_raises():

@@ -22,7 +22,7 @@ def kernels(monkeypatch):
 def spies(monkeypatch):
     """Counts custom-op dispatches and contract checks."""
     seen = {"op": 0, "checks": 0}
-    real_op, real_check = library.recurrence_forward, common.check_recurrence_args
+    real_op, real_check = library._forward, common.check_recurrence_args
 
     def op(*a):
         seen["op"] += 1
@@ -31,7 +31,7 @@ def spies(monkeypatch):
     def check(*a, **k):
         seen["checks"] += 1
         return real_check(*a, **k)
-    monkeypatch.setattr(library, "recurrence_forward", op)
+    monkeypatch.setattr(library, "_forward", op)  # the recorded forward: the custom op's and eager's
     monkeypatch.setattr(fusedrnn.ops, "check_recurrence_args", check)
     return seen
 
@@ -46,7 +46,7 @@ def test_a_decode_step_of_a_module_skips_dispatch_and_repeated_checks(kernels, s
         got, want = ours(x, state), ref(x, state)
     torch.testing.assert_close(got, want)
     assert spies == {"op": 0, "checks": 0}  # torch.nn's checks ran once, in the module
-    ours(x, state)[0].sum().backward()  # with autograd: the custom op, once per layer
+    ours(x, state)[0].sum().backward()  # with autograd: the recorded forward, once per layer
     assert spies == {"op": 2, "checks": 0}
     gx = torch.randn(1, 3, 24)
     with torch.no_grad():
@@ -54,13 +54,16 @@ def test_a_decode_step_of_a_module_skips_dispatch_and_repeated_checks(kernels, s
     assert spies == {"op": 2, "checks": 1}  # the public entry point validates its arguments
 
 
-def test_functional_rnn_called_directly_still_validates(kernels):
+def test_functional_rnn_takes_only_a_resolved_backend(kernels):
+    """functional.rnn is the modules' layer: it trusts checked arguments, and refuses a backend
+    name that the modules would have resolved first (the public entry point, ops.recurrence,
+    validates its arguments: see above)."""
     from fusedrnn import functional  # noqa: PLC0415
     lstm = fusedrnn.LSTM(4, 6, backend=kernels)
     w = lstm._layer_weights()
-    with pytest.raises(ValueError, match="h0 must have shape"):
-        functional.rnn("lstm", torch.randn(2, 3, 4), torch.zeros(1, 5, 6), torch.zeros(1, 3, 6), w,
-                       num_layers=1, bidirectional=False, backend=kernels)
+    with pytest.raises(ValueError, match="fusedrnn.functional.rnn runs a resolved backend .* not 'auto'"):
+        functional.rnn("lstm", torch.randn(2, 3, 4), torch.zeros(1, 3, 6), torch.zeros(1, 3, 6), w,
+                       num_layers=1, bidirectional=False, backend="auto")
 
 
 def test_captured_step_refuses_cpu_tensors():
@@ -119,10 +122,12 @@ def test_graph_variants_need_a_gpu():
     assert all(not c.graph for c in model_cases.cpu_model_cases())
 
 
-def test_host_overhead_probe_reports_every_layer():
+def test_host_overhead_reports_a_ratio_per_case(capsys):
     before = fusedrnn.backends.BACKENDS, dict(fusedrnn.backends.KERNEL_BACKENDS)
-    rows = host_overhead.rows(calls=3, repeats=1)
-    assert len(rows) == 11 and all(us > 0 for _, us in rows)
+    assert host_overhead.main(["--calls", "2", "--repeats", "1"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert [line.split(":")[0] for line in lines[-3:]] == [f"ratio {case}" for case in host_overhead.CASES]
+    assert all(float(line.split(":")[1]) > 0 for line in lines[-3:])
     assert (fusedrnn.backends.BACKENDS, fusedrnn.backends.KERNEL_BACKENDS) == before  # its stand-in is gone
 
 

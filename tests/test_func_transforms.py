@@ -181,11 +181,12 @@ def second_order(run, cell, args, lengths, reverse):
 @pytest.mark.parametrize("cell,D,proj,reverse", [("lstm", 2, 3, False), ("lstm", 1, 0, True), ("gru", 2, 0, False),
                                                  ("rnn_tanh", 1, 0, False)])
 def test_double_backward_of_the_kernel_op(apply, cell, D, proj, reverse, monkeypatch):
-    """Both autograd paths of the kernel backends (the custom op and the autograd.Function kept as
-    its cross-check), with two directions, a projection and lengths, against the reference."""
+    """Both autograd paths of the kernel backends (the custom op graphs record and the
+    autograd.Function eager runs), with two directions, a projection and lengths, against the reference."""
     plain_kernels.install(monkeypatch)
-    from fusedrnn.ops import fused, reference  # noqa: PLC0415
-    run, kernels = (fused.run, "plain_kernels") if apply == "custom_op" else (fused.run_function, plain_kernels)
+    from fusedrnn.ops import library, reference  # noqa: PLC0415
+    via, kernels = ("op", "plain_kernels") if apply == "custom_op" else ("function", plain_kernels)
+    run = lambda *a: library.recurrence(*a, via=via)  # noqa: E731
     lengths = torch.tensor([T, 1, 2])
     args = layer_args(cell, D, torch.float64, proj)
     got = second_order(lambda *a: run(kernels, *a), cell, args, lengths, reverse)
@@ -200,8 +201,9 @@ def test_the_kernel_op_itself_refuses_transforms(apply, kind, monkeypatch):
     """Called directly (below fusedrnn.ops.recurrence, which runs the reference there), the kernel
     op raises an error naming fusedrnn, the backend and the fix rather than return zero tangents."""
     plain_kernels.install(monkeypatch)
-    from fusedrnn.ops import fused  # noqa: PLC0415
-    run, kernels = (fused.run, "plain_kernels") if apply == "custom_op" else (fused.run_function, plain_kernels)
+    from fusedrnn.ops import library  # noqa: PLC0415
+    via, kernels = ("op", "plain_kernels") if apply == "custom_op" else ("function", plain_kernels)
+    run = lambda *a: library.recurrence(*a, via=via)  # noqa: E731
     gx, h0, _, w_hh, b_hh, _ = (t.detach() if t is not None else None for t in layer_args("gru", 1, torch.float64))
     f = lambda gx: run(kernels, "gru", gx, h0, None, w_hh, b_hh, None, False)[0]  # noqa: E731
     match = r"fusedrnn: the kernels of plain_kernels .*backend='reference'"

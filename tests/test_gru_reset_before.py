@@ -406,7 +406,7 @@ def test_a_call_left_to_torch_nn_never_returns_its_formula(monkeypatch):
     with pytest.raises(RuntimeError, match="fusedrnn.GRU: torch.nn has no GRU with reset_after=False"):
         m(torch.randn(2, 3, 4))
     c = fusedrnn.GRUCell(4, 5, reset_after=False, backend="reference")
-    monkeypatch.setattr(type(c), "_fused_takes", lambda self, input, hx: False)
+    monkeypatch.setattr(type(c), "_fused_takes", lambda self, input, hx, weights: False)
     with pytest.raises(RuntimeError, match="fusedrnn.GRUCell cannot run this call"):
         c(torch.randn(3, 4))
     assert c(torch.randn(0, 4)).shape == (0, 5)  # an empty batch: the same for either formula

@@ -1,5 +1,5 @@
 """Every kernel backend module (fusedrnn.backends.KERNEL_BACKENDS) implements the whole
-contract of fusedrnn/ops/fused.py — availability, unsupported, saved_shapes, forward,
+contract of docs/design.md — availability, unsupported, saved_shapes, forward,
 backward, with the documented parameters — and its saved_shapes equals what its
 forward saves (torch.compile's fake tensors and diagnostics rely on it). A backend that
 declares contract v2 (`unsupported` takes `directions`) has v2's parameters everywhere and

@@ -28,12 +28,11 @@ TIMED_OUT = "grid barrier timed out in the rnn_tanh forward"
 
 @pytest.fixture(autouse=True)
 def plain_environment(monkeypatch):
-    for name in (timeouts.CHECK_ENV, *timeouts.CHECK_ALIASES, timeouts.SCALE_ENV, cuda_ops.SPIN_ENV):
+    for name in (timeouts.CHECK_ENV, *timeouts.CHECK_ALIASES, timeouts.POISON_ALIAS, timeouts.SCALE_ENV, cuda_ops.SPIN_ENV):
         monkeypatch.delenv(name, raising=False)
     for name in [k for k in os.environ if k.startswith(timeouts.SANITIZER_ENV_PREFIX)]:
         monkeypatch.delenv(name)
     monkeypatch.setattr(timeouts, "_pending", [])
-    monkeypatch.setattr(config, "DEBUG", False)
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ the barrier grid with its programs in threads (tests/interpreter_threads.py). Od
 P < H, batch tails, lengths, reverse, T=1, fp32/bf16/fp16.
 
 `check_v2` is the checker tests/test_triton_directions.py uses as well: it calls the
-backend's forward and backward directly (as fusedrnn/ops/fused.py does), forms dW_hh
+backend's forward and backward directly (as fusedrnn/ops/library.py does), forms dW_hh
 and db_hh from d_gh and the state entering each step as the contract says, and compares
 each direction with its own float64 reference run (direction 1 reversed).
 """

@@ -11,10 +11,12 @@ import contextlib
 import torch
 
 from .. import backends
-from . import autodiff, fused, reference
+from . import autodiff, library, reference
 from .common import CELLS, GATES, check_int32_indexing, check_recurrence_args, per_direction
 
 __all__ = ["recurrence", "run", "CELLS", "GATES"]
+
+_NO_CONTEXT = contextlib.nullcontext()
 
 
 def recurrence(cell: str, gx: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor | None,
@@ -58,9 +60,12 @@ def recurrence(cell: str, gx: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor |
                          "'reference', 'triton', 'cuda' or 'auto'")
     H = w_hh.shape[-2] // GATES[cell]
     P = w_hr.shape[-2] if w_hr is not None else 0
+    D = h0.dim() - 1
     batch, steps = backends.table_sizes(gx.shape[1], gx.shape[0])
     name = backends.choose_name(backend, gx.device, cell, gx.dtype, H, P, batch, steps,
-                                _records_grad(gx, h0, c0, w_hh, b_hh, w_hr), h0.dim() - 1)
+                                _records_grad(gx, h0, c0, w_hh, b_hh, w_hr), D)
+    if D == 2 and not backends.runs_two_directions(name, cell, gx.dtype, H, P):
+        return per_direction(lambda *args: _run(name, autocast, *args), cell, gx, h0, c0, w_hh, b_hh, lengths, w_hr)
     return _run(name, autocast, cell, gx, h0, c0, w_hh, b_hh, lengths, reverse, w_hr)
 
 
@@ -68,9 +73,10 @@ def run(name: str, cell: str, gx: torch.Tensor, h0: torch.Tensor, c0: torch.Tens
         b_hh: torch.Tensor | None, lengths: torch.Tensor | None = None, reverse: bool = False,
         w_hr: torch.Tensor | None = None):
     """`recurrence` for a caller that has already checked the arguments (as torch.nn checks
-    them) and resolved the backend: `name` is "reference", "triton" or "cuda". The module and
-    cell paths call it, so a decode step validates its input once. Autocast applies as in
-    `recurrence`."""
+    them) and resolved the backend: `name` is "reference", "triton" or "cuda", and stacked
+    two-direction arguments only where `backends.runs_two_directions` said yes (the caller
+    asked it once: fusedrnn.functional). The module and cell paths call it, so a decode step
+    validates its input once. Autocast applies as in `recurrence`."""
     autocast, (gx, h0, c0, w_hh, b_hh, w_hr) = _autocast_args(gx, h0, c0, w_hh, b_hh, w_hr)
     return _run(name, autocast, cell, gx, h0, c0, w_hh, b_hh, lengths, reverse, w_hr)
 
@@ -79,6 +85,8 @@ def _autocast_args(gx, h0, c0, w_hh, b_hh, w_hr):
     """(autocast on for gx's device, the arguments): under autocast, like torch.nn's cuDNN /
     oneDNN RNN, every float32 argument in the autocast dtype."""
     args = (gx, h0, c0, w_hh, b_hh, w_hr)
+    if not torch._C._is_any_autocast_enabled():
+        return False, args
     device_type = gx.device.type if isinstance(gx, torch.Tensor) else "cpu"
     if not (torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(device_type)):
         return False, args
@@ -92,15 +100,13 @@ def _records_grad(*tensors) -> bool:
 
 def _run(name, autocast, cell, gx, h0, c0, w_hh, b_hh, lengths, reverse, w_hr):
     # the recurrence accumulates in float32 itself; autocast must not downcast its matmuls
-    with torch.autocast(gx.device.type, enabled=False) if autocast else contextlib.nullcontext():
+    with torch.autocast(gx.device.type, enabled=False) if autocast else _NO_CONTEXT:
         # under torch.func transforms and forward-mode AD the kernels have no rule: the reference runs
         if name in ("reference", "torch") or autodiff.transformed(gx, h0, c0, w_hh, b_hh, lengths, w_hr):
             return reference.recurrence(cell, gx, h0, c0, w_hh, b_hh, lengths, reverse, w_hr)
-        G, D = GATES[cell], h0.dim() - 1
-        H, P = w_hh.shape[-2] // G, w_hh.shape[-1]
-        check_int32_indexing(gx.shape[0], gx.shape[1], G, H, P, D)
+        if torch.compiler.is_compiling():  # the backend choice saw no sizes (backends.table_sizes): check here
+            G, D = GATES[cell], h0.dim() - 1
+            check_int32_indexing(gx.shape[0], gx.shape[1], G, w_hh.shape[-2] // G, w_hh.shape[-1], D)
         # the module's import name, not the module: importing stays out of compiled graphs
-        kernels = backends.KERNEL_BACKENDS[name]
-        if D == 2 and not backends.runs_two_directions(name, cell, gx.dtype, H, P if w_hr is not None else 0):
-            return per_direction(lambda *args: fused.run(kernels, *args), cell, gx, h0, c0, w_hh, b_hh, lengths, w_hr)
-        return fused.run(kernels, cell, gx, h0, c0, w_hh, b_hh, lengths, reverse, w_hr)
+        return library.run_layer(backends.KERNEL_BACKENDS[name], cell, gx, h0, c0, w_hh, b_hh, lengths, reverse,
+                                 w_hr)

@@ -26,6 +26,9 @@ def transformed(*tensors) -> bool:
     """True when a tensor among `tensors` (None allowed) is wrapped by a torch.func transform
     (grad, jacrev, jvp, vmap, ...) or, inside a forward-AD dual level, carries a tangent. Always
     False while torch.compile traces (dynamo cannot trace the check; it applies in eager mode)."""
+    # no transform running and no dual level open: nothing can be wrapped or carry a tangent
+    if torch._C._functorch.peek_interpreter_stack() is None and fwad._current_level < 0:
+        return False
     if torch.compiler.is_compiling():
         return False
     ts = [t for t in tensors if isinstance(t, torch.Tensor)]

@@ -41,19 +41,20 @@ def step(name: str, cell: str, x: torch.Tensor, h0: torch.Tensor, c0: torch.Tens
 def fused_step(name: str, x: torch.Tensor, tensors, cell: str):
     """Backend `name`'s step(...) if it exports one and this call may use it (plain eager, no
     autocast, nothing for autograd to record, no torch.func transform or forward-mode tangent),
-    else None. `tensors`: the call's other tensors (an iterable; None allowed). The GRU with
+    else None. `tensors`: the call's other tensors (a tuple; None allowed). The GRU with
     reset_after=False has no fused step (its step runs as the recurrence at T=1)."""
-    if name == "reference" or cell == GRU_RESET_BEFORE:
+    if name == "reference" or cell == GRU_RESET_BEFORE or not eager_without_autograd(x, tensors):
         return None
-    fn = getattr(library.kernels_module(backends.KERNEL_BACKENDS[name]), "step", None)
-    return fn if fn is not None and _eager_without_autograd(x, tensors) else None
+    return getattr(library.kernels_module(backends.KERNEL_BACKENDS[name]), "step", None)
 
 
-def _eager_without_autograd(x, tensors) -> bool:
-    device_type = x.device.type
-    if torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(device_type):
+def eager_without_autograd(x: torch.Tensor, tensors: tuple) -> bool:
+    """Whether a call on x and `tensors` (None allowed) runs in plain eager mode with nothing for
+    autograd to record: no autocast, no grad recorded, not traced or compiled, no tensor subclass
+    (fake, functional), no torch.func transform (vmap over a state: the recurrence's path, even
+    with x plain) and no forward-mode tangent. Cheapest tests first: a decode step asks it."""
+    if torch._C._is_any_autocast_enabled() or type(x) is not torch.Tensor:
         return False
-    tensors = tuple(tensors)
-    grad = torch.is_grad_enabled() and (x.requires_grad or any(t is not None and t.requires_grad for t in tensors))
-    # a transformed state (vmap, forward-mode tangents) needs the recurrence's path, even with x plain
-    return not grad and library.plain_eager(x) and not autodiff.transformed(x, *tensors)
+    if torch.is_grad_enabled() and (x.requires_grad or any(t is not None and t.requires_grad for t in tensors)):
+        return False
+    return not torch.compiler.is_compiling() and not torch._C._is_tracing() and not autodiff.transformed(x, *tensors)

@@ -8,14 +8,8 @@ from __future__ import annotations
 
 import torch
 
-#: the GRU with its reset gate applied before the recurrent product (fusedrnn.GRU(reset_after=False)):
-#: n = tanh(x_n + W_hn (r ⊙ h) + b_hn), where "gru" (torch.nn's) computes tanh(x_n + r ⊙ (W_hn h + b_hn))
-GRU_RESET_BEFORE = "gru_reset_before"
-#: gates per cell, in torch.nn's order (LSTM i,f,g,o · GRU r,z,n · RNN one)
-GATES = {"lstm": 4, "gru": 3, "rnn_tanh": 1, "rnn_relu": 1, GRU_RESET_BEFORE: 3}
-CELLS = tuple(GATES)
-#: the cells torch.nn computes itself (backend "torch", TorchScript, ONNX export of torch.nn's twin)
-TORCH_CELLS = ("lstm", "gru", "rnn_tanh", "rnn_relu")
+from ..cell_table import GATES, GRU_RESET_BEFORE, TORCH_CELLS, NAMES as CELLS  # noqa: F401  (re-exported)
+
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 #: the largest element index a kernel addresses with 32-bit arithmetic
 INT32_MAX = 2**31 - 1

@@ -8,7 +8,7 @@ integers, checks every value again, plans and launches.
 Dimensions: T steps, B batch, H hidden, P the state fed back (proj_size of an LSTM with a
 projection, else H), G gates, D directions run by one launch (1 or 2), S fp32 values saved
 per (t, b, unit) for backward (LSTM 5: i,f,g,o,c_prev · GRU 5: r,z,n,W_hn h+b_hn,h_prev ·
-RNN 1: h). The kernel contract v2 (fusedrnn/ops/fused.py): h0 (D, B, P) runs both
+RNN 1: h). The kernel contract v2 (docs/design.md): h0 (D, B, P) runs both
 directions in one launch (direction 1 backwards from lengths[b]-1), w_hr (D?, P, H) an LSTM
 projection; `step` is the fused decode step of a cell (fusedrnn/ops/cell_step.py).
 
@@ -20,11 +20,11 @@ two directions the plan's CTA groups double (one more independent group per dire
 with a projection each step has two stages (W_hh h -> c, m; then h = W_hr m), each CTA
 keeping its slices of W_hh and W_hr in shared memory.
 
-Environment (tests and diagnosis):
+Environment (tests and diagnosis; read once, fusedrnn/settings.py):
     FUSEDRNN_CUDA_MODE = auto | persistent | cta | cluster | grid | step   force a tier
     FUSEDRNN_CUDA_UNITS, FUSEDRNN_CUDA_BATCH_ROWS = N   force units per CTA / rows per group
     FUSEDRNN_CUDA_PASSES = N    grid tier: force N passes over K per step (streams h through smem)
-    FUSEDRNN_CUDA_POISON=1      NaN-fill every output first, so an unwritten element fails loudly
+    FUSEDRNN_CUDA_POISON=1      NaN-fill every output first (an older name: FUSEDRNN_CHECK=1 fills them too)
     FUSEDRNN_CUDA_CHECK=1       an alias of FUSEDRNN_CHECK=1 (fusedrnn/ops/timeouts.py): synchronise
                                 after each launch and raise on a kernel's error report (a grid-tier
                                 flag wait that timed out names its step and CTAs). Unchecked, such a
@@ -35,12 +35,13 @@ Environment (tests and diagnosis):
 """
 from __future__ import annotations
 
-import os
 import warnings
 
 import torch
 
-from . import timeouts
+from .. import machine, settings
+from ..cell_table import CELLS as CELL_TABLE
+from . import step_args, timeouts
 from .common import GATES, GRU_RESET_BEFORE, INT32_MAX
 
 try:
@@ -51,7 +52,7 @@ except ImportError as e:  # not built (no nvcc at install time) or not loadable
     _IMPORT_ERROR = e
 
 #: fp32 values saved per (t, b, hidden unit) by the forward kernel for the backward one
-SAVED_SLOTS = {"lstm": 5, "gru": 5, "rnn_tanh": 1, "rnn_relu": 1}
+SAVED_SLOTS = {name: c.cuda_saved_slots for name, c in CELL_TABLE.items() if c.cuda_saved_slots is not None}
 DTYPE_CODES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2, torch.int32: 3, torch.uint8: 4}
 KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 MODES = ("auto", "persistent", "cta", "cluster", "grid", "step")
@@ -61,9 +62,8 @@ PASSES_ENV = "FUSEDRNN_CUDA_PASSES"
 STATUS_WORDS = 16  # the kernels' error report at the start of the workspace (csrc/layout.h)
 #: clock cycles a grid-tier flag wait spins by default (csrc/recurrence.cuh kDefaultSpinLimit)
 DEFAULT_SPIN_CYCLES = 1 << 32
-#: the limits of an H100 SXM (sm_90) as plan_for takes them
-H100_LIMITS = dict(sms=132, smem_optin=227 * 1024, smem_per_sm=228 * 1024, regs_per_sm=65536, cc_major=9,
-                   cc_minor=0, max_cluster=16, cooperative=1)
+#: the limits of an H100 SXM (sm_90) as plan_for takes them (fusedrnn/machine.py)
+H100_LIMITS = machine.H100_LIMITS
 _warned: set[str] = set()
 
 
@@ -130,7 +130,7 @@ def _arg(t: torch.Tensor | None):
 
 
 def _int_env(name: str) -> int:
-    text = os.environ.get(name, "0") or "0"
+    text = settings.get(name, "0") or "0"
     try:
         value = int(text)
     except ValueError:
@@ -141,7 +141,7 @@ def _int_env(name: str) -> int:
 
 
 def _mode() -> str:
-    mode = os.environ.get(MODE_ENV, "auto")
+    mode = settings.get(MODE_ENV, "auto")
     if mode not in MODES:
         raise ValueError(f"{MODE_ENV}={mode!r}; expected one of {', '.join(MODES)}")
     return mode
@@ -156,15 +156,23 @@ def _spin_limit() -> int:
     return timeouts.scaled(DEFAULT_SPIN_CYCLES, 1 << 62)
 
 
+_parsed: tuple = (-1, {})  # (settings.generation, the knobs parsed from that snapshot)
+
+
 def _knobs() -> dict:
-    """The launch knobs from the environment, as the extension's keyword arguments."""
-    return dict(mode=_mode(), units=_int_env(UNITS_ENV), batch_rows=_int_env(ROWS_ENV), passes=_int_env(PASSES_ENV),
-                spin_limit=_spin_limit())
+    """The launch knobs from the environment (fusedrnn.settings' snapshot, parsed once per
+    snapshot), as the extension's keyword arguments. The caller must not change the dict."""
+    global _parsed
+    if _parsed[0] != settings.generation:
+        knobs = dict(mode=_mode(), units=_int_env(UNITS_ENV), batch_rows=_int_env(ROWS_ENV),
+                     passes=_int_env(PASSES_ENV), spin_limit=_spin_limit())
+        _parsed = (settings.generation, knobs)
+    return _parsed[1]
 
 
 def _empty(shape, dtype, device) -> torch.Tensor:
     t = torch.empty(shape, dtype=dtype, device=device)
-    if os.environ.get(POISON_ENV) == "1":
+    if timeouts.poisoning():
         t.fill_(float("nan"))
     return t
 
@@ -177,12 +185,30 @@ def _launch_context(t: torch.Tensor):
     return torch.cuda.current_stream(t.device).cuda_stream, index
 
 
+#: (workspace bytes, tier) of each launch shape seen: _C.plan's two answers a launch needs
+_plans: dict = {}
+
+
+def launch_plan(backward: bool, cell: str, dtype, B: int, H: int, index: int, knobs: dict, proj: int,
+                directions: int) -> tuple[int, str]:
+    """(workspace bytes, tier) of a launch, from the extension's plan, asked once per key: the
+    plan is a pure function of the sizes, the dtype, the device (its index in this process) and
+    the tier knobs, and the key holds each of them."""
+    key = (backward, cell, dtype, B, H, index, knobs["mode"], knobs["units"], knobs["batch_rows"], knobs["passes"],
+           proj, directions)
+    got = _plans.get(key)
+    if got is None:
+        p = _C.plan(backward, cell, DTYPE_CODES[dtype], B, H, index, knobs["mode"], knobs["units"],
+                    knobs["batch_rows"], knobs["passes"], proj, directions)
+        got = _plans[key] = (p["workspace_bytes"], p["tier"])
+    return got
+
+
 def _workspace(backward: bool, cell: str, dtype, B: int, H: int, index: int, knobs: dict, device, proj: int,
                directions: int) -> tuple[torch.Tensor, str]:
     """The launch's workspace (its first STATUS_WORDS int32 are the kernels' error report) and its tier."""
-    p = _C.plan(backward, cell, DTYPE_CODES[dtype], B, H, index, knobs["mode"], knobs["units"], knobs["batch_rows"],
-                knobs["passes"], proj, directions)
-    return torch.empty(p["workspace_bytes"], dtype=torch.uint8, device=device), p["tier"]
+    nbytes, tier = launch_plan(backward, cell, dtype, B, H, index, knobs, proj, directions)
+    return torch.empty(nbytes, dtype=torch.uint8, device=device), tier
 
 
 def describe_status(status, what: str) -> str | None:
@@ -208,7 +234,7 @@ def _after_launch(note: str, ws: torch.Tensor, what: str, tier: str) -> None:
 
 
 def forward(cell, gx, h0, c0, w_hh, b_hh, lengths, reverse, need_grad, w_hr=None):
-    """Forward recurrence; see fusedrnn/ops/fused.py for the contract.
+    """Forward recurrence; see docs/design.md, "The kernel contract".
 
     gx (T,B,D*G*H) · h0 (D?,B,P) · c0 (D?,B,H) LSTM only · w_hh (D?,G*H,P) · b_hh (D?,G*H) or None ·
     lengths (B,) int32 on gx's device or None · w_hr (D?,P,H) LSTM projection or None. Returns y
@@ -280,7 +306,7 @@ def step(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh):
     if _C is None or not x.is_cuda:
         raise RuntimeError(f"fusedrnn cuda backend: {availability(x.device)}")
     lstm = cell == "lstm"
-    B, I, H = check_step_args(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh)
+    B, I, H = step_args.check(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh)
     dt, dev = x.dtype, x.device
     x, h0, w_ih, w_hh = x.contiguous(), h0.contiguous(), w_ih.contiguous(), w_hh.contiguous()
     c0, b_ih, b_hh = (t.contiguous() if t is not None else None for t in (c0, b_ih, b_hh))
@@ -292,46 +318,6 @@ def step(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh):
     _C.cell_step(cell, DTYPE_CODES[dt], B, I, H, x.data_ptr(), h0.data_ptr(), ptr(c0), w_ih.data_ptr(),
                  w_hh.data_ptr(), ptr(b_ih), ptr(b_hh), h.data_ptr(), ptr(c), stream, index)
     return h, c
-
-
-def check_step_args(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh) -> tuple[int, int, int]:
-    """B, I, H of a `step` call whose shapes, dtypes and devices agree, else the error
-    `_step_error` names (the Triton backend's step checks with this too)."""
-    lstm = cell == "lstm"
-    B, I = x.shape
-    H = h0.shape[-1]
-    GH = GATES[cell] * H
-    tensors = (h0, c0, w_ih, w_hh, b_ih, b_hh)
-    if (h0.shape != (B, H) or w_ih.shape != (GH, I) or w_hh.shape != (GH, H) or (c0 is not None) != lstm
-            or (lstm and c0.shape != (B, H)) or any(b is not None and b.shape != (GH,) for b in (b_ih, b_hh))
-            or any(t is not None and (t.dtype != x.dtype or t.device != x.device) for t in tensors)):
-        _step_error(cell, x, *tensors)
-    return B, I, H
-
-
-def _step_error(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh):
-    """The ValueError/TypeError/RuntimeError that names what `step`'s arguments got wrong."""
-    B, I = x.shape
-    H = h0.shape[-1]
-    GH = GATES[cell] * H
-    expected = {"h0": (B, H), "w_ih": (GH, I), "w_hh": (GH, H)}
-    given = {"h0": h0, "w_ih": w_ih, "w_hh": w_hh, "b_ih": b_ih, "b_hh": b_hh}
-    if cell == "lstm":
-        expected["c0"], given["c0"] = (B, H), c0
-    elif c0 is not None:
-        raise ValueError(f"c0 must be None for cell {cell!r}")
-    for name in ("b_ih", "b_hh"):
-        if given[name] is not None:
-            expected[name] = (GH,)
-    for name, shape in expected.items():
-        t = given[name]
-        if t is None or tuple(t.shape) != shape:
-            raise ValueError(f"step: {name} must have shape {shape}, got {None if t is None else tuple(t.shape)}")
-        if t.dtype != x.dtype:
-            raise TypeError(f"step: {name} has dtype {t.dtype} but x has {x.dtype}; all must match")
-        if t.device != x.device:
-            raise RuntimeError(f"step: {name} is on {t.device} but x is on {x.device}; all must be on one device")
-    raise ValueError("step: inconsistent arguments")  # unreachable when the checks above are complete
 
 
 def _require_extension():

@@ -1,4 +1,6 @@
-"""The kernel backends as torch.library custom ops: one path for eager and torch.compile.
+"""The op layer of the kernel backends: torch.library custom ops that graphs record, the same
+forward and backward as an autograd.Function for eager autograd, and a direct call without
+autograd. One implementation of each (`_forward`, `_backward`, `_gradients`) serves all three.
 
     fusedrnn::rnn_layer_forward(kernels, cell, gx, h0, c0?, w_hh, b_hh?, lengths?, reverse, need_grad,
                                 w_hr?=None)
@@ -8,7 +10,7 @@
         -> [d_gx like gx, dh0 like h0, dc0 like c0 or (0,), dW_hh like w_hh, db_hh like b_hh or (0,),
             dW_hr like w_hr or (0,)]
 
-The shapes are contract v2's (fusedrnn/ops/fused.py): D = 1 for h0 (B,P), D = 2 (both
+The shapes are contract v2's (docs/design.md, "The kernel contract"): D = 1 for h0 (B,P), D = 2 (both
 directions of a layer in one call) for h0 (2,B,P); w_hr (P,H) or (2,P,H) is the LSTM
 projection. The ops are named for what they run — one layer, one or both directions —
 and were renamed when w_hr and D = 2 changed their schema: torch's compile caches key on
@@ -21,15 +23,17 @@ backward op and the eager shortcut), since a scripted or saved graph carries the
 b_hh (GEMMs outside the time loop, per direction), so its outputs are plain gradients with
 no aliasing; the backend returns dW_hr itself. A backend gets `w_hr` (keyword) only when a
 projection is given.
-A call that autograd does not record (no_grad, inference, or no argument requiring grad)
-in plain eager mode skips the dispatcher and calls the backend's forward directly, as the
-forward op's own implementation would (outputs unaliased the same way).
-Both ops have fake (meta) implementations — the forward asks the backend module for
-`saved_shapes(...)` — and the forward has its autograd registered, so dynamo and
-AOTAutograd trace through them with no graph break, and eager runs the very same ops.
+In plain eager mode (`plain_eager`) the dispatcher is skipped: a call that autograd does not
+record (no_grad, inference, or no argument requiring grad) calls the backend's forward
+directly, and one it records runs `EagerRecurrence`, an autograd.Function around the same
+forward and backward (a custom op recorded by autograd costs several times a whole torch.nn
+step in host time). Both ops have fake (meta) implementations — the forward asks the backend
+module for `saved_shapes(...)` — and the forward has its autograd registered, so dynamo,
+AOTAutograd and torch.jit.trace record them with no graph break.
 
 Custom ops may not return a tensor that aliases an input or another output; the real
-implementations clone any output a backend returns as a view (e.g. hT = y[-1]).
+implementations clone any output a backend returns as a view (e.g. hT = y[-1]) or at an
+input's address.
 
 `y_saved` is a private copy of `y` (only with need_grad): autograd saves it instead of
 the `y` the user receives, so an in-place op on the output (`y += x`, which torch.nn's
@@ -37,8 +41,8 @@ composite CPU path allows) bumps no version counter that backward checks. The ba
 only `y_saved`: the backend's `backward(..., y, saved)` gets it as `y`, and so does the
 weight-gradient GEMM (`prev_states`).
 
-Every tensor reaches a backend contiguous: `recurrence` makes each argument, `lengths`
-included, contiguous (a strided or stride-0 view would otherwise be read as raw memory
+Every tensor reaches a backend contiguous: `kernel_args` (once, where the backend is called)
+makes each argument, `lengths` included, contiguous (a strided or stride-0 view would otherwise be read as raw memory
 by a kernel that computes its own offsets), and the backward op does the same with the
 incoming gradients.
 """
@@ -72,6 +76,7 @@ def register_kernels(import_name: str) -> None:
     if not isinstance(import_name, str) or not import_name:
         raise TypeError(f"fusedrnn.ops.library.register_kernels takes a module's import name, got {import_name!r}")
     _registered.add(import_name)
+    backends.forget_choices()
 
 
 def allowed_kernels() -> tuple:
@@ -96,9 +101,14 @@ def kernels_module(name: str):
 _interpreter_lock = threading.Lock()
 
 
+#: read once, as Triton itself decides at import whether it interprets
+_INTERPRETING = os.environ.get("TRITON_INTERPRET") == "1"
+_NO_LOCK = contextlib.nullcontext()
+
+
 def one_launch_at_a_time():
     """The lock a kernel launch holds under the interpreter; a no-op context otherwise."""
-    return _interpreter_lock if os.environ.get("TRITON_INTERPRET") == "1" else contextlib.nullcontext()
+    return _interpreter_lock if _INTERPRETING else _NO_LOCK
 
 
 def _empty(like: Tensor) -> Tensor:
@@ -107,7 +117,7 @@ def _empty(like: Tensor) -> Tensor:
 
 def _no_autocast(device_type: str):
     """A backward run inside an autocast region must not downcast the kernels' float32 math."""
-    if torch.amp.is_autocast_available(device_type):
+    if torch._C._is_any_autocast_enabled() and torch.amp.is_autocast_available(device_type):
         return torch.autocast(device_type, enabled=False)
     return contextlib.nullcontext()
 
@@ -117,16 +127,18 @@ def _storage_ptr(t: Tensor) -> int:
 
 
 def _unaliased(outs: list, inputs) -> list:
-    """Clone outputs that share storage with an input or an earlier output, and outputs that are
-    views (e.g. of a backend's own buffer): autograd refuses an in-place op on a view returned
-    by a function with several outputs, and torch.nn's outputs may be modified in place."""
-    seen = {_storage_ptr(t) for t in inputs if t is not None and t.numel()}
+    """Clone outputs that are views (of an input, another output or a backend's own buffer) or
+    that start at an input's or an earlier output's address (the same memory without a view, as
+    x.detach() gives): autograd refuses an in-place op on a view returned by a function with
+    several outputs, and torch.nn's outputs may be modified in place. (Data pointers, not
+    storages: asking each tensor for its storage object costs a large part of a decode step.)"""
+    seen = {t.data_ptr() for t in inputs if t is not None and t.numel()}
     res = []
     for t in outs:
         if t.numel():
-            if t._is_view() or _storage_ptr(t) in seen:
+            if t._is_view() or t.data_ptr() in seen:
                 t = t.clone()
-            seen.add(_storage_ptr(t))
+            seen.add(t.data_ptr())
         res.append(t)
     return res
 
@@ -149,7 +161,7 @@ def saved_shapes(mod, cell, gx, h0, c0, w_hh, b_hh, lengths, reverse, need_grad,
     if fn is None:
         raise NotImplementedError(
             f"kernel backend {mod.__name__} has no saved_shapes(...); it runs in eager mode but "
-            "torch.compile / meta tensors need it (see fusedrnn/ops/fused.py)")
+            "torch.compile / meta tensors need it (docs/design.md, \"The kernel contract\")")
     return fn(cell, gx, h0, c0, w_hh, b_hh, lengths, reverse, need_grad, **projection(w_hr))
 
 
@@ -159,18 +171,23 @@ def directions(h0: Tensor) -> int:
 
 # -- forward --------------------------------------------------------------------------
 
-@torch.library.custom_op("fusedrnn::rnn_layer_forward", mutates_args=())
-def recurrence_forward(kernels: str, cell: str, gx: Tensor, h0: Tensor, c0: Optional[Tensor], w_hh: Tensor,
-                       b_hh: Optional[Tensor], lengths: Optional[Tensor], reverse: bool,
-                       need_grad: bool, w_hr: Optional[Tensor] = None) -> List[Tensor]:
+def _forward(kernels: str, cell, gx, h0, c0, w_hh, b_hh, lengths, reverse, need_grad, w_hr) -> list:
+    """The forward op's outputs: [y, hT, cT or (0,), y_saved or (0,), *saved], none aliased."""
     mod = kernels_module(kernels)
     gx, h0, c0, w_hh, b_hh, lengths, w_hr = kernel_args(gx, h0, c0, w_hh, b_hh, lengths, w_hr)
     with one_launch_at_a_time():
         y, hT, cT, saved = mod.forward(cell, gx, h0, c0, w_hh, b_hh, lengths, reverse, need_grad,
                                        **projection(w_hr))
-    y_saved = y.clone() if need_grad else _empty(gx)  # what backward reads; the user never sees it
-    outs = [y, hT, cT if cT is not None else _empty(gx), y_saved, *saved]
-    return _unaliased(outs, (gx, h0, c0, w_hh, b_hh, lengths, w_hr))
+    outs = _unaliased([y, hT, cT if cT is not None else _empty(gx), *saved], (gx, h0, c0, w_hh, b_hh, lengths, w_hr))
+    y_saved = outs[0].clone() if need_grad else _empty(gx)  # what backward reads; the user never sees it
+    return [*outs[:3], y_saved, *outs[3:]]
+
+
+@torch.library.custom_op("fusedrnn::rnn_layer_forward", mutates_args=())
+def recurrence_forward(kernels: str, cell: str, gx: Tensor, h0: Tensor, c0: Optional[Tensor], w_hh: Tensor,
+                       b_hh: Optional[Tensor], lengths: Optional[Tensor], reverse: bool,
+                       need_grad: bool, w_hr: Optional[Tensor] = None) -> List[Tensor]:
+    return _forward(kernels, cell, gx, h0, c0, w_hh, b_hh, lengths, reverse, need_grad, w_hr)
 
 
 @recurrence_forward.register_fake
@@ -186,11 +203,9 @@ def _recurrence_forward_fake(kernels, cell, gx, h0, c0, w_hh, b_hh, lengths, rev
 
 # -- backward -------------------------------------------------------------------------
 
-@torch.library.custom_op("fusedrnn::rnn_layer_backward", mutates_args=())
-def recurrence_backward(kernels: str, cell: str, dy: Tensor, dhT: Tensor, dcT: Optional[Tensor], gx: Tensor,
-                        h0: Tensor, c0: Optional[Tensor], w_hh: Tensor, b_hh: Optional[Tensor],
-                        lengths: Optional[Tensor], reverse: bool, y_saved: Tensor, saved: List[Tensor],
-                        w_hr: Optional[Tensor] = None) -> List[Tensor]:
+def _backward(kernels: str, cell, dy, dhT, dcT, gx, h0, c0, w_hh, b_hh, lengths, reverse, y_saved, saved,
+              w_hr) -> list:
+    """The backward op's outputs: [d_gx, dh0, dc0 or (0,), dW_hh, db_hh or (0,), dW_hr or (0,)]."""
     mod = kernels_module(kernels)
     gx, h0, c0, w_hh, b_hh, lengths, w_hr = kernel_args(gx, h0, c0, w_hh, b_hh, lengths, w_hr)
     dy, dhT, dcT, y_saved = (t.contiguous() if t is not None else None for t in (dy, dhT, dcT, y_saved))
@@ -198,11 +213,21 @@ def recurrence_backward(kernels: str, cell: str, dy: Tensor, dhT: Tensor, dcT: O
     with one_launch_at_a_time():
         d_gx, d_gh, dh0, dc0, *dw_hr = mod.backward(cell, dy, dhT, dcT, gx, h0, c0, w_hh, b_hh, lengths, reverse,
                                                     y_saved, tuple(saved), **projection(w_hr))
+    # dW_hh and db_hh are fresh results of GEMMs and reductions: only the backend's outputs can alias
+    d_gx, dh0, dc0, dw_hr = _unaliased([d_gx, dh0, dc0 if dc0 is not None else _empty(gx),
+                                        dw_hr[0] if w_hr is not None else _empty(gx)],
+                                       (dy, dhT, dcT, gx, h0, c0, w_hh, b_hh, lengths, y_saved, w_hr, *saved))
     dw, db = recurrent_weight_grads(d_gh, y_saved, h0, lengths, reverse, b_hh is not None, w_hh.dtype,
                                     **reset_before_args(cell, gx, w_hh, b_hh))
-    outs = [d_gx, dh0, dc0 if dc0 is not None else _empty(gx), dw, db if db is not None else _empty(gx),
-            dw_hr[0] if w_hr is not None else _empty(gx)]
-    return _unaliased(outs, (dy, dhT, dcT, gx, h0, c0, w_hh, b_hh, lengths, y_saved, w_hr, *saved))
+    return [d_gx, dh0, dc0, dw, db if db is not None else _empty(gx), dw_hr]
+
+
+@torch.library.custom_op("fusedrnn::rnn_layer_backward", mutates_args=())
+def recurrence_backward(kernels: str, cell: str, dy: Tensor, dhT: Tensor, dcT: Optional[Tensor], gx: Tensor,
+                        h0: Tensor, c0: Optional[Tensor], w_hh: Tensor, b_hh: Optional[Tensor],
+                        lengths: Optional[Tensor], reverse: bool, y_saved: Tensor, saved: List[Tensor],
+                        w_hr: Optional[Tensor] = None) -> List[Tensor]:
+    return _backward(kernels, cell, dy, dhT, dcT, gx, h0, c0, w_hh, b_hh, lengths, reverse, y_saved, saved, w_hr)
 
 
 @recurrence_backward.register_fake
@@ -214,6 +239,27 @@ def _recurrence_backward_fake(kernels, cell, dy, dhT, dcT, gx, h0, c0, w_hh, b_h
 
 # -- autograd -------------------------------------------------------------------------
 
+def _gradients(kernels, cell, reverse, saved_tensors, grads, backward) -> tuple:
+    """(d_gx, dh0, dc0, dW_hh, db_hh, dW_hr), None where an argument is None, from the incoming
+    gradients of (y, hT, cT) (None where absent) and what the forward saved: (gx, h0, c0, w_hh,
+    b_hh, lengths, w_hr, y_saved, *saved). `backward`: the backward op or its implementation."""
+    gx, h0, c0, w_hh, b_hh, lengths, w_hr, y_saved, *saved = saved_tensors
+    if torch.is_grad_enabled():  # backward(create_graph=True): the backward kernels are not differentiable
+        with _no_autocast(gx.device.type):
+            return reference_gradients(cell, reverse, grads[:3], gx, h0, c0, w_hh, b_hh, lengths, w_hr)
+
+    def grad_or_zeros(g, like):  # made contiguous where the backend is called (_backward)
+        return torch.zeros_like(like) if g is None else g
+
+    dy, dhT = grad_or_zeros(grads[0], y_saved), grad_or_zeros(grads[1], h0)
+    dcT = grad_or_zeros(grads[2], c0) if c0 is not None else None
+    with _no_autocast(gx.device.type):
+        d_gx, dh0, dc0, dw, db, dw_hr = backward(kernels, cell, dy, dhT, dcT, gx, h0, c0, w_hh, b_hh, lengths, reverse,
+                                                 y_saved, saved, w_hr)
+    return (d_gx, dh0, dc0 if c0 is not None else None, dw, db if b_hh is not None else None,
+            dw_hr if w_hr is not None else None)
+
+
 def _setup_context(ctx, inputs, output):
     kernels, cell, gx, h0, c0, w_hh, b_hh, lengths, reverse, need_grad, w_hr = inputs
     ctx.kernels, ctx.cell, ctx.reverse = kernels, cell, reverse
@@ -221,50 +267,78 @@ def _setup_context(ctx, inputs, output):
     ctx.save_for_backward(gx, h0, c0, w_hh, b_hh, lengths, w_hr, *output[3:])
 
 
-def _backward(ctx, grads):
-    gx, h0, c0, w_hh, b_hh, lengths, w_hr, y_saved, *saved = ctx.saved_tensors
-
-    def grad_or_zeros(g, like):
-        return torch.zeros_like(like) if g is None else g.contiguous()
-
-    if torch.is_grad_enabled():  # backward(create_graph=True): the backward kernels are not differentiable
-        with _no_autocast(gx.device.type):
-            d_gx, dh0, dc0, dw, db, dw_hr = reference_gradients(ctx.cell, ctx.reverse, grads[:3], gx, h0, c0, w_hh,
-                                                                b_hh, lengths, w_hr)
-        grads = (None, None, d_gx, dh0, dc0, dw, db, None, None, None)
-        return grads if w_hr is None else (*grads, dw_hr)
-    dy, dhT = grad_or_zeros(grads[0], y_saved), grad_or_zeros(grads[1], h0)
-    dcT = grad_or_zeros(grads[2], c0) if c0 is not None else None
-    with _no_autocast(gx.device.type):
-        d_gx, dh0, dc0, dw, db, dw_hr = recurrence_backward(ctx.kernels, ctx.cell, dy, dhT, dcT, gx, h0, c0, w_hh,
-                                                            b_hh, lengths, ctx.reverse, y_saved, saved, w_hr)
-    grads = (None, None, d_gx, dh0, dc0 if c0 is not None else None, dw, db if b_hh is not None else None,
-             None, None, None)
+def _op_backward(ctx, grads):
+    d_gx, dh0, dc0, dw, db, dw_hr = _gradients(ctx.kernels, ctx.cell, ctx.reverse, ctx.saved_tensors, grads,
+                                               recurrence_backward)
+    grads = (None, None, d_gx, dh0, dc0, dw, db, None, None, None)
     # the dispatcher hands the autograd kernel no trailing argument left at its default: one
     # gradient per argument it received, so dw_hr only when w_hr was given
-    return grads if w_hr is None else (*grads, dw_hr)
+    return grads if dw_hr is None else (*grads, dw_hr)
 
 
-torch.library.register_autograd("fusedrnn::rnn_layer_forward", _backward, setup_context=_setup_context)
+torch.library.register_autograd("fusedrnn::rnn_layer_forward", _op_backward, setup_context=_setup_context)
 
 
-def recurrence(kernels, cell, gx, h0, c0, w_hh, b_hh, lengths, reverse, w_hr=None):
-    """Run the recurrence of backend `kernels` (a module or its import name) through the custom ops,
-    for one direction (h0 (B,P)) or both (h0 (2,B,P), the backend having declared them).
+class EagerRecurrence(torch.autograd.Function):
+    """The forward op's autograd in plain eager mode, as an autograd.Function: the same forward
+    and backward implementations and the same saved tensors as the op, without the dispatcher's
+    round trips (each recorded op call costs several times a whole torch.nn step on the host).
+    Graphs (torch.compile, torch.jit.trace, tensor subclasses) record the op instead."""
+
+    @staticmethod
+    def forward(ctx, kernels, cell, reverse, lengths, gx, h0, c0, w_hh, b_hh, w_hr):
+        outs = _forward(kernels, cell, gx, h0, c0, w_hh, b_hh, lengths, reverse, True, w_hr)
+        ctx.kernels, ctx.cell, ctx.reverse = kernels, cell, reverse
+        ctx.set_materialize_grads(False)
+        ctx.save_for_backward(gx, h0, c0, w_hh, b_hh, lengths, w_hr, *outs[3:])
+        ctx.mark_non_differentiable(*outs[3:])
+        return tuple(outs)
+
+    @staticmethod
+    def backward(ctx, *grads):
+        return (None, None, None, None, *_gradients(ctx.kernels, ctx.cell, ctx.reverse, ctx.saved_tensors, grads,
+                                                    _backward))
+
+
+def recurrence(kernels, cell, gx, h0, c0, w_hh, b_hh, lengths, reverse, w_hr=None, *, via=None):
+    """Run the recurrence of backend `kernels` (a module or its import name): for one direction
+    (h0 (B,P)) or both (h0 (2,B,P), the backend having declared them); a RuntimeError under a
+    torch.func transform or forward-mode AD (fusedrnn/ops/autodiff.py). `via` forces one way:
+    "op" (the custom op, recorded by autograd) or "function" (EagerRecurrence); by default as
+    run_layer chooses.
 
     Returns (y, hT, cT) for lstm, (y, hT) otherwise; differentiable in gx, h0, c0, w_hh, b_hh, w_hr.
     """
-    gx, h0, c0, w_hh, b_hh, lengths, w_hr = kernel_args(gx, h0, c0, w_hh, b_hh, lengths, w_hr)
-    # torch.jit.trace bakes need_grad into the graph as a constant, and its sanity check re-traces
-    # under no_grad: while tracing, save for backward whenever an argument requires grad
-    need_grad = (torch.is_grad_enabled() or torch.jit.is_tracing()) and any(
-        t is not None and t.requires_grad for t in (gx, h0, c0, w_hh, b_hh, w_hr))
     name = kernels if isinstance(kernels, str) else kernels.__name__
     refuse_transformed(name, gx, h0, c0, w_hh, b_hh, lengths, w_hr)
-    if need_grad or not plain_eager(gx):
-        outs = recurrence_forward(name, cell, gx, h0, c0, w_hh, b_hh, lengths, reverse, need_grad, w_hr)
+    if via is None:
+        return run_layer(name, cell, gx, h0, c0, w_hh, b_hh, lengths, reverse, w_hr)
+    if via == "op":
+        outs = recurrence_forward(name, cell, gx, h0, c0, w_hh, b_hh, lengths, reverse, _need_grad(gx, h0, c0, w_hh,
+                                                                                                   b_hh, w_hr), w_hr)
     else:
-        outs = _forward_without_autograd(name, cell, gx, h0, c0, w_hh, b_hh, lengths, reverse, w_hr)
+        outs = EagerRecurrence.apply(name, cell, reverse, lengths, gx, h0, c0, w_hh, b_hh, w_hr)
+    return (outs[0], outs[1], outs[2]) if cell == "lstm" else (outs[0], outs[1])
+
+
+def _need_grad(*tensors) -> bool:
+    # torch.jit.trace bakes need_grad into the graph as a constant, and its sanity check re-traces
+    # under no_grad: while tracing, save for backward whenever an argument requires grad
+    return (torch.is_grad_enabled() or torch.jit.is_tracing()) and any(
+        t is not None and t.requires_grad for t in tensors)
+
+
+def run_layer(kernels: str, cell, gx, h0, c0, w_hh, b_hh, lengths, reverse, w_hr=None):
+    """`recurrence` for fusedrnn.ops, which has already sent transformed calls to the reference:
+    in plain eager mode EagerRecurrence when autograd records the call, else the backend's forward
+    called directly; the forward op while traced or compiled."""
+    need_grad = _need_grad(gx, h0, c0, w_hh, b_hh, w_hr)
+    if not plain_eager(gx):
+        outs = recurrence_forward(kernels, cell, gx, h0, c0, w_hh, b_hh, lengths, reverse, need_grad, w_hr)
+    elif need_grad:
+        outs = EagerRecurrence.apply(kernels, cell, reverse, lengths, gx, h0, c0, w_hh, b_hh, w_hr)
+    else:
+        outs = _forward_without_autograd(kernels, cell, gx, h0, c0, w_hh, b_hh, lengths, reverse, w_hr)
     return (outs[0], outs[1], outs[2]) if cell == "lstm" else (outs[0], outs[1])
 
 
@@ -280,6 +354,7 @@ def _forward_without_autograd(kernels, cell, gx, h0, c0, w_hh, b_hh, lengths, re
     for autograd to record, the dispatcher's round trip through the custom op (tens of µs of
     Python per call, the bulk of a decode step's host time) buys nothing."""
     mod = kernels_module(kernels)
+    gx, h0, c0, w_hh, b_hh, lengths, w_hr = kernel_args(gx, h0, c0, w_hh, b_hh, lengths, w_hr)
     with one_launch_at_a_time():
         y, hT, cT, _ = mod.forward(cell, gx, h0, c0, w_hh, b_hh, lengths, reverse, False, **projection(w_hr))
     # the outputs are tensors the backend allocated: only hT or cT given as a view of y can alias

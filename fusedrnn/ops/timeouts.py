@@ -7,8 +7,9 @@ no error). The launcher hands that buffer to `after_launch`, which reports it:
 
 - on the CPU (Triton's interpreter, the emulated CUDA kernels) the launch has finished when
   it returns: a report raises RuntimeError from that call;
-- checked (FUSEDRNN_CHECK=1; FUSEDRNN_CUDA_CHECK=1 and FUSEDRNN_DEBUG=1 also switch it on):
-  the device is synchronised after every launch, so a timeout (or, CUDA, an asynchronous
+- checked (FUSEDRNN_CHECK=1, fusedrnn's one debug switch; FUSEDRNN_CUDA_CHECK=1 and FUSEDRNN_DEBUG=1
+  are older names for it): launchers NaN-fill every output first (`poisoning`, so an element a
+  kernel failed to write shows), and the device is synchronised after every launch, so a timeout (or, CUDA, an asynchronous
   fault) raises from the call that launched the kernel;
 - unchecked (the default, no synchronisation per call): the report is copied to pinned host
   memory behind a CUDA event; the next launch of either kernel backend (any thread), and
@@ -28,15 +29,18 @@ Triton's barrier polls (config.TUNING["spin_limit"]).
 """
 from __future__ import annotations
 
-import os
 import threading
 from typing import Callable, NamedTuple
 
 import torch
 
+from .. import settings
+
 CHECK_ENV = "FUSEDRNN_CHECK"
 #: older switches that also turn checking on: the CUDA backend's, and the Triton debug mode
 CHECK_ALIASES = ("FUSEDRNN_CUDA_CHECK", "FUSEDRNN_DEBUG")
+#: an older switch of the CUDA backend: NaN-filled outputs alone (FUSEDRNN_CHECK=1 fills them too)
+POISON_ALIAS = "FUSEDRNN_CUDA_POISON"
 SCALE_ENV = "FUSEDRNN_TIMEOUT_SCALE"
 #: the factor on the default spin limits under compute-sanitizer (its instrumentation stalls CTAs)
 SANITIZER_SCALE = 64
@@ -64,13 +68,19 @@ _local = threading.local()  # .watches: the watches open in this thread
 
 def checking() -> bool:
     """Whether every launch is synchronised and checked (FUSEDRNN_CHECK=1 or an alias)."""
-    return any(os.environ.get(name) == "1" for name in (CHECK_ENV, *CHECK_ALIASES))
+    return any(settings.flag(name) for name in (CHECK_ENV, *CHECK_ALIASES))
+
+
+def poisoning() -> bool:
+    """Whether launchers fill every output with NaN before a launch, so that an element a kernel
+    failed to write shows: when checking(), and under the older FUSEDRNN_CUDA_POISON=1."""
+    return checking() or settings.flag(POISON_ALIAS)
 
 
 def spin_scale() -> float:
     """The factor on the default spin limits: FUSEDRNN_TIMEOUT_SCALE, else SANITIZER_SCALE
     under compute-sanitizer, else 1."""
-    text = os.environ.get(SCALE_ENV, "")
+    text = settings.get(SCALE_ENV, "")
     if text:
         try:
             value = float(text)
@@ -79,7 +89,7 @@ def spin_scale() -> float:
         if not value > 0 or value == float("inf"):
             raise ValueError(f"{SCALE_ENV}={text!r} must be a positive finite number")
         return value
-    return float(SANITIZER_SCALE) if any(k.startswith(SANITIZER_ENV_PREFIX) for k in os.environ) else 1.0
+    return float(SANITIZER_SCALE) if settings.any_prefixed(SANITIZER_ENV_PREFIX) else 1.0
 
 
 def scaled(default: int, cap: int) -> int:

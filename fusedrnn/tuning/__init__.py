@@ -23,7 +23,6 @@ is loaded (schema.py); one malformed in any part warns once and counts as no tab
 from __future__ import annotations
 
 import bisect
-import os
 import re
 import warnings
 from dataclasses import dataclass, field
@@ -32,6 +31,7 @@ from pathlib import Path
 import torch
 
 from . import schema
+from .. import settings
 
 FORMAT = 1
 TABLE_DIR = Path(__file__).resolve().parent
@@ -175,7 +175,7 @@ def load(path: Path) -> Table:
 
 
 def search_dirs() -> list[Path]:
-    extra = os.environ.get(ENV_VAR)
+    extra = settings.get(ENV_VAR)
     return ([Path(extra)] if extra else []) + [TABLE_DIR]
 
 

@@ -1,4 +1,4 @@
-"""backend="cuda", kernel contract v2 (CONTRACT in fusedrnn/ops/fused.py and cuda.py): both
+"""backend="cuda", kernel contract v2 (docs/design.md, "The kernel contract"): both
 directions in one launch (D = 2) and the LSTM projection (w_hr), each tier forced, against the
 float64 reference run direction by direction: values (y, hT, cT) and every gradient (d_gx,
 dh0, dc0, dw_hr, and dW_hh/db_hh as the caller computes them from d_gh); then the fused

@@ -5,7 +5,7 @@ cells' pointwise math, tiles.py the tile pieces the kernels share, launch.py the
 launchers, config.py the tuning table and the layout choice (model.py its latency
 model), timeouts.py the grid-barrier timeout checks; step_kernel.py and step_launch.py
 the fused decode step (`step`). The functions below are the
-kernel-backend interface of fusedrnn/ops/fused.py, contract v2: the LSTM projection
+kernel-backend interface of docs/design.md ("The kernel contract", v2): the LSTM projection
 (`w_hr`) and two directions in one launch (h0 (D, B, P), gx (T, B, D*G*H), y (T, B, D*P)).
 """
 from __future__ import annotations
@@ -20,6 +20,7 @@ except ImportError as e:  # pragma: no cover - triton is a dependency of this pa
 
 if _IMPORT_ERROR is None:
     from . import config, launch, step_launch, timeouts
+    from .launch import backward, forward  # noqa: F401  (the contract's forward and backward are the launchers)
 
 _DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
@@ -57,14 +58,6 @@ def saved_shapes(cell, gx, h0, c0, w_hh, b_hh, lengths, reverse, need_grad, w_hr
         return []
     n = launch.sizes(cell, gx, h0)
     return launch.saved_shapes(cell, n.T, n.B, n.H, w_hr is not None, n.D)
-
-
-def forward(cell, gx, h0, c0, w_hh, b_hh, lengths, reverse, need_grad, w_hr=None):
-    return launch.forward(cell, gx, h0, c0, w_hh, b_hh, lengths, reverse, need_grad, w_hr)
-
-
-def backward(cell, dy, dhT, dcT, gx, h0, c0, w_hh, b_hh, lengths, reverse, y, saved, w_hr=None):
-    return launch.backward(cell, dy, dhT, dcT, gx, w_hh, lengths, reverse, saved, w_hr)
 
 
 def step(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh):

@@ -23,12 +23,16 @@ W_hnᵀ d_n over all units first: cell_bwd leaves it 0 and the kernel completes 
 import triton
 import triton.language as tl
 
-#: the CELL constexpr of the kernels, the gates G and the saved slots per cell
-LSTM, GRU, RNN_TANH, RNN_RELU, GRU_RB = 0, 1, 2, 3, 4
-CELLS = {"lstm": LSTM, "gru": GRU, "rnn_tanh": RNN_TANH, "rnn_relu": RNN_RELU, "gru_reset_before": GRU_RB}
-GATES = {LSTM: 4, GRU: 3, RNN_TANH: 1, RNN_RELU: 1, GRU_RB: 3}
-SAVED_SLOTS = {LSTM: 4, GRU: 4, RNN_TANH: 1, RNN_RELU: 1, GRU_RB: 4}   # fp32 values per unit saved per step
-SAVES_STATE = {LSTM: True, GRU: True, RNN_TANH: False, RNN_RELU: False, GRU_RB: True}  # also the state entering
+from ...cell_table import CELLS as TABLE
+
+#: the CELL constexpr of the kernels, and per constant the gates G, the fp32 values per unit saved
+#: per step and whether the state entering each step is saved too (fusedrnn/cell_table.py)
+LSTM, GRU, RNN_TANH, RNN_RELU, GRU_RB = (TABLE[name].cell_id
+                                         for name in ("lstm", "gru", "rnn_tanh", "rnn_relu", "gru_reset_before"))
+CELLS = {name: c.cell_id for name, c in TABLE.items()}
+GATES = {c.cell_id: c.gates for c in TABLE.values()}
+SAVED_SLOTS = {c.cell_id: c.triton_saved_slots for c in TABLE.values()}
+SAVES_STATE = {c.cell_id: c.triton_saves_state for c in TABLE.values()}
 
 
 @triton.jit

@@ -33,15 +33,12 @@ from typing import NamedTuple
 import torch
 import triton
 
+from ... import machine, settings
 from . import model
 from .cells import CELLS, GATES
 
 #: Triton decides at import whether kernels run in the CPU interpreter.
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
-
-#: debug/test switch: outputs NaN-filled so an unwritten element shows (the same variable also
-#: makes fusedrnn/ops/timeouts.py check every launch synchronously).
-DEBUG = os.environ.get("FUSEDRNN_DEBUG", "0") == "1"
 
 LAYOUTS = ("carry", "grid", "solo")
 
@@ -49,7 +46,7 @@ LAYOUTS = ("carry", "grid", "solo")
 TUNING = {
     # "auto", or one of LAYOUTS to force it wherever it can run (tests, debugging);
     # environment: FUSEDRNN_TRITON_LAYOUT
-    "layout": os.environ.get("FUSEDRNN_TRITON_LAYOUT", "auto"),
+    "layout": settings.get("FUSEDRNN_TRITON_LAYOUT", "auto"),
     "block_b_min": 16,             # batch side of the MMA; wgmma needs N >= 16
     "block_b_max": 64,
     "block_n": (8, 16, 32, 64, 128),  # units per tile tried
@@ -82,8 +79,8 @@ class DeviceLimits:
     regs_per_sm: int     # 32-bit registers per multiprocessor
 
 
-H100 = DeviceLimits(132, 227 * 1024, 65536)
-INTERPRETER = DeviceLimits(TUNING["interpret_sms"], 227 * 1024, 65536)
+H100 = DeviceLimits(machine.H100_LIMITS["sms"], machine.H100_LIMITS["smem_optin"], machine.H100_LIMITS["regs_per_sm"])
+INTERPRETER = DeviceLimits(TUNING["interpret_sms"], H100.smem_optin, H100.regs_per_sm)
 
 
 def device_limits(device: torch.device) -> DeviceLimits:

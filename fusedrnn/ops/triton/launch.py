@@ -13,6 +13,7 @@ from typing import NamedTuple
 
 import torch
 
+from .. import timeouts as policy
 from . import config, kernels, timeouts
 from .cells import CELLS, GATES, SAVED_SLOTS, SAVES_STATE
 
@@ -55,8 +56,8 @@ def saved_shapes(cell: str, T: int, B: int, H: int, proj: bool = False, D: int =
 
 
 def new_out(shape, dtype, device) -> torch.Tensor:
-    """An output buffer the kernel fully writes (NaN-filled in debug mode)."""
-    if config.DEBUG:
+    """An output buffer the kernel fully writes (NaN-filled when checking, fusedrnn/ops/timeouts.py)."""
+    if policy.poisoning():
         return torch.full(shape, float("nan"), dtype=dtype, device=device)
     return torch.empty(shape, dtype=dtype, device=device)
 
@@ -188,8 +189,8 @@ def forward(cell, gx, h0, c0, w_hh, b_hh, lengths, reverse, need_grad, w_hr=None
     return y, hbuf[:, T % 2].to(gx.dtype, copy=True).view(h0.shape), cT, saved
 
 
-def backward(cell, dy, dhT, dcT, gx, w_hh, lengths, reverse, saved, w_hr=None):
-    """Launch the backward; returns d_gx (T,B,D*G*H) in gx's dtype, d_gh (T,B,D*G*H) fp32,
+def backward(cell, dy, dhT, dcT, gx, h0, c0, w_hh, b_hh, lengths, reverse, y, saved, w_hr=None):
+    """Launch the backward (h0, c0, b_hh and y unused: `saved` holds what it needs); returns d_gx (T,B,D*G*H) in gx's dtype, d_gh (T,B,D*G*H) fp32,
     dh0, dc0 or None (shaped like dhT, dcT), and with w_hr also dW_hr in w_hr's dtype."""
     timeouts.check()
     _require_contiguous(dy=dy, dhT=dhT, dcT=dcT, gx=gx, w_hh=w_hh, w_hr=w_hr, lengths=lengths,

@@ -10,7 +10,7 @@ from typing import NamedTuple
 import torch
 
 from ..common import GATES, INT32_MAX
-from ..cuda import check_step_args  # one set of checks and messages for every backend's step
+from ..step_args import check as check_step_args  # one set of checks and messages for every backend's step
 from . import config, launch, step_kernel
 from .cells import CELLS
 

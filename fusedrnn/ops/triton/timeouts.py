@@ -4,8 +4,8 @@ replay inside a watch).
 
 A barrier-grid launch gets its own zeroed sync buffer (per call: no launch state is
 shared between calls or threads); its last int is the timeout flag the kernel raises
-when a wait gives up (kernels latch it and finish quickly). FUSEDRNN_DEBUG=1 is one of the
-policy's names for checking every launch synchronously.
+when a wait gives up (kernels latch it and finish quickly). FUSEDRNN_CHECK=1 (the policy's
+debug switch) checks every launch synchronously.
 """
 from __future__ import annotations
 

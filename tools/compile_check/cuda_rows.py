@@ -317,7 +317,8 @@ def _recurrence_rows(facts, lim, cell, dtype, B, H, anchor, proj=0, directions=1
     out = []
     variant = "D2" if directions > 1 else f"proj{proj}" if proj else None
     for direction in ("fwd", "bwd"):
-        p = _C().plan_for(direction == "bwd", cell, DTYPE_CODES[dtype], B, H, lim, proj=proj, directions=directions)
+        p = _C().plan_for(direction == "bwd", cell, DTYPE_CODES[dtype], B, H, lim, proj=proj, directions=directions,
+                          machine=_machine())
         pas = direction + ("-proj" if proj else "")
         kinds = ["persistent"] if p["persistent"] else ["step", "step2"][:p["step"]["kernels"]]
         for kind in kinds:
@@ -392,6 +393,12 @@ def _cell_step_row(facts, lim, cell, dtype, B, I, H, anchor) -> Row:
 SPEC = [None]  # the DeviceSpec of the running rows() call (occupancy of a row)
 
 
+def _machine() -> dict:
+    """The C++ planner's constants of the current machine model (a calibration file's if set)."""
+    from fusedrnn import machine  # noqa: PLC0415
+    return machine.cxx_constants()
+
+
 def _C():
     from fusedrnn import _C  # noqa: PLC0415  (the extension's plan: the very function the GPU path calls)
     return _C
@@ -445,7 +452,7 @@ def prediction_rows(spec=None) -> list[dict]:
         row = dict(cell=cell, B=B, T=T, H=H, cudnn_fw=fw_ms * 1000 / T, cudnn_fwbw=fwbw_ms * 1000 / T,
                    cudnn_bw=bw_ms * 1000 / T)
         for d in ("fwd", "bwd"):
-            p = _C.plan_for(d == "bwd", cell, DTYPE_CODES["bf16"], B, H, lim)
+            p = _C.plan_for(d == "bwd", cell, DTYPE_CODES["bf16"], B, H, lim, machine=_machine())
             row[d] = p
         e_f, e_b = row["fwd"]["estimate"], row["bwd"]["estimate"]
         saved_us = S * B * H * 4 / HBM_BYTES_PER_US  # the training forward also writes the activations
@@ -493,7 +500,8 @@ def _gemm_us(flops: float) -> float:
 def _step_us(lim, backward: bool, B: int, H: int, dtype: str, proj: int = 0, directions: int = 1):
     from fusedrnn import _C  # noqa: PLC0415
 
-    p = _C.plan_for(backward, "lstm", DTYPE_CODES[dtype], B, H, lim, proj=proj, directions=directions)
+    p = _C.plan_for(backward, "lstm", DTYPE_CODES[dtype], B, H, lim, proj=proj, directions=directions,
+                    machine=_machine())
     return p["estimate"]["step_us"], p
 
 

@@ -243,7 +243,7 @@ def test_the_grid_tier_is_walked_per_pass_count():
     Layout::st[k].NP): the one-pass walk reads the one-pass side only (a flag, its data), the
     multi-pass walk the other side (a second pass's flag and data), with the tier and NP at
     the offsets csrc/layout.h asserts."""
-    from benchmarks.compile_check import cuda_rows
+    from tools.compile_check import cuda_rows
     tier, np_ = sass_path.PARAM_BASE_SM90 + 0x80, sass_path.PARAM_BASE_SM90 + 0x80 + cuda_rows.LAYOUT_NP
     body = f"""
         LDC R7, c[0x0][{tier:#x}]

@@ -14,7 +14,10 @@ Method (benchmarks/NOTES.md, "Critical path read from the compiled code", has a 
    loop (timeouts, `BRA.DIV` slow paths) is not followed. A poll (an innermost loop around
    a one-word strong load or an atomic, with no MMA) runs once (the flag is ready at the
    first look, the floor), or not at all when a branch before it jumps past it (a rotated
-   `if not ready: do poll while not ready`). Other inner loops run `inner_trips` times
+   `if not ready: do poll while not ready`); a poll written `while (!ready) { re-poll }`,
+   whose first loads precede the loop, leaves at its readiness test (the first branch out
+   of the loop on a value derived from a flag load), so its re-polls and what is reached
+   only past that test (a timeout report) are not on the path. Other inner loops run `inner_trips` times
    (innermost) or `outer_trips` (around those); default once.
 3. Dependent round trips. A warp issues in order and stalls at the first instruction
    that reads a register a load has not yet written (or at DEPBAR for cp.async). So a

@@ -30,6 +30,7 @@ struct Launch {
   Mode mode = Mode::AUTO;
   int units = 0, batch_rows = 0, passes = 0;  // forced U / BG / NP of the plan (tests), 0: choose
   long long spin_limit = 0;   // clock cycles a grid-tier flag wait spins before reporting (0: default)
+  machine::Constants model{};  // the plan's cost-model constants (a calibration file's, else the defaults)
 };
 
 struct ForwardArgs {
@@ -94,6 +95,7 @@ inline PlanRequest plan_request(bool backward, Cell cell, DType dtype, int B, in
   r.B = B; r.H = H; r.P = proj; r.D = D;
   r.mode = l.mode; r.units = l.units; r.batch_rows = l.batch_rows; r.passes = l.passes;
   r.cell = (int)cell; r.dtype = (int)dtype;
+  r.model = l.model;
   return r;
 }
 // Returns "" or the note of a fallback (AUTO: a refused persistent launch ran per step);

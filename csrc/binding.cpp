@@ -17,16 +17,17 @@ using namespace fusedrnn;
 namespace {
 
 LaunchKnobs knobs(long long stream, long long device, const std::string& mode, long long units, long long rows,
-                  long long passes, long long spin) {
+                  long long passes, long long spin, py::object machine = py::none()) {
   LaunchKnobs k;
   k.stream = stream; k.device = device; k.mode = mode; k.units = units; k.batch_rows = rows; k.passes = passes;
   k.spin_limit = spin;
+  k.model = parse_machine(machine);
   return k;
 }
 
 PlanRequest request(bool backward, const std::string& cell, long long dtype, long long B, long long H,
                     const std::string& mode, long long units, long long rows, long long passes, long long proj,
-                    long long directions) {
+                    long long directions, py::object machine) {
   const Cell c = parse_cell(cell);
   const DType d = parse_dtype(dtype, "dtype");
   if (d != DType::F32 && d != DType::F16 && d != DType::BF16)
@@ -38,7 +39,7 @@ PlanRequest request(bool backward, const std::string& cell, long long dtype, lon
   if (proj != 0 && (c != Cell::LSTM || proj < 0 || proj >= H))
     throw std::invalid_argument("fusedrnn._C: plan: proj must be 0, or in [1, H) for the lstm cell");
   if (directions != 1 && directions != 2) throw std::invalid_argument("fusedrnn._C: plan: directions must be 1 or 2");
-  const Launch l = parse_launch(knobs(0, 0, mode, units, rows, passes, 0));
+  const Launch l = parse_launch(knobs(0, 0, mode, units, rows, passes, 0, machine));
   return plan_request(backward, c, d, (int)B, (int)H, (int)proj, (int)directions, l);
 }
 
@@ -125,10 +126,11 @@ PYBIND11_MODULE(_C, m) {
         [](const std::string& cell, bool reverse, py::object gx, py::object h0, py::object c0, py::object w_hh,
            py::object b_hh, py::object lengths, py::object y, py::object hT, py::object cT, py::object saved,
            py::object workspace, long long stream, long long device, const std::string& mode, long long units,
-           long long batch_rows, long long passes, long long spin_limit, py::object w_hr, py::object m) {
+           long long batch_rows, long long passes, long long spin_limit, py::object w_hr,
+           py::object m, py::object machine) {
           ForwardArgs a = make_forward_args(cell, reverse, gx, h0, c0, w_hh, b_hh, lengths, y, hT, cT, saved,
                                             workspace,
-                                            knobs(stream, device, mode, units, batch_rows, passes, spin_limit),
+                                            knobs(stream, device, mode, units, batch_rows, passes, spin_limit, machine),
                                             w_hr, m);
           py::gil_scoped_release release;
           return forward(a);
@@ -138,18 +140,20 @@ PYBIND11_MODULE(_C, m) {
         py::arg("workspace"), py::arg("stream"), py::arg("device"), py::arg("mode") = "auto", py::arg("units") = 0,
         py::arg("batch_rows") = 0, py::arg("passes") = 0, py::arg("spin_limit") = 0,
         py::arg("w_hr") = py::none(), py::arg("m") = py::none(),
+        py::arg("machine") = py::none(),
         "Launch the forward recurrence on `stream`; tensors as (ptr, dtype_code, shape, strides). Returns '' or "
         "the note of a fallback to the per-step kernels. h0 (D, B, P) runs D directions in one launch; w_hr "
-        "(LSTM projection) makes the state P wide, m (fp32, with saved) keeps o*tanh(c) for dW_hr.");
+        "(LSTM projection) makes the state P wide, m (fp32, with saved) keeps o*tanh(c) for dW_hr. machine: the "
+        "cost model's constants the plan uses ({name: value}, fusedrnn.machine.cxx_constants()), None: defaults.");
 
   m.def("backward",
         [](const std::string& cell, bool reverse, py::object dy, py::object dhT, py::object dcT, py::object w_t,
            py::object lengths, py::object saved, py::object d_gx, py::object d_gh, py::object dh0, py::object dc0,
            py::object workspace, long long stream, long long device, const std::string& mode, long long units,
-           long long batch_rows, long long passes, long long spin_limit, py::object w_hr_t, py::object dh) {
+           long long batch_rows, long long passes, long long spin_limit, py::object w_hr_t, py::object dh, py::object machine) {
           BackwardArgs a = make_backward_args(cell, reverse, dy, dhT, dcT, w_t, lengths, saved, d_gx, d_gh, dh0,
                                               dc0, workspace,
-                                              knobs(stream, device, mode, units, batch_rows, passes, spin_limit),
+                                              knobs(stream, device, mode, units, batch_rows, passes, spin_limit, machine),
                                               w_hr_t, dh);
           py::gil_scoped_release release;
           return backward(a);
@@ -159,14 +163,16 @@ PYBIND11_MODULE(_C, m) {
         py::arg("workspace"), py::arg("stream"), py::arg("device"), py::arg("mode") = "auto", py::arg("units") = 0,
         py::arg("batch_rows") = 0, py::arg("passes") = 0, py::arg("spin_limit") = 0,
         py::arg("w_hr_t") = py::none(), py::arg("dh") = py::none(),
+        py::arg("machine") = py::none(),
         "Launch the backward recurrence (d_gates, dh0, dc0) on `stream`; with w_hr_t (H, P) it also writes dh "
-        "(fp32, the gradient reaching each h_t, for dW_hr).");
+        "(fp32, the gradient reaching each h_t, for dW_hr); machine as forward's.");
 
   m.def("plan_for",
         [](bool backward, const std::string& cell, long long dtype, long long B, long long H, py::dict limits,
            const std::string& mode, long long units, long long batch_rows, long long passes, long long proj,
-           long long directions, long long max_active_cluster) {
-          const PlanRequest r = request(backward, cell, dtype, B, H, mode, units, batch_rows, passes, proj, directions);
+           long long directions, long long max_active_cluster, py::object machine) {
+          const PlanRequest r =
+              request(backward, cell, dtype, B, H, mode, units, batch_rows, passes, proj, directions, machine);
           if (max_active_cluster <= 0) return plan_dict(make_plan(r, limits_from(limits)));
           return plan_dict(make_plan_fitted(r, limits_from(limits), [&](int cluster, int) {
             return cluster <= max_active_cluster ? 1 : 0;
@@ -175,21 +181,24 @@ PYBIND11_MODULE(_C, m) {
         py::arg("backward"), py::arg("cell"), py::arg("dtype"), py::arg("B"), py::arg("H"), py::arg("limits"),
         py::arg("mode") = "auto", py::arg("units") = 0, py::arg("batch_rows") = 0, py::arg("passes") = 0,
         py::arg("proj") = 0, py::arg("directions") = 1, py::arg("max_active_cluster") = 0,
+        py::arg("machine") = py::none(),
         "The plan for a device described by `limits` (sms, smem_optin, smem_per_sm, regs_per_sm, cc_major, "
         "cc_minor, max_cluster, cooperative): a pure function, no GPU needed. max_active_cluster > 0 stands in "
-        "for the device's occupancy answer: clusters larger than it do not fit the kernel (make_plan_fitted).");
+        "for the device's occupancy answer: clusters larger than it do not fit the kernel (make_plan_fitted). "
+        "machine: the cost model's constants ({name: value}, fusedrnn.machine.cxx_constants()), None: defaults.");
 
   m.def("plan",
         [](bool backward, const std::string& cell, long long dtype, long long B, long long H, long long device,
            const std::string& mode, long long units, long long batch_rows, long long passes, long long proj,
-           long long directions) {
-          const PlanRequest r = request(backward, cell, dtype, B, H, mode, units, batch_rows, passes, proj, directions);
+           long long directions, py::object machine) {
+          const PlanRequest r =
+              request(backward, cell, dtype, B, H, mode, units, batch_rows, passes, proj, directions, machine);
           parse_launch(knobs(0, device, mode, units, batch_rows, passes, 0));
           return plan_dict(plan_on_device(r, (int)device));
         },
         py::arg("backward"), py::arg("cell"), py::arg("dtype"), py::arg("B"), py::arg("H"), py::arg("device"),
         py::arg("mode") = "auto", py::arg("units") = 0, py::arg("batch_rows") = 0, py::arg("passes") = 0,
-        py::arg("proj") = 0, py::arg("directions") = 1,
+        py::arg("proj") = 0, py::arg("directions") = 1, py::arg("machine") = py::none(),
         "The plan on CUDA device `device`: its limits read off the device, then plan_for's function.");
 
   m.def("cell_step",

@@ -217,15 +217,28 @@ struct Exchange {
   // One sweep polls the producers of passes 0 and 1; pass p + 1 is copied before pass p's
   // matmul when its producers are already seen (always so once every producer has been),
   // else its polls stay in flight during that matmul and it is copied right after.
+  // One pass (NP == 1, most plans) takes its own branch on the kernel parameter S.NP: one
+  // sweep of polls, the acquire, the copy, the matmul. The branch keeps that path apart in
+  // the compiled code, so the compile gate's critical-path walk, told the plan's NP, reads the
+  // path a launch runs instead of both sides of the multi-pass code's branches.
   // `step` only labels a timeout report.
   __device__ void stream_multiply(int k, int r, int step, const T* A, float* part) const {
     constexpr int KE = 32 / sizeof(T);
     const Stage& S = L.st[k];
     const int nq = S.nseg * L.NU, nk = S.Kp / KE;
     T* xs = reinterpret_cast<T*>(smem + S.off_x);
+    Poll pl;
+    if (S.NP == 1) {
+      poll(pl, 0, nq);
+      wait(pl, r, step, 0, nq, nq);
+      copy(S, r, 0, nq, xs);
+      cp_async_wait<0>();
+      __syncthreads();
+      step_matmul<T>(A, xs, 0, part, S, L.BG, 0, nk, false);  // also covers the zero columns [K, Kp)
+      return;
+    }
     T* buf[2] = {xs, xs + (size_t)L.BG * S.ldx};
     auto end = [&](int p) { return min(nq, (p + 1) * S.CPP); };
-    Poll pl;
     poll(pl, 0, end(1));
     wait(pl, r, step, 0, end(0), end(1));
     copy(S, r, 0, end(0), buf[0]);
@@ -249,7 +262,7 @@ struct Exchange {
         cp_async_wait<0>();
       }
       __syncthreads();
-      // the last pass also covers the zero columns [K, Kp) (NP == 1 only: NP > 1 has cw % KE == 0)
+      // NP > 1 has cw % KE == 0: no zero columns past K to cover
       step_matmul<T>(A, buf[p & 1], q0 * S.cw, part, S, L.BG, q0 * S.cw / KE, p + 1 == S.NP ? nk : q1 * S.cw / KE,
                      p > 0);
       if (p + 1 < S.NP) {

@@ -17,6 +17,7 @@
 // of cw values each, segment g at column g*cw*NU + r*cw.
 // Plain C++: included by the host compiler (plan.cpp, binding) and by nvcc.
 #pragma once
+#include <cstddef>
 
 namespace fusedrnn {
 
@@ -62,6 +63,13 @@ struct Layout {
   int off_bias, off_stage, off_part, smem;  // dynamic shared memory (bytes): bias (fp32, stage 0
                                             // forward), tier 2's outgoing slices, partial sums
 };
+
+// The compile gate's critical-path walk (tools/compile_check/cuda_rows.py) knows the tier
+// and each stage's NP as kernel parameters at these byte offsets of the Layout, to read the
+// path one plan runs: keep them in step with LAYOUT_TIER, LAYOUT_NP and STAGE_BYTES there.
+static_assert(offsetof(Layout, tier) == 0 && offsetof(Layout, st) + offsetof(Stage, NP) == 104 &&
+                  sizeof(Stage) == 76,
+              "Layout moved: update the offsets in tools/compile_check/cuda_rows.py");
 
 // The per-step fallback: small CTAs over (units, batch rows), weights read from L2; one
 // launch per stage and step, the directions one after the other.

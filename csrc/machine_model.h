@@ -38,5 +38,47 @@ constexpr int portable_cluster = 8;  // CTAs per cluster without the non-portabl
 
 }  // namespace limits
 
+// The constants one plan is made with: these defaults unless the caller passes a calibrated
+// set (fusedrnn.machine.cxx_constants(), through the binding's `machine` argument).
+struct Constants {
+  double clock_ghz = fusedrnn::machine::clock_ghz;
+  double cta_sync_us = fusedrnn::machine::cta_sync_us;
+  double l2_latency_us = fusedrnn::machine::l2_latency_us;
+  double flag_round_trip_us = fusedrnn::machine::flag_round_trip_us;
+  double cluster_barrier_us = fusedrnn::machine::cluster_barrier_us;
+  double mma_dep_cycles_bf16 = fusedrnn::machine::mma_dep_cycles_bf16;
+  double mma_dep_cycles_tf32 = fusedrnn::machine::mma_dep_cycles_tf32;
+  double launch_us = fusedrnn::machine::launch_us;
+  double issue_ipc_per_warp = fusedrnn::machine::issue_ipc_per_warp;
+  double warps_per_scheduler_issue = fusedrnn::machine::warps_per_scheduler_issue;
+  double smem_bytes_per_clk = fusedrnn::machine::smem_bytes_per_clk;
+  double dsmem_bytes_per_clk = fusedrnn::machine::dsmem_bytes_per_clk;
+  double l2_bw_gbs = fusedrnn::machine::l2_bw_gbs;
+  double l2_bw_per_sm_gbs = fusedrnn::machine::l2_bw_per_sm_gbs;
+  double hbm_bw_gbs = fusedrnn::machine::hbm_bw_gbs;
+  double fma_per_clk = fusedrnn::machine::fma_per_clk;
+};
+
+// f(name, field) for every constant of c: the binding sets a calibrated set by name.
+template <class F>
+void for_each(Constants& c, F&& f) {
+  f("clock_ghz", c.clock_ghz);
+  f("cta_sync_us", c.cta_sync_us);
+  f("l2_latency_us", c.l2_latency_us);
+  f("flag_round_trip_us", c.flag_round_trip_us);
+  f("cluster_barrier_us", c.cluster_barrier_us);
+  f("mma_dep_cycles_bf16", c.mma_dep_cycles_bf16);
+  f("mma_dep_cycles_tf32", c.mma_dep_cycles_tf32);
+  f("launch_us", c.launch_us);
+  f("issue_ipc_per_warp", c.issue_ipc_per_warp);
+  f("warps_per_scheduler_issue", c.warps_per_scheduler_issue);
+  f("smem_bytes_per_clk", c.smem_bytes_per_clk);
+  f("dsmem_bytes_per_clk", c.dsmem_bytes_per_clk);
+  f("l2_bw_gbs", c.l2_bw_gbs);
+  f("l2_bw_per_sm_gbs", c.l2_bw_per_sm_gbs);
+  f("hbm_bw_gbs", c.hbm_bw_gbs);
+  f("fma_per_clk", c.fma_per_clk);
+}
+
 }  // namespace machine
 }  // namespace fusedrnn

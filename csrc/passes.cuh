@@ -52,6 +52,7 @@ struct FwdPass {
     PairSlots p;
     float h[kPairsPerThread], c[kPairsPerThread];
     T gx[kPairsPerThread][G];  // the next step's input, as loaded: converted where the cell uses it
+    float sv[kPairsPerThread][S];  // this step's saved activations, stored after the publish
   };
 
   __device__ static Params direction(const Params& p, int d) { return p.direction(d, G, S); }
@@ -98,6 +99,9 @@ struct FwdPass {
       prefetch(r, p, c, i, 0);
     }
   }
+  // The step's cell and the next round's puts: all that the publish after it guards. The
+  // outputs wait in registers for outputs(), after the publish, so that the release (and a
+  // cluster barrier's arrive) does not wait for their global stores.
   template <class X>
   __device__ static void pointwise(int, Regs& r, const Params& p, const Layout& L, const Cta& c, const X& ex,
                                    const float* part, const float* bias, int s, bool, int round) {
@@ -106,31 +110,37 @@ struct FwdPass {
 #pragma unroll
     for (int i = 0; i < kPairsPerThread; ++i) {
       if (!r.p.ok[i]) continue;
-      const int bb = r.p.bb[i], u = r.p.u[i], j = c.j0 + u;
-      const size_t tb = (size_t)t * p.B + c.b0 + bb;
-      float out = 0.0f;  // past the sequence's end: zero out, state kept
-      if (t < r.p.len[i]) {
-        float gx[G], gh[G], sv[S], hn, cn;
+      const int bb = r.p.bb[i], u = r.p.u[i];
+      if (t < r.p.len[i]) {  // past the sequence's end: state kept
+        float gx[G], gh[G], hn, cn;
 #pragma unroll
         for (int g = 0; g < G; ++g) {
           gx[g] = to_f(r.gx[i][g]);
           gh[g] = bias[g * L.U + u] + part_sum(part, L.st[0], L.BG, bb, g * L.U + u);
         }
-        Cell::forward(gx, gh, r.h[i], r.c[i], &hn, &cn, sv);
-        r.h[i] = hn;
+        Cell::forward(gx, gh, r.h[i], r.c[i], &hn, &cn, r.sv[i]);
+        r.h[i] = timed_out ? nan_f() : hn;
         if (Cell::HAS_C) r.c[i] = cn;
-        out = hn;
-        if (timed_out) r.h[i] = out = nan_f();
-        if (p.saved != nullptr) {
+      }
+      if (more) ex.put(round, 0, 0, bb, u, from_f<T>(r.h[i]));
+    }
+  }
+  // After the publish: the step's y (h, zero past the sequence's end) and saved activations,
+  // then the next step's input loads.
+  __device__ static void outputs(int, Regs& r, const Params& p, const Cta& c, int s) {
+    const int t = time_of(p, s);
 #pragma unroll
-          for (int q = 0; q < S; ++q) p.saved[(tb * S + q) * p.H + j] = sv[q];
-        }
+    for (int i = 0; i < kPairsPerThread; ++i) {
+      if (!r.p.ok[i]) continue;
+      const int j = c.j0 + r.p.u[i];
+      const size_t tb = (size_t)t * p.B + c.b0 + r.p.bb[i];
+      const bool live = t < r.p.len[i];
+      if (live && p.saved != nullptr) {
+#pragma unroll
+        for (int q = 0; q < S; ++q) p.saved[(tb * S + q) * p.H + j] = r.sv[i][q];
       }
-      p.y[tb * p.ldy + j] = from_f<T>(out);
-      if (more) {
-        ex.put(round, 0, 0, bb, u, from_f<T>(r.h[i]));
-        prefetch(r, p, c, i, s + 1);
-      }
+      p.y[tb * p.ldy + j] = from_f<T>(live ? r.h[i] : 0.0f);
+      if (s + 1 < p.steps) prefetch(r, p, c, i, s + 1);
     }
   }
   __device__ static void finish(const Regs& r, const Params& p, const Cta& c) {
@@ -157,6 +167,7 @@ struct BwdPass {
     PairSlots p;
     float dh[kPairsPerThread], dc[kPairsPerThread], sv[kPairsPerThread][S];
     T dy[kPairsPerThread];  // the next step's dy, as loaded: converted where it is added
+    T dgx[kPairsPerThread][G], dgh[kPairsPerThread][G];  // this step's outputs, stored after the publish
   };
 
   __device__ static Params direction(const Params& p, int d) { return p.direction(d, G, S); }
@@ -196,48 +207,58 @@ struct BwdPass {
       prefetch(r, p, c, i, 0);
     }
   }
+  // The step's cell backward and the next round's puts (d_gh); d_gx and d_gh wait in
+  // registers for outputs(), after the publish, so that the release does not wait for them.
   template <class X>
   __device__ static void pointwise(int, Regs& r, const Params& p, const Layout& L, const Cta& c, const X& ex,
                                    const float* part, const float*, int s, bool consumed, int round) {
-    const bool split = p.d_gh != p.d_gx, timed_out = *ex.abort != 0;  // results after a timeout: NaN
+    const bool timed_out = *ex.abort != 0;  // results after a timeout: NaN
 #pragma unroll
     for (int i = 0; i < kPairsPerThread; ++i) {
       if (!r.p.ok[i]) continue;
-      const int bb = r.p.bb[i], u = r.p.u[i], j = c.j0 + u;
+      const int bb = r.p.bb[i], u = r.p.u[i];
       float dh = r.dh[i] + (consumed ? part_sum(part, L.st[0], L.BG, bb, u) : 0.0f);
       if (timed_out) dh = nan_f();
-      if (s == p.steps) {  // the last phase: what reaches h0 and c0
+      if (s == p.steps) {  // the last phase: what reaches h0 and c0 (nothing is published after it)
         const size_t bj = r.p.at(i, c, p.H, c.j0);
         p.dh0[bj] = from_f<T>(dh);
         if (Cell::HAS_C) p.dc0[bj] = from_f<T>(r.dc[i]);
         continue;
       }
-      const int t = time_of(p, s);
-      const size_t tb = (size_t)t * p.B + c.b0 + bb;
-      T* pgx = p.d_gx + tb * p.ldg + j;
-      T* pgh = p.d_gh + tb * p.ldg + j;
-      if (t < r.p.len[i]) {
+      if (time_of(p, s) < r.p.len[i]) {
         dh += to_f(r.dy[i]);
         float dgx[G], dgh[G], dl, dcp;
         Cell::backward(r.sv[i], dh, r.dc[i], dgx, dgh, &dl, &dcp);
 #pragma unroll
         for (int g = 0; g < G; ++g) {
-          const T vgh = from_f<T>(dgh[g]);
-          pgx[(size_t)g * p.H] = from_f<T>(dgx[g]);
-          if (split) pgh[(size_t)g * p.H] = vgh;
-          ex.put(round, 0, g, bb, u, vgh);
+          r.dgx[i][g] = from_f<T>(dgx[g]);
+          r.dgh[i][g] = from_f<T>(dgh[g]);
         }
         r.dh[i] = dl;
         if (Cell::HAS_C) r.dc[i] = dcp;
       } else {  // the state passed through unchanged: so does its gradient; dy is ignored
-        const T zero = from_f<T>(0.0f);
 #pragma unroll
-        for (int g = 0; g < G; ++g) {
-          pgx[(size_t)g * p.H] = zero;
-          if (split) pgh[(size_t)g * p.H] = zero;
-          ex.put(round, 0, g, bb, u, zero);
-        }
+        for (int g = 0; g < G; ++g) r.dgx[i][g] = r.dgh[i][g] = from_f<T>(0.0f);
         r.dh[i] = dh;
+      }
+#pragma unroll
+      for (int g = 0; g < G; ++g) ex.put(round, 0, g, bb, u, r.dgh[i][g]);
+    }
+  }
+  // After the publish: the step's d_gx (and d_gh where it is a tensor of its own), then the
+  // next step's dy and saved loads.
+  __device__ static void outputs(int, Regs& r, const Params& p, const Cta& c, int s) {
+    if (s == p.steps) return;
+    const bool split = p.d_gh != p.d_gx;
+    const size_t tb0 = (size_t)time_of(p, s) * p.B + c.b0;
+#pragma unroll
+    for (int i = 0; i < kPairsPerThread; ++i) {
+      if (!r.p.ok[i]) continue;
+      const size_t at = (tb0 + r.p.bb[i]) * p.ldg + c.j0 + r.p.u[i];
+#pragma unroll
+      for (int g = 0; g < G; ++g) {
+        p.d_gx[at + (size_t)g * p.H] = r.dgx[i][g];
+        if (split) p.d_gh[at + (size_t)g * p.H] = r.dgh[i][g];
       }
       if (s + 1 < p.steps) prefetch(r, p, c, i, s + 1);
     }

@@ -101,7 +101,6 @@ struct FwdProjPass {
         }
         if (p.m != nullptr) p.m[tb * p.H + j] = m;
         ex.put(round, 1, 0, bb, u, from_f<T>(m));
-        if (more) prefetch(r, p, c, i, s + 1);
       }
       return;
     }
@@ -109,13 +108,20 @@ struct FwdProjPass {
     for (int i = 0; i < kPairsPerThread; ++i) {  // the projection on the P-units: h_t, y_t
       if (!r.pp.ok[i]) continue;
       const int bb = r.pp.bb[i], u = r.pp.u[i];
-      const size_t tb = (size_t)t * p.B + c.b0 + bb;
-      float out = 0.0f;  // past the sequence's end: zero out, h kept
-      if (t < r.pp.len[i]) {
-        r.h[i] = out = timed_out ? nan_f() : part_sum(part, L.st[1], L.BG, bb, u);
-      }
-      p.y[tb * p.ldy + c.jp0 + u] = from_f<T>(out);
+      if (t < r.pp.len[i]) r.h[i] = timed_out ? nan_f() : part_sum(part, L.st[1], L.BG, bb, u);  // else h kept
       if (more) ex.put(round, 0, 0, bb, u, from_f<T>(r.h[i]));
+    }
+  }
+  // After stage k's publish (passes.cuh): stage 0 the next step's input loads, stage 1 y (h,
+  // zero past the sequence's end). Stage 0's m and saved stores still precede its publish.
+  __device__ static void outputs(int k, Regs& r, const Params& p, const Cta& c, int s) {
+    const int t = time_of(p, s);
+#pragma unroll
+    for (int i = 0; i < kPairsPerThread; ++i) {
+      if (k == 0 && r.ph.ok[i] && s + 1 < p.steps) prefetch(r, p, c, i, s + 1);
+      if (k == 1 && r.pp.ok[i])
+        p.y[((size_t)t * p.B + c.b0 + r.pp.bb[i]) * p.ldy + c.jp0 + r.pp.u[i]] =
+            from_f<T>(t < r.pp.len[i] ? r.h[i] : 0.0f);
     }
   }
   __device__ static void finish(const Regs& r, const Params& p, const Cta& c) {
@@ -214,7 +220,6 @@ struct BwdProjPass {
         }
         p.dh[tb * p.P + jp] = sent;
         ex.put(round, 1, 0, bb, u, from_f<T>(sent));
-        if (s + 1 < p.steps) prefetch_dy(r, p, c, i, s + 1);
       }
       return;
     }
@@ -242,7 +247,16 @@ struct BwdProjPass {
           ex.put(round, 0, g, bb, u, zero);
         }
       }
-      if (s + 1 < p.steps) prefetch_saved(r, p, c, i, s + 1);
+    }
+  }
+  // After stage k's publish (passes.cuh): the next step's dy (stage 0) and saved (stage 1)
+  // loads. The dh and d_gx stores still precede the publish.
+  __device__ static void outputs(int k, Regs& r, const Params& p, const Cta& c, int s) {
+    if (s + 1 >= p.steps) return;
+#pragma unroll
+    for (int i = 0; i < kPairsPerThread; ++i) {
+      if (k == 0 && r.pp.ok[i]) prefetch_dy(r, p, c, i, s + 1);
+      if (k == 1 && r.ph.ok[i]) prefetch_saved(r, p, c, i, s + 1);
     }
   }
   __device__ static void finish(const Regs& r, const Params& p, const Cta& c) {

@@ -7,8 +7,9 @@
 // memory for the whole launch. Per step s and stage k:
 //   consume the latest round (tier 1: nothing; 2: cluster barrier; 3: flags + cp.async,
 //   streamed in passes) -> tensor-core matmul into part -> __syncthreads
-//   -> pointwise: cell step (or projection) in registers, outputs, puts of the next round,
-//   loads for the next step -> publish the round.
+//   -> pointwise: cell step (or projection) in registers, puts of the next round -> publish
+//   the round -> outputs (global stores) and loads for the next step, which the publish's
+//   release thus does not wait for.
 // Shared memory: A_k (RP, lda) weights | X_k (nx, BG, ldx) | bias (RP_0) fp32 | stage | part.
 #pragma once
 #include "passes.cuh"
@@ -89,6 +90,7 @@ persistent_kernel(const typename Pass::Params pa, const Layout L, const Workspac
       }
       Pass::pointwise(k, r, p, L, c, ex, part, bias, s, consumed, round);
       if (Pass::publishes(p, s, k)) ex.publish(round++, (k + 1) % Pass::kStages);
+      Pass::outputs(k, r, p, c, s);  // after the publish: its release does not wait for them
     }
   }
   Pass::finish(r, p, c);

@@ -11,6 +11,8 @@
 #include <map>
 #include <mutex>
 #include <stdexcept>
+#include <string>
+#include <utility>
 #include <tuple>
 #include <vector>
 
@@ -22,27 +24,41 @@ long long cdiv(long long a, long long b) { return (a + b - 1) / b; }
 long long rup(long long a, long long b) { return cdiv(a, b) * b; }
 
 // The cost model's constants: the machine model of fusedrnn/machine.py (one set for both
-// backends, generated into machine_model.h), per SM unless said otherwise.
+// backends; its defaults generated into machine_model.h, a calibrated set passed in by the
+// caller as PlanRequest::model), per SM unless said otherwise.
 struct Model {
-  double clk_per_us = machine::clock_ghz * 1e3;                       // SM clock, cycles per microsecond
-  double smem_bytes_per_clk = machine::smem_bytes_per_clk;            // shared-memory bandwidth
-  double l2_bytes_per_clk = machine::l2_bw_per_sm_gbs * 1e3 / clk_per_us;  // one SM's share of L2 reads
-  double l2_total_bytes_per_us = machine::l2_bw_gbs * 1e3;            // all SMs together
-  double hbm_bytes_per_us = machine::hbm_bw_gbs * 1e3;
-  double dsmem_bytes_per_clk = machine::dsmem_bytes_per_clk;          // stores into other CTAs' shared memory
-  double cta_sync_us = machine::cta_sync_us;                          // the __syncthreads of one step
-  double cluster_barrier_us = machine::cluster_barrier_us;            // barrier.cluster arrive + wait
+  explicit Model(const machine::Constants& m)
+      : clk_per_us(m.clock_ghz * 1e3),
+        smem_bytes_per_clk(m.smem_bytes_per_clk),
+        l2_bytes_per_clk(m.l2_bw_per_sm_gbs * 1e3 / clk_per_us),
+        l2_total_bytes_per_us(m.l2_bw_gbs * 1e3),
+        hbm_bytes_per_us(m.hbm_bw_gbs * 1e3),
+        dsmem_bytes_per_clk(m.dsmem_bytes_per_clk),
+        cta_sync_us(m.cta_sync_us),
+        cluster_barrier_us(m.cluster_barrier_us),
+        flag_exchange_us(m.flag_round_trip_us + m.l2_latency_us),
+        mma_dep_clk_16(m.mma_dep_cycles_bf16),
+        mma_dep_clk_32(3 * m.mma_dep_cycles_tf32),
+        launch_us(m.launch_us),
+        fma_per_clk(m.fma_per_clk) {}
+  double clk_per_us;             // SM clock, cycles per microsecond
+  double smem_bytes_per_clk;     // shared-memory bandwidth
+  double l2_bytes_per_clk;       // one SM's share of L2 reads
+  double l2_total_bytes_per_us;  // all SMs together
+  double hbm_bytes_per_us;
+  double dsmem_bytes_per_clk;    // stores into other CTAs' shared memory
+  double cta_sync_us;            // the __syncthreads of one step
+  double cluster_barrier_us;     // barrier.cluster arrive + wait
   // the grid tier's exchange: the flag's release -> acquire round trip, then the dependent
   // load of the data it guards (two round trips on the step's path)
-  double flag_exchange_us = machine::flag_round_trip_us + machine::l2_latency_us;
+  double flag_exchange_us;
   double pointwise_clk = 250;        // the cell's expf/tanhf chain and its stores, per pair round
   double proj_pointwise_clk = 100;   // the projection's pointwise: a select, stores (assumed)
-  double mma_dep_clk_16 = machine::mma_dep_cycles_bf16;       // one dependent mma.sync k-step of a warp
-  double mma_dep_clk_32 = 3 * machine::mma_dep_cycles_tf32;   // fp32: 3xTF32, three dependent tf32 mmas
-  double launch_us = machine::launch_us;                      // one kernel launch, the per-step fallback's floor
-  double fma_per_clk = machine::fma_per_clk;                  // fp32 FMA units (the per-step kernel's matmul)
+  double mma_dep_clk_16;   // one dependent mma.sync k-step of a warp
+  double mma_dep_clk_32;   // fp32: 3xTF32, three dependent tf32 mmas
+  double launch_us;        // one kernel launch, the per-step fallback's floor
+  double fma_per_clk;      // fp32 FMA units (the per-step kernel's matmul)
 };
-constexpr Model kModel{};
 
 struct Split {
   int KS = 0, WM = 0, WN = 0;
@@ -51,7 +67,7 @@ struct Split {
 
 // The warp split of the step matmul (MT m-tiles x NT n-tiles x nk k-steps of 32 bytes)
 // with the fewest modelled cycles whose partial sums fit in part_budget bytes.
-Split best_split(int MT, int NT, int nk, int esize, int BG, int ldp, long long part_budget) {
+Split best_split(const Model& M, int MT, int NT, int nk, int esize, int BG, int ldp, long long part_budget) {
   const double c_mma = esize == 2 ? 2.0 : 6.0;   // SM cycles per m16n8 tile-step (fp32: 3 tf32 mma)
   const double issue = esize == 2 ? 8.0 : 24.0;  // cycles one warp needs to issue a tile-step
   Split best;
@@ -64,10 +80,10 @@ Split best_split(int MT, int NT, int nk, int esize, int BG, int ldp, long long p
         if ((long long)KS * BG * ldp * 4 > part_budget) continue;
         const long long MG = cdiv(MT, WM), NG = cdiv(NT, WN), items = MG * NG * KS;
         const double rounds = (double)cdiv(items, kWarps), kper = (double)cdiv(nk, KS);
-        const double dep = esize == 2 ? kModel.mma_dep_clk_16 : kModel.mma_dep_clk_32;
+        const double dep = esize == 2 ? M.mma_dep_clk_16 : M.mma_dep_clk_32;
         const double chain = rounds * kper * std::max(dep, WM * WN * issue);
         const double bytes = (double)nk * (512.0 * MT * NG + 256.0 * NT * MG);  // ldmatrix traffic
-        const double bw = bytes / kModel.smem_bytes_per_clk;
+        const double bw = bytes / M.smem_bytes_per_clk;
         const double total = (double)MT * NT * nk * c_mma;
         const double reduce = KS > 1 ? 40.0 * KS : 0.0;
         const double cycles = std::max(chain, std::max(bw, total)) + reduce;
@@ -125,7 +141,7 @@ struct Candidate {
 };
 
 // Layout, shared memory and estimate of one (tier, U, BG, np); false (with why) if it cannot run.
-bool evaluate(const PlanRequest& r, const DeviceLimits& dev, Tier tier, int U, int BG, int np, Candidate* out,
+bool evaluate(const Model& M, const PlanRequest& r, const DeviceLimits& dev, Tier tier, int U, int BG, int np, Candidate* out,
               long long* smem_needed) {
   const int e = r.esize, vec = 16 / e, kstep = 32 / e;
   Layout L{};
@@ -192,7 +208,7 @@ bool evaluate(const PlanRequest& r, const DeviceLimits& dev, Tier tier, int U, i
   long long part = 0;
   for (int k = 0; k < L.nst; ++k) {
     Stage& S = L.st[k];
-    sp[k] = best_split(S.RP / 16, BG / 8, S.Kp / kstep, e, BG, S.ldp, budget);
+    sp[k] = best_split(M, S.RP / 16, BG / 8, S.Kp / kstep, e, BG, S.ldp, budget);
     if (sp[k].KS == 0) return false;
     S.KS = sp[k].KS; S.WM = sp[k].WM; S.WN = sp[k].WN;
     part = std::max(part, (long long)S.KS * BG * S.ldp * 4);
@@ -203,35 +219,35 @@ bool evaluate(const PlanRequest& r, const DeviceLimits& dev, Tier tier, int U, i
 
   const int grid = L.D * L.NBG * L.NU;
   Estimate est;
-  const double clk = kModel.clk_per_us;
+  const double clk = M.clk_per_us;
   if (tier == Tier::CTA) {
-    est.sync = kModel.cta_sync_us * L.nst;
+    est.sync = M.cta_sync_us * L.nst;
     est.waves = (int)cdiv((long long)L.D * L.NBG, dev.sms);
   } else if (tier == Tier::CLUSTER) {
-    est.sync = (kModel.cta_sync_us + kModel.cluster_barrier_us) * L.nst;
+    est.sync = (M.cta_sync_us + M.cluster_barrier_us) * L.nst;
     for (int k = 0; k < L.nst; ++k)
-      est.exchange += (double)L.st[k].nseg * rows * L.st[k].cw * e * L.NU / kModel.dsmem_bytes_per_clk / clk;
+      est.exchange += (double)L.st[k].nseg * rows * L.st[k].cw * e * L.NU / M.dsmem_bytes_per_clk / clk;
     est.waves = (int)cdiv((long long)L.D * L.NBG, std::max(1, dev.sms / L.NU));
   } else {
-    est.sync = (kModel.cta_sync_us + kModel.flag_exchange_us) * L.nst;
+    est.sync = (M.cta_sync_us + M.flag_exchange_us) * L.nst;
     for (int k = 0; k < L.nst; ++k) {
       const double bytes = (double)BG * L.st[k].K * e;
-      est.exchange += std::max(bytes / kModel.l2_bytes_per_clk / clk, grid * bytes / kModel.l2_total_bytes_per_us);
+      est.exchange += std::max(bytes / M.l2_bytes_per_clk / clk, grid * bytes / M.l2_total_bytes_per_us);
     }
   }
   for (int k = 0; k < L.nst; ++k) {
     // every pass beyond the first waits on its producers' flags and loads their data: two
     // more round trips on the step's path, and its own barriers
-    est.compute += sp[k].cycles / clk + (L.st[k].NP - 1) * (2 * kModel.cta_sync_us + kModel.flag_exchange_us);
-    est.pointwise += sh[k].cell ? (kModel.pointwise_clk + 40.0 * L.st[k].ppt * r.G) / clk
-                                : (kModel.proj_pointwise_clk + 40.0 * L.st[k].ppt) / clk;
+    est.compute += sp[k].cycles / clk + (L.st[k].NP - 1) * (2 * M.cta_sync_us + M.flag_exchange_us);
+    est.pointwise += sh[k].cell ? (M.pointwise_clk + 40.0 * L.st[k].ppt * r.G) / clk
+                                : (M.proj_pointwise_clk + 40.0 * L.st[k].ppt) / clk;
   }
   const int P = r.P > 0 ? r.P : r.H;
   const double per_step = r.backward
       ? (double)r.B * ((double)P * e + 4.0 * r.S * r.H + (double)r.G * r.H * e * (r.G == 3 ? 2 : 1) +
                        (r.P > 0 ? 4.0 * r.P : 0.0))
       : (double)r.B * ((double)r.G * r.H * e + (double)P * e);
-  est.io = per_step * L.D / kModel.hbm_bytes_per_us;
+  est.io = per_step * L.D / M.hbm_bytes_per_us;
   est.step = std::max(est.sync + est.exchange + est.compute + est.pointwise, est.io) * est.waves;
   *out = Candidate{tier, L, grid, est};
   return true;
@@ -243,6 +259,7 @@ Plan plan_uncached(const PlanRequest& r, const DeviceLimits& dev) {
   if ((r.G != 1 && r.G != 3 && r.G != 4) || (r.esize != 2 && r.esize != 4) || r.B < 1 || r.H < 1 ||
       r.P < 0 || r.P >= r.H || (r.P > 0 && r.G != 4) || (r.D != 1 && r.D != 2))
     throw std::invalid_argument("make_plan: bad request");
+  const Model M(r.model);
   Plan p;
   const int P = r.P > 0 ? r.P : r.H;
   {  // the per-step kernels: one per stage, over the stage's output units
@@ -302,7 +319,7 @@ Plan plan_uncached(const PlanRequest& r, const DeviceLimits& dev) {
           for (int np = r.passes > 0 && t == Tier::GRID ? std::min(r.passes, max_np) : 1; np <= max_np; ++np) {
             Candidate c;
             long long smem = 0;
-            const bool ok = evaluate(r, dev, t, U, BG, np, &c, &smem);
+            const bool ok = evaluate(M, r, dev, t, U, BG, np, &c, &smem);
             if (smem > 0 && (*need < 0 || smem < *need)) *need = smem;
             if (!ok) continue;
             if (!found || c.est.step < best.est.step - 1e-9 ||
@@ -353,9 +370,9 @@ Plan plan_uncached(const PlanRequest& r, const DeviceLimits& dev) {
     // per step and stage: a launch, the weights from L2, the matmul on FMA units; directions in turn
     const double weights = (double)r.G * r.H * P + (r.P > 0 ? (double)P * r.H : 0.0);
     p.tier = Tier::STEP;
-    p.est.sync = kModel.launch_us * p.nstep;
-    p.est.io = weights * r.esize / kModel.l2_total_bytes_per_us;
-    p.est.compute = weights * r.B / (dev.sms * kModel.fma_per_clk) / kModel.clk_per_us;
+    p.est.sync = M.launch_us * p.nstep;
+    p.est.io = weights * r.esize / M.l2_total_bytes_per_us;
+    p.est.compute = weights * r.B / (dev.sms * M.fma_per_clk) / M.clk_per_us;
     p.est.step = (p.est.sync + std::max(p.est.io, p.est.compute)) * r.D;
     p.reason = why;
     p.ok = r.mode == Mode::AUTO || r.mode == Mode::STEP;
@@ -422,11 +439,13 @@ const char* mode_name(Mode m) {
 Plan make_plan(const PlanRequest& r, const DeviceLimits& d) {
   using Key = std::tuple<bool, int, int, int, int, int, int, int, int, int, int, int, int, int, int, int, int, int,
                          int, int>;
-  const Key key{r.backward, r.G, r.S, r.esize, r.B, r.H, r.P, r.D, (int)r.mode, r.units, r.batch_rows, r.passes,
-                d.sms, d.smem_optin, d.smem_per_sm, d.regs_per_sm, d.cc_major, d.cc_minor, d.max_cluster,
-                d.cooperative};
+  const Key shape{r.backward, r.G, r.S, r.esize, r.B, r.H, r.P, r.D, (int)r.mode, r.units, r.batch_rows, r.passes,
+                  d.sms, d.smem_optin, d.smem_per_sm, d.regs_per_sm, d.cc_major, d.cc_minor, d.max_cluster,
+                  d.cooperative};
+  // the model's constants too (a struct of doubles: its bytes), so a calibrated set plans afresh
+  const auto key = std::make_pair(shape, std::string(reinterpret_cast<const char*>(&r.model), sizeof(r.model)));
   static std::mutex mu;
-  static std::map<Key, Plan> cache;
+  static std::map<std::pair<Key, std::string>, Plan> cache;
   {
     std::lock_guard<std::mutex> lock(mu);
     auto it = cache.find(key);

@@ -47,6 +47,7 @@ struct PlanRequest {
   int passes = 0;        // force NP (grid tier: passes over K per step), 0: the fewest that fit
   int cell = -1, dtype = -1;  // api.h's Cell and DType: which kernel plan_on_device asks the device
                               // about (make_plan itself does not read them)
+  machine::Constants model{};  // the cost model's constants: the H100 defaults, or a calibrated set
 };
 
 // The cost model's terms for one step, microseconds (see plan.cpp and benchmarks/NOTES.md).

@@ -1,6 +1,8 @@
 // See validate.h. Host compiler only: no CUDA headers.
 #include "validate.h"
 
+#include <cmath>
+
 #include <pybind11/stl.h>
 
 #include <climits>
@@ -153,7 +155,31 @@ Launch parse_launch(const LaunchKnobs& k) {
   l.batch_rows = static_cast<int>(k.batch_rows);
   l.passes = static_cast<int>(k.passes);
   l.spin_limit = k.spin_limit;
+  l.model = k.model;
   return l;
+}
+
+machine::Constants parse_machine(py::object obj) {
+  machine::Constants m;
+  if (obj.is_none()) return m;
+  if (!py::isinstance<py::dict>(obj)) bad("machine must be a dict of cost-model constants or None");
+  for (auto item : obj.cast<py::dict>()) {
+    const std::string name = py::str(item.first);
+    double* dst = nullptr;
+    machine::for_each(m, [&](const char* field, double& v) {
+      if (name == field) dst = &v;
+    });
+    if (dst == nullptr) bad("machine: unknown constant '" + name + "'");
+    if (!py::isinstance<py::float_>(item.second) && !py::isinstance<py::int_>(item.second))
+      bad("machine: '" + name + "' must be a number");
+    const double v = item.second.cast<double>();
+    if (!std::isfinite(v) || v < 0) bad("machine: '" + name + "' must be finite and >= 0");
+    *dst = v;
+  }
+  if (m.clock_ghz <= 0 || m.smem_bytes_per_clk <= 0 || m.dsmem_bytes_per_clk <= 0 || m.l2_bw_gbs <= 0 ||
+      m.l2_bw_per_sm_gbs <= 0 || m.hbm_bw_gbs <= 0 || m.fma_per_clk <= 0)
+    bad("machine: the clock and the bandwidths must be > 0 (the plan divides by them)");
+  return m;
 }
 
 // The workspace: a contiguous 1-D uint8 buffer, 16-byte aligned (its size is checked against the plan).

@@ -27,7 +27,11 @@ struct LaunchKnobs {
   long long stream = 0, device = 0;
   std::string mode = "auto";
   long long units = 0, batch_rows = 0, passes = 0, spin_limit = 0;
+  machine::Constants model{};  // checked by parse_machine
 };
+// The cost model's constants from the binding's `machine` argument: None (the defaults) or a
+// dict of some of machine_model.h's names to finite values >= 0 (fusedrnn.machine.cxx_constants).
+machine::Constants parse_machine(py::object machine);
 Launch parse_launch(const LaunchKnobs& k);
 
 ForwardArgs make_forward_args(const std::string& cell, bool reverse, py::object gx, py::object h0, py::object c0,

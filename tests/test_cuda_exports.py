@@ -17,10 +17,12 @@ ENTRY_POINTS = {"forward", "backward", "plan", "plan_for", "cell_step", "cell_st
 #: its constants
 ATTRIBUTES = {"DTYPE_CODES", "MODES", "THREADS"}
 #: the keyword arguments of the two launches: tensors, stream and device, and the plan's knobs
+#: (machine: its cost-model constants, fusedrnn.machine.cxx_constants(), a calibration file's)
 FORWARD_ARGS = ["cell", "reverse", "gx", "h0", "c0", "w_hh", "b_hh", "lengths", "y", "hT", "cT", "saved", "workspace",
-                "stream", "device", "mode", "units", "batch_rows", "passes", "spin_limit", "w_hr", "m"]
+                "stream", "device", "mode", "units", "batch_rows", "passes", "spin_limit", "w_hr", "m", "machine"]
 BACKWARD_ARGS = ["cell", "reverse", "dy", "dhT", "dcT", "w_hh_t", "lengths", "saved", "d_gx", "d_gh", "dh0", "dc0",
-                 "workspace", "stream", "device", "mode", "units", "batch_rows", "passes", "spin_limit", "w_hr_t", "dh"]
+                 "workspace", "stream", "device", "mode", "units", "batch_rows", "passes", "spin_limit", "w_hr_t", "dh",
+                 "machine"]
 
 
 def _read(path):

@@ -106,8 +106,10 @@ def test_knobs_from_the_environment(monkeypatch):
     monkeypatch.setenv("FUSEDRNN_CUDA_MODE", "cluster")
     monkeypatch.setenv("FUSEDRNN_CUDA_UNITS", "8")
     monkeypatch.setenv("FUSEDRNN_CUDA_FAKE_LAUNCH_FAILURE", "1")  # the old test hook: no longer a production knob
+    monkeypatch.delenv("FUSEDRNN_CALIBRATION", raising=False)
     k = cuda_ops._knobs()
-    assert k == dict(mode="cluster", units=8, batch_rows=0, passes=0, spin_limit=0)
+    assert k == dict(mode="cluster", units=8, batch_rows=0, passes=0, spin_limit=0,
+                     machine=machine.cxx_constants(machine.DEFAULTS))
     monkeypatch.setenv("FUSEDRNN_CUDA_MODE", "fast")
     with pytest.raises(ValueError, match="expected one of auto, persistent, cta, cluster, grid, step"):
         cuda_ops._knobs()

@@ -230,3 +230,44 @@ def test_explain_names_the_tier_of_each_direction(monkeypatch):
     text = fusedrnn.explain(rnn, torch.zeros(1024, 1, 256, dtype=torch.bfloat16))
     assert "Plan: forward on the cluster tier" in text and "backward on the cluster tier" in text, text
     assert "16 units per CTA" in text, text
+
+
+def test_a_calibration_file_reaches_the_cxx_plan(tmp_path, monkeypatch):
+    """FUSEDRNN_CALIBRATION changes the C++ plan's predicted cost by what it changes in
+    Python's machine model: the grid tier's step carries one flag exchange (flag round trip +
+    the L2 load it guards) per stage, the per-step tier one launch per kernel. A file that
+    raises those constants raises the C++ estimate by exactly the same difference of
+    fusedrnn.machine's values; the launches take the same constants (the knobs)."""
+    import json
+
+    from fusedrnn import machine
+
+    path = tmp_path / "calibration.json"
+    path.write_text(json.dumps({"schema": 1, "constants": {"flag_round_trip_us": 1.9, "l2_latency_us": 0.8,
+                                                           "launch_us": 6.1}}))
+    monkeypatch.delenv("FUSEDRNN_CALIBRATION", raising=False)
+    forced = dict(mode="grid", units=16, batch_rows=8)
+    base_grid = cuda_ops.plan_for("lstm", torch.bfloat16, 16, 768, **forced)
+    base_step = cuda_ops.plan_for("gru", torch.float32, 16, 768, mode="step")
+    monkeypatch.setenv("FUSEDRNN_CALIBRATION", str(path))
+    grid = cuda_ops.plan_for("lstm", torch.bfloat16, 16, 768, **forced)
+    step = cuda_ops.plan_for("gru", torch.float32, 16, 768, mode="step")
+    d, c = machine.DEFAULTS, machine.current()
+    assert short(grid) == short(base_grid) and grid["layout"]["nst"] == 1
+    want = (c["flag_round_trip_us"] + c["l2_latency_us"]) - (d["flag_round_trip_us"] + d["l2_latency_us"])
+    assert grid["estimate"]["sync_us"] - base_grid["estimate"]["sync_us"] == pytest.approx(want, abs=1e-9)
+    assert grid["estimate"]["step_us"] - base_grid["estimate"]["step_us"] == pytest.approx(want, abs=1e-9)
+    assert step["estimate"]["sync_us"] - base_step["estimate"]["sync_us"] == pytest.approx(
+        (c["launch_us"] - d["launch_us"]) * step["step"]["kernels"], abs=1e-9)
+    assert cuda_ops._knobs()["machine"] == machine.cxx_constants(machine.load(str(path)))
+    # an explicit model wins over the file; the defaults give the uncalibrated plan back
+    assert cuda_ops.plan_for("lstm", torch.bfloat16, 16, 768, model=dict(d), **forced) == base_grid
+
+
+def test_the_binding_checks_the_machine_constants():
+    for bad, match in (({"warp_drive_us": 1.0}, "unknown constant 'warp_drive_us'"),
+                       ({"l2_latency_us": -1.0}, "'l2_latency_us' must be finite"),
+                       ({"launch_us": float("nan")}, "'launch_us' must be finite"),
+                       ({"clock_ghz": 0.0}, "must be > 0"), ({"launch_us": "fast"}, "must be a number")):
+        with pytest.raises(ValueError, match=match):
+            C.plan_for(False, "lstm", 2, 8, 128, dict(H100), machine=bad)

@@ -77,12 +77,13 @@ def test_cxx_and_python_agree(tmp_path):
     out = _printed(tmp_path, "machine_model.h", "".join(f'  std::printf("{n} %.17g\\n", fusedrnn::machine::{n});\n'
                                                         for n in machine.CXX_NAMES))
     assert {k: float(v) for k, v in out.items()} == {n: machine.DEFAULTS[n] for n in machine.CXX_NAMES}
-    # the planner takes its constants from that header, not from literals of its own
+    # the planner takes its constants from the request's machine::Constants (that header's
+    # defaults, or a calibrated set), not from literals of its own
     with open(os.path.join(ROOT, "csrc", "plan.cpp")) as f:
         plan = f.read()
-    assert '#include "machine_model.h"' in plan
+    assert "Model M(r.model)" in plan
     for n in ("flag_round_trip_us", "l2_latency_us", "mma_dep_cycles_bf16", "mma_dep_cycles_tf32", "launch_us"):
-        assert f"machine::{n}" in plan
+        assert f"m.{n}" in plan
 
 
 def test_cxx_device_limits_are_machine_pys(tmp_path):
@@ -110,3 +111,22 @@ def test_no_cxx_file_writes_the_device_limits_down_again():
                     with open(path) as f:
                         found += [f"{os.path.relpath(path, ROOT)}: {m.group(0)}" for m in copies.finditer(f.read())]
     assert not found, found
+
+
+def test_the_cxx_constants_struct_defaults_to_the_header(tmp_path):
+    """machine::Constants (what a plan request carries) starts as the header's defaults, and
+    for_each names every field, so the binding can set a calibrated set by name."""
+    out = _printed(tmp_path, "machine_model.h", "  fusedrnn::machine::Constants c;\n  fusedrnn::machine::for_each("
+                   'c, [](const char* n, double& v) { std::printf("%s %.17g\\n", n, v); });\n')
+    assert list(out) == list(machine.CXX_NAMES)
+    assert {n: float(v) for n, v in out.items()} == {n: machine.DEFAULTS[n] for n in machine.CXX_NAMES}
+
+
+def test_cxx_constants_follow_the_calibration_file(tmp_path, monkeypatch):
+    """What fusedrnn.ops.cuda hands the extension's plan and launch calls: the C++ names of
+    the current model, a calibration file's values included."""
+    monkeypatch.delenv("FUSEDRNN_CALIBRATION", raising=False)
+    assert machine.cxx_constants() == {n: machine.DEFAULTS[n] for n in machine.CXX_NAMES}
+    monkeypatch.setenv("FUSEDRNN_CALIBRATION", _write(tmp_path, {"l2_latency_us": 0.9}, clock_ghz=1.5))
+    c = machine.cxx_constants()
+    assert c["l2_latency_us"] == 0.9 and c["clock_ghz"] == 1.5 and set(c) == set(machine.CXX_NAMES)

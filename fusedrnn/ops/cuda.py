@@ -165,7 +165,8 @@ def _knobs() -> dict:
     global _parsed
     if _parsed[0] != settings.generation:
         knobs = dict(mode=_mode(), units=_int_env(UNITS_ENV), batch_rows=_int_env(ROWS_ENV),
-                     passes=_int_env(PASSES_ENV), spin_limit=_spin_limit())
+                     passes=_int_env(PASSES_ENV), spin_limit=_spin_limit(),
+                     machine=machine.cxx_constants())  # the plan's cost model: $FUSEDRNN_CALIBRATION's, else defaults
         _parsed = (settings.generation, knobs)
     return _parsed[1]
 
@@ -192,14 +193,14 @@ _plans: dict = {}
 def launch_plan(backward: bool, cell: str, dtype, B: int, H: int, index: int, knobs: dict, proj: int,
                 directions: int) -> tuple[int, str]:
     """(workspace bytes, tier) of a launch, from the extension's plan, asked once per key: the
-    plan is a pure function of the sizes, the dtype, the device (its index in this process) and
-    the tier knobs, and the key holds each of them."""
+    plan is a pure function of the sizes, the dtype, the device (its index in this process), the
+    tier knobs and the machine model's constants, and the key holds each of them."""
     key = (backward, cell, dtype, B, H, index, knobs["mode"], knobs["units"], knobs["batch_rows"], knobs["passes"],
-           proj, directions)
+           proj, directions, *knobs["machine"].values())  # machine: the calibrated cost model (CXX_NAMES order)
     got = _plans.get(key)
     if got is None:
         p = _C.plan(backward, cell, DTYPE_CODES[dtype], B, H, index, knobs["mode"], knobs["units"],
-                    knobs["batch_rows"], knobs["passes"], proj, directions)
+                    knobs["batch_rows"], knobs["passes"], proj, directions, machine=knobs["machine"])
         got = _plans[key] = (p["workspace_bytes"], p["tier"])
     return got
 
@@ -337,18 +338,22 @@ def plan(cell: str, dtype: torch.dtype, batch: int, hidden_size: int, backward: 
     knobs = _knobs()
     pick = lambda name, value: knobs[name] if value is None else value  # noqa: E731
     return _C.plan(backward, cell, DTYPE_CODES[dtype], batch, hidden_size, index, mode or knobs["mode"],
-                   pick("units", units), pick("batch_rows", batch_rows), pick("passes", passes), proj_size, directions)
+                   pick("units", units), pick("batch_rows", batch_rows), pick("passes", passes), proj_size, directions,
+                   machine=knobs["machine"])
 
 
 def plan_for(cell: str, dtype: torch.dtype, batch: int, hidden_size: int, limits: dict | None = None,
              backward: bool = False, mode: str = "auto", units: int = 0, batch_rows: int = 0, passes: int = 0,
-             proj_size: int = 0, directions: int = 1, max_active_cluster: int = 0) -> dict:
+             proj_size: int = 0, directions: int = 1, max_active_cluster: int = 0, model: dict | None = None) -> dict:
     """The plan for a device described by `limits` (default: an H100, H100_LIMITS), without a GPU.
     max_active_cluster > 0 pins what the GPU path asks the device (cudaOccupancyMaxActiveClusters
-    for the real kernel): clusters of more CTAs do not fit, and the plan falls back to smaller ones."""
+    for the real kernel): clusters of more CTAs do not fit, and the plan falls back to smaller ones.
+    model: the machine model whose constants the plan's cost model uses (default: machine.current(),
+    so $FUSEDRNN_CALIBRATION's calibration file counts, as it does for the launches)."""
     _require_extension()
     return _C.plan_for(backward, cell, DTYPE_CODES[dtype], batch, hidden_size, dict(limits or H100_LIMITS), mode,
-                       units, batch_rows, passes, proj_size, directions, max_active_cluster)
+                       units, batch_rows, passes, proj_size, directions, max_active_cluster,
+                       machine=machine.cxx_constants(model))
 
 
 def step_plan_for(cell: str, dtype: torch.dtype, batch: int, input_size: int, hidden_size: int,

@@ -181,12 +181,28 @@ def _compile_cell(cell: str, nvcc: str, flags: list[str], out_dir: str, cuobjdum
     return facts
 
 
+# byte offsets in the Layout parameter (csrc/layout.h asserts them): the tier, stage 0's NP, the
+# stride of Layout::st
+LAYOUT_TIER, LAYOUT_NP, STAGE_BYTES = 0, 104, 76
+
+
+def path_key(tier: int, passes: list[int] | None = None) -> str:
+    """The key of a tier's walk: the grid tier (3) per stage single-pass ("1") or multi-pass
+    ("m"), e.g. "31" or "3m1"; the cluster and cta tiers by number alone."""
+    if tier != 3:
+        return str(tier)
+    return "3" + "".join("m" if n > 1 else "1" for n in passes or [1])
+
+
 def critical_paths(sass: str, elf: str) -> dict[str, dict]:
-    """{mangled name: {tier: critical-path counts}} of the recurrence kernels in a cubin's
+    """{mangled name: {walk: critical-path counts}} of the recurrence kernels in a cubin's
     SASS. The persistent kernel holds all three tiers behind runtime branches on
-    Layout::tier (the first word of its second parameter), so it is walked once per tier
-    with that value known; a per-step kernel (one launch per step) is walked once, under
-    "step". The decode step's kernels are not recurrences: skipped."""
+    Layout::tier, and the grid tier's one-pass and multi-pass exchange behind branches on
+    each stage's NP (all kernel parameters), so it is walked once per tier and, on the grid
+    tier, per combination of single- and multi-pass stages (path_key), with those values
+    known: each walk reads the one path a plan of that kind runs. A per-step kernel (one
+    launch per step) is walked once, under "step". The decode step's kernels are not
+    recurrences: skipped."""
     funcs = sass_path.parse(sass)
     offsets = sass_path.param_offsets(elf)
     out = {}
@@ -195,7 +211,13 @@ def critical_paths(sass: str, elf: str) -> dict[str, dict]:
             continue
         if "persistent_kernel" in name and 1 in offsets.get(name, {}):
             at = sass_path.PARAM_BASE_SM90 + offsets[name][1]
-            out[name] = {str(t): sass_path.analyse(insts, {at: t}).as_dict() for t in (1, 2, 3)}
+            walks = {"1": {at + LAYOUT_TIER: 1}, "2": {at + LAYOUT_TIER: 2}}
+            stages = 2 if "ProjPass" in name else 1
+            for combo in range(1 << stages):
+                passes = [2 if combo >> k & 1 else 1 for k in range(stages)]
+                walks[path_key(3, passes)] = {at + LAYOUT_TIER: 3} | {at + LAYOUT_NP + k * STAGE_BYTES: n
+                                                                      for k, n in enumerate(passes)}
+            out[name] = {key: sass_path.analyse(insts, params).as_dict() for key, params in walks.items()}
         else:
             out[name] = {"step": sass_path.analyse(insts).as_dict()}
     return out
@@ -295,7 +317,8 @@ def _recurrence_rows(facts, lim, cell, dtype, B, H, anchor, proj=0, directions=1
     out = []
     variant = "D2" if directions > 1 else f"proj{proj}" if proj else None
     for direction in ("fwd", "bwd"):
-        p = _C().plan_for(direction == "bwd", cell, DTYPE_CODES[dtype], B, H, lim, proj=proj, directions=directions)
+        p = _C().plan_for(direction == "bwd", cell, DTYPE_CODES[dtype], B, H, lim, proj=proj, directions=directions,
+                          machine=_machine())
         pas = direction + ("-proj" if proj else "")
         kinds = ["persistent"] if p["persistent"] else ["step", "step2"][:p["step"]["kernels"]]
         for kind in kinds:
@@ -334,7 +357,8 @@ def set_path(row: Row, path: dict | None, plan: dict, kind: str, dtype: str):
     if not path:
         return
     from fusedrnn import machine  # noqa: PLC0415
-    key = str(plan["layout"]["tier"]) if kind == "persistent" else "step"
+    L = plan["layout"]
+    key = path_key(L["tier"], [st["NP"] for st in L["stages"]]) if kind == "persistent" else "step"
     c = path.get(key)
     if c is None:
         return
@@ -367,6 +391,12 @@ def _cell_step_row(facts, lim, cell, dtype, B, I, H, anchor) -> Row:
 
 
 SPEC = [None]  # the DeviceSpec of the running rows() call (occupancy of a row)
+
+
+def _machine() -> dict:
+    """The C++ planner's constants of the current machine model (a calibration file's if set)."""
+    from fusedrnn import machine  # noqa: PLC0415
+    return machine.cxx_constants()
 
 
 def _C():
@@ -422,7 +452,7 @@ def prediction_rows(spec=None) -> list[dict]:
         row = dict(cell=cell, B=B, T=T, H=H, cudnn_fw=fw_ms * 1000 / T, cudnn_fwbw=fwbw_ms * 1000 / T,
                    cudnn_bw=bw_ms * 1000 / T)
         for d in ("fwd", "bwd"):
-            p = _C.plan_for(d == "bwd", cell, DTYPE_CODES["bf16"], B, H, lim)
+            p = _C.plan_for(d == "bwd", cell, DTYPE_CODES["bf16"], B, H, lim, machine=_machine())
             row[d] = p
         e_f, e_b = row["fwd"]["estimate"], row["bwd"]["estimate"]
         saved_us = S * B * H * 4 / HBM_BYTES_PER_US  # the training forward also writes the activations
@@ -470,7 +500,8 @@ def _gemm_us(flops: float) -> float:
 def _step_us(lim, backward: bool, B: int, H: int, dtype: str, proj: int = 0, directions: int = 1):
     from fusedrnn import _C  # noqa: PLC0415
 
-    p = _C.plan_for(backward, "lstm", DTYPE_CODES[dtype], B, H, lim, proj=proj, directions=directions)
+    p = _C.plan_for(backward, "lstm", DTYPE_CODES[dtype], B, H, lim, proj=proj, directions=directions,
+                    machine=_machine())
     return p["estimate"]["step_us"], p
 
 

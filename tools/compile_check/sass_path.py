@@ -14,7 +14,10 @@ Method (benchmarks/NOTES.md, "Critical path read from the compiled code", has a 
    loop (timeouts, `BRA.DIV` slow paths) is not followed. A poll (an innermost loop around
    a one-word strong load or an atomic, with no MMA) runs once (the flag is ready at the
    first look, the floor), or not at all when a branch before it jumps past it (a rotated
-   `if not ready: do poll while not ready`). Other inner loops run `inner_trips` times
+   `if not ready: do poll while not ready`); a poll written `while (!ready) { re-poll }`,
+   whose first loads precede the loop, leaves at its readiness test (the first branch out
+   of the loop on a value derived from a flag load), so its re-polls and what is reached
+   only past that test (a timeout report) are not on the path. Other inner loops run `inner_trips` times
    (innermost) or `outer_trips` (around those); default once.
 3. Dependent round trips. A warp issues in order and stalls at the first instruction
    that reads a register a load has not yet written (or at DEPBAR for cp.async). So a
@@ -260,6 +263,39 @@ def _guard_value(inst: Inst, known: bool | None) -> bool | None:
     return known
 
 
+def _taint_sources(inst: Inst) -> list[str]:
+    """The registers an instruction reads, for following a value (VOTE reads its last operand)."""
+    if inst.base == "VOTE":
+        return (regs(inst, len(inst.operands) - 1) if inst.operands else []) + \
+            ([inst.guard.lstrip("!")] if inst.guard else [])
+    return sources(inst)  # the guard included: a write under a derived predicate is derived
+
+
+def _taint_dests(inst: Inst) -> list[str]:
+    if inst.base == "VOTE":
+        return [r for i in range(len(inst.operands) - 1) for r in regs(inst, i)]
+    return dests(inst)
+
+
+def _flag_derived(insts: list[Inst], lo: int, hi: int, flags: set) -> dict[int, set]:
+    """{instruction index: registers holding a value derived from a flag load when it issues},
+    over [lo, hi] in address order, twice (values carried around a loop): a flag load's result
+    is derived; so is whatever an instruction computes from a derived value; an unpredicated
+    write of values not derived clears it."""
+    derived: set = set()
+    out: dict[int, set] = {}
+    for _ in range(2):
+        for n in range(lo, hi + 1):
+            i = insts[n]
+            out[n] = set(derived)
+            ds = _taint_dests(i)
+            if n in flags or any(r in derived for r in _taint_sources(i)):
+                derived.update(ds)
+            elif not i.guard:
+                derived.difference_update(ds)
+    return out
+
+
 # --- the step loop and the walk -------------------------------------------------------
 
 def loops(insts: list[Inst]) -> list[tuple[int, int]]:
@@ -371,28 +407,6 @@ def analyse(insts: list[Inst], params: dict[int, int] | None = None, inner_trips
     inner = {b: a for a, b in loops(insts) if lo <= a and b < hi}
     index = {i.addr: n for n, i in enumerate(insts)}
     last = hi  # the loop's own backward branch issues every step too
-    # instructions reachable from the loop head without leaving [lo, last], with the known
-    # branches resolved (code placed out of line, past the loop, is not followed)
-    reach, todo, unknown = set(), [lo], set()
-    while todo:
-        n = todo.pop()
-        if n in reach or not lo <= n <= last:
-            continue
-        reach.add(n)
-        i = insts[n]
-        t = i.branch_target()
-        g = _guard_value(i, guards.get(n))
-        if t is not None and t in index:
-            if g is None and index[t] > n:
-                unknown.add(n)
-            if g is not False and index[t] > n:
-                todo.append(index[t])
-            if g is True:
-                continue
-        if i.base == "EXIT" and g is True:
-            continue
-        todo.append(n + 1)
-    order = sorted(reach)
 
     # a flag round trip: an atomic, or a strong load of one word (a counter or flag; the
     # exchanged data moves in 64/128-bit or cp.async loads)
@@ -407,6 +421,41 @@ def analyse(insts: list[Inst], params: dict[int, int] | None = None, inner_trips
     # before it to just past its back edge: with the flag ready at the first look, it never runs
     guarded = {b for b in polls if any(insts[k].branch_target() is not None
                                        and index.get(insts[k].branch_target()) == b + 1 for k in range(lo, inner[b]))}
+    # a poll written `while (!ready) { re-poll }`, its first loads issued before the loop:
+    # with the flag ready at the first look the loop leaves at its readiness test, the first
+    # branch out of the loop on a value derived from a flag load; the re-polls and anything
+    # reached only past that test (a timeout report) never run
+    derived = _flag_derived(insts, lo, last, flags)
+    exits = {}
+    for b in polls:
+        for k in range(inner[b], b):
+            t = insts[k].branch_target()
+            if (t is not None and t in index and not inner[b] <= index[t] <= b and insts[k].guard
+                    and insts[k].guard.lstrip("!") in derived[k]):
+                exits[k] = True
+                break
+    # instructions reachable from the loop head without leaving [lo, last], with the known
+    # branches resolved (code placed out of line, past the loop, is not followed)
+    reach, todo, unknown = set(), [lo], set()
+    while todo:
+        n = todo.pop()
+        if n in reach or not lo <= n <= last:
+            continue
+        reach.add(n)
+        i = insts[n]
+        t = i.branch_target()
+        g = exits.get(n, _guard_value(i, guards.get(n)))
+        if t is not None and t in index:
+            if g is None and index[t] > n:
+                unknown.add(n)
+            if g is not False and index[t] > n:
+                todo.append(index[t])
+            if g is True:
+                continue
+        if i.base == "EXIT" and g is True:
+            continue
+        todo.append(n + 1)
+    order = sorted(reach)
     work = {b for b in inner if b not in polls}
     innermost = {b for b in work if not any(a2 > inner[b] and b2 < b for b2, a2 in inner.items() if b2 in work)}
     trips = {b: inner_trips if b in innermost else outer_trips for b in work}

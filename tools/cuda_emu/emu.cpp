@@ -275,6 +275,14 @@ void syncthreads() {
   while (b.bar_gen == gen) yield();
 }
 
+// A flag's release by the slow CTA: it sleeps as long again right after, so whatever it writes
+// after the release (say an exchange round's values stored past its publish) lands that much
+// later than the flag, and a consumer that trusts the flag reads the old values.
+void after_release() {
+  Block& b = *cur().blk;
+  if (b.linear == b.launch->slow_cta) std::this_thread::sleep_for(std::chrono::microseconds(b.launch->slow_us));
+}
+
 void syncwarp() { warp_barrier("__syncwarp"); }
 
 const unsigned char* exchange(const void* mine, int bytes, const char* kind) {

@@ -16,7 +16,9 @@
 //   - a launch running past FUSEDRNN_EMU_TIMEOUT seconds (default 120) is reported as a hang;
 //   - FUSEDRNN_EMU_SLOW_CTA=cta:us makes one CTA sleep us microseconds at each __syncthreads,
 //     so its consumers run ahead of it: one that reads an exchange round before its flag or
-//     barrier says it was published reads the previous round's values (wrong results);
+//     barrier says it was published reads the previous round's values (wrong results); it
+//     sleeps as long right after each flag release too, so values a producer writes after
+//     the flag that should guard them arrive late, and its consumers read stale ones;
 //   - FUSEDRNN_EMU_MAX_CLUSTER=n: clusters of more than n CTAs neither fit (occupancy query)
 //     nor launch, as on a GPU where the kernel's registers or shared memory rule them out.
 //   - FUSEDRNN_EMU_REFUSE=cooperative,cluster: cooperative and/or cluster launches are refused
@@ -45,6 +47,7 @@ int lane();
 [[noreturn]] void fail(const char* fmt, ...);  // a kernel error: report it and end the launch
 void syncthreads();
 void syncwarp();
+void after_release();  // a flag was released (st_release): the slow CTA sleeps here too
 // A warp collective: the 32 lanes hand `bytes` each; returns the 32 inputs packed in lane order,
 // valid until this lane calls exchange_done(). `kind` names the primitive (divergence check).
 const unsigned char* exchange(const void* mine, int bytes, const char* kind);
@@ -262,7 +265,10 @@ inline void mma_m16n8k8_tf32(float (&d)[4], const uint32_t (&a)[4], uint32_t b0,
   ::fusedrnn_emu::mma_tf32(d, a, b0, b1);
 }
 inline unsigned ld_acquire(const unsigned* p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
-inline void st_release(unsigned* p, unsigned v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
+inline void st_release(unsigned* p, unsigned v) {
+  __atomic_store_n(p, v, __ATOMIC_RELEASE);
+  fusedrnn_emu::after_release();
+}
 inline unsigned ld_relaxed(const unsigned* p) { return __atomic_load_n(p, __ATOMIC_RELAXED); }
 inline void fence_acq_rel_gpu() { __atomic_thread_fence(__ATOMIC_ACQ_REL); }
 inline void cluster_arrive() { ::fusedrnn_emu::cluster_arrive(); }

@@ -188,3 +188,95 @@ def test_the_anchor_verdict_counts_auto_and_each_backend():
     assert "predicted (cuda): bf16 beats cuDNN on 2 of 2" in lines[2]
     geo = float(lines[0].rsplit(" ", 1)[1])
     assert abs(geo - ((14.21 / 7.0) * (31.46 / 14.0)) ** 0.5) < 0.01  # GEMMs of B1 are negligible
+
+
+# A grid-tier wait as csrc/exchange.cuh writes it: the sweep of polls issued before the loop,
+# `while (!ready) { timeout check; re-poll }` with the readiness test (a warp vote over the
+# flags) at its head, the timeout report placed past the loop's back edge, then the data the
+# flag guards (cp.async) and the next step.
+WAIT_LOOP = """
+    HMMA.16816.F32.BF16 R40, R20, R24, RZ
+    LDG.E.STRONG.GPU R3, desc[UR4][R10.64]
+    ISETP.GE.U32.AND P1, PT, R3, R1, PT
+    SEL R6, RZ, 0x1, P1
+    ISETP.NE.AND P3, PT, R6, RZ, PT
+    VOTE.ALL P3, !P3
+    @P3 BRA 0xe0
+    VOTE.ANY P5, P4
+    @P5 BRA 0xc0
+    LDG.E.STRONG.GPU R3, desc[UR4][R10.64]
+    BRA 0x20
+    NOP
+    ATOMG.E.CAS.STRONG.GPU PT, R4, [R6], R4, R5
+    STG.E desc[UR4][R6.64+0x4], R4
+    MEMBAR.ALL.GPU
+    LDGSTS.E.BYPASS.128 [R3], desc[UR4][R8.64]
+    LDGDEPBAR
+    DEPBAR.LE SB0, 0x0
+    @P0 BRA 0x0
+"""
+
+
+def test_a_wait_loop_leaves_at_its_readiness_test():
+    """With the flags ready at the first look the loop leaves at its vote: the re-poll and the
+    timeout report past it never run. Two round trips: the sweep's flag, then its data."""
+    r = one(WAIT_LOOP)
+    assert (r.round_trips, r.flag_round_trips) == (2, 1)
+    assert [op for _, op, _, _ in r.loads] == ["LDG.E.STRONG.GPU", "LDGSTS.E.BYPASS.128"]
+
+
+def test_a_wait_loop_still_counts_a_real_extra_round_trip():
+    """A second flag read after the wait whose address depends on the first (a real serial
+    round trip on the path) still counts, as does a test on something that is not a flag."""
+    serial = WAIT_LOOP.replace("MEMBAR.ALL.GPU", "LDG.E.STRONG.GPU R9, desc[UR4][R4.64]\n    IADD3 R8, R9, R3, RZ"
+                               ).replace("ATOMG.E.CAS.STRONG.GPU PT, R4, [R6], R4, R5", "IADD3 R4, R3, 0x4, RZ")
+    r = one(serial)
+    assert (r.round_trips, r.flag_round_trips) == (3, 2)
+    # the loop's exit tested on a value that is not a flag's (R6 from a plain register): not a
+    # readiness test, so the walk takes both sides and counts the re-poll too
+    not_flag = WAIT_LOOP.replace("ISETP.NE.AND P3, PT, R6, RZ, PT", "ISETP.NE.AND P3, PT, R7, RZ, PT")
+    assert one(not_flag).round_trips > 2
+
+
+def test_the_grid_tier_is_walked_per_pass_count():
+    """The persistent kernel's grid tier branches on each stage's NP (a kernel parameter,
+    Layout::st[k].NP): the one-pass walk reads the one-pass side only (a flag, its data), the
+    multi-pass walk the other side (a second pass's flag and data), with the tier and NP at
+    the offsets csrc/layout.h asserts."""
+    from tools.compile_check import cuda_rows
+    tier, np_ = sass_path.PARAM_BASE_SM90 + 0x80, sass_path.PARAM_BASE_SM90 + 0x80 + cuda_rows.LAYOUT_NP
+    body = f"""
+        LDC R7, c[0x0][{tier:#x}]
+        ISETP.NE.AND P3, PT, R7, 0x3, PT
+        HMMA.16816.F32.BF16 R40, R20, R24, RZ
+        @P3 BRA 0x170
+        LDC R9, c[0x0][{np_:#x}]
+        ISETP.NE.AND P2, PT, R9, 0x1, PT
+        @P2 BRA 0xd0
+        LDG.E.STRONG.GPU R3, desc[UR4][R10.64]
+        ISETP.GE.U32.AND P1, PT, R3, R1, PT
+        LDGSTS.E.BYPASS.128 [R12], desc[UR4][R14.64]
+        LDGDEPBAR
+        DEPBAR.LE SB0, 0x0
+        BRA 0x170
+        LDG.E.STRONG.GPU R3, desc[UR4][R10.64]
+        ISETP.GE.U32.AND P1, PT, R3, R1, PT
+        LDGSTS.E.BYPASS.128 [R12], desc[UR4][R14.64]
+        LDGDEPBAR
+        DEPBAR.LE SB0, 0x0
+        LDG.E.STRONG.GPU R4, desc[UR4][R10.64+0x4]
+        ISETP.GE.U32.AND P1, PT, R4, R1, PT
+        LDGSTS.E.BYPASS.128 [R16], desc[UR4][R18.64]
+        LDGDEPBAR
+        DEPBAR.LE SB0, 0x0
+        @P0 BRA 0x20
+    """
+    name = "_Z17persistent_kernelI7FwdPassEv6Params6Layout9Workspace"
+    elf = (f".nv.info.{name}\n\tAttribute:\tEIATTR_KPARAM_INFO\n"
+           "\tValue:\tIndex : 0x0\tOrdinal : 0x1\tOffset  : 0x80\tSize    : 0xd8\n")
+    paths = cuda_rows.critical_paths(sass(body, name), elf)[name]
+    assert set(paths) == {"1", "2", "31", "3m"}
+    assert (paths["31"]["round_trips"], paths["31"]["flag_round_trips"], paths["31"]["unknown_branches"]) == (2, 1, 0)
+    assert (paths["3m"]["round_trips"], paths["3m"]["flag_round_trips"]) == (4, 2)
+    assert paths["2"]["round_trips"] == 0
+    assert cuda_rows.path_key(3, [1]) == "31" and cuda_rows.path_key(3, [4, 1]) == "3m1" and cuda_rows.path_key(2) == "2"

@@ -65,10 +65,10 @@ def test_every_sweep_shape_gets_a_fitting_launch(cell, dtype):
 
 def test_two_directions_plan_one_launch_or_two_by_the_model():
     """Both directions in one launch halve the grid's programs per direction; where that is
-    slower than each direction with the whole device in turn (e.g. LSTM B8 H256 forward on a
-    12-SM device: one launch leaves 6 programs per direction, each streaming more tiles, a
-    dependent round trip per chunk), the choice runs two launches and says so."""
-    small = config.DeviceLimits(sms=12, smem_optin=227 * 1024, regs_per_sm=65536)
+    slower than each direction with the whole device in turn (e.g. LSTM B8 H256 forward on an
+    8-SM device: one launch leaves 4 programs per direction, each streaming more tiles, a
+    dependent round trip per STREAM_AHEAD chunks), the choice runs two launches and says so."""
+    small = config.DeviceLimits(sms=8, smem_optin=227 * 1024, regs_per_sm=65536)
     two = config.choose("lstm", 8, 256, torch.bfloat16, small, "fwd", directions=2)
     one = config.choose("lstm", 8, 256, torch.bfloat16, small, "fwd")
     assert two.launches == 2 and two.grid == one.grid[:2] + (1,)
@@ -141,14 +141,18 @@ def test_forced_layouts_and_unknown_names():
         config.choose("gru", 3, 40, torch.float32, config.H100, "fwd", "fastest")
 
 
-def test_resident_pieces_never_pad_to_a_power_of_two():
-    """H=768 is six 128-wide pieces, not a 1024-wide contraction; odd H pads to 16 at most
-    per piece."""
-    assert config.resident_pieces(768) == (128, 6)
-    assert config.resident_pieces(256) == (128, 2)
-    assert config.resident_pieces(33) == (16, 3)
-    assert config.resident_pieces(1000) == (128, 8)
-    assert config.resident_pieces(2048) is None  # more than 8 pieces: streamed
+def test_resident_pieces_are_as_few_as_fit():
+    """Issue 29: each piece of a resident contraction is one sweep of exchange loads, and the
+    compiled step waits one L2 round trip per piece (ptxas issues a piece's loads only after
+    the previous piece arrived), so the fewest pieces win, then the fewest columns; a piece
+    loads at most TUNING["resident_piece_elems"] fp32 values (KP x BLOCK_B)."""
+    assert config.resident_pieces(256) == (256, 1)
+    assert config.resident_pieces(33) == (64, 1)
+    assert config.resident_pieces(768) == (1024, 1)
+    assert config.resident_pieces(2048) == (1024, 2)
+    assert config.resident_pieces(768, block_b=64) == (256, 3)  # 256 x 64 values per piece
+    assert config.resident_pieces(1000, block_b=64) == (256, 4)
+    assert config.resident_pieces(4096, block_b=64) is None  # more than 8 pieces: streamed
 
 
 def test_backward_keeps_a_small_w_hh_slice_resident():
@@ -159,7 +163,8 @@ def test_backward_keeps_a_small_w_hh_slice_resident():
     for dtype in (torch.bfloat16, torch.float16):
         for cell, G in (("lstm", 4), ("gru", 3), ("rnn_tanh", 1)):
             launch = config.choose(cell, 1, 256, dtype, config.H100, "bwd")
-            assert launch.RESIDENT and launch.layout == "grid" and launch.NKP * launch.KP == 256, launch
+            # one piece over all G gates' rows (steps.resident_w_bwd): one load sweep per step
+            assert launch.RESIDENT and launch.layout == "grid" and launch.NKP == 1 and launch.KP >= G * 256, launch
             assert G * 256 * launch.BLOCK_N * 2 <= config.TUNING["resident_bwd_bytes"]
     assert not config.choose("lstm", 16, 768, torch.bfloat16, config.H100, "bwd").RESIDENT  # 48 KB slice
     assert not config.choose("lstm", 1, 256, torch.float32, config.H100, "bwd").RESIDENT
@@ -205,3 +210,10 @@ def test_v2_choices_are_pinned(B, H, P, D, direction):
     launch = config.choose("lstm", B, H, torch.float16, config.H100, direction, proj=P, directions=D)
     got = (launch.layout, launch.grid, launch.BLOCK_B, launch.BLOCK_N, launch.RESIDENT)
     assert got == PINNED_V2[(B, H, P, D, direction)]
+
+
+def test_the_model_streams_as_many_chunks_ahead_as_the_kernels():
+    """model.py charges one round trip per STREAM_AHEAD streamed chunks; steps.py (which
+    needs Triton) keeps that many slots in flight."""
+    from fusedrnn.ops.triton import model, steps
+    assert model.STREAM_AHEAD == steps.STREAM_AHEAD.value

@@ -50,7 +50,22 @@ def forced_launches(cell: str, batch_tiles: bool) -> dict:
                 key, size = structure(c), ((c.grid[1] > 1) != batch_tiles, c.grid[0] * c.grid[1])
                 if key not in seen or size < seen[key][0]:
                     seen[key] = (size, (B, H, c))
-    return {k: v for k, (_, v) in seen.items()}
+    out = {k: v for k, (_, v) in seen.items()}
+    if "grid-resident" in out and "grid-resident-pieces" not in out:
+        # the choice code takes one piece wherever one fits (config.resident_pieces), so no
+        # candidate at these sizes has several: the same launch cut into 16-wide pieces runs them
+        B, H, c = out["grid-resident"]
+        out["grid-resident-pieces"] = (B, H, c._replace(KP=16, NKP=-(-H // 16)))
+    return out
+
+
+def for_direction(launch: config.Launch, cell: str, H: int, direction: str) -> config.Launch:
+    """The forced launch for one direction: a resident grid backward's pieces of KP cover the
+    G*H rows of all gates (steps.resident_w_bwd), the forward's only H."""
+    if not launch.RESIDENT or launch.CARRY or direction == "fwd":
+        return launch
+    G = config.GATES[config.CELLS[cell]]
+    return launch._replace(NKP=-(-G * H // launch.KP))
 
 
 CASES = []
@@ -77,7 +92,9 @@ def concurrent():
 
 @contextlib.contextmanager
 def forced(monkeypatch, launch):
-    monkeypatch.setattr(config, "choose", lambda *args, **kwargs: launch)
+    def choose(cell, B, H, dtype, limits=None, direction="fwd", *args, **kwargs):
+        return for_direction(launch, cell, H, direction)
+    monkeypatch.setattr(config, "choose", choose)
     monkeypatch.setitem(config.TUNING, "spin_limit", 1 << 16)
     yield
 

@@ -7,7 +7,7 @@
 
 Each line: backend, cell, dtype, B, H, direction, the launch (layout or tier), the counts
 (round_trips, barriers, insts_per_step; Triton also flag_round_trips, cluster_barriers,
-mma, mma_chain), the allowed round trips (2 + one per extra pass) and the model's µs/step;
+mma, mma_chain, and the kernel's registers, spill bytes, shared memory and tensor-core kind), the allowed round trips (2 + one per extra pass) and the model's µs/step;
 --loads adds every global load of the step with its depth. Triton needs a process without
 TRITON_INTERPRET=1; the CUDA build is the gate's (cached under build/compile_check).
 """
@@ -38,7 +38,8 @@ def triton_path(cell: str, dtype: str, B: int, H: int, direction: str) -> dict:
     from . import sass_path
     rep = sass_path.analyse(res["insts"], {}, *tr.step_trips(lau, case, direction))
     return dict(rep.as_dict(), launch=row.layout, extra_passes=0, predicted_us=row.predicted_us,
-                terms=row.path["terms"], loads=[[hex(a), op, d, f] for a, op, d, f in rep.loads])
+                terms=row.path["terms"], regs=res["regs"], spill=res["spill"], smem=res["smem"], tc=res["tc"],
+                loads=[[hex(a), op, d, f] for a, op, d, f in rep.loads])
 
 
 def cuda_path(cell: str, dtype: str, B: int, H: int, direction: str) -> dict:

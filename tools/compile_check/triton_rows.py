@@ -167,12 +167,19 @@ def compile_one(job):
 
 def step_trips(lau, case, direction) -> tuple[int, int]:
     """(iterations of the innermost loops, of the tile loop) of one step: a streamed W_hh
-    takes ceil(K / KP) chunks per gate (contract_fwd / contract_bwd), each tile in turn."""
+    takes ceil(K / KP) chunks (per gate backward: contract_fwd / contract_bwd), STREAM_AHEAD
+    of them per iteration of its loop (one where they rotate), each tile in turn."""
     if lau.RESIDENT or lau.CARRY:
         return 1, lau.N_TILES
+    from fusedrnn.ops.triton.cells import CELLS, GATES
+    from fusedrnn.ops.triton.steps import STREAM_AHEAD
     P = lau.KR and case.H // 4 or 0  # the variants' projection is H/4 (variants())
     K = (P or case.H) if direction == "fwd" else case.H
-    return -(-K // lau.KP), lau.N_TILES
+    chunks = -(-K // lau.KP) * (1 if direction == "fwd" else GATES[CELLS[case.cell]])
+    if lau.PROJ and direction == "fwd" and lau.N_TILES > 1:  # W_hh's chunks rotate one per iteration
+        return chunks, lau.N_TILES
+    # (a forward projection's W_hr loop, one chunk per iteration, is walked as often: approximate)
+    return -(-chunks // int(STREAM_AHEAD.value)), lau.N_TILES
 
 
 def set_path(row: Row, insts, lau, case, direction) -> Row:

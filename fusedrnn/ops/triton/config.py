@@ -51,17 +51,19 @@ TUNING = {
     "block_b_max": 64,
     "block_n": (8, 16, 32, 64, 128),  # units per tile tried
     "stream_kp": 64,               # contraction chunk when W_hh is streamed
-    "resident_kp_max": 128,        # widest piece of a resident W_hh (wider pieces spill)
-    "resident_pieces_max": 8,      # NKP: pieces of a resident W_hh (768 = 6 x 128; unrolled)
+    "resident_kp_max": 1024,       # widest piece of a resident W_hh
+    "resident_piece_elems": 16384,  # exchanged-vector values (KP x BLOCK_B, fp32) one resident piece loads
+    "resident_pieces_max": 8,      # NKP: pieces of a resident W_hh (unrolled)
     "carry_max": 256,              # widest H (padded) of the carry layout's single tile
     "resident_bwd_bytes": 16 * 1024,  # largest W_hh slice the backward keeps resident (G x H x BLOCK_N)
-    "resident_staged_max": 4096,   # exchanged-vector elements (K x BLOCK_B) a resident program stages per step
+    "resident_staged_max": 4096,   # exchanged-vector elements (K x BLOCK_B) a resident forward stages per step
+    "resident_bwd_staged_max": 16384,  # the same for the backward (G x H x BLOCK_B)
     "programs_per_sm": 1,          # co-residency bound of the grid layout
     "regs_budget": 176,            # estimated registers per thread a configuration may use
     "smem_margin": 16 * 1024,      # shared memory left unclaimed below the opt-in limit
     "maxnreg": 255,                # register cap written into the PTX (ptxas's own default spills)
     "num_stages": 1,               # Triton's own pipelining (2+ spills inside the time loop); the streamed
-                                   # chunks are pipelined by hand, 3 ahead (steps.contract_fwd/contract_bwd)
+                                   # chunks are pipelined by hand, 2 slots (steps.contract_fwd/contract_bwd)
     "spin_limit": 1 << 22,         # barrier polls per step before the wait gives up (~1 s)
     "interpret_sms": 4,            # SMs the interpreter stands for when a grid is forced
 }
@@ -143,14 +145,19 @@ def uses_wgmma(m_rows: int, block_b: int, warps: int) -> bool:
     return m_rows % 64 == 0 and block_b >= 16 and warps % 4 == 0
 
 
-def resident_pieces(H: int) -> tuple[int, int] | None:
-    """(KP, NKP) covering H with the fewest columns (then fewest pieces), or None."""
+def resident_pieces(K: int, block_b: int = 16) -> tuple[int, int] | None:
+    """(KP, NKP) covering a contraction of length K with the fewest pieces (then the fewest
+    columns), or None. Each piece is one sweep of loads of the exchanged vector after the
+    barrier, and a step waits for one L2 round trip per piece (ptxas issues a piece's loads
+    only after the previous piece has arrived, benchmarks/NOTES.md "Critical path"), so one
+    piece is best; a piece loads KP x block_b fp32 values (at most `resident_piece_elems`)."""
     best = None
     kp = 16
-    while kp <= TUNING["resident_kp_max"]:
-        nkp = -(-H // kp)
+    kp_max = min(TUNING["resident_kp_max"], max(16, TUNING["resident_piece_elems"] // block_b))
+    while kp <= kp_max:
+        nkp = -(-K // kp)
         if nkp <= TUNING["resident_pieces_max"]:
-            key = (kp * nkp, nkp)
+            key = (nkp, kp * nkp)
             if best is None or key < best[0]:
                 best = (key, (kp, nkp))
         kp *= 2
@@ -165,7 +172,7 @@ LIVE_TILES = {("lstm", "fwd"): 12, ("gru", "fwd"): 11, ("rnn", "fwd"): 6,
               ("gru_reset_before", "fwd"): 13, ("gru_reset_before", "bwd"): 25}
 #: the register estimate's coefficients, fitted to ~100 sm_90 compiles of these kernels
 #: (regs + spill/4 against per-thread elements; tools/compile_check checks the result)
-REG_FIT = {"base": 104, "pointwise": 0.65, "acc": 3.95, "piece": 2.0, "chunk": 0.5}
+REG_FIT = {"base": 104, "pointwise": 0.65, "acc": 3.95, "piece": 2.0, "chunk": 0.5, "resident_piece": 0.9}
 #: the carry layout's registers: this base plus one per live tile and accumulator element
 #: per thread (LSTM/GRU/RNN at B8 H128: 167-211 measured where this gives 176-264)
 CARRY_REG_BASE = 64
@@ -189,7 +196,8 @@ def resources(cell: str, direction: str, bits: int, block_b: int, block_n: int, 
     split = 2 if bits == 32 else 1  # tf32x3 keeps both halves of each fp32 operand
     threads = 32 * warps
     m_rows = GS * block_n if direction == "fwd" else block_n
-    w_cols = kp * nkp * (1 if direction == "fwd" else G)
+    # a resident grid backward's pieces cover all G*H rows; carry's are one per gate
+    w_cols = kp * nkp * (G if carry and direction == "bwd" else 1)
     smem = kp * block_b * 4 * split + m_rows * block_b * 4
     chunk = 0
     if resident:
@@ -205,8 +213,11 @@ def resources(cell: str, direction: str, bits: int, block_b: int, block_n: int, 
             regs += (kp * block_n * split + 2 * kp * block_b) / threads
         return int(smem), int(regs)
     f = REG_FIT
+    # a resident program's pieces are all loaded before the products and held in the load's
+    # layout (steps.contract_*: tiles.issued keeps Triton from replicating them per warp)
+    staged = (f["resident_piece"] * nkp if resident else f["piece"]) * kp * block_b * split / threads
     regs = (f["base"] + f["pointwise"] * live * block_n * block_b / threads + f["acc"] * m_rows * block_b / threads
-            + f["piece"] * kp * block_b * split / threads + f["chunk"] * chunk)
+            + staged + f["chunk"] * chunk)
     if proj:
         smem += kr * block_b * 4 * split + max(1, stages) * block_n * kr * elt * split
         regs += f["pointwise"] * 2 * block_n * block_b / threads
@@ -218,17 +229,20 @@ def resources(cell: str, direction: str, bits: int, block_b: int, block_n: int, 
 def resident_ok(direction: str, bits: int, K: int, block_b: int, block_n: int = 0, G: int = 1, proj: int = 0) -> bool:
     """Whether a grid program may keep its W_hh slice resident (compile-gate findings on
     sm_90): 16-bit only (fp32's tf32x3 splits of a resident W spill), and only while the
-    exchanged vector's pieces staged per step stay small (Triton issues all their loads
-    at once). The backward's slice is G x NKP pieces (block_n, KP), the transposed
-    columns of every gate: resident only up to `resident_bwd_bytes` (the B1·H256 LSTM
-    slice, 16 KB); larger ones spill and take minutes to compile, and stream from L2, as
-    does every backward with a projection (its W_hr phase's registers make even the 16 KB
-    slice spill). K: the contraction's length (P forward, H backward)."""
-    pieces = resident_pieces(K)
-    if bits != 16 or pieces is None or pieces[0] * pieces[1] * block_b > TUNING["resident_staged_max"]:
+    exchanged vector staged per step stays small. The backward's slice is the transposed
+    columns of all G gates, one contraction over G*K rows (steps.resident_w_bwd): resident
+    only up to `resident_bwd_bytes` (the B1·H256 LSTM slice, 16 KB); larger ones spill and
+    take minutes to compile, and stream from L2, as does every backward with a projection
+    (its W_hr phase's registers make even the 16 KB slice spill). K: the contraction's
+    length per gate (P forward, H backward)."""
+    if bits != 16:
         return False
-    return direction == "fwd" or (not proj and G * pieces[0] * pieces[1] * block_n * bits // 8
-                                   <= TUNING["resident_bwd_bytes"])
+    if direction == "fwd":
+        pieces = resident_pieces(K, block_b)
+        return pieces is not None and pieces[0] * pieces[1] * block_b <= TUNING["resident_staged_max"]
+    pieces = resident_pieces(G * K, block_b)
+    return (not proj and pieces is not None and G * K * block_b <= TUNING["resident_bwd_staged_max"]
+            and pieces[0] * pieces[1] * block_n * bits // 8 <= TUNING["resident_bwd_bytes"])
 
 
 def _candidates(cell, B, H, bits, limits: DeviceLimits, direction, layout, proj, n_dir):
@@ -267,7 +281,7 @@ def _candidates(cell, B, H, bits, limits: DeviceLimits, direction, layout, proj,
             n_tiles = -(-n_units // n_n)
             n_n = -(-n_units // n_tiles)
             if n_tiles == 1 and resident_ok(direction, bits, K, block_b, bn, G, proj):
-                kp, nkp = resident_pieces(K)
+                kp, nkp = resident_pieces(K if direction == "fwd" else G * K, block_b)
                 yield "grid", (n_n, n_b, n_dir), block_b, bn, kp, nkp, kr, 1, True
             yield "grid", (n_n, n_b, n_dir), block_b, bn, stream_kp, 1, kr, n_tiles, False
 

@@ -48,8 +48,8 @@ import triton
 import triton.language as tl
 
 from .steps import (bwd_saved, bwd_update, contract_bwd, contract_fwd, fwd_update, load_dy, program_rows,
-                    project_out, reset_bwd, reset_state, resident_w_bwd, resident_w_fwd, store_grad_h, unit_tile,
-                    with_slot2)
+                    project_out, reset_bwd, reset_state, resident_w_bwd, resident_w_fwd, resident_w_gates,
+                    store_grad_h, unit_tile, with_slot2)
 from .tiles import load_slots, mma, stacked_rows, step_rows, sync, w_rows
 
 
@@ -127,7 +127,7 @@ def recurrence_fwd_kernel(
                 acc = mma(ws[0], h, zero, PREC, INTERP)
             else:
                 acc = contract_fwd(zero, p_h + (s % 2) * B * P, o_rp, m_b, p_w, ws, n0, H, P, G, GS, BLOCK_N, KP,
-                                   NKP, RESIDENT, PREC, INTERP)
+                                   NKP, RESIDENT, PREC, INTERP, False)
             if RB:  # r first, then the n gate's product over r ⊙ h of all units
                 rh = reset_state(acc, bias, x0, h, act, m, GS, BLOCK_N, BLOCK_B)
                 if CARRY:
@@ -136,7 +136,7 @@ def recurrence_fwd_kernel(
                     tl.store(p_m + o_tile, rh, mask=m)
                     budget = sync(p_cnt, p_err, (NS * s + 1) * n_sync, budget, BARRIER, INTERP)
                     acc_n = contract_fwd(zero, p_m, o_rh, m_b, p_w, ws, n0, H, P, G, GS, BLOCK_N, KP, NKP, RESIDENT,
-                                         PREC, INTERP)
+                                         PREC, INTERP, False)
                 acc = with_slot2(acc, acc_n, GS, BLOCK_N)
             h_in = h
             if PROJ:  # the LSTM reads c, not h; with PROJ h has P rows
@@ -156,7 +156,7 @@ def recurrence_fwd_kernel(
                     tl.store(p_m + o_m[None, :] + o_n[:, None], u, mask=m)
                     budget = sync(p_cnt, p_err, (NS * s + 1) * n_sync, budget, BARRIER, INTERP)
                     hp = contract_fwd(zero_p, p_m, o_m, m_b, p_wr, 0, n0, P, H, 1, 1, BLOCK_N, KR, 1, False, PREC,
-                                      INTERP)
+                                      INTERP, True)
                 h = project_out(hp, h, act, o_p, m_p, p_y, o_r * s_y, CARRY, INTERP)
             else:
                 h = u
@@ -179,7 +179,7 @@ def recurrence_fwd_kernel(
                     h = tl.load(p_hcur + o_tile, mask=m, other=0.0, cache_modifier=".cg")
                     x_r = load_slots(p_gx, o_r * s_gx, o_n, m, H, 1)[0]
                     acc = contract_fwd(zero, p_hcur, o_rp, m_b, p_w, 0, n0, H, P, G, GS, BLOCK_N, KP, NKP, False,
-                                       PREC, INTERP)
+                                       PREC, INTERP, False)
                     rh = reset_state(acc, stacked_rows(p_bias, n0, H, G, GS, BLOCK_N, has_bias), x_r, h, act, m, GS,
                                      BLOCK_N, BLOCK_B)
                     tl.store(p_m + o_tile, rh, mask=m)
@@ -194,11 +194,12 @@ def recurrence_fwd_kernel(
                 if CELL == 0:
                     c = tl.load(p_c + o_tile, mask=m, other=0.0)
                 x0, x1, x2, x3 = load_slots(p_gx, o_r * s_gx, o_n, m, H, G)
+                # with a projection, several tiles' W_hh in two slots spill (B256·H512·P128, sm_90): rotated
                 acc = contract_fwd(zero, p_hcur, o_rp, m_b, p_w, 0, n0, H, P, G, GS, BLOCK_N, KP, NKP, False, PREC,
-                                   INTERP)
+                                   INTERP, PROJ)
                 if RB:  # the first phase's product again (r, z), beside the n gate's over r ⊙ h
                     acc = with_slot2(acc, contract_fwd(zero, p_m, o_rh, m_b, p_w, 0, n0, H, P, G, GS, BLOCK_N, KP, NKP,
-                                                       False, PREC, INTERP), GS, BLOCK_N)
+                                                       False, PREC, INTERP, False), GS, BLOCK_N)
                 u, c = fwd_update(CELL, acc, stacked_rows(p_bias, n0, H, G, GS, BLOCK_N, has_bias), x0, x1, x2, x3,
                                   h, c, act, o_r, o_n, m, p_y, o_r * s_y, p_acts, p_state, H, save, GS, SA, BLOCK_N,
                                   BLOCK_B, False, PROJ, INTERP)
@@ -214,7 +215,7 @@ def recurrence_fwd_kernel(
                     o_p, m_p, o_ptile = unit_tile(i_n * N_TILES + j, o_rp, m_b, P, BLOCK_N)
                     h = tl.load(p_hcur + o_ptile, mask=m_p, other=0.0, cache_modifier=".cg")
                     hp = contract_fwd(zero_p, p_m, o_m, m_b, p_wr, 0, (i_n * N_TILES + j) * BLOCK_N, P, H, 1, 1,
-                                      BLOCK_N, KR, 1, False, PREC, INTERP)
+                                      BLOCK_N, KR, 1, False, PREC, INTERP, True)
                     h = project_out(hp, h, act, o_p, m_p, p_y, o_r * s_y, False, INTERP)
                     tl.store(p_hnext + o_ptile, h, mask=m_p)
                 budget = sync(p_cnt, p_err, (NS * s + 2) * n_sync, budget, BARRIER, INTERP)
@@ -275,12 +276,12 @@ def recurrence_bwd_kernel(
             dc = tl.load(p_dc + o_tile, mask=m, other=0.0)
         ws = 0
         wn = 0
-        if RESIDENT:
-            ws = resident_w_bwd(p_w, o_p, P, H, G, KP, NKP)
-            if RB:  # the n gate's pieces alone, for the second phase
-                wn = ()
-                for kp in tl.static_range(NKP):
-                    wn = wn + (ws[2 * NKP + kp],)
+        if CARRY:
+            ws = resident_w_gates(p_w, o_p, P, H, G, KP)
+        elif RESIDENT:  # one contraction over the rows of the GH gates dh_{t-1} takes (RB: r, z first)
+            ws = resident_w_bwd(p_w, o_p, P, GH * H, KP, NKP)
+            if RB:  # the n gate's rows alone, for the second phase
+                wn = resident_w_bwd(p_w + 2 * H * P, o_p, P, H, KP, NKP)
         if PROJ:
             dy = load_dy(p_dy, T - 1, b_len, o_b, m_b, o_p, m_p, B, s_y, reverse)
             store_grad_h(p_g, dh, dy, T - 1, b_len, o_b, m_b, o_p, m_p, B, P, reverse)

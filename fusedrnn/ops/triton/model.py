@@ -9,8 +9,9 @@ compiled SASS, tools/compile_check/sass_path.py):
     sync        per phase: the barrier's poll (a flag round trip; the arrive is a
                 fire-and-forget atomic) and the CTA barriers around it; carry: nothing
     exchange    the exchanged vector (h, or d_gates backward) read from L2: one dependent
-                round trip per resident piece or streamed chunk (Triton waits for each
-                before issuing the next), plus bytes at one SM's share of L2 bandwidth
+                round trip per resident piece (ptxas issues a piece's loads once the one
+                before has arrived) or per STREAM_AHEAD streamed chunks, plus bytes at one
+                SM's share of L2 bandwidth
     weights     W_hh streamed from L2 each step when it is not resident (bandwidth; its
                 chunks' latency is the exchange's round trips, loaded alongside)
     mma         the larger of the tensor-core throughput (16-bit: two products, h split
@@ -28,6 +29,8 @@ from __future__ import annotations
 
 from ... import machine
 
+#: chunks a streamed contraction keeps in flight (steps.STREAM_AHEAD; steps.py needs Triton)
+STREAM_AHEAD = 2
 #: CTA barriers (bar.sync) per barrier phase around the poll of the grid barrier (tiles.py)
 BARRIER_CTA_SYNCS = 4
 #: instructions per warp per step: fixed + per mma instruction + per pointwise element per
@@ -52,11 +55,16 @@ def step_us(layout: str, n_programs_per_tile: int, n_tiles: int, block_n: int, b
     K = P if direction == "fwd" else H  # W_hh's contraction
     k_eff = kp * nkp if resident else -(-K // kp) * kp
     phases = 2 if proj else 1
-    # dependent round trips: each resident piece / streamed chunk (per gate backward, per
-    # tile) of the exchange, the projection's chunks, and the barrier's poll per phase
-    pieces = nkp if resident else -(-K // kp) * (1 if direction == "fwd" else G) * n_tiles
+    # dependent round trips: each resident piece, each STREAM_AHEAD streamed chunks (per gate
+    # backward, per tile: a chunk's loads issue once the chunk STREAM_AHEAD before it has
+    # arrived) of the exchange, and the barrier's poll per phase; the forward projection's
+    # W_hr chunks (and with several tiles W_hh's too) rotate three slots: one per chunk
+    rotated = bool(proj) and direction == "fwd" and n_tiles > 1
+    chunks = -(-K // kp) * (1 if direction == "fwd" else G)
+    pieces = nkp if resident else (chunks if rotated else -(-chunks // STREAM_AHEAD)) * n_tiles
     if proj and layout != "carry":
-        pieces += -(-(H if direction == "fwd" else P) // kr) * n_tiles
+        r_chunks = -(-(H if direction == "fwd" else P) // kr)
+        pieces += (r_chunks if direction == "fwd" else -(-r_chunks // STREAM_AHEAD)) * n_tiles
     flags = phases if layout != "carry" and n_programs_per_tile > 1 else 0
     loads = 0 if layout == "carry" else pieces
     if layout == "carry":
@@ -73,7 +81,8 @@ def step_us(layout: str, n_programs_per_tile: int, n_tiles: int, block_n: int, b
         exchange = loads * dev["l2_latency_us"] + max(vec / (dev["l2_bw_per_sm_gbs"] * 1e3),
                                                       total / (dev["l2_bw_gbs"] * 1e3))
     m_rows = gate_slots * block_n if direction == "fwd" else block_n
-    k_all = k_eff * (1 if direction == "fwd" else G)
+    # a resident grid backward's pieces cover all G*H rows; carry's and streamed chunks are per gate
+    k_all = k_eff if direction == "fwd" or (resident and layout != "carry") else k_eff * G
     # the projection's product per tile: rows x contraction (carry: all of W_hr, resident)
     if not proj:
         pr_rows, pr_k = 0, 0

@@ -14,7 +14,10 @@ import triton
 import triton.language as tl
 
 from .cells import cell_bwd, cell_fwd, reset_grad, sigmoid
-from .tiles import cols_T, load_slots, mma, split_slots, step_rows, store_slots, to_out, w_cols, w_rows
+from .tiles import cols_T, issued, load_slots, mma, split_slots, step_rows, store_slots, to_out, w_cols, w_rows
+
+#: chunks a streamed contraction keeps in flight (contract_fwd / contract_bwd: two slots by hand)
+STREAM_AHEAD = tl.constexpr(2)
 
 
 @triton.jit
@@ -55,12 +58,23 @@ def resident_w_fwd(p_w, n0, N, K, G: tl.constexpr, GS: tl.constexpr, BLOCK_N: tl
 
 
 @triton.jit
-def resident_w_bwd(p_w, o_n, N, K, G: tl.constexpr, KP: tl.constexpr, NKP: tl.constexpr):
-    """The tile's columns of W (G*K, N) per gate as G*NKP pieces (BLOCK_N, KP), loaded once."""
+def resident_w_gates(p_w, o_n, N, K, G: tl.constexpr, KP: tl.constexpr):
+    """The carry layout's backward W: the tile's columns of W (G*K, N) per gate, G pieces
+    (BLOCK_N, KP), loaded once (each multiplies that gate's gradient tile)."""
     ws = ()
     for g in tl.static_range(G):
-        for kp in tl.static_range(NKP):
-            ws = ws + (w_cols(p_w, g, o_n, kp * KP, N, K, KP),)
+        ws = ws + (w_cols(p_w, g, o_n, 0, N, K, KP),)
+    return ws
+
+
+@triton.jit
+def resident_w_bwd(p_w, o_n, N, GK, KP: tl.constexpr, NKP: tl.constexpr):
+    """The tile's columns of W (GK, N) as NKP pieces (BLOCK_N, KP), loaded once. The backward's
+    contraction runs over all G*K rows of W_hh at once (GK = G*K: the gates' blocks are
+    contiguous in W_hh and in d_gates), so a piece may straddle two gates."""
+    ws = ()
+    for kp in tl.static_range(NKP):
+        ws = ws + (w_cols(p_w, 0, o_n, kp * KP, N, GK, KP),)
     return ws
 
 
@@ -86,18 +100,27 @@ def chunk_bwd(p_d, o_rd, m_b, p_w, o_n, j, n_k, N, K, G: tl.constexpr, KP: tl.co
 @triton.jit
 def contract_fwd(acc, p_x, o_rx, m_b, p_w, ws, n0, N, K, G: tl.constexpr, GS: tl.constexpr, BLOCK_N: tl.constexpr,
                  KP: tl.constexpr, NKP: tl.constexpr, RESIDENT: tl.constexpr, PREC: tl.constexpr,
-                 INTERP: tl.constexpr):
+                 INTERP: tl.constexpr, ROTATE: tl.constexpr):
     """acc (GS*BLOCK_N, BLOCK_B) + the stacked rows n0.. of W (G*N, K) x xᵀ (rows o_rx of
     p_x, K wide): the gates from h_{t-1} (W_hh, K = P) or h_t from m_t (W_hr, K = H).
 
-    Streamed, the chunks are software-pipelined by hand, three ahead: chunk j+3's loads
-    (W from L1/L2, x from L2) are issued before chunk j's product, so about three chunks'
-    work hides each load's latency and a step waits for about one L2 round trip plus the
-    products, not one round trip per chunk. The three chunks past the end are masked."""
+    Streamed, the chunks are software-pipelined by hand in STREAM_AHEAD = 2 slots: each slot
+    is refilled with chunk j+2 (W from L1/L2, x from L2) right after chunk j's product, in
+    place, so a step waits for one L2 round trip per two chunks. (Rotating three slots at
+    the end of each iteration, as before, copied registers whose loads had just been
+    issued, and the copy waited for them: one round trip per chunk.) Chunks past the end
+    are masked: no memory traffic, and an odd count multiplies one chunk of zeros. ROTATE
+    keeps that three-slot rotation (the forward projection's W_hr loop, and W_hh's over
+    several tiles beside it: two slots in place there spill, compiled for sm_90)."""
     if RESIDENT:
+        # the pieces' loads all written before the products; config prefers one piece (one
+        # load sweep: ptxas issues a second piece's loads only after the first has arrived)
+        xs = ()
         for kp in tl.static_range(NKP):
-            acc = mma(ws[kp], cols_T(p_x, o_rx, m_b, kp * KP, K, KP), acc, PREC, INTERP)
-    else:
+            xs = xs + (cols_T(p_x, o_rx, m_b, kp * KP, K, KP),)
+        for kp in tl.static_range(NKP):
+            acc = mma(ws[kp], issued(xs[kp], INTERP), acc, PREC, INTERP)
+    elif ROTATE:
         w0, x0 = chunk_fwd(p_x, o_rx, m_b, p_w, n0, 0, N, K, G, GS, BLOCK_N, KP)
         w1, x1 = chunk_fwd(p_x, o_rx, m_b, p_w, n0, 1, N, K, G, GS, BLOCK_N, KP)
         w2, x2 = chunk_fwd(p_x, o_rx, m_b, p_w, n0, 2, N, K, G, GS, BLOCK_N, KP)
@@ -105,6 +128,14 @@ def contract_fwd(acc, p_x, o_rx, m_b, p_w, ws, n0, N, K, G: tl.constexpr, GS: tl
             w3, x3 = chunk_fwd(p_x, o_rx, m_b, p_w, n0, j + 3, N, K, G, GS, BLOCK_N, KP)
             acc = mma(w0, x0, acc, PREC, INTERP)
             w0, x0, w1, x1, w2, x2 = w1, x1, w2, x2, w3, x3
+    else:
+        w0, x0 = chunk_fwd(p_x, o_rx, m_b, p_w, n0, 0, N, K, G, GS, BLOCK_N, KP)
+        w1, x1 = chunk_fwd(p_x, o_rx, m_b, p_w, n0, 1, N, K, G, GS, BLOCK_N, KP)
+        for j in range(0, tl.cdiv(K, KP), STREAM_AHEAD):
+            acc = mma(w0, x0, acc, PREC, INTERP)
+            w0, x0 = chunk_fwd(p_x, o_rx, m_b, p_w, n0, j + 2, N, K, G, GS, BLOCK_N, KP)
+            acc = mma(w1, x1, acc, PREC, INTERP)
+            w1, x1 = chunk_fwd(p_x, o_rx, m_b, p_w, n0, j + 3, N, K, G, GS, BLOCK_N, KP)
     return acc
 
 
@@ -114,24 +145,26 @@ def contract_bwd(acc, p_d, o_rd, m_b, p_w, ws, o_n, N, K, G: tl.constexpr, KP: t
     """acc (BLOCK_N, BLOCK_B) + Σ_g W[g*K:(g+1)*K, o_n]ᵀ x (block g of the rows o_rd of p_d)ᵀ
     for W (G*K, N): dh_{t-1} from d_gh (W_hh, K = H) or dm_t from dh_t (W_hr, K = P).
 
-    The G x (K / KP) products alternate between two accumulators, two independent MMA
-    chains (summed at the end) instead of one. Streamed, the (gate, chunk) sequence is
-    software-pipelined three ahead as in contract_fwd."""
+    Resident, the NKP pieces (ws, from resident_w_bwd) run over all G*K rows at once, every
+    piece's loads written before the products (contract_fwd). Streamed, the (gate, chunk)
+    sequence is software-pipelined in two slots as in contract_fwd. Successive products
+    alternate between two accumulators, two independent MMA chains (summed at the end)."""
     acc_b = tl.zeros_like(acc)
-    if RESIDENT:
-        for g in tl.static_range(G):
-            for kp in tl.static_range(NKP):
-                acc, acc_b = acc_b, mma(ws[g * NKP + kp], cols_T(p_d + g * K, o_rd, m_b, kp * KP, K, KP), acc, PREC,
-                                        INTERP)
+    if RESIDENT:  # the NKP pieces of all G*K rows (resident_w_bwd), alternating accumulators
+        xs = ()
+        for kp in tl.static_range(NKP):
+            xs = xs + (cols_T(p_d, o_rd, m_b, kp * KP, G * K, KP),)
+        for kp in tl.static_range(NKP):
+            acc, acc_b = acc_b, mma(ws[kp], issued(xs[kp], INTERP), acc, PREC, INTERP)
     else:
         n_k = tl.cdiv(K, KP)
         w0, x0 = chunk_bwd(p_d, o_rd, m_b, p_w, o_n, 0, n_k, N, K, G, KP)
         w1, x1 = chunk_bwd(p_d, o_rd, m_b, p_w, o_n, 1, n_k, N, K, G, KP)
-        w2, x2 = chunk_bwd(p_d, o_rd, m_b, p_w, o_n, 2, n_k, N, K, G, KP)
-        for j in range(0, G * n_k):
-            w3, x3 = chunk_bwd(p_d, o_rd, m_b, p_w, o_n, j + 3, n_k, N, K, G, KP)
-            acc, acc_b = acc_b, mma(w0, x0, acc, PREC, INTERP)
-            w0, x0, w1, x1, w2, x2 = w1, x1, w2, x2, w3, x3
+        for j in range(0, G * n_k, STREAM_AHEAD):
+            acc = mma(w0, x0, acc, PREC, INTERP)
+            w0, x0 = chunk_bwd(p_d, o_rd, m_b, p_w, o_n, j + 2, n_k, N, K, G, KP)
+            acc_b = mma(w1, x1, acc_b, PREC, INTERP)
+            w1, x1 = chunk_bwd(p_d, o_rd, m_b, p_w, o_n, j + 3, n_k, N, K, G, KP)
     return acc + acc_b
 
 

@@ -4,7 +4,7 @@ errors `step` raises for arguments of the wrong shape, dtype or device."""
 import pytest
 import torch
 
-from fusedrnn.ops import GATES
+from fusedrnn.ops.cuda import CUDA_GATES as GATES  # the cells the CUDA kernels implement
 from fusedrnn.ops import cuda as cuda_ops
 
 from test_cuda_binding import no_device

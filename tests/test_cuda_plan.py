@@ -6,7 +6,7 @@ No GPU: the GPU path reads the same limits off the device and calls the same fun
 import pytest
 import torch
 
-from fusedrnn.ops import GATES
+from fusedrnn.ops.cuda import CUDA_GATES as GATES  # the cells the CUDA kernels implement
 from fusedrnn.ops import cuda as cuda_ops
 
 C = pytest.importorskip("fusedrnn._C", reason="the CUDA extension is not built (no nvcc)")

@@ -53,6 +53,8 @@ except ImportError as e:  # not built (no nvcc at install time) or not loadable
 
 #: fp32 values saved per (t, b, hidden unit) by the forward kernel for the backward one
 SAVED_SLOTS = {name: c.cuda_saved_slots for name, c in CELL_TABLE.items() if c.cuda_saved_slots is not None}
+#: G per cell the CUDA kernels implement (the reset-before GRU is not one of them)
+CUDA_GATES = {name: GATES[name] for name in SAVED_SLOTS}
 DTYPE_CODES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2, torch.int32: 3, torch.uint8: 4}
 KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 MODES = ("auto", "persistent", "cta", "cluster", "grid", "step")

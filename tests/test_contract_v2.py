@@ -1,12 +1,12 @@
-"""Contract v2 (tests/contract_v2.py) on tests/plain_kernels.py, the plain-PyTorch stand-in
+"""Contract v2 (tests/support/contract_v2.py) on tests/support/plain_kernels.py, the plain-PyTorch stand-in
 for the kernel backends: every case, float64 and float32; the check fails on a backend that
 gets a projection gradient or the direction layout wrong, and on one that declines nothing
 but cannot run two directions."""
 import pytest
 import torch
 
-import contract_v2
-import plain_kernels
+from support import contract_v2
+from support import plain_kernels
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])

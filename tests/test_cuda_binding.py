@@ -6,23 +6,7 @@ import torch
 
 import fusedrnn
 from fusedrnn.ops import cuda as cuda_ops
-
-C = pytest.importorskip("fusedrnn._C", reason="the CUDA extension is not built (no nvcc)")
-
-F32, F16, BF16, I32, U8 = 0, 1, 2, 3, 4
-G = {"lstm": 4, "gru": 3, "rnn_tanh": 1, "rnn_relu": 1}
-S = {"lstm": 5, "gru": 5, "rnn_tanh": 1, "rnn_relu": 1}
-_next = [0x10000]
-
-
-def fake(shape, dtype=F32):
-    """A (ptr, dtype_code, shape, strides) tuple for a contiguous tensor at a fake, aligned address."""
-    strides, acc = [], 1
-    for d in reversed(shape):
-        strides.insert(0, acc)
-        acc *= d
-    _next[0] += 0x100000
-    return (_next[0], dtype, tuple(shape), tuple(strides))
+from support.cuda_binding import BF16, C, F16, F32, fake, G, I32, no_device, S, U8
 
 
 def fwd_args(cell="lstm", T=5, B=3, H=7, dtype=F32, lengths=True, saved=True):
@@ -43,14 +27,6 @@ def bwd_args(cell="lstm", T=5, B=3, H=7, dtype=F32):
                 saved=fake((T, B, s, H), F32), d_gx=fake((T, B, g * H), dtype),
                 d_gh=fake((T, B, g * H), dtype) if cell == "gru" else None, dh0=fake((B, H), dtype),
                 dc0=fake((B, H), dtype) if lstm else None, workspace=fake((4096,), U8), stream=0, device=0)
-
-
-def device_usable():
-    n, _ = C.device_count()
-    return n > 0
-
-
-no_device = pytest.mark.skipif(device_usable(), reason="a CUDA device is present: the no-device path cannot be shown")
 
 
 @no_device

@@ -8,7 +8,7 @@ fragments are rebuilt from the 32 lanes as the PTX ISA lays them out, so the num
 the kernels' own arithmetic.
 
 Tolerance against the float64 reference:
-  - bf16 and fp16: the kernel contract's rule (tests/contract_v2.py): at most twice the
+  - bf16 and fp16: the kernel contract's rule (tests/support/contract_v2.py): at most twice the
     error torch.nn makes in the dtype, plus one machine epsilon;
   - fp32: the rule the GPU tests apply to these kernels (tests/gpu/test_cuda_gpu.py), per
     output and gradient relative to its scale: at most twice torch.nn's error, floor 5e-5.
@@ -27,52 +27,15 @@ import os
 import pytest
 import torch
 
-import contract_v2
+from support import contract_v2
 from tools.cuda_emu import build as cuda_emu
 from fusedrnn.ops import cuda
-from test_triton_step import reference_step, step_args
+from support.emulated import check
+from support.triton_step import reference_step, step_args
 
 pytestmark = pytest.mark.filterwarnings("ignore:LSTM with projections:UserWarning")  # torch.nn's note
-F32_FLOOR = 5e-5  # tests/gpu/test_cuda_gpu.py: FLOOR[torch.float32]
 DTYPES = [torch.float32, torch.bfloat16, torch.float16]
 CELLS = ["lstm", "gru", "rnn_tanh", "rnn_relu"]
-
-
-@pytest.fixture(scope="module")
-def emu():
-    if cuda_emu.cuda_include() is None:
-        pytest.skip("no CUDA headers (cuda_fp16.h) for the emulated build: install the CUDA toolkit or set CUDA_HOME")
-    with cuda_emu.emulated() as mod:
-        yield mod
-
-
-@pytest.fixture
-def knobs(monkeypatch):
-    """Set fusedrnn.ops.cuda's launch knobs (FUSEDRNN_CUDA_*) for one test."""
-    def set_(mode="auto", units=0, rows=0, passes=0):
-        for name, value in ((cuda.MODE_ENV, mode), (cuda.UNITS_ENV, units), (cuda.ROWS_ENV, rows),
-                            (cuda.PASSES_ENV, passes)):
-            monkeypatch.setenv(name, str(value))
-        monkeypatch.setenv(cuda.POISON_ENV, "1")  # outputs start NaN: an unwritten element fails
-    return set_
-
-
-def _rel(a, ref) -> float:
-    return (a.double() - ref).abs().max().item() / max(ref.abs().max().item(), 1e-30) if ref.numel() else 0.0
-
-
-def check(case, dtype):
-    """AssertionError unless the cuda backend's outputs and gradients on `case` meet the rule above."""
-    if dtype != torch.float32:
-        contract_v2.check_case(cuda, case, dtype)
-        return
-    args, lengths, cot = contract_v2.make_args(case, dtype, "cpu")
-    truth = contract_v2._outputs_and_grads(contract_v2._reference_layer, case, args, lengths, cot, torch.float64)
-    ours = contract_v2._backend_outputs_and_grads(cuda, case, args, lengths, cot)
-    torch_nn = contract_v2._outputs_and_grads(contract_v2.torch_nn_layer, case, args, lengths, cot, dtype)
-    for k, (a, t, r) in enumerate(zip(ours, torch_nn, truth, strict=True)):
-        err, bound = _rel(a, r), max(2 * _rel(t, r), F32_FLOOR)
-        assert err <= bound, f"{case}: output/gradient {k} {tuple(r.shape)}: relative error {err:.3g} > {bound:.3g}"
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: str(d)[6:])
@@ -309,24 +272,9 @@ def test_the_emulated_build_is_the_csrc_sources(emu):
 
 from hypothesis import example, given, settings  # noqa: E402
 
-from test_hostile_properties import (  # noqa: E402
+from support.hostile import (  # noqa: E402
     FIXTURE_OK, ISSUE_EXAMPLES, check_module_example, check_recurrence_example, hostile_modules,
     hostile_recurrences)
-
-
-@pytest.fixture
-def cuda_kernels(emu, monkeypatch):
-    """The kernel backend name "triton" pointed at fusedrnn.ops.cuda (emulated) for one test,
-    as tests/plain_kernels.py installs its module: the modules and fusedrnn.ops.recurrence
-    then run the CUDA kernels on CPU tensors. Returns the backend name to use."""
-    import torch._dynamo
-
-    import fusedrnn
-    monkeypatch.setitem(fusedrnn.backends.KERNEL_BACKENDS, "triton", cuda.__name__)
-    monkeypatch.setattr(cuda, "availability", lambda device: None)  # CPU tensors are the emulator's device
-    monkeypatch.setenv(cuda.POISON_ENV, "1")
-    torch._dynamo.reset()  # compiled graphs bake the backend in
-    return "triton"
 
 
 # Examples hypothesis found against these kernels: relu'(NaN) must pass the gradient, as

@@ -7,7 +7,7 @@ import torch
 
 from fusedrnn.ops import cuda as cuda_ops
 
-from test_cuda_binding import BF16, F16, F32, I32, U8, G, S, fake, no_device
+from support.cuda_binding import BF16, F16, F32, I32, U8, G, S, fake, no_device
 
 C = pytest.importorskip("fusedrnn._C", reason="the CUDA extension is not built (no nvcc)")
 H100 = cuda_ops.H100_LIMITS

@@ -13,9 +13,9 @@ import torch
 import torch.autograd.forward_ad as fwad
 from torch.func import functional_call, grad, jacrev, jvp, vmap
 
-import backend_params
-import plain_kernels
-from parity import make_pair
+from support import backend_params
+from support import plain_kernels
+from support.parity import make_pair
 
 CELLS = ["lstm", "gru", "rnn_tanh", "rnn_relu"]
 KINDS = ["jvp", "forward_ad", "grad", "grad_params", "jacrev", "vmap", "double_backward"]

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 import fusedrnn
-import backend_params
-from parity import make_pair
+from support import backend_params
+from support.parity import make_pair
 
 
 @pytest.fixture(params=backend_params.ALL)

@@ -3,7 +3,7 @@ contract of fusedrnn/ops/fused.py — availability, unsupported, saved_shapes, f
 backward, with the documented parameters — and its saved_shapes equals what its
 forward saves (torch.compile's fake tensors and diagnostics rely on it). A backend that
 declares contract v2 (`unsupported` takes `directions`) has v2's parameters everywhere and
-passes tests/contract_v2.py (tests/test_contract_v2.py runs it on the stand-in)."""
+passes tests/support/contract_v2.py (tests/test_contract_v2.py runs it on the stand-in)."""
 import importlib
 import inspect
 
@@ -45,7 +45,7 @@ def test_backend_module_has_the_whole_contract(name):
 
 
 def test_the_stand_in_declares_v2_with_its_signatures():
-    import plain_kernels
+    from support import plain_kernels
     for fn, extra in V2.items():
         assert list(inspect.signature(getattr(plain_kernels, fn)).parameters)[len(CONTRACT[fn])] == extra
 
@@ -112,9 +112,9 @@ def test_diagnostics_predict_the_saved_bytes_of_every_backend(name):
 
 @pytest.mark.parametrize("name", sorted(KERNEL_BACKENDS))
 def test_a_v2_backend_meets_contract_v2_where_it_runs(name):
-    """tests/contract_v2.py on a few representative cases (every cell, both directions in one
+    """tests/support/contract_v2.py on a few representative cases (every cell, both directions in one
     call, a projection, lengths), on the CPU (the Triton interpreter) or the GPU."""
-    import contract_v2
+    from support import contract_v2
     mod = importlib.import_module(KERNEL_BACKENDS[name])
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     why = mod.availability(device)

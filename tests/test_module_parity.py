@@ -3,7 +3,7 @@ the gradients of the input, the given states and every parameter."""
 import pytest
 import torch
 
-from parity import compare_to_torch, make_inputs, make_pair, make_state
+from support.parity import compare_to_torch, make_inputs, make_pair, make_state
 
 CELLS = ["lstm", "gru", "rnn_tanh", "rnn_relu"]
 # float64: both sides are exact up to rounding order. float32: fusedrnn may be at most

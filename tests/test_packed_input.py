@@ -7,7 +7,7 @@ from torch import nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
 
 import fusedrnn
-import plain_kernels
+from support import plain_kernels
 
 TWINS = {"lstm": (fusedrnn.LSTM, nn.LSTM), "gru": (fusedrnn.GRU, nn.GRU), "rnn": (fusedrnn.RNN, nn.RNN)}
 BATCH_SIZES = {

@@ -11,10 +11,10 @@ import pytest
 import torch
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
 
-import backend_params
+from support import backend_params
 from fusedrnn.ops import GATES
-from parity import make_pair, run_with_grads
-from sequence_oracle import assert_same_values, each_sequence_alone, run_recurrence
+from support.parity import make_pair, run_with_grads
+from support.sequence_oracle import assert_same_values, each_sequence_alone, run_recurrence
 
 CELLS = ["lstm", "gru", "rnn_tanh", "rnn_relu"]
 T, B, H = 4, 3, 4

@@ -4,7 +4,7 @@ in fp32/bf16/fp16, with lengths and reverse, batch tails (B=3, B=20 in two batch
 and odd H.
 
 Without a GPU the programs of a launch run concurrently in the interpreter
-(tests/interpreter_threads.py), so the grid layout's barrier, its exchange through
+(tests/support/interpreter_threads.py), so the grid layout's barrier, its exchange through
 memory and its indexing for program index > 0 execute on the CPU: a broken barrier or
 a wrong index fails here, not on the first GPU run. With a GPU the same cases run on it.
 The configurations are the choice code's own candidates (`config.candidates`) for a
@@ -13,18 +13,17 @@ pieces or streamed, several tiles per program, several batch tiles).
 """
 from __future__ import annotations
 
-import contextlib
 
 import pytest
 import torch
 
 from fusedrnn.ops.triton import config
-from test_triton_recurrence import check_against_reference
+from support.triton_recurrence import check_against_reference
 
-import interpreter_threads
+from support import interpreter_threads
+from support.triton_layouts import forced, SMALL_DEVICE
 
 CELLS = ("lstm", "gru", "rnn_tanh", "rnn_relu")
-SMALL_DEVICE = config.DeviceLimits(6, 227 * 1024, 65536)
 SHAPES = ((3, 17), (3, 40), (20, 40))  # (B, H): tails, odd H, several pieces/tiles/batch tiles
 DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
@@ -62,24 +61,6 @@ for _j, _cell in enumerate(CELLS):
         _dtype = DTYPES[1 + (_i + _j) % 2] if _launch.RESIDENT else DTYPES[(_i + _j) % 3]
         CASES.append(pytest.param(_cell, _B, _H, _launch, _dtype, _i % 2 == 0, (_i + _j) % 3 != 1,
                                   id=f"{_cell}-{_key}-{_launch.grid[0]}x{_launch.grid[1]}-{str(_dtype)[6:]}"))
-
-
-@pytest.fixture(scope="module")
-def concurrent():
-    """Programs in threads under the interpreter (checked by a handshake kernel first)."""
-    if not config.INTERPRET:
-        yield
-        return
-    with interpreter_threads.concurrent_programs(timeout_s=120):
-        interpreter_threads.self_test()
-        yield
-
-
-@contextlib.contextmanager
-def forced(monkeypatch, launch):
-    monkeypatch.setattr(config, "choose", lambda *args, **kwargs: launch)
-    monkeypatch.setitem(config.TUNING, "spin_limit", 1 << 16)
-    yield
 
 
 def test_every_structure_is_covered():

@@ -4,8 +4,8 @@ state into hi + lo halves, and an inf must stay inf * w = ±inf there, not inf -
 import pytest
 import torch
 
-import backend_params
-import contract_v2
+from support import backend_params
+from support import contract_v2
 
 VALUES = [float("inf"), float("-inf"), float("nan")]
 

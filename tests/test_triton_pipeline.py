@@ -5,7 +5,7 @@ one chunk, so here the chunk is narrowed to 16 columns: K = 40 runs as 16 + 16 +
 partial last chunk), the backward as G x 3 (gate, chunk) pieces, and a chunk consumed
 before its load, twice, or never, or an accumulator left out, breaks a value or a
 gradient against the float64 reference. Grid programs run concurrently
-(tests/interpreter_threads.py), so the pipelined loads also meet the barrier's exchange.
+(tests/support/interpreter_threads.py), so the pipelined loads also meet the barrier's exchange.
 """
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ import triton.language as tl
 
 from fusedrnn.ops.triton import config
 from fusedrnn.ops.triton.steps import chunk_bwd
-from test_triton_layouts import SMALL_DEVICE, concurrent, forced  # noqa: F401 (fixture)
-from test_triton_recurrence import check_against_reference
+from support.triton_layouts import SMALL_DEVICE, forced
+from support.triton_recurrence import check_against_reference
 
 KP = 16
 B, H = 3, 40

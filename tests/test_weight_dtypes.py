@@ -7,8 +7,8 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
-import backend_params
-from parity import make_pair
+from support import backend_params
+from support.parity import make_pair
 
 #: (parameter name, dtype it is given) in a float32 module or cell
 ODD_MODULE_PARAMS = [("weight_hh_l0", torch.float64), ("bias_hh_l0", torch.float16), ("bias_ih_l0", torch.float64),

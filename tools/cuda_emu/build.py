@@ -158,13 +158,12 @@ def main(argv=None) -> int:
     print(build())
     if not args.anchors:
         return 0
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    sys.path.insert(0, os.path.join(ROOT, "tests"))  # the tests' support package
     warnings.filterwarnings("ignore", "LSTM with projections")
     os.environ.setdefault("FUSEDRNN_EMU_TIMEOUT", "3600")  # one launch at full size takes minutes here
     import torch
 
-    import contract_v2
-    import test_cuda_emulated
+    from support import contract_v2, emulated
     from fusedrnn.ops import cuda
 
     failed = 0
@@ -177,7 +176,7 @@ def main(argv=None) -> int:
                      for bw in (False, True)]
             t0 = time.time()
             try:
-                test_cuda_emulated.check(case, dtype)
+                emulated.check(case, dtype)
                 verdict = "ok"
             except Exception as e:  # noqa: BLE001 - every failure is reported, then counted
                 verdict, failed = f"FAIL {type(e).__name__}: {e}", failed + 1

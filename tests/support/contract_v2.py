@@ -1,6 +1,6 @@
 """Kernel-backend contract v2 (fusedrnn/ops/fused.py), checked on any backend module.
 
-    import contract_v2
+    from support import contract_v2
     skipped = contract_v2.check_backend(fusedrnn.ops.triton, torch.float32)  # AssertionError on a mismatch
 
 For each case (every cell; one direction forward and reversed, both directions in one

@@ -8,7 +8,7 @@ fragments are rebuilt from the 32 lanes as the PTX ISA lays them out, so the num
 the kernels' own arithmetic.
 
 Tolerance against the float64 reference:
-  - bf16 and fp16: the kernel contract's rule (tests/support/contract_v2.py): at most twice the
+  - bf16 and fp16: the kernel contract's rule (tests/support/contract.py): at most twice the
     error torch.nn makes in the dtype, plus one machine epsilon;
   - fp32: the rule the GPU tests apply to these kernels (tests/gpu/test_cuda_gpu.py), per
     output and gradient relative to its scale: at most twice torch.nn's error, floor 5e-5.
@@ -27,7 +27,7 @@ import os
 import pytest
 import torch
 
-from support import contract_v2
+from support import contract
 from tools.cuda_emu import build as cuda_emu
 from fusedrnn.ops import cuda
 from support.emulated import check
@@ -43,7 +43,7 @@ def test_contract_cases_as_planned(emu, knobs, dtype):
     """Every case of the kernel contract (every cell; D = 1 forward and reversed, D = 2; lengths;
     projections; no bias; T = 1) at H = 5, planned as the library plans it for an H100."""
     knobs()
-    for case in contract_v2.cases():
+    for case in contract.cases():
         check(case, dtype)
 
 
@@ -52,9 +52,9 @@ def split_cases(H, B=11, T=3):
     out = []
     for cell in CELLS:
         for proj in ((False, True) if cell == "lstm" else (False,)):
-            out += [contract_v2.Case(cell, 1, False, proj=proj, T=T, B=B, H=H),
-                    contract_v2.Case(cell, 1, True, proj=proj, lengths=lengths, T=T, B=B, H=H),
-                    contract_v2.Case(cell, 2, False, proj=proj, lengths=lengths, T=T, B=B, H=H)]
+            out += [contract.Case(cell, 1, False, proj=proj, T=T, B=B, H=H),
+                    contract.Case(cell, 1, True, proj=proj, lengths=lengths, T=T, B=B, H=H),
+                    contract.Case(cell, 2, False, proj=proj, lengths=lengths, T=T, B=B, H=H)]
     return out
 
 
@@ -90,7 +90,7 @@ def test_tiers_split_over_ctas(emu, knobs, tier, dtype):
 
 
 def _run(case, dtype):
-    args, lengths, cot = contract_v2.make_args(case, dtype, "cpu", seed=3)
+    args, lengths, cot = contract.make_args(case, dtype, "cpu", seed=3)
     fixed = (args["gx"], args["h0"], args["c0"], args["w_hh"], args["b_hh"], lengths, case.reverse)
     proj = {"w_hr": args["w_hr"]} if case.proj else {}
     y, hT, cT, saved = cuda.forward(case.cell, *fixed, True, **proj)
@@ -105,8 +105,8 @@ def test_results_do_not_depend_on_the_order_threads_run(emu, knobs, monkeypatch,
     see the old value in one of the orders."""
     mode, units, rows, passes, H = TIERS[tier]
     knobs(mode, units, rows, passes)
-    cases = [contract_v2.Case("lstm", 2, proj=tier != "grid-2-passes", lengths=(3, 1, 2, 3, 2, 1, 3, 3, 1, 2, 3), T=3, B=11, H=H),
-             contract_v2.Case("gru", 1, True, T=3, B=11, H=H)]
+    cases = [contract.Case("lstm", 2, proj=tier != "grid-2-passes", lengths=(3, 1, 2, 3, 2, 1, 3, 3, 1, 2, 3), T=3, B=11, H=H),
+             contract.Case("gru", 1, True, T=3, B=11, H=H)]
     for case in cases:
         runs = {}
         for order in ("forward", "reverse", "random:1", "random:2"):
@@ -129,7 +129,7 @@ def test_consumers_wait_for_a_late_producer(emu, knobs, monkeypatch, tier):
     knobs(mode, units, rows, passes)
     lay = cuda.plan_for("lstm", torch.bfloat16, 11, H, mode=mode, units=units, batch_rows=rows, passes=passes)["layout"]
     monkeypatch.setenv("FUSEDRNN_EMU_SLOW_CTA", f"{lay['NU'] - 1}:20000")
-    for case in (contract_v2.Case("lstm", 1, T=3, B=11, H=H), contract_v2.Case("gru", 1, True, T=3, B=11, H=H)):
+    for case in (contract.Case("lstm", 1, T=3, B=11, H=H), contract.Case("gru", 1, True, T=3, B=11, H=H)):
         check(case, torch.bfloat16)
 
 
@@ -143,7 +143,7 @@ def test_a_flag_wait_past_the_spin_limit_reports_the_late_producer(emu, knobs, m
     NU = cuda.plan_for("lstm", torch.float32, 11, H, mode=mode, units=units, batch_rows=rows)["layout"]["NU"]
     monkeypatch.setenv("FUSEDRNN_EMU_SLOW_CTA", f"{NU - 1}:2000000")
     monkeypatch.setenv(cuda.SPIN_ENV, "500000")
-    args, lengths, _ = contract_v2.make_args(contract_v2.Case("lstm", 1, T=3, B=11, H=H), torch.float32, "cpu")
+    args, lengths, _ = contract.make_args(contract.Case("lstm", 1, T=3, B=11, H=H), torch.float32, "cpu")
     with pytest.raises(RuntimeError, match=rf"timed out: CTA \d+ waited at step \d+ for the h chunk of CTA {NU - 1} "):
         cuda.forward("lstm", args["gx"], args["h0"], args["c0"], args["w_hh"], args["b_hh"], lengths, False, False)
     ctypes.CDLL(None).fflush(None)  # the kernel's printf, out of the C library's buffer
@@ -159,7 +159,7 @@ def test_clusters_that_do_not_fit_run_as_smaller_clusters(emu, knobs, monkeypatc
     import warnings
 
     knobs()
-    case = contract_v2.Case("lstm", 1, T=3, B=1, H=256)
+    case = contract.Case("lstm", 1, T=3, B=1, H=256)
     assert cuda.plan("lstm", torch.bfloat16, 1, 256, device=0)["cluster"] == 16
     monkeypatch.setenv("FUSEDRNN_EMU_MAX_CLUSTER", "8")
     monkeypatch.setattr(cuda, "_warned", set())
@@ -205,7 +205,7 @@ def test_emulator_reports_a_kernel_error_instead_of_crashing(emu, knobs, monkeyp
     """A launch that cannot finish (here: the deadline set to nothing) raises RuntimeError
     naming the emulator, and the next launch runs normally."""
     knobs("grid", 8, 8, 0)
-    case = contract_v2.Case("rnn_tanh", 1, T=3, B=11, H=24)
+    case = contract.Case("rnn_tanh", 1, T=3, B=11, H=24)
     monkeypatch.setenv("FUSEDRNN_EMU_TIMEOUT", "0")
     with pytest.raises(RuntimeError, match="fusedrnn emu: .*deadline"):
         _run(case, torch.float32)
@@ -233,7 +233,7 @@ def test_a_flag_wait_that_times_out_raises_from_the_call_unchecked(emu, knobs, u
     on a GPU the report waits for the next call, or synchronously with FUSEDRNN_CHECK=1)."""
     knobs("grid", 8, 8, 0)
     monkeypatch.setenv(cuda.SPIN_ENV, "1")
-    case = contract_v2.Case("rnn_tanh", 1, T=6, B=11, H=24)
+    case = contract.Case("rnn_tanh", 1, T=6, B=11, H=24)
     with pytest.raises(RuntimeError, match=GRID_TIMEOUT):
         for _ in range(ATTEMPTS):
             _run(case, torch.float32)
@@ -246,8 +246,8 @@ def test_a_captured_grid_launch_is_checked_after_the_replay(emu, knobs, unchecke
     check after the replay. Only the grid tier's launches are kept: the others cannot time out."""
     monkeypatch.setattr(unchecked, "_capturing", lambda: True)
     monkeypatch.setenv(cuda.SPIN_ENV, "1")
-    case = contract_v2.Case("rnn_tanh", 1, T=6, B=11, H=24)
-    args, lengths, _ = contract_v2.make_args(case, torch.float32, "cpu", seed=3)
+    case = contract.Case("rnn_tanh", 1, T=6, B=11, H=24)
+    args, lengths, _ = contract.make_args(case, torch.float32, "cpu", seed=3)
     fixed = (args["gx"], args["h0"], None, args["w_hh"], args["b_hh"], lengths, False, False)
     knobs("cta")
     with unchecked.watch() as watch:
@@ -312,4 +312,4 @@ def test_hostile_recurrence_arguments(cuda_kernels, c):
 def test_nonfinite_state_reaches_what_torch_nn_reaches(cuda_kernels, cell, dtype, value):
     """inf/NaN in h0: the same NaN and ±inf positions as torch.nn in outputs and gradients (fp32:
     the three tf32 products keep inf * w = ±inf, csrc/device.cuh)."""
-    assert contract_v2.nonfinite_mismatches(cuda_kernels, cell, dtype, value) == []
+    assert contract.nonfinite_mismatches(cuda_kernels, cell, dtype, value) == []

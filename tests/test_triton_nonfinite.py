@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from support import backend_params
-from support import contract_v2
+from support import contract
 
 VALUES = [float("inf"), float("-inf"), float("nan")]
 
@@ -15,4 +15,4 @@ VALUES = [float("inf"), float("-inf"), float("nan")]
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16], ids=lambda d: str(d)[6:])
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn_tanh", "rnn_relu"])
 def test_nonfinite_state_reaches_what_torch_nn_reaches(cell, dtype, value):
-    assert contract_v2.nonfinite_mismatches("triton", cell, dtype, value) == []
+    assert contract.nonfinite_mismatches("triton", cell, dtype, value) == []

@@ -65,7 +65,7 @@ What a backend may rely on, and must guarantee (per direction):
 their values. `saved` must hold fresh tensors: a view of an input or of y/hT/cT is cloned
 (custom ops may not return aliases). `run` goes through the torch.library custom ops of
 fusedrnn/ops/library.py, so eager and compiled code share one path; FusedRecurrence is
-the equivalent plain autograd.Function, kept as a cross-check. tests/support/contract_v2.py checks
+the equivalent plain autograd.Function, kept as a cross-check. tests/support/contract.py checks
 a backend module against the reference.
 """
 from __future__ import annotations

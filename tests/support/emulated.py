@@ -2,7 +2,7 @@
 and set the launch knobs, and the accuracy rule its tests apply (tests/test_cuda_emulated.py)."""
 import pytest
 import torch
-from support import contract_v2
+from support import contract
 from tools.cuda_emu import build as cuda_emu
 from fusedrnn.ops import cuda
 
@@ -35,12 +35,12 @@ def _rel(a, ref) -> float:
 def check(case, dtype):
     """AssertionError unless the cuda backend's outputs and gradients on `case` meet the rule above."""
     if dtype != torch.float32:
-        contract_v2.check_case(cuda, case, dtype)
+        contract.check_case(cuda, case, dtype)
         return
-    args, lengths, cot = contract_v2.make_args(case, dtype, "cpu")
-    truth = contract_v2._outputs_and_grads(contract_v2._reference_layer, case, args, lengths, cot, torch.float64)
-    ours = contract_v2._backend_outputs_and_grads(cuda, case, args, lengths, cot)
-    torch_nn = contract_v2._outputs_and_grads(contract_v2.torch_nn_layer, case, args, lengths, cot, dtype)
+    args, lengths, cot = contract.make_args(case, dtype, "cpu")
+    truth = contract._outputs_and_grads(contract._reference_layer, case, args, lengths, cot, torch.float64)
+    ours = contract._backend_outputs_and_grads(cuda, case, args, lengths, cot)
+    torch_nn = contract._outputs_and_grads(contract.torch_nn_layer, case, args, lengths, cot, dtype)
     for k, (a, t, r) in enumerate(zip(ours, torch_nn, truth, strict=True)):
         err, bound = _rel(a, r), max(2 * _rel(t, r), F32_FLOOR)
         assert err <= bound, f"{case}: output/gradient {k} {tuple(r.shape)}: relative error {err:.3g} > {bound:.3g}"

@@ -163,7 +163,7 @@ def main(argv=None) -> int:
     os.environ.setdefault("FUSEDRNN_EMU_TIMEOUT", "3600")  # one launch at full size takes minutes here
     import torch
 
-    from support import contract_v2, emulated
+    from support import contract, emulated
     from fusedrnn.ops import cuda
 
     failed = 0
@@ -171,7 +171,7 @@ def main(argv=None) -> int:
         os.environ[cuda.POISON_ENV] = "1"
         for cell, B, H, D, proj, dt in ANCHOR_SPECS:
             dtype = getattr(torch, dt)
-            case = contract_v2.Case(cell, D, proj=proj, lengths=tuple(2 - i % 2 for i in range(B)), T=2, B=B, H=H)
+            case = contract.Case(cell, D, proj=proj, lengths=tuple(2 - i % 2 for i in range(B)), T=2, B=B, H=H)
             tiers = [cuda.plan_for(cell, dtype, B, H, backward=bw, directions=D, proj_size=3 if proj else 0)["tier"]
                      for bw in (False, True)]
             t0 = time.time()

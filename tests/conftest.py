@@ -2,8 +2,9 @@ import os
 
 import torch
 
-# --cpu-durations=N: the slowest test files and tests by CPU time (tests/support/cpu_time.py)
-pytest_plugins = ("support.cpu_time",)
+# the default run's sample of long parametrisations, --cpu-durations=N (tests/support), and
+# pytester (tests/test_sampling.py runs pytest on small test files)
+pytest_plugins = ("support.sampling", "support.cpu_time", "pytester")
 
 # Without a GPU, Triton kernels run on the CPU interpreter; set before triton is imported.
 if not torch.cuda.is_available():

@@ -69,6 +69,7 @@ TIERS = {
 }
 
 
+@pytest.mark.sampled
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=lambda d: str(d)[6:])
 @pytest.mark.parametrize("tier", list(TIERS))
 def test_tiers_split_over_ctas(emu, knobs, tier, dtype):
@@ -175,6 +176,7 @@ def test_clusters_that_do_not_fit_run_as_smaller_clusters(emu, knobs, monkeypatc
 STEP_SIZES = [(1, 24, 40), (3, 5, 7), (9, 32, 24)]  # (B, I, H): one row, odd sizes (scalar loads), two row blocks
 
 
+@pytest.mark.sampled
 @pytest.mark.parametrize("B,I,H", STEP_SIZES, ids=lambda v: str(v))
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: str(d)[6:])
 @pytest.mark.parametrize("cell", CELLS)
@@ -306,6 +308,7 @@ def test_hostile_recurrence_arguments(cuda_kernels, c):
     check_recurrence_example(c, cuda_kernels)
 
 
+@pytest.mark.sampled
 @pytest.mark.parametrize("value", [float("inf"), float("-inf"), float("nan")], ids=str)
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: str(d)[6:])
 @pytest.mark.parametrize("cell", CELLS)

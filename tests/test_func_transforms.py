@@ -111,12 +111,14 @@ def assert_close(got, truth, torch_float32, ref64):
     assert e_ours <= 2 * e_torch + torch.finfo(got.dtype).eps * max(1.0, truth.abs().max().item()), (e_ours, e_torch)
 
 
+@pytest.mark.sampled
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("cell", CELLS)
 def test_modules(kind, cell, backend):
     check(kind, cell, backend, cells=False)
 
 
+@pytest.mark.sampled
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("cell", CELLS)
 def test_cells(kind, cell, backend):

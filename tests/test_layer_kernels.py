@@ -41,6 +41,7 @@ def calls(monkeypatch):
 LAYERS = [("lstm", 0), ("lstm", 3), ("gru", 0), ("rnn_tanh", 0)]
 
 
+@pytest.mark.sampled
 @pytest.mark.parametrize("declaration", list(DECLARATIONS))
 @pytest.mark.parametrize("cell,proj", LAYERS, ids=[f"{c}-P{p}" for c, p in LAYERS])
 @pytest.mark.parametrize("packed", [None, "unsorted"])

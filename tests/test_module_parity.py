@@ -25,6 +25,7 @@ def check(ours, ref, inputs, hx, seed=0):
 LAYOUTS = [(1, False, False, True), (2, True, True, True), (3, False, True, False), (2, True, False, False)]
 
 
+@pytest.mark.sampled
 @pytest.mark.parametrize("cell", CELLS)
 @pytest.mark.parametrize("layers,bidir,batch_first,bias", LAYOUTS)
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])

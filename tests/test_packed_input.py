@@ -58,6 +58,7 @@ def pair(cell, backend, dtype=torch.float32):
     return ours, ref
 
 
+@pytest.mark.sampled
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
 @pytest.mark.parametrize("with_hx", [False, True], ids=["no-hx", "hx"])
 @pytest.mark.parametrize("case", list(BATCH_SIZES))

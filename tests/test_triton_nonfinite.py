@@ -10,6 +10,7 @@ from support import contract
 VALUES = [float("inf"), float("-inf"), float("nan")]
 
 
+@pytest.mark.sampled
 @backend_params.needs_triton
 @pytest.mark.parametrize("value", VALUES, ids=str)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16], ids=lambda d: str(d)[6:])

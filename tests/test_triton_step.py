@@ -28,6 +28,7 @@ def debug_mode(monkeypatch):
     monkeypatch.setattr(config, "DEBUG", True)
 
 
+@pytest.mark.sampled
 @pytest.mark.parametrize("bias", [True, False], ids=["bias", "nobias"])
 @pytest.mark.parametrize("B,I,H", SIZES, ids=lambda v: str(v))
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: str(d)[6:])

@@ -47,6 +47,7 @@ def assert_same_outcome(ours, ref):
             torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
+@pytest.mark.sampled
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn_tanh"])
 @pytest.mark.parametrize("name,dtype", ODD_MODULE_PARAMS)
 @pytest.mark.parametrize("packed", [False, True])
@@ -62,6 +63,7 @@ def test_module_weight_of_another_dtype_is_torchs(cell, name, dtype, packed, bac
     assert_same_outcome(outcome(lambda: ours(x)), ref_outcome)
 
 
+@pytest.mark.sampled
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn_tanh"])
 @pytest.mark.parametrize("name,dtype", ODD_CELL_PARAMS)
 def test_cell_weight_of_another_dtype_is_torchs(cell, name, dtype, backend):

@@ -2,11 +2,13 @@
 (user + system, this process and the subprocesses it waited for). On a machine shared with
 other work, wall-clock durations measure the neighbours; CPU time measures the test. On an
 idle machine with C cores a run takes about CPU time / C where it runs in parallel and its
-CPU time where it does not; both are printed."""
+CPU time where it does not; both are printed. Each test's CPU time is also written as it
+finishes to build/test-cpu-times.txt, so that a run cut short still tells where time went."""
 from __future__ import annotations
 
 import os
 from collections import defaultdict
+from pathlib import Path
 
 import pytest
 
@@ -24,12 +26,16 @@ def pytest_addoption(parser):
 class _Recorder:
     def __init__(self, n: int):
         self.n, self.per_test, self.start = n, {}, _cpu()
+        log = Path(__file__).resolve().parents[2] / "build" / "test-cpu-times.txt"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        self.log = open(log, "w", buffering=1)
 
     @pytest.hookimpl(hookwrapper=True)
     def pytest_runtest_protocol(self, item, nextitem):
         t0 = _cpu()
         yield
         self.per_test[item.nodeid] = _cpu() - t0  # setup, call and teardown: module fixtures count once
+        self.log.write(f"{self.per_test[item.nodeid]:.2f} {item.nodeid}\n")
 
     def pytest_terminal_summary(self, terminalreporter):
         total = _cpu() - self.start

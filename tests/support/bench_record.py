@@ -3,6 +3,7 @@ import io
 import json
 import tarfile
 from pathlib import Path
+
 from benchmarks import readme_block, report, stats
 
 DATE = "2031-05-06T07:08:09+00:00"

@@ -2,9 +2,11 @@
 and set the launch knobs, and the accuracy rule its tests apply (tests/test_cuda_emulated.py)."""
 import pytest
 import torch
-from support import contract
-from tools.cuda_emu import build as cuda_emu
+
 from fusedrnn.ops import cuda
+from tools.cuda_emu import build as cuda_emu
+
+from support import contract
 
 F32_FLOOR = 5e-5  # tests/gpu/test_cuda_gpu.py: FLOOR[torch.float32]
 

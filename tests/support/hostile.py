@@ -4,6 +4,7 @@ import torch
 from hypothesis import HealthCheck
 from hypothesis import strategies as st
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
+
 from support import strided_args
 from support.parity import make_pair
 from support.sequence_oracle import assert_same_values, each_sequence_alone

@@ -1,5 +1,6 @@
 """A small barrier-grid launch of the Triton recurrence, for the barrier and timeout tests."""
 import torch
+
 from fusedrnn.ops.triton import config
 
 

@@ -1,8 +1,11 @@
 """Running the Triton recurrence in a forced layout: a device small enough for every structure, the
 launch forced, and grid programs in threads under the interpreter."""
 import contextlib
+
 import pytest
+
 from fusedrnn.ops.triton import config
+
 from support import interpreter_threads
 
 SMALL_DEVICE = config.DeviceLimits(6, 227 * 1024, 65536)

@@ -1,5 +1,6 @@
 """Two-layer Triton modules against torch.nn, for the module and mask tests."""
 import torch
+
 from support.parity import compare_to_torch, make_inputs, make_pair, make_state
 from support.triton_recurrence import DEVICE
 

@@ -1,11 +1,14 @@
 """Contract-v2 arguments (LSTM projection, both directions in one call) for the Triton recurrence, its run
 against the float64 reference, and launches forced per layout."""
 import contextlib
+
 import torch
+
 from fusedrnn.ops import reference
 from fusedrnn.ops import triton as tri
 from fusedrnn.ops.common import GATES, prev_states, weight_grads
 from fusedrnn.ops.triton import config
+
 from support import interpreter_threads
 from support.triton_layouts import SMALL_DEVICE
 from support.triton_recurrence import DEVICE

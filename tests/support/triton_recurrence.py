@@ -1,6 +1,7 @@
 """Arguments for fusedrnn.ops.recurrence and its check against the float64 reference, for the Triton
 kernel tests."""
 import torch
+
 from fusedrnn import ops
 from fusedrnn.ops.common import GATES
 

@@ -1,7 +1,9 @@
 """Arguments for the fused decode step and its float64 reference."""
 import torch
+
 from fusedrnn.ops import cell_step
 from fusedrnn.ops.common import GATES
+
 from support.triton_recurrence import DEVICE
 
 

@@ -1,7 +1,9 @@
 """A fake card with a dispatch table, and table rows, for the tuning tests."""
 import json
+
 import pytest
 import torch
+
 from benchmarks import tuning_table
 from fusedrnn import backends, tuning
 

@@ -4,7 +4,6 @@ import pytest
 import torch
 
 from fusedrnn.ops import cuda
-from tools.cuda_emu import build as cuda_emu
 
 from support import contract
 
@@ -13,6 +12,7 @@ F32_FLOOR = 5e-5  # tests/gpu/test_cuda_gpu.py: FLOOR[torch.float32]
 
 @pytest.fixture(scope="module")
 def emu():
+    from tools.cuda_emu import build as cuda_emu  # here, not at import: tests/conftest.py imports this module
     if cuda_emu.cuda_include() is None:
         pytest.skip("no CUDA headers (cuda_fp16.h) for the emulated build: install the CUDA toolkit or set CUDA_HOME")
     with cuda_emu.emulated() as mod:

@@ -4,7 +4,6 @@ import json
 import pytest
 import torch
 
-from benchmarks import tuning_table
 from fusedrnn import backends, tuning
 
 CARD = "NVIDIA Fake GPU 9000"
@@ -31,4 +30,5 @@ def fake_card(monkeypatch, tmp_path):
 
 
 def write_table(path, rows):
+    from benchmarks import tuning_table  # here, not at import: tests/conftest.py imports this module
     path.write_text(json.dumps(tuning_table.build(rows, CARD, ["synthetic"])))

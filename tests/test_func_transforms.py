@@ -187,7 +187,7 @@ def test_double_backward_of_the_kernel_op(apply, cell, D, proj, reverse, monkeyp
     its cross-check), with two directions, a projection and lengths, against the reference."""
     plain_kernels.install(monkeypatch)
     from fusedrnn.ops import fused, reference  # noqa: PLC0415
-    run, kernels = (fused.run, "plain_kernels") if apply == "custom_op" else (fused.run_function, plain_kernels)
+    run, kernels = (fused.run, plain_kernels.__name__) if apply == "custom_op" else (fused.run_function, plain_kernels)
     lengths = torch.tensor([T, 1, 2])
     args = layer_args(cell, D, torch.float64, proj)
     got = second_order(lambda *a: run(kernels, *a), cell, args, lengths, reverse)
@@ -203,10 +203,10 @@ def test_the_kernel_op_itself_refuses_transforms(apply, kind, monkeypatch):
     op raises an error naming fusedrnn, the backend and the fix rather than return zero tangents."""
     plain_kernels.install(monkeypatch)
     from fusedrnn.ops import fused  # noqa: PLC0415
-    run, kernels = (fused.run, "plain_kernels") if apply == "custom_op" else (fused.run_function, plain_kernels)
+    run, kernels = (fused.run, plain_kernels.__name__) if apply == "custom_op" else (fused.run_function, plain_kernels)
     gx, h0, _, w_hh, b_hh, _ = (t.detach() if t is not None else None for t in layer_args("gru", 1, torch.float64))
     f = lambda gx: run(kernels, "gru", gx, h0, None, w_hh, b_hh, None, False)[0]  # noqa: E731
-    match = r"fusedrnn: the kernels of plain_kernels .*backend='reference'"
+    match = r"fusedrnn: the kernels of support.plain_kernels .*backend='reference'"
     with pytest.raises(RuntimeError, match=match):
         if kind == "jvp":
             jvp(f, (gx,), (gx,))

@@ -5,9 +5,12 @@
 # GPU machine's (torch 2.10 and 2.11 pin it), and 3.9.0, the newest release, which a plain
 # `pip install` beside a CPU torch resolves to. The release goes into a folder of the venv
 # put ahead on PYTHONPATH, nothing else changes.
-# With COMPILE_GATE=1 it then compiles the LSTM's bf16 kernels at the anchor shapes for sm_90
-# under that release (tools.compile_check; no GPU needed), failing on any flagged row.
-#   [COMPILE_GATE=1] bash scripts/triton_compat.sh [VERSION] [pytest arguments]
+# With COMPILE_GATE=1 it then compiles kernels at the anchor shapes for sm_90 under that
+# release (tools.compile_check; no GPU needed), failing on any flagged row: with
+# FUSEDRNN_FULL_TESTS=1 (scripts/test.sh --full, CI) the LSTM's bf16 kernels, else a sample
+# of one (cell, dtype) per anchor, rotating, so that every cell and dtype is compiled. The
+# Triton tests sample their long parametrisations the same way (tests/support/sampling.py).
+#   [COMPILE_GATE=1] [FUSEDRNN_FULL_TESTS=1] bash scripts/triton_compat.sh [VERSION] [pytest arguments]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/setup_env.sh
@@ -28,7 +31,13 @@ fi
 echo "== the Triton kernel tests under triton $got"
 python -m pytest -q tests/test_triton_*.py "$@"
 if [ "${COMPILE_GATE:-0}" = 1 ]; then
-    echo "== the LSTM's bf16 kernels at the anchors compile for sm_90 under triton $got"
+    if [ "${FUSEDRNN_FULL_TESTS:-0}" = 1 ]; then
+        echo "== the LSTM's bf16 kernels at the anchors compile for sm_90 under triton $got"
+        which=(--cells lstm --dtypes bf16)
+    else
+        echo "== a sample of the kernels at the anchors (one cell and dtype each) compiles for sm_90 under triton $got"
+        which=(--sample)
+    fi
     env -u TRITON_INTERPRET python -m tools.compile_check --backends triton --shapes anchors \
-        --cells lstm --dtypes bf16 --quiet -j "$(nproc)"
+        "${which[@]}" --quiet -j "$(nproc)"
 fi

@@ -9,8 +9,8 @@ import torch
 from torch.nn.utils.rnn import pack_padded_sequence
 
 import fusedrnn
-import plain_kernels
-from parity import TWINS
+from support import plain_kernels
+from support.parity import TWINS
 
 LOW = [torch.bfloat16, torch.float16]
 VARIANTS = [("lstm", {}, False), ("lstm", {}, True), ("lstm", dict(proj_size=3), False),

@@ -5,10 +5,10 @@ import pytest
 import torch
 
 import fusedrnn
-import plain_kernels
+from support import plain_kernels
 from fusedrnn.ops import GATES
 from fusedrnn.ops.common import INT32_MAX, check_int32_indexing
-from parity import make_pair, run_with_grads
+from support.parity import make_pair, run_with_grads
 
 CELLS = ["lstm", "gru", "rnn_tanh", "rnn_relu"]
 

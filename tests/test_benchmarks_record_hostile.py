@@ -6,7 +6,7 @@ import json
 import pytest
 
 from benchmarks import record, record_input
-from test_benchmarks_record import _fetched, _repo
+from support.bench_record import _fetched, _repo
 
 
 def _edit(src, change):

@@ -1,15 +1,15 @@
 """fusedrnn.LSTMCell / GRUCell / RNNCell against torch.nn's cells: values and the gradients of
 the input, the given state and every parameter, against torch.nn run in float64; on the
-reference backend, the kernel-backend path (tests/plain_kernels.py) and the Triton kernels
+reference backend, the kernel-backend path (tests/support/plain_kernels.py) and the Triton kernels
 in the interpreter. Errors and edge cases are torch.nn's own."""
 import pytest
 import torch
 
-import backend_params
+from support import backend_params
 import fusedrnn
-import plain_kernels
+from support import plain_kernels
 from fusedrnn.ops import cell_step, library
-from parity import compare_to_torch, make_pair
+from support.parity import compare_to_torch, make_pair
 
 CELLS = ["lstm", "gru", "rnn_tanh", "rnn_relu"]
 F64_TOL = 1e-11

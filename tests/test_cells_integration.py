@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 import fusedrnn
-import plain_kernels
+from support import plain_kernels
 
 PAIRS = [(fusedrnn.LSTMCell, nn.LSTMCell, {}), (fusedrnn.GRUCell, nn.GRUCell, {}),
          (fusedrnn.RNNCell, nn.RNNCell, {"nonlinearity": "relu"})]

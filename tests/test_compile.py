@@ -1,6 +1,6 @@
 """torch.compile(fullgraph=True) over fusedrnn modules and the custom ops behind the kernel backends.
 
-The kernel-backend path is exercised with tests/plain_kernels.py (a genuine plain-torch
+The kernel-backend path is exercised with tests/support/plain_kernels.py (a genuine plain-torch
 implementation of the kernel contract) standing in for Triton/CUDA; the reference
 backend is traced by dynamo directly.
 """
@@ -10,7 +10,7 @@ import torch._dynamo
 from torch import nn
 
 import fusedrnn
-import plain_kernels
+from support import plain_kernels
 from fusedrnn.ops import library
 
 

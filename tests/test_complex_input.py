@@ -7,8 +7,8 @@ import copy
 import pytest
 import torch
 
-import backend_params
-from parity import make_pair
+from support import backend_params
+from support.parity import make_pair
 
 CELLS = ["lstm", "gru", "rnn_tanh"]
 F64_TOL = 1e-11

@@ -1,28 +1,17 @@
 """The binding checks every value Python hands it before any CUDA call: bad sizes,
 null pointers, dtype codes, strides, int32 overflow raise ValueError; a valid call on a
-machine without a usable device raises a clear RuntimeError. No GPU needed."""
+machine without a usable device raises a clear RuntimeError. No GPU needed.
+
+The same for kernel contract v2: the binding's checks of every size and pointer of
+two directions in one launch (h0 (D, B, P)) and of the LSTM projection (w_hr (D?, P, H), its
+outputs m and dh), the plans of both, and what cuda.py reports and allocates for them.
+a valid call gets past validation to the device error of a machine without a GPU."""
 import pytest
 import torch
 
 import fusedrnn
 from fusedrnn.ops import cuda as cuda_ops
-
-C = pytest.importorskip("fusedrnn._C", reason="the CUDA extension is not built (no nvcc)")
-
-F32, F16, BF16, I32, U8 = 0, 1, 2, 3, 4
-G = {"lstm": 4, "gru": 3, "rnn_tanh": 1, "rnn_relu": 1}
-S = {"lstm": 5, "gru": 5, "rnn_tanh": 1, "rnn_relu": 1}
-_next = [0x10000]
-
-
-def fake(shape, dtype=F32):
-    """A (ptr, dtype_code, shape, strides) tuple for a contiguous tensor at a fake, aligned address."""
-    strides, acc = [], 1
-    for d in reversed(shape):
-        strides.insert(0, acc)
-        acc *= d
-    _next[0] += 0x100000
-    return (_next[0], dtype, tuple(shape), tuple(strides))
+from support.cuda_binding import BF16, C, F16, F32, fake, G, I32, no_device, S, U8
 
 
 def fwd_args(cell="lstm", T=5, B=3, H=7, dtype=F32, lengths=True, saved=True):
@@ -43,14 +32,6 @@ def bwd_args(cell="lstm", T=5, B=3, H=7, dtype=F32):
                 saved=fake((T, B, s, H), F32), d_gx=fake((T, B, g * H), dtype),
                 d_gh=fake((T, B, g * H), dtype) if cell == "gru" else None, dh0=fake((B, H), dtype),
                 dc0=fake((B, H), dtype) if lstm else None, workspace=fake((4096,), U8), stream=0, device=0)
-
-
-def device_usable():
-    n, _ = C.device_count()
-    return n > 0
-
-
-no_device = pytest.mark.skipif(device_usable(), reason="a CUDA device is present: the no-device path cannot be shown")
 
 
 @no_device
@@ -322,3 +303,234 @@ def test_arg_tuples_match_what_the_binding_expects():
     assert cuda_ops._arg(None) is None
     with pytest.raises(TypeError):
         cuda_ops._arg(torch.zeros(2, dtype=torch.float64))
+
+
+H100 = cuda_ops.H100_LIMITS
+
+
+def v2_fwd(cell="lstm", T=5, B=3, H=7, P=None, D=2, dtype=F32, saved=True):
+    """Forward arguments of the v2 contract; P (LSTM) adds a projection, D=2 a leading D."""
+    g, s, lstm = G[cell], S[cell], cell == "lstm"
+    P = P or H
+    lead = (D,) if D > 1 else ()
+    return dict(cell=cell, reverse=False, gx=fake((T, B, D * g * H), dtype), h0=fake(lead + (B, P), dtype),
+                c0=fake(lead + (B, H), dtype) if lstm else None, w_hh=fake(lead + (g * H, P), dtype),
+                b_hh=fake(lead + (g * H,), dtype), lengths=fake((B,), I32), y=fake((T, B, D * P), dtype),
+                hT=fake(lead + (B, P), dtype), cT=fake(lead + (B, H), dtype) if lstm else None,
+                saved=fake(lead + (T, B, s, H), F32) if saved else None, workspace=fake((4096,), U8), stream=0,
+                device=0, w_hr=fake(lead + (P, H), dtype) if P != H else None,
+                m=fake(lead + (T, B, H), F32) if P != H and saved else None)
+
+
+def v2_bwd(cell="lstm", T=5, B=3, H=7, P=None, D=2, dtype=F32):
+    g, s, lstm = G[cell], S[cell], cell == "lstm"
+    P = P or H
+    lead = (D,) if D > 1 else ()
+    return dict(cell=cell, reverse=False, dy=fake((T, B, D * P), dtype), dhT=fake(lead + (B, P), dtype),
+                dcT=fake(lead + (B, H), dtype) if lstm else None, w_hh_t=fake(lead + (P, g * H), dtype),
+                lengths=fake((B,), I32), saved=fake(lead + (T, B, s, H), F32),
+                d_gx=fake((T, B, D * g * H), dtype), d_gh=fake((T, B, D * g * H), dtype) if cell == "gru" else None,
+                dh0=fake(lead + (B, P), dtype), dc0=fake(lead + (B, H), dtype) if lstm else None,
+                workspace=fake((4096,), U8), stream=0, device=0,
+                w_hr_t=fake(lead + (H, P), dtype) if P != H else None,
+                dh=fake(lead + (T, B, P), F32) if P != H else None)
+
+
+def _passes_validation(fn, args):
+    try:
+        fn(**args)
+    except RuntimeError as e:  # no device here: the error comes after validation
+        assert "cannot use CUDA device" in str(e) or "kernel" in str(e), e
+    except ValueError as e:
+        pytest.fail(f"valid v2 arguments rejected: {e}")
+
+
+@pytest.mark.parametrize("D", [1, 2])
+@pytest.mark.parametrize("cell, P", [("lstm", None), ("lstm", 3), ("gru", None), ("rnn_tanh", None)])
+def test_valid_v2_arguments_pass_validation(cell, P, D):
+    for dtype in (F32, F16, BF16):
+        _passes_validation(C.forward, v2_fwd(cell, P=P, D=D, dtype=dtype))
+        _passes_validation(C.forward, v2_fwd(cell, P=P, D=D, dtype=dtype, saved=False))
+        _passes_validation(C.backward, v2_bwd(cell, P=P, D=D, dtype=dtype))
+
+
+@no_device
+def test_valid_v2_call_without_device_raises_runtime_error():
+    with pytest.raises(RuntimeError, match="cannot use CUDA device 0"):
+        C.forward(**v2_fwd("lstm", P=3, D=2))
+
+
+@pytest.mark.parametrize("key, shape, match", [
+    ("h0", (2, 3, 6), r"h0 must have shape \(2, 3, 3\)"),
+    ("h0", (3, 3, 3), r"h0 must be \(B, P\) or \(D, B, P\) with D 1 or 2"),
+    ("h0", (1, 3, 3), r"w_hh must have shape \(1, 56, 3\)"),  # D = 1 read off h0: gx says H = 14
+    ("c0", (2, 3, 3), r"c0 must have shape \(2, 3, 7\)"),
+    ("c0", (3, 7), r"c0 must have shape \(2, 3, 7\)"),
+    ("w_hh", (2, 28, 7), r"w_hh must have shape \(2, 28, 3\)"),
+    ("w_hh", (28, 3), r"w_hh must have shape \(2, 28, 3\)"),
+    ("b_hh", (28,), r"b_hh must have shape \(2, 28\)"),
+    ("w_hr", (2, 3, 6), r"w_hr must have shape \(2, 3, 7\)"),
+    ("w_hr", (3, 7), r"w_hr must have shape \(2, -1, 7\)"),
+    ("w_hr", (2, 7, 7), r"proj_size 7 must be in \[1, H=7\)"),
+    ("y", (5, 3, 3), r"y must have shape \(5, 3, 6\)"),
+    ("hT", (3, 3), r"hT must have shape \(2, 3, 3\)"),
+    ("cT", (2, 3, 3), r"cT must have shape \(2, 3, 7\)"),
+    ("saved", (5, 3, 5, 7), r"saved must have shape \(2, 5, 3, 5, 7\)"),
+    ("m", (2, 5, 3, 3), r"m must have shape \(2, 5, 3, 7\)"),
+    ("gx", (5, 3, 28), r"not a multiple of 2 directions x 4 gates|h0 must have shape"),
+])
+def test_forward_rejects_bad_v2_sizes(key, shape, match):
+    a = v2_fwd("lstm", P=3, D=2)
+    a[key] = fake(shape, a[key][1])
+    _rejects(C.forward, a, match)
+
+
+@pytest.mark.parametrize("key", ["w_hr", "m", "h0", "c0", "w_hh", "y", "hT", "cT", "saved"])
+def test_forward_rejects_null_v2_pointers(key):
+    a = v2_fwd("lstm", P=3, D=2)
+    _, d, shape, strides = a[key]
+    a[key] = (0, d, shape, strides)
+    _rejects(C.forward, a, f"{key} is a null pointer")
+
+
+def test_forward_rejects_inconsistent_v2_options():
+    a = v2_fwd("lstm", P=3, D=2)
+    a["m"] = None
+    _rejects(C.forward, a, "m is required")
+    a = v2_fwd("lstm", P=3, D=2)
+    a["w_hr"] = fake((2, 3, 7), F16)
+    _rejects(C.forward, a, "w_hr has dtype float16, expected float32")
+    a = v2_fwd("lstm", P=3, D=2)
+    a["m"] = fake((2, 5, 3, 7), BF16)
+    _rejects(C.forward, a, "m has dtype bfloat16, expected float32")
+    a = v2_fwd("lstm", D=2)
+    a["m"] = fake((2, 5, 3, 7), F32)
+    _rejects(C.forward, a, "m must be None without a projection")
+    a = v2_fwd("gru", D=2)
+    a["w_hr"] = fake((2, 3, 7))
+    _rejects(C.forward, a, "w_hr .* exists only for the lstm cell, not gru")
+    a = v2_fwd("lstm", P=3, D=2)
+    a["reverse"] = True
+    _rejects(C.forward, a, "reverse must be False with two directions")
+    a = v2_fwd("lstm", P=3, D=2)
+    _, d, shape, strides = a["w_hr"]
+    a["w_hr"] = (a["w_hr"][0] + 2, d, shape, strides)
+    _rejects(C.forward, a, "w_hr data_ptr is not aligned")
+    a = v2_fwd("lstm", P=3, D=2)
+    a["w_hr"] = (a["w_hr"][0], d, shape, (21, 1, 3))
+    _rejects(C.forward, a, "w_hr must be contiguous")
+
+
+@pytest.mark.parametrize("key, shape, match", [
+    ("dy", (5, 3, 3), r"dy must have shape \(5, 3, 6\)"),
+    ("dhT", (3, 3, 3), r"dhT must be \(B, P\) or \(D, B, P\) with D 1 or 2"),
+    ("dcT", (2, 3, 3), r"dcT must have shape \(2, 3, 7\)"),
+    ("w_hh_t", (2, 7, 28), r"w_hh_t must have shape \(2, 3, 28\)"),
+    ("w_hr_t", (2, 3, 7), r"w_hr_t must have shape \(2, 7, 3\)"),
+    ("dh", (2, 5, 3, 7), r"dh must have shape \(2, 5, 3, 3\)"),
+    ("dh", (5, 3, 3), r"dh must have shape \(2, 5, 3, 3\)"),
+    ("saved", (2, 5, 3, 5, 3), r"saved must have shape \(2, 5, 3, 5, 7\)"),
+    ("d_gx", (5, 3, 30), r"not a multiple of 2 directions x 4 gates"),
+    ("dh0", (2, 3, 7), r"dh0 must have shape \(2, 3, 3\)"),
+    ("dc0", (3, 7), r"dc0 must have shape \(2, 3, 7\)"),
+])
+def test_backward_rejects_bad_v2_sizes(key, shape, match):
+    a = v2_bwd("lstm", P=3, D=2)
+    a[key] = fake(shape, a[key][1])
+    _rejects(C.backward, a, match)
+
+
+@pytest.mark.parametrize("key", ["w_hr_t", "dh", "dy", "dhT", "dcT", "w_hh_t", "d_gx", "dh0", "dc0"])
+def test_backward_rejects_null_v2_pointers(key):
+    a = v2_bwd("lstm", P=3, D=2)
+    _, d, shape, strides = a[key]
+    a[key] = (0, d, shape, strides)
+    _rejects(C.backward, a, f"{key} is a null pointer")
+
+
+def test_backward_rejects_inconsistent_v2_options():
+    a = v2_bwd("lstm", P=3, D=2)
+    a["dh"] = None
+    _rejects(C.backward, a, "dh is required")
+    a = v2_bwd("lstm", P=3, D=2)
+    a["w_hr_t"] = None  # P != H without a projection
+    _rejects(C.backward, a, r"dhT must have shape \(2, 3, 7\)")
+    a = v2_bwd("lstm", D=2)
+    a["dh"] = fake((2, 5, 3, 7), F32)
+    _rejects(C.backward, a, "dh must be None without a projection")
+    a = v2_bwd("rnn_relu", D=2)
+    a["w_hr_t"] = fake((2, 7, 3))
+    _rejects(C.backward, a, "w_hr_t .* exists only for the lstm cell, not rnn_relu")
+    a = v2_bwd("lstm", P=3, D=2)
+    a["reverse"] = True
+    _rejects(C.backward, a, "reverse must be False with two directions")
+    a = v2_bwd("lstm", P=3, D=2)
+    a["dh"] = fake((2, 5, 3, 3), F16)
+    _rejects(C.backward, a, "dh has dtype float16, expected float32")
+
+
+def test_plan_rejects_bad_projection_and_directions():
+    for kw, match in [(dict(proj=7), r"proj must be 0, or in \[1, H\)"), (dict(proj=-1), "proj must be 0"),
+                      (dict(directions=3), "directions must be 1 or 2"), (dict(directions=0), "directions")]:
+        with pytest.raises(ValueError, match=match):
+            C.plan_for(False, "lstm", F32, 3, 7, H100, **kw)
+    with pytest.raises(ValueError, match="proj must be 0, or in"):
+        C.plan_for(False, "gru", F32, 3, 7, H100, proj=3)
+
+
+@pytest.mark.parametrize("mode", ["cta", "cluster", "grid", "step"])
+@pytest.mark.parametrize("bwd", [False, True], ids=["fwd", "bwd"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+def test_every_tier_plans_projection_and_two_directions(mode, bwd, dtype):
+    """The small odd sizes the GPU tests force on each tier: the plan can run them."""
+    units = 16 if mode in ("cluster", "grid") else 0
+    for proj, D in ((0, 2), (7, 1), (7, 2)):
+        p = cuda_ops.plan_for("lstm", dtype, 3, 33, backward=bwd, mode=mode, units=units, proj_size=proj,
+                              directions=D)
+        assert p["ok"] and p["tier"] == mode, (proj, D, p["reason"])
+        if mode == "step":
+            assert p["step"]["kernels"] == (2 if proj else 1)
+            continue
+        L = p["layout"]
+        assert L["D"] == D and L["nst"] == (2 if proj else 1)
+        assert p["grid"] == D * L["NBG"] * L["NU"]
+        assert L["U"] * L["NU"] >= 33 and L["BG"] * L["NBG"] >= 3
+        if proj:
+            assert L["UP"] * L["NU"] >= proj
+        assert L["smem"] <= H100["smem_optin"]
+
+
+def test_two_directions_double_the_grid_at_the_encoder_anchor():
+    one = cuda_ops.plan_for("gru", torch.bfloat16, 32, 512)
+    two = cuda_ops.plan_for("gru", torch.bfloat16, 32, 512, directions=2)
+    assert one["persistent"] and two["tier"] == one["tier"] and two["grid"] == 2 * one["grid"]
+    assert "both directions in one launch" in two["reason"]
+    # the directions run side by side on idle SMs: a step costs about what one direction's does
+    assert one["estimate"]["step_us"] <= two["estimate"]["step_us"] < 2 * one["estimate"]["step_us"]
+
+
+def test_projection_keeps_both_weights_resident_at_the_speech_anchor():
+    for bwd in (False, True):
+        p = cuda_ops.plan_for("lstm", torch.bfloat16, 16, 1024, backward=bwd, proj_size=256)
+        assert p["persistent"] and p["layout"]["nst"] == 2, p["reason"]
+        assert "W_hr's" in p["reason"]
+
+
+def test_unsupported_covers_what_the_kernels_do_not_run():
+    assert cuda_ops.unsupported("lstm", torch.float16, 1024, 256, directions=2) is None
+    assert cuda_ops.unsupported("gru", torch.float32, 64, 0, directions=2) is None
+    assert "proj_size" in cuda_ops.unsupported("rnn_relu", torch.float32, 64, 16)
+    assert "proj_size" in cuda_ops.unsupported("lstm", torch.float32, 64, 64)
+    assert "directions" in cuda_ops.unsupported("lstm", torch.float32, 64, 0, directions=3)
+    assert "float64" in cuda_ops.unsupported("lstm", torch.float64, 64, 16, directions=2)
+
+
+def test_saved_shapes_of_v2():
+    gx, h0, c0 = torch.zeros(5, 3, 2 * 4 * 7), torch.zeros(2, 3, 4), torch.zeros(2, 3, 7)
+    w_hr = torch.zeros(2, 4, 7)
+    shapes = cuda_ops.saved_shapes("lstm", gx, h0, c0, None, None, None, False, True, w_hr)
+    assert shapes == [((2, 5, 3, 5, 7), torch.float32), ((2, 5, 3, 7), torch.float32)]
+    gx, h0 = torch.zeros(5, 3, 3 * 7), torch.zeros(3, 7)
+    assert cuda_ops.saved_shapes("gru", gx, h0, None, None, None, None, False, True) == [
+        ((5, 3, 5, 7), torch.float32)]
+    assert cuda_ops.saved_shapes("gru", gx, h0, None, None, None, None, False, False) == []

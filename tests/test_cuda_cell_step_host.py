@@ -7,7 +7,7 @@ import torch
 from fusedrnn.ops.cuda import CUDA_GATES as GATES  # the cells the CUDA kernels implement
 from fusedrnn.ops import cuda as cuda_ops
 
-from test_cuda_binding import no_device
+from support.cuda_binding import no_device
 
 C = pytest.importorskip("fusedrnn._C", reason="the CUDA extension is not built (no nvcc)")
 F32, F16, BF16, I32 = 0, 1, 2, 3

@@ -8,7 +8,7 @@ fragments are rebuilt from the 32 lanes as the PTX ISA lays them out, so the num
 the kernels' own arithmetic.
 
 Tolerance against the float64 reference:
-  - bf16 and fp16: the kernel contract's rule (tests/contract_v2.py): at most twice the
+  - bf16 and fp16: the kernel contract's rule (tests/support/contract.py): at most twice the
     error torch.nn makes in the dtype, plus one machine epsilon;
   - fp32: the rule the GPU tests apply to these kernels (tests/gpu/test_cuda_gpu.py), per
     output and gradient relative to its scale: at most twice torch.nn's error, floor 5e-5.
@@ -27,53 +27,16 @@ import os
 import pytest
 import torch
 
-import contract_v2
+from support import contract
 from tools.cuda_emu import build as cuda_emu
 from fusedrnn.ops import cuda
 from fusedrnn.ops.common import GRU_RESET_BEFORE
-from test_triton_step import reference_step, step_args
+from support.emulated import check
+from support.triton_step import reference_step, step_args
 
 pytestmark = pytest.mark.filterwarnings("ignore:LSTM with projections:UserWarning")  # torch.nn's note
-F32_FLOOR = 5e-5  # tests/gpu/test_cuda_gpu.py: FLOOR[torch.float32]
 DTYPES = [torch.float32, torch.bfloat16, torch.float16]
 CELLS = ["lstm", "gru", "rnn_tanh", "rnn_relu"]
-
-
-@pytest.fixture(scope="module")
-def emu():
-    if cuda_emu.cuda_include() is None:
-        pytest.skip("no CUDA headers (cuda_fp16.h) for the emulated build: install the CUDA toolkit or set CUDA_HOME")
-    with cuda_emu.emulated() as mod:
-        yield mod
-
-
-@pytest.fixture
-def knobs(monkeypatch):
-    """Set fusedrnn.ops.cuda's launch knobs (FUSEDRNN_CUDA_*) for one test."""
-    def set_(mode="auto", units=0, rows=0, passes=0):
-        for name, value in ((cuda.MODE_ENV, mode), (cuda.UNITS_ENV, units), (cuda.ROWS_ENV, rows),
-                            (cuda.PASSES_ENV, passes)):
-            monkeypatch.setenv(name, str(value))
-        monkeypatch.setenv(cuda.POISON_ENV, "1")  # outputs start NaN: an unwritten element fails
-    return set_
-
-
-def _rel(a, ref) -> float:
-    return (a.double() - ref).abs().max().item() / max(ref.abs().max().item(), 1e-30) if ref.numel() else 0.0
-
-
-def check(case, dtype):
-    """AssertionError unless the cuda backend's outputs and gradients on `case` meet the rule above."""
-    if dtype != torch.float32:
-        contract_v2.check_case(cuda, case, dtype)
-        return
-    args, lengths, cot = contract_v2.make_args(case, dtype, "cpu")
-    truth = contract_v2._outputs_and_grads(contract_v2._reference_layer, case, args, lengths, cot, torch.float64)
-    ours = contract_v2._backend_outputs_and_grads(cuda, case, args, lengths, cot)
-    torch_nn = contract_v2._outputs_and_grads(contract_v2.torch_nn_layer, case, args, lengths, cot, dtype)
-    for k, (a, t, r) in enumerate(zip(ours, torch_nn, truth, strict=True)):
-        err, bound = _rel(a, r), max(2 * _rel(t, r), F32_FLOOR)
-        assert err <= bound, f"{case}: output/gradient {k} {tuple(r.shape)}: relative error {err:.3g} > {bound:.3g}"
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: str(d)[6:])
@@ -81,9 +44,9 @@ def test_contract_cases_as_planned(emu, knobs, dtype):
     """Every case of the kernel contract (every cell; D = 1 forward and reversed, D = 2; lengths;
     projections; no bias; T = 1) at H = 5, planned as the library plans it for an H100."""
     knobs()
-    for case in contract_v2.cases():
+    for case in contract.cases():
         if case.cell == GRU_RESET_BEFORE:  # not in the CUDA kernels: declined, never run
-            assert contract_v2.declined_by(cuda, case, dtype) is not None
+            assert contract.declined_by(cuda, case, dtype) is not None
             continue
         check(case, dtype)
 
@@ -93,9 +56,9 @@ def split_cases(H, B=11, T=3):
     out = []
     for cell in CELLS:
         for proj in ((False, True) if cell == "lstm" else (False,)):
-            out += [contract_v2.Case(cell, 1, False, proj=proj, T=T, B=B, H=H),
-                    contract_v2.Case(cell, 1, True, proj=proj, lengths=lengths, T=T, B=B, H=H),
-                    contract_v2.Case(cell, 2, False, proj=proj, lengths=lengths, T=T, B=B, H=H)]
+            out += [contract.Case(cell, 1, False, proj=proj, T=T, B=B, H=H),
+                    contract.Case(cell, 1, True, proj=proj, lengths=lengths, T=T, B=B, H=H),
+                    contract.Case(cell, 2, False, proj=proj, lengths=lengths, T=T, B=B, H=H)]
     return out
 
 
@@ -110,6 +73,7 @@ TIERS = {
 }
 
 
+@pytest.mark.sampled
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=lambda d: str(d)[6:])
 @pytest.mark.parametrize("tier", list(TIERS))
 def test_tiers_split_over_ctas(emu, knobs, tier, dtype):
@@ -131,7 +95,7 @@ def test_tiers_split_over_ctas(emu, knobs, tier, dtype):
 
 
 def _run(case, dtype):
-    args, lengths, cot = contract_v2.make_args(case, dtype, "cpu", seed=3)
+    args, lengths, cot = contract.make_args(case, dtype, "cpu", seed=3)
     fixed = (args["gx"], args["h0"], args["c0"], args["w_hh"], args["b_hh"], lengths, case.reverse)
     proj = {"w_hr": args["w_hr"]} if case.proj else {}
     y, hT, cT, saved = cuda.forward(case.cell, *fixed, True, **proj)
@@ -146,8 +110,8 @@ def test_results_do_not_depend_on_the_order_threads_run(emu, knobs, monkeypatch,
     see the old value in one of the orders."""
     mode, units, rows, passes, H = TIERS[tier]
     knobs(mode, units, rows, passes)
-    cases = [contract_v2.Case("lstm", 2, proj=tier != "grid-2-passes", lengths=(3, 1, 2, 3, 2, 1, 3, 3, 1, 2, 3), T=3, B=11, H=H),
-             contract_v2.Case("gru", 1, True, T=3, B=11, H=H)]
+    cases = [contract.Case("lstm", 2, proj=tier != "grid-2-passes", lengths=(3, 1, 2, 3, 2, 1, 3, 3, 1, 2, 3), T=3, B=11, H=H),
+             contract.Case("gru", 1, True, T=3, B=11, H=H)]
     for case in cases:
         runs = {}
         for order in ("forward", "reverse", "random:1", "random:2"):
@@ -170,7 +134,7 @@ def test_consumers_wait_for_a_late_producer(emu, knobs, monkeypatch, tier):
     knobs(mode, units, rows, passes)
     lay = cuda.plan_for("lstm", torch.bfloat16, 11, H, mode=mode, units=units, batch_rows=rows, passes=passes)["layout"]
     monkeypatch.setenv("FUSEDRNN_EMU_SLOW_CTA", f"{lay['NU'] - 1}:20000")
-    for case in (contract_v2.Case("lstm", 1, T=3, B=11, H=H), contract_v2.Case("gru", 1, True, T=3, B=11, H=H)):
+    for case in (contract.Case("lstm", 1, T=3, B=11, H=H), contract.Case("gru", 1, True, T=3, B=11, H=H)):
         check(case, torch.bfloat16)
 
 
@@ -184,7 +148,7 @@ def test_a_flag_wait_past_the_spin_limit_reports_the_late_producer(emu, knobs, m
     NU = cuda.plan_for("lstm", torch.float32, 11, H, mode=mode, units=units, batch_rows=rows)["layout"]["NU"]
     monkeypatch.setenv("FUSEDRNN_EMU_SLOW_CTA", f"{NU - 1}:2000000")
     monkeypatch.setenv(cuda.SPIN_ENV, "500000")
-    args, lengths, _ = contract_v2.make_args(contract_v2.Case("lstm", 1, T=3, B=11, H=H), torch.float32, "cpu")
+    args, lengths, _ = contract.make_args(contract.Case("lstm", 1, T=3, B=11, H=H), torch.float32, "cpu")
     with pytest.raises(RuntimeError, match=rf"timed out: CTA \d+ waited at step \d+ for the h chunk of CTA {NU - 1} "):
         cuda.forward("lstm", args["gx"], args["h0"], args["c0"], args["w_hh"], args["b_hh"], lengths, False, False)
     ctypes.CDLL(None).fflush(None)  # the kernel's printf, out of the C library's buffer
@@ -200,7 +164,7 @@ def test_clusters_that_do_not_fit_run_as_smaller_clusters(emu, knobs, monkeypatc
     import warnings
 
     knobs()
-    case = contract_v2.Case("lstm", 1, T=3, B=1, H=256)
+    case = contract.Case("lstm", 1, T=3, B=1, H=256)
     assert cuda.plan("lstm", torch.bfloat16, 1, 256, device=0)["cluster"] == 16
     monkeypatch.setenv("FUSEDRNN_EMU_MAX_CLUSTER", "8")
     monkeypatch.setattr(cuda, "_warned", set())
@@ -225,7 +189,7 @@ def test_a_refused_persistent_launch_runs_per_step_with_one_warning(emu, knobs, 
     knobs("auto", 8)  # 8 units per CTA: H = 33 spans 5 CTAs, so a persistent tier needs a cluster or the grid
     monkeypatch.setenv("FUSEDRNN_EMU_MAX_CLUSTER", max_cluster)
     monkeypatch.setattr(cuda, "_warned", set())
-    case = contract_v2.Case("gru", 1, True, lengths=(5, 2, 4), T=5, B=3, H=33)
+    case = contract.Case("gru", 1, True, lengths=(5, 2, 4), T=5, B=3, H=33)
     for backward in (False, True):
         p = cuda.plan("gru", torch.bfloat16, 3, 33, backward=backward, device=0, units=8)
         assert p["tier"] == tier, p
@@ -240,6 +204,7 @@ def test_a_refused_persistent_launch_runs_per_step_with_one_warning(emu, knobs, 
 STEP_SIZES = [(1, 24, 40), (3, 5, 7), (9, 32, 24)]  # (B, I, H): one row, odd sizes (scalar loads), two row blocks
 
 
+@pytest.mark.sampled
 @pytest.mark.parametrize("B,I,H", STEP_SIZES, ids=lambda v: str(v))
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: str(d)[6:])
 @pytest.mark.parametrize("cell", CELLS)
@@ -270,7 +235,7 @@ def test_emulator_reports_a_kernel_error_instead_of_crashing(emu, knobs, monkeyp
     """A launch that cannot finish (here: the deadline set to nothing) raises RuntimeError
     naming the emulator, and the next launch runs normally."""
     knobs("grid", 8, 8, 0)
-    case = contract_v2.Case("rnn_tanh", 1, T=3, B=11, H=24)
+    case = contract.Case("rnn_tanh", 1, T=3, B=11, H=24)
     monkeypatch.setenv("FUSEDRNN_EMU_TIMEOUT", "0")
     with pytest.raises(RuntimeError, match="fusedrnn emu: .*deadline"):
         _run(case, torch.float32)
@@ -298,7 +263,7 @@ def test_a_flag_wait_that_times_out_raises_from_the_call_unchecked(emu, knobs, u
     on a GPU the report waits for the next call, or synchronously with FUSEDRNN_CHECK=1)."""
     knobs("grid", 8, 8, 0)
     monkeypatch.setenv(cuda.SPIN_ENV, "1")
-    case = contract_v2.Case("rnn_tanh", 1, T=6, B=11, H=24)
+    case = contract.Case("rnn_tanh", 1, T=6, B=11, H=24)
     with pytest.raises(RuntimeError, match=GRID_TIMEOUT):
         for _ in range(ATTEMPTS):
             _run(case, torch.float32)
@@ -311,8 +276,8 @@ def test_a_captured_grid_launch_is_checked_after_the_replay(emu, knobs, unchecke
     check after the replay. Only the grid tier's launches are kept: the others cannot time out."""
     monkeypatch.setattr(unchecked, "_capturing", lambda: True)
     monkeypatch.setenv(cuda.SPIN_ENV, "1")
-    case = contract_v2.Case("rnn_tanh", 1, T=6, B=11, H=24)
-    args, lengths, _ = contract_v2.make_args(case, torch.float32, "cpu", seed=3)
+    case = contract.Case("rnn_tanh", 1, T=6, B=11, H=24)
+    args, lengths, _ = contract.make_args(case, torch.float32, "cpu", seed=3)
     fixed = (args["gx"], args["h0"], None, args["w_hh"], args["b_hh"], lengths, False, False)
     knobs("cta")
     with unchecked.watch() as watch:
@@ -337,24 +302,9 @@ def test_the_emulated_build_is_the_csrc_sources(emu):
 
 from hypothesis import example, given, settings  # noqa: E402
 
-from test_hostile_properties import (  # noqa: E402
+from support.hostile import (  # noqa: E402
     FIXTURE_OK, ISSUE_EXAMPLES, check_module_example, check_recurrence_example, hostile_modules,
     hostile_recurrences)
-
-
-@pytest.fixture
-def cuda_kernels(emu, monkeypatch):
-    """The kernel backend name "triton" pointed at fusedrnn.ops.cuda (emulated) for one test,
-    as tests/plain_kernels.py installs its module: the modules and fusedrnn.ops.recurrence
-    then run the CUDA kernels on CPU tensors. Returns the backend name to use."""
-    import torch._dynamo
-
-    import fusedrnn
-    monkeypatch.setitem(fusedrnn.backends.KERNEL_BACKENDS, "triton", cuda.__name__)
-    monkeypatch.setattr(cuda, "availability", lambda device: None)  # CPU tensors are the emulator's device
-    monkeypatch.setenv(cuda.POISON_ENV, "1")
-    torch._dynamo.reset()  # compiled graphs bake the backend in
-    return "triton"
 
 
 # Examples hypothesis found against these kernels: relu'(NaN) must pass the gradient, as
@@ -386,10 +336,11 @@ def test_hostile_recurrence_arguments(cuda_kernels, c):
     check_recurrence_example(c, cuda_kernels)
 
 
+@pytest.mark.sampled
 @pytest.mark.parametrize("value", [float("inf"), float("-inf"), float("nan")], ids=str)
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: str(d)[6:])
 @pytest.mark.parametrize("cell", CELLS)
 def test_nonfinite_state_reaches_what_torch_nn_reaches(cuda_kernels, cell, dtype, value):
     """inf/NaN in h0: the same NaN and ±inf positions as torch.nn in outputs and gradients (fp32:
     the three tf32 products keep inf * w = ±inf, csrc/device.cuh)."""
-    assert contract_v2.nonfinite_mismatches(cuda_kernels, cell, dtype, value) == []
+    assert contract.nonfinite_mismatches(cuda_kernels, cell, dtype, value) == []

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import fusedrnn
-import plain_kernels
+from support import plain_kernels
 from benchmarks import decode, host_overhead, model_cases, providers, workload
 from fusedrnn import decoding
 from fusedrnn.ops import common, library

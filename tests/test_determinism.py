@@ -1,7 +1,7 @@
 """Run-to-run determinism: the same call twice gives the same bits, forward and backward.
 
 CPU: the reference backend, the kernel-backend path (custom ops, weight-gradient GEMMs)
-through tests/plain_kernels.py, and the Triton kernels under the interpreter when the
+through tests/support/plain_kernels.py, and the Triton kernels under the interpreter when the
 triton backend can run here. CUDA kernels: tests/gpu/test_integration_gpu.py.
 """
 import pytest
@@ -9,7 +9,7 @@ import torch
 from torch.nn.utils.rnn import pack_padded_sequence
 
 import fusedrnn
-import plain_kernels
+from support import plain_kernels
 from fusedrnn import backends
 
 CLASSES = {"lstm": fusedrnn.LSTM, "gru": fusedrnn.GRU, "rnn_tanh": fusedrnn.RNN}

@@ -15,9 +15,9 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 import fusedrnn
-import plain_kernels  # registers itself with the custom ops
-from distributed_model import Model, backend_name, batch, train
-from spawn_workers import join_gloo, worker_results
+from support import plain_kernels  # registers itself with the custom ops
+from support.distributed_model import Model, backend_name, batch, train
+from support.spawn_workers import join_gloo, worker_results
 
 WORLD = 2
 BACKENDS = ["reference", "kernels"]

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 import fusedrnn
-from parity import make_pair
+from support.parity import make_pair
 
 
 def raised(fn):

@@ -9,7 +9,7 @@ from collections import Counter
 import pytest
 import torch
 
-from example_scripts import load_example, one_thread, torch_threads  # noqa: F401 (one_thread: autouse fixture)
+from support.example_scripts import load_example, one_thread, torch_threads  # noqa: F401 (one_thread: autouse fixture)
 
 seq2seq = load_example("seq2seq")
 bleu = load_example("bleu")

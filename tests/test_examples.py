@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 import fusedrnn
-from example_scripts import load_example, one_thread, torch_threads  # noqa: F401 (one_thread: autouse fixture)
+from support.example_scripts import load_example, one_thread, torch_threads  # noqa: F401 (one_thread: autouse fixture)
 
 char_lm = load_example("char_lm")
 sequence_classify = load_example("sequence_classify")

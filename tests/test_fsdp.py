@@ -14,9 +14,9 @@ import torch
 import torch.distributed as dist
 
 import fusedrnn
-import plain_kernels
-from distributed_model import Model, backend_name, train
-from spawn_workers import join_gloo, worker_results
+from support import plain_kernels
+from support.distributed_model import Model, backend_name, train
+from support.spawn_workers import join_gloo, worker_results
 
 fsdp = pytest.importorskip("torch.distributed.fsdp", reason="this torch has no torch.distributed.fsdp")
 if not dist.is_available() or not dist.is_gloo_available():

@@ -13,9 +13,9 @@ import torch
 import torch.autograd.forward_ad as fwad
 from torch.func import functional_call, grad, jacrev, jvp, vmap
 
-import backend_params
-import plain_kernels
-from parity import make_pair
+from support import backend_params
+from support import plain_kernels
+from support.parity import make_pair
 
 CELLS = ["lstm", "gru", "rnn_tanh", "rnn_relu"]
 KINDS = ["jvp", "forward_ad", "grad", "grad_params", "jacrev", "vmap", "double_backward"]
@@ -111,12 +111,14 @@ def assert_close(got, truth, torch_float32, ref64):
     assert e_ours <= 2 * e_torch + torch.finfo(got.dtype).eps * max(1.0, truth.abs().max().item()), (e_ours, e_torch)
 
 
+@pytest.mark.sampled
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("cell", CELLS)
 def test_modules(kind, cell, backend):
     check(kind, cell, backend, cells=False)
 
 
+@pytest.mark.sampled
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("cell", CELLS)
 def test_cells(kind, cell, backend):
@@ -206,7 +208,7 @@ def test_the_kernel_op_itself_refuses_transforms(apply, kind, monkeypatch):
     run = lambda *a: library.recurrence(*a, via=via)  # noqa: E731
     gx, h0, _, w_hh, b_hh, _ = (t.detach() if t is not None else None for t in layer_args("gru", 1, torch.float64))
     f = lambda gx: run(kernels, "gru", gx, h0, None, w_hh, b_hh, None, False)[0]  # noqa: E731
-    match = r"fusedrnn: the kernels of plain_kernels .*backend='reference'"
+    match = r"fusedrnn: the kernels of support.plain_kernels .*backend='reference'"
     with pytest.raises(RuntimeError, match=match):
         if kind == "jvp":
             jvp(f, (gx,), (gx,))

@@ -27,7 +27,7 @@ from fusedrnn.ops.common import GRU_RESET_BEFORE
 from fusedrnn.ops.triton import config
 
 # `concurrent`: the grid layout's programs in threads under the interpreter (a fixture)
-from test_triton_layouts import concurrent, forced, forced_launches  # noqa: F401
+from support.triton_layouts import forced, forced_launches
 
 RB = GRU_RESET_BEFORE
 

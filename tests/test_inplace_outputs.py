@@ -6,8 +6,8 @@ import pytest
 import torch
 
 import fusedrnn
-import backend_params
-from parity import make_pair
+from support import backend_params
+from support.parity import make_pair
 
 
 @pytest.fixture(params=backend_params.ALL)
@@ -30,6 +30,7 @@ def grads_after_inplace(module, x, bidirectional):
     return [y.detach(), h.detach()] + list(torch.autograd.grad(loss, leaves))
 
 
+@pytest.mark.sampled
 @pytest.mark.parametrize("bidirectional", [False, True], ids=["uni", "bi"])
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn_tanh", "rnn_relu"])
 def test_inplace_on_outputs_like_torch(cell, bidirectional, backend):

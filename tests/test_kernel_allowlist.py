@@ -6,7 +6,7 @@ import sys
 import pytest
 import torch
 
-import plain_kernels
+from support import plain_kernels
 from fusedrnn.ops import library
 
 PROBE = "fusedrnn_untrusted_probe"

@@ -3,7 +3,7 @@
 A kernel computes its own offsets from the shape, so a strided or stride-0 (expanded)
 view it is given is read as raw memory: wrong values, or reads past the allocation (a
 segfault on the CPU interpreter, an illegal address on a GPU). The Triton checks run in a
-subprocess (tests/strided_args.py) so that a crash fails the test instead of the run.
+subprocess (tests/support/strided_args.py) so that a crash fails the test instead of the run.
 """
 import os
 import subprocess
@@ -12,9 +12,9 @@ import sys
 import pytest
 import torch
 
-import backend_params
-import plain_kernels
-import strided_args
+from support import backend_params
+from support import plain_kernels
+from support import strided_args
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -22,7 +22,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 @backend_params.needs_triton
 def test_triton_with_strided_and_expanded_arguments_in_a_subprocess():
     env = dict(os.environ, TRITON_INTERPRET="1")
-    proc = subprocess.run([sys.executable, os.path.join(HERE, "strided_args.py"), "triton"], env=env,
+    proc = subprocess.run([sys.executable, os.path.join(HERE, "support", "strided_args.py"), "triton"], env=env,
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, f"exit status {proc.returncode}\n{proc.stdout}\n{proc.stderr[-3000:]}"
     assert "all layouts match" in proc.stdout

@@ -3,16 +3,25 @@ contract of docs/design.md — availability, unsupported, saved_shapes, forward,
 backward, with the documented parameters — and its saved_shapes equals what its
 forward saves (torch.compile's fake tensors and diagnostics rely on it). A backend that
 declares contract v2 (`unsupported` takes `directions`) has v2's parameters everywhere and
-passes tests/contract_v2.py (tests/test_contract_v2.py runs it on the stand-in)."""
+passes tests/support/contract.py.
+
+Contract v2 (tests/support/contract.py) on tests/support/plain_kernels.py, the plain-PyTorch stand-in
+for the kernel backends: every case, float64 and float32; the check fails on a backend that
+gets a projection gradient or the direction layout wrong, and on one that declines nothing
+but cannot run two directions."""
 import importlib
 import inspect
 
 import pytest
 import torch
 
+from fusedrnn.ops.common import TORCH_CELLS
+
 from fusedrnn import diagnostics
 from fusedrnn.backends import KERNEL_BACKENDS
 from fusedrnn.ops import GATES
+from support import contract
+from support import plain_kernels
 
 CONTRACT = {
     "availability": ["device"],
@@ -45,7 +54,7 @@ def test_backend_module_has_the_whole_contract(name):
 
 
 def test_the_stand_in_declares_v2_with_its_signatures():
-    import plain_kernels
+    from support import plain_kernels
     for fn, extra in V2.items():
         assert list(inspect.signature(getattr(plain_kernels, fn)).parameters)[len(CONTRACT[fn])] == extra
 
@@ -116,17 +125,60 @@ def test_diagnostics_predict_the_saved_bytes_of_every_backend(name):
 
 @pytest.mark.parametrize("name", sorted(KERNEL_BACKENDS))
 def test_a_v2_backend_meets_contract_v2_where_it_runs(name):
-    """tests/contract_v2.py on a few representative cases (every cell, both directions in one
+    """tests/support/contract.py on a few representative cases (every cell, both directions in one
     call, a projection, lengths), on the CPU (the Triton interpreter) or the GPU."""
-    import contract_v2
+    from support import contract
     mod = importlib.import_module(KERNEL_BACKENDS[name])
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     why = mod.availability(device)
     if why is not None:
         pytest.skip(f"{name} cannot run on {device}: {why}")
-    C = contract_v2.Case
+    C = contract.Case
     which = [C("lstm", 2, proj=True, lengths=(4, 1, 3)), C("lstm", 1, reverse=True, proj=True), C("gru", 2),
              C("rnn_tanh", 2, lengths=(2, 4, 1)), C("rnn_relu", 1, reverse=True, lengths=(4, 1, 3)),
              C("gru_reset_before", 2, lengths=(4, 1, 3)), C("gru_reset_before", 1, reverse=True, bias=False)]
-    declined = contract_v2.check_backend(mod, torch.float32, device, which)
+    declined = contract.check_backend(mod, torch.float32, device, which)
     assert len(declined) < len(which), f"{name} declined every case: {declined}"
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("case", [c for c in contract.cases() if c.cell in TORCH_CELLS], ids=str)
+def test_plain_kernels_meet_contract_v2(case, dtype):  # the stand-in computes torch.nn's four cells
+    err, err_torch = contract.check_case(plain_kernels, case, dtype)
+    assert err_torch > 0 or dtype == torch.float64  # the baseline was computed, not skipped
+
+
+def test_the_check_covers_every_cell_direction_and_projection():
+    got = {(c.cell, c.D, c.reverse, c.proj, c.lengths is not None) for c in contract.cases()}
+    for cell in ("lstm", "gru", "rnn_tanh", "rnn_relu"):
+        for D, rev in ((1, False), (1, True), (2, False)):
+            assert {(cell, D, rev, False, False), (cell, D, rev, False, True)} <= got
+    assert {("lstm", D, rev, True, ln) for D, rev in ((1, False), (1, True), (2, False)) for ln in (0, 1)} <= got
+
+
+def test_declined_cases_are_returned_not_run(monkeypatch):
+    monkeypatch.setitem(plain_kernels.DECLARED, "directions", 1)
+    monkeypatch.setitem(plain_kernels.DECLARED, "projections", False)
+    which = [contract.Case("lstm", 2), contract.Case("lstm", 1, proj=True), contract.Case("gru", 1)]
+    declined = contract.check_backend(plain_kernels, torch.float64, which=which)
+    assert [c for c, _ in declined] == which[:2]
+
+
+def _break(monkeypatch, fn, wrap):
+    real = getattr(plain_kernels, fn)
+    monkeypatch.setattr(plain_kernels, fn, lambda *a, **k: wrap(real(*a, **k)))
+
+
+@pytest.mark.parametrize("breakage", ["dw_hr", "directions swapped", "hT of the wrong direction", "dh0"])
+def test_the_check_fails_a_wrong_backend(monkeypatch, breakage):
+    case = contract.Case("lstm", 2, proj=True, lengths=(4, 1, 3))
+    if breakage == "dw_hr":
+        _break(monkeypatch, "backward", lambda g: (*g[:4], g[4] * 1.001))
+    elif breakage == "directions swapped":
+        _break(monkeypatch, "forward", lambda o: (torch.cat(o[0].chunk(2, 2)[::-1], 2).contiguous(), *o[1:]))
+    elif breakage == "hT of the wrong direction":
+        _break(monkeypatch, "forward", lambda o: (o[0], o[1].flip(0).contiguous(), *o[2:]))
+    else:
+        _break(monkeypatch, "backward", lambda g: (g[0], g[1], g[2] * 0, *g[3:]))
+    with pytest.raises(AssertionError):
+        contract.check_case(plain_kernels, case, torch.float64)

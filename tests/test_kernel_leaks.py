@@ -18,10 +18,9 @@ import pytest
 import torch
 
 import fusedrnn
-import plain_kernels
-from backend_params import needs_triton
-from test_cuda_emulated import cuda_kernels, emu  # noqa: F401  (fixtures: the emulated CUDA backend)
-from test_memory import rss
+from support import plain_kernels
+from support.backend_params import needs_triton
+from support.memory import rss
 
 WARMUP, ITERS = 2, 10
 RSS_LIMIT = 4 * 2**20

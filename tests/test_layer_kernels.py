@@ -1,5 +1,5 @@
 """Bidirectional layers and LSTM projections on the kernel-backend path (contract v2), with
-tests/plain_kernels.py standing in for the kernels in three declarations: v2 (projections,
+tests/support/plain_kernels.py standing in for the kernels in three declarations: v2 (projections,
 both directions in one call), one direction per call, and neither (one direction per call
 and no projection). Module parity with torch.nn (values and every gradient, float64),
 what reaches the backend, one input GEMM per layer, the fused step at T=1, explain()."""
@@ -9,10 +9,10 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import fusedrnn
-import plain_kernels
+from support import plain_kernels
 from fusedrnn import backends
 from fusedrnn.ops import GATES
-from parity import compare_to_torch, make_inputs, make_pair, make_state
+from support.parity import compare_to_torch, make_inputs, make_pair, make_state
 
 F64_TOL = 1e-11
 DECLARATIONS = {"v2": {}, "one direction per call": {"directions": 1}, "neither": {"directions": 1, "projections": False}}
@@ -41,6 +41,7 @@ def calls(monkeypatch):
 LAYERS = [("lstm", 0), ("lstm", 3), ("gru", 0), ("rnn_tanh", 0)]
 
 
+@pytest.mark.sampled
 @pytest.mark.parametrize("declaration", list(DECLARATIONS))
 @pytest.mark.parametrize("cell,proj", LAYERS, ids=[f"{c}-P{p}" for c, p in LAYERS])
 @pytest.mark.parametrize("packed", [None, "unsorted"])

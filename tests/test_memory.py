@@ -1,18 +1,16 @@
 """Memory: a long forward+backward loop stays flat, and fusedrnn.diagnostics measures the
 saved-for-backward footprint exactly (tests/gpu measures it on the GPU)."""
 import contextlib
-import ctypes
 import gc
-import os
 
 import pytest
 import torch
 
 import fusedrnn
-import plain_kernels
+from support import plain_kernels
 from fusedrnn import diagnostics
+from support.memory import rss
 
-PAGE = os.sysconf("SC_PAGE_SIZE")
 ITERS, WARMUP = 200, 40
 LIMIT = 8 * 2**20  # allowed RSS drift over ITERS - WARMUP iterations
 
@@ -20,22 +18,6 @@ LIMIT = 8 * 2**20  # allowed RSS drift over ITERS - WARMUP iterations
 @pytest.fixture
 def kernel_backend(monkeypatch):
     return plain_kernels.install(monkeypatch)
-
-
-try:
-    _malloc_trim = ctypes.CDLL("libc.so.6").malloc_trim
-except (OSError, AttributeError):  # not glibc: RSS then only over-reports, which cannot hide a leak
-    _malloc_trim = None
-
-
-def rss() -> int:
-    """Resident memory after handing freed heap back to the OS, so that memory freed by
-    earlier tests cannot absorb (and hide) what this loop keeps."""
-    gc.collect()
-    if _malloc_trim is not None:
-        _malloc_trim(0)
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * PAGE
 
 
 def training_loop(backend, keep=None):

@@ -3,7 +3,7 @@ the gradients of the input, the given states and every parameter."""
 import pytest
 import torch
 
-from parity import compare_to_torch, make_inputs, make_pair, make_state
+from support.parity import compare_to_torch, make_inputs, make_pair, make_state
 
 CELLS = ["lstm", "gru", "rnn_tanh", "rnn_relu"]
 # float64: both sides are exact up to rounding order. float32: fusedrnn may be at most
@@ -25,6 +25,7 @@ def check(ours, ref, inputs, hx, seed=0):
 LAYOUTS = [(1, False, False, True), (2, True, True, True), (3, False, True, False), (2, True, False, False)]
 
 
+@pytest.mark.sampled
 @pytest.mark.parametrize("cell", CELLS)
 @pytest.mark.parametrize("layers,bidir,batch_first,bias", LAYOUTS)
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])

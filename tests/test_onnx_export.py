@@ -11,8 +11,8 @@ import pytest
 import torch
 
 import fusedrnn
-from backend_params import needs_triton, resolve
-from export_models import CASES, assert_matches_torch, example_input, make
+from support.backend_params import needs_triton, resolve
+from support.export_models import CASES, assert_matches_torch, example_input, make
 
 for _package in ("onnx", "onnxscript", "onnxruntime"):
     pytest.importorskip(_package, reason=f"{_package} is not installed (pip install 'fusedrnn[export]')")

@@ -7,7 +7,7 @@ from torch import nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
 
 import fusedrnn
-import plain_kernels
+from support import plain_kernels
 
 TWINS = {"lstm": (fusedrnn.LSTM, nn.LSTM), "gru": (fusedrnn.GRU, nn.GRU), "rnn": (fusedrnn.RNN, nn.RNN)}
 BATCH_SIZES = {
@@ -58,6 +58,7 @@ def pair(cell, backend, dtype=torch.float32):
     return ours, ref
 
 
+@pytest.mark.sampled
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
 @pytest.mark.parametrize("with_hx", [False, True], ids=["no-hx", "hx"])
 @pytest.mark.parametrize("case", list(BATCH_SIZES))

@@ -11,10 +11,10 @@ import pytest
 import torch
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
 
-import backend_params
+from support import backend_params
 from fusedrnn.ops import GATES
-from parity import make_pair, run_with_grads
-from sequence_oracle import assert_same_values, each_sequence_alone, run_recurrence
+from support.parity import make_pair, run_with_grads
+from support.sequence_oracle import assert_same_values, each_sequence_alone, run_recurrence
 
 CELLS = ["lstm", "gru", "rnn_tanh", "rnn_relu"]
 T, B, H = 4, 3, 4
@@ -46,6 +46,7 @@ def compare_to_each_sequence_alone(cell, args, reverse, backend):
     return got_grads
 
 
+@pytest.mark.sampled
 @pytest.mark.parametrize("value", NONFINITE, ids=["nan", "inf", "-inf"])
 @pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
 @pytest.mark.parametrize("cell", CELLS)
@@ -58,6 +59,7 @@ def test_nonfinite_gx_at_padded_steps_reaches_nothing(cell, reverse, value, back
     assert (grads["gx"][1:, 2] == 0).all() and (grads["gx"][2:, 1] == 0).all()
 
 
+@pytest.mark.sampled
 @pytest.mark.parametrize("value", NONFINITE, ids=["nan", "inf", "-inf"])
 @pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
 @pytest.mark.parametrize("cell,state", CELL_STATES)
@@ -69,6 +71,7 @@ def test_nonfinite_state_of_a_short_sequence_stays_in_it(cell, state, reverse, v
     compare_to_each_sequence_alone(cell, args, reverse, backend)
 
 
+@pytest.mark.sampled
 @pytest.mark.parametrize("bidirectional", [False, True], ids=["uni", "bi"])
 @pytest.mark.parametrize("cell,state", CELL_STATES)
 def test_packed_module_with_nonfinite_state_matches_torch(cell, state, bidirectional, backend):

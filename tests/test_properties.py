@@ -1,7 +1,7 @@
 """Property-based tests (hypothesis) over shapes and arguments.
 
 - fusedrnn.LSTM/GRU/RNN(backend="reference") equals torch.nn in float64 for any layout;
-- the kernel-backend path (tests/plain_kernels.py) and the Triton kernels under the CPU
+- the kernel-backend path (tests/support/plain_kernels.py) and the Triton kernels under the CPU
   interpreter match torch.nn in float32 (no worse than twice torch's own float32 error);
 - with a corrupted argument, fusedrnn raises exactly when torch.nn raises, with the same
   exception type, and fusedrnn.ops.recurrence only ever raises ValueError/TypeError/RuntimeError.
@@ -13,9 +13,9 @@ from hypothesis import strategies as st
 from torch.nn.utils.rnn import PackedSequence
 
 import fusedrnn
-import plain_kernels
+from support import plain_kernels
 from fusedrnn import backends
-from parity import compare_to_torch, make_inputs, make_pair, make_state
+from support.parity import compare_to_torch, make_inputs, make_pair, make_state
 
 FIXTURE_OK = [HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
 CELLS = ["lstm", "gru", "rnn_tanh", "rnn_relu"]

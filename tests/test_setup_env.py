@@ -62,10 +62,29 @@ def test_extension_is_rebuilt_only_when_its_sources_change(tree):
         f.write("\n// changed\n")
     assert len(run_setup_env(tree)[0]) == 1
     assert run_setup_env(tree)[0] == []
-    assert len(run_setup_env(tree, FUSEDRNN_CUDA_ARCHS="90")[0]) == 1  # other architectures
-    assert run_setup_env(tree, FUSEDRNN_CUDA_ARCHS="90")[0] == []
+    assert len(run_setup_env(tree, FUSEDRNN_CUDA_ARCHS="80")[0]) == 1  # other architectures
+    assert run_setup_env(tree, FUSEDRNN_CUDA_ARCHS="80")[0] == []
     (root / "fusedrnn" / EXT_FILE).unlink()  # the module itself is gone
-    assert len(run_setup_env(tree, FUSEDRNN_CUDA_ARCHS="90")[0]) == 1
+    assert len(run_setup_env(tree, FUSEDRNN_CUDA_ARCHS="80")[0]) == 1
+
+
+def fake_nvidia_smi(tree, works: bool):
+    """An nvidia-smi ahead on PATH that finds a GPU or fails as on a machine without one."""
+    smi = tree[1] / "bin" / "nvidia-smi"
+    smi.write_text("#!/usr/bin/env bash\n" + ("echo 'GPU 0: NVIDIA H100'\n" if works else "exit 9\n"))
+    smi.chmod(0o755)
+
+
+def test_without_a_gpu_the_extension_is_built_for_sm90_only(tree):
+    if shutil.which("nvcc") is None:
+        pytest.skip("no nvcc: setup_env.sh never builds the extension here")
+    fake_nvidia_smi(tree, works=False)
+    builds, said = run_setup_env(tree)
+    assert builds and "for sm_90 only: no NVIDIA GPU here" in said
+    assert run_setup_env(tree, FUSEDRNN_CUDA_ARCHS="90")[0] == []  # what it built: sm_90
+    fake_nvidia_smi(tree, works=True)
+    builds, said = run_setup_env(tree)  # a GPU: the default architectures, built again
+    assert len(builds) == 1 and "sm_90 only" not in said
 
 
 def test_skip_flag_never_builds(tree):

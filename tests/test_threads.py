@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import fusedrnn
-import backend_params
+from support import backend_params
 
 
 @pytest.fixture(params=backend_params.ALL)

@@ -19,8 +19,8 @@ from fusedrnn.ops import cuda as cuda_ops
 from fusedrnn.ops import timeouts
 from fusedrnn.ops import triton as tri
 from fusedrnn.ops.triton import config
-from test_triton_barrier import grid_launch
-from test_triton_recurrence import make_args
+from support.triton_barrier import grid_launch
+from support.triton_recurrence import make_args
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TIMED_OUT = "grid barrier timed out in the rnn_tanh forward"

@@ -15,9 +15,9 @@ import pytest
 import torch
 
 import fusedrnn  # noqa: F401  (registers the custom ops a loaded program calls)
-from backend_params import needs_triton, resolve
-from export_models import CASES, assert_matches_torch, example_input, make
-from parity import max_err
+from support.backend_params import needs_triton, resolve
+from support.export_models import CASES, assert_matches_torch, example_input, make
+from support.parity import max_err
 
 BACKENDS = ["auto", "reference", "kernels", pytest.param("triton", marks=needs_triton)]
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-import backend_params
+from support import backend_params
 import fusedrnn
 
 MODULES = [lambda: fusedrnn.LSTM(3, 4, num_layers=2, bidirectional=True, proj_size=2, backend="reference"),
@@ -116,7 +116,7 @@ def test_trace_with_triton_passes_its_check_and_generalises(cls):
 def test_trace_bidirectional_projection_on_the_kernel_path(monkeypatch):
     """Contract v2 through torch.jit.trace (stand-in kernels): one custom op per layer holding both
     directions and the projection, passing the trace check and generalising to other sizes."""
-    import plain_kernels
+    from support import plain_kernels
     name = plain_kernels.install(monkeypatch)
     torch.manual_seed(0)
     model = Tagger(fusedrnn.LSTM(3, 5, num_layers=2, bidirectional=True, proj_size=2, backend=name)).double()

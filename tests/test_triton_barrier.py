@@ -13,7 +13,8 @@ import torch
 
 from fusedrnn.ops import triton as tri
 from fusedrnn.ops.triton import config
-from test_triton_recurrence import make_args
+from support.triton_recurrence import make_args
+from support.triton_barrier import grid_launch
 
 pytestmark = pytest.mark.skipif(not config.INTERPRET, reason="provokes a timeout with sequential interpreter programs "
                                 "(tests/gpu/test_triton_gpu.py checks timeouts on a GPU)")
@@ -43,12 +44,6 @@ def barrier_ops(monkeypatch):
     monkeypatch.setattr(builder, "create_atomic_rmw", counting)
     monkeypatch.setattr(builder, "create_masked_load", masked)
     return count
-
-
-def grid_launch(cell, B, H):
-    small = config.DeviceLimits(4, 227 * 1024, 65536)
-    found = [c for c in config.candidates(cell, B, H, torch.float32, small, "fwd", "grid") if c.BARRIER]
-    return min(found, key=lambda c: c.grid[0])
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn_tanh"])

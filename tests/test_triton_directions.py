@@ -12,7 +12,7 @@ import torch
 
 from fusedrnn.ops import triton as tri
 from fusedrnn.ops.triton import config
-from test_triton_projection import check_v2, forced, make_v2_args, structures
+from support.triton_projection import check_v2, forced, make_v2_args, structures
 
 CELLS = ("lstm", "gru", "rnn_tanh", "rnn_relu")
 DTYPES = (torch.float32, torch.bfloat16, torch.float16)

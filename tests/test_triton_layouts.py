@@ -4,7 +4,7 @@ in fp32/bf16/fp16, with lengths and reverse, batch tails (B=3, B=20 in two batch
 and odd H.
 
 Without a GPU the programs of a launch run concurrently in the interpreter
-(tests/interpreter_threads.py), so the grid layout's barrier, its exchange through
+(tests/support/interpreter_threads.py), so the grid layout's barrier, its exchange through
 memory and its indexing for program index > 0 execute on the CPU: a broken barrier or
 a wrong index fails here, not on the first GPU run. With a GPU the same cases run on it.
 The configurations are the choice code's own candidates (`config.candidates`) for a
@@ -13,59 +13,18 @@ pieces or streamed, several tiles per program, several batch tiles).
 """
 from __future__ import annotations
 
-import contextlib
 
 import pytest
 import torch
 
 from fusedrnn.ops.triton import config
-from test_triton_recurrence import check_against_reference
+from support.triton_recurrence import check_against_reference
 
-import interpreter_threads
+from support import interpreter_threads
+from support.triton_layouts import SHAPES, SMALL_DEVICE, forced, forced_launches, structure
 
 CELLS = ("lstm", "gru", "rnn_tanh", "rnn_relu")
-SMALL_DEVICE = config.DeviceLimits(6, 227 * 1024, 65536)
-SHAPES = ((3, 17), (3, 40), (20, 40))  # (B, H): tails, odd H, several pieces/tiles/batch tiles
 DTYPES = (torch.float32, torch.bfloat16, torch.float16)
-
-
-def structure(launch: config.Launch) -> str:
-    parts = [launch.layout]
-    if launch.layout != "carry":
-        parts.append("resident" if launch.RESIDENT else "streamed")
-        if launch.RESIDENT and launch.NKP > 1:
-            parts.append("pieces")
-        if launch.N_TILES > 1:
-            parts.append("tiles")
-    return "-".join(parts)
-
-
-def forced_launches(cell: str, batch_tiles: bool) -> dict:
-    """structure -> (B, H, launch): the smallest candidate of each structure, in one
-    batch tile or (batch_tiles) in several where the structure has such a candidate."""
-    seen = {}
-    for B, H in SHAPES:
-        for layout in config.LAYOUTS:
-            for c in config.candidates(cell, B, H, torch.bfloat16, SMALL_DEVICE, "fwd", layout):
-                key, size = structure(c), ((c.grid[1] > 1) != batch_tiles, c.grid[0] * c.grid[1])
-                if key not in seen or size < seen[key][0]:
-                    seen[key] = (size, (B, H, c))
-    out = {k: v for k, (_, v) in seen.items()}
-    if "grid-resident" in out and "grid-resident-pieces" not in out:
-        # the choice code takes one piece wherever one fits (config.resident_pieces), so no
-        # candidate at these sizes has several: the same launch cut into 16-wide pieces runs them
-        B, H, c = out["grid-resident"]
-        out["grid-resident-pieces"] = (B, H, c._replace(KP=16, NKP=-(-H // 16)))
-    return out
-
-
-def for_direction(launch: config.Launch, cell: str, H: int, direction: str) -> config.Launch:
-    """The forced launch for one direction: a resident grid backward's pieces of KP cover the
-    G*H rows of all gates (steps.resident_w_bwd), the forward's only H."""
-    if not launch.RESIDENT or launch.CARRY or direction == "fwd":
-        return launch
-    G = config.GATES[config.CELLS[cell]]
-    return launch._replace(NKP=-(-G * H // launch.KP))
 
 
 CASES = []
@@ -77,26 +36,6 @@ for _j, _cell in enumerate(CELLS):
         _dtype = DTYPES[1 + (_i + _j) % 2] if _launch.RESIDENT else DTYPES[(_i + _j) % 3]
         CASES.append(pytest.param(_cell, _B, _H, _launch, _dtype, _i % 2 == 0, (_i + _j) % 3 != 1,
                                   id=f"{_cell}-{_key}-{_launch.grid[0]}x{_launch.grid[1]}-{str(_dtype)[6:]}"))
-
-
-@pytest.fixture(scope="module")
-def concurrent():
-    """Programs in threads under the interpreter (checked by a handshake kernel first)."""
-    if not config.INTERPRET:
-        yield
-        return
-    with interpreter_threads.concurrent_programs(timeout_s=120):
-        interpreter_threads.self_test()
-        yield
-
-
-@contextlib.contextmanager
-def forced(monkeypatch, launch):
-    def choose(cell, B, H, dtype, limits=None, direction="fwd", *args, **kwargs):
-        return for_direction(launch, cell, H, direction)
-    monkeypatch.setattr(config, "choose", choose)
-    monkeypatch.setitem(config.TUNING, "spin_limit", 1 << 16)
-    yield
 
 
 def test_every_structure_is_covered():

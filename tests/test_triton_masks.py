@@ -9,8 +9,8 @@ import pytest
 import torch
 
 import fusedrnn
-from test_triton_module import check_module
-from test_triton_recurrence import DEVICE
+from support.triton_module import check_module
+from support.triton_recurrence import DEVICE
 
 interpreter = pytest.importorskip("triton.runtime.interpreter")
 pytestmark = pytest.mark.skipif(DEVICE.type != "cpu", reason="checks the CPU interpreter's masks")

@@ -10,7 +10,7 @@ import torch
 
 from fusedrnn.ops import triton as tri
 from fusedrnn.ops.triton import config
-from test_triton_recurrence import DEVICE, make_args
+from support.triton_recurrence import DEVICE, make_args
 
 CELLS = ("lstm", "gru", "rnn_tanh", "rnn_relu")
 T, B, H = 6, 3, 17

@@ -7,7 +7,7 @@ tests' sizes fit in one chunk, so here the chunk is narrowed to 16 columns: K = 
 backward as G x 3 (gate, chunk) pieces, and a chunk consumed before its load, twice, or
 never (a stale slot: planted below), or an accumulator left out, breaks a value or a
 gradient against the float64 reference. Grid programs run concurrently
-(tests/interpreter_threads.py), so the pipelined loads also meet the barrier's exchange.
+(tests/support/interpreter_threads.py), so the pipelined loads also meet the barrier's exchange.
 """
 from __future__ import annotations
 
@@ -18,8 +18,8 @@ import triton.language as tl
 
 from fusedrnn.ops.triton import config, kernels, steps
 from fusedrnn.ops.triton.steps import chunk_bwd, chunk_fwd, resident_w_bwd
-from test_triton_layouts import SMALL_DEVICE, concurrent, forced  # noqa: F401 (fixture)
-from test_triton_recurrence import check_against_reference
+from support.triton_layouts import SMALL_DEVICE, forced
+from support.triton_recurrence import check_against_reference
 
 KP = 16
 B, H = 3, 40

@@ -1,5 +1,5 @@
 """The grid barrier's memory ordering, read from the PTX it compiles to on sm_90
-(tests/triton_sync_probe.py, compiled in a subprocess: the interpreter cannot compile).
+(tests/support/triton_sync_probe.py, compiled in a subprocess: the interpreter cannot compile).
 
 The interpreter runs programs as Python threads on sequentially consistent memory, so a
 poll without its acquire, or an arrival without its release, still passes every
@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def ops():
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(ROOT / "tests"), env.get("PYTHONPATH", "")])
-    proc = subprocess.run([sys.executable, str(ROOT / "tests" / "triton_sync_probe.py")], env=env, cwd=ROOT,
+    proc = subprocess.run([sys.executable, str(ROOT / "tests" / "support" / "triton_sync_probe.py")], env=env, cwd=ROOT,
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     pattern = re.compile(r"bar\.sync|atom\.\S+|red\.\S+|ld\.(volatile|acquire|relaxed|global)\S*|fence\S*|membar\S*"

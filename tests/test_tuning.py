@@ -11,17 +11,8 @@ from torch.nn.utils.rnn import pack_padded_sequence
 import fusedrnn
 from benchmarks import tuning_table
 from fusedrnn import backends, tuning
-from test_benchmarks_record import _fetched, _repo
-
-CARD = "NVIDIA Fake GPU 9000"
-CUDA = torch.device("cuda", 0)
-
-
-def row(case, provider, ms, cell="lstm", dtype="fp16", mode="fw", B=16, T=1024, H=768, verdict=None, **kw):
-    base = {"case": case, "cell": cell, "dtype": dtype, "mode": mode, "B": B, "T": T, "H": H, "provider": provider,
-            "provider_dtype": kw.pop("provider_dtype", dtype), "median_ms": ms, "decode": T == 1}
-    base["verdict"] = verdict or ("baseline" if provider.startswith("cudnn") else "ok")
-    return {**base, **kw}
+from support.bench_record import _fetched, _repo
+from support.tuning import CARD, CUDA, row, write_table
 
 
 def test_entries_rank_verified_backends_by_their_time_relative_to_torch():
@@ -49,22 +40,6 @@ def test_torch_wins_a_tie_and_steps_are_their_own_kind():
     rows = [row("s", "cudnn", 0.1, T=1, B=1, H=1024), row("s", "fusedrnn-cuda", 0.1, T=1, B=1, H=1024)]
     (e,) = tuning_table.entries(rows)
     assert e["kind"] == "step" and e["ranking"] == ["torch", "cuda"]
-
-
-@pytest.fixture
-def fake_card(monkeypatch, tmp_path):
-    """A CUDA 'device' named CARD whose table is looked up in tmp_path; every backend available."""
-    monkeypatch.setattr(tuning, "card_name", lambda device: CARD)
-    monkeypatch.setenv(tuning.ENV_VAR, str(tmp_path))
-    monkeypatch.delenv(backends.ENV_VAR, raising=False)
-    monkeypatch.setattr(backends, "why_not", lambda name, *a, **k: None)
-    tuning.clear_cache()
-    yield tmp_path / f"{tuning.card_slug(CARD)}.json"
-    tuning.clear_cache()
-
-
-def write_table(path, rows):
-    path.write_text(json.dumps(tuning_table.build(rows, CARD, ["synthetic"])))
 
 
 def test_auto_follows_the_cards_table(fake_card):

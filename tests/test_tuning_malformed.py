@@ -12,7 +12,7 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 import fusedrnn
 from benchmarks import tuning_table
 from fusedrnn import backends, tuning
-from test_tuning import CARD, CUDA, fake_card, row  # noqa: F401  (fake_card is a fixture)
+from support.tuning import CARD, CUDA, row
 
 CASE = "lstm B=16 T=1024 H=768"
 GOOD = tuning_table.build([row(CASE, "cudnn", 2.0), row(CASE, "fusedrnn-triton", 1.0)], CARD, ["synthetic"])

@@ -7,8 +7,8 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
-import backend_params
-from parity import make_pair
+from support import backend_params
+from support.parity import make_pair
 
 #: (parameter name, dtype it is given) in a float32 module or cell
 ODD_MODULE_PARAMS = [("weight_hh_l0", torch.float64), ("bias_hh_l0", torch.float16), ("bias_ih_l0", torch.float64),
@@ -47,6 +47,7 @@ def assert_same_outcome(ours, ref):
             torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
+@pytest.mark.sampled
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn_tanh"])
 @pytest.mark.parametrize("name,dtype", ODD_MODULE_PARAMS)
 @pytest.mark.parametrize("packed", [False, True])
@@ -62,6 +63,7 @@ def test_module_weight_of_another_dtype_is_torchs(cell, name, dtype, packed, bac
     assert_same_outcome(outcome(lambda: ours(x)), ref_outcome)
 
 
+@pytest.mark.sampled
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn_tanh"])
 @pytest.mark.parametrize("name,dtype", ODD_CELL_PARAMS)
 def test_cell_weight_of_another_dtype_is_torchs(cell, name, dtype, backend):

@@ -142,9 +142,9 @@ def test_captioning_example_samples_the_same_through_a_captured_graph():
     """examples/captioning.py --graph: greedy tokens replayed from a CUDA graph equal eager ones."""
     import pathlib  # noqa: PLC0415
     import sys  # noqa: PLC0415
-    # tests/example_scripts.py puts examples/ on the path too: captioning imports its helpers from there
+    # tests/support/example_scripts.py puts examples/ on the path too: captioning imports its helpers from there
     sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-    from example_scripts import load_example  # noqa: PLC0415
+    from support.example_scripts import load_example  # noqa: PLC0415
     captioning = load_example("captioning")
     m = captioning.main(["--quick", "--graph", "--steps", "100", "--show", "0", "--no-progress"])
     model = m["model"]

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 DEV = torch.device("cuda")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from example_scripts import load_example  # noqa: E402  (tests/ on the path first)
+from support.example_scripts import load_example  # noqa: E402  (tests/ on the path first)
 
 seq2seq = load_example("seq2seq")
 words = load_example("number_words")

@@ -19,7 +19,7 @@ DEV = torch.device("cuda")
 TESTS = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, TESTS)
 
-import sequence_oracle as oracle  # noqa: E402  (tests/ on the path first)
+from support import sequence_oracle as oracle  # noqa: E402  (tests/ on the path first)
 from fusedrnn.ops import GATES  # noqa: E402
 
 

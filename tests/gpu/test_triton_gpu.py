@@ -28,7 +28,7 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 
 from fusedrnn.ops import triton as tri  # noqa: E402
 from fusedrnn.ops.triton import config  # noqa: E402
-from test_triton_recurrence import errors, make_args, run  # noqa: E402  (tests/ is on sys.path)
+from support.triton_recurrence import errors, make_args, run  # noqa: E402  (tests/ is on sys.path)
 
 DEV = torch.device("cuda")
 CELLS = ("lstm", "gru", "rnn_tanh", "rnn_relu")
@@ -171,7 +171,7 @@ def test_concurrent_launches_from_threads(monkeypatch):
 # own float64 reference run, values and every gradient including dW_hr), on this GPU in the
 # configuration the choice code picks here, at T=32 (T never changes what is launched).
 
-from test_triton_projection import check_v2  # noqa: E402
+from support.triton_projection import check_v2  # noqa: E402
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: str(d)[6:])
@@ -227,7 +227,7 @@ def test_v2_two_launches_in_turn(monkeypatch):
 def test_v2_graph_capture_of_two_directions(monkeypatch):
     """Both directions' barrier grid captures in a CUDA graph and replays to the eager result."""
     monkeypatch.delenv("FUSEDRNN_CHECK", raising=False)
-    from test_triton_projection import make_v2_args
+    from support.triton_projection import make_v2_args
     args, _ = make_v2_args("lstm", 64, 3, 200, 50, 2, torch.float32, False, True)
     a = [args[k] for k in ("gx", "h0", "c0", "w_hh", "b_hh")]
     assert config.choose("lstm", 3, 200, torch.float32, config.device_limits(DEV), "fwd", proj=50,
@@ -260,7 +260,7 @@ STEP_SIZES = [(1, 1024, 1024), (8, 512, 512), (64, 1024, 1024), (3, 33, 37)]
 def test_step_matches_the_float64_reference(cell, dtype, B, I, H):
     """The rule above: at most twice the reference's error in the dtype (fp32: tf32x3 products
     against torch's fp32 GEMMs), floor 3e-5 fp32 / 1e-6 16-bit of the scale; NaN-filled outputs."""
-    from test_triton_step import reference_step, step_args
+    from support.triton_step import reference_step, step_args
     args = step_args(cell, B, I, H, dtype, seed=B + I + H, device=DEV)
     with torch.no_grad():
         h, c = tri.step(cell, *args)
@@ -277,7 +277,7 @@ def test_graph_capture_of_a_decode_step(monkeypatch):
     """tri.step captures in a CUDA graph (one launch, nothing allocated but its outputs, no
     synchronisation) and replays new inputs, copied into the captured ones, to the eager result."""
     monkeypatch.delenv("FUSEDRNN_CHECK", raising=False)
-    from test_triton_step import step_args
+    from support.triton_step import step_args
     static = step_args("lstm", 8, 512, 512, torch.bfloat16, seed=1, device=DEV)
     fresh = step_args("lstm", 8, 512, 512, torch.bfloat16, seed=2, device=DEV)
     with torch.no_grad():

@@ -31,6 +31,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--cells", default=",".join(CELLS), help="comma list (default: all four cells)")
     p.add_argument("--dtypes", default=",".join(DTYPES), help="comma list of bf16, fp16, fp32 (default: all)")
     p.add_argument("--backends", default=",".join(BACKENDS), help="comma list of triton, cuda (default: both)")
+    p.add_argument("--sample", action="store_true",
+                   help="one (cell, dtype) per shape, rotating through both, instead of every combination: "
+                        "each shape, cell and dtype is still compiled (the default test run)")
     p.add_argument("--json", metavar="PATH", help="also write every row as JSON to PATH")
     p.add_argument("-j", "--jobs", type=int, default=0, help="parallel compile processes (default: CPU count)")
     p.add_argument("--quiet", action="store_true", help="print only flagged rows and the totals")
@@ -81,7 +84,7 @@ def table(rows: list[Row]) -> str:
 def main(argv=None) -> int:
     args = parse_args(argv)
     spec = DEVICES[args.arch]
-    cases = make_cases(args.shapes, args.cells, args.dtypes)
+    cases = make_cases(args.shapes, args.cells, args.dtypes, args.sample)
     jobs = args.jobs or None
     t0 = time.time()
     rows: list[Row] = []
@@ -103,7 +106,7 @@ def main(argv=None) -> int:
         print(line)
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"device": spec.__dict__, "shapes": args.shapes, "rows": [r.as_dict() for r in rows]}, f,
+            json.dump({"device": spec.__dict__, "shapes": args.shapes, "sample": args.sample, "rows": [r.as_dict() for r in rows]}, f,
                       indent=1)
     return 1 if fatal else 0
 

@@ -24,6 +24,11 @@ def shape_set(name: str) -> list[tuple[int, int, bool]]:
     return sets[name]
 
 
-def make_cases(shapes: str, cells, dtypes) -> list[CheckCase]:
+def make_cases(shapes: str, cells, dtypes, sample: bool = False) -> list[CheckCase]:
+    """Every (shape, cell, dtype); with `sample`, one (cell, dtype) per shape, both rotating,
+    so that each shape, cell and dtype is still compiled (the default test run's gate)."""
+    if sample:
+        return [CheckCase(cells[i % len(cells)], dtypes[i % len(dtypes)], b, h, anchor)
+                for i, (b, h, anchor) in enumerate(shape_set(shapes))]
     return [CheckCase(cell, dtype, b, h, anchor) for (b, h, anchor) in shape_set(shapes)
             for cell in cells for dtype in dtypes]

@@ -89,13 +89,12 @@ def main(argv=None) -> int:
     print(build())
     if not args.anchors:
         return 0
-    sys.path.insert(0, os.path.join(ROOT, "tests"))  # the contract's cases and the emulated tests' check
+    sys.path.insert(0, os.path.join(ROOT, "tests"))  # the tests' support package
     warnings.filterwarnings("ignore", "LSTM with projections")
     os.environ.setdefault("FUSEDRNN_EMU_TIMEOUT", "3600")  # one launch at full size takes minutes here
     import torch
 
-    import contract_v2
-    import test_cuda_emulated
+    from support import contract, emulated
     from fusedrnn.ops import cuda
 
     failed = 0
@@ -103,12 +102,12 @@ def main(argv=None) -> int:
         os.environ[cuda.POISON_ENV] = "1"
         for cell, B, H, D, proj, dt in ANCHOR_SPECS:
             dtype = getattr(torch, dt)
-            case = contract_v2.Case(cell, D, proj=proj, lengths=tuple(2 - i % 2 for i in range(B)), T=2, B=B, H=H)
+            case = contract.Case(cell, D, proj=proj, lengths=tuple(2 - i % 2 for i in range(B)), T=2, B=B, H=H)
             tiers = [cuda.plan_for(cell, dtype, B, H, backward=bw, directions=D, proj_size=3 if proj else 0)["tier"]
                      for bw in (False, True)]
             t0 = time.time()
             try:
-                test_cuda_emulated.check(case, dtype)
+                emulated.check(case, dtype)
                 verdict = "ok"
             except Exception as e:  # noqa: BLE001 - every failure is reported, then counted
                 verdict, failed = f"FAIL {type(e).__name__}: {e}", failed + 1

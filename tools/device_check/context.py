@@ -38,7 +38,7 @@ class StageResult:
 #: command line): the short files of every backend first, so that a stage cut short by the
 #: deadline loses the long CUDA parametrizations (the smoke and memcheck cover their kernels)
 GPU_TEST_ORDER = ("test_reference_gpu.py", "test_integration_gpu.py", "test_hostile_gpu.py",
-                  "test_triton_gpu.py", "test_cells_decode_gpu.py", "test_cuda_gpu.py", "test_cuda_v2_gpu.py")
+                  "test_triton_gpu.py", "test_cells_decode_gpu.py", "test_cuda_gpu.py")
 
 
 def default_tests(repo: Path) -> tuple:

@@ -114,15 +114,11 @@ def test_budgets_keep_the_reserves_of_later_stages():
     assert plan.budget("smoke", 5, rehearse=False) == 0
 
 
-def test_plan_fits_nine_minutes_and_matches_the_readme():
+def test_plan_fits_nine_minutes():
     assert plan.total_estimate_s() <= plan.PLAN_LIMIT_S <= plan.DEFAULT_DEADLINE_S - 60
     # the GPU window runs no compiler before the tests: the prebuilt kernels, then the calibration
     assert plan.NAMES == ("env", "load", "calibrate", "smoke", "tests", "bench", "triage")
     assert plan.by_name("load").estimate_s + plan.by_name("calibrate").estimate_s <= 60
-    readme = (REPO / "benchmarks" / "README.md").read_text()
-    for s in plan.STAGES:
-        assert re.search(rf"\| {s.name} \| {s.estimate_s} \|", readme), f"README plan lacks {s.name} {s.estimate_s}s"
-    assert f"| total | {plan.total_estimate_s()} |" in readme
 
 
 def test_exit_code_is_the_most_severe_category():

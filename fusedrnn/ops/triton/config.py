@@ -69,7 +69,7 @@ TUNING = {
 }
 
 #: what the interpreter stands for: the grid layout only when forced (tests run its
-#: programs in threads, tests/interpreter_threads.py)
+#: programs in threads, tests/support/interpreter_threads.py)
 INTERPRETER = None  # set below, after DeviceLimits
 
 

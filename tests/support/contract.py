@@ -1,7 +1,7 @@
 """Kernel-backend contract v2 (docs/design.md), checked on any backend module.
 
-    import contract_v2
-    skipped = contract_v2.check_backend(fusedrnn.ops.triton, torch.float32)  # AssertionError on a mismatch
+    from support import contract
+    skipped = contract.check_backend(fusedrnn.ops.triton, torch.float32)  # AssertionError on a mismatch
 
 For each case (every cell; one direction forward and reversed, both directions in one
 call; with and without lengths; LSTM projections; no bias; T=1) it calls the module's

@@ -1,11 +1,11 @@
 """Strided and stride-0 (expanded) views of every argument of fusedrnn.ops.recurrence.
 
-Run as a script, `python tests/strided_args.py BACKEND [DEVICE]`, it checks one backend (outputs and
+Run as a script, `python tests/support/strided_args.py BACKEND [DEVICE]`, it checks one backend (outputs and
 every gradient, with strided gradients flowing in) against the reference run on contiguous
 copies and exits non-zero on a mismatch; tests/test_kernel_args.py runs it in a subprocess
 so that a kernel reading raw memory past a view (a segfault) fails the test instead of
 killing the test run (tests/gpu/test_hostile_gpu.py does the same on a GPU for the triton
-and cuda backends). BACKEND "plain" points the kernel-backend path at tests/plain_kernels.py;
+and cuda backends). BACKEND "plain" points the kernel-backend path at tests/support/plain_kernels.py;
 DEVICE defaults to "cpu" (where triton runs in its interpreter).
 
 Dimensions: T steps, B batch, H hidden units, G gates.
@@ -98,9 +98,9 @@ def main(argv) -> int:
     if device == "cpu":
         os.environ.setdefault("TRITON_INTERPRET", "1")
     if backend == "plain":
-        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # tests/
         import fusedrnn  # noqa: PLC0415
-        import plain_kernels  # noqa: PLC0415  (registers itself with the custom ops)
+        from support import plain_kernels  # noqa: PLC0415  (registers itself with the custom ops)
         fusedrnn.backends.KERNEL_BACKENDS["triton"] = plain_kernels.__name__
         backend = "triton"
     failures = check(backend, device)

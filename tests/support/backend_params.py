@@ -1,11 +1,11 @@
-"""The backends a CPU test runs on: the reference, the kernel-backend path (tests/plain_kernels.py
+"""The backends a CPU test runs on: the reference, the kernel-backend path (tests/support/plain_kernels.py
 behind the "triton" name) and the Triton kernels in the interpreter (skipped, with the reason,
 where triton cannot run)."""
 import pytest
 import torch
 
 import fusedrnn
-import plain_kernels
+from support import plain_kernels
 
 
 def triton_reason():

@@ -59,7 +59,7 @@ def _interpreter():
         missing.append("InterpreterBuilder.set_grid_idx no longer sets grid_idx")
     if missing:
         raise ThreadedInterpreterUnavailable(
-            "Triton's interpreter internals changed; tests/interpreter_threads.py cannot run programs "
+            "Triton's interpreter internals changed; tests/support/interpreter_threads.py cannot run programs "
             f"concurrently (missing: {', '.join(missing)}). Update the utility for this Triton version.")
     return interp
 
@@ -183,4 +183,4 @@ def self_test(timeout_s: float = 30.0) -> None:
     if int(seen) != 1 or ids.tolist() != [1, 2]:
         raise ThreadedInterpreterUnavailable(
             f"the threaded interpreter did not run programs concurrently (flag seen {int(seen)}, program ids "
-            f"{ids.tolist()}); Triton's interpreter changed in a way tests/interpreter_threads.py misses")
+            f"{ids.tolist()}); Triton's interpreter changed in a way tests/support/interpreter_threads.py misses")

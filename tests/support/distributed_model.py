@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 import fusedrnn
-import plain_kernels  # registers itself with the custom ops
+from support import plain_kernels  # registers itself with the custom ops
 
 STEPS, BATCH = 4, 6
 
@@ -52,7 +52,7 @@ def train(model, rank=0, world=1):
 
 def backend_name(name):
     """The backend to build for a test's name: "kernels" is the kernel-backend path through the
-    plain-PyTorch stand-in (tests/plain_kernels.py) behind the "triton" name."""
+    plain-PyTorch stand-in (tests/support/plain_kernels.py) behind the "triton" name."""
     if name == "kernels":
         fusedrnn.backends.KERNEL_BACKENDS["triton"] = plain_kernels.__name__
         return "triton"

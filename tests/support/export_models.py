@@ -7,7 +7,7 @@ import copy
 import torch
 from torch import nn
 
-from parity import CELL_TWINS, TWINS, flat_outputs, max_err
+from support.parity import CELL_TWINS, TWINS, flat_outputs, max_err
 
 #: name -> (cell, is_cell_module, constructor kwargs); awkward sizes: odd H, batch 3
 CASES = {

@@ -1,0 +1,58 @@
+"""`pytest --cpu-durations=N`: the N test files and tests that took the most CPU time
+(user + system, this process and the subprocesses it waited for). On a machine shared with
+other work, wall-clock durations measure the neighbours; CPU time measures the test. On an
+idle machine with C cores a run takes about CPU time / C where it runs in parallel and its
+CPU time where it does not; both are printed. Each test's CPU time is also written as it
+finishes to build/test-cpu-times.txt, so that a run cut short still tells where time went."""
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+
+
+def _cpu() -> float:
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
+def pytest_addoption(parser):
+    parser.addoption("--cpu-durations", type=int, default=None, metavar="N",
+                     help="print the N slowest test files and tests by CPU time (user+sys, with subprocesses)")
+
+
+class _Recorder:
+    def __init__(self, n: int):
+        self.n, self.per_test, self.start = n, {}, _cpu()
+        log = Path(__file__).resolve().parents[2] / "build" / "test-cpu-times.txt"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        self.log = open(log, "w", buffering=1)
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_protocol(self, item, nextitem):
+        t0 = _cpu()
+        yield
+        self.per_test[item.nodeid] = _cpu() - t0  # setup, call and teardown: module fixtures count once
+        self.log.write(f"{self.per_test[item.nodeid]:.2f} {item.nodeid}\n")
+
+    def pytest_terminal_summary(self, terminalreporter):
+        total = _cpu() - self.start
+        per_file: dict[str, float] = defaultdict(float)
+        for nodeid, s in self.per_test.items():
+            per_file[nodeid.split("::")[0]] += s
+        w = terminalreporter
+        w.section(f"CPU time (user+sys, with subprocesses): {total:.0f} s in all, "
+                  f"{total / (os.cpu_count() or 1):.0f} s over {os.cpu_count()} cores")
+        for name, s in sorted(per_file.items(), key=lambda kv: -kv[1])[:self.n]:
+            w.write_line(f"{s:9.1f} s  {name}")
+        w.write_line("slowest tests:")
+        for name, s in sorted(self.per_test.items(), key=lambda kv: -kv[1])[:self.n]:
+            w.write_line(f"{s:9.1f} s  {name}")
+
+
+def pytest_configure(config):
+    n = config.getoption("--cpu-durations")
+    if n:
+        config.pluginmanager.register(_Recorder(n), "fusedrnn-cpu-durations")

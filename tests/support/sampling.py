@@ -1,0 +1,121 @@
+"""The default run samples the long parametrisations; `FUSEDRNN_FULL_TESTS=1` (what
+`scripts/test.sh --full` and CI set) runs every case.
+
+A test marked `@pytest.mark.sampled` (or a file with `pytestmark = pytest.mark.sampled`) keeps,
+of its parametrised cases, a covering sample: a few cases that together hold every value of
+every parameter (greedy set cover: the case bringing the most values not yet covered, the
+earliest on a tie). So every cell, dtype, tier, layout and awkward size a test is
+parametrised over still runs at least once, and the same cases are kept on every run (no
+randomness: the choice depends only on the collected cases and their order). A value that
+is a named tuple or a plain tuple counts field by field (a contract case's cell, direction,
+lengths, ...), so a one-argument parametrisation over cases is sampled too.
+
+A test (or parametrised case) marked `@pytest.mark.full_only` runs in the full run only: for
+checks whose every case is expensive, such as compiling a pipelined kernel for sm_90, where
+the default run keeps a named representative subset instead of a covering sample.
+
+The cases left out are deselected, never skipped: pytest's summary counts them as
+"deselected", this plugin prints how many per test and writes the kept and left-out node ids
+to build/test-sample.txt, and the full run (CI) runs them all.
+"""
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+
+FULL_ENV = "FUSEDRNN_FULL_TESTS"
+ROOT = Path(__file__).resolve().parents[2]
+REPORT = ROOT / "build" / "test-sample.txt"
+
+
+def full_run() -> bool:
+    return os.environ.get(FULL_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _facets(name: str, value) -> list[tuple]:
+    """The parameter values a case stands for: (argument, field, value-key) triples."""
+    fields = getattr(value, "_fields", None)
+    if fields is not None:  # a named tuple: field by field
+        return [(name, f, _key(getattr(value, f))) for f in fields]
+    if isinstance(value, tuple) and not isinstance(value, str):
+        return [(name, i, _key(v)) for i, v in enumerate(value)]
+    return [(name, None, _key(value))]
+
+
+def _key(value):
+    try:
+        hash(value)
+        return (type(value).__name__, value)
+    except TypeError:
+        return (type(value).__name__, repr(value))
+
+
+def covering_sample(items) -> list:
+    """A small set of items that together have every facet: greedy set cover (take the item
+    bringing the most facets not yet covered, the earliest on a tie), in collection order."""
+    facets = [{f for name, value in i.callspec.params.items() for f in _facets(name, value)} for i in items]
+    missing, chosen = set().union(*facets) if facets else set(), set()
+    while missing:
+        best = max(range(len(items)), key=lambda k: (len(facets[k] & missing), -k))
+        chosen.add(best)
+        missing -= facets[best]
+    return [items[k] for k in sorted(chosen)]
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "sampled: the default run keeps a covering sample of this test's "
+                                       f"parametrised cases ({FULL_ENV}=1 runs all; tests/support/sampling.py)")
+    config.addinivalue_line("markers", "full_only: runs only in the full run "
+                                       f"({FULL_ENV}=1; tests/support/sampling.py)")
+    config._fusedrnn_sampled = {}
+
+
+@pytest.hookimpl(trylast=True)  # after -k and -m: the sample is taken of what was asked for
+def pytest_collection_modifyitems(config, items):
+    if full_run():
+        return
+    groups = defaultdict(list)
+    for item in items:
+        groups[(item.path, item.originalname)].append(item)
+    left_out = []
+    for (path, name), group in groups.items():
+        marked = [i for i in group if i.get_closest_marker("sampled") or i.get_closest_marker("full_only")]
+        if not marked:
+            continue
+        kept = [i for i in group if i.get_closest_marker("full_only") is None]
+        sampled = [i for i in kept if i.get_closest_marker("sampled") is not None and hasattr(i, "callspec")]
+        if sampled:
+            out = {id(i) for i in sampled} - {id(i) for i in covering_sample(sampled)}
+            kept = [i for i in kept if id(i) not in out]
+        if len(kept) < len(group):
+            ids = {id(k) for k in kept}
+            left_out += [i for i in group if id(i) not in ids]
+            config._fusedrnn_sampled[f"{path.name}::{name}"] = (len(kept), len(group))
+    if not left_out:
+        return
+    out = {id(i) for i in left_out}
+    items[:] = [i for i in items if id(i) not in out]
+    config.hook.pytest_deselected(items=left_out)
+    try:
+        REPORT.parent.mkdir(parents=True, exist_ok=True)
+        REPORT.write_text("# kept\n" + "".join(i.nodeid + "\n" for i in items if i.get_closest_marker("sampled"))
+                          + "# left out (run with FUSEDRNN_FULL_TESTS=1)\n" + "".join(i.nodeid + "\n" for i in left_out))
+    except OSError:  # a read-only checkout still runs its tests
+        pass
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    sampled = getattr(config, "_fusedrnn_sampled", {})
+    if not sampled:
+        return
+    kept = sum(k for k, _ in sampled.values())
+    total = sum(n for _, n in sampled.values())
+    w = terminalreporter
+    w.section(f"sampled: {kept} of {total} cases of {len(sampled)} parametrised tests ran, "
+              f"{total - kept} left out ({FULL_ENV}=1 or `bash scripts/test.sh --full` runs them)")
+    for name, (k, n) in sorted(sampled.items()):
+        w.write_line(f"{k:5d} of {n:5d}  {name}")
+    w.write_line(f"the kept and left-out cases: {REPORT}")

@@ -1,0 +1,72 @@
+"""Running the Triton recurrence in a forced layout: a device small enough for every structure, the
+launch forced, and grid programs in threads under the interpreter."""
+import contextlib
+
+import pytest
+import torch
+
+from fusedrnn.ops.triton import config
+
+from support import interpreter_threads
+
+SMALL_DEVICE = config.DeviceLimits(6, 227 * 1024, 65536)
+SHAPES = ((3, 17), (3, 40), (20, 40))  # (B, H): tails, odd H, several pieces/tiles/batch tiles
+
+
+@pytest.fixture(scope="module")
+def concurrent():
+    """Programs in threads under the interpreter (checked by a handshake kernel first)."""
+    if not config.INTERPRET:
+        yield
+        return
+    with interpreter_threads.concurrent_programs(timeout_s=120):
+        interpreter_threads.self_test()
+        yield
+
+
+def for_direction(launch: config.Launch, cell: str, H: int, direction: str) -> config.Launch:
+    """The forced launch for one direction: a resident grid backward's pieces of KP cover the
+    G*H rows of all gates (steps.resident_w_bwd), the forward's only H."""
+    if not launch.RESIDENT or launch.CARRY or direction == "fwd":
+        return launch
+    G = config.GATES[config.CELLS[cell]]
+    return launch._replace(NKP=-(-G * H // launch.KP))
+
+
+@contextlib.contextmanager
+def forced(monkeypatch, launch):
+    def choose(cell, B, H, dtype, limits=None, direction="fwd", *args, **kwargs):
+        return for_direction(launch, cell, H, direction)
+    monkeypatch.setattr(config, "choose", choose)
+    monkeypatch.setitem(config.TUNING, "spin_limit", 1 << 16)
+    yield
+
+
+def structure(launch: config.Launch) -> str:
+    parts = [launch.layout]
+    if launch.layout != "carry":
+        parts.append("resident" if launch.RESIDENT else "streamed")
+        if launch.RESIDENT and launch.NKP > 1:
+            parts.append("pieces")
+        if launch.N_TILES > 1:
+            parts.append("tiles")
+    return "-".join(parts)
+
+
+def forced_launches(cell: str, batch_tiles: bool) -> dict:
+    """structure -> (B, H, launch): the smallest candidate of each structure, in one
+    batch tile or (batch_tiles) in several where the structure has such a candidate."""
+    seen = {}
+    for B, H in SHAPES:
+        for layout in config.LAYOUTS:
+            for c in config.candidates(cell, B, H, torch.bfloat16, SMALL_DEVICE, "fwd", layout):
+                key, size = structure(c), ((c.grid[1] > 1) != batch_tiles, c.grid[0] * c.grid[1])
+                if key not in seen or size < seen[key][0]:
+                    seen[key] = (size, (B, H, c))
+    out = {k: v for k, (_, v) in seen.items()}
+    if "grid-resident" in out and "grid-resident-pieces" not in out:
+        # the choice code takes one piece wherever one fits (config.resident_pieces), so no
+        # candidate at these sizes has several: the same launch cut into 16-wide pieces runs them
+        B, H, c = out["grid-resident"]
+        out["grid-resident-pieces"] = (B, H, c._replace(KP=16, NKP=-(-H // 16)))
+    return out

@@ -189,6 +189,9 @@ def test_a_refused_persistent_launch_runs_per_step_with_one_warning(emu, knobs, 
     knobs("auto", 8)  # 8 units per CTA: H = 33 spans 5 CTAs, so a persistent tier needs a cluster or the grid
     monkeypatch.setenv("FUSEDRNN_EMU_MAX_CLUSTER", max_cluster)
     monkeypatch.setattr(cuda, "_warned", set())
+    # the emulated runtime's cluster capacity changes here, as a real device's never does within a
+    # process: plans cached by an earlier test for this shape would stand for another device
+    monkeypatch.setattr(cuda, "_plans", {})
     case = contract.Case("gru", 1, True, lengths=(5, 2, 4), T=5, B=3, H=33)
     for backward in (False, True):
         p = cuda.plan("gru", torch.bfloat16, 3, 33, backward=backward, device=0, units=8)

@@ -187,7 +187,7 @@ def test_double_backward_of_the_kernel_op(apply, cell, D, proj, reverse, monkeyp
     autograd.Function eager runs), with two directions, a projection and lengths, against the reference."""
     plain_kernels.install(monkeypatch)
     from fusedrnn.ops import library, reference  # noqa: PLC0415
-    via, kernels = ("op", "plain_kernels") if apply == "custom_op" else ("function", plain_kernels)
+    via, kernels = ("op", plain_kernels.__name__) if apply == "custom_op" else ("function", plain_kernels)
     run = lambda *a: library.recurrence(*a, via=via)  # noqa: E731
     lengths = torch.tensor([T, 1, 2])
     args = layer_args(cell, D, torch.float64, proj)
@@ -204,7 +204,7 @@ def test_the_kernel_op_itself_refuses_transforms(apply, kind, monkeypatch):
     op raises an error naming fusedrnn, the backend and the fix rather than return zero tangents."""
     plain_kernels.install(monkeypatch)
     from fusedrnn.ops import library  # noqa: PLC0415
-    via, kernels = ("op", "plain_kernels") if apply == "custom_op" else ("function", plain_kernels)
+    via, kernels = ("op", plain_kernels.__name__) if apply == "custom_op" else ("function", plain_kernels)
     run = lambda *a: library.recurrence(*a, via=via)  # noqa: E731
     gx, h0, _, w_hh, b_hh, _ = (t.detach() if t is not None else None for t in layer_args("gru", 1, torch.float64))
     f = lambda gx: run(kernels, "gru", gx, h0, None, w_hh, b_hh, None, False)[0]  # noqa: E731

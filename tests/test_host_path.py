@@ -46,7 +46,7 @@ class FakeExtension:
     def __init__(self):
         self.calls = []
 
-    def plan(self, backward, cell, dtype, B, H, index, mode, units, batch_rows, passes, proj, directions):
+    def plan(self, backward, cell, dtype, B, H, index, mode, units, batch_rows, passes, proj, directions, machine=None):
         self.calls.append((mode, units, batch_rows, passes))
         tier = "grid" if mode in ("auto", "grid") else mode
         return {"workspace_bytes": 64 * (units + 1) * (passes + 1), "tier": tier, "reason": "fake"}
@@ -84,7 +84,7 @@ def test_the_cuda_plan_is_asked_once_per_shape_and_knobs(monkeypatch):
 
 def test_a_decode_step_reads_no_environment(monkeypatch):
     """A module's and a cell's no-grad step never touch os.environ (the snapshot is a dict)."""
-    import plain_kernels  # noqa: PLC0415
+    from support import plain_kernels  # noqa: PLC0415
     name = plain_kernels.install(monkeypatch)
     plain_kernels.install_step(monkeypatch)
     lstm, cell = fusedrnn.LSTM(3, 4, 2, backend=name), fusedrnn.LSTMCell(3, 4, backend=name)

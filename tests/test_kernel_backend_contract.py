@@ -86,7 +86,7 @@ def test_cuda_saved_shapes_equal_what_forward_saves(cell, need_grad, monkeypatch
     captured = {}
 
     class Binding:
-        def plan(self, *args):
+        def plan(self, *args, machine=None):
             return {"workspace_bytes": 256, "tier": "cta"}
 
         def forward(self, *args, **kw):

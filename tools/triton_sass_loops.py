@@ -27,14 +27,10 @@ KINDS = {"bar": r"^BAR\.SYNC", "membar": r"^MEMBAR", "cctl": r"^CCTL", "ldg": r"
 def compiled(cell, dtype, B, H, direction):
     """(the launch config.choose picks on an H100, its resources and parsed SASS instructions)."""
     from tools.compile_check import triton_rows as tr
-    from tools.compile_check.rows import H100
-    _, _, _, config, _, _ = tr._triton()
-    limits = config.DeviceLimits(H100.sms, H100.smem_optin, H100.regs_per_sm)
-    kernel, lau, args, kw = tr.launch_args(cell, dtype, B, H, direction, limits)
-    sig, constexprs, attrs, options = tr.specialise(kernel, args, kw, H100.arch)
-    res = tr.compile_one((kernel.__name__, sig, constexprs, attrs, options.__dict__, H100.arch))
-    if res.get("error"):
-        raise SystemExit(res["error"])
+    try:
+        _, lau, res = tr.compile_on_h100(cell, dtype, B, H, direction)
+    except RuntimeError as e:
+        raise SystemExit(str(e)) from None
     return lau, res
 
 

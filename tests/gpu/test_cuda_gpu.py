@@ -33,7 +33,8 @@ import torch
 
 from fusedrnn.ops import GATES, recurrence, reference
 
-CELLS = tuple(GATES)
+from fusedrnn.ops.cuda import CUDA_GATES  # noqa: E402
+CELLS = tuple(CUDA_GATES)  # the cells the CUDA kernels implement
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 FLOOR = {torch.float32: 5e-5, torch.float16: 2e-3, torch.bfloat16: 1.6e-2}
 ANCHORS = [(1, 1024, 256), (8, 512, 128), (16, 1024, 768), (64, 256, 1024), (256, 128, 512)]  # B, T, H

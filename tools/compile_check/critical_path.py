@@ -25,13 +25,7 @@ ROUND_TRIPS_ALLOWED = 2
 
 def triton_path(cell: str, dtype: str, B: int, H: int, direction: str) -> dict:
     from . import triton_rows as tr
-    _, _, _, config, _, _ = tr._triton()
-    limits = config.DeviceLimits(H100.sms, H100.smem_optin, H100.regs_per_sm)
-    kernel, lau, args, kw = tr.launch_args(cell, dtype, B, H, direction, limits)
-    sig, constexprs, attrs, options = tr.specialise(kernel, args, kw, H100.arch)
-    res = tr.compile_one((kernel.__name__, sig, constexprs, attrs, options.__dict__, H100.arch))
-    if res.get("error"):
-        raise RuntimeError(res["error"])
+    kernel, lau, res = tr.compile_on_h100(cell, dtype, B, H, direction)
     case = CheckCase(cell, dtype, B, H, True)
     row = tr.set_path(Row("triton", kernel.__name__, cell, dtype, B, H, direction, "D1", tr._layout(lau)),
                       res["insts"], lau, case, direction)

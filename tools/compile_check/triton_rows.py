@@ -165,6 +165,20 @@ def compile_one(job):
         return {"error": f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"[:300]}
 
 
+def compile_on_h100(cell: str, dtype_name: str, B: int, H: int, direction: str):
+    """(kernel, the launch config.choose picks on an H100, the compile result) of one D1 layer
+    kernel; RuntimeError with the compiler's message if it does not compile."""
+    from .rows import H100  # noqa: PLC0415
+    config = _triton()[3]
+    limits = config.DeviceLimits(H100.sms, H100.smem_optin, H100.regs_per_sm)
+    kernel, lau, args, kw = launch_args(cell, dtype_name, B, H, direction, limits)
+    sig, constexprs, attrs, options = specialise(kernel, args, kw, H100.arch)
+    res = compile_one((kernel.__name__, sig, constexprs, attrs, options.__dict__, H100.arch))
+    if res.get("error"):
+        raise RuntimeError(res["error"])
+    return kernel, lau, res
+
+
 def step_trips(lau, case, direction) -> tuple[int, int]:
     """(iterations of the innermost loops, of the tile loop) of one step: a streamed W_hh
     takes ceil(K / KP) chunks (per gate backward: contract_fwd / contract_bwd), STREAM_AHEAD

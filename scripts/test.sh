@@ -8,7 +8,7 @@
 #
 # The default run samples the long parametrisations (every cell, dtype, tier and size still
 # runs; tests/support/sampling.py prints what it left out) and compiles a representative
-# subset for the compile gates. `--full` (what CI runs) runs every case:
+# subset for the compile gates. `--full` runs every case (CI runs the default):
 #   bash scripts/test.sh [--full] [pytest arguments]
 set -euo pipefail
 cd "$(dirname "$0")/.."

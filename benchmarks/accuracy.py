@@ -1,5 +1,7 @@
 """Correctness before timing: every provider is compared with torch.nn run in float64 on
-the same (dtype-rounded) weights and inputs; fused providers must be within tolerance.
+the same (dtype-rounded) weights and inputs; fused providers must be within tolerance. A
+variant case (benchmarks/variant_cases.py) is compared with fusedrnn's reference backend in
+float64 instead, and its torch.nn rows, which run the standard cell, are not checked.
 
 Error measure: over the outputs compared (y, final states; for fwbw also every parameter's
 gradient), the largest  max|out - ref| / max|ref|.
@@ -59,6 +61,14 @@ def check_outputs(case: Case, module, args, mode: str) -> list[torch.Tensor]:
     return outs
 
 
+def reference_module(case: Case) -> torch.nn.Module:
+    """The oracle's module: torch.nn, or for a variant (which torch.nn lacks) fusedrnn's
+    reference backend, a plain PyTorch loop of the variant's formula."""
+    if not case.options:
+        return providers.torch_class(case.cell)(**providers._ctor_kwargs(case))
+    return providers.fused_class(case.cell)(**providers._ctor_kwargs(case), **dict(case.options), backend="reference")
+
+
 class Oracle:
     """torch.nn in float64 on the check inputs, per weight rounding (dtype); cached.
     Runs on the benchmark device (cuDNN supports double) and falls back to the CPU."""
@@ -70,7 +80,7 @@ class Oracle:
 
     def _run(self, dtype: str, mode: str, device: torch.device):
         low = providers.TORCH_DTYPES[dtype]
-        module = providers.torch_class(self.case.cell)(**providers._ctor_kwargs(self.case))
+        module = reference_module(self.case)
         module.load_state_dict(self.state_dict)
         module.to(low).to(device=device, dtype=torch.float64)      # round weights to dtype first
         base = {k: v.to(device).to(low) for k, v in self.base.items()}

@@ -3,7 +3,7 @@ against torch.nn (float64) on tiny shapes — Triton through its CPU interpreter
 timing of the reference and torch.nn CPU paths on small shapes, labelled as CPU numbers."""
 from __future__ import annotations
 
-from . import model_cases, providers
+from . import model_cases, providers, variant_cases
 from .shapes import CPU_CHECK_SHAPES, CPU_TIMING_SHAPES, layer_cases
 
 NOTICE = ("No CUDA GPU: running the CPU default — correctness of every available backend against "
@@ -25,6 +25,8 @@ def plan(cells, shapes, layers: int, bidirectional: bool, cases, selected) -> li
     minis = [c for c in model_cases.cpu_model_cases()
              if ("decode" if c.decode else "encoder") in cases]
     out += [(c, False, selected) for c in minis]
+    if "variant" in cases:
+        out += [(c, False, selected) for c in variant_cases.cpu_variant_cases() if c.cell in cells]
     if layer and not shapes:
         out += [(c, True, timed_provs) for c in layer_cases(cells, CPU_TIMING_SHAPES, layers, bidirectional)]
     return out

@@ -6,7 +6,8 @@
     fusedrnn-triton  fusedrnn.LSTM/GRU/RNN(..., backend="triton")
     fusedrnn-reference  backend="reference" (the plain-PyTorch oracle loop; CPU default)
   (a decode case built with api="cells" uses each provider's cells: torch.nn.LSTMCell for the
-  torch.nn providers, fusedrnn.LSTMCell(backend=...) for the fused ones)
+  torch.nn providers, fusedrnn.LSTMCell(backend=...) for the fused ones; a variant case's
+  options reach the fused providers only: torch.nn runs its standard cell, the cost to beat)
     eager            a Python loop over nn.LSTMCell/GRUCell/RNNCell (1 layer, 1 direction)
     torch-cpu        torch.nn on the CPU: the baseline of the CPU default
 
@@ -116,7 +117,20 @@ def why_not(provider: Provider, case: Case, dtype: str, device: torch.device, ea
             return f"T={case.T} > --eager-max-t {eager_max_t} (slow; raise the limit to time it)"
         return None
     from fusedrnn import backends  # noqa: PLC0415  (after TRITON_INTERPRET is settled)
-    return backends.why_not(provider.backend, device, case.cell, TORCH_DTYPES[dtype], case.H, 0)
+    return backends.why_not(provider.backend, device, kernel_cell(case), TORCH_DTYPES[dtype], case.H, 0)
+
+
+def kernel_cell(case: Case) -> str:
+    """The cell fusedrnn's kernels run for `case` (a variant's options may change it: a GRU
+    with reset_after=False is the kernels' "gru_reset_before")."""
+    if not case.options:
+        return case.cell
+    return fused_class(case.cell)(**_ctor_kwargs(case), **dict(case.options), device="meta").cell
+
+
+def fused_class(cell: str):
+    import fusedrnn  # noqa: PLC0415
+    return {"lstm": fusedrnn.LSTM, "gru": fusedrnn.GRU, "rnn_tanh": fusedrnn.RNN, "rnn_relu": fusedrnn.RNN}[cell]
 
 
 def build(provider: Provider, case: Case, state_dict, dtype: str, device: torch.device) -> nn.Module:
@@ -143,6 +157,7 @@ def _build_decoder(provider: Provider, case: Case, state_dict) -> nn.Module:
 
 
 def _build_module(provider: Provider, case: Case, state_dict) -> nn.Module:
+    # torch.nn has no variant: its rows run the standard cell of the case's shape (the cost to beat)
     if provider.kind == "torch":
         module = torch_class(case.cell)(**_ctor_kwargs(case))
         module.load_state_dict(state_dict)
@@ -150,8 +165,6 @@ def _build_module(provider: Provider, case: Case, state_dict) -> nn.Module:
         module = EagerRNN(case)
         module.load_layer0(state_dict)
     else:
-        import fusedrnn  # noqa: PLC0415
-        cls = {"lstm": fusedrnn.LSTM, "gru": fusedrnn.GRU, "rnn_tanh": fusedrnn.RNN, "rnn_relu": fusedrnn.RNN}[case.cell]
-        module = cls(**_ctor_kwargs(case), backend=provider.backend)
+        module = fused_class(case.cell)(**_ctor_kwargs(case), **dict(case.options), backend=provider.backend)
         module.load_state_dict(state_dict)
     return module

@@ -90,7 +90,7 @@ def groups(rows):
 
 
 def _group_title(section, dtype, mode) -> str:
-    what = "per layer" if section == "layer" else "model level"
+    what = {"layer": "per layer", "variant": "cell variants (torch.nn rows: the standard cell)"}.get(section, "model level")
     how = "forward (no_grad)" if mode == "fw" else "forward + backward"
     return f"{what}, {dtype}, {mode}: {how}"
 
@@ -144,8 +144,9 @@ CPU_NOTE = ("CPU timings (host timer): NOT representative of GPU performance. Th
 
 def _notes(meta) -> list[str]:
     notes = ["max rel err: largest max|out-ref|/max|ref| over outputs, states (and parameter gradients for fwbw) "
-             "against torch.nn in float64 on the same rounded weights and inputs; a provider over tolerance is "
-             "marked WRONG and not timed.",
+             "against torch.nn in float64 on the same rounded weights and inputs (a cell variant torch.nn lacks: "
+             "against fusedrnn's reference backend in float64); a provider over tolerance is marked WRONG and not "
+             "timed.",
              "p25-p75 (IQR): the middle half of the repetitions; IQR as a percentage of the median."]
     if _gpu(meta):
         notes = [f"speedup = t({meta.get('baseline', 'cudnn')}) / t(provider), same case, dtype and mode; "

@@ -70,8 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fw (forward under no_grad), fwbw (forward + y.sum().backward()); default: both")
     p.add_argument("--layers", type=_positive, default=1, help="layers of the per-layer cases (default 1)")
     p.add_argument("--bidirectional", action="store_true", help="bidirectional per-layer cases")
-    p.add_argument("--cases", nargs="+", type=S.parse_choice_list(("layer", "encoder", "decode")), metavar="WHICH",
-                   help="layer, encoder, decode (default: all)")
+    p.add_argument("--cases", nargs="+", type=S.parse_choice_list(("layer", "encoder", "decode", "variant")),
+                   metavar="WHICH", help="layer, encoder, decode, variant (fusedrnn's cells torch.nn lacks; "
+                                         "default: all)")
     p.add_argument("--providers", nargs="+", type=S.parse_choice_list(tuple(PROVIDERS)), metavar="NAME",
                    help=f"providers ({', '.join(PROVIDERS)}); default on a GPU: {','.join(GPU_DEFAULT)}; "
                         "the baseline is always added")
@@ -137,7 +138,7 @@ def configure(args, on_gpu: bool) -> SimpleNamespace:
     ((case, timed, providers|None) entries), baseline names, warm-up and repetitions."""
     cells = S.flatten_unique(args.cells or [S.DEFAULT_CELLS])
     modes = S.flatten_unique(args.modes or [S.MODES])
-    which = S.flatten_unique(args.cases or [("layer", "encoder", "decode")])
+    which = S.flatten_unique(args.cases or [("layer", "encoder", "decode", "variant")])
     names = S.flatten_unique(args.providers or [])
     if args.eager and "eager" not in names:
         names = (names or list(GPU_DEFAULT if on_gpu else CPU_DEFAULT)) + ["eager"]
@@ -157,6 +158,9 @@ def configure(args, on_gpu: bool) -> SimpleNamespace:
         plan += [(c, True, None) for c in S.layer_cases(cells, args.shapes or S.ANCHOR_SHAPES,
                                                         args.layers, args.bidirectional)]
     plan += [(c, True, None) for c in model_cases.model_cases(which)]
+    if "variant" in which:
+        from . import variant_cases  # noqa: PLC0415
+        plan += [(c, True, None) for c in variant_cases.variant_cases() if c.cell in cells]
     return SimpleNamespace(
         device=torch.device("cuda"), dtypes=S.flatten_unique(args.dtypes or [("fp32", "bf16", "fp16")]), modes=modes,
         providers=[PROVIDERS[n] for n in names], plan=plan, baseline="cudnn", baseline_fp16="cudnn-fp16",

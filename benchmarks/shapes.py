@@ -1,7 +1,8 @@
 """What is benchmarked: a `Case` is one module configuration and input shape.
 
-Sections: "layer" (one nn.LSTM/GRU/RNN at the anchor shapes of docs/anchors.md, or --shapes) and
-"model" (the encoder and decoding cases of benchmarks/model_cases.py).
+Sections: "layer" (one nn.LSTM/GRU/RNN at the anchor shapes of docs/anchors.md, or --shapes),
+"model" (the encoder and decoding cases of benchmarks/model_cases.py) and "variant" (fusedrnn's
+cells that torch.nn lacks, benchmarks/variant_cases.py).
 """
 from __future__ import annotations
 
@@ -39,6 +40,7 @@ class Case:
     decode: bool = False    # one module call per step, state carried, no_grad
     api: str = "module"     # decode: "module" (nn.LSTM called with T=1) | "cells" (a stack of LSTMCells)
     graph: bool = False     # decode: the step captured in a CUDA graph, replayed per step
+    options: tuple = ()     # variant: fusedrnn keyword arguments, e.g. (("reset_after", False),)
 
     @property
     def label(self) -> str:
@@ -49,6 +51,7 @@ class Case:
             extra += " bi"
         if self.I != self.H:
             extra += f" I={self.I}"
+        extra += "".join(f" {k}={v}" for k, v in self.options)
         if self.decode:
             how = f"{self.api} {'graph' if self.graph else 'eager'}"
             return f"{self.name} {self.cell}{extra} B={self.B} H={self.H} {how} (per step)"

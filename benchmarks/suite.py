@@ -34,6 +34,10 @@ class Settings:
         return self.time_limit_s is not None and time.monotonic() - self.started > self.time_limit_s
 
 
+#: a variant case's torch.nn rows (torch.nn computes the standard cell of the same shape)
+STANDARD_CELL_NOTE = "torch.nn's standard cell of this shape (it has no such variant): timed as the cost to beat, not checked"
+
+
 def _row(case: Case, dtype: str, mode: str, provider: providers.Provider, **fields) -> dict:
     row = {"section": case.section, "case": case.label, "cell": case.cell, "B": case.B, "T": case.T,
            "H": case.H, "I": case.I, "layers": case.layers, "bidirectional": case.bidirectional,
@@ -124,6 +128,9 @@ def _run_dtype(case, dtype, modes, settings, timer, timed, oracle, state_dict, o
         baseline_err = None
         for p in active:
             pdtype = p.dtype_for(dtype)
+            if p.baseline and case.options:
+                mode_rows[p.name] = _row(case, dtype, mode, p, note=STANDARD_CELL_NOTE)
+                continue
             try:
                 err = oracle.error_of(modules[p.name], pdtype, mode)
             except Exception as e:  # noqa: BLE001
@@ -147,6 +154,9 @@ def _run_dtype(case, dtype, modes, settings, timer, timed, oracle, state_dict, o
             if row["status"] != "ok":
                 continue
             if not timed or (settings.device.type == "cpu" and not p.timed_on_cpu):
+                if row["note"] == STANDARD_CELL_NOTE:
+                    row["note"] = "not timed; " + STANDARD_CELL_NOTE
+                    continue
                 row["note"] = "checked, not timed" + (" (Triton interpreter)" if p.backend == "triton" else "")
                 continue
             to_time[p.name] = workload.CaseRunner(case, modules[p.name], mode,

@@ -106,7 +106,7 @@ def test_cpu_default_on_tiny_shapes_writes_table_json_markdown(tmp_path, capsys)
             assert r["median_ms"] is None
     backends = {r["provider"] for r in layer}
     assert {"torch-cpu", "fusedrnn-reference", "fusedrnn-triton", "fusedrnn-cuda"} <= backends
-    assert {r["section"] for r in rows} == {"layer", "model"}          # the tiny model cases are checked too
+    assert {r["section"] for r in rows} == {"layer", "model", "variant"}  # tiny model and variant cases too
     assert all(s["geomean_vs_baseline"] is None for s in data["summary"])
     md = (out / "results.md").read_text()
     assert md.count("| lstm B=2 T=3 H=4 |") == sum(1 for r in layer if r["cell"] == "lstm")

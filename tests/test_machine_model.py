@@ -130,3 +130,19 @@ def test_cxx_constants_follow_the_calibration_file(tmp_path, monkeypatch):
     monkeypatch.setenv("FUSEDRNN_CALIBRATION", _write(tmp_path, {"l2_latency_us": 0.9}, clock_ghz=1.5))
     c = machine.cxx_constants()
     assert c["l2_latency_us"] == 0.9 and c["clock_ghz"] == 1.5 and set(c) == set(machine.CXX_NAMES)
+
+
+def test_no_tool_writes_the_device_limits_down_again():
+    """The tooling's Python reads the default device's limits from machine.py (or, where it
+    avoids importing fusedrnn, from the generated header) instead of restating them."""
+    from tools.device_check import calibrate
+    assert calibrate.default_smem_optin() == machine.H100_LIMITS["smem_optin"]
+    copies = re.compile(r"\b(?:227|228)\s*\*\s*1024\b|\b(?:sms|smem_optin|smem_per_sm|regs_per_sm)\s*=\s*\d")
+    found = []
+    for dirpath, _, files in os.walk(os.path.join(ROOT, "tools")):
+        for name in files:
+            if name.endswith(".py"):
+                path = os.path.join(dirpath, name)
+                with open(path) as f:
+                    found += [f"{os.path.relpath(path, ROOT)}: {m.group(0)}" for m in copies.finditer(f.read())]
+    assert not found, found

@@ -16,6 +16,7 @@ import ctypes
 import importlib.util
 import json
 import os
+import re
 import statistics
 import sys
 import time
@@ -31,7 +32,16 @@ CONSTANTS = ("grid_barrier_us", "flag_round_trip_us", "l2_latency_us", "cluster_
 #: the real kernel whose occupancy is asked for, and the call whose cluster plan sizes its shared memory
 OCCUPANCY_KERNEL = "FwdPass<fusedrnn::LstmCell, __nv_bfloat16>"
 OCCUPANCY_CALL = dict(cell="lstm", dtype=2, B=64, H=1024)   # dtype code 2: bfloat16
-H100_SMEM_OPTIN = 227 * 1024
+#: the generated C++ copy of fusedrnn/machine.py's limits, read as text (this module avoids importing fusedrnn)
+MACHINE_HEADER = Path(__file__).resolve().parents[2] / "csrc" / "machine_model.h"
+
+
+def default_smem_optin() -> int:
+    """The default device's opt-in shared memory per block, from csrc/machine_model.h."""
+    m = re.search(r"\bsmem_optin\s*=\s*(\d+)", MACHINE_HEADER.read_text())
+    if m is None:
+        raise RuntimeError(f"{MACHINE_HEADER} names no smem_optin")
+    return int(m.group(1))
 
 
 class NoGpu(RuntimeError):
@@ -127,7 +137,7 @@ def max_active_clusters(repo: Path, manifest: dict) -> tuple[dict, str]:
         try:
             smem, how = _C.device_limits(0)["smem_optin"] - 1024, how + "; the opt-in maximum"
         except (NameError, RuntimeError, ValueError):   # no binding, or no device: an H100's, for the plumbing
-            smem, how = H100_SMEM_OPTIN - 1024, how + "; an H100's opt-in maximum (no device to ask)"
+            smem, how = default_smem_optin() - 1024, how + "; the default device's opt-in maximum (no device to ask)"
     out, regs = {}, ctypes.c_int()
     for size in (16, 8):
         n = ctypes.c_int(-1)

@@ -110,3 +110,14 @@ def test_the_reader_on_a_real_triton_kernel(triton_paths):
     assert d["flag_round_trips"] == 1 and 2 <= d["round_trips"] <= 4
     assert any(op.startswith("LDG") and ".STRONG" in op and flag for _, op, _, flag in d["loads"])
     assert d["barriers"] >= 2 and 200 < d["insts_per_step"] < 5000
+
+
+def test_force_names_only_launch_fields():
+    """--force (a configuration the choice code does not pick, compiled to read its path)
+    takes FIELD=VALUE pairs of the launch and refuses anything else by name."""
+    from tools.compile_check.critical_path import parse_force
+    assert parse_force("BLOCK_N=8,KP=256,NKP=3,RESIDENT=1,num_warps=4") == dict(
+        BLOCK_N=8, KP=256, NKP=3, RESIDENT=True, num_warps=4)
+    for bad in ("grid=3", "BLOCK_N", ""):
+        with pytest.raises(ValueError, match="--force"):
+            parse_force(bad)

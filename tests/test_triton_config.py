@@ -177,6 +177,20 @@ def test_a_large_forward_keeps_w_hh_resident_in_pieces():
     assert not config.choose("lstm", 64, 1024, torch.bfloat16, config.H100, "fwd").RESIDENT
 
 
+def test_the_gru_backward_keeps_w_hh_resident_in_pieces():
+    """Issue 29: the GRU B16·H768 backward streamed W_hh (20 round trips per step read from the
+    SASS). Its 8-unit slice over all 3 x 768 rows is 36 KB: in nine pieces of 256 x 16 and 8
+    warps it compiles without spills (3 round trips); 4 warps spill (440 bytes), and so does
+    the LSTM's 48 KB slice (64 bytes), which keeps streaming."""
+    launch = config.choose("gru", 16, 768, torch.bfloat16, config.H100, "bwd")
+    assert (launch.RESIDENT, launch.BLOCK_N, launch.KP, launch.NKP, launch.num_warps) == (True, 8, 256, 9, 8), launch
+    assert config.resident_pieces_for("bwd", 768, 16, G=3) == (256, 9)
+    assert not any(c.RESIDENT and c.NKP > 1 and c.num_warps < 8
+                   for c in config.candidates("gru", 16, 768, torch.bfloat16, config.H100, "bwd"))
+    assert not config.resident_ok("bwd", 16, 768, 16, block_n=8, G=4)  # LSTM: 48 KB
+    assert not config.resident_ok("bwd", 16, 768, 32, block_n=8, G=3)  # pieces of 32 batch rows: untried
+
+
 def test_the_model_charges_two_round_trips_for_several_resident_pieces():
     """Issue 29: ptxas issues the first piece's exchange loads, stages the piece, then issues
     every later piece's loads together (LSTM B16·H768 forward, three pieces: the poll and two

@@ -34,6 +34,9 @@ OVER_TODAY: dict[tuple, int] = {
     # chunks (steps.STREAM_AHEAD slots; 256 = 4 chunks of 64): fp32 streams, since a resident
     # fp32 W_hh, wider chunks or more slots spill (tf32x3 doubles every operand)
     ("triton", "lstm", "fp32", 1, 256, "fwd"): 4,
+    # W_hh resident in several pieces (B16·H768): the poll, the first piece, the later pieces together
+    ("triton", "lstm", "bf16", 16, 768, "fwd"): 3,
+    ("triton", "gru", "bf16", 16, 768, "bwd"): 3,
     # CUDA: the grid tier reads 2 (a flag, the data it guards) with one pass and 3 with several
     # since the walk follows the plan's pass count and leaves a wait loop at its readiness test;
     # what remains over is the per-step tier's backward (one launch per step, its loads serial)
@@ -42,7 +45,9 @@ OVER_TODAY: dict[tuple, int] = {
 
 TRITON_CASES = (("rnn_tanh", "bf16", 1, 256, "fwd"), ("rnn_tanh", "bf16", 1, 256, "bwd"),
                 ("lstm", "bf16", 8, 128, "fwd"), ("gru", "bf16", 8, 128, "bwd"),
-                ("lstm", "fp32", 1, 256, "fwd"))
+                ("lstm", "fp32", 1, 256, "fwd"), ("lstm", "bf16", 16, 768, "fwd"), ("gru", "bf16", 16, 768, "bwd"))
+#: kernels whose round trips the model must charge as the SASS shows (resident W_hh in several pieces)
+MODEL_CASES = (("lstm", "bf16", 16, 768, "fwd"), ("gru", "bf16", 16, 768, "bwd"))
 #: compiled in the default run too (tests/support/sampling.py: the others are full_only)
 TRITON_DEFAULT = (("rnn_tanh", "bf16", 1, 256, "fwd"), ("lstm", "bf16", 8, 128, "fwd"))
 CUDA_CASES = tuple((cell, dtype, B, H, d) for cell in CELLS for dtype in DTYPES for B, H in ANCHORS
@@ -64,6 +69,8 @@ def triton_paths(request):
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     selected = {i.callspec.params["case"] for i in request.session.items
                 if i.originalname == "test_triton_step_round_trips" and i.path == request.path}
+    if any(i.originalname == "test_the_model_charges_the_round_trips_of_resident_pieces" for i in request.session.items):
+        selected |= set(MODEL_CASES)
     cases = [c for c in TRITON_CASES if c in selected or c == TRITON_DEFAULT[0]]  # [0]: the reader test's
     args = [a for c in cases for a in ("triton",) + tuple(map(str, c))]
     proc = subprocess.run([sys.executable, "-m", "tools.compile_check.critical_path", "--loads", *args],
@@ -110,3 +117,38 @@ def test_the_reader_on_a_real_triton_kernel(triton_paths):
     assert d["flag_round_trips"] == 1 and 2 <= d["round_trips"] <= 4
     assert any(op.startswith("LDG") and ".STRONG" in op and flag for _, op, _, flag in d["loads"])
     assert d["barriers"] >= 2 and 200 < d["insts_per_step"] < 5000
+
+
+def test_force_names_only_launch_fields():
+    """--force (a configuration the choice code does not pick, compiled to read its path)
+    takes FIELD=VALUE pairs of the launch and refuses anything else by name."""
+    from tools.compile_check.critical_path import parse_force
+    assert parse_force("BLOCK_N=8,KP=256,NKP=3,RESIDENT=1,num_warps=4") == dict(
+        BLOCK_N=8, KP=256, NKP=3, RESIDENT=True, num_warps=4)
+    for bad in ("grid=3", "BLOCK_N", ""):
+        with pytest.raises(ValueError, match="--force"):
+            parse_force(bad)
+
+
+@pytest.mark.full_only
+def test_the_model_charges_the_round_trips_of_resident_pieces(triton_paths, monkeypatch):
+    """Issue 29: the choice code's model charged one round trip per resident piece; compiled
+    for sm_90, a W_hh resident in several pieces waits for the poll, the first piece, then
+    every later piece's loads together. The model's count for the launch config.choose picks
+    must be the one read from its SASS (LSTM B16·H768 forward: 3 pieces; GRU backward: 9)."""
+    import torch
+
+    from fusedrnn.ops.triton import config, model
+    monkeypatch.setattr(config, "INTERPRET", False)
+    monkeypatch.setitem(config.TUNING, "layout", "auto")
+    for cell, dtype, B, H, direction in MODEL_CASES:
+        d = triton_paths[(cell, dtype, B, H, direction)]
+        lau = config.choose(cell, B, H, torch.bfloat16, config.H100, direction)
+        assert lau.RESIDENT and lau.NKP > 1 and f"res{lau.NKP}x{lau.KP}" in d["launch"], (lau, d["launch"])
+        G, GS = config.GATES[config.CELLS[cell]], config.gate_slots(cell)
+        m_rows = GS * lau.BLOCK_N if direction == "fwd" else lau.BLOCK_N
+        charged = model.step_us(lau.layout, lau.grid[0], lau.N_TILES, lau.BLOCK_N, lau.BLOCK_B, GS, lau.KP, lau.NKP,
+                                lau.RESIDENT, B, H, G, 16, direction,
+                                config.uses_wgmma(m_rows, lau.BLOCK_B, lau.num_warps),
+                                warps=lau.num_warps)["round_trips"]
+        assert charged == d["round_trips"] and d["spill"] == 0, (cell, direction, charged, d["round_trips"], d["spill"])

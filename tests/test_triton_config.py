@@ -155,6 +155,54 @@ def test_resident_pieces_are_as_few_as_fit():
     assert config.resident_pieces(4096, block_b=64) is None  # more than 8 pieces: streamed
 
 
+def test_a_large_forward_keeps_w_hh_resident_in_pieces():
+    """Issue 29: at B16·H768 (bf16) the forward streamed W_hh in 64-wide chunks, one L2 round
+    trip per two chunks (8 per step), because its exchanged vector (768 x 16) was over the
+    one-piece staging limit. Compiled for sm_90, three resident pieces of 256 x 16 in tiles of
+    8 units spill nothing and take two exchange round trips (the first piece, then the rest),
+    so every cell keeps its slice resident there; pieces of tiles wider than 8 units spill and
+    are refused, as is a piece wider than TUNING["resident_staged_max"] values."""
+    for cell in ("lstm", "gru", "rnn_tanh"):
+        launch = config.choose(cell, 16, 768, torch.bfloat16, config.H100, "fwd")
+        assert (launch.RESIDENT, launch.BLOCK_N, launch.KP, launch.NKP, launch.grid) == (
+            True, 8, 256, 3, (96, 1, 1)), launch
+    assert config.resident_pieces_for("fwd", 768, 16) == (256, 3)
+    assert config.resident_pieces_for("fwd", 256, 16) == (256, 1)  # B1·H256: one piece, as before
+    assert config.resident_pieces_for("bwd", 256, 16, G=4) == (1024, 1)  # the backward's pieces are unchanged
+    assert config.resident_ok("fwd", 16, 768, 16, block_n=8, G=4)
+    assert not config.resident_ok("fwd", 16, 768, 16, block_n=16, G=1)  # spilled: RNN, 8 bytes
+    assert config.resident_ok("fwd", 16, 256, 16, block_n=32, G=1)  # one piece: any tile
+    assert not config.resident_ok("fwd", 32, 768, 16, block_n=8, G=4)  # fp32 never
+    # B64·H1024: a batch tile of 32 needs 4 x 16 x 1024 bf16 per program in 8 pieces of 128: it spilled
+    assert not config.choose("lstm", 64, 1024, torch.bfloat16, config.H100, "fwd").RESIDENT
+
+
+def test_the_gru_backward_keeps_w_hh_resident_in_pieces():
+    """Issue 29: the GRU B16·H768 backward streamed W_hh (20 round trips per step read from the
+    SASS). Its 8-unit slice over all 3 x 768 rows is 36 KB: in nine pieces of 256 x 16 and 8
+    warps it compiles without spills (3 round trips); 4 warps spill (440 bytes), and so does
+    the LSTM's 48 KB slice (64 bytes), which keeps streaming."""
+    launch = config.choose("gru", 16, 768, torch.bfloat16, config.H100, "bwd")
+    assert (launch.RESIDENT, launch.BLOCK_N, launch.KP, launch.NKP, launch.num_warps) == (True, 8, 256, 9, 8), launch
+    assert config.resident_pieces_for("bwd", 768, 16, G=3) == (256, 9)
+    assert not any(c.RESIDENT and c.NKP > 1 and c.num_warps < 8
+                   for c in config.candidates("gru", 16, 768, torch.bfloat16, config.H100, "bwd"))
+    assert not config.resident_ok("bwd", 16, 768, 16, block_n=8, G=4)  # LSTM: 48 KB
+    assert not config.resident_ok("bwd", 16, 768, 32, block_n=8, G=3)  # pieces of 32 batch rows: untried
+
+
+def test_the_model_charges_two_round_trips_for_several_resident_pieces():
+    """Issue 29: ptxas issues the first piece's exchange loads, stages the piece, then issues
+    every later piece's loads together (LSTM B16·H768 forward, three pieces: the poll and two
+    round trips read from the SASS); the model charged one per piece."""
+    from fusedrnn.ops.triton import model
+    args = dict(layout="grid", n_programs_per_tile=96, n_tiles=1, block_n=8, block_b=16, gate_slots=4, B=16,
+                H=768, G=4, bits=16, direction="fwd", wgmma=False)
+    assert model.step_us(kp=256, nkp=3, resident=True, **args)["round_trips"] == 1 + 2
+    assert model.step_us(kp=1024, nkp=1, resident=True, **args)["round_trips"] == 1 + 1
+    assert model.step_us(kp=64, nkp=1, resident=False, **args)["round_trips"] == 1 + 768 // 64 // 2
+
+
 def test_backward_keeps_a_small_w_hh_slice_resident():
     """Issue 29, item 2: the backward kept no W_hh resident, although the B1·H256 LSTM slice
     (4 gates x 256 x 8 units, bf16) is 16 KB; it streamed it in 16 chunks per step. Now a
@@ -181,7 +229,7 @@ PINNED = {
     (1, 256, "bwd"): ("grid", (32, 1, 1), 16, 8, True),
     (8, 128, "fwd"): ("grid", (16, 1, 1), 16, 8, True),
     (8, 128, "bwd"): ("grid", (16, 1, 1), 16, 8, True),
-    (16, 768, "fwd"): ("grid", (96, 1, 1), 16, 8, False),
+    (16, 768, "fwd"): ("grid", (96, 1, 1), 16, 8, True),
     (16, 768, "bwd"): ("grid", (48, 1, 1), 16, 16, False),
     (64, 1024, "fwd"): ("grid", (32, 4, 1), 16, 32, False),
     (64, 1024, "bwd"): ("grid", (32, 4, 1), 16, 32, False),
@@ -191,7 +239,7 @@ PINNED = {
 #: contract v2's model-level cases (benchmarks/NOTES.md): the bidirectional encoder's layer
 #: (fp16, both directions in one launch) and a projection (H1024·P256), keyed (B, H, P, D, direction)
 PINNED_V2 = {
-    (32, 512, 0, 2, "fwd"): ("grid", (32, 2, 2), 16, 16, False),
+    (32, 512, 0, 2, "fwd"): ("grid", (64, 1, 2), 32, 8, True),  # 4 pieces of 128 x 32: 200 regs, no spill
     (32, 512, 0, 2, "bwd"): ("grid", (16, 2, 2), 16, 32, False),
     (64, 1024, 256, 1, "fwd"): ("grid", (32, 4, 1), 16, 16, False),
     (64, 1024, 256, 1, "bwd"): ("grid", (32, 4, 1), 16, 32, False),

@@ -4,6 +4,11 @@
 
     python -m tools.compile_check.critical_path triton lstm bf16 16 768 fwd [--loads]
     python -m tools.compile_check.critical_path cuda lstm bf16 16 768 fwd
+    python -m tools.compile_check.critical_path triton lstm bf16 16 768 fwd \
+        --force BLOCK_N=8,KP=1024,NKP=1,RESIDENT=1,num_warps=8
+
+--force (Triton) compiles config.choose's launch with those fields replaced (BLOCK_B, BLOCK_N,
+KP, NKP, RESIDENT, num_warps; the grid follows), to read a configuration it does not pick.
 
 Each line: backend, cell, dtype, B, H, direction, the launch (layout or tier), the counts
 (round_trips, barriers, insts_per_step; Triton also flag_round_trips, cluster_barriers,
@@ -23,9 +28,9 @@ from .rows import H100, Row
 ROUND_TRIPS_ALLOWED = 2
 
 
-def triton_path(cell: str, dtype: str, B: int, H: int, direction: str) -> dict:
+def triton_path(cell: str, dtype: str, B: int, H: int, direction: str, force: dict | None = None) -> dict:
     from . import triton_rows as tr
-    kernel, lau, res = tr.compile_on_h100(cell, dtype, B, H, direction)
+    kernel, lau, res = tr.compile_on_h100(cell, dtype, B, H, direction, force)
     case = CheckCase(cell, dtype, B, H, True)
     row = tr.set_path(Row("triton", kernel.__name__, cell, dtype, B, H, direction, "D1", tr._layout(lau)),
                       res["insts"], lau, case, direction)
@@ -56,23 +61,49 @@ def cuda_path(cell: str, dtype: str, B: int, H: int, direction: str) -> dict:
                 terms=terms)
 
 
-def path(backend: str, cell: str, dtype: str, B: int, H: int, direction: str) -> dict:
-    d = (triton_path if backend == "triton" else cuda_path)(cell, dtype, B, H, direction)
+def path(backend: str, cell: str, dtype: str, B: int, H: int, direction: str, force: dict | None = None) -> dict:
+    if force and backend != "triton":
+        raise ValueError("--force applies to the triton backend only")
+    d = (triton_path(cell, dtype, B, H, direction, force) if backend == "triton"
+         else cuda_path(cell, dtype, B, H, direction))
     d.update(backend=backend, cell=cell, dtype=dtype, B=B, H=H, direction=direction,
              allowed=ROUND_TRIPS_ALLOWED + d.get("extra_passes", 0))
     return d
+
+
+#: the launch fields --force may replace, with their types
+FORCE_FIELDS = {"BLOCK_B": int, "BLOCK_N": int, "KP": int, "NKP": int, "RESIDENT": lambda v: bool(int(v)),
+                "num_warps": int}
+
+
+def parse_force(text: str) -> dict:
+    """'BLOCK_N=8,RESIDENT=1' -> {"BLOCK_N": 8, "RESIDENT": True}; ValueError naming the fields."""
+    out = {}
+    for item in filter(None, text.split(",")):
+        key, _, val = item.partition("=")
+        if key not in FORCE_FIELDS or not val:
+            raise ValueError(f"--force takes FIELD=VALUE,... with FIELD one of {', '.join(FORCE_FIELDS)}: {item!r}")
+        out[key] = FORCE_FIELDS[key](val)
+    if not out:
+        raise ValueError("--force needs FIELD=VALUE,...")
+    return out
 
 
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     loads = "--loads" in argv
     argv = [a for a in argv if a != "--loads"]
+    force = None
+    if "--force" in argv:
+        i = argv.index("--force")
+        force = parse_force(argv[i + 1] if i + 1 < len(argv) else "")
+        del argv[i:i + 2]
     if len(argv) % 6 or not argv:
         print(__doc__, file=sys.stderr)
         return 2
     for i in range(0, len(argv), 6):
         backend, cell, dtype, B, H, direction = argv[i:i + 6]
-        d = path(backend, cell, dtype, int(B), int(H), direction)
+        d = path(backend, cell, dtype, int(B), int(H), direction, force)
         if not loads:
             d.pop("loads", None)
         print(json.dumps(d), flush=True)

@@ -90,13 +90,26 @@ def extra_cases(cases) -> list:
     return out
 
 
+def forced(lau, force: dict, B: int, H: int):
+    """The launch `lau` with the fields of `force` replaced (BLOCK_B, BLOCK_N, KP, NKP, RESIDENT,
+    num_warps: a configuration the choice code would not pick, compiled to read its critical
+    path); the grid follows the tiles (one tile per program when resident)."""
+    lau = lau._replace(**force)
+    n_units = -(-H // lau.BLOCK_N)
+    tiles = 1 if lau.RESIDENT else lau.N_TILES
+    return lau._replace(N_TILES=tiles, grid=(-(-n_units // tiles), -(-B // lau.BLOCK_B), lau.grid[2]))
+
+
 def launch_args(cell: str, dtype_name: str, B: int, H: int, direction: str, limits, T: int = 16, P: int = 0,
-                D: int = 1):
+                D: int = 1, force: dict | None = None):
     """(kernel, Launch, args, kwargs): what the launcher would pass for this case (P: the
-    LSTM projection's size, 0 for none; D directions; with two launches in turn, the first)."""
+    LSTM projection's size, 0 for none; D directions; with two launches in turn, the first;
+    force: fields of the launch to replace, see `forced`)."""
     torch, _, _, config, kernels, launch = _triton()
     dtype = getattr(torch, DTYPES[dtype_name])
     lau = config.choose(cell, B, H, dtype, limits, direction, proj=P, directions=D)
+    if force:
+        lau = forced(lau, force, B, H)
     f32, i32 = _mock(torch.float32), _mock(torch.int32)
     x = _mock(dtype)
     n = launch.Sizes(T, B, H, P or H, D)
@@ -165,13 +178,14 @@ def compile_one(job):
         return {"error": f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"[:300]}
 
 
-def compile_on_h100(cell: str, dtype_name: str, B: int, H: int, direction: str):
-    """(kernel, the launch config.choose picks on an H100, the compile result) of one D1 layer
-    kernel; RuntimeError with the compiler's message if it does not compile."""
+def compile_on_h100(cell: str, dtype_name: str, B: int, H: int, direction: str, force: dict | None = None):
+    """(kernel, the launch config.choose picks on an H100 (with `force`'s fields replaced), the
+    compile result) of one D1 layer kernel; RuntimeError with the compiler's message if it does
+    not compile."""
     from .rows import H100  # noqa: PLC0415
     config = _triton()[3]
     limits = config.DeviceLimits(H100.sms, H100.smem_optin, H100.regs_per_sm)
-    kernel, lau, args, kw = launch_args(cell, dtype_name, B, H, direction, limits)
+    kernel, lau, args, kw = launch_args(cell, dtype_name, B, H, direction, limits, force=force)
     sig, constexprs, attrs, options = specialise(kernel, args, kw, H100.arch)
     res = compile_one((kernel.__name__, sig, constexprs, attrs, options.__dict__, H100.arch))
     if res.get("error"):

@@ -55,9 +55,14 @@ TUNING = {
     "resident_piece_elems": 16384,  # exchanged-vector values (KP x BLOCK_B, fp32) one resident piece loads
     "resident_pieces_max": 8,      # NKP: pieces of a resident W_hh (unrolled)
     "carry_max": 256,              # widest H (padded) of the carry layout's single tile
-    "resident_bwd_bytes": 16 * 1024,  # largest W_hh slice the backward keeps resident (G x H x BLOCK_N)
-    "resident_staged_max": 4096,   # exchanged-vector elements (K x BLOCK_B) a resident forward stages per step
-    "resident_bwd_staged_max": 16384,  # the same for the backward (G x H x BLOCK_B)
+    "resident_bwd_bytes": 16 * 1024,  # largest W_hh slice the backward keeps resident in one piece (G x H x BLOCK_N)
+    "resident_bwd_pieces_bytes": 36 * 1024,  # the same in several pieces
+    "resident_staged_max": 4096,   # exchanged-vector elements (KP x BLOCK_B) one piece of a resident forward stages
+    "resident_pieces_bn_max": 8,   # widest tile (units) of a resident forward in several pieces
+    "resident_bwd_staged_max": 16384,  # exchanged-vector elements (G x H x BLOCK_B) of a backward in one piece;
+                                       # beyond, pieces of resident_staged_max
+    "resident_bwd_pieces_max": 12,  # NKP of such a backward (unrolled)
+    "resident_bwd_pieces_warps": 8,  # warps of such a backward (4 spill: LSTM B16·H768, 896 bytes)
     "programs_per_sm": 1,          # co-residency bound of the grid layout
     "regs_budget": 176,            # estimated registers per thread a configuration may use
     "smem_margin": 16 * 1024,      # shared memory left unclaimed below the opt-in limit
@@ -145,18 +150,22 @@ def uses_wgmma(m_rows: int, block_b: int, warps: int) -> bool:
     return m_rows % 64 == 0 and block_b >= 16 and warps % 4 == 0
 
 
-def resident_pieces(K: int, block_b: int = 16) -> tuple[int, int] | None:
+def resident_pieces(K: int, block_b: int = 16, piece_elems: int | None = None,
+                    pieces_max: int | None = None) -> tuple[int, int] | None:
     """(KP, NKP) covering a contraction of length K with the fewest pieces (then the fewest
-    columns), or None. Each piece is one sweep of loads of the exchanged vector after the
-    barrier, and a step waits for one L2 round trip per piece (ptxas issues a piece's loads
-    only after the previous piece has arrived, benchmarks/NOTES.md "Critical path"), so one
-    piece is best; a piece loads KP x block_b fp32 values (at most `resident_piece_elems`)."""
+    columns), or None. Each piece is a sweep of loads of the exchanged vector after the
+    barrier; compiled for sm_90, ptxas issues the first piece's loads, stages that piece,
+    then issues every later piece's loads together in the first piece's registers: one L2
+    round trip for one piece, two for several (benchmarks/NOTES.md "Critical path"), so one
+    piece is best; a piece loads KP x block_b fp32 values (at most `piece_elems`, default
+    `resident_piece_elems`), at most `pieces_max` pieces (default `resident_pieces_max`)."""
     best = None
     kp = 16
-    kp_max = min(TUNING["resident_kp_max"], max(16, TUNING["resident_piece_elems"] // block_b))
+    piece_elems = piece_elems or TUNING["resident_piece_elems"]
+    kp_max = min(TUNING["resident_kp_max"], max(16, piece_elems // block_b))
     while kp <= kp_max:
         nkp = -(-K // kp)
-        if nkp <= TUNING["resident_pieces_max"]:
+        if nkp <= (pieces_max or TUNING["resident_pieces_max"]):
             key = (nkp, kp * nkp)
             if best is None or key < best[0]:
                 best = (key, (kp, nkp))
@@ -213,9 +222,10 @@ def resources(cell: str, direction: str, bits: int, block_b: int, block_n: int, 
             regs += (kp * block_n * split + 2 * kp * block_b) / threads
         return int(smem), int(regs)
     f = REG_FIT
-    # a resident program's pieces are all loaded before the products and held in the load's
-    # layout (steps.contract_*: tiles.issued keeps Triton from replicating them per warp)
-    staged = (f["resident_piece"] * nkp if resident else f["piece"]) * kp * block_b * split / threads
+    # a resident program's piece is held in the load's layout (steps.contract_*: tiles.issued
+    # keeps Triton from replicating it per warp); ptxas loads the later pieces into the first
+    # one's registers once it is staged (resident_pieces), so one piece is live at a time
+    staged = (f["resident_piece"] if resident else f["piece"]) * kp * block_b * split / threads
     regs = (f["base"] + f["pointwise"] * live * block_n * block_b / threads + f["acc"] * m_rows * block_b / threads
             + staged + f["chunk"] * chunk)
     if proj:
@@ -226,23 +236,43 @@ def resources(cell: str, direction: str, bits: int, block_b: int, block_n: int, 
     return int(smem), int(regs)
 
 
+def resident_pieces_for(direction: str, K: int, block_b: int, G: int = 1) -> tuple[int, int] | None:
+    """(KP, NKP) of a resident grid program's contraction: the forward's over K in pieces of
+    at most `resident_staged_max` values (a wider piece spills: LSTM B16·H768, 1024 x 16 at 8
+    warps, 464 bytes; 256 x 16, three pieces, none), the backward's over all G*K rows: in
+    one piece where it stages at most `resident_bwd_staged_max` values (B1·H256), else in
+    pieces as the forward's (GRU B16·H768: nine of 256, 8 warps, no spill)."""
+    if direction == "fwd":
+        return resident_pieces(K, block_b, TUNING["resident_staged_max"])
+    if G * K * block_b <= TUNING["resident_bwd_staged_max"]:
+        return resident_pieces(G * K, block_b)
+    return resident_pieces(G * K, block_b, TUNING["resident_staged_max"], TUNING["resident_bwd_pieces_max"])
+
+
 def resident_ok(direction: str, bits: int, K: int, block_b: int, block_n: int = 0, G: int = 1, proj: int = 0) -> bool:
     """Whether a grid program may keep its W_hh slice resident (compile-gate findings on
     sm_90): 16-bit only (fp32's tf32x3 splits of a resident W spill), and only while the
-    exchanged vector staged per step stays small. The backward's slice is the transposed
-    columns of all G gates, one contraction over G*K rows (steps.resident_w_bwd): resident
-    only up to `resident_bwd_bytes` (the B1·H256 LSTM slice, 16 KB); larger ones spill and
-    take minutes to compile, and stream from L2, as does every backward with a projection
-    (its W_hr phase's registers make even the 16 KB slice spill). K: the contraction's
-    length per gate (P forward, H backward)."""
+    exchanged vector's piece staged per step stays small (resident_pieces_for); in several
+    pieces only in tiles of `resident_pieces_bn_max` units (wider ones spill: RNN B16·H768 16
+    units, 8 bytes; LSTM B64·H1024 32 x 16, 600), the backward's only with 16 batch rows and 8
+    warps. The backward's slice is the transposed columns of all G gates, one contraction over
+    G*K rows (steps.resident_w_bwd): resident only up to `resident_bwd_bytes` in one piece
+    (the B1·H256 LSTM slice, 16 KB) and `resident_bwd_pieces_bytes` in several (the GRU
+    B16·H768 slice, 36 KB; the LSTM's 48 KB spills, 64 bytes); larger ones stream from L2,
+    as does every backward with a projection (its W_hr phase's registers make even the 16 KB
+    slice spill). K: the contraction's length per gate (P forward, H backward)."""
     if bits != 16:
         return False
+    pieces = resident_pieces_for(direction, K, block_b, G)
+    if pieces is not None and pieces[1] > 1 and (block_n > TUNING["resident_pieces_bn_max"]
+                                                 or (direction == "bwd" and block_b > TUNING["block_b_min"])):
+        return False
     if direction == "fwd":
-        pieces = resident_pieces(K, block_b)
-        return pieces is not None and pieces[0] * pieces[1] * block_b <= TUNING["resident_staged_max"]
-    pieces = resident_pieces(G * K, block_b)
-    return (not proj and pieces is not None and G * K * block_b <= TUNING["resident_bwd_staged_max"]
-            and pieces[0] * pieces[1] * block_n * bits // 8 <= TUNING["resident_bwd_bytes"])
+        return pieces is not None
+    if proj or pieces is None:
+        return False
+    limit = TUNING["resident_bwd_pieces_bytes" if pieces[1] > 1 else "resident_bwd_bytes"]
+    return pieces[0] * pieces[1] * block_n * bits // 8 <= limit
 
 
 def _candidates(cell, B, H, bits, limits: DeviceLimits, direction, layout, proj, n_dir):
@@ -281,7 +311,7 @@ def _candidates(cell, B, H, bits, limits: DeviceLimits, direction, layout, proj,
             n_tiles = -(-n_units // n_n)
             n_n = -(-n_units // n_tiles)
             if n_tiles == 1 and resident_ok(direction, bits, K, block_b, bn, G, proj):
-                kp, nkp = resident_pieces(K if direction == "fwd" else G * K, block_b)
+                kp, nkp = resident_pieces_for(direction, K, block_b, G)
                 yield "grid", (n_n, n_b, n_dir), block_b, bn, kp, nkp, kr, 1, True
             yield "grid", (n_n, n_b, n_dir), block_b, bn, stream_kp, 1, kr, n_tiles, False
 
@@ -310,6 +340,8 @@ def candidates(cell: str, B: int, H: int, dtype: torch.dtype, limits: DeviceLimi
             for lay, grid, block_b, bn, kp, nkp, kr, n_tiles, resident in _candidates(
                     cell, B, H, bits, limits, direction, name, proj, n_dir):
                 for warps in (4, 8):
+                    if resident and nkp > 1 and direction == "bwd" and warps < TUNING["resident_bwd_pieces_warps"]:
+                        continue
                     stages = TUNING["num_stages"]
                     smem, regs = resources(cell, direction, bits, block_b, bn, kp, nkp, resident, warps, stages,
                                            lay == "carry", proj, kr)

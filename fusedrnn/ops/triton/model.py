@@ -9,9 +9,9 @@ compiled SASS, tools/compile_check/sass_path.py):
     sync        per phase: the barrier's poll (a flag round trip; the arrive is a
                 fire-and-forget atomic) and the CTA barriers around it; carry: nothing
     exchange    the exchanged vector (h, or d_gates backward) read from L2: one dependent
-                round trip per resident piece (ptxas issues a piece's loads once the one
-                before has arrived) or per STREAM_AHEAD streamed chunks, plus bytes at one
-                SM's share of L2 bandwidth
+                round trip for a resident W_hh in one piece, two in several (ptxas issues the
+                later pieces' loads together once the first has arrived), or one per
+                STREAM_AHEAD streamed chunks, plus bytes at one SM's share of L2 bandwidth
     weights     W_hh streamed from L2 each step when it is not resident (bandwidth; its
                 chunks' latency is the exchange's round trips, loaded alongside)
     mma         the larger of the tensor-core throughput (16-bit: two products, h split
@@ -61,7 +61,8 @@ def step_us(layout: str, n_programs_per_tile: int, n_tiles: int, block_n: int, b
     # W_hr chunks (and with several tiles W_hh's too) rotate three slots: one per chunk
     rotated = bool(proj) and direction == "fwd" and n_tiles > 1
     chunks = -(-K // kp) * (1 if direction == "fwd" else G)
-    pieces = nkp if resident else (chunks if rotated else -(-chunks // STREAM_AHEAD)) * n_tiles
+    # resident: the first piece, then every later piece's loads together (config.resident_pieces)
+    pieces = min(nkp, 2) if resident else (chunks if rotated else -(-chunks // STREAM_AHEAD)) * n_tiles
     if proj and layout != "carry":
         r_chunks = -(-(H if direction == "fwd" else P) // kr)
         pieces += (r_chunks if direction == "fwd" else -(-r_chunks // STREAM_AHEAD)) * n_tiles

@@ -1,10 +1,12 @@
 """What every fusedrnn module adds to the torch.nn class it subclasses: the keyword-only
-`backend` attribute, its repr, and the hand-over to TorchScript.
+`backend` attribute, the regularisers (`zoneout`, `zoneout_cell`, `recurrent_dropout`,
+fusedrnn/regularisers.py), their repr, and the hand-over to TorchScript.
 
 Placed before the torch class in the bases (`class LSTM(_FusedRNNBase, nn.LSTM)`), so
 constructor, parameters, initialisation, state_dict and pickling stay torch's own; the
-only attribute added to an instance is the backend name (kept in `__dict__`, so a
-torch.nn object whose class is swapped in place by fusedrnn.convert needs nothing else).
+attributes added to an instance are the backend name (kept in `__dict__`) and the
+regularisers' probabilities (class defaults 0.0, so a torch.nn object whose class is swapped
+in place by fusedrnn.convert needs nothing else and computes exactly what it did).
 """
 from __future__ import annotations
 
@@ -12,7 +14,8 @@ import warnings
 
 from torch import nn
 
-from . import backends
+from . import backends, regularisers
+from .cell_table import CELLS
 from .ops.common import TORCH_CELLS
 
 #: the torch.nn classes fusedrnn has a twin of (sequence modules and cells)
@@ -24,10 +27,29 @@ class FusedModuleBase:
     mixin sets `_OWN_FORWARD = forward` so TorchScript can tell a user's override."""
 
     _OWN_FORWARD = None
+    # class defaults: a module converted in place from torch.nn has none of its own
+    zoneout = zoneout_cell = recurrent_dropout = 0.0
 
-    def __init__(self, *args, backend: str = "auto", **kwargs):
+    def __init__(self, *args, backend: str = "auto", zoneout: float = 0.0, zoneout_cell: float = 0.0,
+                 recurrent_dropout: float = 0.0, **kwargs):
         super().__init__(*args, **kwargs)
         self.backend = backend
+        regs = regularisers.checked(type(self).__name__, CELLS[self.cell].has_c if self.cell in CELLS else False,
+                                    zoneout, zoneout_cell, recurrent_dropout)
+        if any(regs):  # only then instance attributes: p = 0 leaves the instance as torch.nn's
+            self.zoneout, self.zoneout_cell, self.recurrent_dropout = regs
+
+    @property
+    def regularisers(self) -> regularisers.Regularisers:
+        return regularisers.Regularisers(self.zoneout, self.zoneout_cell, self.recurrent_dropout)
+
+    def _regularised(self) -> bool:
+        """Whether this call computes more than the plain cell (zoneout; recurrent dropout in training)."""
+        return self.regularisers.active(self.training)
+
+    def _torch_computes(self) -> bool:
+        """Whether torch.nn's forward computes this module's function in its current mode."""
+        return self.cell in TORCH_CELLS and not self._regularised()
 
     @property
     def backend(self) -> str:
@@ -44,6 +66,9 @@ class FusedModuleBase:
 
     def extra_repr(self) -> str:
         s = super().extra_repr()
+        for name, p in zip(regularisers.OPTIONS, self.regularisers):
+            if p:
+                s += f", {name}={p}"
         return s if self.backend == "auto" else s + f", backend={self.backend!r}"
 
     def __prepare_scriptable__(self):
@@ -62,6 +87,10 @@ class FusedModuleBase:
             raise RuntimeError(f"torch.jit.script: fusedrnn.{torch_cls.__name__} with reset_after=False has no "
                                f"torch.nn twin to script ({backends.no_torch_twin(self.cell)}); use torch.compile, "
                                "torch.export or torch.jit.trace")
+        if any(self.regularisers):  # the twin would drop them
+            raise RuntimeError(f"torch.jit.script: fusedrnn.{torch_cls.__name__} with zoneout or recurrent dropout "
+                               f"has no torch.nn twin to script ({backends.NO_TORCH_REGULARISERS}); use "
+                               "torch.compile, torch.export or torch.jit.trace")
         warnings.warn(f"torch.jit.script runs fusedrnn.{torch_cls.__name__} as torch.nn.{torch_cls.__name__} "
                       "(TorchScript cannot compile fusedrnn's kernel dispatch), and puts that torch.nn module, "
                       "with the same parameters, in its place inside the model being scripted; "

@@ -41,9 +41,14 @@ def availability(device: torch.device) -> str | None:
     return f"Triton kernels do not run on {device.type} devices"
 
 
-def unsupported(cell: str, dtype, hidden_size: int, proj_size: int = 0, directions: int = 1) -> str | None:
+def unsupported(cell: str, dtype, hidden_size: int, proj_size: int = 0, directions: int = 1,
+                regularised: bool = False) -> str | None:
     """None if the kernels support this call, else a readable reason: every cell, float32,
-    bfloat16 and float16, the LSTM projection, one or two directions (one launch)."""
+    bfloat16 and float16, the LSTM projection, one or two directions (one launch); not yet
+    zoneout or recurrent dropout (`regularised`)."""
+    if regularised:
+        return ("the Triton kernels do not implement zoneout or recurrent dropout yet (zoneout=, zoneout_cell=, "
+                "recurrent_dropout=); the 'reference' backend runs them")
     if proj_size and cell != "lstm":
         return f"proj_size applies to the LSTM only, not {cell}"
     if directions not in (1, 2):

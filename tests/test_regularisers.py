@@ -17,7 +17,9 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 import fusedrnn
-from fusedrnn import backends, onnx_export
+from fusedrnn import backends, onnx_export, regularisers
+from fusedrnn.ops import library, reference
+from support import plain_kernels
 from support import regulariser_oracle as oracle
 
 MAKERS = {
@@ -130,6 +132,62 @@ def test_the_comparison_catches_a_planted_mistake(bug, name):
                 for _, got, want in run_and_compare(m, x, h0, c0, regs_for(name), True, seed=8, bug=bug)
                 if want is not None)
     assert worst > 1e-3
+
+
+# -- the kernel-backend path: masks through the custom ops, weight gradients outside ---------
+
+@pytest.mark.parametrize("directions", [1, 2])
+@pytest.mark.parametrize("name", sorted(set(MAKERS) - {"gru_reset_before"}))  # the stand-in has torch.nn's cells
+def test_kernel_backend_path_matches_the_oracle(monkeypatch, name, directions):
+    """A kernel backend that takes the masks (the plain-PyTorch stand-in, hand-written BPTT):
+    the masks reach it through EagerRecurrence, and dW_hh pairs d_gates with the masked state
+    entering each step (common.recurrent_weight_grads). Both directions in one call or one per
+    direction; two layers, packed, training."""
+    backend = plain_kernels.install(monkeypatch, directions=directions)
+    m = MAKERS[name](num_layers=2, bidirectional=True, backend=backend, **regs_for(name)).double()
+    x = torch.randn(3, 3, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(12)).requires_grad_()
+    h0, c0 = state(m, 3, seed=13)
+    for what, got, want in run_and_compare(m, x, h0, c0, regs_for(name), True, seed=14,
+                                           lengths=torch.tensor([3, 1, 2])):
+        if want is not None:
+            assert_close(got, want, what)
+
+
+@pytest.mark.parametrize("via", ["op", "function"])
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_custom_op_carries_the_masks(via, cell):
+    """fusedrnn::rnn_layer_forward/backward with the mask arguments (the path graphs record) and
+    EagerRecurrence give the reference's values and gradients for the same masks."""
+    g = torch.Generator().manual_seed(15)
+    T, B, H = 2, 3, 5
+    G = 4 if cell == "lstm" else 3
+    args = [torch.randn(*s, generator=g, dtype=torch.float64).requires_grad_()
+            for s in ((T, B, G * H), (B, H), (B, H), (G * H, H), (G * H,))]
+    if cell != "lstm":
+        args[2] = None
+    masks = regularisers.layer_masks(regularisers.Regularisers(0.4, 0.3 if cell == "lstm" else 0.0, 0.5), True,
+                                     T, B, 1, H, H, cell == "lstm", "cpu", torch.float64).kwargs()
+    got = library.recurrence(plain_kernels.__name__, cell, *args, None, False, via=via, **masks)
+    want = reference.recurrence(cell, *args, None, False, **masks)
+    leaves = [a for a in args if a is not None]
+    for what, o, w in zip(("y", "hT", "cT"), got, want):
+        assert_close(o, w, what)
+    for i, (o, w) in enumerate(zip(grads(got, leaves), grads(want, leaves))):
+        assert_close(o, w, f"gradient {i}")
+
+
+def test_compiled_module_records_the_masks(monkeypatch):
+    """torch.compile(fullgraph=True) of a module with zoneout on the kernel-backend path: the custom
+    op takes the masks as arguments (eval: the expectation, no draw, so eager and compiled agree)."""
+    backend = plain_kernels.install(monkeypatch)
+    m = fusedrnn.LSTM(4, 5, num_layers=2, bidirectional=True, backend=backend, zoneout=0.3, zoneout_cell=0.2).eval()
+    x = torch.randn(3, 3, 4, requires_grad=True)
+    compiled = torch.compile(m, backend="aot_eager", fullgraph=True)
+    (y, (h, c)), (ey, (eh, ec)) = compiled(x), m(x)
+    for got, want in ((y, ey), (h, eh), (c, ec)):
+        assert torch.allclose(got, want, rtol=1e-5, atol=1e-6)
+    for got, want in zip(grads((y, h, c), [x, *m.parameters()]), grads((ey, eh, ec), [x, *m.parameters()])):
+        assert torch.allclose(got, want, rtol=1e-5, atol=1e-6)
 
 
 # -- cells -----------------------------------------------------------------------------

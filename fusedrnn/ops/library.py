@@ -296,7 +296,7 @@ def _gradients(kernels, cell, reverse, saved_tensors, grads, backward) -> tuple:
 def _setup_context(ctx, inputs, output):
     kernels, cell, gx, h0, c0, w_hh, b_hh, lengths, reverse, need_grad, *rest = inputs
     w_hr, zh, zc, dh = (*rest, None, None, None, None)[:4]
-    ctx.kernels, ctx.cell, ctx.reverse, ctx.n_inputs = kernels, cell, reverse, len(inputs)
+    ctx.kernels, ctx.cell, ctx.reverse = kernels, cell, reverse
     # output[3] (y_saved), never the user's y (output[0]): in-place ops on y stay legal
     ctx.save_for_backward(gx, h0, c0, w_hh, b_hh, lengths, w_hr, zh, zc, dh, *output[3:])
 
@@ -306,8 +306,9 @@ def _op_backward(ctx, grads):
                                                recurrence_backward)
     grads = (None, None, d_gx, dh0, dc0, dw, db, None, None, None, dw_hr, None, None, None)
     # the dispatcher hands the autograd kernel no trailing argument left at its default: one
-    # gradient per argument it received (dw_hr only when w_hr or a mask was given; masks get none)
-    return grads[:ctx.n_inputs]
+    # gradient per argument it received (dw_hr only when w_hr or a mask was given; masks get none),
+    # as many as needs_input_grad has entries (setup_context may see the defaults filled in)
+    return grads[:len(ctx.needs_input_grad)]
 
 
 torch.library.register_autograd("fusedrnn::rnn_layer_forward", _op_backward, setup_context=_setup_context)

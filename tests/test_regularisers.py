@@ -20,6 +20,7 @@ import fusedrnn
 from fusedrnn import backends, onnx_export, regularisers
 from fusedrnn.ops import library, reference
 from support import plain_kernels
+from support.float64_checks import assert_close, grads
 from support import regulariser_oracle as oracle
 
 MAKERS = {
@@ -35,21 +36,6 @@ ALL = {"zoneout": 0.3, "zoneout_cell": 0.4, "recurrent_dropout": 0.35}
 
 def regs_for(name: str) -> dict:
     return ALL if name.startswith("lstm") else {k: v for k, v in ALL.items() if k != "zoneout_cell"}
-
-
-def grads(outputs, inputs, seed=7):
-    """Gradients of a fixed random weighting of `outputs` with respect to `inputs`."""
-    g = torch.Generator().manual_seed(seed)
-    outputs = [o for o in outputs if o is not None]
-    loss = sum((o * torch.randn(o.shape, generator=g, dtype=torch.float64).to(o.dtype)).sum() for o in outputs)
-    return torch.autograd.grad(loss, inputs)
-
-
-def assert_close(got, want, what, rtol=1e-10):
-    got, want = got.double(), want.double()
-    bound = rtol * (1.0 + want.abs().max().item())
-    err = (got - want).abs().max().item()
-    assert err <= bound, f"{what}: max error {err:.3g} > {bound:.3g}"
 
 
 def state(m, B, seed):

@@ -22,30 +22,54 @@ from .ops.common import TORCH_CELLS
 TORCH_CLASSES = (nn.LSTM, nn.GRU, nn.RNN, nn.LSTMCell, nn.GRUCell, nn.RNNCell)
 
 
+def _option(index: int, name: str) -> property:
+    """A regulariser's probability as an attribute, checked when set (as at construction)."""
+    def get(self) -> float:
+        return self.regularisers[index]
+
+    def set_(self, p) -> None:
+        regs = self.regularisers._replace(**{name: p})
+        self._set_regularisers(regularisers.checked(type(self).__name__, self._has_c(), *regs))
+
+    return property(get, set_, doc=f"the {name} probability (fusedrnn/regularisers.py)")
+
+
 class FusedModuleBase:
     """Mixin of fusedrnn.LSTM/GRU/RNN and the cells. A subclass that is itself a fused
     mixin sets `_OWN_FORWARD = forward` so TorchScript can tell a user's override."""
 
     _OWN_FORWARD = None
-    # class defaults: a module converted in place from torch.nn has none of its own
-    zoneout = zoneout_cell = recurrent_dropout = 0.0
+    zoneout = _option(0, "zoneout")
+    zoneout_cell = _option(1, "zoneout_cell")
+    recurrent_dropout = _option(2, "recurrent_dropout")
 
     def __init__(self, *args, backend: str = "auto", zoneout: float = 0.0, zoneout_cell: float = 0.0,
                  recurrent_dropout: float = 0.0, **kwargs):
         super().__init__(*args, **kwargs)
         self.backend = backend
-        regs = regularisers.checked(type(self).__name__, CELLS[self.cell].has_c if self.cell in CELLS else False,
-                                    zoneout, zoneout_cell, recurrent_dropout)
-        if any(regs):  # only then instance attributes: p = 0 leaves the instance as torch.nn's
-            self.zoneout, self.zoneout_cell, self.recurrent_dropout = regs
+        regs = regularisers.checked(type(self).__name__, self._has_c(), zoneout, zoneout_cell, recurrent_dropout)
+        if any(regs):  # only then kept in the instance: p = 0 leaves the instance as torch.nn's
+            self._set_regularisers(regs)
+
+    def _has_c(self) -> bool:
+        return CELLS[self.cell].has_c if self.cell in CELLS else False
+
+    def _set_regularisers(self, regs: regularisers.Regularisers) -> None:
+        # the probabilities, and whether each is on as plain bools: torch.compile may trace a
+        # module's float attribute as a symbolic value, but the backend choice needs constants.
+        # Plain tuples: torch.load(weights_only=True) of a whole module unpickles them as they are
+        self.__dict__["_regularisers"] = tuple(regs)
+        self.__dict__["_regularisers_on"] = tuple(bool(p > 0) for p in regs)
 
     @property
     def regularisers(self) -> regularisers.Regularisers:
-        return regularisers.Regularisers(self.zoneout, self.zoneout_cell, self.recurrent_dropout)
+        """(zoneout, zoneout_cell, recurrent_dropout); all 0 for a module converted from torch.nn."""
+        return regularisers.Regularisers(*self.__dict__.get("_regularisers", regularisers.NONE))
 
     def _regularised(self) -> bool:
         """Whether this call computes more than the plain cell (zoneout; recurrent dropout in training)."""
-        return self.regularisers.active(self.training)
+        on = self.__dict__.get("_regularisers_on")
+        return on is not None and (on[0] or on[1] or (self.training and on[2]))
 
     def _torch_computes(self) -> bool:
         """Whether torch.nn's forward computes this module's function in its current mode."""
@@ -98,3 +122,4 @@ class FusedModuleBase:
         twin = torch_cls.__new__(torch_cls)
         twin.__dict__.update(self.__dict__)  # the same parameter, buffer and hook dicts, and the backend name
         return twin
+

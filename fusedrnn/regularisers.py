@@ -46,6 +46,9 @@ class Regularisers(NamedTuple):
         return bool(self.zoneout or self.zoneout_cell or (training and self.recurrent_dropout))
 
 
+NONE = Regularisers()
+
+
 class LayerMasks(NamedTuple):
     """One layer's masks in the kernel contract's layout (docs/design.md), None where off."""
     zoneout_h: torch.Tensor | None   # (T, B, D*P): 1 (train) or p (eval) keeps h_{t-1}

@@ -11,6 +11,9 @@ today's path bit for bit, state_dicts are torch.nn's, bad probabilities raise as
 """
 from __future__ import annotations
 
+import copy
+import pickle
+
 import pytest
 import torch
 from torch import nn
@@ -262,7 +265,7 @@ def test_all_zero_is_bit_identical_to_the_plain_module(backend):
     yb = b(x)[0]
     assert torch.equal(ya, yb)
     assert b.choose_backend(x, warn=False).name == a.choose_backend(x, warn=False).name
-    assert "zoneout" not in repr(b) and "zoneout" not in b.__dict__  # nothing of its own: as torch.nn's
+    assert "zoneout" not in repr(b) and "_regularisers" not in b.__dict__  # nothing of its own: as torch.nn's
     if backend == "auto":  # and on the CPU that is torch.nn itself
         t = nn.GRU(4, 5, num_layers=2, bidirectional=True)
         t.load_state_dict(a.state_dict())
@@ -315,6 +318,19 @@ def test_parameters_state_dict_repr_and_conversion():
     assert repr(m) == "LSTM(4, 5, num_layers=2, zoneout=0.1, zoneout_cell=0.2, recurrent_dropout=0.3)"
     converted = fusedrnn.convert(nn.Sequential(nn.GRU(4, 5)))[0]
     assert converted.regularisers == (0.0, 0.0, 0.0) and not converted._regularised()
+    converted.zoneout = 0.25  # set later: checked as at construction, and it takes effect
+    assert converted._regularised() and "zoneout=0.25" in repr(converted)
+    with pytest.raises(ValueError, match="zoneout_cell applies to the LSTM's cell state only"):
+        converted.zoneout_cell = 0.1
+    with pytest.raises(ValueError, match="recurrent_dropout should be a number in range"):
+        converted.recurrent_dropout = 2
+
+
+def test_saving_keeps_the_options(tmp_path):
+    m = fusedrnn.GRUCell(4, 5, zoneout=0.2, recurrent_dropout=0.4)
+    torch.save(m, tmp_path / "m.pt")
+    for back in (pickle.loads(pickle.dumps(m)), copy.deepcopy(m), torch.load(tmp_path / "m.pt")):
+        assert back.regularisers == (0.2, 0.0, 0.4) and back._regularised()
 
 
 # -- the backend choice -----------------------------------------------------------------

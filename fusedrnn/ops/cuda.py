@@ -89,7 +89,7 @@ def unsupported(cell: str, dtype, hidden_size: int, proj_size: int = 0, directio
         return f"unknown cell {cell!r}"
     if regularised:
         return ("the CUDA kernels do not implement zoneout or recurrent dropout (zoneout=, zoneout_cell=, "
-                "recurrent_dropout=); the 'reference' backend runs them")
+                "recurrent_dropout=); the 'triton' and 'reference' backends run them")
     if cell == GRU_RESET_BEFORE:
         return ("the CUDA kernels do not implement GRU with reset_after=False (the reset gate applied before "
                 "the recurrent product); the 'triton' and 'reference' backends run it")

@@ -8,6 +8,11 @@ from __future__ import annotations
 
 import copy
 import itertools
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -18,12 +23,14 @@ from fusedrnn import ops
 from fusedrnn.ops.triton import config
 from support import regulariser_oracle as oracle
 from support.float64_checks import grads
+from support.sampling import full_run
 # `concurrent`: the grid layout's programs in threads under the interpreter (a fixture)
 from support.triton_layouts import forced, forced_launches
 
 GATES = {"lstm": 4, "gru": 3, "rnn_tanh": 1, "rnn_relu": 1}
 # recurrent dropout's scale 1/(1 - 0.5) = 2 is exact in every dtype
 REGS = {"zoneout": 0.4, "zoneout_cell": 0.3, "recurrent_dropout": 0.5}
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _fp32_bound(want):
@@ -155,3 +162,23 @@ def test_triton_declines_what_it_does_not_run():
         assert why is not None and "zoneout" in why
     with pytest.raises(RuntimeError, match="do not implement zoneout or recurrent dropout with proj_size"):
         fusedrnn.LSTM(4, 8, proj_size=4, zoneout=0.1, backend="triton")(torch.randn(2, 3, 4))
+
+
+def test_regularised_kernels_compile_for_sm90_without_spills():
+    """The kernels with every mask flag on compile for the H100 (the interpreter checks the
+    math, not what the compiler accepts) at an anchor shape in bf16, without register spills;
+    the LSTM by default, every cell in the full run. Not yet part of the compile gate's rows."""
+    cells = sorted(GATES) if full_run() else ["lstm"]
+    script = ("import json, sys\nfrom tools.compile_check import triton_rows\nout = []\n"
+              f"for cell in {cells!r}:\n"
+              "    for d in ('fwd', 'bwd'):\n"
+              "        _, lau, res = triton_rows.compile_on_h100(cell, 'bf16', 8, 256, d, regularised=True)\n"
+              "        out.append((cell, d, lau.layout, res['spill'], res['tc']))\n"
+              "print(json.dumps(out))\n")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=1200)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rows = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert len(rows) == 2 * len(cells)
+    assert all(spill == 0 and tc for *_, spill, tc in rows), rows

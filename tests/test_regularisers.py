@@ -78,7 +78,8 @@ def run_and_compare(m, x, h0, c0, regs, training, seed, lengths=None, batch_firs
 
 
 CASES = {  # (T, layers, bidirectional, training)
-    "train-T1": (1, 1, False, True), "train-2layers-bidir": (3, 2, True, True), "eval-2layers-bidir": (3, 2, True, False),
+    "train-T1": (1, 1, False, True), "train-2layers-bidir": (3, 2, True, True),
+    "eval-2layers-bidir": (3, 2, True, False),
 }
 
 
@@ -303,7 +304,8 @@ def test_a_bad_probability_raises_as_torch_nn_dropout_does(option, bad):
         nn.LSTM(4, 5, dropout=bad)  # the style it follows
 
 
-@pytest.mark.parametrize("make", [lambda: fusedrnn.GRU(4, 5, zoneout_cell=0.1), lambda: fusedrnn.RNN(4, 5, zoneout_cell=0.1),
+@pytest.mark.parametrize("make", [lambda: fusedrnn.GRU(4, 5, zoneout_cell=0.1),
+                                  lambda: fusedrnn.RNN(4, 5, zoneout_cell=0.1),
                                   lambda: fusedrnn.GRUCell(4, 5, zoneout_cell=0.1)])
 def test_zoneout_cell_needs_a_cell_state(make):
     with pytest.raises(ValueError, match="zoneout_cell applies to the LSTM's cell state only"):

@@ -47,7 +47,8 @@ def recurrence(cell: str, gx: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor |
     Both directions of a bidirectional layer: h0 (2, B, P) and every other argument
     stacked the same way — gx (T, B, 2*G*H) (direction d's gates at [d*G*H, (d+1)*G*H),
     i.e. one GEMM with cat(W_ih_fwd, W_ih_bwd)), c0 (2, B, H), w_hh (2, G*H, P), b_hh
-    (2, G*H), w_hr (2, P, H), the masks (T, B, 2*P), (T, B, 2*H), (2, B, P) — with reverse=False: direction 1 runs each sequence backward.
+    (2, G*H), w_hr (2, P, H), the masks (T, B, 2*P), (T, B, 2*H), (2, B, P) — with reverse=False:
+    direction 1 runs each sequence backward.
     y is then (T, B, 2*P) in torch.nn's layout and hT/cT (2, B, ·). A kernel backend runs
     both directions in one launch where its `unsupported(..., directions=2)` allows,
     else one launch per direction.

@@ -14,9 +14,11 @@ autograd. One implementation of each (`_forward`, `_backward`, `_gradients`) ser
 The shapes are contract v2's (docs/design.md, "The kernel contract"): D = 1 for h0 (B,P), D = 2 (both
 directions of a layer in one call) for h0 (2,B,P); w_hr (P,H) or (2,P,H) is the LSTM
 projection; zoneout_h (T,B,D*P), zoneout_c (T,B,D*H) and drop_h (like h0) are the regularisers'
-masks (fusedrnn/regularisers.py: inputs, never differentiated). The ops are named for what they run — one layer, one or both directions —
-and were renamed when w_hr and D = 2 changed their schema: torch's compile caches key on
-the op name, so a graph cached for an older layout can never be loaded for this one.
+masks (fusedrnn/regularisers.py: inputs, never differentiated). The ops are named for what
+they run — one layer, one or both directions — and were renamed when w_hr and D = 2 changed
+their schema: torch's compile caches key on the op name, so a graph cached for an older
+layout can never be loaded for this one. The masks were added as trailing optional
+arguments (default None), so a graph recorded before them still calls the same function.
 
 `kernels` names the backend module (its import name, e.g. "fusedrnn.ops.triton"); the
 ops import it on first use, and only if it is one of the package's own backends or was

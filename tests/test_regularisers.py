@@ -166,6 +166,23 @@ def test_custom_op_carries_the_masks(via, cell):
         assert_close(o, w, f"gradient {i}")
 
 
+def test_double_backward_recomputes_with_the_masks():
+    """backward(create_graph=True) through the kernel path differentiates a reference recomputation:
+    it must use the forward's masks (second-order gradients equal the reference's)."""
+    g = torch.Generator().manual_seed(16)
+    args = [torch.randn(*s, generator=g, dtype=torch.float64).requires_grad_() for s in ((2, 3, 15), (3, 5), (15, 5))]
+    masks = regularisers.layer_masks(regularisers.Regularisers(0.4, 0.0, 0.5), True, 2, 3, 1, 5, 5, False, "cpu",
+                                     torch.float64).kwargs()
+    second = []
+    for run in (lambda: library.recurrence(plain_kernels.__name__, "gru", args[0], args[1], None, args[2], None, None,
+                                           False, via="function", **masks),
+                lambda: reference.recurrence("gru", args[0], args[1], None, args[2], None, **masks)):
+        first = torch.autograd.grad(run()[0].pow(2).sum(), args, create_graph=True)
+        second.append(grads(first, args))
+    for i, (o, w) in enumerate(zip(*second)):
+        assert_close(o, w, f"second-order gradient {i}")
+
+
 def test_compiled_module_records_the_masks(monkeypatch):
     """torch.compile(fullgraph=True) of a module with zoneout on the kernel-backend path: the custom
     op takes the masks as arguments (eval: the expectation, no draw, so eager and compiled agree)."""

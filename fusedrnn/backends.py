@@ -12,7 +12,9 @@ A kernel backend is a module exposing
     forward(...), backward(...)    the sequential kernels (docs/design.md, "The kernel contract")
 `unsupported(..., directions=1)` decides whether the backend runs a call at all (proj_size
 included); `directions=2` whether it runs both directions of a layer in one launch (else
-each direction gets its own).
+each direction gets its own). A call with zoneout or recurrent-dropout masks ("regularised",
+fusedrnn/regularisers.py) asks `unsupported(..., regularised=True)`; a backend whose
+`unsupported` has no such keyword is taken to decline them. torch.nn computes no such call.
 """
 from __future__ import annotations
 
@@ -93,8 +95,11 @@ def kernel_module(name: str):
 
 
 def why_not(name: str, device: torch.device, cell: str | None = None, dtype=None,
-            hidden_size: int | None = None, proj_size: int = 0) -> str | None:
-    """None if backend `name` can run this call, else the reason it cannot."""
+            hidden_size: int | None = None, proj_size: int = 0, regularised: bool = False) -> str | None:
+    """None if backend `name` can run this call, else the reason it cannot. `regularised`: the
+    call carries zoneout or recurrent-dropout masks."""
+    if name == "torch" and regularised:
+        return NO_TORCH_REGULARISERS
     if name in ("torch", "reference"):
         return None
     try:
@@ -104,7 +109,17 @@ def why_not(name: str, device: torch.device, cell: str | None = None, dtype=None
     reason = mod.availability(device)
     if reason is None and cell is not None:
         reason = mod.unsupported(cell, dtype, hidden_size, proj_size)
+    if reason is None and regularised:
+        try:
+            reason = mod.unsupported(cell, dtype, hidden_size, proj_size, regularised=True)
+        except TypeError:  # a backend that predates the regularisers' masks
+            reason = f"backend {name!r} takes no zoneout or recurrent-dropout masks"
     return reason
+
+
+#: why torch.nn cannot run a call with zoneout or recurrent dropout
+NO_TORCH_REGULARISERS = ("torch.nn has no zoneout or recurrent dropout (zoneout=, zoneout_cell=, recurrent_dropout=); "
+                         "the 'triton' and 'reference' backends run them")
 
 
 def why_not_two_directions(name: str, cell: str, dtype, hidden_size: int, proj_size: int = 0) -> str | None:
@@ -157,26 +172,31 @@ def requested_name(requested: str) -> str:
 
 def choose(requested: str, device: torch.device, cell: str, dtype, hidden_size: int,
            proj_size: int = 0, warn: bool = True, *, batch: int | None = None, steps: int | None = None,
-           grad: bool = False, directions: int = 1) -> Choice:
+           grad: bool = False, directions: int = 1, regularised: bool = False) -> Choice:
     """Resolve a requested backend for one call; RuntimeError if an explicit one cannot run.
 
     `batch`, `steps` (1 for a cell or a T=1 call) and `grad` (autograd records the call)
     place the call in a shape class of the card's dispatch table (fusedrnn.tuning); None
     where unknown. With `batch` and `steps` known, a call too large for the kernels' 32-bit
     offsets (T*B*D*G*H or D*G*H*P above 2**31 - 1, `directions` = D) runs torch.nn under
-    'auto' and raises ValueError for an explicit kernel backend, before anything is allocated."""
+    'auto' and raises ValueError for an explicit kernel backend, before anything is allocated.
+    `regularised`: the call carries zoneout or recurrent-dropout masks, which torch.nn cannot
+    compute (like a cell outside TORCH_CELLS: 'auto' never runs torch.nn for it)."""
     name = requested_name(requested)
     if name == "torch" and cell not in TORCH_CELLS:
         raise RuntimeError(f"fusedrnn backend 'torch' cannot run this call: {no_torch_twin(cell)}")
+    if name == "torch" and regularised:
+        raise RuntimeError(f"fusedrnn backend 'torch' cannot run this call: {NO_TORCH_REGULARISERS}")
     if name != "torch" and onnx_export.exporting():
-        return Choice(*onnx_export.backend_for_export(name, cell, proj_size))
+        return Choice(*onnx_export.backend_for_export(name, cell, proj_size, regularised))
     if name == "auto":
-        if cell not in TORCH_CELLS:
-            return _auto_without_torch(device, cell, dtype, hidden_size, proj_size, batch, steps, directions)
+        if cell not in TORCH_CELLS or regularised:
+            return _auto_without_torch(device, cell, dtype, hidden_size, proj_size, batch, steps, directions,
+                                       regularised)
         if device.type != "cuda":
             return Choice("torch", f"the input is on {device.type}, where 'auto' runs torch.nn's own implementation")
         return _auto_on_cuda(device, cell, dtype, hidden_size, proj_size, warn, batch, steps, grad, directions)
-    why = why_not(name, device, cell, dtype, hidden_size, proj_size)
+    why = why_not(name, device, cell, dtype, hidden_size, proj_size, regularised)
     if why is not None:
         raise RuntimeError(f"fusedrnn backend {name!r} cannot run this call: {why}")
     if name in KERNEL_BACKENDS and batch is not None and steps is not None and cell in GATES:
@@ -190,18 +210,19 @@ def no_torch_twin(cell: str) -> str:
             "recurrent product); the 'triton' and 'reference' backends run it")
 
 
-def _auto_without_torch(device, cell, dtype, hidden_size, proj_size, batch, steps, directions) -> Choice:
-    """'auto' for a cell torch.nn does not compute (GRU with reset_after=False): on a GPU the
-    first fused backend that supports it, else the reference; never torch.nn (it would compute
-    another function), and no dispatch table (it was measured on torch.nn's cells)."""
-    not_torch = f"torch.nn cannot run it ({no_torch_twin(cell)})"
+def _auto_without_torch(device, cell, dtype, hidden_size, proj_size, batch, steps, directions,
+                        regularised=False) -> Choice:
+    """'auto' for a call torch.nn does not compute (GRU with reset_after=False, zoneout, recurrent
+    dropout): on a GPU the first fused backend that supports it, else the reference; never torch.nn
+    (it would compute another function), and no dispatch table (it was measured on torch.nn's cells)."""
+    not_torch = f"torch.nn cannot run it ({no_torch_twin(cell) if cell not in TORCH_CELLS else NO_TORCH_REGULARISERS})"
     if device.type != "cuda":
         return Choice("reference", f"the input is on {device.type}, where 'auto' runs torch.nn, but {not_torch}; "
                                    "'auto' picked the reference backend")
     reasons = []
     too_large = _too_large(cell, hidden_size, proj_size, batch, steps, directions)
     for cand in ("cuda", "triton"):
-        why = why_not(cand, device, cell, dtype, hidden_size, proj_size) or too_large
+        why = why_not(cand, device, cell, dtype, hidden_size, proj_size, regularised) or too_large
         if why is None:
             return Choice(cand, f"'auto' picked {cand}, the first fused backend that supports this call ({not_torch})")
         reasons.append(f"{cand}: {why}")
@@ -269,7 +290,7 @@ def table_sizes(batch, steps) -> tuple:
 @torch.compiler.assume_constant_result
 def choose_name(requested: str, device: torch.device, cell: str, dtype, hidden_size: int,
                 proj_size: int = 0, batch: int | None = None, steps: int | None = None, grad: bool = False,
-                directions: int = 1) -> str:
+                directions: int = 1, regularised: bool = False) -> str:
     """`choose(...).name`; torch.compile runs it once while tracing and keeps the name as a
     constant (guarded through its arguments: module attributes, the tensor's device and
     dtype), so importing and probing a backend never lands in a graph. FUSEDRNN_BACKEND
@@ -282,13 +303,13 @@ def choose_name(requested: str, device: torch.device, cell: str, dtype, hidden_s
     global _memo_generation
     if onnx_export.exporting():
         return choose(requested, device, cell, dtype, hidden_size, proj_size, batch=batch, steps=steps, grad=grad,
-                      directions=directions).name
+                      directions=directions, regularised=regularised).name
     if _memo_generation != settings.generation or len(_memo) > _MEMO_MAX:
         _memo.clear()
         _memo_generation = settings.generation
-    key = (requested, device, cell, dtype, hidden_size, proj_size, batch, steps, grad, directions)
+    key = (requested, device, cell, dtype, hidden_size, proj_size, batch, steps, grad, directions, regularised)
     name = _memo.get(key)
     if name is None:
         name = _memo[key] = choose(requested, device, cell, dtype, hidden_size, proj_size, batch=batch, steps=steps,
-                                   grad=grad, directions=directions).name
+                                   grad=grad, directions=directions, regularised=regularised).name
     return name

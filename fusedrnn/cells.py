@@ -16,7 +16,7 @@ import warnings
 import torch
 from torch import nn
 
-from . import backends
+from . import backends, regularisers
 from .module_base import FusedModuleBase
 from .nn import check_reset_after
 from .ops import GATES, cell_step
@@ -38,7 +38,8 @@ class _FusedCellBase(FusedModuleBase):
         if why_torch is not None:
             return backends.Choice("torch", why_torch)
         return backends.choose(self.backend, input.device, self.cell, input.dtype, self.hidden_size, 0, warn=warn,
-                               batch=self._batch(input), steps=1, grad=self._records_grad(input, hx))
+                               batch=self._batch(input), steps=1, grad=self._records_grad(input, hx),
+                               regularised=self._regularised())
 
     def _torch_runs_it(self, input) -> str | None:
         """Why torch.nn's own forward runs this call whatever the backend, or None."""
@@ -47,7 +48,7 @@ class _FusedCellBase(FusedModuleBase):
         if self.cell not in GATES:
             return f"{self.cell!r} is not a cell fusedrnn runs; torch.nn reports the error"
         if torch._C._is_any_autocast_enabled() and input.device.type == "cpu" and torch.is_autocast_enabled("cpu") \
-                and self.cell in TORCH_CELLS:
+                and self._torch_computes():
             return _CPU_AUTOCAST
         return None
 
@@ -80,22 +81,44 @@ class _FusedCellBase(FusedModuleBase):
             h0, c0 = hx if batched else (hx[0].unsqueeze(0), hx[1].unsqueeze(0))
         else:
             h0, c0 = (hx if batched else hx.unsqueeze(0)), None
-        h, c = cell_step.step(name, self._CELL, x, h0, c0, *weights)
+        masks = self._step_masks(x, h0) if self._regularised() else {}
+        h, c = cell_step.step(name, self._CELL, x, h0, c0, *weights, **masks)
         if not batched:
             h, c = h.squeeze(0), (c.squeeze(0) if is_lstm else None)
         return (h, c) if is_lstm else h
 
     _OWN_FORWARD = forward
 
+    def _step_masks(self, x, h0) -> dict:
+        """One step's regulariser masks (fusedrnn/regularisers.py, T = 1, D = 1): fresh zoneout masks
+        each call; the recurrent-dropout mask is one per sequence: drawn at the first training call,
+        reused while the batch, device and dtype stay the same, until reset_recurrent_dropout_mask()."""
+        regs = self.regularisers
+        drop = self.__dict__.get("_recurrent_mask")
+        want = (h0.shape, h0.device, regularisers.mask_dtype(x.dtype))
+        keep_drop = drop is not None and (drop.shape, drop.device, drop.dtype) == want
+        masks = regularisers.layer_masks(regs._replace(recurrent_dropout=0.0 if keep_drop else regs.recurrent_dropout),
+                                         self.training, 1, x.shape[0], 1, self.hidden_size, self.hidden_size,
+                                         self._CELL == "lstm", x.device, x.dtype)
+        if self.training and regs.recurrent_dropout:
+            if not keep_drop:
+                drop = self.__dict__["_recurrent_mask"] = masks.drop_h
+            masks = masks._replace(drop_h=drop)
+        return masks.kwargs()
+
+    def reset_recurrent_dropout_mask(self) -> None:
+        """Start a new sequence: the next training call draws a new recurrent-dropout mask."""
+        self.__dict__.pop("_recurrent_mask", None)
+
     def _torch_forward(self, input, hx):
         """torch.nn's forward: its result, or its error for a call it rejects. A cell torch.nn does
         not compute (GRU with reset_after=False) gets only torch.nn's errors and empty results."""
         out = super().forward(input, hx)
-        if self.cell in TORCH_CELLS or out.numel() == 0:
+        if self._torch_computes() or (out[0] if isinstance(out, tuple) else out).numel() == 0:
             return out
+        why = backends.no_torch_twin(self.cell) if self.cell not in TORCH_CELLS else backends.NO_TORCH_REGULARISERS
         raise RuntimeError(f"fusedrnn.{type(self).__name__} cannot run this call: "
-                           f"{backends.no_torch_twin(self.cell)}, and they take an input and state of the "
-                           "parameters' dtype and device")
+                           f"{why}, and they take an input and state of the parameters' dtype and device")
 
     def _backend_name(self, input, hx) -> str:
         """choose_backend(input, hx).name, as a constant under torch.compile."""
@@ -107,7 +130,7 @@ class _FusedCellBase(FusedModuleBase):
                               RuntimeWarning, stacklevel=3)
             return "torch"
         return backends.choose_name(self.backend, input.device, self.cell, input.dtype, self.hidden_size, 0,
-                                    self._batch(input), 1, self._records_grad(input, hx))
+                                    self._batch(input), 1, self._records_grad(input, hx), 1, self._regularised())
 
     @staticmethod
     def _batch(input) -> int | None:
@@ -157,14 +180,17 @@ _CPU_AUTOCAST = ("under CPU autocast a cell runs torch.nn's own implementation, 
 
 
 class LSTMCell(_FusedCellBase, nn.LSTMCell):
-    """torch.nn.LSTMCell with fused kernels; extra keyword-only argument `backend`."""
+    """torch.nn.LSTMCell with fused kernels; extra keyword-only arguments `backend`, and `zoneout`,
+    `zoneout_cell`, `recurrent_dropout` (fusedrnn/regularisers.py; the recurrent-dropout mask is
+    kept across calls until reset_recurrent_dropout_mask())."""
 
     _CELL = "lstm"
 
 
 class GRUCell(_FusedCellBase, nn.GRUCell):
-    """torch.nn.GRUCell with fused kernels; extra keyword-only arguments `backend` and
-    `reset_after` (False: the reset gate before the recurrent product, see fusedrnn.GRU)."""
+    """torch.nn.GRUCell with fused kernels; extra keyword-only arguments `backend`,
+    `reset_after` (False: the reset gate before the recurrent product, see fusedrnn.GRU), and
+    `zoneout`, `recurrent_dropout` (as fusedrnn.LSTMCell)."""
 
     reset_after = True  # a class default: a torch.nn.GRUCell converted in place keeps torch's formula
 
@@ -182,7 +208,8 @@ class GRUCell(_FusedCellBase, nn.GRUCell):
 
 
 class RNNCell(_FusedCellBase, nn.RNNCell):
-    """torch.nn.RNNCell (tanh or relu) with fused kernels; extra keyword-only argument `backend`."""
+    """torch.nn.RNNCell (tanh or relu) with fused kernels; extra keyword-only arguments `backend`,
+    and `zoneout`, `recurrent_dropout` (as fusedrnn.LSTMCell)."""
 
     @property
     def _CELL(self) -> str:  # noqa: N802  (a per-instance value: the nonlinearity)

@@ -25,7 +25,7 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-from . import backends, ops
+from . import backends, ops, regularisers
 from .ops import cell_step, library
 from .ops.common import per_direction
 
@@ -41,7 +41,8 @@ class LayerWeights(NamedTuple):
 def rnn(cell: str, x: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor | None,
         weights: list[LayerWeights], *, num_layers: int, bidirectional: bool,
         dropout: float = 0.0, training: bool = False, lengths: torch.Tensor | None = None,
-        dropout_mask: torch.Tensor | None = None, backend: str = "reference"):
+        dropout_mask: torch.Tensor | None = None, backend: str = "reference",
+        regs: regularisers.Regularisers | None = None):
     """Run a stacked RNN, for fusedrnn's modules: they have applied torch.nn's checks to every
     argument and resolved `backend` to "reference" or a kernel backend ("triton", "cuda"), so
     no layer repeats the contract's checks or the backend choice (fusedrnn.ops.run).
@@ -50,14 +51,17 @@ def rnn(cell: str, x: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor | None,
     for "lstm" else None · weights[l*D + d] for layer l, direction d · lengths (B,) or
     None · dropout_mask (T,B) bool: when given, inter-layer dropout draws its noise
     only for these positions, in (t, b) order, which is how torch.nn drops a packed
-    sequence. Returns (y (T,B,D*P), h_n (L*D,B,P), c_n (L*D,B,H) or None).
+    sequence. regs: zoneout / recurrent dropout (fusedrnn/regularisers.py), whose masks are
+    drawn here per layer, in the order that module documents, and passed to the recurrence.
+    Returns (y (T,B,D*P), h_n (L*D,B,P), c_n (L*D,B,H) or None).
     """
     if backend != "reference" and backend not in backends.KERNEL_BACKENDS:
         raise ValueError(f"fusedrnn.functional.rnn runs a resolved backend ('reference' or one of "
                          f"{', '.join(map(repr, backends.KERNEL_BACKENDS))}), not {backend!r}: fusedrnn's modules "
                          "resolve it (fusedrnn.backends.choose_name)")
     D = 2 if bidirectional else 1
-    step = _decode_step(backend, cell, x, h0, c0, weights)
+    regularised = regs is not None and regs.active(training)
+    step = None if regularised else _decode_step(backend, cell, x, h0, c0, weights)
     h_n, c_n = [], []
     layer_in = x
     for layer in range(num_layers):
@@ -68,7 +72,10 @@ def rnn(cell: str, x: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor | None,
         if step is not None:
             layer_in, h, c = _step_layer(step, cell, layer_in, h0[k], c0_k, ws)
         else:
-            layer_in, h, c = _sequence_layer(cell, layer_in, h0[k], c0_k, ws, lengths, backend)
+            masks = regularisers.NO_MASKS if not regularised else regularisers.layer_masks(
+                regs, training, x.shape[0], x.shape[1], D, h0.shape[-1], ws[0].w_hh.shape[0] // ops.GATES[cell],
+                cell == "lstm", x.device, x.dtype)
+            layer_in, h, c = _sequence_layer(cell, layer_in, h0[k], c0_k, ws, lengths, backend, masks.kwargs())
         h_n.append(h)
         c_n.append(c)
         if dropout > 0 and training and layer < num_layers - 1:
@@ -77,23 +84,24 @@ def rnn(cell: str, x: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor | None,
     return layer_in, join(h_n), (join(c_n) if cell == "lstm" else None)
 
 
-def _sequence_layer(cell, x, h0, c0, ws, lengths, backend):
+def _sequence_layer(cell, x, h0, c0, ws, lengths, backend, masks):
     """One layer over the sequence: the input GEMM for all D directions, then the recurrence.
     ws: D LayerWeights; h0 (B,P) and c0 (B,H) for one direction, (2,B,·) for two (c0 None
-    except for lstm). Returns y (T,B,D*P) and hT, cT shaped like h0, c0."""
+    except for lstm); masks: the regularisers' keywords given (LayerMasks.kwargs()).
+    Returns y (T,B,D*P) and hT, cT shaped like h0, c0."""
     if len(ws) == 1:
         (w,) = ws
         gx = F.linear(x, w.w_ih, w.b_ih)                                            # (T, B, G*H)
-        res = ops.run(backend, cell, gx, h0, c0, w.w_hh, w.b_hh, lengths=lengths, w_hr=w.w_hr)
+        res = ops.run(backend, cell, gx, h0, c0, w.w_hh, w.b_hh, lengths=lengths, w_hr=w.w_hr, **masks)
     else:
         gx = F.linear(x, torch.cat([w.w_ih for w in ws]), _joined(torch.cat, ws, "b_ih"))  # (T, B, 2*G*H)
         if not _one_call(backend, cell, gx.dtype, ws):
             # one call per direction on the layer's own weights: nothing stacked only to be split again
             res = per_direction(functools.partial(ops.run, backend), cell, gx, h0, c0, [w.w_hh for w in ws],
-                                _joined(list, ws, "b_hh"), lengths, _joined(list, ws, "w_hr"))
+                                _joined(list, ws, "b_hh"), lengths, _joined(list, ws, "w_hr"), **masks)
         else:
             res = ops.run(backend, cell, gx, h0, c0, _stack([w.w_hh for w in ws]), _joined(_stack, ws, "b_hh"),
-                          lengths=lengths, w_hr=_joined(_stack, ws, "w_hr"))
+                          lengths=lengths, w_hr=_joined(_stack, ws, "w_hr"), **masks)
     return res[0], res[1], (res[2] if cell == "lstm" else None)
 
 

@@ -1,10 +1,12 @@
 """What every fusedrnn module adds to the torch.nn class it subclasses: the keyword-only
-`backend` attribute, its repr, and the hand-over to TorchScript.
+`backend` attribute, the regularisers (`zoneout`, `zoneout_cell`, `recurrent_dropout`,
+fusedrnn/regularisers.py), their repr, and the hand-over to TorchScript.
 
 Placed before the torch class in the bases (`class LSTM(_FusedRNNBase, nn.LSTM)`), so
 constructor, parameters, initialisation, state_dict and pickling stay torch's own; the
-only attribute added to an instance is the backend name (kept in `__dict__`, so a
-torch.nn object whose class is swapped in place by fusedrnn.convert needs nothing else).
+attributes added to an instance are the backend name (kept in `__dict__`) and the
+regularisers' probabilities (class defaults 0.0, so a torch.nn object whose class is swapped
+in place by fusedrnn.convert needs nothing else and computes exactly what it did).
 """
 from __future__ import annotations
 
@@ -12,11 +14,24 @@ import warnings
 
 from torch import nn
 
-from . import backends
+from . import backends, regularisers
+from .cell_table import CELLS
 from .ops.common import TORCH_CELLS
 
 #: the torch.nn classes fusedrnn has a twin of (sequence modules and cells)
 TORCH_CLASSES = (nn.LSTM, nn.GRU, nn.RNN, nn.LSTMCell, nn.GRUCell, nn.RNNCell)
+
+
+def _option(index: int, name: str) -> property:
+    """A regulariser's probability as an attribute, checked when set (as at construction)."""
+    def get(self) -> float:
+        return self.regularisers[index]
+
+    def set_(self, p) -> None:
+        regs = self.regularisers._replace(**{name: p})
+        self._set_regularisers(regularisers.checked(type(self).__name__, self._has_c(), *regs))
+
+    return property(get, set_, doc=f"the {name} probability (fusedrnn/regularisers.py)")
 
 
 class FusedModuleBase:
@@ -24,10 +39,41 @@ class FusedModuleBase:
     mixin sets `_OWN_FORWARD = forward` so TorchScript can tell a user's override."""
 
     _OWN_FORWARD = None
+    zoneout = _option(0, "zoneout")
+    zoneout_cell = _option(1, "zoneout_cell")
+    recurrent_dropout = _option(2, "recurrent_dropout")
 
-    def __init__(self, *args, backend: str = "auto", **kwargs):
+    def __init__(self, *args, backend: str = "auto", zoneout: float = 0.0, zoneout_cell: float = 0.0,
+                 recurrent_dropout: float = 0.0, **kwargs):
         super().__init__(*args, **kwargs)
         self.backend = backend
+        regs = regularisers.checked(type(self).__name__, self._has_c(), zoneout, zoneout_cell, recurrent_dropout)
+        if any(regs):  # only then kept in the instance: p = 0 leaves the instance as torch.nn's
+            self._set_regularisers(regs)
+
+    def _has_c(self) -> bool:
+        return CELLS[self.cell].has_c if self.cell in CELLS else False
+
+    def _set_regularisers(self, regs: regularisers.Regularisers) -> None:
+        # the probabilities, and whether each is on as plain bools: torch.compile may trace a
+        # module's float attribute as a symbolic value, but the backend choice needs constants.
+        # Plain tuples: torch.load(weights_only=True) of a whole module unpickles them as they are
+        self.__dict__["_regularisers"] = tuple(regs)
+        self.__dict__["_regularisers_on"] = tuple(bool(p > 0) for p in regs)
+
+    @property
+    def regularisers(self) -> regularisers.Regularisers:
+        """(zoneout, zoneout_cell, recurrent_dropout); all 0 for a module converted from torch.nn."""
+        return regularisers.Regularisers(*self.__dict__.get("_regularisers", regularisers.NONE))
+
+    def _regularised(self) -> bool:
+        """Whether this call computes more than the plain cell (zoneout; recurrent dropout in training)."""
+        on = self.__dict__.get("_regularisers_on")
+        return on is not None and (on[0] or on[1] or (self.training and on[2]))
+
+    def _torch_computes(self) -> bool:
+        """Whether torch.nn's forward computes this module's function in its current mode."""
+        return self.cell in TORCH_CELLS and not self._regularised()
 
     @property
     def backend(self) -> str:
@@ -44,6 +90,9 @@ class FusedModuleBase:
 
     def extra_repr(self) -> str:
         s = super().extra_repr()
+        for name, p in zip(regularisers.OPTIONS, self.regularisers):
+            if p:
+                s += f", {name}={p}"
         return s if self.backend == "auto" else s + f", backend={self.backend!r}"
 
     def __prepare_scriptable__(self):
@@ -62,6 +111,10 @@ class FusedModuleBase:
             raise RuntimeError(f"torch.jit.script: fusedrnn.{torch_cls.__name__} with reset_after=False has no "
                                f"torch.nn twin to script ({backends.no_torch_twin(self.cell)}); use torch.compile, "
                                "torch.export or torch.jit.trace")
+        if any(self.regularisers):  # the twin would drop them
+            raise RuntimeError(f"torch.jit.script: fusedrnn.{torch_cls.__name__} with zoneout or recurrent dropout "
+                               f"has no torch.nn twin to script ({backends.NO_TORCH_REGULARISERS}); use "
+                               "torch.compile, torch.export or torch.jit.trace")
         warnings.warn(f"torch.jit.script runs fusedrnn.{torch_cls.__name__} as torch.nn.{torch_cls.__name__} "
                       "(TorchScript cannot compile fusedrnn's kernel dispatch), and puts that torch.nn module, "
                       "with the same parameters, in its place inside the model being scripted; "
@@ -69,3 +122,4 @@ class FusedModuleBase:
         twin = torch_cls.__new__(torch_cls)
         twin.__dict__.update(self.__dict__)  # the same parameter, buffer and hook dicts, and the backend name
         return twin
+

@@ -41,7 +41,7 @@ class _FusedRNNBase(FusedModuleBase):
         batch, steps = self._call_sizes(input)
         return backends.choose(self.backend, data.device, self.cell, data.dtype, self.hidden_size,
                                self.proj_size, warn=warn, batch=batch, steps=steps, grad=self._records_grad(data),
-                               directions=2 if self.bidirectional else 1)
+                               directions=2 if self.bidirectional else 1, regularised=self._regularised())
 
     def forward(self, input, hx=None):
         if self._torch_rejects_dtype(input):
@@ -79,7 +79,7 @@ class _FusedRNNBase(FusedModuleBase):
             return "torch"
         return backends.choose_name(self.backend, data.device, self.cell, data.dtype, self.hidden_size,
                                     self.proj_size, *self._call_sizes(input), self._records_grad(data),
-                                    2 if self.bidirectional else 1)
+                                    2 if self.bidirectional else 1, self._regularised())
 
     def _call_sizes(self, input) -> tuple:
         """(batch, steps) of a call for the dispatch table: plain ints, or None where unknown
@@ -205,14 +205,16 @@ class _FusedRNNBase(FusedModuleBase):
             # CPU LSTM casts): the fused path would cast silently; the state was checked above, so
             # even a packed LSTM reaches torch's kernel with a valid state
             out = super().forward(*call)
-            if self.cell not in TORCH_CELLS:  # torch.nn computed its own formula, not this module's
-                raise RuntimeError(f"fusedrnn.{type(self).__name__}: {backends.no_torch_twin(self.cell)}, and "
+            if not self._torch_computes():  # torch.nn computed its own function, not this module's
+                why = backends.no_torch_twin(self.cell) if self.cell not in TORCH_CELLS \
+                    else backends.NO_TORCH_REGULARISERS
+                raise RuntimeError(f"fusedrnn.{type(self).__name__}: {why}, and "
                                    f"every weight must have the input's dtype ({x.dtype}) for them to run it")
             return out
         y, h_n, c_n = functional.rnn(
             self.cell, x, h0, c0, self._layer_weights(), num_layers=self.num_layers,
             bidirectional=self.bidirectional, dropout=self.dropout, training=self.training,
-            lengths=lengths, dropout_mask=valid, backend=backend)
+            lengths=lengths, dropout_mask=valid, backend=backend, regs=self.regularisers)
         if torch._C._is_any_autocast_enabled() and x.device.type == "cpu" and torch.is_autocast_enabled("cpu") \
                 and self._flat_weights[0].dtype == torch.float32:
             y, h_n, c_n = _cpu_autocast_result(self.mode, self.proj_size > 0, packed, y, h_n, c_n)
@@ -264,11 +266,13 @@ def _let_dynamo_trace_rnn_modules() -> None:
 
 
 class LSTM(_FusedRNNBase, nn.LSTM):
-    """torch.nn.LSTM with fused kernels; extra keyword-only argument `backend`."""
+    """torch.nn.LSTM with fused kernels; extra keyword-only arguments `backend`, and `zoneout`,
+    `zoneout_cell`, `recurrent_dropout` (probabilities, default 0: fusedrnn/regularisers.py)."""
 
 
 class GRU(_FusedRNNBase, nn.GRU):
-    """torch.nn.GRU with fused kernels; extra keyword-only arguments `backend` and `reset_after`.
+    """torch.nn.GRU with fused kernels; extra keyword-only arguments `backend`, `reset_after`, and
+    `zoneout`, `recurrent_dropout` (probabilities, default 0: fusedrnn/regularisers.py).
 
     reset_after=True (the default) is torch.nn.GRU's (and cuDNN's) formula,
     n = tanh(W_in x + b_in + r ⊙ (W_hn h + b_hn)); reset_after=False applies the reset gate
@@ -291,7 +295,8 @@ class GRU(_FusedRNNBase, nn.GRU):
 
 
 class RNN(_FusedRNNBase, nn.RNN):
-    """torch.nn.RNN (tanh or relu) with fused kernels; extra keyword-only argument `backend`."""
+    """torch.nn.RNN (tanh or relu) with fused kernels; extra keyword-only arguments `backend`, and
+    `zoneout`, `recurrent_dropout` (probabilities, default 0: fusedrnn/regularisers.py)."""
 
 
 def explain(module: nn.Module, input) -> str:

@@ -30,10 +30,14 @@ def exporting() -> bool:
     return onnx.is_in_onnx_export()
 
 
-def backend_for_export(name: str, cell: str, proj_size: int) -> tuple[str, str]:
-    """(backend, reason) for a call traced by torch.onnx.export that would run `name`."""
+def backend_for_export(name: str, cell: str, proj_size: int, regularised: bool = False) -> tuple[str, str]:
+    """(backend, reason) for a call traced by torch.onnx.export that would run `name`;
+    `regularised`: zoneout or recurrent dropout, which only the reference exports."""
     if name == "reference":
         return name, "ONNX export: the reference backend exports its own loop (standard ops, fixed shapes)"
+    if regularised:
+        return "reference", ("ONNX export with zoneout (or recurrent dropout in training) runs the reference "
+                             "backend (standard ops, fixed shapes): the ONNX RNN operators have neither")
     if cell == GRU_RESET_BEFORE:
         return "reference", ("ONNX export of a GRU with reset_after=False runs the reference backend (standard ops, "
                              "fixed shapes): torch.nn's GRU, which exports as the ONNX GRU operator, computes the "

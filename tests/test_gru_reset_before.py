@@ -26,6 +26,7 @@ from fusedrnn import backends, onnx_export, ops
 from fusedrnn.ops.common import GRU_RESET_BEFORE
 from fusedrnn.ops.triton import config
 
+from support.float64_checks import assert_close, grads
 # `concurrent`: the grid layout's programs in threads under the interpreter (a fixture)
 from support.triton_layouts import forced, forced_launches
 
@@ -80,20 +81,6 @@ def oracle_gru(module, x, h0, reset_after, lengths=None):
             h_n.append(hT)
         inp = torch.cat(outs, dim=2)
     return inp, torch.stack(h_n)
-
-
-def grads(outputs, inputs, seed=7):
-    """Gradients of a fixed random weighting of `outputs` with respect to `inputs`."""
-    g = torch.Generator().manual_seed(seed)
-    loss = sum((o * torch.randn(o.shape, generator=g, dtype=torch.float64).to(o.dtype)).sum() for o in outputs)
-    return torch.autograd.grad(loss, inputs)
-
-
-def assert_close(got, want, what, rtol=1e-10):
-    got, want = got.double(), want.double()
-    bound = rtol * (1.0 + want.abs().max().item())
-    err = (got - want).abs().max().item()
-    assert err <= bound, f"{what}: max error {err:.3g} > {bound:.3g}"
 
 
 # -- the oracle itself: torch.nn.GRU is the reset_after=True case ------------------------

@@ -48,14 +48,16 @@ def refuse_transformed(kernels: str, *tensors) -> None:
             "use backend='reference'")
 
 
-def reference_gradients(cell, reverse, grads, gx, h0, c0, w_hh, b_hh, lengths, w_hr):
+def reference_gradients(cell, reverse, grads, gx, h0, c0, w_hh, b_hh, lengths, w_hr, masks=None):
     """(d_gx, dh0, dc0, dW_hh, db_hh, dW_hr), differentiable (create_graph), from the reference
     recurrence recomputed on the saved inputs; `grads` the incoming gradients of (y, hT[, cT]),
-    None where absent. None for an argument that is None or requires no grad."""
+    None where absent. None for an argument that is None or requires no grad. `masks`: the
+    regularisers' mask keywords (None entries allowed)."""
+    masks = {k: m for k, m in (masks or {}).items() if m is not None}
     inputs = (gx, h0, c0, w_hh, b_hh, w_hr)
     wrt = [t for t in inputs if t is not None and t.requires_grad]
     with torch.enable_grad():
-        outs = reference.recurrence(cell, gx, h0, c0, w_hh, b_hh, lengths, reverse, w_hr)
+        outs = reference.recurrence(cell, gx, h0, c0, w_hh, b_hh, lengths, reverse, w_hr, **masks)
     pairs = [(o, g) for o, g in zip(outs, grads) if g is not None]
     got = iter(torch.autograd.grad([o for o, _ in pairs], wrt, [g for _, g in pairs], create_graph=True,
                                    allow_unused=True) if wrt and pairs else ())

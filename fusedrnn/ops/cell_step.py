@@ -27,14 +27,16 @@ from .common import GRU_RESET_BEFORE
 
 
 def step(name: str, cell: str, x: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor | None,
-         w_ih: torch.Tensor, w_hh: torch.Tensor, b_ih: torch.Tensor | None, b_hh: torch.Tensor | None):
-    """(h, c) after one step (c None except for "lstm"); `name`: "reference", "triton" or "cuda"."""
-    fn = fused_step(name, x, (h0, c0, w_ih, w_hh, b_ih, b_hh), cell)
+         w_ih: torch.Tensor, w_hh: torch.Tensor, b_ih: torch.Tensor | None, b_hh: torch.Tensor | None, **masks):
+    """(h, c) after one step (c None except for "lstm"); `name`: "reference", "triton" or "cuda".
+    `masks`: the regularisers' masks at T = 1 (fusedrnn/regularisers.py), which only the recurrence
+    takes (never the fused step)."""
+    fn = None if masks else fused_step(name, x, (h0, c0, w_ih, w_hh, b_ih, b_hh), cell)
     if fn is not None:
         with library.one_launch_at_a_time():
             return fn(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh)
     gx = F.linear(x, w_ih, b_ih).unsqueeze(0)  # (1, B, G*H)
-    outs = run(name, cell, gx, h0, c0, w_hh, b_hh)
+    outs = run(name, cell, gx, h0, c0, w_hh, b_hh, **masks)
     return outs[1], (outs[2] if cell == "lstm" else None)
 
 

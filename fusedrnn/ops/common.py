@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import torch
 
+from .. import regularisers
 from ..cell_table import GATES, GRU_RESET_BEFORE, TORCH_CELLS, NAMES as CELLS  # noqa: F401  (re-exported)
 
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
@@ -80,6 +81,27 @@ def check_recurrence_args(cell, gx, h0, c0, w_hh, b_hh, lengths, w_hr=None, reve
             raise RuntimeError(f"{name} is on {t.device} but gx is on {gx.device}; all must be on one device")
     if lengths is not None:
         check_lengths(lengths, T, B, gx.device)
+
+
+def check_masks(cell, gx, h0, zoneout_h=None, zoneout_c=None, drop_h=None) -> None:
+    """The regularisers' masks (fusedrnn/regularisers.py) of a call whose other arguments passed
+    check_recurrence_args: shapes (T,B,D*P), (T,B,D*H) LSTM only, h0's shape; a floating dtype;
+    gx's device."""
+    T, B, DGH = gx.shape
+    D, P = directions_of(h0), h0.shape[-1]
+    H = DGH // D // GATES[cell]
+    if zoneout_c is not None and cell != "lstm":
+        raise ValueError("zoneout_c (the cell state's zoneout mask) exists only for the lstm cell")
+    for name, t, shape in (("zoneout_h", zoneout_h, (T, B, D * P)), ("zoneout_c", zoneout_c, (T, B, D * H)),
+                           ("drop_h", drop_h, tuple(h0.shape))):
+        if t is None:
+            continue
+        if not isinstance(t, torch.Tensor) or tuple(t.shape) != shape:
+            raise ValueError(f"{name} must have shape {shape}, got {_shape(t)}")
+        if t.dtype not in FLOAT_DTYPES:
+            raise TypeError(f"{name} must be a floating tensor, got {t.dtype}")
+        if t.device != gx.device:
+            raise RuntimeError(f"{name} is on {t.device} but gx is on {gx.device}; all must be on one device")
 
 
 def check_lengths(lengths, T: int, B: int, device: torch.device) -> None:
@@ -190,19 +212,25 @@ def reset_h_prev(h_prev: torch.Tensor, gx: torch.Tensor, w_hh: torch.Tensor, b_h
 
 
 def recurrent_weight_grads(d_gh: torch.Tensor, y: torch.Tensor, h0: torch.Tensor, lengths, reverse: bool,
-                           has_bias: bool, dtype: torch.dtype, reset_before: tuple | None = None):
+                           has_bias: bool, dtype: torch.dtype, reset_before: tuple | None = None,
+                           drop_h: torch.Tensor | None = None):
     """(dW_hh, db_hh) of one layer, shaped like w_hh and b_hh, from the backward's d_gh
     (T,B,D*G*H) and the forward's y (T,B,D*P): per direction d, Σ_t d_gh[t, :, d-block]ᵀ ·
     (the state entering step t of direction d), direction 1 running backward in time.
     reset_before: (gx, w_hh, b_hh) of a GRU_RESET_BEFORE layer, whose n rows pair d_gh with
-    r ⊙ h_{t-1} instead (reset_h_prev)."""
+    r ⊙ h_{t-1} instead (reset_h_prev). drop_h (B,P) or (2,B,P): the recurrent-dropout mask,
+    which multiplies the state entering the product (and so its weight gradient's operand)."""
     if h0.dim() == 2:
         h_prev = prev_states(y, h0, lengths, reverse)
+        if drop_h is not None:
+            h_prev = h_prev * drop_h
         rh = reset_h_prev(h_prev, *reset_before, lengths) if reset_before is not None else None
         return weight_grads(d_gh, h_prev, has_bias, dtype, rh)
     D, B, P = h0.shape
     T, GH = y.shape[0], d_gh.shape[-1] // D
     h_prev = torch.stack([prev_states(y[..., d * P:(d + 1) * P], h0[d], lengths, d == 1) for d in range(D)])
+    if drop_h is not None:
+        h_prev = h_prev * drop_h.unsqueeze(1)
     d_gh3 = d_gh.reshape(T * B, D, GH).transpose(0, 1)                  # (D, T*B, G*H)
     dw = torch.bmm(d_gh3.transpose(1, 2), h_prev.reshape(D, T * B, P).to(d_gh3.dtype))
     if reset_before is not None:
@@ -220,14 +248,16 @@ def reset_before_args(cell: str, gx, w_hh, b_hh) -> dict:
     return {"reset_before": (gx, w_hh, b_hh)} if cell == GRU_RESET_BEFORE else {}
 
 
-def per_direction(run_one, cell, gx, h0, c0, w_hh, b_hh, lengths, w_hr):
+def per_direction(run_one, cell, gx, h0, c0, w_hh, b_hh, lengths, w_hr, **masks):
     """Both directions of a layer (the D = 2 arguments of the contract) as two D = 1 calls
-    `run_one(cell, gx, h0, c0, w_hh, b_hh, lengths, reverse, w_hr)`, direction 1 with
-    reverse=True; returns (y (T,B,2P), hT (2,B,P), cT (2,B,H)) for lstm, (y, hT) otherwise.
-    Every argument but gx and lengths is indexed by direction: a stacked tensor or a list."""
+    `run_one(cell, gx, h0, c0, w_hh, b_hh, lengths, reverse, w_hr, **direction's masks)`, direction 1
+    with reverse=True; returns (y (T,B,2P), hT (2,B,P), cT (2,B,H)) for lstm, (y, hT) otherwise.
+    Every argument but gx and lengths is indexed by direction: a stacked tensor or a list; the
+    masks (keywords, fusedrnn/regularisers.py) are split as regularisers.direction splits them."""
     GH = gx.shape[2] // 2
     outs = [run_one(cell, gx[..., d * GH:(d + 1) * GH], h0[d], c0[d] if c0 is not None else None, w_hh[d],
-                    b_hh[d] if b_hh is not None else None, lengths, d == 1, w_hr[d] if w_hr is not None else None)
+                    b_hh[d] if b_hh is not None else None, lengths, d == 1, w_hr[d] if w_hr is not None else None,
+                    **regularisers.direction(masks, d, 2))
             for d in range(2)]
     y = torch.cat([o[0] for o in outs], dim=2)
     return (y, *(torch.stack([o[i] for o in outs]) for i in range(1, len(outs[0]))))

@@ -82,10 +82,14 @@ def availability(device: torch.device) -> str | None:
     return None
 
 
-def unsupported(cell: str, dtype, hidden_size: int, proj_size: int = 0, directions: int = 1) -> str | None:
+def unsupported(cell: str, dtype, hidden_size: int, proj_size: int = 0, directions: int = 1,
+                regularised: bool = False) -> str | None:
     """None if the kernels handle this configuration, else why not."""
     if cell not in GATES:
         return f"unknown cell {cell!r}"
+    if regularised:
+        return ("the CUDA kernels do not implement zoneout or recurrent dropout (zoneout=, zoneout_cell=, "
+                "recurrent_dropout=); the 'triton' and 'reference' backends run them")
     if cell == GRU_RESET_BEFORE:
         return ("the CUDA kernels do not implement GRU with reset_after=False (the reset gate applied before "
                 "the recurrent product); the 'triton' and 'reference' backends run it")

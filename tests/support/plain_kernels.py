@@ -12,7 +12,10 @@ Compute dtype: float32 (float64 for float64 inputs). Internally every tensor car
 leading direction axis (D = 1 for a one-direction call). Saved (lead = (D,) for D = 2,
 () for D = 1): lstm (*lead,T,B,4H) i,f,g,o + (*lead,T,B,H) cell state entering each
 step; gru (*lead,T,B,4H) r,z,n and W_hn h + b_hn + (*lead,T,B,H) hidden state entering
-each step; rnn nothing (its derivative comes from y).
+each step; rnn nothing (its derivative comes from y), or h̃ (*lead,T,B,H) with zoneout.
+
+The regularisers' masks (fusedrnn/regularisers.py) are taken too: drop_h multiplies the state
+entering W_hh h, and zoneout blends h_t = z h_{t-1} + (1 − z) h̃_t (c likewise) after the cell.
 
 Importing it registers it with the custom ops (`fusedrnn.ops.library.register_kernels`), which
 run no other module. Tests point a backend name at it with `install(monkeypatch)`; `install(monkeypatch,
@@ -39,7 +42,7 @@ def availability(device):
     return None if device.type in ("cpu", "cuda") else f"plain_kernels does not run on {device.type}"
 
 
-def unsupported(cell, dtype, hidden_size, proj_size, directions=1):
+def unsupported(cell, dtype, hidden_size, proj_size, directions=1, regularised=False):
     if cell not in TORCH_CELLS:
         return f"plain_kernels computes torch.nn's cells only, not {cell}"
     if dtype is not None and dtype.is_complex:  # as the Triton and CUDA kernels, real dtypes only
@@ -90,13 +93,24 @@ def _check_declared(h0, w_hr):
         raise AssertionError("plain_kernels got a projection after declaring none")
 
 
-def saved_shapes(cell, gx, h0, c0, w_hh, b_hh, lengths, reverse, need_grad, w_hr=None):
-    if not need_grad or cell.startswith("rnn"):
+def saved_shapes(cell, gx, h0, c0, w_hh, b_hh, lengths, reverse, need_grad, w_hr=None, zoneout_h=None,
+                 zoneout_c=None, drop_h=None):
+    if not need_grad or (cell.startswith("rnn") and zoneout_h is None):
         return []
     T, B, D, H, _ = _dims(cell, gx, h0)
     lead = (D,) if h0.dim() == 3 else ()
     cd = _cd(gx.dtype)
+    if cell.startswith("rnn"):  # h̃, which y no longer is under zoneout
+        return [((*lead, T, B, H), cd)]
     return [((*lead, T, B, 4 * H), cd), ((*lead, T, B, H), cd)]
+
+
+def _masks(T, B, D, zoneout_h, zoneout_c, drop_h, stacked, cd):
+    """(zh (D,T,B,P), zc (D,T,B,H), dm (D,B,P)), None where absent."""
+    def split(z):
+        return None if z is None else z.to(cd).view(T, B, D, -1).permute(2, 0, 1, 3)
+    dm = _with_direction_axis(drop_h, stacked)
+    return split(zoneout_h), split(zoneout_c), (dm.to(cd) if dm is not None else None)
 
 
 def _active(lengths, T, device):
@@ -105,12 +119,14 @@ def _active(lengths, T, device):
     return (torch.arange(T, device=device).unsqueeze(1) < lengths.to(device).unsqueeze(0)).unsqueeze(2)
 
 
-def forward(cell, gx, h0, c0, w_hh, b_hh, lengths, reverse, need_grad, w_hr=None):
+def forward(cell, gx, h0, c0, w_hh, b_hh, lengths, reverse, need_grad, w_hr=None, zoneout_h=None, zoneout_c=None,
+            drop_h=None):
     _check_declared(h0, w_hr)
     T, B, D, H, GH = _dims(cell, gx, h0)
     stacked = h0.dim() == 3
     up = lambda t: _with_direction_axis(t, stacked)  # noqa: E731
     cd = _cd(gx.dtype)
+    zh, zc, dm = _masks(T, B, D, zoneout_h, zoneout_c, drop_h, stacked, cd)
     w = up(w_hh).to(cd).transpose(1, 2)                                  # (D, P, G*H)
     b = up(b_hh).to(cd).unsqueeze(1) if b_hh is not None else None       # (D, 1, G*H)
     wr = up(w_hr).to(cd).transpose(1, 2) if w_hr is not None else None   # (D, H, P)
@@ -122,13 +138,15 @@ def forward(cell, gx, h0, c0, w_hh, b_hh, lengths, reverse, need_grad, w_hr=None
     y = torch.zeros(T, B, D * P, dtype=gx.dtype, device=gx.device)
     yd = y.view(T, B, D, P)
     keep = need_grad and not cell.startswith("rnn")
+    keep_tilde = need_grad and cell.startswith("rnn") and zh is not None
     lead = (D,) if stacked else ()
     acts = torch.empty(*lead, T, B, 4 * H, dtype=cd, device=gx.device) if keep else None
     s_in = torch.empty(*lead, T, B, H, dtype=cd, device=gx.device) if keep else None
-    acts_d, s_in_d = up(acts), up(s_in)
+    tilde = torch.empty(*lead, T, B, H, dtype=cd, device=gx.device) if keep_tilde else None
+    acts_d, s_in_d, tilde_d = up(acts), up(s_in), up(tilde)
     for ts in _step_times(T, D, reverse):
         g = _per_direction(gxd, ts).to(cd)                               # (D, B, G*H)
-        gh = torch.bmm(h, w)
+        gh = torch.bmm(h if dm is None else h * dm, w)
         if b is not None:
             gh = gh + b
         if cell == "lstm":
@@ -149,6 +167,15 @@ def forward(cell, gx, h0, c0, w_hh, b_hh, lengths, reverse, need_grad, w_hr=None
         else:
             pre = g + gh
             h_new = pre.relu() if cell == "rnn_relu" else pre.tanh()
+            if keep_tilde:
+                for d, t in enumerate(ts):
+                    tilde_d[d, t] = h_new[d]
+        if zh is not None:  # zoneout, from the unmasked previous state
+            z = _per_direction(zh, ts)
+            h_new = z * h + (1 - z) * h_new
+        if zc is not None:
+            z = _per_direction(zc, ts)
+            c_new = z * c + (1 - z) * c_new
         if keep:
             for d, t in enumerate(ts):
                 acts_d[d, t], s_in_d[d, t] = saves[0][d], saves[1][d]
@@ -163,21 +190,24 @@ def forward(cell, gx, h0, c0, w_hh, b_hh, lengths, reverse, need_grad, w_hr=None
             out = torch.where(m, h_new, torch.zeros_like(h_new))
         for d, t in enumerate(ts):
             yd[t, :, d] = out[d]
-    saved = (acts, s_in) if keep else ()
+    saved = (acts, s_in) if keep else (tilde,) if keep_tilde else ()
     cT = _fresh(c, stacked, gx.dtype) if cell == "lstm" else None
     return y, _fresh(h, stacked, gx.dtype), cT, saved
 
 
-def backward(cell, dy, dhT, dcT, gx, h0, c0, w_hh, b_hh, lengths, reverse, y, saved, w_hr=None):
+def backward(cell, dy, dhT, dcT, gx, h0, c0, w_hh, b_hh, lengths, reverse, y, saved, w_hr=None, zoneout_h=None,
+             zoneout_c=None, drop_h=None):
     _check_declared(h0, w_hr)
     T, B, D, H, GH = _dims(cell, gx, h0)
     stacked = h0.dim() == 3
     up = lambda t: _with_direction_axis(t, stacked)  # noqa: E731
     cd = _cd(gx.dtype)
+    zh, zc, dm_mask = _masks(T, B, D, zoneout_h, zoneout_c, drop_h, stacked, cd)
     w = up(w_hh).to(cd)                                                  # (D, G*H, P)
     wr = up(w_hr).to(cd) if w_hr is not None else None                   # (D, P, H)
     active = _active(lengths, T, gx.device)
-    acts, s_in = (up(saved[0]), up(saved[1])) if saved else (None, None)
+    acts, s_in = (up(saved[0]), up(saved[1])) if len(saved) == 2 else (None, None)
+    tilde = up(saved[0]) if len(saved) == 1 else None
     dh = up(dhT).to(cd)                                                  # (D, B, P)
     dc = up(dcT).to(cd) if cell == "lstm" else None                      # (D, B, H)
     P = dh.shape[-1]
@@ -188,8 +218,14 @@ def backward(cell, dy, dhT, dcT, gx, h0, c0, w_hh, b_hh, lengths, reverse, y, sa
     d_gxd, d_ghd = d_gx.view(T, B, D, GH), d_gh.view(T, B, D, GH)
     dwr = torch.zeros_like(wr) if wr is not None else None
     for ts in reversed(_step_times(T, D, reverse)):
-        dht = dh + _per_direction(dyd, ts).to(cd)
+        dh_total = dh + _per_direction(dyd, ts).to(cd)
         m = _per_direction([active] * D, ts) if active is not None else None
+        # zoneout: h_t = z h_{t-1} + (1 - z) h̃_t, so h̃_t gets (1 - z) of the gradient, h_{t-1} the rest
+        zt = _per_direction(zh, ts) if zh is not None else None
+        dht = dh_total if zt is None else (1 - zt) * dh_total
+        dc_in = dc
+        if zc is not None and cell == "lstm":
+            dc_in = (1 - _per_direction(zc, ts)) * dc
         if cell == "lstm":
             i, f, g, o = _per_direction(acts, ts).chunk(4, 2)
             c_in = _per_direction(s_in, ts)
@@ -199,11 +235,13 @@ def backward(cell, dy, dhT, dcT, gx, h0, c0, w_hh, b_hh, lengths, reverse, y, sa
                 dm = torch.bmm(dht, wr)
                 sel = (lambda t: t) if m is None else (lambda t: torch.where(m, t, 0.0))  # noqa: E731
                 dwr += torch.bmm(sel(dht).transpose(1, 2), sel(o * tc))
-            dct = dc + dm * o * (1 - tc * tc)
+            dct = dc_in + dm * o * (1 - tc * tc)
             dgates = torch.cat([dct * g * i * (1 - i), dct * c_in * f * (1 - f),
                                 dct * i * (1 - g * g), dm * tc * o * (1 - o)], 2)
             dgh = dgates
-            dh_new, dc_new = torch.bmm(dgates, w), dct * f
+            dh_new, dc_new = _masked(torch.bmm(dgates, w), dm_mask), dct * f
+            if zc is not None:
+                dc_new = dc_new + _per_direction(zc, ts) * dc
         elif cell == "gru":
             r, z, n, h_n = _per_direction(acts, ts).chunk(4, 2)
             dn = dht * (1 - z) * (1 - n * n)
@@ -211,13 +249,15 @@ def backward(cell, dy, dhT, dcT, gx, h0, c0, w_hh, b_hh, lengths, reverse, y, sa
             dz = dht * (_per_direction(s_in, ts) - n) * z * (1 - z)
             dgates = torch.cat([dr, dz, dn], 2)
             dgh = torch.cat([dr, dz, dn * r], 2)
-            dh_new = dht * z + torch.bmm(dgh, w)
+            dh_new = dht * z + _masked(torch.bmm(dgh, w), dm_mask)
         else:
-            yt = _per_direction(yd, ts).to(cd)
+            yt = _per_direction(tilde if tilde is not None else yd, ts).to(cd)
             # relu' as torch computes it: 0 where y <= 0, else 1 (NaN included)
             dgates = dht * ((yt <= 0).logical_not().to(cd) if cell == "rnn_relu" else 1 - yt * yt)
             dgh = dgates
-            dh_new = torch.bmm(dgates, w)
+            dh_new = _masked(torch.bmm(dgates, w), dm_mask)
+        if zt is not None:
+            dh_new = dh_new + zt * dh_total
         if m is not None:
             dgates, dgh = torch.where(m, dgates, 0.0), torch.where(m, dgh, 0.0)
             dh_new = torch.where(m, dh_new, dh)
@@ -231,6 +271,11 @@ def backward(cell, dy, dhT, dcT, gx, h0, c0, w_hh, b_hh, lengths, reverse, y, sa
     dc0 = _fresh(dc, stacked, c0.dtype) if cell == "lstm" else None
     grads = (d_gx.to(gx.dtype), d_gh, _fresh(dh, stacked, h0.dtype), dc0)
     return grads if w_hr is None else (*grads, _fresh(dwr, stacked, w_hr.dtype))
+
+
+def _masked(dh, mask):
+    """The gradient reaching h_{t-1} through W_hh h: times the recurrent-dropout mask, if any."""
+    return dh if mask is None else dh * mask
 
 
 def install_step(monkeypatch) -> list:

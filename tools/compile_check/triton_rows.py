@@ -101,10 +101,11 @@ def forced(lau, force: dict, B: int, H: int):
 
 
 def launch_args(cell: str, dtype_name: str, B: int, H: int, direction: str, limits, T: int = 16, P: int = 0,
-                D: int = 1, force: dict | None = None):
+                D: int = 1, force: dict | None = None, regularised: bool = False):
     """(kernel, Launch, args, kwargs): what the launcher would pass for this case (P: the
     LSTM projection's size, 0 for none; D directions; with two launches in turn, the first;
-    force: fields of the launch to replace, see `forced`)."""
+    force: fields of the launch to replace, see `forced`; regularised: with every mask of
+    zoneout and recurrent dropout the cell has)."""
     torch, _, _, config, kernels, launch = _triton()
     dtype = getattr(torch, DTYPES[dtype_name])
     lau = config.choose(cell, B, H, dtype, limits, direction, proj=P, directions=D)
@@ -113,14 +114,15 @@ def launch_args(cell: str, dtype_name: str, B: int, H: int, direction: str, limi
     f32, i32 = _mock(torch.float32), _mock(torch.int32)
     x = _mock(dtype)
     n = launch.Sizes(T, B, H, P or H, D)
+    masks = (f32, f32 if cell == "lstm" else None, f32) if regularised else None
     if direction == "fwd":
         # with bias, lengths and save: the same kernel as without (runtime flags)
         args, kw = launch.fwd_args(cell, lau, x, x, x, x if P else None, i32, x, f32, f32, f32, f32, f32, i32, n,
-                                   False, True)
+                                   False, True, masks=masks)
         return kernels.recurrence_fwd_kernel, lau, args, kw
     write_dgx = launch.writes_dgx(cell, dtype)
     args, kw = launch.bwd_args(cell, lau, x, x, x if P else None, i32, f32, f32, f32, x if write_dgx else f32, f32,
-                               f32, f32, i32, n, False, write_dgx)
+                               f32, f32, i32, n, False, write_dgx, masks=masks)
     return kernels.recurrence_bwd_kernel, lau, args, kw
 
 
@@ -178,14 +180,16 @@ def compile_one(job):
         return {"error": f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"[:300]}
 
 
-def compile_on_h100(cell: str, dtype_name: str, B: int, H: int, direction: str, force: dict | None = None):
+def compile_on_h100(cell: str, dtype_name: str, B: int, H: int, direction: str, force: dict | None = None,
+                    regularised: bool = False):
     """(kernel, the launch config.choose picks on an H100 (with `force`'s fields replaced), the
-    compile result) of one D1 layer kernel; RuntimeError with the compiler's message if it does
-    not compile."""
+    compile result) of one D1 layer kernel (regularised: with zoneout and recurrent dropout);
+    RuntimeError with the compiler's message if it does not compile."""
     from .rows import H100  # noqa: PLC0415
     config = _triton()[3]
     limits = config.DeviceLimits(H100.sms, H100.smem_optin, H100.regs_per_sm)
-    kernel, lau, args, kw = launch_args(cell, dtype_name, B, H, direction, limits, force=force)
+    kernel, lau, args, kw = launch_args(cell, dtype_name, B, H, direction, limits, force=force,
+                                        regularised=regularised)
     sig, constexprs, attrs, options = specialise(kernel, args, kw, H100.arch)
     res = compile_one((kernel.__name__, sig, constexprs, attrs, options.__dict__, H100.arch))
     if res.get("error"):

@@ -41,9 +41,14 @@ def availability(device: torch.device) -> str | None:
     return f"Triton kernels do not run on {device.type} devices"
 
 
-def unsupported(cell: str, dtype, hidden_size: int, proj_size: int = 0, directions: int = 1) -> str | None:
+def unsupported(cell: str, dtype, hidden_size: int, proj_size: int = 0, directions: int = 1,
+                regularised: bool = False) -> str | None:
     """None if the kernels support this call, else a readable reason: every cell, float32,
-    bfloat16 and float16, the LSTM projection, one or two directions (one launch)."""
+    bfloat16 and float16, the LSTM projection, one or two directions (one launch), and zoneout
+    and recurrent dropout (`regularised`), but not yet with proj_size or reset_after=False."""
+    if regularised and (proj_size or cell == "gru_reset_before"):
+        return ("the Triton kernels do not implement zoneout or recurrent dropout with proj_size or with "
+                "reset_after=False yet; the 'reference' backend runs them")
     if proj_size and cell != "lstm":
         return f"proj_size applies to the LSTM only, not {cell}"
     if directions not in (1, 2):
@@ -53,7 +58,8 @@ def unsupported(cell: str, dtype, hidden_size: int, proj_size: int = 0, directio
     return None
 
 
-def saved_shapes(cell, gx, h0, c0, w_hh, b_hh, lengths, reverse, need_grad, w_hr=None):
+def saved_shapes(cell, gx, h0, c0, w_hh, b_hh, lengths, reverse, need_grad, w_hr=None, zoneout_h=None,
+                 zoneout_c=None, drop_h=None):
     if not need_grad:
         return []
     n = launch.sizes(cell, gx, h0)

@@ -40,6 +40,11 @@ become W_hr m_t. Backward: the gradient reaching h_t (dy_t plus the recurrence, 
 as g) gives dm_t = W_hrᵀ g_t for the program's units and their gate gradients, then its
 rows of dh_{t-1} = W_hhᵀ d_gates. Grid and solo meet at a barrier after each phase; carry
 keeps W_hr resident beside W_hh (forward only: the LSTM backward never carries).
+Zoneout and recurrent dropout (ZONE_H, ZONE_C, DROP; not with PROJ or the reset-before GRU):
+zoneout is pointwise after the cell update (fwd_update / bwd_update, one mask load per step);
+with DROP the exchange buffer carries d ⊙ h_t, the h entering the product, while the state
+itself (unmasked: the blends, zoneout, y, hT) lives in p_m like the LSTM's c in p_c; backward
+multiplies W_hhᵀ d_gates by d before adding the part of dh_{t-1} that bypasses the product.
 Runtime flags (has_bias, has_len, reverse, save, direction 1 alone: bits of `flags`) are a
 plain argument, never specialised on: one compiled kernel serves every variant. Rows past
 their length change nothing (see tiles.step_rows).
@@ -49,7 +54,7 @@ import triton.language as tl
 
 from .steps import (bwd_saved, bwd_update, contract_bwd, contract_fwd, fwd_update, load_dy, program_rows,
                     project_out, reset_bwd, reset_state, resident_w_bwd, resident_w_fwd, resident_w_gates,
-                    store_grad_h, unit_tile, with_slot2)
+                    store_grad_h, unit_tile, with_slot2, zone_masks)
 from .tiles import load_slots, mma, stacked_rows, step_rows, sync, w_rows
 
 
@@ -67,12 +72,16 @@ def recurrence_fwd_kernel(
     p_acts,   # (D, T, B, SA*H) fp32 saved activations (written if save)
     p_state,  # (D, T, B, H) fp32 saved state entering each step: LSTM c, GRU h (written if save)
     p_sync,   # (directions in the launch * batch tiles + 1,) int32 zeros: barrier counters, then the timeout flag
+    p_zh,     # ZONE_H: (T, B, D*P) fp32 zoneout mask of h (like y)
+    p_zc,     # ZONE_C: (T, B, D*H) fp32 zoneout mask of the LSTM's c
+    p_dm,     # DROP: (D, B, P) fp32 recurrent-dropout mask (then p_m holds the unmasked state, (D, B, H))
     T, B, H, P, D,
     flags,  # runtime bits: HAS_BIAS 1, HAS_LEN 2, REVERSE 4, SAVE 8, DIR1 16 (launch.FLAG_*)
     spin_limit,  # barrier polls per step before the wait gives up (latched)
     CELL: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr, KP: tl.constexpr, NKP: tl.constexpr,
     KR: tl.constexpr, N_TILES: tl.constexpr, RESIDENT: tl.constexpr, CARRY: tl.constexpr, BARRIER: tl.constexpr,
     PROJ: tl.constexpr, PREC: tl.constexpr, INTERP: tl.constexpr,
+    ZONE_H: tl.constexpr = False, ZONE_C: tl.constexpr = False, DROP: tl.constexpr = False,
 ):
     G: tl.constexpr = 4 if CELL == 0 else 1 if (CELL == 2 or CELL == 3) else 3
     GS: tl.constexpr = 1 if G == 1 else 4
@@ -80,9 +89,13 @@ def recurrence_fwd_kernel(
     RB: tl.constexpr = CELL == 4  # GRU, reset gate before the product: a second phase per step
     NS: tl.constexpr = 2 if (PROJ or RB) else 1  # barriers per step
     BLOCK_P: tl.constexpr = KP if (CARRY and PROJ) else BLOCK_N  # rows of h per tile
+    tl.static_assert(not ((ZONE_H or ZONE_C or DROP) and (PROJ or RB)), "no regularisers with PROJ or RB")
     if not PROJ:  # the state is H wide: let the compiler see it
         P = H
     has_bias, reverse, save, d, o_b, m_b, b_len, p_cnt, p_err = program_rows(p_len, p_sync, flags, T, B, D, BLOCK_B)
+    p_zh += d * P
+    p_zc += d * H
+    p_dm += d.to(tl.int64) * B * P
     # direction d's slices; gx and y interleave the directions along their rows
     p_gx += d * (G * H)
     p_w += d * (G * H) * P
@@ -109,6 +122,10 @@ def recurrence_fwd_kernel(
         o_n, m, o_tile = unit_tile(i_n, o_rh, m_b, H, BLOCK_N)
         o_p, m_p, o_ptile = unit_tile(i_n, o_rp, m_b, P, BLOCK_P)  # the program's rows of h (== o_n without PROJ)
         h = tl.load(p_h + o_ptile, mask=m_p, other=0.0)
+        dm = h
+        if DROP:  # the exchange holds d ⊙ h; the state itself comes from p_m
+            h = tl.load(p_m + o_tile, mask=m, other=0.0)
+            dm = tl.load(p_dm + o_tile, mask=m, other=0.0)
         c = h
         if CELL == 0:
             c = tl.load(p_c + o_tile, mask=m, other=0.0)
@@ -123,8 +140,8 @@ def recurrence_fwd_kernel(
         x0, x1, x2, x3 = load_slots(p_gx, o_r * s_gx, o_n, m, H, G)
         for s in range(T):
             o_r, act = step_rows(s, b_len, o_b, m_b, B, reverse)
-            if CARRY:  # the whole state is this tile: it is the product's operand as it is
-                acc = mma(ws[0], h, zero, PREC, INTERP)
+            if CARRY:  # the whole state is this tile: it is the product's operand as it is (times d)
+                acc = mma(ws[0], h * dm if DROP else h, zero, PREC, INTERP)
             else:
                 acc = contract_fwd(zero, p_h + (s % 2) * B * P, o_rp, m_b, p_w, ws, n0, H, P, G, GS, BLOCK_N, KP,
                                    NKP, RESIDENT, PREC, INTERP, False)
@@ -141,8 +158,9 @@ def recurrence_fwd_kernel(
             h_in = h
             if PROJ:  # the LSTM reads c, not h; with PROJ h has P rows
                 h_in = c
+            zh, zc = zone_masks(p_zh, p_zc, o_r, o_n, m, s_y, D * H, ZONE_H, ZONE_C)
             u, c = fwd_update(CELL, acc, bias, x0, x1, x2, x3, h_in, c, act, o_r, o_n, m, p_y, o_r * s_y, p_acts,
-                              p_state, H, save, GS, SA, BLOCK_N, BLOCK_B, CARRY, PROJ, INTERP)
+                              p_state, H, save, GS, SA, BLOCK_N, BLOCK_B, CARRY, PROJ, INTERP, zh, zc, ZONE_H, ZONE_C)
             # the next step's input does not depend on h: load it before the wait
             o_r1, _ = step_rows(s + 1, b_len, o_b, m_b, B, reverse)
             x0, x1, x2, x3 = load_slots(p_gx, o_r1 * s_gx, o_n, tl.where(s + 1 < T, m, False), H, G)
@@ -161,9 +179,11 @@ def recurrence_fwd_kernel(
             else:
                 h = u
             if not CARRY:
-                tl.store(p_h + ((s + 1) % 2) * B * P + o_ptile, h, mask=m_p)
+                tl.store(p_h + ((s + 1) % 2) * B * P + o_ptile, h * dm if DROP else h, mask=m_p)
                 budget = sync(p_cnt, p_err, (NS * s + NS) * n_sync, budget, BARRIER, INTERP)
         tl.store(p_h + (T % 2) * B * P + o_ptile, h, mask=m_p)
+        if DROP:  # hT, where the launcher reads it with DROP (as every layout leaves it)
+            tl.store(p_m + o_tile, h, mask=m)
         if CELL == 0:
             tl.store(p_c + o_tile, c, mask=m)
     else:
@@ -188,7 +208,9 @@ def recurrence_fwd_kernel(
                 n0 = (i_n * N_TILES + j) * BLOCK_N
                 o_n, m, o_tile = unit_tile(i_n * N_TILES + j, o_rh, m_b, H, BLOCK_N)
                 h = tl.zeros((BLOCK_N, BLOCK_B), tl.float32)
-                if not PROJ:  # h is H wide: the tile's own units
+                if DROP:  # the exchange holds d ⊙ h; the tile's state itself is in p_m
+                    h = tl.load(p_m + o_tile, mask=m, other=0.0)
+                elif not PROJ:  # h is H wide: the tile's own units
                     h = tl.load(p_hcur + o_tile, mask=m, other=0.0, cache_modifier=".cg")
                 c = h
                 if CELL == 0:
@@ -200,11 +222,15 @@ def recurrence_fwd_kernel(
                 if RB:  # the first phase's product again (r, z), beside the n gate's over r ⊙ h
                     acc = with_slot2(acc, contract_fwd(zero, p_m, o_rh, m_b, p_w, 0, n0, H, P, G, GS, BLOCK_N, KP, NKP,
                                                        False, PREC, INTERP, False), GS, BLOCK_N)
+                zh, zc = zone_masks(p_zh, p_zc, o_r, o_n, m, s_y, D * H, ZONE_H, ZONE_C)
                 u, c = fwd_update(CELL, acc, stacked_rows(p_bias, n0, H, G, GS, BLOCK_N, has_bias), x0, x1, x2, x3,
                                   h, c, act, o_r, o_n, m, p_y, o_r * s_y, p_acts, p_state, H, save, GS, SA, BLOCK_N,
-                                  BLOCK_B, False, PROJ, INTERP)
+                                  BLOCK_B, False, PROJ, INTERP, zh, zc, ZONE_H, ZONE_C)
                 if PROJ:
                     tl.store(p_m + o_m[None, :] + o_n[:, None], u, mask=m)
+                elif DROP:
+                    tl.store(p_hnext + o_tile, u * tl.load(p_dm + o_tile, mask=m, other=0.0), mask=m)
+                    tl.store(p_m + o_tile, u, mask=m)
                 else:
                     tl.store(p_hnext + o_tile, u, mask=m)
                 if CELL == 0:
@@ -235,12 +261,16 @@ def recurrence_bwd_kernel(
     p_dh,     # (D, B, P) fp32: dhT on entry, dh0 on exit
     p_dc,     # (D, B, H) fp32 LSTM: dcT on entry, dc0 on exit
     p_sync,   # (directions in the launch * batch tiles + 1,) int32 zeros: barrier counters, then the timeout flag
+    p_zh,     # ZONE_H: (T, B, D*P) fp32 zoneout mask of h (like dy)
+    p_zc,     # ZONE_C: (T, B, D*H) fp32 zoneout mask of the LSTM's c
+    p_dm,     # DROP: (D, B, P) fp32 recurrent-dropout mask
     T, B, H, P, D,
     flags,  # runtime bits: HAS_LEN 2, REVERSE 4, DIR1 16 (launch.FLAG_*)
     spin_limit,  # barrier polls per step before the wait gives up (latched)
     CELL: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr, KP: tl.constexpr, NKP: tl.constexpr,
     KR: tl.constexpr, N_TILES: tl.constexpr, RESIDENT: tl.constexpr, CARRY: tl.constexpr, BARRIER: tl.constexpr,
     PROJ: tl.constexpr, WRITE_DGX: tl.constexpr, PREC: tl.constexpr, INTERP: tl.constexpr,
+    ZONE_H: tl.constexpr = False, ZONE_C: tl.constexpr = False, DROP: tl.constexpr = False,
 ):
     G: tl.constexpr = 4 if CELL == 0 else 1 if (CELL == 2 or CELL == 3) else 3
     SA: tl.constexpr = 1 if G == 1 else 4
@@ -248,9 +278,13 @@ def recurrence_bwd_kernel(
     GH: tl.constexpr = 2 if RB else G  # the gates whose W_hh block dh_{t-1} contracts (RB: n's goes through r ⊙ h)
     NS: tl.constexpr = 2 if (PROJ or RB) else 1  # barriers per step
     tl.static_assert(not (CARRY and PROJ), "the LSTM backward never carries")
+    tl.static_assert(not ((ZONE_H or ZONE_C or DROP) and (PROJ or RB)), "no regularisers with PROJ or RB")
     if not PROJ:  # the state is H wide: let the compiler see it
         P = H
     _, reverse, _, d, o_b, m_b, b_len, p_cnt, p_err = program_rows(p_len, p_sync, flags, T, B, D, BLOCK_B)
+    p_zh += d * P
+    p_zc += d * H
+    p_dm += d.to(tl.int64) * B * P
     p_dy += d * P
     p_w += d * (G * H) * P
     p_wr += d * P * H
@@ -271,6 +305,9 @@ def recurrence_bwd_kernel(
         o_n, m, o_tile = unit_tile(i_n, o_rh, m_b, H, BLOCK_N)
         o_p, m_p, o_ptile = unit_tile(i_n, o_rp, m_b, P, BLOCK_N)  # the program's rows of dh (== o_n without PROJ)
         dh = tl.load(p_dh + o_ptile, mask=m_p, other=0.0)
+        dm = dh
+        if DROP:
+            dm = tl.load(p_dm + o_ptile, mask=m_p, other=0.0)
         dc = dh
         if CELL == 0:
             dc = tl.load(p_dc + o_tile, mask=m, other=0.0)
@@ -294,8 +331,9 @@ def recurrence_bwd_kernel(
             u = dh
             if PROJ:  # dm_t of the program's units from all of g_t
                 u = contract_bwd(zero, p_g, o_r * P, m_b, p_wr, 0, o_n, H, P, 1, KR, 1, False, PREC, INTERP)
+            zh, zc = zone_masks(p_zh, p_zc, o_r, o_n, m, s_y, D * H, ZONE_H, ZONE_C)
             d0, d1, d2, d3, dhx, dc = bwd_update(CELL, u, dc, dy, s0, s1, s2, s3, st, act, o_r, o_n, m, p_dgh,
-                                                 p_dgx, s_g, H, G, WRITE_DGX, CARRY, INTERP)
+                                                 p_dgx, s_g, H, G, WRITE_DGX, CARRY, INTERP, zh, zc, ZONE_H, ZONE_C)
             r_t, h_t = s0, st  # RB's second phase needs this step's r and h_{t-1}
             # the next step's saved values do not depend on dh: load them before the wait
             dy, s0, s1, s2, s3, st = bwd_saved(p_dy, p_acts, p_state, s - 1, b_len, o_b, m_b, o_n, m, B, H, s_y,
@@ -304,13 +342,15 @@ def recurrence_bwd_kernel(
                 if RB:
                     d0, dhx = reset_bwd(mma(ws[2], d2, zero, PREC, INTERP), r_t, h_t, dhx, act, m, o_r, o_n, p_dgh,
                                         p_dgx, s_g, WRITE_DGX, CARRY, INTERP)
-                dh = mma(ws[0], d0, dhx, PREC, INTERP)
+                dh = mma(ws[0], d0, zero if DROP else dhx, PREC, INTERP)
                 if G > 1:
                     dh = mma(ws[1], d1, dh, PREC, INTERP)
                     if not RB:
                         dh = mma(ws[2], d2, dh, PREC, INTERP)
                 if G > 3:
                     dh = mma(ws[3], d3, dh, PREC, INTERP)
+                if DROP:  # the product took d ⊙ h_{t-1}
+                    dh = dhx + dm * dh
             elif PROJ:
                 dy_p = load_dy(p_dy, s - 1, b_len, o_b, m_b, o_p, m_p, B, s_y, reverse)
                 budget = sync(p_cnt, p_err, (NS * r + 2) * n_sync, budget, BARRIER, INTERP)
@@ -326,7 +366,12 @@ def recurrence_bwd_kernel(
                                      RESIDENT, PREC, INTERP)
                     dhx = reset_bwd(g, r_t, h_t, dhx, act, m, o_r, o_n, p_dgh, p_dgx, s_g, WRITE_DGX, False, INTERP)[1]
                     budget = sync(p_cnt, p_err, (NS * r + 2) * n_sync, budget, BARRIER, INTERP)
-                dh = contract_bwd(dhx, p_dgh, o_r * s_g, m_b, p_w, ws, o_p, P, H, GH, KP, NKP, RESIDENT, PREC, INTERP)
+                if DROP:  # the product took d ⊙ h_{t-1}
+                    dh = dhx + dm * contract_bwd(zero, p_dgh, o_r * s_g, m_b, p_w, ws, o_p, P, H, GH, KP, NKP, RESIDENT,
+                                                 PREC, INTERP)
+                else:
+                    dh = contract_bwd(dhx, p_dgh, o_r * s_g, m_b, p_w, ws, o_p, P, H, GH, KP, NKP, RESIDENT, PREC,
+                                      INTERP)
         tl.store(p_dh + o_ptile, dh, mask=m_p)
         if CELL == 0:
             tl.store(p_dc + o_tile, dc, mask=m)
@@ -352,8 +397,9 @@ def recurrence_bwd_kernel(
                     dc = tl.load(p_dc + o_tile, mask=m, other=0.0)
                 dy, s0, s1, s2, s3, st = bwd_saved(p_dy, p_acts, p_state, s, b_len, o_b, m_b, o_n, m, B, H, s_y,
                                                    reverse, CELL, SA, PROJ)
+                zh, zc = zone_masks(p_zh, p_zc, o_r, o_n, m, s_y, D * H, ZONE_H, ZONE_C)
                 d0, d1, d2, d3, dh, dc = bwd_update(CELL, dh, dc, dy, s0, s1, s2, s3, st, act, o_r, o_n, m, p_dgh,
-                                                    p_dgx, s_g, H, G, WRITE_DGX, False, INTERP)
+                                                    p_dgx, s_g, H, G, WRITE_DGX, False, INTERP, zh, zc, ZONE_H, ZONE_C)
                 if not PROJ:
                     tl.store(p_dh + o_tile, dh, mask=m)
                 if CELL == 0:
@@ -379,6 +425,9 @@ def recurrence_bwd_kernel(
                                        INTERP)
                     dh = tl.where(act[None, :], acc, dh)
                     store_grad_h(p_g, dh, dy, s - 1, b_len, o_b, m_b, o_p, m_p, B, P, reverse)
+                elif DROP:  # the product took d ⊙ h_{t-1}
+                    dh = dh + tl.load(p_dm + o_ptile, mask=m_p, other=0.0) * contract_bwd(
+                        zero, p_dgh, o_r * s_g, m_b, p_w, 0, o_p, P, H, GH, KP, NKP, False, PREC, INTERP)
                 else:
                     dh = contract_bwd(dh, p_dgh, o_r * s_g, m_b, p_w, 0, o_p, P, H, GH, KP, NKP, False, PREC, INTERP)
                 tl.store(p_dh + o_ptile, dh, mask=m_p)

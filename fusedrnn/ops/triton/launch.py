@@ -107,32 +107,44 @@ def _flags(b_hh, lengths, reverse, save, dir1) -> int:
             + FLAG_SAVE * bool(save) + FLAG_DIR1 * bool(dir1))
 
 
+def _mask_args(masks, stand_in) -> tuple:
+    """The kernels' (p_zh, p_zc, p_dm) and their constexprs: each mask, or a stand-in where off
+    (the flag False: a kernel without them compiles as before)."""
+    zh, zc, dm = masks if masks is not None else (None, None, None)
+    ptrs = tuple(t if t is not None else stand_in for t in (zh, zc, dm))
+    flags = {k: True for k, t in (("ZONE_H", zh), ("ZONE_C", zc), ("DROP", dm)) if t is not None}
+    return ptrs, flags
+
+
 def fwd_args(cell, launch, gx, w_hh, b_hh, w_hr, lengths, y, hbuf, cbuf, mbuf, acts, state, sync, n: Sizes, reverse,
-             save, dir1=False, spin_limit=None):
+             save, dir1=False, spin_limit=None, masks=None):
     """(positional args, keyword args) of recurrence_fwd_kernel. Absent optional tensors
     are replaced by stand-ins of the same element type, so the compiled kernel is the same
-    for every flag combination. dir1: this launch runs direction 1 alone."""
+    for every flag combination. dir1: this launch runs direction 1 alone. masks: the fp32
+    (zoneout_h, zoneout_c, drop_h) or None (with drop_h, mbuf holds the unmasked state)."""
+    ptrs, mask_flags = _mask_args(masks, hbuf)
     args = (gx, w_hh, b_hh if b_hh is not None else w_hh, w_hr if w_hr is not None else w_hh,
-            lengths if lengths is not None else sync, y, hbuf, cbuf, mbuf, acts, state, sync, n.T, n.B, n.H, n.P, n.D,
-            _flags(b_hh, lengths, reverse, save, dir1),
+            lengths if lengths is not None else sync, y, hbuf, cbuf, mbuf, acts, state, sync, *ptrs,
+            n.T, n.B, n.H, n.P, n.D, _flags(b_hh, lengths, reverse, save, dir1),
             spin_limit if spin_limit is not None else timeouts.spin_limit())
     return args, dict(CELL=CELLS[cell], **launch.constexprs(), PREC=_prec(), INTERP=config.INTERPRET,
-                      **_options(launch))
+                      **mask_flags, **_options(launch))
 
 
 def bwd_args(cell, launch, dy, w_hh, w_hr, lengths, acts, state, d_gh, d_gx, gbuf, dh, dc, sync, n: Sizes, reverse,
-             write_dgx, dir1=False, spin_limit=None):
+             write_dgx, dir1=False, spin_limit=None, masks=None):
     """(positional args, keyword args) of recurrence_bwd_kernel (see fwd_args)."""
     G = n_gates(cell)
     if launch.RESIDENT and not launch.CARRY and launch.KP * launch.NKP < G * n.H:
         # a resident grid backward contracts over all G*H rows at once (steps.resident_w_bwd)
         raise ValueError(f"fusedrnn triton: a resident backward launch covers {launch.KP * launch.NKP} rows of "
                          f"W_hh, fewer than G*H = {G * n.H}")
+    ptrs, mask_flags = _mask_args(masks, dh)
     args = (dy, w_hh, w_hr if w_hr is not None else w_hh, lengths if lengths is not None else sync, acts, state, d_gh,
-            d_gx, gbuf, dh, dc, sync, n.T, n.B, n.H, n.P, n.D, _flags(None, lengths, reverse, False, dir1),
+            d_gx, gbuf, dh, dc, sync, *ptrs, n.T, n.B, n.H, n.P, n.D, _flags(None, lengths, reverse, False, dir1),
             spin_limit if spin_limit is not None else timeouts.spin_limit())
     return args, dict(CELL=CELLS[cell], **launch.constexprs(), WRITE_DGX=bool(write_dgx), PREC=_prec(),
-                      INTERP=config.INTERPRET, **_options(launch))
+                      INTERP=config.INTERPRET, **mask_flags, **_options(launch))
 
 
 def writes_dgx(cell: str, dtype: torch.dtype) -> bool:
@@ -161,8 +173,18 @@ def _check_call(cell, gx, h0, lengths, reverse, n: Sizes) -> None:
                            f"{n.D * n_gates(cell)}")
 
 
-def forward(cell, gx, h0, c0, w_hh, b_hh, lengths, reverse, need_grad, w_hr=None):
-    """Launch the forward; returns y (T,B,D*P), hT and cT (or None) shaped like h0 and c0, saved."""
+def _fp32_masks(zoneout_h, zoneout_c, drop_h, D, B, P):
+    """The masks as the kernels read them (fp32, contiguous; drop_h as (D, B, P)), or None for none."""
+    if zoneout_h is None and zoneout_c is None and drop_h is None:
+        return None
+    f = lambda t: t.to(torch.float32).contiguous() if t is not None else None  # noqa: E731
+    return f(zoneout_h), f(zoneout_c), (f(drop_h).view(D, B, P) if drop_h is not None else None)
+
+
+def forward(cell, gx, h0, c0, w_hh, b_hh, lengths, reverse, need_grad, w_hr=None, zoneout_h=None, zoneout_c=None,
+            drop_h=None):
+    """Launch the forward; returns y (T,B,D*P), hT and cT (or None) shaped like h0 and c0, saved.
+    The regularisers' masks (docs/design.md) need neither w_hr nor the reset-before GRU."""
     timeouts.check()
     _require_contiguous(gx=gx, h0=h0, c0=c0, w_hh=w_hh, b_hh=b_hh, w_hr=w_hr, lengths=lengths)
     n = sizes(cell, gx, h0)
@@ -180,21 +202,27 @@ def forward(cell, gx, h0, c0, w_hh, b_hh, lengths, reverse, need_grad, w_hr=None
     acts = saved[0] if saved else hbuf
     state = saved[1] if len(saved) > 1 else hbuf
     mbuf = hbuf
+    masks = _fp32_masks(zoneout_h, zoneout_c, drop_h, D, B, P)
     if w_hr is not None:  # m_t: kept for dW_hr, or only exchanged between the phases of a step
         mbuf = saved[2] if need_grad else torch.empty(D, B, H, dtype=torch.float32, device=dev)
     elif cell == "gru_reset_before":  # r ⊙ h_{t-1}, exchanged between the phases of a step
         mbuf = torch.empty(D, B, H, dtype=torch.float32, device=dev)
+    elif drop_h is not None:  # the state itself; the exchange carries d ⊙ h, the product's operand
+        mbuf = hbuf[:, 0].clone()
+        hbuf[:, 0].mul_(masks[2])
 
     def make_args(sync, dir1):
         return fwd_args(cell, launch, gx, w_hh, b_hh, w_hr, lengths, y, hbuf, cbuf, mbuf, acts, state, sync, n,
-                        reverse, need_grad, dir1)
+                        reverse, need_grad, dir1, masks=masks)
 
     _launch_all(kernels.recurrence_fwd_kernel, launch, f"the {cell} forward", make_args, dev)
     cT = cbuf.to(gx.dtype, copy=True).view(c0.shape) if cell == "lstm" else None
-    return y, hbuf[:, T % 2].to(gx.dtype, copy=True).view(h0.shape), cT, saved
+    hT = mbuf if drop_h is not None else hbuf[:, T % 2]
+    return y, hT.to(gx.dtype, copy=True).view(h0.shape), cT, saved
 
 
-def backward(cell, dy, dhT, dcT, gx, h0, c0, w_hh, b_hh, lengths, reverse, y, saved, w_hr=None):
+def backward(cell, dy, dhT, dcT, gx, h0, c0, w_hh, b_hh, lengths, reverse, y, saved, w_hr=None, zoneout_h=None,
+             zoneout_c=None, drop_h=None):
     """Launch the backward (h0, c0, b_hh and y unused: `saved` holds what it needs); returns d_gx (T,B,D*G*H) in gx's dtype, d_gh (T,B,D*G*H) fp32,
     dh0, dc0 or None (shaped like dhT, dcT), and with w_hr also dW_hr in w_hr's dtype."""
     timeouts.check()
@@ -221,9 +249,11 @@ def backward(cell, dy, dhT, dcT, gx, h0, c0, w_hh, b_hh, lengths, reverse, y, sa
     dc = dcT.to(torch.float32, copy=True) if cell == "lstm" else dh
     gbuf = new_out((D, T, B, P), torch.float32, dev) if proj else dh  # the gradient reaching each h_t
 
+    masks = _fp32_masks(zoneout_h, zoneout_c, drop_h, D, B, P)
+
     def make_args(sync, dir1):
         return bwd_args(cell, launch, dy, w_hh, w_hr, lengths, acts, state, d_gh, d_gx, gbuf, dh, dc, sync, n,
-                        reverse, write_dgx, dir1)
+                        reverse, write_dgx, dir1, masks=masks)
 
     _launch_all(kernels.recurrence_bwd_kernel, launch, f"the {cell} backward", make_args, dev)
     dc0 = dc.to(gx.dtype) if cell == "lstm" else None

@@ -169,14 +169,32 @@ def contract_bwd(acc, p_d, o_rd, m_b, p_w, ws, o_n, N, K, G: tl.constexpr, KP: t
 
 
 @triton.jit
+def zone_masks(p_zh, p_zc, o_r, o_n, m, s_zh, s_zc, ZONE_H: tl.constexpr, ZONE_C: tl.constexpr):
+    """The step's zoneout masks of one tile (rows o_r, row strides s_zh and s_zc); 0.0 where off."""
+    zh = 0.0
+    zc = 0.0
+    if ZONE_H:
+        zh = tl.load(p_zh + (o_r * s_zh)[None, :] + o_n[:, None], mask=m, other=0.0)
+    if ZONE_C:
+        zc = tl.load(p_zc + (o_r * s_zc)[None, :] + o_n[:, None], mask=m, other=0.0)
+    return zh, zc
+
+
+@triton.jit
 def fwd_update(CELL: tl.constexpr, acc, bias, x0, x1, x2, x3, h, c, act, o_r, o_n, m, p_y, o_ry, p_acts, p_state, H,
                save, GS: tl.constexpr, SA: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_B: tl.constexpr,
-               CARRY: tl.constexpr, PROJ: tl.constexpr, INTERP: tl.constexpr):
+               CARRY: tl.constexpr, PROJ: tl.constexpr, INTERP: tl.constexpr, zh=0.0, zc=0.0,
+               ZONE_H: tl.constexpr = False, ZONE_C: tl.constexpr = False):
     """One tile's pointwise step: gates, the cell, y and what the backward needs; -> (h, c).
     With PROJ the first value is m_t = o ⊙ tanh(c_t) (0 on inactive rows) and y is the
-    projection's (project_out)."""
+    projection's (project_out). ZONE_H / ZONE_C: zoneout after the cell, h_t = zh h + (1 - zh) h̃_t
+    (c likewise); the saved activations stay the cell's own (RNN: h̃_t)."""
     a0, a1, a2, a3 = split_slots(acc + bias[:, None], GS, BLOCK_N, BLOCK_B)
     h_new, c_new, s0, s1, s2, s3 = cell_fwd(CELL, x0, x1, x2, x3, a0, a1, a2, a3, h, c)
+    if ZONE_H:
+        h_new = zh * h + (1.0 - zh) * h_new
+    if ZONE_C:
+        c_new = zc * c + (1.0 - zc) * c_new
     a = act[None, :]
     if not PROJ:
         tl.store(p_y + o_ry[None, :] + o_n[:, None], to_out(tl.where(a, h_new, 0.0), p_y, INTERP), mask=m)
@@ -226,12 +244,23 @@ def bwd_saved(p_dy, p_acts, p_state, s, b_len, o_b, m_b, o_n, m, B, H, s_y, reve
 
 @triton.jit
 def bwd_update(CELL: tl.constexpr, dh, dc, dy, s0, s1, s2, s3, st, act, o_r, o_n, m, p_dgh, p_dgx, s_g, H,
-               G: tl.constexpr, WRITE_DGX: tl.constexpr, CARRY: tl.constexpr, INTERP: tl.constexpr):
+               G: tl.constexpr, WRITE_DGX: tl.constexpr, CARRY: tl.constexpr, INTERP: tl.constexpr, zh=0.0, zc=0.0,
+               ZONE_H: tl.constexpr = False, ZONE_C: tl.constexpr = False):
     """One tile's pointwise backward step: stores d_gh (and d_gx; row stride s_g); returns
     the h-side gate gradients, the part of dh_{t-1} that bypasses W_hh, and dc_{t-1}.
     Inactive rows give exact zeros and pass dh, dc through: nothing computed from a padded
-    step leaks."""
-    d0, d1, d2, d3, d2h, dh_direct, dc_prev = cell_bwd(CELL, dh + dy, dc, s0, s1, s2, s3, st)
+    step leaks. ZONE_H / ZONE_C: the cell gets (1 - z) of the gradient, the previous state z."""
+    d_h = dh + dy
+    d_cell, dc_cell = d_h, dc
+    if ZONE_H:
+        d_cell = (1.0 - zh) * d_h
+    if ZONE_C:
+        dc_cell = (1.0 - zc) * dc
+    d0, d1, d2, d3, d2h, dh_direct, dc_prev = cell_bwd(CELL, d_cell, dc_cell, s0, s1, s2, s3, st)
+    if ZONE_H:
+        dh_direct = dh_direct + zh * d_h
+    if ZONE_C:
+        dc_prev = dc_prev + zc * dc
     a = act[None, :]
     if CARRY:  # units past H too: here the gate gradients are the next product's operand
         a = a & m

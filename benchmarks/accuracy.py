@@ -16,7 +16,7 @@ import math
 
 import torch
 
-from . import providers, workload
+from . import providers, variant_cases, workload
 from .shapes import Case
 
 TOL_FLOOR = {"fp32": 5e-3, "bf16": 5e-2, "fp16": 1e-2}
@@ -55,6 +55,8 @@ def check_outputs(case: Case, module, args, mode: str) -> list[torch.Tensor]:
     """What a call is judged by: outputs and states, plus parameter gradients for fwbw."""
     if mode == "fwbw":
         module.zero_grad(set_to_none=True)
+    if case.options:  # a variant with masks draws them: the same ones for the oracle and every provider
+        torch.manual_seed(variant_cases.MASK_SEED)
     outs = [o.detach() for o in workload.call(case, module, args, mode)]
     if mode == "fwbw":
         outs += [p.grad for p in module.parameters()]

@@ -7,6 +7,11 @@ fused rows are checked against fusedrnn's reference backend in float64 on the sa
 
 - gru reset_after=False: the GRU with its reset gate applied to h before the recurrent
   product (the original GRU's formula; docs/design.md "Which GRU").
+- lstm zoneout (h and c) and lstm recurrent_dropout: the regularisers, in training mode (the
+  modules are built in training mode), so each call draws its masks. The check seeds torch's
+  generators before the oracle's call and before each provider's (accuracy.check_outputs):
+  the masks are drawn in float32 on the device whatever the dtype (fusedrnn/regularisers.py),
+  so the float64 oracle sees the same masks as the provider it judges.
 """
 from __future__ import annotations
 
@@ -15,7 +20,11 @@ from .shapes import Case
 #: the anchor shape the variants are timed at (docs/anchors.md): B, T, H
 VARIANT_SHAPE = (16, 1024, 768)
 #: (cell, fusedrnn keyword arguments) of each variant
-VARIANTS = (("gru", (("reset_after", False),)),)
+VARIANTS = (("gru", (("reset_after", False),)),
+            ("lstm", (("zoneout", 0.1), ("zoneout_cell", 0.05))),
+            ("lstm", (("recurrent_dropout", 0.25),)))
+#: the seed of the masks a checked call draws (the same for the oracle and every provider)
+MASK_SEED = 1234
 
 
 def variant_cases(shape=VARIANT_SHAPE) -> list[Case]:

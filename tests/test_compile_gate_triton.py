@@ -20,7 +20,8 @@ import sys
 from pathlib import Path
 
 from support.sampling import full_run
-from tools.compile_check.cases import ANCHORS, CELLS, CI_EXTRA, DTYPES
+from tools.compile_check.cases import ANCHORS, CELLS, CI_EXTRA, DTYPES, TRITON_ONLY_CELLS
+from tools.compile_check.triton_rows import EXTRA
 from tools.compile_check.triton_rows import STEP_CASES
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,16 +38,19 @@ def test_triton_kernels_compile_and_fit_at_the_ci_shapes(tmp_path):
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     rows = json.loads(out.read_text())["rows"]
     if full:
-        # contract v2 (triton_rows.variants): D2 at every anchor, the LSTM's P = H/4 with D1 and D2,
-        # and triton_rows.EXTRA (the bidirectional encoder, a carry projection) in each dtype
-        per_dtype = (len(ANCHORS) + len(CI_EXTRA)) * len(CELLS) + len(ANCHORS) * len(CELLS) + 2 * len(ANCHORS) + 2
+        # contract v2 (triton_rows.variants): D2 at every anchor but the reset-before GRU's, the
+        # LSTM's P = H/4 with D1 and D2, and triton_rows.EXTRA (the bidirectional encoder, a carry
+        # projection, the regularised kernels) in each dtype
+        cells = len(CELLS) + len(TRITON_ONLY_CELLS)
+        per_dtype = (len(ANCHORS) + len(CI_EXTRA)) * cells + len(ANCHORS) * len(CELLS) + 2 * len(ANCHORS) + len(EXTRA)
         # and the fused decode step (direction "step") of every cell at STEP_CASES
-        assert len(rows) == per_dtype * len(DTYPES) * 2 + len(STEP_CASES) * len(CELLS) * len(DTYPES)
+        assert len(rows) == per_dtype * len(DTYPES) * 2 + len(STEP_CASES) * cells * len(DTYPES)
+        assert {r["variant"] for r in rows if r["anchor"]} >= {"D1 zo+rd"}
         assert {r["variant"] for r in rows if r["cell"] == "lstm" and r["anchor"]} >= {"D1", "D2", "D1 P64", "D2 P256"}
     else:  # the sample: every shape, cell and dtype, both directions, D2 and the LSTM's projection
         base = [r for r in rows if r["direction"] != "step"]
         assert {(r["B"], r["H"]) for r in base} >= set(ANCHORS) | set(CI_EXTRA)
-        assert {r["cell"] for r in base} == set(CELLS) and {r["dtype"] for r in base} == set(DTYPES)
+        assert {r["cell"] for r in base} == set(CELLS + TRITON_ONLY_CELLS) and {r["dtype"] for r in base} == set(DTYPES)
         assert {r["direction"] for r in base} == {"fwd", "bwd"}
         lstm = {r["variant"] for r in rows if r["cell"] == "lstm" and r["anchor"]}
         assert {"D1", "D2"} <= lstm and any(v.startswith("D1 P") for v in lstm) and any(v.startswith("D2 P") for v in lstm)

@@ -203,6 +203,23 @@ def test_the_model_charges_two_round_trips_for_several_resident_pieces():
     assert model.step_us(kp=64, nkp=1, resident=False, **args)["round_trips"] == 1 + 768 // 64 // 2
 
 
+def test_the_model_charges_the_reset_before_grus_second_phase():
+    """The GRU with its reset gate before the product exchanges r ⊙ h_{t-1} between two
+    barriers per step: the SASS of gru_reset_before bf16 B8·H128 forward reads 4 round trips
+    (2 polls, 2 sweeps of exchange loads) where the GRU reads 2; the model charged the GRU's."""
+    from fusedrnn.ops.triton import model
+    args = dict(layout="grid", n_programs_per_tile=16, n_tiles=1, block_n=8, block_b=16, gate_slots=4, B=8,
+                H=128, G=3, bits=16, direction="fwd", wgmma=False, kp=128, nkp=1, resident=True)
+    one, two = model.step_us(**args), model.step_us(second_phase=True, **args)
+    assert (one["round_trips"], two["round_trips"]) == (2, 4)
+    assert two["sync"] > one["sync"] and two["exchange"] > one["exchange"]
+    carry = dict(args, layout="carry")
+    assert model.step_us(second_phase=True, **carry)["round_trips"] == 0   # one program: nothing exchanged
+    rb = config.choose("gru_reset_before", 8, 128, torch.bfloat16, config.H100, "fwd")
+    plain = config.choose("gru", 8, 128, torch.bfloat16, config.H100, "fwd")
+    assert rb.us_per_step > plain.us_per_step
+
+
 def test_backward_keeps_a_small_w_hh_slice_resident():
     """Issue 29, item 2: the backward kept no W_hh resident, although the B1·H256 LSTM slice
     (4 gates x 256 x 8 units, bf16) is 16 KB; it streamed it in 16 chunks per step. Now a

@@ -10,7 +10,7 @@ import json
 import sys
 import time
 
-from .cases import CELLS, DTYPES, make_cases
+from .cases import CELLS, DTYPES, TRITON_ONLY_CELLS, make_cases
 from .rows import DEVICES, FATAL, SPILL, Row, apply_flags
 
 BACKENDS = ("triton", "cuda")
@@ -28,7 +28,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--shapes", default="anchors", choices=("anchors", "ci", "sweep", "all"),
                    help="anchors: the five anchor (B, H); ci: anchors plus a few edge shapes; "
                         "sweep: B in {1..4096} x H in {1..2048}; all: anchors + sweep (default: anchors)")
-    p.add_argument("--cells", default=",".join(CELLS), help="comma list (default: all four cells)")
+    p.add_argument("--cells", default=",".join(CELLS + TRITON_ONLY_CELLS),
+                   help="comma list (default: the four cells and the Triton-only gru_reset_before, which the "
+                        "CUDA rows leave out)")
     p.add_argument("--dtypes", default=",".join(DTYPES), help="comma list of bf16, fp16, fp32 (default: all)")
     p.add_argument("--backends", default=",".join(BACKENDS), help="comma list of triton, cuda (default: both)")
     p.add_argument("--sample", action="store_true",
@@ -38,7 +40,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("-j", "--jobs", type=int, default=0, help="parallel compile processes (default: CPU count)")
     p.add_argument("--quiet", action="store_true", help="print only flagged rows and the totals")
     args = p.parse_args(argv)
-    for name, allowed in (("cells", CELLS), ("dtypes", DTYPES), ("backends", BACKENDS)):
+    for name, allowed in (("cells", CELLS + TRITON_ONLY_CELLS), ("dtypes", DTYPES), ("backends", BACKENDS)):
         vals = _split(getattr(args, name))
         bad = [v for v in vals if v not in allowed]
         if bad or not vals:
@@ -52,6 +54,9 @@ def backend_rows(backend: str, spec, cases, jobs) -> list[Row]:
         from . import triton_rows as mod
     else:
         from . import cuda_rows as mod
+        cases = [c for c in cases if c.cell not in TRITON_ONLY_CELLS]
+        if not cases:
+            return []
     try:
         return list(mod.rows(spec, cases, jobs))
     except Exception as e:  # a broken enumerator is itself a gate failure, never a silent pass

@@ -12,7 +12,7 @@ KP, NKP, RESIDENT, num_warps; the grid follows), to read a configuration it does
 
 Each line: backend, cell, dtype, B, H, direction, the launch (layout or tier), the counts
 (round_trips, barriers, insts_per_step; Triton also flag_round_trips, cluster_barriers,
-mma, mma_chain, and the kernel's registers, spill bytes, shared memory and tensor-core kind), the allowed round trips (2 + one per extra pass) and the model's µs/step;
+mma, mma_chain, and the kernel's registers, spill bytes, shared memory and tensor-core kind), the allowed round trips (2 per exchange, the reset-before GRU's two, + one per extra pass) and the model's µs/step;
 --loads adds every global load of the step with its depth. Triton needs a process without
 TRITON_INTERPRET=1; the CUDA build is the gate's (cached under build/compile_check).
 """
@@ -24,8 +24,16 @@ import sys
 from .cases import CheckCase
 from .rows import H100, Row
 
-#: dependent round trips a step may take: the exchange's flag and its data
+#: dependent round trips a step may take per exchange: the exchange's flag and its data
 ROUND_TRIPS_ALLOWED = 2
+
+
+def exchanges(cell: str) -> int:
+    """Exchanges a step of `cell` needs where its programs exchange state: the reset-before GRU
+    two (r ⊙ h_{t-1} is exchanged before the n gate's product can start, a dependence no
+    layout of the product removes), every other cell one."""
+    from fusedrnn.cell_table import GRU_RESET_BEFORE
+    return 2 if cell == GRU_RESET_BEFORE else 1
 
 
 def triton_path(cell: str, dtype: str, B: int, H: int, direction: str, force: dict | None = None) -> dict:
@@ -67,7 +75,7 @@ def path(backend: str, cell: str, dtype: str, B: int, H: int, direction: str, fo
     d = (triton_path(cell, dtype, B, H, direction, force) if backend == "triton"
          else cuda_path(cell, dtype, B, H, direction))
     d.update(backend=backend, cell=cell, dtype=dtype, B=B, H=H, direction=direction,
-             allowed=ROUND_TRIPS_ALLOWED + d.get("extra_passes", 0))
+             allowed=ROUND_TRIPS_ALLOWED * exchanges(cell) + d.get("extra_passes", 0))
     return d
 
 

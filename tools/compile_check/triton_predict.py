@@ -28,6 +28,7 @@ def _launch_terms(cell, B, H, dtype, direction, proj=0, directions=1):
     """(Launch, the model's terms of one of its launches; "total" is per call step, all launches)."""
     import torch
 
+    from fusedrnn.cell_table import GRU_RESET_BEFORE
     from fusedrnn.ops.triton import config, model
     from fusedrnn.ops.triton.cells import CELLS, GATES
     lau = config.choose(cell, B, H, dtype, config.H100, direction, proj=proj, directions=directions)
@@ -36,7 +37,7 @@ def _launch_terms(cell, B, H, dtype, direction, proj=0, directions=1):
     terms = model.step_us(lau.layout, lau.grid[0], lau.N_TILES, lau.BLOCK_N, lau.BLOCK_B, GS, lau.KP, lau.NKP,
                           lau.RESIDENT, B, H, G, torch.finfo(dtype).bits, direction,
                           config.uses_wgmma(m_rows, lau.BLOCK_B, lau.num_warps), proj=proj, kr=lau.KR,
-                          directions=lau.grid[2], warps=lau.num_warps)
+                          directions=lau.grid[2], warps=lau.num_warps, second_phase=cell == GRU_RESET_BEFORE)
     terms["total"] *= lau.launches
     return lau, terms
 

@@ -63,30 +63,34 @@ def _mock(dtype):
     return MockTensor(dtype)
 
 
-#: cases beside the anchors, (cell, B, H, P, D, anchor), compiled in every dtype of the anchor
-#: LSTM cases asked about: the encoder's recurrence (2-layer bidirectional LSTM,
-#: B32·T512·I256·H512) and a projection small enough for the carry layout
-EXTRA = (("lstm", 32, 512, 0, 2, True), ("lstm", 3, 33, 8, 2, False))
+#: cases beside the anchors, (cell, B, H, P, D, anchor, regularised), compiled in every dtype of
+#: the anchor cases of their cell asked about: the encoder's recurrence (2-layer bidirectional
+#: LSTM, B32·T512·I256·H512), a projection small enough for the carry layout, and the kernels
+#: with zoneout and recurrent dropout (every mask the cell has) at two anchor shapes
+EXTRA = (("lstm", 32, 512, 0, 2, True, False), ("lstm", 3, 33, 8, 2, False, False),
+         ("lstm", 16, 768, 0, 1, True, True), ("gru", 8, 128, 0, 1, True, True))
 
 
-def variants(case) -> list[tuple[int, int]]:
-    """(P, D) compiled for a case (P 0: no projection): D1 always; at an anchor also D2 and,
-    for the LSTM, P = H/4 with D1 and D2."""
-    out = [(0, 1)]
-    if case.anchor:
-        out.append((0, 2))
+def variants(case) -> list[tuple[int, int, bool]]:
+    """(P, D, regularised) compiled for a case (P 0: no projection): D1 always; at an anchor
+    also D2 and, for the LSTM, P = H/4 with D1 and D2 (the reset-before GRU, which runs
+    neither a projection nor two directions in one launch: D1 only)."""
+    out = [(0, 1, False)]
+    if case.anchor and case.cell != "gru_reset_before":
+        out.append((0, 2, False))
         if case.cell == "lstm":
-            out += [(max(1, case.H // 4), 1), (max(1, case.H // 4), 2)]
+            out += [(max(1, case.H // 4), 1, False), (max(1, case.H // 4), 2, False)]
     return out
 
 
 def extra_cases(cases) -> list:
-    """(CheckCase, [(P, D)]) of EXTRA in each dtype of the anchor cases of its cell asked about."""
+    """(CheckCase, [(P, D, regularised)]) of EXTRA in each dtype of the anchor cases of its cell
+    asked about."""
     from .rows import CheckCase
     out = []
-    for cell, B, H, P, D, anchor in EXTRA:
+    for cell, B, H, P, D, anchor, reg in EXTRA:
         dtypes = sorted({c.dtype for c in cases if c.anchor and c.cell == cell})
-        out += [(CheckCase(cell, d, B, H, anchor=anchor), [(P, D)]) for d in dtypes]
+        out += [(CheckCase(cell, d, B, H, anchor=anchor), [(P, D, reg)]) for d in dtypes]
     return out
 
 
@@ -239,8 +243,8 @@ def _layout(lau) -> str:
     return f"{lau.layout} bb{lau.BLOCK_B} bn{lau.BLOCK_N}{tiles} {w}{proj}{turns}"
 
 
-def _variant(P: int, D: int) -> str:
-    return f"D{D}" + (f" P{P}" if P else "")
+def _variant(P: int, D: int, regularised: bool = False) -> str:
+    return f"D{D}" + (f" P{P}" if P else "") + (" zo+rd" if regularised else "")
 
 
 def _freeze(x):
@@ -283,15 +287,15 @@ def rows(spec, cases, jobs, initializer=None):
     limits = config.DeviceLimits(spec.sms, spec.smem_optin, spec.regs_per_sm)
     planned, work = [], {}
     for case, pds in [(c, variants(c)) for c in cases] + extra_cases(cases):
-        for P, D in pds:
+        for P, D, reg in pds:
             for direction in ("fwd", "bwd"):
                 kernel, lau, args, kw = launch_args(case.cell, case.dtype, case.B, case.H, direction, limits, P=P,
-                                                    D=D)
+                                                    D=D, regularised=reg)
                 sig, constexprs, attrs, options = specialise(kernel, args, kw, spec.arch)
                 job = (kernel.__name__, sig, constexprs, attrs, options.__dict__, spec.arch)
                 key = _freeze(job)
                 work.setdefault(key, job)
-                planned.append((case, _variant(P, D), direction, kernel.__name__, lau, key))
+                planned.append((case, _variant(P, D, reg), direction, kernel.__name__, lau, key))
     steps = []
     for case, I, lau, job in step_jobs(cases, spec.arch):
         key = _freeze(job)

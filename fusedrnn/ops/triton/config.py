@@ -34,6 +34,7 @@ import torch
 import triton
 
 from ... import machine, settings
+from ...cell_table import GRU_RESET_BEFORE
 from . import model
 from .cells import CELLS, GATES
 
@@ -249,7 +250,8 @@ def resident_pieces_for(direction: str, K: int, block_b: int, G: int = 1) -> tup
     return resident_pieces(G * K, block_b, TUNING["resident_staged_max"], TUNING["resident_bwd_pieces_max"])
 
 
-def resident_ok(direction: str, bits: int, K: int, block_b: int, block_n: int = 0, G: int = 1, proj: int = 0) -> bool:
+def resident_ok(direction: str, bits: int, K: int, block_b: int, block_n: int = 0, G: int = 1, proj: int = 0,
+                second_phase: bool = False) -> bool:
     """Whether a grid program may keep its W_hh slice resident (compile-gate findings on
     sm_90): 16-bit only (fp32's tf32x3 splits of a resident W spill), and only while the
     exchanged vector's piece staged per step stays small (resident_pieces_for); in several
@@ -260,7 +262,9 @@ def resident_ok(direction: str, bits: int, K: int, block_b: int, block_n: int = 
     (the B1·H256 LSTM slice, 16 KB) and `resident_bwd_pieces_bytes` in several (the GRU
     B16·H768 slice, 36 KB; the LSTM's 48 KB spills, 64 bytes); larger ones stream from L2,
     as does every backward with a projection (its W_hr phase's registers make even the 16 KB
-    slice spill). K: the contraction's length per gate (P forward, H backward)."""
+    slice spill), and every backward of the reset-before GRU in several pieces (`second_phase`:
+    its second phase's live tiles; B16·H768 in 9 pieces spills 88 bytes). K: the contraction's
+    length per gate (P forward, H backward)."""
     if bits != 16:
         return False
     pieces = resident_pieces_for(direction, K, block_b, G)
@@ -269,7 +273,7 @@ def resident_ok(direction: str, bits: int, K: int, block_b: int, block_n: int = 
         return False
     if direction == "fwd":
         return pieces is not None
-    if proj or pieces is None:
+    if proj or pieces is None or (second_phase and pieces[1] > 1):
         return False
     limit = TUNING["resident_bwd_pieces_bytes" if pieces[1] > 1 else "resident_bwd_bytes"]
     return pieces[0] * pieces[1] * block_n * bits // 8 <= limit
@@ -310,7 +314,7 @@ def _candidates(cell, B, H, bits, limits: DeviceLimits, direction, layout, proj,
                 continue
             n_tiles = -(-n_units // n_n)
             n_n = -(-n_units // n_tiles)
-            if n_tiles == 1 and resident_ok(direction, bits, K, block_b, bn, G, proj):
+            if n_tiles == 1 and resident_ok(direction, bits, K, block_b, bn, G, proj, cell == GRU_RESET_BEFORE):
                 kp, nkp = resident_pieces_for(direction, K, block_b, G)
                 yield "grid", (n_n, n_b, n_dir), block_b, bn, kp, nkp, kr, 1, True
             yield "grid", (n_n, n_b, n_dir), block_b, bn, stream_kp, 1, kr, n_tiles, False
@@ -350,7 +354,8 @@ def candidates(cell: str, B: int, H: int, dtype: torch.dtype, limits: DeviceLimi
                     m_rows = GS * bn if direction == "fwd" else bn
                     us = model.step_us(lay, grid[0], n_tiles, bn, block_b, GS, kp, nkp, resident, B, H, G, bits,
                                        direction, uses_wgmma(m_rows, block_b, warps), proj=proj, kr=kr,
-                                       directions=n_dir, warps=warps)["total"] * (directions // n_dir)
+                                       directions=n_dir, warps=warps,
+                                       second_phase=cell == GRU_RESET_BEFORE)["total"] * (directions // n_dir)
                     found.append(Launch(lay, grid, block_b, bn, kp, nkp, n_tiles, resident, warps, stages, smem, regs,
                                         us, kr, bool(proj), directions))
                     break  # fewer warps when they fit

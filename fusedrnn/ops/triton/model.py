@@ -40,21 +40,25 @@ ISSUE_FIT = {"base": 300.0, "per_mma": 14.0, "per_elem_gate": 40.0}
 
 def step_us(layout: str, n_programs_per_tile: int, n_tiles: int, block_n: int, block_b: int, gate_slots: int,
             kp: int, nkp: int, resident: bool, B: int, H: int, G: int, bits: int, direction: str, wgmma: bool,
-            dev: dict | None = None, proj: int = 0, kr: int = 0, directions: int = 1, warps: int = 4) -> dict:
+            dev: dict | None = None, proj: int = 0, kr: int = 0, directions: int = 1, warps: int = 4,
+            second_phase: bool = False) -> dict:
     """Predicted µs per step of one launch, split into the model's terms (key "total"), and
     the dependent round trips it charges (key "round_trips", not in the total).
 
     dev: the machine model (default: fusedrnn.machine.current()). proj: the LSTM
     projection's size P (0: none): a second phase per step (W_hr m_t forward, W_hrᵀ g_t
     backward) with its own barrier and exchange. directions: program groups in the launch,
-    which share the chip's L2 and HBM bandwidth. warps: per program."""
+    which share the chip's L2 and HBM bandwidth. warps: per program. second_phase: the GRU with
+    its reset gate before the product (cell "gru_reset_before"): a second barrier and exchange
+    per step (r ⊙ h_{t-1} forward, the gradient through it backward, H wide) before the n gate's
+    product, whose chain and instructions the fit below does not count (a lower bound there)."""
     dev = dev or machine.current()
     clk = dev["clock_ghz"] * 1e3  # cycles per µs
     rows = min(B, block_b)
     P = proj or H
     K = P if direction == "fwd" else H  # W_hh's contraction
     k_eff = kp * nkp if resident else -(-K // kp) * kp
-    phases = 2 if proj else 1
+    phases = 2 if proj or second_phase else 1
     # dependent round trips: each resident piece, each STREAM_AHEAD streamed chunks (per gate
     # backward, per tile: a chunk's loads issue once the chunk STREAM_AHEAD before it has
     # arrived) of the exchange, and the barrier's poll per phase; the forward projection's
@@ -66,6 +70,8 @@ def step_us(layout: str, n_programs_per_tile: int, n_tiles: int, block_n: int, b
     if proj and layout != "carry":
         r_chunks = -(-(H if direction == "fwd" else P) // kr)
         pieces += (r_chunks if direction == "fwd" else -(-r_chunks // STREAM_AHEAD)) * n_tiles
+    if second_phase and layout != "carry":
+        pieces += 1  # the second phase's exchange: one sweep of r ⊙ h (its gradient backward)
     flags = phases if layout != "carry" and n_programs_per_tile > 1 else 0
     loads = 0 if layout == "carry" else pieces
     if layout == "carry":
@@ -77,6 +83,8 @@ def step_us(layout: str, n_programs_per_tile: int, n_tiles: int, block_n: int, b
         width = P if direction == "fwd" else G * H  # h forward, d_gates backward
         if proj:
             width += H if direction == "fwd" else P  # m_t forward, g_t backward
+        if second_phase:
+            width += H  # r ⊙ h_{t-1} forward, its gradient backward
         vec = width * 4 * rows  # fp32 exchange bytes one program reads
         total = vec * n_programs_per_tile * -(-B // block_b) * directions
         exchange = loads * dev["l2_latency_us"] + max(vec / (dev["l2_bw_per_sm_gbs"] * 1e3),

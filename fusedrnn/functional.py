@@ -30,6 +30,9 @@ from .ops import cell_step, library
 from .ops.common import per_direction
 
 
+_ASK = object()  # rnn(step=...) not given: rnn asks decode_step itself
+
+
 class LayerWeights(NamedTuple):
     w_ih: torch.Tensor            # (G*H, I or D*P)
     w_hh: torch.Tensor            # (G*H, P)
@@ -41,7 +44,7 @@ class LayerWeights(NamedTuple):
 def rnn(cell: str, x: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor | None,
         weights: list[LayerWeights], *, num_layers: int, bidirectional: bool,
         dropout: float = 0.0, training: bool = False, lengths: torch.Tensor | None = None,
-        dropout_mask: torch.Tensor | None = None, backend: str = "reference"):
+        dropout_mask: torch.Tensor | None = None, backend: str = "reference", step=_ASK):
     """Run a stacked RNN, for fusedrnn's modules: they have applied torch.nn's checks to every
     argument and resolved `backend` to "reference" or a kernel backend ("triton", "cuda"), so
     no layer repeats the contract's checks or the backend choice (fusedrnn.ops.run).
@@ -50,14 +53,16 @@ def rnn(cell: str, x: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor | None,
     for "lstm" else None · weights[l*D + d] for layer l, direction d · lengths (B,) or
     None · dropout_mask (T,B) bool: when given, inter-layer dropout draws its noise
     only for these positions, in (t, b) order, which is how torch.nn drops a packed
-    sequence. Returns (y (T,B,D*P), h_n (L*D,B,P), c_n (L*D,B,H) or None).
+    sequence. `step`: the backend's fused step(...) or None where the caller has asked
+    decode_step(...) already. Returns (y (T,B,D*P), h_n (L*D,B,P), c_n (L*D,B,H) or None).
     """
     if backend != "reference" and backend not in backends.KERNEL_BACKENDS:
         raise ValueError(f"fusedrnn.functional.rnn runs a resolved backend ('reference' or one of "
                          f"{', '.join(map(repr, backends.KERNEL_BACKENDS))}), not {backend!r}: fusedrnn's modules "
                          "resolve it (fusedrnn.backends.choose_name)")
     D = 2 if bidirectional else 1
-    step = _decode_step(backend, cell, x, h0, c0, weights)
+    if step is _ASK:
+        step = decode_step(backend, cell, x, h0, c0, weights)
     h_n, c_n = [], []
     layer_in = x
     for layer in range(num_layers):
@@ -120,7 +125,7 @@ def _joined(join, ws, field):
     return None if ts[0] is None else join(ts)
 
 
-def _decode_step(backend, cell, x, h0, c0, weights):
+def decode_step(backend, cell, x, h0, c0, weights):
     """The backend's fused step(...) when this call may run it per layer and direction: one time
     step, no projection, nothing for autograd to record, plain eager (cell_step.fused_step);
     else None. At T=1 every sequence has length 1, so lengths change nothing."""

@@ -13,6 +13,7 @@ import warnings
 from torch import nn
 
 from . import backends
+from .decode_memo import MEMO
 from .ops.common import TORCH_CELLS
 
 #: the torch.nn classes fusedrnn has a twin of (sequence modules and cells)
@@ -37,6 +38,14 @@ class FusedModuleBase:
     def backend(self, name: str) -> None:
         backends.check_name(name)
         self.__dict__["_backend"] = name
+        self.__dict__.pop(MEMO, None)
+
+    def __getstate__(self):
+        """The state pickling and copying take: without the remembered decode path (a cache of
+        this process's backend choice, fusedrnn/decode_memo.py)."""
+        state = dict(super().__getstate__())
+        state.pop(MEMO, None)
+        return state
 
     @classmethod
     def torch_class(cls) -> type:
@@ -68,4 +77,5 @@ class FusedModuleBase:
                       "fusedrnn.convert(model) puts the fusedrnn module back", UserWarning, stacklevel=3)
         twin = torch_cls.__new__(torch_cls)
         twin.__dict__.update(self.__dict__)  # the same parameter, buffer and hook dicts, and the backend name
+        twin.__dict__.pop(MEMO, None)
         return twin

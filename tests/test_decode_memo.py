@@ -191,7 +191,9 @@ def test_grad_mode_is_followed(kernels, kind, args):
     ours, ref = pair(kind, kernels[0])
     x, hx = args(layers=1) if kind == "LSTM" else args()
     same(ours, ref, x, hx)
-    outs = [m(x, hx) for m in (ours, ref)]  # grad mode on: autograd records the call
+    stepped = len(kernels[1])
+    outs = [m(x, hx) for m in (ours, ref)]  # grad mode on: autograd records the call, not the fused step
+    assert len(kernels[1]) == stepped
     for out, m in zip(outs, (ours, ref)):
         flat = [out[0], *out[1]] if kind == "LSTM" else list(out)
         sum(t.sum() for t in flat).backward()
@@ -200,9 +202,10 @@ def test_grad_mode_is_followed(kernels, kind, args):
     for m in (ours, ref):
         m.requires_grad_(False)
     torch.testing.assert_close(ours(x, hx), ref(x, hx), rtol=0, atol=1e-12)  # grad mode on, nothing to record
-    xg = x.clone().requires_grad_()
-    out = ours(xg, hx)
-    assert (out[0] if kind == "LSTM" else out[0]).requires_grad
+    assert len(kernels[1]) > stepped  # the fused step again
+    stepped = len(kernels[1])
+    out = ours(x.clone().requires_grad_(), hx)
+    assert out[0].requires_grad and len(kernels[1]) == stepped
 
 
 def test_settings_backend_and_registered_kernels_are_followed(kernels, monkeypatch):

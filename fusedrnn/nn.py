@@ -233,8 +233,8 @@ class _FusedRNNBase(FusedModuleBase):
             return out
         weights = self._layer_weights()
         step = functional.decode_step(backend, self.cell, x, h0, c0, weights)
-        if step is not None and not packed and stamp is not None:
-            self._remember(call, backend, stamp, weights, h0, c0, is_batched)
+        if not packed and stamp is not None:
+            self._remember(call, backend, stamp, weights, h0, c0, is_batched, x.shape[0] == 1)
         y, h_n, c_n = functional.rnn(
             self.cell, x, h0, c0, weights, num_layers=self.num_layers,
             bidirectional=self.bidirectional, dropout=self.dropout, training=self.training,
@@ -259,36 +259,40 @@ class _FusedRNNBase(FusedModuleBase):
             hidden = (h_n.squeeze(1), c_n.squeeze(1)) if c_n is not None else h_n.squeeze(1)
         return y, hidden
 
-    # -- the remembered decode path (fusedrnn/decode_memo.py) --------------------------
+    # -- the remembered path of a padded call (fusedrnn/decode_memo.py) ----------------
 
-    def _remember(self, call, backend: str, stamp: tuple, weights, h0, c0, is_batched: bool) -> None:
-        """Remember the decode path of `call` (input, hx), which runs backend `backend`'s fused
-        step on `weights` (_layer_weights()) with the checked state h0 (L*D,B,P), c0 (L*D,B,H) or None. Not where a weight is
-        not its parameter (a parametrization: a new tensor per read)."""
+    def _remember(self, call, backend: str, stamp: tuple, weights, h0, c0, is_batched: bool, one_step: bool) -> None:
+        """Remember how `call` (input, hx), a padded call that passed torch.nn's checks, runs:
+        backend `backend` on `weights` (_layer_weights()) with the checked state h0 (L*D,B,P),
+        c0 (L*D,B,H) or None. Only a plain eager call whose weights are its parameters (not a
+        parametrization's: a new tensor per read)."""
         input = call[0]
         params = self._parameters
         flat = tuple(self._flat_weights)
         names = tuple(self._flat_weights_names)
-        if any(params.get(n) is not w for n, w in zip(names, flat)):
+        if type(input) is not torch.Tensor or not decode_memo.plain_eager() \
+                or any(params.get(n) is not w for n, w in zip(names, flat)):
             return
         states = (h0,) if c0 is None else (h0, c0)
         shapes = tuple(s.shape if is_batched else s.shape[:1] + s.shape[2:] for s in states)
-        key = (input.shape, input.dtype, input.device, *stamp, self.backend, self.cell, self.batch_first)
-        self.__dict__[MEMO] = (key, backend, backends.KERNEL_BACKENDS[backend], shapes, names, flat, weights)
+        key = (input.shape, input.dtype, input.device, *stamp, self.backend, self.cell, self.batch_first,
+               decode_memo.records_grad((input, *flat)))
+        # the backend's fused step where functional.decode_step may give it (one step, no projection)
+        steps = one_step and weights[0].w_hr is None and backend in backends.KERNEL_BACKENDS \
+            and self.cell != GRU_RESET_BEFORE
+        self.__dict__[MEMO] = (key, backend, backends.KERNEL_BACKENDS[backend] if steps else None, shapes, names,
+                               flat, weights)
 
     def _remembered_call(self, memo, input, hx):
-        """forward(input, hx) through the remembered decode path, or None where the call is not
-        one it covers: the same fused steps the full path runs, without its questions."""
+        """forward(input, hx) through the remembered path, or None where the call is not one it
+        covers: the same functional.rnn call the full path makes, without its questions."""
         key, backend, kernels, shapes, names, flat, weights = memo
-        # first what a training step fails: its weights require grad (checked as the weights
-        # remembered; a weight swapped since fails the identity check below)
-        if type(input) is not torch.Tensor or decode_memo.records_grad((input, *flat)) \
-                or not decode_memo.plain_eager():
+        if type(input) is not torch.Tensor or not decode_memo.plain_eager():
             return None
         dtype, device = input.dtype, input.device
         cell = self.cell
-        if (input.shape, dtype, device, settings.generation, backends.epoch, self.backend, cell,
-                self.batch_first) != key:
+        if (input.shape, dtype, device, settings.generation, backends.epoch, self.backend, cell, self.batch_first,
+                decode_memo.records_grad((input, *flat))) != key:
             return None
         is_lstm = cell == "lstm"
         if hx is None:
@@ -306,11 +310,11 @@ class _FusedRNNBase(FusedModuleBase):
         for n, w in zip(names, flat):
             if params.get(n) is not w:
                 return None
-        if not decode_memo.same_device_and_dtype(flat, dtype, device) or decode_memo.records_grad(states):
+        if not decode_memo.same_device_and_dtype(flat, dtype, device):
             return None
-        step = getattr(sys.modules.get(kernels), "step", None)
-        if step is None:
-            return None
+        # functional.decode_step's answer: the fused step unless autograd records the call
+        step = None if kernels is None or key[-1] or decode_memo.records_grad(states) else \
+            getattr(sys.modules.get(kernels), "step", None)
         is_batched = input.dim() == 3
         batch_dim = 0 if self.batch_first else 1
         x = input if is_batched else input.unsqueeze(batch_dim)

@@ -259,3 +259,37 @@ def test_copies_and_pickles_carry_no_memo(kernels):
     for other in (copy.deepcopy(ours), copy.copy(ours), pickle.loads(pickle.dumps(ours))):
         assert MEMO not in other.__dict__
         same(other, ref, x, hx)
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_a_training_step_and_a_sequence_are_remembered_too(kernels, choices, bidirectional):
+    """Any padded call is remembered (its backend choice asked once), with autograd as well."""
+    ours, ref = pair("GRU", kernels[0], num_layers=2, bidirectional=bidirectional)
+    D = 2 if bidirectional else 1
+    x, h = torch.randn(3, B, I, dtype=F64), torch.randn(2 * D, B, H, dtype=F64)
+    for _ in range(2):
+        for m in (ours, ref):
+            m.zero_grad()
+            y, h_n = m(x, h)
+            (y.sum() + h_n.sum()).backward()
+        for p, q in zip(ours.parameters(), ref.parameters()):
+            torch.testing.assert_close(p.grad, q.grad, rtol=0, atol=1e-12)
+    assert len(choices) == 1
+    same(ours, ref, x, h)  # no grad: another key
+    same(ours, ref, x, h)
+    assert len(choices) == 2
+
+
+def test_batch_first_and_the_gru_formula_are_followed(kernels):
+    ours, ref = pair("GRU", kernels[0])
+    x, h = torch.randn(1, B, I, dtype=F64), torch.randn(1, B, H, dtype=F64)
+    same(ours, ref, x, h)
+    for m in (ours, ref):
+        m.batch_first = True
+    same_error(ours, ref, x, h)  # now one sequence of 3 steps: the state has the wrong batch
+    h = h[:, :1]
+    same(ours, ref, x, h)
+    ours.reset_after = False  # the other formula, which these kernels refuse: asked again
+    with pytest.raises(RuntimeError, match="plain_kernels computes torch.nn's cells only, not gru_reset_before"):
+        with torch.no_grad():
+            ours(x, h)

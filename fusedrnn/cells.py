@@ -63,12 +63,9 @@ class _FusedCellBase(FusedModuleBase):
             return self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh
 
     def forward(self, input, hx=None):
-        if not torch.compiler.is_compiling():  # a graph never reads the memo (nor guards on it)
-            memo = self.__dict__.get(MEMO)
-            if memo is not None:
-                out = self._remembered_step(memo, input, hx)
-                if out is not None:
-                    return out
+        out = self._remembered(input, hx)
+        if out is not None:
+            return out
         stamp = decode_memo.stamp()  # before the choice: what the choice was made under
         try:
             name = self._backend_name(input, hx)
@@ -99,7 +96,7 @@ class _FusedCellBase(FusedModuleBase):
             h, c = h.squeeze(0), (c.squeeze(0) if is_lstm else None)
         return (h, c) if is_lstm else h
 
-    def _remembered_step(self, memo, input, hx):
+    def _remembered_call(self, memo, input, hx):
         """forward(input, hx) through the remembered decode path (fusedrnn/decode_memo.py), or None
         where the call is not one it covers. The same step the full path runs, without its questions."""
         key, kernels, state_shape = memo

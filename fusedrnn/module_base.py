@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import warnings
 
+import torch
 from torch import nn
 
 from . import backends
@@ -46,6 +47,14 @@ class FusedModuleBase:
         state = dict(super().__getstate__())
         state.pop(MEMO, None)
         return state
+
+    def _remembered(self, input, hx):
+        """The call's result through the module's remembered path (fusedrnn/decode_memo.py), or
+        None where it has none or the call is not one it covers."""
+        if torch.compiler.is_compiling():  # a graph never reads the memo (nor guards on it)
+            return None
+        memo = self.__dict__.get(MEMO)
+        return None if memo is None else self._remembered_call(memo, input, hx)
 
     @classmethod
     def torch_class(cls) -> type:

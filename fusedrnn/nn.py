@@ -47,12 +47,9 @@ class _FusedRNNBase(FusedModuleBase):
                                directions=2 if self.bidirectional else 1)
 
     def forward(self, input, hx=None):
-        if not torch.compiler.is_compiling():  # a graph never reads the memo (nor guards on it)
-            memo = self.__dict__.get(MEMO)
-            if memo is not None:
-                out = self._remembered_call(memo, input, hx)
-                if out is not None:
-                    return out
+        out = self._remembered(input, hx)
+        if out is not None:
+            return out
         stamp = decode_memo.stamp()  # before the choice: what the choice was made under
         if self._torch_rejects_dtype(input):
             return super().forward(input, hx)  # raises torch.nn's own error, before any backend is chosen

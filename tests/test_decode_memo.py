@@ -54,6 +54,19 @@ def lstm_args(dtype=F64, layers=2):
                                                torch.randn(layers, B, H, dtype=dtype))
 
 
+def remembered(kernels, kind, args):
+    """A one-layer module or a cell and its torch.nn twin, with a call that was remembered."""
+    ours, ref = pair(kind, kernels[0])
+    x, hx = args(layers=1) if kind == "LSTM" else args()
+    same(ours, ref, x, hx)
+    assert MEMO in ours.__dict__
+    return ours, ref, x, hx
+
+
+def weight(kind, which="hh"):
+    return f"weight_{which}" if kind == "LSTMCell" else f"weight_{which}_l0"
+
+
 def same(ours, ref, *args):
     with torch.no_grad():
         torch.testing.assert_close(ours(*args), ref(*args), rtol=0, atol=1e-12)
@@ -128,10 +141,8 @@ def test_weights_changed_in_place_or_swapped_are_followed(kernels, kind, args):
 
 @pytest.mark.parametrize("kind, args", [("LSTMCell", cell_args), ("LSTM", lstm_args)])
 def test_a_parametrization_and_functional_call_are_followed(kernels, kind, args):
-    ours, ref = pair(kind, kernels[0])
-    x, hx = args(layers=1) if kind == "LSTM" else args()
-    same(ours, ref, x, hx)
-    name = "weight_hh" if kind == "LSTMCell" else "weight_hh_l0"
+    ours, ref, x, hx = remembered(kernels, kind, args)
+    name = weight(kind)
     swapped = {name: torch.randn_like(getattr(ref, name))}
     with torch.no_grad():
         torch.testing.assert_close(torch.func.functional_call(ours, swapped, (x, hx)),
@@ -149,16 +160,14 @@ def test_a_parametrization_and_functional_call_are_followed(kernels, kind, args)
 
 @pytest.mark.parametrize("kind, args", [("LSTMCell", cell_args), ("LSTM", lstm_args)])
 def test_a_dtype_or_device_change_is_followed(kernels, kind, args):
-    ours, ref = pair(kind, kernels[0])
-    x, hx = args(layers=1) if kind == "LSTM" else args()
-    same(ours, ref, x, hx)
+    ours, ref, x, hx = remembered(kernels, kind, args)
     for m in (ours, ref):
         m.float()
     same_error(ours, ref, x, hx)  # float64 input, float32 weights: torch.nn's error
     x32, hx32 = x.float(), tuple(s.float() for s in hx)
     with torch.no_grad():
         torch.testing.assert_close(ours(x32, hx32), ref(x32, hx32))
-    name = "weight_ih" if kind == "LSTMCell" else "weight_ih_l0"
+    name = weight(kind, "ih")
     with torch.no_grad():  # one weight's dtype changed behind the module's back
         for m in (ours, ref):
             getattr(m, name).data = getattr(m, name).data.double()
@@ -188,9 +197,7 @@ def test_train_and_eval_are_followed(kernels):
 
 @pytest.mark.parametrize("kind, args", [("LSTMCell", cell_args), ("LSTM", lstm_args)])
 def test_grad_mode_is_followed(kernels, kind, args):
-    ours, ref = pair(kind, kernels[0])
-    x, hx = args(layers=1) if kind == "LSTM" else args()
-    same(ours, ref, x, hx)
+    ours, ref, x, hx = remembered(kernels, kind, args)
     stepped = len(kernels[1])
     outs = [m(x, hx) for m in (ours, ref)]  # grad mode on: autograd records the call, not the fused step
     assert len(kernels[1]) == stepped
@@ -239,9 +246,7 @@ def test_settings_backend_and_registered_kernels_are_followed(kernels, monkeypat
 
 @pytest.mark.parametrize("kind, args", [("LSTMCell", cell_args), ("LSTM", lstm_args)])
 def test_bad_calls_after_a_remembered_step_get_torch_errors(kernels, kind, args):
-    ours, ref = pair(kind, kernels[0])
-    x, (h, c) = args(layers=1) if kind == "LSTM" else args()
-    same(ours, ref, x, (h, c))
+    ours, ref, x, (h, c) = remembered(kernels, kind, args)
     same_error(ours, ref, x, (h[..., :-1], c))       # a state of the wrong size
     same_outcome(ours, x, (h, c.float()))            # of another dtype
     same_error(ours, ref, x.float(), (h, c))         # an input of another dtype

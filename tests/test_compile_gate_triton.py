@@ -38,7 +38,7 @@ def test_triton_kernels_compile_and_fit_at_the_ci_shapes(tmp_path):
     rows = json.loads(out.read_text())["rows"]
     if full:
         # contract v2 (triton_rows.variants): D2 at every anchor, the LSTM's P = H/4 with D1 and D2,
-        # and triton_rows.EXTRA (the bidirectional encoder, a carry projection) in each dtype
+        # and triton_rows.EXTRA (the bidirectional encoder, a cta projection) in each dtype
         per_dtype = (len(ANCHORS) + len(CI_EXTRA)) * len(CELLS) + len(ANCHORS) * len(CELLS) + 2 * len(ANCHORS) + 2
         # and the fused decode step (direction "step") of every cell at STEP_CASES
         assert len(rows) == per_dtype * len(DTYPES) * 2 + len(STEP_CASES) * len(CELLS) * len(DTYPES)
@@ -53,7 +53,7 @@ def test_triton_kernels_compile_and_fit_at_the_ci_shapes(tmp_path):
     steps = [r for r in rows if r["direction"] == "step"]
     assert {(r["B"], r["H"]) for r in steps} == {(B, H) for B, _, H, _ in STEP_CASES}
     assert all(r["kernel"] == "cell_step" for r in steps)
-    assert any(r["layout"].startswith("carry") and "P8" in r["variant"] for r in rows)  # W_hr resident
+    assert any(r["layout"].startswith("cta") and "P8" in r["variant"] for r in rows)  # W_hr resident
     assert not [r for r in rows if r["error"]]
     spills = [(r["cell"], r["dtype"], r["B"], r["H"], r["direction"], r["spill_bytes"]) for r in rows
               if r["anchor"] and r["dtype"] != "fp32" and r["spill_bytes"]]

@@ -63,6 +63,9 @@ class _KernelBackends(dict):
 _memo: dict = {}
 _memo_generation = -1
 _MEMO_MAX = 4096
+#: incremented whenever the remembered choices are forgotten: a module's remembered decode path
+#: (fusedrnn/decode_memo.py) is stamped with it
+epoch = 0
 KERNEL_BACKENDS = _KernelBackends(cuda="fusedrnn.ops.cuda", triton="fusedrnn.ops.triton")
 ENV_VAR = "FUSEDRNN_BACKEND"
 _warned: set[str] = set()
@@ -74,8 +77,11 @@ class Choice(NamedTuple):
 
 
 def forget_choices() -> None:
-    """Forget the choices choose_name remembers (a kernel backend was registered or repointed)."""
+    """Forget the choices choose_name remembers (a kernel backend was registered or repointed),
+    and with them every module's remembered decode path."""
+    global epoch
     _memo.clear()
+    epoch += 1
 
 
 def check_name(name) -> None:

@@ -11,15 +11,17 @@ Dimensions: B batch, I input_size, H hidden_size, G gates (LSTM 4, GRU 3, RNN 1)
 """
 from __future__ import annotations
 
+import sys
 import warnings
 
 import torch
 from torch import nn
 
-from . import backends, regularisers
+from . import backends, decode_memo, regularisers, settings
+from .decode_memo import MEMO
 from .module_base import FusedModuleBase
 from .nn import check_reset_after
-from .ops import GATES, cell_step
+from .ops import GATES, cell_step, library
 from .ops.common import GRU_RESET_BEFORE, TORCH_CELLS
 
 _warned: set = set()
@@ -62,6 +64,10 @@ class _FusedCellBase(FusedModuleBase):
             return self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh
 
     def forward(self, input, hx=None):
+        out = self._remembered(input, hx)
+        if out is not None:
+            return out
+        stamp = decode_memo.stamp()  # before the choice: what the choice was made under
         try:
             name = self._backend_name(input, hx)
         except RuntimeError:  # an explicit backend that cannot run: unless torch.nn rejects the call first
@@ -73,7 +79,8 @@ class _FusedCellBase(FusedModuleBase):
             return self._torch_forward(input, hx)
         batched = input.dim() == 2
         x = input if batched else input.unsqueeze(0)              # (B, I)
-        is_lstm = self._CELL == "lstm"
+        cell = self._CELL
+        is_lstm = cell == "lstm"
         if hx is None:
             h0 = torch.zeros(x.shape[0], self.hidden_size, dtype=x.dtype, device=x.device)
             c0 = h0 if is_lstm else None                          # torch.nn passes one zero tensor twice
@@ -82,7 +89,61 @@ class _FusedCellBase(FusedModuleBase):
         else:
             h0, c0 = (hx if batched else hx.unsqueeze(0)), None
         masks = self._step_masks(x, h0) if self._regularised() else {}
-        h, c = cell_step.step(name, self._CELL, x, h0, c0, *weights, **masks)
+        h, c = cell_step.step(name, cell, x, h0, c0, *weights, **masks)
+        if not masks and not torch.is_grad_enabled() \
+                and cell_step.fused_step(name, x, (h0, c0, *weights), cell) is not None:
+            # it ran the backend's fused step: the next call of this shape skips the questions above
+            self.__dict__[MEMO] = ((input.shape, input.dtype, input.device, *stamp, self.backend, cell),
+                                   backends.KERNEL_BACKENDS[name], input.shape[:-1] + (self.hidden_size,))
+        if not batched:
+            h, c = h.squeeze(0), (c.squeeze(0) if is_lstm else None)
+        return (h, c) if is_lstm else h
+
+    def _remembered_call(self, memo, input, hx):
+        """forward(input, hx) through the remembered decode path (fusedrnn/decode_memo.py), or None
+        where the call is not one it covers. The same step the full path runs, without its questions."""
+        key, kernels, state_shape = memo
+        if type(input) is not torch.Tensor or (torch.is_grad_enabled() and input.requires_grad) \
+                or not decode_memo.plain_eager():
+            return None
+        dtype, device = input.dtype, input.device
+        cell = self._CELL
+        if (input.shape, dtype, device, settings.generation, backends.epoch, self.backend, cell) != key:
+            return None
+        p = self._parameters
+        try:
+            weights = p["weight_ih"], p["weight_hh"], p["bias_ih"], p["bias_hh"]
+        except KeyError:  # a parametrization: the full path reads the attributes
+            return None
+        is_lstm = cell == "lstm"
+        if hx is None:
+            states = ()
+        elif is_lstm:
+            if type(hx) is not tuple and type(hx) is not list or len(hx) != 2:
+                return None
+            states = hx
+        else:
+            states = (hx,)
+        for s in states:
+            if not decode_memo.state_ok(s, state_shape, dtype, device):
+                return None
+        if not decode_memo.same_device_and_dtype(weights, dtype, device) \
+                or decode_memo.records_grad((input, *states, *weights)):
+            return None
+        step = getattr(sys.modules.get(kernels), "step", None)
+        if step is None:
+            return None
+        batched = input.dim() == 2
+        x = input if batched else input.unsqueeze(0)
+        if hx is None:
+            h0 = torch.zeros(x.shape[0], self.hidden_size, dtype=dtype, device=device)
+            c0 = h0 if is_lstm else None
+        elif batched:
+            h0, c0 = states if is_lstm else (hx, None)
+        else:
+            h0, c0 = states[0].unsqueeze(0), (states[1].unsqueeze(0) if is_lstm else None)
+        with library.one_launch_at_a_time():
+            h, c = step(cell, x, h0, c0, *weights)
         if not batched:
             h, c = h.squeeze(0), (c.squeeze(0) if is_lstm else None)
         return (h, c) if is_lstm else h

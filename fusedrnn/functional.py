@@ -30,6 +30,9 @@ from .ops import cell_step, library
 from .ops.common import per_direction
 
 
+_ASK = object()  # rnn(step=...) not given: rnn asks decode_step itself
+
+
 class LayerWeights(NamedTuple):
     w_ih: torch.Tensor            # (G*H, I or D*P)
     w_hh: torch.Tensor            # (G*H, P)
@@ -41,7 +44,7 @@ class LayerWeights(NamedTuple):
 def rnn(cell: str, x: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor | None,
         weights: list[LayerWeights], *, num_layers: int, bidirectional: bool,
         dropout: float = 0.0, training: bool = False, lengths: torch.Tensor | None = None,
-        dropout_mask: torch.Tensor | None = None, backend: str = "reference",
+        dropout_mask: torch.Tensor | None = None, backend: str = "reference", step=_ASK,
         regs: regularisers.Regularisers | None = None):
     """Run a stacked RNN, for fusedrnn's modules: they have applied torch.nn's checks to every
     argument and resolved `backend` to "reference" or a kernel backend ("triton", "cuda"), so
@@ -53,7 +56,9 @@ def rnn(cell: str, x: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor | None,
     only for these positions, in (t, b) order, which is how torch.nn drops a packed
     sequence. regs: zoneout / recurrent dropout (fusedrnn/regularisers.py), whose masks are
     drawn here per layer, in the order that module documents, and passed to the recurrence.
-    Returns (y (T,B,D*P), h_n (L*D,B,P), c_n (L*D,B,H) or None).
+    `step`: the backend's fused step(...) or None where the caller has asked decode_step(...)
+    already (a regularised call never takes it). Returns (y (T,B,D*P), h_n (L*D,B,P), c_n
+    (L*D,B,H) or None).
     """
     if backend != "reference" and backend not in backends.KERNEL_BACKENDS:
         raise ValueError(f"fusedrnn.functional.rnn runs a resolved backend ('reference' or one of "
@@ -61,7 +66,10 @@ def rnn(cell: str, x: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor | None,
                          "resolve it (fusedrnn.backends.choose_name)")
     D = 2 if bidirectional else 1
     regularised = regs is not None and regs.active(training)
-    step = None if regularised else _decode_step(backend, cell, x, h0, c0, weights)
+    if regularised:
+        step = None
+    elif step is _ASK:
+        step = decode_step(backend, cell, x, h0, c0, weights)
     h_n, c_n = [], []
     layer_in = x
     for layer in range(num_layers):
@@ -128,7 +136,7 @@ def _joined(join, ws, field):
     return None if ts[0] is None else join(ts)
 
 
-def _decode_step(backend, cell, x, h0, c0, weights):
+def decode_step(backend, cell, x, h0, c0, weights):
     """The backend's fused step(...) when this call may run it per layer and direction: one time
     step, no projection, nothing for autograd to record, plain eager (cell_step.fused_step);
     else None. At T=1 every sequence has length 1, so lengths change nothing."""

@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import warnings
 
+import torch
 from torch import nn
 
 from . import backends, regularisers
 from .cell_table import CELLS
+from .decode_memo import MEMO
 from .ops.common import TORCH_CELLS
 
 #: the torch.nn classes fusedrnn has a twin of (sequence modules and cells)
@@ -83,6 +85,23 @@ class FusedModuleBase:
     def backend(self, name: str) -> None:
         backends.check_name(name)
         self.__dict__["_backend"] = name
+        self.__dict__.pop(MEMO, None)
+
+    def __getstate__(self):
+        """The state pickling and copying take: without the remembered decode path (a cache of
+        this process's backend choice, fusedrnn/decode_memo.py)."""
+        state = dict(super().__getstate__())
+        state.pop(MEMO, None)
+        return state
+
+    def _remembered(self, input, hx):
+        """The call's result through the module's remembered path (fusedrnn/decode_memo.py), or
+        None where it has none or the call is not one it covers."""
+        if torch.compiler.is_compiling():  # a graph never reads the memo (nor guards on it)
+            return None
+        memo = self.__dict__.get(MEMO)
+        # a regularised module draws masks every call: it always takes the full path
+        return None if memo is None or self._regularised() else self._remembered_call(memo, input, hx)
 
     @classmethod
     def torch_class(cls) -> type:
@@ -121,5 +140,6 @@ class FusedModuleBase:
                       "fusedrnn.convert(model) puts the fusedrnn module back", UserWarning, stacklevel=3)
         twin = torch_cls.__new__(torch_cls)
         twin.__dict__.update(self.__dict__)  # the same parameter, buffer and hook dicts, and the backend name
+        twin.__dict__.pop(MEMO, None)
         return twin
 

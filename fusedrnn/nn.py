@@ -7,11 +7,14 @@ not "torch".
 """
 from __future__ import annotations
 
+import sys
+
 import torch
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence
 
-from . import backends, functional, packing
+from . import backends, decode_memo, functional, packing, settings
+from .decode_memo import MEMO
 from .functional import LayerWeights
 from .module_base import FusedModuleBase
 from .ops.common import GRU_RESET_BEFORE, TORCH_CELLS
@@ -44,6 +47,10 @@ class _FusedRNNBase(FusedModuleBase):
                                directions=2 if self.bidirectional else 1, regularised=self._regularised())
 
     def forward(self, input, hx=None):
+        out = self._remembered(input, hx)
+        if out is not None:
+            return out
+        stamp = decode_memo.stamp()  # before the choice: what the choice was made under
         if self._torch_rejects_dtype(input):
             return super().forward(input, hx)  # raises torch.nn's own error, before any backend is chosen
         name = self._backend_name(input)
@@ -52,7 +59,7 @@ class _FusedRNNBase(FusedModuleBase):
         empty = isinstance(input, torch.Tensor) and input.dim() in (2, 3) and input.numel() == 0
         if name == "torch" or empty:
             return super().forward(input, hx)
-        return self._fused_forward(input, hx, name)
+        return self._fused_forward(input, hx, name, stamp)
 
     _OWN_FORWARD = forward
 
@@ -102,6 +109,18 @@ class _FusedRNNBase(FusedModuleBase):
             w is not None and w.requires_grad for w in self._flat_weights))
 
     # -- the fused path -------------------------------------------------------------
+
+    def _update_flat_weights(self) -> None:
+        """torch.nn's, which every forward runs (its list of weights follows a swapped parameter or
+        functional_call), with the common case first: each weight is still the very parameter its
+        list holds, read from the parameter dict (torch's own check looks each one up as an
+        attribute, ~3 µs apiece on a CPU). Anything else — a swapped weight, a parametrization,
+        whose weights are attributes outside the dict — takes torch's own check."""
+        params = self._parameters
+        for ref, name in zip(self._flat_weight_refs, self._flat_weights_names):
+            if ref is None or params.get(name) is not ref():
+                super()._update_flat_weights()
+                return
 
     def _layer_weights(self) -> list[LayerWeights]:
         """LayerWeights per layer and direction, in torch's order, from torch's own list of the
@@ -158,7 +177,7 @@ class _FusedRNNBase(FusedModuleBase):
             packing.check_batch_sizes(data, batch_sizes)
         return hx
 
-    def _fused_forward(self, input, hx, backend: str):
+    def _fused_forward(self, input, hx, backend: str, stamp: tuple | None = None):
         call = (input, hx)
         is_lstm = self.mode == "LSTM"
         packed = isinstance(input, PackedSequence)
@@ -211,10 +230,14 @@ class _FusedRNNBase(FusedModuleBase):
                 raise RuntimeError(f"fusedrnn.{type(self).__name__}: {why}, and "
                                    f"every weight must have the input's dtype ({x.dtype}) for them to run it")
             return out
+        weights = self._layer_weights()
+        step = functional.decode_step(backend, self.cell, x, h0, c0, weights)
+        if not packed and stamp is not None:
+            self._remember(call, backend, stamp, weights, h0, c0, is_batched, x.shape[0] == 1)
         y, h_n, c_n = functional.rnn(
-            self.cell, x, h0, c0, self._layer_weights(), num_layers=self.num_layers,
+            self.cell, x, h0, c0, weights, num_layers=self.num_layers,
             bidirectional=self.bidirectional, dropout=self.dropout, training=self.training,
-            lengths=lengths, dropout_mask=valid, backend=backend, regs=self.regularisers)
+            lengths=lengths, dropout_mask=valid, backend=backend, step=step, regs=self.regularisers)
         if torch._C._is_any_autocast_enabled() and x.device.type == "cpu" and torch.is_autocast_enabled("cpu") \
                 and self._flat_weights[0].dtype == torch.float32:
             y, h_n, c_n = _cpu_autocast_result(self.mode, self.proj_size > 0, packed, y, h_n, c_n)
@@ -222,12 +245,88 @@ class _FusedRNNBase(FusedModuleBase):
         if packed:
             out = PackedSequence(packing.pack(y, valid), batch_sizes, sorted_indices, unsorted_indices)
             return out, self.permute_hidden(hidden, unsorted_indices)
+        return self._padded_outputs(y, h_n, c_n, is_batched, batch_dim)
+
+    def _padded_outputs(self, y, h_n, c_n, is_batched: bool, batch_dim: int):
+        """(output, hidden) of a padded call as torch.nn returns them, from functional.rnn's
+        time-major y and the states."""
+        hidden = (h_n, c_n) if c_n is not None else h_n
         if self.batch_first:
             y = y.transpose(0, 1)
         if not is_batched:
             y = y.squeeze(batch_dim)
-            hidden = (h_n.squeeze(1), c_n.squeeze(1)) if is_lstm else h_n.squeeze(1)
+            hidden = (h_n.squeeze(1), c_n.squeeze(1)) if c_n is not None else h_n.squeeze(1)
         return y, hidden
+
+    # -- the remembered path of a padded call (fusedrnn/decode_memo.py) ----------------
+
+    def _remember(self, call, backend: str, stamp: tuple, weights, h0, c0, is_batched: bool, one_step: bool) -> None:
+        """Remember how `call` (input, hx), a padded call that passed torch.nn's checks, runs:
+        backend `backend` on `weights` (_layer_weights()) with the checked state h0 (L*D,B,P),
+        c0 (L*D,B,H) or None. Only a plain eager call whose weights are its parameters (not a
+        parametrization's: a new tensor per read)."""
+        input = call[0]
+        params = self._parameters
+        flat = tuple(self._flat_weights)
+        names = tuple(self._flat_weights_names)
+        if type(input) is not torch.Tensor or not decode_memo.plain_eager() or self._regularised() \
+                or any(params.get(n) is not w for n, w in zip(names, flat)):
+            return
+        states = (h0,) if c0 is None else (h0, c0)
+        shapes = tuple(s.shape if is_batched else s.shape[:1] + s.shape[2:] for s in states)
+        key = (input.shape, input.dtype, input.device, *stamp, self.backend, self.cell, self.batch_first,
+               decode_memo.records_grad((input, *flat)))
+        # the backend's fused step where functional.decode_step may give it (one step, no projection)
+        steps = one_step and weights[0].w_hr is None and backend in backends.KERNEL_BACKENDS \
+            and self.cell != GRU_RESET_BEFORE
+        self.__dict__[MEMO] = (key, backend, backends.KERNEL_BACKENDS[backend] if steps else None, shapes, names,
+                               flat, weights)
+
+    def _remembered_call(self, memo, input, hx):
+        """forward(input, hx) through the remembered path, or None where the call is not one it
+        covers: the same functional.rnn call the full path makes, without its questions."""
+        key, backend, kernels, shapes, names, flat, weights = memo
+        if type(input) is not torch.Tensor or not decode_memo.plain_eager():
+            return None
+        dtype, device = input.dtype, input.device
+        cell = self.cell
+        if (input.shape, dtype, device, settings.generation, backends.epoch, self.backend, cell, self.batch_first,
+                decode_memo.records_grad((input, *flat))) != key:
+            return None
+        is_lstm = cell == "lstm"
+        if hx is None:
+            states = ()
+        elif is_lstm:
+            if type(hx) is not tuple or len(hx) != 2:
+                return None
+            states = hx
+        else:
+            states = (hx,)
+        for s, shape in zip(states, shapes):
+            if not decode_memo.state_ok(s, shape, dtype, device):
+                return None
+        params = self._parameters
+        for n, w in zip(names, flat):
+            if params.get(n) is not w:
+                return None
+        if not decode_memo.same_device_and_dtype(flat, dtype, device):
+            return None
+        # functional.decode_step's answer: the fused step unless autograd records the call
+        step = None if kernels is None or key[-1] or decode_memo.records_grad(states) else \
+            getattr(sys.modules.get(kernels), "step", None)
+        is_batched = input.dim() == 3
+        batch_dim = 0 if self.batch_first else 1
+        x = input if is_batched else input.unsqueeze(batch_dim)
+        if hx is None:
+            hx = self._zero_state(x.size(batch_dim), x)
+        elif not is_batched:
+            hx = (hx[0].unsqueeze(1), hx[1].unsqueeze(1)) if is_lstm else hx.unsqueeze(1)
+        h0, c0 = hx if is_lstm else (hx, None)
+        y, h_n, c_n = functional.rnn(
+            cell, x.transpose(0, 1) if self.batch_first else x, h0, c0, weights, num_layers=self.num_layers,
+            bidirectional=self.bidirectional, dropout=self.dropout, training=self.training, backend=backend,
+            step=step)
+        return self._padded_outputs(y, h_n, c_n, is_batched, batch_dim)
 
 
 def check_reset_after(reset_after) -> bool:

@@ -39,7 +39,7 @@ def test_triton_kernels_compile_and_fit_at_the_ci_shapes(tmp_path):
     rows = json.loads(out.read_text())["rows"]
     if full:
         # contract v2 (triton_rows.variants): D2 at every anchor but the reset-before GRU's, the
-        # LSTM's P = H/4 with D1 and D2, and triton_rows.EXTRA (the bidirectional encoder, a carry
+        # LSTM's P = H/4 with D1 and D2, and triton_rows.EXTRA (the bidirectional encoder, a cta
         # projection, the regularised kernels) in each dtype
         cells = len(CELLS) + len(TRITON_ONLY_CELLS)
         per_dtype = (len(ANCHORS) + len(CI_EXTRA)) * cells + len(ANCHORS) * len(CELLS) + 2 * len(ANCHORS) + len(EXTRA)
@@ -57,7 +57,7 @@ def test_triton_kernels_compile_and_fit_at_the_ci_shapes(tmp_path):
     steps = [r for r in rows if r["direction"] == "step"]
     assert {(r["B"], r["H"]) for r in steps} == {(B, H) for B, _, H, _ in STEP_CASES}
     assert all(r["kernel"] == "cell_step" for r in steps)
-    assert any(r["layout"].startswith("carry") and "P8" in r["variant"] for r in rows)  # W_hr resident
+    assert any(r["layout"].startswith("cta") and "P8" in r["variant"] for r in rows)  # W_hr resident
     assert not [r for r in rows if r["error"]]
     spills = [(r["cell"], r["dtype"], r["B"], r["H"], r["direction"], r["spill_bytes"]) for r in rows
               if r["anchor"] and r["dtype"] != "fp32" and r["spill_bytes"]]

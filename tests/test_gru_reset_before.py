@@ -219,7 +219,7 @@ STRUCTURES = _launches()
 
 
 def test_every_triton_structure_is_covered():
-    assert set(STRUCTURES) == {"carry", "grid-resident", "grid-resident-pieces", "grid-streamed",
+    assert set(STRUCTURES) == {"cta", "grid-resident", "grid-resident-pieces", "grid-streamed",
                                "grid-streamed-tiles", "solo-streamed", "solo-streamed-tiles"}
 
 

@@ -53,7 +53,7 @@ def test_every_sweep_shape_gets_a_fitting_launch(cell, dtype):
                 assert launch.N_TILES * launch.BLOCK_N * n_n >= H and n_b * launch.BLOCK_B >= B
                 assert (n_n - 1) * launch.N_TILES * launch.BLOCK_N < H  # no idle program
                 assert launch.smem_est <= limit and launch.regs_est <= config.TUNING["regs_budget"]
-                widest = config.TUNING["carry_max"] if launch.CARRY else max(config.TUNING["block_n"])
+                widest = config.TUNING["cta_max"] if launch.CARRY else max(config.TUNING["block_n"])
                 assert launch.BLOCK_N <= widest and launch.BLOCK_B <= config.TUNING["block_b_max"]
                 if launch.BARRIER:  # co-resident, every direction of the launch: one program per SM at most
                     assert n_n * n_b * n_d <= config.H100.sms * config.TUNING["programs_per_sm"]
@@ -84,16 +84,16 @@ def test_two_directions_plan_one_launch_or_two_by_the_model():
 
 def test_the_projection_never_carries_the_lstm_backward():
     for B, H in ANCHORS:
-        launch = config.choose("lstm", B, H, torch.bfloat16, config.H100, "bwd", "carry", proj=H // 4)
+        launch = config.choose("lstm", B, H, torch.bfloat16, config.H100, "bwd", "cta", proj=H // 4)
         assert not launch.CARRY and launch.PROJ
-    launch = config.choose("lstm", 3, 40, torch.bfloat16, config.H100, "fwd", "carry", proj=7)
+    launch = config.choose("lstm", 3, 40, torch.bfloat16, config.H100, "fwd", "cta", proj=7)
     assert launch.CARRY and launch.KP == 16 and launch.BLOCK_N == 64
     with pytest.raises(ValueError, match="LSTM only"):
         config.choose("gru", 3, 40, torch.bfloat16, config.H100, "fwd", proj=7)
 
 
-def test_carry_counts_the_resident_projection():
-    """carry keeps W_hr (P x H, padded to KP x BLOCK_N) beside W_hh and stages m_t for its product."""
+def test_cta_counts_the_resident_projection():
+    """cta keeps W_hr (P x H, padded to KP x BLOCK_N) beside W_hh and stages m_t for its product."""
     base = config.resources("lstm", "fwd", 16, 16, 64, 16, 1, True, 4, 1, carry=True)
     proj = config.resources("lstm", "fwd", 16, 16, 64, 16, 1, True, 4, 1, carry=True, proj=10)
     assert proj[0] - base[0] == 16 * 64 * 2 + 64 * 16 * 4 and proj[1] > base[1]
@@ -134,9 +134,9 @@ def test_a_smaller_device_gets_smaller_grids():
 def test_forced_layouts_and_unknown_names():
     assert config.choose("gru", 3, 40, torch.float32, config.H100, "fwd", "solo").layout == "solo"
     assert config.choose("gru", 3, 40, torch.float32, config.H100, "fwd", "grid").BARRIER
-    assert config.choose("gru", 3, 17, torch.bfloat16, config.H100, "fwd", "carry").layout == "carry"
-    # carry cannot hold H=2048: the automatic choice stands
-    assert config.choose("lstm", 1, 2048, torch.float32, config.H100, "fwd", "carry").layout != "carry"
+    assert config.choose("gru", 3, 17, torch.bfloat16, config.H100, "fwd", "cta").layout == "cta"
+    # cta cannot hold H=2048: the automatic choice stands
+    assert config.choose("lstm", 1, 2048, torch.float32, config.H100, "fwd", "cta").layout != "cta"
     with pytest.raises(ValueError, match="unknown layout"):
         config.choose("gru", 3, 40, torch.float32, config.H100, "fwd", "fastest")
 
@@ -213,8 +213,8 @@ def test_the_model_charges_the_reset_before_grus_second_phase():
     one, two = model.step_us(**args), model.step_us(second_phase=True, **args)
     assert (one["round_trips"], two["round_trips"]) == (2, 4)
     assert two["sync"] > one["sync"] and two["exchange"] > one["exchange"]
-    carry = dict(args, layout="carry")
-    assert model.step_us(second_phase=True, **carry)["round_trips"] == 0   # one program: nothing exchanged
+    cta = dict(args, layout="cta")
+    assert model.step_us(second_phase=True, **cta)["round_trips"] == 0   # one program: nothing exchanged
     rb = config.choose("gru_reset_before", 8, 128, torch.bfloat16, config.H100, "fwd")
     plain = config.choose("gru", 8, 128, torch.bfloat16, config.H100, "fwd")
     assert rb.us_per_step > plain.us_per_step
@@ -282,3 +282,16 @@ def test_the_model_streams_as_many_chunks_ahead_as_the_kernels():
     needs Triton) keeps that many slots in flight."""
     from fusedrnn.ops.triton import model, steps
     assert model.STREAM_AHEAD == steps.STREAM_AHEAD.value
+
+
+def test_the_old_name_of_the_cta_layout_is_accepted_with_a_warning(monkeypatch):
+    """Triton's `cta` layout (CUDA's name for the same tier) was `carry`: for one release the old
+    name still forces it, as an argument or through FUSEDRNN_TRITON_LAYOUT, with a FutureWarning."""
+    assert config.LAYOUTS == ("cta", "grid", "solo")
+    with pytest.warns(FutureWarning, match="the layout 'carry' is now called 'cta'"):
+        assert config.choose("gru", 3, 17, torch.bfloat16, config.H100, "fwd", "carry").layout == "cta"
+    monkeypatch.setitem(config.TUNING, "layout", "carry")  # as read from FUSEDRNN_TRITON_LAYOUT
+    with pytest.warns(FutureWarning, match="accepted until the next release"):
+        assert config.choose("gru", 3, 17, torch.bfloat16, config.H100, "fwd").layout == "cta"
+    with pytest.raises(ValueError, match="unknown layout 'cary'; expected auto or one of cta, grid, solo"):
+        config.choose("gru", 3, 17, torch.bfloat16, config.H100, "fwd", "cary")

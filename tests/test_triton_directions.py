@@ -2,7 +2,7 @@
 Triton kernels, against two float64 reference runs (direction 1 reversed) — values and
 every gradient, every cell, with and without the LSTM projection, in fp32/bf16/fp16 with
 lengths (shared by both directions), batch tails and odd H; in the layouts the choice
-picks here (carry, solo), in the barrier grid (programs in threads, both directions'
+picks here (cta, solo), in the barrier grid (programs in threads, both directions'
 groups meeting at their own counters), and as two launches in turn (the fallback).
 """
 from __future__ import annotations

@@ -41,7 +41,7 @@ for _j, _cell in enumerate(CELLS):
 def test_every_structure_is_covered():
     for cell in CELLS:
         keys = {structure(p.values[3]) for p in CASES if p.values[0] == cell}
-        assert keys == {"carry", "grid-resident", "grid-resident-pieces", "grid-streamed", "grid-streamed-tiles",
+        assert keys == {"cta", "grid-resident", "grid-resident-pieces", "grid-streamed", "grid-streamed-tiles",
                         "solo-streamed", "solo-streamed-tiles"}, keys
     for layout in config.LAYOUTS:  # each layout also runs with several batch tiles
         assert any(p.values[3].layout == layout and p.values[3].grid[1] > 1 for p in CASES), layout

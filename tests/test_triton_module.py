@@ -98,5 +98,5 @@ def test_interpreter_never_selects_the_barrier(monkeypatch, B, H):
     for cell in CELLS:
         for direction in ("fwd", "bwd"):
             launch = config.choose(cell, B, H, torch.float32, config.device_limits(DEVICE), direction)
-            assert not launch.BARRIER and launch.layout in ("carry", "solo")
+            assert not launch.BARRIER and launch.layout in ("cta", "solo")
             assert launch.N_TILES * launch.BLOCK_N >= H and launch.grid[1] * launch.BLOCK_B >= B

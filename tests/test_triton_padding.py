@@ -26,7 +26,7 @@ def run_kernels(cell, gx, h0, c0, w, b, lens, reverse, dy, dhT, dcT):
 
 
 @pytest.mark.parametrize("cell,layout,reverse", [(c, lay, (i + j) % 2 == 1) for i, c in enumerate(CELLS)
-                                                 for j, lay in enumerate(("carry", "solo"))])
+                                                 for j, lay in enumerate(("cta", "solo"))])
 def test_padded_steps_change_nothing(monkeypatch, cell, layout, reverse):
     monkeypatch.setitem(config.TUNING, "layout", layout)
     (gx, h0, c0, w, b), _ = make_args(cell, T, B, H, torch.float32, lengths=False, bias=True, seed=5)
@@ -77,7 +77,7 @@ def test_non_contiguous_inputs_are_refused():
             tri.backward("lstm", dy, hT, cT, gx, h0, c0, w, b, None, False, y, saved)
 
 
-@pytest.mark.parametrize("layout", ["carry", "solo"])
+@pytest.mark.parametrize("layout", ["cta", "solo"])
 def test_infinite_initial_state_saturates_like_the_reference(monkeypatch, layout):
     """An inf in h0 makes tanh saturate to ±1 at the first step, as in torch.nn; the state
     is finite afterwards. The units past H of the carried tile must not turn it into NaN

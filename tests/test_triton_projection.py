@@ -1,6 +1,6 @@
 """Contract v2 at the backend level, part 1: the LSTM projection (proj_size) in the Triton
 kernels against the float64 reference, values and every gradient (gx, h0, c0, W_hh, b_hh
-and W_hr), in every layout that runs it: carry and solo as the interpreter picks them,
+and W_hr), in every layout that runs it: cta and solo as the interpreter picks them,
 the barrier grid with its programs in threads (tests/support/interpreter_threads.py). Odd H and
 P < H, batch tails, lengths, reverse, T=1, fp32/bf16/fp16.
 
@@ -39,7 +39,7 @@ def case_id(c):
 
 @pytest.mark.parametrize("case", CASES, ids=case_id)
 def test_projection_matches_reference(case):
-    """The layouts the choice code picks here (interpreter: carry forward, solo backward)."""
+    """The layouts the choice code picks here (interpreter: cta forward, solo backward)."""
     T, B, H, P, lengths, reverse, dtype, bias = case
     check_v2("lstm", T, B, H, P, 1, dtype, lengths, reverse, bias, seed=T + B + H + P)
 
@@ -80,7 +80,7 @@ PAIRS = forced_pairs("lstm", lambda P: P, 1, torch.bfloat16)
 def test_every_structure_runs_the_projection():
     fwd = {p[0].split("/")[0] for p in PAIRS}
     bwd = {p[0].split("/")[1] for p in PAIRS}
-    assert {"fwd-carry", "fwd-solo-streamed-tiles", "fwd-grid-resident-tile", "fwd-grid-streamed-tile",
+    assert {"fwd-cta", "fwd-solo-streamed-tiles", "fwd-grid-resident-tile", "fwd-grid-streamed-tile",
             "fwd-grid-streamed-tiles"} <= {f.replace("-batch-tiles", "") for f in fwd}, fwd
     assert {"bwd-solo-streamed-tiles", "bwd-grid-streamed-tile", "bwd-grid-streamed-tiles"} <= \
         {b.replace("-batch-tiles", "") for b in bwd}, bwd

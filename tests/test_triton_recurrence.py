@@ -2,7 +2,7 @@
 gradient (gx, h0, c0, w_hh, b_hh) for each cell.
 
 Without a GPU the kernels run in Triton's CPU interpreter (tests/conftest.py sets
-TRITON_INTERPRET=1) in the configuration the choice code picks there (carry or solo;
+TRITON_INTERPRET=1) in the configuration the choice code picks there (cta or solo;
 tests/test_triton_layouts.py forces every other layout); with a GPU the same tests
 run on it. The axes T, B, H, lengths, direction, dtype and bias are covered
 pairwise (every pair of values of every two axes appears in some case), not as the

@@ -104,7 +104,7 @@ CASES = _cases()
 
 
 def test_every_triton_structure_is_covered():
-    assert set(CASES) == {"carry", "grid-resident", "grid-resident-pieces", "grid-streamed",
+    assert set(CASES) == {"cta", "grid-resident", "grid-resident-pieces", "grid-streamed",
                           "grid-streamed-tiles", "solo-streamed", "solo-streamed-tiles"}
 
 

@@ -165,7 +165,9 @@ def prev_states(y: torch.Tensor, h0: torch.Tensor, lengths, reverse: bool) -> to
     sequence, entering its first padded step) turns 0 * inf into NaN in dW_hh.
     Selected with torch.where, never multiplied by a mask.
     """
-    if not reverse:
+    if y.shape[0] == 1:  # one step (decoding, T=1 training): entered from h0 either way, nothing to join
+        h_prev = h0.unsqueeze(0)
+    elif not reverse:
         h_prev = torch.cat([h0.unsqueeze(0), y[:-1]], dim=0)
     else:
         h_prev = torch.cat([y[1:], h0.unsqueeze(0)], dim=0)

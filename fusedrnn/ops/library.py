@@ -136,13 +136,16 @@ def _unaliased(outs: list, inputs) -> list:
     x.detach() gives): autograd refuses an in-place op on a view returned by a function with
     several outputs, and torch.nn's outputs may be modified in place. (Data pointers, not
     storages: asking each tensor for its storage object costs a large part of a decode step.)"""
-    seen = {t.data_ptr() for t in inputs if t is not None and t.numel()}
+    # an empty input's address may be anything: at worst an output is copied needlessly
+    seen = {t.data_ptr() for t in inputs if t is not None}
     res = []
     for t in outs:
         if t.numel():
-            if t._is_view() or t.data_ptr() in seen:
+            ptr = t.data_ptr()
+            if ptr in seen or t._is_view():
                 t = t.clone()
-            seen.add(t.data_ptr())
+                ptr = t.data_ptr()
+            seen.add(ptr)
         res.append(t)
     return res
 

@@ -11,22 +11,21 @@ from ..cell_table import GATES
 
 def check(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh) -> tuple[int, int, int]:
     """B, I, H of a `step` call whose shapes, dtypes and devices agree, else the error
-    `_error` names."""
-    lstm = cell == "lstm"
+    `_error` names. A decode step runs it per layer: each attribute is read once, unrolled."""
     B, I = x.shape
     H = h0.shape[-1]
     GH = GATES[cell] * H
     dtype, device = x.dtype, x.device
-    tensors = (h0, c0, w_ih, w_hh, b_ih, b_hh)
-    ok = h0.shape == (B, H) and w_ih.shape == (GH, I) and w_hh.shape == (GH, H) and (c0 is not None) == lstm \
-        and (not lstm or c0.shape == (B, H))
-    for t in tensors:
-        if not ok:
-            break
-        if t is not None:
-            ok = t.dtype is dtype and t.device == device and (t.dim() != 1 or t.shape[0] == GH)
+    ok = (h0.shape, w_ih.shape, w_hh.shape) == ((B, H), (GH, I), (GH, H)) \
+        and h0.dtype is dtype and w_ih.dtype is dtype and w_hh.dtype is dtype \
+        and h0.device == device and w_ih.device == device and w_hh.device == device
+    if ok and (c0 is not None) != (cell == "lstm"):
+        ok = False
+    for t in (c0, b_ih, b_hh):
+        if ok and t is not None:
+            ok = t.dtype is dtype and t.device == device and t.shape == ((B, H) if t is c0 else (GH,))
     if not ok:
-        _error(cell, x, *tensors)
+        _error(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh)
     return B, I, H
 
 

@@ -11,7 +11,7 @@ Debug mode is on unless a test says otherwise: outputs start NaN-filled and a ti
 grid barrier raises right after its launch.
 
 Layouts are forced through the documented knob config.TUNING["layout"] (environment
-FUSEDRNN_TRITON_LAYOUT=carry|grid|solo) and through the choice code's own candidates
+FUSEDRNN_TRITON_LAYOUT=cta|grid|solo) and through the choice code's own candidates
 (tests/test_triton_layouts.py runs those on the device as well). The anchor shapes run
 at T=32: T never changes what is launched. A failing case names its layout in the id. Run the compile gate first on the GPU machine
 (`python -m tools.compile_check --backends triton --shapes ci -j 16`): it compiles
@@ -195,7 +195,7 @@ def test_v2_encoder_layer_and_projection_with_lengths(dtype):
     check_v2("lstm", 48, 32, 512, 128, 2, dtype, lengths=True, seed=2)
 
 
-#: AWKWARD's first two and a size the carry layout holds (H24: carry runs there, LSTM forward included)
+#: AWKWARD's first two and a size the cta layout holds (H24: cta runs there, LSTM forward included)
 V2_SHAPES = [(7, 5, 24, True, False)] + AWKWARD[:2]
 V2_FORCED = [(layout, cell, shape, P) for layout in config.LAYOUTS for cell, P in (("lstm", 7), ("gru", None))
              for shape in V2_SHAPES]
@@ -204,7 +204,7 @@ V2_FORCED = [(layout, cell, shape, P) for layout in config.LAYOUTS for cell, P i
 @pytest.mark.parametrize("layout,cell,shape,P", V2_FORCED,
                          ids=[f"{lay}-{c}-{s[:3]}-P{p}" for lay, c, s, p in V2_FORCED])
 def test_v2_forced_layouts(monkeypatch, layout, cell, shape, P):
-    """Every layout with a projection and two directions (carry runs the LSTM forward only)."""
+    """Every layout with a projection and two directions (cta runs the LSTM forward only)."""
     monkeypatch.setitem(config.TUNING, "layout", layout)
     T, B, H, lengths, _ = shape
     check_v2(cell, T, B, H, P, 2, torch.float16, lengths, seed=T + H)

@@ -44,7 +44,7 @@ def forced(monkeypatch, launch):
 
 def structure(launch: config.Launch) -> str:
     parts = [launch.layout]
-    if launch.layout != "carry":
+    if launch.layout != "cta":
         parts.append("resident" if launch.RESIDENT else "streamed")
         if launch.RESIDENT and launch.NKP > 1:
             parts.append("pieces")

@@ -138,7 +138,7 @@ def layout(monkeypatch, name):
 
 def structure(launch: config.Launch) -> str:
     parts = [launch.layout]
-    if launch.layout != "carry":
+    if launch.layout != "cta":
         parts.append("resident" if launch.RESIDENT else "streamed")
         parts.append("tiles" if launch.N_TILES > 1 else "tile")
     if launch.grid[1] > 1:

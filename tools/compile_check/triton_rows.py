@@ -16,7 +16,7 @@ the grid's co-residency counting both directions' programs) and for the LSTM a p
 of a quarter of H (P = H/4: H1024·P256 at the B64 anchor) with one and two directions;
 beside the anchors (`EXTRA`), the model-level encoder (2-layer bidirectional LSTM,
 B32·H512: its recurrence is one D2 launch per layer; I only changes the input GEMM),
-counted as an anchor (no 16-bit spill allowed), and a small projection the carry layout
+counted as an anchor (no 16-bit spill allowed), and a small projection the cta layout
 runs (B3·H33·P8: W_hr resident beside W_hh).
 
 Registers, local memory (spill slots, bytes per thread) and static shared memory come
@@ -65,7 +65,7 @@ def _mock(dtype):
 
 #: cases beside the anchors, (cell, B, H, P, D, anchor, regularised), compiled in every dtype of
 #: the anchor cases of their cell asked about: the encoder's recurrence (2-layer bidirectional
-#: LSTM, B32·T512·I256·H512), a projection small enough for the carry layout, and the kernels
+#: LSTM, B32·T512·I256·H512), a projection small enough for the cta layout, and the kernels
 #: with zoneout and recurrent dropout (every mask the cell has) at two anchor shapes
 EXTRA = (("lstm", 32, 512, 0, 2, True, False), ("lstm", 3, 33, 8, 2, False, False),
          ("lstm", 16, 768, 0, 1, True, True), ("gru", 8, 128, 0, 1, True, True))

@@ -40,8 +40,8 @@ TIERS = (
          expect={"tier": "grid"}, shape=_CUDA_SHAPE, gpu_only=True),
     Tier("cuda", "step", env={"FUSEDRNN_CUDA_MODE": "step"}, expect={"tier": "step"}, shape=_CUDA_SHAPE,
          gpu_only=True),
-    # H=29: the carry layout holds all of W_hh in one program, which at H=37 no longer fits LSTM/GRU
-    Tier("triton", "carry", env={"FUSEDRNN_TRITON_LAYOUT": "carry"}, expect={"layout": "carry"}, shape=(5, 3, 29)),
+    # H=29: the cta layout holds all of W_hh in one program, which at H=37 no longer fits LSTM/GRU
+    Tier("triton", "cta", env={"FUSEDRNN_TRITON_LAYOUT": "cta"}, expect={"layout": "cta"}, shape=(5, 3, 29)),
     Tier("triton", "grid", env={"FUSEDRNN_TRITON_LAYOUT": "grid"}, expect={"layout": "grid"}, gpu_only=True),
     Tier("triton", "solo", env={"FUSEDRNN_TRITON_LAYOUT": "solo"}, expect={"layout": "solo"}),
     Tier("reference", "loop", dtypes=("fp32",), rehearse_only=True),

@@ -196,7 +196,7 @@ def test_kernel_list_is_every_tier_times_every_cell():
     gpu, cpu = tiers.kernel_ids(rehearse=False), tiers.kernel_ids(rehearse=True)
     assert len(gpu) == len(set(gpu)) == len([t for t in tiers.TIERS if not t.rehearse_only]) * len(tiers.CELLS)
     assert {"cuda/cta/lstm", "cuda/grid-passes/gru", "cuda/step/rnn_relu", "triton/grid/gru",
-            "triton/carry/rnn_tanh"} <= set(gpu)
+            "triton/cta/rnn_tanh"} <= set(gpu)
     # every tier a backend can be forced into is exercised (a new one must be added here)
     from fusedrnn.ops import cuda as cuda_ops
     from fusedrnn.ops.triton import config

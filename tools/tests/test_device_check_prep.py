@@ -122,7 +122,7 @@ def test_the_summary_names_what_was_cut_with_the_command_for_a_second_call(tmp_p
 
 def test_a_rehearsal_smoke_cut_at_its_limit_names_its_unfinished_kernels_without_failing(tmp_path, monkeypatch):
     stopped = "not started: the stage ran out of time"
-    rows = [{"id": "triton/solo/lstm", "status": "ok"}, {"id": "triton/carry/gru", "status": smoke.SLOW},
+    rows = [{"id": "triton/solo/lstm", "status": "ok"}, {"id": "triton/cta/gru", "status": smoke.SLOW},
             {"id": "triton/solo/gru", "status": "skipped", "detail": stopped},
             {"id": "cuda/grid/gru", "status": "skipped", "detail": stopped}]   # GPU-only: never runs here
 

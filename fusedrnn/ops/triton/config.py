@@ -8,11 +8,11 @@ gates of each unit, so the pointwise update needs no exchange) and, with a proje
 the same tiles of the rows of h.
 
 Layouts (kernels.py has the details):
-  carry  one program per batch tile holds all of W_hh and the state; no barrier at all
+  cta    one program per batch tile holds all of W_hh and the state; no barrier at all
   grid   programs share a batch tile's units and meet at a grid barrier each step; all
          must be co-resident: at most SMs x programs_per_sm, launched cooperatively
   solo   one program per batch tile streams all of W_hh each step; always fits (fallback)
-Every layout runs a projection (proj_size): carry keeps W_hr resident beside W_hh, grid
+Every layout runs a projection (proj_size): cta keeps W_hr resident beside W_hh, grid
 and solo stream it from L2 and meet twice per step (after m_t, after h_t). Two directions
 run as two program groups of one launch (grid axis 2; the grid layout's co-residency
 counts both), or, where the model predicts it faster (a grid that would have to halve),
@@ -27,6 +27,7 @@ runs at import.
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -41,13 +42,15 @@ from .cells import CELLS, GATES
 #: Triton decides at import whether kernels run in the CPU interpreter.
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 
-LAYOUTS = ("carry", "grid", "solo")
+LAYOUTS = ("cta", "grid", "solo")
+#: earlier names of the layouts, accepted (with a FutureWarning) until the next release
+RENAMED_LAYOUTS = {"carry": "cta"}
 
 #: Every tuning constant of the kernels, in one place.
 TUNING = {
     # "auto", or one of LAYOUTS to force it wherever it can run (tests, debugging);
     # environment: FUSEDRNN_TRITON_LAYOUT
-    "layout": settings.get("FUSEDRNN_TRITON_LAYOUT", "auto"),
+    "layout": settings.get("FUSEDRNN_TRITON_LAYOUT", "auto"),  # read through layout_name
     "block_b_min": 16,             # batch side of the MMA; wgmma needs N >= 16
     "block_b_max": 64,
     "block_n": (8, 16, 32, 64, 128),  # units per tile tried
@@ -55,7 +58,7 @@ TUNING = {
     "resident_kp_max": 1024,       # widest piece of a resident W_hh
     "resident_piece_elems": 16384,  # exchanged-vector values (KP x BLOCK_B, fp32) one resident piece loads
     "resident_pieces_max": 8,      # NKP: pieces of a resident W_hh (unrolled)
-    "carry_max": 256,              # widest H (padded) of the carry layout's single tile
+    "cta_max": 256,                # widest H (padded) of the cta layout's single tile
     "resident_bwd_bytes": 16 * 1024,  # largest W_hh slice the backward keeps resident in one piece (G x H x BLOCK_N)
     "resident_bwd_pieces_bytes": 36 * 1024,  # the same in several pieces
     "resident_staged_max": 4096,   # exchanged-vector elements (KP x BLOCK_B) one piece of a resident forward stages
@@ -102,7 +105,7 @@ def device_limits(device: torch.device) -> DeviceLimits:
 
 
 class Launch(NamedTuple):
-    layout: str          # "carry" | "grid" | "solo"
+    layout: str          # "cta" | "grid" | "solo"
     grid: tuple          # (programs per batch tile, batch tiles, directions per launch)
     BLOCK_B: int
     BLOCK_N: int
@@ -121,7 +124,7 @@ class Launch(NamedTuple):
 
     @property
     def CARRY(self) -> bool:
-        return self.layout == "carry"
+        return self.layout == "cta"
 
     @property
     def BARRIER(self) -> bool:
@@ -183,7 +186,7 @@ LIVE_TILES = {("lstm", "fwd"): 12, ("gru", "fwd"): 11, ("rnn", "fwd"): 6,
 #: the register estimate's coefficients, fitted to ~100 sm_90 compiles of these kernels
 #: (regs + spill/4 against per-thread elements; tools/compile_check checks the result)
 REG_FIT = {"base": 104, "pointwise": 0.65, "acc": 3.95, "piece": 2.0, "chunk": 0.5, "resident_piece": 0.9}
-#: the carry layout's registers: this base plus one per live tile and accumulator element
+#: the cta layout's registers: this base plus one per live tile and accumulator element
 #: per thread (LSTM/GRU/RNN at B8 H128: 167-211 measured where this gives 176-264)
 CARRY_REG_BASE = 64
 
@@ -198,7 +201,7 @@ def resources(cell: str, direction: str, bits: int, block_b: int, block_n: int, 
     accumulator's gate split converts layouts through it, and a streamed chunk of
     W_hh passes through it (times the pipeline stages). Registers: a linear fit in the
     elements per thread of the live pointwise tiles, the accumulator, the staged piece
-    and a streamed chunk (REG_FIT). A projection adds, in carry, the resident W_hr (kp x
+    and a streamed chunk (REG_FIT). A projection adds, in cta, the resident W_hr (kp x
     block_n), m_t staged for its product and the h tile; elsewhere the streamed W_hr chunk
     (kr wide) with its staged piece, and the tile of h and its product."""
     G, GS = GATES[CELLS[cell]], gate_slots(cell)
@@ -206,7 +209,7 @@ def resources(cell: str, direction: str, bits: int, block_b: int, block_n: int, 
     split = 2 if bits == 32 else 1  # tf32x3 keeps both halves of each fp32 operand
     threads = 32 * warps
     m_rows = GS * block_n if direction == "fwd" else block_n
-    # a resident grid backward's pieces cover all G*H rows; carry's are one per gate
+    # a resident grid backward's pieces cover all G*H rows; cta's are one per gate
     w_cols = kp * nkp * (G if carry and direction == "bwd" else 1)
     smem = kp * block_b * 4 * split + m_rows * block_b * 4
     chunk = 0
@@ -216,7 +219,7 @@ def resources(cell: str, direction: str, bits: int, block_b: int, block_n: int, 
         smem += max(1, stages) * m_rows * kp * elt * split
         chunk = m_rows * kp * split / threads
     live = LIVE_TILES[("rnn" if GS == 1 else cell, direction)]
-    if carry:  # no exchange loads: the live tiles and the accumulator (fit to 8 carry compiles)
+    if carry:  # no exchange loads: the live tiles and the accumulator (fit to 8 cta compiles)
         regs = CARRY_REG_BASE + (live * block_n + m_rows) * block_b / threads
         if proj:
             smem += kp * block_n * elt * split + block_n * block_b * 4 * split
@@ -293,14 +296,14 @@ def _candidates(cell, B, H, bits, limits: DeviceLimits, direction, layout, proj,
     kr = min(t["stream_kp"], _pow2(H if direction == "fwd" else P, 16)) if proj else 0
     for block_b in block_bs:
         n_b = -(-B // block_b)
-        if layout == "carry":
+        if layout == "cta":
             bn, kp = _pow2(H, 16), _pow2(P, 16)
-            # the LSTM backward's carry tile (four W_hh blocks and ~24 live tiles) spills on
+            # the LSTM backward's cta tile (four W_hh blocks and ~24 live tiles) spills on
             # sm_90 at every H compiled (33, 128): it exchanges through memory instead
             # fp32 keeps both tf32x3 halves of the resident W_hh (and W_hr) in registers: small ones only
             small_w = bits == 16 or GS * bn * kp + (kp * bn if proj else 0) <= 32 * 128
-            if bn <= t["carry_max"] and not (cell == "lstm" and direction == "bwd") and small_w:
-                yield "carry", (1, n_b, n_dir), block_b, bn, kp, 1, 0, 1, True
+            if bn <= t["cta_max"] and not (cell == "lstm" and direction == "bwd") and small_w:
+                yield "cta", (1, n_b, n_dir), block_b, bn, kp, 1, 0, 1, True
             continue
         for bn in t["block_n"]:
             n_units = -(-H // bn)
@@ -320,16 +323,26 @@ def _candidates(cell, B, H, bits, limits: DeviceLimits, direction, layout, proj,
             yield "grid", (n_n, n_b, n_dir), block_b, bn, stream_kp, 1, kr, n_tiles, False
 
 
+def layout_name(name: str) -> str:
+    """A layout's name (or "auto"), an earlier name (RENAMED_LAYOUTS) translated with a FutureWarning."""
+    if name in RENAMED_LAYOUTS:
+        new = RENAMED_LAYOUTS[name]
+        warnings.warn(f"fusedrnn triton: the layout {name!r} is now called {new!r} (one name per tier with the "
+                      f"CUDA backend); {name!r} is accepted until the next release", FutureWarning, stacklevel=3)
+        return new
+    return name
+
+
 def candidates(cell: str, B: int, H: int, dtype: torch.dtype, limits: DeviceLimits = H100,
                direction: str = "fwd", layout: str | None = None, proj: int = 0, directions: int = 1) -> list:
     """Every configuration the choice code considers for this call that fits the device
     (estimated registers and shared memory), each with its predicted µs per step.
 
     layout None takes TUNING["layout"]: "auto" (on a GPU every layout; under the
-    interpreter carry and solo, never a barrier) or one forced layout. proj: the LSTM
+    interpreter cta and solo, never a barrier) or one forced layout. proj: the LSTM
     projection's size (0: none). directions 2: both directions in one launch, and each
     configuration also as two launches in turn (its time doubled)."""
-    layout = layout or TUNING["layout"]
+    layout = layout_name(layout or TUNING["layout"])
     if layout not in ("auto",) + LAYOUTS:
         raise ValueError(f"unknown layout {layout!r}; expected auto or one of {', '.join(LAYOUTS)}")
     if proj and cell != "lstm":
@@ -337,7 +350,7 @@ def candidates(cell: str, B: int, H: int, dtype: torch.dtype, limits: DeviceLimi
     bits = torch.finfo(dtype).bits
     G, GS = GATES[CELLS[cell]], gate_slots(cell)
     smem_cap = limits.smem_optin - TUNING["smem_margin"]
-    tried = [layout] if layout != "auto" else (["carry", "solo"] if INTERPRET else list(LAYOUTS))
+    tried = [layout] if layout != "auto" else (["cta", "solo"] if INTERPRET else list(LAYOUTS))
     found = []
     for n_dir in sorted({directions, 1}, reverse=True):
         for name in tried:
@@ -348,7 +361,7 @@ def candidates(cell: str, B: int, H: int, dtype: torch.dtype, limits: DeviceLimi
                         continue
                     stages = TUNING["num_stages"]
                     smem, regs = resources(cell, direction, bits, block_b, bn, kp, nkp, resident, warps, stages,
-                                           lay == "carry", proj, kr)
+                                           lay == "cta", proj, kr)
                     if smem > smem_cap or regs > TUNING["regs_budget"]:
                         continue
                     m_rows = GS * bn if direction == "fwd" else bn
@@ -368,7 +381,7 @@ def choose(cell: str, B: int, H: int, dtype: torch.dtype, limits: DeviceLimits =
     `limits`, for the forward or backward kernel ("fwd" | "bwd"), with an LSTM projection
     of size `proj` (0: none) and 1 or 2 directions: the candidate the latency model
     predicts fastest (ties: fewer warps, then fewer programs, then one launch). A forced
-    layout that cannot run here (e.g. carry at a large H) leaves the automatic choice;
+    layout that cannot run here (e.g. cta at a large H) leaves the automatic choice;
     the solo layout always has a candidate, so some launch always fits."""
     found = candidates(cell, B, H, dtype, limits, direction, layout, proj, directions)
     if not found and (layout or TUNING["layout"]) != "auto":

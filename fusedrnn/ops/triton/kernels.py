@@ -24,21 +24,21 @@ stacked (GS*BLOCK_N, K), times the exchanged vector's columns (K, BLOCK_B), so h
 fill the MMA's M side even at batch 1 and the vector is staged once per step for all gates.
 Pointwise tiles are (BLOCK_N, BLOCK_B): units down, batch across.
 
-Layouts (chosen by config.py; constexprs N_TILES, RESIDENT, CARRY, BARRIER):
+Layouts (chosen by config.py; constexprs N_TILES, RESIDENT, CARRY (the cta layout), BARRIER):
     grid   several programs per batch tile share its units (N_TILES tiles each); h_t
            (forward) or d_gates (backward) go through global memory, one grid barrier per step
     solo   one program per batch tile walks all units; a CTA barrier per step
-    carry  one program per batch tile, one tile of all units, W_hh resident: the state stays
+    cta    one program per batch tile, one tile of all units, W_hh resident: the state stays
            in the program (no exchange through memory, no barrier)
 With N_TILES == 1 the tile's own state stays in registers across steps and the next step's
 inputs (gx, or dy and the saved activations) are loaded before the step's wait.
 
 The projection (PROJ, LSTM): a step has two phases. Forward: the gates of the program's
-units give m_t = o ⊙ tanh(c_t) (H wide; through memory, or kept in carry), then the
+units give m_t = o ⊙ tanh(c_t) (H wide; through memory, or kept in cta), then the
 program's rows of h (P wide: tile i of the units and tile i of h belong to program i)
 become W_hr m_t. Backward: the gradient reaching h_t (dy_t plus the recurrence, stored
 as g) gives dm_t = W_hrᵀ g_t for the program's units and their gate gradients, then its
-rows of dh_{t-1} = W_hhᵀ d_gates. Grid and solo meet at a barrier after each phase; carry
+rows of dh_{t-1} = W_hhᵀ d_gates. Grid and solo meet at a barrier after each phase; cta
 keeps W_hr resident beside W_hh (forward only: the LSTM backward never carries).
 Zoneout and recurrent dropout (ZONE_H, ZONE_C, DROP; not with PROJ or the reset-before GRU):
 zoneout is pointwise after the cell update (fwd_update / bwd_update, one mask load per step);

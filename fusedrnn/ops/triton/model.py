@@ -7,7 +7,7 @@ A step of a persistent recurrence kernel is a chain of dependent latencies, so t
 charges every one on the step's path (the compile gate reads the same counts from the
 compiled SASS, tools/compile_check/sass_path.py):
     sync        per phase: the barrier's poll (a flag round trip; the arrive is a
-                fire-and-forget atomic) and the CTA barriers around it; carry: nothing
+                fire-and-forget atomic) and the CTA barriers around it; cta: nothing
     exchange    the exchanged vector (h, or d_gates backward) read from L2: one dependent
                 round trip for a resident W_hh in one piece, two in several (ptxas issues the
                 later pieces' loads together once the first has arrived), or one per
@@ -67,14 +67,14 @@ def step_us(layout: str, n_programs_per_tile: int, n_tiles: int, block_n: int, b
     chunks = -(-K // kp) * (1 if direction == "fwd" else G)
     # resident: the first piece, then every later piece's loads together (config.resident_pieces)
     pieces = min(nkp, 2) if resident else (chunks if rotated else -(-chunks // STREAM_AHEAD)) * n_tiles
-    if proj and layout != "carry":
+    if proj and layout != "cta":
         r_chunks = -(-(H if direction == "fwd" else P) // kr)
         pieces += (r_chunks if direction == "fwd" else -(-r_chunks // STREAM_AHEAD)) * n_tiles
-    if second_phase and layout != "carry":
+    if second_phase and layout != "cta":
         pieces += 1  # the second phase's exchange: one sweep of r ⊙ h (its gradient backward)
-    flags = phases if layout != "carry" and n_programs_per_tile > 1 else 0
-    loads = 0 if layout == "carry" else pieces
-    if layout == "carry":
+    flags = phases if layout != "cta" and n_programs_per_tile > 1 else 0
+    loads = 0 if layout == "cta" else pieces
+    if layout == "cta":
         sync = 0.0
         exchange = 0.0
     else:
@@ -90,17 +90,17 @@ def step_us(layout: str, n_programs_per_tile: int, n_tiles: int, block_n: int, b
         exchange = loads * dev["l2_latency_us"] + max(vec / (dev["l2_bw_per_sm_gbs"] * 1e3),
                                                       total / (dev["l2_bw_gbs"] * 1e3))
     m_rows = gate_slots * block_n if direction == "fwd" else block_n
-    # a resident grid backward's pieces cover all G*H rows; carry's and streamed chunks are per gate
-    k_all = k_eff if direction == "fwd" or (resident and layout != "carry") else k_eff * G
-    # the projection's product per tile: rows x contraction (carry: all of W_hr, resident)
+    # a resident grid backward's pieces cover all G*H rows; cta's and streamed chunks are per gate
+    k_all = k_eff if direction == "fwd" or (resident and layout != "cta") else k_eff * G
+    # the projection's product per tile: rows x contraction (cta: all of W_hr, resident)
     if not proj:
         pr_rows, pr_k = 0, 0
-    elif layout == "carry":
+    elif layout == "cta":
         pr_rows, pr_k = kp, block_n
     else:
         pr_rows, pr_k = block_n, -(-(H if direction == "fwd" else P) // kr) * kr
     w_bytes = 0.0 if resident else n_tiles * m_rows * k_all * bits / 8
-    if layout != "carry":
+    if layout != "cta":
         w_bytes += n_tiles * pr_rows * pr_k * bits / 8
     weights = w_bytes / (dev["l2_bw_per_sm_gbs"] * 1e3)
     passes = 2.0 if bits == 16 else 6.0  # hi/lo products; tf32x3 = 3 products at half rate

@@ -59,7 +59,7 @@ def resident_w_fwd(p_w, n0, N, K, G: tl.constexpr, GS: tl.constexpr, BLOCK_N: tl
 
 @triton.jit
 def resident_w_gates(p_w, o_n, N, K, G: tl.constexpr, KP: tl.constexpr):
-    """The carry layout's backward W: the tile's columns of W (G*K, N) per gate, G pieces
+    """The cta layout's backward W: the tile's columns of W (G*K, N) per gate, G pieces
     (BLOCK_N, KP), loaded once (each multiplies that gate's gradient tile)."""
     ws = ()
     for g in tl.static_range(G):

@@ -52,6 +52,12 @@ def test_gates_runs_only_the_gates(tiered):
     res.stdout.fnmatch_lines(["tiers: 5 behaviour tests deselected*`bash scripts/test.sh` runs them*"])
 
 
+def test_all_tiers_runs_both(tiered):
+    res = tiered.runpytest(*PLUGINS, "--all-tiers")
+    res.assert_outcomes(passed=4, deselected=2)  # the sample's two cases only
+    assert "tiers:" not in res.stdout.str()
+
+
 def test_under_xdist_the_summary_lines_still_come(tiered, monkeypatch):
     pytest.importorskip("xdist", reason="pytest-xdist is not installed (requirements-dev.txt has it)")
     # the workers are new processes: they find tests/support the way this one did

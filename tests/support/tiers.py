@@ -8,6 +8,7 @@
 
 Each run deselects the other tier's tests, never skips them: pytest's summary counts them as
 "deselected" and the run ends with a line saying how many it left and which command runs them.
+`--all-tiers` runs both (scripts/triton_compat.sh: the Triton tests under another release).
 """
 from __future__ import annotations
 
@@ -15,13 +16,15 @@ import pytest
 
 from support import workers
 
-GATES_OPTION = "--gates"
+GATES_OPTION, ALL_OPTION = "--gates", "--all-tiers"
 
 
 def pytest_addoption(parser):
     parser.addoption(GATES_OPTION, action="store_true", default=False,
                      help="run only the compile gates (tests marked `gate`: they compile for sm_90 or read its "
                           "machine code); without it they are deselected (tests/support/tiers.py)")
+    parser.addoption(ALL_OPTION, action="store_true", default=False,
+                     help="run the behaviour tests and the compile gates (tests/support/tiers.py)")
 
 
 def pytest_configure(config):
@@ -32,6 +35,8 @@ def pytest_configure(config):
 
 def pytest_collection_modifyitems(config, items):
     """Keep this run's tier (before the sample is taken: tests/support/sampling.py runs last)."""
+    if config.getoption(ALL_OPTION):
+        return
     gates = config.getoption(GATES_OPTION)
     left = [i for i in items if (i.get_closest_marker("gate") is not None) != gates]
     if not left:

@@ -1,7 +1,9 @@
 """The two tiers (tests/support/tiers.py): the default run leaves the tests marked `gate` out,
 deselected and counted, `--gates` runs only them; under `pytest -n 2` (the README's test
-command) the controller still prints the tier line and the sample (tests/support/workers.py)."""
+command) the controller still prints the tier line, the sample and the CPU time, each worker's
+counted once (tests/support/workers.py)."""
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -66,3 +68,18 @@ def test_under_xdist_the_summary_lines_still_come(tiered, monkeypatch):
     res.assert_outcomes(passed=3)
     res.stdout.fnmatch_lines(["tiers: 1 compile-gate tests deselected*",
                               "*sampled: 2 of 4 cases of 1 parametrised tests ran, 2 left out*"])
+
+
+def test_under_xdist_the_cpu_time_counts_each_worker_once(tiered, monkeypatch):
+    """The workers are the controller's children, reaped before the summary: counted once, the
+    total is the test's CPU time and little more (counted twice, it was above twice that)."""
+    pytest.importorskip("xdist", reason="pytest-xdist is not installed (requirements-dev.txt has it)")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(TESTS), *sys.path]))
+    tiered.makepyfile(test_burn="def test_burn():\n    sum(i * i for i in range(40_000_000))\n")
+    res = tiered.runpytest_subprocess("-p", "support.workers", "-p", "support.cpu_time", "-p", "no:cacheprovider",
+                                      "-n", "2", "--cpu-durations=3", "test_burn.py")
+    res.assert_outcomes(passed=1)
+    out = res.stdout.str()
+    total = float(re.search(r"CPU time \(user\+sys, with subprocesses\): (\d+) s in all", out).group(1))
+    burn = float(re.search(r"([\d.]+) s  test_burn.py::test_burn", out).group(1))
+    assert burn >= 1 and burn - 1 <= total <= burn + 2.5, (total, burn)  # + the processes' own bookkeeping

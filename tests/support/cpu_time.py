@@ -29,6 +29,7 @@ def pytest_addoption(parser):
 class _Recorder:
     def __init__(self, config, n: int):
         self.config, self.n, self.per_test, self.start = config, n, {}, _cpu()
+        self.own_start = os.times().user + os.times().system
         self.totals = {"cpu": 0.0}  # this process's CPU time so far, for the controller under xdist
         worker = f"-{config.workerinput['workerid']}" if workers.is_worker(config) else ""
         log = Path(__file__).resolve().parents[2] / "build" / f"test-cpu-times{worker}.txt"
@@ -46,7 +47,11 @@ class _Recorder:
         self.totals["cpu"] = _cpu() - self.start
 
     def pytest_terminal_summary(self, terminalreporter):
-        total = _cpu() - self.start + sum(t["cpu"] for t in workers.received(self.config, "fusedrnn_cpu_total"))
+        total = _cpu() - self.start
+        from_workers = workers.received(self.config, "fusedrnn_cpu_total")
+        if from_workers:  # the workers are this process's children, reaped by now: count each once
+            t = os.times()
+            total = t.user + t.system - self.own_start + sum(w["cpu"] for w in from_workers)
         per_test = dict(self.per_test)
         for part in workers.received(self.config, "fusedrnn_cpu_per_test"):
             per_test.update(part)

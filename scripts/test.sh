@@ -1,25 +1,39 @@
 #!/usr/bin/env bash
-# The test command of the README: sets up .venv, then runs the CPU test suite (Triton kernels
-# through TRITON_INTERPRET=1 under the pinned triton; tests/gpu skip without a CUDA device).
-# Without arguments the Triton kernel tests then run again under the oldest and the newest
-# triton supported, 3.6.0 and 3.9.0 (scripts/triton_compat.sh; pyproject.toml states the
-# range), and the newest compiles kernels for sm_90; with arguments, only
-# `pytest tests tools/tests ARGS` runs.
+# The README's two test commands; both set up .venv first (scripts/setup_env.sh) and need no GPU
+# (Triton kernels run through TRITON_INTERPRET=1 under the pinned triton; tests/gpu skip
+# without a CUDA device). CI (.ci/run) runs the first, then the second.
 #
-# The default run samples the long parametrisations (every cell, dtype, tier and size still
-# runs; tests/support/sampling.py prints what it left out) and compiles a representative
-# subset for the compile gates. `--full` runs every case (CI runs the default):
 #   bash scripts/test.sh [--full] [pytest arguments]
+#       the behaviour tests: `pytest -n 2 tests tools/tests`, every test not marked `gate`, in two
+#       processes (pytest-xdist; each test file in one of them; `-n 0` runs them in this one)
+#   bash scripts/test.sh --gates [--full] [pytest arguments]
+#       the compile gates: the tests marked `gate` (`pytest --gates`: they compile kernels for
+#       sm_90 or read the machine code compiled for it), then, without pytest arguments, the
+#       Triton kernel tests under the oldest and the newest triton supported, 3.6.0 and 3.9.0
+#       (scripts/triton_compat.sh; pyproject.toml states the range), the newest also compiling
+#       kernels for sm_90
+#
+# Each run samples the long parametrisations (every cell, dtype, tier and size still runs;
+# tests/support/sampling.py prints what it left out) and compiles a representative subset in
+# the gates; `--full` runs every case. tests/support/tiers.py prints what each run left to the
+# other command.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if [ "${1:-}" = "--full" ]; then
-    export FUSEDRNN_FULL_TESTS=1
-    shift
-fi
+gates=0
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --full) export FUSEDRNN_FULL_TESTS=1; shift ;;
+        --gates) gates=1; shift ;;
+        *) break ;;
+    esac
+done
 . scripts/setup_env.sh
-if [ $# -gt 0 ]; then
-    exec python -m pytest -q tests tools/tests "$@"
+if [ "$gates" = 0 ]; then
+    exec python -m pytest -q -n 2 --dist loadfile tests tools/tests "$@"
 fi
-python -m pytest -q tests tools/tests
+if [ $# -gt 0 ]; then
+    exec python -m pytest -q --gates tests tools/tests "$@"
+fi
+python -m pytest -q --gates tests tools/tests
 bash scripts/triton_compat.sh 3.6.0
 COMPILE_GATE=1 bash scripts/triton_compat.sh 3.9.0

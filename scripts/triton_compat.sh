@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # The Triton kernel tests (tests/test_triton_*.py, CPU interpreter) under another Triton
-# release than the pinned one (requirements-dev.txt: 3.7.1, torch 2.13's). scripts/test.sh
-# runs it after the suite for both ends of the supported range (pyproject.toml): 3.6.0, the
+# release than the pinned one (requirements-dev.txt: 3.7.1, torch 2.13's), the PTX check among
+# them. `scripts/test.sh --gates` runs it after the compile gates for both ends of the
+# supported range (pyproject.toml): 3.6.0, the
 # GPU machine's (torch 2.10 and 2.11 pin it), and 3.9.0, the newest release, which a plain
 # `pip install` beside a CPU torch resolves to. The release goes into a folder of the venv
 # put ahead on PYTHONPATH, nothing else changes.
 # With COMPILE_GATE=1 it then compiles kernels at the anchor shapes for sm_90 under that
 # release (tools.compile_check; no GPU needed), failing on any flagged row: with
-# FUSEDRNN_FULL_TESTS=1 (scripts/test.sh --full, CI) the LSTM's bf16 kernels, else a sample
+# FUSEDRNN_FULL_TESTS=1 (scripts/test.sh --gates --full) the LSTM's bf16 kernels, else a sample
 # of one (cell, dtype) per anchor, rotating, so that every cell and dtype is compiled. The
 # Triton tests sample their long parametrisations the same way (tests/support/sampling.py).
 #   [COMPILE_GATE=1] [FUSEDRNN_FULL_TESTS=1] bash scripts/triton_compat.sh [VERSION] [pytest arguments]
@@ -29,7 +30,7 @@ if [ "$got" != "$version" ]; then
     exit 1
 fi
 echo "== the Triton kernel tests under triton $got"
-python -m pytest -q tests/test_triton_*.py "$@"
+python -m pytest -q --all-tiers tests/test_triton_*.py "$@"  # the PTX check (a gate) too
 if [ "${COMPILE_GATE:-0}" = 1 ]; then
     if [ "${FUSEDRNN_FULL_TESTS:-0}" = 1 ]; then
         echo "== the LSTM's bf16 kernels at the anchors compile for sm_90 under triton $got"

@@ -3,9 +3,10 @@ import os
 import pytest
 import torch
 
-# the default run's sample of long parametrisations, --cpu-durations=N (tests/support), and
+# the default run's sample of long parametrisations, the two tiers (behaviour tests; the compile
+# gates, `--gates`), --cpu-durations=N, their summaries under `pytest -n N` (tests/support), and
 # pytester (tests/test_sampling.py runs pytest on small test files)
-pytest_plugins = ("support.sampling", "support.cpu_time", "pytester")
+pytest_plugins = ("support.workers", "support.sampling", "support.tiers", "support.cpu_time", "pytester")
 
 # Without a GPU, Triton kernels run on the CPU interpreter; set before triton is imported.
 if not torch.cuda.is_available():

@@ -19,12 +19,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from support.sampling import full_run
 from tools.compile_check.cases import ANCHORS, CELLS, CI_EXTRA, DTYPES, TRITON_ONLY_CELLS
 from tools.compile_check.triton_rows import EXTRA
 from tools.compile_check.triton_rows import STEP_CASES
 
 ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.gate  # `bash scripts/test.sh --gates` (tests/support/tiers.py)
 
 
 def test_triton_kernels_compile_and_fit_at_the_ci_shapes(tmp_path):

@@ -26,6 +26,7 @@ from tools.compile_check.cases import ANCHORS, CELLS, DTYPES
 
 ROOT = Path(__file__).resolve().parents[1]
 AWAITING = "awaiting #29 kernel work"
+pytestmark = pytest.mark.gate  # `bash scripts/test.sh --gates` (tests/support/tiers.py)
 
 #: (backend, cell, dtype, B, H, direction) of the kernels over the limit at this commit, with
 #: the round trips the check read (benchmarks/NOTES.md, "Critical path")

@@ -21,6 +21,7 @@ def ci_rows(tmp_path_factory):
         return rc, json.load(f)["rows"]
 
 
+@pytest.mark.gate
 def test_gate_exits_zero(ci_rows):
     rc, rows = ci_rows
     bad = [(r["kernel"], r["cell"], r["dtype"], r["B"], r["H"], r["direction"], r["flags"], r["error"])
@@ -28,6 +29,7 @@ def test_gate_exits_zero(ci_rows):
     assert rc == 0 and not bad, bad
 
 
+@pytest.mark.gate
 def test_no_sixteen_bit_anchor_spills(ci_rows):
     _, rows = ci_rows
     spills = [(r["cell"], r["dtype"], r["B"], r["H"], r["direction"], r["spill_bytes"])
@@ -35,6 +37,7 @@ def test_no_sixteen_bit_anchor_spills(ci_rows):
     assert not spills, spills
 
 
+@pytest.mark.gate
 def test_rows_cover_every_case_and_both_directions(ci_rows):
     _, rows = ci_rows
     base = [r for r in rows if r["variant"] in ("any", "per-step")]
@@ -73,6 +76,7 @@ ptxas info    : Used 191 registers, used 1 barriers, 32 bytes cumulative stack s
     assert cuda_rows.kernel_key("void fusedrnn::selftest_kernel(int)") is None
 
 
+@pytest.mark.gate
 def test_v2_rows_cover_both_directions_the_projection_and_the_decode_step(ci_rows):
     """The kernel contract v2's cases (cuda_rows.V2_CASES) are in every gate run, planned and compiled."""
     _, rows = ci_rows

@@ -41,12 +41,14 @@ def stages(name: str) -> int:
     return 2 if "ProjPass" in name else 1
 
 
+@pytest.mark.gate
 def test_every_persistent_kernel_is_present(persistent_sass):
     # cells x dtypes x passes, plus the LSTM projection's two passes per dtype
     assert len(persistent_sass) == 4 * 3 * 2 + 3 * 2, sorted(persistent_sass)
     assert sum(stages(n) == 2 for n in persistent_sass) == 3 * 2
 
 
+@pytest.mark.gate
 def test_exchanged_vector_is_copied_asynchronously_into_ldmatrix_and_mma(persistent_sass):
     for name, ops in persistent_sass.items():
         asynchronous = sum(n for (op, _), n in ops.items() if op in ("LDGSTS", "UTMALDG"))
@@ -56,6 +58,7 @@ def test_exchanged_vector_is_copied_asynchronously_into_ldmatrix_and_mma(persist
         assert any(op in ("HMMA", "HGMMA") for op, _ in ops), f"{name}: no tensor-core mma"
 
 
+@pytest.mark.gate
 def test_no_scalar_coherent_loads_of_the_exchanged_vector(persistent_sass):
     for name, ops in persistent_sass.items():
         strong = {s: n for (op, s), n in ops.items() if op == "LDG" and "STRONG" in s}

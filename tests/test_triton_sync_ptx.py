@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.gate  # `bash scripts/test.sh --gates` (tests/support/tiers.py)
 
 
 @pytest.fixture(scope="module")

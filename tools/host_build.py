@@ -54,12 +54,23 @@ def csrc_files() -> list[str]:
 def build_module(out_dir: str, module: str, sources: list[str], flags: list[str], includes: list[str]) -> str:
     """Compile `sources` (.cu as C++) into the extension module `module` in `out_dir`, unless it is
     there already; returns its path. Raises RuntimeError with the compiler's message on failure."""
-    import pybind11
+    from filelock import FileLock  # torch's own dependency
 
     out = os.path.join(out_dir, module + importlib.machinery.EXTENSION_SUFFIXES[0])
     if os.path.isfile(out):
         return out
     os.makedirs(out_dir, exist_ok=True)
+    # two test processes (pytest -n 2) wanting the same build: one compiles, the other waits for it
+    with FileLock(out_dir + ".lock"):
+        if not os.path.isfile(out):
+            _compile_and_link(out, module, sources, flags, includes)
+    return out
+
+
+def _compile_and_link(out: str, module: str, sources: list[str], flags: list[str], includes: list[str]) -> None:
+    import pybind11
+
+    out_dir = os.path.dirname(out)
     cxx = os.environ.get("CXX", "c++")
     incs = ["-I" + i for i in includes] + ["-I" + sysconfig.get_paths()["include"], "-I" + pybind11.get_include()]
     jobs = []
@@ -85,7 +96,6 @@ def build_module(out_dir: str, module: str, sources: list[str], flags: list[str]
     if r.returncode != 0:
         raise RuntimeError(f"host link of {module} failed: {' '.join(link)}\n{r.stderr[-4000:]}")
     os.replace(tmp, out)
-    return out
 
 
 def import_path(path: str, name: str):

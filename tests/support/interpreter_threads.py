@@ -154,9 +154,10 @@ def concurrent_programs(timeout_s: float = 60.0):
             interp.interpreter_builder.grid_idx = instance_idx
 
 
-def self_test(timeout_s: float = 30.0) -> None:
+def self_test(timeout_s: float = 30.0, spins: int = 100000) -> None:
     """Fail unless the programs of a launch really run at the same time and each sees
-    its own program index. Call inside concurrent_programs()."""
+    its own program index. Call inside concurrent_programs(). `spins`: how long program 0
+    waits for program 1 (ample for threads); a test that expects the failure waits less."""
     import torch
     import triton
     import triton.language as tl
@@ -179,7 +180,7 @@ def self_test(timeout_s: float = 30.0) -> None:
     seen = torch.zeros(1, dtype=torch.int32)
     ids = torch.zeros(2, dtype=torch.int32)
     # program 0 is started first; if programs ran one after another it would spin out
-    handshake[(2,)](flag, seen, ids, LIMIT=100000)
+    handshake[(2,)](flag, seen, ids, LIMIT=spins)
     if int(seen) != 1 or ids.tolist() != [1, 2]:
         raise ThreadedInterpreterUnavailable(
             f"the threaded interpreter did not run programs concurrently (flag seen {int(seen)}, program ids "

@@ -26,6 +26,8 @@ from pathlib import Path
 
 import pytest
 
+from support import workers
+
 FULL_ENV = "FUSEDRNN_FULL_TESTS"
 ROOT = Path(__file__).resolve().parents[2]
 REPORT = ROOT / "build" / "test-sample.txt"
@@ -99,6 +101,9 @@ def pytest_collection_modifyitems(config, items):
     out = {id(i) for i in left_out}
     items[:] = [i for i in items if id(i) not in out]
     config.hook.pytest_deselected(items=left_out)
+    workers.send(config, "fusedrnn_sampled", config._fusedrnn_sampled)
+    if workers.is_worker(config) and config.workerinput["workerid"] != "gw0":
+        return  # every worker takes the same sample: one writes it down
     try:
         REPORT.parent.mkdir(parents=True, exist_ok=True)
         REPORT.write_text("# kept\n" + "".join(i.nodeid + "\n" for i in items if i.get_closest_marker("sampled"))
@@ -108,7 +113,7 @@ def pytest_collection_modifyitems(config, items):
 
 
 def pytest_terminal_summary(terminalreporter, config):
-    sampled = getattr(config, "_fusedrnn_sampled", {})
+    sampled = getattr(config, "_fusedrnn_sampled", {}) or next(iter(workers.received(config, "fusedrnn_sampled")), {})
     if not sampled:
         return
     kept = sum(k for k, _ in sampled.values())

@@ -210,8 +210,9 @@ def _pytest_cmd(ctx: Ctx, selection, junit_path: Path) -> list[str]:
     plugins = ctx.env_info.get("plugins", {})
     cmd = [ctx.python, "-m", "pytest", *selection, "-v", "-rfE", "--tb=short", "-p", "no:cacheprovider",
            "--junitxml", str(junit_path), "-o", "junit_family=xunit1", "--durations", "30"]
-    if plugins.get("xdist"):
-        cmd += ["-n", "2" if ctx.rehearse else "6"]
+    # the CPU rehearsal runs in one process: its minute cannot hold xdist's start and ~10 s stop
+    if plugins.get("xdist") and not ctx.rehearse:
+        cmd += ["-n", "6"]
     if plugins.get("pytest_timeout"):
         cmd += ["--timeout", "120", "--timeout-method", "thread"]
     return cmd

@@ -4,8 +4,9 @@
 # TorchInductor caches, then
 #   1. the set-up (scripts/setup_env.sh: .venv, the pinned packages, fusedrnn._C),
 #   2. `bash scripts/test.sh` (the behaviour tests; its set-up step finds everything in place),
-#   3. `bash scripts/test.sh --gates` (skipped with --no-gates).
-# 1 + 2 is what the README's test command takes from a fresh clone. Each phase's wall-clock and
+#   3. `bash scripts/bench.sh` (the main job; without a GPU its CPU default),
+#   4. `bash scripts/test.sh --gates` (skipped with --no-gates).
+# 1 + 2 is what the README's test command takes from a fresh clone, 1 + 3 its main job. Each phase's wall-clock and
 # CPU time (user + sys, its subprocesses included) is printed at the end and written to
 # DIR/times.txt; each phase's output goes to DIR/<phase>.log. pip's own download cache is left
 # as it is (a first install anywhere also downloads the packages). Meaningful on an idle machine.
@@ -38,6 +39,7 @@ phase() {  # phase NAME COMMAND...: run it in the clone, append "NAME wall cpu e
 rc=0
 phase setup bash -c '. scripts/setup_env.sh' || rc=1
 [ "$rc" = 0 ] && { phase tests bash scripts/test.sh || rc=1; }
+[ "$rc" = 0 ] && { phase bench bash scripts/bench.sh --progress lines || rc=1; }
 [ "$rc" = 0 ] && [ "$gates" = 1 ] && { phase gates bash scripts/test.sh --gates || rc=1; }
 echo "== times (setup + tests is the README's test command from a fresh clone):"
 cat "$DIR/times.txt"

@@ -72,6 +72,22 @@ struct Exchange {
   Workspace ws;
   volatile int* abort;  // smem: latched once a wait timed out, so later waits return at once
   int backward;         // 0 the forward kernel, 1 the backward one (for error reports)
+  // the divisors of the copy loops' index math, made once before the step loop (divisors())
+  struct Divisors {
+    FastDiv nu, nb, pr[kMaxStages], chunk[kMaxStages];
+  } div;
+
+  static __device__ Divisors divisors(const Layout& L, const Cta& c) {
+    Divisors d;
+    d.nu = FastDiv::of(L.NU);
+    d.nb = FastDiv::of(max(c.nb, 1));
+    for (int k = 0; k < kMaxStages; ++k) {
+      const int pr = max(L.st[k].cw / kVec, 1);
+      d.pr[k] = FastDiv::of(pr);
+      d.chunk[k] = FastDiv::of(L.BG * pr);
+    }
+    return d;
+  }
 
   static constexpr int kVec = 16 / sizeof(T);
 
@@ -116,8 +132,10 @@ struct Exchange {
       const int pr = S.cw / kVec, n = L.NU * S.nseg * c.nb * pr;
       const uint32_t base = smem_addr(operand(k, r));
       const T* stage = outgoing(k);
+#pragma unroll 1
       for (int i = threadIdx.x; i < n; i += kThreads) {
-        const int dst = i % L.NU, rest = i / L.NU, q = rest % pr, gb = rest / pr, bb = gb % c.nb, g = gb / c.nb;
+        const int rest = div.nu.div(i), dst = div.nu.mod(i, rest), gb = div.pr[k].div(rest),
+                  q = div.pr[k].mod(rest, gb), g = div.nb.div(gb), bb = div.nb.mod(gb, g);
         const uint4 v = *reinterpret_cast<const uint4*>(stage + ((size_t)g * L.BG + bb) * S.cw + q * kVec);
         const int col = g * S.cw * L.NU + c.rank * S.cw + q * kVec;
         const uint32_t at = base + (uint32_t)(((size_t)bb * S.ldx + col) * sizeof(T));
@@ -231,7 +249,7 @@ struct Exchange {
     if (S.NP == 1) {
       poll(pl, 0, nq);
       wait(pl, r, step, 0, nq, nq);
-      copy(S, r, 0, nq, xs);
+      copy(k, r, 0, nq, xs);
       cp_async_wait<0>();
       __syncthreads();
       step_matmul<T>(A, xs, 0, part, S, L.BG, 0, nk, false);  // also covers the zero columns [K, Kp)
@@ -241,7 +259,7 @@ struct Exchange {
     auto end = [&](int p) { return min(nq, (p + 1) * S.CPP); };
     poll(pl, 0, end(1));
     wait(pl, r, step, 0, end(0), end(1));
-    copy(S, r, 0, end(0), buf[0]);
+    copy(k, r, 0, end(0), buf[0]);
     for (int p = 0; p < S.NP; ++p) {
       const int q0 = p * S.CPP, q1 = end(p);
       // buf[(p + 1) & 1] is free: pass p - 1's matmul ended before the barrier closing its iteration
@@ -250,7 +268,7 @@ struct Exchange {
         if (ready(pl, r, q1, end(p + 1))) {
           fence_acq_rel_gpu();
           __syncwarp();
-          copy(S, r, q1, end(p + 1), buf[(p + 1) & 1]);
+          copy(k, r, q1, end(p + 1), buf[(p + 1) & 1]);
           next_copied = true;
         } else {
           poll(pl, q1, end(p + 1));  // in flight during the matmul
@@ -268,7 +286,7 @@ struct Exchange {
       if (p + 1 < S.NP) {
         if (!next_copied) {
           wait(pl, r, step, q1, end(p + 1), end(p + 1));
-          copy(S, r, q1, end(p + 1), buf[(p + 1) & 1]);
+          copy(k, r, q1, end(p + 1), buf[(p + 1) & 1]);
         }
         __syncthreads();  // buf[p & 1] is refilled by pass p + 2
       }
@@ -278,11 +296,14 @@ struct Exchange {
   // Copy chunks [q0, q1) of round r into dst (column (q - q0)*cw), rows [0, BG), 16 bytes per
   // cp.async, spread over all threads of the CTA (each thread's warp has acquired every
   // producer of these chunks); commits one cp.async group.
-  __device__ void copy(const Stage& S, int r, int q0, int q1, T* dst) const {
+  __device__ void copy(int st, int r, int q0, int q1, T* dst) const {
+    const Stage& S = L.st[st];
     const T* src = static_cast<const T*>(ws.xbuf) + ((size_t)(r & 1) * L.D * L.Bp + (size_t)c.grp * L.BG) * L.Kx;
     const int pr = S.cw / kVec, per_chunk = L.BG * pr, n = (q1 - q0) * per_chunk;
+#pragma unroll 1
     for (int i = threadIdx.x; i < n; i += kThreads) {
-      const int q = q0 + i / per_chunk, k = i % per_chunk, bb = k / pr, piece = k % pr;
+      const int qi = div.chunk[st].div(i), k = div.chunk[st].mod(i, qi), bb = div.pr[st].div(k),
+                piece = div.pr[st].mod(k, bb), q = q0 + qi;
       cp_async16(dst + (size_t)bb * S.ldx + (q - q0) * S.cw + piece * kVec,
                  src + (size_t)bb * L.Kx + q * S.cw + piece * kVec);
     }

@@ -64,12 +64,14 @@ struct Layout {
                                             // forward), tier 2's outgoing slices, partial sums
 };
 
-// The compile gate's critical-path walk (tools/compile_check/cuda_rows.py) knows the tier
-// and each stage's NP as kernel parameters at these byte offsets of the Layout, to read the
-// path one plan runs: keep them in step with LAYOUT_TIER, LAYOUT_NP and STAGE_BYTES there.
-static_assert(offsetof(Layout, tier) == 0 && offsetof(Layout, st) + offsetof(Stage, NP) == 104 &&
-                  sizeof(Stage) == 76,
-              "Layout moved: update the offsets in tools/compile_check/cuda_rows.py");
+// The compile gate's critical-path walk (tools/compile_check/cuda_walks.py) reads a plan's
+// branch fields (tier, each stage's KS, WM, WN, ppt, NP, ...) as kernel parameters at byte
+// offsets it derives from the declaration order of Layout and Stage, every field an int:
+// keep LAYOUT_FIELDS and STAGE_FIELDS there in step with these structs.
+static_assert(offsetof(Layout, st) == 12 * sizeof(int) && sizeof(Stage) == 19 * sizeof(int) &&
+                  offsetof(Stage, KS) == 9 * sizeof(int) && offsetof(Stage, ppt) == 12 * sizeof(int) &&
+                  offsetof(Stage, NP) == 14 * sizeof(int) && offsetof(Layout, tier) == 0,
+              "Layout moved: update LAYOUT_FIELDS / STAGE_FIELDS in tools/compile_check/cuda_walks.py");
 
 // The per-step fallback: small CTAs over (units, batch rows), weights read from L2; one
 // launch per stage and step, the directions one after the other.

@@ -41,6 +41,12 @@ struct PairSlots {
 
 __device__ __forceinline__ float nan_f() { return __int_as_float(0x7fc00000); }
 
+// Whether pair slot i is in use in any thread (i < the plan's ppt): a test of the kernel
+// parameter, uniform across the CTA, so the slots past ppt are skipped by whole warps and
+// the compile gate's walk, told the plan's layout, reads only the slots a launch runs
+// (PairSlots::ok, a per-thread value, also tests i < ppt but is opaque to the walk).
+__device__ __forceinline__ bool slot_used(int i, const Stage& S) { return i < S.ppt; }
+
 template <class C, typename T>
 struct FwdPass {
   using Cell = C;
@@ -109,6 +115,7 @@ struct FwdPass {
     const bool more = s + 1 < p.steps, timed_out = *ex.abort != 0;  // results after a timeout: NaN
 #pragma unroll
     for (int i = 0; i < kPairsPerThread; ++i) {
+      if (!slot_used(i, L.st[0])) break;
       if (!r.p.ok[i]) continue;
       const int bb = r.p.bb[i], u = r.p.u[i];
       if (t < r.p.len[i]) {  // past the sequence's end: state kept
@@ -127,10 +134,11 @@ struct FwdPass {
   }
   // After the publish: the step's y (h, zero past the sequence's end) and saved activations,
   // then the next step's input loads.
-  __device__ static void outputs(int, Regs& r, const Params& p, const Cta& c, int s) {
+  __device__ static void outputs(int, Regs& r, const Params& p, const Layout& L, const Cta& c, int s) {
     const int t = time_of(p, s);
 #pragma unroll
     for (int i = 0; i < kPairsPerThread; ++i) {
+      if (!slot_used(i, L.st[0])) break;
       if (!r.p.ok[i]) continue;
       const int j = c.j0 + r.p.u[i];
       const size_t tb = (size_t)t * p.B + c.b0 + r.p.bb[i];
@@ -215,6 +223,7 @@ struct BwdPass {
     const bool timed_out = *ex.abort != 0;  // results after a timeout: NaN
 #pragma unroll
     for (int i = 0; i < kPairsPerThread; ++i) {
+      if (!slot_used(i, L.st[0])) break;
       if (!r.p.ok[i]) continue;
       const int bb = r.p.bb[i], u = r.p.u[i];
       float dh = r.dh[i] + (consumed ? part_sum(part, L.st[0], L.BG, bb, u) : 0.0f);
@@ -247,12 +256,13 @@ struct BwdPass {
   }
   // After the publish: the step's d_gx (and d_gh where it is a tensor of its own), then the
   // next step's dy and saved loads.
-  __device__ static void outputs(int, Regs& r, const Params& p, const Cta& c, int s) {
+  __device__ static void outputs(int, Regs& r, const Params& p, const Layout& L, const Cta& c, int s) {
     if (s == p.steps) return;
     const bool split = p.d_gh != p.d_gx;
     const size_t tb0 = (size_t)time_of(p, s) * p.B + c.b0;
 #pragma unroll
     for (int i = 0; i < kPairsPerThread; ++i) {
+      if (!slot_used(i, L.st[0])) break;
       if (!r.p.ok[i]) continue;
       const size_t at = (tb0 + r.p.bb[i]) * p.ldg + c.j0 + r.p.u[i];
 #pragma unroll

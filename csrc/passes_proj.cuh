@@ -114,7 +114,7 @@ struct FwdProjPass {
   }
   // After stage k's publish (passes.cuh): stage 0 the next step's input loads, stage 1 y (h,
   // zero past the sequence's end). Stage 0's m and saved stores still precede its publish.
-  __device__ static void outputs(int k, Regs& r, const Params& p, const Cta& c, int s) {
+  __device__ static void outputs(int k, Regs& r, const Params& p, const Layout&, const Cta& c, int s) {
     const int t = time_of(p, s);
 #pragma unroll
     for (int i = 0; i < kPairsPerThread; ++i) {
@@ -251,7 +251,7 @@ struct BwdProjPass {
   }
   // After stage k's publish (passes.cuh): the next step's dy (stage 0) and saved (stage 1)
   // loads. The dh and d_gx stores still precede the publish.
-  __device__ static void outputs(int k, Regs& r, const Params& p, const Cta& c, int s) {
+  __device__ static void outputs(int k, Regs& r, const Params& p, const Layout&, const Cta& c, int s) {
     if (s + 1 >= p.steps) return;
 #pragma unroll
     for (int i = 0; i < kPairsPerThread; ++i) {

@@ -65,7 +65,7 @@ persistent_kernel(const typename Pass::Params pa, const Layout L, const Workspac
 #pragma unroll
   for (int k = 0; k < Pass::kStages; ++k) load_weights<Pass>(reinterpret_cast<T*>(smem + L.st[k].off_a), p, L, c, k);
   Pass::load_bias(bias, p, L, c);
-  const Exchange<T> ex{L, c, smem, ws, &s_abort, Pass::kBackward ? 1 : 0};
+  const Exchange<T> ex{L, c, smem, ws, &s_abort, Pass::kBackward ? 1 : 0, Exchange<T>::divisors(L, c)};
   __syncthreads();
   ex.begin();
   typename Pass::Regs r;
@@ -90,7 +90,7 @@ persistent_kernel(const typename Pass::Params pa, const Layout L, const Workspac
       }
       Pass::pointwise(k, r, p, L, c, ex, part, bias, s, consumed, round);
       if (Pass::publishes(p, s, k)) ex.publish(round++, (k + 1) % Pass::kStages);
-      Pass::outputs(k, r, p, c, s);  // after the publish: its release does not wait for them
+      Pass::outputs(k, r, p, L, c, s);  // after the publish: its release does not wait for them
     }
   }
   Pass::finish(r, p, c);

@@ -86,9 +86,21 @@ __device__ void step_matmul(const T* A, const T* X, int x0, float* part, const S
 }
 
 // Σ over the KS split-K slices of part for (batch row n, weight row lr), in a fixed order.
+// Unrolled up to kUnrolledSplitK slices, each behind a uniform test of the kernel parameter
+// S.KS: a plan runs exactly its KS loads (one for KS = 1) and the compile gate's walk, told
+// the plan's layout, reads just those (a runtime-count loop compiles to an unrolled body,
+// a remainder loop and their guards, all of it on the walk). Plans past that count take the loop.
+constexpr int kUnrolledSplitK = 8;
 __device__ __forceinline__ float part_sum(const float* part, const Stage& S, int BG, int n, int lr) {
-  float a = 0.0f;
-  for (int ks = 0; ks < S.KS; ++ks) a += part[(size_t)(ks * BG + n) * S.ldp + lr];
+  const float* q = part + (size_t)n * S.ldp + lr;
+  const size_t slice = (size_t)BG * S.ldp;
+  float a = 0.0f + q[0];  // 0.0f + as before: a -0.0 slice sums to +0.0
+#pragma unroll
+  for (int ks = 1; ks < kUnrolledSplitK; ++ks) {
+    if (ks >= S.KS) return a;
+    a += q[ks * slice];
+  }
+  for (int ks = kUnrolledSplitK; ks < S.KS; ++ks) a += q[ks * slice];
   return a;
 }
 

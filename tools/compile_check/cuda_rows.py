@@ -6,8 +6,8 @@ on its tier (grid, cluster, dynamic shared memory) or the per-step kernel(s). Ea
 carries the registers, spills and static shared memory of that exact template
 instantiation, from an `nvcc -Xptxas -v` build of csrc/kernels/<cell>.cu for the target
 architecture, whether its SASS uses the tensor cores (HMMA/HGMMA, via cuobjdump), and the
-critical path of one step read from that SASS (sass_path.py; the persistent kernel's walk
-for the plan's tier): round_trips, barriers, insts_per_step and the machine model's µs/step.
+critical path of one step read from that SASS (sass_path.py; the persistent kernel walked
+for the plan's layout, cuda_walks.py): round_trips, barriers, insts_per_step and the machine model's µs/step.
 
 Besides the requested cases, every run adds the kernel contract v2's cases for the cells
 and dtypes asked for (V2_CASES): both directions in one launch (variant "D2"), the LSTM
@@ -31,7 +31,7 @@ import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 
-from . import sass_path
+from . import cuda_walks, sass_path
 from .rows import Row, occupancy
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -181,46 +181,13 @@ def _compile_cell(cell: str, nvcc: str, flags: list[str], out_dir: str, cuobjdum
     return facts
 
 
-# byte offsets in the Layout parameter (csrc/layout.h asserts them): the tier, stage 0's NP, the
-# stride of Layout::st
-LAYOUT_TIER, LAYOUT_NP, STAGE_BYTES = 0, 104, 76
-
-
-def path_key(tier: int, passes: list[int] | None = None) -> str:
-    """The key of a tier's walk: the grid tier (3) per stage single-pass ("1") or multi-pass
-    ("m"), e.g. "31" or "3m1"; the cluster and cta tiers by number alone."""
-    if tier != 3:
-        return str(tier)
-    return "3" + "".join("m" if n > 1 else "1" for n in passes or [1])
-
-
-def critical_paths(sass: str, elf: str) -> dict[str, dict]:
-    """{mangled name: {walk: critical-path counts}} of the recurrence kernels in a cubin's
-    SASS. The persistent kernel holds all three tiers behind runtime branches on
-    Layout::tier, and the grid tier's one-pass and multi-pass exchange behind branches on
-    each stage's NP (all kernel parameters), so it is walked once per tier and, on the grid
-    tier, per combination of single- and multi-pass stages (path_key), with those values
-    known: each walk reads the one path a plan of that kind runs. A per-step kernel (one
-    launch per step) is walked once, under "step". The decode step's kernels are not
-    recurrences: skipped."""
-    funcs = sass_path.parse(sass)
-    offsets = sass_path.param_offsets(elf)
-    out = {}
-    for name, insts in funcs.items():
-        if "cell_step_kernel" in name:
-            continue
-        if "persistent_kernel" in name and 1 in offsets.get(name, {}):
-            at = sass_path.PARAM_BASE_SM90 + offsets[name][1]
-            walks = {"1": {at + LAYOUT_TIER: 1}, "2": {at + LAYOUT_TIER: 2}}
-            stages = 2 if "ProjPass" in name else 1
-            for combo in range(1 << stages):
-                passes = [2 if combo >> k & 1 else 1 for k in range(stages)]
-                walks[path_key(3, passes)] = {at + LAYOUT_TIER: 3} | {at + LAYOUT_NP + k * STAGE_BYTES: n
-                                                                      for k, n in enumerate(passes)}
-            out[name] = {key: sass_path.analyse(insts, params).as_dict() for key, params in walks.items()}
-        else:
-            out[name] = {"step": sass_path.analyse(insts).as_dict()}
-    return out
+def critical_paths(sass: str) -> dict[str, dict]:
+    """{mangled name: {"step": critical-path counts}} of the per-step kernels in a cubin's
+    SASS (one launch per step: the whole kernel is one step). The persistent kernels are
+    walked per plan, on demand (cuda_walks.PlanWalks), and the decode step's kernels are not
+    recurrences: both skipped here."""
+    return {name: {"step": sass_path.analyse(insts).as_dict()} for name, insts in sass_path.parse(sass).items()
+            if "cell_step_kernel" not in name and "persistent_kernel" not in name}
 
 
 def _demangled_keys(names: list[str]) -> dict[str, tuple[str, str]]:
@@ -244,9 +211,12 @@ def _write_json(path: str, data) -> None:
 
 
 def _path_key() -> str:
-    """The critical-path reader's version: a hash of sass_path.py."""
-    with open(sass_path.__file__, "rb") as f:
-        return hashlib.sha256(f.read()).hexdigest()[:12]
+    """The critical-path reader's version: a hash of sass_path.py and cuda_walks.py."""
+    h = hashlib.sha256()
+    for mod in (sass_path, cuda_walks):
+        with open(mod.__file__, "rb") as f:
+            h.update(f.read())
+    return h.hexdigest()[:12]
 
 
 def kernel_facts(arch: int, jobs: int | None = None) -> dict[tuple, dict]:
@@ -282,13 +252,14 @@ def kernel_facts(arch: int, jobs: int | None = None) -> dict[tuple, dict]:
         for cell in CELLS:
             cubin = os.path.join(cubins, f"{cell}.cubin")
             sass = subprocess.run([cuobjdump, "-sass", cubin], capture_output=True, text=True, check=True).stdout
-            elf = subprocess.run([cuobjdump, "-elf", cubin], capture_output=True, text=True, check=True).stdout
-            found = critical_paths(sass, elf)
+            found = critical_paths(sass)
             for name, (k, _) in _demangled_keys(list(found)).items():
                 paths[k] = found[name]
         _write_json(ppath, paths)
+    walks = cuda_walks.PlanWalks(cubins, ppath, paths, cuobjdump, _demangled_keys) if cuobjdump else None
     for k, f in raw.items():
         f["path"] = paths.get(k)
+        f["walks"] = walks  # the persistent kernel's walk of a plan: walks.counts(key, cell, layout)
     return {tuple(k.split("|")): v for k, v in raw.items()}
 
 
@@ -334,7 +305,11 @@ def _recurrence_rows(facts, lim, cell, dtype, B, H, anchor, proj=0, directions=1
                 out.append(row)
                 continue
             row.regs, row.spill_bytes, row.tensor_cores = f["regs"], f["spill"], f["tc"]
-            set_path(row, f.get("path"), p, kind, dtype)
+            if kind == "persistent":  # walked for this plan's layout
+                w = f.get("walks")
+                set_path(row, w and w.counts("|".join((kind, pas, cell, dtype)), cell, p["layout"]), p, kind, dtype)
+            else:
+                set_path(row, (f.get("path") or {}).get("step"), p, kind, dtype)
             if kind == "persistent":
                 row.smem = f["static_smem"] + p["smem_bytes"]
                 row.grid = (p["grid"],)
@@ -351,17 +326,12 @@ def _recurrence_rows(facts, lim, cell, dtype, B, H, anchor, proj=0, directions=1
     return out
 
 
-def set_path(row: Row, path: dict | None, plan: dict, kind: str, dtype: str):
-    """The row's critical-path counts (its tier's walk of the SASS) and the machine model's
-    µs per step of them; a per-step kernel adds one launch per step."""
-    if not path:
+def set_path(row: Row, c: dict | None, plan: dict, kind: str, dtype: str):
+    """The row's critical-path counts `c` (the walk of the SASS for its plan) and the machine
+    model's µs per step of them; a per-step kernel adds one launch per step."""
+    if not c:
         return
     from fusedrnn import machine  # noqa: PLC0415
-    L = plan["layout"]
-    key = path_key(L["tier"], [st["NP"] for st in L["stages"]]) if kind == "persistent" else "step"
-    c = path.get(key)
-    if c is None:
-        return
     rep = sass_path.PathReport(**c)
     row.round_trips, row.barriers = c["round_trips"], c["barriers"] + c["cluster_barriers"]
     row.insts_per_step = c["insts_per_step"]

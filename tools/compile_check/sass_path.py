@@ -185,10 +185,11 @@ _CMP = {"EQ": lambda a, b: a == b, "NE": lambda a, b: a != b, "LT": lambda a, b:
 
 def known_guards(insts: list[Inst], params: dict[int, int]) -> dict[int, bool]:
     """{instruction index: value of its guard predicate} where that value follows from
-    `params` ({constant-bank offset: 32-bit value}) and immediates: a forward scan that
-    evaluates LDC/ULDC/MOV/IMAD.MOV and ISETP/UISETP within each basic block (a value is
-    forgotten at a branch target, where another path joins), plus registers defined once in
-    the function (valid everywhere)."""
+    `params` ({constant-bank offset: 32-bit value}) and immediates: LDC/ULDC/MOV/IMAD.MOV and
+    ISETP/UISETP are evaluated forward through the control-flow graph (a register keeps its
+    value into a basic block when every path into the block that the walk has seen agrees on
+    it, iterated to a fixed point: a layout field loaded before the step loop is known in
+    every block of it), plus registers defined once in the function (valid everywhere)."""
     ndef: dict[str, int] = {}
     for i in insts:
         for r in dests(i):
@@ -218,6 +219,9 @@ def known_guards(insts: list[Inst], params: dict[int, int]) -> dict[int, bool]:
 
     def evaluate(i: Inst):
         mods = i.op.split(".")
+        if i.base in ("LDC", "ULDC") and len(i.operands) == 2 and "64" in mods:  # two words: a list
+            m = _CONST.fullmatch(i.operands[1].strip())
+            return [params.get(int(m.group(1), 16)), params.get(int(m.group(1), 16) + 4)] if m else None
         if i.base in ("LDC", "ULDC", "MOV", "UMOV") and len(i.operands) == 2 and "64" not in mods:
             return operand(i.operands[1])
         if i.base == "IMAD" and "MOV" in mods and len(i.operands) == 4 and operand(i.operands[1]) == 0:
@@ -233,22 +237,77 @@ def known_guards(insts: list[Inst], params: dict[int, int]) -> dict[int, bool]:
             return bool((r and c) if "AND" in mods else (r or c) if "OR" in mods else (r != c))
         return None
 
-    guards: dict[int, bool] = {}
+    def assigned(i: Inst) -> list:
+        """Issue `i` on `val`: its destinations forgotten, then set where known; [(register, value)]."""
+        ds = dests(i)
+        v = evaluate(i) if not i.guard else None
+        for d in ds:
+            val.pop(d, None)
+        vs = v if isinstance(v, list) else [v]
+        out = [(d, x) for d, x in zip(ds, vs) if x is not None]
+        for d, x in out:
+            val[d] = x
+        return out
+
+    # the registers defined once: their one value holds everywhere (a use follows its definition)
     for n, i in enumerate(insts):
         if n in joins:
+            val = dict(glob)
+        for d, v in assigned(i):
+            if ndef.get(d) == 1:
+                glob[d] = v
+    # basic blocks: [start, end); successors: the branch target, and the next block unless an
+    # unguarded branch, exit or return ends the block; a call (a subroutine of the function)
+    # may write any register: past it only the registers defined once are known. An indirect
+    # jump (BRX/JMX) has targets the scan does not know: then only those are trusted anywhere.
+    ends_block = ("BRA", "EXIT", "RET")
+    if any(i.base in ("BRX", "JMX") for i in insts):
+        blocks_in = None
+    else:
+        starts = sorted({0} | joins | {n + 1 for n, i in enumerate(insts)
+                                       if i.base in ends_block and n + 1 < len(insts)})
+        ends = starts[1:] + [len(insts)]
+        succ: dict[int, list[int]] = {}
+        for a, b in zip(starts, ends):
+            last = insts[b - 1]
+            t = last.branch_target()
+            out = [index[t]] if t is not None and t in index else []
+            unconditional = last.guard is None and ".DIV" not in last.op and not any(
+                re.fullmatch(r"!?U?P[0-6]", o.strip()) for o in last.operands)
+            if b < len(insts) and not (last.base in ends_block and unconditional):
+                out.append(b)
+            succ[a] = out
+        end_of = dict(zip(starts, ends))
+        blocks_in: dict[int, dict] | None = {0: dict(glob)}
+        todo = [0]
+        while todo:
+            a = todo.pop()
+            val = dict(blocks_in[a])
+            for n in range(a, end_of[a]):
+                i = insts[n]
+                if i.base == "CALL":
+                    val = dict(glob)
+                assigned(i)
+            for b in succ[a]:
+                seen = blocks_in.get(b)
+                merged = dict(val) if seen is None else {k: x for k, x in seen.items() if val.get(k, None) == x
+                                                         and type(val.get(k)) is type(x)}
+                merged.update(glob)
+                if seen is None or merged != seen:
+                    blocks_in[b] = merged
+                    todo.append(b)
+    guards: dict[int, bool] = {}
+    val = dict(glob)
+    for n, i in enumerate(insts):
+        if n == 0 or n in joins or (n > 0 and insts[n - 1].base in ("BRA", "EXIT", "RET")):
+            val = dict(glob) if blocks_in is None else dict(blocks_in.get(n, glob))
+        if i.base == "CALL":
             val = dict(glob)
         if i.guard:
             g = val.get(i.guard.lstrip("!"))
             if isinstance(g, bool):
                 guards[n] = (not g) if i.guard.startswith("!") else g
-        ds = dests(i)
-        v = evaluate(i) if not i.guard else None
-        for d in ds:
-            val.pop(d, None)
-        if ds and v is not None:
-            val[ds[0]] = v
-            if ndef.get(ds[0]) == 1:
-                glob[ds[0]] = v
+        assigned(i)
     return guards
 
 

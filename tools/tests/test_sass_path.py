@@ -238,19 +238,35 @@ def test_a_wait_loop_still_counts_a_real_extra_round_trip():
     assert one(not_flag).round_trips > 2
 
 
+def _layout(tier: int, **stage) -> dict:
+    """A plan's layout as fusedrnn._C.plan_for reports it: one stage, every field an int."""
+    from tools.compile_check import cuda_walks
+    st = dict.fromkeys(cuda_walks.STAGE_FIELDS, 1) | stage
+    return dict.fromkeys(cuda_walks.LAYOUT_FIELDS, 1) | {"tier": tier, "stages": [st]}
+
+
+def _walk(body: str, layout: dict, at: int = 0x80) -> dict:
+    """The walk of a persistent kernel whose Layout parameter sits at byte `at` of its parameters."""
+    from tools.compile_check import cuda_walks
+    return cuda_walks.walk(sass_path.parse(sass(body))["k"], at, layout)
+
+
+def _param(field: str, stage: int | None = None, at: int = 0x80) -> str:
+    from tools.compile_check import cuda_walks
+    return f"c[0x0][{sass_path.PARAM_BASE_SM90 + at + cuda_walks.field_offset(field, stage):#x}]"
+
+
 def test_the_grid_tier_is_walked_per_pass_count():
     """The persistent kernel's grid tier branches on each stage's NP (a kernel parameter,
     Layout::st[k].NP): the one-pass walk reads the one-pass side only (a flag, its data), the
     multi-pass walk the other side (a second pass's flag and data), with the tier and NP at
     the offsets csrc/layout.h asserts."""
-    from tools.compile_check import cuda_rows
-    tier, np_ = sass_path.PARAM_BASE_SM90 + 0x80, sass_path.PARAM_BASE_SM90 + 0x80 + cuda_rows.LAYOUT_NP
     body = f"""
-        LDC R7, c[0x0][{tier:#x}]
+        LDC R7, {_param("tier")}
         ISETP.NE.AND P3, PT, R7, 0x3, PT
         HMMA.16816.F32.BF16 R40, R20, R24, RZ
         @P3 BRA 0x170
-        LDC R9, c[0x0][{np_:#x}]
+        LDC R9, {_param("NP", 0)}
         ISETP.NE.AND P2, PT, R9, 0x1, PT
         @P2 BRA 0xd0
         LDG.E.STRONG.GPU R3, desc[UR4][R10.64]
@@ -271,12 +287,103 @@ def test_the_grid_tier_is_walked_per_pass_count():
         DEPBAR.LE SB0, 0x0
         @P0 BRA 0x20
     """
-    name = "_Z17persistent_kernelI7FwdPassEv6Params6Layout9Workspace"
-    elf = (f".nv.info.{name}\n\tAttribute:\tEIATTR_KPARAM_INFO\n"
-           "\tValue:\tIndex : 0x0\tOrdinal : 0x1\tOffset  : 0x80\tSize    : 0xd8\n")
-    paths = cuda_rows.critical_paths(sass(body, name), elf)[name]
-    assert set(paths) == {"1", "2", "31", "3m"}
-    assert (paths["31"]["round_trips"], paths["31"]["flag_round_trips"], paths["31"]["unknown_branches"]) == (2, 1, 0)
-    assert (paths["3m"]["round_trips"], paths["3m"]["flag_round_trips"]) == (4, 2)
-    assert paths["2"]["round_trips"] == 0
-    assert cuda_rows.path_key(3, [1]) == "31" and cuda_rows.path_key(3, [4, 1]) == "3m1" and cuda_rows.path_key(2) == "2"
+    one_pass = _walk(body, _layout(3, NP=1))
+    assert (one_pass["round_trips"], one_pass["flag_round_trips"], one_pass["unknown_branches"]) == (2, 1, 0)
+    many = _walk(body, _layout(3, NP=4))
+    assert (many["round_trips"], many["flag_round_trips"]) == (4, 2)
+    assert _walk(body, _layout(2))["round_trips"] == 0
+
+
+# A pointwise over pair slots unrolled 4 times, slot i skipped past the plan's ppt (`i < ppt`
+# tested on the kernel parameter), each slot summing split-K slices past the plan's KS only
+# (`ks >= KS` returns).
+SLOTS = """
+    LDC R7, {ppt}
+    LDC R8, {ks}
+    HMMA.16816.F32.BF16 R40, R20, R24, RZ
+    ISETP.GE.AND P1, PT, R7, 0x1, PT
+    @!P1 BRA 0x{end:x}
+    LDS R10, [R2]
+    ISETP.GE.AND P2, PT, R8, 0x2, PT
+    @!P2 BRA 0x{slot2:x}
+    LDS R11, [R2+0x100]
+    FADD R10, R10, R11
+    ISETP.GE.AND P1, PT, R7, 0x2, PT
+    @!P1 BRA 0x{end:x}
+    LDS R10, [R3]
+    ISETP.GE.AND P2, PT, R8, 0x2, PT
+    @!P2 BRA 0x{end:x}
+    LDS R11, [R3+0x100]
+    FADD R10, R10, R11
+    @P0 BRA 0x20
+"""
+
+
+def test_the_walk_reads_the_plans_pair_slots_and_split_k():
+    """Branches on a stage's ppt and KS (Layout::st[0], kernel parameters) are resolved by
+    the plan's values: one slot and one slice walk the first slot's load alone, two and two
+    every load; a walk told nothing takes both sides of each (the upper bound it had)."""
+    body = SLOTS.format(ppt=_param("ppt", 0), ks=_param("KS", 0), end=0x110, slot2=0xa0)
+    small = _walk(body, _layout(1, ppt=1, KS=1))
+    full = _walk(body, _layout(1, ppt=2, KS=2))
+    told_nothing = sass_path.analyse(sass_path.parse(sass(body))["k"]).as_dict()
+    assert small["unknown_branches"] == full["unknown_branches"] == 0
+    assert told_nothing["unknown_branches"] == 4
+    # of the loop's 16: the mma, slot 0's test, its first slice, the KS test, slot 1's test, the back edge
+    assert small["insts_per_step"] == 9
+    assert full["insts_per_step"] == told_nothing["insts_per_step"] == 16
+    assert _walk(body, _layout(1, ppt=2, KS=1))["insts_per_step"] == 12
+
+
+def test_the_walk_key_names_the_values_it_was_told():
+    from tools.compile_check import cuda_walks
+    key = cuda_walks.walk_key(_layout(3, KS=2, ppt=4, NP=6))
+    assert key.startswith("tier3 nst1 D1 | ") and "KS2" in key and "ppt4" in key and "NP6" in key
+
+
+# A layout field loaded before the step loop into a register that is written again past the
+# loop (so not defined once), tested inside the loop after a join (0x40) of two paths.
+FIELD_ACROSS_JOINS = """
+    LDC R5, {ks}
+    HMMA.16816.F32.BF16 R40, R20, R24, RZ
+    @P0 BRA 0x40
+    {other_side}
+    ISETP.GE.AND P1, PT, R5, 0x2, PT
+    @!P1 BRA 0x70
+    LDS R11, [R2+0x100]
+    @P2 BRA 0x10
+    MOV R5, 0x7
+    EXIT
+"""
+
+
+def test_a_field_is_known_across_joins_where_every_path_agrees():
+    """The field's test is resolved inside the loop, past a join, when every path into the
+    join carries the field's value (the control-flow scan); when one path overwrites the
+    register, the test stays unknown and the walk takes both sides."""
+    ks = _param("KS", 0)
+    agree = FIELD_ACROSS_JOINS.format(ks=ks, other_side="FADD R1, R1, R2")
+    r = _walk(agree, _layout(1, KS=1))
+    assert r["unknown_branches"] == 1 and r["insts_per_step"] == 6  # only @P0's two sides
+    assert _walk(agree, _layout(1, KS=2))["insts_per_step"] == 7
+    differ = FIELD_ACROSS_JOINS.format(ks=ks, other_side="MOV R5, 0x1")
+    assert _walk(differ, _layout(1, KS=2))["unknown_branches"] == 2
+
+
+def test_a_two_word_constant_load_sets_both_registers():
+    """`LDC.64 R4, c[..]` loads two adjacent parameter words (here ldp and KS of stage 0):
+    the test on R5, the second word, is resolved by the plan's KS."""
+    at = sass_path.PARAM_BASE_SM90 + 0x80
+    from tools.compile_check import cuda_walks
+    pair = f"c[0x0][{at + cuda_walks.field_offset('ldp', 0):#x}]"
+    body = f"""
+        HMMA.16816.F32.BF16 R40, R20, R24, RZ
+        LDC.64 R4, {pair}
+        ISETP.GE.AND P0, PT, R5, 0x2, PT
+        @!P0 BRA 0x50
+        LDS R11, [R2+0x100]
+        @P2 BRA 0x0
+    """
+    one = _walk(body, _layout(1, KS=1))
+    assert one["unknown_branches"] == 0 and one["insts_per_step"] == 5
+    assert _walk(body, _layout(1, KS=2))["insts_per_step"] == 6

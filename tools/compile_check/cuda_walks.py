@@ -1,0 +1,89 @@
+"""The persistent CUDA kernel's critical-path walk for one plan (the rows of cuda_rows.py).
+
+The persistent kernel is one template per pass and dtype; the plan's `Layout` reaches it as
+a kernel parameter (csrc/layout.h), so a branch on one of its fields is a branch on a value
+the plan fixes. The walk (sass_path.analyse) is told the fields the kernel branches on
+(WALK_LAYOUT, WALK_STAGE) at their constant-bank offsets and resolves those branches: the
+tier, each stage's passes over K (NP), split-K slices (KS), warp tile (WM, WN), pointwise
+pair slots in use (ppt), X buffers (nx), segments (nseg). Each walk is keyed by the values
+it was told (walk_key) and cached with the build's other critical paths (cuda_rows.kernel_facts).
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+
+from . import sass_path
+
+# csrc/layout.h, in declaration order (every field an int): Layout, then Layout::st[kMaxStages]
+LAYOUT_FIELDS = ("tier", "U", "UP", "NU", "Hp", "Pp", "BG", "NBG", "Bp", "D", "nst", "Kx")
+STAGE_FIELDS = ("cw", "nseg", "rows", "K", "Kp", "RP", "lda", "ldx", "ldp", "KS", "WM", "WN", "ppt", "nx", "NP",
+                "CPP", "off_a", "off_x", "off_out")
+STAGE_AT, STAGE_BYTES = 4 * len(LAYOUT_FIELDS), 4 * len(STAGE_FIELDS)  # layout.h asserts both
+# the fields the kernel branches on; the others only enter address arithmetic
+WALK_LAYOUT = ("tier", "nst", "D")
+WALK_STAGE = ("nseg", "KS", "WM", "WN", "ppt", "nx", "NP")
+
+
+def field_offset(name: str, stage: int | None = None) -> int:
+    """Byte offset of a Layout field (stage None) or of Layout::st[stage].<name>."""
+    if stage is None:
+        return 4 * LAYOUT_FIELDS.index(name)
+    return STAGE_AT + stage * STAGE_BYTES + 4 * STAGE_FIELDS.index(name)
+
+
+def walk_params(layout: dict, at: int) -> dict[int, int]:
+    """{constant-bank offset: value} of the fields a walk is told, the Layout parameter at `at`."""
+    out = {at + field_offset(f): layout[f] for f in WALK_LAYOUT}
+    for k, st in enumerate(layout["stages"]):
+        out.update({at + field_offset(f, k): st[f] for f in WALK_STAGE})
+    return out
+
+
+def walk_key(layout: dict) -> str:
+    """The values a walk is told, as text: e.g. "tier1 nst1 D1 | nseg1 KS2 WM1 WN1 ppt1 nx2 NP1"."""
+    parts = [" ".join(f"{f}{layout[f]}" for f in WALK_LAYOUT)]
+    parts += [" ".join(f"{f}{st[f]}" for f in WALK_STAGE) for st in layout["stages"]]
+    return " | ".join(parts)
+
+
+def walk(insts: list, layout_at: int, layout: dict) -> dict:
+    """The critical-path counts of one plan's step (sass_path.PathReport.as_dict)."""
+    return sass_path.analyse(insts, walk_params(layout, sass_path.PARAM_BASE_SM90 + layout_at)).as_dict()
+
+
+class PlanWalks:
+    """Walks of the persistent kernels of one build, done on demand and cached in `paths`
+    ({kernel key: {walk key: counts}}, the build's critical-path cache, written to `path`)."""
+
+    def __init__(self, cubins: str, path: str, paths: dict, cuobjdump: str, demangle):
+        self.cubins, self.path, self.paths = cubins, path, paths
+        self.cuobjdump, self.demangle = cuobjdump, demangle
+        self._sass: dict[str, dict] = {}  # cell -> {kernel key: (instructions, Layout offset)}
+
+    def _kernels(self, cell: str) -> dict:
+        if cell not in self._sass:
+            cubin = os.path.join(self.cubins, f"{cell}.cubin")
+            run = lambda flag: subprocess.run([self.cuobjdump, flag, cubin], capture_output=True, text=True,  # noqa: E731
+                                              check=True).stdout
+            funcs = sass_path.parse(run("-sass"))
+            offsets = sass_path.param_offsets(run("-elf"))
+            names = [n for n in funcs if "persistent_kernel" in n and 1 in offsets.get(n, {})]
+            self._sass[cell] = {k: (funcs[n], offsets[n][1]) for n, (k, _) in self.demangle(names).items()}
+        return self._sass[cell]
+
+    def counts(self, key: str, cell: str, layout: dict) -> dict | None:
+        """The counts of kernel `key` ("persistent|<pass>|<cell>|<dtype>", in `cell`'s cubin)
+        walked for `layout`; None if the cubin holds no such kernel."""
+        wk = walk_key(layout)
+        have = self.paths.setdefault(key, {})
+        if wk not in have:
+            found = self._kernels(cell).get(key)
+            if found is None:
+                return None
+            have[wk] = walk(found[0], found[1], layout)
+            with open(self.path + ".tmp", "w") as f:
+                json.dump(self.paths, f, indent=1)
+            os.replace(self.path + ".tmp", self.path)
+        return have[wk]

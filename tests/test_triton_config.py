@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from tools.compile_check.cases import ANCHORS, SWEEP_B, SWEEP_H
-from fusedrnn.ops.triton import config
+from fusedrnn import machine
+from fusedrnn.ops.triton import config, model
 
 CELLS = ("lstm", "gru", "rnn_tanh", "rnn_relu")
 DTYPES = (torch.float32, torch.bfloat16, torch.float16)
@@ -177,18 +178,38 @@ def test_a_large_forward_keeps_w_hh_resident_in_pieces():
     assert not config.choose("lstm", 64, 1024, torch.bfloat16, config.H100, "fwd").RESIDENT
 
 
-def test_the_gru_backward_keeps_w_hh_resident_in_pieces():
-    """Issue 29: the GRU B16·H768 backward streamed W_hh (20 round trips per step read from the
-    SASS). Its 8-unit slice over all 3 x 768 rows is 36 KB: in nine pieces of 256 x 16 and 8
-    warps it compiles without spills (3 round trips); 4 warps spill (440 bytes), and so does
-    the LSTM's 48 KB slice (64 bytes), which keeps streaming."""
-    launch = config.choose("gru", 16, 768, torch.bfloat16, config.H100, "bwd")
-    assert (launch.RESIDENT, launch.BLOCK_N, launch.KP, launch.NKP, launch.num_warps) == (True, 8, 256, 9, 8), launch
+def test_the_backward_keeps_w_hh_resident_in_pieces():
+    """Issue 29: the GRU and LSTM B16·H768 backwards streamed W_hh (20 and 26 round trips per
+    step read from the SASS). Their 8-unit slices over all G x 768 rows (36 and 48 KB) stay
+    resident in pieces of 256 x 16 at 8 warps, each piece's product split in K over the warps
+    (steps.contract_split): compiled for sm_90 without spills, 3 round trips (GRU, one sweep
+    of loads) and 4 (LSTM, two sweeps); unsplit, the LSTM's spilled (64 bytes) and every warp
+    ran all 384 mma of the step. 4 warps spilled (440 bytes); 32 batch rows are untried."""
+    for cell, nkp in (("gru", 9), ("lstm", 12)):
+        launch = config.choose(cell, 16, 768, torch.bfloat16, config.H100, "bwd")
+        assert (launch.RESIDENT, launch.BLOCK_N, launch.KP, launch.NKP, launch.num_warps) == (
+            True, 8, 256, nkp, 8), launch
+        assert not any(c.RESIDENT and c.NKP > 1 and c.num_warps < 8
+                       for c in config.candidates(cell, 16, 768, torch.bfloat16, config.H100, "bwd"))
     assert config.resident_pieces_for("bwd", 768, 16, G=3) == (256, 9)
-    assert not any(c.RESIDENT and c.NKP > 1 and c.num_warps < 8
-                   for c in config.candidates("gru", 16, 768, torch.bfloat16, config.H100, "bwd"))
-    assert not config.resident_ok("bwd", 16, 768, 16, block_n=8, G=4)  # LSTM: 48 KB
+    assert config.resident_ok("bwd", 16, 768, 16, block_n=8, G=4)  # LSTM: 48 KB
     assert not config.resident_ok("bwd", 16, 768, 32, block_n=8, G=3)  # pieces of 32 batch rows: untried
+    assert config.TUNING["resident_bwd_pieces_warps"] == model.RESIDENT_BWD_SPLIT  # one K slice per warp
+
+
+def test_the_model_charges_the_split_backward_as_compiled():
+    """The backward's resident pieces split in K (steps.contract_split): the model charges the
+    poll, the first sweep's two round trips and one per further sweep (GRU B16·H768: 9 pieces,
+    one sweep, 3; LSTM: 10 + 2 pieces, 4, read from the SASS), and a chain of mma over one
+    warp's slice of K (48 at 12 x 256, read from the SASS; unsplit, 384)."""
+    args = dict(layout="grid", n_programs_per_tile=96, n_tiles=1, block_n=8, block_b=16, gate_slots=4, B=16,
+                H=768, bits=16, direction="bwd", wgmma=False, warps=8)
+    assert model.step_us(kp=256, nkp=9, resident=True, G=3, **args)["round_trips"] == 3
+    assert model.step_us(kp=256, nkp=12, resident=True, G=4, **args)["round_trips"] == 4
+    dev = machine.current()
+    link_us = dev["mma_dep_cycles_bf16"] / (dev["clock_ghz"] * 1e3)
+    mma = model.step_us(kp=256, nkp=12, resident=True, G=4, **args)["mma"]
+    assert 48 * link_us <= mma < 384 * link_us
 
 
 def test_the_model_charges_two_round_trips_for_several_resident_pieces():
@@ -231,7 +252,7 @@ def test_backward_keeps_a_small_w_hh_slice_resident():
             # one piece over all G gates' rows (steps.resident_w_bwd): one load sweep per step
             assert launch.RESIDENT and launch.layout == "grid" and launch.NKP == 1 and launch.KP >= G * 256, launch
             assert G * 256 * launch.BLOCK_N * 2 <= config.TUNING["resident_bwd_bytes"]
-    assert not config.choose("lstm", 16, 768, torch.bfloat16, config.H100, "bwd").RESIDENT  # 48 KB slice
+    assert not config.choose("lstm", 64, 1024, torch.bfloat16, config.H100, "bwd").RESIDENT  # 16 pieces of 256
     assert not config.choose("lstm", 1, 256, torch.float32, config.H100, "bwd").RESIDENT
     assert not config.resident_ok("bwd", 16, 256, 16, block_n=16, G=4)  # 32 KB
     assert config.resident_ok("bwd", 16, 256, 16, block_n=8, G=4)
@@ -247,7 +268,7 @@ PINNED = {
     (8, 128, "fwd"): ("grid", (16, 1, 1), 16, 8, True),
     (8, 128, "bwd"): ("grid", (16, 1, 1), 16, 8, True),
     (16, 768, "fwd"): ("grid", (96, 1, 1), 16, 8, True),
-    (16, 768, "bwd"): ("grid", (48, 1, 1), 16, 16, False),
+    (16, 768, "bwd"): ("grid", (96, 1, 1), 16, 8, True),  # 12 pieces of 256 split in K: 255 regs, no spill
     (64, 1024, "fwd"): ("grid", (32, 4, 1), 16, 32, False),
     (64, 1024, "bwd"): ("grid", (32, 4, 1), 16, 32, False),
     (256, 512, "fwd"): ("grid", (16, 8, 1), 32, 16, False),
@@ -257,7 +278,7 @@ PINNED = {
 #: (fp16, both directions in one launch) and a projection (H1024·P256), keyed (B, H, P, D, direction)
 PINNED_V2 = {
     (32, 512, 0, 2, "fwd"): ("grid", (64, 1, 2), 32, 8, True),  # 4 pieces of 128 x 32: 200 regs, no spill
-    (32, 512, 0, 2, "bwd"): ("grid", (16, 2, 2), 16, 32, False),
+    (32, 512, 0, 2, "bwd"): ("grid", (64, 2, 1), 16, 8, True),  # 8 pieces of 256 split in K: 231 regs, no spill
     (64, 1024, 256, 1, "fwd"): ("grid", (32, 4, 1), 16, 16, False),
     (64, 1024, 256, 1, "bwd"): ("grid", (32, 4, 1), 16, 32, False),
 }

@@ -21,7 +21,7 @@ from fusedrnn.ops.triton import config
 from support.triton_recurrence import check_against_reference
 
 from support import interpreter_threads
-from support.triton_layouts import SHAPES, SMALL_DEVICE, forced, forced_launches, structure
+from support.triton_layouts import SHAPES, SMALL_DEVICE, for_direction, forced, forced_launches, structure
 
 CELLS = ("lstm", "gru", "rnn_tanh", "rnn_relu")
 DTYPES = (torch.float32, torch.bfloat16, torch.float16)
@@ -84,3 +84,19 @@ def test_threaded_runner_fails_loudly_if_triton_changes(monkeypatch):
     with pytest.raises(interpreter_threads.ThreadedInterpreterUnavailable, match="internals changed.*_implicit_cvt"):
         with interpreter_threads.concurrent_programs():
             pass
+
+
+@pytest.mark.parametrize("cell", ("lstm", "gru", "gru_reset_before"))
+def test_resident_backward_in_sweeps(concurrent, monkeypatch, cell):
+    """The backward's resident pieces loaded in several sweeps, the last one partial
+    (steps.contract_split; at LSTM B16·H768 10 pieces, then 2): here sweeps of 3 pieces; the
+    GRU with its reset gate before the product also contracts the n gate's rows alone."""
+    import triton.language as tl
+
+    from fusedrnn.ops.triton import steps
+    B, H, launch = forced_launches(cell, batch_tiles=False)["grid-resident-pieces"]
+    nkp = for_direction(launch, cell, H, "bwd").NKP
+    assert nkp > 3 and nkp % 3, nkp  # several sweeps, a partial last one
+    monkeypatch.setattr(steps, "SWEEP_ELEMS", tl.constexpr(3 * launch.KP * launch.BLOCK_B))
+    with forced(monkeypatch, launch):
+        check_against_reference(cell, 3, B, H, lengths=True, reverse=False, dtype=torch.bfloat16, bias=True)

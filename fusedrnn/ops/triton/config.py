@@ -60,13 +60,13 @@ TUNING = {
     "resident_pieces_max": 8,      # NKP: pieces of a resident W_hh (unrolled)
     "cta_max": 256,                # widest H (padded) of the cta layout's single tile
     "resident_bwd_bytes": 16 * 1024,  # largest W_hh slice the backward keeps resident in one piece (G x H x BLOCK_N)
-    "resident_bwd_pieces_bytes": 36 * 1024,  # the same in several pieces
+    "resident_bwd_pieces_bytes": 48 * 1024,  # the same in several pieces (K split over the warps)
     "resident_staged_max": 4096,   # exchanged-vector elements (KP x BLOCK_B) one piece of a resident forward stages
     "resident_pieces_bn_max": 8,   # widest tile (units) of a resident forward in several pieces
     "resident_bwd_staged_max": 16384,  # exchanged-vector elements (G x H x BLOCK_B) of a backward in one piece;
                                        # beyond, pieces of resident_staged_max
     "resident_bwd_pieces_max": 12,  # NKP of such a backward (unrolled)
-    "resident_bwd_pieces_warps": 8,  # warps of such a backward (4 spill: LSTM B16·H768, 896 bytes)
+    "resident_bwd_pieces_warps": 8,  # warps of such a backward: one K slice each (model.RESIDENT_BWD_SPLIT)
     "programs_per_sm": 1,          # co-residency bound of the grid layout
     "regs_budget": 176,            # estimated registers per thread a configuration may use
     "smem_margin": 16 * 1024,      # shared memory left unclaimed below the opt-in limit
@@ -245,7 +245,7 @@ def resident_pieces_for(direction: str, K: int, block_b: int, G: int = 1) -> tup
     at most `resident_staged_max` values (a wider piece spills: LSTM B16·H768, 1024 x 16 at 8
     warps, 464 bytes; 256 x 16, three pieces, none), the backward's over all G*K rows: in
     one piece where it stages at most `resident_bwd_staged_max` values (B1·H256), else in
-    pieces as the forward's (GRU B16·H768: nine of 256, 8 warps, no spill)."""
+    pieces as the forward's (GRU B16·H768: nine of 256, LSTM: twelve, 8 warps, no spill)."""
     if direction == "fwd":
         return resident_pieces(K, block_b, TUNING["resident_staged_max"])
     if G * K * block_b <= TUNING["resident_bwd_staged_max"]:
@@ -263,7 +263,8 @@ def resident_ok(direction: str, bits: int, K: int, block_b: int, block_n: int = 
     warps. The backward's slice is the transposed columns of all G gates, one contraction over
     G*K rows (steps.resident_w_bwd): resident only up to `resident_bwd_bytes` in one piece
     (the B1·H256 LSTM slice, 16 KB) and `resident_bwd_pieces_bytes` in several (the GRU
-    B16·H768 slice, 36 KB; the LSTM's 48 KB spills, 64 bytes); larger ones stream from L2,
+    and LSTM B16·H768 slices, 36 and 48 KB: each piece's product split in K over the 8
+    warps, steps.contract_split; unsplit, the LSTM's spilled 64 bytes); larger ones stream from L2,
     as does every backward with a projection (its W_hr phase's registers make even the 16 KB
     slice spill), and every backward of the reset-before GRU in several pieces (`second_phase`:
     its second phase's live tiles; B16·H768 in 9 pieces spills 88 bytes). K: the contraction's

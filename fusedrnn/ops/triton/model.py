@@ -10,7 +10,8 @@ compiled SASS, tools/compile_check/sass_path.py):
                 fire-and-forget atomic) and the CTA barriers around it; cta: nothing
     exchange    the exchanged vector (h, or d_gates backward) read from L2: one dependent
                 round trip for a resident W_hh in one piece, two in several (ptxas issues the
-                later pieces' loads together once the first has arrived), or one per
+                later pieces' loads together once the first has arrived; a backward's pieces,
+                split in K over the warps, one more per further sweep of loads), or one per
                 STREAM_AHEAD streamed chunks, plus bytes at one SM's share of L2 bandwidth
     weights     W_hh streamed from L2 each step when it is not resident (bandwidth; its
                 chunks' latency is the exchange's round trips, loaded alongside)
@@ -31,6 +32,11 @@ from ... import machine
 
 #: chunks a streamed contraction keeps in flight (steps.STREAM_AHEAD; steps.py needs Triton)
 STREAM_AHEAD = 2
+#: a backward's W_hh resident in several pieces: each piece's product split in K over this many
+#: warps (steps.contract_split; config runs it at resident_bwd_pieces_warps), its loads in
+#: sweeps of at most this many exchanged values (one sweep of the LSTM's 12 x 256 x 16 spills)
+RESIDENT_BWD_SPLIT = 8
+RESIDENT_BWD_SWEEP_ELEMS = 40960
 #: CTA barriers (bar.sync) per barrier phase around the poll of the grid barrier (tiles.py)
 BARRIER_CTA_SYNCS = 4
 #: instructions per warp per step: fixed + per mma instruction + per pointwise element per
@@ -65,8 +71,14 @@ def step_us(layout: str, n_programs_per_tile: int, n_tiles: int, block_n: int, b
     # W_hr chunks (and with several tiles W_hh's too) rotate three slots: one per chunk
     rotated = bool(proj) and direction == "fwd" and n_tiles > 1
     chunks = -(-K // kp) * (1 if direction == "fwd" else G)
-    # resident: the first piece, then every later piece's loads together (config.resident_pieces)
-    pieces = min(nkp, 2) if resident else (chunks if rotated else -(-chunks // STREAM_AHEAD)) * n_tiles
+    # resident: the first piece, then every later piece's loads together (config.resident_pieces);
+    # a backward's pieces split in K (steps.contract_split): that, then one per further sweep
+    split = resident and direction == "bwd" and layout != "cta" and nkp > 1
+    sweeps = -(-nkp // min(nkp, max(1, RESIDENT_BWD_SWEEP_ELEMS // (kp * block_b))))
+    if split:
+        pieces = 1 + sweeps
+    else:
+        pieces = min(nkp, 2) if resident else (chunks if rotated else -(-chunks // STREAM_AHEAD)) * n_tiles
     if proj and layout != "cta":
         r_chunks = -(-(H if direction == "fwd" else P) // kr)
         pieces += (r_chunks if direction == "fwd" else -(-r_chunks // STREAM_AHEAD)) * n_tiles
@@ -112,7 +124,7 @@ def step_us(layout: str, n_programs_per_tile: int, n_tiles: int, block_n: int, b
     # mma instructions per warp (m16n8k16; fp32: m16n8k8 three times) and the chain into one
     # accumulator: every k-step of every piece, twice for the 16-bit hi/lo split
     n_mma = macs / (16 * 8 * k_step) * (2 if bits == 16 else 3) / warps
-    chain = (k_all + pr_k) / k_step * (2 if bits == 16 else 3) * n_tiles
+    chain = (k_all / (RESIDENT_BWD_SPLIT if split else 1) + pr_k) / k_step * (2 if bits == 16 else 3) * n_tiles
     link = dev["mma_dep_cycles_bf16"] if bits == 16 else dev["mma_dep_cycles_tf32"]
     mma = max(macs * passes / rate / clk, chain * link / clk)
     elems = n_tiles * block_n * block_b * (1.2 if proj else 1.0)  # + the projection's select and store

@@ -13,11 +13,17 @@ column vector over units.
 import triton
 import triton.language as tl
 
+from . import model
 from .cells import cell_bwd, cell_fwd, reset_grad, sigmoid
-from .tiles import cols_T, issued, load_slots, mma, split_slots, step_rows, store_slots, to_out, w_cols, w_rows
+from .tiles import cols_T, issued, load_slots, mma, mma_xw, split_slots, step_rows, store_slots, to_out, w_cols, w_rows
 
 #: chunks a streamed contraction keeps in flight (contract_fwd / contract_bwd: two slots by hand)
 STREAM_AHEAD = tl.constexpr(2)
+#: the backward's resident pieces in K slices, one per warp (model.RESIDENT_BWD_SPLIT: config runs
+#: them at that many warps), and the exchanged values one sweep of their loads stages
+#: (model.RESIDENT_BWD_SWEEP_ELEMS)
+KSPLIT = tl.constexpr(model.RESIDENT_BWD_SPLIT)
+SWEEP_ELEMS = tl.constexpr(model.RESIDENT_BWD_SWEEP_ELEMS)
 
 
 @triton.jit
@@ -73,9 +79,23 @@ def resident_w_bwd(p_w, o_n, N, GK, KP: tl.constexpr, NKP: tl.constexpr):
     contraction runs over all G*K rows of W_hh at once (GK = G*K: the gates' blocks are
     contiguous in W_hh and in d_gates), so a piece may straddle two gates."""
     ws = ()
-    for kp in tl.static_range(NKP):
-        ws = ws + (w_cols(p_w, 0, o_n, kp * KP, N, GK, KP),)
+    if NKP > 1:  # in KSPLIT slices (contract_split)
+        for kp in tl.static_range(NKP):
+            k = kp * KP + split_k(KP)
+            k = tl.permute(k, (0, 2, 1))  # (KSPLIT, KP // KSPLIT, 1): the slice's rows down
+            m = (k < GK) & (o_n < N)[None, None, :]
+            ws = ws + (tl.load(p_w + k * N + o_n[None, None, :], mask=m, other=0.0),)
+    else:
+        for kp in tl.static_range(NKP):
+            ws = ws + (w_cols(p_w, 0, o_n, kp * KP, N, GK, KP),)
     return ws
+
+
+@triton.jit
+def split_k(KP: tl.constexpr):
+    """The offsets 0..KP-1 of a piece as (KSPLIT, 1, KP // KSPLIT): slice s holds s*KS.. ."""
+    KS: tl.constexpr = KP // KSPLIT
+    return tl.arange(0, KSPLIT)[:, None, None] * KS + tl.arange(0, KS)[None, None, :]
 
 
 @triton.jit
@@ -140,17 +160,53 @@ def contract_fwd(acc, p_x, o_rx, m_b, p_w, ws, n0, N, K, G: tl.constexpr, GS: tl
 
 
 @triton.jit
+def contract_split(p_d, o_rd, m_b, ws, GK, KP: tl.constexpr, NKP: tl.constexpr, PREC: tl.constexpr,
+                   INTERP: tl.constexpr):
+    """(BLOCK_N, BLOCK_B) = Σ over the GK rows of W (pieces ws from resident_w_bwd, NKP > 1)
+    ᵀ x the rows o_rd of p_d (GK wide), the backward's resident product with its K split.
+
+    A backward tile has only BLOCK_N = 8 units: as one (8, KP) x (KP, BLOCK_B) product per
+    piece, every warp of the 8 ran all of it (the mma layout has one tile of rows to give
+    out) and held all of its operands: 384 mma per warp and step at LSTM B16·H768, and a
+    resident slice spilled. Here each piece is a batched product over KSPLIT slices of its
+    KP rows, batch (BLOCK_B) on the M side and units on N: Triton gives a batched dot's
+    warps the batch axis, so warp s multiplies slice s alone (48 mma per warp) and the
+    slices' partial sums meet once per step (tl.sum over the slices). The pieces' loads go
+    in sweeps of at most SWEEP_ELEMS values (all loads of a sweep written before its
+    products): one sweep for the GRU's 9 pieces of 256, two for the LSTM's 12 (one sweep
+    of 12 spills, compiled for sm_90). Needs KP // KSPLIT >= 16 on a GPU (config: 256)."""
+    BB: tl.constexpr = o_rd.shape[0]
+    SW: tl.constexpr = min(NKP, max(1, SWEEP_ELEMS // (KP * BB)))
+    k_s = split_k(KP)  # (KSPLIT, 1, KS)
+    off = o_rd[None, :, None] + k_s
+    m3 = m_b[None, :, None]
+    acc = tl.zeros((KSPLIT, BB, ws[0].shape[2]), tl.float32)
+    for g in tl.static_range((NKP + SW - 1) // SW):
+        xs = ()
+        for i in tl.static_range(SW):
+            k0 = (g * SW + i) * KP  # past the last piece: k0 >= GK, every lane masked
+            xs = xs + (tl.load((p_d + k0) + off, mask=m3 & (k0 + k_s < GK), other=0.0, cache_modifier=".cg"),)
+        for i in tl.static_range(SW):
+            if g * SW + i < NKP:
+                acc = mma_xw(issued(xs[i], INTERP), ws[g * SW + i], acc, PREC, INTERP)
+    return tl.trans(tl.sum(acc, axis=0))
+
+
+@triton.jit
 def contract_bwd(acc, p_d, o_rd, m_b, p_w, ws, o_n, N, K, G: tl.constexpr, KP: tl.constexpr, NKP: tl.constexpr,
                  RESIDENT: tl.constexpr, PREC: tl.constexpr, INTERP: tl.constexpr):
     """acc (BLOCK_N, BLOCK_B) + Σ_g W[g*K:(g+1)*K, o_n]ᵀ x (block g of the rows o_rd of p_d)ᵀ
     for W (G*K, N): dh_{t-1} from d_gh (W_hh, K = H) or dm_t from dh_t (W_hr, K = P).
 
-    Resident, the NKP pieces (ws, from resident_w_bwd) run over all G*K rows at once, every
-    piece's loads written before the products (contract_fwd). Streamed, the (gate, chunk)
+    Resident, the NKP pieces (ws, from resident_w_bwd) run over all G*K rows at once: in one
+    piece every piece's loads written before the products (contract_fwd), in several the
+    K-split product of contract_split. Streamed, the (gate, chunk)
     sequence is software-pipelined in two slots as in contract_fwd. Successive products
     alternate between two accumulators, two independent MMA chains (summed at the end)."""
     acc_b = tl.zeros_like(acc)
-    if RESIDENT:  # the NKP pieces of all G*K rows (resident_w_bwd), alternating accumulators
+    if RESIDENT and NKP > 1:
+        acc = acc + contract_split(p_d, o_rd, m_b, ws, G * K, KP, NKP, PREC, INTERP)
+    elif RESIDENT:  # the NKP pieces of all G*K rows (resident_w_bwd), alternating accumulators
         xs = ()
         for kp in tl.static_range(NKP):
             xs = xs + (cols_T(p_d, o_rd, m_b, kp * KP, G * K, KP),)

@@ -77,32 +77,59 @@ def issued(x, INTERP: tl.constexpr):
 
 
 @triton.jit
+def hi_lo(b_x, dtype: tl.constexpr):
+    """fp32 b_x as hi + lo, each exact in the 16-bit `dtype` (~16 mantissa bits together).
+
+    hi from x clamped to the dtype's finite range, so an infinite x leaves lo = ±inf and
+    inf * w stays ±inf (an infinite hi would give lo = inf - inf = NaN); NaN stays NaN."""
+    if dtype == tl.float16:
+        b_hi = tl.minimum(tl.maximum(b_x, -65504.0), 65504.0).to(dtype)
+    else:
+        b_hi = tl.minimum(tl.maximum(b_x, -3.0e38), 3.0e38).to(dtype)
+    return b_hi, (b_x - b_hi.to(tl.float32)).to(dtype)
+
+
+@triton.jit
 def mma(b_w, b_x, acc, PREC: tl.constexpr, INTERP: tl.constexpr):
     """acc + b_w @ b_x with b_w (M, K) in the weight dtype and b_x (K, N) fp32.
 
     fp32 weights: one dot at precision PREC (tf32x3 on a GPU: three tensor-core products,
-    ~fp32 accuracy; ieee in the interpreter). 16-bit weights: b_x is split into hi + lo,
-    each exact in the weight dtype, so two tensor-core dots see ~16 mantissa bits of the
-    fp32 state while W stays exact (an infinite x rides in lo). The interpreter cannot
-    multiply bf16, so there the halves are widened back to fp32 (the products are exact
-    either way)."""
+    ~fp32 accuracy; ieee in the interpreter). 16-bit weights: b_x is split into hi + lo
+    (hi_lo), so two tensor-core dots see ~16 mantissa bits of the fp32 state while W stays
+    exact. The interpreter cannot multiply bf16, so there the halves are widened back to
+    fp32 (the products are exact either way)."""
+    return mma_sides(b_w, b_x, acc, True, PREC, INTERP)
+
+
+@triton.jit
+def mma_xw(b_x, b_w, acc, PREC: tl.constexpr, INTERP: tl.constexpr):
+    """acc + b_x @ b_w: mma with the fp32 operand on the left (the M side), W on the right."""
+    return mma_sides(b_w, b_x, acc, False, PREC, INTERP)
+
+
+@triton.jit
+def mma_sides(b_w, b_x, acc, W_LEFT: tl.constexpr, PREC: tl.constexpr, INTERP: tl.constexpr):
+    """mma and mma_xw: acc + b_w @ b_x (W_LEFT) or acc + b_x @ b_w."""
     if b_w.dtype == tl.float32:
-        acc = tl.dot(b_w, b_x, acc, input_precision=PREC)
+        acc = dot_sides(b_w, b_x, acc, W_LEFT, PREC)
     else:
-        # hi from x clamped to the dtype's finite range, so an infinite x leaves lo = ±inf and
-        # inf * w stays ±inf (an infinite hi would give lo = inf - inf = NaN); NaN stays NaN
-        if b_w.dtype == tl.float16:
-            b_hi = tl.minimum(tl.maximum(b_x, -65504.0), 65504.0).to(b_w.dtype)
-        else:
-            b_hi = tl.minimum(tl.maximum(b_x, -3.0e38), 3.0e38).to(b_w.dtype)
-        b_lo = (b_x - b_hi.to(tl.float32)).to(b_w.dtype)
+        b_hi, b_lo = hi_lo(b_x, b_w.dtype)
         if INTERP:
             b_w32 = b_w.to(tl.float32)
-            acc = tl.dot(b_w32, b_hi.to(tl.float32), acc, input_precision="ieee")
-            acc = tl.dot(b_w32, b_lo.to(tl.float32), acc, input_precision="ieee")
+            acc = dot_sides(b_w32, b_hi.to(tl.float32), acc, W_LEFT, "ieee")
+            acc = dot_sides(b_w32, b_lo.to(tl.float32), acc, W_LEFT, "ieee")
         else:
-            acc = tl.dot(b_w, b_hi, acc)
-            acc = tl.dot(b_w, b_lo, acc)
+            acc = dot_sides(b_w, b_hi, acc, W_LEFT, None)
+            acc = dot_sides(b_w, b_lo, acc, W_LEFT, None)
+    return acc
+
+
+@triton.jit
+def dot_sides(b_w, b_x, acc, W_LEFT: tl.constexpr, PREC: tl.constexpr):
+    if W_LEFT:
+        acc = tl.dot(b_w, b_x, acc, input_precision=PREC)
+    else:
+        acc = tl.dot(b_x, b_w, acc, input_precision=PREC)
     return acc
 
 

@@ -241,6 +241,18 @@ def test_the_model_charges_the_reset_before_grus_second_phase():
     assert rb.us_per_step > plain.us_per_step
 
 
+def test_a_regularised_backward_takes_no_resident_pieces():
+    """The regularisers' masks take registers: the LSTM B16·H768 backward in 12 resident pieces
+    spills 24 bytes with them (the compile gate's zoneout + recurrent-dropout row), so a
+    regularised call streams where the plain one keeps W_hh resident in pieces."""
+    plain = config.choose("lstm", 16, 768, torch.bfloat16, config.H100, "bwd")
+    reg = config.choose("lstm", 16, 768, torch.bfloat16, config.H100, "bwd", regularised=True)
+    assert plain.RESIDENT and plain.NKP > 1
+    assert not (reg.RESIDENT and reg.NKP > 1)
+    fwd = config.choose("lstm", 16, 768, torch.bfloat16, config.H100, "fwd", regularised=True)
+    assert fwd == config.choose("lstm", 16, 768, torch.bfloat16, config.H100, "fwd")  # the forward fits
+
+
 def test_backward_keeps_a_small_w_hh_slice_resident():
     """Issue 29, item 2: the backward kept no W_hh resident, although the B1·H256 LSTM slice
     (4 gates x 256 x 8 units, bf16) is 16 KB; it streamed it in 16 chunks per step. Now a

@@ -112,7 +112,7 @@ def launch_args(cell: str, dtype_name: str, B: int, H: int, direction: str, limi
     zoneout and recurrent dropout the cell has)."""
     torch, _, _, config, kernels, launch = _triton()
     dtype = getattr(torch, DTYPES[dtype_name])
-    lau = config.choose(cell, B, H, dtype, limits, direction, proj=P, directions=D)
+    lau = config.choose(cell, B, H, dtype, limits, direction, proj=P, directions=D, regularised=regularised)
     if force:
         lau = forced(lau, force, B, H)
     f32, i32 = _mock(torch.float32), _mock(torch.int32)

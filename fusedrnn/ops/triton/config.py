@@ -254,7 +254,7 @@ def resident_pieces_for(direction: str, K: int, block_b: int, G: int = 1) -> tup
 
 
 def resident_ok(direction: str, bits: int, K: int, block_b: int, block_n: int = 0, G: int = 1, proj: int = 0,
-                second_phase: bool = False) -> bool:
+                extra_live: bool = False) -> bool:
     """Whether a grid program may keep its W_hh slice resident (compile-gate findings on
     sm_90): 16-bit only (fp32's tf32x3 splits of a resident W spill), and only while the
     exchanged vector's piece staged per step stays small (resident_pieces_for); in several
@@ -266,9 +266,10 @@ def resident_ok(direction: str, bits: int, K: int, block_b: int, block_n: int = 
     and LSTM B16·H768 slices, 36 and 48 KB: each piece's product split in K over the 8
     warps, steps.contract_split; unsplit, the LSTM's spilled 64 bytes); larger ones stream from L2,
     as does every backward with a projection (its W_hr phase's registers make even the 16 KB
-    slice spill), and every backward of the reset-before GRU in several pieces (`second_phase`:
-    its second phase's live tiles; B16·H768 in 9 pieces spills 88 bytes). K: the contraction's
-    length per gate (P forward, H backward)."""
+    slice spill), and every backward in several pieces with `extra_live` tiles: the reset-before
+    GRU's second phase (B16·H768 in 9 pieces spilled 88 bytes) or the regularisers' masks (the
+    LSTM B16·H768 in 12 pieces spills 24 bytes). K: the contraction's length per gate (P
+    forward, H backward)."""
     if bits != 16:
         return False
     pieces = resident_pieces_for(direction, K, block_b, G)
@@ -277,13 +278,13 @@ def resident_ok(direction: str, bits: int, K: int, block_b: int, block_n: int = 
         return False
     if direction == "fwd":
         return pieces is not None
-    if proj or pieces is None or (second_phase and pieces[1] > 1):
+    if proj or pieces is None or (extra_live and pieces[1] > 1):
         return False
     limit = TUNING["resident_bwd_pieces_bytes" if pieces[1] > 1 else "resident_bwd_bytes"]
     return pieces[0] * pieces[1] * block_n * bits // 8 <= limit
 
 
-def _candidates(cell, B, H, bits, limits: DeviceLimits, direction, layout, proj, n_dir):
+def _candidates(cell, B, H, bits, limits: DeviceLimits, direction, layout, proj, n_dir, regularised=False):
     """(layout, grid, BLOCK_B, BLOCK_N, KP, NKP, KR, N_TILES, RESIDENT) of every structure
     that can run this call, with n_dir directions per launch."""
     t = TUNING
@@ -318,7 +319,8 @@ def _candidates(cell, B, H, bits, limits: DeviceLimits, direction, layout, proj,
                 continue
             n_tiles = -(-n_units // n_n)
             n_n = -(-n_units // n_tiles)
-            if n_tiles == 1 and resident_ok(direction, bits, K, block_b, bn, G, proj, cell == GRU_RESET_BEFORE):
+            if n_tiles == 1 and resident_ok(direction, bits, K, block_b, bn, G, proj,
+                                            cell == GRU_RESET_BEFORE or regularised):
                 kp, nkp = resident_pieces_for(direction, K, block_b, G)
                 yield "grid", (n_n, n_b, n_dir), block_b, bn, kp, nkp, kr, 1, True
             yield "grid", (n_n, n_b, n_dir), block_b, bn, stream_kp, 1, kr, n_tiles, False
@@ -335,7 +337,8 @@ def layout_name(name: str) -> str:
 
 
 def candidates(cell: str, B: int, H: int, dtype: torch.dtype, limits: DeviceLimits = H100,
-               direction: str = "fwd", layout: str | None = None, proj: int = 0, directions: int = 1) -> list:
+               direction: str = "fwd", layout: str | None = None, proj: int = 0, directions: int = 1,
+               regularised: bool = False) -> list:
     """Every configuration the choice code considers for this call that fits the device
     (estimated registers and shared memory), each with its predicted µs per step.
 
@@ -356,7 +359,7 @@ def candidates(cell: str, B: int, H: int, dtype: torch.dtype, limits: DeviceLimi
     for n_dir in sorted({directions, 1}, reverse=True):
         for name in tried:
             for lay, grid, block_b, bn, kp, nkp, kr, n_tiles, resident in _candidates(
-                    cell, B, H, bits, limits, direction, name, proj, n_dir):
+                    cell, B, H, bits, limits, direction, name, proj, n_dir, regularised):
                 for warps in (4, 8):
                     if resident and nkp > 1 and direction == "bwd" and warps < TUNING["resident_bwd_pieces_warps"]:
                         continue
@@ -377,16 +380,17 @@ def candidates(cell: str, B: int, H: int, dtype: torch.dtype, limits: DeviceLimi
 
 
 def choose(cell: str, B: int, H: int, dtype: torch.dtype, limits: DeviceLimits = H100, direction: str = "fwd",
-           layout: str | None = None, proj: int = 0, directions: int = 1) -> Launch:
+           layout: str | None = None, proj: int = 0, directions: int = 1, regularised: bool = False) -> Launch:
     """The launch of a recurrence of `cell`, batch B, hidden H in `dtype` on a device with
     `limits`, for the forward or backward kernel ("fwd" | "bwd"), with an LSTM projection
     of size `proj` (0: none) and 1 or 2 directions: the candidate the latency model
     predicts fastest (ties: fewer warps, then fewer programs, then one launch). A forced
     layout that cannot run here (e.g. cta at a large H) leaves the automatic choice;
-    the solo layout always has a candidate, so some launch always fits."""
-    found = candidates(cell, B, H, dtype, limits, direction, layout, proj, directions)
+    the solo layout always has a candidate, so some launch always fits. regularised: with the
+    masks of zoneout or recurrent dropout (their registers: see resident_ok)."""
+    found = candidates(cell, B, H, dtype, limits, direction, layout, proj, directions, regularised)
     if not found and (layout or TUNING["layout"]) != "auto":
-        found = candidates(cell, B, H, dtype, limits, direction, "auto", proj, directions)
+        found = candidates(cell, B, H, dtype, limits, direction, "auto", proj, directions, regularised)
     if not found:
         raise RuntimeError(f"fusedrnn triton: no configuration fits for {cell} B={B} H={H} P={proj} D={directions} "
                            f"{dtype} ({direction}); the tuning table is inconsistent")

@@ -192,8 +192,9 @@ def forward(cell, gx, h0, c0, w_hh, b_hh, lengths, reverse, need_grad, w_hr=None
     _require_shapes(cell, n, h0=h0, c0=c0, w_hh=w_hh, b_hh=b_hh, w_hr=w_hr, lengths=lengths)
     T, B, H, P, D = n
     dev = gx.device
+    regularised = zoneout_h is not None or zoneout_c is not None or drop_h is not None
     launch = config.choose(cell, B, H, gx.dtype, config.device_limits(dev), "fwd",
-                           proj=P if w_hr is not None else 0, directions=D)
+                           proj=P if w_hr is not None else 0, directions=D, regularised=regularised)
     y = new_out((T, B, D * P), gx.dtype, dev)
     hbuf = torch.empty(D, 2, B, P, dtype=torch.float32, device=dev)
     hbuf[:, 0].copy_(h0.view(D, B, P))
@@ -238,8 +239,9 @@ def backward(cell, dy, dhT, dcT, gx, h0, c0, w_hh, b_hh, lengths, reverse, y, sa
     if [tuple(t.shape) for t in saved] != [s for s, _ in want]:
         raise RuntimeError(f"fusedrnn triton: saved tensors of shapes {[tuple(t.shape) for t in saved]}, expected "
                            f"{[s for s, _ in want]} (from a forward with need_grad and the same arguments)")
+    regularised = zoneout_h is not None or zoneout_c is not None or drop_h is not None
     launch = config.choose(cell, B, H, gx.dtype, config.device_limits(dev), "bwd", proj=P if proj else 0,
-                           directions=D)
+                           directions=D, regularised=regularised)
     acts = saved[0]
     state = saved[1] if len(saved) > 1 else acts
     d_gh = new_out((T, B, D * n_gates(cell) * H), torch.float32, dev)

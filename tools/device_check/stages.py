@@ -21,10 +21,8 @@ PROBE_TESTS = Path(__file__).with_name("probe_tests.py")
 
 
 def _grace(ctx: Ctx, seconds: float) -> float:
-    """Seconds between SIGINT and SIGKILL (pytest-xdist needs ~10 to stop and write junit; a
-    plain pytest on a loaded 2-core machine took over 4 to write its junit, so a short stage
-    still leaves a third of its time, up to 8 s)."""
-    return min(15.0, max(1.0, seconds * 0.2, min(8.0, seconds / 3)))
+    """Seconds between SIGINT and SIGKILL (pytest-xdist needs ~10 to stop and write junit)."""
+    return min(15.0, max(1.0, seconds * 0.2))
 
 
 def _hung(ctx: Ctx, name: str) -> bool:

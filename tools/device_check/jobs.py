@@ -23,6 +23,11 @@ class Outcome:
     error: str = ""         # why it could not start
 
 
+def _default_sigint() -> None:
+    """In the child before exec: SIGINT's default action (an inherited ignore survives exec)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class Job:
     """One command, started at once. `echo(line)` sees each output line (for progress)."""
 
@@ -36,9 +41,13 @@ class Job:
         self._fh = open(self.log, "a", encoding="utf-8", errors="replace")
         self._fh.write(f"$ {' '.join(self.cmd)}\n")
         self._fh.flush()
+        # started with SIGINT ignored (a background job of a non-interactive shell, a pytest-xdist
+        # worker), a child would inherit the ignore and never see the stop's SIGINT
+        ignored = signal.getsignal(signal.SIGINT) is signal.SIG_IGN
         try:
             self.proc = subprocess.Popen(self.cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL, env=env, cwd=cwd, start_new_session=True)
+                                         stdin=subprocess.DEVNULL, env=env, cwd=cwd, start_new_session=True,
+                                         preexec_fn=_default_sigint if ignored else None)
         except OSError as e:
             self.proc = None
             self.error = f"could not start {self.cmd[0]}: {e}"

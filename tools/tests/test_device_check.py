@@ -105,6 +105,19 @@ def test_a_stopped_job_gets_sigint_then_sigkill_with_its_children(tmp_path):
     assert o.rc is None and "could not start" in o.error
 
 
+def test_a_job_started_with_sigint_ignored_still_gets_it(tmp_path):
+    """A device check started with SIGINT ignored (a background job of a non-interactive shell,
+    a pytest-xdist worker) passes no ignore on: the stopped child is interrupted, not killed."""
+    code = ("import signal, sys; signal.signal(signal.SIGINT, signal.SIG_IGN)\n"
+            "from tools.device_check import jobs\n"
+            "polite = 'import time\\ntry:\\n    time.sleep(60)\\nexcept KeyboardInterrupt:\\n    print(\\'interrupted\\')\\n'\n"
+            f"o = jobs.run([sys.executable, '-c', polite], {str(tmp_path / 'p.log')!r}, seconds=3, grace_s=10)\n"
+            "print(o.rc, o.killed)\n")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert proc.stdout.split() == ["0", "False"], proc.stdout + proc.stderr
+    assert "interrupted" in (tmp_path / "p.log").read_text()
+
+
 def test_budgets_keep_the_reserves_of_later_stages():
     assert plan.budget("tests", 1000, rehearse=False) == plan.by_name("tests").cap_s
     left = 200

@@ -231,7 +231,9 @@ class _FusedRNNBase(FusedModuleBase):
                                    f"every weight must have the input's dtype ({x.dtype}) for them to run it")
             return out
         weights = self._layer_weights()
-        step = functional.decode_step(backend, self.cell, x, h0, c0, weights)
+        # a regularised call never takes the fused step (functional.rnn): nothing to ask
+        step = None if self.regularisers.active(self.training) else \
+            functional.decode_step(backend, self.cell, x, h0, c0, weights)
         if not packed and stamp is not None:
             self._remember(call, backend, stamp, weights, h0, c0, is_batched, x.shape[0] == 1)
         y, h_n, c_n = functional.rnn(

@@ -54,7 +54,7 @@ def _csrc_build():
     return csrc_build
 
 
-CALIBRATE_SOURCE = Path("benchmarks") / "device_check" / "calibrate.cu"
+CALIBRATE_SOURCE = Path("tools") / "device_check" / "calibrate.cu"
 CALIBRATE_LIBRARY = "libfusedrnn_calibrate.so"
 
 

@@ -176,3 +176,10 @@ def test_the_real_kernels_host_stub_is_found_and_its_address_computed():
     base = ctypes.cast(getattr(lib, prebuilt.BASE_SYMBOL), ctypes.c_void_p).value - stubs[prebuilt.BASE_SYMBOL]
     assert ctypes.string_at(base, 4) == b"\x7fELF"
     assert 0 < stubs[fwd[0]] < (where / m["library"]).stat().st_size
+
+
+def test_the_real_tree_hashes_and_every_source_the_build_names_exists():
+    # the fakes above build their own tree; this reads the repository's (a path left behind
+    # by a move once made `prebuilt build` fail before it compiled anything)
+    assert (REPO / prebuilt.CALIBRATE_SOURCE).is_file(), prebuilt.CALIBRATE_SOURCE
+    assert len(prebuilt.source_hash(REPO)) == 64

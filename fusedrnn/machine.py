@@ -47,6 +47,8 @@ CALIBRATED = {
     "mma_dep_cycles_tf32": 32.0,    # m16n8k8 tf32; 3xTF32 chains three of them
     "launch_us": 3.9,               # one kernel launch, back to back (measured)
     "issue_ipc_per_warp": 0.5,      # instructions one warp issues per cycle in a step loop (assumed)
+    "scheduler_ipc": 1.0,           # instructions one sub-partition's scheduler issues per cycle, its warps together
+                                    # (Hopper dispatches one warp instruction per clock per scheduler)
 }
 
 #: constants no calibration file measures yet (datasheet-level, "assumed")
@@ -139,10 +141,17 @@ def mma_dep_cycles(m: dict, bits: int) -> float:
 
 
 def issue_us(m: dict, insts_per_warp: float, warps: int) -> float:
-    """Time to issue `insts_per_warp` instructions per warp with `warps` warps per SM
-    (beyond one per sub-partition they take turns on the scheduler)."""
+    """Time to issue `insts_per_warp` instructions per warp with `warps` warps per SM.
+
+    One warp alone issues at `issue_ipc_per_warp` (its own dependences stall it the rest of
+    the time). Beyond one warp per sub-partition, `share` warps take turns on one scheduler,
+    which fills one warp's stalls with another's instructions up to its own rate,
+    `scheduler_ipc`: each warp then issues at min(issue_ipc_per_warp, scheduler_ipc / share).
+    (Until 2026-12-07 the model divided the single warp's rate by `share`, so that two warps
+    on a scheduler together issued no faster than one: twice the issue time of 8-warp kernels.)"""
     share = max(1.0, warps / m["warps_per_scheduler_issue"])
-    return insts_per_warp * share / m["issue_ipc_per_warp"] / (m["clock_ghz"] * 1e3)
+    per_warp = min(m["issue_ipc_per_warp"], m["scheduler_ipc"] / share)
+    return insts_per_warp / per_warp / (m["clock_ghz"] * 1e3)
 
 
 #: the C++ planner's names (csrc/machine_model.h) of the defaults it reads

@@ -30,6 +30,18 @@ def test_defaults_without_a_file(monkeypatch):
     assert machine.mma_dep_cycles(m, 16) == 32 and machine.mma_dep_cycles(m, 32) == 96
 
 
+def test_issue_time_fills_a_schedulers_stalls_up_to_its_rate():
+    m = dict(machine.DEFAULTS, issue_ipc_per_warp=0.5, scheduler_ipc=1.0, warps_per_scheduler_issue=4.0,
+             clock_ghz=1.0)
+    one = machine.issue_us(m, 1000, 4)               # one warp per scheduler: the warp's own rate
+    assert one == pytest.approx(2.0)
+    assert machine.issue_us(m, 1000, 8) == pytest.approx(one)       # two warps fill each other's stalls
+    assert machine.issue_us(m, 1000, 16) == pytest.approx(2 * one)  # four: the scheduler's rate binds
+    # a scheduler no faster than one warp: the warps take turns (the model before 2026-12-07)
+    slow = dict(m, scheduler_ipc=0.5)
+    assert machine.issue_us(slow, 1000, 8) == pytest.approx(2 * one)
+
+
 def test_a_calibration_file_overrides_its_constants(tmp_path, monkeypatch):
     path = _write(tmp_path, {"l2_latency_us": 0.5, "mma_dep_cycles_tf32": 40}, clock_ghz=1.98, sm_count=132)
     m = machine.load(path)

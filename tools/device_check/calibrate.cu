@@ -168,6 +168,28 @@ __global__ void issue_kernel(unsigned long long* out, int iters) {
   }
 }
 
+// The same FMA chains in every warp of one CTA of 16 warps (four per sub-partition), timed
+// between two CTA barriers: how many warp instructions one scheduler issues per cycle when
+// several warps take turns on it.
+__global__ void scheduler_kernel(unsigned long long* out, int iters) {
+  float x[8];
+  for (int k = 0; k < 8; ++k) x[k] = threadIdx.x + k;
+  __syncthreads();
+  const long long c0 = clock64();
+  for (int i = 0; i < iters; ++i) {
+#pragma unroll
+    for (int k = 0; k < 8; ++k) x[k] = fmaf(x[k], 1.0000001f, 0.5f);
+  }
+  __syncthreads();
+  const long long c1 = clock64();
+  float s = 0.f;
+  for (int k = 0; k < 8; ++k) s += x[k];
+  if (threadIdx.x == 0) {
+    out[0] = (unsigned long long)(c1 - c0);
+    out[1] = __float_as_uint(s);
+  }
+}
+
 __global__ void empty_kernel() {}
 
 // Runs `launch` (which launches into stream 0), waits, and copies `n` results back.
@@ -298,6 +320,17 @@ CAL_API int cal_issue_ipc(int iters, double* ipc) {
     return cudaGetLastError();
   });
   if (!err) *ipc = 8.0 * iters / (double)r[0];  // 8 FMAs per iteration (the loop's own 2-3 not counted)
+  return err;
+}
+
+CAL_API int cal_scheduler_ipc(int iters, double* ipc) {
+  const int warps = 16, schedulers = 4;
+  unsigned long long r[1];
+  int err = run_and_read(r, 1, [&](unsigned long long* d) {
+    scheduler_kernel<<<1, 32 * warps>>>(d, iters);
+    return cudaGetLastError();
+  });
+  if (!err) *ipc = 8.0 * iters * warps / schedulers / (double)r[0];
   return err;
 }
 

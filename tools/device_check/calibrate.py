@@ -28,7 +28,7 @@ REPS = 5
 #: what `measure` writes into "constants" (fusedrnn/machine.py's calibrated names; benchmarks/NOTES.md's table)
 CONSTANTS = ("grid_barrier_us", "flag_round_trip_us", "l2_latency_us", "cluster_barrier_us",
              "cluster_barrier_pending_stores_us", "mma_dep_cycles_bf16", "mma_dep_cycles_fp16",
-             "mma_dep_cycles_tf32", "launch_us", "issue_ipc_per_warp")
+             "mma_dep_cycles_tf32", "launch_us", "issue_ipc_per_warp", "scheduler_ipc")
 #: the real kernel whose occupancy is asked for, and the call whose cluster plan sizes its shared memory
 OCCUPANCY_KERNEL = "FwdPass<fusedrnn::LstmCell, __nv_bfloat16>"
 OCCUPANCY_CALL = dict(cell="lstm", dtype=2, B=64, H=1024)   # dtype code 2: bfloat16
@@ -101,6 +101,7 @@ def measure(lib) -> tuple[dict, dict]:
         c[f"mma_dep_cycles_{name}"], = _median(lib, "cal_mma_dep_cycles", ctypes.c_int(kind), ctypes.c_int(100000))
     c["launch_us"], = _median(lib, "cal_launch_us", ctypes.c_int(2000))
     c["issue_ipc_per_warp"], = _median(lib, "cal_issue_ipc", ctypes.c_int(100000))
+    c["scheduler_ipc"], = _median(lib, "cal_scheduler_ipc", ctypes.c_int(100000))
     assert tuple(c) == CONSTANTS, tuple(c)
     return c, extra
 

@@ -235,7 +235,9 @@ def test_the_model_charges_the_reset_before_grus_second_phase():
     assert (one["round_trips"], two["round_trips"]) == (2, 4)
     assert two["sync"] > one["sync"] and two["exchange"] > one["exchange"]
     cta = dict(args, layout="cta")
-    assert model.step_us(second_phase=True, **cta)["round_trips"] == 0   # one program: nothing exchanged
+    # one program: nothing exchanged, the second phase adds no round trip (the one charged is the
+    # wait for the next step's input, model.CTA_PREFETCH_TRIPS)
+    assert model.step_us(second_phase=True, **cta)["round_trips"] == model.step_us(**cta)["round_trips"] == 1
     rb = config.choose("gru_reset_before", 8, 128, torch.bfloat16, config.H100, "fwd")
     plain = config.choose("gru", 8, 128, torch.bfloat16, config.H100, "fwd")
     assert rb.us_per_step > plain.us_per_step
@@ -261,6 +263,9 @@ def test_backward_keeps_a_small_w_hh_slice_resident():
     for dtype in (torch.bfloat16, torch.float16):
         for cell, G in (("lstm", 4), ("gru", 3), ("rnn_tanh", 1)):
             launch = config.choose(cell, 1, 256, dtype, config.H100, "bwd")
+            if launch.layout == "cta":  # the RNN: one program keeps all of W_hh (8 warps: 256 elements each)
+                assert cell == "rnn_tanh" and launch.RESIDENT and launch.BLOCK_N == launch.KP == 256, launch
+                continue
             # one piece over all G gates' rows (steps.resident_w_bwd): one load sweep per step
             assert launch.RESIDENT and launch.layout == "grid" and launch.NKP == 1 and launch.KP >= G * 256, launch
             assert G * 256 * launch.BLOCK_N * 2 <= config.TUNING["resident_bwd_bytes"]

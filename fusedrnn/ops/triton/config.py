@@ -58,6 +58,9 @@ TUNING = {
     "cta_lstm_bwd_elems": 1024,    # largest tile (BLOCK_N x BLOCK_B) of the LSTM backward's cta layout
     "cta_w_per_thread": 256,       # W_hh elements per thread of a cta program: beyond, ptxas spills
                                    # (RNN B1·H256 at 4 warps, 512: 616 bytes forward, 408 backward)
+    "cta_w_per_thread_fp32": 64,   # the same in fp32 (tf32x3 keeps two halves): RNN B8·H128 at 8 warps
+                                   # 152 registers, at 4 warps (128) it spills 8 bytes
+    "cta_rnn_fp32_w": 128 * 128,   # largest fp32 W_hh of the RNN's cta layout (other cells: 32 x 128)
     "block_n": (8, 16, 32, 64, 128),  # units per tile tried
     "stream_kp": 64,               # contraction chunk when W_hh is streamed
     "resident_kp_max": 1024,       # widest piece of a resident W_hh
@@ -317,7 +320,8 @@ def _candidates(cell, B, H, bits, limits: DeviceLimits, direction, layout, proj,
             # B8·H128 (1024 elements) does not: larger ones exchange through memory instead
             lstm_bwd_ok = bn * block_b <= t["cta_lstm_bwd_elems"] and not proj
             # fp32 keeps both tf32x3 halves of the resident W_hh (and W_hr) in registers: small ones only
-            small_w = bits == 16 or GS * bn * kp + (kp * bn if proj else 0) <= 32 * 128
+            small_w = (bits == 16 or GS * bn * kp + (kp * bn if proj else 0) <= 32 * 128
+                       or (GS == 1 and bn * kp <= t["cta_rnn_fp32_w"]))
             if bn <= t["cta_max"] and (lstm_bwd_ok or not (cell == "lstm" and direction == "bwd")) and small_w:
                 yield "cta", (1, n_b, n_dir), block_b, bn, kp, 1, 0, 1, True
             continue
@@ -378,7 +382,8 @@ def candidates(cell: str, B: int, H: int, dtype: torch.dtype, limits: DeviceLimi
                     if resident and nkp > 1 and direction == "bwd" and warps < TUNING["resident_bwd_pieces_warps"]:
                         continue
                     stages = TUNING["num_stages"]
-                    if lay == "cta" and cta_w_elems(cell, direction, bn, kp) > TUNING["cta_w_per_thread"] * 32 * warps:
+                    w_max = TUNING["cta_w_per_thread" if bits == 16 else "cta_w_per_thread_fp32"] * 32 * warps
+                    if lay == "cta" and cta_w_elems(cell, direction, bn, kp) > w_max:
                         continue
                     smem, regs = resources(cell, direction, bits, block_b, bn, kp, nkp, resident, warps, stages,
                                            lay == "cta", proj, kr)

@@ -55,6 +55,10 @@ CTA_BARRIER_FIT = {"fwd": (5.7, -0.9, 2.7), "bwd": (2.3, 6.9, 0.9)}
 #: saved activations) is loaded before the update, but the compiled code converts it to fp32 at
 #: the end of the same step, where the warp waits for it
 CTA_PREFETCH_TRIPS = 1
+#: dependent round trips per phase of the solo layout beyond its streamed chunks': its own state
+#: goes through memory between the CTA barriers (the compile gate's SASS, GRU B5·H7 bf16: 2
+#: forward, where the chunks account for 1; 3 backward, 2)
+SOLO_EXTRA_TRIPS = 1
 
 
 def step_us(layout: str, n_programs_per_tile: int, n_tiles: int, block_n: int, block_b: int, gate_slots: int,
@@ -99,6 +103,8 @@ def step_us(layout: str, n_programs_per_tile: int, n_tiles: int, block_n: int, b
         pieces += 1  # the second phase's exchange: one sweep of r ⊙ h (its gradient backward)
     flags = phases if layout != "cta" and n_programs_per_tile > 1 else 0
     loads = CTA_PREFETCH_TRIPS if layout == "cta" else pieces
+    if layout == "solo":  # its SASS reads one round trip per phase beyond the chunks' (GRU B5·H7: 2 fw, 3 bw)
+        loads += SOLO_EXTRA_TRIPS * phases
     if layout == "cta":  # no exchange: the CTA's own barriers and the prefetch's wait
         c0, c_g, c_gb = CTA_BARRIER_FIT["fwd" if direction == "fwd" else "bwd"]
         bars = c0 + c_g * G + c_gb * G * block_b / 8

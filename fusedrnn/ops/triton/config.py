@@ -9,6 +9,7 @@ the same tiles of the rows of h.
 
 Layouts (kernels.py has the details):
   cta    one program per batch tile holds all of W_hh and the state; no barrier at all
+         (at B <= 8 a batch tile of 8 rows, mma.sync's n8)
   grid   programs share a batch tile's units and meet at a grid barrier each step; all
          must be co-resident: at most SMs x programs_per_sm, launched cooperatively
   solo   one program per batch tile streams all of W_hh each step; always fits (fallback)

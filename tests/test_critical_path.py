@@ -6,8 +6,9 @@ in the compiled step shows here.
 CUDA: every anchor (cell, dtype, B, H, direction), from the compile gate's cached build of
 csrc/ (build/compile_check; shared with tests/test_cuda_compile_gate.py). Triton: a handful
 of anchor kernels, compiled in a subprocess without TRITON_INTERPRET (Triton's cache makes
-a rerun fast); the pipelined kernels compile slowly, so the default run compiles two of
-them (the grid-barrier RNN the reader test reads, and the LSTM at B8·H128) and the full run
+a rerun fast); the pipelined kernels compile slowly, so the default run compiles a few of
+them (TRITON_DEFAULT: the grid-barrier LSTM at B1·H256 the reader test reads, the RNN's cta
+kernel there, the LSTM at B8·H128, the reset-before GRU) and the full run
 (FUSEDRNN_FULL_TESTS=1, CI) all of TRITON_CASES. Kernels over the limit today are strict
 xfails ("awaiting #29 kernel work"): the kernel work of issue 29 turns each into a pass, and
 a strict xfail that passes fails, so the list must shrink with it.
@@ -46,7 +47,8 @@ OVER_TODAY: dict[tuple, int] = {
     ("cuda", "lstm", "fp32", 64, 1024, "bwd"): 6,
 }
 
-TRITON_CASES = (("rnn_tanh", "bf16", 1, 256, "fwd"), ("rnn_tanh", "bf16", 1, 256, "bwd"),
+TRITON_CASES = (("lstm", "bf16", 1, 256, "fwd"),
+                ("rnn_tanh", "bf16", 1, 256, "fwd"), ("rnn_tanh", "bf16", 1, 256, "bwd"),
                 ("lstm", "bf16", 8, 128, "fwd"), ("gru", "bf16", 8, 128, "bwd"),
                 ("lstm", "fp32", 1, 256, "fwd"), ("lstm", "bf16", 16, 768, "fwd"), ("gru", "bf16", 16, 768, "bwd"),
                 ("lstm", "bf16", 16, 768, "bwd"),
@@ -55,7 +57,7 @@ TRITON_CASES = (("rnn_tanh", "bf16", 1, 256, "fwd"), ("rnn_tanh", "bf16", 1, 256
 #: kernels whose round trips the model must charge as the SASS shows (resident W_hh in several pieces)
 MODEL_CASES = (("lstm", "bf16", 16, 768, "fwd"), ("gru", "bf16", 16, 768, "bwd"), ("lstm", "bf16", 16, 768, "bwd"))
 #: compiled in the default run too (tests/support/sampling.py: the others are full_only)
-TRITON_DEFAULT = (("rnn_tanh", "bf16", 1, 256, "fwd"), ("lstm", "bf16", 8, 128, "fwd"),
+TRITON_DEFAULT = (("lstm", "bf16", 1, 256, "fwd"), ("rnn_tanh", "bf16", 1, 256, "fwd"), ("lstm", "bf16", 8, 128, "fwd"),
                   ("gru_reset_before", "bf16", 8, 128, "fwd"))
 CUDA_CASES = tuple((cell, dtype, B, H, d) for cell in CELLS for dtype in DTYPES for B, H in ANCHORS
                    for d in ("fwd", "bwd"))
@@ -114,16 +116,26 @@ def test_cuda_step_round_trips(cuda_paths, case):
 
 
 def test_the_reader_on_a_real_triton_kernel(triton_paths):
-    """The compiled forward of the RNN at B1·H256 (grid layout, W_hh resident in one piece of
+    """The compiled forward of the LSTM at B1·H256 (grid layout, W_hh resident in one piece of
     256, h exchanged through L2, atomic-counter grid barrier): the step loop holds the
     barrier's poll (a flag round trip), the exchange's loads, and one accumulator chain of
     2 x 256 / 16 = 32 mma.sync (hi and lo halves of h)."""
-    d = triton_paths[("rnn_tanh", "bf16", 1, 256, "fwd")]
+    d = triton_paths[("lstm", "bf16", 1, 256, "fwd")]
     assert d["launch"].startswith("grid") and "res1x256" in d["launch"]
     assert d["mma_chain"] == 32 and d["mma"] >= 32
     assert d["flag_round_trips"] == 1 and 2 <= d["round_trips"] <= 4
     assert any(op.startswith("LDG") and ".STRONG" in op and flag for _, op, _, flag in d["loads"])
     assert d["barriers"] >= 2 and 200 < d["insts_per_step"] < 5000
+
+
+def test_the_cta_layout_exchanges_nothing(triton_paths):
+    """The RNN at B1·H256 runs in one program (cta: all units, W_hh resident, 8 batch rows):
+    its step has no flag to poll and no exchange load; the one round trip is the wait for the
+    next step's input, converted where it was loaded (model.CTA_PREFETCH_TRIPS)."""
+    d = triton_paths[("rnn_tanh", "bf16", 1, 256, "fwd")]
+    assert d["launch"].startswith("cta bb8") and d["spill"] == 0
+    assert d["flag_round_trips"] == 0 and d["round_trips"] == 1
+    assert not any(".STRONG" in op for _, op, _, _ in d["loads"])
 
 
 def test_the_reset_before_gru_is_allowed_one_exchange_more():

@@ -235,7 +235,9 @@ def test_the_model_charges_the_reset_before_grus_second_phase():
     assert (one["round_trips"], two["round_trips"]) == (2, 4)
     assert two["sync"] > one["sync"] and two["exchange"] > one["exchange"]
     cta = dict(args, layout="cta")
-    assert model.step_us(second_phase=True, **cta)["round_trips"] == 0   # one program: nothing exchanged
+    # one program: nothing exchanged, the second phase adds no round trip (the one charged is the
+    # wait for the next step's input, model.CTA_PREFETCH_TRIPS)
+    assert model.step_us(second_phase=True, **cta)["round_trips"] == model.step_us(**cta)["round_trips"] == 1
     rb = config.choose("gru_reset_before", 8, 128, torch.bfloat16, config.H100, "fwd")
     plain = config.choose("gru", 8, 128, torch.bfloat16, config.H100, "fwd")
     assert rb.us_per_step > plain.us_per_step
@@ -261,6 +263,9 @@ def test_backward_keeps_a_small_w_hh_slice_resident():
     for dtype in (torch.bfloat16, torch.float16):
         for cell, G in (("lstm", 4), ("gru", 3), ("rnn_tanh", 1)):
             launch = config.choose(cell, 1, 256, dtype, config.H100, "bwd")
+            if launch.layout == "cta":  # the RNN: one program keeps all of W_hh (8 warps: 256 elements each)
+                assert cell == "rnn_tanh" and launch.RESIDENT and launch.BLOCK_N == launch.KP == 256, launch
+                continue
             # one piece over all G gates' rows (steps.resident_w_bwd): one load sweep per step
             assert launch.RESIDENT and launch.layout == "grid" and launch.NKP == 1 and launch.KP >= G * 256, launch
             assert G * 256 * launch.BLOCK_N * 2 <= config.TUNING["resident_bwd_bytes"]
@@ -328,3 +333,54 @@ def test_the_old_name_of_the_cta_layout_is_accepted_with_a_warning(monkeypatch):
         assert config.choose("gru", 3, 17, torch.bfloat16, config.H100, "fwd").layout == "cta"
     with pytest.raises(ValueError, match="unknown layout 'cary'; expected auto or one of cta, grid, solo"):
         config.choose("gru", 3, 17, torch.bfloat16, config.H100, "fwd", "cary")
+
+
+@pytest.mark.parametrize("cell,dtype", [("rnn_tanh", torch.bfloat16), ("rnn_tanh", torch.float32),
+                                        ("gru", torch.bfloat16), ("gru_reset_before", torch.float16)])
+@pytest.mark.parametrize("direction", ("fwd", "bwd"))
+def test_small_batch_runs_in_one_cta_without_exchange(cell, dtype, direction):
+    """Issue 29 at B8·H128: the grid layout paid a flag round trip and the exchange load it
+    guards every step (1.05 µs of its 1.66 predicted for the RNN forward). One program per
+    batch tile owning every unit and all of W_hh exchanges nothing; at B <= 8 it runs 8 batch
+    rows (mma.sync n8), where 16 doubled the pointwise work on padding. The model (fit to its
+    SASS: one round trip, its CTA barriers, its instructions) predicts it faster, so it is picked."""
+    launch = config.choose(cell, 8, 128, dtype, config.H100, direction)
+    assert launch.layout == "cta" and launch.grid[:2] == (1, 1) and not launch.BARRIER, launch
+    assert launch.BLOCK_B == 8 and launch.RESIDENT
+    grid = [c for c in config.candidates(cell, 8, 128, dtype, config.H100, direction) if c.layout == "grid"]
+    assert grid and launch.us_per_step < min(c.us_per_step for c in grid)
+
+
+def test_cta_eight_rows_only_where_the_batch_fits_them():
+    for B, want in ((1, 8), (3, 8), (8, 8), (9, 16), (16, 16)):
+        found = {c.BLOCK_B for c in config.candidates("rnn_tanh", B, 64, torch.bfloat16, config.H100, "fwd", "cta")}
+        assert min(found) == want, (B, found)
+
+
+def test_cta_keeps_w_hh_where_its_registers_hold_it():
+    """The cta layout's W_hh per thread is bounded (TUNING cta_w_per_thread): the RNN B1·H256
+    forward at 4 warps (512 elements each) spilled 616 bytes compiled for sm_90; at 8 warps
+    (256) it does not, nor does the LSTM B8·H128 backward at 8 rows and 8 warps (its 16-row
+    tile spilled); fp32 keeps tf32x3's two halves: the RNN's 128 x 128 only at 8 warps."""
+    rnn = config.choose("rnn_tanh", 1, 256, torch.bfloat16, config.H100, "fwd")
+    assert rnn.layout == "cta" and rnn.num_warps == 8
+    assert config.cta_w_elems("rnn_tanh", "fwd", 256, 256) > config.TUNING["cta_w_per_thread"] * 128
+    lstm = config.candidates("lstm", 8, 128, torch.bfloat16, config.H100, "bwd", "cta")
+    assert [(c.BLOCK_B, c.num_warps) for c in lstm] == [(8, 8)]
+    assert not config.candidates("lstm", 16, 128, torch.bfloat16, config.H100, "bwd", "cta")
+    fp32 = config.candidates("rnn_tanh", 8, 128, torch.float32, config.H100, "fwd", "cta")
+    assert [(c.BLOCK_B, c.num_warps) for c in fp32] == [(8, 8)]
+    assert not config.candidates("rnn_tanh", 1, 256, torch.float32, config.H100, "fwd", "cta")
+
+
+def test_model_charges_solo_its_exchange_through_memory():
+    """The solo layout's state goes through memory between its CTA barriers: the SASS of the
+    GRU B5·H7 bf16 solo kernels reads 2 round trips forward and 3 backward where the model
+    charged its chunks' 1 and 2, so it ranked solo (2.05 µs predicted from the SASS) above
+    the cta layout (0.64) at such tiny sizes."""
+    args = dict(n_programs_per_tile=1, n_tiles=1, block_n=8, block_b=16, gate_slots=4, kp=16, nkp=1,
+                resident=False, B=5, H=7, G=3, bits=16, wgmma=False)
+    assert model.step_us("solo", direction="fwd", **args)["round_trips"] == 2
+    assert model.step_us("solo", direction="bwd", **args)["round_trips"] == 3
+    for direction in ("fwd", "bwd"):
+        assert config.choose("gru", 5, 7, torch.bfloat16, config.H100, direction).layout == "cta"

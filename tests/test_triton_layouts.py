@@ -64,6 +64,19 @@ def test_barrier_grid_one_step(concurrent, monkeypatch, cell):
         check_against_reference(cell, 1, B, H, lengths=False, reverse=False, dtype=torch.float32, bias=True)
 
 
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("dtype", (torch.float32, torch.bfloat16))
+def test_cta_eight_rows_one_step(monkeypatch, cell, dtype):
+    """The cta layout's 8-row batch tile (B <= 8: mma.sync n8) at T=1, batch 3 (5 padded rows)
+    and odd H, reversed, forward and backward (the LSTM's too, which the choice code runs
+    in 8 rows only)."""
+    launch = config.candidates(cell, 3, 5, dtype, SMALL_DEVICE, "fwd", "cta")[0]
+    assert launch.BLOCK_B == 8 and launch.grid[:2] == (1, 1)
+    with forced(monkeypatch, launch):
+        check_against_reference(cell, 1, 3, 5, lengths=False, reverse=True, dtype=dtype, bias=True, seed=3)
+        check_against_reference(cell, 3, 3, 5, lengths=True, reverse=False, dtype=dtype, bias=True, seed=4)
+
+
 @pytest.mark.skipif(not config.INTERPRET, reason="the threaded runner is for the interpreter (a GPU runs the layouts)")
 def test_threaded_runner_fails_loudly_if_triton_changes(monkeypatch):
     """A Triton whose interpreter lacks what the runner patches, or a runner that no longer

@@ -9,6 +9,7 @@ the same tiles of the rows of h.
 
 Layouts (kernels.py has the details):
   cta    one program per batch tile holds all of W_hh and the state; no barrier at all
+         (at B <= 8 a batch tile of 8 rows, mma.sync's n8)
   grid   programs share a batch tile's units and meet at a grid barrier each step; all
          must be co-resident: at most SMs x programs_per_sm, launched cooperatively
   solo   one program per batch tile streams all of W_hh each step; always fits (fallback)
@@ -53,6 +54,14 @@ TUNING = {
     "layout": settings.get("FUSEDRNN_TRITON_LAYOUT", "auto"),  # read through layout_name
     "block_b_min": 16,             # batch side of the MMA; wgmma needs N >= 16
     "block_b_max": 64,
+    "cta_block_b_min": 8,          # the cta layout's batch side at B <= 8: mma.sync's n8 (Triton >= 3.6 takes
+                                   # a dot's N of 8); half the pointwise work of 16 rows, where 8 are padding
+    "cta_lstm_bwd_elems": 1024,    # largest tile (BLOCK_N x BLOCK_B) of the LSTM backward's cta layout
+    "cta_w_per_thread": 256,       # W_hh elements per thread of a cta program: beyond, ptxas spills
+                                   # (RNN B1·H256 at 4 warps, 512: 616 bytes forward, 408 backward)
+    "cta_w_per_thread_fp32": 64,   # the same in fp32 (tf32x3 keeps two halves): RNN B8·H128 at 8 warps
+                                   # 152 registers, at 4 warps (128) it spills 8 bytes
+    "cta_rnn_fp32_w": 128 * 128,   # largest fp32 W_hh of the RNN's cta layout (other cells: 32 x 128)
     "block_n": (8, 16, 32, 64, 128),  # units per tile tried
     "stream_kp": 64,               # contraction chunk when W_hh is streamed
     "resident_kp_max": 1024,       # widest piece of a resident W_hh
@@ -240,6 +249,12 @@ def resources(cell: str, direction: str, bits: int, block_b: int, block_n: int, 
     return int(smem), int(regs)
 
 
+def cta_w_elems(cell: str, direction: str, block_n: int, kp: int) -> int:
+    """Elements of the W_hh a cta program keeps resident: the stacked gate slots forward
+    (GS*BLOCK_N x KP), one BLOCK_N x KP block per gate backward."""
+    return (gate_slots(cell) if direction == "fwd" else GATES[CELLS[cell]]) * block_n * kp
+
+
 def resident_pieces_for(direction: str, K: int, block_b: int, G: int = 1) -> tuple[int, int] | None:
     """(KP, NKP) of a resident grid program's contraction: the forward's over K in pieces of
     at most `resident_staged_max` values (a wider piece spills: LSTM B16·H768, 1024 x 16 at 8
@@ -296,15 +311,19 @@ def _candidates(cell, B, H, bits, limits: DeviceLimits, direction, layout, proj,
     slots = limits.sms * t["programs_per_sm"]
     stream_kp = min(t["stream_kp"], _pow2(K, 16))
     kr = min(t["stream_kp"], _pow2(H if direction == "fwd" else P, 16)) if proj else 0
-    for block_b in block_bs:
+    cta_bs = sorted({min(_pow2(B, t["cta_block_b_min"]), b) for b in (16, 32, t["block_b_max"])})
+    for block_b in (cta_bs if layout == "cta" else block_bs):
         n_b = -(-B // block_b)
         if layout == "cta":
             bn, kp = _pow2(H, 16), _pow2(P, 16)
             # the LSTM backward's cta tile (four W_hh blocks and ~24 live tiles) spills on
-            # sm_90 at every H compiled (33, 128): it exchanges through memory instead
+            # sm_90 with 16 batch rows at every H compiled (33, 128); with 8 rows and 8 warps
+            # B8·H128 (1024 elements) does not: larger ones exchange through memory instead
+            lstm_bwd_ok = bn * block_b <= t["cta_lstm_bwd_elems"] and not proj
             # fp32 keeps both tf32x3 halves of the resident W_hh (and W_hr) in registers: small ones only
-            small_w = bits == 16 or GS * bn * kp + (kp * bn if proj else 0) <= 32 * 128
-            if bn <= t["cta_max"] and not (cell == "lstm" and direction == "bwd") and small_w:
+            small_w = (bits == 16 or GS * bn * kp + (kp * bn if proj else 0) <= 32 * 128
+                       or (GS == 1 and bn * kp <= t["cta_rnn_fp32_w"]))
+            if bn <= t["cta_max"] and (lstm_bwd_ok or not (cell == "lstm" and direction == "bwd")) and small_w:
                 yield "cta", (1, n_b, n_dir), block_b, bn, kp, 1, 0, 1, True
             continue
         for bn in t["block_n"]:
@@ -364,6 +383,9 @@ def candidates(cell: str, B: int, H: int, dtype: torch.dtype, limits: DeviceLimi
                     if resident and nkp > 1 and direction == "bwd" and warps < TUNING["resident_bwd_pieces_warps"]:
                         continue
                     stages = TUNING["num_stages"]
+                    w_max = TUNING["cta_w_per_thread" if bits == 16 else "cta_w_per_thread_fp32"] * 32 * warps
+                    if lay == "cta" and cta_w_elems(cell, direction, bn, kp) > w_max:
+                        continue
                     smem, regs = resources(cell, direction, bits, block_b, bn, kp, nkp, resident, warps, stages,
                                            lay == "cta", proj, kr)
                     if smem > smem_cap or regs > TUNING["regs_budget"]:

@@ -7,7 +7,8 @@ A step of a persistent recurrence kernel is a chain of dependent latencies, so t
 charges every one on the step's path (the compile gate reads the same counts from the
 compiled SASS, tools/compile_check/sass_path.py):
     sync        per phase: the barrier's poll (a flag round trip; the arrive is a
-                fire-and-forget atomic) and the CTA barriers around it; cta: nothing
+                fire-and-forget atomic) and the CTA barriers around it; cta: its own CTA
+                barriers (CTA_BARRIER_FIT) and the wait for the next step's input
     exchange    the exchanged vector (h, or d_gates backward) read from L2: one dependent
                 round trip for a resident W_hh in one piece, two in several (ptxas issues the
                 later pieces' loads together once the first has arrived; a backward's pieces,
@@ -42,6 +43,22 @@ BARRIER_CTA_SYNCS = 4
 #: instructions per warp per step: fixed + per mma instruction + per pointwise element per
 #: thread and gate (fit to the compile gate's SASS counts at the anchors, sm_90)
 ISSUE_FIT = {"base": 300.0, "per_mma": 14.0, "per_elem_gate": 40.0}
+#: the same for the cta layout (one program, no exchange code), fit to the compile gate's SASS
+#: counts of its B8·H128 kernels (RNN, GRU, LSTM, forward and backward, 8 and 16 batch rows, 4
+#: and 8 warps; sm_90): no separate cost per mma instruction came out of the fit
+CTA_ISSUE_FIT = {"base": 87.0, "per_mma": 0.0, "per_elem_gate": 35.0}
+#: CTA barriers per step of the cta layout (layout conversions through shared memory: the
+#: product's operand, the gate split, the stores), fit to the same compiles per direction:
+#: const + per_gate * G + per_gate_row8 * G * BLOCK_B / 8
+CTA_BARRIER_FIT = {"fwd": (5.7, -0.9, 2.7), "bwd": (2.3, 6.9, 0.9)}
+#: dependent L2 round trips per step of the cta layout: the next step's input (gx, or dy and the
+#: saved activations) is loaded before the update, but the compiled code converts it to fp32 at
+#: the end of the same step, where the warp waits for it
+CTA_PREFETCH_TRIPS = 1
+#: dependent round trips per phase of the solo layout beyond its streamed chunks': its own state
+#: goes through memory between the CTA barriers (the compile gate's SASS, GRU B5·H7 bf16: 2
+#: forward, where the chunks account for 1; 3 backward, 2)
+SOLO_EXTRA_TRIPS = 1
 
 
 def step_us(layout: str, n_programs_per_tile: int, n_tiles: int, block_n: int, block_b: int, gate_slots: int,
@@ -85,10 +102,16 @@ def step_us(layout: str, n_programs_per_tile: int, n_tiles: int, block_n: int, b
     if second_phase and layout != "cta":
         pieces += 1  # the second phase's exchange: one sweep of r ⊙ h (its gradient backward)
     flags = phases if layout != "cta" and n_programs_per_tile > 1 else 0
-    loads = 0 if layout == "cta" else pieces
-    if layout == "cta":
-        sync = 0.0
-        exchange = 0.0
+    loads = CTA_PREFETCH_TRIPS if layout == "cta" else pieces
+    if layout == "solo":  # its SASS reads one round trip per phase beyond the chunks' (GRU B5·H7: 2 fw, 3 bw)
+        loads += SOLO_EXTRA_TRIPS * phases
+    if layout == "cta":  # no exchange: the CTA's own barriers and the prefetch's wait
+        c0, c_g, c_gb = CTA_BARRIER_FIT["fwd" if direction == "fwd" else "bwd"]
+        bars = c0 + c_g * G + c_gb * G * block_b / 8
+        if second_phase and direction == "fwd":  # the n gate's product over r ⊙ h: its operand staged again
+            bars += c0
+        sync = max(0.0, bars) * dev["cta_sync_us"]
+        exchange = loads * dev["l2_latency_us"]
     else:
         sync = flags * (dev["flag_round_trip_us"] + BARRIER_CTA_SYNCS * dev["cta_sync_us"]) + (
             phases * dev["cta_sync_us"] if not flags else 0.0)
@@ -118,18 +141,24 @@ def step_us(layout: str, n_programs_per_tile: int, n_tiles: int, block_n: int, b
     passes = 2.0 if bits == 16 else 6.0  # hi/lo products; tf32x3 = 3 products at half rate
     n_eff = max(block_b, 16 if wgmma else 8)
     peak = dev["wgmma_macs_per_clk"] if wgmma else dev["mma_sync_macs_per_clk"]
-    rate = peak * min(1.0, n_eff / dev["tc_full_n"])
-    macs = n_tiles * (m_rows * k_all + pr_rows * pr_k) * n_eff
+    # wgmma's rate grows with its N up to tc_full_n; mma.sync's shape is fixed (n8, in n_eff)
+    rate = peak * (min(1.0, n_eff / dev["tc_full_n"]) if wgmma else 1.0)
+    # cta's reset-before GRU forward: a second product of the stacked rows, after the first (its chain follows)
+    cta_rb = layout == "cta" and second_phase and direction == "fwd"
+    macs = n_tiles * (m_rows * k_all * (2 if cta_rb else 1) + pr_rows * pr_k) * n_eff
     k_step = 16 if bits == 16 else 8
     # mma instructions per warp (m16n8k16; fp32: m16n8k8 three times) and the chain into one
     # accumulator: every k-step of every piece, twice for the 16-bit hi/lo split
     n_mma = macs / (16 * 8 * k_step) * (2 if bits == 16 else 3) / warps
-    chain = (k_all / (RESIDENT_BWD_SPLIT if split else 1) + pr_k) / k_step * (2 if bits == 16 else 3) * n_tiles
+    chain = (k_all * (2 if cta_rb else 1) / (RESIDENT_BWD_SPLIT if split else 1) + pr_k) / k_step * (
+        2 if bits == 16 else 3) * n_tiles
     link = dev["mma_dep_cycles_bf16"] if bits == 16 else dev["mma_dep_cycles_tf32"]
     mma = max(macs * passes / rate / clk, chain * link / clk)
     elems = n_tiles * block_n * block_b * (1.2 if proj else 1.0)  # + the projection's select and store
-    f = ISSUE_FIT
-    insts = f["base"] + f["per_mma"] * n_mma + f["per_elem_gate"] * elems / (32 * warps) * G
+    f = CTA_ISSUE_FIT if layout == "cta" else ISSUE_FIT
+    # cta counts the reset-before GRU's second phase as one more gate's pointwise work (the grid fit does not)
+    gates = G + (1 if layout == "cta" and second_phase else 0)
+    insts = f["base"] + f["per_mma"] * n_mma + f["per_elem_gate"] * elems / (32 * warps) * gates
     issue = machine.issue_us(dev, insts, warps)
     elt = bits / 8
     if direction == "fwd":

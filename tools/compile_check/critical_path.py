@@ -6,6 +6,11 @@
     python -m tools.compile_check.critical_path cuda lstm bf16 16 768 fwd
     python -m tools.compile_check.critical_path triton lstm bf16 16 768 fwd \
         --force BLOCK_N=8,KP=1024,NKP=1,RESIDENT=1,num_warps=8
+    python -m tools.compile_check.critical_path triton gru+zo+rd bf16 8 128 bwd
+
+A Triton cell named with the suffix `+zo+rd` is its kernel with zoneout and recurrent
+dropout (every mask the cell has: the compile gate's "zo+rd" variant); its allowance is
+the plain cell's, since the masks are loaded beside the step's inputs, not after the exchange.
 
 --force (Triton) compiles config.choose's launch with those fields replaced (BLOCK_B, BLOCK_N,
 KP, NKP, RESIDENT, num_warps; the grid follows), to read a configuration it does not pick.
@@ -36,12 +41,24 @@ def exchanges(cell: str) -> int:
     return 2 if cell == GRU_RESET_BEFORE else 1
 
 
-def triton_path(cell: str, dtype: str, B: int, H: int, direction: str, force: dict | None = None) -> dict:
+#: the suffix of a cell name asking for its kernel with zoneout and recurrent dropout
+REGULARISED = "+zo+rd"
+
+
+def split_cell(name: str) -> tuple[str, bool]:
+    """'gru+zo+rd' -> ('gru', True): the cell and whether its kernel carries every regulariser mask."""
+    if name.endswith(REGULARISED):
+        return name[:-len(REGULARISED)], True
+    return name, False
+
+
+def triton_path(cell: str, dtype: str, B: int, H: int, direction: str, force: dict | None = None,
+                regularised: bool = False) -> dict:
     from . import triton_rows as tr
-    kernel, lau, res = tr.compile_on_h100(cell, dtype, B, H, direction, force)
+    kernel, lau, res = tr.compile_on_h100(cell, dtype, B, H, direction, force, regularised=regularised)
     case = CheckCase(cell, dtype, B, H, True)
-    row = tr.set_path(Row("triton", kernel.__name__, cell, dtype, B, H, direction, "D1", tr._layout(lau)),
-                      res["insts"], lau, case, direction)
+    row = tr.set_path(Row("triton", kernel.__name__, cell, dtype, B, H, direction, tr._variant(0, 1, regularised),
+                          tr._layout(lau)), res["insts"], lau, case, direction)
     from . import sass_path
     rep = sass_path.analyse(res["insts"], {}, *tr.step_trips(lau, case, direction))
     return dict(rep.as_dict(), launch=row.layout, extra_passes=0, predicted_us=row.predicted_us,
@@ -70,11 +87,15 @@ def cuda_path(cell: str, dtype: str, B: int, H: int, direction: str) -> dict:
 
 
 def path(backend: str, cell: str, dtype: str, B: int, H: int, direction: str, force: dict | None = None) -> dict:
+    """The critical path of one kernel; `cell` may carry the REGULARISED suffix (Triton only)."""
+    cell, regularised = split_cell(cell)
     if force and backend != "triton":
         raise ValueError("--force applies to the triton backend only")
-    d = (triton_path(cell, dtype, B, H, direction, force) if backend == "triton"
+    if regularised and backend != "triton":
+        raise ValueError(f"{REGULARISED} (zoneout and recurrent dropout) applies to the triton backend only")
+    d = (triton_path(cell, dtype, B, H, direction, force, regularised) if backend == "triton"
          else cuda_path(cell, dtype, B, H, direction))
-    d.update(backend=backend, cell=cell, dtype=dtype, B=B, H=H, direction=direction,
+    d.update(backend=backend, cell=cell, regularised=regularised, dtype=dtype, B=B, H=H, direction=direction,
              allowed=ROUND_TRIPS_ALLOWED * exchanges(cell) + d.get("extra_passes", 0))
     return d
 

@@ -138,6 +138,7 @@ def recurrence_fwd_kernel(
             wr = w_rows(p_wr, 0, 0, P, H, 1, 1, BLOCK_P, BLOCK_N)  # all of W_hr: (BLOCK_P, BLOCK_N)
         o_r, act = step_rows(0, b_len, o_b, m_b, B, reverse)
         x0, x1, x2, x3 = load_slots(p_gx, o_r * s_gx, o_n, m, H, G)
+        zh, zc = zone_masks(p_zh, p_zc, o_r, o_n, m, s_y, D * H, ZONE_H, ZONE_C)
         for s in range(T):
             o_r, act = step_rows(s, b_len, o_b, m_b, B, reverse)
             if CARRY:  # the whole state is this tile: it is the product's operand as it is (times d)
@@ -158,12 +159,12 @@ def recurrence_fwd_kernel(
             h_in = h
             if PROJ:  # the LSTM reads c, not h; with PROJ h has P rows
                 h_in = c
-            zh, zc = zone_masks(p_zh, p_zc, o_r, o_n, m, s_y, D * H, ZONE_H, ZONE_C)
             u, c = fwd_update(CELL, acc, bias, x0, x1, x2, x3, h_in, c, act, o_r, o_n, m, p_y, o_r * s_y, p_acts,
                               p_state, H, save, GS, SA, BLOCK_N, BLOCK_B, CARRY, PROJ, INTERP, zh, zc, ZONE_H, ZONE_C)
-            # the next step's input does not depend on h: load it before the wait
+            # the next step's input and masks do not depend on h: load them before the wait
             o_r1, _ = step_rows(s + 1, b_len, o_b, m_b, B, reverse)
             x0, x1, x2, x3 = load_slots(p_gx, o_r1 * s_gx, o_n, tl.where(s + 1 < T, m, False), H, G)
+            zh, zc = zone_masks(p_zh, p_zc, o_r1, o_n, tl.where(s + 1 < T, m, False), s_y, D * H, ZONE_H, ZONE_C)
             if PROJ:
                 o_m = tl.where(save, o_r * H, o_rh)
                 if CARRY:
@@ -325,19 +326,22 @@ def recurrence_bwd_kernel(
             budget = sync(p_cnt, p_err, n_sync, budget, BARRIER, INTERP)
         dy, s0, s1, s2, s3, st = bwd_saved(p_dy, p_acts, p_state, T - 1, b_len, o_b, m_b, o_n, m, B, H, s_y,
                                            reverse, CELL, SA, PROJ)
+        o_r, _ = step_rows(T - 1, b_len, o_b, m_b, B, reverse)
+        zh, zc = zone_masks(p_zh, p_zc, o_r, o_n, m, s_y, D * H, ZONE_H, ZONE_C)
         for r in range(T):
             s = T - 1 - r
             o_r, act = step_rows(s, b_len, o_b, m_b, B, reverse)
             u = dh
             if PROJ:  # dm_t of the program's units from all of g_t
                 u = contract_bwd(zero, p_g, o_r * P, m_b, p_wr, 0, o_n, H, P, 1, KR, 1, False, PREC, INTERP)
-            zh, zc = zone_masks(p_zh, p_zc, o_r, o_n, m, s_y, D * H, ZONE_H, ZONE_C)
             d0, d1, d2, d3, dhx, dc = bwd_update(CELL, u, dc, dy, s0, s1, s2, s3, st, act, o_r, o_n, m, p_dgh,
                                                  p_dgx, s_g, H, G, WRITE_DGX, CARRY, INTERP, zh, zc, ZONE_H, ZONE_C)
             r_t, h_t = s0, st  # RB's second phase needs this step's r and h_{t-1}
-            # the next step's saved values do not depend on dh: load them before the wait
+            # the next step's saved values and masks do not depend on dh: load them before the wait
             dy, s0, s1, s2, s3, st = bwd_saved(p_dy, p_acts, p_state, s - 1, b_len, o_b, m_b, o_n, m, B, H, s_y,
                                                reverse, CELL, SA, PROJ)
+            o_r1, _ = step_rows(tl.maximum(s - 1, 0), b_len, o_b, m_b, B, reverse)
+            zh, zc = zone_masks(p_zh, p_zc, o_r1, o_n, tl.where(s >= 1, m, False), s_y, D * H, ZONE_H, ZONE_C)
             if CARRY:  # the gate gradients of all units are this tile: the product's operands as they are
                 if RB:
                     d0, dhx = reset_bwd(mma(ws[2], d2, zero, PREC, INTERP), r_t, h_t, dhx, act, m, o_r, o_n, p_dgh,

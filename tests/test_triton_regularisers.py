@@ -27,7 +27,10 @@ from support.sampling import full_run
 # `concurrent`: the grid layout's programs in threads under the interpreter (a fixture)
 from support.triton_layouts import forced, forced_launches
 
-GATES = {"lstm": 4, "gru": 3, "rnn_tanh": 1, "rnn_relu": 1}
+GATES = {"lstm": 4, "gru": 3, "rnn_tanh": 1, "rnn_relu": 1, "gru_reset_before": 3}
+#: the cells that take turns over the structures (the reset-before GRU runs every structure: RB_CASES)
+TURNS = ("gru", "lstm", "rnn_relu", "rnn_tanh")
+RB = "gru_reset_before"
 # recurrent dropout's scale 1/(1 - 0.5) = 2 is exact in every dtype
 REGS = {"zoneout": 0.4, "zoneout_cell": 0.3, "recurrent_dropout": 0.5}
 ROOT = Path(__file__).resolve().parents[1]
@@ -88,7 +91,7 @@ def check_layer(cell, B, H, T, lengths, reverse, dtype, seed):
 def _cases() -> dict:
     """structure -> (cell, B, H, launch), the cells taking turns over the structures; several tiles
     per grid program from a 2-SM device at B=3 (far quicker in the interpreter than B=20)."""
-    cells = itertools.cycle(sorted(GATES))
+    cells = itertools.cycle(TURNS)
     out = {}
     two_sms = config.DeviceLimits(2, 227 * 1024, 65536)
     for key in sorted(forced_launches("lstm", batch_tiles=False)):
@@ -103,9 +106,23 @@ def _cases() -> dict:
 CASES = _cases()
 
 
+def _rb_cases() -> dict:
+    """structure -> (B, H, launch) of the reset-before GRU: its two phases per step meet the masks
+    in every structure (several tiles per grid program from a 2-SM device at B=3)."""
+    found = forced_launches(RB, batch_tiles=False)
+    two_sms = config.DeviceLimits(2, 227 * 1024, 65536)
+    found["grid-streamed-tiles"] = next((3, 17, c) for c in config.candidates(RB, 3, 17, torch.float32, two_sms,
+                                                                              "fwd", "grid") if c.N_TILES > 1)
+    return found
+
+
+RB_CASES = _rb_cases()
+
+
 def test_every_triton_structure_is_covered():
-    assert set(CASES) == {"cta", "grid-resident", "grid-resident-pieces", "grid-streamed",
-                          "grid-streamed-tiles", "solo-streamed", "solo-streamed-tiles"}
+    for cases in (CASES, RB_CASES):
+        assert set(cases) == {"cta", "grid-resident", "grid-resident-pieces", "grid-streamed",
+                              "grid-streamed-tiles", "solo-streamed", "solo-streamed-tiles"}
 
 
 @pytest.mark.parametrize("key", sorted(CASES))
@@ -118,19 +135,31 @@ def test_triton_layout_matches_the_oracle(concurrent, monkeypatch, key):
         check_layer(cell, B, H, 2, lengths=i % 2 == 0, reverse=i % 3 == 1, dtype=dtype, seed=i)
 
 
+@pytest.mark.parametrize("key", sorted(RB_CASES))
+def test_triton_reset_before_gru_layout_matches_the_oracle(concurrent, monkeypatch, key):
+    """The reset-before GRU with zoneout and recurrent dropout: the n gate's product takes
+    r ⊙ (d ⊙ h_{t-1}) (exchanged between the step's phases), the blend the unmasked h_{t-1}."""
+    i = sorted(RB_CASES).index(key)
+    B, H, launch = RB_CASES[key]
+    dtype = torch.bfloat16 if launch.RESIDENT else torch.float32
+    with forced(monkeypatch, launch):
+        check_layer(RB, B, H, 2, lengths=i % 2 == 1, reverse=i % 3 == 0, dtype=dtype, seed=10 + i)
+
+
 @pytest.mark.parametrize("cell", sorted(GATES))
 def test_triton_one_step_odd_hidden_size(cell):
     check_layer(cell, 3, 5, 1, lengths=False, reverse=False, dtype=torch.float32, seed=1)
 
 
-@pytest.mark.parametrize("name", ["lstm", "gru"])
+@pytest.mark.parametrize("name", ["lstm", "gru", "gru_reset_before"])
 def test_triton_module_two_layers_bidirectional_packed(name):
     """The modules on the Triton kernels: masks drawn as documented, both directions per launch,
     packed lengths, two layers, every gradient against the float64 oracle from the same seed."""
     regs = REGS if name == "lstm" else {k: v for k, v in REGS.items() if k != "zoneout_cell"}
     make = fusedrnn.LSTM if name == "lstm" else fusedrnn.GRU
+    extra = dict(reset_after=False) if name == RB else {}
     torch.manual_seed(3)
-    m = make(4, 5, num_layers=2, bidirectional=True, backend="triton", **regs)
+    m = make(4, 5, num_layers=2, bidirectional=True, backend="triton", **regs, **extra)
     lengths = torch.tensor([3, 1, 2])
     x = torch.randn(3, 3, 4, requires_grad=True)
     h0 = torch.randn(4, 3, 5, requires_grad=True)
@@ -155,13 +184,19 @@ def test_triton_module_two_layers_bidirectional_packed(name):
 
 
 def test_triton_declines_what_it_does_not_run():
+    """The kernels run the masks with every cell (reset_after=False included) but not with proj_size:
+    asked for explicitly, the Triton backend refuses; 'auto' runs the reference and explain says why."""
     from fusedrnn.ops import triton
-    assert triton.unsupported("lstm", torch.float32, 8, regularised=True) is None
-    for cell, proj in (("lstm", 4), ("gru_reset_before", 0)):
-        why = triton.unsupported(cell, torch.float32, 8, proj, regularised=True)
-        assert why is not None and "zoneout" in why
+    for cell in GATES:
+        assert triton.unsupported(cell, torch.float32, 8, regularised=True) is None, cell
+    why = triton.unsupported("lstm", torch.float32, 8, 4, regularised=True)
+    assert why is not None and "zoneout" in why and "proj_size" in why
     with pytest.raises(RuntimeError, match="do not implement zoneout or recurrent dropout with proj_size"):
         fusedrnn.LSTM(4, 8, proj_size=4, zoneout=0.1, backend="triton")(torch.randn(2, 3, 4))
+    from fusedrnn.ops.triton import launch  # the launcher itself refuses too, rather than drop the masks
+    with pytest.raises(RuntimeError, match="zoneout or recurrent dropout with a projection"):
+        launch.forward("lstm", torch.randn(2, 3, 16), torch.zeros(3, 2), torch.zeros(3, 4), torch.randn(16, 2), None,
+                       None, False, False, w_hr=torch.randn(2, 4), zoneout_h=torch.zeros(2, 3, 2))
 
 
 def test_regularised_kernels_compile_for_sm90_without_spills():
@@ -203,3 +238,30 @@ def test_triton_cell_matches_the_reference_cell(make):
         outs.append([h, *grads((h,), [*x, h0, *c.parameters()])])
     for got, want in zip(*outs):
         assert (got - want).abs().max().item() <= _fp32_bound(want)
+
+
+def test_auto_on_a_gpu_runs_the_reset_before_gru_on_the_kernels_and_a_projection_on_the_reference(monkeypatch):
+    """On a GPU (each kernel backend declining exactly what its `unsupported` declines), 'auto' runs a
+    regularised reset-before GRU on the Triton kernels and a regularised LSTM with proj_size on the
+    reference, saying why; an explicit 'triton' with proj_size raises that reason."""
+    from fusedrnn import backends
+    from fusedrnn.ops import cuda, triton
+
+    class Probe:
+        def __init__(self, unsupported):
+            self.unsupported = unsupported
+
+        @staticmethod
+        def availability(device):
+            return None
+
+    mods = {"cuda": Probe(cuda.unsupported), "triton": Probe(triton.unsupported)}
+    monkeypatch.setattr(backends, "kernel_module", lambda name: mods[name])
+    dev = torch.device("cuda")
+    choice = backends.choose("auto", dev, RB, torch.float32, 8, warn=False, batch=3, steps=4, regularised=True)
+    assert choice.name == "triton", choice
+    choice = backends.choose("auto", dev, "lstm", torch.float32, 8, 4, warn=False, batch=3, steps=4,
+                             regularised=True)
+    assert choice.name == "reference" and "triton: the Triton kernels do not implement zoneout" in choice.reason
+    with pytest.raises(RuntimeError, match="with proj_size yet"):
+        backends.choose("triton", dev, "lstm", torch.float32, 8, 4, warn=False, regularised=True)

@@ -40,11 +40,13 @@ become W_hr m_t. Backward: the gradient reaching h_t (dy_t plus the recurrence, 
 as g) gives dm_t = W_hrᵀ g_t for the program's units and their gate gradients, then its
 rows of dh_{t-1} = W_hhᵀ d_gates. Grid and solo meet at a barrier after each phase; cta
 keeps W_hr resident beside W_hh (forward only: the LSTM backward never carries).
-Zoneout and recurrent dropout (ZONE_H, ZONE_C, DROP; not with PROJ or the reset-before GRU):
-zoneout is pointwise after the cell update (fwd_update / bwd_update, one mask load per step);
+Zoneout and recurrent dropout (ZONE_H, ZONE_C, DROP; not with PROJ): zoneout is pointwise
+after the cell update (fwd_update / bwd_update, the next step's mask loaded before the wait);
 with DROP the exchange buffer carries d ⊙ h_t, the h entering the product, while the state
-itself (unmasked: the blends, zoneout, y, hT) lives in p_m like the LSTM's c in p_c; backward
-multiplies W_hhᵀ d_gates by d before adding the part of dh_{t-1} that bypasses the product.
+itself (unmasked: the blends, zoneout, y, hT) lives in p_m like the LSTM's c in p_c (the
+reset-before GRU: in p_m's second half, the first exchanging r ⊙ d ⊙ h); backward multiplies
+W_hhᵀ d_gates by d before adding the part of dh_{t-1} that bypasses the product (the
+reset-before GRU's W_hnᵀ d_n too: d times it is the gradient of r ⊙ (d ⊙ h), its d_r as well).
 Runtime flags (has_bias, has_len, reverse, save, direction 1 alone: bits of `flags`) are a
 plain argument, never specialised on: one compiled kernel serves every variant. Rows past
 their length change nothing (see tiles.step_rows).
@@ -68,7 +70,8 @@ def recurrence_fwd_kernel(
     p_y,      # (T, B, D*P) out, input dtype
     p_h,      # (D, 2, B, P) fp32: [d, 0] = h0 on entry, [d, T % 2] = hT on exit; the exchange buffer
     p_c,      # (D, B, H) fp32 LSTM cell state: c0 on entry, cT on exit (unused by other cells)
-    p_m,      # PROJ: fp32 m_t, (D, T, B, H) if save (kept for dW_hr), else (D, B, H): the phases' exchange
+    p_m,      # PROJ: fp32 m_t, (D, T, B, H) if save (kept for dW_hr), else (D, B, H): the phases' exchange;
+              # RB with DROP: (D, 2, B, H), [d, 0] the phases' exchange, [d, 1] the unmasked state
     p_acts,   # (D, T, B, SA*H) fp32 saved activations (written if save)
     p_state,  # (D, T, B, H) fp32 saved state entering each step: LSTM c, GRU h (written if save)
     p_sync,   # (directions in the launch * batch tiles + 1,) int32 zeros: barrier counters, then the timeout flag
@@ -89,7 +92,8 @@ def recurrence_fwd_kernel(
     RB: tl.constexpr = CELL == 4  # GRU, reset gate before the product: a second phase per step
     NS: tl.constexpr = 2 if (PROJ or RB) else 1  # barriers per step
     BLOCK_P: tl.constexpr = KP if (CARRY and PROJ) else BLOCK_N  # rows of h per tile
-    tl.static_assert(not ((ZONE_H or ZONE_C or DROP) and (PROJ or RB)), "no regularisers with PROJ or RB")
+    tl.static_assert(not ((ZONE_H or ZONE_C or DROP) and PROJ), "no regularisers with PROJ")
+    NM: tl.constexpr = 2 if (RB and DROP) else 1  # (B, H) blocks of p_m per direction
     if not PROJ:  # the state is H wide: let the compiler see it
         P = H
     has_bias, reverse, save, d, o_b, m_b, b_len, p_cnt, p_err = program_rows(p_len, p_sync, flags, T, B, D, BLOCK_B)
@@ -107,8 +111,9 @@ def recurrence_fwd_kernel(
     p_c += d64 * B * H
     if PROJ:
         p_m += d64 * tl.where(save, T, 1) * B * H
-    else:  # RB: only the phases' exchange of r ⊙ h
-        p_m += d64 * B * H
+    else:  # RB: the phases' exchange of r ⊙ h; DROP: the unmasked state (RB: both)
+        p_m += d64 * NM * B * H
+    p_st = p_m + (NM - 1) * B * H  # DROP: the unmasked state
     p_acts += d64 * T * B * (SA * H)
     p_state += d64 * T * B * H
     s_gx, s_y = D * (G * H), D * P
@@ -123,8 +128,8 @@ def recurrence_fwd_kernel(
         o_p, m_p, o_ptile = unit_tile(i_n, o_rp, m_b, P, BLOCK_P)  # the program's rows of h (== o_n without PROJ)
         h = tl.load(p_h + o_ptile, mask=m_p, other=0.0)
         dm = h
-        if DROP:  # the exchange holds d ⊙ h; the state itself comes from p_m
-            h = tl.load(p_m + o_tile, mask=m, other=0.0)
+        if DROP:  # the exchange holds d ⊙ h; the state itself comes from p_st
+            h = tl.load(p_st + o_tile, mask=m, other=0.0)
             dm = tl.load(p_dm + o_tile, mask=m, other=0.0)
         c = h
         if CELL == 0:
@@ -147,7 +152,7 @@ def recurrence_fwd_kernel(
                 acc = contract_fwd(zero, p_h + (s % 2) * B * P, o_rp, m_b, p_w, ws, n0, H, P, G, GS, BLOCK_N, KP,
                                    NKP, RESIDENT, PREC, INTERP, False)
             if RB:  # r first, then the n gate's product over r ⊙ h of all units
-                rh = reset_state(acc, bias, x0, h, act, m, GS, BLOCK_N, BLOCK_B)
+                rh = reset_state(acc, bias, x0, h * dm if DROP else h, act, m, GS, BLOCK_N, BLOCK_B)
                 if CARRY:
                     acc_n = mma(ws[0], rh, zero, PREC, INTERP)
                 else:
@@ -184,7 +189,7 @@ def recurrence_fwd_kernel(
                 budget = sync(p_cnt, p_err, (NS * s + NS) * n_sync, budget, BARRIER, INTERP)
         tl.store(p_h + (T % 2) * B * P + o_ptile, h, mask=m_p)
         if DROP:  # hT, where the launcher reads it with DROP (as every layout leaves it)
-            tl.store(p_m + o_tile, h, mask=m)
+            tl.store(p_st + o_tile, h, mask=m)
         if CELL == 0:
             tl.store(p_c + o_tile, c, mask=m)
     else:
@@ -209,8 +214,8 @@ def recurrence_fwd_kernel(
                 n0 = (i_n * N_TILES + j) * BLOCK_N
                 o_n, m, o_tile = unit_tile(i_n * N_TILES + j, o_rh, m_b, H, BLOCK_N)
                 h = tl.zeros((BLOCK_N, BLOCK_B), tl.float32)
-                if DROP:  # the exchange holds d ⊙ h; the tile's state itself is in p_m
-                    h = tl.load(p_m + o_tile, mask=m, other=0.0)
+                if DROP:  # the exchange holds d ⊙ h; the tile's state itself is in p_st
+                    h = tl.load(p_st + o_tile, mask=m, other=0.0)
                 elif not PROJ:  # h is H wide: the tile's own units
                     h = tl.load(p_hcur + o_tile, mask=m, other=0.0, cache_modifier=".cg")
                 c = h
@@ -231,7 +236,7 @@ def recurrence_fwd_kernel(
                     tl.store(p_m + o_m[None, :] + o_n[:, None], u, mask=m)
                 elif DROP:
                     tl.store(p_hnext + o_tile, u * tl.load(p_dm + o_tile, mask=m, other=0.0), mask=m)
-                    tl.store(p_m + o_tile, u, mask=m)
+                    tl.store(p_st + o_tile, u, mask=m)
                 else:
                     tl.store(p_hnext + o_tile, u, mask=m)
                 if CELL == 0:
@@ -279,7 +284,7 @@ def recurrence_bwd_kernel(
     GH: tl.constexpr = 2 if RB else G  # the gates whose W_hh block dh_{t-1} contracts (RB: n's goes through r ⊙ h)
     NS: tl.constexpr = 2 if (PROJ or RB) else 1  # barriers per step
     tl.static_assert(not (CARRY and PROJ), "the LSTM backward never carries")
-    tl.static_assert(not ((ZONE_H or ZONE_C or DROP) and (PROJ or RB)), "no regularisers with PROJ or RB")
+    tl.static_assert(not ((ZONE_H or ZONE_C or DROP) and PROJ), "no regularisers with PROJ")
     if not PROJ:  # the state is H wide: let the compiler see it
         P = H
     _, reverse, _, d, o_b, m_b, b_len, p_cnt, p_err = program_rows(p_len, p_sync, flags, T, B, D, BLOCK_B)
@@ -343,9 +348,10 @@ def recurrence_bwd_kernel(
             o_r1, _ = step_rows(tl.maximum(s - 1, 0), b_len, o_b, m_b, B, reverse)
             zh, zc = zone_masks(p_zh, p_zc, o_r1, o_n, tl.where(s >= 1, m, False), s_y, D * H, ZONE_H, ZONE_C)
             if CARRY:  # the gate gradients of all units are this tile: the product's operands as they are
-                if RB:
-                    d0, dhx = reset_bwd(mma(ws[2], d2, zero, PREC, INTERP), r_t, h_t, dhx, act, m, o_r, o_n, p_dgh,
-                                        p_dgx, s_g, WRITE_DGX, CARRY, INTERP)
+                if RB:  # with DROP, d ⊙ W_hnᵀ d_n: the gradient of r ⊙ (d ⊙ h)
+                    g = mma(ws[2], d2, zero, PREC, INTERP)
+                    d0, dhx = reset_bwd(g * dm if DROP else g, r_t, h_t, dhx, act, m, o_r, o_n, p_dgh, p_dgx, s_g,
+                                        WRITE_DGX, CARRY, INTERP)
                 dh = mma(ws[0], d0, zero if DROP else dhx, PREC, INTERP)
                 if G > 1:
                     dh = mma(ws[1], d1, dh, PREC, INTERP)
@@ -368,6 +374,8 @@ def recurrence_bwd_kernel(
                 if RB:  # d_r from W_hnᵀ d_n of all units, exchanged before the r and z gates' product
                     g = contract_bwd(zero, p_dgh + 2 * H, o_r * s_g, m_b, p_w + 2 * H * P, wn, o_p, P, H, 1, KP, NKP,
                                      RESIDENT, PREC, INTERP)
+                    if DROP:  # the gradient of r ⊙ (d ⊙ h)
+                        g = g * dm
                     dhx = reset_bwd(g, r_t, h_t, dhx, act, m, o_r, o_n, p_dgh, p_dgx, s_g, WRITE_DGX, False, INTERP)[1]
                     budget = sync(p_cnt, p_err, (NS * r + 2) * n_sync, budget, BARRIER, INTERP)
                 if DROP:  # the product took d ⊙ h_{t-1}
@@ -414,6 +422,8 @@ def recurrence_bwd_kernel(
                     o_n, m, o_tile = unit_tile(i_n * N_TILES + j, o_rh, m_b, H, BLOCK_N)
                     g = contract_bwd(zero, p_dgh + 2 * H, o_r * s_g, m_b, p_w + 2 * H * P, 0, o_n, P, H, 1, KP, NKP,
                                      False, PREC, INTERP)
+                    if DROP:  # the gradient of r ⊙ (d ⊙ h)
+                        g = g * tl.load(p_dm + o_tile, mask=m, other=0.0)
                     saved_t = bwd_saved(p_dy, p_acts, p_state, s, b_len, o_b, m_b, o_n, m, B, H, s_y, reverse, CELL,
                                         SA, PROJ)  # its r (s0) and h_{t-1} (st)
                     dh = reset_bwd(g, saved_t[1], saved_t[5], tl.load(p_dh + o_tile, mask=m, other=0.0), act, m, o_r,

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from tools.compile_check.cases import ANCHORS, CELLS, DTYPES
+from tools.compile_check.cases import ANCHORS, CELLS, DTYPES, TRITON_ONLY_CELLS
 from tools.compile_check.critical_path import REGULARISED
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,7 +57,8 @@ TRITON_CASES = (("rnn_tanh", "bf16", 1, 256, "fwd"), ("rnn_tanh", "bf16", 1, 256
                 # the reset-before GRU: two exchanges per step (r ⊙ h_{t-1} between them), 4 allowed
                 ("gru_reset_before", "bf16", 8, 128, "fwd"), ("gru_reset_before", "bf16", 8, 128, "bwd"),
                 # zoneout and recurrent dropout (every mask the cell has): the plain cell's allowance
-                *((cell + REGULARISED, "bf16", 8, 128, d) for cell in CELLS for d in ("fwd", "bwd")))
+                *((cell + REGULARISED, "bf16", 8, 128, d) for cell in CELLS + TRITON_ONLY_CELLS
+                  for d in ("fwd", "bwd")))
 #: kernels whose round trips the model must charge as the SASS shows (resident W_hh in several pieces)
 MODEL_CASES = (("lstm", "bf16", 16, 768, "fwd"), ("gru", "bf16", 16, 768, "bwd"), ("lstm", "bf16", 16, 768, "bwd"))
 #: compiled in the default run too (tests/support/sampling.py: the others are full_only)

@@ -66,9 +66,11 @@ def _mock(dtype):
 #: cases beside the anchors, (cell, B, H, P, D, anchor, regularised), compiled in every dtype of
 #: the anchor cases of their cell asked about: the encoder's recurrence (2-layer bidirectional
 #: LSTM, B32·T512·I256·H512), a projection small enough for the cta layout, and the kernels
-#: with zoneout and recurrent dropout (every mask the cell has) at two anchor shapes
+#: with zoneout and recurrent dropout (every mask the cell has) at two anchor shapes (the
+#: reset-before GRU's at one: its two phases meet the masks)
 EXTRA = (("lstm", 32, 512, 0, 2, True, False), ("lstm", 3, 33, 8, 2, False, False),
-         ("lstm", 16, 768, 0, 1, True, True), ("gru", 8, 128, 0, 1, True, True))
+         ("lstm", 16, 768, 0, 1, True, True), ("gru", 8, 128, 0, 1, True, True),
+         ("gru_reset_before", 8, 128, 0, 1, True, True))
 
 
 def variants(case) -> list[tuple[int, int, bool]]:

@@ -202,7 +202,8 @@ def test_triton_declines_what_it_does_not_run():
 def test_regularised_kernels_compile_for_sm90_without_spills():
     """The kernels with every mask flag on compile for the H100 (the interpreter checks the
     math, not what the compiler accepts) at an anchor shape in bf16, without register spills;
-    the LSTM by default, every cell in the full run. Not yet part of the compile gate's rows."""
+    the LSTM by default, every cell (the reset-before GRU too) in the full run; the compile gate's
+    "D1 zo+rd" rows and tests/test_critical_path.py compile them at other anchors."""
     cells = sorted(GATES) if full_run() else ["lstm"]
     script = ("import json, sys\nfrom tools.compile_check import triton_rows\nout = []\n"
               f"for cell in {cells!r}:\n"

@@ -143,6 +143,26 @@ def test_the_reset_before_gru_is_allowed_one_exchange_more():
     assert {exchanges(c) for c in CELLS} == {1}
 
 
+@pytest.mark.full_only
+def test_the_masks_add_no_round_trip_to_the_projection():
+    """The LSTM with a projection (P = H/4) at B8·H128: its kernels with zoneout and recurrent
+    dropout take no more dependent round trips per step than without (the projection's own path
+    is over the two-exchange allowance today, forward 5 and backward 13: issue 29's kernel work),
+    and do not spill."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    args = [a for cell in ("lstm", "lstm" + REGULARISED) for d in ("fwd", "bwd")
+            for a in ("triton", cell, "bf16", "8", "128", d)]
+    proc = subprocess.run([sys.executable, "-m", "tools.compile_check.critical_path", "--proj", *args], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=3600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rows = {(d["regularised"], d["direction"]): d for d in map(json.loads, proc.stdout.splitlines())}
+    assert len(rows) == 4 and all(d["proj"] == 32 and d["allowed"] == 4 for d in rows.values())
+    for direction in ("fwd", "bwd"):
+        plain, reg = rows[False, direction], rows[True, direction]
+        assert reg["round_trips"] <= plain["round_trips"], (direction, reg["round_trips"], plain["round_trips"])
+        assert reg["spill"] == 0, (direction, reg["spill"])
+
+
 def test_force_names_only_launch_fields():
     """--force (a configuration the choice code does not pick, compiled to read its path)
     takes FIELD=VALUE pairs of the launch and refuses anything else by name."""

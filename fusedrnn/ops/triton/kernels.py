@@ -40,11 +40,13 @@ become W_hr m_t. Backward: the gradient reaching h_t (dy_t plus the recurrence, 
 as g) gives dm_t = W_hrᵀ g_t for the program's units and their gate gradients, then its
 rows of dh_{t-1} = W_hhᵀ d_gates. Grid and solo meet at a barrier after each phase; cta
 keeps W_hr resident beside W_hh (forward only: the LSTM backward never carries).
-Zoneout and recurrent dropout (ZONE_H, ZONE_C, DROP; not with PROJ): zoneout is pointwise
-after the cell update (fwd_update / bwd_update, the next step's mask loaded before the wait);
+Zoneout and recurrent dropout (ZONE_H, ZONE_C, DROP): zoneout is pointwise after the cell
+update (fwd_update / bwd_update, the next step's mask loaded before the wait; with PROJ, h's
+after W_hr m_t, and the backward keeps (1 - z) g_t in p_g, adding z g_t to dh_{t-1});
 with DROP the exchange buffer carries d ⊙ h_t, the h entering the product, while the state
 itself (unmasked: the blends, zoneout, y, hT) lives in p_m like the LSTM's c in p_c (the
-reset-before GRU: in p_m's second half, the first exchanging r ⊙ d ⊙ h); backward multiplies
+reset-before GRU: in p_m's second half, the first exchanging r ⊙ d ⊙ h; with PROJ: in p_h's
+third block, since p_m holds m_t); backward multiplies
 W_hhᵀ d_gates by d before adding the part of dh_{t-1} that bypasses the product (the
 reset-before GRU's W_hnᵀ d_n too: d times it is the gradient of r ⊙ (d ⊙ h), its d_r as well).
 Runtime flags (has_bias, has_len, reverse, save, direction 1 alone: bits of `flags`) are a
@@ -69,6 +71,7 @@ def recurrence_fwd_kernel(
     p_len,    # (B,) int32 lengths (read only if has_len)
     p_y,      # (T, B, D*P) out, input dtype
     p_h,      # (D, 2, B, P) fp32: [d, 0] = h0 on entry, [d, T % 2] = hT on exit; the exchange buffer
+              # (PROJ with DROP: (D, 3, B, P), [d, 2] the unmasked state)
     p_c,      # (D, B, H) fp32 LSTM cell state: c0 on entry, cT on exit (unused by other cells)
     p_m,      # PROJ: fp32 m_t, (D, T, B, H) if save (kept for dW_hr), else (D, B, H): the phases' exchange;
               # RB with DROP: (D, 2, B, H), [d, 0] the phases' exchange, [d, 1] the unmasked state

@@ -25,7 +25,7 @@ from support import regulariser_oracle as oracle
 from support.float64_checks import grads
 from support.sampling import full_run
 # `concurrent`: the grid layout's programs in threads under the interpreter (a fixture)
-from support.triton_layouts import SMALL_DEVICE, forced, forced_launches
+from support.triton_layouts import SMALL_DEVICE, forced, forced_launches, quick_launches
 from support.triton_projection import forced as proj_forced, structures as proj_structures
 
 GATES = {"lstm": 4, "gru": 3, "rnn_tanh": 1, "rnn_relu": 1, "gru_reset_before": 3}
@@ -113,11 +113,7 @@ CASES = _cases()
 def _rb_cases() -> dict:
     """structure -> (B, H, launch) of the reset-before GRU: its two phases per step meet the masks
     in every structure (several tiles per grid program from a 2-SM device at B=3)."""
-    found = forced_launches(RB, batch_tiles=False)
-    two_sms = config.DeviceLimits(2, 227 * 1024, 65536)
-    found["grid-streamed-tiles"] = next((3, 17, c) for c in config.candidates(RB, 3, 17, torch.float32, two_sms,
-                                                                              "fwd", "grid") if c.N_TILES > 1)
-    return found
+    return quick_launches(RB)
 
 
 RB_CASES = _rb_cases()
@@ -281,28 +277,3 @@ def test_triton_cell_matches_the_reference_cell(make):
         outs.append([h, *grads((h,), [*x, h0, *c.parameters()])])
     for got, want in zip(*outs):
         assert (got - want).abs().max().item() <= _fp32_bound(want)
-
-
-def test_auto_on_a_gpu_runs_the_reset_before_gru_and_a_projection_on_the_kernels(monkeypatch):
-    """On a GPU (each kernel backend declining exactly what its `unsupported` declines), 'auto' runs a
-    regularised reset-before GRU and a regularised LSTM with proj_size on the Triton kernels (the
-    CUDA kernels decline the masks), saying why."""
-    from fusedrnn import backends
-    from fusedrnn.ops import cuda, triton
-
-    class Probe:
-        def __init__(self, unsupported):
-            self.unsupported = unsupported
-
-        @staticmethod
-        def availability(device):
-            return None
-
-    mods = {"cuda": Probe(cuda.unsupported), "triton": Probe(triton.unsupported)}
-    monkeypatch.setattr(backends, "kernel_module", lambda name: mods[name])
-    dev = torch.device("cuda")
-    for cell, proj in ((RB, 0), ("lstm", 4)):
-        choice = backends.choose("auto", dev, cell, torch.float32, 8, proj, warn=False, batch=3, steps=4,
-                                 regularised=True)
-        assert choice.name == "triton" and "first fused backend that supports" in choice.reason, choice
-    assert backends.choose("triton", dev, "lstm", torch.float32, 8, 4, warn=False, regularised=True).name == "triton"

@@ -12,6 +12,8 @@ fused rows are checked against fusedrnn's reference backend in float64 on the sa
   generators before the oracle's call and before each provider's (accuracy.check_outputs):
   the masks are drawn in float32 on the device whatever the dtype (fusedrnn/regularisers.py),
   so the float64 oracle sees the same masks as the provider it judges.
+- gru reset_after=False with zoneout and recurrent_dropout: both at once (the kernels' two
+  phases per step with the masks).
 """
 from __future__ import annotations
 
@@ -22,7 +24,8 @@ VARIANT_SHAPE = (16, 1024, 768)
 #: (cell, fusedrnn keyword arguments) of each variant
 VARIANTS = (("gru", (("reset_after", False),)),
             ("lstm", (("zoneout", 0.1), ("zoneout_cell", 0.05))),
-            ("lstm", (("recurrent_dropout", 0.25),)))
+            ("lstm", (("recurrent_dropout", 0.25),)),
+            ("gru", (("reset_after", False), ("zoneout", 0.1), ("recurrent_dropout", 0.25))))
 #: the seed of the masks a checked call draws (the same for the oracle and every provider)
 MASK_SEED = 1234
 

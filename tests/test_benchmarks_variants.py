@@ -22,7 +22,8 @@ def test_the_gpu_plan_times_each_variant_at_one_anchor_shape():
     variants = [c for c, timed, _ in cfg.plan if c.section == "variant" and timed]
     assert [(c.cell, dict(c.options)) for c in variants] == [
         ("gru", {"reset_after": False}), ("lstm", {"zoneout": 0.1, "zoneout_cell": 0.05}),
-        ("lstm", {"recurrent_dropout": 0.25})]
+        ("lstm", {"recurrent_dropout": 0.25}),
+        ("gru", {"reset_after": False, "zoneout": 0.1, "recurrent_dropout": 0.25})]
     assert all((c.B, c.T, c.H) == VARIANT_SHAPE and c.I == c.H for c in variants)
     # the published cuDNN number of the standard cell at this shape is there to compare with
     assert all(anchor_ms(c, "bf16", m) is not None for c in variants for m in ("fw", "fwbw"))

@@ -6,10 +6,12 @@ in the compiled step shows here.
 CUDA: every anchor (cell, dtype, B, H, direction), from the compile gate's cached build of
 csrc/ (build/compile_check; shared with tests/test_cuda_compile_gate.py). Triton: a handful
 of anchor kernels, compiled in a subprocess without TRITON_INTERPRET (Triton's cache makes
-a rerun fast); the pipelined kernels compile slowly, so the default run compiles a few of
-them (TRITON_DEFAULT: the grid-barrier LSTM at B1·H256 the reader test reads, the RNN's cta
-kernel there, the LSTM at B8·H128, the reset-before GRU) and the full run
-(FUSEDRNN_FULL_TESTS=1, CI) all of TRITON_CASES. Kernels over the limit today are strict
+a rerun fast); the pipelined kernels compile slowly, so the default run compiles
+TRITON_DEFAULT (the grid-barrier LSTM at B1·H256 the reader test reads, the RNN's cta kernel
+there, the LSTM at B8·H128, the reset-before GRU and the LSTM with zoneout and recurrent
+dropout) and the full run (FUSEDRNN_FULL_TESTS=1, CI) all of TRITON_CASES: every cell plain
+and with every mask of zoneout and recurrent dropout ("+zo+rd", whose masks must load before
+the step's wait, as the inputs do), forward and backward. Kernels over the limit today are strict
 xfails ("awaiting #29 kernel work"): the kernel work of issue 29 turns each into a pass, and
 a strict xfail that passes fails, so the list must shrink with it.
 """
@@ -23,7 +25,8 @@ from pathlib import Path
 
 import pytest
 
-from tools.compile_check.cases import ANCHORS, CELLS, DTYPES
+from tools.compile_check.cases import ANCHORS, CELLS, DTYPES, TRITON_ONLY_CELLS
+from tools.compile_check.critical_path import REGULARISED
 
 ROOT = Path(__file__).resolve().parents[1]
 AWAITING = "awaiting #29 kernel work"
@@ -53,12 +56,15 @@ TRITON_CASES = (("lstm", "bf16", 1, 256, "fwd"),
                 ("lstm", "fp32", 1, 256, "fwd"), ("lstm", "bf16", 16, 768, "fwd"), ("gru", "bf16", 16, 768, "bwd"),
                 ("lstm", "bf16", 16, 768, "bwd"),
                 # the reset-before GRU: two exchanges per step (r ⊙ h_{t-1} between them), 4 allowed
-                ("gru_reset_before", "bf16", 8, 128, "fwd"), ("gru_reset_before", "bf16", 8, 128, "bwd"))
+                ("gru_reset_before", "bf16", 8, 128, "fwd"), ("gru_reset_before", "bf16", 8, 128, "bwd"),
+                # zoneout and recurrent dropout (every mask the cell has): the plain cell's allowance
+                *((cell + REGULARISED, "bf16", 8, 128, d) for cell in CELLS + TRITON_ONLY_CELLS
+                  for d in ("fwd", "bwd")))
 #: kernels whose round trips the model must charge as the SASS shows (resident W_hh in several pieces)
 MODEL_CASES = (("lstm", "bf16", 16, 768, "fwd"), ("gru", "bf16", 16, 768, "bwd"), ("lstm", "bf16", 16, 768, "bwd"))
 #: compiled in the default run too (tests/support/sampling.py: the others are full_only)
 TRITON_DEFAULT = (("lstm", "bf16", 1, 256, "fwd"), ("rnn_tanh", "bf16", 1, 256, "fwd"), ("lstm", "bf16", 8, 128, "fwd"),
-                  ("gru_reset_before", "bf16", 8, 128, "fwd"))
+                  ("gru_reset_before", "bf16", 8, 128, "fwd"), ("lstm" + REGULARISED, "bf16", 8, 128, "fwd"))
 CUDA_CASES = tuple((cell, dtype, B, H, d) for cell in CELLS for dtype in DTYPES for B, H in ANCHORS
                    for d in ("fwd", "bwd"))
 
@@ -88,7 +94,8 @@ def triton_paths(request):
     out = {}
     for line in proc.stdout.splitlines():
         d = json.loads(line)
-        out[(d["cell"], d["dtype"], d["B"], d["H"], d["direction"])] = d
+        cell = d["cell"] + (REGULARISED if d["regularised"] else "")
+        out[(cell, d["dtype"], d["B"], d["H"], d["direction"])] = d
     return out
 
 
@@ -101,7 +108,8 @@ def cuda_paths():
 
 def _check(d):
     assert d["round_trips"] <= d["allowed"], (
-        f"{d['backend']} {d['cell']} {d['dtype']} B{d['B']} H{d['H']} {d['direction']} ({d['launch']}): "
+        f"{d['backend']} {d['cell']}{REGULARISED if d.get('regularised') else ''} {d['dtype']} B{d['B']} H{d['H']} "
+        f"{d['direction']} ({d['launch']}): "
         f"{d['round_trips']} dependent round trips per step, {d['allowed']} allowed")
 
 
@@ -144,6 +152,26 @@ def test_the_reset_before_gru_is_allowed_one_exchange_more():
     from tools.compile_check.critical_path import ROUND_TRIPS_ALLOWED, exchanges
     assert exchanges("gru_reset_before") == 2 and ROUND_TRIPS_ALLOWED == 2
     assert {exchanges(c) for c in CELLS} == {1}
+
+
+@pytest.mark.full_only
+def test_the_masks_add_no_round_trip_to_the_projection():
+    """The LSTM with a projection (P = H/4) at B8·H128: its kernels with zoneout and recurrent
+    dropout take no more dependent round trips per step than without (the projection's own path
+    is over the two-exchange allowance today, forward 5 and backward 13: issue 29's kernel work),
+    and do not spill."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    args = [a for cell in ("lstm", "lstm" + REGULARISED) for d in ("fwd", "bwd")
+            for a in ("triton", cell, "bf16", "8", "128", d)]
+    proc = subprocess.run([sys.executable, "-m", "tools.compile_check.critical_path", "--proj", *args], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=3600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rows = {(d["regularised"], d["direction"]): d for d in map(json.loads, proc.stdout.splitlines())}
+    assert len(rows) == 4 and all(d["proj"] == 32 and d["allowed"] == 4 for d in rows.values())
+    for direction in ("fwd", "bwd"):
+        plain, reg = rows[False, direction], rows[True, direction]
+        assert reg["round_trips"] <= plain["round_trips"], (direction, reg["round_trips"], plain["round_trips"])
+        assert reg["spill"] == 0, (direction, reg["spill"])
 
 
 def test_force_names_only_launch_fields():

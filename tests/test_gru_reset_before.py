@@ -24,11 +24,10 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 import fusedrnn
 from fusedrnn import backends, onnx_export, ops
 from fusedrnn.ops.common import GRU_RESET_BEFORE
-from fusedrnn.ops.triton import config
 
 from support.float64_checks import assert_close, grads
 # `concurrent`: the grid layout's programs in threads under the interpreter (a fixture)
-from support.triton_layouts import forced, forced_launches
+from support.triton_layouts import forced, quick_launches
 
 RB = GRU_RESET_BEFORE
 
@@ -208,11 +207,7 @@ def _launches() -> dict:
     """structure -> (B, H, launch): the smallest candidate of each structure the choice code has for
     this cell (tests/test_triton_layouts.py); several tiles per grid program come from a 2-SM
     device at B=3, far quicker in the interpreter than the 6-SM device's B=20."""
-    found = forced_launches(RB, batch_tiles=False)
-    two_sms = config.DeviceLimits(2, 227 * 1024, 65536)
-    found["grid-streamed-tiles"] = next((3, 17, c) for c in config.candidates(RB, 3, 17, torch.float32, two_sms,
-                                                                              "fwd", "grid") if c.N_TILES > 1)
-    return found
+    return quick_launches(RB)
 
 
 STRUCTURES = _launches()

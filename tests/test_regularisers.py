@@ -394,7 +394,14 @@ def test_the_cuda_kernels_decline_and_auto_never_picks_them(monkeypatch):
     dev = torch.device("cuda")
     choice = backends.choose("auto", dev, "lstm", torch.float32, 8, warn=False, batch=3, steps=4, regularised=True)
     assert choice.name == "triton" and "zoneout" in choice.reason
-    # where Triton declines too (a projection), the reference: never cuda, never torch.nn
+    # the Triton kernels run a projection and the reset-before GRU with the masks too
+    for cell, proj in (("lstm", 4), ("gru_reset_before", 0)):
+        choice = backends.choose("auto", dev, cell, torch.float32, 8, proj, warn=False, batch=3, steps=4,
+                                 regularised=True)
+        assert choice.name == "triton", (cell, choice)
+    # where Triton declines too (here a stand-in that declines everything), the reference: never
+    # cuda, never torch.nn
+    mods["triton"] = _Probe(lambda *a, **k: "a stand-in that declines")
     choice = backends.choose("auto", dev, "lstm", torch.float32, 8, 4, warn=False, batch=3, steps=4, regularised=True)
     assert choice.name == "reference" and "cuda: the CUDA kernels do not implement zoneout" in choice.reason
     with pytest.raises(RuntimeError, match="fusedrnn backend 'cuda' cannot run this call: the CUDA kernels do not "

@@ -70,3 +70,13 @@ def forced_launches(cell: str, batch_tiles: bool) -> dict:
         B, H, c = out["grid-resident"]
         out["grid-resident-pieces"] = (B, H, c._replace(KP=16, NKP=-(-H // 16)))
     return out
+
+
+def quick_launches(cell: str) -> dict:
+    """forced_launches(cell) in one batch tile, with several tiles per grid program from a 2-SM
+    device at B=3 (far quicker in the interpreter than the 6-SM device's B=20)."""
+    found = forced_launches(cell, batch_tiles=False)
+    two_sms = config.DeviceLimits(2, 227 * 1024, 65536)
+    found["grid-streamed-tiles"] = next((3, 17, c) for c in config.candidates(cell, 3, 17, torch.float32, two_sms,
+                                                                              "fwd", "grid") if c.N_TILES > 1)
+    return found

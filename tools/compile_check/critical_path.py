@@ -6,6 +6,12 @@
     python -m tools.compile_check.critical_path cuda lstm bf16 16 768 fwd
     python -m tools.compile_check.critical_path triton lstm bf16 16 768 fwd \
         --force BLOCK_N=8,KP=1024,NKP=1,RESIDENT=1,num_warps=8
+    python -m tools.compile_check.critical_path triton gru+zo+rd bf16 8 128 bwd
+
+A Triton cell named with the suffix `+zo+rd` is its kernel with zoneout and recurrent
+dropout (every mask the cell has: the compile gate's "zo+rd" variant); its allowance is
+the plain cell's, since the masks are loaded beside the step's inputs, not after the exchange.
+--proj (Triton, LSTM) compiles the kernels with a projection of P = H/4 (the compile gate's).
 
 --force (Triton) compiles config.choose's launch with those fields replaced (BLOCK_B, BLOCK_N,
 KP, NKP, RESIDENT, num_warps; the grid follows), to read a configuration it does not pick.
@@ -28,23 +34,37 @@ from .rows import H100, Row
 ROUND_TRIPS_ALLOWED = 2
 
 
-def exchanges(cell: str) -> int:
+def exchanges(cell: str, proj: bool = False) -> int:
     """Exchanges a step of `cell` needs where its programs exchange state: the reset-before GRU
     two (r ⊙ h_{t-1} is exchanged before the n gate's product can start, a dependence no
-    layout of the product removes), every other cell one."""
+    layout of the product removes), as the LSTM with a projection (m_t before W_hr m_t), every
+    other cell one."""
     from fusedrnn.cell_table import GRU_RESET_BEFORE
-    return 2 if cell == GRU_RESET_BEFORE else 1
+    return 2 if cell == GRU_RESET_BEFORE or proj else 1
 
 
-def triton_path(cell: str, dtype: str, B: int, H: int, direction: str, force: dict | None = None) -> dict:
+#: the suffix of a cell name asking for its kernel with zoneout and recurrent dropout
+REGULARISED = "+zo+rd"
+
+
+def split_cell(name: str) -> tuple[str, bool]:
+    """'gru+zo+rd' -> ('gru', True): the cell and whether its kernel carries every regulariser mask."""
+    if name.endswith(REGULARISED):
+        return name[:-len(REGULARISED)], True
+    return name, False
+
+
+def triton_path(cell: str, dtype: str, B: int, H: int, direction: str, force: dict | None = None,
+                regularised: bool = False, proj: bool = False) -> dict:
     from . import triton_rows as tr
-    kernel, lau, res = tr.compile_on_h100(cell, dtype, B, H, direction, force)
+    P = max(1, H // 4) if proj else 0  # the size triton_rows.step_trips assumes for a projection
+    kernel, lau, res = tr.compile_on_h100(cell, dtype, B, H, direction, force, regularised=regularised, P=P)
     case = CheckCase(cell, dtype, B, H, True)
-    row = tr.set_path(Row("triton", kernel.__name__, cell, dtype, B, H, direction, "D1", tr._layout(lau)),
-                      res["insts"], lau, case, direction)
+    row = tr.set_path(Row("triton", kernel.__name__, cell, dtype, B, H, direction, tr._variant(P, 1, regularised),
+                          tr._layout(lau)), res["insts"], lau, case, direction)
     from . import sass_path
     rep = sass_path.analyse(res["insts"], {}, *tr.step_trips(lau, case, direction))
-    return dict(rep.as_dict(), launch=row.layout, extra_passes=0, predicted_us=row.predicted_us,
+    return dict(rep.as_dict(), launch=row.layout, extra_passes=0, proj=P, predicted_us=row.predicted_us,
                 terms=row.path["terms"], regs=res["regs"], spill=res["spill"], smem=res["smem"], tc=res["tc"],
                 loads=[[hex(a), op, d, f] for a, op, d, f in rep.loads])
 
@@ -69,13 +89,19 @@ def cuda_path(cell: str, dtype: str, B: int, H: int, direction: str) -> dict:
                 terms=terms)
 
 
-def path(backend: str, cell: str, dtype: str, B: int, H: int, direction: str, force: dict | None = None) -> dict:
-    if force and backend != "triton":
-        raise ValueError("--force applies to the triton backend only")
-    d = (triton_path(cell, dtype, B, H, direction, force) if backend == "triton"
+def path(backend: str, cell: str, dtype: str, B: int, H: int, direction: str, force: dict | None = None,
+         proj: bool = False) -> dict:
+    """The critical path of one kernel; `cell` may carry the REGULARISED suffix (Triton only);
+    proj: with an LSTM projection of P = H/4 (Triton only)."""
+    cell, regularised = split_cell(cell)
+    if (force or proj) and backend != "triton":
+        raise ValueError("--force and --proj apply to the triton backend only")
+    if regularised and backend != "triton":
+        raise ValueError(f"{REGULARISED} (zoneout and recurrent dropout) applies to the triton backend only")
+    d = (triton_path(cell, dtype, B, H, direction, force, regularised, proj) if backend == "triton"
          else cuda_path(cell, dtype, B, H, direction))
-    d.update(backend=backend, cell=cell, dtype=dtype, B=B, H=H, direction=direction,
-             allowed=ROUND_TRIPS_ALLOWED * exchanges(cell) + d.get("extra_passes", 0))
+    d.update(backend=backend, cell=cell, regularised=regularised, dtype=dtype, B=B, H=H, direction=direction,
+             allowed=ROUND_TRIPS_ALLOWED * exchanges(cell, proj) + d.get("extra_passes", 0))
     return d
 
 
@@ -99,8 +125,8 @@ def parse_force(text: str) -> dict:
 
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    loads = "--loads" in argv
-    argv = [a for a in argv if a != "--loads"]
+    loads, proj = "--loads" in argv, "--proj" in argv
+    argv = [a for a in argv if a not in ("--loads", "--proj")]
     force = None
     if "--force" in argv:
         i = argv.index("--force")
@@ -111,7 +137,7 @@ def main(argv=None) -> int:
         return 2
     for i in range(0, len(argv), 6):
         backend, cell, dtype, B, H, direction = argv[i:i + 6]
-        d = path(backend, cell, dtype, int(B), int(H), direction, force)
+        d = path(backend, cell, dtype, int(B), int(H), direction, force, proj)
         if not loads:
             d.pop("loads", None)
         print(json.dumps(d), flush=True)

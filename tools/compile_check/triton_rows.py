@@ -66,9 +66,11 @@ def _mock(dtype):
 #: cases beside the anchors, (cell, B, H, P, D, anchor, regularised), compiled in every dtype of
 #: the anchor cases of their cell asked about: the encoder's recurrence (2-layer bidirectional
 #: LSTM, B32·T512·I256·H512), a projection small enough for the cta layout, and the kernels
-#: with zoneout and recurrent dropout (every mask the cell has) at two anchor shapes
+#: with zoneout and recurrent dropout (every mask the cell has) at two anchor shapes (the
+#: reset-before GRU's and the LSTM projection's at one: their two phases meet the masks)
 EXTRA = (("lstm", 32, 512, 0, 2, True, False), ("lstm", 3, 33, 8, 2, False, False),
-         ("lstm", 16, 768, 0, 1, True, True), ("gru", 8, 128, 0, 1, True, True))
+         ("lstm", 16, 768, 0, 1, True, True), ("gru", 8, 128, 0, 1, True, True),
+         ("gru_reset_before", 8, 128, 0, 1, True, True), ("lstm", 8, 128, 32, 1, True, True))
 
 
 def variants(case) -> list[tuple[int, int, bool]]:
@@ -185,14 +187,15 @@ def compile_one(job):
 
 
 def compile_on_h100(cell: str, dtype_name: str, B: int, H: int, direction: str, force: dict | None = None,
-                    regularised: bool = False):
+                    regularised: bool = False, P: int = 0):
     """(kernel, the launch config.choose picks on an H100 (with `force`'s fields replaced), the
-    compile result) of one D1 layer kernel (regularised: with zoneout and recurrent dropout);
-    RuntimeError with the compiler's message if it does not compile."""
+    compile result) of one D1 layer kernel (regularised: with zoneout and recurrent dropout; P:
+    the LSTM projection's size, 0 for none); RuntimeError with the compiler's message if it does
+    not compile."""
     from .rows import H100  # noqa: PLC0415
     config = _triton()[3]
     limits = config.DeviceLimits(H100.sms, H100.smem_optin, H100.regs_per_sm)
-    kernel, lau, args, kw = launch_args(cell, dtype_name, B, H, direction, limits, force=force,
+    kernel, lau, args, kw = launch_args(cell, dtype_name, B, H, direction, limits, P=P, force=force,
                                         regularised=regularised)
     sig, constexprs, attrs, options = specialise(kernel, args, kw, H100.arch)
     res = compile_one((kernel.__name__, sig, constexprs, attrs, options.__dict__, H100.arch))

@@ -45,10 +45,7 @@ def unsupported(cell: str, dtype, hidden_size: int, proj_size: int = 0, directio
                 regularised: bool = False) -> str | None:
     """None if the kernels support this call, else a readable reason: every cell, float32,
     bfloat16 and float16, the LSTM projection, one or two directions (one launch), and zoneout
-    and recurrent dropout (`regularised`), but not yet with proj_size or reset_after=False."""
-    if regularised and (proj_size or cell == "gru_reset_before"):
-        return ("the Triton kernels do not implement zoneout or recurrent dropout with proj_size or with "
-                "reset_after=False yet; the 'reference' backend runs them")
+    and recurrent dropout (`regularised`) with every cell, reset_after=False and proj_size included."""
     if proj_size and cell != "lstm":
         return f"proj_size applies to the LSTM only, not {cell}"
     if directions not in (1, 2):

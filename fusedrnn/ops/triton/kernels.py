@@ -40,11 +40,15 @@ become W_hr m_t. Backward: the gradient reaching h_t (dy_t plus the recurrence, 
 as g) gives dm_t = W_hrᵀ g_t for the program's units and their gate gradients, then its
 rows of dh_{t-1} = W_hhᵀ d_gates. Grid and solo meet at a barrier after each phase; cta
 keeps W_hr resident beside W_hh (forward only: the LSTM backward never carries).
-Zoneout and recurrent dropout (ZONE_H, ZONE_C, DROP; not with PROJ or the reset-before GRU):
-zoneout is pointwise after the cell update (fwd_update / bwd_update, one mask load per step);
+Zoneout and recurrent dropout (ZONE_H, ZONE_C, DROP): zoneout is pointwise after the cell
+update (fwd_update / bwd_update, the next step's mask loaded before the wait; with PROJ, h's
+after W_hr m_t, and the backward keeps (1 - z) g_t in p_g, adding z g_t to dh_{t-1});
 with DROP the exchange buffer carries d ⊙ h_t, the h entering the product, while the state
-itself (unmasked: the blends, zoneout, y, hT) lives in p_m like the LSTM's c in p_c; backward
-multiplies W_hhᵀ d_gates by d before adding the part of dh_{t-1} that bypasses the product.
+itself (unmasked: the blends, zoneout, y, hT) lives in p_m like the LSTM's c in p_c (the
+reset-before GRU: in p_m's second half, the first exchanging r ⊙ d ⊙ h; with PROJ: in p_h's
+third block, since p_m holds m_t); backward multiplies
+W_hhᵀ d_gates by d before adding the part of dh_{t-1} that bypasses the product (the
+reset-before GRU's W_hnᵀ d_n too: d times it is the gradient of r ⊙ (d ⊙ h), its d_r as well).
 Runtime flags (has_bias, has_len, reverse, save, direction 1 alone: bits of `flags`) are a
 plain argument, never specialised on: one compiled kernel serves every variant. Rows past
 their length change nothing (see tiles.step_rows).
@@ -67,8 +71,10 @@ def recurrence_fwd_kernel(
     p_len,    # (B,) int32 lengths (read only if has_len)
     p_y,      # (T, B, D*P) out, input dtype
     p_h,      # (D, 2, B, P) fp32: [d, 0] = h0 on entry, [d, T % 2] = hT on exit; the exchange buffer
+              # (PROJ with DROP: (D, 3, B, P), [d, 2] the unmasked state)
     p_c,      # (D, B, H) fp32 LSTM cell state: c0 on entry, cT on exit (unused by other cells)
-    p_m,      # PROJ: fp32 m_t, (D, T, B, H) if save (kept for dW_hr), else (D, B, H): the phases' exchange
+    p_m,      # PROJ: fp32 m_t, (D, T, B, H) if save (kept for dW_hr), else (D, B, H): the phases' exchange;
+              # RB with DROP: (D, 2, B, H), [d, 0] the phases' exchange, [d, 1] the unmasked state
     p_acts,   # (D, T, B, SA*H) fp32 saved activations (written if save)
     p_state,  # (D, T, B, H) fp32 saved state entering each step: LSTM c, GRU h (written if save)
     p_sync,   # (directions in the launch * batch tiles + 1,) int32 zeros: barrier counters, then the timeout flag
@@ -89,7 +95,9 @@ def recurrence_fwd_kernel(
     RB: tl.constexpr = CELL == 4  # GRU, reset gate before the product: a second phase per step
     NS: tl.constexpr = 2 if (PROJ or RB) else 1  # barriers per step
     BLOCK_P: tl.constexpr = KP if (CARRY and PROJ) else BLOCK_N  # rows of h per tile
-    tl.static_assert(not ((ZONE_H or ZONE_C or DROP) and (PROJ or RB)), "no regularisers with PROJ or RB")
+    NM: tl.constexpr = 2 if (RB and DROP) else 1  # (B, H) blocks of p_m per direction
+    NH: tl.constexpr = 3 if (PROJ and DROP) else 2  # (B, P) blocks of p_h per direction
+    ZH_CELL: tl.constexpr = ZONE_H and not PROJ  # zoneout of h in the cell's update (PROJ: after W_hr)
     if not PROJ:  # the state is H wide: let the compiler see it
         P = H
     has_bias, reverse, save, d, o_b, m_b, b_len, p_cnt, p_err = program_rows(p_len, p_sync, flags, T, B, D, BLOCK_B)
@@ -103,12 +111,16 @@ def recurrence_fwd_kernel(
     p_wr += d * P * H
     p_y += d * P
     d64 = d.to(tl.int64)
-    p_h += d64 * 2 * B * P
+    p_h += d64 * NH * B * P
     p_c += d64 * B * H
     if PROJ:
         p_m += d64 * tl.where(save, T, 1) * B * H
-    else:  # RB: only the phases' exchange of r ⊙ h
-        p_m += d64 * B * H
+    else:  # RB: the phases' exchange of r ⊙ h; DROP: the unmasked state (RB: both)
+        p_m += d64 * NM * B * H
+    # DROP: the unmasked state, (B, P): p_h's third block with PROJ (p_m holds m_t), else p_m's last
+    p_st = p_m + (NM - 1) * B * H
+    if PROJ:
+        p_st = p_h + 2 * B * P
     p_acts += d64 * T * B * (SA * H)
     p_state += d64 * T * B * H
     s_gx, s_y = D * (G * H), D * P
@@ -123,9 +135,9 @@ def recurrence_fwd_kernel(
         o_p, m_p, o_ptile = unit_tile(i_n, o_rp, m_b, P, BLOCK_P)  # the program's rows of h (== o_n without PROJ)
         h = tl.load(p_h + o_ptile, mask=m_p, other=0.0)
         dm = h
-        if DROP:  # the exchange holds d ⊙ h; the state itself comes from p_m
-            h = tl.load(p_m + o_tile, mask=m, other=0.0)
-            dm = tl.load(p_dm + o_tile, mask=m, other=0.0)
+        if DROP:  # the exchange holds d ⊙ h; the state itself comes from p_st
+            h = tl.load(p_st + o_ptile, mask=m_p, other=0.0)
+            dm = tl.load(p_dm + o_ptile, mask=m_p, other=0.0)
         c = h
         if CELL == 0:
             c = tl.load(p_c + o_tile, mask=m, other=0.0)
@@ -138,6 +150,8 @@ def recurrence_fwd_kernel(
             wr = w_rows(p_wr, 0, 0, P, H, 1, 1, BLOCK_P, BLOCK_N)  # all of W_hr: (BLOCK_P, BLOCK_N)
         o_r, act = step_rows(0, b_len, o_b, m_b, B, reverse)
         x0, x1, x2, x3 = load_slots(p_gx, o_r * s_gx, o_n, m, H, G)
+        zh = zone_masks(p_zh, p_zc, o_r, o_p, m_p, s_y, D * H, ZONE_H, False)[0]  # h's rows (PROJ: P of them)
+        zc = zone_masks(p_zh, p_zc, o_r, o_n, m, s_y, D * H, False, ZONE_C)[1]
         for s in range(T):
             o_r, act = step_rows(s, b_len, o_b, m_b, B, reverse)
             if CARRY:  # the whole state is this tile: it is the product's operand as it is (times d)
@@ -146,7 +160,7 @@ def recurrence_fwd_kernel(
                 acc = contract_fwd(zero, p_h + (s % 2) * B * P, o_rp, m_b, p_w, ws, n0, H, P, G, GS, BLOCK_N, KP,
                                    NKP, RESIDENT, PREC, INTERP, False)
             if RB:  # r first, then the n gate's product over r ⊙ h of all units
-                rh = reset_state(acc, bias, x0, h, act, m, GS, BLOCK_N, BLOCK_B)
+                rh = reset_state(acc, bias, x0, h * dm if DROP else h, act, m, GS, BLOCK_N, BLOCK_B)
                 if CARRY:
                     acc_n = mma(ws[0], rh, zero, PREC, INTERP)
                 else:
@@ -158,12 +172,14 @@ def recurrence_fwd_kernel(
             h_in = h
             if PROJ:  # the LSTM reads c, not h; with PROJ h has P rows
                 h_in = c
-            zh, zc = zone_masks(p_zh, p_zc, o_r, o_n, m, s_y, D * H, ZONE_H, ZONE_C)
             u, c = fwd_update(CELL, acc, bias, x0, x1, x2, x3, h_in, c, act, o_r, o_n, m, p_y, o_r * s_y, p_acts,
-                              p_state, H, save, GS, SA, BLOCK_N, BLOCK_B, CARRY, PROJ, INTERP, zh, zc, ZONE_H, ZONE_C)
-            # the next step's input does not depend on h: load it before the wait
+                              p_state, H, save, GS, SA, BLOCK_N, BLOCK_B, CARRY, PROJ, INTERP, zh, zc, ZH_CELL, ZONE_C)
+            zh_t = zh
+            # the next step's input and masks do not depend on h: load them before the wait
             o_r1, _ = step_rows(s + 1, b_len, o_b, m_b, B, reverse)
             x0, x1, x2, x3 = load_slots(p_gx, o_r1 * s_gx, o_n, tl.where(s + 1 < T, m, False), H, G)
+            zh = zone_masks(p_zh, p_zc, o_r1, o_p, tl.where(s + 1 < T, m_p, False), s_y, D * H, ZONE_H, False)[0]
+            zc = zone_masks(p_zh, p_zc, o_r1, o_n, tl.where(s + 1 < T, m, False), s_y, D * H, False, ZONE_C)[1]
             if PROJ:
                 o_m = tl.where(save, o_r * H, o_rh)
                 if CARRY:
@@ -175,6 +191,8 @@ def recurrence_fwd_kernel(
                     budget = sync(p_cnt, p_err, (NS * s + 1) * n_sync, budget, BARRIER, INTERP)
                     hp = contract_fwd(zero_p, p_m, o_m, m_b, p_wr, 0, n0, P, H, 1, 1, BLOCK_N, KR, 1, False, PREC,
                                       INTERP, True)
+                if ZONE_H:  # zoneout of h = W_hr m_t, from the unmasked h_{t-1}
+                    hp = zh_t * h + (1.0 - zh_t) * hp
                 h = project_out(hp, h, act, o_p, m_p, p_y, o_r * s_y, CARRY, INTERP)
             else:
                 h = u
@@ -183,7 +201,7 @@ def recurrence_fwd_kernel(
                 budget = sync(p_cnt, p_err, (NS * s + NS) * n_sync, budget, BARRIER, INTERP)
         tl.store(p_h + (T % 2) * B * P + o_ptile, h, mask=m_p)
         if DROP:  # hT, where the launcher reads it with DROP (as every layout leaves it)
-            tl.store(p_m + o_tile, h, mask=m)
+            tl.store(p_st + o_ptile, h, mask=m_p)
         if CELL == 0:
             tl.store(p_c + o_tile, c, mask=m)
     else:
@@ -208,8 +226,8 @@ def recurrence_fwd_kernel(
                 n0 = (i_n * N_TILES + j) * BLOCK_N
                 o_n, m, o_tile = unit_tile(i_n * N_TILES + j, o_rh, m_b, H, BLOCK_N)
                 h = tl.zeros((BLOCK_N, BLOCK_B), tl.float32)
-                if DROP:  # the exchange holds d ⊙ h; the tile's state itself is in p_m
-                    h = tl.load(p_m + o_tile, mask=m, other=0.0)
+                if DROP and not PROJ:  # the exchange holds d ⊙ h; the tile's state itself is in p_st
+                    h = tl.load(p_st + o_tile, mask=m, other=0.0)
                 elif not PROJ:  # h is H wide: the tile's own units
                     h = tl.load(p_hcur + o_tile, mask=m, other=0.0, cache_modifier=".cg")
                 c = h
@@ -222,15 +240,15 @@ def recurrence_fwd_kernel(
                 if RB:  # the first phase's product again (r, z), beside the n gate's over r ⊙ h
                     acc = with_slot2(acc, contract_fwd(zero, p_m, o_rh, m_b, p_w, 0, n0, H, P, G, GS, BLOCK_N, KP, NKP,
                                                        False, PREC, INTERP, False), GS, BLOCK_N)
-                zh, zc = zone_masks(p_zh, p_zc, o_r, o_n, m, s_y, D * H, ZONE_H, ZONE_C)
+                zh, zc = zone_masks(p_zh, p_zc, o_r, o_n, m, s_y, D * H, ZH_CELL, ZONE_C)
                 u, c = fwd_update(CELL, acc, stacked_rows(p_bias, n0, H, G, GS, BLOCK_N, has_bias), x0, x1, x2, x3,
                                   h, c, act, o_r, o_n, m, p_y, o_r * s_y, p_acts, p_state, H, save, GS, SA, BLOCK_N,
-                                  BLOCK_B, False, PROJ, INTERP, zh, zc, ZONE_H, ZONE_C)
+                                  BLOCK_B, False, PROJ, INTERP, zh, zc, ZH_CELL, ZONE_C)
                 if PROJ:
                     tl.store(p_m + o_m[None, :] + o_n[:, None], u, mask=m)
                 elif DROP:
                     tl.store(p_hnext + o_tile, u * tl.load(p_dm + o_tile, mask=m, other=0.0), mask=m)
-                    tl.store(p_m + o_tile, u, mask=m)
+                    tl.store(p_st + o_tile, u, mask=m)
                 else:
                     tl.store(p_hnext + o_tile, u, mask=m)
                 if CELL == 0:
@@ -239,11 +257,21 @@ def recurrence_fwd_kernel(
             if PROJ:
                 for j in range(N_TILES):  # the program's rows of h_t = W_hr m_t
                     o_p, m_p, o_ptile = unit_tile(i_n * N_TILES + j, o_rp, m_b, P, BLOCK_N)
-                    h = tl.load(p_hcur + o_ptile, mask=m_p, other=0.0, cache_modifier=".cg")
+                    if DROP:  # the exchange holds d ⊙ h; the state itself is in p_st
+                        h = tl.load(p_st + o_ptile, mask=m_p, other=0.0)
+                    else:
+                        h = tl.load(p_hcur + o_ptile, mask=m_p, other=0.0, cache_modifier=".cg")
                     hp = contract_fwd(zero_p, p_m, o_m, m_b, p_wr, 0, (i_n * N_TILES + j) * BLOCK_N, P, H, 1, 1,
                                       BLOCK_N, KR, 1, False, PREC, INTERP, True)
+                    if ZONE_H:  # zoneout of h = W_hr m_t, from the unmasked h_{t-1}
+                        zh = zone_masks(p_zh, p_zc, o_r, o_p, m_p, s_y, D * H, ZONE_H, False)[0]
+                        hp = zh * h + (1.0 - zh) * hp
                     h = project_out(hp, h, act, o_p, m_p, p_y, o_r * s_y, False, INTERP)
-                    tl.store(p_hnext + o_ptile, h, mask=m_p)
+                    if DROP:
+                        tl.store(p_hnext + o_ptile, h * tl.load(p_dm + o_ptile, mask=m_p, other=0.0), mask=m_p)
+                        tl.store(p_st + o_ptile, h, mask=m_p)
+                    else:
+                        tl.store(p_hnext + o_ptile, h, mask=m_p)
                 budget = sync(p_cnt, p_err, (NS * s + 2) * n_sync, budget, BARRIER, INTERP)
 
 
@@ -278,7 +306,7 @@ def recurrence_bwd_kernel(
     GH: tl.constexpr = 2 if RB else G  # the gates whose W_hh block dh_{t-1} contracts (RB: n's goes through r ⊙ h)
     NS: tl.constexpr = 2 if (PROJ or RB) else 1  # barriers per step
     tl.static_assert(not (CARRY and PROJ), "the LSTM backward never carries")
-    tl.static_assert(not ((ZONE_H or ZONE_C or DROP) and (PROJ or RB)), "no regularisers with PROJ or RB")
+    ZH_CELL: tl.constexpr = ZONE_H and not PROJ  # zoneout of h in the cell's update (PROJ: after W_hr)
     if not PROJ:  # the state is H wide: let the compiler see it
         P = H
     _, reverse, _, d, o_b, m_b, b_len, p_cnt, p_err = program_rows(p_len, p_sync, flags, T, B, D, BLOCK_B)
@@ -319,29 +347,38 @@ def recurrence_bwd_kernel(
             ws = resident_w_bwd(p_w, o_p, P, GH * H, KP, NKP)
             if RB:  # the n gate's rows alone, for the second phase
                 wn = resident_w_bwd(p_w + 2 * H * P, o_p, P, H, KP, NKP)
-        if PROJ:
+        g = dh
+        zg = 0.0
+        if PROJ:  # g: the gradient reaching h_t; p_g its part through the cell, (1 - zh_t) g (ZONE_H)
             dy = load_dy(p_dy, T - 1, b_len, o_b, m_b, o_p, m_p, B, s_y, reverse)
-            store_grad_h(p_g, dh, dy, T - 1, b_len, o_b, m_b, o_p, m_p, B, P, reverse)
+            if ZONE_H:
+                zg = load_dy(p_zh, T - 1, b_len, o_b, m_b, o_p, m_p, B, s_y, reverse)
+            g = dh + dy
+            store_grad_h(p_g, (1.0 - zg) * dh, (1.0 - zg) * dy, T - 1, b_len, o_b, m_b, o_p, m_p, B, P, reverse)
             budget = sync(p_cnt, p_err, n_sync, budget, BARRIER, INTERP)
         dy, s0, s1, s2, s3, st = bwd_saved(p_dy, p_acts, p_state, T - 1, b_len, o_b, m_b, o_n, m, B, H, s_y,
                                            reverse, CELL, SA, PROJ)
+        o_r, _ = step_rows(T - 1, b_len, o_b, m_b, B, reverse)
+        zh, zc = zone_masks(p_zh, p_zc, o_r, o_n, m, s_y, D * H, ZH_CELL, ZONE_C)
         for r in range(T):
             s = T - 1 - r
             o_r, act = step_rows(s, b_len, o_b, m_b, B, reverse)
             u = dh
             if PROJ:  # dm_t of the program's units from all of g_t
                 u = contract_bwd(zero, p_g, o_r * P, m_b, p_wr, 0, o_n, H, P, 1, KR, 1, False, PREC, INTERP)
-            zh, zc = zone_masks(p_zh, p_zc, o_r, o_n, m, s_y, D * H, ZONE_H, ZONE_C)
             d0, d1, d2, d3, dhx, dc = bwd_update(CELL, u, dc, dy, s0, s1, s2, s3, st, act, o_r, o_n, m, p_dgh,
-                                                 p_dgx, s_g, H, G, WRITE_DGX, CARRY, INTERP, zh, zc, ZONE_H, ZONE_C)
+                                                 p_dgx, s_g, H, G, WRITE_DGX, CARRY, INTERP, zh, zc, ZH_CELL, ZONE_C)
             r_t, h_t = s0, st  # RB's second phase needs this step's r and h_{t-1}
-            # the next step's saved values do not depend on dh: load them before the wait
+            # the next step's saved values and masks do not depend on dh: load them before the wait
             dy, s0, s1, s2, s3, st = bwd_saved(p_dy, p_acts, p_state, s - 1, b_len, o_b, m_b, o_n, m, B, H, s_y,
                                                reverse, CELL, SA, PROJ)
+            o_r1, _ = step_rows(tl.maximum(s - 1, 0), b_len, o_b, m_b, B, reverse)
+            zh, zc = zone_masks(p_zh, p_zc, o_r1, o_n, tl.where(s >= 1, m, False), s_y, D * H, ZH_CELL, ZONE_C)
             if CARRY:  # the gate gradients of all units are this tile: the product's operands as they are
-                if RB:
-                    d0, dhx = reset_bwd(mma(ws[2], d2, zero, PREC, INTERP), r_t, h_t, dhx, act, m, o_r, o_n, p_dgh,
-                                        p_dgx, s_g, WRITE_DGX, CARRY, INTERP)
+                if RB:  # with DROP, d ⊙ W_hnᵀ d_n: the gradient of r ⊙ (d ⊙ h)
+                    g = mma(ws[2], d2, zero, PREC, INTERP)
+                    d0, dhx = reset_bwd(g * dm if DROP else g, r_t, h_t, dhx, act, m, o_r, o_n, p_dgh, p_dgx, s_g,
+                                        WRITE_DGX, CARRY, INTERP)
                 dh = mma(ws[0], d0, zero if DROP else dhx, PREC, INTERP)
                 if G > 1:
                     dh = mma(ws[1], d1, dh, PREC, INTERP)
@@ -353,17 +390,26 @@ def recurrence_bwd_kernel(
                     dh = dhx + dm * dh
             elif PROJ:
                 dy_p = load_dy(p_dy, s - 1, b_len, o_b, m_b, o_p, m_p, B, s_y, reverse)
+                zg_p = zg
+                if ZONE_H:
+                    zg_p = load_dy(p_zh, s - 1, b_len, o_b, m_b, o_p, m_p, B, s_y, reverse)
                 budget = sync(p_cnt, p_err, (NS * r + 2) * n_sync, budget, BARRIER, INTERP)
                 acc = contract_bwd(zero, p_dgh, o_r * s_g, m_b, p_w, ws, o_p, P, H, G, KP, NKP, RESIDENT, PREC,
                                    INTERP)
-                dh = tl.where(act[None, :], acc, dh)  # the LSTM's h reaches the next step only through the gates
-                store_grad_h(p_g, dh, dy_p, s - 1, b_len, o_b, m_b, o_p, m_p, B, P, reverse)
+                if DROP:  # the product took d ⊙ h_{t-1}
+                    acc = acc * dm
+                # the LSTM's h reaches the next step through the gates, and with zoneout zh_t of g_t directly
+                dh = tl.where(act[None, :], acc + zg * g if ZONE_H else acc, dh)
+                g, zg = dh + dy_p, zg_p
+                store_grad_h(p_g, (1.0 - zg) * dh, (1.0 - zg) * dy_p, s - 1, b_len, o_b, m_b, o_p, m_p, B, P, reverse)
                 budget = sync(p_cnt, p_err, (NS * r + 3) * n_sync, budget, BARRIER, INTERP)
             else:
                 budget = sync(p_cnt, p_err, (NS * r + 1) * n_sync, budget, BARRIER, INTERP)
                 if RB:  # d_r from W_hnᵀ d_n of all units, exchanged before the r and z gates' product
                     g = contract_bwd(zero, p_dgh + 2 * H, o_r * s_g, m_b, p_w + 2 * H * P, wn, o_p, P, H, 1, KP, NKP,
                                      RESIDENT, PREC, INTERP)
+                    if DROP:  # the gradient of r ⊙ (d ⊙ h)
+                        g = g * dm
                     dhx = reset_bwd(g, r_t, h_t, dhx, act, m, o_r, o_n, p_dgh, p_dgx, s_g, WRITE_DGX, False, INTERP)[1]
                     budget = sync(p_cnt, p_err, (NS * r + 2) * n_sync, budget, BARRIER, INTERP)
                 if DROP:  # the product took d ⊙ h_{t-1}
@@ -380,8 +426,11 @@ def recurrence_bwd_kernel(
             for j in range(N_TILES):
                 o_p, m_p, o_ptile = unit_tile(i_n * N_TILES + j, o_rp, m_b, P, BLOCK_N)
                 dy = load_dy(p_dy, T - 1, b_len, o_b, m_b, o_p, m_p, B, s_y, reverse)
-                store_grad_h(p_g, tl.load(p_dh + o_ptile, mask=m_p, other=0.0), dy, T - 1, b_len, o_b, m_b, o_p,
-                             m_p, B, P, reverse)
+                zg = 0.0  # p_g: the part of g through the cell, (1 - zh_t) g (ZONE_H)
+                if ZONE_H:
+                    zg = load_dy(p_zh, T - 1, b_len, o_b, m_b, o_p, m_p, B, s_y, reverse)
+                store_grad_h(p_g, (1.0 - zg) * tl.load(p_dh + o_ptile, mask=m_p, other=0.0), (1.0 - zg) * dy, T - 1,
+                             b_len, o_b, m_b, o_p, m_p, B, P, reverse)
             budget = sync(p_cnt, p_err, n_sync, budget, BARRIER, INTERP)
         for r in range(T):
             s = T - 1 - r
@@ -397,9 +446,9 @@ def recurrence_bwd_kernel(
                     dc = tl.load(p_dc + o_tile, mask=m, other=0.0)
                 dy, s0, s1, s2, s3, st = bwd_saved(p_dy, p_acts, p_state, s, b_len, o_b, m_b, o_n, m, B, H, s_y,
                                                    reverse, CELL, SA, PROJ)
-                zh, zc = zone_masks(p_zh, p_zc, o_r, o_n, m, s_y, D * H, ZONE_H, ZONE_C)
+                zh, zc = zone_masks(p_zh, p_zc, o_r, o_n, m, s_y, D * H, ZH_CELL, ZONE_C)
                 d0, d1, d2, d3, dh, dc = bwd_update(CELL, dh, dc, dy, s0, s1, s2, s3, st, act, o_r, o_n, m, p_dgh,
-                                                    p_dgx, s_g, H, G, WRITE_DGX, False, INTERP, zh, zc, ZONE_H, ZONE_C)
+                                                    p_dgx, s_g, H, G, WRITE_DGX, False, INTERP, zh, zc, ZH_CELL, ZONE_C)
                 if not PROJ:
                     tl.store(p_dh + o_tile, dh, mask=m)
                 if CELL == 0:
@@ -410,6 +459,8 @@ def recurrence_bwd_kernel(
                     o_n, m, o_tile = unit_tile(i_n * N_TILES + j, o_rh, m_b, H, BLOCK_N)
                     g = contract_bwd(zero, p_dgh + 2 * H, o_r * s_g, m_b, p_w + 2 * H * P, 0, o_n, P, H, 1, KP, NKP,
                                      False, PREC, INTERP)
+                    if DROP:  # the gradient of r ⊙ (d ⊙ h)
+                        g = g * tl.load(p_dm + o_tile, mask=m, other=0.0)
                     saved_t = bwd_saved(p_dy, p_acts, p_state, s, b_len, o_b, m_b, o_n, m, B, H, s_y, reverse, CELL,
                                         SA, PROJ)  # its r (s0) and h_{t-1} (st)
                     dh = reset_bwd(g, saved_t[1], saved_t[5], tl.load(p_dh + o_tile, mask=m, other=0.0), act, m, o_r,
@@ -423,8 +474,16 @@ def recurrence_bwd_kernel(
                     dy = load_dy(p_dy, s - 1, b_len, o_b, m_b, o_p, m_p, B, s_y, reverse)
                     acc = contract_bwd(zero, p_dgh, o_r * s_g, m_b, p_w, 0, o_p, P, H, G, KP, NKP, False, PREC,
                                        INTERP)
+                    if DROP:  # the product took d ⊙ h_{t-1}
+                        acc = acc * tl.load(p_dm + o_ptile, mask=m_p, other=0.0)
+                    zg = 0.0
+                    if ZONE_H:  # zh_t of g_t = dh_t + dy_t reaches h_{t-1} directly
+                        g = dh + load_dy(p_dy, s, b_len, o_b, m_b, o_p, m_p, B, s_y, reverse)
+                        acc = acc + load_dy(p_zh, s, b_len, o_b, m_b, o_p, m_p, B, s_y, reverse) * g
+                        zg = load_dy(p_zh, s - 1, b_len, o_b, m_b, o_p, m_p, B, s_y, reverse)
                     dh = tl.where(act[None, :], acc, dh)
-                    store_grad_h(p_g, dh, dy, s - 1, b_len, o_b, m_b, o_p, m_p, B, P, reverse)
+                    store_grad_h(p_g, (1.0 - zg) * dh, (1.0 - zg) * dy, s - 1, b_len, o_b, m_b, o_p, m_p, B, P,
+                                 reverse)
                 elif DROP:  # the product took d ⊙ h_{t-1}
                     dh = dh + tl.load(p_dm + o_ptile, mask=m_p, other=0.0) * contract_bwd(
                         zero, p_dgh, o_r * s_g, m_b, p_w, 0, o_p, P, H, GH, KP, NKP, False, PREC, INTERP)

@@ -184,7 +184,7 @@ def _fp32_masks(zoneout_h, zoneout_c, drop_h, D, B, P):
 def forward(cell, gx, h0, c0, w_hh, b_hh, lengths, reverse, need_grad, w_hr=None, zoneout_h=None, zoneout_c=None,
             drop_h=None):
     """Launch the forward; returns y (T,B,D*P), hT and cT (or None) shaped like h0 and c0, saved.
-    The regularisers' masks (docs/design.md) need neither w_hr nor the reset-before GRU."""
+    The regularisers' masks: docs/design.md (with w_hr, zoneout_h is P wide, zoneout_c H wide)."""
     timeouts.check()
     _require_contiguous(gx=gx, h0=h0, c0=c0, w_hh=w_hh, b_hh=b_hh, w_hr=w_hr, lengths=lengths)
     n = sizes(cell, gx, h0)
@@ -196,7 +196,8 @@ def forward(cell, gx, h0, c0, w_hh, b_hh, lengths, reverse, need_grad, w_hr=None
     launch = config.choose(cell, B, H, gx.dtype, config.device_limits(dev), "fwd",
                            proj=P if w_hr is not None else 0, directions=D, regularised=regularised)
     y = new_out((T, B, D * P), gx.dtype, dev)
-    hbuf = torch.empty(D, 2, B, P, dtype=torch.float32, device=dev)
+    # [d, 0] h0, [d, T % 2] hT, the exchange between; with w_hr and drop_h [d, 2] the unmasked state
+    hbuf = torch.empty(D, 3 if w_hr is not None and drop_h is not None else 2, B, P, dtype=torch.float32, device=dev)
     hbuf[:, 0].copy_(h0.view(D, B, P))
     cbuf = c0.view(D, B, H).to(torch.float32, copy=True) if cell == "lstm" else hbuf
     saved = tuple(new_out(s, d, dev) for s, d in saved_shapes(cell, T, B, H, w_hr is not None, D)) if need_grad else ()
@@ -206,10 +207,15 @@ def forward(cell, gx, h0, c0, w_hh, b_hh, lengths, reverse, need_grad, w_hr=None
     masks = _fp32_masks(zoneout_h, zoneout_c, drop_h, D, B, P)
     if w_hr is not None:  # m_t: kept for dW_hr, or only exchanged between the phases of a step
         mbuf = saved[2] if need_grad else torch.empty(D, B, H, dtype=torch.float32, device=dev)
-    elif cell == "gru_reset_before":  # r ⊙ h_{t-1}, exchanged between the phases of a step
-        mbuf = torch.empty(D, B, H, dtype=torch.float32, device=dev)
-    elif drop_h is not None:  # the state itself; the exchange carries d ⊙ h, the product's operand
-        mbuf = hbuf[:, 0].clone()
+    elif cell == "gru_reset_before" or drop_h is not None:
+        # [d, 0]: r ⊙ h_{t-1}, exchanged between the reset-before GRU's phases; [d, -1] with drop_h:
+        # the state itself, while the exchange carries d ⊙ h, the product's operand
+        mbuf = torch.empty(D, (cell == "gru_reset_before") + (drop_h is not None), B, H, dtype=torch.float32,
+                           device=dev)
+    state_now = hbuf[:, T % 2]  # where the kernel leaves hT
+    if drop_h is not None:  # the state itself, while the exchange carries d ⊙ h
+        state_now = hbuf[:, 2] if w_hr is not None else mbuf[:, -1]
+        state_now.copy_(hbuf[:, 0])
         hbuf[:, 0].mul_(masks[2])
 
     def make_args(sync, dir1):
@@ -218,8 +224,7 @@ def forward(cell, gx, h0, c0, w_hh, b_hh, lengths, reverse, need_grad, w_hr=None
 
     _launch_all(kernels.recurrence_fwd_kernel, launch, f"the {cell} forward", make_args, dev)
     cT = cbuf.to(gx.dtype, copy=True).view(c0.shape) if cell == "lstm" else None
-    hT = mbuf if drop_h is not None else hbuf[:, T % 2]
-    return y, hT.to(gx.dtype, copy=True).view(h0.shape), cT, saved
+    return y, state_now.to(gx.dtype, copy=True).reshape(h0.shape), cT, saved
 
 
 def backward(cell, dy, dhT, dcT, gx, h0, c0, w_hh, b_hh, lengths, reverse, y, saved, w_hr=None, zoneout_h=None,

@@ -32,7 +32,8 @@ while [ $# -gt 0 ]; do
 done
 . scripts/setup_env.sh
 if [ "$gates" = 0 ]; then
-    exec python -m pytest -q -n 2 --dist loadfile tests tools/tests "$@"
+    # --cpu-durations: the slowest files and tests by CPU time at the end, every test's in build/
+    exec python -m pytest -q -n 2 --dist loadfile --cpu-durations=10 tests tools/tests "$@"
 fi
 if [ $# -gt 0 ]; then
     exec python -m pytest -q --gates tests tools/tests "$@"

@@ -106,11 +106,6 @@ def _kept(group: list) -> list:
     return kept
 
 
-def _left_out(group: list) -> list:
-    ids = {id(i) for i in _kept(group)}
-    return [i for i in group if id(i) not in ids]
-
-
 @pytest.hookimpl(trylast=True)  # after -k and -m: the sample is taken of what was asked for
 def pytest_collection_modifyitems(config, items):
     if full_run():
@@ -125,13 +120,14 @@ def pytest_collection_modifyitems(config, items):
         if not marked:
             continue
         kept = _kept(group)
-        if gates_run:  # a behaviour test's cases here are the ones the default run left out
-            behaviour = [i for i in group if not _tiers().is_gate(i)]
-            if behaviour:
-                kept = _kept([i for i in group if _tiers().is_gate(i)]) + _left_out(behaviour)
-                rest[f"{path.name}::{name}"] = (len(behaviour) - len(_kept(behaviour)), len(behaviour))
-                ran_by_default += _kept(behaviour)
-                group = [i for i in group if _tiers().is_gate(i)] + _left_out(behaviour)
+        behaviour = [i for i in group if not _tiers().is_gate(i)] if gates_run else []
+        if behaviour:  # of a behaviour test, the gates' run runs the cases the default run left out
+            by_default = {id(i) for i in _kept(behaviour)}
+            rest_cases = [i for i in behaviour if id(i) not in by_default]
+            rest[f"{path.name}::{name}"] = (len(rest_cases), len(behaviour))
+            ran_by_default += [i for i in behaviour if id(i) in by_default]
+            gate_cases = [i for i in group if _tiers().is_gate(i)]
+            group, kept = gate_cases + rest_cases, _kept(gate_cases) + rest_cases
         if len(kept) < len(group):
             ids = {id(k) for k in kept}
             left_out += [i for i in group if id(i) not in ids]

@@ -108,3 +108,6 @@ def test_under_xdist_the_cpu_time_counts_each_worker_once(tiered, monkeypatch):
     total = float(re.search(r"CPU time \(user\+sys, with subprocesses\): (\d+) s in all", out).group(1))
     burn = float(re.search(r"([\d.]+) s  test_burn.py::test_burn", out).group(1))
     assert burn >= 1 and burn - 1 <= total <= burn + 2.5, (total, burn)  # + the processes' own bookkeeping
+    # each test's line goes under the run's own root, not over this checkout's build/ record
+    logs = "".join(p.read_text() for p in (tiered.path / "build").glob("test-cpu-times*.txt"))
+    assert "test_burn.py::test_burn" in logs

@@ -9,7 +9,10 @@ imports on machines without one. ninja runs the compiles in parallel when availa
 Environment:
     FUSEDRNN_SKIP_CUDA_BUILD=1   never build the extension
     FUSEDRNN_CUDA_ARCHS="80;90"  SM architectures (also "8.0 9.0", "80,90a"); PTX of the
-                                 last one is embedded too, for newer GPUs
+                                 last one is embedded too, for newer GPUs; "90-virtual"
+                                 (CMake's word) is that PTX alone, no machine code: what
+                                 scripts/setup_env.sh builds for the tests on a machine
+                                 without a GPU (the driver would compile it on a GPU)
     CUDA_HOME / CUDA_PATH        where to find bin/nvcc (else nvcc on PATH)
     CXX                          host compiler for the .cpp files (default c++)
 """
@@ -44,16 +47,16 @@ def find_nvcc() -> str | None:
 
 
 def cuda_archs(spec: str | None = None) -> list[str]:
-    """FUSEDRNN_CUDA_ARCHS as a list like ["80", "90a"]; ValueError on a malformed entry."""
+    """FUSEDRNN_CUDA_ARCHS as a list like ["80", "90a", "90-virtual"]; ValueError on a malformed entry."""
     spec = spec if spec is not None else os.environ.get("FUSEDRNN_CUDA_ARCHS", DEFAULT_ARCHS)
     archs = []
     for item in re.split(r"[;,\s]+", spec.strip()):
         if not item:
             continue
-        m = re.fullmatch(r"(?:sm_|compute_)?(\d+)(?:\.(\d))?([af]?)", item)
+        m = re.fullmatch(r"(?:sm_|compute_)?(\d+)(?:\.(\d))?([af]?)(-virtual)?", item)
         if not m:
-            raise ValueError(f"FUSEDRNN_CUDA_ARCHS: cannot read {item!r} (expected e.g. 80, 8.0, 90a)")
-        arch = (m.group(1) + (m.group(2) or "")) + m.group(3)
+            raise ValueError(f"FUSEDRNN_CUDA_ARCHS: cannot read {item!r} (expected e.g. 80, 8.0, 90a, 90-virtual)")
+        arch = (m.group(1) + (m.group(2) or "")) + m.group(3) + (m.group(4) or "")
         if int(re.match(r"\d+", arch).group()) < 80:
             raise ValueError(f"FUSEDRNN_CUDA_ARCHS: sm_{arch} is too old; the kernels need sm_80 or newer")
         if arch not in archs:
@@ -64,11 +67,13 @@ def cuda_archs(spec: str | None = None) -> list[str]:
 
 
 def gencode_flags(archs: list[str]) -> list[str]:
+    """Machine code for each architecture and PTX for the last; an "NN-virtual" one: its PTX only."""
     flags = []
     for a in archs:
-        flags += ["-gencode", f"arch=compute_{a},code=sm_{a}"]
-    last = archs[-1]
-    flags += ["-gencode", f"arch=compute_{last},code=compute_{last}"]
+        v = a.removesuffix("-virtual")
+        flags += ["-gencode", f"arch=compute_{v},code={'compute' if v != a else 'sm'}_{v}"]
+    if not archs[-1].endswith("-virtual"):
+        flags += ["-gencode", f"arch=compute_{archs[-1]},code=compute_{archs[-1]}"]
     return flags
 
 

@@ -28,14 +28,6 @@ if [ -z "${FUSEDRNN_SKIP_CUDA_BUILD:-}" ] && [ "$nvcc_found" = 0 ]; then
     export FUSEDRNN_SKIP_CUDA_BUILD=1
 fi
 
-# Without a GPU the extension only has to load: the GPU-free tests call its host code and read
-# its sm_90 machine code. One architecture compiles in about half the time of the default two.
-no_gpu_archs=""
-if [ -z "${FUSEDRNN_CUDA_ARCHS+set}" ] && ! nvidia-smi -L >/dev/null 2>&1; then
-    export FUSEDRNN_CUDA_ARCHS=90
-    no_gpu_archs=" for sm_90 only: no NVIDIA GPU here (FUSEDRNN_CUDA_ARCHS chooses)"
-fi
-
 # What the extension is built from: a change here (or in the build settings) rebuilds it.
 csrc_stamp() {
     (cd "$ROOT" && { find csrc -type f -print0 | LC_ALL=C sort -z | xargs -0 sha1sum; sha1sum csrc_build.py
@@ -47,6 +39,21 @@ extension_is_current() {
     compgen -G "$ROOT/fusedrnn/_C*.so" >/dev/null && [ -f "$built_stamp" ] && [ "$(cat "$built_stamp")" = "$(csrc_stamp)" ]
 }
 record_build() { mkdir -p "$ROOT/build" && csrc_stamp > "$built_stamp"; }
+
+# Without a GPU nothing runs the extension's device code: the behaviour tests call its host code
+# (the plans, the argument checks), and only the compile gates read its sm_90 machine code. So
+# there it is built for sm_90 only, and as PTX alone ("90-virtual": no ptxas, about a third of
+# the compile time) unless the caller reads machine code (FUSEDRNN_NEEDS_SASS=1: `test.sh
+# --gates`) or a build with sm_90 machine code is current (it holds what the PTX build would).
+no_gpu_archs=""
+if [ -z "${FUSEDRNN_CUDA_ARCHS+set}" ] && ! nvidia-smi -L >/dev/null 2>&1; then
+    export FUSEDRNN_CUDA_ARCHS=90
+    no_gpu_archs=" for sm_90 only: no NVIDIA GPU here (FUSEDRNN_CUDA_ARCHS chooses)"
+    if [ -z "${FUSEDRNN_NEEDS_SASS:-}" ] && ! extension_is_current; then
+        export FUSEDRNN_CUDA_ARCHS=90-virtual
+        no_gpu_archs=" as sm_90 PTX only: no NVIDIA GPU here (FUSEDRNN_CUDA_ARCHS chooses; \`test.sh --gates\` adds the machine code)"
+    fi
+fi
 
 if [ "$fresh" = 1 ]; then
     echo "setup_env: installing fusedrnn in editable mode (compiling fusedrnn._C$no_gpu_archs takes minutes)" >&2

@@ -65,7 +65,8 @@ def test_no_torch_headers_in_csrc():
 
 @pytest.mark.parametrize("spec, expected", [
     ("80;90", ["80", "90"]), ("8.0 9.0", ["80", "90"]), ("80,90a", ["80", "90a"]),
-    ("sm_90", ["90"]), ("90;90", ["90"]), ("100f", ["100f"]),
+    ("sm_90", ["90"]), ("90;90", ["90"]), ("100f", ["100f"]), ("90-virtual", ["90-virtual"]),
+    ("80;9.0-virtual", ["80", "90-virtual"]),
 ])
 def test_arch_parsing(spec, expected):
     assert csrc_build.cuda_archs(spec) == expected
@@ -82,6 +83,13 @@ def test_default_archs_cover_sm80_and_sm90(monkeypatch):
     flags = csrc_build.gencode_flags(csrc_build.cuda_archs())
     assert "arch=compute_80,code=sm_80" in flags and "arch=compute_90,code=sm_90" in flags
     assert "arch=compute_90,code=compute_90" in flags  # PTX for newer GPUs
+
+
+def test_a_virtual_architecture_is_ptx_without_machine_code():
+    """What scripts/setup_env.sh builds without a GPU: sm_90's PTX, no ptxas run, no sm_90 code."""
+    assert csrc_build.gencode_flags(["90-virtual"]) == ["-gencode", "arch=compute_90,code=compute_90"]
+    assert csrc_build.gencode_flags(["80", "90-virtual"]) == ["-gencode", "arch=compute_80,code=sm_80",
+                                                              "-gencode", "arch=compute_90,code=compute_90"]
 
 
 def test_skip_env_var_skips_the_build(monkeypatch, capsys):

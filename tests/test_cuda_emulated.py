@@ -73,10 +73,25 @@ TIERS = {
 }
 
 
+def _split_params():
+    """(tier, dtype, case) of every tier, dtype and split case: one case each, so that the default
+    run's covering sample (tests/support/sampling.py) holds every tier, dtype, cell, direction,
+    projection and lengths, and `--gates` runs the rest."""
+    out = []
+    for tier, (_, _, _, passes, H) in TIERS.items():
+        for dtype in (torch.float32, torch.bfloat16):
+            for case in split_cases(H):
+                if passes and case.proj:
+                    continue  # P = 3: a projection stage has no whole k-step per producer to stream in passes
+                out.append(pytest.param(tier, dtype, case, id=f"{tier}-{str(dtype)[6:]}-{case.cell}-D{case.D}"
+                                        f"{'-rev' if case.reverse else ''}{'-proj' if case.proj else ''}"
+                                        f"{'-len' if case.lengths else ''}"))
+    return out
+
+
 @pytest.mark.sampled
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=lambda d: str(d)[6:])
-@pytest.mark.parametrize("tier", list(TIERS))
-def test_tiers_split_over_ctas(emu, knobs, tier, dtype):
+@pytest.mark.parametrize("tier,dtype,case", _split_params())
+def test_tiers_split_over_ctas(emu, knobs, tier, dtype, case):
     """Each tier forced, H split over several CTAs and B over two batch groups, so the
     exchange of h (and of m with a projection, of d_gates backward) crosses CTAs."""
     mode, units, rows, passes, H = TIERS[tier]
@@ -88,10 +103,7 @@ def test_tiers_split_over_ctas(emu, knobs, tier, dtype):
     if mode != "step":
         lay = plan["layout"]
         assert lay["NU"] >= 3 and lay["NBG"] == 2 and (passes == 0 or lay["NP"] == passes), lay
-    for case in split_cases(H):
-        if passes and case.proj:
-            continue  # P = 3: a projection stage has no whole k-step per producer to stream in passes
-        check(case, dtype)
+    check(case, dtype)
 
 
 def _run(case, dtype):

@@ -33,6 +33,7 @@ def run_onnx(path, x):
     return session.run(None, {session.get_inputs()[0].name: x.numpy()})
 
 
+@pytest.mark.sampled  # every case and every backend; `--gates` runs the other pairs
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("case", list(CASES))
 def test_onnx_export_runs_in_onnxruntime_and_matches_torch(case, backend, monkeypatch, tmp_path):

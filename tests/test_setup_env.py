@@ -75,13 +75,18 @@ def fake_nvidia_smi(tree, works: bool):
     smi.chmod(0o755)
 
 
-def test_without_a_gpu_the_extension_is_built_for_sm90_only(tree):
+def test_without_a_gpu_it_is_sm90_ptx_for_the_tests_and_sm90_code_for_the_gates(tree):
     if shutil.which("nvcc") is None:
         pytest.skip("no nvcc: setup_env.sh never builds the extension here")
     fake_nvidia_smi(tree, works=False)
     builds, said = run_setup_env(tree)
-    assert builds and "for sm_90 only: no NVIDIA GPU here" in said
+    assert builds and "as sm_90 PTX only: no NVIDIA GPU here" in said
+    assert run_setup_env(tree, FUSEDRNN_CUDA_ARCHS="90-virtual")[0] == []  # what it built: sm_90's PTX
+    # the compile gates read sm_90 machine code (`test.sh --gates`): built once, then kept by both
+    builds, said = run_setup_env(tree, FUSEDRNN_NEEDS_SASS="1")
+    assert len(builds) == 1 and "for sm_90 only" in said
     assert run_setup_env(tree, FUSEDRNN_CUDA_ARCHS="90")[0] == []  # what it built: sm_90
+    assert run_setup_env(tree)[0] == [] and run_setup_env(tree, FUSEDRNN_NEEDS_SASS="1")[0] == []
     fake_nvidia_smi(tree, works=True)
     builds, said = run_setup_env(tree)  # a GPU: the default architectures, built again
     assert len(builds) == 1 and "sm_90 only" not in said

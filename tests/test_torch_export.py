@@ -35,6 +35,7 @@ def holds_torch_rnn_op(ops) -> bool:
                for op in ops if op.startswith("aten."))
 
 
+@pytest.mark.sampled  # every case and every backend; `--gates` runs the other pairs
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("case", list(CASES))
 def test_exported_program_runs_and_matches_torch(case, backend, monkeypatch):

@@ -27,29 +27,38 @@ CELLS = ("lstm", "gru", "rnn_tanh", "rnn_relu")
 DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 
+LAUNCHES = {(cell, tiles): forced_launches(cell, tiles) for cell in CELLS for tiles in (False, True)}
 CASES = []
 for _j, _cell in enumerate(CELLS):
-    _one, _many = forced_launches(_cell, False), forced_launches(_cell, True)
-    for _i, _key in enumerate(sorted(_one)):
-        _B, _H, _launch = (_many if (_i + _j) % 2 else _one)[_key]  # alternate one and several batch tiles
+    for _i, _key in enumerate(sorted(LAUNCHES[_cell, False])):
+        _tiles = bool((_i + _j) % 2)  # alternate one and several batch tiles
+        _B, _H, _launch = LAUNCHES[_cell, _tiles][_key]
         # fp32 never keeps W_hh resident (config.resident_ok): resident layouts run in 16-bit
         _dtype = DTYPES[1 + (_i + _j) % 2] if _launch.RESIDENT else DTYPES[(_i + _j) % 3]
-        CASES.append(pytest.param(_cell, _B, _H, _launch, _dtype, _i % 2 == 0, (_i + _j) % 3 != 1,
+        # the launch by its structure's name: the default run's sample covers names, not each field
+        CASES.append(pytest.param(_cell, _key, _tiles, _dtype, _i % 2 == 0, (_i + _j) % 3 != 1,
                                   id=f"{_cell}-{_key}-{_launch.grid[0]}x{_launch.grid[1]}-{str(_dtype)[6:]}"))
+
+
+def launch_of(param):
+    cell, key, tiles = param.values[:3]
+    return LAUNCHES[cell, tiles][key][2]
 
 
 def test_every_structure_is_covered():
     for cell in CELLS:
-        keys = {structure(p.values[3]) for p in CASES if p.values[0] == cell}
+        keys = {structure(launch_of(p)) for p in CASES if p.values[0] == cell}
         assert keys == {"cta", "grid-resident", "grid-resident-pieces", "grid-streamed", "grid-streamed-tiles",
                         "solo-streamed", "solo-streamed-tiles"}, keys
     for layout in config.LAYOUTS:  # each layout also runs with several batch tiles
-        assert any(p.values[3].layout == layout and p.values[3].grid[1] > 1 for p in CASES), layout
-    assert all(2 <= p.values[3].grid[0] * p.values[3].grid[1] <= 8 for p in CASES if p.values[3].BARRIER)
+        assert any(launch_of(p).layout == layout and launch_of(p).grid[1] > 1 for p in CASES), layout
+    assert all(2 <= launch_of(p).grid[0] * launch_of(p).grid[1] <= 8 for p in CASES if launch_of(p).BARRIER)
 
 
-@pytest.mark.parametrize("cell,B,H,launch,dtype,lengths,reverse", CASES)
-def test_layout_matches_reference(concurrent, monkeypatch, cell, B, H, launch, dtype, lengths, reverse):
+@pytest.mark.sampled
+@pytest.mark.parametrize("cell,key,batch_tiles,dtype,lengths,reverse", CASES)
+def test_layout_matches_reference(concurrent, monkeypatch, cell, key, batch_tiles, dtype, lengths, reverse):
+    B, H, launch = LAUNCHES[cell, batch_tiles][key]
     with forced(monkeypatch, launch):
         check_against_reference(cell, 6, B, H, lengths, reverse, dtype, bias=True, seed=B + H)
 

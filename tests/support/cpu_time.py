@@ -32,7 +32,9 @@ class _Recorder:
         self.own_start = os.times().user + os.times().system
         self.totals = {"cpu": 0.0}  # this process's CPU time so far, for the controller under xdist
         worker = f"-{config.workerinput['workerid']}" if workers.is_worker(config) else ""
-        log = Path(__file__).resolve().parents[2] / "build" / f"test-cpu-times{worker}.txt"
+        # under the run's root: a pytester run of this plugin (tests/test_tiers.py) writes under
+        # its own folder instead of over the checkout's record
+        log = Path(config.rootpath) / "build" / f"test-cpu-times{worker}.txt"
         log.parent.mkdir(parents=True, exist_ok=True)
         self.log = open(log, "w", buffering=1)
         workers.send(config, "fusedrnn_cpu_per_test", self.per_test)

@@ -180,17 +180,29 @@ struct Exchange {
     unsigned v[kPollsPerLane];
   };
 
-  // Is producer j one of chunks [q0, q1)'s (chunk q is producer q % NU)?
-  __device__ bool needed(int j, int q0, int q1) const { return q1 - q0 >= L.NU || (j - q0 % L.NU + L.NU) % L.NU < q1 - q0; }
+  // Is producer j one of chunks [q0, q1)'s (chunk q is producer q % NU)? `every`: the caller
+  // knows the range holds every producer (one pass over K), a compile-time true after inlining.
+  // Else by the divisor of NU made before the loop: a runtime modulo costs ~20 instructions,
+  // per producer slot and call.
+  __device__ bool needed(int j, int q0, int q1, bool every) const {
+    if (every || q1 - q0 >= L.NU) return true;
+    int d = j - div.nu.mod(q0, div.nu.div(q0));  // (j - q0) mod NU, in (-NU, NU) before the fold
+    if (d < 0) d += L.NU;
+    return d < q1 - q0;
+  }
+  // Producer slot i (lanes' producers lane + 32*i) holds producers: a uniform test of the
+  // layout, so the slots past NU are skipped by whole warps (the walk is told NU).
+  __device__ bool slot_has_producers(int i) const { return 32 * i < L.NU; }
 
   // Issue the polls of the producers of chunks [q0, q1) not seen yet; nothing waits for them here.
-  __device__ void poll(Poll& pl, int q0, int q1) const {
+  __device__ void poll(Poll& pl, int q0, int q1, bool every = false) const {
     const unsigned* flags = ws.flags + c.grp * L.NU;
     const int lane = threadIdx.x & 31;
 #pragma unroll
     for (int i = 0; i < kPollsPerLane; ++i) {
+      if (!slot_has_producers(i)) break;
       const int j = lane + 32 * i;
-      if (j < L.NU && !((pl.seen >> i) & 1u) && needed(j, q0, q1)) {
+      if (j < L.NU && !((pl.seen >> i) & 1u) && needed(j, q0, q1, every)) {
         pl.v[i] = ld_relaxed(flags + j);
         pl.inflight |= 1u << i;
       }
@@ -199,14 +211,15 @@ struct Exchange {
 
   // Look at the polls in flight; true (uniform across the warp) once every producer of chunks
   // [q0, q1) has been seen at round r + 1.
-  __device__ bool ready(Poll& pl, int r, int q0, int q1) const {
+  __device__ bool ready(Poll& pl, int r, int q0, int q1, bool every = false) const {
     const int lane = threadIdx.x & 31;
     bool all = true;
 #pragma unroll
     for (int i = 0; i < kPollsPerLane; ++i) {
+      if (!slot_has_producers(i)) break;
       if (((pl.inflight >> i) & 1u) && pl.v[i] >= (unsigned)(r + 1)) pl.seen |= 1u << i;
       const int j = lane + 32 * i;
-      if (j < L.NU && needed(j, q0, q1) && !((pl.seen >> i) & 1u)) all = false;
+      if (j < L.NU && needed(j, q0, q1, every) && !((pl.seen >> i) & 1u)) all = false;
     }
     pl.inflight = 0;
     return __all_sync(0xffffffffu, all);
@@ -217,9 +230,9 @@ struct Exchange {
   // and this lane's fence.acq_rel.gpu form the acquire pattern of the producer's release,
   // and bar.warp.sync orders it before every lane's copies. A wait past ws.spin_limit
   // reports the first unseen producer and latches *abort (later waits return at once).
-  __device__ void wait(Poll& pl, int r, int step, int q0, int q1, int p1) const {
+  __device__ void wait(Poll& pl, int r, int step, int q0, int q1, int p1, bool every = false) const {
     const long long start = clock64();
-    while (!ready(pl, r, q0, q1)) {  // uniform across the warp
+    while (!ready(pl, r, q0, q1, every)) {  // uniform across the warp
       if (__any_sync(0xffffffffu, *abort != 0)) break;
       if (__any_sync(0xffffffffu, clock64() - start > ws.spin_limit)) {
         int first = 1 << 30;  // the lowest unseen producer of the pass
@@ -227,14 +240,14 @@ struct Exchange {
 #pragma unroll
         for (int i = 0; i < kPollsPerLane; ++i) {
           const int j = lane + 32 * i;
-          if (j < L.NU && needed(j, q0, q1) && !((pl.seen >> i) & 1u)) first = min(first, j);
+          if (j < L.NU && needed(j, q0, q1, every) && !((pl.seen >> i) & 1u)) first = min(first, j);
         }
         for (int off = 16; off > 0; off >>= 1) first = min(first, __shfl_xor_sync(0xffffffffu, first, off));
         if (lane == 0) timed_out(step, first, ld_acquire(ws.flags + c.grp * L.NU + first), (unsigned)(r + 1));
         *abort = 1;
         break;
       }
-      poll(pl, q0, p1);
+      poll(pl, q0, p1, every);
     }
     fence_acq_rel_gpu();
     __syncwarp();
@@ -257,8 +270,8 @@ struct Exchange {
     T* xs = reinterpret_cast<T*>(smem + S.off_x);
     Poll pl;
     if (S.NP == 1) {
-      poll(pl, 0, nq);
-      wait(pl, r, step, 0, nq, nq);
+      poll(pl, 0, nq, true);
+      wait(pl, r, step, 0, nq, nq, true);
       copy(k, r, 0, nq, xs);
       cp_async_wait<0>();
       __syncthreads();

@@ -32,7 +32,9 @@ struct MatmulSplit {
 // The warp items of one warp tile shape WM x WN (m-tiles x n-tiles), fixed at compile time:
 // exactly WM ldmatrix_x4, WN ldmatrix_x2 and WM*WN mma per k-step, no guards (a tile shape
 // read from the layout at run time issues, predicated off, the largest shape's work).
-template <typename T, int WM, int WN>
+// WNC: the n-tiles one sweep over K accumulates (WN in WN / WNC sweeps, each over the item's
+// k-steps): fp32's 2x4 tile, every fragment split in three (3xTF32), would not fit in registers.
+template <typename T, int WM, int WN, int WNC = WN>
 __device__ __forceinline__ void matmul_items(const T* A, const T* X, int x0, float* part, const Stage& S,
                                              const MatmulSplit& sp, int BG, int kt_begin, int kt_end,
                                              bool accumulate) {
@@ -45,55 +47,58 @@ __device__ __forceinline__ void matmul_items(const T* A, const T* X, int x0, flo
     // ldmatrix row addresses: A x4 = rows 0-15 at k, rows 0-15 at k + 16 bytes;
     // X x2 = rows 0-7 at k, rows 0-7 at k + 16 bytes (lanes 16-31 mirror lanes 0-15)
     const T* pa[WM];
-    const T* pb[WN];
 #pragma unroll
     for (int i = 0; i < WM; ++i) {
       const int mt = min(mg * WM + i, MT - 1);
       pa[i] = A + (mt * 16 + (lane & 15)) * S.lda + (lane >> 4) * (KE / 2);
     }
 #pragma unroll
-    for (int j = 0; j < WN; ++j) {
-      const int nt = min(ng * WN + j, NT - 1);
-      pb[j] = X + (nt * 8 + (lane & 7)) * S.ldx + ((lane >> 3) & 1) * (KE / 2) - x0;
-    }
-    float acc[WM][WN][4];
+    for (int j0 = 0; j0 < WN; j0 += WNC) {
+      const T* pb[WNC];
 #pragma unroll
-    for (int i = 0; i < WM; ++i)
-#pragma unroll
-      for (int j = 0; j < WN; ++j) acc[i][j][0] = acc[i][j][1] = acc[i][j][2] = acc[i][j][3] = 0.0f;
-    for (int kt = k0; kt < k1; ++kt) {
-      uint32_t a[WM][4], b[WN][2];
-#pragma unroll
-      for (int i = 0; i < WM; ++i) ldmatrix_x4(a[i], pa[i] + kt * KE);
-#pragma unroll
-      for (int j = 0; j < WN; ++j) ldmatrix_x2(b[j], pb[j] + kt * KE);
+      for (int j = 0; j < WNC; ++j) {
+        const int nt = min(ng * WN + j0 + j, NT - 1);
+        pb[j] = X + (nt * 8 + (lane & 7)) * S.ldx + ((lane >> 3) & 1) * (KE / 2) - x0;
+      }
+      float acc[WM][WNC][4];
 #pragma unroll
       for (int i = 0; i < WM; ++i)
 #pragma unroll
-        for (int j = 0; j < WN; ++j) MmaStep<T>::run(acc[i][j], a[i], b[j]);
-    }
-    // accumulator (row gid / gid+8, columns 2*tig, 2*tig+1) -> part[ks][n][row]
-    const int gid = lane >> 2, tig = lane & 3;
+        for (int j = 0; j < WNC; ++j) acc[i][j][0] = acc[i][j][1] = acc[i][j][2] = acc[i][j][3] = 0.0f;
+      for (int kt = k0; kt < k1; ++kt) {
+        uint32_t a[WM][4], b[WNC][2];
 #pragma unroll
-    for (int i = 0; i < WM; ++i)
+        for (int i = 0; i < WM; ++i) ldmatrix_x4(a[i], pa[i] + kt * KE);
 #pragma unroll
-      for (int j = 0; j < WN; ++j) {
-        const int mt = mg * WM + i, nt = ng * WN + j;
-        if (mt < MT && nt < NT) {
-          float* p = part + (ks * BG + nt * 8 + 2 * tig) * S.ldp + mt * 16 + gid;
-          if (accumulate) {
-            p[0] += acc[i][j][0];
-            p[S.ldp] += acc[i][j][1];
-            p[8] += acc[i][j][2];
-            p[S.ldp + 8] += acc[i][j][3];
-          } else {
-            p[0] = acc[i][j][0];
-            p[S.ldp] = acc[i][j][1];
-            p[8] = acc[i][j][2];
-            p[S.ldp + 8] = acc[i][j][3];
+        for (int j = 0; j < WNC; ++j) ldmatrix_x2(b[j], pb[j] + kt * KE);
+#pragma unroll
+        for (int i = 0; i < WM; ++i)
+#pragma unroll
+          for (int j = 0; j < WNC; ++j) MmaStep<T>::run(acc[i][j], a[i], b[j]);
+      }
+      // accumulator (row gid / gid+8, columns 2*tig, 2*tig+1) -> part[ks][n][row]
+      const int gid = lane >> 2, tig = lane & 3;
+#pragma unroll
+      for (int i = 0; i < WM; ++i)
+#pragma unroll
+        for (int j = 0; j < WNC; ++j) {
+          const int mt = mg * WM + i, nt = ng * WN + j0 + j;
+          if (mt < MT && nt < NT) {
+            float* p = part + (ks * BG + nt * 8 + 2 * tig) * S.ldp + mt * 16 + gid;
+            if (accumulate) {
+              p[0] += acc[i][j][0];
+              p[S.ldp] += acc[i][j][1];
+              p[8] += acc[i][j][2];
+              p[S.ldp + 8] += acc[i][j][3];
+            } else {
+              p[0] = acc[i][j][0];
+              p[S.ldp] = acc[i][j][1];
+              p[8] = acc[i][j][2];
+              p[S.ldp + 8] = acc[i][j][3];
+            }
           }
         }
-      }
+    }  // j0
   }
 }
 
@@ -104,14 +109,17 @@ template <typename T>
 __device__ void step_matmul(const T* A, const T* X, int x0, float* part, const Stage& S, const MatmulSplit& sp,
                             int BG, int kt_begin, int kt_end, bool accumulate) {
   static_assert(kWarpM == 2 && kWarpN == 4, "step_matmul instantiates WM 1..2 x WN 1, 2, 4");
+  // fp32 sweeps the n-tiles of its wider tiles in parts (1x4: 2 + 2; 2x2, 2x4: one at a time):
+  // 3xTF32 keeps three copies of every fragment, and a whole 2x4 tile spilled
+  constexpr bool kF32 = sizeof(T) == 4;
   if (S.WM == 1) {
     if (S.WN == 1) return matmul_items<T, 1, 1>(A, X, x0, part, S, sp, BG, kt_begin, kt_end, accumulate);
     if (S.WN == 2) return matmul_items<T, 1, 2>(A, X, x0, part, S, sp, BG, kt_begin, kt_end, accumulate);
-    return matmul_items<T, 1, 4>(A, X, x0, part, S, sp, BG, kt_begin, kt_end, accumulate);
+    return matmul_items<T, 1, 4, kF32 ? 2 : 4>(A, X, x0, part, S, sp, BG, kt_begin, kt_end, accumulate);
   }
   if (S.WN == 1) return matmul_items<T, 2, 1>(A, X, x0, part, S, sp, BG, kt_begin, kt_end, accumulate);
-  if (S.WN == 2) return matmul_items<T, 2, 2>(A, X, x0, part, S, sp, BG, kt_begin, kt_end, accumulate);
-  return matmul_items<T, 2, 4>(A, X, x0, part, S, sp, BG, kt_begin, kt_end, accumulate);
+  if (S.WN == 2) return matmul_items<T, 2, 2, kF32 ? 1 : 2>(A, X, x0, part, S, sp, BG, kt_begin, kt_end, accumulate);
+  return matmul_items<T, 2, 4, kF32 ? 1 : 4>(A, X, x0, part, S, sp, BG, kt_begin, kt_end, accumulate);
 }
 
 // Σ over the KS split-K slices of part for (batch row n, weight row lr), in a fixed order.

@@ -75,6 +75,7 @@ struct Exchange {
   // the divisors of the copy loops' index math, made once before the step loop (divisors())
   struct Divisors {
     FastDiv nu, nb, pr[kMaxStages], chunk[kMaxStages];
+    MatmulSplit mm[kMaxStages];  // each stage's step matmul
   } div;
 
   static __device__ Divisors divisors(const Layout& L, const Cta& c) {
@@ -85,6 +86,7 @@ struct Exchange {
       const int pr = max(L.st[k].cw / kVec, 1);
       d.pr[k] = FastDiv::of(pr);
       d.chunk[k] = FastDiv::of(L.BG * pr);
+      d.mm[k] = MatmulSplit::of(L.st[k], L.BG);
     }
     return d;
   }
@@ -92,27 +94,34 @@ struct Exchange {
   static constexpr int kVec = 16 / sizeof(T);
 
   // Tiers 1, 2: stage k's X holding round r.
+  // r / nst with nst 1 or 2 and r >= 0 is a shift, not a division by a layout field; smem
+  // offsets are ints (the step's puts compute this once per value)
   __device__ T* operand(int k, int r) const {
     const Stage& S = L.st[k];
-    return reinterpret_cast<T*>(smem + S.off_x) + (size_t)((r / L.nst) & (S.nx - 1)) * L.BG * S.ldx;
+    return reinterpret_cast<T*>(smem + S.off_x) + ((r >> (L.nst - 1)) & (S.nx - 1)) * L.BG * S.ldx;
   }
 
   // Tier 2: stage k's X as it leaves this CTA, (nseg, BG, cw).
   __device__ T* outgoing(int k) const { return reinterpret_cast<T*>(smem + L.off_stage + L.st[k].off_out); }
 
-  // The value of (segment g, row bb, unit u) of round r, which stage k consumes.
-  __device__ void put(int r, int k, int g, int bb, int u, T v) const {
+  // Where the values of round r that stage k consumes go: (segment g, row bb, unit u) at
+  // base[g*seg + bb*row + u] (tier 1: X in smem; 2: the outgoing slice; 3: xbuf in global
+  // memory; an int offset: within one round's rows). A pointwise makes it once per step, so
+  // each value costs a multiply-add and a store.
+  struct Target {
+    T* base;
+    int seg, row;
+    __device__ void put(int g, int bb, int u, T v) const { base[g * seg + bb * row + u] = v; }
+  };
+  __device__ Target target(int r, int k) const {
     const Stage& S = L.st[k];
-    const int col = g * S.cw * L.NU + c.rank * S.cw + u;
-    if (L.tier == 1) {
-      operand(k, r)[(size_t)bb * S.ldx + col] = v;
-    } else if (L.tier == 2) {
-      outgoing(k)[((size_t)g * L.BG + bb) * S.cw + u] = v;
-    } else {
-      T* xg = static_cast<T*>(ws.xbuf);
-      xg[((size_t)(r & 1) * L.D * L.Bp + (size_t)c.grp * L.BG + bb) * L.Kx + col] = v;
-    }
+    if (L.tier == 1) return Target{operand(k, r) + c.rank * S.cw, S.cw * L.NU, S.ldx};
+    if (L.tier == 2) return Target{outgoing(k), L.BG * S.cw, S.cw};
+    T* xg = static_cast<T*>(ws.xbuf) + ((size_t)(r & 1) * L.D * L.Bp + (size_t)c.grp * L.BG) * L.Kx;
+    return Target{xg + c.rank * S.cw, S.cw * L.NU, L.Kx};
   }
+  // One value of round r (a pointwise that puts several takes target() once instead).
+  __device__ void put(int r, int k, int g, int bb, int u, T v) const { target(r, k).put(g, bb, u, v); }
 
   // Tier 2: every CTA must have zeroed its smem before any CTA stores into it.
   __device__ void begin() const {
@@ -136,14 +145,15 @@ struct Exchange {
       for (int i = threadIdx.x; i < n; i += kThreads) {
         const int rest = div.nu.div(i), dst = div.nu.mod(i, rest), gb = div.pr[k].div(rest),
                   q = div.pr[k].mod(rest, gb), g = div.nb.div(gb), bb = div.nb.mod(gb, g);
-        const uint4 v = *reinterpret_cast<const uint4*>(stage + ((size_t)g * L.BG + bb) * S.cw + q * kVec);
+        const uint4 v = *reinterpret_cast<const uint4*>(stage + (g * L.BG + bb) * S.cw + q * kVec);
         const int col = g * S.cw * L.NU + c.rank * S.cw + q * kVec;
-        const uint32_t at = base + (uint32_t)(((size_t)bb * S.ldx + col) * sizeof(T));
+        const uint32_t at = base + (uint32_t)((bb * S.ldx + col) * (int)sizeof(T));  // smem: int offsets
         st_cluster16(map_rank(at, dst), v);
       }
       __syncwarp();  // barrier.cluster.*.aligned: the warp arrives converged
       cluster_arrive();
-    } else if (L.tier == 3 && threadIdx.x == 0) {
+    } else if (L.tier == 3) {  // a branch of its own: uniform, apart from the thread test
+      if (threadIdx.x != 0) return;
       // No fence before it: the puts of every thread precede the __syncthreads above, which
       // orders them before this thread's release (bar.sync synchronises the CTA's threads),
       // and a release is cumulative in the PTX memory model: a consumer whose acquire sees
@@ -170,17 +180,29 @@ struct Exchange {
     unsigned v[kPollsPerLane];
   };
 
-  // Is producer j one of chunks [q0, q1)'s (chunk q is producer q % NU)?
-  __device__ bool needed(int j, int q0, int q1) const { return q1 - q0 >= L.NU || (j - q0 % L.NU + L.NU) % L.NU < q1 - q0; }
+  // Is producer j one of chunks [q0, q1)'s (chunk q is producer q % NU)? `every`: the caller
+  // knows the range holds every producer (one pass over K), a compile-time true after inlining.
+  // Else by the divisor of NU made before the loop: a runtime modulo costs ~20 instructions,
+  // per producer slot and call.
+  __device__ bool needed(int j, int q0, int q1, bool every) const {
+    if (every || q1 - q0 >= L.NU) return true;
+    int d = j - div.nu.mod(q0, div.nu.div(q0));  // (j - q0) mod NU, in (-NU, NU) before the fold
+    if (d < 0) d += L.NU;
+    return d < q1 - q0;
+  }
+  // Producer slot i (lanes' producers lane + 32*i) holds producers: a uniform test of the
+  // layout, so the slots past NU are skipped by whole warps (the walk is told NU).
+  __device__ bool slot_has_producers(int i) const { return 32 * i < L.NU; }
 
   // Issue the polls of the producers of chunks [q0, q1) not seen yet; nothing waits for them here.
-  __device__ void poll(Poll& pl, int q0, int q1) const {
+  __device__ void poll(Poll& pl, int q0, int q1, bool every = false) const {
     const unsigned* flags = ws.flags + c.grp * L.NU;
     const int lane = threadIdx.x & 31;
 #pragma unroll
     for (int i = 0; i < kPollsPerLane; ++i) {
+      if (!slot_has_producers(i)) break;
       const int j = lane + 32 * i;
-      if (j < L.NU && !((pl.seen >> i) & 1u) && needed(j, q0, q1)) {
+      if (j < L.NU && !((pl.seen >> i) & 1u) && needed(j, q0, q1, every)) {
         pl.v[i] = ld_relaxed(flags + j);
         pl.inflight |= 1u << i;
       }
@@ -189,14 +211,15 @@ struct Exchange {
 
   // Look at the polls in flight; true (uniform across the warp) once every producer of chunks
   // [q0, q1) has been seen at round r + 1.
-  __device__ bool ready(Poll& pl, int r, int q0, int q1) const {
+  __device__ bool ready(Poll& pl, int r, int q0, int q1, bool every = false) const {
     const int lane = threadIdx.x & 31;
     bool all = true;
 #pragma unroll
     for (int i = 0; i < kPollsPerLane; ++i) {
+      if (!slot_has_producers(i)) break;
       if (((pl.inflight >> i) & 1u) && pl.v[i] >= (unsigned)(r + 1)) pl.seen |= 1u << i;
       const int j = lane + 32 * i;
-      if (j < L.NU && needed(j, q0, q1) && !((pl.seen >> i) & 1u)) all = false;
+      if (j < L.NU && needed(j, q0, q1, every) && !((pl.seen >> i) & 1u)) all = false;
     }
     pl.inflight = 0;
     return __all_sync(0xffffffffu, all);
@@ -207,9 +230,9 @@ struct Exchange {
   // and this lane's fence.acq_rel.gpu form the acquire pattern of the producer's release,
   // and bar.warp.sync orders it before every lane's copies. A wait past ws.spin_limit
   // reports the first unseen producer and latches *abort (later waits return at once).
-  __device__ void wait(Poll& pl, int r, int step, int q0, int q1, int p1) const {
+  __device__ void wait(Poll& pl, int r, int step, int q0, int q1, int p1, bool every = false) const {
     const long long start = clock64();
-    while (!ready(pl, r, q0, q1)) {  // uniform across the warp
+    while (!ready(pl, r, q0, q1, every)) {  // uniform across the warp
       if (__any_sync(0xffffffffu, *abort != 0)) break;
       if (__any_sync(0xffffffffu, clock64() - start > ws.spin_limit)) {
         int first = 1 << 30;  // the lowest unseen producer of the pass
@@ -217,14 +240,14 @@ struct Exchange {
 #pragma unroll
         for (int i = 0; i < kPollsPerLane; ++i) {
           const int j = lane + 32 * i;
-          if (j < L.NU && needed(j, q0, q1) && !((pl.seen >> i) & 1u)) first = min(first, j);
+          if (j < L.NU && needed(j, q0, q1, every) && !((pl.seen >> i) & 1u)) first = min(first, j);
         }
         for (int off = 16; off > 0; off >>= 1) first = min(first, __shfl_xor_sync(0xffffffffu, first, off));
         if (lane == 0) timed_out(step, first, ld_acquire(ws.flags + c.grp * L.NU + first), (unsigned)(r + 1));
         *abort = 1;
         break;
       }
-      poll(pl, q0, p1);
+      poll(pl, q0, p1, every);
     }
     fence_acq_rel_gpu();
     __syncwarp();
@@ -247,12 +270,12 @@ struct Exchange {
     T* xs = reinterpret_cast<T*>(smem + S.off_x);
     Poll pl;
     if (S.NP == 1) {
-      poll(pl, 0, nq);
-      wait(pl, r, step, 0, nq, nq);
+      poll(pl, 0, nq, true);
+      wait(pl, r, step, 0, nq, nq, true);
       copy(k, r, 0, nq, xs);
       cp_async_wait<0>();
       __syncthreads();
-      step_matmul<T>(A, xs, 0, part, S, L.BG, 0, nk, false);  // also covers the zero columns [K, Kp)
+      step_matmul<T>(A, xs, 0, part, S, div.mm[k], L.BG, 0, nk, false);  // also covers the zero columns [K, Kp)
       return;
     }
     T* buf[2] = {xs, xs + (size_t)L.BG * S.ldx};
@@ -281,8 +304,8 @@ struct Exchange {
       }
       __syncthreads();
       // NP > 1 has cw % KE == 0: no zero columns past K to cover
-      step_matmul<T>(A, buf[p & 1], q0 * S.cw, part, S, L.BG, q0 * S.cw / KE, p + 1 == S.NP ? nk : q1 * S.cw / KE,
-                     p > 0);
+      step_matmul<T>(A, buf[p & 1], q0 * S.cw, part, S, div.mm[k], L.BG, q0 * S.cw / KE,
+                     p + 1 == S.NP ? nk : q1 * S.cw / KE, p > 0);
       if (p + 1 < S.NP) {
         if (!next_copied) {
           wait(pl, r, step, q1, end(p + 1), end(p + 1));

@@ -82,17 +82,21 @@ struct FwdPass {
       bias[lr] = (p.bias != nullptr && g < G && u < c.nu) ? to_f(p.bias[g * p.H + c.j0 + u]) : 0.0f;
     }
   }
-  __device__ static void prefetch(Regs& r, const Params& p, const Cta& c, int i, int s) {
-    const int t = time_of(p, s);
+  // pair i's gx of time t; gxt = gx_at(p, t), the step's slice (computed once per step)
+  __device__ static void prefetch(Regs& r, const Params& p, const Cta& c, int i, int t, const T* gxt) {
     if (t < r.p.len[i]) {
-      const T* src = p.gx + ((size_t)t * p.B + c.b0 + r.p.bb[i]) * p.ldg + c.j0 + r.p.u[i];
+      const T* src = gxt + (c.b0 + r.p.bb[i]) * p.ldg + c.j0 + r.p.u[i];
 #pragma unroll
-      for (int g = 0; g < G; ++g) r.gx[i][g] = __ldg(src + (size_t)g * p.H);
+      for (int g = 0; g < G; ++g) r.gx[i][g] = __ldg(src + g * p.H);
     }
   }
+  // Time t's slice of gx: the 64-bit part of its addresses, once per step; an offset inside
+  // one step's slice is an int (validate.cpp keeps B*D*G*H, so B*ldg, in the int32 range).
+  __device__ static const T* gx_at(const Params& p, int t) { return p.gx + (size_t)t * p.B * p.ldg; }
   template <class X>
   __device__ static void init(Regs& r, const Params& p, const Layout& L, const Cta& c, const X& ex) {
     r.p.init(L.U, c.nu, L.st[0].ppt, c, p.lengths, p.steps);
+    const auto out = ex.target(0, 0);
 #pragma unroll
     for (int i = 0; i < kPairsPerThread; ++i) {
       r.h[i] = r.c[i] = 0.0f;
@@ -101,8 +105,8 @@ struct FwdPass {
       const T h0 = p.h0[bj];
       r.h[i] = to_f(h0);
       if (Cell::HAS_C) r.c[i] = to_f(p.c0[bj]);
-      ex.put(0, 0, 0, r.p.bb[i], r.p.u[i], h0);
-      prefetch(r, p, c, i, 0);
+      out.put(0, r.p.bb[i], r.p.u[i], h0);
+      prefetch(r, p, c, i, time_of(p, 0), gx_at(p, time_of(p, 0)));
     }
   }
   // The step's cell and the next round's puts: all that the publish after it guards. The
@@ -112,7 +116,8 @@ struct FwdPass {
   __device__ static void pointwise(int, Regs& r, const Params& p, const Layout& L, const Cta& c, const X& ex,
                                    const float* part, const float* bias, int s, bool, int round) {
     const int t = time_of(p, s);
-    const bool more = s + 1 < p.steps, timed_out = *ex.abort != 0;  // results after a timeout: NaN
+    const bool timed_out = *ex.abort != 0;  // results after a timeout: NaN
+    const auto out = ex.target(round, 0);
 #pragma unroll
     for (int i = 0; i < kPairsPerThread; ++i) {
       if (!slot_used(i, L.st[0])) break;
@@ -129,26 +134,36 @@ struct FwdPass {
         r.h[i] = timed_out ? nan_f() : hn;
         if (Cell::HAS_C) r.c[i] = cn;
       }
-      if (more) ex.put(round, 0, 0, bb, u, from_f<T>(r.h[i]));
+      // put in the last step too, where no publish follows: nothing reads that round, and its
+      // buffer's previous round was consumed before this step's barrier (tiers 1, 3: the round
+      // two back; tier 2: the outgoing slice, copied out by the last publish). No branch on
+      // `more` here: it would have the compiler keep two copies of this loop.
+      out.put(0, bb, u, from_f<T>(r.h[i]));
     }
   }
   // After the publish: the step's y (h, zero past the sequence's end) and saved activations,
   // then the next step's input loads.
+  // Addresses: the step's slices (y, saved, the next gx) once, then int offsets in them (within
+  // one step: B*ldy <= B*ldg and B*S*H, both kept in int32 by validate.cpp).
   __device__ static void outputs(int, Regs& r, const Params& p, const Layout& L, const Cta& c, int s) {
-    const int t = time_of(p, s);
+    // the next step's input; the last step loads its own again (never used), so that no
+    // branch on the step splits this loop into two copies
+    const int t = time_of(p, s), tn = s + 1 < p.steps ? time_of(p, s + 1) : t;
+    T* yt = p.y + (size_t)t * p.B * p.ldy;
+    float* svt = p.saved != nullptr ? p.saved + (size_t)t * p.B * S * p.H : nullptr;
+    const T* gxn = gx_at(p, tn);
 #pragma unroll
     for (int i = 0; i < kPairsPerThread; ++i) {
       if (!slot_used(i, L.st[0])) break;
       if (!r.p.ok[i]) continue;
-      const int j = c.j0 + r.p.u[i];
-      const size_t tb = (size_t)t * p.B + c.b0 + r.p.bb[i];
+      const int j = c.j0 + r.p.u[i], row = c.b0 + r.p.bb[i];
       const bool live = t < r.p.len[i];
-      if (live && p.saved != nullptr) {
+      if (live && svt != nullptr) {
 #pragma unroll
-        for (int q = 0; q < S; ++q) p.saved[(tb * S + q) * p.H + j] = r.sv[i][q];
+        for (int q = 0; q < S; ++q) svt[(row * S + q) * p.H + j] = r.sv[i][q];
       }
-      p.y[tb * p.ldy + j] = from_f<T>(live ? r.h[i] : 0.0f);
-      if (s + 1 < p.steps) prefetch(r, p, c, i, s + 1);
+      yt[row * p.ldy + j] = from_f<T>(live ? r.h[i] : 0.0f);
+      prefetch(r, p, c, i, tn, gxn);
     }
   }
   __device__ static void finish(const Regs& r, const Params& p, const Cta& c) {
@@ -171,6 +186,9 @@ struct BwdPass {
   using Params = BwdParams<T>;
   static constexpr bool kBackward = true, kPublishesInitial = false;
   static constexpr int kStages = 1, G = Cell::G, S = Cell::S;
+  // d_gh is a tensor of its own for the GRU only (validate.cpp: required and not aliasing
+  // d_gx there, absent for the other cells), so whether to store it is the cell's fact
+  static constexpr bool kSplit = Cell::kInfo.id == fusedrnn::Cell::GRU;
   struct Regs {
     PairSlots p;
     float dh[kPairsPerThread], dc[kPairsPerThread], sv[kPairsPerThread][S];
@@ -193,15 +211,20 @@ struct BwdPass {
     return lr < c.nu ? p.wt + (size_t)(c.j0 + lr) * (G * p.H) + (size_t)g * p.H : nullptr;
   }
   __device__ static void load_bias(float*, const Params&, const Layout&, const Cta&) {}
-  __device__ static void prefetch(Regs& r, const Params& p, const Cta& c, int i, int s) {
-    const int t = time_of(p, s);
+  // pair i's dy and saved activations of time t, from the step's slices dyt, svt (computed
+  // once per step); int offsets inside them (within one step: B*ldy and B*S*H, int32 by
+  // validate.cpp)
+  __device__ static void prefetch(Regs& r, const Params& p, const Cta& c, int i, int t, const T* dyt,
+                                  const float* svt) {
     if (t < r.p.len[i]) {
-      const size_t tb = (size_t)t * p.B + c.b0 + r.p.bb[i], j = c.j0 + r.p.u[i];
-      r.dy[i] = __ldg(p.dy + tb * p.ldy + j);
+      const int row = c.b0 + r.p.bb[i], j = c.j0 + r.p.u[i];
+      r.dy[i] = __ldg(dyt + row * p.ldy + j);
 #pragma unroll
-      for (int q = 0; q < S; ++q) r.sv[i][q] = __ldg(p.saved + (tb * S + q) * p.H + j);
+      for (int q = 0; q < S; ++q) r.sv[i][q] = __ldg(svt + (row * S + q) * p.H + j);
     }
   }
+  __device__ static const T* dy_at(const Params& p, int t) { return p.dy + (size_t)t * p.B * p.ldy; }
+  __device__ static const float* saved_at(const Params& p, int t) { return p.saved + (size_t)t * p.B * S * p.H; }
   template <class X>
   __device__ static void init(Regs& r, const Params& p, const Layout& L, const Cta& c, const X&) {
     r.p.init(L.U, c.nu, L.st[0].ppt, c, p.lengths, p.steps);
@@ -212,7 +235,8 @@ struct BwdPass {
       const size_t bj = r.p.at(i, c, p.H, c.j0);
       r.dh[i] = to_f(p.dhT[bj]);
       if (Cell::HAS_C) r.dc[i] = to_f(p.dcT[bj]);
-      prefetch(r, p, c, i, 0);
+      const int t = time_of(p, 0);
+      prefetch(r, p, c, i, t, dy_at(p, t), saved_at(p, t));
     }
   }
   // The step's cell backward and the next round's puts (d_gh); d_gx and d_gh wait in
@@ -221,17 +245,19 @@ struct BwdPass {
   __device__ static void pointwise(int, Regs& r, const Params& p, const Layout& L, const Cta& c, const X& ex,
                                    const float* part, const float*, int s, bool consumed, int round) {
     const bool timed_out = *ex.abort != 0;  // results after a timeout: NaN
+    const auto out = ex.target(round, 0);
 #pragma unroll
     for (int i = 0; i < kPairsPerThread; ++i) {
       if (!slot_used(i, L.st[0])) break;
       if (!r.p.ok[i]) continue;
       const int bb = r.p.bb[i], u = r.p.u[i];
-      float dh = r.dh[i] + (consumed ? part_sum(part, L.st[0], L.BG, bb, u) : 0.0f);
+      // read unconditionally, then selected: a branch on `consumed` (the first phase only)
+      // would have the compiler keep two copies of this loop
+      const float ps = part_sum(part, L.st[0], L.BG, bb, u);
+      float dh = r.dh[i] + (consumed ? ps : 0.0f);
       if (timed_out) dh = nan_f();
-      if (s == p.steps) {  // the last phase: what reaches h0 and c0 (nothing is published after it)
-        const size_t bj = r.p.at(i, c, p.H, c.j0);
-        p.dh0[bj] = from_f<T>(dh);
-        if (Cell::HAS_C) p.dc0[bj] = from_f<T>(r.dc[i]);
+      if (s == p.steps) {  // the last phase: what reaches h0 (and c0: r.dc), stored by finish()
+        r.dh[i] = dh;
         continue;
       }
       if (time_of(p, s) < r.p.len[i]) {
@@ -251,29 +277,44 @@ struct BwdPass {
         r.dh[i] = dh;
       }
 #pragma unroll
-      for (int g = 0; g < G; ++g) ex.put(round, 0, g, bb, u, r.dgh[i][g]);
+      for (int g = 0; g < G; ++g) out.put(g, bb, u, r.dgh[i][g]);
     }
   }
   // After the publish: the step's d_gx (and d_gh where it is a tensor of its own), then the
   // next step's dy and saved loads.
   __device__ static void outputs(int, Regs& r, const Params& p, const Layout& L, const Cta& c, int s) {
     if (s == p.steps) return;
-    const bool split = p.d_gh != p.d_gx;
-    const size_t tb0 = (size_t)time_of(p, s) * p.B + c.b0;
+    const size_t slice = (size_t)time_of(p, s) * p.B * p.ldg;  // the step's; int offsets inside (B*ldg)
+    T* dgxt = p.d_gx + slice;
+    T* dght = p.d_gh + slice;
+    // the next step's loads; the last step loads its own again (never used), so that no
+    // branch on the step splits this loop into two copies
+    const int tn = time_of(p, s + 1 < p.steps ? s + 1 : s);
+    const T* dyn = dy_at(p, tn);
+    const float* svn = saved_at(p, tn);
 #pragma unroll
     for (int i = 0; i < kPairsPerThread; ++i) {
       if (!slot_used(i, L.st[0])) break;
       if (!r.p.ok[i]) continue;
-      const size_t at = (tb0 + r.p.bb[i]) * p.ldg + c.j0 + r.p.u[i];
+      const int at = (c.b0 + r.p.bb[i]) * p.ldg + c.j0 + r.p.u[i];
 #pragma unroll
       for (int g = 0; g < G; ++g) {
-        p.d_gx[at + (size_t)g * p.H] = r.dgx[i][g];
-        if (split) p.d_gh[at + (size_t)g * p.H] = r.dgh[i][g];
+        dgxt[at + g * p.H] = r.dgx[i][g];
+        if (kSplit) dght[at + g * p.H] = r.dgh[i][g];
       }
-      if (s + 1 < p.steps) prefetch(r, p, c, i, s + 1);
+      prefetch(r, p, c, i, tn, dyn, svn);
     }
   }
-  __device__ static void finish(const Regs&, const Params&, const Cta&) {}
+  // After the last phase: the gradients reaching h0 and c0.
+  __device__ static void finish(const Regs& r, const Params& p, const Cta& c) {
+#pragma unroll
+    for (int i = 0; i < kPairsPerThread; ++i) {
+      if (!r.p.ok[i]) continue;
+      const size_t bj = r.p.at(i, c, p.H, c.j0);
+      p.dh0[bj] = from_f<T>(r.dh[i]);
+      if (Cell::HAS_C) p.dc0[bj] = from_f<T>(r.dc[i]);
+    }
+  }
 };
 
 }  // namespace fusedrnn

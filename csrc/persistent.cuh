@@ -84,7 +84,8 @@ persistent_kernel(const typename Pass::Params pa, const Layout L, const Workspac
           ex.stream_multiply(k, round - 1, s, A, part);
         } else {
           ex.consume();
-          step_matmul<T>(A, ex.operand(k, round - 1), 0, part, L.st[k], L.BG, 0, L.st[k].Kp / KE, false);
+          step_matmul<T>(A, ex.operand(k, round - 1), 0, part, L.st[k], ex.div.mm[k], L.BG, 0, L.st[k].Kp / KE,
+                         false);
         }
         __syncthreads();
       }

@@ -106,6 +106,20 @@ def test_tiers_split_over_ctas(emu, knobs, tier, dtype, case):
     check(case, dtype)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=lambda d: str(d)[6:])
+def test_a_warp_tile_of_two_batch_tiles(emu, knobs, dtype):
+    """The step matmul is compiled once per warp tile (csrc/step_matmul.cuh: WM m-tiles x WN
+    batch tiles, picked by the plan's fields): at batch 16 the LSTM forward's plan gives each
+    warp two 8-row batch tiles (WN = 2), which the H = 5 contract cases (WN = 1) never run."""
+    knobs()
+    lay = cuda.plan_for("lstm", dtype, 16, 16)["layout"]
+    assert lay["stages"][0]["WN"] == 2, lay
+    lengths = tuple(i % 3 + 1 for i in range(16))
+    for case in (contract.Case("lstm", 1, False, T=3, B=16, H=16),
+                 contract.Case("lstm", 1, True, lengths=lengths, T=3, B=16, H=16)):
+        check(case, dtype)
+
+
 def _run(case, dtype):
     args, lengths, cot = contract.make_args(case, dtype, "cpu", seed=3)
     fixed = (args["gx"], args["h0"], args["c0"], args["w_hh"], args["b_hh"], lengths, case.reverse)

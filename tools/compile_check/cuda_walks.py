@@ -22,7 +22,7 @@ STAGE_FIELDS = ("cw", "nseg", "rows", "K", "Kp", "RP", "lda", "ldx", "ldp", "KS"
                 "CPP", "off_a", "off_x", "off_out")
 STAGE_AT, STAGE_BYTES = 4 * len(LAYOUT_FIELDS), 4 * len(STAGE_FIELDS)  # layout.h asserts both
 # the fields the kernel branches on; the others only enter address arithmetic
-WALK_LAYOUT = ("tier", "nst", "D")
+WALK_LAYOUT = ("tier", "nst", "D", "NU")  # NU: the grid tier's flag poll slots per lane
 WALK_STAGE = ("nseg", "KS", "WM", "WN", "ppt", "nx", "NP")
 
 
@@ -42,7 +42,7 @@ def walk_params(layout: dict, at: int) -> dict[int, int]:
 
 
 def walk_key(layout: dict) -> str:
-    """The values a walk is told, as text: e.g. "tier1 nst1 D1 | nseg1 KS2 WM1 WN1 ppt1 nx2 NP1"."""
+    """The values a walk is told, as text: e.g. "tier1 nst1 D1 NU1 | nseg1 KS2 WM1 WN1 ppt1 nx2 NP1"."""
     parts = [" ".join(f"{f}{layout[f]}" for f in WALK_LAYOUT)]
     parts += [" ".join(f"{f}{st[f]}" for f in WALK_STAGE) for st in layout["stages"]]
     return " | ".join(parts)

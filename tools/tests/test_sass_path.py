@@ -338,7 +338,7 @@ def test_the_walk_reads_the_plans_pair_slots_and_split_k():
 def test_the_walk_key_names_the_values_it_was_told():
     from tools.compile_check import cuda_walks
     key = cuda_walks.walk_key(_layout(3, KS=2, ppt=4, NP=6))
-    assert key.startswith("tier3 nst1 D1 | ") and "KS2" in key and "ppt4" in key and "NP6" in key
+    assert key.startswith("tier3 nst1 D1 NU1 | ") and "KS2" in key and "ppt4" in key and "NP6" in key
 
 
 # A layout field loaded before the step loop into a register that is written again past the

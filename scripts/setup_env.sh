@@ -17,6 +17,13 @@ fresh=0
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     fresh=1
     python -m pip install -q --upgrade pip >/dev/null
+    # The CUDA emulator's host build (tools/cuda_emu, about a minute of compiling, which the
+    # emulated tests would otherwise wait for) needs only pybind11 and filelock: installed
+    # first, it compiles on the core pip leaves idle. Its log: build/emu-background.log; a
+    # failed build here is retried by the first test that needs it, which reports the error.
+    python -m pip install -q "$(grep -E '^pybind11' "$ROOT/requirements-dev.txt")" filelock
+    mkdir -p "$ROOT/build"
+    (cd "$ROOT" && nohup python tools/cuda_emu/build.py >"$ROOT/build/emu-background.log" 2>&1 &)
     python -m pip install -q -r "$ROOT/requirements-dev.txt"
 fi
 

@@ -150,37 +150,21 @@ __global__ void mma_chain_kernel(unsigned long long* out, int iters) {
   }
 }
 
-// ---- one warp issuing independent FMAs (8 chains): instructions per cycle -----------------------
-__global__ void issue_kernel(unsigned long long* out, int iters) {
+// ---- warps issuing independent FMAs (8 chains each): instructions per cycle ----------------------
+// One warp alone (cal_issue_ipc), or every warp of a CTA of 16, four per sub-partition, timed
+// between two CTA barriers (cal_scheduler_ipc): how many warp instructions one scheduler issues
+// per cycle when several warps take turns on it.
+template <bool kCta>
+__global__ void fma_chains_kernel(unsigned long long* out, int iters) {
   float x[8];
   for (int k = 0; k < 8; ++k) x[k] = threadIdx.x + k;
+  if (kCta) __syncthreads();
   const long long c0 = clock64();
   for (int i = 0; i < iters; ++i) {
 #pragma unroll
     for (int k = 0; k < 8; ++k) x[k] = fmaf(x[k], 1.0000001f, 0.5f);
   }
-  const long long c1 = clock64();
-  float s = 0.f;
-  for (int k = 0; k < 8; ++k) s += x[k];
-  if (threadIdx.x == 0) {
-    out[0] = (unsigned long long)(c1 - c0);
-    out[1] = __float_as_uint(s);
-  }
-}
-
-// The same FMA chains in every warp of one CTA of 16 warps (four per sub-partition), timed
-// between two CTA barriers: how many warp instructions one scheduler issues per cycle when
-// several warps take turns on it.
-__global__ void scheduler_kernel(unsigned long long* out, int iters) {
-  float x[8];
-  for (int k = 0; k < 8; ++k) x[k] = threadIdx.x + k;
-  __syncthreads();
-  const long long c0 = clock64();
-  for (int i = 0; i < iters; ++i) {
-#pragma unroll
-    for (int k = 0; k < 8; ++k) x[k] = fmaf(x[k], 1.0000001f, 0.5f);
-  }
-  __syncthreads();
+  if (kCta) __syncthreads();
   const long long c1 = clock64();
   float s = 0.f;
   for (int k = 0; k < 8; ++k) s += x[k];
@@ -316,7 +300,7 @@ CAL_API int cal_mma_dep_cycles(int kind, int iters, double* cycles) {
 CAL_API int cal_issue_ipc(int iters, double* ipc) {
   unsigned long long r[1];
   int err = run_and_read(r, 1, [&](unsigned long long* d) {
-    issue_kernel<<<1, 32>>>(d, iters);
+    fma_chains_kernel<false><<<1, 32>>>(d, iters);
     return cudaGetLastError();
   });
   if (!err) *ipc = 8.0 * iters / (double)r[0];  // 8 FMAs per iteration (the loop's own 2-3 not counted)
@@ -327,7 +311,7 @@ CAL_API int cal_scheduler_ipc(int iters, double* ipc) {
   const int warps = 16, schedulers = 4;
   unsigned long long r[1];
   int err = run_and_read(r, 1, [&](unsigned long long* d) {
-    scheduler_kernel<<<1, 32 * warps>>>(d, iters);
+    fma_chains_kernel<true><<<1, 32 * warps>>>(d, iters);
     return cudaGetLastError();
   });
   if (!err) *ipc = 8.0 * iters * warps / schedulers / (double)r[0];

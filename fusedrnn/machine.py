@@ -151,6 +151,8 @@ def issue_us(m: dict, insts_per_warp: float, warps: int) -> float:
     on a scheduler together issued no faster than one: twice the issue time of 8-warp kernels.)"""
     share = max(1.0, warps / m["warps_per_scheduler_issue"])
     per_warp = min(m["issue_ipc_per_warp"], m["scheduler_ipc"] / share)
+    if per_warp <= 0:
+        raise ValueError("fusedrnn.machine: issue_ipc_per_warp and scheduler_ipc must be > 0 to price issue time")
     return insts_per_warp / per_warp / (m["clock_ghz"] * 1e3)
 
 

@@ -40,6 +40,8 @@ def test_issue_time_fills_a_schedulers_stalls_up_to_its_rate():
     # a scheduler no faster than one warp: the warps take turns (the model before 2026-12-07)
     slow = dict(m, scheduler_ipc=0.5)
     assert machine.issue_us(slow, 1000, 8) == pytest.approx(2 * one)
+    with pytest.raises(ValueError, match="scheduler_ipc"):
+        machine.issue_us(dict(m, scheduler_ipc=0.0), 1000, 8)
 
 
 def test_a_calibration_file_overrides_its_constants(tmp_path, monkeypatch):

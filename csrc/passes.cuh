@@ -14,6 +14,8 @@
 // stage (k + 1) % kStages consumes); weights per stage (segments of seg_len elements, the
 // smem column of segment g at g*cw*NU); pointwise(k, ...), which puts round `round`.
 #pragma once
+#include <type_traits>
+
 #include "exchange.cuh"
 #include "params.cuh"
 #include "step_matmul.cuh"
@@ -41,6 +43,14 @@ struct PairSlots {
 
 __device__ __forceinline__ float nan_f() { return __int_as_float(0x7fc00000); }
 
+// How many steps ahead a pass loads its inputs (persistent.cuh): 2 where the second buffer
+// fits in the registers (__launch_bounds__(kThreads, 1): 255 a thread) without a spill
+// (ptxas -v, the compile gate), else 1: the GRU backward in bf16 spills with two.
+template <class C, typename T>
+constexpr int kFwdDepth = 2;
+template <class C, typename T>
+constexpr int kBwdDepth = (C::kInfo.id == Cell::GRU && std::is_same<T, __nv_bfloat16>::value) ? 1 : 2;
+
 // Whether pair slot i is in use in any thread (i < the plan's ppt): a test of the kernel
 // parameter, uniform across the CTA, so the slots past ppt are skipped by whole warps and
 // the compile gate's walk, told the plan's layout, reads only the slots a launch runs
@@ -54,10 +64,11 @@ struct FwdPass {
   using Params = FwdParams<T>;
   static constexpr bool kBackward = false, kPublishesInitial = true;
   static constexpr int kStages = 1, G = Cell::G, S = Cell::S;
+  static constexpr int kDepth = kFwdDepth<C, T>;  // steps between an input's load and its use
   struct Regs {
     PairSlots p;
     float h[kPairsPerThread], c[kPairsPerThread];
-    T gx[kPairsPerThread][G];  // the next step's input, as loaded: converted where the cell uses it
+    T gx[kDepth][kPairsPerThread][G];  // the inputs of the next kDepth steps, as loaded: converted where used
     float sv[kPairsPerThread][S];  // this step's saved activations, stored after the publish
   };
 
@@ -82,12 +93,13 @@ struct FwdPass {
       bias[lr] = (p.bias != nullptr && g < G && u < c.nu) ? to_f(p.bias[g * p.H + c.j0 + u]) : 0.0f;
     }
   }
-  // pair i's gx of time t; gxt = gx_at(p, t), the step's slice (computed once per step)
-  __device__ static void prefetch(Regs& r, const Params& p, const Cta& c, int i, int t, const T* gxt) {
+  // pair i's gx of time t into buffer b; gxt = gx_at(p, t), the step's slice (computed once per step)
+  __device__ static void prefetch(T (&buf)[kPairsPerThread][G], const Regs& r, const Params& p, const Cta& c, int i,
+                                  int t, const T* gxt) {
     if (t < r.p.len[i]) {
       const T* src = gxt + (c.b0 + r.p.bb[i]) * p.ldg + c.j0 + r.p.u[i];
 #pragma unroll
-      for (int g = 0; g < G; ++g) r.gx[i][g] = __ldg(src + g * p.H);
+      for (int g = 0; g < G; ++g) buf[i][g] = __ldg(src + g * p.H);
     }
   }
   // Time t's slice of gx: the 64-bit part of its addresses, once per step; an offset inside
@@ -106,16 +118,22 @@ struct FwdPass {
       r.h[i] = to_f(h0);
       if (Cell::HAS_C) r.c[i] = to_f(p.c0[bj]);
       out.put(0, r.p.bb[i], r.p.u[i], h0);
-      prefetch(r, p, c, i, time_of(p, 0), gx_at(p, time_of(p, 0)));
+#pragma unroll
+      for (int b = 0; b < kDepth; ++b) {  // steps 0 .. kDepth-1 (a shorter sequence: step 0 again, unused)
+        const int t = time_of(p, b < p.steps ? b : 0);
+        prefetch(r.gx[b], r, p, c, i, t, gx_at(p, t));
+      }
     }
   }
   // The step's cell and the next round's puts: all that the publish after it guards. The
   // outputs wait in registers for outputs(), after the publish, so that the release (and a
   // cluster barrier's arrive) does not wait for their global stores.
-  template <class X>
+  // Par: the step's parity (persistent.cuh), whose input buffer it consumes
+  template <int Par, class X>
   __device__ static void pointwise(int, Regs& r, const Params& p, const Layout& L, const Cta& c, const X& ex,
                                    const float* part, const float* bias, int s, bool, int round) {
     const int t = time_of(p, s);
+    const auto& in = r.gx[Par % kDepth];
     const bool timed_out = *ex.abort != 0;  // results after a timeout: NaN
     const auto out = ex.target(round, 0);
 #pragma unroll
@@ -127,7 +145,7 @@ struct FwdPass {
         float gx[G], gh[G], hn, cn;
 #pragma unroll
         for (int g = 0; g < G; ++g) {
-          gx[g] = to_f(r.gx[i][g]);
+          gx[g] = to_f(in[i][g]);
           gh[g] = bias[g * L.U + u] + part_sum(part, L.st[0], L.BG, bb, g * L.U + u);
         }
         Cell::forward(gx, gh, r.h[i], r.c[i], &hn, &cn, r.sv[i]);
@@ -142,13 +160,14 @@ struct FwdPass {
     }
   }
   // After the publish: the step's y (h, zero past the sequence's end) and saved activations,
-  // then the next step's input loads.
+  // then the input loads of step s + kDepth, into the buffer this step consumed.
   // Addresses: the step's slices (y, saved, the next gx) once, then int offsets in them (within
   // one step: B*ldy <= B*ldg and B*S*H, both kept in int32 by validate.cpp).
+  template <int Par>
   __device__ static void outputs(int, Regs& r, const Params& p, const Layout& L, const Cta& c, int s) {
-    // the next step's input; the last step loads its own again (never used), so that no
-    // branch on the step splits this loop into two copies
-    const int t = time_of(p, s), tn = s + 1 < p.steps ? time_of(p, s + 1) : t;
+    // the input of step s + kDepth; the last steps load their own again (never used), so that
+    // no branch on the step splits this loop into two copies
+    const int t = time_of(p, s), tn = s + kDepth < p.steps ? time_of(p, s + kDepth) : t;
     T* yt = p.y + (size_t)t * p.B * p.ldy;
     float* svt = p.saved != nullptr ? p.saved + (size_t)t * p.B * S * p.H : nullptr;
     const T* gxn = gx_at(p, tn);
@@ -163,7 +182,7 @@ struct FwdPass {
         for (int q = 0; q < S; ++q) svt[(row * S + q) * p.H + j] = r.sv[i][q];
       }
       yt[row * p.ldy + j] = from_f<T>(live ? r.h[i] : 0.0f);
-      prefetch(r, p, c, i, tn, gxn);
+      prefetch(r.gx[Par % kDepth], r, p, c, i, tn, gxn);
     }
   }
   __device__ static void finish(const Regs& r, const Params& p, const Cta& c) {
@@ -189,10 +208,15 @@ struct BwdPass {
   // d_gh is a tensor of its own for the GRU only (validate.cpp: required and not aliasing
   // d_gx there, absent for the other cells), so whether to store it is the cell's fact
   static constexpr bool kSplit = Cell::kInfo.id == fusedrnn::Cell::GRU;
+  static constexpr int kDepth = kBwdDepth<C, T>;  // steps between an input's load and its use
+  struct In {  // a step's inputs: dy as loaded (converted where it is added), the saved activations
+    T dy[kPairsPerThread];
+    float sv[kPairsPerThread][S];
+  };
   struct Regs {
     PairSlots p;
-    float dh[kPairsPerThread], dc[kPairsPerThread], sv[kPairsPerThread][S];
-    T dy[kPairsPerThread];  // the next step's dy, as loaded: converted where it is added
+    float dh[kPairsPerThread], dc[kPairsPerThread];
+    In in[kDepth];  // the inputs of the next kDepth steps
     T dgx[kPairsPerThread][G], dgh[kPairsPerThread][G];  // this step's outputs, stored after the publish
   };
 
@@ -211,16 +235,16 @@ struct BwdPass {
     return lr < c.nu ? p.wt + (size_t)(c.j0 + lr) * (G * p.H) + (size_t)g * p.H : nullptr;
   }
   __device__ static void load_bias(float*, const Params&, const Layout&, const Cta&) {}
-  // pair i's dy and saved activations of time t, from the step's slices dyt, svt (computed
-  // once per step); int offsets inside them (within one step: B*ldy and B*S*H, int32 by
-  // validate.cpp)
-  __device__ static void prefetch(Regs& r, const Params& p, const Cta& c, int i, int t, const T* dyt,
+  // pair i's dy and saved activations of time t into `in`, from the step's slices dyt, svt
+  // (computed once per step); int offsets inside them (within one step: B*ldy and B*S*H,
+  // int32 by validate.cpp)
+  __device__ static void prefetch(In& in, const Regs& r, const Params& p, const Cta& c, int i, int t, const T* dyt,
                                   const float* svt) {
     if (t < r.p.len[i]) {
       const int row = c.b0 + r.p.bb[i], j = c.j0 + r.p.u[i];
-      r.dy[i] = __ldg(dyt + row * p.ldy + j);
+      in.dy[i] = __ldg(dyt + row * p.ldy + j);
 #pragma unroll
-      for (int q = 0; q < S; ++q) r.sv[i][q] = __ldg(svt + (row * S + q) * p.H + j);
+      for (int q = 0; q < S; ++q) in.sv[i][q] = __ldg(svt + (row * S + q) * p.H + j);
     }
   }
   __device__ static const T* dy_at(const Params& p, int t) { return p.dy + (size_t)t * p.B * p.ldy; }
@@ -235,15 +259,20 @@ struct BwdPass {
       const size_t bj = r.p.at(i, c, p.H, c.j0);
       r.dh[i] = to_f(p.dhT[bj]);
       if (Cell::HAS_C) r.dc[i] = to_f(p.dcT[bj]);
-      const int t = time_of(p, 0);
-      prefetch(r, p, c, i, t, dy_at(p, t), saved_at(p, t));
+#pragma unroll
+      for (int b = 0; b < kDepth; ++b) {  // phases 0 .. kDepth-1 (a shorter sequence: phase 0 again, unused)
+        const int t = time_of(p, b < p.steps ? b : 0);
+        prefetch(r.in[b], r, p, c, i, t, dy_at(p, t), saved_at(p, t));
+      }
     }
   }
   // The step's cell backward and the next round's puts (d_gh); d_gx and d_gh wait in
   // registers for outputs(), after the publish, so that the release does not wait for them.
-  template <class X>
+  // Par: the phase's parity (persistent.cuh), whose input buffer it consumes.
+  template <int Par, class X>
   __device__ static void pointwise(int, Regs& r, const Params& p, const Layout& L, const Cta& c, const X& ex,
                                    const float* part, const float*, int s, bool consumed, int round) {
+    In& in = r.in[Par % kDepth];
     const bool timed_out = *ex.abort != 0;  // results after a timeout: NaN
     const auto out = ex.target(round, 0);
 #pragma unroll
@@ -261,9 +290,9 @@ struct BwdPass {
         continue;
       }
       if (time_of(p, s) < r.p.len[i]) {
-        dh += to_f(r.dy[i]);
+        dh += to_f(in.dy[i]);
         float dgx[G], dgh[G], dl, dcp;
-        Cell::backward(r.sv[i], dh, r.dc[i], dgx, dgh, &dl, &dcp);
+        Cell::backward(in.sv[i], dh, r.dc[i], dgx, dgh, &dl, &dcp);
 #pragma unroll
         for (int g = 0; g < G; ++g) {
           r.dgx[i][g] = from_f<T>(dgx[g]);
@@ -281,15 +310,16 @@ struct BwdPass {
     }
   }
   // After the publish: the step's d_gx (and d_gh where it is a tensor of its own), then the
-  // next step's dy and saved loads.
+  // dy and saved loads of phase s + kDepth, into the buffer this phase consumed.
+  template <int Par>
   __device__ static void outputs(int, Regs& r, const Params& p, const Layout& L, const Cta& c, int s) {
     if (s == p.steps) return;
     const size_t slice = (size_t)time_of(p, s) * p.B * p.ldg;  // the step's; int offsets inside (B*ldg)
     T* dgxt = p.d_gx + slice;
     T* dght = p.d_gh + slice;
-    // the next step's loads; the last step loads its own again (never used), so that no
+    // phase s + kDepth's loads; the last phases load their own again (never used), so that no
     // branch on the step splits this loop into two copies
-    const int tn = time_of(p, s + 1 < p.steps ? s + 1 : s);
+    const int tn = time_of(p, s + kDepth < p.steps ? s + kDepth : s);
     const T* dyn = dy_at(p, tn);
     const float* svn = saved_at(p, tn);
 #pragma unroll
@@ -302,7 +332,7 @@ struct BwdPass {
         dgxt[at + g * p.H] = r.dgx[i][g];
         if (kSplit) dght[at + g * p.H] = r.dgh[i][g];
       }
-      prefetch(r, p, c, i, tn, dyn, svn);
+      prefetch(r.in[Par % kDepth], r, p, c, i, tn, dyn, svn);
     }
   }
   // After the last phase: the gradients reaching h0 and c0.

@@ -20,7 +20,7 @@ struct FwdProjPass {
   using Elem = T;
   using Params = FwdParams<T>;
   static constexpr bool kBackward = false, kPublishesInitial = true;
-  static constexpr int kStages = 2, G = Cell::G, S = Cell::S;
+  static constexpr int kStages = 2, G = Cell::G, S = Cell::S, kDepth = 1;
   struct Regs {
     PairSlots ph, pp;  // (row, H-unit) and (row, P-unit) pairs
     float c[kPairsPerThread], h[kPairsPerThread];
@@ -72,7 +72,7 @@ struct FwdProjPass {
       }
     }
   }
-  template <class X>
+  template <int Par, class X>
   __device__ static void pointwise(int k, Regs& r, const Params& p, const Layout& L, const Cta& c, const X& ex,
                                    const float* part, const float* bias, int s, bool, int round) {
     const int t = time_of(p, s);
@@ -114,6 +114,7 @@ struct FwdProjPass {
   }
   // After stage k's publish (passes.cuh): stage 0 the next step's input loads, stage 1 y (h,
   // zero past the sequence's end). Stage 0's m and saved stores still precede its publish.
+  template <int Par>
   __device__ static void outputs(int k, Regs& r, const Params& p, const Layout&, const Cta& c, int s) {
     const int t = time_of(p, s);
 #pragma unroll
@@ -139,7 +140,7 @@ struct BwdProjPass {
   using Elem = T;
   using Params = BwdParams<T>;
   static constexpr bool kBackward = true, kPublishesInitial = false;
-  static constexpr int kStages = 2, G = Cell::G, S = Cell::S;
+  static constexpr int kStages = 2, G = Cell::G, S = Cell::S, kDepth = 1;
   struct Regs {
     PairSlots ph, pp;
     float dc[kPairsPerThread], sv[kPairsPerThread][S];  // H-pairs: the cell's state gradient, its saved values
@@ -194,7 +195,7 @@ struct BwdProjPass {
       }
     }
   }
-  template <class X>
+  template <int Par, class X>
   __device__ static void pointwise(int k, Regs& r, const Params& p, const Layout& L, const Cta& c, const X& ex,
                                    const float* part, const float*, int s, bool consumed, int round) {
     const bool timed_out = *ex.abort != 0;  // results after a timeout: NaN
@@ -251,6 +252,7 @@ struct BwdProjPass {
   }
   // After stage k's publish (passes.cuh): the next step's dy (stage 0) and saved (stage 1)
   // loads. The dh and d_gx stores still precede the publish.
+  template <int Par>
   __device__ static void outputs(int k, Regs& r, const Params& p, const Layout&, const Cta& c, int s) {
     if (s + 1 >= p.steps) return;
 #pragma unroll

@@ -8,10 +8,13 @@
 //   consume the latest round (tier 1: nothing; 2: cluster barrier; 3: flags + cp.async,
 //   streamed in passes) -> tensor-core matmul into part -> __syncthreads
 //   -> pointwise: cell step (or projection) in registers, puts of the next round -> publish
-//   the round -> outputs (global stores) and loads for the next step, which the publish's
-//   release thus does not wait for.
+//   the round -> outputs (global stores) and the input loads of step s + Pass::kDepth, which
+//   the publish's release thus does not wait for. With kDepth 2 a step's inputs were loaded
+//   two steps before it, so no step waits for a load issued after the previous step's wait.
 // Shared memory: A_k (RP, lda) weights | X_k (nx, BG, ldx) | bias (RP_0) fp32 | stage | part.
 #pragma once
+#include <type_traits>
+
 #include "passes.cuh"
 
 namespace fusedrnn {
@@ -73,7 +76,9 @@ persistent_kernel(const typename Pass::Params pa, const Layout L, const Workspac
   int round = 0;  // exchange rounds published so far
   if (Pass::kPublishesInitial) ex.publish(round++, 0);
   const int n = Pass::steps(p);
-  for (int s = 0; s < n; ++s) {
+  // Step s, consuming (and refilling) the input buffer of parity Par::value (Pass::kDepth).
+  auto step = [&](auto par, int s) {
+    constexpr int kPar = decltype(par)::value;
 #pragma unroll
     for (int k = 0; k < Pass::kStages; ++k) {
       if (!Pass::runs(p, s, k)) break;
@@ -89,10 +94,20 @@ persistent_kernel(const typename Pass::Params pa, const Layout L, const Workspac
         }
         __syncthreads();
       }
-      Pass::pointwise(k, r, p, L, c, ex, part, bias, s, consumed, round);
+      Pass::template pointwise<kPar>(k, r, p, L, c, ex, part, bias, s, consumed, round);
       if (Pass::publishes(p, s, k)) ex.publish(round++, (k + 1) % Pass::kStages);
-      Pass::outputs(k, r, p, L, c, s);  // after the publish: its release does not wait for them
+      Pass::template outputs<kPar>(k, r, p, L, c, s);  // after the publish: its release does not wait for them
     }
+  };
+  if constexpr (Pass::kDepth == 2) {
+    // two steps per iteration, so that each consumes its own parity's registers: a buffer
+    // picked by a runtime parity, or rotated by a move, would wait for a load still in flight
+    for (int s = 0; s < n; s += 2) {
+      step(std::integral_constant<int, 0>{}, s);
+      if (s + 1 < n) step(std::integral_constant<int, 1>{}, s + 1);
+    }
+  } else {
+    for (int s = 0; s < n; ++s) step(std::integral_constant<int, 0>{}, s);
   }
   Pass::finish(r, p, c);
   ex.end();

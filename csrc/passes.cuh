@@ -50,6 +50,12 @@ template <class C, typename T>
 constexpr int kFwdDepth = 2;
 template <class C, typename T>
 constexpr int kBwdDepth = (C::kInfo.id == Cell::GRU && std::is_same<T, __nv_bfloat16>::value) ? 1 : 2;
+// The LSTM with a projection (passes_proj.cuh): two stages a step, twice in the loop body;
+// with two buffers both passes spill in every dtype (20-216 bytes), so one.
+template <typename T>
+constexpr int kFwdProjDepth = 1;
+template <typename T>
+constexpr int kBwdProjDepth = 1;
 
 // Whether pair slot i is in use in any thread (i < the plan's ppt): a test of the kernel
 // parameter, uniform across the CTA, so the slots past ppt are skipped by whole warps and

@@ -20,11 +20,12 @@ struct FwdProjPass {
   using Elem = T;
   using Params = FwdParams<T>;
   static constexpr bool kBackward = false, kPublishesInitial = true;
-  static constexpr int kStages = 2, G = Cell::G, S = Cell::S, kDepth = 1;
+  static constexpr int kStages = 2, G = Cell::G, S = Cell::S;
+  static constexpr int kDepth = kFwdProjDepth<T>;  // steps between an input's load and its use (passes.cuh)
   struct Regs {
     PairSlots ph, pp;  // (row, H-unit) and (row, P-unit) pairs
     float c[kPairsPerThread], h[kPairsPerThread];
-    T gx[kPairsPerThread][G];  // the next step's input, as loaded (passes.cuh)
+    T gx[kDepth][kPairsPerThread][G];  // the inputs of the next kDepth steps, as loaded (passes.cuh)
   };
 
   __device__ static Params direction(const Params& p, int d) { return p.direction(d, G, S); }
@@ -46,12 +47,14 @@ struct FwdProjPass {
   __device__ static void load_bias(float* bias, const Params& p, const Layout& L, const Cta& c) {
     FwdPass<Cell, T>::load_bias(bias, p, L, c);
   }
-  __device__ static void prefetch(Regs& r, const Params& p, const Cta& c, int i, int s) {
+  // step s's gx of pair i into buffer buf
+  __device__ static void prefetch(T (&buf)[kPairsPerThread][G], const Regs& r, const Params& p, const Cta& c, int i,
+                                  int s) {
     const int t = time_of(p, s);
     if (t < r.ph.len[i]) {
       const T* src = p.gx + ((size_t)t * p.B + c.b0 + r.ph.bb[i]) * p.ldg + c.j0 + r.ph.u[i];
 #pragma unroll
-      for (int g = 0; g < G; ++g) r.gx[i][g] = __ldg(src + (size_t)g * p.H);
+      for (int g = 0; g < G; ++g) buf[i][g] = __ldg(src + (size_t)g * p.H);
     }
   }
   template <class X>
@@ -63,7 +66,9 @@ struct FwdProjPass {
       r.c[i] = r.h[i] = 0.0f;
       if (r.ph.ok[i]) {
         r.c[i] = to_f(p.c0[r.ph.at(i, c, p.H, c.j0)]);
-        prefetch(r, p, c, i, 0);
+#pragma unroll
+        for (int b = 0; b < kDepth; ++b)
+          if (b < p.steps) prefetch(r.gx[b], r, p, c, i, b);
       }
       if (r.pp.ok[i]) {
         const T h0 = p.h0[r.pp.at(i, c, p.P, c.jp0)];
@@ -77,7 +82,8 @@ struct FwdProjPass {
                                    const float* part, const float* bias, int s, bool, int round) {
     const int t = time_of(p, s);
     const bool more = s + 1 < p.steps, timed_out = *ex.abort != 0;  // results after a timeout: NaN
-    if (k == 0) {  // the cell on the H-units: c_t and m_t
+    if (k == 0) {  // the cell on the H-units: c_t and m_t, from the inputs of the step's parity
+      const auto& in = r.gx[Par % kDepth];
 #pragma unroll
       for (int i = 0; i < kPairsPerThread; ++i) {
         if (!r.ph.ok[i]) continue;
@@ -88,7 +94,7 @@ struct FwdProjPass {
           float gx[G], gh[G], sv[S], cn;
 #pragma unroll
           for (int g = 0; g < G; ++g) {
-            gx[g] = to_f(r.gx[i][g]);
+            gx[g] = to_f(in[i][g]);
             gh[g] = bias[g * L.U + u] + part_sum(part, L.st[0], L.BG, bb, g * L.U + u);
           }
           Cell::forward(gx, gh, 0.0f, r.c[i], &m, &cn, sv);
@@ -112,14 +118,15 @@ struct FwdProjPass {
       if (more) ex.put(round, 0, 0, bb, u, from_f<T>(r.h[i]));
     }
   }
-  // After stage k's publish (passes.cuh): stage 0 the next step's input loads, stage 1 y (h,
-  // zero past the sequence's end). Stage 0's m and saved stores still precede its publish.
+  // After stage k's publish (passes.cuh): stage 0 the input loads of step s + kDepth (into the
+  // buffer this step consumed), stage 1 y (h, zero past the sequence's end). Stage 0's m and
+  // saved stores still precede its publish.
   template <int Par>
   __device__ static void outputs(int k, Regs& r, const Params& p, const Layout&, const Cta& c, int s) {
     const int t = time_of(p, s);
 #pragma unroll
     for (int i = 0; i < kPairsPerThread; ++i) {
-      if (k == 0 && r.ph.ok[i] && s + 1 < p.steps) prefetch(r, p, c, i, s + 1);
+      if (k == 0 && r.ph.ok[i] && s + kDepth < p.steps) prefetch(r.gx[Par % kDepth], r, p, c, i, s + kDepth);
       if (k == 1 && r.pp.ok[i])
         p.y[((size_t)t * p.B + c.b0 + r.pp.bb[i]) * p.ldy + c.jp0 + r.pp.u[i]] =
             from_f<T>(t < r.pp.len[i] ? r.h[i] : 0.0f);
@@ -140,12 +147,14 @@ struct BwdProjPass {
   using Elem = T;
   using Params = BwdParams<T>;
   static constexpr bool kBackward = true, kPublishesInitial = false;
-  static constexpr int kStages = 2, G = Cell::G, S = Cell::S, kDepth = 1;
+  static constexpr int kStages = 2, G = Cell::G, S = Cell::S;
+  static constexpr int kDepth = kBwdProjDepth<T>;  // steps between an input's load and its use (passes.cuh)
   struct Regs {
     PairSlots ph, pp;
-    float dc[kPairsPerThread], sv[kPairsPerThread][S];  // H-pairs: the cell's state gradient, its saved values
-    float dh[kPairsPerThread];                          // P-pairs: the carried gradient of h,
-    T dy[kPairsPerThread];                              // and dy of the step as loaded (passes.cuh)
+    float dc[kPairsPerThread];                  // H-pairs: the cell's state gradient,
+    float sv[kDepth][kPairsPerThread][S];       // its saved values of the next kDepth phases
+    float dh[kPairsPerThread];                  // P-pairs: the carried gradient of h,
+    T dy[kDepth][kPairsPerThread];              // and dy of the next kDepth phases as loaded (passes.cuh)
   };
 
   __device__ static Params direction(const Params& p, int d) { return p.direction(d, G, S); }
@@ -164,17 +173,18 @@ struct BwdProjPass {
     return lr < c.np ? p.wt + (size_t)(c.jp0 + lr) * (G * p.H) + (size_t)g * p.H : nullptr;
   }
   __device__ static void load_bias(float*, const Params&, const Layout&, const Cta&) {}
-  __device__ static void prefetch_dy(Regs& r, const Params& p, const Cta& c, int i, int s) {
+  // phase s's dy (P-pair i) into buffer b, its saved values (H-pair i) into buffer b
+  __device__ static void prefetch_dy(Regs& r, int b, const Params& p, const Cta& c, int i, int s) {
     const int t = time_of(p, s);
     if (t < r.pp.len[i])
-      r.dy[i] = __ldg(p.dy + ((size_t)t * p.B + c.b0 + r.pp.bb[i]) * p.ldy + c.jp0 + r.pp.u[i]);
+      r.dy[b][i] = __ldg(p.dy + ((size_t)t * p.B + c.b0 + r.pp.bb[i]) * p.ldy + c.jp0 + r.pp.u[i]);
   }
-  __device__ static void prefetch_saved(Regs& r, const Params& p, const Cta& c, int i, int s) {
+  __device__ static void prefetch_saved(Regs& r, int b, const Params& p, const Cta& c, int i, int s) {
     const int t = time_of(p, s);
     if (t < r.ph.len[i]) {
       const size_t tb = (size_t)t * p.B + c.b0 + r.ph.bb[i], j = c.j0 + r.ph.u[i];
 #pragma unroll
-      for (int q = 0; q < S; ++q) r.sv[i][q] = __ldg(p.saved + (tb * S + q) * p.H + j);
+      for (int q = 0; q < S; ++q) r.sv[b][i][q] = __ldg(p.saved + (tb * S + q) * p.H + j);
     }
   }
   template <class X>
@@ -184,14 +194,15 @@ struct BwdProjPass {
 #pragma unroll
     for (int i = 0; i < kPairsPerThread; ++i) {
       r.dc[i] = r.dh[i] = 0.0f;
-      r.dy[i] = from_f<T>(0.0f);
-      if (r.ph.ok[i]) {
-        r.dc[i] = to_f(p.dcT[r.ph.at(i, c, p.H, c.j0)]);
-        prefetch_saved(r, p, c, i, 0);
-      }
-      if (r.pp.ok[i]) {
-        r.dh[i] = to_f(p.dhT[r.pp.at(i, c, p.P, c.jp0)]);
-        prefetch_dy(r, p, c, i, 0);
+#pragma unroll
+      for (int b = 0; b < kDepth; ++b) r.dy[b][i] = from_f<T>(0.0f);
+      if (r.ph.ok[i]) r.dc[i] = to_f(p.dcT[r.ph.at(i, c, p.H, c.j0)]);
+      if (r.pp.ok[i]) r.dh[i] = to_f(p.dhT[r.pp.at(i, c, p.P, c.jp0)]);
+#pragma unroll
+      for (int b = 0; b < kDepth; ++b) {  // phases 0 .. kDepth-1
+        if (b >= p.steps) continue;
+        if (r.ph.ok[i]) prefetch_saved(r, b, p, c, i, b);
+        if (r.pp.ok[i]) prefetch_dy(r, b, p, c, i, b);
       }
     }
   }
@@ -214,7 +225,7 @@ struct BwdProjPass {
         const size_t tb = (size_t)t * p.B + c.b0 + bb;
         float sent = 0.0f;  // past the sequence's end: the gradient passes through to h_{t-1}, m gets none
         if (t < r.pp.len[i]) {
-          sent = dh + to_f(r.dy[i]);
+          sent = dh + to_f(r.dy[Par % kDepth][i]);
           r.dh[i] = 0.0f;
         } else {
           r.dh[i] = dh;
@@ -233,7 +244,7 @@ struct BwdProjPass {
       if (t < r.ph.len[i]) {
         const float dm = timed_out ? nan_f() : part_sum(part, L.st[1], L.BG, bb, u);
         float dgx[G], dgh[G], dl, dcp;
-        Cell::backward(r.sv[i], dm, r.dc[i], dgx, dgh, &dl, &dcp);
+        Cell::backward(r.sv[Par % kDepth][i], dm, r.dc[i], dgx, dgh, &dl, &dcp);
 #pragma unroll
         for (int g = 0; g < G; ++g) {
           pgx[(size_t)g * p.H] = from_f<T>(dgx[g]);
@@ -250,15 +261,15 @@ struct BwdProjPass {
       }
     }
   }
-  // After stage k's publish (passes.cuh): the next step's dy (stage 0) and saved (stage 1)
-  // loads. The dh and d_gx stores still precede the publish.
+  // After stage k's publish (passes.cuh): phase s + kDepth's dy (stage 0) and saved (stage 1)
+  // loads, into the buffers this phase consumed. The dh and d_gx stores still precede the publish.
   template <int Par>
   __device__ static void outputs(int k, Regs& r, const Params& p, const Layout&, const Cta& c, int s) {
-    if (s + 1 >= p.steps) return;
+    if (s + kDepth >= p.steps) return;
 #pragma unroll
     for (int i = 0; i < kPairsPerThread; ++i) {
-      if (k == 0 && r.pp.ok[i]) prefetch_dy(r, p, c, i, s + 1);
-      if (k == 1 && r.ph.ok[i]) prefetch_saved(r, p, c, i, s + 1);
+      if (k == 0 && r.pp.ok[i]) prefetch_dy(r, Par % kDepth, p, c, i, s + kDepth);
+      if (k == 1 && r.ph.ok[i]) prefetch_saved(r, Par % kDepth, p, c, i, s + kDepth);
     }
   }
   __device__ static void finish(const Regs& r, const Params& p, const Cta& c) {

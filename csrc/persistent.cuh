@@ -13,8 +13,6 @@
 //   two steps before it, so no step waits for a load issued after the previous step's wait.
 // Shared memory: A_k (RP, lda) weights | X_k (nx, BG, ldx) | bias (RP_0) fp32 | stage | part.
 #pragma once
-#include <type_traits>
-
 #include "passes.cuh"
 
 namespace fusedrnn {
@@ -50,11 +48,55 @@ __device__ __forceinline__ void load_weights(typename Pass::Elem* A, const typen
   cp_async_wait_all();
 }
 
+// What one step of persistent_kernel reads and updates (the registers r and the round count
+// by reference).
+template <class Pass>
+struct StepState {
+  const typename Pass::Params& p;
+  const Layout& L;
+  const Cta& c;
+  const Exchange<typename Pass::Elem>& ex;
+  unsigned char* smem;
+  float* part;
+  const float* bias;
+  typename Pass::Regs& r;
+  int& round;
+};
+
+// Step s: every stage's matmul over the latest round, pointwise, publish and outputs. Par:
+// the step's parity, whose input registers it consumes and refills (Pass::kDepth); a
+// template argument, so that each parity names its own registers.
+template <class Pass, int Par>
+__device__ __forceinline__ void run_step(const StepState<Pass>& st, int s) {
+  using T = typename Pass::Elem;
+  constexpr int KE = 32 / sizeof(T);
+  const Layout& L = st.L;
+  const auto& ex = st.ex;
+#pragma unroll
+  for (int k = 0; k < Pass::kStages; ++k) {
+    if (!Pass::runs(st.p, s, k)) break;
+    const bool consumed = Pass::consumes(s, k);
+    if (consumed) {
+      const T* A = reinterpret_cast<const T*>(st.smem + L.st[k].off_a);
+      if (L.tier == 3) {
+        ex.stream_multiply(k, st.round - 1, s, A, st.part);
+      } else {
+        ex.consume();
+        step_matmul<T>(A, ex.operand(k, st.round - 1), 0, st.part, L.st[k], ex.div.mm[k], L.BG, 0, L.st[k].Kp / KE,
+                       false);
+      }
+      __syncthreads();
+    }
+    Pass::template pointwise<Par>(k, st.r, st.p, L, st.c, ex, st.part, st.bias, s, consumed, st.round);
+    if (Pass::publishes(st.p, s, k)) ex.publish(st.round++, (k + 1) % Pass::kStages);
+    Pass::template outputs<Par>(k, st.r, st.p, L, st.c, s);  // after the publish: its release does not wait for them
+  }
+}
+
 template <class Pass>
 __global__ void __launch_bounds__(kThreads, 1)
 persistent_kernel(const typename Pass::Params pa, const Layout L, const Workspace ws) {
   using T = typename Pass::Elem;
-  constexpr int KE = 32 / sizeof(T);
   FUSEDRNN_DYNAMIC_SMEM(smem);
   FUSEDRNN_SHARED(int, s_abort, );
   const Cta c = Cta::of(L, pa.B, pa.H, pa.P);
@@ -76,38 +118,16 @@ persistent_kernel(const typename Pass::Params pa, const Layout L, const Workspac
   int round = 0;  // exchange rounds published so far
   if (Pass::kPublishesInitial) ex.publish(round++, 0);
   const int n = Pass::steps(p);
-  // Step s, consuming (and refilling) the input buffer of parity Par::value (Pass::kDepth).
-  auto step = [&](auto par, int s) {
-    constexpr int kPar = decltype(par)::value;
-#pragma unroll
-    for (int k = 0; k < Pass::kStages; ++k) {
-      if (!Pass::runs(p, s, k)) break;
-      const bool consumed = Pass::consumes(s, k);
-      if (consumed) {
-        const T* A = reinterpret_cast<const T*>(smem + L.st[k].off_a);
-        if (L.tier == 3) {
-          ex.stream_multiply(k, round - 1, s, A, part);
-        } else {
-          ex.consume();
-          step_matmul<T>(A, ex.operand(k, round - 1), 0, part, L.st[k], ex.div.mm[k], L.BG, 0, L.st[k].Kp / KE,
-                         false);
-        }
-        __syncthreads();
-      }
-      Pass::template pointwise<kPar>(k, r, p, L, c, ex, part, bias, s, consumed, round);
-      if (Pass::publishes(p, s, k)) ex.publish(round++, (k + 1) % Pass::kStages);
-      Pass::template outputs<kPar>(k, r, p, L, c, s);  // after the publish: its release does not wait for them
-    }
-  };
+  const StepState<Pass> st{p, L, c, ex, smem, part, bias, r, round};
   if constexpr (Pass::kDepth == 2) {
     // two steps per iteration, so that each consumes its own parity's registers: a buffer
     // picked by a runtime parity, or rotated by a move, would wait for a load still in flight
     for (int s = 0; s < n; s += 2) {
-      step(std::integral_constant<int, 0>{}, s);
-      if (s + 1 < n) step(std::integral_constant<int, 1>{}, s + 1);
+      run_step<Pass, 0>(st, s);
+      if (s + 1 < n) run_step<Pass, 1>(st, s + 1);
     }
   } else {
-    for (int s = 0; s < n; ++s) step(std::integral_constant<int, 0>{}, s);
+    for (int s = 0; s < n; ++s) run_step<Pass, 0>(st, s);
   }
   Pass::finish(r, p, c);
   ex.end();

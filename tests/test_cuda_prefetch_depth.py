@@ -37,6 +37,14 @@ def test_each_step_reads_its_own_inputs(emu, knobs, cell, dtype):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=lambda d: str(d)[6:])
+def test_each_step_reads_its_own_inputs_with_a_projection(emu, knobs, dtype):
+    """The LSTM with a projection: two stages per step, dy and the saved values loaded in different stages."""
+    knobs()
+    for T, reverse, lengths, D in SEQUENCES:
+        check(contract.Case("lstm", D, reverse and D == 1, proj=True, lengths=lengths, T=T), dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=lambda d: str(d)[6:])
 def test_each_step_reads_its_own_inputs_across_a_cluster(emu, knobs, dtype):
     """The same across CTAs (the cluster tier, H split over 3 CTAs, B over two batch groups):
     the loads follow the publish there, so a refill racing the exchange would show."""

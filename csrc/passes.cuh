@@ -41,21 +41,32 @@ struct PairSlots {
   __device__ size_t at(int i, const Cta& c, int N, int j0) const { return (size_t)(c.b0 + bb[i]) * N + j0 + u[i]; }
 };
 
+// Two values x, y of dtype T, converted from float: Packed, in one register where T is 16-bit
+// (alone, a 16-bit value takes a whole 32-bit register), or Apart.
+template <typename T>
+struct Apart {
+  T x, y;
+  __device__ static Apart of(float a, float b) { return {from_f<T>(a), from_f<T>(b)}; }
+};
+struct PackedBf16 : __nv_bfloat162 {
+  __device__ static PackedBf16 of(float a, float b) { return {__floats2bfloat162_rn(a, b)}; }
+};
+struct PackedHalf : __half2 {
+  __device__ static PackedHalf of(float a, float b) { return {__floats2half2_rn(a, b)}; }
+};
+template <typename T>
+using Packed = std::conditional_t<std::is_same<T, __nv_bfloat16>::value, PackedBf16,
+                                  std::conditional_t<std::is_same<T, __half>::value, PackedHalf, Apart<T>>>;
+
 __device__ __forceinline__ float nan_f() { return __int_as_float(0x7fc00000); }
 
-// How many steps ahead a pass loads its inputs (persistent.cuh): 2 where the second buffer
-// fits in the registers (__launch_bounds__(kThreads, 1): 255 a thread) without a spill
-// (ptxas -v, the compile gate), else 1: the GRU backward in bf16 spills with two.
-template <class C, typename T>
-constexpr int kFwdDepth = 2;
-template <class C, typename T>
-constexpr int kBwdDepth = (C::kInfo.id == Cell::GRU && std::is_same<T, __nv_bfloat16>::value) ? 1 : 2;
-// The LSTM with a projection (passes_proj.cuh): two stages a step, twice in the loop body;
-// with two buffers both passes spill in every dtype (20-216 bytes), so one.
-template <typename T>
-constexpr int kFwdProjDepth = 1;
-template <typename T>
-constexpr int kBwdProjDepth = 1;
+// How many steps ahead a pass loads its inputs (Pass::kDepth, persistent.cuh): 2 where the
+// second buffer fits in the registers (__launch_bounds__(kThreads, 1): 255 a thread) without
+// a spill (ptxas -v, the compile gate), else 1. Without a projection every cell and dtype
+// fits (the GRU backward in 16-bit once its outputs are packed: BwdPass::Regs::Out); the
+// LSTM projection passes (passes_proj.cuh: two stages a step, twice in the loop body) spill
+// 20-216 bytes in every dtype with two, so they keep one.
+constexpr int kInputDepth = 2, kInputDepthProj = 1;
 
 // Whether pair slot i is in use in any thread (i < the plan's ppt): a test of the kernel
 // parameter, uniform across the CTA, so the slots past ppt are skipped by whole warps and
@@ -70,7 +81,7 @@ struct FwdPass {
   using Params = FwdParams<T>;
   static constexpr bool kBackward = false, kPublishesInitial = true;
   static constexpr int kStages = 1, G = Cell::G, S = Cell::S;
-  static constexpr int kDepth = kFwdDepth<C, T>;  // steps between an input's load and its use
+  static constexpr int kDepth = kInputDepth;  // steps between an input's load and its use
   struct Regs {
     PairSlots p;
     float h[kPairsPerThread], c[kPairsPerThread];
@@ -214,7 +225,7 @@ struct BwdPass {
   // d_gh is a tensor of its own for the GRU only (validate.cpp: required and not aliasing
   // d_gx there, absent for the other cells), so whether to store it is the cell's fact
   static constexpr bool kSplit = Cell::kInfo.id == fusedrnn::Cell::GRU;
-  static constexpr int kDepth = kBwdDepth<C, T>;  // steps between an input's load and its use
+  static constexpr int kDepth = kInputDepth;  // steps between an input's load and its use
   struct In {  // a step's inputs: dy as loaded (converted where it is added), the saved activations
     T dy[kPairsPerThread];
     float sv[kPairsPerThread][S];
@@ -223,7 +234,10 @@ struct BwdPass {
     PairSlots p;
     float dh[kPairsPerThread], dc[kPairsPerThread];
     In in[kDepth];  // the inputs of the next kDepth steps
-    T dgx[kPairsPerThread][G], dgh[kPairsPerThread][G];  // this step's outputs, stored after the publish
+    // this step's outputs (x: d_gx, y: d_gh), stored after the publish; packed where d_gh is a
+    // tensor of its own, which frees the registers for the GRU's second input buffer in 16-bit
+    using Out = std::conditional_t<kSplit, Packed<T>, Apart<T>>;
+    Out dg[kPairsPerThread][G];
   };
 
   __device__ static Params direction(const Params& p, int d) { return p.direction(d, G, S); }
@@ -301,18 +315,17 @@ struct BwdPass {
         Cell::backward(in.sv[i], dh, r.dc[i], dgx, dgh, &dl, &dcp);
 #pragma unroll
         for (int g = 0; g < G; ++g) {
-          r.dgx[i][g] = from_f<T>(dgx[g]);
-          r.dgh[i][g] = from_f<T>(dgh[g]);
+          r.dg[i][g] = Regs::Out::of(dgx[g], dgh[g]);
         }
         r.dh[i] = dl;
         if (Cell::HAS_C) r.dc[i] = dcp;
       } else {  // the state passed through unchanged: so does its gradient; dy is ignored
 #pragma unroll
-        for (int g = 0; g < G; ++g) r.dgx[i][g] = r.dgh[i][g] = from_f<T>(0.0f);
+        for (int g = 0; g < G; ++g) r.dg[i][g] = Regs::Out::of(0.0f, 0.0f);
         r.dh[i] = dh;
       }
 #pragma unroll
-      for (int g = 0; g < G; ++g) out.put(g, bb, u, r.dgh[i][g]);
+      for (int g = 0; g < G; ++g) out.put(g, bb, u, r.dg[i][g].y);
     }
   }
   // After the publish: the step's d_gx (and d_gh where it is a tensor of its own), then the
@@ -335,8 +348,8 @@ struct BwdPass {
       const int at = (c.b0 + r.p.bb[i]) * p.ldg + c.j0 + r.p.u[i];
 #pragma unroll
       for (int g = 0; g < G; ++g) {
-        dgxt[at + g * p.H] = r.dgx[i][g];
-        if (kSplit) dght[at + g * p.H] = r.dgh[i][g];
+        dgxt[at + g * p.H] = r.dg[i][g].x;
+        if (kSplit) dght[at + g * p.H] = r.dg[i][g].y;
       }
       prefetch(r.in[Par % kDepth], r, p, c, i, tn, dyn, svn);
     }

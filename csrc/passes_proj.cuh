@@ -21,7 +21,7 @@ struct FwdProjPass {
   using Params = FwdParams<T>;
   static constexpr bool kBackward = false, kPublishesInitial = true;
   static constexpr int kStages = 2, G = Cell::G, S = Cell::S;
-  static constexpr int kDepth = kFwdProjDepth<T>;  // steps between an input's load and its use (passes.cuh)
+  static constexpr int kDepth = kInputDepthProj;  // steps between an input's load and its use (passes.cuh)
   struct Regs {
     PairSlots ph, pp;  // (row, H-unit) and (row, P-unit) pairs
     float c[kPairsPerThread], h[kPairsPerThread];
@@ -148,7 +148,7 @@ struct BwdProjPass {
   using Params = BwdParams<T>;
   static constexpr bool kBackward = true, kPublishesInitial = false;
   static constexpr int kStages = 2, G = Cell::G, S = Cell::S;
-  static constexpr int kDepth = kBwdProjDepth<T>;  // steps between an input's load and its use (passes.cuh)
+  static constexpr int kDepth = kInputDepthProj;  // steps between an input's load and its use (passes.cuh)
   struct Regs {
     PairSlots ph, pp;
     float dc[kPairsPerThread];                  // H-pairs: the cell's state gradient,

@@ -17,9 +17,11 @@ the plain cell's, since the masks are loaded beside the step's inputs, not after
 KP, NKP, RESIDENT, num_warps; the grid follows), to read a configuration it does not pick.
 
 Each line: backend, cell, dtype, B, H, direction, the launch (layout or tier), the counts
-(round_trips, barriers, insts_per_step; Triton also flag_round_trips, cluster_barriers,
-mma, mma_chain, and the kernel's registers, spill bytes, shared memory and tensor-core kind), the allowed round trips (2 per exchange, the reset-before GRU's two, + one per extra pass) and the model's µs/step;
---loads adds every global load of the step with its depth. Triton needs a process without
+(round_trips, barriers, insts_per_step, the kernel's registers and spill bytes; Triton also
+flag_round_trips, cluster_barriers, mma, mma_chain, shared memory and tensor-core kind), the
+allowed round trips (2 per exchange, the reset-before GRU's two, + one per extra pass) and the
+model's µs/step; --loads adds every global load of the step with its depth (CUDA: the
+persistent kernel's, for the plan's layout). Triton needs a process without
 TRITON_INTERPRET=1; the CUDA build is the gate's (cached under build/compile_check).
 """
 from __future__ import annotations
@@ -69,7 +71,23 @@ def triton_path(cell: str, dtype: str, B: int, H: int, direction: str, force: di
                 loads=[[hex(a), op, d, f] for a, op, d, f in rep.loads])
 
 
-def cuda_path(cell: str, dtype: str, B: int, H: int, direction: str) -> dict:
+def cuda_loads(facts: dict, cell: str, dtype: str, B: int, H: int, direction: str) -> list:
+    """Every global load of the persistent kernel's walk for the plan of this row (the third
+    repetition of the step loop, depths from the second's: sass_path.analyse), as
+    [address, opcode, depth, flag]; [] where the plan runs per-step kernels."""
+    from . import cuda_rows as cr, cuda_walks, sass_path
+    p = cr._C().plan_for(direction == "bwd", cell, cr.DTYPE_CODES[dtype], B, H, cr.limits(H100), proj=0,
+                         directions=1, machine=cr._machine())
+    key = ("persistent", direction, cell, dtype)
+    walks = facts.get(key, {}).get("walks")
+    if not p["persistent"] or walks is None:
+        return []
+    insts, at = walks._kernels(cell)["|".join(key)]
+    rep = sass_path.analyse(insts, cuda_walks.walk_params(p["layout"], sass_path.PARAM_BASE_SM90 + at))
+    return [[hex(a), op, d, f] for a, op, d, f in rep.loads]
+
+
+def cuda_path(cell: str, dtype: str, B: int, H: int, direction: str, loads: bool = False) -> dict:
     from . import cuda_rows as cr
     facts = cr.kernel_facts(H100.arch)  # a cold build compiles the four cells in parallel
     cr.SPEC[0] = H100
@@ -86,11 +104,12 @@ def cuda_path(cell: str, dtype: str, B: int, H: int, direction: str) -> dict:
                 flag_round_trips=sum(r.path.get("flag_round_trips", 0) for r in rows),
                 insts_per_step=sum(r.insts_per_step for r in rows), launch=rows[0].layout,
                 extra_passes=sum(r.extra_passes for r in rows), predicted_us=sum(r.predicted_us for r in rows),
-                terms=terms)
+                terms=terms, regs=rows[0].regs, spill=rows[0].spill_bytes,
+                **({"loads": cuda_loads(facts, cell, dtype, B, H, direction)} if loads else {}))
 
 
 def path(backend: str, cell: str, dtype: str, B: int, H: int, direction: str, force: dict | None = None,
-         proj: bool = False) -> dict:
+         proj: bool = False, loads: bool = False) -> dict:
     """The critical path of one kernel; `cell` may carry the REGULARISED suffix (Triton only);
     proj: with an LSTM projection of P = H/4 (Triton only)."""
     cell, regularised = split_cell(cell)
@@ -99,7 +118,7 @@ def path(backend: str, cell: str, dtype: str, B: int, H: int, direction: str, fo
     if regularised and backend != "triton":
         raise ValueError(f"{REGULARISED} (zoneout and recurrent dropout) applies to the triton backend only")
     d = (triton_path(cell, dtype, B, H, direction, force, regularised, proj) if backend == "triton"
-         else cuda_path(cell, dtype, B, H, direction))
+         else cuda_path(cell, dtype, B, H, direction, loads))
     d.update(backend=backend, cell=cell, regularised=regularised, dtype=dtype, B=B, H=H, direction=direction,
              allowed=ROUND_TRIPS_ALLOWED * exchanges(cell, proj) + d.get("extra_passes", 0))
     return d
@@ -137,7 +156,7 @@ def main(argv=None) -> int:
         return 2
     for i in range(0, len(argv), 6):
         backend, cell, dtype, B, H, direction = argv[i:i + 6]
-        d = path(backend, cell, dtype, int(B), int(H), direction, force, proj)
+        d = path(backend, cell, dtype, int(B), int(H), direction, force, proj, loads)
         if not loads:
             d.pop("loads", None)
         print(json.dumps(d), flush=True)

@@ -72,18 +72,18 @@ def triton_path(cell: str, dtype: str, B: int, H: int, direction: str, force: di
 
 
 def cuda_loads(facts: dict, cell: str, dtype: str, B: int, H: int, direction: str) -> list:
-    """Every global load of the persistent kernel's walk for the plan of this row (the third
-    repetition of the step loop, depths from the second's: sass_path.analyse), as
-    [address, opcode, depth, flag]; [] where the plan runs per-step kernels."""
-    from . import cuda_rows as cr, cuda_walks, sass_path
+    """Every global load of the persistent kernel's walk for the plan of this row (the walk's
+    last trip of the step loop, depths counted from the end of the trip before:
+    sass_path.analyse), as [address, opcode, depth, flag]; [] where the plan runs per-step kernels."""
+    from . import cuda_rows as cr, cuda_walks
     p = cr._C().plan_for(direction == "bwd", cell, cr.DTYPE_CODES[dtype], B, H, cr.limits(H100), proj=0,
                          directions=1, machine=cr._machine())
     key = ("persistent", direction, cell, dtype)
     walks = facts.get(key, {}).get("walks")
     if not p["persistent"] or walks is None:
         return []
-    insts, at = walks._kernels(cell)["|".join(key)]
-    rep = sass_path.analyse(insts, cuda_walks.walk_params(p["layout"], sass_path.PARAM_BASE_SM90 + at))
+    insts, at = walks.kernel("|".join(key), cell)
+    rep = cuda_walks.report(insts, at, p["layout"], cuda_walks.steps_per_trip("|".join(key)))
     return [[hex(a), op, d, f] for a, op, d, f in rep.loads]
 
 

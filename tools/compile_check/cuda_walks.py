@@ -7,11 +7,16 @@ the plan fixes. The walk (sass_path.analyse) is told the fields the kernel branc
 tier, each stage's passes over K (NP), split-K slices (KS), warp tile (WM, WN), pointwise
 pair slots in use (ppt), X buffers (nx), segments (nseg). Each walk is keyed by the values
 it was told (walk_key) and cached with the build's other critical paths (cuda_rows.kernel_facts).
+
+A pass that loads its inputs two steps ahead (Pass::kDepth 2, csrc/passes.cuh) runs its step
+loop unrolled by two (csrc/persistent.cuh): one trip of the loop is two steps, and the walk
+is told so (steps_per_trip), read from the constants in csrc/passes.cuh that the build compiled.
 """
 from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 
 from . import sass_path
@@ -24,6 +29,29 @@ STAGE_AT, STAGE_BYTES = 4 * len(LAYOUT_FIELDS), 4 * len(STAGE_FIELDS)  # layout.
 # the fields the kernel branches on; the others only enter address arithmetic
 WALK_LAYOUT = ("tier", "nst", "D", "NU")  # NU: the grid tier's flag poll slots per lane
 WALK_STAGE = ("nseg", "KS", "WM", "WN", "ppt", "nx", "NP")
+PASSES_CUH = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "csrc",
+                          "passes.cuh")
+_DEPTHS = re.compile(r"constexpr int kInputDepth = (\d+), kInputDepthProj = (\d+);")
+
+
+def input_depths(source: str | None = None) -> tuple[int, int]:
+    """(kInputDepth, kInputDepthProj) of csrc/passes.cuh (or of `source`, its text): how many
+    steps ahead the passes without and with a projection load their inputs."""
+    if source is None:
+        with open(PASSES_CUH) as f:
+            source = f.read()
+    m = _DEPTHS.search(source)
+    if m is None:
+        raise RuntimeError("csrc/passes.cuh: no `constexpr int kInputDepth = N, kInputDepthProj = M;`")
+    return int(m.group(1)), int(m.group(2))
+
+
+def steps_per_trip(key: str) -> int:
+    """Recurrence steps per trip of the step loop of persistent kernel `key`
+    ("persistent|<pass>|<cell>|<dtype>"): its pass's input depth (persistent.cuh unrolls the
+    loop by two where it is 2)."""
+    plain, proj = input_depths()
+    return proj if key.split("|")[1].endswith("-proj") else plain
 
 
 def field_offset(name: str, stage: int | None = None) -> int:
@@ -48,9 +76,14 @@ def walk_key(layout: dict) -> str:
     return " | ".join(parts)
 
 
-def walk(insts: list, layout_at: int, layout: dict) -> dict:
+def report(insts: list, layout_at: int, layout: dict, steps: int = 1) -> sass_path.PathReport:
+    """The critical path of one plan's step; steps: recurrence steps per trip of the loop."""
+    return sass_path.analyse(insts, walk_params(layout, sass_path.PARAM_BASE_SM90 + layout_at), steps_per_trip=steps)
+
+
+def walk(insts: list, layout_at: int, layout: dict, steps: int = 1) -> dict:
     """The critical-path counts of one plan's step (sass_path.PathReport.as_dict)."""
-    return sass_path.analyse(insts, walk_params(layout, sass_path.PARAM_BASE_SM90 + layout_at)).as_dict()
+    return report(insts, layout_at, layout, steps).as_dict()
 
 
 class PlanWalks:
@@ -61,6 +94,10 @@ class PlanWalks:
         self.cubins, self.path, self.paths = cubins, path, paths
         self.cuobjdump, self.demangle = cuobjdump, demangle
         self._sass: dict[str, dict] = {}  # cell -> {kernel key: (instructions, Layout offset)}
+
+    def kernel(self, key: str, cell: str) -> tuple[list, int] | None:
+        """(instructions, Layout parameter offset) of persistent kernel `key` in `cell`'s cubin."""
+        return self._kernels(cell).get(key)
 
     def _kernels(self, cell: str) -> dict:
         if cell not in self._sass:
@@ -82,7 +119,7 @@ class PlanWalks:
             found = self._kernels(cell).get(key)
             if found is None:
                 return None
-            have[wk] = walk(found[0], found[1], layout)
+            have[wk] = walk(found[0], found[1], layout, steps_per_trip(key))
             with open(self.path + ".tmp", "w") as f:
                 json.dump(self.paths, f, indent=1)
             os.replace(self.path + ".tmp", self.path)

@@ -123,6 +123,16 @@ def test_cuda_step_round_trips(cuda_paths, case):
     _check(cuda_paths[case])
 
 
+def test_cuda_inputs_are_loaded_two_steps_ahead(cuda_paths):
+    """The CUDA persistent kernel loads a step's inputs two steps before it (csrc/persistent.cuh):
+    where no flag is polled (the cta and cluster tiers) that load is the step's only dependent
+    one, consumed one trip of the two-step loop after its issue: half a round trip per step
+    (one step ahead, each step waited for the load the step before issued: 1)."""
+    inside = {c: d["round_trips"] for c, d in cuda_paths.items() if d["launch"].split()[0] in ("cta", "cluster")}
+    assert len(inside) >= 48, inside  # B8·H128 and B1·H256 in every cell, dtype and direction at least (84 now)
+    assert {c: rt for c, rt in inside.items() if rt != 0.5} == {}
+
+
 def test_the_reader_on_a_real_triton_kernel(triton_paths):
     """The compiled forward of the LSTM at B1·H256 (grid layout, W_hh resident in one piece of
     256, h exchanged through L2, atomic-counter grid barrier): the step loop holds the

@@ -56,10 +56,10 @@ their length change nothing (see tiles.step_rows).
 import triton
 import triton.language as tl
 
-from .steps import (bwd_saved, bwd_update, contract_bwd, contract_fwd, fwd_update, load_dy, program_rows,
-                    project_out, reset_bwd, reset_state, resident_w_bwd, resident_w_fwd, resident_w_gates,
-                    store_grad_h, unit_tile, with_slot2, zone_masks)
-from .tiles import load_slots, mma, stacked_rows, step_rows, sync, w_rows
+from .steps import (bwd_inputs, bwd_saved, bwd_update, contract_bwd, contract_fwd, fwd_inputs, fwd_update, load_dy,
+                    program_rows, project_out, reset_bwd, reset_state, resident_w_bwd, resident_w_fwd,
+                    resident_w_gates, store_grad_h, unit_tile, with_slot2, zone_masks)
+from .tiles import load_slots, mma, release, release_slots, stacked_rows, step_rows, sync, w_rows
 
 
 @triton.jit(do_not_specialize=["T", "flags", "spin_limit"])
@@ -98,6 +98,7 @@ def recurrence_fwd_kernel(
     NM: tl.constexpr = 2 if (RB and DROP) else 1  # (B, H) blocks of p_m per direction
     NH: tl.constexpr = 3 if (PROJ and DROP) else 2  # (B, P) blocks of p_h per direction
     ZH_CELL: tl.constexpr = ZONE_H and not PROJ  # zoneout of h in the cell's update (PROJ: after W_hr)
+    AHEAD: tl.constexpr = 2 if CARRY else 1  # steps between the single-tile step inputs' load and use
     if not PROJ:  # the state is H wide: let the compiler see it
         P = H
     has_bias, reverse, save, d, o_b, m_b, b_len, p_cnt, p_err = program_rows(p_len, p_sync, flags, T, B, D, BLOCK_B)
@@ -148,12 +149,26 @@ def recurrence_fwd_kernel(
         wr = 0
         if PROJ and CARRY:
             wr = w_rows(p_wr, 0, 0, P, H, 1, 1, BLOCK_P, BLOCK_N)  # all of W_hr: (BLOCK_P, BLOCK_N)
-        o_r, act = step_rows(0, b_len, o_b, m_b, B, reverse)
-        x0, x1, x2, x3 = load_slots(p_gx, o_r * s_gx, o_n, m, H, G)
-        zh = zone_masks(p_zh, p_zc, o_r, o_p, m_p, s_y, D * H, ZONE_H, False)[0]  # h's rows (PROJ: P of them)
-        zc = zone_masks(p_zh, p_zc, o_r, o_n, m, s_y, D * H, False, ZONE_C)[1]
-        for s in range(T):
+        # the inputs that do not depend on h (gx, the zoneout masks: zh on h's rows, P of them with PROJ)
+        # are loaded AHEAD steps before their use, held as loaded (tiles.hold) and released at it.
+        # cta (AHEAD 2): buffer a holds step s's, b step s+1's, and step s loads step s+2's; the
+        # loop is unrolled by two, so the buffers' rotation is a renaming, not a register move (a
+        # move of a load still in flight waits for it like a use). The other layouts wait for the
+        # exchange each step, which the next step's load has had a whole step to beat: one ahead
+        xa0, xa1, xa2, xa3, zha, zca = fwd_inputs(p_gx, p_zh, p_zc, 0, T, b_len, o_b, m_b, o_n, m, o_p, m_p, B, H,
+                                                  G, s_gx, s_y, D * H, reverse, ZONE_H, ZONE_C, INTERP)
+        xb0, xb1, xb2, xb3, zhb, zcb = xa0, xa1, xa2, xa3, zha, zca
+        if AHEAD == 2:
+            xb0, xb1, xb2, xb3, zhb, zcb = fwd_inputs(p_gx, p_zh, p_zc, 1, T, b_len, o_b, m_b, o_n, m, o_p, m_p, B,
+                                                      H, G, s_gx, s_y, D * H, reverse, ZONE_H, ZONE_C, INTERP)
+        for s in tl.range(0, T, loop_unroll_factor=AHEAD):
             o_r, act = step_rows(s, b_len, o_b, m_b, B, reverse)
+            x0, x1, x2, x3 = release_slots(xa0, xa1, xa2, xa3, p_gx.dtype.element_ty, G, INTERP)
+            zh, zc = zha, zca
+            if ZONE_H:
+                zh = release(zha, tl.float32, INTERP)
+            if ZONE_C:
+                zc = release(zca, tl.float32, INTERP)
             if CARRY:  # the whole state is this tile: it is the product's operand as it is (times d)
                 acc = mma(ws[0], h * dm if DROP else h, zero, PREC, INTERP)
             else:
@@ -174,12 +189,15 @@ def recurrence_fwd_kernel(
                 h_in = c
             u, c = fwd_update(CELL, acc, bias, x0, x1, x2, x3, h_in, c, act, o_r, o_n, m, p_y, o_r * s_y, p_acts,
                               p_state, H, save, GS, SA, BLOCK_N, BLOCK_B, CARRY, PROJ, INTERP, zh, zc, ZH_CELL, ZONE_C)
-            zh_t = zh
-            # the next step's input and masks do not depend on h: load them before the wait
-            o_r1, _ = step_rows(s + 1, b_len, o_b, m_b, B, reverse)
-            x0, x1, x2, x3 = load_slots(p_gx, o_r1 * s_gx, o_n, tl.where(s + 1 < T, m, False), H, G)
-            zh = zone_masks(p_zh, p_zc, o_r1, o_p, tl.where(s + 1 < T, m_p, False), s_y, D * H, ZONE_H, False)[0]
-            zc = zone_masks(p_zh, p_zc, o_r1, o_n, tl.where(s + 1 < T, m, False), s_y, D * H, False, ZONE_C)[1]
+            if AHEAD == 2:
+                xa0, xa1, xa2, xa3, zha, zca = xb0, xb1, xb2, xb3, zhb, zcb
+                xb0, xb1, xb2, xb3, zhb, zcb = fwd_inputs(p_gx, p_zh, p_zc, s + 2, T, b_len, o_b, m_b, o_n, m, o_p,
+                                                          m_p, B, H, G, s_gx, s_y, D * H, reverse, ZONE_H, ZONE_C,
+                                                          INTERP)
+            else:
+                xa0, xa1, xa2, xa3, zha, zca = fwd_inputs(p_gx, p_zh, p_zc, s + 1, T, b_len, o_b, m_b, o_n, m, o_p,
+                                                          m_p, B, H, G, s_gx, s_y, D * H, reverse, ZONE_H, ZONE_C,
+                                                          INTERP)
             if PROJ:
                 o_m = tl.where(save, o_r * H, o_rh)
                 if CARRY:
@@ -192,7 +210,7 @@ def recurrence_fwd_kernel(
                     hp = contract_fwd(zero_p, p_m, o_m, m_b, p_wr, 0, n0, P, H, 1, 1, BLOCK_N, KR, 1, False, PREC,
                                       INTERP, True)
                 if ZONE_H:  # zoneout of h = W_hr m_t, from the unmasked h_{t-1}
-                    hp = zh_t * h + (1.0 - zh_t) * hp
+                    hp = zh * h + (1.0 - zh) * hp
                 h = project_out(hp, h, act, o_p, m_p, p_y, o_r * s_y, CARRY, INTERP)
             else:
                 h = u
@@ -307,6 +325,7 @@ def recurrence_bwd_kernel(
     NS: tl.constexpr = 2 if (PROJ or RB) else 1  # barriers per step
     tl.static_assert(not (CARRY and PROJ), "the LSTM backward never carries")
     ZH_CELL: tl.constexpr = ZONE_H and not PROJ  # zoneout of h in the cell's update (PROJ: after W_hr)
+    AHEAD: tl.constexpr = 2 if CARRY else 1  # steps between the single-tile step inputs' load and use
     if not PROJ:  # the state is H wide: let the compiler see it
         P = H
     _, reverse, _, d, o_b, m_b, b_len, p_cnt, p_err = program_rows(p_len, p_sync, flags, T, B, D, BLOCK_B)
@@ -356,24 +375,44 @@ def recurrence_bwd_kernel(
             g = dh + dy
             store_grad_h(p_g, (1.0 - zg) * dh, (1.0 - zg) * dy, T - 1, b_len, o_b, m_b, o_p, m_p, B, P, reverse)
             budget = sync(p_cnt, p_err, n_sync, budget, BARRIER, INTERP)
-        dy, s0, s1, s2, s3, st = bwd_saved(p_dy, p_acts, p_state, T - 1, b_len, o_b, m_b, o_n, m, B, H, s_y,
-                                           reverse, CELL, SA, PROJ)
-        o_r, _ = step_rows(T - 1, b_len, o_b, m_b, B, reverse)
-        zh, zc = zone_masks(p_zh, p_zc, o_r, o_n, m, s_y, D * H, ZH_CELL, ZONE_C)
-        for r in range(T):
+        # the inputs that do not depend on dh (dy, the saved activations and state, the zoneout
+        # masks) are loaded AHEAD steps before their use, as the forward's: buffer a holds loop
+        # step s's, b step s-1's (cta), and step s loads step s-AHEAD's
+        dya, sa0, sa1, sa2, sa3, sta, zha, zca = bwd_inputs(p_dy, p_acts, p_state, p_zh, p_zc, T - 1, b_len, o_b, m_b,
+                                                            o_n, m, B, H, s_y, D * H, reverse, CELL, SA, PROJ,
+                                                            ZH_CELL, ZONE_C, INTERP)
+        dyb, sb0, sb1, sb2, sb3, stb, zhb, zcb = dya, sa0, sa1, sa2, sa3, sta, zha, zca
+        if AHEAD == 2:
+            dyb, sb0, sb1, sb2, sb3, stb, zhb, zcb = bwd_inputs(p_dy, p_acts, p_state, p_zh, p_zc, T - 2, b_len, o_b,
+                                                                m_b, o_n, m, B, H, s_y, D * H, reverse, CELL, SA, PROJ,
+                                                                ZH_CELL, ZONE_C, INTERP)
+        for r in tl.range(0, T, loop_unroll_factor=AHEAD):
             s = T - 1 - r
             o_r, act = step_rows(s, b_len, o_b, m_b, B, reverse)
+            dy, st = release(dya, p_dy.dtype.element_ty, INTERP), sta
+            if CELL < 2 or CELL == 4:  # the saved state (the RNN has none)
+                st = release(sta, tl.float32, INTERP)
+            s0, s1, s2, s3 = release_slots(sa0, sa1, sa2, sa3, tl.float32, SA, INTERP)
+            zh, zc = zha, zca
+            if ZH_CELL:
+                zh = release(zha, tl.float32, INTERP)
+            if ZONE_C:
+                zc = release(zca, tl.float32, INTERP)
             u = dh
             if PROJ:  # dm_t of the program's units from all of g_t
                 u = contract_bwd(zero, p_g, o_r * P, m_b, p_wr, 0, o_n, H, P, 1, KR, 1, False, PREC, INTERP)
             d0, d1, d2, d3, dhx, dc = bwd_update(CELL, u, dc, dy, s0, s1, s2, s3, st, act, o_r, o_n, m, p_dgh,
                                                  p_dgx, s_g, H, G, WRITE_DGX, CARRY, INTERP, zh, zc, ZH_CELL, ZONE_C)
             r_t, h_t = s0, st  # RB's second phase needs this step's r and h_{t-1}
-            # the next step's saved values and masks do not depend on dh: load them before the wait
-            dy, s0, s1, s2, s3, st = bwd_saved(p_dy, p_acts, p_state, s - 1, b_len, o_b, m_b, o_n, m, B, H, s_y,
-                                               reverse, CELL, SA, PROJ)
-            o_r1, _ = step_rows(tl.maximum(s - 1, 0), b_len, o_b, m_b, B, reverse)
-            zh, zc = zone_masks(p_zh, p_zc, o_r1, o_n, tl.where(s >= 1, m, False), s_y, D * H, ZH_CELL, ZONE_C)
+            if AHEAD == 2:
+                dya, sa0, sa1, sa2, sa3, sta, zha, zca = dyb, sb0, sb1, sb2, sb3, stb, zhb, zcb
+                dyb, sb0, sb1, sb2, sb3, stb, zhb, zcb = bwd_inputs(p_dy, p_acts, p_state, p_zh, p_zc, s - 2, b_len,
+                                                                    o_b, m_b, o_n, m, B, H, s_y, D * H, reverse, CELL,
+                                                                    SA, PROJ, ZH_CELL, ZONE_C, INTERP)
+            else:
+                dya, sa0, sa1, sa2, sa3, sta, zha, zca = bwd_inputs(p_dy, p_acts, p_state, p_zh, p_zc, s - 1, b_len,
+                                                                    o_b, m_b, o_n, m, B, H, s_y, D * H, reverse, CELL,
+                                                                    SA, PROJ, ZH_CELL, ZONE_C, INTERP)
             if CARRY:  # the gate gradients of all units are this tile: the product's operands as they are
                 if RB:  # with DROP, d ⊙ W_hnᵀ d_n: the gradient of r ⊙ (d ⊙ h)
                     g = mma(ws[2], d2, zero, PREC, INTERP)

@@ -73,7 +73,7 @@ class Row:
     flags: list = field(default_factory=list)
     predicted_us: float | None = None  # optional: the backend's latency model, µs per step on the device
     # the critical path of one step read from the compiled step loop (sass_path.py)
-    round_trips: int | None = None     # dependent global round trips per step
+    round_trips: int | float | None = None  # dependent global round trips per step (a mean)
     barriers: int | None = None        # CTA + cluster barriers per step
     insts_per_step: int | None = None  # instructions one warp issues per step
     extra_passes: int = 0              # passes over K beyond the first (CUDA grid tier): one round trip each

@@ -378,11 +378,11 @@ def step_loop(insts: list[Inst]) -> tuple[int, int] | None:
 
 @dataclass
 class PathReport:
-    round_trips: int = 0          # dependent global round trips per step
-    flag_round_trips: int = 0     # of which polls / atomics
+    round_trips: int | float = 0  # dependent global round trips per step (mean; 0.5: one every two steps)
+    flag_round_trips: int | float = 0  # of which polls / atomics
     barriers: int = 0             # CTA barriers per step
     cluster_barriers: int = 0
-    insts_per_step: int = 0       # instructions one warp issues per step
+    insts_per_step: int | float = 0  # instructions one warp issues per step
     mma: int = 0                  # tensor-core instructions per step and warp
     mma_chain: int = 0            # longest dependent chain of them
     loop: tuple | None = None     # (first, last) address of the step loop; None: whole kernel
@@ -453,10 +453,15 @@ class _Walk:
 
 
 def analyse(insts: list[Inst], params: dict[int, int] | None = None, inner_trips: int = 1,
-            outer_trips: int = 1) -> PathReport:
+            outer_trips: int = 1, steps_per_trip: int = 1) -> PathReport:
     """The critical-path report of one kernel's step (module docstring). inner_trips: the
     iterations of each innermost non-poll loop inside the step loop (e.g. streamed k-chunks);
-    outer_trips: of the non-poll loops around those (e.g. tiles)."""
+    outer_trips: of the non-poll loops around those (e.g. tiles); steps_per_trip: the
+    recurrence steps one trip of the step loop runs (2 where the loop is unrolled by two).
+
+    Every count is the steady state's mean per step over two trips of the loop, so a load
+    consumed two trips after its issue (a two-deep prefetch) is half a round trip per trip:
+    one L2 latency spread over the two trips it has to arrive in."""
     guards = known_guards(insts, params or {})
     rep = PathReport()
     sl = step_loop(insts)
@@ -532,25 +537,30 @@ def analyse(insts: list[Inst], params: dict[int, int] | None = None, inner_trips
 
     w = _Walk()
     marks = []
-    for _ in range(3):
-        w.mma_depth, w.chain, w.loads = {}, 0, []  # accumulators start afresh each step
+    for _ in range(5):  # two trips to settle, then the mean of two more (n = 2 * steps_per_trip steps)
+        w.mma_depth, w.chain, w.loads = {}, 0, []  # accumulators start afresh each trip
         walk(w, lo, last)
         marks.append((w.wait, dict(w.count), w.chain))
-    base = marks[1][0][0]
+    base = marks[3][0][0]
     rep.loads = [(a, op, d - base, f) for a, op, d, f in w.loads]
-    (d1, f1), c1, _ = marks[1]
-    (d2, f2), c2, chain = marks[2]
-    rep.round_trips, rep.flag_round_trips = d2 - d1, f2 - f1
-    if not sl:  # one launch per step: the depth of the whole kernel
-        rep.round_trips, rep.flag_round_trips = marks[0][0]
-    if not sl:
+    (d1, f1), c1, _ = marks[2]
+    (d2, f2), c2, chain = marks[4]
+    n = 2 * steps_per_trip
+    if not sl:  # one launch per step: the depth and counts of the whole kernel, walked once
+        (d2, f2), (d1, f1), n = marks[0][0], (0, 0), 1
         c2, c1 = marks[0][1], {k: 0 for k in marks[0][1]}
-    rep.insts_per_step = c2["insts"] - c1["insts"]
-    rep.barriers, rep.cluster_barriers = c2["bar"] - c1["bar"], c2["cbar"] - c1["cbar"]
-    rep.mma = c2["mma"] - c1["mma"]
-    rep.mma_chain = chain
+    rep.round_trips, rep.flag_round_trips = _per_step(d2 - d1, n), _per_step(f2 - f1, n)
+    rep.insts_per_step = _per_step(c2["insts"] - c1["insts"], n)
+    rep.barriers, rep.cluster_barriers = _per_step(c2["bar"] - c1["bar"], n), _per_step(c2["cbar"] - c1["cbar"], n)
+    rep.mma = _per_step(c2["mma"] - c1["mma"], n)
+    rep.mma_chain = _per_step(chain, steps_per_trip if sl else 1)
     rep.unknown_branches = len(unknown)
     return rep
+
+
+def _per_step(total: int, n: int) -> int | float:
+    """total / n: an int where it divides evenly (the usual case), else to two decimals."""
+    return total // n if total % n == 0 else round(total / n, 2)
 
 
 def predicted_terms(rep: PathReport, m: dict, bits: int, warps: int) -> dict:

@@ -81,6 +81,28 @@ def test_a_prefetch_for_the_next_step_is_not_on_this_steps_path():
     assert one(serial).round_trips == 2  # the second load's address waits for the first
 
 
+def test_a_prefetch_two_steps_ahead_is_half_a_round_trip_per_step():
+    """A step loop unrolled by two, each step consuming the input loaded two steps before
+    (one trip ago) and loading its own parity's next one: one L2 latency per two steps.
+    The same loop with each step reading the load of the step before it: one per step."""
+    two_deep = """
+        FADD R30, R31, R32
+        BAR.SYNC.DEFER_BLOCKING 0x0
+        HMMA.16816.F32.BF16 R40, R20, R24, RZ
+        LDG.E R31, desc[UR4][R8.64]
+        FADD R34, R33, R32
+        BAR.SYNC.DEFER_BLOCKING 0x0
+        HMMA.16816.F32.BF16 R42, R20, R24, RZ
+        LDG.E R33, desc[UR4][R10.64]
+        @P0 BRA 0x0
+    """
+    r = one(two_deep, steps_per_trip=2)
+    assert r.round_trips == 0.5 and r.barriers == 1 and r.insts_per_step == 4.5 and r.mma == 1
+    assert one(two_deep).round_trips == 1  # the same loop read as one step per trip
+    one_deep = two_deep.replace("FADD R30, R31", "FADD R30, R33").replace("FADD R34, R33", "FADD R34, R31")
+    assert one(one_deep, steps_per_trip=2).round_trips == 1  # each step reads the previous step's load
+
+
 def test_cp_async_waits_count_at_the_depbar():
     body = """
         HMMA.16816.F32.BF16 R40, R20, R24, RZ

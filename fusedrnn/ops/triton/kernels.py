@@ -30,8 +30,10 @@ Layouts (chosen by config.py; constexprs N_TILES, RESIDENT, CARRY (the cta layou
     solo   one program per batch tile walks all units; a CTA barrier per step
     cta    one program per batch tile, one tile of all units, W_hh resident: the state stays
            in the program (no exchange through memory, no barrier)
-With N_TILES == 1 the tile's own state stays in registers across steps and the next step's
-inputs (gx, or dy and the saved activations) are loaded before the step's wait.
+With N_TILES == 1 the tile's own state stays in registers across steps and the inputs of a later
+step (gx, or dy and the saved activations; the zoneout masks) are loaded before the step's wait:
+the next step's, or in cta (nothing to wait for but those loads) the step's after it, the loop
+unrolled by two (AHEAD, model.CTA_PREFETCH_AHEAD).
 
 The projection (PROJ, LSTM): a step has two phases. Forward: the gates of the program's
 units give m_t = o ⊙ tanh(c_t) (H wide; through memory, or kept in cta), then the
@@ -56,8 +58,8 @@ their length change nothing (see tiles.step_rows).
 import triton
 import triton.language as tl
 
-from .steps import (bwd_inputs, bwd_saved, bwd_update, contract_bwd, contract_fwd, fwd_inputs, fwd_update, load_dy,
-                    program_rows, project_out, reset_bwd, reset_state, resident_w_bwd, resident_w_fwd,
+from .steps import (CTA_AHEAD, bwd_inputs, bwd_saved, bwd_update, contract_bwd, contract_fwd, fwd_inputs, fwd_update,
+                    load_dy, program_rows, project_out, reset_bwd, reset_state, resident_w_bwd, resident_w_fwd,
                     resident_w_gates, store_grad_h, unit_tile, with_slot2, zone_masks)
 from .tiles import load_slots, mma, release, release_slots, stacked_rows, step_rows, sync, w_rows
 
@@ -98,7 +100,7 @@ def recurrence_fwd_kernel(
     NM: tl.constexpr = 2 if (RB and DROP) else 1  # (B, H) blocks of p_m per direction
     NH: tl.constexpr = 3 if (PROJ and DROP) else 2  # (B, P) blocks of p_h per direction
     ZH_CELL: tl.constexpr = ZONE_H and not PROJ  # zoneout of h in the cell's update (PROJ: after W_hr)
-    AHEAD: tl.constexpr = 2 if CARRY else 1  # steps between the single-tile step inputs' load and use
+    AHEAD: tl.constexpr = CTA_AHEAD if CARRY else 1  # steps from the single-tile inputs' load to their use
     if not PROJ:  # the state is H wide: let the compiler see it
         P = H
     has_bias, reverse, save, d, o_b, m_b, b_len, p_cnt, p_err = program_rows(p_len, p_sync, flags, T, B, D, BLOCK_B)
@@ -325,7 +327,7 @@ def recurrence_bwd_kernel(
     NS: tl.constexpr = 2 if (PROJ or RB) else 1  # barriers per step
     tl.static_assert(not (CARRY and PROJ), "the LSTM backward never carries")
     ZH_CELL: tl.constexpr = ZONE_H and not PROJ  # zoneout of h in the cell's update (PROJ: after W_hr)
-    AHEAD: tl.constexpr = 2 if CARRY else 1  # steps between the single-tile step inputs' load and use
+    AHEAD: tl.constexpr = CTA_AHEAD if CARRY else 1  # steps from the single-tile inputs' load to their use
     if not PROJ:  # the state is H wide: let the compiler see it
         P = H
     _, reverse, _, d, o_b, m_b, b_len, p_cnt, p_err = program_rows(p_len, p_sync, flags, T, B, D, BLOCK_B)

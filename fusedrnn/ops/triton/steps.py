@@ -25,6 +25,8 @@ STREAM_AHEAD = tl.constexpr(2)
 #: (model.RESIDENT_BWD_SWEEP_ELEMS)
 KSPLIT = tl.constexpr(model.RESIDENT_BWD_SPLIT)
 SWEEP_ELEMS = tl.constexpr(model.RESIDENT_BWD_SWEEP_ELEMS)
+#: steps between the load of the cta layout's step inputs and their use (1 or 2: buffers a and b)
+CTA_AHEAD = tl.constexpr(model.CTA_PREFETCH_AHEAD)
 
 
 @triton.jit

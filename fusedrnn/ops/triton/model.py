@@ -8,7 +8,8 @@ charges every one on the step's path (the compile gate reads the same counts fro
 compiled SASS, tools/compile_check/sass_path.py):
     sync        per phase: the barrier's poll (a flag round trip; the arrive is a
                 fire-and-forget atomic) and the CTA barriers around it; cta: its own CTA
-                barriers (CTA_BARRIER_FIT) and the wait for the next step's input
+                barriers (CTA_BARRIER_FIT) and the wait for a step's input, loaded two steps
+                ahead: half an L2 latency per step (CTA_PREFETCH_TRIPS)
     exchange    the exchanged vector (h, or d_gates backward) read from L2: one dependent
                 round trip for a resident W_hh in one piece, two in several (ptxas issues the
                 later pieces' loads together once the first has arrived; a backward's pieces,

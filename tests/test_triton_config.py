@@ -283,7 +283,7 @@ def test_backward_keeps_a_small_w_hh_slice_resident():
 PINNED = {
     (1, 256, "fwd"): ("grid", (32, 1, 1), 16, 8, True),
     (1, 256, "bwd"): ("grid", (32, 1, 1), 16, 8, True),
-    (8, 128, "fwd"): ("cta", (1, 1, 1), 8, 128, True),  # 8 warps, no exchange: 608 insts, 1.34 µs/step from its SASS (grid 1.73)
+    (8, 128, "fwd"): ("cta", (1, 1, 1), 8, 128, True),  # 8 warps, no exchange: 596 insts, 1.15 µs/step from its SASS (grid 1.73)
     # cta since its inputs load two steps ahead (model.CTA_PREFETCH_TRIPS 1 -> 0.5; model 2.36 µs/step, grid
     # 2.50): its SASS reads 0.5 round trips, 620 insts, 2.18 µs/step, the grid pick's 2 and 3.14 (2026-12-07)
     (8, 128, "bwd"): ("cta", (1, 1, 1), 8, 128, True),

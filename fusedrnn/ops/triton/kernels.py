@@ -101,6 +101,7 @@ def recurrence_fwd_kernel(
     NH: tl.constexpr = 3 if (PROJ and DROP) else 2  # (B, P) blocks of p_h per direction
     ZH_CELL: tl.constexpr = ZONE_H and not PROJ  # zoneout of h in the cell's update (PROJ: after W_hr)
     AHEAD: tl.constexpr = CTA_AHEAD if CARRY else 1  # steps from the single-tile inputs' load to their use
+    PLAIN: tl.constexpr = INTERP or AHEAD == 1  # those inputs converted as loaded (tiles.hold)
     if not PROJ:  # the state is H wide: let the compiler see it
         P = H
     has_bias, reverse, save, d, o_b, m_b, b_len, p_cnt, p_err = program_rows(p_len, p_sync, flags, T, B, D, BLOCK_B)
@@ -158,19 +159,19 @@ def recurrence_fwd_kernel(
         # move of a load still in flight waits for it like a use). The other layouts wait for the
         # exchange each step, which the next step's load has had a whole step to beat: one ahead
         xa0, xa1, xa2, xa3, zha, zca = fwd_inputs(p_gx, p_zh, p_zc, 0, T, b_len, o_b, m_b, o_n, m, o_p, m_p, B, H,
-                                                  G, s_gx, s_y, D * H, reverse, ZONE_H, ZONE_C, INTERP)
+                                                  G, s_gx, s_y, D * H, reverse, ZONE_H, ZONE_C, PLAIN)
         xb0, xb1, xb2, xb3, zhb, zcb = xa0, xa1, xa2, xa3, zha, zca
         if AHEAD == 2:
             xb0, xb1, xb2, xb3, zhb, zcb = fwd_inputs(p_gx, p_zh, p_zc, 1, T, b_len, o_b, m_b, o_n, m, o_p, m_p, B,
-                                                      H, G, s_gx, s_y, D * H, reverse, ZONE_H, ZONE_C, INTERP)
+                                                      H, G, s_gx, s_y, D * H, reverse, ZONE_H, ZONE_C, PLAIN)
         for s in tl.range(0, T, loop_unroll_factor=AHEAD):
             o_r, act = step_rows(s, b_len, o_b, m_b, B, reverse)
-            x0, x1, x2, x3 = release_slots(xa0, xa1, xa2, xa3, p_gx.dtype.element_ty, G, INTERP)
+            x0, x1, x2, x3 = release_slots(xa0, xa1, xa2, xa3, p_gx.dtype.element_ty, G, PLAIN)
             zh, zc = zha, zca
             if ZONE_H:
-                zh = release(zha, tl.float32, INTERP)
+                zh = release(zha, tl.float32, PLAIN)
             if ZONE_C:
-                zc = release(zca, tl.float32, INTERP)
+                zc = release(zca, tl.float32, PLAIN)
             if CARRY:  # the whole state is this tile: it is the product's operand as it is (times d)
                 acc = mma(ws[0], h * dm if DROP else h, zero, PREC, INTERP)
             else:
@@ -195,11 +196,11 @@ def recurrence_fwd_kernel(
                 xa0, xa1, xa2, xa3, zha, zca = xb0, xb1, xb2, xb3, zhb, zcb
                 xb0, xb1, xb2, xb3, zhb, zcb = fwd_inputs(p_gx, p_zh, p_zc, s + 2, T, b_len, o_b, m_b, o_n, m, o_p,
                                                           m_p, B, H, G, s_gx, s_y, D * H, reverse, ZONE_H, ZONE_C,
-                                                          INTERP)
+                                                          PLAIN)
             else:
                 xa0, xa1, xa2, xa3, zha, zca = fwd_inputs(p_gx, p_zh, p_zc, s + 1, T, b_len, o_b, m_b, o_n, m, o_p,
                                                           m_p, B, H, G, s_gx, s_y, D * H, reverse, ZONE_H, ZONE_C,
-                                                          INTERP)
+                                                          PLAIN)
             if PROJ:
                 o_m = tl.where(save, o_r * H, o_rh)
                 if CARRY:
@@ -328,6 +329,7 @@ def recurrence_bwd_kernel(
     tl.static_assert(not (CARRY and PROJ), "the LSTM backward never carries")
     ZH_CELL: tl.constexpr = ZONE_H and not PROJ  # zoneout of h in the cell's update (PROJ: after W_hr)
     AHEAD: tl.constexpr = CTA_AHEAD if CARRY else 1  # steps from the single-tile inputs' load to their use
+    PLAIN: tl.constexpr = INTERP or AHEAD == 1  # those inputs converted as loaded (tiles.hold)
     if not PROJ:  # the state is H wide: let the compiler see it
         P = H
     _, reverse, _, d, o_b, m_b, b_len, p_cnt, p_err = program_rows(p_len, p_sync, flags, T, B, D, BLOCK_B)
@@ -382,24 +384,24 @@ def recurrence_bwd_kernel(
         # step s's, b step s-1's (cta), and step s loads step s-AHEAD's
         dya, sa0, sa1, sa2, sa3, sta, zha, zca = bwd_inputs(p_dy, p_acts, p_state, p_zh, p_zc, T - 1, b_len, o_b, m_b,
                                                             o_n, m, B, H, s_y, D * H, reverse, CELL, SA, PROJ,
-                                                            ZH_CELL, ZONE_C, INTERP)
+                                                            ZH_CELL, ZONE_C, PLAIN)
         dyb, sb0, sb1, sb2, sb3, stb, zhb, zcb = dya, sa0, sa1, sa2, sa3, sta, zha, zca
         if AHEAD == 2:
             dyb, sb0, sb1, sb2, sb3, stb, zhb, zcb = bwd_inputs(p_dy, p_acts, p_state, p_zh, p_zc, T - 2, b_len, o_b,
                                                                 m_b, o_n, m, B, H, s_y, D * H, reverse, CELL, SA, PROJ,
-                                                                ZH_CELL, ZONE_C, INTERP)
+                                                                ZH_CELL, ZONE_C, PLAIN)
         for r in tl.range(0, T, loop_unroll_factor=AHEAD):
             s = T - 1 - r
             o_r, act = step_rows(s, b_len, o_b, m_b, B, reverse)
-            dy, st = release(dya, p_dy.dtype.element_ty, INTERP), sta
+            dy, st = release(dya, p_dy.dtype.element_ty, PLAIN), sta
             if CELL < 2 or CELL == 4:  # the saved state (the RNN has none)
-                st = release(sta, tl.float32, INTERP)
-            s0, s1, s2, s3 = release_slots(sa0, sa1, sa2, sa3, tl.float32, SA, INTERP)
+                st = release(sta, tl.float32, PLAIN)
+            s0, s1, s2, s3 = release_slots(sa0, sa1, sa2, sa3, tl.float32, SA, PLAIN)
             zh, zc = zha, zca
             if ZH_CELL:
-                zh = release(zha, tl.float32, INTERP)
+                zh = release(zha, tl.float32, PLAIN)
             if ZONE_C:
-                zc = release(zca, tl.float32, INTERP)
+                zc = release(zca, tl.float32, PLAIN)
             u = dh
             if PROJ:  # dm_t of the program's units from all of g_t
                 u = contract_bwd(zero, p_g, o_r * P, m_b, p_wr, 0, o_n, H, P, 1, KR, 1, False, PREC, INTERP)
@@ -410,11 +412,11 @@ def recurrence_bwd_kernel(
                 dya, sa0, sa1, sa2, sa3, sta, zha, zca = dyb, sb0, sb1, sb2, sb3, stb, zhb, zcb
                 dyb, sb0, sb1, sb2, sb3, stb, zhb, zcb = bwd_inputs(p_dy, p_acts, p_state, p_zh, p_zc, s - 2, b_len,
                                                                     o_b, m_b, o_n, m, B, H, s_y, D * H, reverse, CELL,
-                                                                    SA, PROJ, ZH_CELL, ZONE_C, INTERP)
+                                                                    SA, PROJ, ZH_CELL, ZONE_C, PLAIN)
             else:
                 dya, sa0, sa1, sa2, sa3, sta, zha, zca = bwd_inputs(p_dy, p_acts, p_state, p_zh, p_zc, s - 1, b_len,
                                                                     o_b, m_b, o_n, m, B, H, s_y, D * H, reverse, CELL,
-                                                                    SA, PROJ, ZH_CELL, ZONE_C, INTERP)
+                                                                    SA, PROJ, ZH_CELL, ZONE_C, PLAIN)
             if CARRY:  # the gate gradients of all units are this tile: the product's operands as they are
                 if RB:  # with DROP, d ⊙ W_hnᵀ d_n: the gradient of r ⊙ (d ⊙ h)
                     g = mma(ws[2], d2, zero, PREC, INTERP)

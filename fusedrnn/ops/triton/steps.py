@@ -313,13 +313,13 @@ def bwd_saved_raw(p_dy, p_acts, p_state, s, b_len, o_b, m_b, o_n, m, B, H, s_y, 
 @triton.jit
 def bwd_inputs(p_dy, p_acts, p_state, p_zh, p_zc, s, b_len, o_b, m_b, o_n, m, B, H, s_y, s_zc, reverse,
                CELL: tl.constexpr, SA: tl.constexpr, PROJ: tl.constexpr, ZONE_H: tl.constexpr, ZONE_C: tl.constexpr,
-               INTERP: tl.constexpr):
+               PLAIN: tl.constexpr):
     """The single-tile backward's inputs of loop step s that do not depend on dh, as loaded
     (nothing read when s < 0): dy (held: tiles.hold; release it at its use), the saved
     activations and state, the zoneout masks; -> (dy, s0, s1, s2, s3, st, zh, zc)."""
     dy, s0, s1, s2, s3, st = bwd_saved_raw(p_dy, p_acts, p_state, s, b_len, o_b, m_b, o_n, m, B, H, s_y, reverse,
                                            CELL, SA, PROJ)
-    dy = hold(dy, INTERP)
+    dy = hold(dy, PLAIN)
     o_r, _ = step_rows(tl.maximum(s, 0), b_len, o_b, m_b, B, reverse)
     zh, zc = zone_masks(p_zh, p_zc, o_r, o_n, tl.where(s >= 0, m, False), s_y, s_zc, ZONE_H, ZONE_C)
     return dy, s0, s1, s2, s3, st, zh, zc
@@ -327,13 +327,13 @@ def bwd_inputs(p_dy, p_acts, p_state, p_zh, p_zc, s, b_len, o_b, m_b, o_n, m, B,
 
 @triton.jit
 def fwd_inputs(p_gx, p_zh, p_zc, s, T, b_len, o_b, m_b, o_n, m, o_p, m_p, B, H, G: tl.constexpr, s_gx, s_zh,
-               s_zc, reverse, ZONE_H: tl.constexpr, ZONE_C: tl.constexpr, INTERP: tl.constexpr):
+               s_zc, reverse, ZONE_H: tl.constexpr, ZONE_C: tl.constexpr, PLAIN: tl.constexpr):
     """The single-tile forward's inputs of loop step s that do not depend on h, as loaded
-    (nothing read when s >= T): gx's gate slots (held: tiles.hold; release them at their use)
+    (nothing read when s >= T): gx's gate slots (tiles.hold; release them at their use)
     and the zoneout masks (h's on the rows o_p, c's on o_n); -> (x0, x1, x2, x3, zh, zc)."""
     o_r, _ = step_rows(s, b_len, o_b, m_b, B, reverse)
     x0, x1, x2, x3 = load_slots_raw(p_gx, o_r * s_gx, o_n, tl.where(s < T, m, False), H, G)
-    x0, x1, x2, x3 = hold(x0, INTERP), hold(x1, INTERP), hold(x2, INTERP), hold(x3, INTERP)
+    x0, x1, x2, x3 = hold(x0, PLAIN), hold(x1, PLAIN), hold(x2, PLAIN), hold(x3, PLAIN)
     zh = zone_masks(p_zh, p_zc, o_r, o_p, tl.where(s < T, m_p, False), s_zh, s_zc, ZONE_H, False)[0]
     zc = zone_masks(p_zh, p_zc, o_r, o_n, tl.where(s < T, m, False), s_zh, s_zc, False, ZONE_C)[1]
     return x0, x1, x2, x3, zh, zc

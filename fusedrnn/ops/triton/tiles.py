@@ -176,27 +176,28 @@ def widen(x):
 
 
 @triton.jit
-def hold(x, INTERP: tl.constexpr):
+def hold(x, PLAIN: tl.constexpr):
     """A 16-bit tile just loaded, kept as the load's own 32-bit words until `release`: a
     prefetch carried across steps. Each pair of elements (the pairs a vector load packs in
     one register) becomes one int32 word in the even element (the odd one holds 0). As
     bf16 scalars instead, LLVM gives the loop one 16-bit phi per element and ptxas splits
     the loaded words into them (PRMT) before the loop's back edge: a use of the load in
-    the step that issued it. The move itself is dropped by ptxas. fp32 and the
-    interpreter: x as it is."""
-    if not INTERP and x.dtype != tl.float32:
+    the step that issued it. The move itself is dropped by ptxas. fp32, and PLAIN (the
+    interpreter, or a tile used one step after its load, which may wait for it at the end of
+    the step that loaded it): x as it is."""
+    if not PLAIN and x.dtype != tl.float32:
         x = tl.inline_asm_elementwise("mov.b32 $0, $2; mov.b32 $1, 0;", "=r,=r,r", [x], dtype=tl.int32,
                                       is_pure=True, pack=2)
     return x
 
 
 @triton.jit
-def release(x, dtype: tl.constexpr, INTERP: tl.constexpr):
+def release(x, dtype: tl.constexpr, PLAIN: tl.constexpr):
     """`hold`'s tile of the 16-bit `dtype` (or an fp32 tile as loaded) as fp32, exactly, where
     it is used. Both through inline asm that stays where it is written: as a plain op Triton
     moves the tile's layout conversion (through shared memory) up to the loop's head, where
-    it waits for the load one step after it was issued, not two."""
-    if INTERP:
+    it waits for the load one step after it was issued, not two. PLAIN (as hold's): .to."""
+    if PLAIN:
         y = x.to(tl.float32)
     elif x.dtype == tl.float32:
         y = tl.inline_asm_elementwise("mov.b32 $0, $1;", "=r,r", [x], dtype=tl.float32, is_pure=False, pack=1)
@@ -210,16 +211,16 @@ def release(x, dtype: tl.constexpr, INTERP: tl.constexpr):
 
 
 @triton.jit
-def release_slots(x0, x1, x2, x3, dtype: tl.constexpr, NS: tl.constexpr, INTERP: tl.constexpr):
+def release_slots(x0, x1, x2, x3, dtype: tl.constexpr, NS: tl.constexpr, PLAIN: tl.constexpr):
     """release of NS gate slots (load_slots_raw's, held); slots >= NS repeat slot 0."""
-    y0 = release(x0, dtype, INTERP)
+    y0 = release(x0, dtype, PLAIN)
     y1, y2, y3 = y0, y0, y0
     if NS > 1:
-        y1 = release(x1, dtype, INTERP)
+        y1 = release(x1, dtype, PLAIN)
     if NS > 2:
-        y2 = release(x2, dtype, INTERP)
+        y2 = release(x2, dtype, PLAIN)
     if NS > 3:
-        y3 = release(x3, dtype, INTERP)
+        y3 = release(x3, dtype, PLAIN)
     return y0, y1, y2, y3
 
 

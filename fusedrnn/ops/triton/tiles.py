@@ -178,8 +178,9 @@ def widen(x):
 @triton.jit
 def hold(x, PLAIN: tl.constexpr):
     """A 16-bit tile just loaded, kept as the load's own 32-bit words until `release`: a
-    prefetch carried across steps. Each pair of elements (the pairs a vector load packs in
-    one register) becomes one int32 word in the even element (the odd one holds 0). As
+    prefetch carried across steps. Each pair of a thread's consecutive elements (those a
+    vector load packs in one register) becomes one int32 word in the even element, the first
+    in its low half as PTX packs a .b16 pair (release unpacks it so); the odd one holds 0. As
     bf16 scalars instead, LLVM gives the loop one 16-bit phi per element and ptxas splits
     the loaded words into them (PRMT) before the loop's back edge: a use of the load in
     the step that issued it. The move itself is dropped by ptxas. fp32, and PLAIN (the

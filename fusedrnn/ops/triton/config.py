@@ -268,8 +268,16 @@ def resident_pieces_for(direction: str, K: int, block_b: int, G: int = 1) -> tup
     return resident_pieces(G * K, block_b, TUNING["resident_staged_max"], TUNING["resident_bwd_pieces_max"])
 
 
+def resident_bwd_gates(cell: str) -> int:
+    """The gates whose W_hh rows a resident grid backward's pieces cover in one contraction
+    (steps.resident_w_bwd): all of them, but the reset-before GRU's r and z alone (the n gate's
+    rows go through r ⊙ h in a contraction of their own, kernels.recurrence_bwd_kernel). Pieces
+    over all three gates held a third of zeros: the B8·H256 backward spilled 24 bytes (sm_90)."""
+    return 2 if cell == GRU_RESET_BEFORE else GATES[CELLS[cell]]
+
+
 def resident_ok(direction: str, bits: int, K: int, block_b: int, block_n: int = 0, G: int = 1, proj: int = 0,
-                extra_live: bool = False) -> bool:
+                extra_live: bool = False, n_piece: bool = False) -> bool:
     """Whether a grid program may keep its W_hh slice resident (compile-gate findings on
     sm_90): 16-bit only (fp32's tf32x3 splits of a resident W spill), and only while the
     exchanged vector's piece staged per step stays small (resident_pieces_for); in several
@@ -283,8 +291,9 @@ def resident_ok(direction: str, bits: int, K: int, block_b: int, block_n: int = 
     as does every backward with a projection (its W_hr phase's registers make even the 16 KB
     slice spill), and every backward in several pieces with `extra_live` tiles: the reset-before
     GRU's second phase (B16·H768 in 9 pieces spilled 88 bytes) or the regularisers' masks (the
-    LSTM B16·H768 in 12 pieces spills 24 bytes). K: the contraction's length per gate (P
-    forward, H backward)."""
+    LSTM B16·H768 in 12 pieces spills 24 bytes). n_piece: the reset-before GRU's backward
+    also keeps its n gate's rows resident, one more piece of as many bytes (G: its r and z,
+    resident_bwd_gates). K: the contraction's length per gate (P forward, H backward)."""
     if bits != 16:
         return False
     pieces = resident_pieces_for(direction, K, block_b, G)
@@ -296,7 +305,7 @@ def resident_ok(direction: str, bits: int, K: int, block_b: int, block_n: int = 
     if proj or pieces is None or (extra_live and pieces[1] > 1):
         return False
     limit = TUNING["resident_bwd_pieces_bytes" if pieces[1] > 1 else "resident_bwd_bytes"]
-    return pieces[0] * pieces[1] * block_n * bits // 8 <= limit
+    return pieces[0] * (pieces[1] + n_piece) * block_n * bits // 8 <= limit
 
 
 def _candidates(cell, B, H, bits, limits: DeviceLimits, direction, layout, proj, n_dir, regularised=False):
@@ -306,6 +315,7 @@ def _candidates(cell, B, H, bits, limits: DeviceLimits, direction, layout, proj,
     G, GS = GATES[CELLS[cell]], gate_slots(cell)
     P = proj or H
     K = P if direction == "fwd" else H  # W_hh's contraction
+    g_res = resident_bwd_gates(cell) if direction == "bwd" else G
     block_bs = sorted({min(_pow2(B, t["block_b_min"]), b) for b in (16, 32, t["block_b_max"])
                        if b >= t["block_b_min"]})
     slots = limits.sms * t["programs_per_sm"]
@@ -338,9 +348,10 @@ def _candidates(cell, B, H, bits, limits: DeviceLimits, direction, layout, proj,
                 continue
             n_tiles = -(-n_units // n_n)
             n_n = -(-n_units // n_tiles)
-            if n_tiles == 1 and resident_ok(direction, bits, K, block_b, bn, G, proj,
-                                            cell == GRU_RESET_BEFORE or regularised):
-                kp, nkp = resident_pieces_for(direction, K, block_b, G)
+            if n_tiles == 1 and resident_ok(direction, bits, K, block_b, bn, g_res, proj,
+                                            cell == GRU_RESET_BEFORE or regularised,
+                                            cell == GRU_RESET_BEFORE and direction == "bwd"):
+                kp, nkp = resident_pieces_for(direction, K, block_b, g_res)
                 yield "grid", (n_n, n_b, n_dir), block_b, bn, kp, nkp, kr, 1, True
             yield "grid", (n_n, n_b, n_dir), block_b, bn, stream_kp, 1, kr, n_tiles, False
 

@@ -54,6 +54,11 @@ reset-before GRU's W_hnᵀ d_n too: d times it is the gradient of r ⊙ (d ⊙ h
 Runtime flags (has_bias, has_len, reverse, save, direction 1 alone: bits of `flags`) are a
 plain argument, never specialised on: one compiled kernel serves every variant. Rows past
 their length change nothing (see tiles.step_rows).
+With N_TILES > 1 each tile's other loads (its masks, its bias in 16 bits, dh and the saved
+values of the backward's phases) are written before its product's loop and pass through
+tiles.issued after it: a load written after the loop waits for the loop's last chunk, and a
+value converted to the product's layout where it is loaded holds back the loop's first loads,
+one more dependent round trip per tile either way (tests/test_critical_path.py).
 """
 import triton
 import triton.language as tl
@@ -61,7 +66,7 @@ import triton.language as tl
 from .steps import (CTA_AHEAD, bwd_inputs, bwd_saved, bwd_update, contract_bwd, contract_fwd, fwd_inputs, fwd_update,
                     load_dy, program_rows, project_out, reset_bwd, reset_state, resident_w_bwd, resident_w_fwd,
                     resident_w_gates, store_grad_h, unit_tile, with_slot2, zone_masks)
-from .tiles import load_slots, mma, release, release_slots, stacked_rows, step_rows, sync, w_rows
+from .tiles import issued, load_slots, mma, release, release_slots, stacked_rows, step_rows, sync, w_rows
 
 
 @triton.jit(do_not_specialize=["T", "flags", "spin_limit"])
@@ -102,6 +107,7 @@ def recurrence_fwd_kernel(
     ZH_CELL: tl.constexpr = ZONE_H and not PROJ  # zoneout of h in the cell's update (PROJ: after W_hr)
     AHEAD: tl.constexpr = CTA_AHEAD if CARRY else 1  # steps from the single-tile inputs' load to their use
     PLAIN: tl.constexpr = INTERP or AHEAD == 1  # those inputs converted as loaded (tiles.hold)
+    W16: tl.constexpr = p_w.dtype.element_ty != tl.float32
     if not PROJ:  # the state is H wide: let the compiler see it
         P = H
     has_bias, reverse, save, d, o_b, m_b, b_len, p_cnt, p_err = program_rows(p_len, p_sync, flags, T, B, D, BLOCK_B)
@@ -255,20 +261,31 @@ def recurrence_fwd_kernel(
                 if CELL == 0:
                     c = tl.load(p_c + o_tile, mask=m, other=0.0)
                 x0, x1, x2, x3 = load_slots(p_gx, o_r * s_gx, o_n, m, H, G)
+                # the masks beside the inputs, before the product's loop: after it, each is one more
+                # dependent round trip per tile (the LSTM B256·H512 bf16 step took 17 against 13 plain)
+                zh, zc = zone_masks(p_zh, p_zc, o_r, o_n, m, s_y, D * H, ZH_CELL, ZONE_C)
+                dm = 1.0
+                if DROP and not PROJ:
+                    dm = tl.load(p_dm + o_tile, mask=m, other=0.0)
+                if W16:  # the bias too (fp32's tf32x3 tiles already spill: read after the product, as before)
+                    bias = stacked_rows(p_bias, n0, H, G, GS, BLOCK_N, has_bias)
                 # with a projection, several tiles' W_hh in two slots spill (B256·H512·P128, sm_90): rotated
                 acc = contract_fwd(zero, p_hcur, o_rp, m_b, p_w, 0, n0, H, P, G, GS, BLOCK_N, KP, NKP, False, PREC,
                                    INTERP, PROJ)
                 if RB:  # the first phase's product again (r, z), beside the n gate's over r ⊙ h
                     acc = with_slot2(acc, contract_fwd(zero, p_m, o_rh, m_b, p_w, 0, n0, H, P, G, GS, BLOCK_N, KP, NKP,
                                                        False, PREC, INTERP, False), GS, BLOCK_N)
-                zh, zc = zone_masks(p_zh, p_zc, o_r, o_n, m, s_y, D * H, ZH_CELL, ZONE_C)
-                u, c = fwd_update(CELL, acc, stacked_rows(p_bias, n0, H, G, GS, BLOCK_N, has_bias), x0, x1, x2, x3,
+                if W16:
+                    bias = issued(bias, INTERP)
+                else:
+                    bias = stacked_rows(p_bias, n0, H, G, GS, BLOCK_N, has_bias)
+                u, c = fwd_update(CELL, acc, bias, x0, x1, x2, x3,
                                   h, c, act, o_r, o_n, m, p_y, o_r * s_y, p_acts, p_state, H, save, GS, SA, BLOCK_N,
                                   BLOCK_B, False, PROJ, INTERP, zh, zc, ZH_CELL, ZONE_C)
                 if PROJ:
                     tl.store(p_m + o_m[None, :] + o_n[:, None], u, mask=m)
                 elif DROP:
-                    tl.store(p_hnext + o_tile, u * tl.load(p_dm + o_tile, mask=m, other=0.0), mask=m)
+                    tl.store(p_hnext + o_tile, u * dm, mask=m)
                     tl.store(p_st + o_tile, u, mask=m)
                 else:
                     tl.store(p_hnext + o_tile, u, mask=m)
@@ -278,18 +295,24 @@ def recurrence_fwd_kernel(
             if PROJ:
                 for j in range(N_TILES):  # the program's rows of h_t = W_hr m_t
                     o_p, m_p, o_ptile = unit_tile(i_n * N_TILES + j, o_rp, m_b, P, BLOCK_N)
+                    zh = zone_masks(p_zh, p_zc, o_r, o_p, m_p, s_y, D * H, ZONE_H, False)[0]
+                    dm = 1.0
                     if DROP:  # the exchange holds d ⊙ h; the state itself is in p_st
+                        dm = tl.load(p_dm + o_ptile, mask=m_p, other=0.0)
                         h = tl.load(p_st + o_ptile, mask=m_p, other=0.0)
                     else:
                         h = tl.load(p_hcur + o_ptile, mask=m_p, other=0.0, cache_modifier=".cg")
                     hp = contract_fwd(zero_p, p_m, o_m, m_b, p_wr, 0, (i_n * N_TILES + j) * BLOCK_N, P, H, 1, 1,
                                       BLOCK_N, KR, 1, False, PREC, INTERP, True)
+                    # h and the mask reach the product's layout only now (through issued): converted
+                    # where they are loaded, each conversion would hold back the product's loads
+                    h = issued(h, INTERP)
                     if ZONE_H:  # zoneout of h = W_hr m_t, from the unmasked h_{t-1}
-                        zh = zone_masks(p_zh, p_zc, o_r, o_p, m_p, s_y, D * H, ZONE_H, False)[0]
+                        zh = issued(zh, INTERP)
                         hp = zh * h + (1.0 - zh) * hp
                     h = project_out(hp, h, act, o_p, m_p, p_y, o_r * s_y, False, INTERP)
                     if DROP:
-                        tl.store(p_hnext + o_ptile, h * tl.load(p_dm + o_ptile, mask=m_p, other=0.0), mask=m_p)
+                        tl.store(p_hnext + o_ptile, h * issued(dm, INTERP), mask=m_p)
                         tl.store(p_st + o_ptile, h, mask=m_p)
                     else:
                         tl.store(p_hnext + o_ptile, h, mask=m_p)
@@ -500,38 +523,53 @@ def recurrence_bwd_kernel(
             if RB:  # the second phase: d_r of every tile from W_hnᵀ d_n, exchanged before the contraction
                 for j in range(N_TILES):
                     o_n, m, o_tile = unit_tile(i_n * N_TILES + j, o_rh, m_b, H, BLOCK_N)
+                    # the tile's loads before the product's loop, in its layout only after it (as below)
+                    saved_t = bwd_saved(p_dy, p_acts, p_state, s, b_len, o_b, m_b, o_n, m, B, H, s_y, reverse, CELL,
+                                        SA, PROJ)  # its r (s0) and h_{t-1} (st)
+                    dh = tl.load(p_dh + o_tile, mask=m, other=0.0)
+                    dm = 1.0
+                    if DROP:
+                        dm = tl.load(p_dm + o_tile, mask=m, other=0.0)
                     g = contract_bwd(zero, p_dgh + 2 * H, o_r * s_g, m_b, p_w + 2 * H * P, 0, o_n, P, H, 1, KP, NKP,
                                      False, PREC, INTERP)
                     if DROP:  # the gradient of r ⊙ (d ⊙ h)
-                        g = g * tl.load(p_dm + o_tile, mask=m, other=0.0)
-                    saved_t = bwd_saved(p_dy, p_acts, p_state, s, b_len, o_b, m_b, o_n, m, B, H, s_y, reverse, CELL,
-                                        SA, PROJ)  # its r (s0) and h_{t-1} (st)
-                    dh = reset_bwd(g, saved_t[1], saved_t[5], tl.load(p_dh + o_tile, mask=m, other=0.0), act, m, o_r,
-                                   o_n, p_dgh, p_dgx, s_g, WRITE_DGX, False, INTERP)[1]
+                        g = g * issued(dm, INTERP)
+                    dh = reset_bwd(g, issued(saved_t[1], INTERP), issued(saved_t[5], INTERP), issued(dh, INTERP), act,
+                                   m, o_r, o_n, p_dgh, p_dgx, s_g, WRITE_DGX, False, INTERP)[1]
                     tl.store(p_dh + o_tile, dh, mask=m)
                 budget = sync(p_cnt, p_err, (NS * r + 2) * n_sync, budget, BARRIER, INTERP)
             for j in range(N_TILES):  # contraction: the program's rows of dh_{t-1}
                 o_p, m_p, o_ptile = unit_tile(i_n * N_TILES + j, o_rp, m_b, P, BLOCK_N)
+                # every load of the tile before the product's loop, each value reaching the product's
+                # layout only after it (issued): a load after the loop, or a conversion where it is
+                # loaded, is one more dependent round trip per tile
                 dh = tl.load(p_dh + o_ptile, mask=m_p, other=0.0)
+                dm = 1.0
+                if DROP:  # the product took d ⊙ h_{t-1}
+                    dm = tl.load(p_dm + o_ptile, mask=m_p, other=0.0)
                 if PROJ:
                     dy = load_dy(p_dy, s - 1, b_len, o_b, m_b, o_p, m_p, B, s_y, reverse)
+                    zg, zg_t, dy_t = 0.0, 0.0, 0.0
+                    if ZONE_H:  # zh_t of g_t = dh_t + dy_t reaches h_{t-1} directly
+                        dy_t = load_dy(p_dy, s, b_len, o_b, m_b, o_p, m_p, B, s_y, reverse)
+                        zg_t = load_dy(p_zh, s, b_len, o_b, m_b, o_p, m_p, B, s_y, reverse)
+                        zg = load_dy(p_zh, s - 1, b_len, o_b, m_b, o_p, m_p, B, s_y, reverse)
                     acc = contract_bwd(zero, p_dgh, o_r * s_g, m_b, p_w, 0, o_p, P, H, G, KP, NKP, False, PREC,
                                        INTERP)
-                    if DROP:  # the product took d ⊙ h_{t-1}
-                        acc = acc * tl.load(p_dm + o_ptile, mask=m_p, other=0.0)
-                    zg = 0.0
-                    if ZONE_H:  # zh_t of g_t = dh_t + dy_t reaches h_{t-1} directly
-                        g = dh + load_dy(p_dy, s, b_len, o_b, m_b, o_p, m_p, B, s_y, reverse)
-                        acc = acc + load_dy(p_zh, s, b_len, o_b, m_b, o_p, m_p, B, s_y, reverse) * g
-                        zg = load_dy(p_zh, s - 1, b_len, o_b, m_b, o_p, m_p, B, s_y, reverse)
+                    dh, dy = issued(dh, INTERP), issued(dy, INTERP)
+                    if DROP:
+                        acc = acc * issued(dm, INTERP)
+                    if ZONE_H:
+                        zg = issued(zg, INTERP)
+                        acc = acc + issued(zg_t, INTERP) * (dh + issued(dy_t, INTERP))
                     dh = tl.where(act[None, :], acc, dh)
                     store_grad_h(p_g, (1.0 - zg) * dh, (1.0 - zg) * dy, s - 1, b_len, o_b, m_b, o_p, m_p, B, P,
                                  reverse)
-                elif DROP:  # the product took d ⊙ h_{t-1}
-                    dh = dh + tl.load(p_dm + o_ptile, mask=m_p, other=0.0) * contract_bwd(
-                        zero, p_dgh, o_r * s_g, m_b, p_w, 0, o_p, P, H, GH, KP, NKP, False, PREC, INTERP)
                 else:
-                    dh = contract_bwd(dh, p_dgh, o_r * s_g, m_b, p_w, 0, o_p, P, H, GH, KP, NKP, False, PREC, INTERP)
+                    acc = contract_bwd(zero, p_dgh, o_r * s_g, m_b, p_w, 0, o_p, P, H, GH, KP, NKP, False, PREC, INTERP)
+                    if DROP:
+                        acc = acc * issued(dm, INTERP)
+                    dh = issued(dh, INTERP) + acc
                 tl.store(p_dh + o_ptile, dh, mask=m_p)
             if PROJ:
                 budget = sync(p_cnt, p_err, (NS * r + 3) * n_sync, budget, BARRIER, INTERP)

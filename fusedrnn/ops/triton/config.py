@@ -62,6 +62,9 @@ TUNING = {
     "cta_w_per_thread_fp32": 64,   # the same in fp32 (tf32x3 keeps two halves): RNN B8·H128 at 8 warps
                                    # 152 registers, at 4 warps (128) it spills 8 bytes
     "cta_rnn_fp32_w": 128 * 128,   # largest fp32 W_hh of the RNN's cta layout (other cells: 32 x 128)
+    "cta_regularised_tile": 4,     # with the masks, a cta program whose W_hh is at cta_w_per_thread holds at
+                                   # most this many elements of a tile per thread: the masks' two-step buffers
+                                   # (RNN B8·H256 bf16, 8: 24 bytes spilled forward, 128 backward; LSTM B8·H128, 4: none)
     "block_n": (8, 16, 32, 64, 128),  # units per tile tried
     "stream_kp": 64,               # contraction chunk when W_hh is streamed
     "resident_kp_max": 1024,       # widest piece of a resident W_hh
@@ -396,6 +399,9 @@ def candidates(cell: str, B: int, H: int, dtype: torch.dtype, limits: DeviceLimi
                     stages = TUNING["num_stages"]
                     w_max = TUNING["cta_w_per_thread" if bits == 16 else "cta_w_per_thread_fp32"] * 32 * warps
                     if lay == "cta" and cta_w_elems(cell, direction, bn, kp) > w_max:
+                        continue
+                    if (lay == "cta" and regularised and bits == 16 and cta_w_elems(cell, direction, bn, kp) >= w_max
+                            and bn * block_b > TUNING["cta_regularised_tile"] * 32 * warps):
                         continue
                     smem, regs = resources(cell, direction, bits, block_b, bn, kp, nkp, resident, warps, stages,
                                            lay == "cta", proj, kr)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -60,11 +61,20 @@ TRITON_CASES = (("lstm", "bf16", 1, 256, "fwd"),
                 # zoneout and recurrent dropout (every mask the cell has): the plain cell's allowance
                 *((cell + REGULARISED, "bf16", 8, 128, d) for cell in CELLS + TRITON_ONLY_CELLS
                   for d in ("fwd", "bwd")))
+#: the anchor rows whose layout runs several tiles per program (config.choose, bf16: B256·H512):
+#: the regularised kernel's masks load beside the tile's inputs, before the product's loop, so
+#: its round trips are the plain kernel's (they were 4 more per step, a mask loaded after the loop)
+MULTI_TILE_ROWS = tuple((cell, "bf16", 256, 512, d) for cell in ("lstm", "gru", "gru_reset_before")
+                        for d in ("fwd", "bwd"))
+#: kernels that must not spill beyond the compile gate's anchors: the reset-before GRU's backward
+#: at B8·H256 (W_hh resident in one piece over r and z, n's rows in another: config.resident_bwd_gates)
+SPILL_FREE = (("gru_reset_before", "bf16", 8, 256, "bwd"), ("gru_reset_before" + REGULARISED, "bf16", 8, 256, "bwd"))
 #: kernels whose round trips the model must charge as the SASS shows (resident W_hh in several pieces)
 MODEL_CASES = (("lstm", "bf16", 16, 768, "fwd"), ("gru", "bf16", 16, 768, "bwd"), ("lstm", "bf16", 16, 768, "bwd"))
 #: compiled in the default run too (tests/support/sampling.py: the others are full_only)
 TRITON_DEFAULT = (("lstm", "bf16", 1, 256, "fwd"), ("rnn_tanh", "bf16", 1, 256, "fwd"), ("lstm", "bf16", 8, 128, "fwd"),
-                  ("gru_reset_before", "bf16", 8, 128, "fwd"), ("lstm" + REGULARISED, "bf16", 8, 128, "fwd"))
+                  ("gru_reset_before", "bf16", 8, 128, "fwd"), ("lstm" + REGULARISED, "bf16", 8, 128, "fwd"),
+                  MULTI_TILE_ROWS[0], SPILL_FREE[0])
 CUDA_CASES = tuple((cell, dtype, B, H, d) for cell in CELLS for dtype in DTYPES for B, H in ANCHORS
                    for d in ("fwd", "bwd"))
 
@@ -77,16 +87,24 @@ def _param(backend, case):
     return pytest.param(case, id="-".join(map(str, case)), marks=marks)
 
 
+def _with_masks(case):
+    """(the plain kernel's case, its kernel with zoneout and recurrent dropout)."""
+    return case, (case[0] + REGULARISED,) + case[1:]
+
+
 @pytest.fixture(scope="module")
 def triton_paths(request):
     """{case: counts} of the TRITON_CASES this run selected, from one subprocess (the
     interpreter cannot compile)."""
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    selected = {i.callspec.params["case"] for i in request.session.items
-                if i.originalname == "test_triton_step_round_trips" and i.path == request.path}
+    mine = [i for i in request.session.items if i.path == request.path and hasattr(i, "callspec")]
+    selected = {i.callspec.params["case"] for i in mine if "case" in i.callspec.params}
+    # a multi-tile row with its regularised kernel
+    selected |= {c for i in mine if "row" in i.callspec.params for c in _with_masks(i.callspec.params["row"])}
     if any(i.originalname == "test_the_model_charges_the_round_trips_of_resident_pieces" for i in request.session.items):
         selected |= set(MODEL_CASES)
-    cases = [c for c in TRITON_CASES if c in selected or c == TRITON_DEFAULT[0]]  # [0]: the reader test's
+    every = dict.fromkeys(TRITON_CASES + tuple(c for r in MULTI_TILE_ROWS for c in _with_masks(r)) + SPILL_FREE)
+    cases = [c for c in every if c in selected or c == TRITON_DEFAULT[0]]  # [0]: the reader test's
     args = [a for c in cases for a in ("triton",) + tuple(map(str, c))]
     proc = subprocess.run([sys.executable, "-m", "tools.compile_check.critical_path", "--loads", *args],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=3600)
@@ -116,6 +134,33 @@ def _check(d):
 @pytest.mark.parametrize("case", [_param("triton", c) for c in TRITON_CASES])
 def test_triton_step_round_trips(triton_paths, case):
     _check(triton_paths[case])
+
+
+@pytest.mark.parametrize("row", [pytest.param(r, id="-".join(map(str, r)),
+                                              marks=[] if r in TRITON_DEFAULT else [pytest.mark.full_only])
+                                 for r in MULTI_TILE_ROWS])
+def test_the_masks_add_no_round_trip_to_the_multi_tile_layouts(triton_paths, row):
+    """Several tiles per program (B256·H512, over the one-exchange allowance with or without
+    masks: a streamed W_hh's chunks per tile): the kernel with every mask of zoneout and
+    recurrent dropout takes the plain kernel's round trips per step (it took 4 more forward and
+    2-4 backward, each tile's masks loaded after its product's loop), and spills nothing."""
+    plain, reg = (triton_paths[c] for c in _with_masks(row))
+    assert plain["launch"] == reg["launch"] and re.search(r"bn\d+x[2-9]", reg["launch"]), (plain["launch"],
+                                                                                           reg["launch"])
+    assert reg["round_trips"] <= plain["round_trips"], (reg["round_trips"], plain["round_trips"])
+    assert reg["spill"] == plain["spill"] == 0, (reg["spill"], plain["spill"])
+
+
+@pytest.mark.parametrize("case", [pytest.param(c, id="-".join(map(str, c)),
+                                               marks=[] if c in TRITON_DEFAULT else [pytest.mark.full_only])
+                                  for c in SPILL_FREE])
+def test_triton_kernel_spills_nothing(triton_paths, case):
+    """The reset-before GRU's backward at B8·H256 (no anchor, so no compile gate's spill check):
+    its resident pieces covered all three gates' rows (a third of them zeros, the n gate's rows
+    held again in a piece of their own) and spilled 24 bytes plain, 8 with the masks."""
+    d = triton_paths[case]
+    assert d["spill"] == 0, (case, d["launch"], d["regs"], d["spill"])
+    assert d["launch"].startswith("grid") and "res1x512" in d["launch"], d["launch"]
 
 
 @pytest.mark.parametrize("case", [_param("cuda", c) for c in CUDA_CASES])
@@ -148,11 +193,14 @@ def test_the_reader_on_a_real_triton_kernel(triton_paths):
 
 def test_the_cta_layout_exchanges_nothing(triton_paths):
     """The RNN at B1·H256 runs in one program (cta: all units, W_hh resident, 8 batch rows):
-    its step has no flag to poll and no exchange load; the one round trip is the wait for the
-    next step's input, converted where it was loaded (model.CTA_PREFETCH_TRIPS)."""
+    its step has no flag to poll and no exchange load; the one round trip is the wait for a
+    step's input, loaded two steps before its use (the step loop unrolled by two): one L2
+    latency per two steps, model.CTA_PREFETCH_TRIPS. (Loaded one step ahead and converted to
+    fp32 at once, as before, it read 1.)"""
+    from fusedrnn.ops.triton import model
     d = triton_paths[("rnn_tanh", "bf16", 1, 256, "fwd")]
     assert d["launch"].startswith("cta bb8") and d["spill"] == 0
-    assert d["flag_round_trips"] == 0 and d["round_trips"] == 1
+    assert d["flag_round_trips"] == 0 and d["round_trips"] == model.CTA_PREFETCH_TRIPS == 0.5
     assert not any(".STRONG" in op for _, op, _, _ in d["loads"])
 
 

@@ -27,7 +27,8 @@ from fusedrnn.ops.common import GRU_RESET_BEFORE
 
 from support.float64_checks import assert_close, grads
 # `concurrent`: the grid layout's programs in threads under the interpreter (a fixture)
-from support.triton_layouts import forced, quick_launches
+from support.triton_layouts import forced, quick_launches, resident_backward_launches
+from support.triton_projection import forced as proj_forced
 
 RB = GRU_RESET_BEFORE
 
@@ -226,6 +227,13 @@ def test_triton_layout_matches_the_oracle(concurrent, monkeypatch, key):
     dtype = torch.bfloat16 if launch.RESIDENT else torch.float32
     with forced(monkeypatch, launch):
         check_triton_layer(B, H, 2, lengths=i % 2 == 0, reverse=i % 3 == 1, dtype=dtype, bias=i != 2, seed=i)
+
+
+def test_triton_resident_backward_holds_r_and_z_in_its_piece(monkeypatch):
+    fwd, bwd = resident_backward_launches()
+    assert (bwd.KP, bwd.NKP, bwd.N_TILES) == (2 * 16, 1, 1), bwd
+    with proj_forced(monkeypatch, fwd, bwd):
+        check_triton_layer(3, 16, 3, lengths=True, reverse=False, dtype=torch.bfloat16, seed=7)
 
 
 def test_triton_one_step_odd_hidden_size():

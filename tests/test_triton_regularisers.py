@@ -25,7 +25,7 @@ from support import regulariser_oracle as oracle
 from support.float64_checks import grads
 from support.sampling import full_run
 # `concurrent`: the grid layout's programs in threads under the interpreter (a fixture)
-from support.triton_layouts import SMALL_DEVICE, forced, forced_launches, quick_launches
+from support.triton_layouts import SMALL_DEVICE, forced, forced_launches, quick_launches, resident_backward_launches
 from support.triton_projection import forced as proj_forced, structures as proj_structures
 
 GATES = {"lstm": 4, "gru": 3, "rnn_tanh": 1, "rnn_relu": 1, "gru_reset_before": 3}
@@ -167,6 +167,15 @@ def test_triton_reset_before_gru_layout_matches_the_oracle(concurrent, monkeypat
         check_layer(RB, B, H, 2, lengths=i % 2 == 1, reverse=i % 3 == 0, dtype=dtype, seed=10 + i)
 
 
+def test_triton_reset_before_gru_resident_backward_piece_of_r_and_z(monkeypatch):
+    """The resident backward whose piece holds r's and z's rows alone (2H: config.resident_bwd_gates),
+    the n gate's in a piece of their own, with the masks: d ⊙ W_hnᵀ d_n, the gradient of r ⊙ (d ⊙ h)."""
+    fwd, bwd = resident_backward_launches()
+    assert (bwd.KP, bwd.NKP) == (32, 1), bwd
+    with proj_forced(monkeypatch, fwd, bwd):
+        check_layer(RB, 3, 16, 3, lengths=True, reverse=True, dtype=torch.bfloat16, seed=31)
+
+
 def test_every_projection_structure_is_covered():
     assert {"fwd-cta", "fwd-solo-streamed-tiles", "fwd-grid-resident-tile", "fwd-grid-streamed-tile",
             "fwd-grid-streamed-tiles", "bwd-solo-streamed-tiles", "bwd-grid-streamed-tile",
@@ -239,9 +248,9 @@ def test_regularised_kernels_compile_for_sm90_without_spills():
     """The kernels with every mask flag on compile for the H100 (the interpreter checks the
     math, not what the compiler accepts) at an anchor shape in bf16, without register spills;
     the LSTM by default, torch.nn's four cells in the full run; the compile gate's "D1 zo+rd" rows
-    and tests/test_critical_path.py compile them (the reset-before GRU's too) at the anchors. (The
-    reset-before GRU's backward at B8·H256, no anchor, spills with or without the masks: 24 bytes
-    plain, 8 with them, compiled with Triton 3.7.1.)"""
+    and tests/test_critical_path.py compile them (the reset-before GRU's too) at the anchors, and
+    the reset-before GRU's backward at B8·H256 (no anchor: it spilled 24 bytes plain and 8 with
+    the masks until its resident piece held r's and z's rows alone, config.resident_bwd_gates)."""
     cells = sorted(TURNS) if full_run() else ["lstm"]
     script = ("import json, sys\nfrom tools.compile_check import triton_rows\nout = []\n"
               f"for cell in {cells!r}:\n"

@@ -5,6 +5,7 @@ import contextlib
 import pytest
 import torch
 
+from fusedrnn.cell_table import GRU_RESET_BEFORE
 from fusedrnn.ops.triton import config
 
 from support import interpreter_threads
@@ -26,11 +27,11 @@ def concurrent():
 
 def for_direction(launch: config.Launch, cell: str, H: int, direction: str) -> config.Launch:
     """The forced launch for one direction: a resident grid backward's pieces of KP cover the
-    G*H rows of all gates (steps.resident_w_bwd), the forward's only H."""
+    G*H rows of its gates (steps.resident_w_bwd; the reset-before GRU's r and z:
+    config.resident_bwd_gates), the forward's only H."""
     if not launch.RESIDENT or launch.CARRY or direction == "fwd":
         return launch
-    G = config.GATES[config.CELLS[cell]]
-    return launch._replace(NKP=-(-G * H // launch.KP))
+    return launch._replace(NKP=-(-config.resident_bwd_gates(cell) * H // launch.KP))
 
 
 @contextlib.contextmanager
@@ -80,3 +81,13 @@ def quick_launches(cell: str) -> dict:
     found["grid-streamed-tiles"] = next((3, 17, c) for c in config.candidates(cell, 3, 17, torch.float32, two_sms,
                                                                               "fwd", "grid") if c.N_TILES > 1)
     return found
+
+
+def resident_backward_launches():
+    """(forward, backward) of the H100's grid candidates at B3·H16 bf16 with W_hh resident: the
+    backward's one piece of 32 holds r's and z's rows (2H; the n gate's rows are a piece of their
+    own), where a piece over all three gates' 48 took 64, a third of it zeros, and spilled at H256."""
+    def pick(direction):
+        found = config.candidates(GRU_RESET_BEFORE, 3, 16, torch.bfloat16, config.H100, direction, "grid")
+        return next(c for c in found if c.RESIDENT)
+    return pick("fwd"), pick("bwd")

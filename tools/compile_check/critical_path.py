@@ -65,7 +65,7 @@ def triton_path(cell: str, dtype: str, B: int, H: int, direction: str, force: di
     row = tr.set_path(Row("triton", kernel.__name__, cell, dtype, B, H, direction, tr._variant(P, 1, regularised),
                           tr._layout(lau)), res["insts"], lau, case, direction)
     from . import sass_path
-    rep = sass_path.analyse(res["insts"], {}, *tr.step_trips(lau, case, direction))
+    rep = sass_path.analyse(res["insts"], {}, *tr.step_trips(lau, case, direction), tr.steps_per_trip(lau))
     return dict(rep.as_dict(), launch=row.layout, extra_passes=0, proj=P, predicted_us=row.predicted_us,
                 terms=row.path["terms"], regs=res["regs"], spill=res["spill"], smem=res["smem"], tc=res["tc"],
                 loads=[[hex(a), op, d, f] for a, op, d, f in rep.loads])

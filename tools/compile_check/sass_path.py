@@ -553,7 +553,10 @@ def analyse(insts: list[Inst], params: dict[int, int] | None = None, inner_trips
     rep.insts_per_step = _per_step(c2["insts"] - c1["insts"], n)
     rep.barriers, rep.cluster_barriers = _per_step(c2["bar"] - c1["bar"], n), _per_step(c2["cbar"] - c1["cbar"], n)
     rep.mma = _per_step(c2["mma"] - c1["mma"], n)
-    rep.mma_chain = _per_step(chain, steps_per_trip if sl else 1)
+    # the longest chain in one trip, not divided by steps_per_trip: a step's mmas reach the next
+    # step's only through shared memory (the state converted to an mma operand), which the walk
+    # does not follow, so the two steps of an unrolled trip are two chains and this is one's
+    rep.mma_chain = chain
     rep.unknown_branches = len(unknown)
     return rep
 

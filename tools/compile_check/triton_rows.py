@@ -221,6 +221,13 @@ def step_trips(lau, case, direction) -> tuple[int, int]:
     return -(-chunks // int(STREAM_AHEAD.value)), lau.N_TILES
 
 
+def steps_per_trip(lau) -> int:
+    """Recurrence steps per trip of the step loop: the cta layout's is unrolled by its prefetch
+    distance (model.CTA_PREFETCH_AHEAD: a step's inputs are loaded that many steps ahead)."""
+    from fusedrnn.ops.triton import model
+    return model.CTA_PREFETCH_AHEAD if lau.CARRY else 1
+
+
 def set_path(row: Row, insts, lau, case, direction) -> Row:
     """The row's critical-path counts from its kernel's SASS (sass_path) and the machine
     model's µs per step of them, both directions' launches in turn counted."""
@@ -228,7 +235,7 @@ def set_path(row: Row, insts, lau, case, direction) -> Row:
         return row
     from fusedrnn import machine
     inner, outer = step_trips(lau, case, direction)
-    rep = sass_path.analyse(insts, {}, inner, outer)
+    rep = sass_path.analyse(insts, {}, inner, outer, steps_per_trip(lau))
     row.round_trips, row.barriers = rep.round_trips, rep.barriers + rep.cluster_barriers
     row.insts_per_step = rep.insts_per_step
     bits = 32 if case.dtype == "fp32" else 16

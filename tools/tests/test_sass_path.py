@@ -98,6 +98,7 @@ def test_a_prefetch_two_steps_ahead_is_half_a_round_trip_per_step():
     """
     r = one(two_deep, steps_per_trip=2)
     assert r.round_trips == 0.5 and r.barriers == 1 and r.insts_per_step == 4.5 and r.mma == 1
+    assert r.mma_chain == 1  # each step's own chain: the two steps' mmas are not linked
     assert one(two_deep).round_trips == 1  # the same loop read as one step per trip
     one_deep = two_deep.replace("FADD R30, R31", "FADD R30, R33").replace("FADD R34, R33", "FADD R34, R31")
     assert one(one_deep, steps_per_trip=2).round_trips == 1  # each step reads the previous step's load

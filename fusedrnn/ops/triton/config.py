@@ -62,6 +62,9 @@ TUNING = {
     "cta_w_per_thread_fp32": 64,   # the same in fp32 (tf32x3 keeps two halves): RNN B8·H128 at 8 warps
                                    # 152 registers, at 4 warps (128) it spills 8 bytes
     "cta_rnn_fp32_w": 128 * 128,   # largest fp32 W_hh of the RNN's cta layout (other cells: 32 x 128)
+    "cta_regularised_tile": 4,     # with the masks, a cta program whose W_hh is at cta_w_per_thread holds at
+                                   # most this many elements of a tile per thread: the masks' two-step buffers
+                                   # (RNN B8·H256 bf16, 8: 24 bytes spilled forward, 128 backward; LSTM B8·H128, 4: none)
     "block_n": (8, 16, 32, 64, 128),  # units per tile tried
     "stream_kp": 64,               # contraction chunk when W_hh is streamed
     "resident_kp_max": 1024,       # widest piece of a resident W_hh
@@ -268,8 +271,16 @@ def resident_pieces_for(direction: str, K: int, block_b: int, G: int = 1) -> tup
     return resident_pieces(G * K, block_b, TUNING["resident_staged_max"], TUNING["resident_bwd_pieces_max"])
 
 
+def resident_bwd_gates(cell: str) -> int:
+    """The gates whose W_hh rows a resident grid backward's pieces cover in one contraction
+    (steps.resident_w_bwd): all of them, but the reset-before GRU's r and z alone (the n gate's
+    rows go through r ⊙ h in a contraction of their own, kernels.recurrence_bwd_kernel). Pieces
+    over all three gates held a third of zeros: the B8·H256 backward spilled 24 bytes (sm_90)."""
+    return 2 if cell == GRU_RESET_BEFORE else GATES[CELLS[cell]]
+
+
 def resident_ok(direction: str, bits: int, K: int, block_b: int, block_n: int = 0, G: int = 1, proj: int = 0,
-                extra_live: bool = False) -> bool:
+                extra_live: bool = False, n_piece: bool = False) -> bool:
     """Whether a grid program may keep its W_hh slice resident (compile-gate findings on
     sm_90): 16-bit only (fp32's tf32x3 splits of a resident W spill), and only while the
     exchanged vector's piece staged per step stays small (resident_pieces_for); in several
@@ -283,8 +294,9 @@ def resident_ok(direction: str, bits: int, K: int, block_b: int, block_n: int = 
     as does every backward with a projection (its W_hr phase's registers make even the 16 KB
     slice spill), and every backward in several pieces with `extra_live` tiles: the reset-before
     GRU's second phase (B16·H768 in 9 pieces spilled 88 bytes) or the regularisers' masks (the
-    LSTM B16·H768 in 12 pieces spills 24 bytes). K: the contraction's length per gate (P
-    forward, H backward)."""
+    LSTM B16·H768 in 12 pieces spills 24 bytes). n_piece: the reset-before GRU's backward
+    also keeps its n gate's rows resident, one more piece of as many bytes (G: its r and z,
+    resident_bwd_gates). K: the contraction's length per gate (P forward, H backward)."""
     if bits != 16:
         return False
     pieces = resident_pieces_for(direction, K, block_b, G)
@@ -296,7 +308,7 @@ def resident_ok(direction: str, bits: int, K: int, block_b: int, block_n: int = 
     if proj or pieces is None or (extra_live and pieces[1] > 1):
         return False
     limit = TUNING["resident_bwd_pieces_bytes" if pieces[1] > 1 else "resident_bwd_bytes"]
-    return pieces[0] * pieces[1] * block_n * bits // 8 <= limit
+    return pieces[0] * (pieces[1] + n_piece) * block_n * bits // 8 <= limit
 
 
 def _candidates(cell, B, H, bits, limits: DeviceLimits, direction, layout, proj, n_dir, regularised=False):
@@ -306,6 +318,7 @@ def _candidates(cell, B, H, bits, limits: DeviceLimits, direction, layout, proj,
     G, GS = GATES[CELLS[cell]], gate_slots(cell)
     P = proj or H
     K = P if direction == "fwd" else H  # W_hh's contraction
+    g_res = resident_bwd_gates(cell) if direction == "bwd" else G
     block_bs = sorted({min(_pow2(B, t["block_b_min"]), b) for b in (16, 32, t["block_b_max"])
                        if b >= t["block_b_min"]})
     slots = limits.sms * t["programs_per_sm"]
@@ -338,9 +351,10 @@ def _candidates(cell, B, H, bits, limits: DeviceLimits, direction, layout, proj,
                 continue
             n_tiles = -(-n_units // n_n)
             n_n = -(-n_units // n_tiles)
-            if n_tiles == 1 and resident_ok(direction, bits, K, block_b, bn, G, proj,
-                                            cell == GRU_RESET_BEFORE or regularised):
-                kp, nkp = resident_pieces_for(direction, K, block_b, G)
+            if n_tiles == 1 and resident_ok(direction, bits, K, block_b, bn, g_res, proj,
+                                            cell == GRU_RESET_BEFORE or regularised,
+                                            cell == GRU_RESET_BEFORE and direction == "bwd"):
+                kp, nkp = resident_pieces_for(direction, K, block_b, g_res)
                 yield "grid", (n_n, n_b, n_dir), block_b, bn, kp, nkp, kr, 1, True
             yield "grid", (n_n, n_b, n_dir), block_b, bn, stream_kp, 1, kr, n_tiles, False
 
@@ -385,6 +399,9 @@ def candidates(cell: str, B: int, H: int, dtype: torch.dtype, limits: DeviceLimi
                     stages = TUNING["num_stages"]
                     w_max = TUNING["cta_w_per_thread" if bits == 16 else "cta_w_per_thread_fp32"] * 32 * warps
                     if lay == "cta" and cta_w_elems(cell, direction, bn, kp) > w_max:
+                        continue
+                    if (lay == "cta" and regularised and bits == 16 and cta_w_elems(cell, direction, bn, kp) >= w_max
+                            and bn * block_b > TUNING["cta_regularised_tile"] * 32 * warps):
                         continue
                     smem, regs = resources(cell, direction, bits, block_b, bn, kp, nkp, resident, warps, stages,
                                            lay == "cta", proj, kr)

@@ -30,8 +30,10 @@ Layouts (chosen by config.py; constexprs N_TILES, RESIDENT, CARRY (the cta layou
     solo   one program per batch tile walks all units; a CTA barrier per step
     cta    one program per batch tile, one tile of all units, W_hh resident: the state stays
            in the program (no exchange through memory, no barrier)
-With N_TILES == 1 the tile's own state stays in registers across steps and the next step's
-inputs (gx, or dy and the saved activations) are loaded before the step's wait.
+With N_TILES == 1 the tile's own state stays in registers across steps and the inputs of a later
+step (gx, or dy and the saved activations; the zoneout masks) are loaded before the step's wait:
+the next step's, or in cta (nothing to wait for but those loads) the step's after it, the loop
+unrolled by two (AHEAD, model.CTA_PREFETCH_AHEAD).
 
 The projection (PROJ, LSTM): a step has two phases. Forward: the gates of the program's
 units give m_t = o ⊙ tanh(c_t) (H wide; through memory, or kept in cta), then the
@@ -52,14 +54,19 @@ reset-before GRU's W_hnᵀ d_n too: d times it is the gradient of r ⊙ (d ⊙ h
 Runtime flags (has_bias, has_len, reverse, save, direction 1 alone: bits of `flags`) are a
 plain argument, never specialised on: one compiled kernel serves every variant. Rows past
 their length change nothing (see tiles.step_rows).
+With N_TILES > 1 each tile's other loads (its masks, its bias in 16 bits, dh and the saved
+values of the backward's phases) are written before its product's loop and pass through
+tiles.issued after it: a load written after the loop waits for the loop's last chunk, and a
+value converted to the product's layout where it is loaded holds back the loop's first loads,
+one more dependent round trip per tile either way (tests/test_critical_path.py).
 """
 import triton
 import triton.language as tl
 
-from .steps import (bwd_saved, bwd_update, contract_bwd, contract_fwd, fwd_update, load_dy, program_rows,
-                    project_out, reset_bwd, reset_state, resident_w_bwd, resident_w_fwd, resident_w_gates,
-                    store_grad_h, unit_tile, with_slot2, zone_masks)
-from .tiles import load_slots, mma, stacked_rows, step_rows, sync, w_rows
+from .steps import (CTA_AHEAD, bwd_inputs, bwd_saved, bwd_update, contract_bwd, contract_fwd, fwd_inputs, fwd_update,
+                    load_dy, program_rows, project_out, reset_bwd, reset_state, resident_w_bwd, resident_w_fwd,
+                    resident_w_gates, store_grad_h, unit_tile, with_slot2, zone_masks)
+from .tiles import issued, load_slots, mma, release, release_slots, stacked_rows, step_rows, sync, w_rows
 
 
 @triton.jit(do_not_specialize=["T", "flags", "spin_limit"])
@@ -98,6 +105,9 @@ def recurrence_fwd_kernel(
     NM: tl.constexpr = 2 if (RB and DROP) else 1  # (B, H) blocks of p_m per direction
     NH: tl.constexpr = 3 if (PROJ and DROP) else 2  # (B, P) blocks of p_h per direction
     ZH_CELL: tl.constexpr = ZONE_H and not PROJ  # zoneout of h in the cell's update (PROJ: after W_hr)
+    AHEAD: tl.constexpr = CTA_AHEAD if CARRY else 1  # steps from the single-tile inputs' load to their use
+    PLAIN: tl.constexpr = INTERP or AHEAD == 1  # those inputs converted as loaded (tiles.hold)
+    W16: tl.constexpr = p_w.dtype.element_ty != tl.float32
     if not PROJ:  # the state is H wide: let the compiler see it
         P = H
     has_bias, reverse, save, d, o_b, m_b, b_len, p_cnt, p_err = program_rows(p_len, p_sync, flags, T, B, D, BLOCK_B)
@@ -148,12 +158,26 @@ def recurrence_fwd_kernel(
         wr = 0
         if PROJ and CARRY:
             wr = w_rows(p_wr, 0, 0, P, H, 1, 1, BLOCK_P, BLOCK_N)  # all of W_hr: (BLOCK_P, BLOCK_N)
-        o_r, act = step_rows(0, b_len, o_b, m_b, B, reverse)
-        x0, x1, x2, x3 = load_slots(p_gx, o_r * s_gx, o_n, m, H, G)
-        zh = zone_masks(p_zh, p_zc, o_r, o_p, m_p, s_y, D * H, ZONE_H, False)[0]  # h's rows (PROJ: P of them)
-        zc = zone_masks(p_zh, p_zc, o_r, o_n, m, s_y, D * H, False, ZONE_C)[1]
-        for s in range(T):
+        # the inputs that do not depend on h (gx, the zoneout masks: zh on h's rows, P of them with PROJ)
+        # are loaded AHEAD steps before their use, held as loaded (tiles.hold) and released at it.
+        # cta (AHEAD 2): buffer a holds step s's, b step s+1's, and step s loads step s+2's; the
+        # loop is unrolled by two, so the buffers' rotation is a renaming, not a register move (a
+        # move of a load still in flight waits for it like a use). The other layouts wait for the
+        # exchange each step, which the next step's load has had a whole step to beat: one ahead
+        xa0, xa1, xa2, xa3, zha, zca = fwd_inputs(p_gx, p_zh, p_zc, 0, T, b_len, o_b, m_b, o_n, m, o_p, m_p, B, H,
+                                                  G, s_gx, s_y, D * H, reverse, ZONE_H, ZONE_C, PLAIN)
+        xb0, xb1, xb2, xb3, zhb, zcb = xa0, xa1, xa2, xa3, zha, zca
+        if AHEAD == 2:
+            xb0, xb1, xb2, xb3, zhb, zcb = fwd_inputs(p_gx, p_zh, p_zc, 1, T, b_len, o_b, m_b, o_n, m, o_p, m_p, B,
+                                                      H, G, s_gx, s_y, D * H, reverse, ZONE_H, ZONE_C, PLAIN)
+        for s in tl.range(0, T, loop_unroll_factor=AHEAD):
             o_r, act = step_rows(s, b_len, o_b, m_b, B, reverse)
+            x0, x1, x2, x3 = release_slots(xa0, xa1, xa2, xa3, p_gx.dtype.element_ty, G, PLAIN)
+            zh, zc = zha, zca
+            if ZONE_H:
+                zh = release(zha, tl.float32, PLAIN)
+            if ZONE_C:
+                zc = release(zca, tl.float32, PLAIN)
             if CARRY:  # the whole state is this tile: it is the product's operand as it is (times d)
                 acc = mma(ws[0], h * dm if DROP else h, zero, PREC, INTERP)
             else:
@@ -174,12 +198,15 @@ def recurrence_fwd_kernel(
                 h_in = c
             u, c = fwd_update(CELL, acc, bias, x0, x1, x2, x3, h_in, c, act, o_r, o_n, m, p_y, o_r * s_y, p_acts,
                               p_state, H, save, GS, SA, BLOCK_N, BLOCK_B, CARRY, PROJ, INTERP, zh, zc, ZH_CELL, ZONE_C)
-            zh_t = zh
-            # the next step's input and masks do not depend on h: load them before the wait
-            o_r1, _ = step_rows(s + 1, b_len, o_b, m_b, B, reverse)
-            x0, x1, x2, x3 = load_slots(p_gx, o_r1 * s_gx, o_n, tl.where(s + 1 < T, m, False), H, G)
-            zh = zone_masks(p_zh, p_zc, o_r1, o_p, tl.where(s + 1 < T, m_p, False), s_y, D * H, ZONE_H, False)[0]
-            zc = zone_masks(p_zh, p_zc, o_r1, o_n, tl.where(s + 1 < T, m, False), s_y, D * H, False, ZONE_C)[1]
+            if AHEAD == 2:
+                xa0, xa1, xa2, xa3, zha, zca = xb0, xb1, xb2, xb3, zhb, zcb
+                xb0, xb1, xb2, xb3, zhb, zcb = fwd_inputs(p_gx, p_zh, p_zc, s + 2, T, b_len, o_b, m_b, o_n, m, o_p,
+                                                          m_p, B, H, G, s_gx, s_y, D * H, reverse, ZONE_H, ZONE_C,
+                                                          PLAIN)
+            else:
+                xa0, xa1, xa2, xa3, zha, zca = fwd_inputs(p_gx, p_zh, p_zc, s + 1, T, b_len, o_b, m_b, o_n, m, o_p,
+                                                          m_p, B, H, G, s_gx, s_y, D * H, reverse, ZONE_H, ZONE_C,
+                                                          PLAIN)
             if PROJ:
                 o_m = tl.where(save, o_r * H, o_rh)
                 if CARRY:
@@ -192,7 +219,7 @@ def recurrence_fwd_kernel(
                     hp = contract_fwd(zero_p, p_m, o_m, m_b, p_wr, 0, n0, P, H, 1, 1, BLOCK_N, KR, 1, False, PREC,
                                       INTERP, True)
                 if ZONE_H:  # zoneout of h = W_hr m_t, from the unmasked h_{t-1}
-                    hp = zh_t * h + (1.0 - zh_t) * hp
+                    hp = zh * h + (1.0 - zh) * hp
                 h = project_out(hp, h, act, o_p, m_p, p_y, o_r * s_y, CARRY, INTERP)
             else:
                 h = u
@@ -234,20 +261,31 @@ def recurrence_fwd_kernel(
                 if CELL == 0:
                     c = tl.load(p_c + o_tile, mask=m, other=0.0)
                 x0, x1, x2, x3 = load_slots(p_gx, o_r * s_gx, o_n, m, H, G)
+                # the masks beside the inputs, before the product's loop: after it, each is one more
+                # dependent round trip per tile (the LSTM B256·H512 bf16 step took 17 against 13 plain)
+                zh, zc = zone_masks(p_zh, p_zc, o_r, o_n, m, s_y, D * H, ZH_CELL, ZONE_C)
+                dm = 1.0
+                if DROP and not PROJ:
+                    dm = tl.load(p_dm + o_tile, mask=m, other=0.0)
+                if W16:  # the bias too (fp32's tf32x3 tiles already spill: read after the product, as before)
+                    bias = stacked_rows(p_bias, n0, H, G, GS, BLOCK_N, has_bias)
                 # with a projection, several tiles' W_hh in two slots spill (B256·H512·P128, sm_90): rotated
                 acc = contract_fwd(zero, p_hcur, o_rp, m_b, p_w, 0, n0, H, P, G, GS, BLOCK_N, KP, NKP, False, PREC,
                                    INTERP, PROJ)
                 if RB:  # the first phase's product again (r, z), beside the n gate's over r ⊙ h
                     acc = with_slot2(acc, contract_fwd(zero, p_m, o_rh, m_b, p_w, 0, n0, H, P, G, GS, BLOCK_N, KP, NKP,
                                                        False, PREC, INTERP, False), GS, BLOCK_N)
-                zh, zc = zone_masks(p_zh, p_zc, o_r, o_n, m, s_y, D * H, ZH_CELL, ZONE_C)
-                u, c = fwd_update(CELL, acc, stacked_rows(p_bias, n0, H, G, GS, BLOCK_N, has_bias), x0, x1, x2, x3,
+                if W16:
+                    bias = issued(bias, INTERP)
+                else:
+                    bias = stacked_rows(p_bias, n0, H, G, GS, BLOCK_N, has_bias)
+                u, c = fwd_update(CELL, acc, bias, x0, x1, x2, x3,
                                   h, c, act, o_r, o_n, m, p_y, o_r * s_y, p_acts, p_state, H, save, GS, SA, BLOCK_N,
                                   BLOCK_B, False, PROJ, INTERP, zh, zc, ZH_CELL, ZONE_C)
                 if PROJ:
                     tl.store(p_m + o_m[None, :] + o_n[:, None], u, mask=m)
                 elif DROP:
-                    tl.store(p_hnext + o_tile, u * tl.load(p_dm + o_tile, mask=m, other=0.0), mask=m)
+                    tl.store(p_hnext + o_tile, u * dm, mask=m)
                     tl.store(p_st + o_tile, u, mask=m)
                 else:
                     tl.store(p_hnext + o_tile, u, mask=m)
@@ -257,18 +295,24 @@ def recurrence_fwd_kernel(
             if PROJ:
                 for j in range(N_TILES):  # the program's rows of h_t = W_hr m_t
                     o_p, m_p, o_ptile = unit_tile(i_n * N_TILES + j, o_rp, m_b, P, BLOCK_N)
+                    zh = zone_masks(p_zh, p_zc, o_r, o_p, m_p, s_y, D * H, ZONE_H, False)[0]
+                    dm = 1.0
                     if DROP:  # the exchange holds d ⊙ h; the state itself is in p_st
+                        dm = tl.load(p_dm + o_ptile, mask=m_p, other=0.0)
                         h = tl.load(p_st + o_ptile, mask=m_p, other=0.0)
                     else:
                         h = tl.load(p_hcur + o_ptile, mask=m_p, other=0.0, cache_modifier=".cg")
                     hp = contract_fwd(zero_p, p_m, o_m, m_b, p_wr, 0, (i_n * N_TILES + j) * BLOCK_N, P, H, 1, 1,
                                       BLOCK_N, KR, 1, False, PREC, INTERP, True)
+                    # h and the mask reach the product's layout only now (through issued): converted
+                    # where they are loaded, each conversion would hold back the product's loads
+                    h = issued(h, INTERP)
                     if ZONE_H:  # zoneout of h = W_hr m_t, from the unmasked h_{t-1}
-                        zh = zone_masks(p_zh, p_zc, o_r, o_p, m_p, s_y, D * H, ZONE_H, False)[0]
+                        zh = issued(zh, INTERP)
                         hp = zh * h + (1.0 - zh) * hp
                     h = project_out(hp, h, act, o_p, m_p, p_y, o_r * s_y, False, INTERP)
                     if DROP:
-                        tl.store(p_hnext + o_ptile, h * tl.load(p_dm + o_ptile, mask=m_p, other=0.0), mask=m_p)
+                        tl.store(p_hnext + o_ptile, h * issued(dm, INTERP), mask=m_p)
                         tl.store(p_st + o_ptile, h, mask=m_p)
                     else:
                         tl.store(p_hnext + o_ptile, h, mask=m_p)
@@ -307,6 +351,8 @@ def recurrence_bwd_kernel(
     NS: tl.constexpr = 2 if (PROJ or RB) else 1  # barriers per step
     tl.static_assert(not (CARRY and PROJ), "the LSTM backward never carries")
     ZH_CELL: tl.constexpr = ZONE_H and not PROJ  # zoneout of h in the cell's update (PROJ: after W_hr)
+    AHEAD: tl.constexpr = CTA_AHEAD if CARRY else 1  # steps from the single-tile inputs' load to their use
+    PLAIN: tl.constexpr = INTERP or AHEAD == 1  # those inputs converted as loaded (tiles.hold)
     if not PROJ:  # the state is H wide: let the compiler see it
         P = H
     _, reverse, _, d, o_b, m_b, b_len, p_cnt, p_err = program_rows(p_len, p_sync, flags, T, B, D, BLOCK_B)
@@ -356,24 +402,44 @@ def recurrence_bwd_kernel(
             g = dh + dy
             store_grad_h(p_g, (1.0 - zg) * dh, (1.0 - zg) * dy, T - 1, b_len, o_b, m_b, o_p, m_p, B, P, reverse)
             budget = sync(p_cnt, p_err, n_sync, budget, BARRIER, INTERP)
-        dy, s0, s1, s2, s3, st = bwd_saved(p_dy, p_acts, p_state, T - 1, b_len, o_b, m_b, o_n, m, B, H, s_y,
-                                           reverse, CELL, SA, PROJ)
-        o_r, _ = step_rows(T - 1, b_len, o_b, m_b, B, reverse)
-        zh, zc = zone_masks(p_zh, p_zc, o_r, o_n, m, s_y, D * H, ZH_CELL, ZONE_C)
-        for r in range(T):
+        # the inputs that do not depend on dh (dy, the saved activations and state, the zoneout
+        # masks) are loaded AHEAD steps before their use, as the forward's: buffer a holds loop
+        # step s's, b step s-1's (cta), and step s loads step s-AHEAD's
+        dya, sa0, sa1, sa2, sa3, sta, zha, zca = bwd_inputs(p_dy, p_acts, p_state, p_zh, p_zc, T - 1, b_len, o_b, m_b,
+                                                            o_n, m, B, H, s_y, D * H, reverse, CELL, SA, PROJ,
+                                                            ZH_CELL, ZONE_C, PLAIN)
+        dyb, sb0, sb1, sb2, sb3, stb, zhb, zcb = dya, sa0, sa1, sa2, sa3, sta, zha, zca
+        if AHEAD == 2:
+            dyb, sb0, sb1, sb2, sb3, stb, zhb, zcb = bwd_inputs(p_dy, p_acts, p_state, p_zh, p_zc, T - 2, b_len, o_b,
+                                                                m_b, o_n, m, B, H, s_y, D * H, reverse, CELL, SA, PROJ,
+                                                                ZH_CELL, ZONE_C, PLAIN)
+        for r in tl.range(0, T, loop_unroll_factor=AHEAD):
             s = T - 1 - r
             o_r, act = step_rows(s, b_len, o_b, m_b, B, reverse)
+            dy, st = release(dya, p_dy.dtype.element_ty, PLAIN), sta
+            if CELL < 2 or CELL == 4:  # the saved state (the RNN has none)
+                st = release(sta, tl.float32, PLAIN)
+            s0, s1, s2, s3 = release_slots(sa0, sa1, sa2, sa3, tl.float32, SA, PLAIN)
+            zh, zc = zha, zca
+            if ZH_CELL:
+                zh = release(zha, tl.float32, PLAIN)
+            if ZONE_C:
+                zc = release(zca, tl.float32, PLAIN)
             u = dh
             if PROJ:  # dm_t of the program's units from all of g_t
                 u = contract_bwd(zero, p_g, o_r * P, m_b, p_wr, 0, o_n, H, P, 1, KR, 1, False, PREC, INTERP)
             d0, d1, d2, d3, dhx, dc = bwd_update(CELL, u, dc, dy, s0, s1, s2, s3, st, act, o_r, o_n, m, p_dgh,
                                                  p_dgx, s_g, H, G, WRITE_DGX, CARRY, INTERP, zh, zc, ZH_CELL, ZONE_C)
             r_t, h_t = s0, st  # RB's second phase needs this step's r and h_{t-1}
-            # the next step's saved values and masks do not depend on dh: load them before the wait
-            dy, s0, s1, s2, s3, st = bwd_saved(p_dy, p_acts, p_state, s - 1, b_len, o_b, m_b, o_n, m, B, H, s_y,
-                                               reverse, CELL, SA, PROJ)
-            o_r1, _ = step_rows(tl.maximum(s - 1, 0), b_len, o_b, m_b, B, reverse)
-            zh, zc = zone_masks(p_zh, p_zc, o_r1, o_n, tl.where(s >= 1, m, False), s_y, D * H, ZH_CELL, ZONE_C)
+            if AHEAD == 2:
+                dya, sa0, sa1, sa2, sa3, sta, zha, zca = dyb, sb0, sb1, sb2, sb3, stb, zhb, zcb
+                dyb, sb0, sb1, sb2, sb3, stb, zhb, zcb = bwd_inputs(p_dy, p_acts, p_state, p_zh, p_zc, s - 2, b_len,
+                                                                    o_b, m_b, o_n, m, B, H, s_y, D * H, reverse, CELL,
+                                                                    SA, PROJ, ZH_CELL, ZONE_C, PLAIN)
+            else:
+                dya, sa0, sa1, sa2, sa3, sta, zha, zca = bwd_inputs(p_dy, p_acts, p_state, p_zh, p_zc, s - 1, b_len,
+                                                                    o_b, m_b, o_n, m, B, H, s_y, D * H, reverse, CELL,
+                                                                    SA, PROJ, ZH_CELL, ZONE_C, PLAIN)
             if CARRY:  # the gate gradients of all units are this tile: the product's operands as they are
                 if RB:  # with DROP, d ⊙ W_hnᵀ d_n: the gradient of r ⊙ (d ⊙ h)
                     g = mma(ws[2], d2, zero, PREC, INTERP)
@@ -457,38 +523,53 @@ def recurrence_bwd_kernel(
             if RB:  # the second phase: d_r of every tile from W_hnᵀ d_n, exchanged before the contraction
                 for j in range(N_TILES):
                     o_n, m, o_tile = unit_tile(i_n * N_TILES + j, o_rh, m_b, H, BLOCK_N)
+                    # the tile's loads before the product's loop, in its layout only after it (as below)
+                    saved_t = bwd_saved(p_dy, p_acts, p_state, s, b_len, o_b, m_b, o_n, m, B, H, s_y, reverse, CELL,
+                                        SA, PROJ)  # its r (s0) and h_{t-1} (st)
+                    dh = tl.load(p_dh + o_tile, mask=m, other=0.0)
+                    dm = 1.0
+                    if DROP:
+                        dm = tl.load(p_dm + o_tile, mask=m, other=0.0)
                     g = contract_bwd(zero, p_dgh + 2 * H, o_r * s_g, m_b, p_w + 2 * H * P, 0, o_n, P, H, 1, KP, NKP,
                                      False, PREC, INTERP)
                     if DROP:  # the gradient of r ⊙ (d ⊙ h)
-                        g = g * tl.load(p_dm + o_tile, mask=m, other=0.0)
-                    saved_t = bwd_saved(p_dy, p_acts, p_state, s, b_len, o_b, m_b, o_n, m, B, H, s_y, reverse, CELL,
-                                        SA, PROJ)  # its r (s0) and h_{t-1} (st)
-                    dh = reset_bwd(g, saved_t[1], saved_t[5], tl.load(p_dh + o_tile, mask=m, other=0.0), act, m, o_r,
-                                   o_n, p_dgh, p_dgx, s_g, WRITE_DGX, False, INTERP)[1]
+                        g = g * issued(dm, INTERP)
+                    dh = reset_bwd(g, issued(saved_t[1], INTERP), issued(saved_t[5], INTERP), issued(dh, INTERP), act,
+                                   m, o_r, o_n, p_dgh, p_dgx, s_g, WRITE_DGX, False, INTERP)[1]
                     tl.store(p_dh + o_tile, dh, mask=m)
                 budget = sync(p_cnt, p_err, (NS * r + 2) * n_sync, budget, BARRIER, INTERP)
             for j in range(N_TILES):  # contraction: the program's rows of dh_{t-1}
                 o_p, m_p, o_ptile = unit_tile(i_n * N_TILES + j, o_rp, m_b, P, BLOCK_N)
+                # every load of the tile before the product's loop, each value reaching the product's
+                # layout only after it (issued): a load after the loop, or a conversion where it is
+                # loaded, is one more dependent round trip per tile
                 dh = tl.load(p_dh + o_ptile, mask=m_p, other=0.0)
+                dm = 1.0
+                if DROP:  # the product took d ⊙ h_{t-1}
+                    dm = tl.load(p_dm + o_ptile, mask=m_p, other=0.0)
                 if PROJ:
                     dy = load_dy(p_dy, s - 1, b_len, o_b, m_b, o_p, m_p, B, s_y, reverse)
+                    zg, zg_t, dy_t = 0.0, 0.0, 0.0
+                    if ZONE_H:  # zh_t of g_t = dh_t + dy_t reaches h_{t-1} directly
+                        dy_t = load_dy(p_dy, s, b_len, o_b, m_b, o_p, m_p, B, s_y, reverse)
+                        zg_t = load_dy(p_zh, s, b_len, o_b, m_b, o_p, m_p, B, s_y, reverse)
+                        zg = load_dy(p_zh, s - 1, b_len, o_b, m_b, o_p, m_p, B, s_y, reverse)
                     acc = contract_bwd(zero, p_dgh, o_r * s_g, m_b, p_w, 0, o_p, P, H, G, KP, NKP, False, PREC,
                                        INTERP)
-                    if DROP:  # the product took d ⊙ h_{t-1}
-                        acc = acc * tl.load(p_dm + o_ptile, mask=m_p, other=0.0)
-                    zg = 0.0
-                    if ZONE_H:  # zh_t of g_t = dh_t + dy_t reaches h_{t-1} directly
-                        g = dh + load_dy(p_dy, s, b_len, o_b, m_b, o_p, m_p, B, s_y, reverse)
-                        acc = acc + load_dy(p_zh, s, b_len, o_b, m_b, o_p, m_p, B, s_y, reverse) * g
-                        zg = load_dy(p_zh, s - 1, b_len, o_b, m_b, o_p, m_p, B, s_y, reverse)
+                    dh, dy = issued(dh, INTERP), issued(dy, INTERP)
+                    if DROP:
+                        acc = acc * issued(dm, INTERP)
+                    if ZONE_H:
+                        zg = issued(zg, INTERP)
+                        acc = acc + issued(zg_t, INTERP) * (dh + issued(dy_t, INTERP))
                     dh = tl.where(act[None, :], acc, dh)
                     store_grad_h(p_g, (1.0 - zg) * dh, (1.0 - zg) * dy, s - 1, b_len, o_b, m_b, o_p, m_p, B, P,
                                  reverse)
-                elif DROP:  # the product took d ⊙ h_{t-1}
-                    dh = dh + tl.load(p_dm + o_ptile, mask=m_p, other=0.0) * contract_bwd(
-                        zero, p_dgh, o_r * s_g, m_b, p_w, 0, o_p, P, H, GH, KP, NKP, False, PREC, INTERP)
                 else:
-                    dh = contract_bwd(dh, p_dgh, o_r * s_g, m_b, p_w, 0, o_p, P, H, GH, KP, NKP, False, PREC, INTERP)
+                    acc = contract_bwd(zero, p_dgh, o_r * s_g, m_b, p_w, 0, o_p, P, H, GH, KP, NKP, False, PREC, INTERP)
+                    if DROP:
+                        acc = acc * issued(dm, INTERP)
+                    dh = issued(dh, INTERP) + acc
                 tl.store(p_dh + o_ptile, dh, mask=m_p)
             if PROJ:
                 budget = sync(p_cnt, p_err, (NS * r + 3) * n_sync, budget, BARRIER, INTERP)

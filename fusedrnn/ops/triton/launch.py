@@ -134,11 +134,11 @@ def fwd_args(cell, launch, gx, w_hh, b_hh, w_hr, lengths, y, hbuf, cbuf, mbuf, a
 def bwd_args(cell, launch, dy, w_hh, w_hr, lengths, acts, state, d_gh, d_gx, gbuf, dh, dc, sync, n: Sizes, reverse,
              write_dgx, dir1=False, spin_limit=None, masks=None):
     """(positional args, keyword args) of recurrence_bwd_kernel (see fwd_args)."""
-    G = n_gates(cell)
+    G = config.resident_bwd_gates(cell)
     if launch.RESIDENT and not launch.CARRY and launch.KP * launch.NKP < G * n.H:
-        # a resident grid backward contracts over all G*H rows at once (steps.resident_w_bwd)
+        # a resident grid backward contracts over G*H rows at once (steps.resident_w_bwd)
         raise ValueError(f"fusedrnn triton: a resident backward launch covers {launch.KP * launch.NKP} rows of "
-                         f"W_hh, fewer than G*H = {G * n.H}")
+                         f"W_hh, fewer than the {G * n.H} it contracts (G*H)")
     ptrs, mask_flags = _mask_args(masks, dh)
     args = (dy, w_hh, w_hr if w_hr is not None else w_hh, lengths if lengths is not None else sync, acts, state, d_gh,
             d_gx, gbuf, dh, dc, sync, *ptrs, n.T, n.B, n.H, n.P, n.D, _flags(None, lengths, reverse, False, dir1),

@@ -8,7 +8,8 @@ charges every one on the step's path (the compile gate reads the same counts fro
 compiled SASS, tools/compile_check/sass_path.py):
     sync        per phase: the barrier's poll (a flag round trip; the arrive is a
                 fire-and-forget atomic) and the CTA barriers around it; cta: its own CTA
-                barriers (CTA_BARRIER_FIT) and the wait for the next step's input
+                barriers (CTA_BARRIER_FIT) and the wait for a step's input, loaded two steps
+                ahead: half an L2 latency per step (CTA_PREFETCH_TRIPS)
     exchange    the exchanged vector (h, or d_gates backward) read from L2: one dependent
                 round trip for a resident W_hh in one piece, two in several (ptxas issues the
                 later pieces' loads together once the first has arrived; a backward's pieces,
@@ -51,10 +52,15 @@ CTA_ISSUE_FIT = {"base": 87.0, "per_mma": 0.0, "per_elem_gate": 35.0}
 #: product's operand, the gate split, the stores), fit to the same compiles per direction:
 #: const + per_gate * G + per_gate_row8 * G * BLOCK_B / 8
 CTA_BARRIER_FIT = {"fwd": (5.7, -0.9, 2.7), "bwd": (2.3, 6.9, 0.9)}
-#: dependent L2 round trips per step of the cta layout: the next step's input (gx, or dy and the
-#: saved activations) is loaded before the update, but the compiled code converts it to fp32 at
-#: the end of the same step, where the warp waits for it
-CTA_PREFETCH_TRIPS = 1
+#: steps ahead of its use that the cta layout loads a step's input (gx, or dy and the saved
+#: activations; the zoneout masks): its step loop is unrolled by this many (kernels.py), 1 or 2
+CTA_PREFETCH_AHEAD = 2
+#: dependent L2 round trips per step of the cta layout: the input's load, whose wait each step
+#: meets one at a time. Compiled for sm_90 (B8·H128 RNN, GRU, LSTM; B1·H256 RNN; bf16, fp32)
+#: each load's first use is its release two steps (one trip of the unrolled loop) after it was
+#: issued: one L2 latency per two steps. (Loaded one step ahead and converted to fp32 there, as
+#: before, it was one per step.)
+CTA_PREFETCH_TRIPS = 1 / CTA_PREFETCH_AHEAD
 #: dependent round trips per phase of the solo layout beyond its streamed chunks': its own state
 #: goes through memory between the CTA barriers (the compile gate's SASS, GRU B5·H7 bf16: 2
 #: forward, where the chunks account for 1; 3 backward, 2)

@@ -15,7 +15,8 @@ import triton.language as tl
 
 from . import model
 from .cells import cell_bwd, cell_fwd, reset_grad, sigmoid
-from .tiles import cols_T, issued, load_slots, mma, mma_xw, split_slots, step_rows, store_slots, to_out, w_cols, w_rows
+from .tiles import (cols_T, hold, issued, load_slots, load_slots_raw, mma, mma_xw, split_slots, step_rows, store_slots,
+                    to_out, w_cols, w_rows, widen)
 
 #: chunks a streamed contraction keeps in flight (contract_fwd / contract_bwd: two slots by hand)
 STREAM_AHEAD = tl.constexpr(2)
@@ -24,6 +25,8 @@ STREAM_AHEAD = tl.constexpr(2)
 #: (model.RESIDENT_BWD_SWEEP_ELEMS)
 KSPLIT = tl.constexpr(model.RESIDENT_BWD_SPLIT)
 SWEEP_ELEMS = tl.constexpr(model.RESIDENT_BWD_SWEEP_ELEMS)
+#: steps between the load of the cta layout's step inputs and their use (1 or 2: buffers a and b)
+CTA_AHEAD = tl.constexpr(model.CTA_PREFETCH_AHEAD)
 
 
 @triton.jit
@@ -282,8 +285,17 @@ def project_out(hp, h, act, o_p, m_p, p_y, o_ry, CARRY: tl.constexpr, INTERP: tl
 @triton.jit
 def bwd_saved(p_dy, p_acts, p_state, s, b_len, o_b, m_b, o_n, m, B, H, s_y, reverse, CELL: tl.constexpr,
               SA: tl.constexpr, PROJ: tl.constexpr):
-    """dy (row stride s_y) and the saved activations/state of loop step s (nothing is read
-    when s < 0). With PROJ dy is 0 here: it enters through the projection (load_dy)."""
+    """dy (row stride s_y) and the saved activations/state of loop step s, fp32 (nothing is
+    read when s < 0). With PROJ dy is 0 here: it enters through the projection (load_dy)."""
+    dy, s0, s1, s2, s3, st = bwd_saved_raw(p_dy, p_acts, p_state, s, b_len, o_b, m_b, o_n, m, B, H, s_y, reverse,
+                                           CELL, SA, PROJ)
+    return widen(dy), s0, s1, s2, s3, st
+
+
+@triton.jit
+def bwd_saved_raw(p_dy, p_acts, p_state, s, b_len, o_b, m_b, o_n, m, B, H, s_y, reverse, CELL: tl.constexpr,
+                  SA: tl.constexpr, PROJ: tl.constexpr):
+    """bwd_saved with dy as loaded, in its own type (the rest is fp32 already): widen at use."""
     o_r, _ = step_rows(tl.maximum(s, 0), b_len, o_b, m_b, B, reverse)
     m = tl.where(s >= 0, m, False)
     o_s = (o_r * H)[None, :] + o_n[:, None]
@@ -291,11 +303,40 @@ def bwd_saved(p_dy, p_acts, p_state, s, b_len, o_b, m_b, o_n, m, B, H, s_y, reve
     if PROJ:
         dy = tl.zeros_like(s0)
     else:
-        dy = tl.load(p_dy + (o_r * s_y)[None, :] + o_n[:, None], mask=m, other=0.0).to(tl.float32)
-    st = dy
+        dy = tl.load(p_dy + (o_r * s_y)[None, :] + o_n[:, None], mask=m, other=0.0)
+    st = s0  # unused by the RNN
     if CELL < 2 or CELL == 4:
         st = tl.load(p_state + o_s, mask=m, other=0.0)
     return dy, s0, s1, s2, s3, st
+
+
+@triton.jit
+def bwd_inputs(p_dy, p_acts, p_state, p_zh, p_zc, s, b_len, o_b, m_b, o_n, m, B, H, s_y, s_zc, reverse,
+               CELL: tl.constexpr, SA: tl.constexpr, PROJ: tl.constexpr, ZONE_H: tl.constexpr, ZONE_C: tl.constexpr,
+               PLAIN: tl.constexpr):
+    """The single-tile backward's inputs of loop step s that do not depend on dh, as loaded
+    (nothing read when s < 0): dy (held: tiles.hold; release it at its use), the saved
+    activations and state, the zoneout masks; -> (dy, s0, s1, s2, s3, st, zh, zc)."""
+    dy, s0, s1, s2, s3, st = bwd_saved_raw(p_dy, p_acts, p_state, s, b_len, o_b, m_b, o_n, m, B, H, s_y, reverse,
+                                           CELL, SA, PROJ)
+    dy = hold(dy, PLAIN)
+    o_r, _ = step_rows(tl.maximum(s, 0), b_len, o_b, m_b, B, reverse)
+    zh, zc = zone_masks(p_zh, p_zc, o_r, o_n, tl.where(s >= 0, m, False), s_y, s_zc, ZONE_H, ZONE_C)
+    return dy, s0, s1, s2, s3, st, zh, zc
+
+
+@triton.jit
+def fwd_inputs(p_gx, p_zh, p_zc, s, T, b_len, o_b, m_b, o_n, m, o_p, m_p, B, H, G: tl.constexpr, s_gx, s_zh,
+               s_zc, reverse, ZONE_H: tl.constexpr, ZONE_C: tl.constexpr, PLAIN: tl.constexpr):
+    """The single-tile forward's inputs of loop step s that do not depend on h, as loaded
+    (nothing read when s >= T): gx's gate slots (tiles.hold; release them at their use)
+    and the zoneout masks (h's on the rows o_p, c's on o_n); -> (x0, x1, x2, x3, zh, zc)."""
+    o_r, _ = step_rows(s, b_len, o_b, m_b, B, reverse)
+    x0, x1, x2, x3 = load_slots_raw(p_gx, o_r * s_gx, o_n, tl.where(s < T, m, False), H, G)
+    x0, x1, x2, x3 = hold(x0, PLAIN), hold(x1, PLAIN), hold(x2, PLAIN), hold(x3, PLAIN)
+    zh = zone_masks(p_zh, p_zc, o_r, o_p, tl.where(s < T, m_p, False), s_zh, s_zc, ZONE_H, False)[0]
+    zc = zone_masks(p_zh, p_zc, o_r, o_n, tl.where(s < T, m, False), s_zh, s_zc, False, ZONE_C)[1]
+    return x0, x1, x2, x3, zh, zc
 
 
 @triton.jit

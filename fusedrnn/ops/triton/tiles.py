@@ -149,16 +149,80 @@ def split_slots(acc, GS: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_B: tl.conste
 @triton.jit
 def load_slots(p, o_row, o_n, m, H, NS: tl.constexpr):
     """NS gate slots p[row, g*H + o_n] as fp32 (BLOCK_N, BLOCK_B) tiles; slots >= NS repeat slot 0."""
+    x0, x1, x2, x3 = load_slots_raw(p, o_row, o_n, m, H, NS)
+    return widen(x0), widen(x1), widen(x2), widen(x3)
+
+
+@triton.jit
+def load_slots_raw(p, o_row, o_n, m, H, NS: tl.constexpr):
+    """load_slots in p's own element type: what a prefetch carries across steps, widened
+    (widen) only where it is used, so nothing waits for the load before then."""
     p_t = p + o_row[None, :] + o_n[:, None]
-    x0 = tl.load(p_t, mask=m, other=0.0).to(tl.float32)
+    x0 = tl.load(p_t, mask=m, other=0.0)
     x1, x2, x3 = x0, x0, x0
     if NS > 1:
-        x1 = tl.load(p_t + H, mask=m, other=0.0).to(tl.float32)
+        x1 = tl.load(p_t + H, mask=m, other=0.0)
     if NS > 2:
-        x2 = tl.load(p_t + 2 * H, mask=m, other=0.0).to(tl.float32)
+        x2 = tl.load(p_t + 2 * H, mask=m, other=0.0)
     if NS > 3:
-        x3 = tl.load(p_t + 3 * H, mask=m, other=0.0).to(tl.float32)
+        x3 = tl.load(p_t + 3 * H, mask=m, other=0.0)
     return x0, x1, x2, x3
+
+
+@triton.jit
+def widen(x):
+    """A loaded tile as fp32 (exact from 16-bit; a no-op for fp32)."""
+    return x.to(tl.float32)
+
+
+@triton.jit
+def hold(x, PLAIN: tl.constexpr):
+    """A 16-bit tile just loaded, kept as the load's own 32-bit words until `release`: a
+    prefetch carried across steps. Each pair of a thread's consecutive elements (those a
+    vector load packs in one register) becomes one int32 word in the even element, the first
+    in its low half as PTX packs a .b16 pair (release unpacks it so); the odd one holds 0. As
+    bf16 scalars instead, LLVM gives the loop one 16-bit phi per element and ptxas splits
+    the loaded words into them (PRMT) before the loop's back edge: a use of the load in
+    the step that issued it. The move itself is dropped by ptxas. fp32, and PLAIN (the
+    interpreter, or a tile used one step after its load, which may wait for it at the end of
+    the step that loaded it): x as it is."""
+    if not PLAIN and x.dtype != tl.float32:
+        x = tl.inline_asm_elementwise("mov.b32 $0, $2; mov.b32 $1, 0;", "=r,=r,r", [x], dtype=tl.int32,
+                                      is_pure=True, pack=2)
+    return x
+
+
+@triton.jit
+def release(x, dtype: tl.constexpr, PLAIN: tl.constexpr):
+    """`hold`'s tile of the 16-bit `dtype` (or an fp32 tile as loaded) as fp32, exactly, where
+    it is used. Both through inline asm that stays where it is written: as a plain op Triton
+    moves the tile's layout conversion (through shared memory) up to the loop's head, where
+    it waits for the load one step after it was issued, not two. PLAIN (as hold's): .to."""
+    if PLAIN:
+        y = x.to(tl.float32)
+    elif x.dtype == tl.float32:
+        y = tl.inline_asm_elementwise("mov.b32 $0, $1;", "=r,r", [x], dtype=tl.float32, is_pure=False, pack=1)
+    elif dtype == tl.bfloat16:  # bf16 is fp32's upper half
+        y = tl.inline_asm_elementwise("shl.b32 $0, $2, 16; and.b32 $1, $2, 0xFFFF0000;", "=r,=r,r,r", [x],
+                                      dtype=tl.float32, is_pure=False, pack=2)
+    else:
+        y = tl.inline_asm_elementwise("{ .reg .b16 l, h; mov.b32 {l, h}, $2; cvt.f32.f16 $0, l; cvt.f32.f16 $1, h; }",
+                                      "=r,=r,r,r", [x], dtype=tl.float32, is_pure=False, pack=2)
+    return y
+
+
+@triton.jit
+def release_slots(x0, x1, x2, x3, dtype: tl.constexpr, NS: tl.constexpr, PLAIN: tl.constexpr):
+    """release of NS gate slots (load_slots_raw's, held); slots >= NS repeat slot 0."""
+    y0 = release(x0, dtype, PLAIN)
+    y1, y2, y3 = y0, y0, y0
+    if NS > 1:
+        y1 = release(x1, dtype, PLAIN)
+    if NS > 2:
+        y2 = release(x2, dtype, PLAIN)
+    if NS > 3:
+        y3 = release(x3, dtype, PLAIN)
+    return y0, y1, y2, y3
 
 
 @triton.jit

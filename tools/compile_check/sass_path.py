@@ -34,6 +34,7 @@ Method (benchmarks/NOTES.md, "Critical path read from the compiled code", has a 
 """
 from __future__ import annotations
 
+import copy
 import re
 from dataclasses import dataclass, field
 
@@ -536,11 +537,24 @@ def analyse(insts: list[Inst], params: dict[int, int] | None = None, inner_trips
                     w.step(insts[n])
 
     w = _Walk()
-    marks = []
+    marks, fresh = [], 0
     for _ in range(5):  # two trips to settle, then the mean of two more (n = 2 * steps_per_trip steps)
-        w.mma_depth, w.chain, w.loads = {}, 0, []  # accumulators start afresh each trip
+        w.loads = []
         walk(w, lo, last)
         marks.append((w.wait, dict(w.count), w.chain))
+    # the mma chain of one step. Where a step's mmas feed the next's through registers (the
+    # state converted to an operand in registers) the chain grows from trip to trip, and one
+    # trip walked afresh holds its steps' chains end to end: a step's is the larger of the
+    # growth per step and that chain per step (the two differ where only some of the links
+    # are in registers). Where the steps meet only through shared memory, which the walk
+    # does not follow, the chain does not grow, and a step's is the longest of one trip
+    # walked afresh (an unrolled trip's steps: side by side, not end to end). Not told apart:
+    # steps linked in registers inside a trip but only through shared memory across its back
+    # edge read the trip's chain, twice a step's (an over-estimate)
+    probe = copy.deepcopy(w)
+    probe.mma_depth, probe.chain = {}, 0
+    walk(probe, lo, last)
+    fresh = probe.chain
     base = marks[3][0][0]
     rep.loads = [(a, op, d - base, f) for a, op, d, f in w.loads]
     (d1, f1), c1, _ = marks[2]
@@ -553,10 +567,8 @@ def analyse(insts: list[Inst], params: dict[int, int] | None = None, inner_trips
     rep.insts_per_step = _per_step(c2["insts"] - c1["insts"], n)
     rep.barriers, rep.cluster_barriers = _per_step(c2["bar"] - c1["bar"], n), _per_step(c2["cbar"] - c1["cbar"], n)
     rep.mma = _per_step(c2["mma"] - c1["mma"], n)
-    # the longest chain in one trip, not divided by steps_per_trip: a step's mmas reach the next
-    # step's only through shared memory (the state converted to an mma operand), which the walk
-    # does not follow, so the two steps of an unrolled trip are two chains and this is one's
-    rep.mma_chain = chain
+    growth = _per_step(chain - marks[2][2], n) if sl else 0
+    rep.mma_chain = max(growth, _per_step(fresh, steps_per_trip)) if growth else fresh
     rep.unknown_branches = len(unknown)
     return rep
 

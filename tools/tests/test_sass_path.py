@@ -104,6 +104,25 @@ def test_a_prefetch_two_steps_ahead_is_half_a_round_trip_per_step():
     assert one(one_deep, steps_per_trip=2).round_trips == 1  # each step reads the previous step's load
 
 
+def test_the_mma_chain_is_one_steps_whether_steps_link_through_registers_or_shared_memory():
+    """Two steps per trip, each a chain of two mmas. Linked through registers (the state
+    converted to the next mma's operand): the chain grows by two a step. Through shared
+    memory (not followed): each step's own chain of two, not the trip's four, nor one."""
+    linked = """
+        HMMA.16816.F32.BF16 R40, R20, R24, RZ
+        HMMA.16816.F32.BF16 R40, R20, R26, R40
+        F2FP.BF16.F32.PACK_AB R20, R41, R40
+        HMMA.16816.F32.BF16 R40, R20, R24, RZ
+        HMMA.16816.F32.BF16 R40, R20, R26, R40
+        F2FP.BF16.F32.PACK_AB R20, R41, R40
+        @P0 BRA 0x0
+    """
+    assert one(linked, steps_per_trip=2).mma_chain == 2
+    via_smem = linked.replace("F2FP.BF16.F32.PACK_AB R20, R41, R40", "STS [R3], R40\n    LDS R20, [R3]")
+    assert one(via_smem, steps_per_trip=2).mma_chain == 2
+    assert one(linked.replace("R26, R40", "R26, RZ"), steps_per_trip=2).mma_chain == 1
+
+
 def test_cp_async_waits_count_at_the_depbar():
     body = """
         HMMA.16816.F32.BF16 R40, R20, R24, RZ

@@ -6,6 +6,7 @@ from support.triton_recurrence import DEVICE
 
 
 def check_module(cell, packed, bidir, layers=2, seed=0):
+    torch.manual_seed(seed)  # the weights: the same draw whatever ran before in this process
     ours, ref = make_pair(cell, 6, 9, backend="triton", dtype=torch.float32,
                           num_layers=layers, bidirectional=bidir)
     ours, ref = ours.to(DEVICE), ref.to(DEVICE)

@@ -33,9 +33,23 @@ def probes():
     return {d["spec"]: d for d in map(json.loads, proc.stdout.splitlines())}
 
 
+#: rows whose two-step prefetch triton 3.9.0 compiles with a read inside the next step (#29)
+SCHEDULED_EARLY_UNDER_3_9 = ("rnn_tanh,fp32,8,128,fwd", "rnn_tanh,bf16,1,256,bwd")
+
+
+def _triton_version() -> tuple:
+    import triton
+    return tuple(int(p) for p in triton.__version__.split(".")[:2])
+
+
 @pytest.mark.parametrize("row", ROWS)
 def test_cta_inputs_are_first_read_two_steps_after_their_load(probes, row):
     d = probes[row]
     assert d["layout"] == "cta" and d["loads"], d
     early = [(addr, op, dist) for addr, op, dist in d["loads"] if dist <= d["body"] // 2]
+    if early and row in SCHEDULED_EARLY_UNDER_3_9 and _triton_version() >= (3, 9):
+        # a finding, not a pass: triton 3.9 places these rows' first reads of one input inside
+        # the step after its load (seen 2026-12-07: 371 of 760 and 569-580 of 1444 instructions);
+        # the kernels' values are unchanged, the step waits part of a load (#29)
+        pytest.xfail(f"triton 3.9 reads {row}'s prefetched input within a step of its load: {early}")
     assert not early, f"{row}: loads read within a step of their issue (loop of {d['body']} instructions): {early}"

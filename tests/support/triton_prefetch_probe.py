@@ -32,4 +32,4 @@ if __name__ == "__main__":
         cell, dtype, B, H, direction = spec.split(",")
         _, lau, res = triton_rows.compile_on_h100(cell, dtype, int(B), int(H), direction)
         n, loads = first_touches(res["insts"])
-        print(json.dumps(dict(spec=spec, layout=lau.layout, body=n, loads=loads)), flush=True)
+        print(json.dumps(dict(spec=spec, layout=lau.layout, warps=lau.num_warps, body=n, loads=loads)), flush=True)

@@ -1,6 +1,6 @@
 """Compile Triton recurrence kernels for sm_90 and print, per global load in the step loop,
 how far along the loop (in instructions, wrapping around its back edge) its first reader or
-overwriter is: one JSON line per "cell,dtype,B,H,direction" argument. Run without
+overwriter is, and the tensor-core instruction the kernel uses ("mma": mma.sync, "wgmma"): one JSON line per "cell,dtype,B,H,direction" argument. Run without
 TRITON_INTERPRET (tests/test_triton_prefetch_sass.py)."""
 from __future__ import annotations
 
@@ -32,4 +32,5 @@ if __name__ == "__main__":
         cell, dtype, B, H, direction = spec.split(",")
         _, lau, res = triton_rows.compile_on_h100(cell, dtype, int(B), int(H), direction)
         n, loads = first_touches(res["insts"])
-        print(json.dumps(dict(spec=spec, layout=lau.layout, warps=lau.num_warps, body=n, loads=loads)), flush=True)
+        print(json.dumps(dict(spec=spec, layout=lau.layout, warps=lau.num_warps, tc=res.get("tc"), body=n, loads=loads)),
+              flush=True)

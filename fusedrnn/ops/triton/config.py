@@ -43,6 +43,10 @@ from .cells import CELLS, GATES
 #: Triton decides at import whether kernels run in the CPU interpreter.
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 
+#: every launch asks for fused multiply-adds: the default of Triton 3.6 to 3.9, which 3.9 warns
+#: will turn off in 3.10 (more instructions per step, other rounding than every test has seen)
+FP_FUSION = dict(enable_fp_fusion=True)
+
 LAYOUTS = ("cta", "grid", "solo")
 #: earlier names of the layouts, accepted (with a FutureWarning) until the next release
 RENAMED_LAYOUTS = {"carry": "cta"}

@@ -95,7 +95,7 @@ def _options(launch: config.Launch) -> dict:
     # maxnreg: without a cap in the PTX, ptxas limits itself (~96 registers at 128 threads)
     # and spills; these kernels run one program per SM, so let it use what it needs
     return dict(num_warps=launch.num_warps, num_stages=launch.num_stages, launch_cooperative_grid=launch.BARRIER,
-                maxnreg=config.TUNING["maxnreg"])
+                maxnreg=config.TUNING["maxnreg"], **config.FP_FUSION)
 
 
 def _prec() -> str:

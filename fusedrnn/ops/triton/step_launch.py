@@ -55,7 +55,8 @@ def step_args(cell, B, I, H, x, h0, c0, w_ih, w_hh, b_ih, b_hh, h, c, lau: StepL
             b_hh if b_hh is not None else w_hh, h, c if c is not None else h, B, I, H, int(b_ih is not None),
             int(b_hh is not None))
     kw = dict(CELL=CELLS[cell], BLOCK_N=lau.BLOCK_N, BLOCK_B=lau.BLOCK_B, KC=lau.KC, PREC=prec,
-              INTERP=config.INTERPRET, num_warps=lau.num_warps, num_stages=lau.num_stages)
+              INTERP=config.INTERPRET, num_warps=lau.num_warps, num_stages=lau.num_stages,
+              **config.FP_FUSION)
     return args, kw
 
 

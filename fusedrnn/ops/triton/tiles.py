@@ -13,6 +13,9 @@ vector over units.
 import triton
 import triton.language as tl
 
+#: 16-bit 2-D products as batched ones of one (tiles.dot2): Triton >= 3.9
+BATCH_ONE_DOT = tl.constexpr(tuple(int(p) for p in triton.__version__.split(".")[:2]) >= (3, 9))
+
 
 @triton.jit
 def w_rows(p_w, n0, k0, N, K, G: tl.constexpr, GS: tl.constexpr, BLOCK_N: tl.constexpr, KC: tl.constexpr):
@@ -127,9 +130,30 @@ def mma_sides(b_w, b_x, acc, W_LEFT: tl.constexpr, PREC: tl.constexpr, INTERP: t
 @triton.jit
 def dot_sides(b_w, b_x, acc, W_LEFT: tl.constexpr, PREC: tl.constexpr):
     if W_LEFT:
-        acc = tl.dot(b_w, b_x, acc, input_precision=PREC)
+        acc = dot2(b_w, b_x, acc, PREC)
     else:
-        acc = tl.dot(b_x, b_w, acc, input_precision=PREC)
+        acc = dot2(b_x, b_w, acc, PREC)
+    return acc
+
+
+@triton.jit
+def dot2(a, b, acc, PREC: tl.constexpr):
+    """acc + a @ b of 2-D tiles. From Triton 3.8 on, a 16-bit product whose N side is 8 (the
+    batch rows here) compiles to wgmma (3.6/3.7: mma.sync), and in the recurrence its chain
+    of 64x8x16 wgmmas is issued one by one, each behind a wait and its descriptors: Triton
+    3.9 doubled the B1·H256 RNN backward's step loop (293 -> 722 instructions per step,
+    spilling). A batched product of one never takes wgmma, and from 3.9 on its warps
+    split M as the 2-D product's would: such tiles go that way there (BATCH_ONE_DOT), so
+    each Triton version runs the tensor-core instruction 3.6 and 3.7 chose (3.8 keeps wgmma:
+    its batched product gives every warp all of M)."""
+    if BATCH_ONE_DOT and a.dtype != tl.float32 and len(a.shape) == 2 and b.shape[1] < 16:
+        M: tl.constexpr = a.shape[0]
+        K: tl.constexpr = a.shape[1]
+        N: tl.constexpr = b.shape[1]
+        acc = tl.reshape(tl.dot(tl.reshape(a, (1, M, K)), tl.reshape(b, (1, K, N)), tl.reshape(acc, (1, M, N)),
+                                input_precision=PREC), (M, N))
+    else:
+        acc = tl.dot(a, b, acc, input_precision=PREC)
     return acc
 
 

@@ -13,6 +13,10 @@ Environment:
                                  (CMake's word) is that PTX alone, no machine code: what
                                  scripts/setup_env.sh builds for the tests on a machine
                                  without a GPU (the driver would compile it on a GPU)
+    FUSEDRNN_UNOPTIMISED_PTX=1   PTX-only builds ("-virtual" archs) with the device code
+                                 unoptimised (cicc -O0): a seventh of the compile time, for a
+                                 module whose kernels never run (setup_env.sh on a machine
+                                 without a GPU); refused for builds with machine code
     CUDA_HOME / CUDA_PATH        where to find bin/nvcc (else nvcc on PATH)
     CXX                          host compiler for the .cpp files (default c++)
 """
@@ -125,11 +129,26 @@ def binding_sources() -> list[str]:
     return [p for p in sources()[1] if os.path.basename(p) in BINDING_SOURCES]
 
 
+UNOPTIMISED_ENV = "FUSEDRNN_UNOPTIMISED_PTX"
+
+
+def unoptimised_device_flags(archs: list[str]) -> list[str]:
+    """["-Xcicc", "-O0"] under FUSEDRNN_UNOPTIMISED_PTX=1, where every arch is PTX only;
+    ValueError where machine code would be built from it (a slow kernel, silently)."""
+    if os.environ.get(UNOPTIMISED_ENV, "") != "1":
+        return []
+    real = [a for a in archs if not a.endswith("-virtual")]
+    if real:
+        raise ValueError(f"{UNOPTIMISED_ENV}=1 is for PTX-only builds (FUSEDRNN_CUDA_ARCHS like 90-virtual), "
+                         f"not machine code for {', '.join(real)}")
+    return ["-Xcicc", "-O0"]
+
+
 def nvcc_flags(archs: list[str], hidden: bool = True) -> list[str]:
     """nvcc's flags; hidden=False exports the C++ API (api.h, plan.h) from the kernel library."""
     vis = ["-Xcompiler", "-fvisibility=hidden"] if hidden else []
     return (["-O3", "-std=c++17", "-DNDEBUG", "-lineinfo", "-Xcompiler", "-fPIC", *vis,
-             "-Xfatbin", "-compress-all", "-I" + CSRC] + gencode_flags(archs))
+             "-Xfatbin", "-compress-all", "-I" + CSRC] + unoptimised_device_flags(archs) + gencode_flags(archs))
 
 
 def cxx_flags(python: bool, hidden: bool = True) -> list[str]:

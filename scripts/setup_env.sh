@@ -38,7 +38,8 @@ fi
 # What the extension is built from: a change here (or in the build settings) rebuilds it.
 csrc_stamp() {
     (cd "$ROOT" && { find csrc -type f -print0 | LC_ALL=C sort -z | xargs -0 sha1sum; sha1sum csrc_build.py
-                     echo "archs=${FUSEDRNN_CUDA_ARCHS:-} skip=${FUSEDRNN_SKIP_CUDA_BUILD:-}"; } | sha1sum | cut -d' ' -f1)
+                     echo "archs=${FUSEDRNN_CUDA_ARCHS:-} skip=${FUSEDRNN_SKIP_CUDA_BUILD:-} O0=${FUSEDRNN_UNOPTIMISED_PTX:-}"
+                   } | sha1sum | cut -d' ' -f1)
 }
 built_stamp="$ROOT/build/fusedrnn_C.stamp"
 extension_is_current() {
@@ -49,16 +50,17 @@ record_build() { mkdir -p "$ROOT/build" && csrc_stamp > "$built_stamp"; }
 
 # Without a GPU nothing runs the extension's device code: the behaviour tests call its host code
 # (the plans, the argument checks), and only the compile gates read its sm_90 machine code. So
-# there it is built for sm_90 only, and as PTX alone ("90-virtual": no ptxas, about a third of
-# the compile time) unless the caller reads machine code (FUSEDRNN_NEEDS_SASS=1: `test.sh
-# --gates`) or a build with sm_90 machine code is current (it holds what the PTX build would).
+# there it is built for sm_90 only, and as unoptimised PTX alone ("90-virtual" without ptxas,
+# FUSEDRNN_UNOPTIMISED_PTX=1 without cicc's optimiser: rnn_tanh.cu in 5 s of CPU, not 42)
+# unless the caller reads machine code (FUSEDRNN_NEEDS_SASS=1: `test.sh --gates`) or a build
+# with sm_90 machine code is current (it holds what the PTX build would).
 no_gpu_archs=""
 if [ -z "${FUSEDRNN_CUDA_ARCHS+set}" ] && ! nvidia-smi -L >/dev/null 2>&1; then
     export FUSEDRNN_CUDA_ARCHS=90
     no_gpu_archs=" for sm_90 only: no NVIDIA GPU here (FUSEDRNN_CUDA_ARCHS chooses)"
     if [ -z "${FUSEDRNN_NEEDS_SASS:-}" ] && ! extension_is_current; then
-        export FUSEDRNN_CUDA_ARCHS=90-virtual
-        no_gpu_archs=" as sm_90 PTX only: no NVIDIA GPU here (FUSEDRNN_CUDA_ARCHS chooses; \`test.sh --gates\` adds the machine code)"
+        export FUSEDRNN_CUDA_ARCHS=90-virtual FUSEDRNN_UNOPTIMISED_PTX=1
+        no_gpu_archs=" as unoptimised sm_90 PTX only: no NVIDIA GPU here (FUSEDRNN_CUDA_ARCHS chooses; \`test.sh --gates\` adds the machine code)"
     fi
 fi
 

@@ -92,6 +92,20 @@ def test_a_virtual_architecture_is_ptx_without_machine_code():
                                                               "-gencode", "arch=compute_90,code=compute_90"]
 
 
+def test_unoptimised_ptx_only_where_no_machine_code_is_built(monkeypatch):
+    """FUSEDRNN_UNOPTIMISED_PTX=1 (setup_env.sh without a GPU): cicc at -O0 for a PTX-only
+    build; asked of a build with machine code it refuses (ptxas would make slow kernels of it)."""
+    monkeypatch.delenv("FUSEDRNN_UNOPTIMISED_PTX", raising=False)
+    assert "-Xcicc" not in csrc_build.nvcc_flags(["90-virtual"])
+    monkeypatch.setenv("FUSEDRNN_UNOPTIMISED_PTX", "1")
+    flags = csrc_build.nvcc_flags(["90-virtual"])
+    assert flags[flags.index("-Xcicc") + 1] == "-O0"
+    with pytest.raises(ValueError, match="PTX-only builds.*machine code for 90"):
+        csrc_build.nvcc_flags(["90"])
+    with pytest.raises(ValueError, match="machine code for 80"):
+        csrc_build.nvcc_flags(["80", "90-virtual"])
+
+
 def test_skip_env_var_skips_the_build(monkeypatch, capsys):
     monkeypatch.setenv("FUSEDRNN_SKIP_CUDA_BUILD", "1")
     assert csrc_build.cuda_extensions() == []

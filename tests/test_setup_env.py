@@ -80,8 +80,10 @@ def test_without_a_gpu_it_is_sm90_ptx_for_the_tests_and_sm90_code_for_the_gates(
         pytest.skip("no nvcc: setup_env.sh never builds the extension here")
     fake_nvidia_smi(tree, works=False)
     builds, said = run_setup_env(tree)
-    assert builds and "as sm_90 PTX only: no NVIDIA GPU here" in said
-    assert run_setup_env(tree, FUSEDRNN_CUDA_ARCHS="90-virtual")[0] == []  # what it built: sm_90's PTX
+    assert builds and "as unoptimised sm_90 PTX only: no NVIDIA GPU here" in said
+    # what it built: sm_90's PTX, unoptimised (the same arch optimised is another build)
+    assert run_setup_env(tree, FUSEDRNN_CUDA_ARCHS="90-virtual", FUSEDRNN_UNOPTIMISED_PTX="1")[0] == []
+    assert len(run_setup_env(tree, FUSEDRNN_CUDA_ARCHS="90-virtual")[0]) == 1
     # the compile gates read sm_90 machine code (`test.sh --gates`): built once, then kept by both
     builds, said = run_setup_env(tree, FUSEDRNN_NEEDS_SASS="1")
     assert len(builds) == 1 and "for sm_90 only" in said

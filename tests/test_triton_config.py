@@ -173,9 +173,39 @@ def test_a_large_forward_keeps_w_hh_resident_in_pieces():
     assert config.resident_ok("fwd", 16, 768, 16, block_n=8, G=4)
     assert not config.resident_ok("fwd", 16, 768, 16, block_n=16, G=1)  # spilled: RNN, 8 bytes
     assert config.resident_ok("fwd", 16, 256, 16, block_n=32, G=1)  # one piece: any tile
-    assert not config.resident_ok("fwd", 32, 768, 16, block_n=8, G=4)  # fp32 never
+    assert not config.resident_ok("fwd", 32, 768, 16, block_n=8, G=4)  # fp32: a 96 KB slice spilled
     # B64·H1024: a batch tile of 32 needs 4 x 16 x 1024 bf16 per program in 8 pieces of 128: it spilled
     assert not config.choose("lstm", 64, 1024, torch.bfloat16, config.H100, "fwd").RESIDENT
+
+
+def test_an_fp32_forward_keeps_w_hh_resident_in_narrow_pieces():
+    """Issue 29: every fp32 grid forward streamed W_hh in 64-wide chunks (a resident tf32x3 W_hh
+    spilled), 3-4 dependent round trips per step read from the SASS (and 40-72 bytes spilled at
+    LSTM/GRU B1·H256 and B8·H128). Compiled for sm_90, pieces of at most 128 columns, and of at
+    most 256 values over the batch rows in use, spill nothing and take the poll and one sweep
+    of exchange loads: 2 round trips (B1·H256 two pieces of 128, B8·H128 four of 32), which the
+    model charges. The backward, the B16·H768 slice (96 KB), the projection and the masks'
+    kernels still stream (untried or spilled)."""
+    f32 = torch.float32
+    for cell in ("lstm", "gru", "rnn_tanh"):
+        launch = config.choose(cell, 1, 256, f32, config.H100, "fwd")
+        assert (launch.layout, launch.RESIDENT, launch.BLOCK_N, launch.KP, launch.NKP, launch.grid,
+                launch.num_warps) == ("grid", True, 8, 128, 2, (32, 1, 1), 4), launch
+    for cell in ("lstm", "gru"):
+        launch = config.choose(cell, 8, 128, f32, config.H100, "fwd")
+        assert (launch.layout, launch.RESIDENT, launch.BLOCK_N, launch.KP, launch.NKP, launch.grid) == (
+            "grid", True, 8, 32, 4, (16, 1, 1)), launch
+        charged = model.step_us(launch.layout, launch.grid[0], 1, 8, 16, 4, 32, 4, True, 8, 128,
+                                config.GATES[config.CELLS[cell]], 32, "fwd", False, warps=4)["round_trips"]
+        assert charged == 2
+    assert config.resident_pieces_fp32(256, 1) == (128, 2)
+    assert config.resident_pieces_fp32(128, 8) == (32, 4)
+    assert config.resident_pieces_fp32(768, 16) is None  # 48 pieces of 16
+    assert not config.choose("lstm", 16, 768, f32, config.H100, "fwd").RESIDENT
+    for kw in (dict(regularised=True), dict(proj=64)):
+        assert not config.choose("lstm", 1, 256, f32, config.H100, "fwd", **kw).RESIDENT, kw
+    for B, H in ((1, 256), (8, 128)):
+        assert not config.choose("lstm", B, H, f32, config.H100, "bwd").RESIDENT
 
 
 def test_the_backward_keeps_w_hh_resident_in_pieces():

@@ -34,7 +34,7 @@ for _j, _cell in enumerate(CELLS):
         _tiles = bool((_i + _j) % 2)  # alternate one and several batch tiles
         _B, _H, _launch = LAUNCHES[_cell, _tiles][_key]
         # resident layouts run in 16-bit here (the choice code keeps an fp32 W_hh resident only in a
-        # forward's narrow pieces: test_fp32_forward_keeps_w_hh_resident_in_narrow_pieces)
+        # forward's narrow pieces and a backward's split ones: test_fp32_keeps_w_hh_resident_as_chosen)
         _dtype = DTYPES[1 + (_i + _j) % 2] if _launch.RESIDENT else DTYPES[(_i + _j) % 3]
         # the launch by its structure's name: the default run's sample covers names, not each field
         CASES.append(pytest.param(_cell, _key, _tiles, _dtype, _i % 2 == 0, (_i + _j) % 3 != 1,
@@ -75,16 +75,18 @@ def test_barrier_grid_one_step(concurrent, monkeypatch, cell):
 
 
 @pytest.mark.parametrize("cell", CELLS)
-def test_fp32_forward_keeps_w_hh_resident_in_narrow_pieces(concurrent, monkeypatch, cell):
-    """Issue 29: an fp32 forward keeps W_hh resident in the narrow pieces the choice code picks
-    (config.resident_pieces_fp32; it streamed before): at B8 (8 padded rows of 16), pieces of
-    32, the second one partial at H40 (its columns past H masked), one program per 8 units.
-    The backward runs as chosen (streamed). Values and every gradient, lengths, reversed."""
-    B, H = 8, 40
+def test_fp32_keeps_w_hh_resident_as_chosen(concurrent, monkeypatch, cell):
+    """Issue 29: fp32 keeps W_hh resident where the choice code now picks it (it streamed
+    before): the forward in narrow pieces (config.resident_pieces_fp32; at B8, 8 padded rows
+    of 16: pieces of 32, the second partial at H48), the backward in pieces of 128 over all
+    G*H rows, split in K over 8 warps where there are several (LSTM, GRU; steps.contract_split),
+    the RNN's in one piece. One program per 8 units. Values and every gradient, lengths, reversed."""
+    B, H = 8, 48
     launches = {d: config.choose(cell, B, H, torch.float32, SMALL_DEVICE, d, "grid") for d in ("fwd", "bwd")}
-    fwd = launches["fwd"]
-    assert (fwd.layout, fwd.RESIDENT, fwd.KP, fwd.NKP, fwd.BLOCK_N, fwd.grid) == ("grid", True, 32, 2, 8, (5, 1, 1))
-    assert not launches["bwd"].RESIDENT
+    fwd, bwd = launches["fwd"], launches["bwd"]
+    assert (fwd.layout, fwd.RESIDENT, fwd.KP, fwd.NKP, fwd.BLOCK_N, fwd.grid) == ("grid", True, 32, 2, 8, (6, 1, 1))
+    assert (bwd.layout, bwd.RESIDENT, bwd.BLOCK_N, bwd.grid) == ("grid", True, 8, (6, 1, 1))
+    assert (bwd.KP, bwd.NKP, bwd.num_warps) == ((64, 1, 4) if cell.startswith("rnn") else (128, 2, 8))
     monkeypatch.setattr(config, "choose", lambda cell, B, H, dtype, limits=None, direction="fwd", *a, **k:
                         launches[direction])
     monkeypatch.setitem(config.TUNING, "spin_limit", 1 << 16)

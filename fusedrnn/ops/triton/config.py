@@ -86,6 +86,9 @@ TUNING = {
     "resident_fp32_sweep": 256,    # KP x the batch rows in use of one piece: wider, ptxas issues the piece's
                                    # loads one at a time (LSTM B8·H128, one piece of 128: 5 round trips)
     "resident_fp32_bytes": 32 * 1024,  # largest fp32 slice (GS*BLOCK_N x K; LSTM B16·H768's 96 KB spilled)
+    "resident_fp32_bwd_kp": 128,   # an fp32 backward's pieces, split in K over 8 warps (steps.contract_split needs
+                                   # KP / 8 >= 16); unsplit, pieces of 32 to 1024 spilled 152-1752 bytes (LSTM B1·H256)
+    "resident_fp32_bwd_bytes": 32 * 1024,  # largest fp32 backward slice (G x H x BLOCK_N; LSTM B1·H256: 32 KB)
     "programs_per_sm": 1,          # co-residency bound of the grid layout
     "regs_budget": 176,            # estimated registers per thread a configuration may use
     "smem_margin": 16 * 1024,      # shared memory left unclaimed below the opt-in limit
@@ -287,8 +290,12 @@ def resident_pieces_for(direction: str, K: int, block_b: int, G: int = 1, bits: 
     one piece where it stages at most `resident_bwd_staged_max` values (B1·H256), else in
     pieces as the forward's (GRU B16·H768: nine of 256, LSTM: twelve, 8 warps, no spill). fp32
     (forward only): resident_pieces_fp32 for `rows` batch rows in use (0: block_b)."""
-    if bits == 32:
-        return resident_pieces_fp32(K, rows or block_b) if direction == "fwd" else None
+    if bits == 32 and direction == "fwd":
+        return resident_pieces_fp32(K, rows or block_b)
+    if bits == 32:  # the backward's pieces over all G*K rows, split in K (contract_split) when several
+        kp = min(TUNING["resident_fp32_bwd_kp"], _pow2(G * K, 16))
+        nkp = -(-(G * K) // kp)
+        return (kp, nkp) if nkp <= TUNING["resident_bwd_pieces_max"] else None
     if direction == "fwd":
         return resident_pieces(K, block_b, TUNING["resident_staged_max"])
     if G * K * block_b <= TUNING["resident_bwd_staged_max"]:
@@ -310,8 +317,10 @@ def resident_ok(direction: str, bits: int, K: int, block_b: int, block_n: int = 
     sm_90): in fp32 a forward's slice up to `resident_fp32_bytes` in tiles of at most
     `resident_pieces_bn_max` units, in the narrow pieces of resident_pieces_fp32 (`rows`: batch
     rows in use), without a projection or extra live tiles (untried: the plain kernels sit at
-    255 registers); never an fp32 backward (its ~24 live tiles beside the split operands spill:
-    LSTM B1·H256, 184-1752 bytes in pieces of 128 to 1024). 16-bit only while the
+    255 registers); an fp32 backward's slice (G x K x BLOCK_N) up to `resident_fp32_bwd_bytes`
+    in pieces of `resident_fp32_bwd_kp` split in K over 8 warps, with 16 batch rows, tiles of at
+    most 8 units, no projection, no extra live tiles (B1·H256 and B8·H128: 94-236 registers, no
+    spill; unsplit its ~24 live tiles beside tf32x3's split operands spilled). 16-bit only while the
     exchanged vector's piece staged per step stays small (resident_pieces_for); in several
     pieces only in tiles of `resident_pieces_bn_max` units (wider ones spill: RNN B16·H768 16
     units, 8 bytes; LSTM B64·H1024 32 x 16, 600), the backward's only with 16 batch rows and 8
@@ -327,9 +336,13 @@ def resident_ok(direction: str, bits: int, K: int, block_b: int, block_n: int = 
     also keeps its n gate's rows resident, one more piece of as many bytes (G: its r and z,
     resident_bwd_gates). K: the contraction's length per gate (P forward, H backward)."""
     if bits == 32:
+        if proj or extra_live or block_n > TUNING["resident_pieces_bn_max"]:
+            return False
+        if direction == "bwd":
+            return (block_b == TUNING["block_b_min"] and G * K * block_n * 4 <= TUNING["resident_fp32_bwd_bytes"]
+                    and resident_pieces_for("bwd", K, block_b, G, 32) is not None)
         slots = 1 if G == 1 else 4
-        return (direction == "fwd" and not proj and not extra_live and block_n <= TUNING["resident_pieces_bn_max"]
-                and slots * block_n * K * 4 <= TUNING["resident_fp32_bytes"]
+        return (slots * block_n * K * 4 <= TUNING["resident_fp32_bytes"]
                 and resident_pieces_fp32(K, rows or block_b) is not None)
     if bits != 16:
         return False

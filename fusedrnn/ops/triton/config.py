@@ -292,10 +292,11 @@ def resident_pieces_for(direction: str, K: int, block_b: int, G: int = 1, bits: 
     (forward only): resident_pieces_fp32 for `rows` batch rows in use (0: block_b)."""
     if bits == 32 and direction == "fwd":
         return resident_pieces_fp32(K, rows or block_b)
-    if bits == 32:  # the backward's pieces over all G*K rows, split in K (contract_split) when several
-        kp = min(TUNING["resident_fp32_bwd_kp"], _pow2(G * K, 16))
+    if bits == 32:  # the backward's pieces over all G*K rows, split in K (contract_split): several only
+        # (unsplit, one piece of 128 at GRU B3·H33 loaded its one-word columns one by one: 11 round trips)
+        kp = TUNING["resident_fp32_bwd_kp"]
         nkp = -(-(G * K) // kp)
-        return (kp, nkp) if nkp <= TUNING["resident_bwd_pieces_max"] else None
+        return (kp, nkp) if 2 <= nkp <= TUNING["resident_bwd_pieces_max"] else None
     if direction == "fwd":
         return resident_pieces(K, block_b, TUNING["resident_staged_max"])
     if G * K * block_b <= TUNING["resident_bwd_staged_max"]:

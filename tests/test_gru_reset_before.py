@@ -223,7 +223,7 @@ def test_every_triton_structure_is_covered():
 def test_triton_layout_matches_the_oracle(concurrent, monkeypatch, key):
     i = sorted(STRUCTURES).index(key)
     B, H, launch = STRUCTURES[key]
-    # fp32 never keeps W_hh resident (config.resident_ok): the resident layouts run in bf16
+    # fp32 never keeps the reset-before GRU's W_hh resident (config.resident_ok): the resident layouts run in bf16
     dtype = torch.bfloat16 if launch.RESIDENT else torch.float32
     with forced(monkeypatch, launch):
         check_triton_layer(B, H, 2, lengths=i % 2 == 0, reverse=i % 3 == 1, dtype=dtype, bias=i != 2, seed=i)

@@ -173,9 +173,57 @@ def test_a_large_forward_keeps_w_hh_resident_in_pieces():
     assert config.resident_ok("fwd", 16, 768, 16, block_n=8, G=4)
     assert not config.resident_ok("fwd", 16, 768, 16, block_n=16, G=1)  # spilled: RNN, 8 bytes
     assert config.resident_ok("fwd", 16, 256, 16, block_n=32, G=1)  # one piece: any tile
-    assert not config.resident_ok("fwd", 32, 768, 16, block_n=8, G=4)  # fp32 never
+    assert not config.resident_ok("fwd", 32, 768, 16, block_n=8, G=4)  # fp32: a 96 KB slice spilled
     # B64·H1024: a batch tile of 32 needs 4 x 16 x 1024 bf16 per program in 8 pieces of 128: it spilled
     assert not config.choose("lstm", 64, 1024, torch.bfloat16, config.H100, "fwd").RESIDENT
+
+
+def test_an_fp32_forward_keeps_w_hh_resident_in_narrow_pieces():
+    """Issue 29: every fp32 grid forward streamed W_hh in 64-wide chunks (a resident tf32x3 W_hh
+    spilled), 3-4 dependent round trips per step read from the SASS (and 40-72 bytes spilled at
+    LSTM/GRU B1·H256 and B8·H128). Compiled for sm_90, pieces of at most 128 columns, and of at
+    most 256 values over the batch rows in use, spill nothing and take the poll and one sweep
+    of exchange loads: 2 round trips (B1·H256 two pieces of 128, B8·H128 four of 32), which the
+    model charges. The B16·H768 slice (96 KB), the projection and the masks' kernels still
+    stream (untried or spilled)."""
+    f32 = torch.float32
+    for cell in ("lstm", "gru", "rnn_tanh"):
+        launch = config.choose(cell, 1, 256, f32, config.H100, "fwd")
+        assert (launch.layout, launch.RESIDENT, launch.BLOCK_N, launch.KP, launch.NKP, launch.grid,
+                launch.num_warps) == ("grid", True, 8, 128, 2, (32, 1, 1), 4), launch
+    for cell in ("lstm", "gru"):
+        launch = config.choose(cell, 8, 128, f32, config.H100, "fwd")
+        assert (launch.layout, launch.RESIDENT, launch.BLOCK_N, launch.KP, launch.NKP, launch.grid) == (
+            "grid", True, 8, 32, 4, (16, 1, 1)), launch
+        charged = model.step_us(launch.layout, launch.grid[0], 1, 8, 16, 4, 32, 4, True, 8, 128,
+                                config.GATES[config.CELLS[cell]], 32, "fwd", False, warps=4)["round_trips"]
+        assert charged == 2
+    assert config.resident_pieces_fp32(256, 1) == (128, 2)
+    assert config.resident_pieces_fp32(128, 8) == (32, 4)
+    assert config.resident_pieces_fp32(768, 16) is None  # 48 pieces of 16
+    assert not config.choose("lstm", 16, 768, f32, config.H100, "fwd").RESIDENT
+    for kw in (dict(regularised=True), dict(proj=64)):
+        assert not config.choose("lstm", 1, 256, f32, config.H100, "fwd", **kw).RESIDENT, kw
+
+
+def test_an_fp32_backward_keeps_w_hh_resident_in_split_pieces():
+    """Issue 29: every fp32 grid backward streamed W_hh (LSTM B1·H256: 10 round trips per step,
+    3605 instructions; GRU 8; LSTM B8·H128 6). Its slice over all G x H rows in pieces of 128,
+    each split in K over 8 warps (steps.contract_split), compiled for sm_90, spills nothing and
+    takes 3-5 round trips with a quarter of the instructions (LSTM B1·H256: 5, 965); unsplit,
+    pieces of 32 to 1024 spilled 152-1752 bytes. Up to 32 KB of slice, 16 batch rows, 8 units."""
+    f32 = torch.float32
+    for cell, B, H, nkp in (("lstm", 1, 256, 8), ("gru", 1, 256, 6), ("rnn_tanh", 1, 256, 2), ("lstm", 8, 128, 4),
+                            ("gru", 8, 128, 3), ("rnn_tanh", 16, 768, 6)):
+        launch = config.choose(cell, B, H, f32, config.H100, "bwd")
+        assert (launch.layout, launch.RESIDENT, launch.BLOCK_N, launch.BLOCK_B, launch.KP, launch.NKP,
+                launch.num_warps) == ("grid", True, 8, 16, 128, nkp, 8), (cell, B, H, launch)
+    assert config.resident_pieces_for("bwd", 256, 16, G=4, bits=32) == (128, 8)
+    assert not config.resident_ok("bwd", 32, 768, 16, block_n=8, G=4)  # 96 KB
+    assert not config.resident_ok("bwd", 32, 256, 16, block_n=8, G=4, extra_live=True)  # the masks: untried
+    assert not config.resident_ok("bwd", 32, 256, 32, block_n=8, G=4)  # 32 batch rows: untried
+    for kw in (dict(regularised=True), dict(proj=64)):
+        assert not config.choose("lstm", 1, 256, f32, config.H100, "bwd", **kw).RESIDENT, kw
 
 
 def test_the_backward_keeps_w_hh_resident_in_pieces():
@@ -259,8 +307,8 @@ def test_a_regularised_backward_takes_no_resident_pieces():
 def test_backward_keeps_a_small_w_hh_slice_resident():
     """Issue 29, item 2: the backward kept no W_hh resident, although the B1·H256 LSTM slice
     (4 gates x 256 x 8 units, bf16) is 16 KB; it streamed it in 16 chunks per step. Now a
-    16-bit slice up to TUNING["resident_bwd_bytes"] stays resident; larger ones and fp32
-    (tf32x3 splits spill) stream."""
+    16-bit slice up to TUNING["resident_bwd_bytes"] stays resident; larger ones stream (fp32:
+    test_an_fp32_backward_keeps_w_hh_resident_in_split_pieces)."""
     for dtype in (torch.bfloat16, torch.float16):
         for cell, G in (("lstm", 4), ("gru", 3), ("rnn_tanh", 1)):
             launch = config.choose(cell, 1, 256, dtype, config.H100, "bwd")
@@ -271,7 +319,6 @@ def test_backward_keeps_a_small_w_hh_slice_resident():
             assert launch.RESIDENT and launch.layout == "grid" and launch.NKP == 1 and launch.KP >= G * 256, launch
             assert G * 256 * launch.BLOCK_N * 2 <= config.TUNING["resident_bwd_bytes"]
     assert not config.choose("lstm", 64, 1024, torch.bfloat16, config.H100, "bwd").RESIDENT  # 16 pieces of 256
-    assert not config.choose("lstm", 1, 256, torch.float32, config.H100, "bwd").RESIDENT
     assert not config.resident_ok("bwd", 16, 256, 16, block_n=16, G=4)  # 32 KB
     assert config.resident_ok("bwd", 16, 256, 16, block_n=8, G=4)
     assert not config.resident_ok("bwd", 16, 256, 16, block_n=8, G=4, proj=64)  # spills with the W_hr phase

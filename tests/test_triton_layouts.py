@@ -33,7 +33,8 @@ for _j, _cell in enumerate(CELLS):
     for _i, _key in enumerate(sorted(LAUNCHES[_cell, False])):
         _tiles = bool((_i + _j) % 2)  # alternate one and several batch tiles
         _B, _H, _launch = LAUNCHES[_cell, _tiles][_key]
-        # fp32 never keeps W_hh resident (config.resident_ok): resident layouts run in 16-bit
+        # resident layouts run in 16-bit here (the choice code keeps an fp32 W_hh resident only in a
+        # forward's narrow pieces and a backward's split ones: test_fp32_keeps_w_hh_resident_as_chosen)
         _dtype = DTYPES[1 + (_i + _j) % 2] if _launch.RESIDENT else DTYPES[(_i + _j) % 3]
         # the launch by its structure's name: the default run's sample covers names, not each field
         CASES.append(pytest.param(_cell, _key, _tiles, _dtype, _i % 2 == 0, (_i + _j) % 3 != 1,
@@ -71,6 +72,29 @@ def test_barrier_grid_one_step(concurrent, monkeypatch, cell):
     assert launch.grid[0] > 1 and launch.grid[1] > 1
     with forced(monkeypatch, launch):
         check_against_reference(cell, 1, B, H, lengths=False, reverse=False, dtype=torch.float32, bias=True)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_fp32_keeps_w_hh_resident_as_chosen(concurrent, monkeypatch, cell):
+    """Issue 29: fp32 keeps W_hh resident where the choice code now picks it (it streamed
+    before): the forward in narrow pieces (config.resident_pieces_fp32; at B8, 8 padded rows
+    of 16: pieces of 32, the second partial at H48), the backward in pieces of 128 over all
+    G*H rows split in K over 8 warps (LSTM, GRU: two pieces, the second partial;
+    steps.contract_split; the RNN's 48 rows fit one piece, which streams). One program per 8
+    units. Values and every gradient, lengths, reversed."""
+    B, H = 8, 48
+    launches = {d: config.choose(cell, B, H, torch.float32, SMALL_DEVICE, d, "grid") for d in ("fwd", "bwd")}
+    fwd, bwd = launches["fwd"], launches["bwd"]
+    assert (fwd.layout, fwd.RESIDENT, fwd.KP, fwd.NKP, fwd.BLOCK_N, fwd.grid) == ("grid", True, 32, 2, 8, (6, 1, 1))
+    assert (bwd.layout, bwd.BLOCK_N, bwd.grid) == ("grid", 8, (6, 1, 1))
+    if cell.startswith("rnn"):
+        assert not bwd.RESIDENT
+    else:
+        assert (bwd.RESIDENT, bwd.KP, bwd.NKP, bwd.num_warps) == (True, 128, 2, 8)
+    monkeypatch.setattr(config, "choose", lambda cell, B, H, dtype, limits=None, direction="fwd", *a, **k:
+                        launches[direction])
+    monkeypatch.setitem(config.TUNING, "spin_limit", 1 << 16)
+    check_against_reference(cell, 5, B, H, lengths=True, reverse=True, dtype=torch.float32, bias=True, seed=11)
 
 
 @pytest.mark.parametrize("cell", CELLS)

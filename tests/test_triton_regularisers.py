@@ -150,7 +150,7 @@ def test_every_triton_structure_is_covered():
 def test_triton_layout_matches_the_oracle(concurrent, monkeypatch, key):
     i = sorted(CASES).index(key)
     cell, B, H, launch = CASES[key]
-    # fp32 never keeps W_hh resident (config.resident_ok): the resident layouts run in bf16
+    # with the masks fp32 never keeps W_hh resident (config.resident_ok): the resident layouts run in bf16
     dtype = torch.bfloat16 if launch.RESIDENT else torch.float32
     with forced(monkeypatch, launch):
         check_layer(cell, B, H, 2, lengths=i % 2 == 0, reverse=i % 3 == 1, dtype=dtype, seed=i)

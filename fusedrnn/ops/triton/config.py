@@ -83,6 +83,16 @@ TUNING = {
                                        # beyond, pieces of resident_staged_max
     "resident_bwd_pieces_max": 12,  # NKP of such a backward (unrolled)
     "resident_bwd_pieces_warps": 8,  # warps of such a backward: one K slice each (model.RESIDENT_BWD_SPLIT)
+    # fp32 (tf32x3: W_hh's hi and lo halves in shared memory, each piece's operands split in registers): a
+    # forward keeps W_hh resident in narrow pieces (resident_pieces_fp32); compiled for sm_90, LSTM B1·H256
+    # in 2 pieces of 128 and B8·H128 in 4 of 32: no spill, all pieces' loads in one sweep (2 round trips)
+    "resident_fp32_kp_max": 128,   # widest piece (LSTM B1·H256 in one piece of 256: 192 bytes spilled)
+    "resident_fp32_sweep": 256,    # KP x the batch rows in use of one piece: wider, ptxas issues the piece's
+                                   # loads one at a time (LSTM B8·H128, one piece of 128: 5 round trips)
+    "resident_fp32_bytes": 32 * 1024,  # largest fp32 slice (GS*BLOCK_N x K; LSTM B16·H768's 96 KB spilled)
+    "resident_fp32_bwd_kp": 128,   # an fp32 backward's pieces, split in K over 8 warps (steps.contract_split needs
+                                   # KP / 8 >= 16); unsplit, pieces of 32 to 1024 spilled 152-1752 bytes (LSTM B1·H256)
+    "resident_fp32_bwd_bytes": 32 * 1024,  # largest fp32 backward slice (G x H x BLOCK_N; LSTM B1·H256: 32 KB)
     "programs_per_sm": 1,          # co-residency bound of the grid layout
     "regs_budget": 176,            # estimated registers per thread a configuration may use
     "smem_margin": 16 * 1024,      # shared memory left unclaimed below the opt-in limit
@@ -262,12 +272,35 @@ def cta_w_elems(cell: str, direction: str, block_n: int, kp: int) -> int:
     return (gate_slots(cell) if direction == "fwd" else GATES[CELLS[cell]]) * block_n * kp
 
 
-def resident_pieces_for(direction: str, K: int, block_b: int, G: int = 1) -> tuple[int, int] | None:
+def resident_pieces_fp32(K: int, rows: int) -> tuple[int, int] | None:
+    """(KP, NKP) of an fp32 forward's resident W_hh (resident_ok), or None: pieces of the widest
+    power of two with KP <= `resident_fp32_kp_max` and KP x rows <= `resident_fp32_sweep` (rows:
+    the batch rows in use, min(B, BLOCK_B)), at most `resident_pieces_max` of them, at least 16
+    wide (tl.dot's K). Narrow pieces keep tf32x3's split operands small, and ptxas then issues
+    every piece's exchange loads together after the poll."""
+    t = TUNING
+    kp = min(t["resident_fp32_kp_max"], _pow2(K, 16))
+    while kp > 16 and kp * rows > t["resident_fp32_sweep"]:
+        kp //= 2
+    nkp = -(-K // kp)
+    return (kp, nkp) if nkp <= t["resident_pieces_max"] else None
+
+
+def resident_pieces_for(direction: str, K: int, block_b: int, G: int = 1, bits: int = 16,
+                        rows: int = 0) -> tuple[int, int] | None:
     """(KP, NKP) of a resident grid program's contraction: the forward's over K in pieces of
     at most `resident_staged_max` values (a wider piece spills: LSTM B16·H768, 1024 x 16 at 8
     warps, 464 bytes; 256 x 16, three pieces, none), the backward's over all G*K rows: in
     one piece where it stages at most `resident_bwd_staged_max` values (B1·H256), else in
-    pieces as the forward's (GRU B16·H768: nine of 256, LSTM: twelve, 8 warps, no spill)."""
+    pieces as the forward's (GRU B16·H768: nine of 256, LSTM: twelve, 8 warps, no spill). fp32
+    (forward only): resident_pieces_fp32 for `rows` batch rows in use (0: block_b)."""
+    if bits == 32 and direction == "fwd":
+        return resident_pieces_fp32(K, rows or block_b)
+    if bits == 32:  # the backward's pieces over all G*K rows, split in K (contract_split): several only
+        # (unsplit, one piece of 128 at GRU B3·H33 loaded its one-word columns one by one: 11 round trips)
+        kp = TUNING["resident_fp32_bwd_kp"]
+        nkp = -(-(G * K) // kp)
+        return (kp, nkp) if 2 <= nkp <= TUNING["resident_bwd_pieces_max"] else None
     if direction == "fwd":
         return resident_pieces(K, block_b, TUNING["resident_staged_max"])
     if G * K * block_b <= TUNING["resident_bwd_staged_max"]:
@@ -284,9 +317,15 @@ def resident_bwd_gates(cell: str) -> int:
 
 
 def resident_ok(direction: str, bits: int, K: int, block_b: int, block_n: int = 0, G: int = 1, proj: int = 0,
-                extra_live: bool = False, n_piece: bool = False) -> bool:
+                extra_live: bool = False, n_piece: bool = False, rows: int = 0) -> bool:
     """Whether a grid program may keep its W_hh slice resident (compile-gate findings on
-    sm_90): 16-bit only (fp32's tf32x3 splits of a resident W spill), and only while the
+    sm_90): in fp32 a forward's slice up to `resident_fp32_bytes` in tiles of at most
+    `resident_pieces_bn_max` units, in the narrow pieces of resident_pieces_fp32 (`rows`: batch
+    rows in use), without a projection or extra live tiles (untried: the plain kernels sit at
+    255 registers); an fp32 backward's slice (G x K x BLOCK_N) up to `resident_fp32_bwd_bytes`
+    in pieces of `resident_fp32_bwd_kp` split in K over 8 warps, with 16 batch rows, tiles of at
+    most 8 units, no projection, no extra live tiles (B1·H256 and B8·H128: 94-236 registers, no
+    spill; unsplit its ~24 live tiles beside tf32x3's split operands spilled). 16-bit only while the
     exchanged vector's piece staged per step stays small (resident_pieces_for); in several
     pieces only in tiles of `resident_pieces_bn_max` units (wider ones spill: RNN B16·H768 16
     units, 8 bytes; LSTM B64·H1024 32 x 16, 600), the backward's only with 16 batch rows and 8
@@ -301,6 +340,15 @@ def resident_ok(direction: str, bits: int, K: int, block_b: int, block_n: int = 
     LSTM B16·H768 in 12 pieces spills 24 bytes). n_piece: the reset-before GRU's backward
     also keeps its n gate's rows resident, one more piece of as many bytes (G: its r and z,
     resident_bwd_gates). K: the contraction's length per gate (P forward, H backward)."""
+    if bits == 32:
+        if proj or extra_live or block_n > TUNING["resident_pieces_bn_max"]:
+            return False
+        if direction == "bwd":
+            return (block_b == TUNING["block_b_min"] and G * K * block_n * 4 <= TUNING["resident_fp32_bwd_bytes"]
+                    and resident_pieces_for("bwd", K, block_b, G, 32) is not None)
+        slots = 1 if G == 1 else 4
+        return (slots * block_n * K * 4 <= TUNING["resident_fp32_bytes"]
+                and resident_pieces_fp32(K, rows or block_b) is not None)
     if bits != 16:
         return False
     pieces = resident_pieces_for(direction, K, block_b, G)
@@ -355,10 +403,11 @@ def _candidates(cell, B, H, bits, limits: DeviceLimits, direction, layout, proj,
                 continue
             n_tiles = -(-n_units // n_n)
             n_n = -(-n_units // n_tiles)
+            rows = min(B, block_b)
             if n_tiles == 1 and resident_ok(direction, bits, K, block_b, bn, g_res, proj,
                                             cell == GRU_RESET_BEFORE or regularised,
-                                            cell == GRU_RESET_BEFORE and direction == "bwd"):
-                kp, nkp = resident_pieces_for(direction, K, block_b, g_res)
+                                            cell == GRU_RESET_BEFORE and direction == "bwd", rows):
+                kp, nkp = resident_pieces_for(direction, K, block_b, g_res, bits, rows)
                 yield "grid", (n_n, n_b, n_dir), block_b, bn, kp, nkp, kr, 1, True
             yield "grid", (n_n, n_b, n_dir), block_b, bn, stream_kp, 1, kr, n_tiles, False
 

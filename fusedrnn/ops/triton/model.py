@@ -101,7 +101,10 @@ def step_us(layout: str, n_programs_per_tile: int, n_tiles: int, block_n: int, b
     if split:
         pieces = 1 + sweeps
     else:
-        pieces = min(nkp, 2) if resident else (chunks if rotated else -(-chunks // STREAM_AHEAD)) * n_tiles
+        # fp32's narrow pieces (config.resident_pieces_fp32): every piece's loads in one sweep
+        one_sweep = bits == 32 and direction == "fwd"
+        pieces = (1 if one_sweep else min(nkp, 2)) if resident else (
+            chunks if rotated else -(-chunks // STREAM_AHEAD)) * n_tiles
     if proj and layout != "cta":
         r_chunks = -(-(H if direction == "fwd" else P) // kr)
         pieces += (r_chunks if direction == "fwd" else -(-r_chunks // STREAM_AHEAD)) * n_tiles

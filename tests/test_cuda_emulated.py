@@ -155,6 +155,37 @@ def test_gru_reset_before_on_every_tier(emu, knobs, tier, dtype, D, reverse, len
     check(contract.Case(GRU_RESET_BEFORE, D, reverse, lengths=lengths, bias=bias, T=T, B=B, H=H), dtype)
 
 
+def test_gru_reset_before_module_two_layers_bidirectional_packed(cuda_kernels):
+    """fusedrnn.GRU(reset_after=False) end to end on the CUDA kernels: two layers, both directions,
+    a PackedSequence; y, h_n and the gradients of x, h0 and every parameter (dW_hn from the
+    kernels' d(n_pre) and r ⊙ h) against the same module on the float64 reference backend
+    (itself checked against a float64 oracle, tests/test_gru_reset_before.py), within the
+    Triton suite's fp32 rule, 3e-5 of each tensor's scale."""
+    import copy
+
+    from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+    import fusedrnn
+    from support.float64_checks import grads
+
+    torch.manual_seed(5)
+    m = fusedrnn.GRU(4, 5, num_layers=2, bidirectional=True, reset_after=False, backend=cuda_kernels)
+    ref = copy.deepcopy(m).double()
+    ref.backend = "reference"
+    lengths = torch.tensor([3, 1, 2])
+    x, h0 = torch.randn(3, 3, 4, requires_grad=True), torch.randn(4, 3, 5, requires_grad=True)
+    x64, h064 = x.detach().double().requires_grad_(), h0.detach().double().requires_grad_()
+    outs = []
+    for mod, xx, hh in ((m, x, h0), (ref, x64, h064)):
+        out, h = mod(pack_padded_sequence(xx, lengths, enforce_sorted=False), hh)
+        y = pad_packed_sequence(out)[0]
+        outs.append([y, h, *grads((y, h), [xx, hh, *mod.parameters()])])
+    names = ["y", "h_n", "x", "h0"] + [n for n, _ in m.named_parameters()]
+    for name, got, want in zip(names, *outs, strict=True):
+        err, bound = (got.double() - want).abs().max().item(), 3e-5 * (1.0 + want.abs().max().item())
+        assert err <= bound, f"{name}: max error {err:.3g} > {bound:.3g}"
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=lambda d: str(d)[6:])
 def test_a_warp_tile_of_two_batch_tiles(emu, knobs, dtype):
     """The step matmul is compiled once per warp tile (csrc/step_matmul.cuh: WM m-tiles x WN

@@ -3,7 +3,7 @@
 //
 // Dimensions: T time steps, B batch, H hidden units, P the state fed back (proj_size of an
 // LSTM with a projection, else H), G gates (LSTM 4, GRU 3, RNN 1), S fp32 values saved per
-// (t, b, unit) for backward (LSTM 5, GRU 5, RNN 1; cell_table.h), D directions run by one launch (1 or 2;
+// (t, b, unit) for backward (LSTM 5, GRU 5, GRU with the reset gate before the product 4, RNN 1; cell_table.h), D directions run by one launch (1 or 2;
 // direction 1 runs each sequence backwards from lengths[b] - 1). Shapes below are for D = 2;
 // with D = 1 the leading D is absent.
 #pragma once
@@ -62,7 +62,7 @@ struct BackwardArgs {
   const int32_t* lengths;// (B,) int32 or null
   const float* saved;    // (D, T, B, S, H) fp32 from forward
   void* d_gx;            // (T, B, D*G*H) dtype out
-  void* d_gh;            // (T, B, D*G*H) dtype out; GRU only (else d_gx is both)
+  void* d_gh;            // (T, B, D*G*H) dtype out; GRU only (else d_gx is both, gru_reset_before included)
   void* dh0;             // (D, B, P) dtype out
   void* dc0;             // (D, B, H) dtype out, LSTM only
   float* dh;             // (D, T, B, P) fp32 out with a projection: the gradient reaching h_t, else null
@@ -93,6 +93,7 @@ inline PlanRequest plan_request(bool backward, Cell cell, DType dtype, int B, in
   PlanRequest r;
   r.backward = backward; r.G = gates(cell); r.S = saved_slots(cell); r.esize = dtype_size(dtype);
   r.B = B; r.H = H; r.P = proj; r.D = D;
+  r.reset_before = cell == Cell::GRU_RESET_BEFORE;
   r.mode = l.mode; r.units = l.units; r.batch_rows = l.batch_rows; r.passes = l.passes;
   r.cell = (int)cell; r.dtype = (int)dtype;
   r.model = l.model;

@@ -6,7 +6,7 @@
 
 namespace fusedrnn {
 
-enum class Cell : int { LSTM = 0, GRU = 1, RNN_TANH = 2, RNN_RELU = 3 };
+enum class Cell : int { LSTM = 0, GRU = 1, RNN_TANH = 2, RNN_RELU = 3, GRU_RESET_BEFORE = 4 };
 
 struct CellInfo {
   Cell id;
@@ -20,13 +20,15 @@ constexpr CellInfo kCells[] = {
     {Cell::GRU, "gru", 3, 5, false},           // r, z, n; saves r, z, n, W_hn h + b_hn, h_prev
     {Cell::RNN_TANH, "rnn_tanh", 1, 1, false},  // saves h
     {Cell::RNN_RELU, "rnn_relu", 1, 1, false},
+    // fusedrnn.GRU(reset_after=False): n = tanh(gx_n + W_hn (r ⊙ h) + b_hn); saves r, z, n, h_prev
+    {Cell::GRU_RESET_BEFORE, "gru_reset_before", 3, 4, false},
 };
 constexpr int kNumCells = sizeof(kCells) / sizeof(kCells[0]);
 
 constexpr const CellInfo& cell_info(Cell c) { return kCells[static_cast<int>(c)]; }
 
 static_assert(kCells[0].id == Cell::LSTM && kCells[1].id == Cell::GRU && kCells[2].id == Cell::RNN_TANH &&
-                  kCells[3].id == Cell::RNN_RELU,
+                  kCells[3].id == Cell::RNN_RELU && kCells[4].id == Cell::GRU_RESET_BEFORE,
               "kCells is indexed by Cell");
 
 }  // namespace fusedrnn

@@ -4,9 +4,11 @@
 
 #include <map>
 #include <mutex>
+#include <stdexcept>
 #include <tuple>
 
 #include "cells/gru.cuh"
+#include "cells/gru_reset_before.cuh"
 #include "cells/lstm.cuh"
 #include "cells/rnn.cuh"
 #include "entry.h"
@@ -27,6 +29,8 @@ const char* dtype_name(DType d) {
   return "?";
 }
 
+// The cells with a fused decode step (cell_step): every cell but the GRU with its reset gate
+// before the product, which by_recurrence_cell adds.
 template <class F>
 static auto by_cell(Cell c, F&& f) {
   switch (c) {
@@ -36,16 +40,24 @@ static auto by_cell(Cell c, F&& f) {
     default: return f(RnnReluCell{});
   }
 }
+template <class F>
+static auto by_recurrence_cell(Cell c, F&& f) {
+  if (c == Cell::GRU_RESET_BEFORE) return f(GruResetBeforeCell{});
+  return by_cell(c, f);
+}
 
 std::string forward(const ForwardArgs& a) {
-  return by_cell(a.cell, [&](auto cell) { return forward_cell<decltype(cell)>(a); });
+  return by_recurrence_cell(a.cell, [&](auto cell) { return forward_cell<decltype(cell)>(a); });
 }
 
 std::string backward(const BackwardArgs& a) {
-  return by_cell(a.cell, [&](auto cell) { return backward_cell<decltype(cell)>(a); });
+  return by_recurrence_cell(a.cell, [&](auto cell) { return backward_cell<decltype(cell)>(a); });
 }
 
 std::string cell_step(const CellStepArgs& a) {
+  if (a.cell == Cell::GRU_RESET_BEFORE)
+    throw std::invalid_argument(std::string("fusedrnn._C: cell_step: ") + cell_name(a.cell) +
+                                " has no fused decode step (fusedrnn runs its step as the recurrence at T = 1)");
   return by_cell(a.cell, [&](auto cell) { return cell_step_cell<decltype(cell)>(a); });
 }
 
@@ -164,7 +176,7 @@ DeviceLimits device_limits(int device) {
 
 Plan plan_on_device(const PlanRequest& r, int device) {
   if (r.cell < 0) return make_plan(r, device_limits(device));
-  return by_cell((Cell)r.cell, [&](auto cell) { return plan_cell<decltype(cell)>(r, device); });
+  return by_recurrence_cell((Cell)r.cell, [&](auto cell) { return plan_cell<decltype(cell)>(r, device); });
 }
 
 #if !defined(FUSEDRNN_EMULATE)

@@ -65,7 +65,8 @@ __device__ __forceinline__ float nan_f() { return __int_as_float(0x7fc00000); }
 // a spill (ptxas -v, the compile gate), else 1. Without a projection every cell and dtype
 // fits (the GRU backward in 16-bit once its outputs are packed: BwdPass::Regs::Out); the
 // LSTM projection passes (passes_proj.cuh: two stages a step, twice in the loop body) spill
-// 20-216 bytes in every dtype with two, so they keep one.
+// 20-216 bytes in every dtype with two, so they keep one, as do the reset-before GRU's two-stage
+// passes (passes_reset.cuh).
 constexpr int kInputDepth = 2, kInputDepthProj = 1;
 
 // Whether pair slot i is in use in any thread (i < the plan's ppt): a test of the kernel

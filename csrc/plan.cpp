@@ -115,6 +115,16 @@ struct StageShape {
 };
 
 int stage_shapes(const PlanRequest& r, int U, int UP, StageShape* s) {
+  if (r.reset_before) {  // the GRU with its reset gate before the product (passes_reset.cuh)
+    if (!r.backward) {
+      s[0] = {U, 2, U, 1, true};  // r, z = W_hr,z h: 2 rows per unit, h from U-wide chunks
+      s[1] = {U, 1, U, 1, true};  // n = W_hn (r ⊙ h): one row per unit, r ⊙ h from U-wide chunks
+    } else {
+      s[0] = {U, 1, U, 2, true};  // dh = W_hr,zᵀ [dr, dz]: one row per unit, 2 segments of U
+      s[1] = {U, 1, U, 1, true};  // d(r ⊙ h) = W_hnᵀ d(n_pre)
+    }
+    return 2;
+  }
   if (!r.backward) {
     if (r.P == 0) {
       s[0] = {U, r.G, U, 1, true};
@@ -190,7 +200,8 @@ bool evaluate(const Model& M, const PlanRequest& r, const DeviceLimits& dev, Tie
   auto region = [&](long long bytes) { const long long at = off; off = rup(off + bytes, 128); return (int)at; };
   for (int k = 0; k < L.nst; ++k) L.st[k].off_a = region((long long)L.st[k].RP * L.st[k].lda * e);
   for (int k = 0; k < L.nst; ++k) L.st[k].off_x = region((long long)L.st[k].nx * BG * L.st[k].ldx * e);
-  L.off_bias = region(r.backward ? 0 : (long long)L.st[0].RP * 4);
+  // the forward's b_hh rows of stage 0 (and, where stage 1 is a cell's product too, after them its own)
+  L.off_bias = region(r.backward ? 0 : (long long)(L.st[0].RP + (L.nst > 1 && sh[1].cell ? L.st[1].RP : 0)) * 4);
   long long stage_bytes = 0;
   for (int k = 0; k < L.nst; ++k) {
     L.st[k].off_out = (int)stage_bytes;
@@ -244,7 +255,7 @@ bool evaluate(const Model& M, const PlanRequest& r, const DeviceLimits& dev, Tie
   }
   const int P = r.P > 0 ? r.P : r.H;
   const double per_step = r.backward
-      ? (double)r.B * ((double)P * e + 4.0 * r.S * r.H + (double)r.G * r.H * e * (r.G == 3 ? 2 : 1) +
+      ? (double)r.B * ((double)P * e + 4.0 * r.S * r.H + (double)r.G * r.H * e * (r.G == 3 && !r.reset_before ? 2 : 1) +
                        (r.P > 0 ? 4.0 * r.P : 0.0))
       : (double)r.B * ((double)r.G * r.H * e + (double)P * e);
   est.io = per_step * L.D / M.hbm_bytes_per_us;
@@ -257,7 +268,8 @@ std::string kb(long long bytes) { return std::to_string((bytes + 1023) / 1024) +
 
 Plan plan_uncached(const PlanRequest& r, const DeviceLimits& dev) {
   if ((r.G != 1 && r.G != 3 && r.G != 4) || (r.esize != 2 && r.esize != 4) || r.B < 1 || r.H < 1 ||
-      r.P < 0 || r.P >= r.H || (r.P > 0 && r.G != 4) || (r.D != 1 && r.D != 2))
+      r.P < 0 || r.P >= r.H || (r.P > 0 && r.G != 4) || (r.D != 1 && r.D != 2) ||
+      (r.reset_before && (r.G != 3 || r.P > 0)))
     throw std::invalid_argument("make_plan: bad request");
   const Model M(r.model);
   Plan p;
@@ -378,7 +390,7 @@ Plan plan_uncached(const PlanRequest& r, const DeviceLimits& dev) {
     p.ok = r.mode == Mode::AUTO || r.mode == Mode::STEP;
   }
   // workspace: status words | flags (D, NBG, NU) | xbuf (2, D*Bp, Kx) | hbuf (2, B, P) |
-  // mbuf (B, max(H, P)), with a projection | state (B, P + H) fp32
+  // mbuf (B, max(H, P)), with a projection or a reset gate before the product | state (B, P + H) fp32
   const bool grid = p.tier == Tier::GRID;
   long long off = rup(kStatusWords * 4, 256);
   p.off_flags = off;
@@ -389,7 +401,7 @@ Plan plan_uncached(const PlanRequest& r, const DeviceLimits& dev) {
   p.off_hbuf = off;
   off = rup(off + 2LL * r.B * P * r.esize, 256);
   p.off_mbuf = off;
-  off = rup(off + (r.P > 0 ? (long long)r.B * std::max(r.H, P) * r.esize : 0), 256);
+  off = rup(off + (r.P > 0 || r.reset_before ? (long long)r.B * std::max(r.H, P) * r.esize : 0), 256);
   p.off_state = off;
   p.ws_bytes = rup(off + (long long)r.B * (P + r.H) * 4, 256);
   return p;
@@ -438,10 +450,10 @@ const char* mode_name(Mode m) {
 
 Plan make_plan(const PlanRequest& r, const DeviceLimits& d) {
   using Key = std::tuple<bool, int, int, int, int, int, int, int, int, int, int, int, int, int, int, int, int, int,
-                         int, int>;
+                         int, int, bool>;
   const Key shape{r.backward, r.G, r.S, r.esize, r.B, r.H, r.P, r.D, (int)r.mode, r.units, r.batch_rows, r.passes,
                   d.sms, d.smem_optin, d.smem_per_sm, d.regs_per_sm, d.cc_major, d.cc_minor, d.max_cluster,
-                  d.cooperative};
+                  d.cooperative, r.reset_before};
   // the model's constants too (a struct of doubles: its bytes), so a calibrated set plans afresh
   const auto key = std::make_pair(shape, std::string(reinterpret_cast<const char*>(&r.model), sizeof(r.model)));
   static std::mutex mu;

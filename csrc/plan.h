@@ -40,6 +40,7 @@ struct PlanRequest {
   int esize = 4;         // bytes per element of the dtype
   int B = 1, H = 1;
   int P = 0;             // proj_size (LSTM projection: the state fed back is P wide), 0: none
+  bool reset_before = false;  // the GRU with its reset gate before the product: two stages a step
   int D = 1;             // directions run by one launch (independent CTA groups)
   Mode mode = Mode::AUTO;
   int units = 0;         // force U (units per CTA; rounded up to 16 bytes), 0: choose

@@ -1,7 +1,9 @@
 // The per-cell entry points: fill the kernels' parameters from the checked arguments,
 // plan, and hand the kernels (persistent, per-step per stage) to the one launch path
-// (launch.cuh). The LSTM's projection kernels are instantiated by csrc/kernels/lstm.cu only.
-// Instantiated once per cell by csrc/kernels/<cell>.cu (FUSEDRNN_INSTANTIATE).
+// (launch.cuh). The LSTM's projection kernels are instantiated by csrc/kernels/lstm.cu only,
+// the two-stage kernels of the GRU with its reset gate before the product by
+// csrc/kernels/gru_reset_before.cu only. Instantiated once per cell by csrc/kernels/<cell>.cu
+// (FUSEDRNN_INSTANTIATE; FUSEDRNN_INSTANTIATE_RECURRENCE for a cell without a fused decode step).
 #pragma once
 #include <stdexcept>
 #include <string>
@@ -12,6 +14,7 @@
 #include "launch.cuh"
 #include "persistent.cuh"
 #include "step.cuh"
+#include "step_reset.cuh"
 
 namespace fusedrnn {
 
@@ -56,11 +59,21 @@ Kernels pass_kernels(bool backward, bool proj) {
                       FUSEDRNN_KERNEL_HANDLE(bwd_step_kernel<BwdProjPass<T>>)}};
   }
   if (proj) throw std::invalid_argument("fusedrnn._C: a projection (w_hr) exists only for the lstm cell");
-  if (backward)
-    return Kernels{FUSEDRNN_KERNEL_HANDLE(persistent_kernel<BwdPass<Cell, T>>),
-                   {FUSEDRNN_KERNEL_HANDLE(bwd_step_kernel<BwdPass<Cell, T>>), nullptr}};
-  return Kernels{FUSEDRNN_KERNEL_HANDLE(persistent_kernel<FwdPass<Cell, T>>),
-                 {FUSEDRNN_KERNEL_HANDLE(fwd_step_kernel<FwdPass<Cell, T>>), nullptr}};
+  if constexpr (std::is_same<Cell, GruResetBeforeCell>::value) {
+    if (backward)
+      return Kernels{FUSEDRNN_KERNEL_HANDLE(persistent_kernel<BwdResetPass<T>>),
+                     {FUSEDRNN_KERNEL_HANDLE(bwd_reset_dh_step_kernel<T>),
+                      FUSEDRNN_KERNEL_HANDLE(bwd_reset_r_step_kernel<T>)}};
+    return Kernels{FUSEDRNN_KERNEL_HANDLE(persistent_kernel<FwdResetPass<T>>),
+                   {FUSEDRNN_KERNEL_HANDLE(fwd_reset_gates_step_kernel<T>),
+                    FUSEDRNN_KERNEL_HANDLE(fwd_reset_state_step_kernel<T>)}};
+  } else {  // else: the one-stage passes would not compile for the two-stage cell
+    if (backward)
+      return Kernels{FUSEDRNN_KERNEL_HANDLE(persistent_kernel<BwdPass<Cell, T>>),
+                     {FUSEDRNN_KERNEL_HANDLE(bwd_step_kernel<BwdPass<Cell, T>>), nullptr}};
+    return Kernels{FUSEDRNN_KERNEL_HANDLE(persistent_kernel<FwdPass<Cell, T>>),
+                   {FUSEDRNN_KERNEL_HANDLE(fwd_step_kernel<FwdPass<Cell, T>>), nullptr}};
+  }
 }
 
 template <class Cell, typename T>
@@ -139,10 +152,15 @@ std::string backward_cell(const BackwardArgs& a) {
 
 #include "cell_step_launch.cuh"
 
-#define FUSEDRNN_INSTANTIATE(CELL)                                     \
+#define FUSEDRNN_INSTANTIATE_RECURRENCE(CELL)                          \
   namespace fusedrnn {                                                 \
   template std::string forward_cell<CELL>(const ForwardArgs&);         \
   template std::string backward_cell<CELL>(const BackwardArgs&);       \
-  template std::string cell_step_cell<CELL>(const CellStepArgs&);      \
   template Plan plan_cell<CELL>(const PlanRequest&, int);              \
+  }
+
+#define FUSEDRNN_INSTANTIATE(CELL)                                     \
+  FUSEDRNN_INSTANTIATE_RECURRENCE(CELL)                                \
+  namespace fusedrnn {                                                 \
+  template std::string cell_step_cell<CELL>(const CellStepArgs&);      \
   }

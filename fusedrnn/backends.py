@@ -213,7 +213,7 @@ def choose(requested: str, device: torch.device, cell: str, dtype, hidden_size: 
 def no_torch_twin(cell: str) -> str:
     """Why torch.nn cannot compute `cell` (one outside TORCH_CELLS)."""
     return (f"torch.nn has no GRU with reset_after=False (cell {cell!r}: the reset gate applied before the "
-            "recurrent product); the 'triton' and 'reference' backends run it")
+            "recurrent product); the 'cuda', 'triton' and 'reference' backends run it")
 
 
 def _auto_without_torch(device, cell, dtype, hidden_size, proj_size, batch, steps, directions,

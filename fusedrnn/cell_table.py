@@ -8,7 +8,8 @@ kernel id, whether it has a cell state or what its kernels save reads this table
     gates     G, gate blocks of W_ih / W_hh in torch.nn's order (LSTM i,f,g,o · GRU r,z,n · RNN one)
     has_c     whether the cell carries a cell state c beside h (LSTM)
     cuda_saved_slots    fp32 values per (t, b, unit) the CUDA forward saves for its backward
-                        (LSTM i,f,g,o,c_prev · GRU r,z,n,W_hn h+b_hn,h_prev · RNN h)
+                        (LSTM i,f,g,o,c_prev · GRU r,z,n,W_hn h+b_hn,h_prev · RNN h ·
+                        gru_reset_before r,z,n,h_prev)
     triton_saved_slots  the same for the Triton forward's activations (LSTM σi,σf,tanh g,σo ·
                         GRU r,z,n,W_hn h+b_hn · RNN h) ...
     triton_saves_state  ... which saves the state entering each step as a tensor of its own
@@ -41,7 +42,7 @@ CELLS: dict[str, Cell] = {c.name: c for c in (
     Cell("gru", 1, gates=3, has_c=False, cuda_saved_slots=5, triton_saved_slots=4, triton_saves_state=True),
     Cell("rnn_tanh", 2, gates=1, has_c=False, cuda_saved_slots=1, triton_saved_slots=1, triton_saves_state=False),
     Cell("rnn_relu", 3, gates=1, has_c=False, cuda_saved_slots=1, triton_saved_slots=1, triton_saves_state=False),
-    Cell("gru_reset_before", 4, gates=3, has_c=False, cuda_saved_slots=None, triton_saved_slots=4,
+    Cell("gru_reset_before", 4, gates=3, has_c=False, cuda_saved_slots=4, triton_saved_slots=4,
          triton_saves_state=True, torch_nn=False),
 )}
 

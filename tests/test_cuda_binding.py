@@ -224,6 +224,12 @@ def test_backward_rejects_bad_arguments():
     a = bwd_args("lstm")
     a["d_gh"] = fake((5, 3, 28))
     _rejects(C.backward, a, "d_gh must be None for cell lstm")
+    a = bwd_args("gru_reset_before")  # d_gh == d_gx for it: d_gx serves as both
+    a["d_gh"] = fake((5, 3, 21))
+    _rejects(C.backward, a, "d_gh must be None for cell gru_reset_before")
+    a = bwd_args("gru_reset_before")
+    a["saved"] = fake((5, 3, 5, 7), F32)  # the GRU's 5 slots; this cell saves 4 (r, z, n, h_prev)
+    _rejects(C.backward, a, r"saved must have shape \(5, 3, 4, 7\)")
     a = bwd_args("lstm")
     a["w_hh_t"] = fake((28, 7))
     _rejects(C.backward, a, r"w_hh_t must have shape \(7, 28\)")

@@ -42,7 +42,7 @@ def test_rows_cover_every_case_and_both_directions(ci_rows):
     _, rows = ci_rows
     base = [r for r in rows if r["variant"] in ("any", "per-step")]
     keys = {(r["cell"], r["dtype"], r["B"], r["H"], r["direction"]) for r in base}
-    assert len(base) == len(keys) == 4 * 3 * 9 * 2  # cells x dtypes x (5 anchors + 4 edges) x directions
+    assert len(base) == len(keys) == 5 * 3 * 9 * 2  # cells x dtypes x (5 anchors + 4 edges) x directions
     for r in rows:
         assert r["regs"] and r["regs"] <= 255 and r["threads"] == 256
         if r["variant"] == "any":  # the persistent kernel: tensor cores, the plan's tier in the layout
@@ -73,6 +73,12 @@ ptxas info    : Used 191 registers, used 1 barriers, 32 bytes cumulative stack s
         ("step2", "fwd-proj", "lstm", "fp16")
     assert cuda_rows.kernel_key("void fusedrnn::cell_step_kernel<fusedrnn::RnnCell<true>, float, 8>(...)") == \
         ("cell-step", "nb8", "rnn_relu", "fp32")
+    assert cuda_rows.kernel_key("void fusedrnn::persistent_kernel<fusedrnn::FwdResetPass<__nv_bfloat16> >(...)") == \
+        ("persistent", "fwd", "gru_reset_before", "bf16")
+    assert cuda_rows.kernel_key("void fusedrnn::fwd_reset_gates_step_kernel<float>(...)") == \
+        ("step", "fwd", "gru_reset_before", "fp32")
+    assert cuda_rows.kernel_key("void fusedrnn::bwd_reset_r_step_kernel<__half>(...)") == \
+        ("step2", "bwd", "gru_reset_before", "fp16")
     assert cuda_rows.kernel_key("void fusedrnn::selftest_kernel(int)") is None
 
 
@@ -81,13 +87,14 @@ def test_v2_rows_cover_both_directions_the_projection_and_the_decode_step(ci_row
     """The kernel contract v2's cases (cuda_rows.V2_CASES) are in every gate run, planned and compiled."""
     _, rows = ci_rows
     v2 = cuda_rows.V2_CASES
-    for cell in ("lstm", "gru", "rnn_tanh", "rnn_relu"):
+    for cell in cuda_rows.CELLS:
         for dtype in ("bf16", "fp16", "fp32"):
             mine = [r for r in rows if r["cell"] == cell and r["dtype"] == dtype]
             d2 = {(r["B"], r["H"], r["direction"]) for r in mine if r["variant"].startswith("D2")}
             assert d2 == {(B, H, d) for B, H, _ in v2["D2"] for d in ("fwd", "bwd")}, (cell, dtype, d2)
             steps = {(r["B"], r["H"]) for r in mine if r["variant"] == "cell-step"}
-            assert steps == {(B, H) for B, _, H, _ in v2["step"]}, (cell, dtype, steps)
+            no_step = cell in cuda_rows.NO_CELL_STEP  # the reset-before GRU: no fused decode step
+            assert steps == (set() if no_step else {(B, H) for B, _, H, _ in v2["step"]}), (cell, dtype, steps)
             proj = [r for r in mine if r["variant"].startswith("proj")]
             if cell != "lstm":
                 assert not proj

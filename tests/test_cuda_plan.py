@@ -25,6 +25,13 @@ PINNED = {
     ("gru", "fp16", "bwd"): "cluster:16x16:8x1 cluster:16x8:8x1 grid:32x24:8x2 grid:16x64:32x2 cluster:32x16:16x16",
     ("gru", "fp32", "fwd"): "cluster:16x16:8x1 cluster:8x16:8x1 grid:16x48:8x2 grid:8x128:64x1 grid:16x32:64x4",
     ("gru", "fp32", "bwd"): "cluster:32x8:8x1 cluster:32x4:8x1 grid:16x48:8x2 grid:16x64:32x2 grid:16x32:64x4",
+    # the GRU with its reset gate before the product: two stages a step (csrc/passes_reset.cuh)
+    ("gru_reset_before", "bf16", "fwd"): "cluster:16x16:8x1 cluster:16x8:8x1 grid:16x48:8x2 grid:16x64:32x2 cluster:32x16:32x8",
+    ("gru_reset_before", "bf16", "bwd"): "cluster:16x16:8x1 cta:128x1:8x1 grid:32x24:8x2 grid:16x64:32x2 cluster:32x16:32x8",
+    ("gru_reset_before", "fp16", "fwd"): "cluster:16x16:8x1 cluster:16x8:8x1 grid:16x48:8x2 grid:16x64:32x2 cluster:32x16:32x8",
+    ("gru_reset_before", "fp16", "bwd"): "cluster:16x16:8x1 cta:128x1:8x1 grid:32x24:8x2 grid:16x64:32x2 cluster:32x16:32x8",
+    ("gru_reset_before", "fp32", "fwd"): "cluster:16x16:8x1 cluster:16x8:8x1 grid:16x48:8x2 grid:8x128:64x1 grid:16x32:64x4",
+    ("gru_reset_before", "fp32", "bwd"): "cluster:32x8:8x1 cluster:32x4:8x1 grid:16x48:8x2 grid:16x64:32x2 grid:16x32:64x4",
     ("lstm", "bf16", "fwd"): "cluster:16x16:8x1 cluster:8x16:8x1 grid:16x48:8x2 grid:16x64:32x2 cluster:32x16:32x8",
     ("lstm", "bf16", "bwd"): "cluster:16x16:8x1 cluster:16x8:8x1 grid:16x48:8x2 grid:16x64:32x2 cluster:32x16:8x32",
     ("lstm", "fp16", "fwd"): "cluster:16x16:8x1 cluster:8x16:8x1 grid:16x48:8x2 grid:16x64:32x2 cluster:32x16:32x8",
@@ -90,6 +97,9 @@ def check_invariants(cell, dt, B, H, bwd, p, limits=H100):
     assert p["smem_bytes"] == L["smem"] <= limits["smem_optin"] - 1024
     assert L["U"] % (16 // e) == 0 and L["U"] * L["NU"] == L["Hp"] >= H > (L["NU"] - 1) * L["U"]
     assert L["BG"] % 8 == 0 and L["BG"] * L["NBG"] == L["Bp"] >= B > (L["NBG"] - 1) * L["BG"]
+    if cell == "gru_reset_before":
+        check_two_stage_invariants(dt, B, bwd, p, limits)
+        return
     assert L["K"] == (G if bwd else 1) * L["Hp"] and L["Kp"] % (32 // e) == 0 and L["Kp"] >= L["K"]
     assert L["RP"] % 16 == 0 and L["RP"] >= (1 if bwd else G) * L["U"]
     assert L["ppt"] * 256 >= L["U"] * min(L["BG"], B) and L["ppt"] <= 4
@@ -114,6 +124,44 @@ def check_invariants(cell, dt, B, H, bwd, p, limits=H100):
         assert L["NP"] == 1 or L["U"] % (32 // e) == 0
     else:
         assert L["NP"] == 1 and not p["cooperative"]
+    if p["tier"] == "cluster":
+        assert 1 <= p["cluster"] == L["NU"] <= limits["max_cluster"]
+    if p["tier"] == "cta":
+        assert L["NU"] == 1 and p["cluster"] == 0
+
+
+def check_two_stage_invariants(dt, B, bwd, p, limits):
+    """The GRU with its reset gate before the product (csrc/passes_reset.cuh): two stages a step,
+    both over the H-units; forward W_hr,z h (2 weight rows a unit) then W_hn (r ⊙ h), backward
+    W_hr,zᵀ [dr, dz] (X of 2 segments) then W_hnᵀ d(n_pre). Per stage what check_invariants
+    asks of the one stage of the other cells, and the regions of both stages in order."""
+    L, e = p["layout"], (4 if dt == "fp32" else 2)
+    shapes = [(1, 2), (1, 1)] if bwd else [(2, 1), (1, 1)]  # (weight rows per unit, X segments)
+    assert L["nst"] == 2 and p["grid"] == L["NU"] * L["NBG"]
+    regions = []
+    for st, (rpu, nseg) in zip(L["stages"], shapes, strict=True):
+        assert st["cw"] == L["U"] and st["nseg"] == nseg and st["rows"] == L["U"]
+        assert st["K"] == nseg * L["Hp"] and st["Kp"] % (32 // e) == 0 and st["Kp"] >= st["K"]
+        assert st["RP"] % 16 == 0 and st["RP"] >= rpu * L["U"]
+        assert st["ppt"] * 256 >= L["U"] * min(L["BG"], B) and st["ppt"] <= 4
+        assert st["KS"] >= 1 and st["WM"] in (1, 2) and st["WN"] in (1, 2, 4) and st["ldp"] % 32 == 4
+        assert st["nx"] == (2 if p["tier"] == "grid" and st["NP"] > 1 else 1)  # two stages: a buffer each
+        width = st["CPP"] * L["U"] if st["NP"] > 1 else st["Kp"]
+        assert st["ldx"] >= width + 16 // e and st["lda"] >= st["Kp"] + 16 // e
+        assert L["Kx"] >= st["Kp"] and L["smem"] - L["off_part"] >= st["KS"] * L["BG"] * st["ldp"] * 4
+        if p["tier"] != "grid":
+            assert st["NP"] == 1
+        regions += [(st["off_a"], st["RP"] * st["lda"] * e), (st["off_x"], st["nx"] * L["BG"] * st["ldx"] * e)]
+    st0, st1 = L["stages"]
+    bias = 0 if bwd else (st0["RP"] + st1["RP"]) * 4  # b_hr, b_hz at stage 0's rows, b_hn after them
+    staging = sum(n * L["BG"] * L["U"] * e for _, n in shapes) if p["tier"] == "cluster" else 0
+    regions = sorted(regions) + [
+        (L["off_bias"], bias), (L["off_stage"], staging), (L["off_part"], 0)]
+    assert regions[0][0] == 0 and all(off % 128 == 0 for off, _ in regions)
+    for (off, size), (nxt, _) in zip(regions, regions[1:]):
+        assert nxt - off >= size, regions
+    if p["tier"] == "grid":
+        assert p["cooperative"] and p["grid"] <= limits["sms"]
     if p["tier"] == "cluster":
         assert 1 <= p["cluster"] == L["NU"] <= limits["max_cluster"]
     if p["tier"] == "cta":

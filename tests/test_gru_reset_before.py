@@ -6,7 +6,7 @@ Checked against a float64 oracle written here from the formulas (not fusedrnn's 
 backend): values and every gradient (input, h0, every weight and bias), at awkward sizes
 (T=1, odd H, batch 3), both formulas, on the reference backend (modules, cells, two layers,
 bidirectional, packed) and on the Triton kernels (every layout, forced, at tiny sizes; on
-the CPU through TRITON_INTERPRET=1). Then what the option changes around the kernels: the
+the CPU through TRITON_INTERPRET=1); the CUDA kernels' tests are tests/test_cuda_emulated.py's. Then what the option changes around the kernels: the
 backend choice (never torch.nn, which computes the other formula), repr, conversion,
 pickling, TorchScript and ONNX export.
 """
@@ -299,24 +299,29 @@ def test_an_explicit_torch_backend_refuses(make):
     assert "would raise RuntimeError" in fusedrnn.explain(m, x)
 
 
-def test_the_cuda_kernels_refuse_with_a_reason_naming_the_option():
+def test_the_cuda_kernels_take_it_in_every_dtype():
+    """csrc/passes_reset.cuh (checked on the emulator, tests/test_cuda_emulated.py); a projection
+    stays the LSTM's."""
     from fusedrnn.ops import cuda
-    why = cuda.unsupported(RB, torch.float32, 8)
-    assert why is not None and "reset_after=False" in why
-    assert cuda.unsupported("gru", torch.float32, 8) is None
+    for dtype in (torch.float32, torch.float16, torch.bfloat16):
+        assert cuda.unsupported(RB, dtype, 8, directions=2) is None
+    assert "proj_size exists only for lstm" in cuda.unsupported(RB, torch.float32, 8, proj_size=4)
 
 
 def test_auto_on_a_gpu_takes_a_backend_that_runs_it(monkeypatch):
-    """The choice on a CUDA device, its backends' answers stood in: the cuda kernels refuse, so
-    Triton runs it; where Triton cannot either, the reference does, never torch.nn."""
+    """The choice on a CUDA device, its backends' answers stood in: the cuda kernels first; where
+    they refuse (a stand-in reason), Triton; where Triton cannot either, the reference, never torch.nn."""
     dev = torch.device("cuda")
-    answers = {"cuda": "the CUDA kernels do not implement GRU with reset_after=False", "triton": None}
+    answers = {"cuda": None, "triton": None}
     monkeypatch.setattr(backends, "why_not", lambda name, *a, **k: answers[name])
+    choice = backends.choose("auto", dev, RB, torch.float32, 8, warn=False, batch=3, steps=4)
+    assert choice.name == "cuda" and "reset_after=False" in choice.reason
+    answers["cuda"] = "a stand-in refusal"
     choice = backends.choose("auto", dev, RB, torch.float32, 8, warn=False, batch=3, steps=4)
     assert choice.name == "triton" and "reset_after=False" in choice.reason
     answers["triton"] = "CUDA is not available"
     choice = backends.choose("auto", dev, RB, torch.float32, 8, warn=False, batch=3, steps=4)
-    assert choice.name == "reference" and "cuda: the CUDA kernels do not implement" in choice.reason
+    assert choice.name == "reference" and "cuda: a stand-in refusal" in choice.reason
     answers["cuda"] = None  # with a table or not, torch's cells are unaffected
     assert backends.choose("auto", dev, "gru", torch.float32, 8, warn=False).name == "cuda"
 

@@ -8,7 +8,7 @@ integers, checks every value again, plans and launches.
 Dimensions: T steps, B batch, H hidden, P the state fed back (proj_size of an LSTM with a
 projection, else H), G gates, D directions run by one launch (1 or 2), S fp32 values saved
 per (t, b, unit) for backward (LSTM 5: i,f,g,o,c_prev · GRU 5: r,z,n,W_hn h+b_hn,h_prev ·
-RNN 1: h). The kernel contract v2 (docs/design.md): h0 (D, B, P) runs both
+GRU with reset_after=False 4: r,z,n,h_prev · RNN 1: h). The kernel contract v2 (docs/design.md): h0 (D, B, P) runs both
 directions in one launch (direction 1 backwards from lengths[b]-1), w_hr (D?, P, H) an LSTM
 projection; `step` is the fused decode step of a cell (fusedrnn/ops/cell_step.py).
 
@@ -18,7 +18,8 @@ thread-block cluster shares it through distributed shared memory), "grid" (the w
 grid, exchanging h through L2 with per-CTA flags) or "step" (one launch per step). With
 two directions the plan's CTA groups double (one more independent group per direction);
 with a projection each step has two stages (W_hh h -> c, m; then h = W_hr m), each CTA
-keeping its slices of W_hh and W_hr in shared memory.
+keeping its slices of W_hh and W_hr in shared memory. The GRU with its reset gate before the
+product (reset_after=False) has two stages too (W_hr,z h -> r, z; then n from W_hn (r ⊙ h)).
 
 Environment (tests and diagnosis; read once, fusedrnn/settings.py):
     FUSEDRNN_CUDA_MODE = auto | persistent | cta | cluster | grid | step   force a tier
@@ -42,7 +43,7 @@ import torch
 from .. import machine, settings
 from ..cell_table import CELLS as CELL_TABLE
 from . import step_args, timeouts
-from .common import GATES, GRU_RESET_BEFORE, INT32_MAX
+from .common import GATES, INT32_MAX
 
 try:
     from .. import _C
@@ -53,7 +54,7 @@ except ImportError as e:  # not built (no nvcc at install time) or not loadable
 
 #: fp32 values saved per (t, b, hidden unit) by the forward kernel for the backward one
 SAVED_SLOTS = {name: c.cuda_saved_slots for name, c in CELL_TABLE.items() if c.cuda_saved_slots is not None}
-#: G per cell the CUDA kernels implement (the reset-before GRU is not one of them)
+#: G per cell the CUDA kernels implement
 CUDA_GATES = {name: GATES[name] for name in SAVED_SLOTS}
 DTYPE_CODES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2, torch.int32: 3, torch.uint8: 4}
 KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
@@ -90,9 +91,6 @@ def unsupported(cell: str, dtype, hidden_size: int, proj_size: int = 0, directio
     if regularised:
         return ("the CUDA kernels do not implement zoneout or recurrent dropout (zoneout=, zoneout_cell=, "
                 "recurrent_dropout=); the 'triton' and 'reference' backends run them")
-    if cell == GRU_RESET_BEFORE:
-        return ("the CUDA kernels do not implement GRU with reset_after=False (the reset gate applied before "
-                "the recurrent product); the 'triton' and 'reference' backends run it")
     if proj_size and cell != "lstm":
         return f"proj_size exists only for lstm, not {cell}"
     if proj_size and hidden_size is not None and not 0 < proj_size < hidden_size:
@@ -268,7 +266,9 @@ def forward(cell, gx, h0, c0, w_hh, b_hh, lengths, reverse, need_grad, w_hr=None
 def backward(cell, dy, dhT, dcT, gx, h0, c0, w_hh, b_hh, lengths, reverse, y, saved, w_hr=None):
     """Backward recurrence: d_gx (T,B,D*G*H) in gx's dtype, d_gh (the same tensor except for
     GRU, whose n gate differs: d_gh_n = r * d_gx_n), dh0 (D?,B,P), dc0 (D?,B,H) or None and,
-    with a projection, dw_hr (D?,P,H) = Σ_t dh_tᵀ m_t (fp32 GEMM outside the loop)."""
+    with a projection, dw_hr (D?,P,H) = Σ_t dh_tᵀ m_t (fp32 GEMM outside the loop). For the GRU
+    with reset_after=False d_gh is d_gx: the caller's dW_hh pairs its n rows with r ⊙ h_{t-1}
+    (common.recurrent_weight_grads)."""
     stream, index = _launch_context(dy)
     timeouts.check()  # an earlier launch's timeout, found without synchronising
     proj = w_hr is not None

@@ -3,8 +3,8 @@ import pytest
 
 C = pytest.importorskip("fusedrnn._C", reason="the CUDA extension is not built (no nvcc)")
 F32, F16, BF16, I32, U8 = 0, 1, 2, 3, 4
-G = {"lstm": 4, "gru": 3, "rnn_tanh": 1, "rnn_relu": 1}
-S = {"lstm": 5, "gru": 5, "rnn_tanh": 1, "rnn_relu": 1}
+G = {"lstm": 4, "gru": 3, "rnn_tanh": 1, "rnn_relu": 1, "gru_reset_before": 3}
+S = {"lstm": 5, "gru": 5, "rnn_tanh": 1, "rnn_relu": 1, "gru_reset_before": 4}
 _next = [0x10000]
 
 

@@ -29,8 +29,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="anchors: the five anchor (B, H); ci: anchors plus a few edge shapes; "
                         "sweep: B in {1..4096} x H in {1..2048}; all: anchors + sweep (default: anchors)")
     p.add_argument("--cells", default=",".join(CELLS + TRITON_ONLY_CELLS),
-                   help="comma list (default: the four cells and the Triton-only gru_reset_before, which the "
-                        "CUDA rows leave out)")
+                   help="comma list (default: the five cells, gru_reset_before the GRU with its reset gate "
+                        "before the product)")
     p.add_argument("--dtypes", default=",".join(DTYPES), help="comma list of bf16, fp16, fp32 (default: all)")
     p.add_argument("--backends", default=",".join(BACKENDS), help="comma list of triton, cuda (default: both)")
     p.add_argument("--sample", action="store_true",

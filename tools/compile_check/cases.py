@@ -3,10 +3,12 @@ from __future__ import annotations
 
 from .rows import CheckCase
 
-CELLS = ("lstm", "gru", "rnn_tanh", "rnn_relu")
-#: cells only the Triton kernels run (the CUDA rows leave them out): the GRU with its reset
-#: gate before the product (fusedrnn.GRU(reset_after=False))
-TRITON_ONLY_CELLS = ("gru_reset_before",)
+#: the cells both backends run, the GRU with its reset gate before the product
+#: (fusedrnn.GRU(reset_after=False)) included
+CELLS = ("lstm", "gru", "rnn_tanh", "rnn_relu", "gru_reset_before")
+#: cells only the Triton kernels run (the CUDA rows leave them out): none since the CUDA kernels
+#: run the reset-before GRU (csrc/passes_reset.cuh)
+TRITON_ONLY_CELLS: tuple = ()
 DTYPES = ("bf16", "fp16", "fp32")
 # (B, H) of the five anchor shapes (T never changes what is launched)
 ANCHORS = ((1, 256), (8, 128), (16, 768), (64, 1024), (256, 512))

@@ -36,10 +36,13 @@ from .rows import Row, occupancy
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CSRC = os.path.join(ROOT, "csrc")
-CELLS = ("lstm", "gru", "rnn_tanh", "rnn_relu")
+CELLS = ("lstm", "gru", "rnn_tanh", "rnn_relu", "gru_reset_before")
+#: the cells without a fused decode step (fusedrnn runs their step as the recurrence at T = 1)
+NO_CELL_STEP = ("gru_reset_before",)
 DTYPE_CODES = {"fp32": 0, "fp16": 1, "bf16": 2}
 CXX_DTYPES = {"float": "fp32", "__half": "fp16", "__nv_bfloat16": "bf16"}
-CXX_CELLS = {"LstmCell": "lstm", "GruCell": "gru", "RnnCell<false>": "rnn_tanh", "RnnCell<true>": "rnn_relu"}
+CXX_CELLS = {"LstmCell": "lstm", "GruCell": "gru", "RnnCell<false>": "rnn_tanh", "RnnCell<true>": "rnn_relu",
+             "GruResetBeforeCell": "gru_reset_before"}
 THREADS = 256
 
 
@@ -141,7 +144,8 @@ def kernel_key(demangled: str) -> tuple[str, str, str, str] | None:
     """(kind, pass, cell, dtype) of a demangled kernel name, or None for other functions.
 
     kind: "persistent", "step" (the per-step kernel of stage 0), "step2" (stage 1 of a
-    projection) or "cell-step" (the fused decode step; pass "nb1" or "nb8", its rows per CTA)."""
+    projection, or of the GRU with its reset gate before the product) or "cell-step" (the fused
+    decode step; pass "nb1" or "nb8", its rows per CTA)."""
     cell_t = r"(\w+(?:<\w+>)?)"
     m = re.search(r"fusedrnn::(persistent_kernel|fwd_step_kernel|bwd_step_kernel)<fusedrnn::(Fwd|Bwd)Pass<fusedrnn::"
                   + cell_t + r", (\w+)>", demangled)
@@ -158,6 +162,13 @@ def kernel_key(demangled: str) -> tuple[str, str, str, str] | None:
         kind, pas = {"fwd_proj_step_kernel": ("step2", "fwd-proj"), "bwd_proj_dh_step_kernel": ("step", "bwd-proj")}[
             m.group(1)]
         return (kind, pas, "lstm", CXX_DTYPES.get(m.group(2), m.group(2)))
+    m = re.search(r"fusedrnn::persistent_kernel<fusedrnn::(Fwd|Bwd)ResetPass<(\w+)>", demangled)
+    if m:
+        return ("persistent", m.group(1).lower(), "gru_reset_before", CXX_DTYPES.get(m.group(2), m.group(2)))
+    m = re.search(r"fusedrnn::(fwd|bwd)_reset_(gates|state|dh|r)_step_kernel<(\w+)>", demangled)
+    if m:
+        return ("step" if m.group(2) in ("gates", "dh") else "step2", m.group(1), "gru_reset_before",
+                CXX_DTYPES.get(m.group(3), m.group(3)))
     m = re.search(r"fusedrnn::cell_step_kernel<fusedrnn::" + cell_t + r", (\w+), (\d+)>", demangled)
     if m:
         return ("cell-step", f"nb{m.group(3)}", CXX_CELLS.get(m.group(1), m.group(1)),
@@ -390,7 +401,7 @@ def rows(spec, cases, jobs):
         if cell == "lstm":
             for B, H, P, anchor in V2_CASES["proj"]:
                 out += _recurrence_rows(facts, lim, cell, dtype, B, H, anchor, proj=P)
-        for B, I, H, anchor in V2_CASES["step"]:
+        for B, I, H, anchor in V2_CASES["step"] if cell not in NO_CELL_STEP else ():
             out.append(_cell_step_row(facts, lim, cell, dtype, B, I, H, anchor))
     return out
 

@@ -49,9 +49,11 @@ def input_depths(source: str | None = None) -> tuple[int, int]:
 def steps_per_trip(key: str) -> int:
     """Recurrence steps per trip of the step loop of persistent kernel `key`
     ("persistent|<pass>|<cell>|<dtype>"): its pass's input depth (persistent.cuh unrolls the
-    loop by two where it is 2)."""
+    loop by two where it is 2; the two-stage passes, a projection's and the reset-before GRU's,
+    keep kInputDepthProj)."""
     plain, proj = input_depths()
-    return proj if key.split("|")[1].endswith("-proj") else plain
+    two_stage = key.split("|")[1].endswith("-proj") or key.split("|")[2] == "gru_reset_before"  # passes_reset.cuh
+    return proj if two_stage else plain
 
 
 def field_offset(name: str, stage: int | None = None) -> int:

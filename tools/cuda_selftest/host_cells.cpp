@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "cells/gru.cuh"
+#include "cells/gru_reset_before.cuh"
 #include "cells/lstm.cuh"
 #include "cells/rnn.cuh"
 #include "selftest.h"
@@ -77,6 +78,7 @@ void bind_host_cells(pybind11::module_& m) {
         d[GruCell::name] = facts<GruCell>();
         d[RnnTanhCell::name] = facts<RnnTanhCell>();
         d[RnnReluCell::name] = facts<RnnReluCell>();
+        d[GruResetBeforeCell::name] = facts<GruResetBeforeCell>();
         return d;
       },
       "What each struct of csrc/cells/*.cuh compiles to: {name: {gates, saved, has_c}}");

@@ -109,15 +109,16 @@ def test_tiers_split_over_ctas(emu, knobs, tier, dtype, case):
 # two exchanges a step (h, then r ⊙ h; backward d(n_pre), then [d(r_pre), d(z_pre)]). Each tier
 # forced as TIERS does, at an odd H split unevenly over the CTAs (the last holds one unit): NU = 3,
 # and NU = 2 where a 16-bit pass needs 16 units per CTA: (mode, units, batch rows, passes, H).
-# bf16 is checked at H <= 17: at the contract's weight scale (0.5) and H = 24 or 33 the bf16 error
-# of these kernels and of the existing GRU kernel alike reaches 2.5-5x the reference's own bf16
-# error (the same on every tier: rounding, not the exchange), which the torch cells' yardstick,
-# torch.nn's bf16 error, covers and the reference's does not.
+# In bf16 at H = 24 or 33 the error of these kernels and of the reset-after GRU's alike reaches
+# 2.5-5x the reference's own bf16 error (the same on every tier: rounding, not the exchange); the
+# contract's yardstick for this cell is the larger of that and torch.nn's bf16 error on its GRU
+# (tests/support/contract.py), and "grid-H33" holds the larger H.
 RESET_TIERS = {
     "cta": ("cta", 0, 0, 0, 9),
     "cluster": ("cluster", 8, 8, 0, 17),
     "grid": ("grid", 8, 8, 0, 17),
     "grid-2-passes": ("grid", 16, 8, 2, 17),
+    "grid-H33": ("grid", 16, 8, 0, 33),
     "step": ("step", 0, 0, 0, 17),
 }
 RESET_LENGTHS = (3, 1, 2, 3, 2, 1, 3, 3, 1, 2, 3)
@@ -136,6 +137,7 @@ def _reset_params():
     return out
 
 
+@pytest.mark.sampled
 @pytest.mark.parametrize("tier,dtype,D,reverse,lengths,T,B,bias", _reset_params())
 def test_gru_reset_before_on_every_tier(emu, knobs, tier, dtype, D, reverse, lengths, T, B, bias):
     """y, hT and every gradient (gx, h0, W_hh with its n rows paired with r ⊙ h, b_hh) against

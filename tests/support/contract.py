@@ -16,8 +16,11 @@ the input dtype, and no output shares memory with an input.
 Tolerance: float64, 1e-11 (both sides exact up to rounding order); another dtype, twice
 the error torch.nn itself makes in that dtype on that device (`torch_nn_layer`: the same
 layer run by torch.nn.LSTM/GRU/RNN, W_ih an identity that feeds gx through unchanged),
-plus one machine epsilon — the rule of tests/test_module_parity.py (for the GRU with its
-reset gate before the product, which torch.nn lacks, the reference's own error in that dtype). Errors are the largest
+plus one machine epsilon — the rule of tests/test_module_parity.py. For the GRU with its
+reset gate before the product, which torch.nn lacks, the larger of the reference's own error
+in that dtype and torch.nn's on its GRU (reset after the product) with the same arguments:
+in bf16 the reference, rounding far less than torch.nn, gave a bound every fused GRU kernel,
+the CUDA reset-after GRU too, exceeds 2.5-5 times at H 24-33. Errors are the largest
 absolute difference over every output and gradient.
 
 Cases whose `unsupported(cell, dtype, H, P, directions=D)` gives a reason are not run;
@@ -181,9 +184,15 @@ def check_case(mod, case: Case, dtype=torch.float32, device="cpu") -> tuple[floa
     ours = _backend_outputs_and_grads(mod, case, args, lengths, cot)
     err = _max_err(ours, truth)
     # the yardstick: torch.nn's own error, or for a cell torch.nn does not compute (the GRU with
-    # its reset gate before the product) the reference's in this dtype
+    # its reset gate before the product) the larger of the reference's in this dtype and torch.nn's
+    # on the GRU it does compute, with the same arguments (reset after the product)
     yardstick = torch_nn_layer if case.cell in TORCH_CELLS else _reference_layer
     err_torch = _max_err(_outputs_and_grads(yardstick, case, args, lengths, cot, dtype), truth)
+    if case.cell not in TORCH_CELLS and dtype != torch.float64:
+        sibling = case._replace(cell="gru")
+        sibling_truth = _outputs_and_grads(_reference_layer, sibling, args, lengths, cot, torch.float64)
+        err_torch = max(err_torch, _max_err(_outputs_and_grads(torch_nn_layer, sibling, args, lengths, cot, dtype),
+                                            sibling_truth))
     if dtype == torch.float64:
         assert err_torch < F64_TOL, f"the float64 reference and torch.nn differ by {err_torch} on {case}"
         assert err < F64_TOL, f"{mod.__name__}, {case}: error {err} against the float64 reference"

@@ -15,8 +15,8 @@ import triton.language as tl
 
 from . import model
 from .cells import cell_bwd, cell_fwd, reset_grad, sigmoid
-from .tiles import (cols_T, hold, issued, load_slots, load_slots_raw, mma, mma_xw, split_slots, step_rows, store_slots,
-                    to_out, w_cols, w_rows, widen)
+from .tiles import (behind, cols_T, hold, issued, load_slots, load_slots_raw, mma, mma_xw, split_slots, step_rows,
+                    store_slots, to_out, w_cols, w_rows, widen)
 
 #: chunks a streamed contraction keeps in flight (contract_fwd / contract_bwd: two slots by hand)
 STREAM_AHEAD = tl.constexpr(2)
@@ -177,7 +177,9 @@ def contract_split(p_d, o_rd, m_b, ws, GK, KP: tl.constexpr, NKP: tl.constexpr, 
     slices' partial sums meet once per step (tl.sum over the slices). The pieces' loads go
     in sweeps of at most SWEEP_ELEMS values (all loads of a sweep written before its
     products): one sweep for the GRU's 9 pieces of 256, two for the LSTM's 12 (one sweep
-    of 12 spills, compiled for sm_90). Needs KP // KSPLIT >= 16 on a GPU (config: 256)."""
+    of 12 spills, compiled for sm_90). In one sweep every piece is held behind the last
+    piece's load (tiles.behind), so ptxas issues all of them before any waits: one round trip
+    (it issued them in 2-4 groups). Needs KP // KSPLIT >= 16 on a GPU (config: 128 or 256)."""
     BB: tl.constexpr = o_rd.shape[0]
     SW: tl.constexpr = min(NKP, max(1, SWEEP_ELEMS // (KP * BB)))
     k_s = split_k(KP)  # (KSPLIT, 1, KS)
@@ -191,7 +193,10 @@ def contract_split(p_d, o_rd, m_b, ws, GK, KP: tl.constexpr, NKP: tl.constexpr, 
             xs = xs + (tl.load((p_d + k0) + off, mask=m3 & (k0 + k_s < GK), other=0.0, cache_modifier=".cg"),)
         for i in tl.static_range(SW):
             if g * SW + i < NKP:
-                acc = mma_xw(issued(xs[i], INTERP), ws[g * SW + i], acc, PREC, INTERP)
+                x = xs[i]
+                if SW == NKP and i < SW - 1:  # one sweep: every piece waits for the last load (tiles.behind)
+                    x = behind(x, xs[SW - 1], GK > 0)
+                acc = mma_xw(issued(x, INTERP), ws[g * SW + i], acc, PREC, INTERP)
     return tl.trans(tl.sum(acc, axis=0))
 
 

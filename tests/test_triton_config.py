@@ -261,14 +261,15 @@ def test_the_model_charges_the_split_backward_as_compiled():
     assert 48 * link_us <= mma < 384 * link_us
 
 
-def test_the_model_charges_two_round_trips_for_several_resident_pieces():
-    """Issue 29: ptxas issues the first piece's exchange loads, stages the piece, then issues
-    every later piece's loads together (LSTM B16·H768 forward, three pieces: the poll and two
-    round trips read from the SASS); the model charged one per piece."""
+def test_the_model_charges_one_sweep_for_several_resident_pieces():
+    """Issue 29: a forward's resident pieces each wait for the last piece's load (tiles.behind),
+    so ptxas issues all their exchange loads in one sweep (LSTM B16·H768 forward, three pieces:
+    the poll and one round trip read from the SASS; before, the first piece's loads, then the
+    later pieces' together: two). The model charged one per piece, then two."""
     from fusedrnn.ops.triton import model
     args = dict(layout="grid", n_programs_per_tile=96, n_tiles=1, block_n=8, block_b=16, gate_slots=4, B=16,
                 H=768, G=4, bits=16, direction="fwd", wgmma=False)
-    assert model.step_us(kp=256, nkp=3, resident=True, **args)["round_trips"] == 1 + 2
+    assert model.step_us(kp=256, nkp=3, resident=True, **args)["round_trips"] == 1 + 1
     assert model.step_us(kp=1024, nkp=1, resident=True, **args)["round_trips"] == 1 + 1
     assert model.step_us(kp=64, nkp=1, resident=False, **args)["round_trips"] == 1 + 768 // 64 // 2
 

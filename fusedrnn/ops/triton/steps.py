@@ -136,13 +136,18 @@ def contract_fwd(acc, p_x, o_rx, m_b, p_w, ws, n0, N, K, G: tl.constexpr, GS: tl
     keeps that three-slot rotation (the forward projection's W_hr loop, and W_hh's over
     several tiles beside it: two slots in place there spill, compiled for sm_90)."""
     if RESIDENT:
-        # the pieces' loads all written before the products; config prefers one piece (one
-        # load sweep: ptxas issues a second piece's loads only after the first has arrived)
+        # the pieces' loads all written before the products, every piece behind the last load (16-bit)
         xs = ()
         for kp in tl.static_range(NKP):
             xs = xs + (cols_T(p_x, o_rx, m_b, kp * KP, K, KP),)
         for kp in tl.static_range(NKP):
-            acc = mma(ws[kp], issued(xs[kp], INTERP), acc, PREC, INTERP)
+            x = xs[kp]
+            # 16-bit: every piece waits for the last load (tiles.behind; ptxas issued the first piece's
+            # loads, waited, then the rest: 3 round trips at LSTM B16·H768). fp32's narrow pieces load in
+            # one sweep already; held behind the last, their mma chain grew (B8·H128: 59 -> 63)
+            if kp < NKP - 1 and ws[kp].dtype != tl.float32:
+                x = behind(x, xs[NKP - 1], K > 0)
+            acc = mma(ws[kp], issued(x, INTERP), acc, PREC, INTERP)
     elif ROTATE:
         w0, x0 = chunk_fwd(p_x, o_rx, m_b, p_w, n0, 0, N, K, G, GS, BLOCK_N, KP)
         w1, x1 = chunk_fwd(p_x, o_rx, m_b, p_w, n0, 1, N, K, G, GS, BLOCK_N, KP)

@@ -230,7 +230,7 @@ def test_the_backward_keeps_w_hh_resident_in_pieces():
     """Issue 29: the GRU and LSTM B16·H768 backwards streamed W_hh (20 and 26 round trips per
     step read from the SASS). Their 8-unit slices over all G x 768 rows (36 and 48 KB) stay
     resident in pieces of 256 x 16 at 8 warps, each piece's product split in K over the warps
-    (steps.contract_split): compiled for sm_90 without spills, 3 round trips (GRU, one sweep
+    (steps.contract_split): compiled for sm_90 without spills, 2 round trips (GRU, one sweep
     of loads) and 4 (LSTM, two sweeps); unsplit, the LSTM's spilled (64 bytes) and every warp
     ran all 384 mma of the step. 4 warps spilled (440 bytes); 32 batch rows are untried."""
     for cell, nkp in (("gru", 9), ("lstm", 12)):
@@ -247,12 +247,13 @@ def test_the_backward_keeps_w_hh_resident_in_pieces():
 
 def test_the_model_charges_the_split_backward_as_compiled():
     """The backward's resident pieces split in K (steps.contract_split): the model charges the
-    poll, the first sweep's two round trips and one per further sweep (GRU B16·H768: 9 pieces,
-    one sweep, 3; LSTM: 10 + 2 pieces, 4, read from the SASS), and a chain of mma over one
-    warp's slice of K (48 at 12 x 256, read from the SASS; unsplit, 384)."""
+    poll and one round trip for one sweep of loads (every piece behind the last load,
+    tiles.behind; GRU B16·H768: 9 pieces, 2), the first sweep's two and one per further sweep
+    (LSTM: 10 + 2 pieces, 4, read from the SASS), and a chain of mma over one warp's slice of K
+    (48 at 12 x 256, read from the SASS; unsplit, 384)."""
     args = dict(layout="grid", n_programs_per_tile=96, n_tiles=1, block_n=8, block_b=16, gate_slots=4, B=16,
                 H=768, bits=16, direction="bwd", wgmma=False, warps=8)
-    assert model.step_us(kp=256, nkp=9, resident=True, G=3, **args)["round_trips"] == 3
+    assert model.step_us(kp=256, nkp=9, resident=True, G=3, **args)["round_trips"] == 2
     assert model.step_us(kp=256, nkp=12, resident=True, G=4, **args)["round_trips"] == 4
     dev = machine.current()
     link_us = dev["mma_dep_cycles_bf16"] / (dev["clock_ghz"] * 1e3)
@@ -260,14 +261,15 @@ def test_the_model_charges_the_split_backward_as_compiled():
     assert 48 * link_us <= mma < 384 * link_us
 
 
-def test_the_model_charges_two_round_trips_for_several_resident_pieces():
-    """Issue 29: ptxas issues the first piece's exchange loads, stages the piece, then issues
-    every later piece's loads together (LSTM B16·H768 forward, three pieces: the poll and two
-    round trips read from the SASS); the model charged one per piece."""
+def test_the_model_charges_one_sweep_for_several_resident_pieces():
+    """Issue 29: a forward's resident pieces each wait for the last piece's load (tiles.behind),
+    so ptxas issues all their exchange loads in one sweep (LSTM B16·H768 forward, three pieces:
+    the poll and one round trip read from the SASS; before, the first piece's loads, then the
+    later pieces' together: two). The model charged one per piece, then two."""
     from fusedrnn.ops.triton import model
     args = dict(layout="grid", n_programs_per_tile=96, n_tiles=1, block_n=8, block_b=16, gate_slots=4, B=16,
                 H=768, G=4, bits=16, direction="fwd", wgmma=False)
-    assert model.step_us(kp=256, nkp=3, resident=True, **args)["round_trips"] == 1 + 2
+    assert model.step_us(kp=256, nkp=3, resident=True, **args)["round_trips"] == 1 + 1
     assert model.step_us(kp=1024, nkp=1, resident=True, **args)["round_trips"] == 1 + 1
     assert model.step_us(kp=64, nkp=1, resident=False, **args)["round_trips"] == 1 + 768 // 64 // 2
 

@@ -97,6 +97,21 @@ def test_fp32_keeps_w_hh_resident_as_chosen(concurrent, monkeypatch, cell):
     check_against_reference(cell, 5, B, H, lengths=True, reverse=True, dtype=torch.float32, bias=True, seed=11)
 
 
+@pytest.mark.parametrize("T,lengths", ((1, False), (3, True)))
+def test_fp32_split_backward_awkward_sizes(concurrent, monkeypatch, T, lengths):
+    """The fp32 LSTM backward's W_hh resident in two pieces of 128 over its 4 x 33 rows (the
+    second holds 4), split in K, each piece held behind the last piece's load (tiles.behind):
+    batch 3, odd H, T=1 and lengths, values and every gradient."""
+    launches = {d: config.choose("lstm", 3, 33, torch.float32, SMALL_DEVICE, d, "grid") for d in ("fwd", "bwd")}
+    bwd = launches["bwd"]
+    assert (bwd.layout, bwd.RESIDENT, bwd.KP, bwd.NKP, bwd.num_warps) == ("grid", True, 128, 2, 8), bwd
+    monkeypatch.setattr(config, "choose", lambda cell, B, H, dtype, limits=None, direction="fwd", *a, **k:
+                        launches[direction])
+    monkeypatch.setitem(config.TUNING, "spin_limit", 1 << 16)
+    check_against_reference("lstm", T, 3, 33, lengths=lengths, reverse=not lengths, dtype=torch.float32, bias=True,
+                            seed=5)
+
+
 @pytest.mark.parametrize("cell", CELLS)
 @pytest.mark.parametrize("dtype", (torch.float32, torch.bfloat16))
 def test_cta_eight_rows_one_step(monkeypatch, cell, dtype):

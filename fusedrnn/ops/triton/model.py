@@ -11,9 +11,10 @@ compiled SASS, tools/compile_check/sass_path.py):
                 barriers (CTA_BARRIER_FIT) and the wait for a step's input, loaded two steps
                 ahead: half an L2 latency per step (CTA_PREFETCH_TRIPS)
     exchange    the exchanged vector (h, or d_gates backward) read from L2: one dependent
-                round trip for a resident W_hh in one piece, two in several (ptxas issues the
-                later pieces' loads together once the first has arrived; a backward's pieces,
-                split in K over the warps, one more per further sweep of loads), or one per
+                round trip for a resident W_hh in one piece, one in several forward (every
+                piece's loads in one sweep: fp32's narrow pieces, 16-bit ones held behind the
+                last load), a backward's pieces split in K over the warps one in one sweep of
+                loads, else one more per further sweep, or one per
                 STREAM_AHEAD streamed chunks, plus bytes at one SM's share of L2 bandwidth
     weights     W_hh streamed from L2 each step when it is not resident (bandwidth; its
                 chunks' latency is the exchange's round trips, loaded alongside)
@@ -95,14 +96,16 @@ def step_us(layout: str, n_programs_per_tile: int, n_tiles: int, block_n: int, b
     rotated = bool(proj) and direction == "fwd" and n_tiles > 1
     chunks = -(-K // kp) * (1 if direction == "fwd" else G)
     # resident: the first piece, then every later piece's loads together (config.resident_pieces);
-    # a backward's pieces split in K (steps.contract_split): that, then one per further sweep
+    # a backward's pieces split in K (steps.contract_split): in one sweep all together (every
+    # piece held behind the last load, tiles.behind); in several the first piece, then one per sweep
     split = resident and direction == "bwd" and layout != "cta" and nkp > 1
     sweeps = -(-nkp // min(nkp, max(1, RESIDENT_BWD_SWEEP_ELEMS // (kp * block_b))))
     if split:
-        pieces = 1 + sweeps
+        pieces = 1 if sweeps == 1 else 1 + sweeps
     else:
-        # fp32's narrow pieces (config.resident_pieces_fp32): every piece's loads in one sweep
-        one_sweep = bits == 32 and direction == "fwd"
+        # a forward's pieces: every piece's loads in one sweep (fp32's narrow pieces,
+        # config.resident_pieces_fp32; 16-bit ones held behind the last load, tiles.behind)
+        one_sweep = direction == "fwd"
         pieces = (1 if one_sweep else min(nkp, 2)) if resident else (
             chunks if rotated else -(-chunks // STREAM_AHEAD)) * n_tiles
     if proj and layout != "cta":

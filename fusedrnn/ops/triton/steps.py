@@ -15,8 +15,8 @@ import triton.language as tl
 
 from . import model
 from .cells import cell_bwd, cell_fwd, reset_grad, sigmoid
-from .tiles import (cols_T, hold, issued, load_slots, load_slots_raw, mma, mma_xw, split_slots, step_rows, store_slots,
-                    to_out, w_cols, w_rows, widen)
+from .tiles import (behind, cols_T, hold, issued, load_slots, load_slots_raw, mma, mma_xw, split_slots, step_rows,
+                    store_slots, to_out, w_cols, w_rows, widen)
 
 #: chunks a streamed contraction keeps in flight (contract_fwd / contract_bwd: two slots by hand)
 STREAM_AHEAD = tl.constexpr(2)
@@ -136,13 +136,18 @@ def contract_fwd(acc, p_x, o_rx, m_b, p_w, ws, n0, N, K, G: tl.constexpr, GS: tl
     keeps that three-slot rotation (the forward projection's W_hr loop, and W_hh's over
     several tiles beside it: two slots in place there spill, compiled for sm_90)."""
     if RESIDENT:
-        # the pieces' loads all written before the products; config prefers one piece (one
-        # load sweep: ptxas issues a second piece's loads only after the first has arrived)
+        # the pieces' loads all written before the products, every piece behind the last load (16-bit)
         xs = ()
         for kp in tl.static_range(NKP):
             xs = xs + (cols_T(p_x, o_rx, m_b, kp * KP, K, KP),)
         for kp in tl.static_range(NKP):
-            acc = mma(ws[kp], issued(xs[kp], INTERP), acc, PREC, INTERP)
+            x = xs[kp]
+            # 16-bit: every piece waits for the last load (tiles.behind; ptxas issued the first piece's
+            # loads, waited, then the rest: 3 round trips at LSTM B16·H768). fp32's narrow pieces load in
+            # one sweep already; held behind the last, their mma chain grew (B8·H128: 59 -> 63)
+            if kp < NKP - 1 and ws[kp].dtype != tl.float32:
+                x = behind(x, xs[NKP - 1], K > 0)
+            acc = mma(ws[kp], issued(x, INTERP), acc, PREC, INTERP)
     elif ROTATE:
         w0, x0 = chunk_fwd(p_x, o_rx, m_b, p_w, n0, 0, N, K, G, GS, BLOCK_N, KP)
         w1, x1 = chunk_fwd(p_x, o_rx, m_b, p_w, n0, 1, N, K, G, GS, BLOCK_N, KP)
@@ -177,7 +182,9 @@ def contract_split(p_d, o_rd, m_b, ws, GK, KP: tl.constexpr, NKP: tl.constexpr, 
     slices' partial sums meet once per step (tl.sum over the slices). The pieces' loads go
     in sweeps of at most SWEEP_ELEMS values (all loads of a sweep written before its
     products): one sweep for the GRU's 9 pieces of 256, two for the LSTM's 12 (one sweep
-    of 12 spills, compiled for sm_90). Needs KP // KSPLIT >= 16 on a GPU (config: 256)."""
+    of 12 spills, compiled for sm_90). In one sweep every piece is held behind the last
+    piece's load (tiles.behind), so ptxas issues all of them before any waits: one round trip
+    (it issued them in 2-4 groups). Needs KP // KSPLIT >= 16 on a GPU (config: 128 or 256)."""
     BB: tl.constexpr = o_rd.shape[0]
     SW: tl.constexpr = min(NKP, max(1, SWEEP_ELEMS // (KP * BB)))
     k_s = split_k(KP)  # (KSPLIT, 1, KS)
@@ -191,7 +198,10 @@ def contract_split(p_d, o_rd, m_b, ws, GK, KP: tl.constexpr, NKP: tl.constexpr, 
             xs = xs + (tl.load((p_d + k0) + off, mask=m3 & (k0 + k_s < GK), other=0.0, cache_modifier=".cg"),)
         for i in tl.static_range(SW):
             if g * SW + i < NKP:
-                acc = mma_xw(issued(xs[i], INTERP), ws[g * SW + i], acc, PREC, INTERP)
+                x = xs[i]
+                if SW == NKP and i < SW - 1:  # one sweep: every piece waits for the last load (tiles.behind)
+                    x = behind(x, xs[SW - 1], GK > 0)
+                acc = mma_xw(issued(x, INTERP), ws[g * SW + i], acc, PREC, INTERP)
     return tl.trans(tl.sum(acc, axis=0))
 
 

@@ -80,6 +80,19 @@ def issued(x, INTERP: tl.constexpr):
 
 
 @triton.jit
+def behind(x, last, always):
+    """x, as ptxas must see it: not ready before `last` (a load of the same shape written after
+    x's) has arrived. `always` is a runtime condition that holds (ptxas cannot fold it), so the
+    select returns x bit for bit. Compiled for sm_90, ptxas scheduled the first pieces' tf32
+    split (contract_split) between a sweep's loads, in registers the later loads then had to
+    wait for: a sweep of 2-8 pieces issued in 2-4 groups, one round trip each (a 16-bit
+    forward's pieces, contract_fwd: the first piece's loads, then the rest). Behind the
+    select every use waits for the last load, so nothing can run between the loads (RNN B1·H256
+    fp32 backward: 3 -> 2 round trips, +13 instructions). The interpreter runs the same select."""
+    return tl.where(always, x, last)
+
+
+@triton.jit
 def hi_lo(b_x, dtype: tl.constexpr):
     """fp32 b_x as hi + lo, each exact in the 16-bit `dtype` (~16 mantissa bits together).
 

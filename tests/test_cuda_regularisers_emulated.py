@@ -20,13 +20,18 @@ error, since torch.nn has no zoneout or recurrent dropout:
 """
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+import fusedrnn
 from fusedrnn import ops, regularisers
 from fusedrnn.ops import cuda
 from support import contract, regulariser_oracle
 from support.emulated import F32_FLOOR
+from support.float64_checks import grads
 
 REGS = regularisers.Regularisers(zoneout=0.4, zoneout_cell=0.3, recurrent_dropout=0.5)
 CELLS = ["lstm", "gru", "rnn_tanh", "rnn_relu"]
@@ -38,6 +43,21 @@ TIERS = {
     "grid": ("grid", 8, 8, 0, 24),
     "step": ("step", 0, 0, 0, 7),
 }
+
+
+@pytest.fixture
+def launches(monkeypatch) -> list:
+    """The mask keywords of each cuda.forward / cuda.backward call of a test, so that a test can
+    show the kernels, not the reference, ran with the masks."""
+    seen = []
+    for fn in ("forward", "backward"):
+        real = getattr(cuda, fn)
+
+        def spy(*args, _real=real, _fn=fn, **kw):
+            seen.append((_fn, sorted(k for k in ("zoneout_h", "zoneout_c", "drop_h") if kw.get(k) is not None)))
+            return _real(*args, **kw)
+        monkeypatch.setattr(cuda, fn, spy)
+    return seen
 
 
 def masks_of(case, regs=REGS, training=True, seed=0) -> dict:
@@ -129,12 +149,14 @@ def _params():
 
 @pytest.mark.sampled
 @pytest.mark.parametrize("tier,dtype,case", _params())
-def test_regularised_kernels_match_the_reference(cuda_kernels, knobs, tier, dtype, case):
+def test_regularised_kernels_match_the_reference(cuda_kernels, knobs, launches, tier, dtype, case):
     """Zoneout of h and c and recurrent dropout together, every tier forced, every cell, one and
     two directions, reversed, lengths; odd H (5, 7), batch 3 or 11 over two batch groups."""
     mode, units, rows, passes, _ = TIERS[tier]
     knobs(mode, units, rows, passes)
-    check(cuda_kernels, case, dtype, masks_of(case, seed=len(str(case))))
+    masks = masks_of(case, seed=len(str(case)))
+    check(cuda_kernels, case, dtype, masks)
+    assert [f for f, m in launches if m == sorted(masks)] == ["forward", "backward"], launches
 
 
 @pytest.mark.parametrize("cell", CELLS)
@@ -150,6 +172,51 @@ def test_one_step_and_each_mask_alone(cuda_kernels, knobs, cell):
             masks = masks_of(case, regs, training, seed=T)
             if masks:
                 check(cuda_kernels, case, torch.float32, masks)
+
+
+def _module_run(make, backend, x, h0, c0, lengths, lstm):
+    """y, h_n, c_n and the gradients of module `make(backend)` on a packed batch, masks drawn from seed 4."""
+    torch.manual_seed(3)
+    m = make(backend)
+    leaves = [t.detach().clone().requires_grad_() for t in (x, h0, c0) if t is not None]
+    packed = pack_padded_sequence(leaves[0], lengths, enforce_sorted=False)
+    torch.manual_seed(4)
+    out, hn = m(packed, (leaves[1], leaves[2]) if lstm else leaves[1])
+    y = pad_packed_sequence(out)[0]
+    h, c = hn if lstm else (hn, None)
+    return m, packed, [y, h] + ([c] if lstm else []) + list(grads((y, h, c), leaves + list(m.parameters())))
+
+
+@pytest.mark.parametrize("name", ["lstm", "gru", "rnn_relu"])
+def test_module_two_layers_bidirectional_packed(cuda_kernels, knobs, launches, name):
+    """The modules on the CUDA kernels in training: masks drawn as documented (one launch runs both
+    directions), packed lengths, two layers, every gradient (parameters included) against the
+    float64 oracle from the same seed; the fp32 rule with the reference backend as the yardstick."""
+    knobs()
+    lstm = name == "lstm"
+    regs = dict(zoneout=0.4, recurrent_dropout=0.5, **(dict(zoneout_cell=0.3) if lstm else {}))
+    kind = {"lstm": fusedrnn.LSTM, "gru": fusedrnn.GRU, "rnn_relu": fusedrnn.RNN}[name]
+    extra = dict(nonlinearity="relu") if name == "rnn_relu" else {}
+    make = lambda backend: kind(4, 5, num_layers=2, bidirectional=True, backend=backend, **extra, **regs)  # noqa: E731
+    g = torch.Generator().manual_seed(1)
+    x, h0 = torch.randn(3, 3, 4, generator=g), torch.randn(4, 3, 5, generator=g)
+    c0 = torch.randn(4, 3, 5, generator=g) if lstm else None
+    lengths = torch.tensor([3, 1, 2])
+    m, packed, ours = _module_run(make, cuda_kernels, x, h0, c0, lengths, lstm)
+    want = sorted(("zoneout_h", "drop_h") + (("zoneout_c",) if lstm else ()))
+    assert [f for f, masks in launches] == ["forward"] * 2 + ["backward"] * 2 and all(
+        masks == want for _, masks in launches), launches  # two layers, both directions in one launch each
+    _, _, yard = _module_run(make, "reference", x, h0, c0, lengths, lstm)
+    m64 = copy.deepcopy(m).double()
+    leaves = [t.double().requires_grad_() for t in (x, h0, c0) if t is not None]
+    torch.manual_seed(4)
+    oy, oh, oc = regulariser_oracle.module(m64, *leaves, *([] if lstm else [None]), regs, True, lengths,
+                                           packed.sorted_indices)
+    truth = [oy, oh] + ([oc] if lstm else []) + list(grads((oy, oh, oc), leaves + list(m64.parameters())))
+    assert len(ours) == len(truth) == len(yard)
+    for k, (a, y, t) in enumerate(zip(ours, yard, truth, strict=True)):
+        err, bound = _rel(a, t), max(2 * _rel(y, t), F32_FLOOR)
+        assert err <= bound, f"{name}: output/gradient {k} {tuple(t.shape)}: relative error {err:.3g} > {bound:.3g}"
 
 
 def test_unsupported_declines_only_the_projection():

@@ -168,6 +168,22 @@ def test_cuda_step_round_trips(cuda_paths, case):
     _check(cuda_paths[case])
 
 
+#: the CUDA regularised passes (zoneout and recurrent dropout: csrc/passes.cuh FwdRegPass,
+#: BwdRegPass) at the B8·H128 anchor, every cell, both directions
+CUDA_REGULARISED = tuple((cell, "bf16", 8, 128, d) for cell in CELLS for d in ("fwd", "bwd"))
+
+
+@pytest.mark.parametrize("case", CUDA_REGULARISED, ids=lambda c: "-".join(map(str, c)))
+def test_the_masks_add_no_round_trip_to_the_cuda_kernels(cuda_paths, case):
+    """The regularised kernel loads the step's zoneout masks with its other inputs, two steps ahead,
+    and keeps the dropout mask in a register: no spill, and its round trips are the plain kernel's."""
+    from tools.compile_check import critical_path
+    reg = critical_path.path("cuda", case[0] + REGULARISED, *case[1:])
+    _check(reg)
+    assert reg["spill"] == 0 and reg["launch"] == cuda_paths[case]["launch"], (reg["spill"], reg["launch"])
+    assert reg["round_trips"] <= cuda_paths[case]["round_trips"], (reg["round_trips"], cuda_paths[case]["round_trips"])
+
+
 def test_cuda_inputs_are_loaded_two_steps_ahead(cuda_paths):
     """The CUDA persistent kernel loads a step's inputs two steps before it (csrc/persistent.cuh):
     where no flag is polled (the cta and cluster tiers) that load is the step's only dependent

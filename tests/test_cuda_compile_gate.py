@@ -101,3 +101,17 @@ def test_v2_rows_cover_both_directions_the_projection_and_the_decode_step(ci_row
     for r in rows:
         if r["variant"].startswith("D2") and r["layout"].split()[0] != "step":
             assert " D2 " in r["layout"], r
+
+
+@pytest.mark.gate
+def test_regularised_rows_compile_for_every_cell_and_dtype(ci_rows):
+    """The regularised passes (zoneout and recurrent dropout, cuda_rows.V2_CASES["zo+rd"]) are
+    planned and compiled in every gate run, their own kernels (FwdRegPass, BwdRegPass)."""
+    _, rows = ci_rows
+    want = {(B, H, d) for B, H, _ in cuda_rows.V2_CASES["zo+rd"] for d in ("fwd", "bwd")}
+    for cell in ("lstm", "gru", "rnn_tanh", "rnn_relu"):
+        for dtype in ("bf16", "fp16", "fp32"):
+            mine = [r for r in rows if r["cell"] == cell and r["dtype"] == dtype and r["variant"].startswith("zo+rd")]
+            assert {(r["B"], r["H"], r["direction"]) for r in mine} == want, (cell, dtype, mine)
+            assert all("RegPass" in r["kernel"] and not r["error"] for r in mine), mine
+

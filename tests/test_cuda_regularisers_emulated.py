@@ -219,6 +219,42 @@ def test_module_two_layers_bidirectional_packed(cuda_kernels, knobs, launches, n
         assert err <= bound, f"{name}: output/gradient {k} {tuple(t.shape)}: relative error {err:.3g} > {bound:.3g}"
 
 
+def _cell_run(make, backend, dtype):
+    """h after two training steps of cell `make(backend)` in `dtype` (masks from seed 5) and the
+    gradients of a weighting of it with respect to the inputs, h0 and the parameters."""
+    torch.manual_seed(5)
+    c = make(backend).to(dtype)
+    g = torch.Generator().manual_seed(2)
+    x = [torch.randn(3, 4, generator=g, dtype=torch.float64).to(dtype).requires_grad_() for _ in range(2)]
+    h0 = torch.randn(3, 5, generator=g, dtype=torch.float64).to(dtype).requires_grad_()
+    state = (h0, torch.randn(3, 5, generator=g, dtype=torch.float64).to(dtype)) if isinstance(c, torch.nn.LSTMCell) \
+        else h0
+    torch.manual_seed(6)
+    for xi in x:
+        state = c(xi, state)
+    h = state[0] if isinstance(state, tuple) else state
+    return [h, *grads((h,), [*x, h0, *c.parameters()])]
+
+
+@pytest.mark.parametrize("make", [lambda b: fusedrnn.LSTMCell(4, 5, zoneout=0.4, zoneout_cell=0.3,
+                                                               recurrent_dropout=0.5, backend=b),
+                                  lambda b: fusedrnn.GRUCell(4, 5, zoneout=0.4, recurrent_dropout=0.5, backend=b),
+                                  lambda b: fusedrnn.RNNCell(4, 5, nonlinearity="relu", zoneout=0.4,
+                                                             recurrent_dropout=0.5, backend=b)],
+                         ids=["lstm", "gru", "rnn_relu"])
+def test_cells_two_training_steps(cuda_kernels, knobs, launches, make):
+    """A cell's steps on the CUDA kernels (T = 1 launches, the cell's kept recurrent-dropout mask),
+    against the float64 reference cell from the same seed; the fp32 rule."""
+    knobs()
+    ours = _cell_run(make, cuda_kernels, torch.float32)
+    assert [f for f, _ in launches] == ["forward"] * 2 + ["backward"] * 2 and all(m for _, m in launches), launches
+    yard = _cell_run(make, "reference", torch.float32)
+    truth = _cell_run(make, "reference", torch.float64)
+    for k, (a, y, t) in enumerate(zip(ours, yard, truth, strict=True)):
+        err, bound = _rel(a, t), max(2 * _rel(y, t), F32_FLOOR)
+        assert err <= bound, f"output/gradient {k}: relative error {err:.3g} > {bound:.3g}"
+
+
 def test_unsupported_declines_only_the_projection():
     """cuda.unsupported runs regularised calls now, except with proj_size, which it declines by name."""
     assert cuda.unsupported("gru", torch.float32, 5, regularised=True) is None

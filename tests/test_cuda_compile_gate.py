@@ -65,6 +65,10 @@ ptxas info    : Used 191 registers, used 1 barriers, 32 bytes cumulative stack s
         ("persistent", "bwd", "rnn_relu", "fp16")
     assert cuda_rows.kernel_key("void fusedrnn::fwd_step_kernel<fusedrnn::FwdPass<fusedrnn::GruCell, float> >(...)") \
         == ("step", "fwd", "gru", "fp32")
+    assert cuda_rows.kernel_key("void fusedrnn::persistent_kernel<fusedrnn::FwdRegPass<fusedrnn::LstmCell, "
+                                "__nv_bfloat16> >(...)") == ("persistent", "fwd+zo+rd", "lstm", "bf16")
+    assert cuda_rows.kernel_key("void fusedrnn::bwd_step_kernel<fusedrnn::BwdRegPass<fusedrnn::RnnCell<false>, "
+                                "float> >(...)") == ("step", "bwd+zo+rd", "rnn_tanh", "fp32")
     assert cuda_rows.kernel_key("void fusedrnn::persistent_kernel<fusedrnn::BwdProjPass<__nv_bfloat16> >(...)") == \
         ("persistent", "bwd-proj", "lstm", "bf16")
     assert cuda_rows.kernel_key("void fusedrnn::bwd_step_kernel<fusedrnn::BwdProjPass<float> >(...)") == \

@@ -270,7 +270,8 @@ def _forward_args(case, dtype=torch.float32):
 
 @pytest.mark.parametrize("name,bad,message", [
     ("zoneout_h", lambda T, B, P: torch.zeros(T, B, P + 1), r"zoneout_h must have shape \(3, 3, 5\), got \(3, 3, 6\)"),
-    ("zoneout_h", lambda T, B, P: torch.zeros(T, B, P, dtype=torch.float16), "zoneout_h has dtype float16, expected float32"),
+    ("zoneout_h", lambda T, B, P: torch.zeros(T, B, P, dtype=torch.float16),
+     "zoneout_h has dtype float16, expected float32"),
     ("zoneout_c", lambda T, B, P: torch.zeros(T, P, B)[:, :, :].transpose(1, 2), "zoneout_c must be contiguous"),
     ("drop_h", lambda T, B, P: torch.ones(2, B, P), r"drop_h must have shape \(3, 5\), got \(2, 3, 5\)"),
 ])

@@ -119,3 +119,29 @@ def test_regularised_rows_compile_for_every_cell_and_dtype(ci_rows):
             assert {(r["B"], r["H"], r["direction"]) for r in mine} == want, (cell, dtype, mine)
             assert all("RegPass" in r["kernel"] and not r["error"] for r in mine), mine
 
+
+#: the regularised kernels that spill today (ptxas, sm_90, bytes of spill stores + loads): the
+#: zoneout masks of two steps ahead (and the dropout mask) in registers push the LSTM backward
+#: (and the GRU backward in 16 bits, the LSTM forward in fp32) past 255 registers
+REGULARISED_SPILLS = {("lstm", "bwd", "bf16"): 52, ("lstm", "bwd", "fp16"): 52, ("lstm", "bwd", "fp32"): 40,
+                      ("gru", "bwd", "bf16"): 8, ("gru", "bwd", "fp16"): 8, ("lstm", "fwd", "fp32"): 8}
+
+
+@pytest.mark.gate
+def test_regularised_rows_spill_only_where_recorded(ci_rows):
+    """The regularised persistent kernels spill nothing, except REGULARISED_SPILLS, each exactly so
+    much (a change either way shows here)."""
+    _, rows = ci_rows
+    got = {(r["cell"], r["direction"], r["dtype"]): r["spill_bytes"] for r in rows
+           if r["variant"] == "zo+rd" and r["spill_bytes"]}
+    assert got == REGULARISED_SPILLS
+
+
+@pytest.mark.gate
+@pytest.mark.xfail(strict=True, reason="awaiting: the regularised LSTM and GRU backward spill (REGULARISED_SPILLS)")
+def test_no_regularised_sixteen_bit_kernel_spills(ci_rows):
+    _, rows = ci_rows
+    spills = [(r["cell"], r["dtype"], r["direction"], r["spill_bytes"]) for r in rows
+              if r["variant"] == "zo+rd" and r["dtype"] in ("bf16", "fp16") and r["spill_bytes"]]
+    assert not spills, spills
+

@@ -283,8 +283,10 @@ def _layout_text(p: dict) -> str:
 # decode step (the 2-layer decoder's two sizes, an odd edge on the scalar path).
 V2_CASES = {
     "D2": ((32, 512, True), (3, 33, False)),
-    # zoneout and recurrent dropout (the regularised passes), one direction: an anchor, an odd edge
-    "zo+rd": ((8, 128, True), (3, 33, False)),
+    # zoneout and recurrent dropout (the regularised passes), one direction: the B8·H128 anchor's
+    # shape and an odd edge, neither counted as an anchor (no benchmark row runs them yet, and
+    # the regularised LSTM and GRU backward spill: tests/test_cuda_compile_gate.py records it)
+    "zo+rd": ((8, 128, False), (3, 33, False)),
     "proj": ((16, 1024, 256, True), (64, 1024, 256, True), (3, 33, 7, False)),
     "step": ((1, 1024, 1024, True), (8, 512, 512, True), (3, 33, 37, False)),
 }

@@ -33,6 +33,15 @@ struct Launch {
   machine::Constants model{};  // the plan's cost-model constants (a calibration file's, else the defaults)
 };
 
+// Zoneout and recurrent dropout (fusedrnn/regularisers.py), fp32, each null when off; never with
+// a projection. Shapes for D = 2 as above (D = 1: no leading D of dm).
+struct Masks {
+  const float* zh = nullptr;  // (T, B, D*P): h_t = zh h_{t-1} + (1 - zh) h̃_t
+  const float* zc = nullptr;  // (T, B, D*H), LSTM only: the same for c
+  const float* dm = nullptr;  // (D, B, P): the recurrent product takes dm ⊙ h_{t-1}
+  bool any() const { return zh != nullptr || zc != nullptr || dm != nullptr; }
+};
+
 struct ForwardArgs {
   Cell cell; DType dtype; int T, B, H, P, D; bool reverse;
   const void* gx;        // (T, B, D*G*H) dtype: x W_ihᵀ + b_ih, direction d at columns [d*G*H, (d+1)*G*H)
@@ -50,6 +59,7 @@ struct ForwardArgs {
   void* workspace;       // (plan.ws_bytes,) uint8: see Plan
   long long workspace_bytes;
   Launch launch;
+  Masks masks;           // zoneout / recurrent dropout (validate.cpp: check_masks), none by default
 };
 
 struct BackwardArgs {
@@ -69,6 +79,7 @@ struct BackwardArgs {
   void* workspace;       // (plan.ws_bytes,) uint8
   long long workspace_bytes;
   Launch launch;
+  Masks masks;           // the forward's masks, none by default
 };
 
 // The fused decode step (cell_step.cuh): one time step of a cell, both matmuls and the pointwise.

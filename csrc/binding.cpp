@@ -127,11 +127,12 @@ PYBIND11_MODULE(_C, m) {
            py::object b_hh, py::object lengths, py::object y, py::object hT, py::object cT, py::object saved,
            py::object workspace, long long stream, long long device, const std::string& mode, long long units,
            long long batch_rows, long long passes, long long spin_limit, py::object w_hr,
-           py::object m, py::object machine) {
+           py::object m, py::object machine, py::object zoneout_h, py::object zoneout_c, py::object drop_h) {
           ForwardArgs a = make_forward_args(cell, reverse, gx, h0, c0, w_hh, b_hh, lengths, y, hT, cT, saved,
                                             workspace,
                                             knobs(stream, device, mode, units, batch_rows, passes, spin_limit, machine),
                                             w_hr, m);
+          a.masks = make_masks(a.cell, a.T, a.B, a.H, a.P, a.D, a.w_hr != nullptr, h0, zoneout_h, zoneout_c, drop_h);
           py::gil_scoped_release release;
           return forward(a);
         },
@@ -140,21 +141,26 @@ PYBIND11_MODULE(_C, m) {
         py::arg("workspace"), py::arg("stream"), py::arg("device"), py::arg("mode") = "auto", py::arg("units") = 0,
         py::arg("batch_rows") = 0, py::arg("passes") = 0, py::arg("spin_limit") = 0,
         py::arg("w_hr") = py::none(), py::arg("m") = py::none(),
-        py::arg("machine") = py::none(),
+        py::arg("machine") = py::none(), py::arg("zoneout_h") = py::none(), py::arg("zoneout_c") = py::none(),
+        py::arg("drop_h") = py::none(),
         "Launch the forward recurrence on `stream`; tensors as (ptr, dtype_code, shape, strides). Returns '' or "
         "the note of a fallback to the per-step kernels. h0 (D, B, P) runs D directions in one launch; w_hr "
         "(LSTM projection) makes the state P wide, m (fp32, with saved) keeps o*tanh(c) for dW_hr. machine: the "
-        "cost model's constants the plan uses ({name: value}, fusedrnn.machine.cxx_constants()), None: defaults.");
+        "cost model's constants the plan uses ({name: value}, fusedrnn.machine.cxx_constants()), None: defaults. "
+        "zoneout_h (T, B, D*P), zoneout_c (T, B, D*H) and drop_h (like h0), fp32: the regularisers' masks "
+        "(fusedrnn/regularisers.py), not with w_hr.");
 
   m.def("backward",
         [](const std::string& cell, bool reverse, py::object dy, py::object dhT, py::object dcT, py::object w_t,
            py::object lengths, py::object saved, py::object d_gx, py::object d_gh, py::object dh0, py::object dc0,
            py::object workspace, long long stream, long long device, const std::string& mode, long long units,
-           long long batch_rows, long long passes, long long spin_limit, py::object w_hr_t, py::object dh, py::object machine) {
+           long long batch_rows, long long passes, long long spin_limit, py::object w_hr_t, py::object dh, py::object machine,
+           py::object zoneout_h, py::object zoneout_c, py::object drop_h) {
           BackwardArgs a = make_backward_args(cell, reverse, dy, dhT, dcT, w_t, lengths, saved, d_gx, d_gh, dh0,
                                               dc0, workspace,
                                               knobs(stream, device, mode, units, batch_rows, passes, spin_limit, machine),
                                               w_hr_t, dh);
+          a.masks = make_masks(a.cell, a.T, a.B, a.H, a.P, a.D, a.wrt != nullptr, dhT, zoneout_h, zoneout_c, drop_h);
           py::gil_scoped_release release;
           return backward(a);
         },
@@ -163,9 +169,10 @@ PYBIND11_MODULE(_C, m) {
         py::arg("workspace"), py::arg("stream"), py::arg("device"), py::arg("mode") = "auto", py::arg("units") = 0,
         py::arg("batch_rows") = 0, py::arg("passes") = 0, py::arg("spin_limit") = 0,
         py::arg("w_hr_t") = py::none(), py::arg("dh") = py::none(),
-        py::arg("machine") = py::none(),
+        py::arg("machine") = py::none(), py::arg("zoneout_h") = py::none(), py::arg("zoneout_c") = py::none(),
+        py::arg("drop_h") = py::none(),
         "Launch the backward recurrence (d_gates, dh0, dc0) on `stream`; with w_hr_t (H, P) it also writes dh "
-        "(fp32, the gradient reaching each h_t, for dW_hr); machine as forward's.");
+        "(fp32, the gradient reaching each h_t, for dW_hr); machine as forward's; the masks as forward's.");
 
   m.def("plan_for",
         [](bool backward, const std::string& cell, long long dtype, long long B, long long H, py::dict limits,

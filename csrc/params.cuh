@@ -32,6 +32,12 @@ struct FwdParams {
   T* cT;                   // (D, B, H) LSTM only
   float* saved;            // (D, T, B, S, H) or null when no backward follows
   float* m;                // (D, T, B, H) o ⊙ tanh(c) with a projection and a backward, else null
+  // zoneout and recurrent dropout (the regularised passes only; no projection, so P == H and a
+  // mask row is ldy wide), each null when off: h_t = zh h_{t-1} + (1 - zh) h̃_t, c likewise,
+  // and the recurrent product takes dm ⊙ h_{t-1}
+  const float* zh;         // (T, B, D*P) fp32
+  const float* zc;         // (T, B, D*H) fp32, LSTM only
+  const float* dm;         // (D, B, P) fp32, already scaled by 1/(1-p)
 
   __host__ __device__ FwdParams direction(int d, int G, int S) const {
     FwdParams q = *this;
@@ -48,6 +54,9 @@ struct FwdParams {
     q.cT = moved(cT, BH);
     q.saved = moved(saved, (size_t)steps * S * BH);
     q.m = moved(m, (size_t)steps * BH);
+    q.zh = moved(zh, (size_t)P * d);
+    q.zc = moved(zc, (size_t)H * d);
+    q.dm = moved(dm, BP);
     return q;
   }
 };
@@ -68,6 +77,9 @@ struct BwdParams {
   T* dh0;                  // (D, B, P)
   T* dc0;                  // (D, B, H) LSTM only
   float* dh;               // (D, T, B, P) projection: the gradient reaching h_t (0 at padded steps), else null
+  const float* zh;         // the forward's masks (FwdParams), each null when off
+  const float* zc;
+  const float* dm;
 
   __host__ __device__ BwdParams direction(int d, int G, int S) const {
     BwdParams q = *this;
@@ -84,6 +96,9 @@ struct BwdParams {
     q.dh0 = moved(dh0, BP);
     q.dc0 = moved(dc0, BH);
     q.dh = moved(dh, (size_t)steps * BP);
+    q.zh = moved(zh, (size_t)P * d);
+    q.zc = moved(zc, (size_t)H * d);
+    q.dm = moved(dm, BP);
     return q;
   }
 };

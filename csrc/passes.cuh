@@ -75,19 +75,26 @@ constexpr int kInputDepth = 2, kInputDepthProj = 1;
 // (PairSlots::ok, a per-thread value, also tests i < ppt but is opaque to the walk).
 __device__ __forceinline__ bool slot_used(int i, const Stage& S) { return i < S.ppt; }
 
-template <class C, typename T>
-struct FwdPass {
+// Z: the regularised pass (FwdRegPass, BwdRegPass below): zoneout and recurrent dropout with
+// the masks of params.cuh (FwdParams::zh, zc, dm; each may be null). The plain pass (Z false)
+// compiles to the same code as before the masks existed.
+template <class C, typename T, bool Z>
+struct FwdPassImpl {
   using Cell = C;
   using Elem = T;
   using Params = FwdParams<T>;
-  static constexpr bool kBackward = false, kPublishesInitial = true;
+  static constexpr bool kBackward = false, kPublishesInitial = true, kMasked = Z;
   static constexpr int kStages = 1, G = Cell::G, S = Cell::S;
   static constexpr int kDepth = kInputDepth;  // steps between an input's load and its use
+  static constexpr int kZ = Z ? kPairsPerThread : 1;  // the masks' register slots (1, unused, when plain)
   struct Regs {
     PairSlots p;
     float h[kPairsPerThread], c[kPairsPerThread];
     T gx[kDepth][kPairsPerThread][G];  // the inputs of the next kDepth steps, as loaded: converted where used
     float sv[kPairsPerThread][S];  // this step's saved activations, stored after the publish
+    // Z: the zoneout masks of the next kDepth steps (loaded with gx) and the dropout mask of the
+    // sequence (one per pair for the whole launch)
+    float zh[kDepth][kZ], zc[kDepth][kZ], dm[kZ];
   };
 
   __device__ static Params direction(const Params& p, int d) { return p.direction(d, G, S); }
@@ -120,6 +127,17 @@ struct FwdPass {
       for (int g = 0; g < G; ++g) buf[i][g] = __ldg(src + g * p.H);
     }
   }
+  // Z: pair i's zoneout masks of time t into slot b (0 where a mask is absent: no zoneout)
+  __device__ static void prefetch_masks(Regs& r, const Params& p, const Cta& c, int i, int t, int b) {
+    if constexpr (Z) {
+      r.zh[b][i] = r.zc[b][i] = 0.0f;
+      if (t < r.p.len[i]) {
+        const int row = c.b0 + r.p.bb[i], j = c.j0 + r.p.u[i];
+        if (p.zh != nullptr) r.zh[b][i] = __ldg(p.zh + ((size_t)t * p.B + row) * p.ldy + j);
+        if (Cell::HAS_C && p.zc != nullptr) r.zc[b][i] = __ldg(p.zc + ((size_t)t * p.B + row) * p.ldy + j);
+      }
+    }
+  }
   // Time t's slice of gx: the 64-bit part of its addresses, once per step; an offset inside
   // one step's slice is an int (validate.cpp keeps B*D*G*H, so B*ldg, in the int32 range).
   __device__ static const T* gx_at(const Params& p, int t) { return p.gx + (size_t)t * p.B * p.ldg; }
@@ -135,11 +153,17 @@ struct FwdPass {
       const T h0 = p.h0[bj];
       r.h[i] = to_f(h0);
       if (Cell::HAS_C) r.c[i] = to_f(p.c0[bj]);
-      out.put(0, r.p.bb[i], r.p.u[i], h0);
+      if constexpr (Z) {  // the product takes dm ⊙ h_{t-1}; the state itself stays unmasked
+        r.dm[i] = p.dm != nullptr ? p.dm[bj] : 1.0f;
+        out.put(0, r.p.bb[i], r.p.u[i], from_f<T>(r.dm[i] * r.h[i]));
+      } else {
+        out.put(0, r.p.bb[i], r.p.u[i], h0);
+      }
 #pragma unroll
       for (int b = 0; b < kDepth; ++b) {  // steps 0 .. kDepth-1 (a shorter sequence: step 0 again, unused)
         const int t = time_of(p, b < p.steps ? b : 0);
         prefetch(r.gx[b], r, p, c, i, t, gx_at(p, t));
+        prefetch_masks(r, p, c, i, t, b);
       }
     }
   }
@@ -167,6 +191,11 @@ struct FwdPass {
           gh[g] = bias[g * L.U + u] + part_sum(part, L.st[0], L.BG, bb, g * L.U + u);
         }
         Cell::forward(gx, gh, r.h[i], r.c[i], &hn, &cn, r.sv[i]);
+        if constexpr (Z) {  // zoneout: h_t = z h_{t-1} + (1 - z) h̃_t (c likewise), from the unmasked state
+          const float zh = r.zh[Par % kDepth][i], zc = r.zc[Par % kDepth][i];
+          hn = zh * r.h[i] + (1.0f - zh) * hn;
+          cn = zc * r.c[i] + (1.0f - zc) * cn;
+        }
         r.h[i] = timed_out ? nan_f() : hn;
         if (Cell::HAS_C) r.c[i] = cn;
       }
@@ -174,7 +203,11 @@ struct FwdPass {
       // buffer's previous round was consumed before this step's barrier (tiers 1, 3: the round
       // two back; tier 2: the outgoing slice, copied out by the last publish). No branch on
       // `more` here: it would have the compiler keep two copies of this loop.
-      out.put(0, bb, u, from_f<T>(r.h[i]));
+      if constexpr (Z) {
+        out.put(0, bb, u, from_f<T>(r.dm[i] * r.h[i]));
+      } else {
+        out.put(0, bb, u, from_f<T>(r.h[i]));
+      }
     }
   }
   // After the publish: the step's y (h, zero past the sequence's end) and saved activations,
@@ -201,6 +234,7 @@ struct FwdPass {
       }
       yt[row * p.ldy + j] = from_f<T>(live ? r.h[i] : 0.0f);
       prefetch(r.gx[Par % kDepth], r, p, c, i, tn, gxn);
+      prefetch_masks(r, p, c, i, tn, Par % kDepth);
     }
   }
   __device__ static void finish(const Regs& r, const Params& p, const Cta& c) {
@@ -216,13 +250,16 @@ struct FwdPass {
 
 // The gradient entering h_{t} is dh = dstate (the cell's local part, e.g. GRU's z·dh, or
 // everything past a sequence's end) + d_gh_{t_next} W_hh (the matmul over K = G*Hp).
-template <class C, typename T>
-struct BwdPass {
+// Z (regularised): with zoneout z the cell gets (1 - z)·dh (and (1 - z_c)·dc) and z·dh (z_c·dc)
+// bypasses it to h_{t-1} (c_{t-1}); the product's gradient W_hhᵀ d_gh reaches h_{t-1} times dm.
+template <class C, typename T, bool Z>
+struct BwdPassImpl {
   using Cell = C;
   using Elem = T;
   using Params = BwdParams<T>;
-  static constexpr bool kBackward = true, kPublishesInitial = false;
+  static constexpr bool kBackward = true, kPublishesInitial = false, kMasked = Z;
   static constexpr int kStages = 1, G = Cell::G, S = Cell::S;
+  static constexpr int kZ = Z ? kPairsPerThread : 1;  // the masks' register slots (1, unused, when plain)
   // d_gh is a tensor of its own for the GRU only (validate.cpp: required and not aliasing
   // d_gx there, absent for the other cells), so whether to store it is the cell's fact
   static constexpr bool kSplit = Cell::kInfo.id == fusedrnn::Cell::GRU;
@@ -230,10 +267,12 @@ struct BwdPass {
   struct In {  // a step's inputs: dy as loaded (converted where it is added), the saved activations
     T dy[kPairsPerThread];
     float sv[kPairsPerThread][S];
+    float zh[kZ], zc[kZ];  // Z: the step's zoneout masks (0 where absent)
   };
   struct Regs {
     PairSlots p;
     float dh[kPairsPerThread], dc[kPairsPerThread];
+    float dm[kZ];  // Z: the dropout mask of the pair's sequence (1 where absent)
     In in[kDepth];  // the inputs of the next kDepth steps
     // this step's outputs (x: d_gx, y: d_gh), stored after the publish; packed where d_gh is a
     // tensor of its own, which frees the registers for the GRU's second input buffer in 16-bit
@@ -266,6 +305,11 @@ struct BwdPass {
       in.dy[i] = __ldg(dyt + row * p.ldy + j);
 #pragma unroll
       for (int q = 0; q < S; ++q) in.sv[i][q] = __ldg(svt + (row * S + q) * p.H + j);
+      if constexpr (Z) {
+        const size_t at = ((size_t)t * p.B + row) * p.ldy + j;
+        in.zh[i] = p.zh != nullptr ? __ldg(p.zh + at) : 0.0f;
+        in.zc[i] = Cell::HAS_C && p.zc != nullptr ? __ldg(p.zc + at) : 0.0f;
+      }
     }
   }
   __device__ static const T* dy_at(const Params& p, int t) { return p.dy + (size_t)t * p.B * p.ldy; }
@@ -280,6 +324,7 @@ struct BwdPass {
       const size_t bj = r.p.at(i, c, p.H, c.j0);
       r.dh[i] = to_f(p.dhT[bj]);
       if (Cell::HAS_C) r.dc[i] = to_f(p.dcT[bj]);
+      if constexpr (Z) r.dm[i] = p.dm != nullptr ? p.dm[bj] : 1.0f;
 #pragma unroll
       for (int b = 0; b < kDepth; ++b) {  // phases 0 .. kDepth-1 (a shorter sequence: phase 0 again, unused)
         const int t = time_of(p, b < p.steps ? b : 0);
@@ -303,7 +348,8 @@ struct BwdPass {
       const int bb = r.p.bb[i], u = r.p.u[i];
       // read unconditionally, then selected: a branch on `consumed` (the first phase only)
       // would have the compiler keep two copies of this loop
-      const float ps = part_sum(part, L.st[0], L.BG, bb, u);
+      float ps = part_sum(part, L.st[0], L.BG, bb, u);
+      if constexpr (Z) ps *= r.dm[i];  // the product took dm ⊙ h
       float dh = r.dh[i] + (consumed ? ps : 0.0f);
       if (timed_out) dh = nan_f();
       if (s == p.steps) {  // the last phase: what reaches h0 (and c0: r.dc), stored by finish()
@@ -313,7 +359,14 @@ struct BwdPass {
       if (time_of(p, s) < r.p.len[i]) {
         dh += to_f(in.dy[i]);
         float dgx[G], dgh[G], dl, dcp;
-        Cell::backward(in.sv[i], dh, r.dc[i], dgx, dgh, &dl, &dcp);
+        if constexpr (Z) {  // zoneout: the cell's part of the state, and the part that bypasses it
+          const float zh = in.zh[i], zc = in.zc[i];
+          Cell::backward(in.sv[i], (1.0f - zh) * dh, (1.0f - zc) * r.dc[i], dgx, dgh, &dl, &dcp);
+          dl += zh * dh;
+          dcp += zc * r.dc[i];
+        } else {
+          Cell::backward(in.sv[i], dh, r.dc[i], dgx, dgh, &dl, &dcp);
+        }
 #pragma unroll
         for (int g = 0; g < G; ++g) {
           r.dg[i][g] = Regs::Out::of(dgx[g], dgh[g]);
@@ -366,5 +419,16 @@ struct BwdPass {
     }
   }
 };
+
+// The passes the kernels are instantiated with: plain, and regularised (zoneout, recurrent
+// dropout), each a type of its own so that the plain kernels keep their names.
+template <class C, typename T>
+struct FwdPass : FwdPassImpl<C, T, false> {};
+template <class C, typename T>
+struct BwdPass : BwdPassImpl<C, T, false> {};
+template <class C, typename T>
+struct FwdRegPass : FwdPassImpl<C, T, true> {};
+template <class C, typename T>
+struct BwdRegPass : BwdPassImpl<C, T, true> {};
 
 }  // namespace fusedrnn

@@ -19,7 +19,7 @@ struct FwdProjPass {
   using Cell = LstmCell;
   using Elem = T;
   using Params = FwdParams<T>;
-  static constexpr bool kBackward = false, kPublishesInitial = true;
+  static constexpr bool kBackward = false, kPublishesInitial = true, kMasked = false;  // no masks (validate.cpp)
   static constexpr int kStages = 2, G = Cell::G, S = Cell::S;
   static constexpr int kDepth = kInputDepthProj;  // steps between an input's load and its use (passes.cuh)
   struct Regs {
@@ -146,7 +146,7 @@ struct BwdProjPass {
   using Cell = LstmCell;
   using Elem = T;
   using Params = BwdParams<T>;
-  static constexpr bool kBackward = true, kPublishesInitial = false;
+  static constexpr bool kBackward = true, kPublishesInitial = false, kMasked = false;  // no masks (validate.cpp)
   static constexpr int kStages = 2, G = Cell::G, S = Cell::S;
   static constexpr int kDepth = kInputDepthProj;  // steps between an input's load and its use (passes.cuh)
   struct Regs {

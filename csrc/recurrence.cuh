@@ -45,9 +45,10 @@ std::string launch_pass(Params p, const Plan& plan, const Launch& l, const Devic
   return run(cuda_runtime(), plan, l, dev, k, pargs, sargs, &geo, &s, &d, directions, steps, workspace, name);
 }
 
-// The kernels of one pass: forward (backward) of Cell in T, with the projection's if proj.
+// The kernels of one pass: forward (backward) of Cell in T, with the projection's if proj, the
+// regularised ones (zoneout, recurrent dropout) if masked.
 template <class Cell, typename T>
-Kernels pass_kernels(bool backward, bool proj) {
+Kernels pass_kernels(bool backward, bool proj, bool masked = false) {
   if constexpr (std::is_same<Cell, LstmCell>::value) {
     if (proj && !backward)
       return Kernels{FUSEDRNN_KERNEL_HANDLE(persistent_kernel<FwdProjPass<T>>),
@@ -60,6 +61,9 @@ Kernels pass_kernels(bool backward, bool proj) {
   }
   if (proj) throw std::invalid_argument("fusedrnn._C: a projection (w_hr) exists only for the lstm cell");
   if constexpr (std::is_same<Cell, GruResetBeforeCell>::value) {
+    // no regularised twin: make_masks refuses masks for this cell (validate.cpp)
+    if (masked) throw std::invalid_argument("fusedrnn._C: zoneout and recurrent dropout masks are not run "
+                                            "for gru_reset_before");
     if (backward)
       return Kernels{FUSEDRNN_KERNEL_HANDLE(persistent_kernel<BwdResetPass<T>>),
                      {FUSEDRNN_KERNEL_HANDLE(bwd_reset_dh_step_kernel<T>),
@@ -68,6 +72,12 @@ Kernels pass_kernels(bool backward, bool proj) {
                    {FUSEDRNN_KERNEL_HANDLE(fwd_reset_gates_step_kernel<T>),
                     FUSEDRNN_KERNEL_HANDLE(fwd_reset_state_step_kernel<T>)}};
   } else {  // else: the one-stage passes would not compile for the two-stage cell
+    if (masked && backward)
+      return Kernels{FUSEDRNN_KERNEL_HANDLE(persistent_kernel<BwdRegPass<Cell, T>>),
+                     {FUSEDRNN_KERNEL_HANDLE(bwd_step_kernel<BwdRegPass<Cell, T>>), nullptr}};
+    if (masked)
+      return Kernels{FUSEDRNN_KERNEL_HANDLE(persistent_kernel<FwdRegPass<Cell, T>>),
+                     {FUSEDRNN_KERNEL_HANDLE(fwd_step_kernel<FwdRegPass<Cell, T>>), nullptr}};
     if (backward)
       return Kernels{FUSEDRNN_KERNEL_HANDLE(persistent_kernel<BwdPass<Cell, T>>),
                      {FUSEDRNN_KERNEL_HANDLE(bwd_step_kernel<BwdPass<Cell, T>>), nullptr}};
@@ -84,8 +94,9 @@ std::string forward_typed(const ForwardArgs& a) {
                  static_cast<const T*>(a.gx), static_cast<const T*>(a.h0), static_cast<const T*>(a.c0),
                  static_cast<const T*>(a.w), static_cast<const T*>(a.bias), static_cast<const T*>(a.w_hr),
                  a.lengths, static_cast<T*>(a.y), static_cast<T*>(a.hT), static_cast<T*>(a.cT), a.saved, a.m};
+  p.zh = a.masks.zh; p.zc = a.masks.zc; p.dm = a.masks.dm;
   const DeviceLimits dev = device_limits(a.launch.device);
-  const Kernels k = pass_kernels<Cell, T>(false, proj);
+  const Kernels k = pass_kernels<Cell, T>(false, proj, a.masks.any());
   const std::string name = kernel_name<Cell, T>(proj ? "proj_fwd" : "fwd");
   const Plan plan = fitted_plan(cuda_runtime(), plan_request(false, a.cell, a.dtype, a.B, a.H, proj ? a.P : 0, a.D,
                                                              a.launch),
@@ -102,8 +113,9 @@ std::string backward_typed(const BackwardArgs& a) {
                  static_cast<const T*>(a.dy), static_cast<const T*>(a.dhT), static_cast<const T*>(a.dcT),
                  static_cast<const T*>(a.wt), static_cast<const T*>(a.wrt), a.lengths, a.saved, d_gx,
                  a.d_gh ? static_cast<T*>(a.d_gh) : d_gx, static_cast<T*>(a.dh0), static_cast<T*>(a.dc0), a.dh};
+  p.zh = a.masks.zh; p.zc = a.masks.zc; p.dm = a.masks.dm;
   const DeviceLimits dev = device_limits(a.launch.device);
-  const Kernels k = pass_kernels<Cell, T>(true, proj);
+  const Kernels k = pass_kernels<Cell, T>(true, proj, a.masks.any());
   const std::string name = kernel_name<Cell, T>(proj ? "proj_bwd" : "bwd");
   const Plan plan = fitted_plan(cuda_runtime(), plan_request(true, a.cell, a.dtype, a.B, a.H, proj ? a.P : 0, a.D,
                                                              a.launch),

@@ -23,10 +23,11 @@ struct StepWorkspace {
 };
 
 // part[bb][g*U + u] = Σ_k x[bb][k] · w[(g*w_gs + u)*ldw + k]: a warp per (4 rows, unit),
-// lanes split k, a butterfly shuffle reduces.
-template <typename T, int RPU>
+// lanes split k, a butterfly shuffle reduces. kMask: x[bb][k] times xm[bb*ldx + k] (recurrent
+// dropout's dm ⊙ h, the mask laid out like x).
+template <typename T, int RPU, bool kMask = false>
 __device__ void matvec_fma(float* part, const T* x, int ldx, int nb, const T* w, int w_gs, int ldw, int nu, int K,
-                           const StepGeometry& geo) {
+                           const StepGeometry& geo, const float* xm = nullptr) {
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nq = ceil_div(nb, 4);
   for (int item = warp; item < nq * nu; item += kWarps) {
     const int bq = item / nu, u = item % nu;
@@ -42,7 +43,8 @@ __device__ void matvec_fma(float* part, const T* x, int ldx, int nb, const T* w,
 #pragma unroll
       for (int i = 0; i < 4; ++i) {
         const int bb = min(bq * 4 + i, nb - 1);  // rows past nb re-read the last row; never stored
-        const float xv = to_f(x[(size_t)bb * ldx + k]);
+        float xv = to_f(x[(size_t)bb * ldx + k]);
+        if constexpr (kMask) xv *= xm[(size_t)bb * ldx + k];
 #pragma unroll
         for (int g = 0; g < RPU; ++g) acc[i][g] = fmaf(xv, wv[g], acc[i][g]);
       }
@@ -91,9 +93,16 @@ fwd_step_kernel(const typename Pass::Params pa, const StepGeometry geo, const St
   const T* hb = static_cast<const T*>(ws.hbuf);
   const T* src = s == 0 ? p.h0 : hb + (s & 1) * BP;
   T* dst = static_cast<T*>(ws.hbuf) + ((s + 1) & 1) * BP;
+  // the regularised pass with recurrent dropout: the product takes dm ⊙ h_{t-1}
+  constexpr bool kZ = Pass::kMasked;
+  const bool drop = kZ && p.dm != nullptr;
   for (int b0 = b_lo; b0 < b_hi; b0 += geo.BC) {
     const int nb = min(geo.BC, b_hi - b0);
-    matvec_fma<T, G>(part, src + (size_t)b0 * P, P, nb, p.w + (size_t)j0 * P, H, P, nu, P, geo);
+    if (drop)
+      matvec_fma<T, G, kZ>(part, src + (size_t)b0 * P, P, nb, p.w + (size_t)j0 * P, H, P, nu, P, geo,
+                           p.dm + (size_t)b0 * P);
+    else
+      matvec_fma<T, G>(part, src + (size_t)b0 * P, P, nb, p.w + (size_t)j0 * P, H, P, nu, P, geo);
     __syncthreads();
     for (int idx = threadIdx.x; idx < nb * nu; idx += kThreads) {
       const int bb = idx / nu, u = idx % nu, b = b0 + bb, j = j0 + u;
@@ -109,6 +118,12 @@ fwd_step_kernel(const typename Pass::Params pa, const StepGeometry geo, const St
           gh[g] = part[bb * geo.RP + g * geo.U + u] + (p.bias ? to_f(p.bias[g * H + j]) : 0.0f);
         }
         Cell::forward(gx, gh, h, c, &hn, &cn, sv);
+        if constexpr (kZ) {  // zoneout, from the unmasked previous state
+          const size_t at = tb * p.ldy + j;  // P == H: a mask row is ldy wide (params.cuh)
+          const float zh = p.zh != nullptr ? p.zh[at] : 0.0f, zc = Cell::HAS_C && p.zc != nullptr ? p.zc[at] : 0.0f;
+          hn = zh * h + (1.0f - zh) * hn;
+          cn = zc * c + (1.0f - zc) * cn;
+        }
         h = hn;
         c = cn;
         out = hn;
@@ -198,8 +213,15 @@ bwd_step_kernel(const typename Pass::Params pa, const StepGeometry geo, const St
     for (int idx = threadIdx.x; idx < nb * nu; idx += kThreads) {
       const int bb = idx / nu, u = idx % nu, b = b0 + bb, j = j0 + u;
       const size_t bj = (size_t)b * H + j;
+      auto prod = [&]() {  // the product's gradient (no projection); it took dm ⊙ h_{t-1} when masked
+        float v = part[bb * geo.RP + u];
+        if constexpr (Pass::kMasked) {
+          if (p.dm != nullptr) v *= p.dm[bj];
+        }
+        return v;
+      };
       float dh = kProj ? (final ? 0.0f : part[bb * geo.RP + u])
-                       : (first ? to_f(p.dhT[bj]) : dstate[bj] + part[bb * geo.RP + u]);
+                       : (first ? to_f(p.dhT[bj]) : dstate[bj] + prod());
       const float dc = Cell::HAS_C ? (first ? to_f(p.dcT[bj]) : cstate[bj]) : 0.0f;
       if (final) {
         if (!kProj) p.dh0[bj] = from_f<T>(dh);
@@ -214,7 +236,15 @@ bwd_step_kernel(const typename Pass::Params pa, const StepGeometry geo, const St
         float sv[S], dgx[G], dgh[G], dl, dcp;
 #pragma unroll
         for (int q = 0; q < S; ++q) sv[q] = p.saved[(tb * S + q) * H + j];
-        Cell::backward(sv, dh, dc, dgx, dgh, &dl, &dcp);
+        if constexpr (Pass::kMasked) {  // zoneout: the cell's part, and the part that bypasses it
+          const size_t at = tb * p.ldy + j;  // P == H: a mask row is ldy wide (params.cuh)
+          const float zh = p.zh != nullptr ? p.zh[at] : 0.0f, zc = Cell::HAS_C && p.zc != nullptr ? p.zc[at] : 0.0f;
+          Cell::backward(sv, (1.0f - zh) * dh, (1.0f - zc) * dc, dgx, dgh, &dl, &dcp);
+          dl += zh * dh;
+          dcp += zc * dc;
+        } else {
+          Cell::backward(sv, dh, dc, dgx, dgh, &dl, &dcp);
+        }
 #pragma unroll
         for (int g = 0; g < G; ++g) {
           pgx[g * H] = from_f<T>(dgx[g]);

@@ -326,6 +326,30 @@ BackwardArgs make_backward_args(const std::string& cell_s, bool reverse, py::obj
   return a;
 }
 
+Masks make_masks(Cell cell, int T, int B, int H, int P, int D, bool proj, py::object state, py::object zh_o,
+                 py::object zc_o, py::object dm_o) {
+  const TensorArg zh = parse_tensor(zh_o, "zoneout_h"), zc = parse_tensor(zc_o, "zoneout_c"),
+                  dm = parse_tensor(dm_o, "drop_h"), st = parse_tensor(state, "h0");
+  Masks m;
+  if (!zh.present && !zc.present && !dm.present) return m;
+  if (proj) bad("the CUDA kernels do not run zoneout or recurrent dropout with a projection (w_hr); "
+                "zoneout_h, zoneout_c and drop_h must be None there");
+  if (cell == Cell::GRU_RESET_BEFORE)
+    bad("the CUDA kernels do not run zoneout or recurrent dropout for gru_reset_before (GRU with "
+        "reset_after=False); zoneout_h, zoneout_c and drop_h must be None there");
+  if (zc.present && !cell_info(cell).has_c)
+    bad(std::string("zoneout_c (the cell state's zoneout mask) exists only for the lstm cell, not ") +
+        cell_name(cell));
+  const bool lead = st.shape.size() == 3;
+  if (zh.present) expect(zh, "zoneout_h", {T, B, (long long)D * P}, DType::F32);
+  if (zc.present) expect(zc, "zoneout_c", {T, B, (long long)D * H}, DType::F32);
+  if (dm.present) expect(dm, "drop_h", per_dir(lead, D, {B, P}), DType::F32);
+  m.zh = static_cast<const float*>(ptr(zh));
+  m.zc = static_cast<const float*>(ptr(zc));
+  m.dm = static_cast<const float*>(ptr(dm));
+  return m;
+}
+
 CellStepArgs make_cell_step_args(const std::string& cell_s, long long dtype, long long B, long long I, long long H,
                                  long long x, long long h0, long long c0, long long w_ih, long long w_hh,
                                  long long b_ih, long long b_hh, long long h, long long c, long long stream,

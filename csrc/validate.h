@@ -44,6 +44,13 @@ BackwardArgs make_backward_args(const std::string& cell, bool reverse, py::objec
                                 py::object d_gx, py::object d_gh, py::object dh0, py::object dc0,
                                 py::object workspace, const LaunchKnobs& knobs, py::object w_hr_t, py::object dh);
 
+// The regularisers' masks of a forward or backward call whose other arguments were checked
+// (a: its sizes; state: its h0 or dhT, whose shape drop_h shares): zoneout_h (T, B, D*P),
+// zoneout_c (T, B, D*H) LSTM only, drop_h shaped like h0; each fp32, contiguous, or None.
+// None with a projection (the kernels do not run them there).
+Masks make_masks(Cell cell, int T, int B, int H, int P, int D, bool proj, py::object state, py::object zoneout_h,
+                 py::object zoneout_c, py::object drop_h);
+
 // The fused decode step: sizes and data pointers (the caller checked the tensors' shapes,
 // dtypes and contiguity; here: ranges, null pointers, element alignment, the int32 indexing).
 CellStepArgs make_cell_step_args(const std::string& cell, long long dtype, long long B, long long I, long long H,

@@ -174,6 +174,27 @@ def test_cuda_step_round_trips(cuda_paths, case):
     _check(cuda_paths[case])
 
 
+#: the CUDA regularised passes (zoneout and recurrent dropout: csrc/passes.cuh FwdRegPass,
+#: BwdRegPass) at the B8·H128 anchor, every cell, both directions
+CUDA_REGULARISED = tuple((cell, "bf16", 8, 128, d) for cell in CELLS for d in ("fwd", "bwd"))
+
+
+@pytest.mark.parametrize("case", CUDA_REGULARISED, ids=lambda c: "-".join(map(str, c)))
+def test_the_masks_add_no_round_trip_to_the_cuda_kernels(case):
+    """The regularised kernel loads the step's zoneout masks with its other inputs, two steps ahead,
+    and keeps the dropout mask in a register: its round trips are the plain kernel's, and it spills
+    only what the compile gate records (the LSTM and GRU backward)."""
+    pytest.importorskip("fusedrnn._C", reason="the CUDA extension is not built (no nvcc)")
+    from tools.compile_check import critical_path
+    plain = critical_path.path("cuda", *case)
+    reg = critical_path.path("cuda", case[0] + REGULARISED, *case[1:])
+    _check(reg)
+    from test_cuda_compile_gate import REGULARISED_SPILLS  # the spills recorded there, exactly
+    assert reg["spill"] == REGULARISED_SPILLS.get((case[0], case[4], case[1]), 0), reg["spill"]
+    assert reg["launch"] == plain["launch"], (reg["launch"], plain["launch"])
+    assert reg["round_trips"] <= plain["round_trips"], (reg["round_trips"], plain["round_trips"])
+
+
 def test_cuda_inputs_are_loaded_two_steps_ahead(cuda_paths):
     """The CUDA persistent kernel loads a step's inputs two steps before it (csrc/persistent.cuh):
     where no flag is polled (the cta and cluster tiers) that load is the step's only dependent

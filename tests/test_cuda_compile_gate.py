@@ -65,6 +65,10 @@ ptxas info    : Used 191 registers, used 1 barriers, 32 bytes cumulative stack s
         ("persistent", "bwd", "rnn_relu", "fp16")
     assert cuda_rows.kernel_key("void fusedrnn::fwd_step_kernel<fusedrnn::FwdPass<fusedrnn::GruCell, float> >(...)") \
         == ("step", "fwd", "gru", "fp32")
+    assert cuda_rows.kernel_key("void fusedrnn::persistent_kernel<fusedrnn::FwdRegPass<fusedrnn::LstmCell, "
+                                "__nv_bfloat16> >(...)") == ("persistent", "fwd+zo+rd", "lstm", "bf16")
+    assert cuda_rows.kernel_key("void fusedrnn::bwd_step_kernel<fusedrnn::BwdRegPass<fusedrnn::RnnCell<false>, "
+                                "float> >(...)") == ("step", "bwd+zo+rd", "rnn_tanh", "fp32")
     assert cuda_rows.kernel_key("void fusedrnn::persistent_kernel<fusedrnn::BwdProjPass<__nv_bfloat16> >(...)") == \
         ("persistent", "bwd-proj", "lstm", "bf16")
     assert cuda_rows.kernel_key("void fusedrnn::bwd_step_kernel<fusedrnn::BwdProjPass<float> >(...)") == \
@@ -108,3 +112,43 @@ def test_v2_rows_cover_both_directions_the_projection_and_the_decode_step(ci_row
     for r in rows:
         if r["variant"].startswith("D2") and r["layout"].split()[0] != "step":
             assert " D2 " in r["layout"], r
+
+
+@pytest.mark.gate
+def test_regularised_rows_compile_for_every_cell_and_dtype(ci_rows):
+    """The regularised passes (zoneout and recurrent dropout, cuda_rows.V2_CASES["zo+rd"]) are
+    planned and compiled in every gate run, their own kernels (FwdRegPass, BwdRegPass)."""
+    _, rows = ci_rows
+    want = {(B, H, d) for B, H, _ in cuda_rows.V2_CASES["zo+rd"] for d in ("fwd", "bwd")}
+    for cell in ("lstm", "gru", "rnn_tanh", "rnn_relu"):
+        for dtype in ("bf16", "fp16", "fp32"):
+            mine = [r for r in rows if r["cell"] == cell and r["dtype"] == dtype and r["variant"].startswith("zo+rd")]
+            assert {(r["B"], r["H"], r["direction"]) for r in mine} == want, (cell, dtype, mine)
+            assert all("RegPass" in r["kernel"] and not r["error"] for r in mine), mine
+
+
+#: the regularised kernels that spill today (ptxas, sm_90, bytes of spill stores + loads): the
+#: zoneout masks of two steps ahead (and the dropout mask) in registers push the LSTM backward
+#: (and the GRU backward in 16 bits, the LSTM forward in fp32) past 255 registers
+REGULARISED_SPILLS = {("lstm", "bwd", "bf16"): 52, ("lstm", "bwd", "fp16"): 52, ("lstm", "bwd", "fp32"): 40,
+                      ("gru", "bwd", "bf16"): 8, ("gru", "bwd", "fp16"): 8, ("lstm", "fwd", "fp32"): 8}
+
+
+@pytest.mark.gate
+def test_regularised_rows_spill_only_where_recorded(ci_rows):
+    """The regularised persistent kernels spill nothing, except REGULARISED_SPILLS, each exactly so
+    much (a change either way shows here)."""
+    _, rows = ci_rows
+    got = {(r["cell"], r["direction"], r["dtype"]): r["spill_bytes"] for r in rows
+           if r["variant"] == "zo+rd" and r["spill_bytes"]}
+    assert got == REGULARISED_SPILLS
+
+
+@pytest.mark.gate
+@pytest.mark.xfail(strict=True, reason="awaiting: the regularised LSTM and GRU backward spill (REGULARISED_SPILLS)")
+def test_no_regularised_sixteen_bit_kernel_spills(ci_rows):
+    _, rows = ci_rows
+    spills = [(r["cell"], r["dtype"], r["direction"], r["spill_bytes"]) for r in rows
+              if r["variant"] == "zo+rd" and r["dtype"] in ("bf16", "fp16") and r["spill_bytes"]]
+    assert not spills, spills
+

@@ -19,10 +19,11 @@ ATTRIBUTES = {"DTYPE_CODES", "MODES", "THREADS"}
 #: the keyword arguments of the two launches: tensors, stream and device, and the plan's knobs
 #: (machine: its cost-model constants, fusedrnn.machine.cxx_constants(), a calibration file's)
 FORWARD_ARGS = ["cell", "reverse", "gx", "h0", "c0", "w_hh", "b_hh", "lengths", "y", "hT", "cT", "saved", "workspace",
-                "stream", "device", "mode", "units", "batch_rows", "passes", "spin_limit", "w_hr", "m", "machine"]
+                "stream", "device", "mode", "units", "batch_rows", "passes", "spin_limit", "w_hr", "m", "machine",
+                "zoneout_h", "zoneout_c", "drop_h"]
 BACKWARD_ARGS = ["cell", "reverse", "dy", "dhT", "dcT", "w_hh_t", "lengths", "saved", "d_gx", "d_gh", "dh0", "dc0",
                  "workspace", "stream", "device", "mode", "units", "batch_rows", "passes", "spin_limit", "w_hr_t", "dh",
-                 "machine"]
+                 "machine", "zoneout_h", "zoneout_c", "drop_h"]
 
 
 def _read(path):

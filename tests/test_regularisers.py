@@ -383,31 +383,34 @@ class _Probe:
         return None
 
 
-def test_the_cuda_kernels_decline_and_auto_never_picks_them(monkeypatch):
-    """The CUDA backend's own `unsupported` declines regularised calls, so on a GPU 'auto' takes the
-    next backend that runs them (never cuda, never torch.nn), and forcing cuda raises the reason."""
+def test_the_cuda_kernels_run_them_except_with_a_projection(monkeypatch):
+    """The CUDA backend's own `unsupported` runs regularised calls except with proj_size (declined by
+    name), so on a GPU 'auto' takes cuda, the first fused backend that runs them, and else the next
+    one (never torch.nn); forcing cuda with a projection raises the reason."""
     from fusedrnn.ops import cuda, triton
-    why = cuda.unsupported("lstm", torch.float32, 8, regularised=True)
-    assert why is not None and "zoneout" in why and cuda.unsupported("lstm", torch.float32, 8) is None
+    assert cuda.unsupported("lstm", torch.float32, 8, regularised=True) is None
+    why = cuda.unsupported("lstm", torch.float32, 8, 4, regularised=True)
+    assert why is not None and "zoneout" in why and "proj_size" in why
+    assert cuda.unsupported("lstm", torch.float32, 8, 4) is None
     mods = {"cuda": _Probe(cuda.unsupported), "triton": _Probe(triton.unsupported)}
     monkeypatch.setattr(backends, "kernel_module", lambda name: mods[name])
     dev = torch.device("cuda")
-    choice = backends.choose("auto", dev, "lstm", torch.float32, 8, warn=False, batch=3, steps=4, regularised=True)
-    assert choice.name == "triton" and "zoneout" in choice.reason
-    # the Triton kernels run a projection and the reset-before GRU with the masks too
+    for cell in ("lstm", "gru", "rnn_tanh", "rnn_relu"):
+        choice = backends.choose("auto", dev, cell, torch.float32, 8, warn=False, batch=3, steps=4, regularised=True)
+        assert choice.name == "cuda", (cell, choice)
+    # the Triton kernels run a projection and the reset-before GRU with the masks, the CUDA ones neither
     for cell, proj in (("lstm", 4), ("gru_reset_before", 0)):
         choice = backends.choose("auto", dev, cell, torch.float32, 8, proj, warn=False, batch=3, steps=4,
                                  regularised=True)
         assert choice.name == "triton", (cell, choice)
-    # where Triton declines too (here a stand-in that declines everything), the reference: never
-    # cuda, never torch.nn
+    # where Triton declines too (here a stand-in that declines everything), the reference: never torch.nn
     mods["triton"] = _Probe(lambda *a, **k: "a stand-in that declines")
     choice = backends.choose("auto", dev, "lstm", torch.float32, 8, 4, warn=False, batch=3, steps=4, regularised=True)
     assert choice.name == "reference" and "cuda: the CUDA kernels do not implement zoneout" in choice.reason
     with pytest.raises(RuntimeError, match="fusedrnn backend 'cuda' cannot run this call: the CUDA kernels do not "
-                                           "implement zoneout"):
-        backends.choose("cuda", dev, "gru", torch.float32, 8, warn=False, regularised=True)
-    assert backends.choose("cuda", dev, "gru", torch.float32, 8, warn=False).name == "cuda"  # unregularised: unchanged
+                                           "implement zoneout .* with proj_size"):
+        backends.choose("cuda", dev, "lstm", torch.float32, 8, 4, warn=False, regularised=True)
+    assert backends.choose("cuda", dev, "gru", torch.float32, 8, warn=False, regularised=True).name == "cuda"
 
 
 def test_a_backend_without_the_keyword_is_taken_to_decline(monkeypatch):

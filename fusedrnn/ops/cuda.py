@@ -88,9 +88,12 @@ def unsupported(cell: str, dtype, hidden_size: int, proj_size: int = 0, directio
     """None if the kernels handle this configuration, else why not."""
     if cell not in GATES:
         return f"unknown cell {cell!r}"
-    if regularised:
+    if regularised and proj_size:
         return ("the CUDA kernels do not implement zoneout or recurrent dropout (zoneout=, zoneout_cell=, "
-                "recurrent_dropout=); the 'triton' and 'reference' backends run them")
+                "recurrent_dropout=) with proj_size; the 'triton' and 'reference' backends run them")
+    if regularised and cell == GRU_RESET_BEFORE:
+        return ("the CUDA kernels do not implement zoneout or recurrent dropout (zoneout=, zoneout_cell=, "
+                "recurrent_dropout=) for GRU with reset_after=False; the 'triton' and 'reference' backends run them")
     if proj_size and cell != "lstm":
         return f"proj_size exists only for lstm, not {cell}"
     if proj_size and hidden_size is not None and not 0 < proj_size < hidden_size:
@@ -112,9 +115,9 @@ def _dims(cell, gx, h0):
     return D, lead, T, B, DGH // (D * GATES[cell]), h0.shape[-1]
 
 
-def saved_shapes(cell, gx, h0, c0, w_hh, b_hh, lengths, reverse, need_grad, w_hr=None):
+def saved_shapes(cell, gx, h0, c0, w_hh, b_hh, lengths, reverse, need_grad, w_hr=None, **masks):
     """(shape, dtype) of each tensor `forward` saves: the activations (D?, T, B, S, H) fp32 and,
-    with a projection, m = o * tanh(c) (D?, T, B, H) fp32 for dW_hr."""
+    with a projection, m = o * tanh(c) (D?, T, B, H) fp32 for dW_hr. The masks change nothing."""
     if not need_grad:
         return []
     _, lead, T, B, H, _ = _dims(cell, gx, h0)
@@ -182,6 +185,14 @@ def _empty(shape, dtype, device) -> torch.Tensor:
     return t
 
 
+def _masks(zoneout_h, zoneout_c, drop_h) -> dict:
+    """The regularisers' masks (fusedrnn/regularisers.py) as the kernels read them: fp32,
+    contiguous (drop_h shaped like h0), only those given. The caller keeps the dict (the tensors)
+    alive across the launch and passes {name: _arg(mask)}."""
+    given = (("zoneout_h", zoneout_h), ("zoneout_c", zoneout_c), ("drop_h", drop_h))
+    return {k: m.to(torch.float32).contiguous() for k, m in given if m is not None}
+
+
 def _launch_context(t: torch.Tensor):
     why = availability(t.device)
     if why is not None:
@@ -238,12 +249,15 @@ def _after_launch(note: str, ws: torch.Tensor, what: str, tier: str) -> None:
                           waits=tier == "grid")
 
 
-def forward(cell, gx, h0, c0, w_hh, b_hh, lengths, reverse, need_grad, w_hr=None):
+def forward(cell, gx, h0, c0, w_hh, b_hh, lengths, reverse, need_grad, w_hr=None, zoneout_h=None, zoneout_c=None,
+            drop_h=None):
     """Forward recurrence; see docs/design.md, "The kernel contract".
 
     gx (T,B,D*G*H) · h0 (D?,B,P) · c0 (D?,B,H) LSTM only · w_hh (D?,G*H,P) · b_hh (D?,G*H) or None ·
     lengths (B,) int32 on gx's device or None · w_hr (D?,P,H) LSTM projection or None. Returns y
     (T,B,D*P), hT (D?,B,P), cT (D?,B,H) or None, and saved (see saved_shapes) when need_grad, else ().
+    The regularisers' masks (fusedrnn/regularisers.py; not with w_hr): zoneout_h (T,B,D*P),
+    zoneout_c (T,B,D*H) LSTM only, drop_h shaped like h0; the regularised kernels run them.
     """
     stream, index = _launch_context(gx)
     timeouts.check()  # an earlier launch's timeout, found without synchronising
@@ -256,19 +270,23 @@ def forward(cell, gx, h0, c0, w_hh, b_hh, lengths, reverse, need_grad, w_hr=None
     saved = [_empty(shape, sdt, dev)
              for shape, sdt in saved_shapes(cell, gx, h0, c0, w_hh, b_hh, lengths, reverse, need_grad, w_hr)]
     ws, tier = _workspace(False, cell, dt, B, H, index, knobs, dev, P if w_hr is not None else 0, D)
+    masks = _masks(zoneout_h, zoneout_c, drop_h)
     note = _C.forward(cell, bool(reverse), _arg(gx), _arg(h0), _arg(c0), _arg(w_hh), _arg(b_hh), _arg(lengths),
                       _arg(y), _arg(hT), _arg(cT), _arg(saved[0] if saved else None), _arg(ws), stream, index,
-                      w_hr=_arg(w_hr), m=_arg(saved[1] if len(saved) > 1 else None), **knobs)
+                      w_hr=_arg(w_hr), m=_arg(saved[1] if len(saved) > 1 else None), **knobs,
+                      **{k: _arg(t) for k, t in masks.items()})
     _after_launch(note, ws, f"{cell} forward", tier)
     return y, hT, cT, tuple(saved)
 
 
-def backward(cell, dy, dhT, dcT, gx, h0, c0, w_hh, b_hh, lengths, reverse, y, saved, w_hr=None):
+def backward(cell, dy, dhT, dcT, gx, h0, c0, w_hh, b_hh, lengths, reverse, y, saved, w_hr=None, zoneout_h=None,
+             zoneout_c=None, drop_h=None):
     """Backward recurrence: d_gx (T,B,D*G*H) in gx's dtype, d_gh (the same tensor except for
     GRU, whose n gate differs: d_gh_n = r * d_gx_n), dh0 (D?,B,P), dc0 (D?,B,H) or None and,
     with a projection, dw_hr (D?,P,H) = Σ_t dh_tᵀ m_t (fp32 GEMM outside the loop). For the GRU
     with reset_after=False d_gh is d_gx: the caller's dW_hh pairs its n rows with r ⊙ h_{t-1}
-    (common.recurrent_weight_grads)."""
+    (common.recurrent_weight_grads). The masks: the forward's (the caller's dW_hh pairs d_gh
+    with drop_h ⊙ h_{t-1}, library.py)."""
     stream, index = _launch_context(dy)
     timeouts.check()  # an earlier launch's timeout, found without synchronising
     proj = w_hr is not None
@@ -286,10 +304,12 @@ def backward(cell, dy, dhT, dcT, gx, h0, c0, w_hh, b_hh, lengths, reverse, y, sa
     dc0 = _empty(lead + (B, H), dt, dev) if cell == "lstm" else None
     dh = _empty(lead + (T, B, P), torch.float32, dev) if proj else None
     ws, tier = _workspace(True, cell, dt, B, H, index, knobs, dev, P if proj else 0, D)
+    masks = _masks(zoneout_h, zoneout_c, drop_h)
     note = _C.backward(cell, bool(reverse), _arg(dy.to(dt)), _arg(dhT.to(dt)),
                        _arg(dcT.to(dt) if dcT is not None else None), _arg(w_t), _arg(lengths), _arg(saved[0]),
                        _arg(d_gx), _arg(d_gh), _arg(dh0), _arg(dc0), _arg(ws), stream, index,
-                       w_hr_t=_arg(w_hr_t), dh=_arg(dh), **knobs)
+                       w_hr_t=_arg(w_hr_t), dh=_arg(dh), **knobs,
+                       **{k: _arg(t) for k, t in masks.items()})
     _after_launch(note, ws, f"{cell} backward", tier)
     outs = (d_gx, (d_gh if d_gh is not None else d_gx), dh0, dc0)
     if not proj:

@@ -30,6 +30,7 @@ import json
 import sys
 
 from .cases import CheckCase
+from .cuda_rows import REGULARISED
 from .rows import H100, Row
 
 #: dependent round trips a step may take per exchange: the exchange's flag and its data
@@ -45,8 +46,8 @@ def exchanges(cell: str, proj: bool = False) -> int:
     return 2 if cell == GRU_RESET_BEFORE or proj else 1
 
 
-#: the suffix of a cell name asking for its kernel with zoneout and recurrent dropout
-REGULARISED = "+zo+rd"
+#: REGULARISED (cuda_rows): the suffix of a cell name asking for its kernel with zoneout and
+#: recurrent dropout (the CUDA regularised passes' kernel keys carry it too)
 
 
 def split_cell(name: str) -> tuple[str, bool]:
@@ -71,14 +72,14 @@ def triton_path(cell: str, dtype: str, B: int, H: int, direction: str, force: di
                 loads=[[hex(a), op, d, f] for a, op, d, f in rep.loads])
 
 
-def cuda_loads(facts: dict, cell: str, dtype: str, B: int, H: int, direction: str) -> list:
+def cuda_loads(facts: dict, cell: str, dtype: str, B: int, H: int, direction: str, regularised: bool = False) -> list:
     """Every global load of the persistent kernel's walk for the plan of this row (the walk's
     last trip of the step loop, depths counted from the end of the trip before:
     sass_path.analyse), as [address, opcode, depth, flag]; [] where the plan runs per-step kernels."""
     from . import cuda_rows as cr, cuda_walks
     p = cr._C().plan_for(direction == "bwd", cell, cr.DTYPE_CODES[dtype], B, H, cr.limits(H100), proj=0,
                          directions=1, machine=cr._machine())
-    key = ("persistent", direction, cell, dtype)
+    key = ("persistent", direction + (REGULARISED if regularised else ""), cell, dtype)
     walks = facts.get(key, {}).get("walks")
     if not p["persistent"] or walks is None:
         return []
@@ -87,11 +88,12 @@ def cuda_loads(facts: dict, cell: str, dtype: str, B: int, H: int, direction: st
     return [[hex(a), op, d, f] for a, op, d, f in rep.loads]
 
 
-def cuda_path(cell: str, dtype: str, B: int, H: int, direction: str, loads: bool = False) -> dict:
+def cuda_path(cell: str, dtype: str, B: int, H: int, direction: str, loads: bool = False,
+              regularised: bool = False) -> dict:
     from . import cuda_rows as cr
     facts = cr.kernel_facts(H100.arch)  # a cold build compiles the four cells in parallel
     cr.SPEC[0] = H100
-    rows = [r for r in cr._recurrence_rows(facts, cr.limits(H100), cell, dtype, B, H, True)
+    rows = [r for r in cr._recurrence_rows(facts, cr.limits(H100), cell, dtype, B, H, True, regularised=regularised)
             if r.direction == direction]
     if any(r.error or r.round_trips is None for r in rows):
         raise RuntimeError(f"no critical path for {cell} {dtype} B{B} H{H} {direction}: {rows}")
@@ -105,20 +107,19 @@ def cuda_path(cell: str, dtype: str, B: int, H: int, direction: str, loads: bool
                 insts_per_step=sum(r.insts_per_step for r in rows), launch=rows[0].layout,
                 extra_passes=sum(r.extra_passes for r in rows), predicted_us=sum(r.predicted_us for r in rows),
                 terms=terms, regs=rows[0].regs, spill=rows[0].spill_bytes,
-                **({"loads": cuda_loads(facts, cell, dtype, B, H, direction)} if loads else {}))
+                **({"loads": cuda_loads(facts, cell, dtype, B, H, direction, regularised)} if loads else {}))
 
 
 def path(backend: str, cell: str, dtype: str, B: int, H: int, direction: str, force: dict | None = None,
          proj: bool = False, loads: bool = False) -> dict:
-    """The critical path of one kernel; `cell` may carry the REGULARISED suffix (Triton only);
+    """The critical path of one kernel; `cell` may carry the REGULARISED suffix (zoneout and
+    recurrent dropout: the Triton kernel with every mask, the CUDA regularised passes);
     proj: with an LSTM projection of P = H/4 (Triton only)."""
     cell, regularised = split_cell(cell)
     if (force or proj) and backend != "triton":
         raise ValueError("--force and --proj apply to the triton backend only")
-    if regularised and backend != "triton":
-        raise ValueError(f"{REGULARISED} (zoneout and recurrent dropout) applies to the triton backend only")
     d = (triton_path(cell, dtype, B, H, direction, force, regularised, proj) if backend == "triton"
-         else cuda_path(cell, dtype, B, H, direction, loads))
+         else cuda_path(cell, dtype, B, H, direction, loads, regularised))
     d.update(backend=backend, cell=cell, regularised=regularised, dtype=dtype, B=B, H=H, direction=direction,
              allowed=ROUND_TRIPS_ALLOWED * exchanges(cell, proj) + d.get("extra_passes", 0))
     return d

@@ -44,6 +44,9 @@ CXX_DTYPES = {"float": "fp32", "__half": "fp16", "__nv_bfloat16": "bf16"}
 CXX_CELLS = {"LstmCell": "lstm", "GruCell": "gru", "RnnCell<false>": "rnn_tanh", "RnnCell<true>": "rnn_relu",
              "GruResetBeforeCell": "gru_reset_before"}
 THREADS = 256
+#: the suffix of a regularised pass (zoneout and recurrent dropout: csrc/passes.cuh FwdRegPass,
+#: BwdRegPass) in a kernel key, and of its cell in critical_path's names
+REGULARISED = "+zo+rd"
 
 
 def limits(spec) -> dict:
@@ -147,11 +150,12 @@ def kernel_key(demangled: str) -> tuple[str, str, str, str] | None:
     projection, or of the GRU with its reset gate before the product) or "cell-step" (the fused
     decode step; pass "nb1" or "nb8", its rows per CTA)."""
     cell_t = r"(\w+(?:<\w+>)?)"
-    m = re.search(r"fusedrnn::(persistent_kernel|fwd_step_kernel|bwd_step_kernel)<fusedrnn::(Fwd|Bwd)Pass<fusedrnn::"
-                  + cell_t + r", (\w+)>", demangled)
-    if m:
+    m = re.search(r"fusedrnn::(persistent_kernel|fwd_step_kernel|bwd_step_kernel)<fusedrnn::(Fwd|Bwd)(Reg)?Pass<"
+                  r"fusedrnn::" + cell_t + r", (\w+)>", demangled)
+    if m:  # Reg: the regularised pass (zoneout, recurrent dropout), pass "fwd+zo+rd" / "bwd+zo+rd"
         kind = "persistent" if m.group(1) == "persistent_kernel" else "step"
-        return (kind, m.group(2).lower(), CXX_CELLS.get(m.group(3), m.group(3)), CXX_DTYPES.get(m.group(4), m.group(4)))
+        pas = m.group(2).lower() + (REGULARISED if m.group(3) else "")
+        return (kind, pas, CXX_CELLS.get(m.group(4), m.group(4)), CXX_DTYPES.get(m.group(5), m.group(5)))
     m = re.search(r"fusedrnn::(persistent_kernel|fwd_step_kernel|bwd_step_kernel)<fusedrnn::(Fwd|Bwd)ProjPass<(\w+)>",
                   demangled)
     if m:
@@ -290,18 +294,23 @@ def _layout_text(p: dict) -> str:
 # decode step (the 2-layer decoder's two sizes, an odd edge on the scalar path).
 V2_CASES = {
     "D2": ((32, 512, True), (3, 33, False)),
+    # zoneout and recurrent dropout (the regularised passes), one direction: the B8·H128 anchor's
+    # shape and an odd edge, neither counted as an anchor (no benchmark row runs them yet, and
+    # the regularised LSTM and GRU backward spill: tests/test_cuda_compile_gate.py records it)
+    "zo+rd": ((8, 128, False), (3, 33, False)),
     "proj": ((16, 1024, 256, True), (64, 1024, 256, True), (3, 33, 7, False)),
     "step": ((1, 1024, 1024, True), (8, 512, 512, True), (3, 33, 37, False)),
 }
 
 
-def _recurrence_rows(facts, lim, cell, dtype, B, H, anchor, proj=0, directions=1) -> list[Row]:
+def _recurrence_rows(facts, lim, cell, dtype, B, H, anchor, proj=0, directions=1, regularised=False) -> list[Row]:
+    """regularised: the kernels with zoneout and recurrent dropout (the plan is the plain one's)."""
     out = []
-    variant = "D2" if directions > 1 else f"proj{proj}" if proj else None
+    variant = "D2" if directions > 1 else f"proj{proj}" if proj else "zo+rd" if regularised else None
     for direction in ("fwd", "bwd"):
         p = _C().plan_for(direction == "bwd", cell, DTYPE_CODES[dtype], B, H, lim, proj=proj, directions=directions,
                           machine=_machine())
-        pas = direction + ("-proj" if proj else "")
+        pas = direction + ("-proj" if proj else "") + (REGULARISED if regularised else "")
         kinds = ["persistent"] if p["persistent"] else ["step", "step2"][:p["step"]["kernels"]]
         for kind in kinds:
             f = facts.get((kind, pas, cell, dtype))
@@ -398,6 +407,8 @@ def rows(spec, cases, jobs):
     for cell, dtype in pairs:
         for B, H, anchor in V2_CASES["D2"]:
             out += _recurrence_rows(facts, lim, cell, dtype, B, H, anchor, directions=2)
+        for B, H, anchor in V2_CASES["zo+rd"]:
+            out += _recurrence_rows(facts, lim, cell, dtype, B, H, anchor, regularised=True)
         if cell == "lstm":
             for B, H, P, anchor in V2_CASES["proj"]:
                 out += _recurrence_rows(facts, lim, cell, dtype, B, H, anchor, proj=P)

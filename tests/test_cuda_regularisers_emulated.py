@@ -29,6 +29,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 import fusedrnn
 from fusedrnn import ops, regularisers
 from fusedrnn.ops import cuda
+from fusedrnn.ops.common import GRU_RESET_BEFORE
 from support import contract, regulariser_oracle
 from support.emulated import F32_FLOOR
 from support.float64_checks import grads
@@ -301,3 +302,15 @@ def test_masks_with_a_projection_or_without_a_cell_state_raise(emu, knobs):
     with pytest.raises(ValueError, match="do not run zoneout or recurrent dropout with a projection"):
         cuda.forward("lstm", args["gx"], args["h0"], args["c0"], args["w_hh"], args["b_hh"], None, False, False,
                      w_hr=args["w_hr"], zoneout_h=torch.zeros(3, 3, 3))
+
+
+def test_masks_with_the_reset_before_gru_raise(emu, knobs):
+    """The reset-before GRU's two-stage passes take no masks: cuda.unsupported declines the call
+    by name, and the extension refuses masks handed to it anyway (validate.cpp make_masks)."""
+    knobs()
+    why = cuda.unsupported(GRU_RESET_BEFORE, torch.float32, 5, regularised=True)
+    assert why is not None and "zoneout" in why and "reset_after=False" in why
+    case = contract.Case(GRU_RESET_BEFORE, 1, T=3, B=3, H=5)
+    gx, h0, _, w_hh, b_hh, *_ = _forward_args(case)
+    with pytest.raises(ValueError, match="do not run zoneout or recurrent dropout for gru_reset_before"):
+        cuda.forward(GRU_RESET_BEFORE, gx, h0, None, w_hh, b_hh, None, False, False, zoneout_h=torch.zeros(3, 3, 5))

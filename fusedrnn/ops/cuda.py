@@ -43,7 +43,7 @@ import torch
 from .. import machine, settings
 from ..cell_table import CELLS as CELL_TABLE
 from . import step_args, timeouts
-from .common import GATES, INT32_MAX
+from .common import GATES, GRU_RESET_BEFORE, INT32_MAX
 
 try:
     from .. import _C

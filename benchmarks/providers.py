@@ -117,7 +117,17 @@ def why_not(provider: Provider, case: Case, dtype: str, device: torch.device, ea
             return f"T={case.T} > --eager-max-t {eager_max_t} (slow; raise the limit to time it)"
         return None
     from fusedrnn import backends  # noqa: PLC0415  (after TRITON_INTERPRET is settled)
-    return backends.why_not(provider.backend, device, kernel_cell(case), TORCH_DTYPES[dtype], case.H, 0)
+    return backends.why_not(provider.backend, device, kernel_cell(case), TORCH_DTYPES[dtype], case.H, 0,
+                            regularised=is_regularised(case))
+
+
+#: a variant's options that draw masks (zoneout, recurrent dropout) when nonzero
+REGULARISER_OPTIONS = ("zoneout", "zoneout_cell", "recurrent_dropout")
+
+
+def is_regularised(case: Case) -> bool:
+    """Whether `case`'s module carries zoneout or recurrent-dropout masks (a backend may decline them)."""
+    return any(k in REGULARISER_OPTIONS and v for k, v in case.options)
 
 
 def kernel_cell(case: Case) -> str:

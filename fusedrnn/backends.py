@@ -125,7 +125,7 @@ def why_not(name: str, device: torch.device, cell: str | None = None, dtype=None
 
 #: why torch.nn cannot run a call with zoneout or recurrent dropout
 NO_TORCH_REGULARISERS = ("torch.nn has no zoneout or recurrent dropout (zoneout=, zoneout_cell=, recurrent_dropout=); "
-                         "the 'triton' and 'reference' backends run them")
+                         "the 'cuda' (torch.nn's cells, no proj_size), 'triton' and 'reference' backends run them")
 
 
 def why_not_two_directions(name: str, cell: str, dtype, hidden_size: int, proj_size: int = 0) -> str | None:

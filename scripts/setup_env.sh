@@ -38,7 +38,7 @@ fi
 # What the extension is built from: a change here (or in the build settings) rebuilds it.
 csrc_stamp() {
     (cd "$ROOT" && { find csrc -type f -print0 | LC_ALL=C sort -z | xargs -0 sha1sum; sha1sum csrc_build.py
-                     echo "archs=${FUSEDRNN_CUDA_ARCHS:-} skip=${FUSEDRNN_SKIP_CUDA_BUILD:-} O0=${FUSEDRNN_UNOPTIMISED_PTX:-}"
+                     echo "archs=${FUSEDRNN_CUDA_ARCHS:-} skip=${FUSEDRNN_SKIP_CUDA_BUILD:-} O0=${unoptimised_ptx}"
                    } | sha1sum | cut -d' ' -f1)
 }
 built_stamp="$ROOT/build/fusedrnn_C.stamp"
@@ -55,23 +55,25 @@ record_build() { mkdir -p "$ROOT/build" && csrc_stamp > "$built_stamp"; }
 # unless the caller reads machine code (FUSEDRNN_NEEDS_SASS=1: `test.sh --gates`) or a build
 # with sm_90 machine code is current (it holds what the PTX build would).
 no_gpu_archs=""
+unoptimised_ptx="${FUSEDRNN_UNOPTIMISED_PTX:-}"
 if [ -z "${FUSEDRNN_CUDA_ARCHS+set}" ] && ! nvidia-smi -L >/dev/null 2>&1; then
     export FUSEDRNN_CUDA_ARCHS=90
     no_gpu_archs=" for sm_90 only: no NVIDIA GPU here (FUSEDRNN_CUDA_ARCHS chooses)"
     if [ -z "${FUSEDRNN_NEEDS_SASS:-}" ] && ! extension_is_current; then
-        export FUSEDRNN_CUDA_ARCHS=90-virtual FUSEDRNN_UNOPTIMISED_PTX=1
+        export FUSEDRNN_CUDA_ARCHS=90-virtual
+        unoptimised_ptx=1  # given to the build commands only: the tests build other archs with the same env
         no_gpu_archs=" as unoptimised sm_90 PTX only: no NVIDIA GPU here (FUSEDRNN_CUDA_ARCHS chooses; \`test.sh --gates\` adds the machine code)"
     fi
 fi
 
 if [ "$fresh" = 1 ]; then
     echo "setup_env: installing fusedrnn in editable mode (compiling fusedrnn._C$no_gpu_archs takes minutes)" >&2
-    python -m pip install -q --no-build-isolation -e "$ROOT"
+    FUSEDRNN_UNOPTIMISED_PTX="$unoptimised_ptx" python -m pip install -q --no-build-isolation -e "$ROOT"
     python -m pip check
     record_build
     echo "$want" > "$stamp"
 elif ! extension_is_current; then
     echo "setup_env: csrc/, csrc_build.py or FUSEDRNN_CUDA_ARCHS changed since the last build: rebuilding fusedrnn._C$no_gpu_archs" >&2
-    (cd "$ROOT" && python setup.py -q build_ext --inplace >/dev/null)
+    (cd "$ROOT" && FUSEDRNN_UNOPTIMISED_PTX="$unoptimised_ptx" python setup.py -q build_ext --inplace >/dev/null)
     record_build
 fi

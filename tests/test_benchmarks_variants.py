@@ -80,3 +80,16 @@ def test_the_masks_of_a_checked_call_are_seeded(monkeypatch):
     monkeypatch.setattr(accuracy.torch, "manual_seed", lambda seed: None)
     rows = suite.run_case(case, _settings([TORCH_CPU, REFERENCE]), timing.HostTimer(), timed=False)
     assert {r["status"] for r in rows if r["provider"] == "fusedrnn-reference"} == {"WRONG"}
+
+
+def test_the_cuda_row_of_each_variant_says_whether_the_kernels_run_it(monkeypatch):
+    """On a GPU (its availability faked here) the fused cuda rows run the reset-before GRU and the
+    regularised LSTM; masks with the reset-before GRU are declined before a launch, with the
+    kernels' reason, not attempted and failed."""
+    from fusedrnn.ops import cuda
+    monkeypatch.setattr(cuda, "availability", lambda device: None)
+    cfg = run.configure(run.build_parser().parse_args([]), on_gpu=True)
+    variants = [c for c, timed, _ in cfg.plan if c.section == "variant" and timed]
+    why = [providers.why_not(providers.PROVIDERS["fusedrnn-cuda"], c, "bf16", torch.device("cuda")) for c in variants]
+    assert why[:3] == [None, None, None], why
+    assert why[3] is not None and "zoneout" in why[3] and "reset_after=False" in why[3], why[3]

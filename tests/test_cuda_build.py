@@ -125,6 +125,7 @@ def test_no_nvcc_skips_the_build(monkeypatch, tmp_path, capsys):
 @needs_build
 def test_compile_commands(monkeypatch, tmp_path):
     monkeypatch.setenv("FUSEDRNN_CUDA_ARCHS", "90")
+    monkeypatch.delenv("FUSEDRNN_UNOPTIMISED_PTX", raising=False)  # machine code: optimised
     jobs, link = csrc_build._commands(str(tmp_path / "_C.so"), str(tmp_path))
     nv = [cmd for src, _, cmd in jobs if src.endswith(".cu")]
     assert nv and all("-O3" in c and "-std=c++17" in c and "arch=compute_90,code=sm_90" in c for c in nv)

@@ -45,7 +45,7 @@ gpu = pytest.mark.skipif(not has_cuda, reason="no CUDA device")
 from sanitizer_case import KNOBS as TIER_KNOBS  # noqa: E402  (tests/gpu is on sys.path under pytest)
 from sanitizer_case import TIERS  # noqa: E402  (the env knobs that force each tier, several CTAs and groups)
 from fusedrnn.ops import cuda as cuda_ops
-from fusedrnn.ops.common import prev_states, weight_grads
+from fusedrnn.ops.common import GRU_RESET_BEFORE, recurrent_weight_grads, reset_before_args
 
 
 @pytest.fixture(autouse=True)
@@ -98,8 +98,8 @@ def lowp_recurrence(cell, gx, h0, c0, w_hh, b_hh, lengths=None, reverse=False, w
     for t in order:
         if cell == "lstm":
             hn, cn = reference.lstm_step(gx[t], h, c, w_hh, b_hh, w_hr)
-        elif cell == "gru":
-            hn, cn = reference.gru_step(gx[t], h, w_hh, b_hh), None
+        elif cell in ("gru", GRU_RESET_BEFORE):
+            hn, cn = reference.gru_step(gx[t], h, w_hh, b_hh, reset_after=cell == "gru"), None
         else:
             hn, cn = reference.rnn_step(gx[t], h, w_hh, b_hh, relu=cell == "rnn_relu"), None
         if lengths is None:
@@ -402,8 +402,6 @@ def run_cuda(cell, x, lens, probes, D, dtype):
     dev = torch.device("cuda")
     a = {n: (t.to(dev, dtype).contiguous() if t is not None else None) for n, t in x.items()}
     lens32 = lens.to(dev, torch.int32) if lens is not None else None
-    G, P = GATES[cell], a["h0"].shape[-1]
-    H = a["gx"].shape[2] // (D * G)
     y, hT, cT, saved = cuda_ops.forward(cell, a["gx"], a["h0"], a["c0"], a["w_hh"], a["b_hh"], lens32, False, True,
                                         a["w_hr"])
     y_nograd, hT_nograd, cT_nograd, none = cuda_ops.forward(cell, a["gx"], a["h0"], a["c0"], a["w_hh"], a["b_hh"],
@@ -420,14 +418,9 @@ def run_cuda(cell, x, lens, probes, D, dtype):
     if a["w_hr"] is not None:
         assert len(res) == 5
         grads["w_hr"] = res[4]
-    dws, dbs = [], []
-    for d in range(D):
-        h_prev = prev_states(y[:, :, d * P:(d + 1) * P], per_direction(a["h0"], d, D), lens32, d == 1)
-        dw, db = weight_grads(d_gh[:, :, d * G * H:(d + 1) * G * H], h_prev, True, dtype)
-        dws.append(dw)
-        dbs.append(db)
-    grads["w_hh"] = torch.stack(dws) if D > 1 else dws[0]
-    grads["b_hh"] = torch.stack(dbs) if D > 1 else dbs[0]
+    # as the caller does (the reset-before GRU's n rows pair d_gh with r ⊙ h_{t-1})
+    grads["w_hh"], grads["b_hh"] = recurrent_weight_grads(
+        d_gh, y, a["h0"], lens32, False, True, dtype, **reset_before_args(cell, a["gx"], a["w_hh"], a["b_hh"]))
     outs = tuple(o.double() if o is not None else None for o in (y, hT, cT))
     return outs, {n: g.double() for n, g in grads.items() if g is not None}
 

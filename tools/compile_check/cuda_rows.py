@@ -39,6 +39,8 @@ CSRC = os.path.join(ROOT, "csrc")
 CELLS = ("lstm", "gru", "rnn_tanh", "rnn_relu", "gru_reset_before")
 #: the cells without a fused decode step (fusedrnn runs their step as the recurrence at T = 1)
 NO_CELL_STEP = ("gru_reset_before",)
+#: cells whose kernels take no zoneout or recurrent-dropout masks (cuda.unsupported declines them)
+NO_MASKS = ("gru_reset_before",)
 DTYPE_CODES = {"fp32": 0, "fp16": 1, "bf16": 2}
 CXX_DTYPES = {"float": "fp32", "__half": "fp16", "__nv_bfloat16": "bf16"}
 CXX_CELLS = {"LstmCell": "lstm", "GruCell": "gru", "RnnCell<false>": "rnn_tanh", "RnnCell<true>": "rnn_relu",
@@ -407,7 +409,7 @@ def rows(spec, cases, jobs):
     for cell, dtype in pairs:
         for B, H, anchor in V2_CASES["D2"]:
             out += _recurrence_rows(facts, lim, cell, dtype, B, H, anchor, directions=2)
-        for B, H, anchor in V2_CASES["zo+rd"]:
+        for B, H, anchor in V2_CASES["zo+rd"] if cell not in NO_MASKS else ():
             out += _recurrence_rows(facts, lim, cell, dtype, B, H, anchor, regularised=True)
         if cell == "lstm":
             for B, H, P, anchor in V2_CASES["proj"]:

@@ -317,7 +317,9 @@ def _recurrence_rows(facts, lim, cell, dtype, B, H, anchor, proj=0, directions=1
         for kind in kinds:
             f = facts.get((kind, pas, cell, dtype))
             label = variant or ("any" if kind == "persistent" else "per-step")
-            if variant and kind != "persistent":
+            if kind == "step2" and not variant:  # a two-stage cell's second per-step kernel (reset-before GRU)
+                label += " 2"
+            elif variant and kind != "persistent":
                 label += f" per-step{'' if kind == 'step' else ' 2'}"
             layout = _layout_text(p) if kind == "persistent" else f"step U{p['step']['units']}"
             row = Row("cuda", f["name"] if f else f"{kind}<{pas},{cell},{dtype}>", cell, dtype, B, H, direction,

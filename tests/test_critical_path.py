@@ -201,10 +201,14 @@ def test_cuda_inputs_are_loaded_two_steps_ahead(cuda_paths):
     """The CUDA persistent kernel loads a step's inputs two steps before it (csrc/persistent.cuh):
     where no flag is polled (the cta and cluster tiers) that load is the step's only dependent
     one, consumed one trip of the two-step loop after its issue: half a round trip per step
-    (one step ahead, each step waited for the load the step before issued: 1)."""
+    (one step ahead, each step waited for the load the step before issued: 1). The reset-before
+    GRU's two-stage passes (csrc/passes_reset.cuh) load one step ahead, as the projection's do:
+    1, within its allowance of 4."""
     inside = {c: d["round_trips"] for c, d in cuda_paths.items() if d["launch"].split()[0] in ("cta", "cluster")}
-    assert len(inside) >= 48, inside  # B8·H128 and B1·H256 in every cell, dtype and direction at least (84 now)
-    assert {c: rt for c, rt in inside.items() if rt != 0.5} == {}
+    one_stage = {c: rt for c, rt in inside.items() if c[0] != "gru_reset_before"}
+    assert len(one_stage) >= 48, one_stage  # B8·H128 and B1·H256 in every cell, dtype and direction at least
+    assert {c: rt for c, rt in one_stage.items() if rt != 0.5} == {}
+    assert {c: rt for c, rt in inside.items() if c[0] == "gru_reset_before" and rt != 1} == {}
 
 
 def test_the_reader_on_a_real_triton_kernel(triton_paths):

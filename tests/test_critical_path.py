@@ -242,7 +242,7 @@ def test_the_reset_before_gru_is_allowed_one_exchange_more():
     budget is two exchanges' flag and data; the other cells keep one exchange's."""
     from tools.compile_check.critical_path import ROUND_TRIPS_ALLOWED, exchanges
     assert exchanges("gru_reset_before") == 2 and ROUND_TRIPS_ALLOWED == 2
-    assert {exchanges(c) for c in CELLS} == {1}
+    assert {exchanges(c) for c in CELLS if c != "gru_reset_before"} == {1}
 
 
 @pytest.mark.full_only

@@ -36,9 +36,15 @@ def persistent_sass() -> dict:
     return kernels
 
 
+def two_stage(name: str) -> bool:
+    """The LSTM projection's kernels (W_hh h, then W_hr m) and the reset-before GRU's (W_hr,z h,
+    then W_hn (r ⊙ h)): two exchanges a step, their inputs one step ahead."""
+    return "ProjPass" in name or "ResetPass" in name
+
+
 def stages(name: str) -> int:
-    """Exchange stages per step: 2 for the LSTM projection's kernels (W_hh h, then W_hr m), else 1."""
-    return 2 if "ProjPass" in name else 1
+    """Exchange stages per step: 2 for the two-stage kernels, else 1."""
+    return 2 if two_stage(name) else 1
 
 
 def step_copies(name: str) -> int:
@@ -46,14 +52,16 @@ def step_copies(name: str) -> int:
     the loop by two where the inputs are loaded two steps ahead)."""
     from tools.compile_check import cuda_walks
     plain, proj = cuda_walks.input_depths()
-    return proj if "ProjPass" in name else plain
+    return proj if two_stage(name) else plain
 
 
 @pytest.mark.gate
 def test_every_persistent_kernel_is_present(persistent_sass):
-    # cells x dtypes x passes, plus the LSTM projection's two passes per dtype
-    assert len(persistent_sass) == 4 * 3 * 2 + 3 * 2, sorted(persistent_sass)
-    assert sum(stages(n) == 2 for n in persistent_sass) == 3 * 2
+    # cells x dtypes x passes, plain and regularised (zoneout, recurrent dropout), plus the LSTM
+    # projection's and the reset-before GRU's two passes per dtype
+    assert len(persistent_sass) == 2 * 4 * 3 * 2 + 2 * 3 * 2, sorted(persistent_sass)
+    assert sum("RegPass" in n for n in persistent_sass) == 4 * 3 * 2
+    assert sum(stages(n) == 2 for n in persistent_sass) == 2 * 3 * 2
 
 
 @pytest.mark.gate

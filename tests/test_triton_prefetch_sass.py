@@ -24,6 +24,8 @@ from pathlib import Path
 
 import pytest
 
+from fusedrnn.ops.triton import tiles
+
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.gate  # `bash scripts/test.sh --gates` (tests/support/tiers.py)
 
@@ -56,15 +58,11 @@ def test_the_distance_is_a_third_of_a_microsecond_of_issue():
     assert _no_wait_distance(1) == _no_wait_distance(8) == 308
 
 
-def _triton_at_least(major_minor: tuple) -> bool:
-    import triton
-    return tuple(int(p) for p in triton.__version__.split(".")[:2]) >= major_minor
-
-
-#: under Triton 3.9 (mma.sync through tiles.dot2) ptxas gives the RNN backward's held dy
-#: of one buffer a register of the other and copies it at the loop's back edge
-#: (IMAD.MOV, 140 instructions after its load): the copy waits for the load
-MOVED_UNDER_3_9 = pytest.mark.xfail(_triton_at_least((3, 9)), strict=True,
+#: where Triton compiles the cta products as batched products of one (3.9 on, tiles.BATCH_ONE_DOT:
+#: mma.sync through tiles.dot2) ptxas gives the RNN backward's held dy of one buffer a register
+#: of the other and copies it at the loop's back edge (IMAD.MOV, 140 instructions after its
+#: load): the copy waits for the load
+MOVED_UNDER_3_9 = pytest.mark.xfail(bool(tiles.BATCH_ONE_DOT), strict=True,
                                     reason="triton 3.9: dy moved between the buffers' registers at the back edge")
 
 

@@ -121,13 +121,10 @@ def why_not(provider: Provider, case: Case, dtype: str, device: torch.device, ea
                             regularised=is_regularised(case))
 
 
-#: a variant's options that draw masks (zoneout, recurrent dropout) when nonzero
-REGULARISER_OPTIONS = ("zoneout", "zoneout_cell", "recurrent_dropout")
-
-
 def is_regularised(case: Case) -> bool:
     """Whether `case`'s module carries zoneout or recurrent-dropout masks (a backend may decline them)."""
-    return any(k in REGULARISER_OPTIONS and v for k, v in case.options)
+    from fusedrnn import regularisers  # noqa: PLC0415  (after TRITON_INTERPRET is settled)
+    return any(k in regularisers.OPTIONS and v for k, v in case.options)
 
 
 def kernel_cell(case: Case) -> str:

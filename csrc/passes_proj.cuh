@@ -10,30 +10,20 @@
 // Padded steps keep c and h (and carry their gradients) exactly as passes.cuh does.
 #pragma once
 #include "cells/lstm.cuh"
-#include "passes.cuh"
+#include "passes_two_stage.cuh"
 
 namespace fusedrnn {
 
 template <typename T>
-struct FwdProjPass {
-  using Cell = LstmCell;
-  using Elem = T;
-  using Params = FwdParams<T>;
-  static constexpr bool kBackward = false, kPublishesInitial = true, kMasked = false;  // no masks (validate.cpp)
-  static constexpr int kStages = 2, G = Cell::G, S = Cell::S;
-  static constexpr int kDepth = kInputDepthProj;  // steps between an input's load and its use (passes.cuh)
+struct FwdProjPass : TwoStageFwd<LstmCell, T> {
+  using Base = TwoStageFwd<LstmCell, T>;
+  using typename Base::Cell, typename Base::Params;
+  using Base::G, Base::S, Base::kDepth, Base::time_of;
   struct Regs {
     PairSlots ph, pp;  // (row, H-unit) and (row, P-unit) pairs
     float c[kPairsPerThread], h[kPairsPerThread];
     T gx[kDepth][kPairsPerThread][G];  // the inputs of the next kDepth steps, as loaded (passes.cuh)
   };
-
-  __device__ static Params direction(const Params& p, int d) { return p.direction(d, G, S); }
-  __device__ static int steps(const Params& p) { return p.steps; }
-  __device__ static bool runs(const Params&, int, int) { return true; }
-  __device__ static bool consumes(int, int) { return true; }
-  __device__ static bool publishes(const Params& p, int s, int k) { return k == 0 || s + 1 < p.steps; }
-  __device__ static int time_of(const Params& p, int s) { return p.reverse ? p.steps - 1 - s : s; }
 
   // stage 0: row g*U + u <- W_hh row g*H + j0 + u (P wide); stage 1: row up <- W_hr row jp0 + up (H wide)
   __device__ static int segments(int) { return 1; }
@@ -47,15 +37,9 @@ struct FwdProjPass {
   __device__ static void load_bias(float* bias, const Params& p, const Layout& L, const Cta& c) {
     FwdPass<Cell, T>::load_bias(bias, p, L, c);
   }
-  // step s's gx of pair i into buffer buf
   __device__ static void prefetch(T (&buf)[kPairsPerThread][G], const Regs& r, const Params& p, const Cta& c, int i,
                                   int s) {
-    const int t = time_of(p, s);
-    if (t < r.ph.len[i]) {
-      const T* src = p.gx + ((size_t)t * p.B + c.b0 + r.ph.bb[i]) * p.ldg + c.j0 + r.ph.u[i];
-#pragma unroll
-      for (int g = 0; g < G; ++g) buf[i][g] = __ldg(src + (size_t)g * p.H);
-    }
+    Base::prefetch(buf, r.ph, p, c, i, s);
   }
   template <class X>
   __device__ static void init(Regs& r, const Params& p, const Layout& L, const Cta& c, const X& ex) {
@@ -142,13 +126,10 @@ struct FwdProjPass {
 };
 
 template <typename T>
-struct BwdProjPass {
-  using Cell = LstmCell;
-  using Elem = T;
-  using Params = BwdParams<T>;
-  static constexpr bool kBackward = true, kPublishesInitial = false, kMasked = false;  // no masks (validate.cpp)
-  static constexpr int kStages = 2, G = Cell::G, S = Cell::S;
-  static constexpr int kDepth = kInputDepthProj;  // steps between an input's load and its use (passes.cuh)
+struct BwdProjPass : TwoStageBwd<LstmCell, T> {
+  using Base = TwoStageBwd<LstmCell, T>;
+  using typename Base::Cell, typename Base::Params;
+  using Base::G, Base::S, Base::kDepth, Base::time_of;
   struct Regs {
     PairSlots ph, pp;
     float dc[kPairsPerThread];                  // H-pairs: the cell's state gradient,
@@ -156,13 +137,6 @@ struct BwdProjPass {
     float dh[kPairsPerThread];                  // P-pairs: the carried gradient of h,
     T dy[kDepth][kPairsPerThread];              // and dy of the next kDepth phases as loaded (passes.cuh)
   };
-
-  __device__ static Params direction(const Params& p, int d) { return p.direction(d, G, S); }
-  __device__ static int steps(const Params& p) { return p.steps + 1; }
-  __device__ static bool runs(const Params& p, int s, int k) { return k == 0 || s < p.steps; }
-  __device__ static bool consumes(int s, int k) { return k == 1 || s >= 1; }
-  __device__ static bool publishes(const Params& p, int s, int) { return s < p.steps; }
-  __device__ static int time_of(const Params& p, int s) { return p.reverse ? s : p.steps - 1 - s; }
 
   // stage 0: row up <- W_hhᵀ row jp0 + up (G segments of H); stage 1: row u <- W_hrᵀ row j0 + u (P wide)
   __device__ static int segments(int k) { return k == 0 ? G : 1; }
@@ -172,7 +146,6 @@ struct BwdProjPass {
     if (k == 1) return lr < c.nu ? p.wrt + (size_t)(c.j0 + lr) * p.P : nullptr;
     return lr < c.np ? p.wt + (size_t)(c.jp0 + lr) * (G * p.H) + (size_t)g * p.H : nullptr;
   }
-  __device__ static void load_bias(float*, const Params&, const Layout&, const Cta&) {}
   // phase s's dy (P-pair i) into buffer b, its saved values (H-pair i) into buffer b
   __device__ static void prefetch_dy(Regs& r, int b, const Params& p, const Cta& c, int i, int s) {
     const int t = time_of(p, s);

@@ -12,18 +12,15 @@
 // backward stores d_gx only. Padded steps keep h (and carry its gradient) as passes.cuh does.
 #pragma once
 #include "cells/gru_reset_before.cuh"
-#include "passes.cuh"
+#include "passes_two_stage.cuh"
 
 namespace fusedrnn {
 
 template <typename T>
-struct FwdResetPass {
-  using Cell = GruResetBeforeCell;
-  using Elem = T;
-  using Params = FwdParams<T>;
-  static constexpr bool kBackward = false, kPublishesInitial = true;
-  static constexpr int kStages = 2, G = Cell::G, S = Cell::S;
-  static constexpr int kDepth = kInputDepthProj;  // two stages a step, as the projection's (passes.cuh)
+struct FwdResetPass : TwoStageFwd<GruResetBeforeCell, T> {
+  using Base = TwoStageFwd<GruResetBeforeCell, T>;
+  using typename Base::Cell, typename Base::Params;
+  using Base::G, Base::S, Base::kDepth, Base::time_of;
   struct Regs {
     PairSlots p;
     float h[kPairsPerThread];   // the state (h_{t-1} until stage 1 of step t updates it)
@@ -32,13 +29,6 @@ struct FwdResetPass {
     float a[kPairsPerThread];
     T gx[kDepth][kPairsPerThread][G];  // the inputs of the next kDepth steps, as loaded
   };
-
-  __device__ static Params direction(const Params& p, int d) { return p.direction(d, G, S); }
-  __device__ static int steps(const Params& p) { return p.steps; }
-  __device__ static bool runs(const Params&, int, int) { return true; }
-  __device__ static bool consumes(int, int) { return true; }
-  __device__ static bool publishes(const Params& p, int s, int k) { return k == 0 || s + 1 < p.steps; }
-  __device__ static int time_of(const Params& p, int s) { return p.reverse ? p.steps - 1 - s : s; }
 
   // stage 0: row g*U + u <- W_hh row g*H + j0 + u (g = r, z); stage 1: row u <- W_hh row 2H + j0 + u
   __device__ static int segments(int) { return 1; }
@@ -57,15 +47,9 @@ struct FwdResetPass {
       bias[lr] = (p.bias != nullptr && g < G && u < c.nu) ? to_f(p.bias[g * p.H + c.j0 + u]) : 0.0f;
     }
   }
-  // step s's gx of pair i into buffer buf
   __device__ static void prefetch(T (&buf)[kPairsPerThread][G], const Regs& r, const Params& p, const Cta& c, int i,
                                   int s) {
-    const int t = time_of(p, s);
-    if (t < r.p.len[i]) {
-      const T* src = p.gx + ((size_t)t * p.B + c.b0 + r.p.bb[i]) * p.ldg + c.j0 + r.p.u[i];
-#pragma unroll
-      for (int g = 0; g < G; ++g) buf[i][g] = __ldg(src + (size_t)g * p.H);
-    }
+    Base::prefetch(buf, r.p, p, c, i, s);
   }
   template <class X>
   __device__ static void init(Regs& r, const Params& p, const Layout& L, const Cta& c, const X& ex) {
@@ -153,13 +137,10 @@ struct FwdResetPass {
 };
 
 template <typename T>
-struct BwdResetPass {
-  using Cell = GruResetBeforeCell;
-  using Elem = T;
-  using Params = BwdParams<T>;
-  static constexpr bool kBackward = true, kPublishesInitial = false;
-  static constexpr int kStages = 2, G = Cell::G, S = Cell::S;
-  static constexpr int kDepth = kInputDepthProj;
+struct BwdResetPass : TwoStageBwd<GruResetBeforeCell, T> {
+  using Base = TwoStageBwd<GruResetBeforeCell, T>;
+  using typename Base::Cell, typename Base::Params;
+  using Base::G, Base::S, Base::kDepth, Base::time_of;
   struct Regs {
     PairSlots p;
     float dh[kPairsPerThread];   // the gradient carried to h_{t-1}; from stage 0 to 1: all that reaches h_t
@@ -170,13 +151,6 @@ struct BwdResetPass {
     float sv[kDepth][kPairsPerThread][S];
   };
 
-  __device__ static Params direction(const Params& p, int d) { return p.direction(d, G, S); }
-  __device__ static int steps(const Params& p) { return p.steps + 1; }
-  __device__ static bool runs(const Params& p, int s, int k) { return k == 0 || s < p.steps; }
-  __device__ static bool consumes(int s, int k) { return k == 1 || s >= 1; }
-  __device__ static bool publishes(const Params& p, int s, int) { return s < p.steps; }
-  __device__ static int time_of(const Params& p, int s) { return p.reverse ? s : p.steps - 1 - s; }
-
   // stage 0: row u <- W_hhᵀ row j0 + u, segments g = r, z (H each); stage 1: its n segment
   __device__ static int segments(int k) { return k == 0 ? 2 : 1; }
   __device__ static int seg_len(const Params& p, int) { return p.H; }
@@ -184,7 +158,6 @@ struct BwdResetPass {
   __device__ static const T* weight_segment(const Params& p, const Layout&, const Cta& c, int k, int lr, int g) {
     return lr < c.nu ? p.wt + (size_t)(c.j0 + lr) * (G * p.H) + (size_t)(k == 0 ? g : 2) * p.H : nullptr;
   }
-  __device__ static void load_bias(float*, const Params&, const Layout&, const Cta&) {}
   // phase s's dy and saved values of pair i into buffer b
   __device__ static void prefetch(Regs& r, int b, const Params& p, const Cta& c, int i, int s) {
     const int t = time_of(p, s);

@@ -376,9 +376,9 @@ def resident_grid_pieces(direction: str, bits: int, K: int, block_b: int, block_
                          rows: int = 0) -> tuple[int, int, int, bool]:
     """(KP, NKP, fewest warps, wide) of a resident grid program that resident_ok admits (no projection,
     no extra live tiles where it is wide): the pieces of resident_pieces_for where narrow_ok holds, else
-    resident_wide's at `resident_wide_warps` (wide: True; the register estimate's budget does not apply to
-    them: resident_wide admits only layouts compiled without a spill, which the linear fit overestimates
-    there, 180-227 for 211-255 compiled at the ceiling)."""
+    resident_wide's at `resident_wide_warps` (wide: True; the register estimate's budget, set for the
+    narrow layouts, does not apply to them: resident_wide admits only layouts compiled without a spill,
+    211-255 registers where the linear fit gives 141-227)."""
     if narrow_ok(direction, bits, K, block_b, block_n, G, rows=rows):
         kp, nkp = resident_pieces_for(direction, K, block_b, G, bits, rows)
         split = direction == "bwd" and nkp > 1

@@ -14,7 +14,6 @@ import pytest
 import torch
 
 from fusedrnn.ops.triton import config
-from support.triton_layouts import concurrent  # noqa: F401  (fixture)
 from support.triton_recurrence import check_against_reference
 
 #: (cell, the anchor whose chosen launch is run (B, H), the small B and H (B20: two batch tiles of 16),
@@ -41,7 +40,7 @@ def wide_launch(cell, anchor, H, kp, direction):
 
 @pytest.mark.parametrize("cell,anchor,B,H,kp_fwd,kp_bwd,lengths,reverse", CASES,
                          ids=[f"{c[0]}-B{c[1][0]}H{c[1][1]}" for c in CASES])
-def test_wide_resident_tiles_match_the_reference(concurrent, monkeypatch, cell, anchor, B, H, kp_fwd,  # noqa: F811
+def test_wide_resident_tiles_match_the_reference(concurrent, monkeypatch, cell, anchor, B, H, kp_fwd,
                                                  kp_bwd, lengths, reverse):
     fwd = wide_launch(cell, anchor, H, kp_fwd, "fwd")
     bwd = wide_launch(cell, anchor, H, kp_bwd, "bwd")

@@ -389,8 +389,8 @@ def resident_grid_pieces(direction: str, bits: int, K: int, block_b: int, block_
 
 def narrow_ok(direction: str, bits: int, K: int, block_b: int, block_n: int = 0, G: int = 1, proj: int = 0,
               extra_live: bool = False, n_piece: bool = False, rows: int = 0) -> bool:
-    """Whether a grid program may keep its W_hh slice resident in the pieces of resident_pieces_for (compile-gate findings on
-    sm_90): in fp32 a forward's slice up to `resident_fp32_bytes` in tiles of at most
+    """Whether a grid program may keep its W_hh slice resident in the pieces of resident_pieces_for
+    (compile-gate findings on sm_90): in fp32 a forward's slice up to `resident_fp32_bytes` in tiles of at most
     `resident_pieces_bn_max` units, in the narrow pieces of resident_pieces_fp32 (`rows`: batch
     rows in use), without a projection or extra live tiles (untried: the plain kernels sit at
     255 registers); an fp32 backward's slice (G x K x BLOCK_N) up to `resident_fp32_bwd_bytes`

@@ -83,6 +83,18 @@ TUNING = {
                                        # beyond, pieces of resident_staged_max
     "resident_bwd_pieces_max": 12,  # NKP of such a backward (unrolled)
     "resident_bwd_pieces_warps": 8,  # warps of such a backward: one K slice each (model.RESIDENT_BWD_SPLIT)
+    # 16-bit wide tiles (resident_wide): W_hh resident in tiles of 32+ units at the large shapes, 8 warps, compiled
+    # for sm_90 with no spill and all of a step's exchange loads in one sweep (RNN B256·H512 forward 64 x 512 and
+    # backward 512 x 64 in one piece, RNN B64·H1024 32 x 1024 in two pieces forward and four backward, LSTM and GRU
+    # B256·H512 forward 128 x 512 in two pieces); beyond these limits they spilled (RNN 64 x 1024 forward, 616 bytes)
+    "resident_wide_bn_min": 32,    # narrower tiles keep resident_pieces_bn_max's rule
+    "resident_wide_staged_max": 8192,  # exchanged values (KP x BLOCK_B) one piece of a wide forward stages
+    "resident_wide_wgmma_bytes": 128 * 1024,  # wide forward slice whose stacked rows are wgmma's (GS*BLOCK_N % 64)
+    "resident_wide_wgmma_k": 512,  # ... and its contraction (RNN 64 x 1024, 128 KB: 616 bytes spilled)
+    "resident_wide_mma_bytes": 64 * 1024,  # wide slice on mma.sync (16 batch rows; RNN 32 x 512 at 32 rows spilled 8)
+    "resident_wide_warps": 8,
+    "resident_wide_sweep": 16384,  # exchanged values per step (K x BLOCK_B; backward G*K x BLOCK_B) of a wide tile:
+                                   # 64 KB of fp32, 64 registers per thread at 8 warps (LSTM B256·H512's 512 x 32)
     # fp32 (tf32x3: W_hh's hi and lo halves in shared memory, each piece's operands split in registers): a
     # forward keeps W_hh resident in narrow pieces (resident_pieces_fp32); compiled for sm_90, LSTM B1·H256
     # in 2 pieces of 128 and B8·H128 in 4 of 32: no spill, all pieces' loads in one sweep (2 round trips)
@@ -316,10 +328,69 @@ def resident_bwd_gates(cell: str) -> int:
     return 2 if cell == GRU_RESET_BEFORE else GATES[CELLS[cell]]
 
 
+def resident_wide(direction: str, K: int, block_b: int, block_n: int, G: int = 1) -> tuple[int, int] | None:
+    """(KP, NKP) of a 16-bit grid program that keeps its W_hh slice resident in a wide tile (at least
+    `resident_wide_bn_min` units, run at `resident_wide_warps` warps), or None: the large shapes, where a
+    batch tile's W_hh spreads over at most ~16-33 programs. Compiled for sm_90, each layout admitted here
+    had no spill and issued all of a step's exchange loads in one sweep (2 round trips with the poll):
+    forward, stacked rows on wgmma (GS*BLOCK_N a multiple of 64) up to `resident_wide_wgmma_bytes` with
+    K <= `resident_wide_wgmma_k` (RNN B256·H512 64 x 512 in one piece of 512; LSTM and GRU 128 x 512 at
+    32 batch rows in two of 256), on mma.sync only with 16 batch rows up to `resident_wide_mma_bytes` (RNN
+    B64·H1024 32 x 1024 in two of 512), pieces of at most `resident_wide_staged_max` exchanged values,
+    at most `resident_wide_sweep` in all (one sweep of loads);
+    backward (16 batch rows, the slice G*K x BLOCK_N up to `resident_wide_mma_bytes`) in one piece where
+    BLOCK_N is wgmma's 64 and the piece stages at most `resident_wide_staged_max` values (RNN B256·H512),
+    else in pieces split in K over the warps (steps.contract_split; RNN B64·H1024, four of 256). What
+    failed: RNN 64 x 1024 forward (616 bytes spilled at 8 warps), RNN 32 x 512 at 32 batch rows (8), LSTM
+    128 x 512 in one piece of 512 (112, 3 round trips); K: the contraction per gate (P fwd, H bwd)."""
+    t = TUNING
+    if block_n < t["resident_wide_bn_min"] or (G if direction == "bwd" else 1) * K * block_b > t["resident_wide_sweep"]:
+        return None
+    if direction == "fwd":
+        rows = (1 if G == 1 else 4) * block_n
+        slice_bytes = rows * K * 2
+        if rows % 64 == 0:
+            ok = K <= t["resident_wide_wgmma_k"] and slice_bytes <= t["resident_wide_wgmma_bytes"]
+        else:
+            ok = block_b == t["block_b_min"] and slice_bytes <= t["resident_wide_mma_bytes"]
+        return resident_pieces(K, block_b, t["resident_wide_staged_max"]) if ok else None
+    if block_b != t["block_b_min"] or G * K * block_n * 2 > t["resident_wide_mma_bytes"]:
+        return None
+    if block_n % 64 == 0 and G * K * block_b <= t["resident_wide_staged_max"]:
+        return resident_pieces(G * K, block_b, t["resident_wide_staged_max"], 1)
+    pieces = resident_pieces(G * K, block_b, t["resident_staged_max"], t["resident_bwd_pieces_max"])
+    return pieces if pieces is not None and pieces[1] > 1 else None
+
+
 def resident_ok(direction: str, bits: int, K: int, block_b: int, block_n: int = 0, G: int = 1, proj: int = 0,
                 extra_live: bool = False, n_piece: bool = False, rows: int = 0) -> bool:
-    """Whether a grid program may keep its W_hh slice resident (compile-gate findings on
-    sm_90): in fp32 a forward's slice up to `resident_fp32_bytes` in tiles of at most
+    """Whether a grid program may keep its W_hh slice resident: in the pieces of resident_pieces_for
+    (narrow_ok) or, 16-bit without a projection, extra live tiles or the n gate's piece, in a wide
+    tile (resident_wide)."""
+    return (narrow_ok(direction, bits, K, block_b, block_n, G, proj, extra_live, n_piece, rows)
+            or (bits == 16 and not (proj or extra_live or n_piece)
+                and resident_wide(direction, K, block_b, block_n, G) is not None))
+
+
+def resident_grid_pieces(direction: str, bits: int, K: int, block_b: int, block_n: int, G: int = 1,
+                         rows: int = 0) -> tuple[int, int, int, bool]:
+    """(KP, NKP, fewest warps, wide) of a resident grid program that resident_ok admits (no projection,
+    no extra live tiles where it is wide): the pieces of resident_pieces_for where narrow_ok holds, else
+    resident_wide's at `resident_wide_warps` (wide: True; the register estimate's budget, set for the
+    narrow layouts, does not apply to them: resident_wide admits only layouts compiled without a spill,
+    211-255 registers where the linear fit gives 141-227)."""
+    if narrow_ok(direction, bits, K, block_b, block_n, G, rows=rows):
+        kp, nkp = resident_pieces_for(direction, K, block_b, G, bits, rows)
+        split = direction == "bwd" and nkp > 1
+        return kp, nkp, TUNING["resident_bwd_pieces_warps"] if split else 4, False
+    kp, nkp = resident_wide(direction, K, block_b, block_n, G)
+    return kp, nkp, TUNING["resident_wide_warps"], True
+
+
+def narrow_ok(direction: str, bits: int, K: int, block_b: int, block_n: int = 0, G: int = 1, proj: int = 0,
+              extra_live: bool = False, n_piece: bool = False, rows: int = 0) -> bool:
+    """Whether a grid program may keep its W_hh slice resident in the pieces of resident_pieces_for
+    (compile-gate findings on sm_90): in fp32 a forward's slice up to `resident_fp32_bytes` in tiles of at most
     `resident_pieces_bn_max` units, in the narrow pieces of resident_pieces_fp32 (`rows`: batch
     rows in use), without a projection or extra live tiles (untried: the plain kernels sit at
     255 registers); an fp32 backward's slice (G x K x BLOCK_N) up to `resident_fp32_bwd_bytes`
@@ -364,8 +435,8 @@ def resident_ok(direction: str, bits: int, K: int, block_b: int, block_n: int = 
 
 
 def _candidates(cell, B, H, bits, limits: DeviceLimits, direction, layout, proj, n_dir, regularised=False):
-    """(layout, grid, BLOCK_B, BLOCK_N, KP, NKP, KR, N_TILES, RESIDENT) of every structure
-    that can run this call, with n_dir directions per launch."""
+    """(layout, grid, BLOCK_B, BLOCK_N, KP, NKP, KR, N_TILES, RESIDENT, fewest warps, wide) of every
+    structure that can run this call, with n_dir directions per launch (wide: resident_wide's)."""
     t = TUNING
     G, GS = GATES[CELLS[cell]], gate_slots(cell)
     P = proj or H
@@ -389,14 +460,14 @@ def _candidates(cell, B, H, bits, limits: DeviceLimits, direction, layout, proj,
             small_w = (bits == 16 or GS * bn * kp + (kp * bn if proj else 0) <= 32 * 128
                        or (GS == 1 and bn * kp <= t["cta_rnn_fp32_w"]))
             if bn <= t["cta_max"] and (lstm_bwd_ok or not (cell == "lstm" and direction == "bwd")) and small_w:
-                yield "cta", (1, n_b, n_dir), block_b, bn, kp, 1, 0, 1, True
+                yield "cta", (1, n_b, n_dir), block_b, bn, kp, 1, 0, 1, True, 4, False
             continue
         for bn in t["block_n"]:
             n_units = -(-H // bn)
             if bn > _pow2(H, 8) or (layout == "grid" and n_units < 2):
                 continue
             if layout == "solo":
-                yield "solo", (1, n_b, n_dir), block_b, bn, stream_kp, 1, kr, n_units, False
+                yield "solo", (1, n_b, n_dir), block_b, bn, stream_kp, 1, kr, n_units, False, 4, False
                 continue
             n_n = min(n_units, slots // (n_b * n_dir))  # every direction's programs co-resident
             if n_n < 2:
@@ -407,9 +478,9 @@ def _candidates(cell, B, H, bits, limits: DeviceLimits, direction, layout, proj,
             if n_tiles == 1 and resident_ok(direction, bits, K, block_b, bn, g_res, proj,
                                             cell == GRU_RESET_BEFORE or regularised,
                                             cell == GRU_RESET_BEFORE and direction == "bwd", rows):
-                kp, nkp = resident_pieces_for(direction, K, block_b, g_res, bits, rows)
-                yield "grid", (n_n, n_b, n_dir), block_b, bn, kp, nkp, kr, 1, True
-            yield "grid", (n_n, n_b, n_dir), block_b, bn, stream_kp, 1, kr, n_tiles, False
+                kp, nkp, warps_min, wide = resident_grid_pieces(direction, bits, K, block_b, bn, g_res, rows)
+                yield "grid", (n_n, n_b, n_dir), block_b, bn, kp, nkp, kr, 1, True, warps_min, wide
+            yield "grid", (n_n, n_b, n_dir), block_b, bn, stream_kp, 1, kr, n_tiles, False, 4, False
 
 
 def layout_name(name: str) -> str:
@@ -441,13 +512,13 @@ def candidates(cell: str, B: int, H: int, dtype: torch.dtype, limits: DeviceLimi
     G, GS = GATES[CELLS[cell]], gate_slots(cell)
     smem_cap = limits.smem_optin - TUNING["smem_margin"]
     tried = [layout] if layout != "auto" else (["cta", "solo"] if INTERPRET else list(LAYOUTS))
-    found = []
+    found, wide_found = [], []
     for n_dir in sorted({directions, 1}, reverse=True):
         for name in tried:
-            for lay, grid, block_b, bn, kp, nkp, kr, n_tiles, resident in _candidates(
+            for lay, grid, block_b, bn, kp, nkp, kr, n_tiles, resident, warps_min, wide in _candidates(
                     cell, B, H, bits, limits, direction, name, proj, n_dir, regularised):
                 for warps in (4, 8):
-                    if resident and nkp > 1 and direction == "bwd" and warps < TUNING["resident_bwd_pieces_warps"]:
+                    if warps < warps_min:
                         continue
                     stages = TUNING["num_stages"]
                     w_max = TUNING["cta_w_per_thread" if bits == 16 else "cta_w_per_thread_fp32"] * 32 * warps
@@ -458,17 +529,22 @@ def candidates(cell: str, B: int, H: int, dtype: torch.dtype, limits: DeviceLimi
                         continue
                     smem, regs = resources(cell, direction, bits, block_b, bn, kp, nkp, resident, warps, stages,
                                            lay == "cta", proj, kr)
-                    if smem > smem_cap or regs > TUNING["regs_budget"]:
+                    if smem > smem_cap or (regs > TUNING["regs_budget"] and not wide):
                         continue
                     m_rows = GS * bn if direction == "fwd" else bn
                     us = model.step_us(lay, grid[0], n_tiles, bn, block_b, GS, kp, nkp, resident, B, H, G, bits,
                                        direction, uses_wgmma(m_rows, block_b, warps), proj=proj, kr=kr,
                                        directions=n_dir, warps=warps,
                                        second_phase=cell == GRU_RESET_BEFORE)["total"] * (directions // n_dir)
-                    found.append(Launch(lay, grid, block_b, bn, kp, nkp, n_tiles, resident, warps, stages, smem, regs,
-                                        us, kr, bool(proj), directions))
+                    (wide_found if wide else found).append(
+                        Launch(lay, grid, block_b, bn, kp, nkp, n_tiles, resident, warps, stages, smem, regs, us, kr,
+                               bool(proj), directions))
                     break  # fewer warps when they fit
-    return found
+    # a wide resident tile only where no layout keeps W_hh resident in the narrow pieces (the large
+    # shapes): resident_wide's findings were compiled there, not beside the narrow pieces' shapes
+    if any(c.RESIDENT and c.layout == "grid" for c in found):
+        return found
+    return found + wide_found
 
 
 def choose(cell: str, B: int, H: int, dtype: torch.dtype, limits: DeviceLimits = H100, direction: str = "fwd",

@@ -54,6 +54,9 @@ TRITON_CASES = (("lstm", "bf16", 1, 256, "fwd"),
                 ("lstm", "bf16", 16, 768, "fwd"), ("gru", "bf16", 16, 768, "fwd"), ("rnn_tanh", "bf16", 16, 768, "fwd"),
                 ("gru", "bf16", 16, 768, "bwd"),
                 ("lstm", "bf16", 16, 768, "bwd"),
+                # a 16-bit backward's one piece of 1024 split in K (pieces of 256, one sweep): it read 3
+                # round trips at RNN B16·H768 (its loads in two groups), a chain of 128 mma per warp
+                ("rnn_tanh", "bf16", 16, 768, "bwd"), ("lstm", "bf16", 1, 256, "bwd"), ("gru", "bf16", 1, 256, "bwd"),
                 # the reset-before GRU: two exchanges per step (r ⊙ h_{t-1} between them), 4 allowed
                 ("gru_reset_before", "bf16", 8, 128, "fwd"), ("gru_reset_before", "bf16", 8, 128, "bwd"),
                 # fp32 forwards with W_hh resident in narrow pieces (config.resident_pieces_fp32): they streamed
@@ -77,6 +80,7 @@ MULTI_TILE_ROWS = tuple((cell, "bf16", 256, 512, d) for cell in ("lstm", "gru", 
 SPILL_FREE = (("gru_reset_before", "bf16", 8, 256, "bwd"), ("gru_reset_before" + REGULARISED, "bf16", 8, 256, "bwd"))
 #: kernels whose round trips the model must charge as the SASS shows (resident W_hh in several pieces)
 MODEL_CASES = (("lstm", "bf16", 16, 768, "fwd"), ("gru", "bf16", 16, 768, "bwd"), ("lstm", "bf16", 16, 768, "bwd"),
+               ("rnn_tanh", "bf16", 16, 768, "bwd"),
                ("lstm", "fp32", 1, 256, "fwd"), ("lstm", "fp32", 8, 128, "fwd"), ("gru", "fp32", 8, 128, "bwd"))
 #: compiled in the default run too (tests/support/sampling.py: the others are full_only)
 TRITON_DEFAULT = (("lstm", "bf16", 1, 256, "fwd"), ("rnn_tanh", "bf16", 1, 256, "fwd"), ("lstm", "bf16", 8, 128, "fwd"),

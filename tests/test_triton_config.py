@@ -317,13 +317,42 @@ def test_backward_keeps_a_small_w_hh_slice_resident():
             if launch.layout == "cta":  # the RNN: one program keeps all of W_hh (8 warps: 256 elements each)
                 assert cell == "rnn_tanh" and launch.RESIDENT and launch.BLOCK_N == launch.KP == 256, launch
                 continue
-            # one piece over all G gates' rows (steps.resident_w_bwd): one load sweep per step
-            assert launch.RESIDENT and launch.layout == "grid" and launch.NKP == 1 and launch.KP >= G * 256, launch
+            # all G gates' rows (steps.resident_w_bwd), in pieces split in K since one piece would be
+            # 1024 wide (test_a_wide_16bit_backward_piece_is_split_in_k)
+            assert launch.RESIDENT and launch.layout == "grid" and launch.KP * launch.NKP >= G * 256, launch
             assert G * 256 * launch.BLOCK_N * 2 <= config.TUNING["resident_bwd_bytes"]
     assert not config.choose("lstm", 64, 1024, torch.bfloat16, config.H100, "bwd").RESIDENT  # 16 pieces of 256
     assert not config.resident_ok("bwd", 16, 256, 16, block_n=16, G=4)  # 32 KB
     assert config.resident_ok("bwd", 16, 256, 16, block_n=8, G=4)
     assert not config.resident_ok("bwd", 16, 256, 16, block_n=8, G=4, proj=64)  # spills with the W_hr phase
+
+
+def test_a_wide_16bit_backward_piece_is_split_in_k():
+    """Issue 29: a 16-bit backward whose slice fits one resident piece took it, 1024 wide at RNN
+    B16·H768 (768 rows padded) and LSTM/GRU B1·H256: every warp ran its chain of 2 x 1024 / 16 =
+    128 mma, and the RNN's SASS (sm_90) read 3 round trips (its 16 loads issued in two groups).
+    In pieces of 256 split in K over 8 warps (steps.contract_split, one sweep of loads, each
+    piece behind the last load) they read 2 round trips, a chain of 12-16, no spill (RNN 3.88 ->
+    2.16 µs/step from the SASS, LSTM B1·H256 3.71 -> 2.68, GRU 3.71 -> 2.39). Both are candidates
+    and the model picks the split; at B8·H128 (one piece of 512) the cta layout stays (its SASS
+    read faster than the split grid's: LSTM 2.18 against 2.39 µs, GRU 1.83 against 2.28)."""
+    for dtype in (torch.bfloat16, torch.float16):
+        for cell, B, H, nkp in (("rnn_tanh", 16, 768, 3), ("rnn_relu", 16, 768, 3), ("lstm", 1, 256, 4),
+                                ("gru", 1, 256, 3)):
+            launch = config.choose(cell, B, H, dtype, config.H100, "bwd")
+            assert (launch.layout, launch.RESIDENT, launch.BLOCK_N, launch.KP, launch.NKP, launch.num_warps) == (
+                "grid", True, 8, 256, nkp, 8), (cell, B, H, launch)
+            one = [c for c in config.candidates(cell, B, H, dtype, config.H100, "bwd")
+                   if c.RESIDENT and c.NKP == 1 and c.grid == launch.grid]
+            assert one and one[0].KP == 1024 and launch.us_per_step < min(c.us_per_step for c in one), one
+        for cell in ("lstm", "gru"):
+            assert config.choose(cell, 8, 128, dtype, config.H100, "bwd").layout == "cta"
+    assert config.resident_pieces_for("bwd", 768, 16, G=1) == (1024, 1)
+    assert config.resident_pieces_for("bwd", 768, 16, G=1, split=True) == (256, 3)
+    assert config.resident_pieces_for("bwd", 128, 16, G=4, split=True) is None  # one piece of 512: not offered
+    # no one piece fits (GRU B16·H768): its pieces as before, split already; nothing more offered
+    assert config.resident_pieces_for("bwd", 768, 16, G=3) == (256, 9)
+    assert config.resident_pieces_for("bwd", 768, 16, G=3, split=True) is None
 
 
 #: the anchors' choices for LSTM bf16 (layout, grid, BLOCK_B, BLOCK_N, resident), pinned so

@@ -83,6 +83,10 @@ TUNING = {
                                        # beyond, pieces of resident_staged_max
     "resident_bwd_pieces_max": 12,  # NKP of such a backward (unrolled)
     "resident_bwd_pieces_warps": 8,  # warps of such a backward: one K slice each (model.RESIDENT_BWD_SPLIT)
+    "resident_bwd_split_min": 1024,  # a 16-bit backward's one piece at least this wide is also offered in split
+                                     # pieces (its chain of 2 x KP / 16 mma in every warp; sm_90: B1·H256 LSTM
+                                     # and GRU, RNN B16·H768 read faster split). At B8·H128 (512) the cta layout
+                                     # read faster than the split grid, which the model does not tell apart
     # fp32 (tf32x3: W_hh's hi and lo halves in shared memory, each piece's operands split in registers): a
     # forward keeps W_hh resident in narrow pieces (resident_pieces_fp32); compiled for sm_90, LSTM B1·H256
     # in 2 pieces of 128 and B8·H128 in 4 of 32: no spill, all pieces' loads in one sweep (2 round trips)
@@ -287,13 +291,17 @@ def resident_pieces_fp32(K: int, rows: int) -> tuple[int, int] | None:
 
 
 def resident_pieces_for(direction: str, K: int, block_b: int, G: int = 1, bits: int = 16,
-                        rows: int = 0) -> tuple[int, int] | None:
+                        rows: int = 0, split: bool = False) -> tuple[int, int] | None:
     """(KP, NKP) of a resident grid program's contraction: the forward's over K in pieces of
     at most `resident_staged_max` values (a wider piece spills: LSTM B16·H768, 1024 x 16 at 8
     warps, 464 bytes; 256 x 16, three pieces, none), the backward's over all G*K rows: in
     one piece where it stages at most `resident_bwd_staged_max` values (B1·H256), else in
-    pieces as the forward's (GRU B16·H768: nine of 256, LSTM: twelve, 8 warps, no spill). fp32
-    (forward only): resident_pieces_fp32 for `rows` batch rows in use (0: block_b)."""
+    pieces as the forward's (GRU B16·H768: nine of 256, LSTM: twelve, 8 warps, no spill); `split`:
+    the 16-bit backward in those pieces even where one would do (the candidates offer both, the model
+    picks: RNN B16·H768, one piece of 1024 read 3 round trips and a chain of 128 mma, three pieces
+    of 256 split in K 2 and 12), only where the one piece is at least `resident_bwd_split_min` wide;
+    None where that is one piece or no one piece would do. fp32 (forward only):
+    resident_pieces_fp32 for `rows` batch rows in use (0: block_b)."""
     if bits == 32 and direction == "fwd":
         return resident_pieces_fp32(K, rows or block_b)
     if bits == 32:  # the backward's pieces over all G*K rows, split in K (contract_split): several only
@@ -303,9 +311,13 @@ def resident_pieces_for(direction: str, K: int, block_b: int, G: int = 1, bits: 
         return (kp, nkp) if 2 <= nkp <= TUNING["resident_bwd_pieces_max"] else None
     if direction == "fwd":
         return resident_pieces(K, block_b, TUNING["resident_staged_max"])
-    if G * K * block_b <= TUNING["resident_bwd_staged_max"]:
-        return resident_pieces(G * K, block_b)
-    return resident_pieces(G * K, block_b, TUNING["resident_staged_max"], TUNING["resident_bwd_pieces_max"])
+    one = resident_pieces(G * K, block_b) if G * K * block_b <= TUNING["resident_bwd_staged_max"] else None
+    if one is not None and not split:
+        return one
+    if split and (one is None or one[0] * one[1] < TUNING["resident_bwd_split_min"]):
+        return None
+    pieces = resident_pieces(G * K, block_b, TUNING["resident_staged_max"], TUNING["resident_bwd_pieces_max"])
+    return None if split and pieces is not None and pieces[1] < 2 else pieces
 
 
 def resident_bwd_gates(cell: str) -> int:
@@ -317,7 +329,7 @@ def resident_bwd_gates(cell: str) -> int:
 
 
 def resident_ok(direction: str, bits: int, K: int, block_b: int, block_n: int = 0, G: int = 1, proj: int = 0,
-                extra_live: bool = False, n_piece: bool = False, rows: int = 0) -> bool:
+                extra_live: bool = False, n_piece: bool = False, rows: int = 0, split: bool = False) -> bool:
     """Whether a grid program may keep its W_hh slice resident (compile-gate findings on
     sm_90): in fp32 a forward's slice up to `resident_fp32_bytes` in tiles of at most
     `resident_pieces_bn_max` units, in the narrow pieces of resident_pieces_fp32 (`rows`: batch
@@ -351,7 +363,7 @@ def resident_ok(direction: str, bits: int, K: int, block_b: int, block_n: int = 
                 and resident_pieces_fp32(K, rows or block_b) is not None)
     if bits != 16:
         return False
-    pieces = resident_pieces_for(direction, K, block_b, G)
+    pieces = resident_pieces_for(direction, K, block_b, G, split=split and direction == "bwd")
     if pieces is not None and pieces[1] > 1 and (block_n > TUNING["resident_pieces_bn_max"]
                                                  or (direction == "bwd" and block_b > TUNING["block_b_min"])):
         return False
@@ -404,11 +416,13 @@ def _candidates(cell, B, H, bits, limits: DeviceLimits, direction, layout, proj,
             n_tiles = -(-n_units // n_n)
             n_n = -(-n_units // n_tiles)
             rows = min(B, block_b)
-            if n_tiles == 1 and resident_ok(direction, bits, K, block_b, bn, g_res, proj,
-                                            cell == GRU_RESET_BEFORE or regularised,
-                                            cell == GRU_RESET_BEFORE and direction == "bwd", rows):
-                kp, nkp = resident_pieces_for(direction, K, block_b, g_res, bits, rows)
-                yield "grid", (n_n, n_b, n_dir), block_b, bn, kp, nkp, kr, 1, True
+            # a 16-bit backward whose slice fits one piece may also run it in pieces split in K
+            for split in ((False, True) if bits == 16 and direction == "bwd" else (False,)):
+                if n_tiles == 1 and resident_ok(direction, bits, K, block_b, bn, g_res, proj,
+                                                cell == GRU_RESET_BEFORE or regularised,
+                                                cell == GRU_RESET_BEFORE and direction == "bwd", rows, split):
+                    kp, nkp = resident_pieces_for(direction, K, block_b, g_res, bits, rows, split)
+                    yield "grid", (n_n, n_b, n_dir), block_b, bn, kp, nkp, kr, 1, True
             yield "grid", (n_n, n_b, n_dir), block_b, bn, stream_kp, 1, kr, n_tiles, False
 
 

@@ -63,6 +63,8 @@ TRITON_CASES = (("lstm", "bf16", 1, 256, "fwd"),
                 # it in chunks of 64, 2-4 round trips (the LSTM's spilled 40 and 72 bytes, the GRU's 64 and 56)
                 *((cell, "fp32", 1, 256, "fwd") for cell in ("lstm", "gru", "rnn_tanh")),
                 ("lstm", "fp32", 8, 128, "fwd"), ("gru", "fp32", 8, 128, "fwd"),
+                # the fp32 RNN B16·H768 forward in 6 pieces of 128 split in K (it streamed: 8 round trips, 48 B spilled)
+                ("rnn_tanh", "fp32", 16, 768, "fwd"),
                 # fp32 backwards resident in pieces of 128 split in K, their loads in one sweep, each piece held
                 # behind the last load (tiles.behind): ptxas issued them in 2-4 groups, 3-5 round trips
                 *((cell, "fp32", 1, 256, "bwd") for cell in ("lstm", "gru", "rnn_tanh")),
@@ -80,7 +82,7 @@ MULTI_TILE_ROWS = tuple((cell, "bf16", 256, 512, d) for cell in ("lstm", "gru", 
 SPILL_FREE = (("gru_reset_before", "bf16", 8, 256, "bwd"), ("gru_reset_before" + REGULARISED, "bf16", 8, 256, "bwd"))
 #: kernels whose round trips the model must charge as the SASS shows (resident W_hh in several pieces)
 MODEL_CASES = (("lstm", "bf16", 16, 768, "fwd"), ("gru", "bf16", 16, 768, "bwd"), ("lstm", "bf16", 16, 768, "bwd"),
-               ("rnn_tanh", "bf16", 16, 768, "bwd"),
+               ("rnn_tanh", "bf16", 16, 768, "bwd"), ("rnn_tanh", "fp32", 16, 768, "fwd"),
                ("lstm", "fp32", 1, 256, "fwd"), ("lstm", "fp32", 8, 128, "fwd"), ("gru", "fp32", 8, 128, "bwd"))
 #: compiled in the default run too (tests/support/sampling.py: the others are full_only)
 TRITON_DEFAULT = (("lstm", "bf16", 1, 256, "fwd"), ("rnn_tanh", "bf16", 1, 256, "fwd"), ("lstm", "bf16", 8, 128, "fwd"),
@@ -305,5 +307,5 @@ def test_the_model_charges_the_round_trips_of_resident_pieces(triton_paths, monk
         charged = model.step_us(lau.layout, lau.grid[0], lau.N_TILES, lau.BLOCK_N, lau.BLOCK_B, GS, lau.KP, lau.NKP,
                                 lau.RESIDENT, B, H, G, bits, direction,
                                 config.uses_wgmma(m_rows, lau.BLOCK_B, lau.num_warps),
-                                warps=lau.num_warps)["round_trips"]
+                                warps=lau.num_warps, split=lau.SPLIT)["round_trips"]
         assert charged == d["round_trips"] and d["spill"] == 0, (cell, direction, charged, d["round_trips"], d["spill"])

@@ -226,6 +226,29 @@ def test_an_fp32_backward_keeps_w_hh_resident_in_split_pieces():
         assert not config.choose("lstm", 1, 256, f32, config.H100, "bwd", **kw).RESIDENT, kw
 
 
+def test_the_fp32_rnn_forward_keeps_w_hh_resident_split_in_k():
+    """Issue 29: the fp32 RNN B16·H768 forward streamed W_hh in chunks of 64 (8 round trips per step read
+    from the sm_90 SASS, 48 bytes spilled, 8.87 µs/step): its narrow pieces would be 48 of 16. Its 8-unit
+    slice (24 KB) in 6 pieces of 128 split in K over 8 warps (steps.contract_split, as an fp32 backward's)
+    read 2 round trips, 201 registers, no spill, 2.60 µs/step; the model picks it. The LSTM's and GRU's
+    32-row slices spilled so (88 and 64 bytes) and still stream; B1·H256 keeps its narrow pieces."""
+    f32 = torch.float32
+    for cell in ("rnn_tanh", "rnn_relu"):
+        launch = config.choose(cell, 16, 768, f32, config.H100, "fwd")
+        assert (launch.layout, launch.RESIDENT, launch.SPLIT, launch.BLOCK_N, launch.KP, launch.NKP,
+                launch.num_warps, launch.grid) == ("grid", True, True, 8, 128, 6, 8, (96, 1, 1)), launch
+        assert launch.constexprs()["SPLIT"]
+        assert not config.choose(cell, 1, 256, f32, config.H100, "fwd").SPLIT
+        assert not config.choose(cell, 16, 768, f32, config.H100, "fwd", regularised=True).SPLIT
+        assert not config.choose(cell, 16, 768, torch.bfloat16, config.H100, "fwd").SPLIT
+    for cell in ("lstm", "gru"):
+        assert not config.choose(cell, 16, 768, f32, config.H100, "fwd").RESIDENT
+    assert config.resident_split_fwd_ok(32, 768, 16, 8, 1) == (128, 6)
+    assert config.resident_split_fwd_ok(32, 768, 16, 8, 4) is None  # the LSTM's and GRU's slices spilled
+    assert config.resident_split_fwd_ok(32, 256, 16, 8, 1, rows=1) is None  # B1: narrow pieces (128 x 2)
+    assert config.resident_split_fwd_ok(16, 768, 16, 8, 1) is None
+
+
 def test_the_backward_keeps_w_hh_resident_in_pieces():
     """Issue 29: the GRU and LSTM B16·H768 backwards streamed W_hh (20 and 26 round trips per
     step read from the SASS). Their 8-unit slices over all G x 768 rows (36 and 48 KB) stay

@@ -112,6 +112,23 @@ def test_fp32_split_backward_awkward_sizes(concurrent, monkeypatch, T, lengths):
                             seed=5)
 
 
+@pytest.mark.parametrize("cell,T,lengths", (("rnn_tanh", 1, False), ("rnn_relu", 3, True)))
+def test_fp32_rnn_forward_split_in_k(concurrent, monkeypatch, cell, T, lengths):
+    """The fp32 RNN forward with W_hh resident in pieces split in K over 8 warps (config.resident_split_fwd_ok,
+    steps.contract_split; chosen at B16·H768, pieces of 128): here pieces of 16 over odd H (37: the third
+    piece partial), batch 3, five programs, T=1 and lengths, reversed, values and every gradient."""
+    lau = config.choose(cell, 3, 37, torch.float32, SMALL_DEVICE, "fwd", "grid")
+    fwd = lau._replace(RESIDENT=True, SPLIT=True, KP=16, NKP=3, BLOCK_N=8, N_TILES=1, num_warps=8, grid=(5, 1, 1))
+    bwd = config.choose(cell, 3, 37, torch.float32, SMALL_DEVICE, "bwd", "grid")
+    assert fwd.constexprs()["SPLIT"] and not bwd.SPLIT
+    launches = {"fwd": fwd, "bwd": bwd}
+    monkeypatch.setattr(config, "choose", lambda cell, B, H, dtype, limits=None, direction="fwd", *a, **k:
+                        launches[direction])
+    monkeypatch.setitem(config.TUNING, "spin_limit", 1 << 16)
+    check_against_reference(cell, T, 3, 37, lengths=lengths, reverse=not lengths, dtype=torch.float32, bias=True,
+                            seed=7)
+
+
 @pytest.mark.parametrize("cell", CELLS)
 @pytest.mark.parametrize("dtype", (torch.float32, torch.bfloat16))
 def test_cta_eight_rows_one_step(monkeypatch, cell, dtype):

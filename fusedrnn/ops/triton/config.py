@@ -151,6 +151,8 @@ class Launch(NamedTuple):
     KR: int = 0          # chunk of the projection's contraction when W_hr is streamed
     PROJ: bool = False   # LSTM projection (h_t = W_hr m_t, P wide)
     D: int = 1           # directions of the call: D // grid[2] launches one after the other
+    SPLIT: bool = False  # a forward's resident pieces split in K over the warps (resident_split_fwd_ok;
+                         # a backward's are whenever NKP > 1)
 
     @property
     def CARRY(self) -> bool:
@@ -163,7 +165,7 @@ class Launch(NamedTuple):
     def constexprs(self) -> dict:
         return dict(BLOCK_B=self.BLOCK_B, BLOCK_N=self.BLOCK_N, KP=self.KP, NKP=self.NKP, KR=self.KR,
                     N_TILES=self.N_TILES, RESIDENT=self.RESIDENT, CARRY=self.CARRY, BARRIER=self.BARRIER,
-                    PROJ=self.PROJ)
+                    PROJ=self.PROJ, SPLIT=self.SPLIT)
 
     @property
     def launches(self) -> int:
@@ -320,6 +322,25 @@ def resident_pieces_for(direction: str, K: int, block_b: int, G: int = 1, bits: 
     return None if split and pieces is not None and pieces[1] < 2 else pieces
 
 
+def resident_split_fwd_ok(bits: int, K: int, block_b: int, block_n: int, GS: int, proj: int = 0,
+                          extra_live: bool = False, rows: int = 0) -> tuple[int, int] | None:
+    """(KP, NKP) of an fp32 forward whose W_hh stays resident in pieces split in K over 8 warps
+    (steps.contract_split, as an fp32 backward's: pieces of `resident_fp32_bwd_kp`), or None. Only
+    the RNN (one gate slot) in tiles of 8 units, 16 batch rows, without a projection or masks, where
+    the narrow pieces for the `rows` batch rows in use (0: block_b) would be too many
+    (resident_pieces_fp32): RNN B16·H768 compiled for sm_90 in 6
+    pieces of 128 read 2 round trips, 201 registers, no spill (streamed: 8, 48 bytes spilled); the
+    LSTM's and GRU's 32-row slices (tf32x3 halves: 192 KB of shared memory) spilled 88 and 64 bytes."""
+    t = TUNING
+    if (bits != 32 or GS != 1 or proj or extra_live or block_n > t["resident_pieces_bn_max"]
+            or block_b != t["block_b_min"] or resident_pieces_fp32(K, rows or block_b) is not None):
+        return None
+    kp = t["resident_fp32_bwd_kp"]
+    nkp = -(-K // kp)
+    ok = 2 <= nkp <= t["resident_bwd_pieces_max"] and block_n * K * 4 <= t["resident_fp32_bwd_bytes"]
+    return (kp, nkp) if ok else None
+
+
 def resident_bwd_gates(cell: str) -> int:
     """The gates whose W_hh rows a resident grid backward's pieces cover in one contraction
     (steps.resident_w_bwd): all of them, but the reset-before GRU's r and z alone (the n gate's
@@ -376,7 +397,7 @@ def resident_ok(direction: str, bits: int, K: int, block_b: int, block_n: int = 
 
 
 def _candidates(cell, B, H, bits, limits: DeviceLimits, direction, layout, proj, n_dir, regularised=False):
-    """(layout, grid, BLOCK_B, BLOCK_N, KP, NKP, KR, N_TILES, RESIDENT) of every structure
+    """(layout, grid, BLOCK_B, BLOCK_N, KP, NKP, KR, N_TILES, RESIDENT, SPLIT) of every structure
     that can run this call, with n_dir directions per launch."""
     t = TUNING
     G, GS = GATES[CELLS[cell]], gate_slots(cell)
@@ -401,14 +422,14 @@ def _candidates(cell, B, H, bits, limits: DeviceLimits, direction, layout, proj,
             small_w = (bits == 16 or GS * bn * kp + (kp * bn if proj else 0) <= 32 * 128
                        or (GS == 1 and bn * kp <= t["cta_rnn_fp32_w"]))
             if bn <= t["cta_max"] and (lstm_bwd_ok or not (cell == "lstm" and direction == "bwd")) and small_w:
-                yield "cta", (1, n_b, n_dir), block_b, bn, kp, 1, 0, 1, True
+                yield "cta", (1, n_b, n_dir), block_b, bn, kp, 1, 0, 1, True, False
             continue
         for bn in t["block_n"]:
             n_units = -(-H // bn)
             if bn > _pow2(H, 8) or (layout == "grid" and n_units < 2):
                 continue
             if layout == "solo":
-                yield "solo", (1, n_b, n_dir), block_b, bn, stream_kp, 1, kr, n_units, False
+                yield "solo", (1, n_b, n_dir), block_b, bn, stream_kp, 1, kr, n_units, False, False
                 continue
             n_n = min(n_units, slots // (n_b * n_dir))  # every direction's programs co-resident
             if n_n < 2:
@@ -422,8 +443,12 @@ def _candidates(cell, B, H, bits, limits: DeviceLimits, direction, layout, proj,
                                                 cell == GRU_RESET_BEFORE or regularised,
                                                 cell == GRU_RESET_BEFORE and direction == "bwd", rows, split):
                     kp, nkp = resident_pieces_for(direction, K, block_b, g_res, bits, rows, split)
-                    yield "grid", (n_n, n_b, n_dir), block_b, bn, kp, nkp, kr, 1, True
-            yield "grid", (n_n, n_b, n_dir), block_b, bn, stream_kp, 1, kr, n_tiles, False
+                    yield "grid", (n_n, n_b, n_dir), block_b, bn, kp, nkp, kr, 1, True, False
+            split_fwd = direction == "fwd" and n_tiles == 1 and resident_split_fwd_ok(
+                bits, K, block_b, bn, GS, proj, cell == GRU_RESET_BEFORE or regularised, rows)
+            if split_fwd:
+                yield "grid", (n_n, n_b, n_dir), block_b, bn, *split_fwd, kr, 1, True, True
+            yield "grid", (n_n, n_b, n_dir), block_b, bn, stream_kp, 1, kr, n_tiles, False, False
 
 
 def layout_name(name: str) -> str:
@@ -458,10 +483,11 @@ def candidates(cell: str, B: int, H: int, dtype: torch.dtype, limits: DeviceLimi
     found = []
     for n_dir in sorted({directions, 1}, reverse=True):
         for name in tried:
-            for lay, grid, block_b, bn, kp, nkp, kr, n_tiles, resident in _candidates(
+            for lay, grid, block_b, bn, kp, nkp, kr, n_tiles, resident, split in _candidates(
                     cell, B, H, bits, limits, direction, name, proj, n_dir, regularised):
                 for warps in (4, 8):
-                    if resident and nkp > 1 and direction == "bwd" and warps < TUNING["resident_bwd_pieces_warps"]:
+                    if resident and nkp > 1 and (direction == "bwd" or split) and (
+                            warps < TUNING["resident_bwd_pieces_warps"]):
                         continue
                     stages = TUNING["num_stages"]
                     w_max = TUNING["cta_w_per_thread" if bits == 16 else "cta_w_per_thread_fp32"] * 32 * warps
@@ -478,9 +504,10 @@ def candidates(cell: str, B: int, H: int, dtype: torch.dtype, limits: DeviceLimi
                     us = model.step_us(lay, grid[0], n_tiles, bn, block_b, GS, kp, nkp, resident, B, H, G, bits,
                                        direction, uses_wgmma(m_rows, block_b, warps), proj=proj, kr=kr,
                                        directions=n_dir, warps=warps,
-                                       second_phase=cell == GRU_RESET_BEFORE)["total"] * (directions // n_dir)
+                                       second_phase=cell == GRU_RESET_BEFORE, split=split)["total"] * (
+                                           directions // n_dir)
                     found.append(Launch(lay, grid, block_b, bn, kp, nkp, n_tiles, resident, warps, stages, smem, regs,
-                                        us, kr, bool(proj), directions))
+                                        us, kr, bool(proj), directions, split))
                     break  # fewer warps when they fit
     return found
 

@@ -58,11 +58,22 @@ def unit_tile(tile, o_rows, m_b, N, BLOCK: tl.constexpr):
 
 @triton.jit
 def resident_w_fwd(p_w, n0, N, K, G: tl.constexpr, GS: tl.constexpr, BLOCK_N: tl.constexpr, KP: tl.constexpr,
-                   NKP: tl.constexpr):
-    """The tile's stacked rows of W (G*N, K) as NKP pieces (GS*BLOCK_N, KP), loaded once."""
+                   NKP: tl.constexpr, SPLIT: tl.constexpr = False):
+    """The tile's stacked rows of W (G*N, K) as NKP pieces (GS*BLOCK_N, KP), loaded once; SPLIT:
+    transposed in KSPLIT slices, (KSPLIT, KP // KSPLIT, GS*BLOCK_N), for contract_split."""
     ws = ()
-    for kp in tl.static_range(NKP):
-        ws = ws + (w_rows(p_w, n0, kp * KP, N, K, G, GS, BLOCK_N, KP),)
+    if SPLIT:
+        o_r = tl.arange(0, GS * BLOCK_N)
+        o_g = o_r // BLOCK_N
+        o_u = n0 + o_r % BLOCK_N
+        row = ((o_g * N + o_u) * K)[None, None, :]
+        m_r = ((o_g < G) & (o_u < N))[None, None, :]
+        for kp in tl.static_range(NKP):
+            k = tl.permute(kp * KP + split_k(KP), (0, 2, 1))  # (KSPLIT, KP // KSPLIT, 1): the slice's columns down
+            ws = ws + (tl.load(p_w + row + k, mask=(k < K) & m_r, other=0.0),)
+    else:
+        for kp in tl.static_range(NKP):
+            ws = ws + (w_rows(p_w, n0, kp * KP, N, K, G, GS, BLOCK_N, KP),)
     return ws
 
 
@@ -123,7 +134,7 @@ def chunk_bwd(p_d, o_rd, m_b, p_w, o_n, j, n_k, N, K, G: tl.constexpr, KP: tl.co
 @triton.jit
 def contract_fwd(acc, p_x, o_rx, m_b, p_w, ws, n0, N, K, G: tl.constexpr, GS: tl.constexpr, BLOCK_N: tl.constexpr,
                  KP: tl.constexpr, NKP: tl.constexpr, RESIDENT: tl.constexpr, PREC: tl.constexpr,
-                 INTERP: tl.constexpr, ROTATE: tl.constexpr):
+                 INTERP: tl.constexpr, ROTATE: tl.constexpr, SPLIT: tl.constexpr = False):
     """acc (GS*BLOCK_N, BLOCK_B) + the stacked rows n0.. of W (G*N, K) x xᵀ (rows o_rx of
     p_x, K wide): the gates from h_{t-1} (W_hh, K = P) or h_t from m_t (W_hr, K = H).
 
@@ -134,8 +145,12 @@ def contract_fwd(acc, p_x, o_rx, m_b, p_w, ws, n0, N, K, G: tl.constexpr, GS: tl
     issued, and the copy waited for them: one round trip per chunk.) Chunks past the end
     are masked: no memory traffic, and an odd count multiplies one chunk of zeros. ROTATE
     keeps that three-slot rotation (the forward projection's W_hr loop, and W_hh's over
-    several tiles beside it: two slots in place there spill, compiled for sm_90)."""
-    if RESIDENT:
+    several tiles beside it: two slots in place there spill, compiled for sm_90). SPLIT (resident,
+    pieces from resident_w_fwd's SPLIT): the product split in K over the warps, contract_split (the
+    fp32 RNN at B16·H768, config.resident_split_fwd_ok)."""
+    if RESIDENT and SPLIT:
+        acc = acc + contract_split(p_x, o_rx, m_b, ws, K, KP, NKP, PREC, INTERP)
+    elif RESIDENT:
         # the pieces' loads all written before the products, every piece behind the last load (16-bit)
         xs = ()
         for kp in tl.static_range(NKP):

@@ -83,6 +83,10 @@ TUNING = {
                                        # beyond, pieces of resident_staged_max
     "resident_bwd_pieces_max": 12,  # NKP of such a backward (unrolled)
     "resident_bwd_pieces_warps": 8,  # warps of such a backward: one K slice each (model.RESIDENT_BWD_SPLIT)
+    "resident_bwd_n8_bn": 16,      # a 16-bit backward's split pieces over a batch tile of 8 rows (mma.sync's n8,
+                                   # W on the M side: steps.contract_split) in tiles of this many units
+    "resident_bwd_n8_bytes": 96 * 1024,  # the largest such slice (LSTM B16·H768: 96 KB, 107520 bytes of shared
+                                         # memory, 243 registers, no spill; its 12 pieces' loads in one sweep)
     "resident_bwd_split_min": 1024,  # a 16-bit backward's one piece at least this wide is also offered in split
                                      # pieces (its chain of 2 x KP / 16 mma in every warp; sm_90: B1·H256 LSTM
                                      # and GRU, RNN B16·H768 read faster split). At B8·H128 (512) the cta layout
@@ -341,6 +345,24 @@ def resident_split_fwd_ok(bits: int, K: int, block_b: int, block_n: int, GS: int
     return (kp, nkp) if ok else None
 
 
+def resident_bwd_n8(bits: int, K: int, block_n: int, G: int, proj: int = 0,
+                    extra_live: bool = False) -> tuple[int, int] | None:
+    """(KP, NKP) of a 16-bit grid backward over a batch tile of 8 rows, W_hh resident in pieces of
+    the 16-row tile's width (resident_pieces_for) split in K over 8 warps with W on the M side
+    (steps.contract_split) in tiles of `resident_bwd_n8_bn` units, or None. Half the exchanged
+    values per program: compiled for sm_90, the LSTM B16·H768 backward (two batch tiles of 8,
+    48 x 2 programs, 12 pieces of 256) loads all 12 pieces in one sweep, 2 round trips, 243
+    registers, no spill, where its 16-row tile took two sweeps and 4. Several pieces only, no
+    projection, no extra live tiles (the masks, the reset-before GRU's second phase: untried)."""
+    t = TUNING
+    if bits != 16 or proj or extra_live or block_n != t["resident_bwd_n8_bn"]:
+        return None
+    pieces = resident_pieces(G * K, t["block_b_min"], t["resident_staged_max"], t["resident_bwd_pieces_max"])
+    if pieces is None or pieces[1] < 2 or pieces[0] * pieces[1] * block_n * bits // 8 > t["resident_bwd_n8_bytes"]:
+        return None
+    return pieces
+
+
 def resident_bwd_gates(cell: str) -> int:
     """The gates whose W_hh rows a resident grid backward's pieces cover in one contraction
     (steps.resident_w_bwd): all of them, but the reset-before GRU's r and z alone (the n gate's
@@ -410,7 +432,10 @@ def _candidates(cell, B, H, bits, limits: DeviceLimits, direction, layout, proj,
     stream_kp = min(t["stream_kp"], _pow2(K, 16))
     kr = min(t["stream_kp"], _pow2(H if direction == "fwd" else P, 16)) if proj else 0
     cta_bs = sorted({min(_pow2(B, t["cta_block_b_min"]), b) for b in (16, 32, t["block_b_max"])})
-    for block_b in (cta_bs if layout == "cta" else block_bs):
+    # a 16-bit grid backward also over batch tiles of 8 rows, its split pieces only (resident_bwd_n8), where
+    # the batch fills more than one (at B <= 8 the 16-row tile's split and the cta layout are what was compiled)
+    n8 = [8] if bits == 16 and direction == "bwd" and layout == "grid" and B > 8 else []
+    for block_b in (cta_bs if layout == "cta" else n8 + block_bs):
         n_b = -(-B // block_b)
         if layout == "cta":
             bn, kp = _pow2(H, 16), _pow2(P, 16)
@@ -437,6 +462,11 @@ def _candidates(cell, B, H, bits, limits: DeviceLimits, direction, layout, proj,
             n_tiles = -(-n_units // n_n)
             n_n = -(-n_units // n_tiles)
             rows = min(B, block_b)
+            if block_b < t["block_b_min"]:
+                pieces = resident_bwd_n8(bits, K, bn, g_res, proj, cell == GRU_RESET_BEFORE or regularised)
+                if n_tiles == 1 and pieces:
+                    yield "grid", (n_n, n_b, n_dir), block_b, bn, *pieces, kr, 1, True, False
+                continue
             # a 16-bit backward whose slice fits one piece may also run it in pieces split in K
             for split in ((False, True) if bits == 16 and direction == "bwd" else (False,)):
                 if n_tiles == 1 and resident_ok(direction, bits, K, block_b, bn, g_res, proj,

@@ -199,13 +199,25 @@ def contract_split(p_d, o_rd, m_b, ws, GK, KP: tl.constexpr, NKP: tl.constexpr, 
     products): one sweep for the GRU's 9 pieces of 256, two for the LSTM's 12 (one sweep
     of 12 spills, compiled for sm_90). In one sweep every piece is held behind the last
     piece's load (tiles.behind), so ptxas issues all of them before any waits: one round trip
-    (it issued them in 2-4 groups). Needs KP // KSPLIT >= 16 on a GPU (config: 128 or 256)."""
+    (it issued them in 2-4 groups). Needs KP // KSPLIT >= 16 on a GPU (config: 128 or 256).
+
+    A batch tile of 8 rows (mma.sync's n8; config.resident_ok: 16-unit tiles) puts W on the M
+    side instead, (BLOCK_N, KS) x (KS, 8) per slice: half the exchanged values per program, so
+    the LSTM B16·H768's 12 pieces load in one sweep without spilling (2 round trips, where 16
+    rows took two sweeps and 4)."""
     BB: tl.constexpr = o_rd.shape[0]
+    W_LEFT: tl.constexpr = BB < 16
     SW: tl.constexpr = min(NKP, max(1, SWEEP_ELEMS // (KP * BB)))
     k_s = split_k(KP)  # (KSPLIT, 1, KS)
-    off = o_rd[None, :, None] + k_s
-    m3 = m_b[None, :, None]
-    acc = tl.zeros((KSPLIT, BB, ws[0].shape[2]), tl.float32)
+    if W_LEFT:
+        k_s = tl.permute(k_s, (0, 2, 1))  # (KSPLIT, KS, 1): x as (KSPLIT, KS, BB)
+        off = o_rd[None, None, :] + k_s
+        m3 = m_b[None, None, :]
+        acc = tl.zeros((KSPLIT, ws[0].shape[2], BB), tl.float32)
+    else:
+        off = o_rd[None, :, None] + k_s
+        m3 = m_b[None, :, None]
+        acc = tl.zeros((KSPLIT, BB, ws[0].shape[2]), tl.float32)
     for g in tl.static_range((NKP + SW - 1) // SW):
         xs = ()
         for i in tl.static_range(SW):
@@ -216,8 +228,14 @@ def contract_split(p_d, o_rd, m_b, ws, GK, KP: tl.constexpr, NKP: tl.constexpr, 
                 x = xs[i]
                 if SW == NKP and i < SW - 1:  # one sweep: every piece waits for the last load (tiles.behind)
                     x = behind(x, xs[SW - 1], GK > 0)
-                acc = mma_xw(issued(x, INTERP), ws[g * SW + i], acc, PREC, INTERP)
-    return tl.trans(tl.sum(acc, axis=0))
+                if W_LEFT:
+                    acc = mma(tl.permute(ws[g * SW + i], (0, 2, 1)), issued(x, INTERP), acc, PREC, INTERP)
+                else:
+                    acc = mma_xw(issued(x, INTERP), ws[g * SW + i], acc, PREC, INTERP)
+    out = tl.sum(acc, axis=0)
+    if not W_LEFT:
+        out = tl.trans(out)
+    return out
 
 
 @triton.jit

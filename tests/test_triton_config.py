@@ -275,6 +275,58 @@ def test_an_fp32_backward_keeps_w_hh_resident_in_split_pieces():
         assert not config.choose("lstm", 1, 256, f32, config.H100, "bwd", **kw).RESIDENT, kw
 
 
+def test_the_fp32_rnn_forward_keeps_w_hh_resident_split_in_k():
+    """Issue 29: the fp32 RNN B16·H768 forward streamed W_hh in chunks of 64 (8 round trips per step read
+    from the sm_90 SASS, 48 bytes spilled, 8.87 µs/step): its narrow pieces would be 48 of 16. Its 8-unit
+    slice (24 KB) in 6 pieces of 128 split in K over 8 warps (steps.contract_split, as an fp32 backward's)
+    read 2 round trips, 201 registers, no spill, 2.60 µs/step; the model picks it. The LSTM's and GRU's
+    32-row slices spilled so (88 and 64 bytes) and still stream; B1·H256 keeps its narrow pieces."""
+    f32 = torch.float32
+    for cell in ("rnn_tanh", "rnn_relu"):
+        launch = config.choose(cell, 16, 768, f32, config.H100, "fwd")
+        assert (launch.layout, launch.RESIDENT, launch.SPLIT, launch.BLOCK_N, launch.KP, launch.NKP,
+                launch.num_warps, launch.grid) == ("grid", True, True, 8, 128, 6, 8, (96, 1, 1)), launch
+        assert launch.constexprs()["SPLIT"]
+        assert not config.choose(cell, 1, 256, f32, config.H100, "fwd").SPLIT
+        assert not config.choose(cell, 16, 768, f32, config.H100, "fwd", regularised=True).SPLIT
+        assert not config.choose(cell, 16, 768, torch.bfloat16, config.H100, "fwd").SPLIT
+    for cell in ("lstm", "gru"):
+        assert not config.choose(cell, 16, 768, f32, config.H100, "fwd").RESIDENT
+    assert config.resident_split_fwd_ok(32, 768, 16, 8, 1) == (128, 6)
+    assert config.resident_split_fwd_ok(32, 768, 16, 8, 4) is None  # the LSTM's and GRU's slices spilled
+    assert config.resident_split_fwd_ok(32, 256, 16, 8, 1, rows=1) is None  # B1: narrow pieces (128 x 2)
+    assert config.resident_split_fwd_ok(16, 768, 16, 8, 1) is None
+
+
+def test_a_16bit_backward_over_eight_batch_rows():
+    """Issue 29: the LSTM bf16 B16·H768 backward (12 pieces of 256 split in K, one 16-row batch tile)
+    loaded its pieces in two sweeps (all 12 in one: 192 registers of exchanged values per thread,
+    spilled), 4 round trips read from the sm_90 SASS, 5.26 µs/step. Over two batch tiles of 8 rows
+    (mma.sync's n8) with W on the M side (steps.contract_split) and 16-unit tiles, a program loads
+    half the values: one sweep, 2 round trips, 243 registers, no spill, 3.80 µs/step; the GRU (9
+    pieces) 3.93 -> 3.24 and the RNN (3) 2.16 -> 1.96 the same way. The model predicts each faster
+    than the 16-row tile, so it is picked; at B <= 8 it is not offered (the cta layout and the
+    16-row split are what was compiled there)."""
+    for dtype in (torch.bfloat16, torch.float16):
+        for cell, nkp in (("lstm", 12), ("gru", 9), ("rnn_tanh", 3)):
+            launch = config.choose(cell, 16, 768, dtype, config.H100, "bwd")
+            assert (launch.layout, launch.grid, launch.BLOCK_B, launch.BLOCK_N, launch.KP, launch.NKP,
+                    launch.RESIDENT, launch.num_warps) == ("grid", (48, 2, 1), 8, 16, 256, nkp, True, 8), launch
+            rows16 = [c for c in config.candidates(cell, 16, 768, dtype, config.H100, "bwd")
+                      if c.RESIDENT and c.BLOCK_B == 16]
+            assert rows16 and launch.us_per_step < min(c.us_per_step for c in rows16), rows16
+        for B, H in ((1, 256), (8, 128)):
+            assert all(c.layout != "grid" or c.BLOCK_B != 8
+                       for c in config.candidates("lstm", B, H, dtype, config.H100, "bwd"))
+    assert config.resident_bwd_n8(16, 768, 16, 4) == (256, 12)
+    assert config.resident_bwd_n8(16, 768, 8, 4) is None  # 16-unit tiles only
+    assert config.resident_bwd_n8(16, 768, 16, 4, extra_live=True) is None  # the masks: untried
+    assert config.resident_bwd_n8(16, 768, 16, 4, proj=192) is None
+    assert config.resident_bwd_n8(32, 768, 16, 4) is None
+    assert config.resident_bwd_n8(16, 1024, 16, 4) is None  # 16 pieces
+    assert not config.choose("lstm", 16, 768, torch.bfloat16, config.H100, "bwd", regularised=True).RESIDENT
+
+
 def test_the_backward_keeps_w_hh_resident_in_pieces():
     """Issue 29: the GRU and LSTM B16·H768 backwards streamed W_hh (20 and 26 round trips per
     step read from the SASS). Their 8-unit slices over all G x 768 rows (36 and 48 KB) stay
@@ -284,8 +336,9 @@ def test_the_backward_keeps_w_hh_resident_in_pieces():
     ran all 384 mma of the step. 4 warps spilled (440 bytes); 32 batch rows are untried."""
     for cell, nkp in (("gru", 9), ("lstm", 12)):
         launch = config.choose(cell, 16, 768, torch.bfloat16, config.H100, "bwd")
+        # over batch tiles of 8 rows (test_a_16bit_backward_over_eight_batch_rows), 16-unit tiles
         assert (launch.RESIDENT, launch.BLOCK_N, launch.KP, launch.NKP, launch.num_warps) == (
-            True, 8, 256, nkp, 8), launch
+            True, 16, 256, nkp, 8), launch
         assert not any(c.RESIDENT and c.NKP > 1 and c.num_warps < 8
                        for c in config.candidates(cell, 16, 768, torch.bfloat16, config.H100, "bwd"))
     assert config.resident_pieces_for("bwd", 768, 16, G=3) == (256, 9)
@@ -304,6 +357,9 @@ def test_the_model_charges_the_split_backward_as_compiled():
                 H=768, bits=16, direction="bwd", wgmma=False, warps=8)
     assert model.step_us(kp=256, nkp=9, resident=True, G=3, **args)["round_trips"] == 2
     assert model.step_us(kp=256, nkp=12, resident=True, G=4, **args)["round_trips"] == 4
+    # over 8 batch rows, 16-unit tiles: one sweep (LSTM B16·H768 read 2 from the SASS)
+    n8 = dict(args, block_b=8, block_n=16, n_programs_per_tile=48)
+    assert model.step_us(kp=256, nkp=12, resident=True, G=4, **n8)["round_trips"] == 2
     dev = machine.current()
     link_us = dev["mma_dep_cycles_bf16"] / (dev["clock_ghz"] * 1e3)
     mma = model.step_us(kp=256, nkp=12, resident=True, G=4, **args)["mma"]
@@ -366,13 +422,45 @@ def test_backward_keeps_a_small_w_hh_slice_resident():
             if launch.layout == "cta":  # the RNN: one program keeps all of W_hh (8 warps: 256 elements each)
                 assert cell == "rnn_tanh" and launch.RESIDENT and launch.BLOCK_N == launch.KP == 256, launch
                 continue
-            # one piece over all G gates' rows (steps.resident_w_bwd): one load sweep per step
-            assert launch.RESIDENT and launch.layout == "grid" and launch.NKP == 1 and launch.KP >= G * 256, launch
+            # all G gates' rows (steps.resident_w_bwd), in pieces split in K since one piece would be
+            # 1024 wide (test_a_wide_16bit_backward_piece_is_split_in_k)
+            assert launch.RESIDENT and launch.layout == "grid" and launch.KP * launch.NKP >= G * 256, launch
             assert G * 256 * launch.BLOCK_N * 2 <= config.TUNING["resident_bwd_bytes"]
     assert not config.choose("lstm", 64, 1024, torch.bfloat16, config.H100, "bwd").RESIDENT  # 16 pieces of 256
     assert not config.resident_ok("bwd", 16, 256, 16, block_n=16, G=4)  # 32 KB
     assert config.resident_ok("bwd", 16, 256, 16, block_n=8, G=4)
     assert not config.resident_ok("bwd", 16, 256, 16, block_n=8, G=4, proj=64)  # spills with the W_hr phase
+
+
+def test_a_wide_16bit_backward_piece_is_split_in_k():
+    """Issue 29: a 16-bit backward whose slice fits one resident piece took it, 1024 wide at RNN
+    B16·H768 (768 rows padded) and LSTM/GRU B1·H256: every warp ran its chain of 2 x 1024 / 16 =
+    128 mma, and the RNN's SASS (sm_90) read 3 round trips (its 16 loads issued in two groups).
+    In pieces of 256 split in K over 8 warps (steps.contract_split, one sweep of loads, each
+    piece behind the last load) they read 2 round trips, a chain of 12-16, no spill (RNN 3.88 ->
+    2.16 µs/step from the SASS, LSTM B1·H256 3.71 -> 2.68, GRU 3.71 -> 2.39). Both are candidates
+    and the model picks the split; at B8·H128 (one piece of 512) the cta layout stays (its SASS
+    read faster than the split grid's: LSTM 2.18 against 2.39 µs, GRU 1.83 against 2.28)."""
+    for dtype in (torch.bfloat16, torch.float16):
+        for cell, B, H, nkp in (("rnn_tanh", 16, 768, 3), ("rnn_relu", 16, 768, 3), ("lstm", 1, 256, 4),
+                                ("gru", 1, 256, 3)):
+            launch = config.choose(cell, B, H, dtype, config.H100, "bwd")
+            # (at B16 over batch tiles of 8 rows: test_a_16bit_backward_over_eight_batch_rows)
+            assert (launch.layout, launch.RESIDENT, launch.KP, launch.NKP, launch.num_warps) == (
+                "grid", True, 256, nkp, 8), (cell, B, H, launch)
+            found = config.candidates(cell, B, H, dtype, config.H100, "bwd")
+            one = [c for c in found if c.RESIDENT and c.NKP == 1]
+            split16 = [c for c in found if c.RESIDENT and c.NKP == nkp and c.BLOCK_B == 16]
+            assert one and one[0].KP == 1024 and split16, (one, split16)
+            assert min(c.us_per_step for c in split16) < min(c.us_per_step for c in one), (split16, one)
+        for cell in ("lstm", "gru"):
+            assert config.choose(cell, 8, 128, dtype, config.H100, "bwd").layout == "cta"
+    assert config.resident_pieces_for("bwd", 768, 16, G=1) == (1024, 1)
+    assert config.resident_pieces_for("bwd", 768, 16, G=1, split=True) == (256, 3)
+    assert config.resident_pieces_for("bwd", 128, 16, G=4, split=True) is None  # one piece of 512: not offered
+    # no one piece fits (GRU B16·H768): its pieces as before, split already; nothing more offered
+    assert config.resident_pieces_for("bwd", 768, 16, G=3) == (256, 9)
+    assert config.resident_pieces_for("bwd", 768, 16, G=3, split=True) is None
 
 
 #: the anchors' choices for LSTM bf16 (layout, grid, BLOCK_B, BLOCK_N, resident), pinned so
@@ -386,7 +474,9 @@ PINNED = {
     # 2.50): its SASS reads 0.5 round trips, 620 insts, 2.18 µs/step, the grid pick's 2 and 3.14 (2026-12-07)
     (8, 128, "bwd"): ("cta", (1, 1, 1), 8, 128, True),
     (16, 768, "fwd"): ("grid", (96, 1, 1), 16, 8, True),
-    (16, 768, "bwd"): ("grid", (96, 1, 1), 16, 8, True),  # 12 pieces of 256 split in K: 255 regs, no spill
+    # 12 pieces of 256 split in K over two batch tiles of 8 rows, W on the M side: 243 regs, no spill, 2 round
+    # trips (in one 16-row tile: 255 regs, two sweeps of loads, 4)
+    (16, 768, "bwd"): ("grid", (48, 2, 1), 8, 16, True),
     (64, 1024, "fwd"): ("grid", (32, 4, 1), 16, 32, False),
     (64, 1024, "bwd"): ("grid", (32, 4, 1), 16, 32, False),
     # W_hh resident in a wide tile (config.resident_wide; two pieces of 256): 2 round trips, 255 regs, no spill
@@ -397,7 +487,9 @@ PINNED = {
 #: (fp16, both directions in one launch) and a projection (H1024·P256), keyed (B, H, P, D, direction)
 PINNED_V2 = {
     (32, 512, 0, 2, "fwd"): ("grid", (64, 1, 2), 32, 8, True),  # 4 pieces of 128 x 32: 200 regs, no spill
-    (32, 512, 0, 2, "bwd"): ("grid", (64, 2, 1), 16, 8, True),  # 8 pieces of 256 split in K: 231 regs, no spill
+    # 8 pieces of 256 split in K over batch tiles of 8 rows: 200 regs, no spill, 2 round trips, 3.16 µs per launch
+    # from its SASS (the 16-row tile's: 232 regs, 3.69)
+    (32, 512, 0, 2, "bwd"): ("grid", (32, 4, 1), 8, 16, True),
     (64, 1024, 256, 1, "fwd"): ("grid", (32, 4, 1), 16, 16, False),
     (64, 1024, 256, 1, "bwd"): ("grid", (32, 4, 1), 16, 32, False),
 }

@@ -112,6 +112,41 @@ def test_fp32_split_backward_awkward_sizes(concurrent, monkeypatch, T, lengths):
                             seed=5)
 
 
+@pytest.mark.parametrize("cell,T,lengths", (("rnn_tanh", 1, False), ("rnn_relu", 3, True)))
+def test_fp32_rnn_forward_split_in_k(concurrent, monkeypatch, cell, T, lengths):
+    """The fp32 RNN forward with W_hh resident in pieces split in K over 8 warps (config.resident_split_fwd_ok,
+    steps.contract_split; chosen at B16·H768, pieces of 128): here pieces of 16 over odd H (37: the third
+    piece partial), batch 3, five programs, T=1 and lengths, reversed, values and every gradient."""
+    lau = config.choose(cell, 3, 37, torch.float32, SMALL_DEVICE, "fwd", "grid")
+    fwd = lau._replace(RESIDENT=True, SPLIT=True, KP=16, NKP=3, BLOCK_N=8, N_TILES=1, num_warps=8, grid=(5, 1, 1))
+    bwd = config.choose(cell, 3, 37, torch.float32, SMALL_DEVICE, "bwd", "grid")
+    assert fwd.constexprs()["SPLIT"] and not bwd.SPLIT
+    launches = {"fwd": fwd, "bwd": bwd}
+    monkeypatch.setattr(config, "choose", lambda cell, B, H, dtype, limits=None, direction="fwd", *a, **k:
+                        launches[direction])
+    monkeypatch.setitem(config.TUNING, "spin_limit", 1 << 16)
+    check_against_reference(cell, T, 3, 37, lengths=lengths, reverse=not lengths, dtype=torch.float32, bias=True,
+                            seed=7)
+
+
+@pytest.mark.parametrize("cell,T,lengths", (("lstm", 3, True), ("gru", 1, False), ("rnn_tanh", 3, False)))
+def test_backward_pieces_over_eight_batch_rows(concurrent, monkeypatch, cell, T, lengths):
+    """The 16-bit backward over batch tiles of 8 rows, W_hh resident in pieces split in K with W on the
+    M side (config.resident_bwd_n8, steps.contract_split; chosen at B16·H768, 16-unit tiles): here
+    pieces of 16 over odd H (37: the last piece partial), batch 11 (two batch tiles, the second 3
+    rows), three unit tiles, lengths or reversed, values and every gradient against float64."""
+    G = config.GATES[config.CELLS[cell]]
+    grid = next(c for c in config.candidates(cell, 11, 37, torch.bfloat16, SMALL_DEVICE, "bwd", "grid"))
+    bwd = grid._replace(BLOCK_B=8, BLOCK_N=16, KP=16, NKP=-(-G * 37 // 16), RESIDENT=True, N_TILES=1, num_warps=8,
+                        grid=(3, 2, 1))
+    launches = {"fwd": config.choose(cell, 11, 37, torch.bfloat16, SMALL_DEVICE, "fwd", "grid"), "bwd": bwd}
+    monkeypatch.setattr(config, "choose", lambda cell, B, H, dtype, limits=None, direction="fwd", *a, **k:
+                        launches[direction])
+    monkeypatch.setitem(config.TUNING, "spin_limit", 1 << 16)
+    check_against_reference(cell, T, 11, 37, lengths=lengths, reverse=not lengths, dtype=torch.bfloat16, bias=True,
+                            seed=9)
+
+
 @pytest.mark.parametrize("cell", CELLS)
 @pytest.mark.parametrize("dtype", (torch.float32, torch.bfloat16))
 def test_cta_eight_rows_one_step(monkeypatch, cell, dtype):

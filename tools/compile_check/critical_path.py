@@ -14,7 +14,8 @@ the plain cell's, since the masks are loaded beside the step's inputs, not after
 --proj (Triton, LSTM) compiles the kernels with a projection of P = H/4 (the compile gate's).
 
 --force (Triton) compiles config.choose's launch with those fields replaced (BLOCK_B, BLOCK_N,
-KP, NKP, RESIDENT, num_warps; the grid follows), to read a configuration it does not pick.
+KP, NKP, RESIDENT, num_warps, SPLIT: a forward's pieces split in K; the grid follows), to read
+a configuration it does not pick.
 
 Each line: backend, cell, dtype, B, H, direction, the launch (layout or tier), the counts
 (round_trips, barriers, insts_per_step, the kernel's registers and spill bytes; Triton also
@@ -127,7 +128,7 @@ def path(backend: str, cell: str, dtype: str, B: int, H: int, direction: str, fo
 
 #: the launch fields --force may replace, with their types
 FORCE_FIELDS = {"BLOCK_B": int, "BLOCK_N": int, "KP": int, "NKP": int, "RESIDENT": lambda v: bool(int(v)),
-                "num_warps": int}
+                "num_warps": int, "SPLIT": lambda v: bool(int(v))}
 
 
 def parse_force(text: str) -> dict:

@@ -37,7 +37,8 @@ def _launch_terms(cell, B, H, dtype, direction, proj=0, directions=1):
     terms = model.step_us(lau.layout, lau.grid[0], lau.N_TILES, lau.BLOCK_N, lau.BLOCK_B, GS, lau.KP, lau.NKP,
                           lau.RESIDENT, B, H, G, torch.finfo(dtype).bits, direction,
                           config.uses_wgmma(m_rows, lau.BLOCK_B, lau.num_warps), proj=proj, kr=lau.KR,
-                          directions=lau.grid[2], warps=lau.num_warps, second_phase=cell == GRU_RESET_BEFORE)
+                          directions=lau.grid[2], warps=lau.num_warps, second_phase=cell == GRU_RESET_BEFORE,
+                          split=lau.SPLIT)
     terms["total"] *= lau.launches
     return lau, terms
 

@@ -98,7 +98,7 @@ def extra_cases(cases) -> list:
 
 def forced(lau, force: dict, B: int, H: int):
     """The launch `lau` with the fields of `force` replaced (BLOCK_B, BLOCK_N, KP, NKP, RESIDENT,
-    num_warps: a configuration the choice code would not pick, compiled to read its critical
+    num_warps, SPLIT: a configuration the choice code would not pick, compiled to read its critical
     path); the grid follows the tiles (one tile per program when resident)."""
     lau = lau._replace(**force)
     n_units = -(-H // lau.BLOCK_N)

@@ -95,6 +95,14 @@ TUNING = {
     "resident_wide_warps": 8,
     "resident_wide_sweep": 16384,  # exchanged values per step (K x BLOCK_B; backward G*K x BLOCK_B) of a wide tile:
                                    # 64 KB of fp32, 64 registers per thread at 8 warps (LSTM B256·H512's 512 x 32)
+    "resident_bwd_n8_bn": 16,      # a 16-bit backward's split pieces over a batch tile of 8 rows (mma.sync's n8,
+                                   # W on the M side: steps.contract_split) in tiles of this many units
+    "resident_bwd_n8_bytes": 96 * 1024,  # the largest such slice (LSTM B16·H768: 96 KB, 107520 bytes of shared
+                                         # memory, 243 registers, no spill; its 12 pieces' loads in one sweep)
+    "resident_bwd_split_min": 1024,  # a 16-bit backward's one piece at least this wide is also offered in split
+                                     # pieces (its chain of 2 x KP / 16 mma in every warp; sm_90: B1·H256 LSTM
+                                     # and GRU, RNN B16·H768 read faster split). At B8·H128 (512) the cta layout
+                                     # read faster than the split grid, which the model does not tell apart
     # fp32 (tf32x3: W_hh's hi and lo halves in shared memory, each piece's operands split in registers): a
     # forward keeps W_hh resident in narrow pieces (resident_pieces_fp32); compiled for sm_90, LSTM B1·H256
     # in 2 pieces of 128 and B8·H128 in 4 of 32: no spill, all pieces' loads in one sweep (2 round trips)
@@ -159,6 +167,8 @@ class Launch(NamedTuple):
     KR: int = 0          # chunk of the projection's contraction when W_hr is streamed
     PROJ: bool = False   # LSTM projection (h_t = W_hr m_t, P wide)
     D: int = 1           # directions of the call: D // grid[2] launches one after the other
+    SPLIT: bool = False  # a forward's resident pieces split in K over the warps (resident_split_fwd_ok;
+                         # a backward's are whenever NKP > 1)
 
     @property
     def CARRY(self) -> bool:
@@ -171,7 +181,7 @@ class Launch(NamedTuple):
     def constexprs(self) -> dict:
         return dict(BLOCK_B=self.BLOCK_B, BLOCK_N=self.BLOCK_N, KP=self.KP, NKP=self.NKP, KR=self.KR,
                     N_TILES=self.N_TILES, RESIDENT=self.RESIDENT, CARRY=self.CARRY, BARRIER=self.BARRIER,
-                    PROJ=self.PROJ)
+                    PROJ=self.PROJ, SPLIT=self.SPLIT)
 
     @property
     def launches(self) -> int:
@@ -299,13 +309,17 @@ def resident_pieces_fp32(K: int, rows: int) -> tuple[int, int] | None:
 
 
 def resident_pieces_for(direction: str, K: int, block_b: int, G: int = 1, bits: int = 16,
-                        rows: int = 0) -> tuple[int, int] | None:
+                        rows: int = 0, split: bool = False) -> tuple[int, int] | None:
     """(KP, NKP) of a resident grid program's contraction: the forward's over K in pieces of
     at most `resident_staged_max` values (a wider piece spills: LSTM B16·H768, 1024 x 16 at 8
     warps, 464 bytes; 256 x 16, three pieces, none), the backward's over all G*K rows: in
     one piece where it stages at most `resident_bwd_staged_max` values (B1·H256), else in
-    pieces as the forward's (GRU B16·H768: nine of 256, LSTM: twelve, 8 warps, no spill). fp32
-    (forward only): resident_pieces_fp32 for `rows` batch rows in use (0: block_b)."""
+    pieces as the forward's (GRU B16·H768: nine of 256, LSTM: twelve, 8 warps, no spill); `split`:
+    the 16-bit backward in those pieces even where one would do (the candidates offer both, the model
+    picks: RNN B16·H768, one piece of 1024 read 3 round trips and a chain of 128 mma, three pieces
+    of 256 split in K 2 and 12), only where the one piece is at least `resident_bwd_split_min` wide;
+    None where that is one piece or no one piece would do. fp32 (forward only):
+    resident_pieces_fp32 for `rows` batch rows in use (0: block_b)."""
     if bits == 32 and direction == "fwd":
         return resident_pieces_fp32(K, rows or block_b)
     if bits == 32:  # the backward's pieces over all G*K rows, split in K (contract_split): several only
@@ -315,9 +329,50 @@ def resident_pieces_for(direction: str, K: int, block_b: int, G: int = 1, bits: 
         return (kp, nkp) if 2 <= nkp <= TUNING["resident_bwd_pieces_max"] else None
     if direction == "fwd":
         return resident_pieces(K, block_b, TUNING["resident_staged_max"])
-    if G * K * block_b <= TUNING["resident_bwd_staged_max"]:
-        return resident_pieces(G * K, block_b)
-    return resident_pieces(G * K, block_b, TUNING["resident_staged_max"], TUNING["resident_bwd_pieces_max"])
+    one = resident_pieces(G * K, block_b) if G * K * block_b <= TUNING["resident_bwd_staged_max"] else None
+    if one is not None and not split:
+        return one
+    if split and (one is None or one[0] * one[1] < TUNING["resident_bwd_split_min"]):
+        return None
+    pieces = resident_pieces(G * K, block_b, TUNING["resident_staged_max"], TUNING["resident_bwd_pieces_max"])
+    return None if split and pieces is not None and pieces[1] < 2 else pieces
+
+
+def resident_split_fwd_ok(bits: int, K: int, block_b: int, block_n: int, GS: int, proj: int = 0,
+                          extra_live: bool = False, rows: int = 0) -> tuple[int, int] | None:
+    """(KP, NKP) of an fp32 forward whose W_hh stays resident in pieces split in K over 8 warps
+    (steps.contract_split, as an fp32 backward's: pieces of `resident_fp32_bwd_kp`), or None. Only
+    the RNN (one gate slot) in tiles of 8 units, 16 batch rows, without a projection or masks, where
+    the narrow pieces for the `rows` batch rows in use (0: block_b) would be too many
+    (resident_pieces_fp32): RNN B16·H768 compiled for sm_90 in 6
+    pieces of 128 read 2 round trips, 201 registers, no spill (streamed: 8, 48 bytes spilled); the
+    LSTM's and GRU's 32-row slices (tf32x3 halves: 192 KB of shared memory) spilled 88 and 64 bytes."""
+    t = TUNING
+    if (bits != 32 or GS != 1 or proj or extra_live or block_n > t["resident_pieces_bn_max"]
+            or block_b != t["block_b_min"] or resident_pieces_fp32(K, rows or block_b) is not None):
+        return None
+    kp = t["resident_fp32_bwd_kp"]
+    nkp = -(-K // kp)
+    ok = 2 <= nkp <= t["resident_bwd_pieces_max"] and block_n * K * 4 <= t["resident_fp32_bwd_bytes"]
+    return (kp, nkp) if ok else None
+
+
+def resident_bwd_n8(bits: int, K: int, block_n: int, G: int, proj: int = 0,
+                    extra_live: bool = False) -> tuple[int, int] | None:
+    """(KP, NKP) of a 16-bit grid backward over a batch tile of 8 rows, W_hh resident in pieces of
+    the 16-row tile's width (resident_pieces_for) split in K over 8 warps with W on the M side
+    (steps.contract_split) in tiles of `resident_bwd_n8_bn` units, or None. Half the exchanged
+    values per program: compiled for sm_90, the LSTM B16·H768 backward (two batch tiles of 8,
+    48 x 2 programs, 12 pieces of 256) loads all 12 pieces in one sweep, 2 round trips, 243
+    registers, no spill, where its 16-row tile took two sweeps and 4. Several pieces only, no
+    projection, no extra live tiles (the masks, the reset-before GRU's second phase: untried)."""
+    t = TUNING
+    if bits != 16 or proj or extra_live or block_n != t["resident_bwd_n8_bn"]:
+        return None
+    pieces = resident_pieces(G * K, t["block_b_min"], t["resident_staged_max"], t["resident_bwd_pieces_max"])
+    if pieces is None or pieces[1] < 2 or pieces[0] * pieces[1] * block_n * bits // 8 > t["resident_bwd_n8_bytes"]:
+        return None
+    return pieces
 
 
 def resident_bwd_gates(cell: str) -> int:
@@ -363,32 +418,32 @@ def resident_wide(direction: str, K: int, block_b: int, block_n: int, G: int = 1
 
 
 def resident_ok(direction: str, bits: int, K: int, block_b: int, block_n: int = 0, G: int = 1, proj: int = 0,
-                extra_live: bool = False, n_piece: bool = False, rows: int = 0) -> bool:
+                extra_live: bool = False, n_piece: bool = False, rows: int = 0, split: bool = False) -> bool:
     """Whether a grid program may keep its W_hh slice resident: in the pieces of resident_pieces_for
-    (narrow_ok) or, 16-bit without a projection, extra live tiles or the n gate's piece, in a wide
-    tile (resident_wide)."""
-    return (narrow_ok(direction, bits, K, block_b, block_n, G, proj, extra_live, n_piece, rows)
-            or (bits == 16 and not (proj or extra_live or n_piece)
+    (narrow_ok; `split`: a 16-bit backward's split pieces) or, 16-bit without a projection, extra live
+    tiles, the n gate's piece or `split`, in a wide tile (resident_wide)."""
+    return (narrow_ok(direction, bits, K, block_b, block_n, G, proj, extra_live, n_piece, rows, split)
+            or (bits == 16 and not (proj or extra_live or n_piece or split)
                 and resident_wide(direction, K, block_b, block_n, G) is not None))
 
 
 def resident_grid_pieces(direction: str, bits: int, K: int, block_b: int, block_n: int, G: int = 1,
-                         rows: int = 0) -> tuple[int, int, int, bool]:
+                         rows: int = 0, split: bool = False) -> tuple[int, int, int, bool]:
     """(KP, NKP, fewest warps, wide) of a resident grid program that resident_ok admits (no projection,
     no extra live tiles where it is wide): the pieces of resident_pieces_for where narrow_ok holds, else
     resident_wide's at `resident_wide_warps` (wide: True; the register estimate's budget, set for the
     narrow layouts, does not apply to them: resident_wide admits only layouts compiled without a spill,
     211-255 registers where the linear fit gives 141-227)."""
-    if narrow_ok(direction, bits, K, block_b, block_n, G, rows=rows):
-        kp, nkp = resident_pieces_for(direction, K, block_b, G, bits, rows)
-        split = direction == "bwd" and nkp > 1
-        return kp, nkp, TUNING["resident_bwd_pieces_warps"] if split else 4, False
+    if narrow_ok(direction, bits, K, block_b, block_n, G, rows=rows, split=split):
+        kp, nkp = resident_pieces_for(direction, K, block_b, G, bits, rows, split)
+        split_k = direction == "bwd" and nkp > 1  # a backward's pieces: one K slice per warp
+        return kp, nkp, TUNING["resident_bwd_pieces_warps"] if split_k else 4, False
     kp, nkp = resident_wide(direction, K, block_b, block_n, G)
     return kp, nkp, TUNING["resident_wide_warps"], True
 
 
 def narrow_ok(direction: str, bits: int, K: int, block_b: int, block_n: int = 0, G: int = 1, proj: int = 0,
-              extra_live: bool = False, n_piece: bool = False, rows: int = 0) -> bool:
+              extra_live: bool = False, n_piece: bool = False, rows: int = 0, split: bool = False) -> bool:
     """Whether a grid program may keep its W_hh slice resident in the pieces of resident_pieces_for
     (compile-gate findings on sm_90): in fp32 a forward's slice up to `resident_fp32_bytes` in tiles of at most
     `resident_pieces_bn_max` units, in the narrow pieces of resident_pieces_fp32 (`rows`: batch
@@ -422,7 +477,7 @@ def narrow_ok(direction: str, bits: int, K: int, block_b: int, block_n: int = 0,
                 and resident_pieces_fp32(K, rows or block_b) is not None)
     if bits != 16:
         return False
-    pieces = resident_pieces_for(direction, K, block_b, G)
+    pieces = resident_pieces_for(direction, K, block_b, G, split=split and direction == "bwd")
     if pieces is not None and pieces[1] > 1 and (block_n > TUNING["resident_pieces_bn_max"]
                                                  or (direction == "bwd" and block_b > TUNING["block_b_min"])):
         return False
@@ -435,8 +490,8 @@ def narrow_ok(direction: str, bits: int, K: int, block_b: int, block_n: int = 0,
 
 
 def _candidates(cell, B, H, bits, limits: DeviceLimits, direction, layout, proj, n_dir, regularised=False):
-    """(layout, grid, BLOCK_B, BLOCK_N, KP, NKP, KR, N_TILES, RESIDENT, fewest warps, wide) of every
-    structure that can run this call, with n_dir directions per launch (wide: resident_wide's)."""
+    """(layout, grid, BLOCK_B, BLOCK_N, KP, NKP, KR, N_TILES, RESIDENT, fewest warps, wide, SPLIT) of
+    every structure that can run this call, with n_dir directions per launch (wide: resident_wide's)."""
     t = TUNING
     G, GS = GATES[CELLS[cell]], gate_slots(cell)
     P = proj or H
@@ -448,7 +503,10 @@ def _candidates(cell, B, H, bits, limits: DeviceLimits, direction, layout, proj,
     stream_kp = min(t["stream_kp"], _pow2(K, 16))
     kr = min(t["stream_kp"], _pow2(H if direction == "fwd" else P, 16)) if proj else 0
     cta_bs = sorted({min(_pow2(B, t["cta_block_b_min"]), b) for b in (16, 32, t["block_b_max"])})
-    for block_b in (cta_bs if layout == "cta" else block_bs):
+    # a 16-bit grid backward also over batch tiles of 8 rows, its split pieces only (resident_bwd_n8), where
+    # the batch fills more than one (at B <= 8 the 16-row tile's split and the cta layout are what was compiled)
+    n8 = [8] if bits == 16 and direction == "bwd" and layout == "grid" and B > 8 else []
+    for block_b in (cta_bs if layout == "cta" else n8 + block_bs):
         n_b = -(-B // block_b)
         if layout == "cta":
             bn, kp = _pow2(H, 16), _pow2(P, 16)
@@ -460,14 +518,14 @@ def _candidates(cell, B, H, bits, limits: DeviceLimits, direction, layout, proj,
             small_w = (bits == 16 or GS * bn * kp + (kp * bn if proj else 0) <= 32 * 128
                        or (GS == 1 and bn * kp <= t["cta_rnn_fp32_w"]))
             if bn <= t["cta_max"] and (lstm_bwd_ok or not (cell == "lstm" and direction == "bwd")) and small_w:
-                yield "cta", (1, n_b, n_dir), block_b, bn, kp, 1, 0, 1, True, 4, False
+                yield "cta", (1, n_b, n_dir), block_b, bn, kp, 1, 0, 1, True, 4, False, False
             continue
         for bn in t["block_n"]:
             n_units = -(-H // bn)
             if bn > _pow2(H, 8) or (layout == "grid" and n_units < 2):
                 continue
             if layout == "solo":
-                yield "solo", (1, n_b, n_dir), block_b, bn, stream_kp, 1, kr, n_units, False, 4, False
+                yield "solo", (1, n_b, n_dir), block_b, bn, stream_kp, 1, kr, n_units, False, 4, False, False
                 continue
             n_n = min(n_units, slots // (n_b * n_dir))  # every direction's programs co-resident
             if n_n < 2:
@@ -475,12 +533,25 @@ def _candidates(cell, B, H, bits, limits: DeviceLimits, direction, layout, proj,
             n_tiles = -(-n_units // n_n)
             n_n = -(-n_units // n_tiles)
             rows = min(B, block_b)
-            if n_tiles == 1 and resident_ok(direction, bits, K, block_b, bn, g_res, proj,
-                                            cell == GRU_RESET_BEFORE or regularised,
-                                            cell == GRU_RESET_BEFORE and direction == "bwd", rows):
-                kp, nkp, warps_min, wide = resident_grid_pieces(direction, bits, K, block_b, bn, g_res, rows)
-                yield "grid", (n_n, n_b, n_dir), block_b, bn, kp, nkp, kr, 1, True, warps_min, wide
-            yield "grid", (n_n, n_b, n_dir), block_b, bn, stream_kp, 1, kr, n_tiles, False, 4, False
+            split_warps = t["resident_bwd_pieces_warps"]  # pieces split in K: one K slice per warp
+            if block_b < t["block_b_min"]:
+                pieces = resident_bwd_n8(bits, K, bn, g_res, proj, cell == GRU_RESET_BEFORE or regularised)
+                if n_tiles == 1 and pieces:
+                    yield "grid", (n_n, n_b, n_dir), block_b, bn, *pieces, kr, 1, True, split_warps, False, False
+                continue
+            # a 16-bit backward whose slice fits one piece may also run it in pieces split in K
+            for split in ((False, True) if bits == 16 and direction == "bwd" else (False,)):
+                if n_tiles == 1 and resident_ok(direction, bits, K, block_b, bn, g_res, proj,
+                                                cell == GRU_RESET_BEFORE or regularised,
+                                                cell == GRU_RESET_BEFORE and direction == "bwd", rows, split):
+                    kp, nkp, warps_min, wide = resident_grid_pieces(direction, bits, K, block_b, bn, g_res, rows,
+                                                                    split)
+                    yield "grid", (n_n, n_b, n_dir), block_b, bn, kp, nkp, kr, 1, True, warps_min, wide, False
+            split_fwd = direction == "fwd" and n_tiles == 1 and resident_split_fwd_ok(
+                bits, K, block_b, bn, GS, proj, cell == GRU_RESET_BEFORE or regularised, rows)
+            if split_fwd:
+                yield "grid", (n_n, n_b, n_dir), block_b, bn, *split_fwd, kr, 1, True, split_warps, False, True
+            yield "grid", (n_n, n_b, n_dir), block_b, bn, stream_kp, 1, kr, n_tiles, False, 4, False, False
 
 
 def layout_name(name: str) -> str:
@@ -515,7 +586,7 @@ def candidates(cell: str, B: int, H: int, dtype: torch.dtype, limits: DeviceLimi
     found, wide_found = [], []
     for n_dir in sorted({directions, 1}, reverse=True):
         for name in tried:
-            for lay, grid, block_b, bn, kp, nkp, kr, n_tiles, resident, warps_min, wide in _candidates(
+            for lay, grid, block_b, bn, kp, nkp, kr, n_tiles, resident, warps_min, wide, split in _candidates(
                     cell, B, H, bits, limits, direction, name, proj, n_dir, regularised):
                 for warps in (4, 8):
                     if warps < warps_min:
@@ -535,10 +606,11 @@ def candidates(cell: str, B: int, H: int, dtype: torch.dtype, limits: DeviceLimi
                     us = model.step_us(lay, grid[0], n_tiles, bn, block_b, GS, kp, nkp, resident, B, H, G, bits,
                                        direction, uses_wgmma(m_rows, block_b, warps), proj=proj, kr=kr,
                                        directions=n_dir, warps=warps,
-                                       second_phase=cell == GRU_RESET_BEFORE)["total"] * (directions // n_dir)
+                                       second_phase=cell == GRU_RESET_BEFORE, split=split)["total"] * (
+                                           directions // n_dir)
                     (wide_found if wide else found).append(
                         Launch(lay, grid, block_b, bn, kp, nkp, n_tiles, resident, warps, stages, smem, regs, us, kr,
-                               bool(proj), directions))
+                               bool(proj), directions, split))
                     break  # fewer warps when they fit
     # a wide resident tile only where no layout keeps W_hh resident in the narrow pieces (the large
     # shapes): resident_wide's findings were compiled there, not beside the narrow pieces' shapes

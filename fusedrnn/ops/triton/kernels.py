@@ -95,6 +95,7 @@ def recurrence_fwd_kernel(
     KR: tl.constexpr, N_TILES: tl.constexpr, RESIDENT: tl.constexpr, CARRY: tl.constexpr, BARRIER: tl.constexpr,
     PROJ: tl.constexpr, PREC: tl.constexpr, INTERP: tl.constexpr,
     ZONE_H: tl.constexpr = False, ZONE_C: tl.constexpr = False, DROP: tl.constexpr = False,
+    SPLIT: tl.constexpr = False,  # the resident pieces' product split in K over the warps (steps.contract_split)
 ):
     G: tl.constexpr = 4 if CELL == 0 else 1 if (CELL == 2 or CELL == 3) else 3
     GS: tl.constexpr = 1 if G == 1 else 4
@@ -154,7 +155,7 @@ def recurrence_fwd_kernel(
         bias = stacked_rows(p_bias, n0, H, G, GS, BLOCK_N, has_bias)
         ws = 0
         if RESIDENT:
-            ws = resident_w_fwd(p_w, n0, H, P, G, GS, BLOCK_N, KP, NKP)
+            ws = resident_w_fwd(p_w, n0, H, P, G, GS, BLOCK_N, KP, NKP, SPLIT)
         wr = 0
         if PROJ and CARRY:
             wr = w_rows(p_wr, 0, 0, P, H, 1, 1, BLOCK_P, BLOCK_N)  # all of W_hr: (BLOCK_P, BLOCK_N)
@@ -182,7 +183,7 @@ def recurrence_fwd_kernel(
                 acc = mma(ws[0], h * dm if DROP else h, zero, PREC, INTERP)
             else:
                 acc = contract_fwd(zero, p_h + (s % 2) * B * P, o_rp, m_b, p_w, ws, n0, H, P, G, GS, BLOCK_N, KP,
-                                   NKP, RESIDENT, PREC, INTERP, False)
+                                   NKP, RESIDENT, PREC, INTERP, False, SPLIT)
             if RB:  # r first, then the n gate's product over r ⊙ h of all units
                 rh = reset_state(acc, bias, x0, h * dm if DROP else h, act, m, GS, BLOCK_N, BLOCK_B)
                 if CARRY:
@@ -191,7 +192,7 @@ def recurrence_fwd_kernel(
                     tl.store(p_m + o_tile, rh, mask=m)
                     budget = sync(p_cnt, p_err, (NS * s + 1) * n_sync, budget, BARRIER, INTERP)
                     acc_n = contract_fwd(zero, p_m, o_rh, m_b, p_w, ws, n0, H, P, G, GS, BLOCK_N, KP, NKP, RESIDENT,
-                                         PREC, INTERP, False)
+                                         PREC, INTERP, False, SPLIT)
                 acc = with_slot2(acc, acc_n, GS, BLOCK_N)
             h_in = h
             if PROJ:  # the LSTM reads c, not h; with PROJ h has P rows
@@ -343,6 +344,7 @@ def recurrence_bwd_kernel(
     KR: tl.constexpr, N_TILES: tl.constexpr, RESIDENT: tl.constexpr, CARRY: tl.constexpr, BARRIER: tl.constexpr,
     PROJ: tl.constexpr, WRITE_DGX: tl.constexpr, PREC: tl.constexpr, INTERP: tl.constexpr,
     ZONE_H: tl.constexpr = False, ZONE_C: tl.constexpr = False, DROP: tl.constexpr = False,
+    SPLIT: tl.constexpr = False,  # unused: a backward's resident pieces are split whenever NKP > 1
 ):
     G: tl.constexpr = 4 if CELL == 0 else 1 if (CELL == 2 or CELL == 3) else 3
     SA: tl.constexpr = 1 if G == 1 else 4

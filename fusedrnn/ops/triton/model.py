@@ -71,7 +71,7 @@ SOLO_EXTRA_TRIPS = 1
 def step_us(layout: str, n_programs_per_tile: int, n_tiles: int, block_n: int, block_b: int, gate_slots: int,
             kp: int, nkp: int, resident: bool, B: int, H: int, G: int, bits: int, direction: str, wgmma: bool,
             dev: dict | None = None, proj: int = 0, kr: int = 0, directions: int = 1, warps: int = 4,
-            second_phase: bool = False) -> dict:
+            second_phase: bool = False, split: bool = False) -> dict:
     """Predicted µs per step of one launch, split into the model's terms (key "total"), and
     the dependent round trips it charges (key "round_trips", not in the total).
 
@@ -81,7 +81,8 @@ def step_us(layout: str, n_programs_per_tile: int, n_tiles: int, block_n: int, b
     which share the chip's L2 and HBM bandwidth. warps: per program. second_phase: the GRU with
     its reset gate before the product (cell "gru_reset_before"): a second barrier and exchange
     per step (r ⊙ h_{t-1} forward, the gradient through it backward, H wide) before the n gate's
-    product, whose chain and instructions the fit below does not count (a lower bound there)."""
+    product, whose chain and instructions the fit below does not count (a lower bound there). split: a
+    forward's resident pieces split in K over the warps as a backward's (config.resident_split_fwd_ok)."""
     dev = dev or machine.current()
     clk = dev["clock_ghz"] * 1e3  # cycles per µs
     rows = min(B, block_b)
@@ -98,7 +99,7 @@ def step_us(layout: str, n_programs_per_tile: int, n_tiles: int, block_n: int, b
     # resident: the first piece, then every later piece's loads together (config.resident_pieces);
     # a backward's pieces split in K (steps.contract_split): in one sweep all together (every
     # piece held behind the last load, tiles.behind); in several the first piece, then one per sweep
-    split = resident and direction == "bwd" and layout != "cta" and nkp > 1
+    split = resident and (direction == "bwd" or split) and layout != "cta" and nkp > 1
     sweeps = -(-nkp // min(nkp, max(1, RESIDENT_BWD_SWEEP_ELEMS // (kp * block_b))))
     if split:
         pieces = 1 if sweeps == 1 else 1 + sweeps

@@ -58,11 +58,22 @@ def unit_tile(tile, o_rows, m_b, N, BLOCK: tl.constexpr):
 
 @triton.jit
 def resident_w_fwd(p_w, n0, N, K, G: tl.constexpr, GS: tl.constexpr, BLOCK_N: tl.constexpr, KP: tl.constexpr,
-                   NKP: tl.constexpr):
-    """The tile's stacked rows of W (G*N, K) as NKP pieces (GS*BLOCK_N, KP), loaded once."""
+                   NKP: tl.constexpr, SPLIT: tl.constexpr = False):
+    """The tile's stacked rows of W (G*N, K) as NKP pieces (GS*BLOCK_N, KP), loaded once; SPLIT:
+    transposed in KSPLIT slices, (KSPLIT, KP // KSPLIT, GS*BLOCK_N), for contract_split."""
     ws = ()
-    for kp in tl.static_range(NKP):
-        ws = ws + (w_rows(p_w, n0, kp * KP, N, K, G, GS, BLOCK_N, KP),)
+    if SPLIT:
+        o_r = tl.arange(0, GS * BLOCK_N)
+        o_g = o_r // BLOCK_N
+        o_u = n0 + o_r % BLOCK_N
+        row = ((o_g * N + o_u) * K)[None, None, :]
+        m_r = ((o_g < G) & (o_u < N))[None, None, :]
+        for kp in tl.static_range(NKP):
+            k = tl.permute(kp * KP + split_k(KP), (0, 2, 1))  # (KSPLIT, KP // KSPLIT, 1): the slice's columns down
+            ws = ws + (tl.load(p_w + row + k, mask=(k < K) & m_r, other=0.0),)
+    else:
+        for kp in tl.static_range(NKP):
+            ws = ws + (w_rows(p_w, n0, kp * KP, N, K, G, GS, BLOCK_N, KP),)
     return ws
 
 
@@ -123,7 +134,7 @@ def chunk_bwd(p_d, o_rd, m_b, p_w, o_n, j, n_k, N, K, G: tl.constexpr, KP: tl.co
 @triton.jit
 def contract_fwd(acc, p_x, o_rx, m_b, p_w, ws, n0, N, K, G: tl.constexpr, GS: tl.constexpr, BLOCK_N: tl.constexpr,
                  KP: tl.constexpr, NKP: tl.constexpr, RESIDENT: tl.constexpr, PREC: tl.constexpr,
-                 INTERP: tl.constexpr, ROTATE: tl.constexpr):
+                 INTERP: tl.constexpr, ROTATE: tl.constexpr, SPLIT: tl.constexpr = False):
     """acc (GS*BLOCK_N, BLOCK_B) + the stacked rows n0.. of W (G*N, K) x xᵀ (rows o_rx of
     p_x, K wide): the gates from h_{t-1} (W_hh, K = P) or h_t from m_t (W_hr, K = H).
 
@@ -134,8 +145,12 @@ def contract_fwd(acc, p_x, o_rx, m_b, p_w, ws, n0, N, K, G: tl.constexpr, GS: tl
     issued, and the copy waited for them: one round trip per chunk.) Chunks past the end
     are masked: no memory traffic, and an odd count multiplies one chunk of zeros. ROTATE
     keeps that three-slot rotation (the forward projection's W_hr loop, and W_hh's over
-    several tiles beside it: two slots in place there spill, compiled for sm_90)."""
-    if RESIDENT:
+    several tiles beside it: two slots in place there spill, compiled for sm_90). SPLIT (resident,
+    pieces from resident_w_fwd's SPLIT): the product split in K over the warps, contract_split (the
+    fp32 RNN at B16·H768, config.resident_split_fwd_ok)."""
+    if RESIDENT and SPLIT:
+        acc = acc + contract_split(p_x, o_rx, m_b, ws, K, KP, NKP, PREC, INTERP)
+    elif RESIDENT:
         # the pieces' loads all written before the products, every piece behind the last load (16-bit)
         xs = ()
         for kp in tl.static_range(NKP):
@@ -184,13 +199,25 @@ def contract_split(p_d, o_rd, m_b, ws, GK, KP: tl.constexpr, NKP: tl.constexpr, 
     products): one sweep for the GRU's 9 pieces of 256, two for the LSTM's 12 (one sweep
     of 12 spills, compiled for sm_90). In one sweep every piece is held behind the last
     piece's load (tiles.behind), so ptxas issues all of them before any waits: one round trip
-    (it issued them in 2-4 groups). Needs KP // KSPLIT >= 16 on a GPU (config: 128 or 256)."""
+    (it issued them in 2-4 groups). Needs KP // KSPLIT >= 16 on a GPU (config: 128 or 256).
+
+    A batch tile of 8 rows (mma.sync's n8; config.resident_ok: 16-unit tiles) puts W on the M
+    side instead, (BLOCK_N, KS) x (KS, 8) per slice: half the exchanged values per program, so
+    the LSTM B16·H768's 12 pieces load in one sweep without spilling (2 round trips, where 16
+    rows took two sweeps and 4)."""
     BB: tl.constexpr = o_rd.shape[0]
+    W_LEFT: tl.constexpr = BB < 16
     SW: tl.constexpr = min(NKP, max(1, SWEEP_ELEMS // (KP * BB)))
     k_s = split_k(KP)  # (KSPLIT, 1, KS)
-    off = o_rd[None, :, None] + k_s
-    m3 = m_b[None, :, None]
-    acc = tl.zeros((KSPLIT, BB, ws[0].shape[2]), tl.float32)
+    if W_LEFT:
+        k_s = tl.permute(k_s, (0, 2, 1))  # (KSPLIT, KS, 1): x as (KSPLIT, KS, BB)
+        off = o_rd[None, None, :] + k_s
+        m3 = m_b[None, None, :]
+        acc = tl.zeros((KSPLIT, ws[0].shape[2], BB), tl.float32)
+    else:
+        off = o_rd[None, :, None] + k_s
+        m3 = m_b[None, :, None]
+        acc = tl.zeros((KSPLIT, BB, ws[0].shape[2]), tl.float32)
     for g in tl.static_range((NKP + SW - 1) // SW):
         xs = ()
         for i in tl.static_range(SW):
@@ -201,8 +228,14 @@ def contract_split(p_d, o_rd, m_b, ws, GK, KP: tl.constexpr, NKP: tl.constexpr, 
                 x = xs[i]
                 if SW == NKP and i < SW - 1:  # one sweep: every piece waits for the last load (tiles.behind)
                     x = behind(x, xs[SW - 1], GK > 0)
-                acc = mma_xw(issued(x, INTERP), ws[g * SW + i], acc, PREC, INTERP)
-    return tl.trans(tl.sum(acc, axis=0))
+                if W_LEFT:
+                    acc = mma(tl.permute(ws[g * SW + i], (0, 2, 1)), issued(x, INTERP), acc, PREC, INTERP)
+                else:
+                    acc = mma_xw(issued(x, INTERP), ws[g * SW + i], acc, PREC, INTERP)
+    out = tl.sum(acc, axis=0)
+    if not W_LEFT:
+        out = tl.trans(out)
+    return out
 
 
 @triton.jit

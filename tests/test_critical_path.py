@@ -42,10 +42,10 @@ OVER_TODAY: dict[tuple, int] = {
     # the backward's pieces split in K, their loads in two sweeps (one of 12 pieces spills); in one
     # sweep (the GRU's 9 pieces) every piece waits for the last load (tiles.behind): 2
     ("triton", "lstm", "bf16", 16, 768, "bwd"): 4,
-    # CUDA: the grid tier reads 2 (a flag, the data it guards) with one pass and 3 with several
-    # since the walk follows the plan's pass count and leaves a wait loop at its readiness test;
-    # what remains over is the per-step tier's backward (one launch per step, its loads serial)
-    ("cuda", "lstm", "fp32", 64, 1024, "bwd"): 6,
+    # CUDA: none. The grid tier reads 2 (a flag, the data it guards) with one pass and 3 with
+    # several since the walk follows the plan's pass count and leaves a wait loop at its readiness
+    # test; the LSTM fp32 backward at B64·H1024 ran per step (6: one launch a step, its loads
+    # serial) until the plan kept its W_hhᵀ slice unpadded (8 rows, not 16) and it fit the grid
 }
 
 TRITON_CASES = (("lstm", "bf16", 1, 256, "fwd"),

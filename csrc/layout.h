@@ -4,7 +4,8 @@
 // Dimensions: B batch, H hidden units, P the state fed back (proj_size, else H), G gates,
 // D directions, U H-units per CTA, UP P-units per CTA (UP == U without a projection),
 // NU CTAs per batch group (unit slices), Hp = U*NU, Pp = UP*NU (padded), BG batch rows per
-// group (multiple of 8), NBG groups per direction, RP weight rows per CTA (multiple of 16).
+// group (multiple of 8), NBG groups per direction, RP weight rows per CTA (multiple of 16, or of 8
+// where the plan keeps a slice unpadded: step_matmul.cuh).
 //
 // A step is one or two stages. A stage is one matmul, part = A · Xᵀ, where A is the CTA's
 // weight slice (kept in shared memory for the whole launch) and X the vector the CTAs of a
@@ -38,7 +39,7 @@ struct Stage {
   int cw, nseg;      // the consumed X: values per producer and segment, segments per producer
   int rows;          // output units per CTA of this stage (U or UP); A's rows: rows_per_unit * rows
   int K, Kp;         // contraction nseg*cw*NU and its padded length (a 32-byte k-step multiple)
-  int RP;            // weight rows per CTA, multiple of 16; rows past the real ones are zero
+  int RP;            // weight rows per CTA, multiple of 16 (or 8: plan.cpp); rows past the real ones are zero
   int lda, ldx;      // row strides (elements) of the weight slice and of X in smem
   int ldp;           // row stride (floats) of the partial sums part[ks][n][row]
   int KS, WM, WN;    // split-K slices; m-tiles and n-tiles per warp item

@@ -151,8 +151,10 @@ struct Candidate {
 };
 
 // Layout, shared memory and estimate of one (tier, U, BG, np); false (with why) if it cannot run.
-bool evaluate(const Model& M, const PlanRequest& r, const DeviceLimits& dev, Tier tier, int U, int BG, int np, Candidate* out,
-              long long* smem_needed) {
+// row_align: the weight rows a stage keeps, a multiple of 16 (whole m-tiles) or of 8 (an unpadded
+// slice: step_matmul.cuh's last m-tile reads its rows 0-7 twice).
+bool evaluate(const Model& M, const PlanRequest& r, const DeviceLimits& dev, Tier tier, int U, int BG, int np,
+              int row_align, Candidate* out, long long* smem_needed) {
   const int e = r.esize, vec = 16 / e, kstep = 32 / e;
   Layout L{};
   L.tier = (int)tier;
@@ -176,7 +178,7 @@ bool evaluate(const Model& M, const PlanRequest& r, const DeviceLimits& dev, Tie
     S.rows = sh[k].rows;
     S.K = S.nseg * S.cw * L.NU;
     S.Kp = (int)rup(S.K, kstep);
-    S.RP = (int)rup((long long)sh[k].rpu * S.rows, 16);
+    S.RP = (int)rup((long long)sh[k].rpu * S.rows, row_align);
     const int nq = S.nseg * L.NU;  // chunks of cw columns per X row
     int npk = std::min(np, nq);
     if (npk > 1 && S.cw % kstep != 0) {
@@ -219,7 +221,7 @@ bool evaluate(const Model& M, const PlanRequest& r, const DeviceLimits& dev, Tie
   long long part = 0;
   for (int k = 0; k < L.nst; ++k) {
     Stage& S = L.st[k];
-    sp[k] = best_split(M, S.RP / 16, BG / 8, S.Kp / kstep, e, BG, S.ldp, budget);
+    sp[k] = best_split(M, (int)cdiv(S.RP, 16), BG / 8, S.Kp / kstep, e, BG, S.ldp, budget);
     if (sp[k].KS == 0) return false;
     S.KS = sp[k].KS; S.WM = sp[k].WM; S.WN = sp[k].WN;
     part = std::max(part, (long long)S.KS * BG * S.ldp * 4);
@@ -315,31 +317,36 @@ Plan plan_uncached(const PlanRequest& r, const DeviceLimits& dev) {
       for (int bg = 8; bg < b8; bg *= 2) rows.push_back(bg);
       rows.push_back(b8);
     }
-    for (int U : units) {
-      const int NU = (int)cdiv(r.H, U);
-      for (int BG : rows) {
-        const int NBG = (int)cdiv(r.B, BG);
-        for (Tier t : {Tier::CTA, Tier::CLUSTER, Tier::GRID}) {
-          long long* need = t == Tier::CTA ? &cta_need : t == Tier::CLUSTER ? &cluster_need : &grid_need;
-          if (t == Tier::CTA && (!want_cta || NU != 1)) continue;
-          if (t == Tier::CLUSTER && (!want_cluster || NU > dev.max_cluster || (NU == 1 && r.mode != Mode::CLUSTER)))
-            continue;
-          if (t == Tier::GRID && (!want_grid || (NU == 1 && r.mode != Mode::GRID) || r.D * NBG * NU > dev.sms ||
-                                  NU > kMaxGridProducers))
-            continue;
-          const int max_np = t == Tier::GRID ? (r.backward ? r.G : 1) * NU : 1;
-          for (int np = r.passes > 0 && t == Tier::GRID ? std::min(r.passes, max_np) : 1; np <= max_np; ++np) {
-            Candidate c;
-            long long smem = 0;
-            const bool ok = evaluate(M, r, dev, t, U, BG, np, &c, &smem);
-            if (smem > 0 && (*need < 0 || smem < *need)) *need = smem;
-            if (!ok) continue;
-            if (!found || c.est.step < best.est.step - 1e-9 ||
-                (c.est.step <= best.est.step + 1e-9 && c.grid < best.grid)) {
-              best = c;
-              found = true;
+    // weight rows in whole m-tiles of 16; only where no plan fits them, rows in 8s (an 8-unit
+    // backward slice of W_hhᵀ padded to 16 rows is half zeros: the LSTM fp32 at B64·H1024)
+    for (int row_align : {16, 8}) {
+      if (found) break;
+      for (int U : units) {
+        const int NU = (int)cdiv(r.H, U);
+        for (int BG : rows) {
+          const int NBG = (int)cdiv(r.B, BG);
+          for (Tier t : {Tier::CTA, Tier::CLUSTER, Tier::GRID}) {
+            long long* need = t == Tier::CTA ? &cta_need : t == Tier::CLUSTER ? &cluster_need : &grid_need;
+            if (t == Tier::CTA && (!want_cta || NU != 1)) continue;
+            if (t == Tier::CLUSTER && (!want_cluster || NU > dev.max_cluster || (NU == 1 && r.mode != Mode::CLUSTER)))
+              continue;
+            if (t == Tier::GRID && (!want_grid || (NU == 1 && r.mode != Mode::GRID) || r.D * NBG * NU > dev.sms ||
+                                    NU > kMaxGridProducers))
+              continue;
+            const int max_np = t == Tier::GRID ? (r.backward ? r.G : 1) * NU : 1;
+            for (int np = r.passes > 0 && t == Tier::GRID ? std::min(r.passes, max_np) : 1; np <= max_np; ++np) {
+              Candidate c;
+              long long smem = 0;
+              const bool ok = evaluate(M, r, dev, t, U, BG, np, row_align, &c, &smem);
+              if (smem > 0 && (*need < 0 || smem < *need)) *need = smem;
+              if (!ok) continue;
+              if (!found || c.est.step < best.est.step - 1e-9 ||
+                  (c.est.step <= best.est.step + 1e-9 && c.grid < best.grid)) {
+                best = c;
+                found = true;
+              }
+              break;  // more passes only cost more once one fits (or: the forced count)
             }
-            break;  // more passes only cost more once one fits (or: the forced count)
           }
         }
       }

@@ -17,6 +17,13 @@
 
 namespace fusedrnn {
 
+// The 16-row m-tiles over a stage's RP weight rows. RP is a multiple of 8: where it is not one
+// of 16 (a slice the plan keeps unpadded, plan.cpp: padded, it would not fit in shared memory),
+// the last m-tile's rows 8-15 read rows 0-7 of that tile again (ldmatrix has to read some
+// row); their sums land in part rows >= RP, which no pointwise reads.
+__device__ __forceinline__ int m_tiles(const Stage& S) { return ceil_div(S.RP, 16); }
+__device__ __forceinline__ int a_row(const Stage& S, int row) { return row < S.RP ? row : row - 8; }
+
 // How a stage's warp items split (item -> split-K slice ks, m-group mg, n-group ng), made
 // once before the step loop: the step divides by multiply-high and shift (FastDiv) instead of
 // dividing by layout fields, some 20 instructions per runtime division, five per item.
@@ -24,7 +31,7 @@ struct MatmulSplit {
   FastDiv ks, mg;  // by S.KS, by the m-groups MG
   int items;       // MG * NG * KS
   __device__ static MatmulSplit of(const Stage& S, int BG) {
-    const int KS = max(S.KS, 1), MG = ceil_div(S.RP / 16, max(S.WM, 1)), NG = ceil_div(BG / 8, max(S.WN, 1));
+    const int KS = max(S.KS, 1), MG = ceil_div(m_tiles(S), max(S.WM, 1)), NG = ceil_div(BG / 8, max(S.WN, 1));
     return MatmulSplit{FastDiv::of(KS), FastDiv::of(max(MG, 1)), MG * NG * KS};
   }
 };
@@ -40,7 +47,7 @@ __device__ __forceinline__ void matmul_items(const T* A, const T* X, int x0, flo
                                              bool accumulate) {
   constexpr int KE = 32 / sizeof(T);  // elements per k-step
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  const int MT = S.RP / 16, NT = BG / 8, nk = kt_end - kt_begin;
+  const int MT = m_tiles(S), NT = BG / 8, nk = kt_end - kt_begin;
   for (int item = warp; item < sp.items; item += kWarps) {
     const int rest = sp.ks.div(item), ks = sp.ks.mod(item, rest), ng = sp.mg.div(rest), mg = sp.mg.mod(rest, ng);
     const int k0 = kt_begin + sp.ks.div(ks * nk), k1 = kt_begin + sp.ks.div((ks + 1) * nk);
@@ -50,7 +57,7 @@ __device__ __forceinline__ void matmul_items(const T* A, const T* X, int x0, flo
 #pragma unroll
     for (int i = 0; i < WM; ++i) {
       const int mt = min(mg * WM + i, MT - 1);
-      pa[i] = A + (mt * 16 + (lane & 15)) * S.lda + (lane >> 4) * (KE / 2);
+      pa[i] = A + a_row(S, mt * 16 + (lane & 15)) * S.lda + (lane >> 4) * (KE / 2);
     }
 #pragma unroll
     for (int j0 = 0; j0 < WN; j0 += WNC) {

@@ -129,9 +129,10 @@ def test_regularised_rows_compile_for_every_cell_and_dtype(ci_rows):
 
 #: the regularised kernels that spill today (ptxas, sm_90, bytes of spill stores + loads): the
 #: zoneout masks of two steps ahead (and the dropout mask) in registers push the LSTM backward
-#: (and the GRU backward in 16 bits, the LSTM forward in fp32) past 255 registers
+#: (and the LSTM forward in fp32) past 255 registers. The GRU backward in 16 bits spilled 8 bytes
+#: until the step matmul's m-tile count became ceil(RP / 16) (the unpadded slice): 254, none
 REGULARISED_SPILLS = {("lstm", "bwd", "bf16"): 52, ("lstm", "bwd", "fp16"): 52, ("lstm", "bwd", "fp32"): 40,
-                      ("gru", "bwd", "bf16"): 8, ("gru", "bwd", "fp16"): 8, ("lstm", "fwd", "fp32"): 8}
+                      ("lstm", "fwd", "fp32"): 8}
 
 
 @pytest.mark.gate

@@ -105,6 +105,36 @@ def test_tiers_split_over_ctas(emu, knobs, tier, dtype, case):
     check(case, dtype)
 
 
+# Weight slices kept unpadded (plan.cpp: rows in 8s where whole m-tiles of 16 fit in no pass count;
+# the LSTM fp32 backward at B64·H1024, 8 units of W_hhᵀ per CTA, 131 KB instead of 262 KB). At
+# H = 24 the emulated device's shared memory (FUSEDRNN_EMU_SMEM_OPTIN) is cut between what the
+# unpadded and the padded slices need, so the grid tier's backward keeps 8 rows, and its last
+# m-tile reads them twice (csrc/step_matmul.cuh): (dtype, cell, bytes, passes, backward's NP).
+UNPADDED = [(torch.float32, "lstm", 9000, 2, 2), (torch.float32, "gru", 7500, 0, 1),
+            (torch.float32, "rnn_tanh", 4500, 0, 1), (torch.bfloat16, "lstm", 6500, 0, 1)]
+
+
+@pytest.mark.parametrize("dtype,cell,smem,passes,np_bwd", UNPADDED,
+                         ids=[f"{str(d)[6:]}-{c}" for d, c, *_ in UNPADDED])
+def test_unpadded_weight_slice_on_the_grid(emu, knobs, monkeypatch, dtype, cell, smem, passes, np_bwd):
+    """The grid tier with 8 weight rows per CTA (an m-tile half real): values and every gradient
+    against float64, lengths, both directions, at NU = 3 CTAs and two batch groups."""
+    knobs("grid", 8, 8, passes)
+    monkeypatch.setenv("FUSEDRNN_EMU_SMEM_OPTIN", str(smem))
+    monkeypatch.setattr(cuda, "_plans", {})  # plans cached for the H100's shared memory stand for another device
+    for backward in (False, True):
+        p = cuda.plan(cell, dtype, 11, 24, backward=backward, device=0)  # what the launches run
+        assert p["ok"], p["reason"]
+        lay = p["layout"]
+        assert lay["NU"] == 3 and lay["NBG"] == 2 and p["smem_bytes"] <= smem - 1024, p
+        if backward:  # 8 rows (W_hhᵀ's units), not 16: the padded slice fits in no pass count
+            assert lay["RP"] == 8 and lay["NP"] == np_bwd, lay
+    lengths = (3, 1, 2, 3, 2, 1, 3, 3, 1, 2, 3)
+    for case in (contract.Case(cell, 1, True, lengths=lengths, T=3, B=11, H=24),
+                 contract.Case(cell, 2, False, lengths=lengths, T=3, B=11, H=24)):
+        check(case, dtype)
+
+
 # The GRU with its reset gate before the product (csrc/passes_reset.cuh, csrc/step_reset.cuh):
 # two exchanges a step (h, then r ⊙ h; backward d(n_pre), then [d(r_pre), d(z_pre)]). Each tier
 # forced as TIERS does, at an odd H split unevenly over the CTAs (the last holds one unit): NU = 3,

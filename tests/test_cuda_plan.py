@@ -37,7 +37,8 @@ PINNED = {
     ("lstm", "fp16", "fwd"): "cluster:16x16:8x1 cluster:8x16:8x1 grid:16x48:8x2 grid:16x64:32x2 cluster:32x16:32x8",
     ("lstm", "fp16", "bwd"): "cluster:16x16:8x1 cluster:16x8:8x1 grid:16x48:8x2 grid:16x64:32x2 cluster:32x16:8x32",
     ("lstm", "fp32", "fwd"): "cluster:16x16:8x1 cluster:8x16:8x1 grid:16x48:8x2 grid:8x128:64x1 grid:16x32:64x4",
-    ("lstm", "fp32", "bwd"): "cluster:32x8:8x1 cluster:32x4:8x1 grid:16x48:8x2 step grid:16x32:64x4",
+    # B64·H1024: 8 units of W_hhᵀ per CTA kept unpadded (8 rows, 131 KB; padded to 16, 262 KB)
+    ("lstm", "fp32", "bwd"): "cluster:32x8:8x1 cluster:32x4:8x1 grid:16x48:8x2 grid:8x128:64x1 grid:16x32:64x4",
     ("rnn_relu", "bf16", "fwd"): "cluster:16x16:8x1 cta:128x1:8x1 cluster:48x16:8x2 cluster:64x16:8x8 cluster:64x8:16x16",
     ("rnn_relu", "bf16", "bwd"): "cluster:16x16:8x1 cta:128x1:8x1 cluster:48x16:8x2 cluster:64x16:8x8 cluster:64x8:16x16",
     ("rnn_relu", "fp16", "fwd"): "cluster:16x16:8x1 cta:128x1:8x1 cluster:48x16:8x2 cluster:64x16:8x8 cluster:64x8:16x16",
@@ -84,6 +85,11 @@ def test_sixteen_bit_anchors_are_persistent_in_both_directions(cell, dt):
             assert p["persistent"], (cell, dt, B, H, bwd, p["reason"])
 
 
+def rows_ok(RP, rows):
+    """A stage's weight rows: whole m-tiles of 16, or the real rows in 8s (an unpadded slice)."""
+    return RP >= rows and (RP % 16 == 0 and RP - rows < 16 or RP % 8 == 0 and RP - rows < 8)
+
+
 def check_invariants(cell, dt, B, H, bwd, p, limits=H100):
     G, e = GATES[cell], (4 if dt == "fp32" else 2)
     assert p["ok"]
@@ -101,7 +107,7 @@ def check_invariants(cell, dt, B, H, bwd, p, limits=H100):
         check_two_stage_invariants(dt, B, bwd, p, limits)
         return
     assert L["K"] == (G if bwd else 1) * L["Hp"] and L["Kp"] % (32 // e) == 0 and L["Kp"] >= L["K"]
-    assert L["RP"] % 16 == 0 and L["RP"] >= (1 if bwd else G) * L["U"]
+    assert rows_ok(L["RP"], (1 if bwd else G) * L["U"])
     assert L["ppt"] * 256 >= L["U"] * min(L["BG"], B) and L["ppt"] <= 4
     assert L["KS"] >= 1 and L["WM"] in (1, 2) and L["WN"] in (1, 2, 4)
     assert (L["lda"] * e) % 128 in (16, 48, 80, 112) and (L["ldx"] * e) % 16 == 0
@@ -142,7 +148,7 @@ def check_two_stage_invariants(dt, B, bwd, p, limits):
     for st, (rpu, nseg) in zip(L["stages"], shapes, strict=True):
         assert st["cw"] == L["U"] and st["nseg"] == nseg and st["rows"] == L["U"]
         assert st["K"] == nseg * L["Hp"] and st["Kp"] % (32 // e) == 0 and st["Kp"] >= st["K"]
-        assert st["RP"] % 16 == 0 and st["RP"] >= rpu * L["U"]
+        assert rows_ok(st["RP"], rpu * L["U"])
         assert st["ppt"] * 256 >= L["U"] * min(L["BG"], B) and st["ppt"] <= 4
         assert st["KS"] >= 1 and st["WM"] in (1, 2) and st["WN"] in (1, 2, 4) and st["ldp"] % 32 == 4
         assert st["nx"] == (2 if p["tier"] == "grid" and st["NP"] > 1 else 1)  # two stages: a buffer each
@@ -208,6 +214,22 @@ def test_forced_tier_that_cannot_run_says_why():
     assert not p["ok"] and "one CTA: needs at least" in p["reason"] and "the device offers 227 KB" in p["reason"]
     p = plan("lstm", "bf16", 1, 4096, False, mode="cluster")
     assert not p["ok"] and "a cluster: needs at least" in p["reason"]
+
+
+def test_unpadded_slice_where_the_padded_one_fits_nowhere():
+    """The LSTM fp32 backward at B64·H1024: 8 units of W_hhᵀ per CTA (K = 4096) are 262 KB padded
+    to an m-tile of 16 rows, past the H100's 227 KB, so it ran per step; kept as its 8 rows
+    (131 KB) it runs on the grid, one CTA per SM, K streamed in passes. No other anchor plan
+    changes: padded slices stay wherever they fit (PINNED, and the unpadded ones listed here)."""
+    p = plan("lstm", "fp32", 64, 1024, True)
+    L = p["layout"]
+    assert p["tier"] == "grid" and p["cooperative"] and p["grid"] == 128 <= H100["sms"], p
+    assert L["U"] == 8 and L["RP"] == 8 and L["NBG"] == 1 and L["NP"] > 1, L
+    assert L["off_x"] - L["off_a"] == 8 * L["lda"] * 4 and 16 * L["lda"] * 4 > H100["smem_optin"]  # padded: no fit
+    check_invariants("lstm", "fp32", 64, 1024, True, p)
+    unpadded = [(cell, dt, B, H, bwd) for cell in GATES for dt in DTYPES for B, H in ANCHORS for bwd in (False, True)
+                if any(st["RP"] % 16 for st in plan(cell, dt, B, H, bwd).get("layout", {}).get("stages", []))]
+    assert unpadded == [("lstm", "fp32", 64, 1024, True)]
 
 
 def test_auto_falls_back_to_per_step_where_nothing_fits():

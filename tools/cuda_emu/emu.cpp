@@ -538,8 +538,14 @@ Runtime& cuda_runtime() {
 }
 
 // The device the host build pretends to be: the machine model's (an H100 SXM; csrc/plan.cpp
-// sizes tiers by it).
-DeviceLimits device_limits(int) { return model_limits(); }
+// sizes tiers by it). FUSEDRNN_EMU_SMEM_OPTIN (bytes) shrinks its shared memory per CTA, so a
+// test can make the plan take, at a small H, what it takes at a large one where smem is short.
+DeviceLimits device_limits(int) {
+  DeviceLimits d = model_limits();
+  const char* v = std::getenv("FUSEDRNN_EMU_SMEM_OPTIN");
+  if (v && *v) d.smem_optin = std::atoi(v);
+  return d;
+}
 
 int device_count(std::string*) { return 1; }
 

@@ -182,6 +182,41 @@ def test_threaded_runner_fails_loudly_if_triton_changes(monkeypatch):
             pass
 
 
+@pytest.mark.skipif(not config.INTERPRET, reason="the threaded runner is for the interpreter (a GPU runs the layouts)")
+def test_programs_rewrite_a_device_function_one_at_a_time(monkeypatch):
+    """The first call of a jit function parses its source (ast.parse), which CPython 3.11 does not
+    make thread-safe: programs reaching a device function together failed at random with
+    "SystemError: AST constructor recursion depth mismatch". Inside the runner those rewrites
+    take turns: here eight threads' first calls, each rewrite held open, never overlap."""
+    import threading
+    import time
+    from triton.runtime import interpreter
+    inside, most = [0], [0]
+    real = interpreter.FunctionRewriter.rewrite_ast
+
+    def slow_rewrite(self):
+        inside[0] += 1
+        most[0] = max(most[0], inside[0])
+        time.sleep(0.02)  # long enough for every thread to arrive while one is inside
+        inside[0] -= 1
+        return real(self)
+
+    monkeypatch.setattr(interpreter.FunctionRewriter, "rewrite_ast", slow_rewrite)
+    fns = [interpreter.InterpretedFunction(_device_function) for _ in range(8)]
+    rewritten = []
+    with interpreter_threads.concurrent_programs():
+        threads = [threading.Thread(target=lambda f=f: rewritten.append(f.rewrite()(2))) for f in fns]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert rewritten == [3] * 8 and most[0] == 1
+
+
+def _device_function(x):
+    return x + 1
+
+
 @pytest.mark.parametrize("cell", ("lstm", "gru", "gru_reset_before"))
 def test_resident_backward_in_sweeps(concurrent, monkeypatch, cell):
     """The backward's resident pieces loaded in several sweeps, the last one partial

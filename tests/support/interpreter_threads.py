@@ -8,7 +8,11 @@ Triton's interpreter keeps the current program index in one attribute of its bui
 - `grid_idx` becomes thread-local (a property over a `threading.local`);
 - `GridExecutor.__call__` starts one thread per program and joins them under a
   watchdog: programs still running after `timeout_s` fail the launch with DeadlockError;
-- every atomic yields the GIL afterwards, so a spinning program lets the others run.
+- every atomic yields the GIL afterwards, so a spinning program lets the others run;
+- `InterpretedFunction.rewrite` (a jit function's source parsed and rewritten on its first
+  call) runs one thread at a time: CPython 3.11's `ast.parse` is not thread-safe (programs
+  calling a device function for the first time together failed with "SystemError: AST
+  constructor recursion depth mismatch").
 Keep the kernels' spin limits small here (a poll costs microseconds of Python).
 
 If Triton's internals change so this cannot work, `concurrent_programs()` raises
@@ -41,8 +45,9 @@ class DeadlockError(RuntimeError):
 
 
 _NEEDED = ("GridExecutor", "InterpreterBuilder", "InterpreterError", "interpreter_builder", "_patch_lang",
-           "_implicit_cvt")
+           "_implicit_cvt", "InterpretedFunction")
 _NEEDED_METHODS = {"GridExecutor": ("__call__", "_init_args_hst", "_restore_args_dev"),
+                   "InterpretedFunction": ("rewrite",),
                    "InterpreterBuilder": ("set_grid_idx", "set_grid_dim", "create_atomic_rmw", "create_atomic_cas")}
 
 
@@ -118,6 +123,15 @@ def _threaded_call(interp, timeout_s: float):
     return __call__
 
 
+def _one_at_a_time(fn):
+    lock = threading.Lock()
+
+    def wrapper(*args, **kwargs):
+        with lock:
+            return fn(*args, **kwargs)
+    return wrapper
+
+
 def _yielding(fn):
     def wrapper(*args, **kwargs):
         out = fn(*args, **kwargs)
@@ -130,18 +144,20 @@ def _yielding(fn):
 def concurrent_programs(timeout_s: float = 60.0):
     """Within the block, every interpreted Triton launch runs its programs concurrently."""
     interp = _interpreter()
-    builder_cls, executor_cls = interp.InterpreterBuilder, interp.GridExecutor
+    builder_cls, executor_cls, fn_cls = interp.InterpreterBuilder, interp.GridExecutor, interp.InterpretedFunction
     local = threading.local()
     saved = {(builder_cls, "grid_idx"): builder_cls.__dict__.get("grid_idx"),
              (builder_cls, "create_atomic_rmw"): builder_cls.create_atomic_rmw,
              (builder_cls, "create_atomic_cas"): builder_cls.create_atomic_cas,
-             (executor_cls, "__call__"): executor_cls.__call__}
+             (executor_cls, "__call__"): executor_cls.__call__,
+             (fn_cls, "rewrite"): fn_cls.rewrite}
     instance_idx = interp.interpreter_builder.__dict__.pop("grid_idx", None)
     builder_cls.grid_idx = property(lambda self: getattr(local, "grid_idx", None),
                                     lambda self, v: setattr(local, "grid_idx", v))
     builder_cls.create_atomic_rmw = _yielding(saved[(builder_cls, "create_atomic_rmw")])
     builder_cls.create_atomic_cas = _yielding(saved[(builder_cls, "create_atomic_cas")])
     executor_cls.__call__ = _threaded_call(interp, timeout_s)
+    fn_cls.rewrite = _one_at_a_time(saved[(fn_cls, "rewrite")])
     try:
         yield
     finally:

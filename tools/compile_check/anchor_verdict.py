@@ -91,13 +91,15 @@ def _path_text(rows, backend, cell, dtype, B, H, direction) -> str:
         parts.append(f"{r.round_trips} rt ({p.get('flag_round_trips', '?')} flag), {r.barriers} bar, "
                      f"{r.insts_per_step} insts: wait {t.get('wait', 0):.2f} + sync {t.get('sync', 0):.2f} + "
                      f"max(issue {t.get('issue', 0):.2f}, mma {t.get('mma', 0):.2f})"
-                     + (f" + launch {t['launch']:.2f}" if "launch" in t else ""))
+                     + (f" + launch {t['launch']:.2f}" if "launch" in t else "")
+                     + (f"; the planner's estimate {t['plan']:.2f} (loops' trips, passes, L2 bandwidth)"
+                        if "plan" in t else ""))
     return "; ".join(parts) or "-"
 
 
 def _bound(rows, backend, p) -> str:
     """What bounds a losing row: its largest term, and the floor of its exchange."""
-    terms = {"wait": 0.0, "sync": 0.0, "issue": 0.0, "mma": 0.0, "launch": 0.0}
+    terms = {"wait": 0.0, "sync": 0.0, "issue": 0.0, "mma": 0.0, "launch": 0.0, "plan": 0.0}
     layouts = []
     for d in ("fwd",) + (("bwd",) if p["mode"] == "fwbw" else ()):
         for r in _picked(rows, backend, p["cell"], p["dtype"], p["B"], p["H"], d):

@@ -352,7 +352,14 @@ def _recurrence_rows(facts, lim, cell, dtype, B, H, anchor, proj=0, directions=1
 
 def set_path(row: Row, c: dict | None, plan: dict, kind: str, dtype: str):
     """The row's critical-path counts `c` (the walk of the SASS for its plan) and the machine
-    model's µs per step of them; a per-step kernel adds one launch per step."""
+    model's µs per step of them; a per-step kernel adds one launch per step.
+
+    The walk runs every loop inside the step once (sass_path: the k-steps of the step matmul,
+    a warp's items, the passes over K), so at the large shapes its issue and mma terms are one
+    k-step's and one pass's. The planner's estimate (csrc/plan.cpp, the same machine model)
+    charges those trips, the passes and the exchange's L2 bandwidth, but not the SASS's issue
+    count. A row's prediction is the larger of the two ("plan" in its terms where the
+    planner's is larger), until the walk is told the loops' trips."""
     if not c:
         return
     from fusedrnn import machine  # noqa: PLC0415
@@ -364,6 +371,10 @@ def set_path(row: Row, c: dict | None, plan: dict, kind: str, dtype: str):
     if kind != "persistent":
         terms["launch"] = m["launch_us"]
         terms["total"] += m["launch_us"]
+    plan_us = (plan.get("estimate") or {}).get("step_us", 0.0) if kind == "persistent" else 0.0
+    if plan_us > terms["total"]:
+        terms["plan"] = plan_us
+        terms["total"] = plan_us
     row.path = dict(c, terms=terms)
     row.predicted_us = round(terms["total"], 2)
     if kind == "persistent":

@@ -429,3 +429,21 @@ def test_a_two_word_constant_load_sets_both_registers():
     one = _walk(body, _layout(1, KS=1))
     assert one["unknown_branches"] == 0 and one["insts_per_step"] == 5
     assert _walk(body, _layout(1, KS=2))["insts_per_step"] == 6
+
+
+def test_a_cuda_row_takes_the_planners_estimate_where_it_is_larger():
+    """The walk runs the step's inner loops once (a k-step, a pass), so a persistent CUDA row's
+    prediction is the larger of the walk's and the planner's estimate (which charges those trips
+    and the exchange's bandwidth); the walk's terms stay beside it."""
+    from tools.compile_check import cuda_rows
+    from tools.compile_check.rows import Row
+
+    counts = one(STEP).as_dict()
+    walk_us = sass_path.predicted_us(one(STEP), machine.load(), 16, cuda_rows.THREADS // 32)
+    for plan_us, want in ((walk_us + 10.0, walk_us + 10.0), (walk_us / 2, walk_us)):
+        row = Row("cuda", "k", "lstm", "bf16", 64, 1024, "bwd", "any", "grid")
+        cuda_rows.set_path(row, counts, {"estimate": {"step_us": plan_us}, "layout": {"stages": [{"NP": 6}]}},
+                           "persistent", "bf16")
+        assert abs(row.predicted_us - round(want, 2)) < 1e-9
+        assert ("plan" in row.path["terms"]) == (plan_us > walk_us)
+        assert row.extra_passes == 5

@@ -21,7 +21,7 @@ from fusedrnn.ops.triton import config
 from support.triton_recurrence import check_against_reference
 
 from support import interpreter_threads
-from support.triton_layouts import SHAPES, SMALL_DEVICE, for_direction, forced, forced_launches, structure
+from support.triton_layouts import SMALL_DEVICE, for_direction, forced, forced_launches, structure
 
 CELLS = ("lstm", "gru", "rnn_tanh", "rnn_relu")
 DTYPES = (torch.float32, torch.bfloat16, torch.float16)
